@@ -1,0 +1,94 @@
+//! `ConnectedStreams<A, B>`: two streams of different types feeding one two-input operator.
+
+use std::sync::Arc;
+
+use super::datastream::{DataStream, Template};
+use super::functions::{CoFlatMapFunction, CoMapFunction};
+use super::key::Data;
+use crate::graph::stream_graph::{
+    ChainingStrategy, OperatorFactory, OutputSelector, StreamNode, TypedPort, typed_chain,
+};
+use crate::operator::{
+    CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, NodeId, TwoInputNode,
+    TwoInputOperator,
+};
+use crate::runtime::head::{InputSide, InputTask, TwoInputHead};
+
+/// Two connected streams (Flink's `ConnectedStreams`), consumed by `co_map` or `co_flat_map`.
+#[derive(Debug)]
+pub struct ConnectedStreams<A, B> {
+    first: DataStream<A>,
+    second: DataStream<B>,
+}
+
+impl<A: Data, B: Data> ConnectedStreams<A, B> {
+    pub(crate) fn new(first: DataStream<A>, second: DataStream<B>) -> Self {
+        Self { first, second }
+    }
+
+    fn transform<O: Data, Op>(self, name: &str, operator: Op) -> DataStream<O>
+    where
+        Op: TwoInputOperator<A, B, Out = O> + Clone,
+    {
+        let template = Template::new(operator);
+        let task_name = name.to_string();
+        let factory = OperatorFactory::TwoInput(Arc::new(move |info, main| {
+            let node = TwoInputNode::new(info, template.instance(), typed_chain::<O>(main));
+            Box::new(TwoInputHead::new(task_name.clone(), Box::new(node))) as Box<dyn InputTask>
+        }));
+        let env = self.first.env.clone();
+        let id = env.add_node(StreamNode {
+            id: NodeId(0),
+            name: name.to_string(),
+            uid: None,
+            parallelism: None,
+            non_parallel: false,
+            chaining: ChainingStrategy::Head,
+            factory,
+            input_port: None,
+            output_port: Some(TypedPort::<O>::arc()),
+            side_ports: Default::default(),
+        });
+        self.first.connect_to(id, InputSide::First);
+        self.second.connect_to(id, InputSide::Second);
+        DataStream::from_node(env, id, OutputSelector::Main)
+    }
+
+    /// Maps elements of the first stream with `f1` and of the second with `f2` into one stream.
+    pub fn co_map<O: Data, F1, F2>(self, f1: F1, f2: F2) -> DataStream<O>
+    where
+        F1: FnMut(A) -> O + Clone + Send + 'static,
+        F2: FnMut(B) -> O + Clone + Send + 'static,
+    {
+        self.transform("Co-Map", CoMapOperator(FnCoMap(f1, f2)))
+    }
+
+    /// Applies a [`CoMapFunction`].
+    pub fn co_map_function<F>(self, f: F) -> DataStream<F::Out>
+    where
+        F: CoMapFunction<A, B>,
+        F::Out: Data,
+    {
+        self.transform("Co-Map", CoMapOperator(f))
+    }
+
+    /// Flat-maps elements of the first stream with `f1` and of the second with `f2`.
+    pub fn co_flat_map<O: Data, I1, I2, F1, F2>(self, f1: F1, f2: F2) -> DataStream<O>
+    where
+        I1: IntoIterator<Item = O>,
+        I2: IntoIterator<Item = O>,
+        F1: FnMut(A) -> I1 + Clone + Send + 'static,
+        F2: FnMut(B) -> I2 + Clone + Send + 'static,
+    {
+        self.transform("Co-Flat Map", CoFlatMapOperator(FnCoFlatMap(f1, f2)))
+    }
+
+    /// Applies a [`CoFlatMapFunction`].
+    pub fn co_flat_map_function<F>(self, f: F) -> DataStream<F::Out>
+    where
+        F: CoFlatMapFunction<A, B>,
+        F::Out: Data,
+    {
+        self.transform("Co-Flat Map", CoFlatMapOperator(f))
+    }
+}

@@ -1,0 +1,420 @@
+//! `DataStream<T>`: the typed handle to a stream under construction, and its transformations.
+//!
+//! Every method only adds to the stream graph; nothing runs until `StreamEnv::execute`.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use super::env::StreamEnv;
+use super::functions::{FilterFunction, FlatMapFunction, MapFunction, ProcessFunction, SinkFunction};
+use super::key::{Data, Key};
+use super::output_tag::OutputTag;
+use super::sinks::{CollectSink, DataStreamSink};
+use crate::connectors::{CollectSinkFunction, PrintSink, TextFileSink};
+use crate::error::GraphError;
+use crate::graph::stream_graph::{
+    ChainingStrategy, OperatorFactory, OutputSelector, StreamEdge, StreamNode, TypedPort,
+    default_partitioner, erase_chain, typed_chain,
+};
+use crate::operator::{
+    FilterOperator, FlatMapOperator, FnFilter, FnFlatMap, FnMap, MapOperator, NodeId,
+    OneInputNode, OneInputOperator, ProcessOperator, SinkNode,
+};
+use crate::runtime::head::InputSide;
+use crate::runtime::partitioner::{PartitionKind, PartitionerSpec};
+use crate::runtime::writer::{custom_selector, key_group_selector};
+
+/// A stream of `T` under construction (Flink's `DataStream`).
+pub struct DataStream<T> {
+    pub(crate) env: StreamEnv,
+    /// The node outputs this stream reads (several after `union`).
+    pub(crate) inputs: Vec<(NodeId, OutputSelector)>,
+    /// The partitioning towards the next operator (`None`: forward, or rebalance when the
+    /// parallelism changes).
+    pub(crate) partitioner: Option<PartitionerSpec>,
+    /// The operator that produced this stream, when there is exactly one.
+    pub(crate) origin: Option<NodeId>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for DataStream<T> {
+    fn clone(&self) -> Self {
+        Self {
+            env: self.env.clone(),
+            inputs: self.inputs.clone(),
+            partitioner: self.partitioner.clone(),
+            origin: self.origin,
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for DataStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataStream")
+            .field("inputs", &self.inputs)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// Wraps a clonable value so factories can be `Sync` without requiring `Sync` of user functions.
+pub(crate) struct Template<F>(Mutex<F>);
+
+impl<F: Clone> Template<F> {
+    pub(crate) fn new(value: F) -> Self {
+        Self(Mutex::new(value))
+    }
+
+    pub(crate) fn instance(&self) -> F {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl<T: Data> DataStream<T> {
+    pub(crate) fn from_node(env: StreamEnv, node: NodeId, output: OutputSelector) -> Self {
+        Self {
+            env,
+            inputs: vec![(node, output)],
+            partitioner: None,
+            origin: Some(node),
+            _type: PhantomData,
+        }
+    }
+
+    /// Adds edges from this stream's inputs into `target` on `side`.
+    pub(crate) fn connect_to(&self, target: NodeId, side: InputSide) {
+        let partitioner = self.partitioner.clone().unwrap_or_else(default_partitioner);
+        let mut inner = self.env.lock();
+        for (source, output) in &self.inputs {
+            inner.graph.edges.push(StreamEdge {
+                source: *source,
+                output: output.clone(),
+                target,
+                side,
+                partitioner: partitioner.clone(),
+            });
+        }
+    }
+
+    /// Adds a one-input operator reading this stream.
+    pub(crate) fn transform<O, Op>(self, name: &str, operator: Op) -> DataStream<O>
+    where
+        O: Data,
+        Op: OneInputOperator<T, Out = O> + Clone,
+    {
+        let template = Template::new(operator);
+        let factory = OperatorFactory::OneInput(Arc::new(move |info, main, side| {
+            let node = OneInputNode::new(info, template.instance(), typed_chain::<O>(main), side);
+            erase_chain::<T>(Box::new(node))
+        }));
+        let id = self.env.add_node(StreamNode {
+            id: NodeId(0),
+            name: name.to_string(),
+            uid: None,
+            parallelism: None,
+            non_parallel: false,
+            chaining: ChainingStrategy::Always,
+            factory,
+            input_port: Some(TypedPort::<T>::arc()),
+            output_port: Some(TypedPort::<O>::arc()),
+            side_ports: Default::default(),
+        });
+        self.connect_to(id, InputSide::First);
+        DataStream::from_node(self.env.clone(), id, OutputSelector::Main)
+    }
+
+    /// Applies `f` to every element.
+    pub fn map<O: Data, F>(self, f: F) -> DataStream<O>
+    where
+        F: FnMut(T) -> O + Clone + Send + 'static,
+    {
+        self.transform("Map", MapOperator(FnMap(f)))
+    }
+
+    /// Applies a [`MapFunction`] (with `open`/`close`) to every element.
+    pub fn map_function<F>(self, f: F) -> DataStream<F::Out>
+    where
+        F: MapFunction<T>,
+        F::Out: Data,
+    {
+        self.transform("Map", MapOperator(f))
+    }
+
+    /// Replaces every element by the elements of the iterator `f` returns for it.
+    pub fn flat_map<O: Data, I, F>(self, f: F) -> DataStream<O>
+    where
+        I: IntoIterator<Item = O>,
+        F: FnMut(T) -> I + Clone + Send + 'static,
+    {
+        self.transform("Flat Map", FlatMapOperator(FnFlatMap(f)))
+    }
+
+    /// Applies a [`FlatMapFunction`] to every element.
+    pub fn flat_map_function<F>(self, f: F) -> DataStream<F::Out>
+    where
+        F: FlatMapFunction<T>,
+        F::Out: Data,
+    {
+        self.transform("Flat Map", FlatMapOperator(f))
+    }
+
+    /// Keeps the elements for which `f` returns `true`.
+    pub fn filter<F>(self, f: F) -> Self
+    where
+        F: FnMut(&T) -> bool + Clone + Send + 'static,
+    {
+        self.transform("Filter", FilterOperator(FnFilter(f)))
+    }
+
+    /// Keeps the elements a [`FilterFunction`] accepts.
+    pub fn filter_function<F: FilterFunction<T>>(self, f: F) -> Self {
+        self.transform("Filter", FilterOperator(f))
+    }
+
+    /// Applies a [`ProcessFunction`]: any number of outputs, side outputs, timestamps.
+    pub fn process<F>(self, f: F) -> DataStream<F::Out>
+    where
+        F: ProcessFunction<T>,
+        F::Out: Data,
+    {
+        self.transform("Process", ProcessOperator(f))
+    }
+
+    /// Partitions the stream by the key `key_selector` extracts: all elements with one key go to
+    /// the same subtask (via its key group).
+    pub fn key_by<K: Key, KS>(self, key_selector: KS) -> super::KeyedStream<K, T>
+    where
+        KS: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    {
+        let selector: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(key_selector);
+        let for_partitioner = selector.clone();
+        let spec = PartitionerSpec::with_selector(
+            PartitionKind::Hash,
+            key_group_selector(move |value: &T| for_partitioner(value)),
+        );
+        super::KeyedStream::new(self.with_partitioner(spec), selector)
+    }
+
+    /// Merges this stream with `others` of the same type; no operator is added, the next
+    /// operator reads all of them.
+    pub fn union(mut self, others: impl IntoIterator<Item = Self>) -> Self {
+        for other in others {
+            self.inputs.extend(other.inputs);
+        }
+        self.origin = None;
+        self
+    }
+
+    /// Connects this stream with `other` (of another type) for a two-input operator.
+    pub fn connect<B: Data>(self, other: DataStream<B>) -> super::ConnectedStreams<T, B> {
+        super::ConnectedStreams::new(self, other)
+    }
+
+    fn with_partitioner(mut self, spec: PartitionerSpec) -> Self {
+        self.partitioner = Some(spec);
+        self
+    }
+
+    /// Subtask `i` sends to subtask `i` of the next operator (equal parallelism required).
+    pub fn forward(self) -> Self {
+        self.with_partitioner(PartitionerSpec::simple(PartitionKind::Forward))
+    }
+
+    /// Round-robin over all subtasks of the next operator.
+    pub fn rebalance(self) -> Self {
+        self.with_partitioner(PartitionerSpec::simple(PartitionKind::Rebalance))
+    }
+
+    /// Round-robin over a local subset of the next operator's subtasks.
+    pub fn rescale(self) -> Self {
+        self.with_partitioner(PartitionerSpec::simple(PartitionKind::Rescale))
+    }
+
+    /// A random subtask of the next operator for every element (seeded by the job's seed).
+    pub fn shuffle(self) -> Self {
+        self.with_partitioner(PartitionerSpec::simple(PartitionKind::Shuffle))
+    }
+
+    /// Every element to every subtask of the next operator.
+    pub fn broadcast(self) -> Self {
+        self.with_partitioner(PartitionerSpec::simple(PartitionKind::Broadcast))
+    }
+
+    /// Every element to subtask 0 of the next operator.
+    pub fn global(self) -> Self {
+        self.with_partitioner(PartitionerSpec::simple(PartitionKind::Global))
+    }
+
+    /// A user function of the key picks the subtask: `partitioner(&key, subtask_count)` must
+    /// return a value below `subtask_count` (otherwise the job fails naming the operator).
+    pub fn partition_custom<K, P, KS>(self, partitioner: P, key_selector: KS) -> Self
+    where
+        K: 'static,
+        P: Fn(&K, u32) -> u32 + Send + Sync + 'static,
+        KS: Fn(&T) -> K + Send + Sync + 'static,
+    {
+        let spec = PartitionerSpec::with_selector(
+            PartitionKind::Custom,
+            custom_selector(partitioner, key_selector),
+        );
+        self.with_partitioner(spec)
+    }
+
+    fn edit_origin(self, what: &str, edit: impl FnOnce(&mut StreamNode)) -> Self {
+        match self.origin {
+            Some(node) => edit(self.env.lock().graph.node_mut(node)),
+            None => self.env.record_error(GraphError::InvalidApiUse(format!(
+                "{what} applies to the stream of one operator, not to a union"
+            ))),
+        }
+        self
+    }
+
+    /// Names the operator that produced this stream.
+    pub fn name(self, name: &str) -> Self {
+        self.edit_origin("name()", |n| n.name = name.to_string())
+    }
+
+    /// Sets the stable id of the operator that produced this stream (used to match state in
+    /// savepoints).
+    pub fn uid(self, uid: &str) -> Self {
+        self.edit_origin("uid()", |n| n.uid = Some(uid.to_string()))
+    }
+
+    /// Sets the parallelism of the operator that produced this stream.
+    pub fn set_parallelism(self, parallelism: u32) -> Self {
+        self.edit_origin("set_parallelism()", |n| n.parallelism = Some(parallelism))
+    }
+
+    /// Never chains the operator that produced this stream with its neighbours.
+    pub fn disable_chaining(self) -> Self {
+        self.edit_origin("disable_chaining()", |n| n.chaining = ChainingStrategy::Never)
+    }
+
+    /// Starts a new chain at the operator that produced this stream.
+    pub fn start_new_chain(self) -> Self {
+        self.edit_origin("start_new_chain()", |n| {
+            if n.chaining == ChainingStrategy::Always {
+                n.chaining = ChainingStrategy::Head;
+            }
+        })
+    }
+
+    /// The side output `tag` of the operator that produced this stream.
+    pub fn side_output<U: Data>(&self, tag: &OutputTag<U>) -> DataStream<U> {
+        let Some(origin) = self.origin else {
+            self.env.record_error(GraphError::InvalidApiUse(format!(
+                "side_output('{}') needs the stream of one operator, not a union",
+                tag.id()
+            )));
+            return DataStream {
+                env: self.env.clone(),
+                inputs: Vec::new(),
+                partitioner: None,
+                origin: None,
+                _type: PhantomData,
+            };
+        };
+        {
+            let mut inner = self.env.lock();
+            let port = TypedPort::<U>::arc();
+            let existing = inner.graph.node(origin).side_ports.get(tag.id()).cloned();
+            match existing {
+                Some(existing) if existing.type_id() != port.type_id() => {
+                    let error = GraphError::SideOutputTypeMismatch {
+                        tag: tag.id().to_string(),
+                        first: existing.type_name(),
+                        second: port.type_name(),
+                    };
+                    inner.errors.push(error);
+                }
+                Some(_) => {}
+                None => {
+                    inner
+                        .graph
+                        .node_mut(origin)
+                        .side_ports
+                        .insert(tag.id().to_string(), port);
+                }
+            }
+        }
+        DataStream::from_node(
+            self.env.clone(),
+            origin,
+            OutputSelector::Side(tag.id().to_string()),
+        )
+    }
+
+    /// Adds a sink.
+    pub fn add_sink<S: SinkFunction<T>>(self, sink: S) -> DataStreamSink {
+        self.add_sink_named(sink, "Sink: Unnamed")
+    }
+
+    pub(crate) fn add_sink_named<S: SinkFunction<T>>(self, sink: S, name: &str) -> DataStreamSink {
+        let template = Template::new(sink);
+        let factory = OperatorFactory::Sink(Arc::new(move |info| {
+            erase_chain::<T>(Box::new(SinkNode::new(info, template.instance())))
+        }));
+        let id = self.env.add_node(StreamNode {
+            id: NodeId(0),
+            name: name.to_string(),
+            uid: None,
+            parallelism: None,
+            non_parallel: false,
+            chaining: ChainingStrategy::Always,
+            factory,
+            input_port: Some(TypedPort::<T>::arc()),
+            output_port: None,
+            side_ports: Default::default(),
+        });
+        self.connect_to(id, InputSide::First);
+        DataStreamSink::new(self.env.clone(), id)
+    }
+
+    /// Prints every element to stdout with `Display`; at parallelism above 1 each line starts
+    /// with `N> `, the printing subtask's index plus one (Flink's `print()`).
+    pub fn print(self) -> DataStreamSink
+    where
+        T: std::fmt::Display,
+    {
+        self.add_sink_named(PrintSink::new(String::new(), false), "Sink: Print")
+    }
+
+    /// Like [`DataStream::print`], with `prefix` before each line (`prefix:N> ` in parallel).
+    pub fn print_with_prefix(self, prefix: &str) -> DataStreamSink
+    where
+        T: std::fmt::Display,
+    {
+        self.add_sink_named(PrintSink::new(prefix.to_string(), false), "Sink: Print")
+    }
+
+    /// Like [`DataStream::print`], to stderr.
+    pub fn print_to_err(self) -> DataStreamSink
+    where
+        T: std::fmt::Display,
+    {
+        self.add_sink_named(PrintSink::new(String::new(), true), "Sink: Print to Std. Err")
+    }
+
+    /// Collects every element for the caller: read them with [`CollectSink::take`] after the
+    /// job (or while an unbounded job runs).
+    pub fn collect_sink(self) -> CollectSink<T> {
+        let handle = CollectSink::new();
+        self.add_sink_named(CollectSinkFunction::new(handle.shared()), "Sink: Collect");
+        handle
+    }
+
+    /// Writes every element as a line of text (`Display`). At parallelism 1 `path` is a file;
+    /// above 1 it is a directory with one file per subtask, named `1`, `2`, ... (Flink's
+    /// `writeAsText`).
+    pub fn write_as_text(self, path: impl Into<std::path::PathBuf>) -> DataStreamSink
+    where
+        T: std::fmt::Display,
+    {
+        self.add_sink_named(TextFileSink::new(path.into()), "Sink: Text File")
+    }
+}

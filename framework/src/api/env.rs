@@ -1,0 +1,257 @@
+//! The stream execution environment: where a job is declared and executed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::config::ExecutionConfig;
+use super::datastream::DataStream;
+use super::functions::SourceFunction;
+use super::key::Data;
+use crate::connectors::{CollectionSource, FileSource, GeneratorSource, SocketSource};
+use crate::error::{GraphError, JobError};
+use crate::graph::stream_graph::{
+    ChainingStrategy, OperatorFactory, OutputSelector, StreamGraph, StreamNode, TypedPort,
+    typed_chain,
+};
+use crate::graph::{ExecutionGraph, JobGraph};
+use crate::operator::{NodeId, SourceNode, SourceTask};
+use crate::runtime::{JobHandle, JobResult};
+
+/// The context in which a streaming job is declared and executed (Flink's
+/// `StreamExecutionEnvironment`).
+///
+/// Cloning gives another handle to the same job.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::prelude::*;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let env = StreamEnv::new();
+/// env.set_parallelism(2);
+/// let doubled = env
+///     .from_collection(vec![1i64, 2, 3])
+///     .map(|x| x * 2)
+///     .collect_sink();
+/// let result = env.execute("double").await?;
+/// let mut values = doubled.take();
+/// values.sort();
+/// assert_eq!(values, vec![2, 4, 6]);
+/// assert_eq!(result.operator("Map").map(|m| m.records_in), Some(3));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct StreamEnv {
+    inner: Arc<Mutex<EnvInner>>,
+}
+
+#[derive(Default)]
+pub(crate) struct EnvInner {
+    pub(crate) graph: StreamGraph,
+    pub(crate) config: ExecutionConfig,
+    /// API misuse found while declaring; reported by `execute`.
+    pub(crate) errors: Vec<GraphError>,
+}
+
+impl std::fmt::Debug for StreamEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("StreamEnv")
+            .field("config", &inner.config)
+            .field("operators", &inner.graph.nodes.len())
+            .finish()
+    }
+}
+
+impl StreamEnv {
+    /// An environment with the default [`ExecutionConfig`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An environment with `config`.
+    pub fn with_config(config: ExecutionConfig) -> Self {
+        let env = Self::new();
+        env.lock().config = config;
+        env
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, EnvInner> {
+        // The lock is only held for short graph edits that do not call user code, so a poisoned
+        // lock can only come from a panic in this module; the graph data is still consistent.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets the default parallelism of operators.
+    pub fn set_parallelism(&self, parallelism: u32) -> &Self {
+        self.lock().config.parallelism = parallelism;
+        self
+    }
+
+    /// Sets the max parallelism (the number of key groups).
+    pub fn set_max_parallelism(&self, max_parallelism: u32) -> &Self {
+        self.lock().config.max_parallelism = max_parallelism;
+        self
+    }
+
+    /// Sets how long a partially filled batch may wait, in milliseconds (Flink's
+    /// `setBufferTimeout`).
+    pub fn set_buffer_timeout_ms(&self, timeout_ms: u64) -> &Self {
+        self.lock().config.buffer_timeout_ms = timeout_ms;
+        self
+    }
+
+    /// Turns operator chaining off for the whole job.
+    pub fn disable_operator_chaining(&self) -> &Self {
+        self.lock().config.chaining_enabled = false;
+        self
+    }
+
+    /// Changes any setting.
+    pub fn configure(&self, f: impl FnOnce(&mut ExecutionConfig)) -> &Self {
+        f(&mut self.lock().config);
+        self
+    }
+
+    /// The current settings.
+    pub fn config(&self) -> ExecutionConfig {
+        self.lock().config.clone()
+    }
+
+    pub(crate) fn add_node(&self, node: StreamNode) -> NodeId {
+        self.lock().graph.add_node(node)
+    }
+
+    pub(crate) fn record_error(&self, error: GraphError) {
+        self.lock().errors.push(error);
+    }
+
+    /// Adds a user source.
+    pub fn add_source<T: Data, S: SourceFunction<T>>(&self, source: S, name: &str) -> DataStream<T> {
+        self.add_source_node(source, format!("Source: {name}"), false)
+    }
+
+    pub(crate) fn add_source_node<T: Data, S: SourceFunction<T>>(
+        &self,
+        source: S,
+        name: String,
+        non_parallel: bool,
+    ) -> DataStream<T> {
+        let template = Mutex::new(source);
+        let factory = OperatorFactory::Source(Arc::new(move |info, main| {
+            let source = template
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            Box::new(SourceNode::new(info, source, typed_chain::<T>(main))) as Box<dyn SourceTask>
+        }));
+        let id = self.add_node(StreamNode {
+            id: NodeId(0),
+            name,
+            uid: None,
+            parallelism: None,
+            non_parallel,
+            chaining: ChainingStrategy::Head,
+            factory,
+            input_port: None,
+            output_port: Some(TypedPort::<T>::arc()),
+            side_ports: Default::default(),
+        });
+        DataStream::from_node(self.clone(), id, OutputSelector::Main)
+    }
+
+    /// A non-parallel source of the given elements, in order (Flink's `fromCollection`).
+    pub fn from_collection<T: Data>(&self, elements: Vec<T>) -> DataStream<T> {
+        self.add_source_node(
+            CollectionSource::new(elements),
+            "Source: Collection".to_string(),
+            true,
+        )
+    }
+
+    /// A parallel source of `generator(0)`, `generator(1)`, ... `generator(count - 1)`. Subtask
+    /// `j` of `p` emits the indices `j, j + p, j + 2p, ...`.
+    pub fn from_generator<T: Data, F>(&self, count: u64, generator: F) -> DataStream<T>
+    where
+        F: Fn(u64) -> T + Clone + Send + 'static,
+    {
+        self.add_source_node(
+            GeneratorSource::new(Some(count), generator),
+            "Source: Generator".to_string(),
+            false,
+        )
+    }
+
+    /// Like [`StreamEnv::from_generator`], without end.
+    pub fn from_generator_unbounded<T: Data, F>(&self, generator: F) -> DataStream<T>
+    where
+        F: Fn(u64) -> T + Clone + Send + 'static,
+    {
+        self.add_source_node(
+            GeneratorSource::new(None, generator),
+            "Source: Generator".to_string(),
+            false,
+        )
+    }
+
+    /// The lines of a text file, without their line terminators (Flink's `readTextFile`). A
+    /// missing or unreadable file fails the job with an error naming the path.
+    pub fn read_text_file(&self, path: impl Into<PathBuf>) -> DataStream<String> {
+        let path = path.into();
+        let name = format!("Source: File {}", path.display());
+        self.add_source_node(FileSource::new(path), name, true)
+    }
+
+    /// The lines received on a TCP connection to `host:port` (Flink's `socketTextStream`); the
+    /// stream ends when the peer closes the connection.
+    pub fn socket_text_stream(&self, host: &str, port: u16) -> DataStream<String> {
+        let name = format!("Source: Socket {host}:{port}");
+        self.add_source_node(SocketSource::new(host.to_string(), port), name, true)
+    }
+
+    fn take_graph(&self) -> Result<(StreamGraph, ExecutionConfig), GraphError> {
+        let mut inner = self.lock();
+        if let Some(error) = inner.errors.first().cloned() {
+            inner.errors.clear();
+            return Err(error);
+        }
+        Ok((std::mem::take(&mut inner.graph), inner.config.clone()))
+    }
+
+    /// The chained job graph as text: tasks, their operators and parallelism, and the
+    /// partitioning between them.
+    ///
+    /// # Errors
+    ///
+    /// The graph or configuration is invalid.
+    pub fn explain(&self) -> Result<String, GraphError> {
+        let inner = self.lock();
+        if let Some(error) = inner.errors.first() {
+            return Err(error.clone());
+        }
+        Ok(JobGraph::build(inner.graph.clone(), &inner.config)?.explain())
+    }
+
+    /// Starts the declared job and returns a handle to wait for it or cancel it (for unbounded
+    /// jobs). The environment is empty afterwards, as in Flink.
+    ///
+    /// # Errors
+    ///
+    /// The graph or configuration is invalid, or deployment failed.
+    pub async fn execute_async(&self, job_name: &str) -> Result<JobHandle, JobError> {
+        let (graph, config) = self.take_graph()?;
+        let job = JobGraph::build(graph, &config)?;
+        let execution = ExecutionGraph::build(job);
+        crate::runtime::launch(execution, config, job_name.to_string()).await
+    }
+
+    /// Runs the declared job to completion (a bounded job) and returns its result.
+    ///
+    /// # Errors
+    ///
+    /// The graph is invalid, or an operator failed: the error names the operator and subtask.
+    pub async fn execute(&self, job_name: &str) -> Result<JobResult, JobError> {
+        self.execute_async(job_name).await?.join().await
+    }
+}

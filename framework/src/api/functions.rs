@@ -1,0 +1,354 @@
+//! The function traits users implement: Flink's "rich" functions.
+//!
+//! Every function has a lifecycle (`open` before the first element, with a [`RuntimeContext`];
+//! `close` after the last) and is cloned once per parallel instance, so each subtask owns its
+//! copy. Closures work directly with `map`, `flat_map`, `filter` and friends; implement a trait
+//! when a function needs `open`/`close` or is reused across jobs.
+
+use crate::operator::{Collector, FunctionError, OperatorContext, RuntimeContext};
+
+/// Transforms each element into exactly one element (`DataStream::map_function`).
+pub trait MapFunction<I>: Clone + Send + 'static {
+    /// The output type.
+    type Out;
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Maps one element.
+    fn map(&mut self, value: I) -> Self::Out;
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// Transforms each element into zero or more elements (`DataStream::flat_map_function`).
+pub trait FlatMapFunction<I>: Clone + Send + 'static {
+    /// The output type.
+    type Out;
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Emits the outputs for one element into `out`.
+    fn flat_map(&mut self, value: I, out: &mut Collector<'_, Self::Out>);
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// Keeps the elements for which it returns `true` (`DataStream::filter_function`).
+pub trait FilterFunction<I>: Clone + Send + 'static {
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Whether to keep `value`.
+    fn filter(&mut self, value: &I) -> bool;
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// The most general one-input function: any number of outputs, side outputs through
+/// [`OperatorContext::output`], the element's timestamp (`DataStream::process`).
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::prelude::*;
+///
+/// #[derive(Clone)]
+/// struct SplitNegatives {
+///     negatives: OutputTag<i64>,
+/// }
+///
+/// impl ProcessFunction<i64> for SplitNegatives {
+///     type Out = i64;
+///     fn process_element(&mut self, value: i64, ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, i64>) {
+///         if value < 0 { ctx.output(&self.negatives, value) } else { out.collect(value) }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let env = StreamEnv::new();
+/// let negatives = OutputTag::<i64>::new("negatives");
+/// let split = env.from_collection(vec![3, -1, 4, -5]).process(SplitNegatives { negatives: negatives.clone() });
+/// let low = split.side_output(&negatives).collect_sink();
+/// let high = split.collect_sink();
+/// env.execute("split").await.unwrap();
+/// assert_eq!(high.take(), vec![3, 4]);
+/// assert_eq!(low.take(), vec![-1, -5]);
+/// # }
+/// ```
+pub trait ProcessFunction<I>: Clone + Send + 'static {
+    /// The main output type.
+    type Out;
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Processes one element.
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    /// Called once when the input ended, before the end is passed downstream (a bounded job's
+    /// last chance to emit).
+    fn on_end_of_input(&mut self, _ctx: &mut OperatorContext<'_>, _out: &mut Collector<'_, Self::Out>) {}
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// Maps each element of two connected streams to one output (`ConnectedStreams::co_map_function`).
+pub trait CoMapFunction<A, B>: Clone + Send + 'static {
+    /// The output type.
+    type Out;
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Maps an element of the first stream.
+    fn map1(&mut self, value: A) -> Self::Out;
+    /// Maps an element of the second stream.
+    fn map2(&mut self, value: B) -> Self::Out;
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// Flat-maps each element of two connected streams (`ConnectedStreams::co_flat_map_function`).
+pub trait CoFlatMapFunction<A, B>: Clone + Send + 'static {
+    /// The output type.
+    type Out;
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Handles an element of the first stream.
+    fn flat_map1(&mut self, value: A, out: &mut Collector<'_, Self::Out>);
+    /// Handles an element of the second stream.
+    fn flat_map2(&mut self, value: B, out: &mut Collector<'_, Self::Out>);
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// Writes elements out of the job (`DataStream::add_sink`).
+pub trait SinkFunction<I>: Clone + Send + 'static {
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this sink.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Writes one element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this sink and subtask.
+    fn invoke(&mut self, value: I, ctx: &SinkContext) -> Result<(), FunctionError>;
+    /// The input ended (a bounded job finishes): flush buffers here.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job.
+    fn finish(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this sink.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// What a sink knows about the element it writes.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkContext {
+    /// The element's event-time timestamp.
+    pub timestamp: Option<i64>,
+    /// The sink subtask's index.
+    pub subtask_index: u32,
+    /// The current watermark at the sink.
+    pub current_watermark: i64,
+}
+
+/// What a source poll reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcePoll {
+    /// More data may be available right away: poll again soon.
+    MoreAvailable,
+    /// Nothing available now: poll again after the idle interval (or when woken).
+    Idle,
+    /// The source is exhausted (a bounded source reached its end).
+    Finished,
+}
+
+/// A source of elements, bounded or unbounded (`StreamEnv::add_source`).
+///
+/// The runtime calls [`SourceFunction::poll_next`] repeatedly; each call emits up to
+/// [`SourceContext::remaining`] elements and returns. A source never blocks: when nothing is
+/// available it returns [`SourcePoll::Idle`]. Positions are designed to be checkpointed:
+/// [`SourceFunction::snapshot_position`] returns the position after the last emitted element and
+/// [`SourceFunction::restore_position`] rewinds to it, so a recovered job re-reads exactly the
+/// elements after the last checkpoint.
+///
+/// Each parallel instance is a clone; it finds its share of the input through the
+/// [`RuntimeContext`] handed to `open` (subtask index and parallelism).
+pub trait SourceFunction<T>: Clone + Send + 'static {
+    /// Called once per subtask before the first poll.
+    ///
+    /// # Errors
+    ///
+    /// Any error (say, a missing file) fails the job, naming this source.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Emits available elements into `ctx`, at most `ctx.remaining()` of them.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this source (malformed input should be reported with its
+    /// position).
+    fn poll_next(&mut self, ctx: &mut SourceContext<'_, T>) -> Result<SourcePoll, FunctionError>;
+    /// The position after the last emitted element, as bytes (`None`: not checkpointable).
+    ///
+    /// # Errors
+    ///
+    /// The position could not be captured.
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, FunctionError> {
+        Ok(None)
+    }
+    /// Rewinds to a position returned by [`SourceFunction::snapshot_position`]; called after
+    /// `open` when a job restores.
+    ///
+    /// # Errors
+    ///
+    /// The position is corrupt or does not fit this source.
+    fn restore_position(&mut self, _position: &[u8]) -> Result<(), FunctionError> {
+        Err("this source cannot restore a position".into())
+    }
+    /// Called once per subtask after the last poll.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// Where a source emits its elements during one poll.
+pub struct SourceContext<'a, T> {
+    pub(crate) out: Collector<'a, T>,
+    pub(crate) remaining: usize,
+    pub(crate) subtask_index: u32,
+    pub(crate) parallelism: u32,
+}
+
+impl<T> std::fmt::Debug for SourceContext<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceContext")
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+impl<T> SourceContext<'_, T> {
+    /// Emits an element without timestamp.
+    #[inline]
+    pub fn collect(&mut self, value: T) {
+        self.remaining = self.remaining.saturating_sub(1);
+        self.out.collect(value);
+    }
+
+    /// Emits an element with an event-time timestamp.
+    pub fn collect_with_timestamp(&mut self, value: T, timestamp: i64) {
+        self.remaining = self.remaining.saturating_sub(1);
+        self.out.collect_with_timestamp(value, timestamp);
+    }
+
+    /// Emits a watermark after the elements emitted so far.
+    pub fn emit_watermark(&mut self, watermark: crate::time::Watermark) {
+        self.out.emit_watermark(watermark);
+    }
+
+    /// How many more elements this poll may emit (the rest of the poll's budget).
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// This source instance's index.
+    pub fn subtask_index(&self) -> u32 {
+        self.subtask_index
+    }
+
+    /// The source's parallelism.
+    pub fn parallelism(&self) -> u32 {
+        self.parallelism
+    }
+}

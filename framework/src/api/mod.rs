@@ -1,0 +1,29 @@
+//! The DataStream API, in Flink's vocabulary.
+//!
+//! [`StreamEnv`] declares sources and runs jobs; [`DataStream`], [`KeyedStream`] and
+//! [`ConnectedStreams`] declare transformations; the traits in [`functions`] are what users
+//! implement when a closure is not enough. Nothing here runs a job itself: it builds a stream
+//! graph that `execute` hands to the graph compiler and the runtime.
+
+mod config;
+mod connected;
+mod datastream;
+mod env;
+pub mod functions;
+mod key;
+mod keyed;
+mod output_tag;
+mod sinks;
+
+pub use config::{BATCH_RECORDS_LIMIT, CREDITS_PER_CHANNEL_LIMIT, ExecutionConfig};
+pub use connected::ConnectedStreams;
+pub use datastream::DataStream;
+pub use env::StreamEnv;
+pub use functions::{
+    CoFlatMapFunction, CoMapFunction, FilterFunction, FlatMapFunction, MapFunction,
+    ProcessFunction, SinkContext, SinkFunction, SourceContext, SourceFunction, SourcePoll,
+};
+pub use key::{Data, Key};
+pub use keyed::KeyedStream;
+pub use output_tag::OutputTag;
+pub use sinks::{CollectSink, DataStreamSink};

@@ -1,0 +1,131 @@
+//! Sources over in-memory data: a collection and an index generator.
+
+use crate::api::{SourceContext, SourceFunction, SourcePoll};
+use crate::operator::{FunctionError, RuntimeContext};
+
+/// Emits the elements of a vector in order (non-parallel). Position: the index of the next
+/// element.
+#[derive(Debug, Clone)]
+pub struct CollectionSource<T> {
+    elements: Vec<T>,
+    next: usize,
+}
+
+impl<T> CollectionSource<T> {
+    /// A source of `elements`.
+    pub fn new(elements: Vec<T>) -> Self {
+        Self {
+            elements,
+            next: 0,
+        }
+    }
+}
+
+/// Encodes a `u64` position.
+fn encode_position(position: u64) -> Vec<u8> {
+    position.to_le_bytes().to_vec()
+}
+
+/// Decodes a `u64` position, with a clear error for a corrupt one.
+pub(crate) fn decode_position(bytes: &[u8], what: &str) -> Result<u64, FunctionError> {
+    let array: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| format!("{what}: position must be 8 bytes, got {}", bytes.len()))?;
+    Ok(u64::from_le_bytes(array))
+}
+
+impl<T: Clone + Send + 'static> SourceFunction<T> for CollectionSource<T> {
+    fn poll_next(&mut self, ctx: &mut SourceContext<'_, T>) -> Result<SourcePoll, FunctionError> {
+        while ctx.remaining() > 0 {
+            let Some(element) = self.elements.get(self.next) else {
+                return Ok(SourcePoll::Finished);
+            };
+            ctx.collect(element.clone());
+            self.next += 1;
+        }
+        Ok(if self.next < self.elements.len() {
+            SourcePoll::MoreAvailable
+        } else {
+            SourcePoll::Finished
+        })
+    }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, FunctionError> {
+        Ok(Some(encode_position(self.next as u64)))
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), FunctionError> {
+        let next = decode_position(position, "collection source")?;
+        if next > self.elements.len() as u64 {
+            return Err(format!(
+                "collection source: position {next} is past the end ({} elements)",
+                self.elements.len()
+            )
+            .into());
+        }
+        self.next = next as usize;
+        Ok(())
+    }
+}
+
+/// Emits `generator(g)` for `g` in `0..count` (or forever), split over its parallel instances:
+/// subtask `j` of `p` emits `g = s * p + j` for `s = 0, 1, ...`. Position: `s`.
+#[derive(Debug, Clone)]
+pub struct GeneratorSource<F> {
+    count: Option<u64>,
+    generator: F,
+    next_step: u64,
+    subtask_index: u64,
+    parallelism: u64,
+}
+
+impl<F> GeneratorSource<F> {
+    /// A generator of `count` elements (`None`: unbounded).
+    pub fn new(count: Option<u64>, generator: F) -> Self {
+        Self {
+            count,
+            generator,
+            next_step: 0,
+            subtask_index: 0,
+            parallelism: 1,
+        }
+    }
+}
+
+impl<T, F> SourceFunction<T> for GeneratorSource<F>
+where
+    F: Fn(u64) -> T + Clone + Send + 'static,
+{
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.subtask_index = u64::from(ctx.subtask_index);
+        self.parallelism = u64::from(ctx.parallelism);
+        Ok(())
+    }
+
+    #[inline]
+    fn poll_next(&mut self, ctx: &mut SourceContext<'_, T>) -> Result<SourcePoll, FunctionError> {
+        let budget = ctx.remaining() as u64;
+        for _ in 0..budget {
+            let index = self.next_step * self.parallelism + self.subtask_index;
+            if self.count.is_some_and(|count| index >= count) {
+                return Ok(SourcePoll::Finished);
+            }
+            ctx.collect((self.generator)(index));
+            self.next_step += 1;
+        }
+        let index = self.next_step * self.parallelism + self.subtask_index;
+        Ok(match self.count {
+            Some(count) if index >= count => SourcePoll::Finished,
+            _ => SourcePoll::MoreAvailable,
+        })
+    }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, FunctionError> {
+        Ok(Some(encode_position(self.next_step)))
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), FunctionError> {
+        self.next_step = decode_position(position, "generator source")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! Errors, one enum per layer, and the crate's [`Error`].
+
+/// The job graph or configuration is invalid; reported by `execute` before anything runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    /// The job has no operator.
+    #[error("the job has no operators: add a source and a sink before calling execute")]
+    EmptyGraph,
+    /// A parallelism outside `1..=max_parallelism`.
+    #[error("operator '{operator}': parallelism {parallelism} is outside 1..={max_parallelism}")]
+    InvalidParallelism {
+        /// The operator.
+        operator: String,
+        /// The requested parallelism.
+        parallelism: u32,
+        /// The job's max parallelism.
+        max_parallelism: u32,
+    },
+    /// A non-parallel source (collection, file, socket) was given a parallelism above 1.
+    #[error("operator '{operator}' is not parallel: its parallelism must be 1, not {parallelism}")]
+    NonParallelOperator {
+        /// The operator.
+        operator: String,
+        /// The requested parallelism.
+        parallelism: u32,
+    },
+    /// `forward()` between operators of unequal parallelism.
+    #[error(
+        "forward partitioning needs equal parallelism, but '{source_operator}' has {source_parallelism} \
+         and '{target_operator}' has {target_parallelism}: use rebalance() or rescale()"
+    )]
+    ForwardParallelismMismatch {
+        /// Upstream operator.
+        source_operator: String,
+        /// Its parallelism.
+        source_parallelism: u32,
+        /// Downstream operator.
+        target_operator: String,
+        /// Its parallelism.
+        target_parallelism: u32,
+    },
+    /// An operator without the inputs it needs.
+    #[error("operator '{operator}' has no input")]
+    MissingInput {
+        /// The operator.
+        operator: String,
+    },
+    /// A configuration value out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// An API call that does not apply to this stream (e.g. `name` on a union).
+    #[error("invalid use of the API: {0}")]
+    InvalidApiUse(String),
+    /// Two side outputs with the same tag id but different types.
+    #[error("side output tag '{tag}' is used with two types: {first} and {second}")]
+    SideOutputTypeMismatch {
+        /// The tag id.
+        tag: String,
+        /// The type seen first.
+        first: &'static str,
+        /// The other type.
+        second: &'static str,
+    },
+    /// A bug in graph construction.
+    #[error("internal graph error: {0}")]
+    Internal(String),
+}
+
+/// A job failed while deploying or running.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobError {
+    /// The graph or configuration is invalid.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// A subtask failed: a panic or an error in a user function.
+    #[error("job failed: operator '{operator}' in task '{task}': {message}")]
+    TaskFailed {
+        /// The chain and subtask, e.g. `Source: numbers -> Map (2/4)`.
+        task: String,
+        /// The operator that failed.
+        operator: String,
+        /// The panic message or error.
+        message: String,
+    },
+    /// The job could not be deployed (e.g. an operator failed to build).
+    #[error("job could not be deployed: {0}")]
+    Deploy(String),
+    /// A runtime bug.
+    #[error("internal runtime error: {0}")]
+    Internal(String),
+}
+
+/// The crate's error: any error of a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Graph or configuration.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// Job execution.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// I/O.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

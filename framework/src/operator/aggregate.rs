@@ -1,0 +1,145 @@
+//! Rolling aggregations on keyed streams: `reduce`, `sum`, `min`, `max`, `min_by`, `max_by`.
+//!
+//! Each emits the updated aggregate for the record's key after every record (Flink's rolling
+//! aggregation). Semantics follow Flink's `AggregationFunction`s:
+//! - `sum`, `min`, `max` update one field of the first element seen for the key; the other fields
+//!   keep that first element's values;
+//! - `min_by`, `max_by` keep the whole element with the smallest (largest) field, the earlier one
+//!   on ties.
+//!
+//! The per-key aggregate lives in a subtask-local map keyed by the key; the map never iterates in
+//! a way that reaches the output, so a fixed-seed hash map is safe here (determinism contract).
+
+use rustc_hash::FxHashMap;
+
+use super::chain::{Collector, OneInputOperator, OperatorContext};
+use super::element::Record;
+use crate::api::Key;
+
+/// A reduce step: combines the aggregate so far with a new element.
+pub(crate) trait Reducer<T>: Clone + Send + 'static {
+    fn reduce(&mut self, aggregate: T, value: T) -> T;
+}
+
+/// A user closure as a [`Reducer`].
+#[derive(Debug, Clone)]
+pub(crate) struct FnReducer<F>(pub(crate) F);
+
+impl<T, F: FnMut(T, T) -> T + Clone + Send + 'static> Reducer<T> for FnReducer<F> {
+    #[inline]
+    fn reduce(&mut self, aggregate: T, value: T) -> T {
+        (self.0)(aggregate, value)
+    }
+}
+
+/// Which built-in field aggregation to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldAggregation {
+    Sum,
+    Min,
+    Max,
+}
+
+/// `sum`/`min`/`max` over a field reached through a lens closure.
+#[derive(Debug, Clone)]
+pub(crate) struct FieldReducer<L> {
+    pub(crate) lens: L,
+    pub(crate) kind: FieldAggregation,
+}
+
+impl<T, N, L> Reducer<T> for FieldReducer<L>
+where
+    N: Copy + PartialOrd + std::ops::Add<Output = N>,
+    L: Fn(&mut T) -> &mut N + Clone + Send + 'static,
+{
+    #[inline]
+    fn reduce(&mut self, mut aggregate: T, mut value: T) -> T {
+        let incoming = *(self.lens)(&mut value);
+        let field = (self.lens)(&mut aggregate);
+        match self.kind {
+            FieldAggregation::Sum => *field = *field + incoming,
+            FieldAggregation::Min => {
+                if incoming < *field {
+                    *field = incoming;
+                }
+            }
+            FieldAggregation::Max => {
+                if incoming > *field {
+                    *field = incoming;
+                }
+            }
+        }
+        aggregate
+    }
+}
+
+/// `min_by`/`max_by`: keeps the element whose field is smallest (largest); the earlier on ties.
+#[derive(Debug, Clone)]
+pub(crate) struct ByReducer<S> {
+    pub(crate) selector: S,
+    pub(crate) keep_max: bool,
+}
+
+impl<T, N, S> Reducer<T> for ByReducer<S>
+where
+    N: PartialOrd,
+    S: Fn(&T) -> N + Clone + Send + 'static,
+{
+    #[inline]
+    fn reduce(&mut self, aggregate: T, value: T) -> T {
+        let current = (self.selector)(&aggregate);
+        let incoming = (self.selector)(&value);
+        let replace = if self.keep_max {
+            incoming > current
+        } else {
+            incoming < current
+        };
+        if replace { value } else { aggregate }
+    }
+}
+
+/// The rolling keyed reduce operator.
+#[derive(Debug, Clone)]
+pub(crate) struct RollingReduce<K, T, KS, R> {
+    key_selector: KS,
+    reducer: R,
+    aggregates: FxHashMap<K, T>,
+}
+
+impl<K, T, KS, R> RollingReduce<K, T, KS, R> {
+    pub(crate) fn new(key_selector: KS, reducer: R) -> Self {
+        Self {
+            key_selector,
+            reducer,
+            aggregates: FxHashMap::default(),
+        }
+    }
+}
+
+impl<K, T, KS, R> OneInputOperator<T> for RollingReduce<K, T, KS, R>
+where
+    K: Key,
+    T: Clone + Send + 'static,
+    KS: Fn(&T) -> K + Clone + Send + 'static,
+    R: Reducer<T>,
+{
+    type Out = T;
+
+    #[inline]
+    fn process(&mut self, record: Record<T>, _ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, T>) {
+        let key = (self.key_selector)(&record.value);
+        let updated = match self.aggregates.get_mut(&key) {
+            Some(aggregate) => {
+                let previous = aggregate.clone();
+                let updated = self.reducer.reduce(previous, record.value);
+                aggregate.clone_from(&updated);
+                updated
+            }
+            None => {
+                self.aggregates.insert(key, record.value.clone());
+                record.value
+            }
+        };
+        out.collect(updated);
+    }
+}

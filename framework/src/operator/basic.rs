@@ -1,0 +1,147 @@
+//! Stateless one-input operators: map, flat map, filter, process; and the closure adapters that
+//! let plain closures stand in for the function traits.
+
+use super::chain::{Collector, OneInputOperator, OperatorContext};
+use super::context::{FunctionError, RuntimeContext};
+use super::element::Record;
+use crate::api::functions::{FilterFunction, FlatMapFunction, MapFunction, ProcessFunction};
+
+/// `map`: one output per input.
+#[derive(Debug, Clone)]
+pub(crate) struct MapOperator<F>(pub(crate) F);
+
+impl<I: 'static, F: MapFunction<I>> OneInputOperator<I> for MapOperator<F>
+where
+    F::Out: Send + 'static,
+{
+    type Out = F::Out;
+
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.0.open(ctx)
+    }
+
+    #[inline]
+    fn process(&mut self, record: Record<I>, _ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
+        let value = self.0.map(record.value);
+        out.collect(value);
+    }
+
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.0.close()
+    }
+}
+
+/// `flat_map`: any number of outputs per input.
+#[derive(Debug, Clone)]
+pub(crate) struct FlatMapOperator<F>(pub(crate) F);
+
+impl<I: 'static, F: FlatMapFunction<I>> OneInputOperator<I> for FlatMapOperator<F>
+where
+    F::Out: Send + 'static,
+{
+    type Out = F::Out;
+
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.0.open(ctx)
+    }
+
+    #[inline]
+    fn process(&mut self, record: Record<I>, _ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
+        self.0.flat_map(record.value, out);
+    }
+
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.0.close()
+    }
+}
+
+/// `filter`: keeps the inputs the predicate accepts.
+#[derive(Debug, Clone)]
+pub(crate) struct FilterOperator<F>(pub(crate) F);
+
+impl<I: Send + 'static, F: FilterFunction<I>> OneInputOperator<I> for FilterOperator<F> {
+    type Out = I;
+
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.0.open(ctx)
+    }
+
+    #[inline]
+    fn process(&mut self, record: Record<I>, _ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, I>) {
+        if self.0.filter(&record.value) {
+            out.collect(record.value);
+        }
+    }
+
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.0.close()
+    }
+}
+
+/// `process`: a [`ProcessFunction`] with side outputs.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessOperator<F>(pub(crate) F);
+
+impl<I: 'static, F: ProcessFunction<I>> OneInputOperator<I> for ProcessOperator<F>
+where
+    F::Out: Send + 'static,
+{
+    type Out = F::Out;
+
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.0.open(ctx)
+    }
+
+    fn process(&mut self, record: Record<I>, ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
+        self.0.process_element(record.value, ctx, out);
+    }
+
+    fn on_end_of_input(&mut self, ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
+        self.0.on_end_of_input(ctx, out);
+    }
+
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.0.close()
+    }
+}
+
+/// A closure as a [`MapFunction`].
+#[derive(Debug, Clone)]
+pub(crate) struct FnMap<F>(pub(crate) F);
+
+impl<I, O, F: FnMut(I) -> O + Clone + Send + 'static> MapFunction<I> for FnMap<F> {
+    type Out = O;
+    #[inline]
+    fn map(&mut self, value: I) -> O {
+        (self.0)(value)
+    }
+}
+
+/// A closure returning an iterator as a [`FlatMapFunction`].
+#[derive(Debug, Clone)]
+pub(crate) struct FnFlatMap<F>(pub(crate) F);
+
+impl<I, It, F> FlatMapFunction<I> for FnFlatMap<F>
+where
+    It: IntoIterator,
+    F: FnMut(I) -> It + Clone + Send + 'static,
+{
+    type Out = It::Item;
+    #[inline]
+    fn flat_map(&mut self, value: I, out: &mut Collector<'_, It::Item>) {
+        for item in (self.0)(value) {
+            out.collect(item);
+        }
+    }
+}
+
+/// A predicate closure as a [`FilterFunction`].
+#[derive(Debug, Clone)]
+pub(crate) struct FnFilter<F>(pub(crate) F);
+
+impl<I, F: FnMut(&I) -> bool + Clone + Send + 'static> FilterFunction<I> for FnFilter<F> {
+    #[inline]
+    fn filter(&mut self, value: &I) -> bool {
+        (self.0)(value)
+    }
+}

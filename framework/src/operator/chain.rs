@@ -1,0 +1,604 @@
+//! Operator chains: operators calling each other directly, inside one subtask.
+//!
+//! A chain is a tree of [`Chained`] endpoints rooted at the chain's head: every operator owns the
+//! endpoints of its outputs (the next chained operators, and record writers for edges that leave
+//! the chain). Records flow down by plain method calls, with no message and no copy; control
+//! (watermarks, barriers, end of input, flush) flows down the same tree, so every operator sees
+//! control elements in order with its records.
+//!
+//! Operators are written against [`OneInputOperator`] and wrapped in [`OneInputNode`], which
+//! does the bookkeeping the operator must not: counting records, naming the running operator for
+//! panic reports, forwarding control elements, feeding side outputs.
+
+use std::any::Any;
+
+use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx};
+use super::element::Record;
+use crate::checkpoint::CheckpointBarrier;
+use crate::time::Watermark;
+
+/// Records in and out of one operator instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OperatorCounters {
+    /// Records the operator received.
+    pub records_in: u64,
+    /// Records the operator emitted (main output and side outputs).
+    pub records_out: u64,
+}
+
+/// The input endpoint of (part of) a chain, for elements of type `T`.
+pub trait Chained<T>: Send {
+    /// Opens this endpoint and everything below it.
+    ///
+    /// # Errors
+    ///
+    /// The first user function whose `open` failed, with the operator's name.
+    fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError>;
+    /// Processes one record.
+    fn process(&mut self, record: Record<T>, cx: &mut TaskCx);
+    /// Processes a watermark (after every record before it).
+    fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx);
+    /// Processes a checkpoint barrier.
+    fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    /// All inputs ended: emit what is pending and pass the end on.
+    fn end_of_input(&mut self, cx: &mut TaskCx);
+    /// Hands partially filled batches to the outbox (the linger timer fired).
+    fn flush(&mut self, cx: &mut TaskCx);
+    /// Closes this endpoint and everything below it.
+    ///
+    /// # Errors
+    ///
+    /// The first user function whose `close` failed.
+    fn close(&mut self) -> Result<(), OperatorError>;
+    /// Appends the counters of every operator at and below this endpoint.
+    fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>);
+}
+
+/// A type-erased `Box<dyn Chained<T>>`, used while assembling chains from the graph.
+pub(crate) type ErasedChained = Box<dyn Any + Send>;
+
+/// What `open` needs to build each operator's [`RuntimeContext`].
+#[derive(Debug, Clone)]
+pub struct OpenContext {
+    pub(crate) job_name: String,
+    pub(crate) subtask_index: u32,
+    pub(crate) max_parallelism: u32,
+    pub(crate) attempt_number: u32,
+}
+
+impl OpenContext {
+    pub(crate) fn runtime_context(&self, info: &OperatorInfo) -> RuntimeContext {
+        RuntimeContext {
+            job_name: self.job_name.clone(),
+            operator_name: info.name.clone(),
+            uid: info.uid.clone(),
+            subtask_index: self.subtask_index,
+            parallelism: info.parallelism,
+            max_parallelism: self.max_parallelism,
+            attempt_number: self.attempt_number,
+        }
+    }
+}
+
+/// Static facts about one operator in a chain.
+#[derive(Debug, Clone)]
+pub struct OperatorInfo {
+    /// The graph node.
+    pub node: NodeId,
+    /// Display name.
+    pub name: String,
+    /// User-set uid.
+    pub uid: Option<String>,
+    /// Parallelism.
+    pub parallelism: u32,
+}
+
+/// A user function failed in `open` or `close`.
+#[derive(Debug, thiserror::Error)]
+#[error("operator '{operator}' failed in {phase}: {source}")]
+pub struct OperatorError {
+    /// The operator's name.
+    pub operator: String,
+    /// `open` or `close`.
+    pub phase: &'static str,
+    /// The function's error.
+    #[source]
+    pub source: FunctionError,
+}
+
+/// Side outputs of one operator: per tag, a typed buffer and the chain that consumes it.
+///
+/// Operators write side-output records into the buffer (through their context) while the main
+/// collector is borrowed; the node drains the buffers right after the operator call.
+#[derive(Default)]
+pub struct SideOutputs {
+    ports: Vec<(String, Box<dyn ErasedSidePort>)>,
+    pending: bool,
+}
+
+impl std::fmt::Debug for SideOutputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SideOutputs")
+            .field("tags", &self.ports.iter().map(|(t, _)| t).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+pub(crate) trait ErasedSidePort: Send {
+    fn as_any(&mut self) -> &mut dyn Any;
+    fn drain(&mut self, cx: &mut TaskCx) -> u64;
+    fn endpoint(&mut self) -> &mut dyn ChainedControl;
+    fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>);
+}
+
+/// The type-independent part of [`Chained`]: control and lifecycle.
+pub(crate) trait ChainedControl {
+    fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError>;
+    fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx);
+    fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    fn end_of_input(&mut self, cx: &mut TaskCx);
+    fn flush(&mut self, cx: &mut TaskCx);
+    fn close(&mut self) -> Result<(), OperatorError>;
+}
+
+impl<T> ChainedControl for Box<dyn Chained<T>> {
+    fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
+        (**self).open(ctx)
+    }
+    fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
+        (**self).process_watermark(watermark, cx);
+    }
+    fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        (**self).process_barrier(barrier, cx);
+    }
+    fn end_of_input(&mut self, cx: &mut TaskCx) {
+        (**self).end_of_input(cx);
+    }
+    fn flush(&mut self, cx: &mut TaskCx) {
+        (**self).flush(cx);
+    }
+    fn close(&mut self) -> Result<(), OperatorError> {
+        (**self).close()
+    }
+}
+
+struct SidePort<U> {
+    buffer: Vec<Record<U>>,
+    chain: Box<dyn Chained<U>>,
+}
+
+impl<U: Send + 'static> ErasedSidePort for SidePort<U> {
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn drain(&mut self, cx: &mut TaskCx) -> u64 {
+        let drained = self.buffer.len() as u64;
+        for record in self.buffer.drain(..) {
+            self.chain.process(record, cx);
+        }
+        drained
+    }
+    fn endpoint(&mut self) -> &mut dyn ChainedControl {
+        &mut self.chain
+    }
+    fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>) {
+        self.chain.metrics(out);
+    }
+}
+
+impl SideOutputs {
+    /// Adds the consumer chain of side output `tag`.
+    pub(crate) fn add_port<U: Send + 'static>(&mut self, tag: String, chain: Box<dyn Chained<U>>) {
+        self.ports.push((
+            tag,
+            Box::new(SidePort {
+                buffer: Vec::new(),
+                chain,
+            }),
+        ));
+    }
+
+    /// Buffers `record` for side output `tag`. Returns `false` if nothing consumes that tag (the
+    /// record is then discarded, as in Flink, and counted by the caller).
+    pub(crate) fn push<U: 'static>(&mut self, tag: &str, record: Record<U>) -> bool {
+        for (name, port) in &mut self.ports {
+            if name == tag {
+                if let Some(port) = port.as_any().downcast_mut::<SidePort<U>>() {
+                    port.buffer.push(record);
+                    self.pending = true;
+                    return true;
+                }
+                // Same name, other type: the graph builder rejects this, so it cannot happen.
+                debug_assert!(false, "side output '{tag}' has another type");
+                return false;
+            }
+        }
+        false
+    }
+
+    fn drain(&mut self, cx: &mut TaskCx) -> u64 {
+        if !self.pending {
+            return 0;
+        }
+        self.pending = false;
+        self.ports.iter_mut().map(|(_, p)| p.drain(cx)).sum()
+    }
+
+    fn for_each(&mut self, mut f: impl FnMut(&mut dyn ChainedControl)) {
+        for (_, port) in &mut self.ports {
+            f(port.endpoint());
+        }
+    }
+
+    fn try_for_each(
+        &mut self,
+        mut f: impl FnMut(&mut dyn ChainedControl) -> Result<(), OperatorError>,
+    ) -> Result<(), OperatorError> {
+        for (_, port) in &mut self.ports {
+            f(port.endpoint())?;
+        }
+        Ok(())
+    }
+}
+
+/// Emits an operator's main output downstream; Flink's `Collector`.
+///
+/// Records emitted while processing a record inherit its timestamp unless another is given.
+pub struct Collector<'a, O> {
+    next: &'a mut dyn Chained<O>,
+    cx: &'a mut TaskCx,
+    node: NodeId,
+    timestamp: Option<i64>,
+    emitted: u64,
+}
+
+impl<O> std::fmt::Debug for Collector<'_, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("node", &self.node)
+            .field("timestamp", &self.timestamp)
+            .finish()
+    }
+}
+
+impl<'a, O> Collector<'a, O> {
+    pub(crate) fn new(
+        next: &'a mut dyn Chained<O>,
+        cx: &'a mut TaskCx,
+        node: NodeId,
+        timestamp: Option<i64>,
+    ) -> Self {
+        Self {
+            next,
+            cx,
+            node,
+            timestamp,
+            emitted: 0,
+        }
+    }
+
+    /// How many records this collector emitted.
+    pub(crate) fn emitted(&self) -> u64 {
+        self.emitted
+    }
+
+    /// Emits `value` with the current timestamp.
+    #[inline]
+    pub fn collect(&mut self, value: O) {
+        self.emitted += 1;
+        self.next.process(
+            Record {
+                value,
+                timestamp: self.timestamp,
+            },
+            self.cx,
+        );
+        // User code of this operator may run again after the downstream call returns.
+        self.cx.current_operator = self.node;
+    }
+
+    /// Emits `value` with an explicit event-time timestamp.
+    pub fn collect_with_timestamp(&mut self, value: O, timestamp: i64) {
+        self.emitted += 1;
+        self.next
+            .process(Record::with_timestamp(value, timestamp), self.cx);
+        self.cx.current_operator = self.node;
+    }
+
+    /// The timestamp given to records emitted with [`Collector::collect`].
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    pub(crate) fn emit_watermark(&mut self, watermark: Watermark) {
+        self.next.process_watermark(watermark, self.cx);
+        self.cx.current_operator = self.node;
+    }
+}
+
+/// Side outputs and facts about the current element, handed to process functions.
+pub struct OperatorContext<'a> {
+    side: &'a mut SideOutputs,
+    timestamp: Option<i64>,
+    unconsumed_side_records: &'a mut u64,
+}
+
+impl std::fmt::Debug for OperatorContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorContext")
+            .field("timestamp", &self.timestamp)
+            .finish()
+    }
+}
+
+impl OperatorContext<'_> {
+    /// The event-time timestamp of the element being processed, if it has one.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// Emits `value` to the side output `tag` (with the current timestamp).
+    pub fn output<U: 'static>(&mut self, tag: &crate::api::OutputTag<U>, value: U) {
+        let record = Record {
+            value,
+            timestamp: self.timestamp,
+        };
+        if !self.side.push(tag.id(), record) {
+            *self.unconsumed_side_records += 1;
+        }
+    }
+}
+
+/// A one-input operator core: what `map`, `filter`, `process`, rolling aggregations are made of.
+///
+/// The wrapper ([`OneInputNode`]) counts records, forwards watermarks and barriers, and feeds side
+/// outputs; the operator only turns inputs into outputs.
+pub trait OneInputOperator<I>: Send + 'static {
+    /// The main output type.
+    type Out: Send + 'static;
+
+    /// Called once before the first element.
+    ///
+    /// # Errors
+    ///
+    /// A user function's `open` failed; the job fails.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+
+    /// Processes one record.
+    fn process(
+        &mut self,
+        record: Record<I>,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+
+    /// Called when the watermark advances, before it is forwarded downstream.
+    fn on_watermark(
+        &mut self,
+        _watermark: Watermark,
+        _ctx: &mut OperatorContext<'_>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) {
+    }
+
+    /// Called once when all inputs ended, before the end is forwarded.
+    fn on_end_of_input(&mut self, _ctx: &mut OperatorContext<'_>, _out: &mut Collector<'_, Self::Out>) {}
+
+    /// Called once after the last element.
+    ///
+    /// # Errors
+    ///
+    /// A user function's `close` failed; the job fails.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// Runs a [`OneInputOperator`] inside a chain.
+pub(crate) struct OneInputNode<I, Op: OneInputOperator<I>> {
+    info: OperatorInfo,
+    operator: Op,
+    next: Box<dyn Chained<Op::Out>>,
+    side: SideOutputs,
+    counters: OperatorCounters,
+    unconsumed_side_records: u64,
+    _input: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, Op: OneInputOperator<I>> std::fmt::Debug for OneInputNode<I, Op> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneInputNode").field("info", &self.info).finish()
+    }
+}
+
+impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
+    /// Wraps `operator`, emitting into `next` and `side`.
+    pub(crate) fn new(
+        info: OperatorInfo,
+        operator: Op,
+        next: Box<dyn Chained<Op::Out>>,
+        side: SideOutputs,
+    ) -> Self {
+        Self {
+            info,
+            operator,
+            next,
+            side,
+            counters: OperatorCounters::default(),
+            unconsumed_side_records: 0,
+            _input: std::marker::PhantomData,
+        }
+    }
+
+    /// Calls `f` with the operator, a context and a collector, then drains side outputs.
+    #[inline]
+    fn with_io(
+        &mut self,
+        cx: &mut TaskCx,
+        timestamp: Option<i64>,
+        f: impl FnOnce(&mut Op, &mut OperatorContext<'_>, &mut Collector<'_, Op::Out>),
+    ) {
+        cx.current_operator = self.info.node;
+        let mut ctx = OperatorContext {
+            side: &mut self.side,
+            timestamp,
+            unconsumed_side_records: &mut self.unconsumed_side_records,
+        };
+        let mut out = Collector {
+            next: &mut *self.next,
+            cx: &mut *cx,
+            node: self.info.node,
+            timestamp,
+            emitted: 0,
+        };
+        f(&mut self.operator, &mut ctx, &mut out);
+        self.counters.records_out += out.emitted;
+        self.counters.records_out += self.side.drain(cx);
+    }
+}
+
+impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, Op> {
+    fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
+        let runtime = ctx.runtime_context(&self.info);
+        self.operator
+            .open(&runtime)
+            .map_err(|source| OperatorError {
+                operator: self.info.name.clone(),
+                phase: "open",
+                source,
+            })?;
+        self.next.open(ctx)?;
+        self.side.try_for_each(|s| s.open(ctx))
+    }
+
+    #[inline]
+    fn process(&mut self, record: Record<I>, cx: &mut TaskCx) {
+        self.counters.records_in += 1;
+        let timestamp = record.timestamp;
+        self.with_io(cx, timestamp, |op, ctx, out| op.process(record, ctx, out));
+    }
+
+    fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
+        self.with_io(cx, None, |op, ctx, out| op.on_watermark(watermark, ctx, out));
+        self.next.process_watermark(watermark, cx);
+        self.side.for_each(|s| s.process_watermark(watermark, cx));
+    }
+
+    fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        self.next.process_barrier(barrier, cx);
+        self.side.for_each(|s| s.process_barrier(barrier, cx));
+    }
+
+    fn end_of_input(&mut self, cx: &mut TaskCx) {
+        self.with_io(cx, None, |op, ctx, out| op.on_end_of_input(ctx, out));
+        self.next.end_of_input(cx);
+        self.side.for_each(|s| s.end_of_input(cx));
+    }
+
+    fn flush(&mut self, cx: &mut TaskCx) {
+        self.next.flush(cx);
+        self.side.for_each(|s| s.flush(cx));
+    }
+
+    fn close(&mut self) -> Result<(), OperatorError> {
+        let result = self.operator.close().map_err(|source| OperatorError {
+            operator: self.info.name.clone(),
+            phase: "close",
+            source,
+        });
+        // Close everything below even if this operator failed, then report the first error.
+        let below = self.next.close();
+        let side = self.side.try_for_each(|s| s.close());
+        result.and(below).and(side)
+    }
+
+    fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>) {
+        out.push((self.info.node, self.counters));
+        self.next.metrics(out);
+        for (_, port) in &self.side.ports {
+            port.metrics(out);
+        }
+    }
+}
+
+/// Several consumers of one output inside a chain (a stream used twice): each gets every element.
+pub(crate) struct Fanout<T> {
+    parts: Vec<Box<dyn Chained<T>>>,
+}
+
+impl<T: Clone + Send + 'static> Fanout<T> {
+    pub(crate) fn new(parts: Vec<Box<dyn Chained<T>>>) -> Self {
+        Self { parts }
+    }
+}
+
+impl<T: Clone + Send + 'static> Chained<T> for Fanout<T> {
+    fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
+        self.parts.iter_mut().try_for_each(|p| p.open(ctx))
+    }
+    fn process(&mut self, record: Record<T>, cx: &mut TaskCx) {
+        if let Some((last, rest)) = self.parts.split_last_mut() {
+            for part in rest {
+                part.process(record.clone(), cx);
+            }
+            last.process(record, cx);
+        }
+    }
+    fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
+        for part in &mut self.parts {
+            part.process_watermark(watermark, cx);
+        }
+    }
+    fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        for part in &mut self.parts {
+            part.process_barrier(barrier, cx);
+        }
+    }
+    fn end_of_input(&mut self, cx: &mut TaskCx) {
+        for part in &mut self.parts {
+            part.end_of_input(cx);
+        }
+    }
+    fn flush(&mut self, cx: &mut TaskCx) {
+        for part in &mut self.parts {
+            part.flush(cx);
+        }
+    }
+    fn close(&mut self) -> Result<(), OperatorError> {
+        let mut first = Ok(());
+        for part in &mut self.parts {
+            let result = part.close();
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    }
+    fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>) {
+        for part in &self.parts {
+            part.metrics(out);
+        }
+    }
+}
+
+/// The output of an operator nobody consumes: elements end here (counted as the operator's
+/// output, as in Flink, where a dangling operator still runs).
+#[derive(Debug, Default)]
+pub(crate) struct Discard;
+
+impl<T: Send> Chained<T> for Discard {
+    fn open(&mut self, _ctx: &OpenContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+    fn process(&mut self, _record: Record<T>, _cx: &mut TaskCx) {}
+    fn process_watermark(&mut self, _watermark: Watermark, _cx: &mut TaskCx) {}
+    fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+    fn end_of_input(&mut self, _cx: &mut TaskCx) {}
+    fn flush(&mut self, _cx: &mut TaskCx) {}
+    fn close(&mut self) -> Result<(), OperatorError> {
+        Ok(())
+    }
+    fn metrics(&self, _out: &mut Vec<(NodeId, OperatorCounters)>) {}
+}

@@ -1,0 +1,90 @@
+//! What a running operator knows about itself, and the per-task context threaded through a chain.
+
+use crate::runtime::credit::CreditOutbox;
+
+/// Identifies an operator (a node of the stream graph) within a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct NodeId(pub u32);
+
+/// An error raised by a user function (`open`, `close`, a source poll, a sink write).
+pub type FunctionError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The runtime context of one parallel instance of an operator, as Flink's `RuntimeContext`:
+/// handed to every function's `open`.
+#[derive(Debug, Clone)]
+pub struct RuntimeContext {
+    /// The job's name, as given to `execute`.
+    pub job_name: String,
+    /// The operator's name (`name(..)` or its default).
+    pub operator_name: String,
+    /// The operator's uid, if one was set.
+    pub uid: Option<String>,
+    /// This instance's index, `0..parallelism`.
+    pub subtask_index: u32,
+    /// The operator's parallelism.
+    pub parallelism: u32,
+    /// The number of key groups (max parallelism).
+    pub max_parallelism: u32,
+    /// How many times the job was restarted before this attempt (0 on the first run).
+    pub attempt_number: u32,
+}
+
+impl RuntimeContext {
+    /// Flink's task name format: `name (index+1/parallelism)`.
+    pub fn task_name_with_subtask(&self) -> String {
+        format!(
+            "{} ({}/{})",
+            self.operator_name,
+            self.subtask_index + 1,
+            self.parallelism
+        )
+    }
+}
+
+/// Per-task mutable context, threaded by `&mut` through every call into a chain.
+///
+/// It holds what the chained operators share: the credit outbox the writers push full batches
+/// into, the operator currently running user code (to name it if that code panics) and whether a
+/// partially filled batch waits for the linger timer.
+#[derive(Debug)]
+pub struct TaskCx {
+    pub(crate) outbox: CreditOutbox,
+    pub(crate) current_operator: NodeId,
+    pub(crate) has_partial_batches: bool,
+    pub(crate) failure: Option<TaskFailure>,
+}
+
+/// A failure raised inside a chain by a function that reports errors instead of panicking (a
+/// sink's `invoke`, a source's `poll_next`): the subtask stops and fails the job with it.
+#[derive(Debug, Clone)]
+pub struct TaskFailure {
+    /// The operator that failed.
+    pub operator: NodeId,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl TaskCx {
+    pub(crate) fn new(outbox: CreditOutbox, head: NodeId) -> Self {
+        Self {
+            outbox,
+            current_operator: head,
+            has_partial_batches: false,
+            failure: None,
+        }
+    }
+
+    /// Records a failure of `operator`; the first one wins.
+    pub(crate) fn fail(&mut self, operator: NodeId, message: String) {
+        if self.failure.is_none() {
+            self.failure = Some(TaskFailure { operator, message });
+        }
+    }
+
+    /// Whether the task must stop processing input now (no credit downstream, or a failure).
+    #[inline]
+    pub(crate) fn must_pause(&self) -> bool {
+        self.outbox.is_backpressured() || self.failure.is_some()
+    }
+
+}

@@ -1,0 +1,40 @@
+//! Operator cores: pure, synchronous state machines with no I/O, no clock and no spawning.
+//!
+//! An operator receives records and control elements through `&mut self` calls and emits into a
+//! [`Collector`]; the runtime's subtask actor drives a chain of them (see [`Chained`]). The
+//! simulator drives the same cores.
+//!
+//! ## Design
+//!
+//! Operators inside one subtask form a tree (a chain, possibly with several consumers of one
+//! output). Records move by direct calls; only at the leaves, record writers cut the stream into
+//! batches for other subtasks. A [`TaskCx`] is threaded through every call: it carries the credit
+//! outbox (so writers can tell when downstream is full), the operator currently running user code
+//! (so a panic names it) and the first failure reported by a function.
+
+mod aggregate;
+mod basic;
+mod chain;
+mod co;
+mod context;
+mod element;
+mod sink;
+mod source;
+
+pub(crate) use aggregate::{ByReducer, FieldAggregation, FieldReducer, FnReducer, RollingReduce};
+pub(crate) use basic::{
+    FilterOperator, FlatMapOperator, FnFilter, FnFlatMap, FnMap, MapOperator, ProcessOperator,
+};
+pub(crate) use chain::{Discard, ErasedChained, Fanout, OneInputNode};
+pub use chain::{
+    Chained, Collector, OneInputOperator, OpenContext, OperatorContext, OperatorCounters,
+    OperatorError, OperatorInfo, SideOutputs,
+};
+pub(crate) use co::{
+    CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, TwoInputChained, TwoInputNode,
+};
+pub use co::TwoInputOperator;
+pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure};
+pub use element::{ErasedBatch, Record, StreamElement};
+pub(crate) use sink::SinkNode;
+pub(crate) use source::{SourceNode, SourceTask};

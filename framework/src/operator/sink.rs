@@ -1,0 +1,90 @@
+//! The sink operator: the leaf of a chain that hands elements to a [`SinkFunction`].
+
+use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError, OperatorInfo};
+use super::context::{NodeId, TaskCx};
+use super::element::Record;
+use crate::api::functions::{SinkContext, SinkFunction};
+use crate::checkpoint::CheckpointBarrier;
+use crate::time::Watermark;
+
+/// Runs a [`SinkFunction`]; a failed write fails the task with the sink's name.
+pub(crate) struct SinkNode<I, S> {
+    info: OperatorInfo,
+    sink: S,
+    subtask_index: u32,
+    watermark: i64,
+    counters: OperatorCounters,
+    finished: bool,
+    _input: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, S> SinkNode<I, S> {
+    pub(crate) fn new(info: OperatorInfo, sink: S) -> Self {
+        Self {
+            info,
+            sink,
+            subtask_index: 0,
+            watermark: i64::MIN,
+            counters: OperatorCounters::default(),
+            finished: false,
+            _input: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<I: Send + 'static, S: SinkFunction<I>> Chained<I> for SinkNode<I, S> {
+    fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
+        self.subtask_index = ctx.subtask_index;
+        let runtime = ctx.runtime_context(&self.info);
+        self.sink.open(&runtime).map_err(|source| OperatorError {
+            operator: self.info.name.clone(),
+            phase: "open",
+            source,
+        })
+    }
+
+    #[inline]
+    fn process(&mut self, record: Record<I>, cx: &mut TaskCx) {
+        self.counters.records_in += 1;
+        cx.current_operator = self.info.node;
+        let ctx = SinkContext {
+            timestamp: record.timestamp,
+            subtask_index: self.subtask_index,
+            current_watermark: self.watermark,
+        };
+        if let Err(error) = self.sink.invoke(record.value, &ctx) {
+            cx.fail(self.info.node, format!("write failed: {error}"));
+        }
+    }
+
+    fn process_watermark(&mut self, watermark: Watermark, _cx: &mut TaskCx) {
+        self.watermark = watermark.timestamp;
+    }
+
+    fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+
+    fn end_of_input(&mut self, cx: &mut TaskCx) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        cx.current_operator = self.info.node;
+        if let Err(error) = self.sink.finish() {
+            cx.fail(self.info.node, format!("finish failed: {error}"));
+        }
+    }
+
+    fn flush(&mut self, _cx: &mut TaskCx) {}
+
+    fn close(&mut self) -> Result<(), OperatorError> {
+        self.sink.close().map_err(|source| OperatorError {
+            operator: self.info.name.clone(),
+            phase: "close",
+            source,
+        })
+    }
+
+    fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>) {
+        out.push((self.info.node, self.counters));
+    }
+}

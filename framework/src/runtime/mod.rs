@@ -1,0 +1,92 @@
+//! The actor runtime: JobManager, TaskManager and subtask actors, channels and credits.
+//!
+//! ```text
+//! JobManager --(supervises)--> TaskManager --(supervises)--> Subtask actors (one per chain instance)
+//! ```
+//!
+//! Subtasks exchange batches of stream elements as actor messages, under credit-based flow control
+//! ([`credit`]). Everything here runs on the ambient tokio runtime; under a current-thread runtime
+//! with paused time the whole job is deterministic (see `tests/determinism.rs`).
+
+mod assemble;
+pub mod credit;
+mod gauges;
+pub(crate) mod head;
+mod job_manager;
+pub(crate) mod partitioner;
+mod result;
+mod subtask;
+mod task_manager;
+pub(crate) mod writer;
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::oneshot;
+
+pub use head::InputSide;
+pub use partitioner::{PartitionKind, SelectContext};
+pub use result::{JobResult, JobStatus, OperatorMetrics};
+
+use crate::api::ExecutionConfig;
+use crate::error::JobError;
+use crate::graph::ExecutionGraph;
+use job_manager::{JobManagerActor, JobManagerArgs, JobManagerMsg};
+
+/// A running job: wait for its end or cancel it.
+#[derive(Debug)]
+pub struct JobHandle {
+    job_manager: ActorRef<JobManagerMsg>,
+    result: oneshot::Receiver<Result<JobResult, JobError>>,
+}
+
+impl std::fmt::Debug for JobManagerMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobManagerMsg")
+    }
+}
+
+impl JobHandle {
+    /// Waits for the job to end.
+    ///
+    /// # Errors
+    ///
+    /// The job failed: the error names the operator and subtask.
+    pub async fn join(self) -> Result<JobResult, JobError> {
+        match self.result.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(JobError::Internal(
+                "the job manager stopped without a result".to_string(),
+            )),
+        }
+    }
+
+    /// Asks the job to stop. [`JobHandle::join`] then returns a [`JobStatus::Canceled`] result
+    /// (or the job's own end, if it finished first).
+    pub fn cancel(&self) {
+        // A job manager that is gone has already produced its result.
+        let _ = self.job_manager.send_message(JobManagerMsg::Cancel);
+    }
+}
+
+/// Deploys `graph` on this process and starts it.
+pub(crate) async fn launch(
+    graph: ExecutionGraph,
+    config: ExecutionConfig,
+    job_name: String,
+) -> Result<JobHandle, JobError> {
+    let (sender, receiver) = oneshot::channel();
+    let args = JobManagerArgs {
+        graph: Arc::new(graph),
+        config,
+        job_name,
+        result: sender,
+    };
+    let (job_manager, _) = Actor::spawn(None, JobManagerActor, args)
+        .await
+        .map_err(|error| JobError::Deploy(error.to_string()))?;
+    Ok(JobHandle {
+        job_manager,
+        result: receiver,
+    })
+}

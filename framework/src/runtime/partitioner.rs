@@ -1,0 +1,135 @@
+//! How a record writer picks the output channel(s) of each record.
+//!
+//! The channel list of a writer is ordered by the consumer's subtask index, so channel `i` of an
+//! all-to-all edge is consumer subtask `i`. Key partitioning follows Flink exactly:
+//! `key_group = stable_hash(key) % max_parallelism`,
+//! `subtask = key_group * parallelism / max_parallelism`.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The partitioning of an edge between two operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PartitionKind {
+    /// Subtask `i` to subtask `i` (equal parallelism); chainable.
+    Forward,
+    /// Round-robin over all consumers.
+    Rebalance,
+    /// Round-robin over a local subset of consumers (pointwise).
+    Rescale,
+    /// Uniformly random consumer (seeded: deterministic per job seed).
+    Shuffle,
+    /// Every record to every consumer.
+    Broadcast,
+    /// Everything to consumer subtask 0.
+    Global,
+    /// By key group of the record's key (`key_by`).
+    Hash,
+    /// A user function of the key picks the consumer.
+    Custom,
+}
+
+impl PartitionKind {
+    /// Flink's display name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Forward => "FORWARD",
+            Self::Rebalance => "REBALANCE",
+            Self::Rescale => "RESCALE",
+            Self::Shuffle => "SHUFFLE",
+            Self::Broadcast => "BROADCAST",
+            Self::Global => "GLOBAL",
+            Self::Hash => "HASH",
+            Self::Custom => "CUSTOM",
+        }
+    }
+
+    /// Whether producers connect to a subset of consumers (forward, rescale) rather than all.
+    pub fn is_pointwise(self) -> bool {
+        matches!(self, Self::Forward | Self::Rescale)
+    }
+}
+
+/// What a channel selector knows besides the record.
+#[derive(Debug, Clone, Copy)]
+pub struct SelectContext {
+    /// The number of channels (consumer subtasks) of the writer.
+    pub channels: u32,
+    /// The job's max parallelism (number of key groups).
+    pub max_parallelism: u32,
+}
+
+/// Picks the channel of a record for hash and custom partitioning; `Err` if a user partitioner
+/// returned an index out of range.
+pub(crate) type ChannelSelector<T> =
+    Arc<dyn Fn(&T, SelectContext) -> Result<u32, String> + Send + Sync>;
+
+/// An edge's partitioning as declared in the stream graph, with its typed selector erased.
+#[derive(Clone)]
+pub(crate) struct PartitionerSpec {
+    pub(crate) kind: PartitionKind,
+    /// Declared by the user (an explicit `forward` with unequal parallelism is an error; an
+    /// implicit one becomes `rebalance`, as in Flink).
+    pub(crate) explicit: bool,
+    /// `ChannelSelector<T>` for `Hash` and `Custom`.
+    pub(crate) selector: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for PartitionerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartitionerSpec")
+            .field("kind", &self.kind)
+            .field("explicit", &self.explicit)
+            .finish()
+    }
+}
+
+impl PartitionerSpec {
+    pub(crate) fn simple(kind: PartitionKind) -> Self {
+        Self {
+            kind,
+            explicit: true,
+            selector: None,
+        }
+    }
+
+    pub(crate) fn with_selector<T: 'static>(kind: PartitionKind, selector: ChannelSelector<T>) -> Self {
+        Self {
+            kind,
+            explicit: true,
+            selector: Some(Arc::new(selector)),
+        }
+    }
+
+    pub(crate) fn typed_selector<T: 'static>(&self) -> Option<ChannelSelector<T>> {
+        self.selector
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<ChannelSelector<T>>())
+            .cloned()
+    }
+}
+
+/// A small seeded generator for the shuffle partitioner (splitmix64 sequence).
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMixRng {
+    state: u64,
+}
+
+impl SplitMixRng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        crate::state::splitmix64(self.state)
+    }
+
+    /// A uniform value in `0..bound` (Lemire's multiply-shift, bias below 2^-32 for our bounds).
+    pub(crate) fn below(&mut self, bound: u32) -> u32 {
+        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u32
+    }
+}

@@ -1,0 +1,52 @@
+//! What a finished job reports.
+
+use std::time::Duration;
+
+use crate::operator::NodeId;
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    /// Every source finished and every operator processed its whole input.
+    Finished,
+    /// The job was cancelled through its handle.
+    Canceled,
+}
+
+/// Records in and out of one operator, summed over its subtasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorMetrics {
+    /// The operator's graph node.
+    pub node: NodeId,
+    /// The operator's name.
+    pub name: String,
+    /// The operator's parallelism.
+    pub parallelism: u32,
+    /// Records received.
+    pub records_in: u64,
+    /// Records emitted (main and side outputs).
+    pub records_out: u64,
+}
+
+/// The result of a job that ran to its end (or was cancelled).
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    /// The name given to `execute`.
+    pub job_name: String,
+    /// How it ended.
+    pub status: JobStatus,
+    /// From deployment to the end, in the runtime's clock (virtual under a paused runtime).
+    pub duration: Duration,
+    /// Per operator, in graph order. For a cancelled job: the subtasks that finished.
+    pub operators: Vec<OperatorMetrics>,
+    /// The most records that were ever queued on one channel (sent, not yet consumed); bounded
+    /// by `credits_per_channel * batch_records_max`.
+    pub max_queued_records: u64,
+}
+
+impl JobResult {
+    /// The metrics of the first operator called `name`.
+    pub fn operator(&self, name: &str) -> Option<&OperatorMetrics> {
+        self.operators.iter().find(|m| m.name == name)
+    }
+}

@@ -1,0 +1,484 @@
+//! The subtask actor: runs one operator chain instance.
+//!
+//! A thin adapter (STYLE.md section 1): its state owns the chain and the sans-IO cores (input gate,
+//! credit outbox, watermark tracker, barrier tracker); `handle` turns each message into calls on
+//! them and sends what they produced. It never awaits inside a handler, so credits, control and
+//! cancellation are never stuck behind flow control.
+//!
+//! ## Message protocol
+//!
+//! 1. `Wire` (from the JobManager): the actor refs of every channel peer.
+//! 2. `Start`: open the chain, grant initial credits upstream, sources start polling.
+//! 3. `Data` / `Credit` / `Poll` / `Flush` while running.
+//! 4. When all inputs ended (or the source finished) and every batch has been delivered, the
+//!    subtask closes its chain, reports its metrics to the JobManager and stops.
+//!
+//! A panic in user code or an error reported by a function fails the actor with an error that
+//! names the operator and subtask; the TaskManager (its supervisor) reports it to the JobManager.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::credit::{CreditOutbox, InputGate};
+use super::gauges::ChannelGauges;
+use super::head::{Control, InputSide, InputTask, Step};
+use super::job_manager::JobManagerMsg;
+use crate::api::{ExecutionConfig, SourcePoll};
+use crate::checkpoint::BarrierTracker;
+use crate::graph::ExecutionGraph;
+use crate::operator::{
+    ErasedBatch, NodeId, OpenContext, OperatorCounters, SourceTask, TaskCx,
+};
+use crate::time::WatermarkTracker;
+
+/// Messages of a subtask actor.
+pub(crate) enum SubtaskMsg {
+    /// Channel peers: per output channel the consumer and its input index; per input channel the
+    /// producer and its output index.
+    Wire {
+        outputs: Vec<(ActorRef<SubtaskMsg>, usize)>,
+        inputs: Vec<(ActorRef<SubtaskMsg>, usize)>,
+    },
+    /// Open the chain and start.
+    Start,
+    /// A batch on input channel `channel`.
+    Data { channel: usize, batch: ErasedBatch },
+    /// `credits` more batches may be sent on output channel `channel`.
+    Credit { channel: usize, credits: u32 },
+    /// Poll the source (sources only).
+    Poll,
+    /// The linger timer fired: send partially filled batches.
+    Flush,
+}
+
+/// Everything needed to build one subtask.
+pub(crate) struct SubtaskArgs {
+    pub(crate) graph: Arc<ExecutionGraph>,
+    pub(crate) index: usize,
+    pub(crate) config: ExecutionConfig,
+    pub(crate) job_name: String,
+    pub(crate) attempt_number: u32,
+    pub(crate) job_manager: ActorRef<JobManagerMsg>,
+    pub(crate) gauges: Arc<ChannelGauges>,
+}
+
+enum Head {
+    Source(Box<dyn SourceTask>),
+    Input(Box<dyn InputTask>),
+}
+
+/// The subtask actor.
+pub(crate) struct SubtaskActor;
+
+pub(crate) struct SubtaskState {
+    index: usize,
+    /// `"Map -> Filter (2/4)"`.
+    task_name: String,
+    subtask_index: u32,
+    parallelism: u32,
+    node_names: Vec<(NodeId, String)>,
+    head: Head,
+    cx: TaskCx,
+    gate: InputGate,
+    input_sides: Vec<InputSide>,
+    input_channels: Vec<usize>,
+    output_channels: Vec<usize>,
+    watermarks: WatermarkTracker,
+    barriers: BarrierTracker,
+    ended_inputs: usize,
+    /// The input channel whose batch is current in the head.
+    current: Option<usize>,
+    outputs: Vec<(ActorRef<SubtaskMsg>, usize)>,
+    inputs: Vec<(ActorRef<SubtaskMsg>, usize)>,
+    started: bool,
+    /// All input ended (or the source finished) and the end was passed down the chain.
+    input_done: bool,
+    /// A downstream subtask is gone (the job is failing or cancelled): stop producing.
+    peer_gone: bool,
+    poll_scheduled: bool,
+    flush_armed: bool,
+    config: ExecutionConfig,
+    open_context: OpenContext,
+    job_manager: ActorRef<JobManagerMsg>,
+    gauges: Arc<ChannelGauges>,
+}
+
+/// A subtask failure, naming the operator and subtask.
+#[derive(Debug, thiserror::Error)]
+#[error("operator '{operator}' in task '{task}' failed: {message}")]
+pub(crate) struct SubtaskError {
+    pub(crate) operator: String,
+    pub(crate) task: String,
+    pub(crate) message: String,
+}
+
+impl SubtaskState {
+    fn operator_name(&self, node: NodeId) -> String {
+        self.node_names
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, name)| name.clone())
+            .unwrap_or_else(|| format!("node {}", node.0))
+    }
+
+    fn error(&self, node: NodeId, message: String) -> SubtaskError {
+        SubtaskError {
+            operator: self.operator_name(node),
+            task: self.task_name.clone(),
+            message,
+        }
+    }
+
+    /// Runs `f` on the state, turning a panic into an error naming the running operator.
+    fn guarded(&mut self, f: impl FnOnce(&mut Self)) -> Result<(), SubtaskError> {
+        let result = catch_unwind(AssertUnwindSafe(|| f(self)));
+        if let Err(payload) = result {
+            let message = panic_message(payload.as_ref());
+            return Err(self.error(self.cx.current_operator, format!("panicked: {message}")));
+        }
+        if let Some(failure) = self.cx.failure.clone() {
+            return Err(self.error(failure.operator, failure.message));
+        }
+        Ok(())
+    }
+
+    /// Processes queued input until it runs out or downstream is out of credit.
+    fn drive_input(&mut self) -> Result<(), SubtaskError> {
+        loop {
+            if self.cx.must_pause() || self.peer_gone {
+                return Ok(());
+            }
+            let Head::Input(head) = &mut self.head else {
+                return Ok(());
+            };
+            if let Some(channel) = self.current {
+                match head.resume(&mut self.cx) {
+                    Step::Exhausted => {
+                        self.current = None;
+                        let credits = self.gate.consumed(channel);
+                        let (producer, producer_output) = &self.inputs[channel];
+                        // The producer may have finished after sending its last batch; a credit
+                        // for a finished producer is moot.
+                        let _ = producer.send_message(SubtaskMsg::Credit {
+                            channel: *producer_output,
+                            credits,
+                        });
+                    }
+                    Step::Paused => return Ok(()),
+                    Step::Control(control) => self.handle_control(channel, control),
+                }
+            } else if let Some((channel, batch)) = self.gate.poll_batch() {
+                self.gauges
+                    .consumed(self.input_channels[channel], batch.records());
+                let side = self.input_sides[channel];
+                if let Err(error) = head.begin(side, batch) {
+                    return Err(SubtaskError {
+                        operator: error.operator.clone(),
+                        task: self.task_name.clone(),
+                        message: error.to_string(),
+                    });
+                }
+                self.current = Some(channel);
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle_control(&mut self, channel: usize, control: Control) {
+        let Head::Input(head) = &mut self.head else {
+            return;
+        };
+        match control {
+            Control::Watermark(watermark) => {
+                if let Some(advanced) = self.watermarks.handle_watermark(channel, watermark) {
+                    head.process_watermark(advanced, &mut self.cx);
+                }
+            }
+            Control::Barrier(barrier) => {
+                if let Some(complete) = self.barriers.handle_barrier(barrier) {
+                    head.process_barrier(complete, &mut self.cx);
+                }
+            }
+            Control::EndOfInput => {
+                self.ended_inputs += 1;
+                if let Some(advanced) = self.watermarks.handle_end_of_input(channel) {
+                    head.process_watermark(advanced, &mut self.cx);
+                }
+                if let Some(complete) = self.barriers.handle_end_of_input() {
+                    head.process_barrier(complete, &mut self.cx);
+                }
+                if self.ended_inputs == self.gate.channel_count() {
+                    head.end_of_input(&mut self.cx);
+                    self.input_done = true;
+                }
+            }
+        }
+    }
+
+    /// Polls the source once (sources only).
+    fn poll_source(&mut self) -> Option<SourcePoll> {
+        let Head::Source(source) = &mut self.head else {
+            return None;
+        };
+        if self.input_done || self.cx.must_pause() || self.peer_gone {
+            return None;
+        }
+        let poll = source.poll(&mut self.cx, self.config.source_poll_records_max);
+        if poll == SourcePoll::Finished {
+            source.finish(&mut self.cx);
+            self.input_done = true;
+        }
+        Some(poll)
+    }
+
+    fn flush(&mut self) {
+        self.cx.has_partial_batches = false;
+        match &mut self.head {
+            Head::Source(source) => source.flush(&mut self.cx),
+            Head::Input(head) => head.flush(&mut self.cx),
+        }
+    }
+
+    /// Sends every batch the outbox has credit for.
+    fn transmit(&mut self) {
+        while let Some((channel, batch)) = self.cx.outbox.poll_transmit() {
+            let (consumer, consumer_input) = &self.outputs[channel];
+            self.gauges.sent(self.output_channels[channel], batch.records());
+            let message = SubtaskMsg::Data {
+                channel: *consumer_input,
+                batch,
+            };
+            if consumer.send_message(message).is_err() {
+                // The consumer stopped before the end of its input: the job is failing or being
+                // cancelled, and the JobManager learns the cause from the consumer's supervisor.
+                self.peer_gone = true;
+            }
+        }
+    }
+
+    fn metrics(&self) -> Vec<(NodeId, OperatorCounters)> {
+        let mut metrics = Vec::new();
+        match &self.head {
+            Head::Source(source) => source.metrics(&mut metrics),
+            Head::Input(head) => head.metrics(&mut metrics),
+        }
+        metrics
+    }
+
+    fn close(&mut self) -> Result<(), SubtaskError> {
+        let result = match &mut self.head {
+            Head::Source(source) => source.close(),
+            Head::Input(head) => head.close(),
+        };
+        result.map_err(|error| SubtaskError {
+            operator: error.operator.clone(),
+            task: self.task_name.clone(),
+            message: error.to_string(),
+        })
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_string()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}
+
+impl SubtaskActor {
+    /// After each message: send batches, arm the linger timer, schedule source polls, finish.
+    fn after_step(
+        &self,
+        myself: &ActorRef<SubtaskMsg>,
+        state: &mut SubtaskState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.transmit();
+        if state.cx.has_partial_batches && !state.flush_armed && !state.peer_gone {
+            if state.config.buffer_timeout_ms == 0 || state.input_done {
+                state.flush();
+                state.transmit();
+            } else {
+                state.flush_armed = true;
+                let _ = myself.send_after(
+                    Duration::from_millis(state.config.buffer_timeout_ms),
+                    || SubtaskMsg::Flush,
+                );
+            }
+        }
+        if matches!(state.head, Head::Source(_))
+            && state.started
+            && !state.input_done
+            && !state.poll_scheduled
+            && !state.cx.must_pause()
+            && !state.peer_gone
+        {
+            state.poll_scheduled = true;
+            myself.send_message(SubtaskMsg::Poll)?;
+        }
+        if state.input_done && state.cx.outbox.is_idle() {
+            state.close()?;
+            let metrics = state.metrics();
+            let _ = state.job_manager.send_message(JobManagerMsg::SubtaskFinished {
+                index: state.index,
+                metrics,
+            });
+            myself.stop(None);
+        }
+        Ok(())
+    }
+}
+
+impl Actor for SubtaskActor {
+    type Msg = SubtaskMsg;
+    type State = SubtaskState;
+    type Arguments = SubtaskArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SubtaskMsg>,
+        args: SubtaskArgs,
+    ) -> Result<SubtaskState, ActorProcessingErr> {
+        let graph = &args.graph;
+        let plan = &graph.subtasks[args.index];
+        let vertex = &graph.job.vertices[plan.id.vertex as usize];
+        let assembled = super::assemble::assemble(graph, args.index, &args.config)?;
+        let outbox = CreditOutbox::new(plan.outputs.len());
+        let channel_count = plan.inputs.len();
+        let gate = InputGate::new(channel_count.max(1), args.config.credits_per_channel);
+        let task_name = format!(
+            "{} ({}/{})",
+            vertex.name,
+            plan.id.index + 1,
+            vertex.parallelism
+        );
+        Ok(SubtaskState {
+            index: args.index,
+            task_name,
+            subtask_index: plan.id.index,
+            parallelism: vertex.parallelism,
+            node_names: vertex
+                .nodes
+                .iter()
+                .map(|n| (*n, graph.job.stream.node(*n).name.clone()))
+                .collect(),
+            head: match assembled {
+                super::assemble::AssembledHead::Source(s) => Head::Source(s),
+                super::assemble::AssembledHead::Input(i) => Head::Input(i),
+            },
+            cx: TaskCx::new(outbox, vertex.head),
+            gate,
+            input_sides: plan.inputs.iter().map(|c| c.side).collect(),
+            input_channels: plan.inputs.iter().map(|c| c.channel).collect(),
+            output_channels: plan.outputs.iter().map(|c| c.channel).collect(),
+            watermarks: WatermarkTracker::new(channel_count),
+            barriers: BarrierTracker::new(channel_count),
+            ended_inputs: 0,
+            current: None,
+            outputs: Vec::new(),
+            inputs: Vec::new(),
+            started: false,
+            input_done: false,
+            peer_gone: false,
+            poll_scheduled: false,
+            flush_armed: false,
+            open_context: OpenContext {
+                job_name: args.job_name.clone(),
+                subtask_index: plan.id.index,
+                max_parallelism: graph.job.max_parallelism,
+                attempt_number: args.attempt_number,
+            },
+            config: args.config,
+            job_manager: args.job_manager,
+            gauges: args.gauges,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SubtaskMsg>,
+        message: SubtaskMsg,
+        state: &mut SubtaskState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SubtaskMsg::Wire { outputs, inputs } => {
+                assert_eq!(outputs.len(), state.cx.outbox.channel_count());
+                assert_eq!(inputs.len(), state.input_sides.len());
+                state.outputs = outputs;
+                state.inputs = inputs;
+                return Ok(());
+            }
+            SubtaskMsg::Start => {
+                let open_context = state.open_context.clone();
+                let opened = match &mut state.head {
+                    Head::Source(source) => source.open(&open_context),
+                    Head::Input(head) => head.open(&open_context),
+                };
+                if let Err(error) = opened {
+                    return Err(Box::new(SubtaskError {
+                        operator: error.operator.clone(),
+                        task: state.task_name.clone(),
+                        message: error.to_string(),
+                    }));
+                }
+                state.started = true;
+                let credits = state.gate.initial_credits();
+                for (producer, producer_output) in &state.inputs {
+                    let _ = producer.send_message(SubtaskMsg::Credit {
+                        channel: *producer_output,
+                        credits,
+                    });
+                }
+            }
+            SubtaskMsg::Data { channel, batch } => {
+                state.gate.handle_batch(channel, batch);
+                state.guarded(|s| {
+                    if let Err(error) = s.drive_input() {
+                        s.cx.fail(s.cx.current_operator, error.message);
+                    }
+                })?;
+            }
+            SubtaskMsg::Credit { channel, credits } => {
+                state.cx.outbox.handle_credit(channel, credits);
+                state.transmit();
+                state.guarded(|s| {
+                    if let Err(error) = s.drive_input() {
+                        s.cx.fail(s.cx.current_operator, error.message);
+                    }
+                })?;
+            }
+            SubtaskMsg::Poll => {
+                state.poll_scheduled = false;
+                let mut poll = None;
+                state.guarded(|s| poll = s.poll_source())?;
+                if poll == Some(SourcePoll::Idle) && !state.input_done {
+                    state.poll_scheduled = true;
+                    let _ = myself.send_after(
+                        Duration::from_millis(state.config.source_idle_poll_ms),
+                        || SubtaskMsg::Poll,
+                    );
+                }
+            }
+            SubtaskMsg::Flush => {
+                state.flush_armed = false;
+                state.guarded(SubtaskState::flush)?;
+            }
+        }
+        self.after_step(&myself, state)
+    }
+}
+
+impl std::fmt::Debug for SubtaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubtaskState")
+            .field("task", &self.task_name)
+            .field("subtask", &(self.subtask_index, self.parallelism))
+            .finish()
+    }
+}

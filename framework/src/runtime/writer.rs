@@ -1,0 +1,218 @@
+//! The record writer: the leaf of a chain that cuts a stream into batches for other subtasks.
+//!
+//! It partitions records over its channels, appends them to a per-channel pending batch, and
+//! hands a batch to the task's credit outbox when it is full, before a barrier, at end of input or
+//! when the linger timer flushes. Watermarks go to every channel in band (they do not flush: a
+//! watermark per record must not cost a batch per record).
+
+use super::partitioner::{ChannelSelector, PartitionKind, SelectContext, SplitMixRng};
+use crate::checkpoint::CheckpointBarrier;
+use crate::operator::{
+    Chained, ErasedBatch, NodeId, OpenContext, OperatorCounters, OperatorError, Record,
+    StreamElement, TaskCx,
+};
+use crate::time::Watermark;
+
+/// Writes one edge's records into its channels' batches.
+pub(crate) struct RecordWriter<T> {
+    /// The consumer node, for error messages of custom partitioners.
+    target: NodeId,
+    kind: PartitionKind,
+    selector: Option<ChannelSelector<T>>,
+    /// Index of this writer's first channel in the task's outbox.
+    first_channel: usize,
+    pending: Vec<Vec<StreamElement<T>>>,
+    pending_records: Vec<u32>,
+    batch_records_max: usize,
+    max_parallelism: u32,
+    next_channel: u32,
+    rng: SplitMixRng,
+}
+
+impl<T> RecordWriter<T> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        target: NodeId,
+        kind: PartitionKind,
+        selector: Option<ChannelSelector<T>>,
+        first_channel: usize,
+        channel_count: usize,
+        batch_records_max: usize,
+        max_parallelism: u32,
+        subtask_index: u32,
+        seed: u64,
+    ) -> Self {
+        assert!(channel_count > 0, "a record writer needs at least one channel");
+        assert!(batch_records_max > 0);
+        Self {
+            target,
+            kind,
+            selector,
+            first_channel,
+            pending: (0..channel_count).map(|_| Vec::new()).collect(),
+            pending_records: vec![0; channel_count],
+            batch_records_max,
+            max_parallelism,
+            // Flink starts round-robin at a random channel; we start at the subtask index so
+            // producers spread their first records without needing randomness.
+            next_channel: subtask_index % channel_count as u32,
+            rng: SplitMixRng::new(seed),
+        }
+    }
+
+    fn channel_count(&self) -> u32 {
+        self.pending.len() as u32
+    }
+
+    #[inline]
+    fn push(&mut self, channel: usize, element: StreamElement<T>, is_record: bool, cx: &mut TaskCx)
+    where
+        T: Send + 'static,
+    {
+        let pending = &mut self.pending[channel];
+        if pending.is_empty() {
+            pending.reserve_exact(self.batch_records_max);
+            cx.has_partial_batches = true;
+        }
+        pending.push(element);
+        if is_record {
+            self.pending_records[channel] += 1;
+        }
+        if pending.len() >= self.batch_records_max {
+            self.emit(channel, cx);
+        }
+    }
+
+    fn emit(&mut self, channel: usize, cx: &mut TaskCx)
+    where
+        T: Send + 'static,
+    {
+        if self.pending[channel].is_empty() {
+            return;
+        }
+        let elements = std::mem::take(&mut self.pending[channel]);
+        let records = std::mem::take(&mut self.pending_records[channel]);
+        cx.outbox
+            .push(self.first_channel + channel, ErasedBatch::new(elements, records));
+    }
+
+    fn emit_all(&mut self, cx: &mut TaskCx)
+    where
+        T: Send + 'static,
+    {
+        for channel in 0..self.pending.len() {
+            self.emit(channel, cx);
+        }
+    }
+
+    fn broadcast_control(&mut self, element: &StreamElement<T>, cx: &mut TaskCx)
+    where
+        T: Clone + Send + 'static,
+    {
+        for channel in 0..self.pending.len() {
+            self.push(channel, element.clone(), false, cx);
+        }
+    }
+}
+
+impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
+    fn open(&mut self, _ctx: &OpenContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    #[inline]
+    fn process(&mut self, record: Record<T>, cx: &mut TaskCx) {
+        let channels = self.channel_count();
+        let channel = match self.kind {
+            PartitionKind::Forward | PartitionKind::Global => 0,
+            PartitionKind::Rebalance | PartitionKind::Rescale => {
+                let channel = self.next_channel;
+                self.next_channel = if channel + 1 == channels { 0 } else { channel + 1 };
+                channel
+            }
+            PartitionKind::Shuffle => self.rng.below(channels),
+            PartitionKind::Broadcast => {
+                for channel in 1..channels as usize {
+                    self.push(channel, StreamElement::Record(record.clone()), true, cx);
+                }
+                0
+            }
+            PartitionKind::Hash | PartitionKind::Custom => {
+                let Some(selector) = &self.selector else {
+                    unreachable!("hash and custom writers are built with a selector");
+                };
+                let select = SelectContext {
+                    channels,
+                    max_parallelism: self.max_parallelism,
+                };
+                match selector(&record.value, select) {
+                    Ok(channel) => channel,
+                    Err(message) => {
+                        cx.fail(self.target, message);
+                        return;
+                    }
+                }
+            }
+        };
+        self.push(channel as usize, StreamElement::Record(record), true, cx);
+    }
+
+    fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
+        self.broadcast_control(&StreamElement::Watermark(watermark), cx);
+    }
+
+    fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        self.broadcast_control(&StreamElement::Barrier(barrier), cx);
+        self.emit_all(cx);
+    }
+
+    fn end_of_input(&mut self, cx: &mut TaskCx) {
+        self.broadcast_control(&StreamElement::EndOfInput, cx);
+        self.emit_all(cx);
+    }
+
+    fn flush(&mut self, cx: &mut TaskCx) {
+        self.emit_all(cx);
+    }
+
+    fn close(&mut self) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    fn metrics(&self, _out: &mut Vec<(NodeId, OperatorCounters)>) {}
+}
+
+/// The channel selector of `key_by`: key -> key group -> consumer subtask.
+pub(crate) fn key_group_selector<T, K, F>(key_selector: F) -> ChannelSelector<T>
+where
+    K: crate::state::StableHash,
+    F: Fn(&T) -> K + Send + Sync + 'static,
+{
+    std::sync::Arc::new(move |value: &T, cx: SelectContext| {
+        let group = crate::state::key_group_for_key(&key_selector(value), cx.max_parallelism);
+        Ok(crate::state::subtask_for_key_group(
+            group,
+            cx.max_parallelism,
+            cx.channels,
+        ))
+    })
+}
+
+/// The channel selector of `partition_custom`: a user function of the key and channel count.
+pub(crate) fn custom_selector<T, K, P, F>(partitioner: P, key_selector: F) -> ChannelSelector<T>
+where
+    P: Fn(&K, u32) -> u32 + Send + Sync + 'static,
+    F: Fn(&T) -> K + Send + Sync + 'static,
+{
+    std::sync::Arc::new(move |value: &T, cx: SelectContext| {
+        let channel = partitioner(&key_selector(value), cx.channels);
+        if channel < cx.channels {
+            Ok(channel)
+        } else {
+            Err(format!(
+                "custom partitioner returned channel {channel}, but there are only {} channels",
+                cx.channels
+            ))
+        }
+    })
+}

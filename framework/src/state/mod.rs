@@ -1,0 +1,15 @@
+//! Keyed state and its partitioning.
+//!
+//! This layer owns what makes keyed state movable: the stable key hash ([`StableHash`]) and key
+//! groups ([`KeyGroup`], [`KeyGroupRange`]). Rolling aggregations keep their per-key values in
+//! subtask-local maps for now; state backends (memory, LMDB) and snapshots build on the key-group
+//! layout defined here.
+
+mod key_group;
+mod stable_hash;
+
+pub use key_group::{
+    DEFAULT_MAX_PARALLELISM, KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT, key_group_for_hash,
+    key_group_for_key, subtask_for_key_group,
+};
+pub use stable_hash::{StableHash, StableHasher, splitmix64};

@@ -1,0 +1,13 @@
+//! Event time and processing time.
+//!
+//! - [`Watermark`]: event-time progress, carried in-band as a stream element.
+//! - [`WatermarkTracker`]: the minimum over a subtask's input channels (sans-IO core).
+//! - [`Clock`]: injected processing time; [`TokioClock`] follows tokio's (possibly paused) clock.
+
+mod clock;
+mod tracker;
+mod watermark;
+
+pub use clock::{Clock, TokioClock};
+pub use tracker::WatermarkTracker;
+pub use watermark::Watermark;
