@@ -36,9 +36,7 @@ pub mod runtime;
 pub mod state;
 pub mod time;
 
-pub use api::{
-    ConnectedStreams, DataStream, ExecutionConfig, KeyedStream, OutputTag, StreamEnv,
-};
+pub use api::{ConnectedStreams, DataStream, ExecutionConfig, KeyedStream, OutputTag, StreamEnv};
 pub use eichhorn_macros::StableHash;
 pub use error::{Error, GraphError, JobError};
 pub use runtime::{JobHandle, JobResult, JobStatus, OperatorMetrics};

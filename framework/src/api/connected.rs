@@ -9,8 +9,7 @@ use crate::graph::stream_graph::{
     ChainingStrategy, OperatorFactory, OutputSelector, StreamNode, TypedPort, typed_chain,
 };
 use crate::operator::{
-    CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, NodeId, TwoInputNode,
-    TwoInputOperator,
+    CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, NodeId, TwoInputNode, TwoInputOperator,
 };
 use crate::runtime::head::{InputSide, InputTask, TwoInputHead};
 

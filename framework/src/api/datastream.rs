@@ -6,7 +6,9 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use super::env::StreamEnv;
-use super::functions::{FilterFunction, FlatMapFunction, MapFunction, ProcessFunction, SinkFunction};
+use super::functions::{
+    FilterFunction, FlatMapFunction, MapFunction, ProcessFunction, SinkFunction,
+};
 use super::key::{Data, Key};
 use super::output_tag::OutputTag;
 use super::sinks::{CollectSink, DataStreamSink};
@@ -17,8 +19,8 @@ use crate::graph::stream_graph::{
     default_partitioner, erase_chain, typed_chain,
 };
 use crate::operator::{
-    FilterOperator, FlatMapOperator, FnFilter, FnFlatMap, FnMap, MapOperator, NodeId,
-    OneInputNode, OneInputOperator, ProcessOperator, SinkNode,
+    FilterOperator, FlatMapOperator, FnFilter, FnFlatMap, FnMap, MapOperator, NodeId, OneInputNode,
+    OneInputOperator, ProcessOperator, SinkNode,
 };
 use crate::runtime::head::InputSide;
 use crate::runtime::partitioner::{PartitionKind, PartitionerSpec};
@@ -292,7 +294,9 @@ impl<T: Data> DataStream<T> {
 
     /// Never chains the operator that produced this stream with its neighbours.
     pub fn disable_chaining(self) -> Self {
-        self.edit_origin("disable_chaining()", |n| n.chaining = ChainingStrategy::Never)
+        self.edit_origin("disable_chaining()", |n| {
+            n.chaining = ChainingStrategy::Never
+        })
     }
 
     /// Starts a new chain at the operator that produced this stream.
@@ -397,7 +401,10 @@ impl<T: Data> DataStream<T> {
     where
         T: std::fmt::Display,
     {
-        self.add_sink_named(PrintSink::new(String::new(), true), "Sink: Print to Std. Err")
+        self.add_sink_named(
+            PrintSink::new(String::new(), true),
+            "Sink: Print to Std. Err",
+        )
     }
 
     /// Collects every element for the caller: read them with [`CollectSink::take`] after the

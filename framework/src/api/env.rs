@@ -80,7 +80,9 @@ impl StreamEnv {
     pub(crate) fn lock(&self) -> MutexGuard<'_, EnvInner> {
         // The lock is only held for short graph edits that do not call user code, so a poisoned
         // lock can only come from a panic in this module; the graph data is still consistent.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sets the default parallelism of operators.
@@ -128,7 +130,11 @@ impl StreamEnv {
     }
 
     /// Adds a user source.
-    pub fn add_source<T: Data, S: SourceFunction<T>>(&self, source: S, name: &str) -> DataStream<T> {
+    pub fn add_source<T: Data, S: SourceFunction<T>>(
+        &self,
+        source: S,
+        name: &str,
+    ) -> DataStream<T> {
         self.add_source_node(source, format!("Source: {name}"), false)
     }
 

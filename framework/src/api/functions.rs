@@ -128,7 +128,12 @@ pub trait ProcessFunction<I>: Clone + Send + 'static {
     );
     /// Called once when the input ended, before the end is passed downstream (a bounded job's
     /// last chance to emit).
-    fn on_end_of_input(&mut self, _ctx: &mut OperatorContext<'_>, _out: &mut Collector<'_, Self::Out>) {}
+    fn on_end_of_input(
+        &mut self,
+        _ctx: &mut OperatorContext<'_>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) {
+    }
     /// Called once per subtask after the last element.
     ///
     /// # Errors

@@ -16,7 +16,9 @@ pub struct KeyedStream<K, T> {
 
 impl<K, T> std::fmt::Debug for KeyedStream<K, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedStream").field("stream", &self.stream).finish()
+        f.debug_struct("KeyedStream")
+            .field("stream", &self.stream)
+            .finish()
     }
 }
 
@@ -30,7 +32,10 @@ impl<K, T> Clone for KeyedStream<K, T> {
 }
 
 impl<K: Key, T: Data> KeyedStream<K, T> {
-    pub(crate) fn new(stream: DataStream<T>, key_selector: Arc<dyn Fn(&T) -> K + Send + Sync>) -> Self {
+    pub(crate) fn new(
+        stream: DataStream<T>,
+        key_selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    ) -> Self {
         Self {
             stream,
             key_selector,

@@ -94,7 +94,11 @@ mod tests {
         assert_eq!(t.handle_barrier(barrier(1)), None);
         assert_eq!(t.handle_barrier(barrier(2)), None);
         assert_eq!(t.handle_barrier(barrier(2)), Some(barrier(2)));
-        assert_eq!(t.handle_barrier(barrier(1)), None, "older than the last reported");
+        assert_eq!(
+            t.handle_barrier(barrier(1)),
+            None,
+            "older than the last reported"
+        );
     }
 
     #[test]

@@ -14,10 +14,7 @@ pub struct CollectionSource<T> {
 impl<T> CollectionSource<T> {
     /// A source of `elements`.
     pub fn new(elements: Vec<T>) -> Self {
-        Self {
-            elements,
-            next: 0,
-        }
+        Self { elements, next: 0 }
     }
 }
 

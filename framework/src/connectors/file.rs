@@ -48,7 +48,10 @@ impl SourceFunction<String> for FileSource {
         Ok(())
     }
 
-    fn poll_next(&mut self, ctx: &mut SourceContext<'_, String>) -> Result<SourcePoll, FunctionError> {
+    fn poll_next(
+        &mut self,
+        ctx: &mut SourceContext<'_, String>,
+    ) -> Result<SourcePoll, FunctionError> {
         let Some(reader) = self.reader.as_mut() else {
             return Err("file source polled before open".into());
         };
@@ -144,7 +147,10 @@ impl<T: std::fmt::Display> SinkFunction<T> for TextFileSink {
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.target = if ctx.parallelism > 1 {
             std::fs::create_dir_all(&self.path).map_err(|e| {
-                format!("cannot create output directory '{}': {e}", self.path.display())
+                format!(
+                    "cannot create output directory '{}': {e}",
+                    self.path.display()
+                )
             })?;
             self.path.join((ctx.subtask_index + 1).to_string())
         } else {
@@ -157,7 +163,10 @@ impl<T: std::fmt::Display> SinkFunction<T> for TextFileSink {
     }
 
     fn invoke(&mut self, value: T, _ctx: &SinkContext) -> Result<(), FunctionError> {
-        let writer = self.writer.as_mut().ok_or("text sink written before open")?;
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or("text sink written before open")?;
         writeln!(writer, "{value}")
             .map_err(|e| format!("cannot write '{}': {e}", self.target.display()).into())
     }

@@ -62,7 +62,9 @@ async fn read_lines(address: String, lines: mpsc::Sender<Result<String, String>>
             }
             Ok(None) => return,
             Err(e) => {
-                let _ = lines.send(Err(format!("reading from {address}: {e}"))).await;
+                let _ = lines
+                    .send(Err(format!("reading from {address}: {e}")))
+                    .await;
                 return;
             }
         }
@@ -78,8 +80,14 @@ impl SourceFunction<String> for SocketSource {
         Ok(())
     }
 
-    fn poll_next(&mut self, ctx: &mut SourceContext<'_, String>) -> Result<SourcePoll, FunctionError> {
-        let lines = self.lines.as_mut().ok_or("socket source polled before open")?;
+    fn poll_next(
+        &mut self,
+        ctx: &mut SourceContext<'_, String>,
+    ) -> Result<SourcePoll, FunctionError> {
+        let lines = self
+            .lines
+            .as_mut()
+            .ok_or("socket source polled before open")?;
         let mut emitted = false;
         while ctx.remaining() > 0 {
             match lines.try_recv() {

@@ -1,8 +1,10 @@
 //! JobGraph -> ExecutionGraph: the parallel subtasks and the channels between them.
 //!
 //! Pure data. Each job edge expands into channels by its distribution pattern: all-to-all for
-//! rebalance, shuffle, broadcast, hash and custom (channel `j` of a producer goes to consumer
-//! subtask `j`); one-to-one for forward; pointwise for rescale; to subtask 0 for global.
+//! rebalance, shuffle, broadcast, hash, custom and global (channel `j` of a producer goes to
+//! consumer subtask `j`); one-to-one for forward; pointwise for rescale. Global is all-to-all
+//! although its records only use channel 0, as in Flink: every consumer must still receive
+//! watermarks, barriers and the end of input, or the consumers without records would never end.
 //!
 //! ## Invariants
 //!
@@ -15,7 +17,9 @@ use crate::runtime::head::InputSide;
 use crate::runtime::partitioner::PartitionKind;
 
 /// A subtask's position: which chain, which parallel instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SubtaskId {
     /// The chain (job vertex) index.
     pub vertex: u32,
@@ -140,13 +144,17 @@ impl ExecutionGraph {
 }
 
 /// The consumer subtasks producer `i` connects to.
-fn consumer_range(kind: PartitionKind, i: u32, producers: u32, consumers: u32) -> std::ops::Range<u32> {
+fn consumer_range(
+    kind: PartitionKind,
+    i: u32,
+    producers: u32,
+    consumers: u32,
+) -> std::ops::Range<u32> {
     match kind {
         PartitionKind::Forward => {
             debug_assert_eq!(producers, consumers);
             i..i + 1
         }
-        PartitionKind::Global => 0..1,
         PartitionKind::Rescale => {
             if producers >= consumers {
                 // Several producers share one consumer.
@@ -154,12 +162,15 @@ fn consumer_range(kind: PartitionKind, i: u32, producers: u32, consumers: u32) -
                 j..j + 1
             } else {
                 // Each consumer has exactly one producer: the `j`s with j * P / C == i.
-                let start = (u64::from(i) * u64::from(consumers)).div_ceil(u64::from(producers)) as u32;
-                let end = (u64::from(i + 1) * u64::from(consumers)).div_ceil(u64::from(producers)) as u32;
+                let start =
+                    (u64::from(i) * u64::from(consumers)).div_ceil(u64::from(producers)) as u32;
+                let end =
+                    (u64::from(i + 1) * u64::from(consumers)).div_ceil(u64::from(producers)) as u32;
                 start..end
             }
         }
         PartitionKind::Rebalance
+        | PartitionKind::Global
         | PartitionKind::Shuffle
         | PartitionKind::Broadcast
         | PartitionKind::Hash
@@ -178,14 +189,23 @@ mod tests {
                 let mut seen = vec![0; consumers as usize];
                 for i in 0..producers {
                     let range = consumer_range(PartitionKind::Rescale, i, producers, consumers);
-                    assert!(!range.is_empty(), "producer {i} of {producers} -> {consumers}");
+                    assert!(
+                        !range.is_empty(),
+                        "producer {i} of {producers} -> {consumers}"
+                    );
                     for j in range {
                         seen[j as usize] += 1;
                     }
                 }
-                assert!(seen.iter().all(|&n| n >= 1), "{producers}->{consumers}: {seen:?}");
+                assert!(
+                    seen.iter().all(|&n| n >= 1),
+                    "{producers}->{consumers}: {seen:?}"
+                );
                 if producers <= consumers {
-                    assert!(seen.iter().all(|&n| n == 1), "{producers}->{consumers}: {seen:?}");
+                    assert!(
+                        seen.iter().all(|&n| n == 1),
+                        "{producers}->{consumers}: {seen:?}"
+                    );
                 }
             }
         }

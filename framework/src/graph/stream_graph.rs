@@ -28,7 +28,9 @@ pub enum ChainingStrategy {
 }
 
 /// Which output of a node an edge leaves from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum OutputSelector {
     /// The main output.
     Main,

@@ -126,7 +126,12 @@ where
     type Out = T;
 
     #[inline]
-    fn process(&mut self, record: Record<T>, _ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, T>) {
+    fn process(
+        &mut self,
+        record: Record<T>,
+        _ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, T>,
+    ) {
         let key = (self.key_selector)(&record.value);
         let updated = match self.aggregates.get_mut(&key) {
             Some(aggregate) => {

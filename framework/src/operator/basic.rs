@@ -21,7 +21,12 @@ where
     }
 
     #[inline]
-    fn process(&mut self, record: Record<I>, _ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
+    fn process(
+        &mut self,
+        record: Record<I>,
+        _ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
         let value = self.0.map(record.value);
         out.collect(value);
     }
@@ -46,7 +51,12 @@ where
     }
 
     #[inline]
-    fn process(&mut self, record: Record<I>, _ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
+    fn process(
+        &mut self,
+        record: Record<I>,
+        _ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
         self.0.flat_map(record.value, out);
     }
 
@@ -67,7 +77,12 @@ impl<I: Send + 'static, F: FilterFunction<I>> OneInputOperator<I> for FilterOper
     }
 
     #[inline]
-    fn process(&mut self, record: Record<I>, _ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, I>) {
+    fn process(
+        &mut self,
+        record: Record<I>,
+        _ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, I>,
+    ) {
         if self.0.filter(&record.value) {
             out.collect(record.value);
         }
@@ -92,7 +107,12 @@ where
         self.0.open(ctx)
     }
 
-    fn process(&mut self, record: Record<I>, ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
+    fn process(
+        &mut self,
+        record: Record<I>,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
         self.0.process_element(record.value, ctx, out);
     }
 

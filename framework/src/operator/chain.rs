@@ -119,7 +119,10 @@ pub struct SideOutputs {
 impl std::fmt::Debug for SideOutputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SideOutputs")
-            .field("tags", &self.ports.iter().map(|(t, _)| t).collect::<Vec<_>>())
+            .field(
+                "tags",
+                &self.ports.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -384,7 +387,12 @@ pub trait OneInputOperator<I>: Send + 'static {
     }
 
     /// Called once when all inputs ended, before the end is forwarded.
-    fn on_end_of_input(&mut self, _ctx: &mut OperatorContext<'_>, _out: &mut Collector<'_, Self::Out>) {}
+    fn on_end_of_input(
+        &mut self,
+        _ctx: &mut OperatorContext<'_>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) {
+    }
 
     /// Called once after the last element.
     ///
@@ -409,7 +417,9 @@ pub(crate) struct OneInputNode<I, Op: OneInputOperator<I>> {
 
 impl<I, Op: OneInputOperator<I>> std::fmt::Debug for OneInputNode<I, Op> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OneInputNode").field("info", &self.info).finish()
+        f.debug_struct("OneInputNode")
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -481,7 +491,9 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
     }
 
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
-        self.with_io(cx, None, |op, ctx, out| op.on_watermark(watermark, ctx, out));
+        self.with_io(cx, None, |op, ctx, out| {
+            op.on_watermark(watermark, ctx, out)
+        });
         self.next.process_watermark(watermark, cx);
         self.side.for_each(|s| s.process_watermark(watermark, cx));
     }

@@ -3,7 +3,9 @@
 use crate::runtime::credit::CreditOutbox;
 
 /// Identifies an operator (a node of the stream graph) within a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct NodeId(pub u32);
 
 /// An error raised by a user function (`open`, `close`, a source poll, a sink write).
@@ -86,5 +88,4 @@ impl TaskCx {
     pub(crate) fn must_pause(&self) -> bool {
         self.outbox.is_backpressured() || self.failure.is_some()
     }
-
 }

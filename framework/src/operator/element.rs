@@ -73,6 +73,9 @@ impl ErasedBatch {
 
     /// The typed elements, or `None` if the batch holds another type (a wiring bug).
     pub fn downcast<T: 'static>(self) -> Option<Vec<StreamElement<T>>> {
-        self.elements.downcast::<Vec<StreamElement<T>>>().ok().map(|b| *b)
+        self.elements
+            .downcast::<Vec<StreamElement<T>>>()
+            .ok()
+            .map(|b| *b)
     }
 }

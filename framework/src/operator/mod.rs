@@ -25,15 +25,15 @@ pub(crate) use aggregate::{ByReducer, FieldAggregation, FieldReducer, FnReducer,
 pub(crate) use basic::{
     FilterOperator, FlatMapOperator, FnFilter, FnFlatMap, FnMap, MapOperator, ProcessOperator,
 };
-pub(crate) use chain::{Discard, ErasedChained, Fanout, OneInputNode};
 pub use chain::{
     Chained, Collector, OneInputOperator, OpenContext, OperatorContext, OperatorCounters,
     OperatorError, OperatorInfo, SideOutputs,
 };
+pub(crate) use chain::{Discard, ErasedChained, Fanout, OneInputNode};
+pub use co::TwoInputOperator;
 pub(crate) use co::{
     CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, TwoInputChained, TwoInputNode,
 };
-pub use co::TwoInputOperator;
 pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure};
 pub use element::{ErasedBatch, Record, StreamElement};
 pub(crate) use sink::SinkNode;

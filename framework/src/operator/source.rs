@@ -1,6 +1,8 @@
 //! The source operator: the head of a source chain, polling a [`SourceFunction`].
 
-use super::chain::{Chained, Collector, OpenContext, OperatorCounters, OperatorError, OperatorInfo};
+use super::chain::{
+    Chained, Collector, OpenContext, OperatorCounters, OperatorError, OperatorInfo,
+};
 use super::context::{NodeId, TaskCx};
 use crate::api::functions::{SourceContext, SourceFunction, SourcePoll};
 use crate::time::Watermark;
@@ -61,7 +63,6 @@ impl<T: Send + 'static, S: SourceFunction<T>> SourceTask for SourceNode<T, S> {
         };
         let result = self.source.poll_next(&mut ctx);
         self.counters.records_out += ctx.out.emitted();
-        drop(ctx);
         match result {
             Ok(poll) => poll,
             Err(error) => {

@@ -45,7 +45,9 @@ impl Assembler<'_> {
             OutputSelector::Main => stream_node.output_port.clone(),
             OutputSelector::Side(tag) => stream_node.side_ports.get(tag).cloned(),
         }
-        .ok_or_else(|| GraphError::Internal(format!("node {} has no port for {output:?}", node.0)))?;
+        .ok_or_else(|| {
+            GraphError::Internal(format!("node {} has no port for {output:?}", node.0))
+        })?;
         let mut parts = Vec::new();
         for (edge_index, edge) in job.stream.out_edges(node, output) {
             if job.chained[edge_index] {
@@ -56,7 +58,9 @@ impl Assembler<'_> {
                     .iter()
                     .find(|(e, _, _)| *e == edge_index)
                     .copied()
-                    .ok_or_else(|| GraphError::Internal(format!("no channels for edge {edge_index}")))?;
+                    .ok_or_else(|| {
+                        GraphError::Internal(format!("no channels for edge {edge_index}"))
+                    })?;
                 let layout = WriterLayout {
                     target: edge.target,
                     first_channel: first,
@@ -114,11 +118,17 @@ pub(crate) fn assemble(
     match &head.factory {
         OperatorFactory::Source(factory) => {
             let main = assembler.output(vertex.head, &OutputSelector::Main)?;
-            Ok(AssembledHead::Source(factory(assembler.info(vertex.head), main)))
+            Ok(AssembledHead::Source(factory(
+                assembler.info(vertex.head),
+                main,
+            )))
         }
         OperatorFactory::TwoInput(factory) => {
             let main = assembler.output(vertex.head, &OutputSelector::Main)?;
-            Ok(AssembledHead::Input(factory(assembler.info(vertex.head), main)))
+            Ok(AssembledHead::Input(factory(
+                assembler.info(vertex.head),
+                main,
+            )))
         }
         OperatorFactory::OneInput(_) | OperatorFactory::Sink(_) => {
             let port = head
@@ -126,7 +136,9 @@ pub(crate) fn assemble(
                 .clone()
                 .ok_or_else(|| GraphError::Internal(format!("{} has no input port", head.name)))?;
             let chain = assembler.operator_input(vertex.head)?;
-            Ok(AssembledHead::Input(port.one_input_head(vertex.name.clone(), chain)))
+            Ok(AssembledHead::Input(
+                port.one_input_head(vertex.name.clone(), chain),
+            ))
         }
     }
 }

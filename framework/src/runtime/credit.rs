@@ -125,7 +125,10 @@ impl InputGate {
     ///
     /// If `credits_per_channel` is zero: a channel without credit could never deliver.
     pub fn new(channel_count: usize, credits_per_channel: u32) -> Self {
-        assert!(credits_per_channel > 0, "credits_per_channel must be positive");
+        assert!(
+            credits_per_channel > 0,
+            "credits_per_channel must be positive"
+        );
         Self {
             credits_per_channel,
             outstanding: vec![0; channel_count],
@@ -166,7 +169,10 @@ impl InputGate {
     /// A batch taken from `channel` has been fully processed; returns the credit to send back.
     pub fn consumed(&mut self, channel: usize) -> u32 {
         let outstanding = &mut self.outstanding[channel];
-        assert!(*outstanding > 0, "consumed more batches than arrived on {channel}");
+        assert!(
+            *outstanding > 0,
+            "consumed more batches than arrived on {channel}"
+        );
         *outstanding -= 1;
         1
     }
@@ -184,7 +190,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn batch(tag: u32) -> ErasedBatch {
-        ErasedBatch::new::<u32>(vec![StreamElement::Record(crate::operator::Record::new(tag))], 1)
+        ErasedBatch::new::<u32>(
+            vec![StreamElement::Record(crate::operator::Record::new(tag))],
+            1,
+        )
     }
 
     fn tag(batch: ErasedBatch) -> u32 {
@@ -215,15 +224,15 @@ mod tests {
                     prop_assert_eq!(tag(b), sent[c], "FIFO per channel");
                     sent[c] += 1;
                 }
-                for c in 0..3 {
+                for (c, channel) in outbox.channels.iter().enumerate() {
                     prop_assert!(sent[c] <= granted[c]);
                     let waiting = pushed[c] - sent[c];
-                    prop_assert_eq!(waiting > 0, outbox.channels[c].backlog.len() as u32 > 0);
+                    prop_assert_eq!(waiting > 0, !channel.backlog.is_empty());
                 }
                 prop_assert_eq!(outbox.is_backpressured(), (0..3).any(|c| pushed[c] > sent[c]));
             }
-            for c in 0..3 {
-                outbox.handle_credit(c, pushed[c]);
+            for (c, pushed) in pushed.iter().enumerate() {
+                outbox.handle_credit(c, *pushed);
             }
             while let Some((c, _)) = outbox.poll_transmit() {
                 sent[c] += 1;
@@ -243,7 +252,8 @@ mod tests {
         assert_eq!((c, tag(b)), (0, 0));
         assert_eq!(gate.consumed(0), 1);
         gate.handle_batch(0, batch(3));
-        let order: Vec<_> = std::iter::from_fn(|| gate.poll_batch().map(|(c, b)| (c, tag(b)))).collect();
+        let order: Vec<_> =
+            std::iter::from_fn(|| gate.poll_batch().map(|(c, b)| (c, tag(b)))).collect();
         assert_eq!(order, vec![(1, 1), (0, 2), (0, 3)]);
     }
 

@@ -13,7 +13,9 @@ use crate::operator::{
 use crate::time::Watermark;
 
 /// Which input of a two-input operator a channel feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum InputSide {
     /// The only input, or the first of two.
     First,
@@ -122,7 +124,9 @@ impl<T: Send + 'static> InputTask for OneInputHead<T> {
     }
     fn resume(&mut self, cx: &mut TaskCx) -> Step {
         let chain = &mut self.chain;
-        drive(&mut self.current, cx, |record, cx| chain.process(record, cx))
+        drive(&mut self.current, cx, |record, cx| {
+            chain.process(record, cx)
+        })
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
         self.chain.process_watermark(watermark, cx);

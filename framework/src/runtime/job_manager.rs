@@ -101,7 +101,12 @@ impl JobManagerState {
     fn task_name(&self, index: usize) -> String {
         let plan = &self.graph.subtasks[index];
         let vertex = &self.graph.job.vertices[plan.id.vertex as usize];
-        format!("{} ({}/{})", vertex.name, plan.id.index + 1, vertex.parallelism)
+        format!(
+            "{} ({}/{})",
+            vertex.name,
+            plan.id.index + 1,
+            vertex.parallelism
+        )
     }
 }
 

@@ -96,7 +96,10 @@ impl PartitionerSpec {
         }
     }
 
-    pub(crate) fn with_selector<T: 'static>(kind: PartitionKind, selector: ChannelSelector<T>) -> Self {
+    pub(crate) fn with_selector<T: 'static>(
+        kind: PartitionKind,
+        selector: ChannelSelector<T>,
+    ) -> Self {
         Self {
             kind,
             explicit: true,

@@ -29,9 +29,7 @@ use super::job_manager::JobManagerMsg;
 use crate::api::{ExecutionConfig, SourcePoll};
 use crate::checkpoint::BarrierTracker;
 use crate::graph::ExecutionGraph;
-use crate::operator::{
-    ErasedBatch, NodeId, OpenContext, OperatorCounters, SourceTask, TaskCx,
-};
+use crate::operator::{ErasedBatch, NodeId, OpenContext, OperatorCounters, SourceTask, TaskCx};
 use crate::time::WatermarkTracker;
 
 /// Messages of a subtask actor.
@@ -39,8 +37,8 @@ pub(crate) enum SubtaskMsg {
     /// Channel peers: per output channel the consumer and its input index; per input channel the
     /// producer and its output index.
     Wire {
-        outputs: Vec<(ActorRef<SubtaskMsg>, usize)>,
-        inputs: Vec<(ActorRef<SubtaskMsg>, usize)>,
+        outputs: Vec<(ActorRef<Self>, usize)>,
+        inputs: Vec<(ActorRef<Self>, usize)>,
     },
     /// Open the chain and start.
     Start,
@@ -113,6 +111,16 @@ pub(crate) struct SubtaskError {
     pub(crate) operator: String,
     pub(crate) task: String,
     pub(crate) message: String,
+}
+
+impl SubtaskError {
+    fn from_operator_error(error: crate::operator::OperatorError, task: &str) -> Self {
+        Self {
+            message: format!("{} failed: {}", error.phase, error.source),
+            operator: error.operator,
+            task: task.to_string(),
+        }
+    }
 }
 
 impl SubtaskState {
@@ -247,7 +255,8 @@ impl SubtaskState {
     fn transmit(&mut self) {
         while let Some((channel, batch)) = self.cx.outbox.poll_transmit() {
             let (consumer, consumer_input) = &self.outputs[channel];
-            self.gauges.sent(self.output_channels[channel], batch.records());
+            self.gauges
+                .sent(self.output_channels[channel], batch.records());
             let message = SubtaskMsg::Data {
                 channel: *consumer_input,
                 batch,
@@ -274,11 +283,7 @@ impl SubtaskState {
             Head::Source(source) => source.close(),
             Head::Input(head) => head.close(),
         };
-        result.map_err(|error| SubtaskError {
-            operator: error.operator.clone(),
-            task: self.task_name.clone(),
-            message: error.to_string(),
-        })
+        result.map_err(|error| SubtaskError::from_operator_error(error, &self.task_name))
     }
 }
 
@@ -306,10 +311,11 @@ impl SubtaskActor {
                 state.transmit();
             } else {
                 state.flush_armed = true;
-                let _ = myself.send_after(
+                // The timer task runs detached; the handle is not needed.
+                drop(myself.send_after(
                     Duration::from_millis(state.config.buffer_timeout_ms),
                     || SubtaskMsg::Flush,
-                );
+                ));
             }
         }
         if matches!(state.head, Head::Source(_))
@@ -325,10 +331,12 @@ impl SubtaskActor {
         if state.input_done && state.cx.outbox.is_idle() {
             state.close()?;
             let metrics = state.metrics();
-            let _ = state.job_manager.send_message(JobManagerMsg::SubtaskFinished {
-                index: state.index,
-                metrics,
-            });
+            let _ = state
+                .job_manager
+                .send_message(JobManagerMsg::SubtaskFinished {
+                    index: state.index,
+                    metrics,
+                });
             myself.stop(None);
         }
         Ok(())
@@ -421,13 +429,19 @@ impl Actor for SubtaskActor {
                     Head::Input(head) => head.open(&open_context),
                 };
                 if let Err(error) = opened {
-                    return Err(Box::new(SubtaskError {
-                        operator: error.operator.clone(),
-                        task: state.task_name.clone(),
-                        message: error.to_string(),
-                    }));
+                    return Err(Box::new(SubtaskError::from_operator_error(
+                        error,
+                        &state.task_name,
+                    )));
                 }
                 state.started = true;
+                if let Head::Input(head) = &mut state.head
+                    && state.inputs.is_empty()
+                {
+                    // No producer will ever send an end of input: the input is empty.
+                    head.end_of_input(&mut state.cx);
+                    state.input_done = true;
+                }
                 let credits = state.gate.initial_credits();
                 for (producer, producer_output) in &state.inputs {
                     let _ = producer.send_message(SubtaskMsg::Credit {
@@ -459,10 +473,10 @@ impl Actor for SubtaskActor {
                 state.guarded(|s| poll = s.poll_source())?;
                 if poll == Some(SourcePoll::Idle) && !state.input_done {
                     state.poll_scheduled = true;
-                    let _ = myself.send_after(
+                    drop(myself.send_after(
                         Duration::from_millis(state.config.source_idle_poll_ms),
                         || SubtaskMsg::Poll,
-                    );
+                    ));
                 }
             }
             SubtaskMsg::Flush => {

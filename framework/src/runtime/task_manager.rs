@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 
 use super::job_manager::JobManagerMsg;
 use super::subtask::{SubtaskActor, SubtaskArgs, SubtaskError, SubtaskMsg};
@@ -64,7 +66,8 @@ impl Actor for TaskManagerActor {
                             refs.push(actor);
                         }
                         Err(error) => {
-                            let _ = reply.send(Err(format!("cannot start subtask {index}: {error}")));
+                            let _ =
+                                reply.send(Err(format!("cannot start subtask {index}: {error}")));
                             return Ok(());
                         }
                     }
@@ -85,15 +88,21 @@ impl Actor for TaskManagerActor {
             SupervisionEvent::ActorFailed(cell, error) => {
                 if let Some((index, _)) = state.subtasks.remove(&cell.get_id()) {
                     let (operator, task, message) = match error.downcast_ref::<SubtaskError>() {
-                        Some(e) => (Some(e.operator.clone()), Some(e.task.clone()), e.message.clone()),
+                        Some(e) => (
+                            Some(e.operator.clone()),
+                            Some(e.task.clone()),
+                            e.message.clone(),
+                        ),
                         None => (None, None, error.to_string()),
                     };
-                    let _ = state.job_manager.send_message(JobManagerMsg::SubtaskFailed {
-                        index,
-                        operator,
-                        task,
-                        message,
-                    });
+                    let _ = state
+                        .job_manager
+                        .send_message(JobManagerMsg::SubtaskFailed {
+                            index,
+                            operator,
+                            task,
+                            message,
+                        });
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, _) => {

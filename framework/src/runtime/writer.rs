@@ -42,7 +42,10 @@ impl<T> RecordWriter<T> {
         subtask_index: u32,
         seed: u64,
     ) -> Self {
-        assert!(channel_count > 0, "a record writer needs at least one channel");
+        assert!(
+            channel_count > 0,
+            "a record writer needs at least one channel"
+        );
         assert!(batch_records_max > 0);
         Self {
             target,
@@ -92,8 +95,10 @@ impl<T> RecordWriter<T> {
         }
         let elements = std::mem::take(&mut self.pending[channel]);
         let records = std::mem::take(&mut self.pending_records[channel]);
-        cx.outbox
-            .push(self.first_channel + channel, ErasedBatch::new(elements, records));
+        cx.outbox.push(
+            self.first_channel + channel,
+            ErasedBatch::new(elements, records),
+        );
     }
 
     fn emit_all(&mut self, cx: &mut TaskCx)
@@ -127,7 +132,11 @@ impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
             PartitionKind::Forward | PartitionKind::Global => 0,
             PartitionKind::Rebalance | PartitionKind::Rescale => {
                 let channel = self.next_channel;
-                self.next_channel = if channel + 1 == channels { 0 } else { channel + 1 };
+                self.next_channel = if channel + 1 == channels {
+                    0
+                } else {
+                    channel + 1
+                };
                 channel
             }
             PartitionKind::Shuffle => self.rng.below(channels),

@@ -22,7 +22,9 @@ pub const MAX_PARALLELISM_LIMIT: u32 = 1 << 15;
 const _: () = assert!(DEFAULT_MAX_PARALLELISM <= MAX_PARALLELISM_LIMIT);
 
 /// The index of a key group, in `0..max_parallelism`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct KeyGroup(pub u32);
 
 /// The key group a key belongs to.

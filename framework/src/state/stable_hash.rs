@@ -242,11 +242,14 @@ mod tests {
     /// every savepoint taken before would restore keys into the wrong key groups.
     #[test]
     fn hash_values_are_frozen() {
-        assert_eq!(0u64.stable_hash_value(), 0x9d8d_3e0c_41c4_7b4e_u64.wrapping_add(0) ^ 0 ^ frozen(0));
-    }
-
-    fn frozen(_: u64) -> u64 {
-        0
+        assert_eq!(0u64.stable_hash_value(), 0x3df1_0dc6_e422_66a2);
+        assert_eq!(42u64.stable_hash_value(), 0xf466_04fb_1447_8386);
+        assert_eq!("hello".stable_hash_value(), 0x40f2_15e0_3a71_a946);
+        assert_eq!(("user", 7u32).stable_hash_value(), 0x4a21_3282_ce22_519d);
+        assert_eq!(
+            crate::state::key_group_for_key(&"hello".to_string(), 128).0,
+            70
+        );
     }
 
     #[test]
@@ -254,13 +257,22 @@ mod tests {
         assert_eq!(5u8.stable_hash_value(), 5u64.stable_hash_value());
         assert_eq!((-1i8).stable_hash_value(), (-1i64).stable_hash_value());
         assert_eq!(7usize.stable_hash_value(), 7u64.stable_hash_value());
-        assert_eq!("abc".stable_hash_value(), String::from("abc").stable_hash_value());
+        assert_eq!(
+            "abc".stable_hash_value(),
+            String::from("abc").stable_hash_value()
+        );
     }
 
     #[test]
     fn strings_with_shared_prefixes_differ() {
         assert_ne!("a".stable_hash_value(), "a\0".stable_hash_value());
-        assert_ne!("abcdefgh".stable_hash_value(), "abcdefgh\0".stable_hash_value());
-        assert_ne!(("ab", "c").stable_hash_value(), ("a", "bc").stable_hash_value());
+        assert_ne!(
+            "abcdefgh".stable_hash_value(),
+            "abcdefgh\0".stable_hash_value()
+        );
+        assert_ne!(
+            ("ab", "c").stable_hash_value(),
+            ("a", "bc").stable_hash_value()
+        );
     }
 }

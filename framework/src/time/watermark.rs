@@ -12,9 +12,13 @@ pub struct Watermark {
 
 impl Watermark {
     /// The watermark before any was seen: nothing is known about event time yet.
-    pub const MIN: Self = Self { timestamp: i64::MIN };
+    pub const MIN: Self = Self {
+        timestamp: i64::MIN,
+    };
     /// The watermark at the end of a bounded input: every timer and window fires.
-    pub const MAX: Self = Self { timestamp: i64::MAX };
+    pub const MAX: Self = Self {
+        timestamp: i64::MAX,
+    };
 
     /// A watermark at `timestamp` ms.
     pub const fn new(timestamp: i64) -> Self {

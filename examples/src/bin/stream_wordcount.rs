@@ -1,0 +1,75 @@
+//! Streaming word count over a TCP socket, as Flink's `SocketWindowWordCount` tutorial, with
+//! rolling counts instead of windows.
+//!
+//! ```text
+//! cargo run --release -p eichhorn-examples --bin stream_wordcount -- [--host HOST] [--port PORT] [--parallelism N]
+//! ```
+//!
+//! The job is `socket_text_stream(host, port)` -> `flat_map` into `(word, 1)` -> `key_by(word)`
+//! -> rolling `sum` -> `map` to `"word count"` -> `print`. Every word received prints its updated
+//! count at once; at `--parallelism` above 1 each line starts with `N> `, the printing subtask's
+//! number (as Flink's `print()`). The job runs until the peer closes the connection.
+//!
+//! ## Try it
+//!
+//! In one terminal, start a server that sends what you type (port 7777 is the default):
+//!
+//! ```text
+//! nc -lk 7777
+//! ```
+//!
+//! In another, start the job, then type lines into the first terminal:
+//!
+//! ```text
+//! cargo run --release -p eichhorn-examples --bin stream_wordcount
+//! ```
+//!
+//! Stop `nc` (Ctrl-C) to close the connection; the job then finishes and the program exits.
+//! An unreachable server is printed as `error: <message>` on stderr, and the exit code is 1.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use eichhorn::prelude::*;
+use eichhorn_examples::{init_tracing, words};
+
+/// Counts the words received on a TCP connection and prints every updated count.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The host to connect to.
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    /// The port to connect to.
+    #[arg(long, default_value_t = 7777)]
+    port: u16,
+    /// The parallelism of the job's operators (the socket source always runs at 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    parallelism: u32,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let env = StreamEnv::new();
+    env.set_parallelism(args.parallelism);
+    env.socket_text_stream(&args.host, args.port)
+        .flat_map(|line: String| words(&line).map(|word| (word, 1u64)).collect::<Vec<_>>())
+        .key_by(|(word, _)| word.clone())
+        .sum(|(_, count)| count)
+        .map(|(word, count)| format!("{word} {count}"))
+        .print();
+    env.execute("Socket WordCount").await?;
+    Ok(())
+}

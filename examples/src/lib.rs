@@ -1,0 +1,177 @@
+//! Shared pieces of the Eichhorn examples: the word splitting, the built-in text and the
+//! reduction of rolling counts to final counts.
+//!
+//! The binaries in `src/bin/` are thin: they declare an Eichhorn job and do I/O. Everything that
+//! decides *what* the result is lives here as plain functions, so the binaries and the tests in
+//! `tests/` agree on one definition and the functions can be unit-tested without running a job.
+//!
+//! ## Definitions
+//!
+//! - A *word* is a maximal run of characters for which [`char::is_alphanumeric`] holds, then
+//!   lowercased with [`str::to_lowercase`] (split first, lowercase second).
+//! - The *final count* of a word is the largest rolling count seen for it. A rolling sum emits
+//!   `1, 2, ..., n` for a word that occurs `n` times, so the largest is `n` whatever the order
+//!   the updates arrive in.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+/// The built-in input of `wordcount` when no `--input` is given: the opening of Hamlet's
+/// soliloquy (Act III, Scene 1; public domain), the text Flink's `WordCount` example counts by
+/// default.
+pub const HAMLET_LINES: &[&str] = &[
+    "To be, or not to be,--that is the question:--",
+    "Whether 'tis nobler in the mind to suffer",
+    "The slings and arrows of outrageous fortune",
+    "Or to take arms against a sea of troubles,",
+    "And by opposing end them?--To die,--to sleep,--",
+    "No more; and by a sleep to say we end",
+    "The heartache, and the thousand natural shocks",
+    "That flesh is heir to,--'tis a consummation",
+    "Devoutly to be wish'd. To die,--to sleep;--",
+    "To sleep! perchance to dream:--ay, there's the rub;",
+    "For in that sleep of death what dreams may come,",
+    "When we have shuffled off this mortal coil,",
+    "Must give us pause: there's the respect",
+    "That makes calamity of so long life;",
+];
+
+/// The words of `line`, in order: the maximal runs of alphanumeric characters, lowercased.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn_examples::words;
+///
+/// let found: Vec<String> = words("To be, or NOT to be: Straße 42!").collect();
+/// assert_eq!(found, ["to", "be", "or", "not", "to", "be", "straße", "42"]);
+/// ```
+pub fn words(line: &str) -> impl Iterator<Item = String> {
+    line.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+}
+
+/// The final count of every word from rolling `(word, count)` updates: the largest count seen
+/// per word, sorted by word (byte order).
+///
+/// Taking the largest count (rather than the last one received) keeps the result independent of
+/// how the updates of different subtasks interleave: one word's counts only grow.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn_examples::final_counts;
+///
+/// let updates = [("b", 1), ("a", 1), ("b", 2), ("a", 2), ("b", 3)];
+/// let counts = final_counts(updates.map(|(w, c)| (w.to_string(), c)));
+/// assert_eq!(counts.into_iter().collect::<Vec<_>>(), [("a".to_string(), 2), ("b".to_string(), 3)]);
+/// ```
+pub fn final_counts(updates: impl IntoIterator<Item = (String, u64)>) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for (word, count) in updates {
+        let entry = counts.entry(word).or_insert(count);
+        *entry = (*entry).max(count);
+    }
+    counts
+}
+
+/// Writes one line `word count` per entry of `counts`, in the map's (sorted) order.
+///
+/// # Errors
+///
+/// Any error of `writer`.
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use eichhorn_examples::write_counts;
+///
+/// let counts = BTreeMap::from([("be".to_string(), 2), ("to".to_string(), 2)]);
+/// let mut out = Vec::new();
+/// write_counts(&counts, &mut out).unwrap();
+/// assert_eq!(String::from_utf8(out).unwrap(), "be 2\nto 2\n");
+/// ```
+pub fn write_counts(counts: &BTreeMap<String, u64>, mut writer: impl Write) -> io::Result<()> {
+    for (word, count) in counts {
+        writeln!(writer, "{word} {count}")?;
+    }
+    writer.flush()
+}
+
+/// Sends log output to stderr, filtered by `RUST_LOG` (default: warnings and errors), so stdout
+/// only carries the example's results.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A subscriber that is already installed (e.g. by a test harness) is kept.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(line: &str) -> Vec<String> {
+        words(line).collect()
+    }
+
+    #[test]
+    fn splits_on_every_non_alphanumeric_character() {
+        assert_eq!(
+            collect("a,b;c--d  e\tf'g"),
+            ["a", "b", "c", "d", "e", "f", "g"]
+        );
+        assert_eq!(collect("wish'd"), ["wish", "d"]);
+        assert_eq!(collect("under_score"), ["under", "score"]);
+    }
+
+    #[test]
+    fn empty_and_separator_only_lines_have_no_words() {
+        assert!(collect("").is_empty());
+        assert!(collect("  ,;--!? \r").is_empty());
+    }
+
+    #[test]
+    fn lowercases_unicode_and_keeps_digits() {
+        assert_eq!(
+            collect("ÉCOLE Straße 2024 x86"),
+            ["école", "straße", "2024", "x86"]
+        );
+        assert_eq!(collect("ΣΟΦΊΑ"), ["σοφία"]);
+    }
+
+    #[test]
+    fn splits_before_lowercasing() {
+        // 'İ' lowercases to "i\u{307}"; the combining dot is not alphanumeric, but the word was
+        // already delimited, so it stays one word.
+        assert_eq!(collect("İstanbul"), ["i\u{307}stanbul"]);
+    }
+
+    #[test]
+    fn final_counts_take_the_largest_update_per_word() {
+        let updates = [("x", 2), ("y", 1), ("x", 1), ("x", 3), ("y", 2)];
+        let counts = final_counts(updates.map(|(w, c)| (w.to_string(), c)));
+        assert_eq!(counts.get("x"), Some(&3));
+        assert_eq!(counts.get("y"), Some(&2));
+        assert_eq!(counts.len(), 2);
+    }
+
+    #[test]
+    fn counts_are_written_in_byte_order() {
+        let counts = final_counts(["b", "a", "é", "z"].map(|w| (w.to_string(), 1)));
+        let mut out = Vec::new();
+        write_counts(&counts, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "a 1\nb 1\nz 1\né 1\n");
+    }
+
+    #[test]
+    fn builtin_text_has_words() {
+        let count = HAMLET_LINES.iter().flat_map(|line| words(line)).count();
+        assert!(count > 100, "only {count} words");
+    }
+}
