@@ -126,3 +126,44 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::testing::poll_source as poll;
+
+    #[test]
+    fn collection_position_round_trip() {
+        let mut source = CollectionSource::new(vec![1, 2, 3, 4, 5]);
+        let (first, state) = poll(&mut source, 2);
+        assert_eq!((first, state), (vec![1, 2], SourcePoll::MoreAvailable));
+        let position = source.snapshot_position().unwrap().unwrap();
+        let (rest, state) = poll(&mut source, 10);
+        assert_eq!((rest, state), (vec![3, 4, 5], SourcePoll::Finished));
+
+        let mut restored = CollectionSource::new(vec![1, 2, 3, 4, 5]);
+        restored.restore_position(&position).unwrap();
+        assert_eq!(poll(&mut restored, 10).0, vec![3, 4, 5]);
+        assert!(
+            restored.restore_position(&[1, 2]).is_err(),
+            "corrupt position"
+        );
+        assert!(
+            restored.restore_position(&9u64.to_le_bytes()).is_err(),
+            "past the end"
+        );
+    }
+
+    #[test]
+    fn generator_position_round_trip() {
+        let mut source = GeneratorSource::new(Some(10), |g| g * 2);
+        let (first, _) = poll(&mut source, 4);
+        assert_eq!(first, vec![0, 2, 4, 6]);
+        let position = source.snapshot_position().unwrap().unwrap();
+        let mut restored = GeneratorSource::new(Some(10), |g| g * 2);
+        restored.restore_position(&position).unwrap();
+        let (rest, state) = poll(&mut restored, 100);
+        assert_eq!(rest, vec![8, 10, 12, 14, 16, 18]);
+        assert_eq!(state, SourcePoll::Finished);
+    }
+}

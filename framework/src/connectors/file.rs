@@ -189,3 +189,51 @@ impl<T: std::fmt::Display> SinkFunction<T> for TextFileSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::testing::poll_source;
+
+    fn context() -> RuntimeContext {
+        RuntimeContext {
+            job_name: "test".into(),
+            operator_name: "file".into(),
+            uid: None,
+            subtask_index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            attempt_number: 0,
+        }
+    }
+
+    #[test]
+    fn restores_at_the_byte_offset_of_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.txt");
+        std::fs::write(&path, "one\r\ntwo\nthree\nfour").unwrap();
+        let mut source = FileSource::new(path.clone());
+        source.open(&context()).unwrap();
+        assert_eq!(poll_source(&mut source, 2).0, vec!["one", "two"]);
+        let position = source.snapshot_position().unwrap().unwrap();
+        assert_eq!(
+            poll_source(&mut source, 10),
+            (vec!["three".into(), "four".into()], SourcePoll::Finished)
+        );
+
+        let mut restored = FileSource::new(path);
+        restored.open(&context()).unwrap();
+        restored.restore_position(&position).unwrap();
+        assert_eq!(poll_source(&mut restored, 10).0, vec!["three", "four"]);
+        assert!(
+            restored.restore_position(&[0; 3]).is_err(),
+            "corrupt position"
+        );
+        let mut past_end = 1_000u64.to_le_bytes().to_vec();
+        past_end.extend_from_slice(&0u64.to_le_bytes());
+        assert!(
+            restored.restore_position(&past_end).is_err(),
+            "past the end"
+        );
+    }
+}

@@ -20,6 +20,8 @@ mod context;
 mod element;
 mod sink;
 mod source;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub(crate) use aggregate::{ByReducer, FieldAggregation, FieldReducer, FnReducer, RollingReduce};
 pub(crate) use basic::{
