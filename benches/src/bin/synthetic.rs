@@ -1,0 +1,129 @@
+//! The synthetic benchmark: runs one job of `eichhorn_benches` into a discarding sink and prints
+//! one result line.
+//!
+//! ```text
+//! synthetic --job stateless --events 50000000 --keys 10000 [--parallelism 2] [--batch-records 1024]
+//! RESULT engine=eichhorn job=stateless events=50000000 keys=10000 parallelism=2 wall_s=.. events_per_s=..
+//! ```
+//!
+//! `wall_s` runs from the start of job execution to its completion (`StreamEnv::execute`);
+//! process start-up and the correctness check are outside it. After the run, the sink's record
+//! count is compared with the expected count; a mismatch exits non-zero.
+
+use std::num::{NonZeroU32, NonZeroU64};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use eichhorn::prelude::*;
+use eichhorn_benches::{DISCARD_SINK_NAME, DiscardSink, Job, rolling, stateless};
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(about = "Eichhorn synthetic benchmark: stateless and rolling-count jobs")]
+struct Args {
+    /// The job: `stateless` or `rolling`.
+    #[arg(long)]
+    job: Job,
+    /// Number of events (at least 1).
+    #[arg(long, value_parser = positive_u64)]
+    events: NonZeroU64,
+    /// Number of distinct keys (at least 1).
+    #[arg(long, value_parser = positive_u64)]
+    keys: NonZeroU64,
+    /// Parallelism of every operator (at least 1).
+    #[arg(long, default_value = "1", value_parser = positive_u32)]
+    parallelism: NonZeroU32,
+    /// Records per batch between subtasks (default: the framework's default).
+    #[arg(long)]
+    batch_records: Option<usize>,
+}
+
+/// Parses a count that must be at least 1.
+fn positive_u64(text: &str) -> Result<NonZeroU64, String> {
+    let value: u64 = text
+        .parse()
+        .map_err(|error| format!("'{text}' is not a non-negative integer: {error}"))?;
+    NonZeroU64::new(value).ok_or_else(|| "must be at least 1".to_string())
+}
+
+/// Parses a parallelism, which must be at least 1.
+fn positive_u32(text: &str) -> Result<NonZeroU32, String> {
+    let value = positive_u64(text)?;
+    u32::try_from(value.get())
+        .ok()
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| format!("{value} does not fit in 32 bits"))
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("synthetic: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let events = args.events.get();
+    let keys = args.keys;
+    let parallelism = args.parallelism.get();
+
+    // Computed before the timed region: the stateless count needs a pass over every event.
+    let expected = args.job.expected_sink_records(events, keys);
+
+    let env = StreamEnv::new();
+    env.set_parallelism(parallelism);
+    if let Some(batch_records) = args.batch_records {
+        env.configure(|config| config.batch_records_max = batch_records);
+    }
+    match args.job {
+        Job::Stateless => stateless(&env, events, keys)
+            .add_sink(DiscardSink)
+            .name(DISCARD_SINK_NAME),
+        Job::Rolling => rolling(&env, events, keys)
+            .add_sink(DiscardSink)
+            .name(DISCARD_SINK_NAME),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let job_name = format!("synthetic {}", args.job);
+    let (result, wall) = runtime.block_on(async {
+        let start = Instant::now();
+        let result = env.execute(&job_name).await;
+        (result, start.elapsed())
+    });
+    let result = result.with_context(|| format!("job '{job_name}' failed"))?;
+
+    if result.status != JobStatus::Finished {
+        bail!(
+            "job '{job_name}' ended as {:?}, not Finished",
+            result.status
+        );
+    }
+    let sink = result
+        .operator(DISCARD_SINK_NAME)
+        .with_context(|| format!("no metrics for '{DISCARD_SINK_NAME}' in the job result"))?;
+    if sink.records_in != expected {
+        bail!(
+            "wrong result: the sink received {} records, expected {expected}",
+            sink.records_in
+        );
+    }
+
+    let wall_s = wall.as_secs_f64();
+    let events_per_s = events as f64 / wall_s;
+    println!(
+        "RESULT engine=eichhorn job={} events={events} keys={keys} parallelism={parallelism} \
+         wall_s={wall_s:.6} events_per_s={events_per_s:.0}",
+        args.job
+    );
+    Ok(())
+}
