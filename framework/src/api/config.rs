@@ -10,6 +10,20 @@ pub const CREDITS_PER_CHANNEL_LIMIT: u32 = 1024;
 
 const _: () = assert!(BATCH_RECORDS_LIMIT as u64 * CREDITS_PER_CHANNEL_LIMIT as u64 <= 1 << 26);
 
+/// Where subtask actors run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskExecutor {
+    /// [`TaskExecutor::DedicatedThreads`] on a multi-thread tokio runtime,
+    /// [`TaskExecutor::Shared`] on a current-thread runtime (tests, the simulator).
+    Auto,
+    /// On the ambient tokio runtime. Deterministic on a current-thread runtime with paused
+    /// time; on a multi-thread runtime, work stealing moves subtasks between cores.
+    Shared,
+    /// Each subtask on its own OS thread with a current-thread tokio runtime, as Flink runs one
+    /// thread per task: a subtask keeps its caches (a keyed operator's hash map above all).
+    DedicatedThreads,
+}
+
 /// Execution settings of a job (Flink's `ExecutionConfig` plus the network buffer settings).
 ///
 /// The bound on memory between two subtasks is
@@ -37,6 +51,8 @@ pub struct ExecutionConfig {
     /// Seed of every random choice the runtime makes (shuffle partitioning), for reproducible
     /// runs (default 0).
     pub seed: u64,
+    /// Where subtasks run (default [`TaskExecutor::Auto`]).
+    pub executor: TaskExecutor,
 }
 
 impl Default for ExecutionConfig {
@@ -51,6 +67,7 @@ impl Default for ExecutionConfig {
             source_idle_poll_ms: 10,
             chaining_enabled: true,
             seed: 0,
+            executor: TaskExecutor::Auto,
         }
     }
 }

@@ -192,12 +192,13 @@ impl<T: Data> DataStream<T> {
     where
         KS: Fn(&T) -> K + Clone + Send + Sync + 'static,
     {
-        let selector: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(key_selector);
-        let for_partitioner = selector.clone();
+        // The writer calls the selector through one dynamic call, with the user's closure
+        // inlined into it.
         let spec = PartitionerSpec::with_selector(
             PartitionKind::Hash,
-            key_group_selector(move |value: &T| for_partitioner(value)),
+            key_group_selector(key_selector.clone()),
         );
+        let selector: Arc<dyn Fn(&T) -> K + Send + Sync> = Arc::new(key_selector);
         super::KeyedStream::new(self.with_partitioner(spec), selector)
     }
 

@@ -15,7 +15,7 @@ mod keyed;
 mod output_tag;
 mod sinks;
 
-pub use config::{BATCH_RECORDS_LIMIT, CREDITS_PER_CHANNEL_LIMIT, ExecutionConfig};
+pub use config::{BATCH_RECORDS_LIMIT, CREDITS_PER_CHANNEL_LIMIT, ExecutionConfig, TaskExecutor};
 pub use connected::ConnectedStreams;
 pub use datastream::DataStream;
 pub use env::StreamEnv;

@@ -219,10 +219,20 @@ impl SideOutputs {
         false
     }
 
+    /// Feeds buffered side-output records to their chains. Called after every operator call,
+    /// so the common case (nothing buffered) is an inlined flag test.
+    #[inline]
     fn drain(&mut self, cx: &mut TaskCx) -> u64 {
-        if !self.pending {
-            return 0;
+        if self.pending {
+            self.drain_pending(cx)
+        } else {
+            0
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drain_pending(&mut self, cx: &mut TaskCx) -> u64 {
         self.pending = false;
         self.ports.iter_mut().map(|(_, p)| p.drain(cx)).sum()
     }

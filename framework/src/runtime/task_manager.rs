@@ -12,6 +12,7 @@ use ractor::{
 
 use super::job_manager::JobManagerMsg;
 use super::subtask::{SubtaskActor, SubtaskArgs, SubtaskError, SubtaskMsg};
+use crate::api::TaskExecutor;
 
 /// Messages of the TaskManager.
 pub(crate) enum TaskManagerMsg {
@@ -24,6 +25,52 @@ pub(crate) enum TaskManagerMsg {
 
 /// The TaskManager actor.
 pub(crate) struct TaskManagerActor;
+
+/// Spawns a subtask on a new OS thread running a current-thread tokio runtime until the actor
+/// stops (Flink's thread per task). Supervision is unchanged: the actor is linked to
+/// `supervisor` like any other.
+///
+/// Only used on multi-thread runtimes (`TaskExecutor::Auto`); the simulator and paused-time tests
+/// run on a current-thread runtime where every subtask shares the ambient runtime.
+async fn spawn_on_dedicated_thread(
+    args: SubtaskArgs,
+    supervisor: ActorCell,
+) -> Result<ActorRef<SubtaskMsg>, String> {
+    let (started, started_rx) = tokio::sync::oneshot::channel();
+    let name = format!("eichhorn-subtask-{}", args.index);
+    // A dedicated thread is the point of this executor: the thread owns the subtask's runtime.
+    #[allow(clippy::disallowed_methods)]
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = started.send(Err(format!("cannot build the subtask runtime: {error}")));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match Actor::spawn_linked(None, SubtaskActor, args, supervisor).await {
+                Ok((actor, handle)) => {
+                    let _ = started.send(Ok(actor));
+                    // Keep the runtime alive (timers, socket readers) until the actor ends.
+                    let _ = handle.await;
+                }
+                Err(error) => {
+                    let _ = started.send(Err(error.to_string()));
+                }
+            }
+        });
+    });
+    if let Err(error) = thread {
+        return Err(format!("cannot start a subtask thread: {error}"));
+    }
+    started_rx
+        .await
+        .map_err(|_| "the subtask thread ended before its actor started".to_string())?
+}
 
 pub(crate) struct TaskManagerState {
     job_manager: ActorRef<JobManagerMsg>,
@@ -58,8 +105,24 @@ impl Actor for TaskManagerActor {
                 let mut refs = Vec::with_capacity(subtasks.len());
                 for args in subtasks {
                     let index = args.index;
-                    match Actor::spawn_linked(None, SubtaskActor, args, myself.get_cell()).await {
-                        Ok((actor, _)) => {
+                    let dedicated = match args.config.executor {
+                        TaskExecutor::DedicatedThreads => true,
+                        TaskExecutor::Shared => false,
+                        TaskExecutor::Auto => {
+                            tokio::runtime::Handle::current().runtime_flavor()
+                                != tokio::runtime::RuntimeFlavor::CurrentThread
+                        }
+                    };
+                    let spawned = if dedicated {
+                        spawn_on_dedicated_thread(args, myself.get_cell()).await
+                    } else {
+                        Actor::spawn_linked(None, SubtaskActor, args, myself.get_cell())
+                            .await
+                            .map(|(actor, _)| actor)
+                            .map_err(|e| e.to_string())
+                    };
+                    match spawned {
+                        Ok(actor) => {
                             state
                                 .subtasks
                                 .insert(actor.get_id(), (index, actor.get_cell()));

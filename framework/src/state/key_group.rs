@@ -47,7 +47,13 @@ pub fn key_group_for_key<K: StableHash + ?Sized>(key: &K, max_parallelism: u32) 
 #[inline]
 pub fn key_group_for_hash(hash: u64, max_parallelism: u32) -> KeyGroup {
     debug_assert!(max_parallelism > 0);
-    KeyGroup((hash % u64::from(max_parallelism)) as u32)
+    // The same value as `%`, without a division on the per-record path for the usual
+    // power-of-two max parallelism.
+    if max_parallelism.is_power_of_two() {
+        KeyGroup((hash & u64::from(max_parallelism - 1)) as u32)
+    } else {
+        KeyGroup((hash % u64::from(max_parallelism)) as u32)
+    }
 }
 
 /// The subtask (operator index) that owns `key_group` at `parallelism`.
@@ -55,7 +61,12 @@ pub fn key_group_for_hash(hash: u64, max_parallelism: u32) -> KeyGroup {
 pub fn subtask_for_key_group(key_group: KeyGroup, max_parallelism: u32, parallelism: u32) -> u32 {
     debug_assert!(key_group.0 < max_parallelism);
     debug_assert!(parallelism >= 1 && parallelism <= max_parallelism);
-    (u64::from(key_group.0) * u64::from(parallelism) / u64::from(max_parallelism)) as u32
+    let scaled = u64::from(key_group.0) * u64::from(parallelism);
+    if max_parallelism.is_power_of_two() {
+        (scaled >> max_parallelism.trailing_zeros()) as u32
+    } else {
+        (scaled / u64::from(max_parallelism)) as u32
+    }
 }
 
 /// A contiguous, inclusive-exclusive range of key groups owned by one subtask.
@@ -118,6 +129,18 @@ mod tests {
                 }
             }
             prop_assert_eq!(next, max);
+        }
+
+        #[test]
+        fn fast_paths_agree_with_the_formula(hash in any::<u64>(), shift in 0u32..16, p_seed in any::<u32>()) {
+            let max = 1u32 << shift;
+            let parallelism = 1 + p_seed % max;
+            let group = key_group_for_hash(hash, max);
+            prop_assert_eq!(u64::from(group.0), hash % u64::from(max));
+            prop_assert_eq!(
+                u64::from(subtask_for_key_group(group, max, parallelism)),
+                u64::from(group.0) * u64::from(parallelism) / u64::from(max)
+            );
         }
 
         #[test]
