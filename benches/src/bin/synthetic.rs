@@ -38,6 +38,9 @@ struct Args {
     /// Records per batch between subtasks (default: the framework's default).
     #[arg(long)]
     batch_records: Option<usize>,
+    /// Override the credits (batches) each input channel grants (experiments only).
+    #[arg(long)]
+    credits: Option<u32>,
 }
 
 /// Parses a count that must be at least 1.
@@ -78,6 +81,9 @@ fn run() -> anyhow::Result<()> {
 
     let env = StreamEnv::new();
     env.set_parallelism(parallelism);
+    if let Some(credits) = args.credits {
+        env.configure(|config| config.credits_per_channel = credits);
+    }
     if let Some(batch_records) = args.batch_records {
         env.configure(|config| config.batch_records_max = batch_records);
     }

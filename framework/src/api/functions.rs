@@ -307,11 +307,18 @@ pub trait SourceFunction<T>: Clone + Send + 'static {
 }
 
 /// Where a source emits its elements during one poll.
+///
+/// Elements are gathered into a run and handed to the chain when the poll ends or a watermark is
+/// emitted (which must follow the elements before it).
 pub struct SourceContext<'a, T> {
-    pub(crate) out: Collector<'a, T>,
-    pub(crate) remaining: usize,
-    pub(crate) subtask_index: u32,
-    pub(crate) parallelism: u32,
+    buffer: Vec<crate::operator::Record<T>>,
+    next: &'a mut dyn crate::operator::Chained<T>,
+    cx: &'a mut crate::operator::TaskCx,
+    node: crate::operator::NodeId,
+    remaining: usize,
+    emitted: u64,
+    subtask_index: u32,
+    parallelism: u32,
 }
 
 impl<T> std::fmt::Debug for SourceContext<'_, T> {
@@ -322,23 +329,47 @@ impl<T> std::fmt::Debug for SourceContext<'_, T> {
     }
 }
 
-impl<T> SourceContext<'_, T> {
+impl<'a, T> SourceContext<'a, T> {
+    pub(crate) fn new(
+        next: &'a mut dyn crate::operator::Chained<T>,
+        cx: &'a mut crate::operator::TaskCx,
+        node: crate::operator::NodeId,
+        budget: usize,
+        subtask_index: u32,
+        parallelism: u32,
+    ) -> Self {
+        Self {
+            buffer: Vec::with_capacity(budget.min(4096)),
+            next,
+            cx,
+            node,
+            remaining: budget,
+            emitted: 0,
+            subtask_index,
+            parallelism,
+        }
+    }
+
     /// Emits an element without timestamp.
     #[inline]
     pub fn collect(&mut self, value: T) {
         self.remaining = self.remaining.saturating_sub(1);
-        self.out.collect(value);
+        self.buffer.push(crate::operator::Record::new(value));
     }
 
     /// Emits an element with an event-time timestamp.
+    #[inline]
     pub fn collect_with_timestamp(&mut self, value: T, timestamp: i64) {
         self.remaining = self.remaining.saturating_sub(1);
-        self.out.collect_with_timestamp(value, timestamp);
+        self.buffer
+            .push(crate::operator::Record::with_timestamp(value, timestamp));
     }
 
     /// Emits a watermark after the elements emitted so far.
     pub fn emit_watermark(&mut self, watermark: crate::time::Watermark) {
-        self.out.emit_watermark(watermark);
+        self.hand_over();
+        self.next.process_watermark(watermark, self.cx);
+        self.cx.current_operator = self.node;
     }
 
     /// How many more elements this poll may emit (the rest of the poll's budget).
@@ -355,5 +386,20 @@ impl<T> SourceContext<'_, T> {
     /// The source's parallelism.
     pub fn parallelism(&self) -> u32 {
         self.parallelism
+    }
+
+    fn hand_over(&mut self) {
+        if !self.buffer.is_empty() {
+            let run = std::mem::take(&mut self.buffer);
+            self.emitted += run.len() as u64;
+            self.next.process_batch(run, self.cx);
+            self.cx.current_operator = self.node;
+        }
+    }
+
+    /// Hands the remaining elements to the chain; returns how many the poll emitted.
+    pub(crate) fn finish(mut self) -> u64 {
+        self.hand_over();
+        self.emitted
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! A chain is a tree of [`Chained`] endpoints rooted at the chain's head: every operator owns the
 //! endpoints of its outputs (the next chained operators, and record writers for edges that leave
-//! the chain). Records flow down by plain method calls, with no message and no copy; control
-//! (watermarks, barriers, end of input, flush) flows down the same tree, so every operator sees
-//! control elements in order with its records.
+//! the chain). Records flow down by plain method calls, with no message, in *runs*: a `Vec` of
+//! consecutive records with no control element among them. Each operator loops over its run with
+//! its user function inlined and hands its output run to the next endpoint, so the cost of a
+//! dynamic call is paid per run and operator, not per record. Control (watermarks, barriers, end
+//! of input, flush) flows down the same tree between runs, so every operator sees control elements
+//! in order with its records.
 //!
 //! Operators are written against [`OneInputOperator`] and wrapped in [`OneInputNode`], which
 //! does the bookkeeping the operator must not: counting records, naming the running operator for
@@ -34,8 +37,8 @@ pub trait Chained<T>: Send {
     ///
     /// The first user function whose `open` failed, with the operator's name.
     fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError>;
-    /// Processes one record.
-    fn process(&mut self, record: Record<T>, cx: &mut TaskCx);
+    /// Processes a run of consecutive records, in order (no control element among them).
+    fn process_batch(&mut self, records: Vec<Record<T>>, cx: &mut TaskCx);
     /// Processes a watermark (after every record before it).
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx);
     /// Processes a checkpoint barrier.
@@ -176,8 +179,9 @@ impl<U: Send + 'static> ErasedSidePort for SidePort<U> {
     }
     fn drain(&mut self, cx: &mut TaskCx) -> u64 {
         let drained = self.buffer.len() as u64;
-        for record in self.buffer.drain(..) {
-            self.chain.process(record, cx);
+        if drained > 0 {
+            self.chain
+                .process_batch(std::mem::take(&mut self.buffer), cx);
         }
         drained
     }
@@ -258,74 +262,41 @@ impl SideOutputs {
 ///
 /// Records emitted while processing a record inherit its timestamp unless another is given.
 pub struct Collector<'a, O> {
-    next: &'a mut dyn Chained<O>,
-    cx: &'a mut TaskCx,
-    node: NodeId,
+    out: &'a mut Vec<Record<O>>,
     timestamp: Option<i64>,
-    emitted: u64,
 }
 
 impl<O> std::fmt::Debug for Collector<'_, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Collector")
-            .field("node", &self.node)
             .field("timestamp", &self.timestamp)
             .finish()
     }
 }
 
 impl<'a, O> Collector<'a, O> {
-    pub(crate) fn new(
-        next: &'a mut dyn Chained<O>,
-        cx: &'a mut TaskCx,
-        node: NodeId,
-        timestamp: Option<i64>,
-    ) -> Self {
-        Self {
-            next,
-            cx,
-            node,
-            timestamp,
-            emitted: 0,
-        }
-    }
-
-    /// How many records this collector emitted.
-    pub(crate) fn emitted(&self) -> u64 {
-        self.emitted
+    pub(crate) fn new(out: &'a mut Vec<Record<O>>, timestamp: Option<i64>) -> Self {
+        Self { out, timestamp }
     }
 
     /// Emits `value` with the current timestamp.
     #[inline]
     pub fn collect(&mut self, value: O) {
-        self.emitted += 1;
-        self.next.process(
-            Record {
-                value,
-                timestamp: self.timestamp,
-            },
-            self.cx,
-        );
-        // User code of this operator may run again after the downstream call returns.
-        self.cx.current_operator = self.node;
+        self.out.push(Record {
+            value,
+            timestamp: self.timestamp,
+        });
     }
 
     /// Emits `value` with an explicit event-time timestamp.
+    #[inline]
     pub fn collect_with_timestamp(&mut self, value: O, timestamp: i64) {
-        self.emitted += 1;
-        self.next
-            .process(Record::with_timestamp(value, timestamp), self.cx);
-        self.cx.current_operator = self.node;
+        self.out.push(Record::with_timestamp(value, timestamp));
     }
 
     /// The timestamp given to records emitted with [`Collector::collect`].
     pub fn timestamp(&self) -> Option<i64> {
         self.timestamp
-    }
-
-    pub(crate) fn emit_watermark(&mut self, watermark: Watermark) {
-        self.next.process_watermark(watermark, self.cx);
-        self.cx.current_operator = self.node;
     }
 }
 
@@ -452,29 +423,33 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
         }
     }
 
-    /// Calls `f` with the operator, a context and a collector, then drains side outputs.
-    #[inline]
+    /// Runs `f` with the operator, a context and a collector, then sends what it emitted on.
     fn with_io(
         &mut self,
         cx: &mut TaskCx,
-        timestamp: Option<i64>,
         f: impl FnOnce(&mut Op, &mut OperatorContext<'_>, &mut Collector<'_, Op::Out>),
     ) {
         cx.current_operator = self.info.node;
+        let mut out = Vec::new();
         let mut ctx = OperatorContext {
             side: &mut self.side,
-            timestamp,
+            timestamp: None,
             unconsumed_side_records: &mut self.unconsumed_side_records,
         };
-        let mut out = Collector {
-            next: &mut *self.next,
-            cx: &mut *cx,
-            node: self.info.node,
-            timestamp,
-            emitted: 0,
-        };
-        f(&mut self.operator, &mut ctx, &mut out);
-        self.counters.records_out += out.emitted;
+        f(
+            &mut self.operator,
+            &mut ctx,
+            &mut Collector::new(&mut out, None),
+        );
+        self.emit(out, cx);
+    }
+
+    #[inline]
+    fn emit(&mut self, out: Vec<Record<Op::Out>>, cx: &mut TaskCx) {
+        self.counters.records_out += out.len() as u64;
+        if !out.is_empty() {
+            self.next.process_batch(out, cx);
+        }
         self.counters.records_out += self.side.drain(cx);
     }
 }
@@ -493,17 +468,27 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
         self.side.try_for_each(|s| s.open(ctx))
     }
 
-    #[inline]
-    fn process(&mut self, record: Record<I>, cx: &mut TaskCx) {
-        self.counters.records_in += 1;
-        let timestamp = record.timestamp;
-        self.with_io(cx, timestamp, |op, ctx, out| op.process(record, ctx, out));
+    fn process_batch(&mut self, records: Vec<Record<I>>, cx: &mut TaskCx) {
+        self.counters.records_in += records.len() as u64;
+        // User code of this operator runs until the loop ends; downstream runs after it, so a
+        // panic inside the loop is this operator's.
+        cx.current_operator = self.info.node;
+        let mut out = Vec::with_capacity(records.len());
+        let mut ctx = OperatorContext {
+            side: &mut self.side,
+            timestamp: None,
+            unconsumed_side_records: &mut self.unconsumed_side_records,
+        };
+        for record in records {
+            ctx.timestamp = record.timestamp;
+            let mut collector = Collector::new(&mut out, record.timestamp);
+            self.operator.process(record, &mut ctx, &mut collector);
+        }
+        self.emit(out, cx);
     }
 
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
-        self.with_io(cx, None, |op, ctx, out| {
-            op.on_watermark(watermark, ctx, out)
-        });
+        self.with_io(cx, |op, ctx, out| op.on_watermark(watermark, ctx, out));
         self.next.process_watermark(watermark, cx);
         self.side.for_each(|s| s.process_watermark(watermark, cx));
     }
@@ -514,7 +499,7 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
     }
 
     fn end_of_input(&mut self, cx: &mut TaskCx) {
-        self.with_io(cx, None, |op, ctx, out| op.on_end_of_input(ctx, out));
+        self.with_io(cx, |op, ctx, out| op.on_end_of_input(ctx, out));
         self.next.end_of_input(cx);
         self.side.for_each(|s| s.end_of_input(cx));
     }
@@ -560,12 +545,12 @@ impl<T: Clone + Send + 'static> Chained<T> for Fanout<T> {
     fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
         self.parts.iter_mut().try_for_each(|p| p.open(ctx))
     }
-    fn process(&mut self, record: Record<T>, cx: &mut TaskCx) {
+    fn process_batch(&mut self, records: Vec<Record<T>>, cx: &mut TaskCx) {
         if let Some((last, rest)) = self.parts.split_last_mut() {
             for part in rest {
-                part.process(record.clone(), cx);
+                part.process_batch(records.clone(), cx);
             }
-            last.process(record, cx);
+            last.process_batch(records, cx);
         }
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
@@ -614,7 +599,7 @@ impl<T: Send> Chained<T> for Discard {
     fn open(&mut self, _ctx: &OpenContext) -> Result<(), OperatorError> {
         Ok(())
     }
-    fn process(&mut self, _record: Record<T>, _cx: &mut TaskCx) {}
+    fn process_batch(&mut self, _records: Vec<Record<T>>, _cx: &mut TaskCx) {}
     fn process_watermark(&mut self, _watermark: Watermark, _cx: &mut TaskCx) {}
     fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
     fn end_of_input(&mut self, _cx: &mut TaskCx) {}

@@ -132,8 +132,8 @@ where
 /// The chain head interface of a two-input operator.
 pub(crate) trait TwoInputChained<A, B>: Send {
     fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError>;
-    fn process1(&mut self, record: Record<A>, cx: &mut TaskCx);
-    fn process2(&mut self, record: Record<B>, cx: &mut TaskCx);
+    fn process_batch1(&mut self, records: Vec<Record<A>>, cx: &mut TaskCx);
+    fn process_batch2(&mut self, records: Vec<Record<B>>, cx: &mut TaskCx);
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx);
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
     fn end_of_input(&mut self, cx: &mut TaskCx);
@@ -162,14 +162,11 @@ impl<Op: TwoInputOperator<A, B>, A, B> TwoInputNode<Op, A, B> {
         }
     }
 
-    fn collector<'a>(
-        next: &'a mut dyn Chained<Op::Out>,
-        cx: &'a mut TaskCx,
-        node: NodeId,
-        timestamp: Option<i64>,
-    ) -> Collector<'a, Op::Out> {
-        cx.current_operator = node;
-        Collector::new(next, cx, node, timestamp)
+    fn emit(&mut self, out: Vec<Record<Op::Out>>, cx: &mut TaskCx) {
+        self.counters.records_out += out.len() as u64;
+        if !out.is_empty() {
+            self.next.process_batch(out, cx);
+        }
     }
 }
 
@@ -187,17 +184,27 @@ impl<Op: TwoInputOperator<A, B>, A: Send + 'static, B: Send + 'static> TwoInputC
             })?;
         self.next.open(ctx)
     }
-    fn process1(&mut self, record: Record<A>, cx: &mut TaskCx) {
-        self.counters.records_in += 1;
-        let mut out = Self::collector(&mut *self.next, cx, self.info.node, record.timestamp);
-        self.operator.process1(record, &mut out);
-        self.counters.records_out += out.emitted();
+    fn process_batch1(&mut self, records: Vec<Record<A>>, cx: &mut TaskCx) {
+        self.counters.records_in += records.len() as u64;
+        cx.current_operator = self.info.node;
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let timestamp = record.timestamp;
+            self.operator
+                .process1(record, &mut Collector::new(&mut out, timestamp));
+        }
+        self.emit(out, cx);
     }
-    fn process2(&mut self, record: Record<B>, cx: &mut TaskCx) {
-        self.counters.records_in += 1;
-        let mut out = Self::collector(&mut *self.next, cx, self.info.node, record.timestamp);
-        self.operator.process2(record, &mut out);
-        self.counters.records_out += out.emitted();
+    fn process_batch2(&mut self, records: Vec<Record<B>>, cx: &mut TaskCx) {
+        self.counters.records_in += records.len() as u64;
+        cx.current_operator = self.info.node;
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let timestamp = record.timestamp;
+            self.operator
+                .process2(record, &mut Collector::new(&mut out, timestamp));
+        }
+        self.emit(out, cx);
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
         self.next.process_watermark(watermark, cx);

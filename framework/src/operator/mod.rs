@@ -37,6 +37,6 @@ pub(crate) use co::{
     CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, TwoInputChained, TwoInputNode,
 };
 pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure};
-pub use element::{ErasedBatch, Record, StreamElement};
+pub use element::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
 pub(crate) use sink::SinkNode;
 pub(crate) use source::{SourceNode, SourceTask};

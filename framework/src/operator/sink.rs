@@ -43,17 +43,20 @@ impl<I: Send + 'static, S: SinkFunction<I>> Chained<I> for SinkNode<I, S> {
         })
     }
 
-    #[inline]
-    fn process(&mut self, record: Record<I>, cx: &mut TaskCx) {
-        self.counters.records_in += 1;
+    fn process_batch(&mut self, records: Vec<Record<I>>, cx: &mut TaskCx) {
         cx.current_operator = self.info.node;
-        let ctx = SinkContext {
-            timestamp: record.timestamp,
-            subtask_index: self.subtask_index,
-            current_watermark: self.watermark,
-        };
-        if let Err(error) = self.sink.invoke(record.value, &ctx) {
-            cx.fail(self.info.node, format!("write failed: {error}"));
+        for record in records {
+            self.counters.records_in += 1;
+            let ctx = SinkContext {
+                timestamp: record.timestamp,
+                subtask_index: self.subtask_index,
+                current_watermark: self.watermark,
+            };
+            if let Err(error) = self.sink.invoke(record.value, &ctx) {
+                // The job fails with this error; the rest of the run is not written.
+                cx.fail(self.info.node, format!("write failed: {error}"));
+                return;
+            }
         }
     }
 

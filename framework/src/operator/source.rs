@@ -1,8 +1,6 @@
 //! The source operator: the head of a source chain, polling a [`SourceFunction`].
 
-use super::chain::{
-    Chained, Collector, OpenContext, OperatorCounters, OperatorError, OperatorInfo,
-};
+use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError, OperatorInfo};
 use super::context::{NodeId, TaskCx};
 use crate::api::functions::{SourceContext, SourceFunction, SourcePoll};
 use crate::time::Watermark;
@@ -55,14 +53,16 @@ impl<T: Send + 'static, S: SourceFunction<T>> SourceTask for SourceNode<T, S> {
     fn poll(&mut self, cx: &mut TaskCx, budget: usize) -> SourcePoll {
         cx.current_operator = self.info.node;
         let node = self.info.node;
-        let mut ctx = SourceContext {
-            out: Collector::new(&mut *self.next, cx, node, None),
-            remaining: budget,
-            subtask_index: self.subtask_index,
-            parallelism: self.info.parallelism,
-        };
+        let mut ctx = SourceContext::new(
+            &mut *self.next,
+            cx,
+            node,
+            budget,
+            self.subtask_index,
+            self.info.parallelism,
+        );
         let result = self.source.poll_next(&mut ctx);
-        self.counters.records_out += ctx.out.emitted();
+        self.counters.records_out += ctx.finish();
         match result {
             Ok(poll) => poll,
             Err(error) => {

@@ -17,8 +17,11 @@ impl<T: Send> Chained<T> for Capture<T> {
     fn open(&mut self, _ctx: &OpenContext) -> Result<(), OperatorError> {
         Ok(())
     }
-    fn process(&mut self, record: Record<T>, _cx: &mut TaskCx) {
-        self.0.lock().expect("capture lock").push(record.value);
+    fn process_batch(&mut self, records: Vec<Record<T>>, _cx: &mut TaskCx) {
+        self.0
+            .lock()
+            .expect("capture lock")
+            .extend(records.into_iter().map(|r| r.value));
     }
     fn process_watermark(&mut self, _watermark: Watermark, _cx: &mut TaskCx) {}
     fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
@@ -38,13 +41,9 @@ pub(crate) fn poll_source<T: Send + 'static, S: SourceFunction<T>>(
     let captured = Arc::new(Mutex::new(Vec::new()));
     let mut capture = Capture(captured.clone());
     let mut cx = TaskCx::new(CreditOutbox::new(0), NodeId(0));
-    let mut ctx = SourceContext {
-        out: super::chain::Collector::new(&mut capture, &mut cx, NodeId(0), None),
-        remaining: budget,
-        subtask_index: 0,
-        parallelism: 1,
-    };
+    let mut ctx = SourceContext::new(&mut capture, &mut cx, NodeId(0), budget, 0, 1);
     let poll = source.poll_next(&mut ctx).expect("poll");
+    ctx.finish();
     let records = std::mem::take(&mut *captured.lock().expect("capture lock"));
     (records, poll)
 }

@@ -186,21 +186,17 @@ impl InputGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::StreamElement;
+    use crate::operator::{ChannelBatch, StreamElement};
     use proptest::prelude::*;
 
     fn batch(tag: u32) -> ErasedBatch {
-        ErasedBatch::new::<u32>(
-            vec![StreamElement::Record(crate::operator::Record::new(tag))],
-            1,
-        )
+        let mut batch = ChannelBatch::with_capacity(1);
+        batch.push(StreamElement::Record(crate::operator::Record::new(tag)));
+        ErasedBatch::new::<u32>(batch)
     }
 
     fn tag(batch: ErasedBatch) -> u32 {
-        match &batch.downcast::<u32>().expect("u32 batch")[0] {
-            StreamElement::Record(r) => r.value,
-            other => panic!("unexpected {other:?}"),
-        }
+        batch.downcast::<u32>().expect("u32 batch").records[0].value
     }
 
     proptest! {

@@ -5,9 +5,12 @@
 //! stopping early when downstream is out of credit, and hands control elements (watermarks,
 //! barriers, end of input) back to the actor, which owns the per-channel bookkeeping.
 
+use std::collections::VecDeque;
+
 use crate::checkpoint::CheckpointBarrier;
+pub(crate) use crate::operator::Control;
 use crate::operator::{
-    Chained, ErasedBatch, NodeId, OpenContext, OperatorCounters, OperatorError, StreamElement,
+    Chained, ErasedBatch, NodeId, OpenContext, OperatorCounters, OperatorError, Record, Segment,
     TaskCx, TwoInputChained,
 };
 use crate::time::Watermark;
@@ -21,14 +24,6 @@ pub enum InputSide {
     First,
     /// The second input of a two-input operator.
     Second,
-}
-
-/// A control element taken out of the current batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Control {
-    Watermark(Watermark),
-    Barrier(CheckpointBarrier),
-    EndOfInput,
 }
 
 /// Where processing of the current batch stopped.
@@ -65,30 +60,25 @@ pub(crate) trait InputTask: Send {
     fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>);
 }
 
-/// Feeds the elements of `batch` to `process` until a stop condition.
+/// Feeds the runs of the current batch to `process` until it is exhausted, downstream is out of
+/// credit (checked after every run) or a control element comes up.
 #[inline]
 fn drive<T>(
-    batch: &mut Option<std::vec::IntoIter<StreamElement<T>>>,
+    segments: &mut VecDeque<Segment<T>>,
     cx: &mut TaskCx,
-    mut process: impl FnMut(crate::operator::Record<T>, &mut TaskCx),
+    mut process: impl FnMut(Vec<Record<T>>, &mut TaskCx),
 ) -> Step {
-    let Some(elements) = batch else {
-        return Step::Exhausted;
-    };
-    for element in elements.by_ref() {
-        match element {
-            StreamElement::Record(record) => {
-                process(record, cx);
+    while let Some(segment) = segments.pop_front() {
+        match segment {
+            Segment::Records(run) => {
+                process(run, cx);
                 if cx.must_pause() {
                     return Step::Paused;
                 }
             }
-            StreamElement::Watermark(w) => return Step::Control(Control::Watermark(w)),
-            StreamElement::Barrier(b) => return Step::Control(Control::Barrier(b)),
-            StreamElement::EndOfInput => return Step::Control(Control::EndOfInput),
+            Segment::Control(control) => return Step::Control(control),
         }
     }
-    *batch = None;
     Step::Exhausted
 }
 
@@ -96,7 +86,7 @@ fn drive<T>(
 pub(crate) struct OneInputHead<T> {
     name: String,
     chain: Box<dyn Chained<T>>,
-    current: Option<std::vec::IntoIter<StreamElement<T>>>,
+    current: VecDeque<Segment<T>>,
 }
 
 impl<T> OneInputHead<T> {
@@ -104,7 +94,7 @@ impl<T> OneInputHead<T> {
         Self {
             name,
             chain,
-            current: None,
+            current: VecDeque::new(),
         }
     }
 }
@@ -114,18 +104,18 @@ impl<T: Send + 'static> InputTask for OneInputHead<T> {
         self.chain.open(ctx)
     }
     fn begin(&mut self, side: InputSide, batch: ErasedBatch) -> Result<(), BatchTypeError> {
-        debug_assert!(self.current.is_none());
-        let elements = batch.downcast::<T>().ok_or_else(|| BatchTypeError {
+        debug_assert!(self.current.is_empty());
+        let batch = batch.downcast::<T>().ok_or_else(|| BatchTypeError {
             side,
             operator: self.name.clone(),
         })?;
-        self.current = Some(elements.into_iter());
+        self.current = batch.into_segments();
         Ok(())
     }
     fn resume(&mut self, cx: &mut TaskCx) -> Step {
         let chain = &mut self.chain;
-        drive(&mut self.current, cx, |record, cx| {
-            chain.process(record, cx)
+        drive(&mut self.current, cx, |run, cx| {
+            chain.process_batch(run, cx)
         })
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
@@ -150,8 +140,8 @@ impl<T: Send + 'static> InputTask for OneInputHead<T> {
 
 enum TwoInputBatch<A, B> {
     None,
-    First(Option<std::vec::IntoIter<StreamElement<A>>>),
-    Second(Option<std::vec::IntoIter<StreamElement<B>>>),
+    First(VecDeque<Segment<A>>),
+    Second(VecDeque<Segment<B>>),
 }
 
 /// The head of a chain whose first operator has two inputs.
@@ -182,10 +172,10 @@ impl<A: Send + 'static, B: Send + 'static> InputTask for TwoInputHead<A, B> {
         };
         self.current = match side {
             InputSide::First => {
-                TwoInputBatch::First(Some(batch.downcast::<A>().ok_or_else(error)?.into_iter()))
+                TwoInputBatch::First(batch.downcast::<A>().ok_or_else(error)?.into_segments())
             }
             InputSide::Second => {
-                TwoInputBatch::Second(Some(batch.downcast::<B>().ok_or_else(error)?.into_iter()))
+                TwoInputBatch::Second(batch.downcast::<B>().ok_or_else(error)?.into_segments())
             }
         };
         Ok(())
@@ -194,8 +184,8 @@ impl<A: Send + 'static, B: Send + 'static> InputTask for TwoInputHead<A, B> {
         let node = &mut self.node;
         let step = match &mut self.current {
             TwoInputBatch::None => Step::Exhausted,
-            TwoInputBatch::First(batch) => drive(batch, cx, |r, cx| node.process1(r, cx)),
-            TwoInputBatch::Second(batch) => drive(batch, cx, |r, cx| node.process2(r, cx)),
+            TwoInputBatch::First(batch) => drive(batch, cx, |r, cx| node.process_batch1(r, cx)),
+            TwoInputBatch::Second(batch) => drive(batch, cx, |r, cx| node.process_batch2(r, cx)),
         };
         if step == Step::Exhausted {
             self.current = TwoInputBatch::None;

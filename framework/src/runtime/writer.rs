@@ -8,8 +8,8 @@
 use super::partitioner::{ChannelSelector, PartitionKind, SelectContext, SplitMixRng};
 use crate::checkpoint::CheckpointBarrier;
 use crate::operator::{
-    Chained, ErasedBatch, NodeId, OpenContext, OperatorCounters, OperatorError, Record,
-    StreamElement, TaskCx,
+    Chained, ChannelBatch, Control, ErasedBatch, NodeId, OpenContext, OperatorCounters,
+    OperatorError, Record, TaskCx,
 };
 use crate::time::Watermark;
 
@@ -21,8 +21,7 @@ pub(crate) struct RecordWriter<T> {
     selector: Option<ChannelSelector<T>>,
     /// Index of this writer's first channel in the task's outbox.
     first_channel: usize,
-    pending: Vec<Vec<StreamElement<T>>>,
-    pending_records: Vec<u32>,
+    pending: Vec<ChannelBatch<T>>,
     batch_records_max: usize,
     max_parallelism: u32,
     next_channel: u32,
@@ -52,8 +51,9 @@ impl<T> RecordWriter<T> {
             kind,
             selector,
             first_channel,
-            pending: (0..channel_count).map(|_| Vec::new()).collect(),
-            pending_records: vec![0; channel_count],
+            pending: (0..channel_count)
+                .map(|_| ChannelBatch::with_capacity(0))
+                .collect(),
             batch_records_max,
             max_parallelism,
             // Flink starts round-robin at a random channel; we start at the subtask index so
@@ -68,19 +68,16 @@ impl<T> RecordWriter<T> {
     }
 
     #[inline]
-    fn push(&mut self, channel: usize, element: StreamElement<T>, is_record: bool, cx: &mut TaskCx)
+    fn push_record(&mut self, channel: usize, record: Record<T>, cx: &mut TaskCx)
     where
         T: Send + 'static,
     {
         let pending = &mut self.pending[channel];
         if pending.is_empty() {
-            pending.reserve_exact(self.batch_records_max);
+            pending.records.reserve_exact(self.batch_records_max);
             cx.has_partial_batches = true;
         }
-        pending.push(element);
-        if is_record {
-            self.pending_records[channel] += 1;
-        }
+        pending.records.push(record);
         if pending.len() >= self.batch_records_max {
             self.emit(channel, cx);
         }
@@ -93,12 +90,9 @@ impl<T> RecordWriter<T> {
         if self.pending[channel].is_empty() {
             return;
         }
-        let elements = std::mem::take(&mut self.pending[channel]);
-        let records = std::mem::take(&mut self.pending_records[channel]);
-        cx.outbox.push(
-            self.first_channel + channel,
-            ErasedBatch::new(elements, records),
-        );
+        let batch = std::mem::replace(&mut self.pending[channel], ChannelBatch::with_capacity(0));
+        cx.outbox
+            .push(self.first_channel + channel, ErasedBatch::new(batch));
     }
 
     fn emit_all(&mut self, cx: &mut TaskCx)
@@ -110,23 +104,28 @@ impl<T> RecordWriter<T> {
         }
     }
 
-    fn broadcast_control(&mut self, element: &StreamElement<T>, cx: &mut TaskCx)
+    /// Appends a control element to every channel (each channel must see every control element).
+    fn broadcast_control(&mut self, control: Control, cx: &mut TaskCx)
     where
-        T: Clone + Send + 'static,
+        T: Send + 'static,
     {
         for channel in 0..self.pending.len() {
-            self.push(channel, element.clone(), false, cx);
+            let pending = &mut self.pending[channel];
+            if pending.is_empty() {
+                cx.has_partial_batches = true;
+            }
+            pending.push_control(control);
+            if pending.len() >= self.batch_records_max {
+                self.emit(channel, cx);
+            }
         }
-    }
-}
-
-impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
-    fn open(&mut self, _ctx: &OpenContext) -> Result<(), OperatorError> {
-        Ok(())
     }
 
     #[inline]
-    fn process(&mut self, record: Record<T>, cx: &mut TaskCx) {
+    fn route(&mut self, record: Record<T>, cx: &mut TaskCx) -> Result<(), ()>
+    where
+        T: Clone + Send + 'static,
+    {
         let channels = self.channel_count();
         let channel = match self.kind {
             PartitionKind::Forward | PartitionKind::Global => 0,
@@ -142,7 +141,7 @@ impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
             PartitionKind::Shuffle => self.rng.below(channels),
             PartitionKind::Broadcast => {
                 for channel in 1..channels as usize {
-                    self.push(channel, StreamElement::Record(record.clone()), true, cx);
+                    self.push_record(channel, record.clone(), cx);
                 }
                 0
             }
@@ -158,25 +157,40 @@ impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
                     Ok(channel) => channel,
                     Err(message) => {
                         cx.fail(self.target, message);
-                        return;
+                        return Err(());
                     }
                 }
             }
         };
-        self.push(channel as usize, StreamElement::Record(record), true, cx);
+        self.push_record(channel as usize, record, cx);
+        Ok(())
+    }
+}
+
+impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
+    fn open(&mut self, _ctx: &OpenContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    fn process_batch(&mut self, records: Vec<Record<T>>, cx: &mut TaskCx) {
+        for record in records {
+            if self.route(record, cx).is_err() {
+                return;
+            }
+        }
     }
 
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
-        self.broadcast_control(&StreamElement::Watermark(watermark), cx);
+        self.broadcast_control(Control::Watermark(watermark), cx);
     }
 
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
-        self.broadcast_control(&StreamElement::Barrier(barrier), cx);
+        self.broadcast_control(Control::Barrier(barrier), cx);
         self.emit_all(cx);
     }
 
     fn end_of_input(&mut self, cx: &mut TaskCx) {
-        self.broadcast_control(&StreamElement::EndOfInput, cx);
+        self.broadcast_control(Control::EndOfInput, cx);
         self.emit_all(cx);
     }
 
