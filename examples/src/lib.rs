@@ -15,6 +15,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::process::ExitCode;
+
+use eichhorn::DataStream;
 
 /// The built-in input of `wordcount` when no `--input` is given: the opening of Hamlet's
 /// soliloquy (Act III, Scene 1; public domain), the text Flink's `WordCount` example counts by
@@ -110,6 +113,26 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .try_init();
+}
+
+/// The word-count pipeline both examples share: every word of every line, keyed by word, with a
+/// rolling count (one `(word, count)` update per occurrence).
+pub fn rolling_word_counts(lines: DataStream<String>) -> DataStream<(String, u64)> {
+    lines
+        .flat_map(|line: String| words(&line).map(|word| (word, 1u64)).collect::<Vec<_>>())
+        .key_by(|(word, _)| word.clone())
+        .sum(|(_, count)| count)
+}
+
+/// Turns an example's outcome into its exit code, printing the error (with its causes) on stderr.
+pub fn exit_code(outcome: anyhow::Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

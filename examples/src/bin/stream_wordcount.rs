@@ -31,7 +31,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use eichhorn::prelude::*;
-use eichhorn_examples::{init_tracing, words};
+use eichhorn_examples::{exit_code, init_tracing, rolling_word_counts};
 
 /// Counts the words received on a TCP connection and prints every updated count.
 #[derive(Debug, Parser)]
@@ -51,23 +51,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let env = StreamEnv::new();
     env.set_parallelism(args.parallelism);
-    env.socket_text_stream(&args.host, args.port)
-        .flat_map(|line: String| words(&line).map(|word| (word, 1u64)).collect::<Vec<_>>())
-        .key_by(|(word, _)| word.clone())
-        .sum(|(_, count)| count)
+    rolling_word_counts(env.socket_text_stream(&args.host, args.port))
         .map(|(word, count)| format!("{word} {count}"))
         .print();
     env.execute("Socket WordCount").await?;

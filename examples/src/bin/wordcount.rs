@@ -27,7 +27,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use eichhorn::prelude::*;
-use eichhorn_examples::{HAMLET_LINES, final_counts, init_tracing, words, write_counts};
+use eichhorn_examples::{
+    HAMLET_LINES, exit_code, final_counts, init_tracing, rolling_word_counts, write_counts,
+};
 
 /// Counts the words of a text file with an Eichhorn job.
 #[derive(Debug, Parser)]
@@ -47,14 +49,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(run(Args::parse()).await)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -64,11 +59,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => env.read_text_file(path.clone()),
         None => env.from_collection(HAMLET_LINES.iter().map(|line| line.to_string()).collect()),
     };
-    let updates = lines
-        .flat_map(|line: String| words(&line).map(|word| (word, 1u64)).collect::<Vec<_>>())
-        .key_by(|(word, _)| word.clone())
-        .sum(|(_, count)| count)
-        .collect_sink();
+    let updates = rolling_word_counts(lines).collect_sink();
     // The job's error already names the failing operator and, for a missing file, the path.
     env.execute("WordCount").await?;
 

@@ -162,6 +162,28 @@ impl<Op: TwoInputOperator<A, B>, A, B> TwoInputNode<Op, A, B> {
         }
     }
 
+    /// Runs `process` (the operator's `process1` or `process2`) over a run of one input.
+    #[inline]
+    fn run<X>(
+        &mut self,
+        records: Vec<Record<X>>,
+        cx: &mut TaskCx,
+        mut process: impl FnMut(&mut Op, Record<X>, &mut Collector<'_, Op::Out>),
+    ) {
+        self.counters.records_in += records.len() as u64;
+        cx.current_operator = self.info.node;
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let timestamp = record.timestamp;
+            process(
+                &mut self.operator,
+                record,
+                &mut Collector::new(&mut out, timestamp),
+            );
+        }
+        self.emit(out, cx);
+    }
+
     fn emit(&mut self, out: Vec<Record<Op::Out>>, cx: &mut TaskCx) {
         self.counters.records_out += out.len() as u64;
         if !out.is_empty() {
@@ -185,26 +207,10 @@ impl<Op: TwoInputOperator<A, B>, A: Send + 'static, B: Send + 'static> TwoInputC
         self.next.open(ctx)
     }
     fn process_batch1(&mut self, records: Vec<Record<A>>, cx: &mut TaskCx) {
-        self.counters.records_in += records.len() as u64;
-        cx.current_operator = self.info.node;
-        let mut out = Vec::with_capacity(records.len());
-        for record in records {
-            let timestamp = record.timestamp;
-            self.operator
-                .process1(record, &mut Collector::new(&mut out, timestamp));
-        }
-        self.emit(out, cx);
+        self.run(records, cx, Op::process1);
     }
     fn process_batch2(&mut self, records: Vec<Record<B>>, cx: &mut TaskCx) {
-        self.counters.records_in += records.len() as u64;
-        cx.current_operator = self.info.node;
-        let mut out = Vec::with_capacity(records.len());
-        for record in records {
-            let timestamp = record.timestamp;
-            self.operator
-                .process2(record, &mut Collector::new(&mut out, timestamp));
-        }
-        self.emit(out, cx);
+        self.run(records, cx, Op::process2);
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
         self.next.process_watermark(watermark, cx);

@@ -9,6 +9,7 @@
 //! with paused time the whole job is deterministic (see `tests/determinism.rs`).
 
 mod assemble;
+mod clock;
 pub mod credit;
 mod gauges;
 pub(crate) mod head;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
+pub use clock::TokioClock;
 pub use head::InputSide;
 pub use partitioner::{PartitionKind, SelectContext};
 pub use result::{JobResult, JobStatus, OperatorMetrics};

@@ -1,8 +1,9 @@
 //! Processing time, injected.
 //!
 //! Nothing in the framework reads the system time directly: processing time comes from a
-//! [`Clock`]. Production uses [`TokioClock`], which follows tokio's clock and therefore becomes
-//! virtual under a paused runtime (tests, the simulator).
+//! [`Clock`]. The runtime provides `runtime::TokioClock`, which follows tokio's clock and
+//! therefore becomes virtual under a paused runtime (tests, the simulator); cores only ever see
+//! the trait.
 
 use std::fmt::Debug;
 
@@ -10,36 +11,4 @@ use std::fmt::Debug;
 pub trait Clock: Send + Sync + Debug {
     /// Milliseconds since this clock's epoch (monotone, not wall-clock time).
     fn now_ms(&self) -> i64;
-}
-
-/// A [`Clock`] on tokio's time: real in production, virtual under `start_paused(true)`.
-#[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
-    epoch: tokio::time::Instant,
-}
-
-impl TokioClock {
-    /// A clock whose zero is now (in tokio time).
-    pub fn new() -> Self {
-        Self {
-            epoch: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Tokio's `Instant` of this clock's zero.
-    pub fn epoch(&self) -> tokio::time::Instant {
-        self.epoch
-    }
-}
-
-impl Default for TokioClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for TokioClock {
-    fn now_ms(&self) -> i64 {
-        i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX)
-    }
 }
