@@ -56,6 +56,9 @@ pub struct ExecutionConfig {
     pub seed: u64,
     /// Where subtasks run (default [`TaskExecutor::Auto`]).
     pub executor: TaskExecutor,
+    /// How often periodic watermark generators emit, in milliseconds of processing time
+    /// (Flink's `autoWatermarkInterval`; default 200; 0 turns periodic emission off).
+    pub auto_watermark_interval_ms: u64,
 }
 
 impl Default for ExecutionConfig {
@@ -71,6 +74,7 @@ impl Default for ExecutionConfig {
             chaining_enabled: true,
             seed: 0,
             executor: TaskExecutor::Auto,
+            auto_watermark_interval_ms: 200,
         }
     }
 }

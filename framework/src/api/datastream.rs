@@ -186,6 +186,50 @@ impl<T: Data> DataStream<T> {
         self.transform("Process", ProcessOperator(f))
     }
 
+    /// Assigns event-time timestamps and generates watermarks per `strategy` (Flink's
+    /// `assignTimestampsAndWatermarks`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::prelude::*;
+    /// use eichhorn::time::WatermarkStrategy;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let env = StreamEnv::new();
+    /// let stamped = env
+    ///     .from_collection(vec![("a".to_string(), 1_000i64), ("b".to_string(), 3_000)])
+    ///     .assign_timestamps_and_watermarks(
+    ///         WatermarkStrategy::for_bounded_out_of_orderness_every_event(500)
+    ///             .with_timestamp_assigner(|event, _| event.1),
+    ///     )
+    ///     .process(StampOf)
+    ///     .collect_sink();
+    /// env.execute("timestamps").await.unwrap();
+    /// assert_eq!(stamped.take(), vec![1_000, 3_000]);
+    ///
+    /// #[derive(Clone)]
+    /// struct StampOf;
+    /// impl ProcessFunction<(String, i64)> for StampOf {
+    ///     type Out = i64;
+    ///     fn process_element(&mut self, _: (String, i64), ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, i64>) {
+    ///         out.collect(ctx.timestamp().unwrap());
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn assign_timestamps_and_watermarks(
+        self,
+        strategy: crate::time::WatermarkStrategy<T>,
+    ) -> Self {
+        let interval_ms =
+            i64::try_from(self.env.config().auto_watermark_interval_ms).unwrap_or(i64::MAX);
+        self.transform(
+            "Timestamps/Watermarks",
+            crate::operator::TimestampsAndWatermarks::new(strategy, interval_ms),
+        )
+    }
+
     /// Partitions the stream by the key `key_selector` extracts: all elements with one key go to
     /// the same subtask (via its key group).
     pub fn key_by<K: Key, KS>(self, key_selector: KS) -> super::KeyedStream<K, T>

@@ -16,9 +16,9 @@
 use std::any::Any;
 
 use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx};
-use super::element::Record;
+use super::element::{ChannelBatch, Control, Record, Segment};
 use crate::checkpoint::CheckpointBarrier;
-use crate::time::Watermark;
+use crate::time::{Watermark, WatermarkStatus};
 
 /// Records in and out of one operator instance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +41,11 @@ pub trait Chained<T>: Send {
     fn process_batch(&mut self, records: Vec<Record<T>>, cx: &mut TaskCx);
     /// Processes a watermark (after every record before it).
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx);
+    /// The input became idle or active again (after every record before it).
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx);
+    /// Processing time reached `now_ms`: operators whose requested time has come are called
+    /// back, then the call passes on down the chain.
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx);
     /// Processes a checkpoint barrier.
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
     /// All inputs ended: emit what is pending and pass the end on.
@@ -141,6 +146,8 @@ pub(crate) trait ErasedSidePort: Send {
 pub(crate) trait ChainedControl {
     fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError>;
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx);
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx);
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx);
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
     fn end_of_input(&mut self, cx: &mut TaskCx);
     fn flush(&mut self, cx: &mut TaskCx);
@@ -153,6 +160,12 @@ impl<T> ChainedControl for Box<dyn Chained<T>> {
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
         (**self).process_watermark(watermark, cx);
+    }
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
+        (**self).process_watermark_status(status, cx);
+    }
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
+        (**self).on_processing_time(now_ms, cx);
     }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         (**self).process_barrier(barrier, cx);
@@ -258,11 +271,21 @@ impl SideOutputs {
     }
 }
 
+/// Passes a control element emitted by an operator to the next endpoint.
+pub(crate) fn forward_control<T>(next: &mut dyn Chained<T>, control: Control, cx: &mut TaskCx) {
+    match control {
+        Control::Watermark(watermark) => next.process_watermark(watermark, cx),
+        Control::WatermarkStatus(status) => next.process_watermark_status(status, cx),
+        Control::Barrier(barrier) => next.process_barrier(barrier, cx),
+        Control::EndOfInput => next.end_of_input(cx),
+    }
+}
+
 /// Emits an operator's main output downstream; Flink's `Collector`.
 ///
 /// Records emitted while processing a record inherit its timestamp unless another is given.
 pub struct Collector<'a, O> {
-    out: &'a mut Vec<Record<O>>,
+    out: &'a mut ChannelBatch<O>,
     timestamp: Option<i64>,
 }
 
@@ -275,14 +298,14 @@ impl<O> std::fmt::Debug for Collector<'_, O> {
 }
 
 impl<'a, O> Collector<'a, O> {
-    pub(crate) fn new(out: &'a mut Vec<Record<O>>, timestamp: Option<i64>) -> Self {
+    pub(crate) fn new(out: &'a mut ChannelBatch<O>, timestamp: Option<i64>) -> Self {
         Self { out, timestamp }
     }
 
     /// Emits `value` with the current timestamp.
     #[inline]
     pub fn collect(&mut self, value: O) {
-        self.out.push(Record {
+        self.out.records.push(Record {
             value,
             timestamp: self.timestamp,
         });
@@ -291,7 +314,15 @@ impl<'a, O> Collector<'a, O> {
     /// Emits `value` with an explicit event-time timestamp.
     #[inline]
     pub fn collect_with_timestamp(&mut self, value: O, timestamp: i64) {
-        self.out.push(Record::with_timestamp(value, timestamp));
+        self.out
+            .records
+            .push(Record::with_timestamp(value, timestamp));
+    }
+
+    /// Emits a control element after the records emitted so far (operators that generate
+    /// watermarks or watermark status, such as the timestamp assigner).
+    pub(crate) fn emit_control(&mut self, control: Control) {
+        self.out.push_control(control);
     }
 
     /// The timestamp given to records emitted with [`Collector::collect`].
@@ -305,6 +336,8 @@ pub struct OperatorContext<'a> {
     side: &'a mut SideOutputs,
     timestamp: Option<i64>,
     unconsumed_side_records: &'a mut u64,
+    now_ms: i64,
+    wakeup_ms: &'a mut Option<i64>,
 }
 
 impl std::fmt::Debug for OperatorContext<'_> {
@@ -319,6 +352,17 @@ impl OperatorContext<'_> {
     /// The event-time timestamp of the element being processed, if it has one.
     pub fn timestamp(&self) -> Option<i64> {
         self.timestamp
+    }
+
+    /// The current processing time in milliseconds (the runtime's clock at the start of this
+    /// processing step).
+    pub fn current_processing_time(&self) -> i64 {
+        self.now_ms
+    }
+
+    /// Asks for a call to `on_processing_time` once processing time reaches `at_ms`.
+    pub fn request_processing_time(&mut self, at_ms: i64) {
+        *self.wakeup_ms = Some(self.wakeup_ms.map_or(at_ms, |t| t.min(at_ms)));
     }
 
     /// Emits `value` to the side output `tag` (with the current timestamp).
@@ -367,6 +411,24 @@ pub trait OneInputOperator<I>: Send + 'static {
     ) {
     }
 
+    /// Whether the node forwards incoming watermarks downstream after
+    /// [`OneInputOperator::on_watermark`] (default `true`). Operators that generate watermarks
+    /// themselves (the timestamp assigner) return `false` and emit their own.
+    fn forwards_watermarks(&self) -> bool {
+        true
+    }
+
+    /// Called when processing time reached a time the operator asked for with
+    /// [`OperatorContext::request_processing_time`] (or later). `now` is in milliseconds of
+    /// the runtime's clock.
+    fn on_processing_time(
+        &mut self,
+        _now: i64,
+        _ctx: &mut OperatorContext<'_>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) {
+    }
+
     /// Called once when all inputs ended, before the end is forwarded.
     fn on_end_of_input(
         &mut self,
@@ -393,6 +455,8 @@ pub(crate) struct OneInputNode<I, Op: OneInputOperator<I>> {
     side: SideOutputs,
     counters: OperatorCounters,
     unconsumed_side_records: u64,
+    /// The processing time the operator asked to be called back at.
+    wakeup_ms: Option<i64>,
     _input: std::marker::PhantomData<fn(I)>,
 }
 
@@ -419,6 +483,9 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
             side,
             counters: OperatorCounters::default(),
             unconsumed_side_records: 0,
+            // Every operator gets one `on_processing_time` call when its subtask starts, so it
+            // can schedule itself (the periodic watermark emitter does).
+            wakeup_ms: Some(i64::MIN),
             _input: std::marker::PhantomData,
         }
     }
@@ -430,11 +497,13 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
         f: impl FnOnce(&mut Op, &mut OperatorContext<'_>, &mut Collector<'_, Op::Out>),
     ) {
         cx.current_operator = self.info.node;
-        let mut out = Vec::new();
+        let mut out = ChannelBatch::with_capacity(0);
         let mut ctx = OperatorContext {
             side: &mut self.side,
             timestamp: None,
             unconsumed_side_records: &mut self.unconsumed_side_records,
+            now_ms: cx.now_ms,
+            wakeup_ms: &mut self.wakeup_ms,
         };
         f(
             &mut self.operator,
@@ -444,13 +513,27 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
         self.emit(out, cx);
     }
 
+    /// Sends what the operator emitted downstream: one run without control elements (the
+    /// common case, no copy), or its runs and control elements in order.
     #[inline]
-    fn emit(&mut self, out: Vec<Record<Op::Out>>, cx: &mut TaskCx) {
-        self.counters.records_out += out.len() as u64;
-        if !out.is_empty() {
-            self.next.process_batch(out, cx);
+    fn emit(&mut self, out: ChannelBatch<Op::Out>, cx: &mut TaskCx) {
+        self.counters.records_out += out.records.len() as u64;
+        if out.controls.is_empty() {
+            if !out.records.is_empty() {
+                self.next.process_batch(out.records, cx);
+            }
+        } else {
+            for segment in out.into_segments() {
+                match segment {
+                    Segment::Records(run) => self.next.process_batch(run, cx),
+                    Segment::Control(control) => forward_control(&mut *self.next, control, cx),
+                }
+            }
         }
         self.counters.records_out += self.side.drain(cx);
+        if let Some(at_ms) = self.wakeup_ms {
+            cx.request_wakeup(at_ms);
+        }
     }
 }
 
@@ -473,11 +556,13 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
         // User code of this operator runs until the loop ends; downstream runs after it, so a
         // panic inside the loop is this operator's.
         cx.current_operator = self.info.node;
-        let mut out = Vec::with_capacity(records.len());
+        let mut out = ChannelBatch::with_capacity(records.len());
         let mut ctx = OperatorContext {
             side: &mut self.side,
             timestamp: None,
             unconsumed_side_records: &mut self.unconsumed_side_records,
+            now_ms: cx.now_ms,
+            wakeup_ms: &mut self.wakeup_ms,
         };
         for record in records {
             ctx.timestamp = record.timestamp;
@@ -489,8 +574,30 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
 
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
         self.with_io(cx, |op, ctx, out| op.on_watermark(watermark, ctx, out));
-        self.next.process_watermark(watermark, cx);
-        self.side.for_each(|s| s.process_watermark(watermark, cx));
+        if self.operator.forwards_watermarks() {
+            self.next.process_watermark(watermark, cx);
+            self.side.for_each(|s| s.process_watermark(watermark, cx));
+        }
+    }
+
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
+        // An operator that makes its own watermarks also decides its own status.
+        if self.operator.forwards_watermarks() {
+            self.next.process_watermark_status(status, cx);
+            self.side
+                .for_each(|s| s.process_watermark_status(status, cx));
+        }
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
+        if self.wakeup_ms.is_some_and(|at_ms| at_ms <= now_ms) {
+            self.wakeup_ms = None;
+            self.with_io(cx, |op, ctx, out| op.on_processing_time(now_ms, ctx, out));
+        } else if let Some(at_ms) = self.wakeup_ms {
+            cx.request_wakeup(at_ms);
+        }
+        self.next.on_processing_time(now_ms, cx);
+        self.side.for_each(|s| s.on_processing_time(now_ms, cx));
     }
 
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
@@ -558,6 +665,16 @@ impl<T: Clone + Send + 'static> Chained<T> for Fanout<T> {
             part.process_watermark(watermark, cx);
         }
     }
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
+        for part in &mut self.parts {
+            part.process_watermark_status(status, cx);
+        }
+    }
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
+        for part in &mut self.parts {
+            part.on_processing_time(now_ms, cx);
+        }
+    }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         for part in &mut self.parts {
             part.process_barrier(barrier, cx);
@@ -601,6 +718,8 @@ impl<T: Send> Chained<T> for Discard {
     }
     fn process_batch(&mut self, _records: Vec<Record<T>>, _cx: &mut TaskCx) {}
     fn process_watermark(&mut self, _watermark: Watermark, _cx: &mut TaskCx) {}
+    fn process_watermark_status(&mut self, _status: WatermarkStatus, _cx: &mut TaskCx) {}
+    fn on_processing_time(&mut self, _now_ms: i64, _cx: &mut TaskCx) {}
     fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
     fn end_of_input(&mut self, _cx: &mut TaskCx) {}
     fn flush(&mut self, _cx: &mut TaskCx) {}

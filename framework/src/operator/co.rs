@@ -11,7 +11,7 @@ use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx};
 use super::element::Record;
 use crate::api::functions::{CoFlatMapFunction, CoMapFunction};
 use crate::checkpoint::CheckpointBarrier;
-use crate::time::Watermark;
+use crate::time::{Watermark, WatermarkStatus};
 
 /// A two-input operator core.
 pub trait TwoInputOperator<A, B>: Send + 'static {
@@ -135,6 +135,8 @@ pub(crate) trait TwoInputChained<A, B>: Send {
     fn process_batch1(&mut self, records: Vec<Record<A>>, cx: &mut TaskCx);
     fn process_batch2(&mut self, records: Vec<Record<B>>, cx: &mut TaskCx);
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx);
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx);
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx);
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
     fn end_of_input(&mut self, cx: &mut TaskCx);
     fn flush(&mut self, cx: &mut TaskCx);
@@ -172,7 +174,7 @@ impl<Op: TwoInputOperator<A, B>, A, B> TwoInputNode<Op, A, B> {
     ) {
         self.counters.records_in += records.len() as u64;
         cx.current_operator = self.info.node;
-        let mut out = Vec::with_capacity(records.len());
+        let mut out = crate::operator::ChannelBatch::with_capacity(records.len());
         for record in records {
             let timestamp = record.timestamp;
             process(
@@ -184,10 +186,10 @@ impl<Op: TwoInputOperator<A, B>, A, B> TwoInputNode<Op, A, B> {
         self.emit(out, cx);
     }
 
-    fn emit(&mut self, out: Vec<Record<Op::Out>>, cx: &mut TaskCx) {
-        self.counters.records_out += out.len() as u64;
-        if !out.is_empty() {
-            self.next.process_batch(out, cx);
+    fn emit(&mut self, out: crate::operator::ChannelBatch<Op::Out>, cx: &mut TaskCx) {
+        self.counters.records_out += out.records.len() as u64;
+        if !out.records.is_empty() {
+            self.next.process_batch(out.records, cx);
         }
     }
 }
@@ -214,6 +216,12 @@ impl<Op: TwoInputOperator<A, B>, A: Send + 'static, B: Send + 'static> TwoInputC
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
         self.next.process_watermark(watermark, cx);
+    }
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
+        self.next.process_watermark_status(status, cx);
+    }
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
+        self.next.on_processing_time(now_ms, cx);
     }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         self.next.process_barrier(barrier, cx);

@@ -54,6 +54,10 @@ pub struct TaskCx {
     pub(crate) current_operator: NodeId,
     pub(crate) has_partial_batches: bool,
     pub(crate) failure: Option<TaskFailure>,
+    /// Processing time (ms of the runtime's clock) at the start of the current step.
+    pub(crate) now_ms: i64,
+    /// The earliest processing time an operator asked to be called back at.
+    pub(crate) wakeup_ms: Option<i64>,
 }
 
 /// A failure raised inside a chain by a function that reports errors instead of panicking (a
@@ -73,7 +77,14 @@ impl TaskCx {
             current_operator: head,
             has_partial_batches: false,
             failure: None,
+            now_ms: 0,
+            wakeup_ms: None,
         }
+    }
+
+    /// Asks for an `on_processing_time` walk at processing time `at_ms` (or soon after).
+    pub(crate) fn request_wakeup(&mut self, at_ms: i64) {
+        self.wakeup_ms = Some(self.wakeup_ms.map_or(at_ms, |t| t.min(at_ms)));
     }
 
     /// Records a failure of `operator`; the first one wins.

@@ -3,7 +3,7 @@
 use std::any::Any;
 
 use crate::checkpoint::CheckpointBarrier;
-use crate::time::Watermark;
+use crate::time::{Watermark, WatermarkStatus};
 
 /// A record: a value and its event-time timestamp (milliseconds), if it has one.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +41,8 @@ pub enum StreamElement<T> {
     Record(Record<T>),
     /// Event-time progress.
     Watermark(Watermark),
+    /// The stream became idle or active again.
+    WatermarkStatus(WatermarkStatus),
     /// A checkpoint barrier.
     Barrier(CheckpointBarrier),
     /// The producer on this channel will send nothing more.
@@ -52,6 +54,8 @@ pub enum StreamElement<T> {
 pub enum Control {
     /// Event-time progress.
     Watermark(Watermark),
+    /// The stream became idle or active again.
+    WatermarkStatus(WatermarkStatus),
     /// A checkpoint barrier.
     Barrier(CheckpointBarrier),
     /// The producer on this channel will send nothing more.
@@ -84,6 +88,7 @@ impl<T> ChannelBatch<T> {
         match element {
             StreamElement::Record(record) => self.records.push(record),
             StreamElement::Watermark(w) => self.push_control(Control::Watermark(w)),
+            StreamElement::WatermarkStatus(s) => self.push_control(Control::WatermarkStatus(s)),
             StreamElement::Barrier(b) => self.push_control(Control::Barrier(b)),
             StreamElement::EndOfInput => self.push_control(Control::EndOfInput),
         }
@@ -142,6 +147,9 @@ impl<T> ChannelBatch<T> {
                 Segment::Control(Control::Watermark(w)) => {
                     elements.push(StreamElement::Watermark(w))
                 }
+                Segment::Control(Control::WatermarkStatus(s)) => {
+                    elements.push(StreamElement::WatermarkStatus(s));
+                }
                 Segment::Control(Control::Barrier(b)) => elements.push(StreamElement::Barrier(b)),
                 Segment::Control(Control::EndOfInput) => elements.push(StreamElement::EndOfInput),
             }
@@ -199,6 +207,7 @@ mod tests {
         match code % 4 {
             0 | 1 => StreamElement::Record(Record::new(i)),
             2 => StreamElement::Watermark(Watermark::new(i)),
+            3 if i % 2 == 0 => StreamElement::WatermarkStatus(WatermarkStatus::Idle),
             _ => StreamElement::EndOfInput,
         }
     }

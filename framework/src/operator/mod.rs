@@ -22,6 +22,8 @@ mod sink;
 mod source;
 #[cfg(test)]
 pub(crate) mod testing;
+mod timestamps;
+pub mod window;
 
 pub(crate) use aggregate::{ByReducer, FieldAggregation, FieldReducer, FnReducer, RollingReduce};
 pub(crate) use basic::{
@@ -40,3 +42,4 @@ pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure};
 pub use element::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
 pub(crate) use sink::SinkNode;
 pub(crate) use source::{SourceNode, SourceTask};
+pub(crate) use timestamps::TimestampsAndWatermarks;

@@ -5,7 +5,7 @@ use super::context::{NodeId, TaskCx};
 use super::element::Record;
 use crate::api::functions::{SinkContext, SinkFunction};
 use crate::checkpoint::CheckpointBarrier;
-use crate::time::Watermark;
+use crate::time::{Watermark, WatermarkStatus};
 
 /// Runs a [`SinkFunction`]; a failed write fails the task with the sink's name.
 pub(crate) struct SinkNode<I, S> {
@@ -63,6 +63,10 @@ impl<I: Send + 'static, S: SinkFunction<I>> Chained<I> for SinkNode<I, S> {
     fn process_watermark(&mut self, watermark: Watermark, _cx: &mut TaskCx) {
         self.watermark = watermark.timestamp;
     }
+
+    fn process_watermark_status(&mut self, _status: WatermarkStatus, _cx: &mut TaskCx) {}
+
+    fn on_processing_time(&mut self, _now_ms: i64, _cx: &mut TaskCx) {}
 
     fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
 

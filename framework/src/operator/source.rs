@@ -13,6 +13,7 @@ pub(crate) trait SourceTask: Send {
     /// The source finished: emits the final watermark and the end of input downstream.
     fn finish(&mut self, cx: &mut TaskCx);
     fn flush(&mut self, cx: &mut TaskCx);
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx);
     fn close(&mut self) -> Result<(), OperatorError>;
     fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>);
 }
@@ -79,6 +80,10 @@ impl<T: Send + 'static, S: SourceFunction<T>> SourceTask for SourceNode<T, S> {
 
     fn flush(&mut self, cx: &mut TaskCx) {
         self.next.flush(cx);
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
+        self.next.on_processing_time(now_ms, cx);
     }
 
     fn close(&mut self) -> Result<(), OperatorError> {

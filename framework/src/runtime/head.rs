@@ -13,7 +13,7 @@ use crate::operator::{
     Chained, ErasedBatch, NodeId, OpenContext, OperatorCounters, OperatorError, Record, Segment,
     TaskCx, TwoInputChained,
 };
-use crate::time::Watermark;
+use crate::time::{Watermark, WatermarkStatus};
 
 /// Which input of a two-input operator a channel feeds.
 #[derive(
@@ -53,6 +53,8 @@ pub(crate) trait InputTask: Send {
     /// Processes the current batch until it is exhausted, paused or at a control element.
     fn resume(&mut self, cx: &mut TaskCx) -> Step;
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx);
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx);
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx);
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
     fn end_of_input(&mut self, cx: &mut TaskCx);
     fn flush(&mut self, cx: &mut TaskCx);
@@ -120,6 +122,12 @@ impl<T: Send + 'static> InputTask for OneInputHead<T> {
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
         self.chain.process_watermark(watermark, cx);
+    }
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
+        self.chain.process_watermark_status(status, cx);
+    }
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
+        self.chain.on_processing_time(now_ms, cx);
     }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         self.chain.process_barrier(barrier, cx);
@@ -194,6 +202,12 @@ impl<A: Send + 'static, B: Send + 'static> InputTask for TwoInputHead<A, B> {
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
         self.node.process_watermark(watermark, cx);
+    }
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
+        self.node.process_watermark_status(status, cx);
+    }
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
+        self.node.on_processing_time(now_ms, cx);
     }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         self.node.process_barrier(barrier, cx);

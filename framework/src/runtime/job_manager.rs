@@ -122,6 +122,15 @@ impl Actor for JobManagerActor {
     ) -> Result<JobManagerState, ActorProcessingErr> {
         let graph = args.graph;
         let gauges = Arc::new(ChannelGauges::new(graph.channel_count));
+        // One processing-time clock per job and node: wall-clock aligned in production, from 0 on
+        // a current-thread runtime (tests, the simulator) so runs are reproducible.
+        let clock = if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            super::TokioClock::new()
+        } else {
+            super::TokioClock::wall_clock()
+        };
         let (task_manager, _) =
             Actor::spawn_linked(None, TaskManagerActor, myself.clone(), myself.get_cell()).await?;
         let specs = (0..graph.subtasks.len())
@@ -133,6 +142,7 @@ impl Actor for JobManagerActor {
                 attempt_number: 0,
                 job_manager: myself.clone(),
                 gauges: gauges.clone(),
+                clock,
             })
             .collect();
         let deployed = ractor::call!(task_manager, TaskManagerMsg::Deploy, specs);

@@ -30,7 +30,7 @@ use crate::api::{ExecutionConfig, SourcePoll};
 use crate::checkpoint::BarrierTracker;
 use crate::graph::ExecutionGraph;
 use crate::operator::{ErasedBatch, NodeId, OpenContext, OperatorCounters, SourceTask, TaskCx};
-use crate::time::WatermarkTracker;
+use crate::time::{Clock, WatermarkTracker};
 
 /// Messages of a subtask actor.
 pub(crate) enum SubtaskMsg {
@@ -50,6 +50,8 @@ pub(crate) enum SubtaskMsg {
     Poll,
     /// The linger timer fired: send partially filled batches.
     Flush,
+    /// Processing time reached a time an operator asked for.
+    ProcessingTime,
 }
 
 /// Everything needed to build one subtask.
@@ -61,6 +63,7 @@ pub(crate) struct SubtaskArgs {
     pub(crate) attempt_number: u32,
     pub(crate) job_manager: ActorRef<JobManagerMsg>,
     pub(crate) gauges: Arc<ChannelGauges>,
+    pub(crate) clock: super::TokioClock,
 }
 
 enum Head {
@@ -98,6 +101,9 @@ pub(crate) struct SubtaskState {
     peer_gone: bool,
     poll_scheduled: bool,
     flush_armed: bool,
+    /// The processing time the armed processing-time timer fires at.
+    timer_armed_ms: Option<i64>,
+    clock: super::TokioClock,
     config: ExecutionConfig,
     open_context: OpenContext,
     job_manager: ActorRef<JobManagerMsg>,
@@ -206,6 +212,15 @@ impl SubtaskState {
                     head.process_watermark(advanced, &mut self.cx);
                 }
             }
+            Control::WatermarkStatus(status) => {
+                let update = self.watermarks.handle_status(channel, status);
+                if let Some(advanced) = update.watermark {
+                    head.process_watermark(advanced, &mut self.cx);
+                }
+                if let Some(status) = update.status {
+                    head.process_watermark_status(status, &mut self.cx);
+                }
+            }
             Control::Barrier(barrier) => {
                 if let Some(complete) = self.barriers.handle_barrier(barrier) {
                     head.process_barrier(complete, &mut self.cx);
@@ -241,6 +256,17 @@ impl SubtaskState {
             self.input_done = true;
         }
         Some(poll)
+    }
+
+    /// Calls back the operators whose requested processing time has come.
+    fn on_processing_time(&mut self) {
+        self.timer_armed_ms = None;
+        self.cx.wakeup_ms = None;
+        let now_ms = self.cx.now_ms;
+        match &mut self.head {
+            Head::Source(source) => source.on_processing_time(now_ms, &mut self.cx),
+            Head::Input(head) => head.on_processing_time(now_ms, &mut self.cx),
+        }
     }
 
     fn flush(&mut self) {
@@ -305,6 +331,16 @@ impl SubtaskActor {
         state: &mut SubtaskState,
     ) -> Result<(), ActorProcessingErr> {
         state.transmit();
+        if let Some(at_ms) = state.cx.wakeup_ms
+            && state.timer_armed_ms.is_none_or(|armed| at_ms < armed)
+            && !state.input_done
+        {
+            state.timer_armed_ms = Some(at_ms);
+            let delay_ms = u64::try_from(at_ms.saturating_sub(state.cx.now_ms)).unwrap_or(0);
+            drop(myself.send_after(Duration::from_millis(delay_ms), || {
+                SubtaskMsg::ProcessingTime
+            }));
+        }
         if state.cx.has_partial_batches && !state.flush_armed && !state.peer_gone {
             if state.config.buffer_timeout_ms == 0 || state.input_done {
                 state.flush();
@@ -396,6 +432,8 @@ impl Actor for SubtaskActor {
             peer_gone: false,
             poll_scheduled: false,
             flush_armed: false,
+            timer_armed_ms: None,
+            clock: args.clock,
             open_context: OpenContext {
                 job_name: args.job_name.clone(),
                 subtask_index: plan.id.index,
@@ -414,6 +452,7 @@ impl Actor for SubtaskActor {
         message: SubtaskMsg,
         state: &mut SubtaskState,
     ) -> Result<(), ActorProcessingErr> {
+        state.cx.now_ms = state.clock.now_ms();
         match message {
             SubtaskMsg::Wire { outputs, inputs } => {
                 assert_eq!(outputs.len(), state.cx.outbox.channel_count());
@@ -435,6 +474,8 @@ impl Actor for SubtaskActor {
                     )));
                 }
                 state.started = true;
+                // Operators see processing time once at start, to schedule their timers.
+                state.guarded(SubtaskState::on_processing_time)?;
                 if let Head::Input(head) = &mut state.head
                     && state.inputs.is_empty()
                 {
@@ -482,6 +523,9 @@ impl Actor for SubtaskActor {
             SubtaskMsg::Flush => {
                 state.flush_armed = false;
                 state.guarded(SubtaskState::flush)?;
+            }
+            SubtaskMsg::ProcessingTime => {
+                state.guarded(SubtaskState::on_processing_time)?;
             }
         }
         self.after_step(&myself, state)

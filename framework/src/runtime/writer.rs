@@ -11,7 +11,7 @@ use crate::operator::{
     Chained, ChannelBatch, Control, ErasedBatch, NodeId, OpenContext, OperatorCounters,
     OperatorError, Record, TaskCx,
 };
-use crate::time::Watermark;
+use crate::time::{Watermark, WatermarkStatus};
 
 /// Writes one edge's records into its channels' batches.
 pub(crate) struct RecordWriter<T> {
@@ -183,6 +183,12 @@ impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
         self.broadcast_control(Control::Watermark(watermark), cx);
     }
+
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
+        self.broadcast_control(Control::WatermarkStatus(status), cx);
+    }
+
+    fn on_processing_time(&mut self, _now_ms: i64, _cx: &mut TaskCx) {}
 
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         self.broadcast_control(Control::Barrier(barrier), cx);

@@ -25,3 +25,13 @@ impl Watermark {
         Self { timestamp }
     }
 }
+
+/// Whether a stream currently advances event time (Flink's `WatermarkStatus`). An idle input
+/// (a source partition without data) does not hold back the watermark of its consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WatermarkStatus {
+    /// The stream sends records and watermarks.
+    Active,
+    /// The stream sends nothing for now; consumers ignore it when computing their watermark.
+    Idle,
+}

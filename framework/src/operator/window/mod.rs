@@ -1,0 +1,47 @@
+//! Window assignment: the pure core of the window operator, with Apache Flink's semantics.
+//!
+//! A Flink user must get the same windows from the same data, so everything here mirrors Flink's
+//! code, not just its documentation: [`TimeWindow`] (`intersects`, `cover`, `max_timestamp`),
+//! [`window_start_with_offset`] (`TimeWindow.getWindowStartWithOffset`), the tumbling, sliding
+//! and session assigners for event and processing time, and [`MergingWindowSet`] (Flink's
+//! `MergingWindowSet` for session windows). Each item's docs say which Flink code it follows and
+//! where, if anywhere, it deliberately differs.
+//!
+//! ## Design
+//!
+//! - Sans-IO, like every operator core: no clock, no I/O, no state backend. Time is an argument:
+//!   the caller picks the record's timestamp (event time) or its current processing time
+//!   (processing time) with [`WindowAssign::assignment_time`] and passes it to
+//!   [`WindowAssign::assign`], which appends the windows to a caller-owned `Vec` (no allocation
+//!   per record once it has grown). State merging is the caller's too: [`MergingWindowSet`]
+//!   only tracks which window's state holds which in-flight window, and tells the caller what to
+//!   merge through a callback ([`WindowMerge`]).
+//! - One struct per assigner kind ([`TumblingWindows`], [`SlidingWindows`], [`SessionWindows`]),
+//!   each for either [`TimeDomain`], behind the [`WindowAssign`] trait; [`WindowAssigner`] is the
+//!   closed enum the window operator holds.
+//! - Deterministic: the merging set is a `BTreeMap`, and where Flink leaves a choice to `HashMap`
+//!   iteration order (which state window survives a merge) we take the earliest window.
+//! - Bad parameters (`size <= 0`, `slide <= 0`, `|offset| >=` size or slide, `gap <= 0`, too many
+//!   sliding windows per element) are a [`WindowError`] from the constructor, and times whose
+//!   windows do not fit in `i64` are a [`WindowError`] from `assign`: nothing here panics on
+//!   input, and nothing wraps around as Java's `long` arithmetic does.
+//!
+//! ## Invariants
+//!
+//! - Every window assigned for a time contains it: `start <= time < end`, for every time that
+//!   does not fail, negative ones included (the FLINK-26334 formula; see
+//!   [`window_start_with_offset`]).
+//! - Tumbling (sliding) window starts are `offset + k * size` (`offset + k * slide`).
+//! - The windows of a [`MergingWindowSet`] are pairwise non-intersecting by Flink's `intersects`
+//!   (touching windows merge), and are exactly what sorting all added windows and merging the
+//!   intersecting ones would give; state windows are distinct and never change while their
+//!   window is in flight.
+
+mod assigner;
+mod merging;
+
+pub use assigner::{
+    GlobalWindow, SLIDING_WINDOWS_MAX, SessionWindows, SlidingWindows, TimeDomain, TimeWindow,
+    TumblingWindows, Window, WindowAssign, WindowAssigner, WindowError, window_start_with_offset,
+};
+pub use merging::{MergingWindowSet, WindowMerge};
