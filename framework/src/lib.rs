@@ -47,7 +47,7 @@ pub mod prelude {
     pub use crate::api::functions::*;
     pub use crate::api::{
         CollectSink, ConnectedStreams, Data, DataStream, DataStreamSink, ExecutionConfig, Key,
-        KeyedStream, OutputTag, StreamEnv,
+        KeyedStream, OutputTag, StreamEnv, WindowedStream,
     };
     pub use crate::error::{GraphError, JobError};
     pub use crate::operator::{Collector, FunctionError, OperatorContext, RuntimeContext};

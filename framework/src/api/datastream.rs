@@ -201,7 +201,7 @@ impl<T: Data> DataStream<T> {
     ///     .from_collection(vec![("a".to_string(), 1_000i64), ("b".to_string(), 3_000)])
     ///     .assign_timestamps_and_watermarks(
     ///         WatermarkStrategy::for_bounded_out_of_orderness_every_event(500)
-    ///             .with_timestamp_assigner(|event, _| event.1),
+    ///             .with_timestamp_assigner(|event: &(String, i64), _| event.1),
     ///     )
     ///     .process(StampOf)
     ///     .collect_sink();

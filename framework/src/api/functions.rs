@@ -403,3 +403,76 @@ impl<'a, T> SourceContext<'a, T> {
         self.emitted
     }
 }
+
+/// Incremental aggregation of a window's elements (Flink's `AggregateFunction`): the window keeps
+/// only an accumulator.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::api::AggregateFunction;
+///
+/// /// The average of the values.
+/// #[derive(Clone)]
+/// struct Average;
+///
+/// impl AggregateFunction<f64> for Average {
+///     type Acc = (f64, u64);
+///     type Out = f64;
+///     fn create_accumulator(&mut self) -> (f64, u64) { (0.0, 0) }
+///     fn add(&mut self, value: f64, (sum, count): (f64, u64)) -> (f64, u64) { (sum + value, count + 1) }
+///     fn get_result(&mut self, (sum, count): &(f64, u64)) -> f64 { sum / *count as f64 }
+///     fn merge(&mut self, a: (f64, u64), b: (f64, u64)) -> (f64, u64) { (a.0 + b.0, a.1 + b.1) }
+/// }
+/// let mut average = Average;
+/// let empty = average.create_accumulator();
+/// let acc = average.add(2.0, empty);
+/// let acc = average.add(4.0, acc);
+/// assert_eq!(average.get_result(&acc), 3.0);
+/// ```
+pub trait AggregateFunction<I>: Clone + Send + 'static {
+    /// The accumulator a window keeps.
+    type Acc: Clone + Send + 'static;
+    /// The result.
+    type Out;
+    /// A new, empty accumulator.
+    fn create_accumulator(&mut self) -> Self::Acc;
+    /// Adds `value` to the accumulator and returns it.
+    fn add(&mut self, value: I, accumulator: Self::Acc) -> Self::Acc;
+    /// The result of an accumulator.
+    fn get_result(&mut self, accumulator: &Self::Acc) -> Self::Out;
+    /// Merges two accumulators (session windows merge).
+    fn merge(&mut self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
+}
+
+/// Processes all elements of a window (or its pre-aggregated result) with the window's metadata
+/// (Flink's `ProcessWindowFunction`).
+pub trait ProcessWindowFunction<K, I>: Clone + Send + 'static {
+    /// The output type.
+    type Out;
+    /// Called once per subtask before the first window.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Emits the results of one window firing: `elements` are the window's contents (with
+    /// reduce or aggregate first, the one pre-aggregated value).
+    fn process(
+        &mut self,
+        key: &K,
+        ctx: &crate::operator::window::WindowContext,
+        elements: Vec<I>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    /// Called once per subtask after the last window.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}

@@ -12,7 +12,8 @@ pub trait Data: Clone + Send + Serialize + DeserializeOwned + 'static {}
 impl<T: Clone + Send + Serialize + DeserializeOwned + 'static> Data for T {}
 
 /// A type that can key a stream: hashed with [`StableHash`] to find its key group, compared
-/// with `Eq` to find its state.
-pub trait Key: StableHash + Eq + std::hash::Hash + Clone + Send + 'static {}
+/// with `Eq` to find its state, and ordered so that per-key work (timers firing at the same
+/// time, state snapshots) happens in the same order in every run.
+pub trait Key: StableHash + Ord + std::hash::Hash + Clone + Send + 'static {}
 
-impl<K: StableHash + Eq + std::hash::Hash + Clone + Send + 'static> Key for K {}
+impl<K: StableHash + Ord + std::hash::Hash + Clone + Send + 'static> Key for K {}

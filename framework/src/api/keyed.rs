@@ -43,7 +43,7 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
     }
 
     /// The key selector as a clonable closure.
-    fn selector(&self) -> impl Fn(&T) -> K + Clone + Send + 'static {
+    pub(crate) fn selector(&self) -> impl Fn(&T) -> K + Clone + Send + 'static {
         let selector = self.key_selector.clone();
         move |value: &T| selector(value)
     }
@@ -149,6 +149,14 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
             },
         );
         self.stream.transform("Keyed Max By", operator)
+    }
+
+    /// Cuts each key's elements into windows (Flink's `window`).
+    pub fn window(
+        self,
+        assigner: impl Into<crate::operator::window::WindowAssigner>,
+    ) -> super::WindowedStream<K, T> {
+        super::WindowedStream::new(self, assigner.into())
     }
 
     /// `map` on the key-partitioned stream.

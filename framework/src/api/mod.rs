@@ -14,16 +14,19 @@ mod key;
 mod keyed;
 mod output_tag;
 mod sinks;
+mod windowed;
 
 pub use config::{BATCH_RECORDS_LIMIT, CREDITS_PER_CHANNEL_LIMIT, ExecutionConfig, TaskExecutor};
 pub use connected::ConnectedStreams;
 pub use datastream::DataStream;
 pub use env::StreamEnv;
 pub use functions::{
-    CoFlatMapFunction, CoMapFunction, FilterFunction, FlatMapFunction, MapFunction,
-    ProcessFunction, SinkContext, SinkFunction, SourceContext, SourceFunction, SourcePoll,
+    AggregateFunction, CoFlatMapFunction, CoMapFunction, FilterFunction, FlatMapFunction,
+    MapFunction, ProcessFunction, ProcessWindowFunction, SinkContext, SinkFunction, SourceContext,
+    SourceFunction, SourcePoll,
 };
 pub use key::{Data, Key};
 pub use keyed::KeyedStream;
 pub use output_tag::OutputTag;
 pub use sinks::{CollectSink, DataStreamSink};
+pub use windowed::WindowedStream;

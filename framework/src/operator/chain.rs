@@ -27,6 +27,8 @@ pub struct OperatorCounters {
     pub records_in: u64,
     /// Records the operator emitted (main output and side outputs).
     pub records_out: u64,
+    /// Records that arrived too late for any window (dropped, or sent to the late side output).
+    pub late_records: u64,
 }
 
 /// The input endpoint of (part of) a chain, for elements of type `T`.
@@ -329,6 +331,12 @@ impl<'a, O> Collector<'a, O> {
     pub fn timestamp(&self) -> Option<i64> {
         self.timestamp
     }
+
+    /// Sets the timestamp given to records emitted with [`Collector::collect`] (a window
+    /// operator stamps its results with the window's end).
+    pub(crate) fn set_timestamp(&mut self, timestamp: Option<i64>) {
+        self.timestamp = timestamp;
+    }
 }
 
 /// Side outputs and facts about the current element, handed to process functions.
@@ -338,6 +346,8 @@ pub struct OperatorContext<'a> {
     unconsumed_side_records: &'a mut u64,
     now_ms: i64,
     wakeup_ms: &'a mut Option<i64>,
+    failure: &'a mut Option<String>,
+    late_records: &'a mut u64,
 }
 
 impl std::fmt::Debug for OperatorContext<'_> {
@@ -363,6 +373,20 @@ impl OperatorContext<'_> {
     /// Asks for a call to `on_processing_time` once processing time reaches `at_ms`.
     pub fn request_processing_time(&mut self, at_ms: i64) {
         *self.wakeup_ms = Some(self.wakeup_ms.map_or(at_ms, |t| t.min(at_ms)));
+    }
+
+    /// Fails the task with `message` (bad input the operator cannot process, such as a record
+    /// without timestamp in an event-time window). The rest of the current run is still
+    /// processed; the job then fails naming this operator.
+    pub fn fail(&mut self, message: impl Into<String>) {
+        if self.failure.is_none() {
+            *self.failure = Some(message.into());
+        }
+    }
+
+    /// Counts a record that arrived too late (shown as `late_records` in the job result).
+    pub fn count_late_record(&mut self) {
+        *self.late_records += 1;
     }
 
     /// Emits `value` to the side output `tag` (with the current timestamp).
@@ -457,6 +481,7 @@ pub(crate) struct OneInputNode<I, Op: OneInputOperator<I>> {
     unconsumed_side_records: u64,
     /// The processing time the operator asked to be called back at.
     wakeup_ms: Option<i64>,
+    failure: Option<String>,
     _input: std::marker::PhantomData<fn(I)>,
 }
 
@@ -486,6 +511,7 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
             // Every operator gets one `on_processing_time` call when its subtask starts, so it
             // can schedule itself (the periodic watermark emitter does).
             wakeup_ms: Some(i64::MIN),
+            failure: None,
             _input: std::marker::PhantomData,
         }
     }
@@ -504,6 +530,8 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
             unconsumed_side_records: &mut self.unconsumed_side_records,
             now_ms: cx.now_ms,
             wakeup_ms: &mut self.wakeup_ms,
+            failure: &mut self.failure,
+            late_records: &mut self.counters.late_records,
         };
         f(
             &mut self.operator,
@@ -534,6 +562,9 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
         if let Some(at_ms) = self.wakeup_ms {
             cx.request_wakeup(at_ms);
         }
+        if let Some(message) = self.failure.take() {
+            cx.fail(self.info.node, message);
+        }
     }
 }
 
@@ -563,6 +594,8 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
             unconsumed_side_records: &mut self.unconsumed_side_records,
             now_ms: cx.now_ms,
             wakeup_ms: &mut self.wakeup_ms,
+            failure: &mut self.failure,
+            late_records: &mut self.counters.late_records,
         };
         for record in records {
             ctx.timestamp = record.timestamp;

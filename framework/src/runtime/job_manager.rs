@@ -77,6 +77,7 @@ impl JobManagerState {
                     parallelism: job.parallelism[node.id.0 as usize],
                     records_in: counters.records_in,
                     records_out: counters.records_out,
+                    late_records: counters.late_records,
                 }
             })
             .collect();
@@ -206,6 +207,7 @@ impl Actor for JobManagerActor {
                         let total = state.counters.entry(node).or_default();
                         total.records_in += counters.records_in;
                         total.records_out += counters.records_out;
+                        total.late_records += counters.late_records;
                     }
                 }
                 if state.remaining == 0 {

@@ -26,6 +26,8 @@ pub struct OperatorMetrics {
     pub records_in: u64,
     /// Records emitted (main and side outputs).
     pub records_out: u64,
+    /// Records that arrived too late for any window: dropped, or sent to the late side output.
+    pub late_records: u64,
 }
 
 /// The result of a job that ran to its end (or was cancelled).

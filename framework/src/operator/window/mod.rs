@@ -1,4 +1,5 @@
-//! Window assignment: the pure core of the window operator, with Apache Flink's semantics.
+//! Windows: assignment (the pure core), the window functions, and the keyed window operator
+//! ([`WindowOperator`](operator)), with Apache Flink's semantics.
 //!
 //! A Flink user must get the same windows from the same data, so everything here mirrors Flink's
 //! code, not just its documentation: [`TimeWindow`] (`intersects`, `cover`, `max_timestamp`),
@@ -38,10 +39,17 @@
 //!   window is in flight.
 
 mod assigner;
+mod functions;
 mod merging;
+mod operator;
 
 pub use assigner::{
     GlobalWindow, SLIDING_WINDOWS_MAX, SessionWindows, SlidingWindows, TimeDomain, TimeWindow,
     TumblingWindows, Window, WindowAssign, WindowAssigner, WindowError, window_start_with_offset,
 };
+pub(crate) use functions::{
+    AggregateProcessWindow, AggregateWindow, ProcessWindow, ReduceProcessWindow, ReduceWindow,
+};
 pub use merging::{MergingWindowSet, WindowMerge};
+pub use operator::WindowContext;
+pub(crate) use operator::{WindowFunctionCore, WindowOperator};

@@ -1,0 +1,148 @@
+//! `WindowedStream<K, T>`: a keyed stream cut into windows.
+
+use super::datastream::DataStream;
+use super::functions::{AggregateFunction, ProcessWindowFunction};
+use super::key::{Data, Key};
+use super::keyed::KeyedStream;
+use super::output_tag::OutputTag;
+use crate::operator::window::{
+    AggregateProcessWindow, AggregateWindow, ProcessWindow, ReduceProcessWindow, ReduceWindow,
+    WindowAssign, WindowAssigner, WindowOperator,
+};
+
+/// A keyed stream with a window assigner (Flink's `WindowedStream`): set lateness and the late
+/// side output, then say what each window computes.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::prelude::*;
+/// use eichhorn::operator::window::{TimeDomain, WindowAssigner};
+/// use eichhorn::time::WatermarkStrategy;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let env = StreamEnv::new();
+/// let readings = vec![("a".to_string(), 1_000i64, 5.0f64), ("a".to_string(), 2_000, 3.0), ("a".to_string(), 6_000, 9.0)];
+/// let minima = env
+///     .from_collection(readings)
+///     .assign_timestamps_and_watermarks(
+///         WatermarkStrategy::for_bounded_out_of_orderness_every_event(0)
+///             .with_timestamp_assigner(|r: &(String, i64, f64), _| r.1),
+///     )
+///     .key_by(|r| r.0.clone())
+///     .window(WindowAssigner::tumbling(TimeDomain::EventTime, 5_000, 0)?)
+///     .reduce(|a, b| if b.2 < a.2 { b } else { a })
+///     .collect_sink();
+/// env.execute("windows").await?;
+/// let temps: Vec<f64> = minima.take().into_iter().map(|r| r.2).collect();
+/// assert_eq!(temps, vec![3.0, 9.0]);
+/// # Ok(()) }
+/// ```
+pub struct WindowedStream<K, T> {
+    keyed: KeyedStream<K, T>,
+    assigner: WindowAssigner,
+    allowed_lateness_ms: i64,
+    late_tag: Option<OutputTag<T>>,
+}
+
+impl<K, T> std::fmt::Debug for WindowedStream<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowedStream")
+            .field("assigner", &self.assigner)
+            .field("allowed_lateness_ms", &self.allowed_lateness_ms)
+            .finish()
+    }
+}
+
+impl<K: Key, T: Data> WindowedStream<K, T> {
+    pub(crate) fn new(keyed: KeyedStream<K, T>, assigner: WindowAssigner) -> Self {
+        Self {
+            keyed,
+            assigner,
+            allowed_lateness_ms: 0,
+            late_tag: None,
+        }
+    }
+
+    /// Keeps windows for `lateness_ms` after the watermark passed their end: records arriving in
+    /// that time are added and fire the window again (event time only; default 0).
+    pub fn allowed_lateness(mut self, lateness_ms: i64) -> Self {
+        self.allowed_lateness_ms = lateness_ms.max(0);
+        self
+    }
+
+    /// Sends records that arrive too late for any window to the side output `tag` (read it with
+    /// `side_output(&tag)` on the result). Without it they are dropped, and counted either way
+    /// (`late_records` in the job result).
+    pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
+        self.late_tag = Some(tag.clone());
+        self
+    }
+
+    fn build<O: Data, F>(self, function_name: &str, function: F) -> DataStream<O>
+    where
+        F: crate::operator::window::WindowFunctionCore<K, T, Out = O>,
+    {
+        let name = format!("Window({}, {function_name})", self.assigner.kind());
+        let selector = self.keyed.selector();
+        let operator = WindowOperator::new(
+            self.assigner,
+            selector,
+            function,
+            self.allowed_lateness_ms,
+            self.late_tag,
+        );
+        self.keyed.into_stream().transform(&name, operator)
+    }
+
+    /// Each window emits the reduction of its elements (kept incrementally).
+    pub fn reduce<F>(self, reduce: F) -> DataStream<T>
+    where
+        F: FnMut(T, T) -> T + Clone + Send + 'static,
+    {
+        self.build("Reduce", ReduceWindow(reduce))
+    }
+
+    /// Each window emits the result of an [`AggregateFunction`] over its elements.
+    pub fn aggregate<A>(self, aggregate: A) -> DataStream<A::Out>
+    where
+        A: AggregateFunction<T>,
+        A::Out: Data,
+    {
+        self.build("Aggregate", AggregateWindow(aggregate))
+    }
+
+    /// Each window hands all its elements to a [`ProcessWindowFunction`].
+    pub fn process<P>(self, process: P) -> DataStream<P::Out>
+    where
+        P: ProcessWindowFunction<K, T>,
+        P::Out: Data,
+    {
+        self.build("Process", ProcessWindow(process))
+    }
+
+    /// Reduces incrementally, then hands the reduced value and the window's metadata to a
+    /// [`ProcessWindowFunction`].
+    pub fn reduce_with_process<F, P>(self, reduce: F, process: P) -> DataStream<P::Out>
+    where
+        F: FnMut(T, T) -> T + Clone + Send + 'static,
+        P: ProcessWindowFunction<K, T>,
+        P::Out: Data,
+    {
+        self.build("Reduce, Process", ReduceProcessWindow(reduce, process))
+    }
+
+    /// Aggregates incrementally, then hands the result and the window's metadata to a
+    /// [`ProcessWindowFunction`].
+    pub fn aggregate_with_process<A, P>(self, aggregate: A, process: P) -> DataStream<P::Out>
+    where
+        A: AggregateFunction<T>,
+        P: ProcessWindowFunction<K, A::Out>,
+        P::Out: Data,
+    {
+        self.build(
+            "Aggregate, Process",
+            AggregateProcessWindow(aggregate, process),
+        )
+    }
+}

@@ -1,0 +1,176 @@
+//! The ways a window turns its contents into results: `reduce`, `aggregate`, `process`, and
+//! reduce or aggregate followed by a process function (incremental state, window metadata).
+
+use super::operator::{WindowContext, WindowFunctionCore};
+use crate::api::functions::{AggregateFunction, ProcessWindowFunction};
+use crate::operator::{Collector, FunctionError, RuntimeContext};
+
+/// `reduce`: the window keeps one value, combined as records arrive.
+#[derive(Debug, Clone)]
+pub(crate) struct ReduceWindow<F>(pub(crate) F);
+
+impl<K, T, F> WindowFunctionCore<K, T> for ReduceWindow<F>
+where
+    T: Clone + Send + 'static,
+    F: FnMut(T, T) -> T + Clone + Send + 'static,
+{
+    type Acc = T;
+    type Out = T;
+    fn add(&mut self, contents: Option<T>, value: T) -> T {
+        match contents {
+            Some(acc) => (self.0)(acc, value),
+            None => value,
+        }
+    }
+    fn merge(&mut self, a: T, b: T) -> T {
+        (self.0)(a, b)
+    }
+    fn emit(&mut self, _key: &K, _ctx: &WindowContext, contents: &T, out: &mut Collector<'_, T>) {
+        out.collect(contents.clone());
+    }
+}
+
+/// `aggregate`: the window keeps an accumulator.
+#[derive(Debug, Clone)]
+pub(crate) struct AggregateWindow<A>(pub(crate) A);
+
+impl<K, T, A> WindowFunctionCore<K, T> for AggregateWindow<A>
+where
+    A: AggregateFunction<T>,
+    A::Out: Send + 'static,
+{
+    type Acc = A::Acc;
+    type Out = A::Out;
+    fn add(&mut self, contents: Option<A::Acc>, value: T) -> A::Acc {
+        let acc = contents.unwrap_or_else(|| self.0.create_accumulator());
+        self.0.add(value, acc)
+    }
+    fn merge(&mut self, a: A::Acc, b: A::Acc) -> A::Acc {
+        self.0.merge(a, b)
+    }
+    fn emit(
+        &mut self,
+        _key: &K,
+        _ctx: &WindowContext,
+        contents: &A::Acc,
+        out: &mut Collector<'_, A::Out>,
+    ) {
+        out.collect(self.0.get_result(contents));
+    }
+}
+
+/// `process`: the window keeps all its elements and hands them to a process function.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessWindow<P>(pub(crate) P);
+
+impl<K, T, P> WindowFunctionCore<K, T> for ProcessWindow<P>
+where
+    T: Clone + Send + 'static,
+    P: ProcessWindowFunction<K, T>,
+    P::Out: Send + 'static,
+{
+    type Acc = Vec<T>;
+    type Out = P::Out;
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.0.open(ctx)
+    }
+    fn add(&mut self, contents: Option<Vec<T>>, value: T) -> Vec<T> {
+        let mut elements = contents.unwrap_or_default();
+        elements.push(value);
+        elements
+    }
+    fn merge(&mut self, mut a: Vec<T>, b: Vec<T>) -> Vec<T> {
+        a.extend(b);
+        a
+    }
+    fn emit(
+        &mut self,
+        key: &K,
+        ctx: &WindowContext,
+        contents: &Vec<T>,
+        out: &mut Collector<'_, P::Out>,
+    ) {
+        self.0.process(key, ctx, contents.clone(), out);
+    }
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.0.close()
+    }
+}
+
+/// `reduce` then `process`: incremental reduce, and the process function gets the one reduced
+/// value with the window's metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct ReduceProcessWindow<F, P>(pub(crate) F, pub(crate) P);
+
+impl<K, T, F, P> WindowFunctionCore<K, T> for ReduceProcessWindow<F, P>
+where
+    T: Clone + Send + 'static,
+    F: FnMut(T, T) -> T + Clone + Send + 'static,
+    P: ProcessWindowFunction<K, T>,
+    P::Out: Send + 'static,
+{
+    type Acc = T;
+    type Out = P::Out;
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.1.open(ctx)
+    }
+    fn add(&mut self, contents: Option<T>, value: T) -> T {
+        match contents {
+            Some(acc) => (self.0)(acc, value),
+            None => value,
+        }
+    }
+    fn merge(&mut self, a: T, b: T) -> T {
+        (self.0)(a, b)
+    }
+    fn emit(
+        &mut self,
+        key: &K,
+        ctx: &WindowContext,
+        contents: &T,
+        out: &mut Collector<'_, P::Out>,
+    ) {
+        self.1.process(key, ctx, vec![contents.clone()], out);
+    }
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.1.close()
+    }
+}
+
+/// `aggregate` then `process`: incremental aggregation, and the process function gets the one
+/// result with the window's metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct AggregateProcessWindow<A, P>(pub(crate) A, pub(crate) P);
+
+impl<K, T, A, P> WindowFunctionCore<K, T> for AggregateProcessWindow<A, P>
+where
+    A: AggregateFunction<T>,
+    P: ProcessWindowFunction<K, A::Out>,
+    P::Out: Send + 'static,
+{
+    type Acc = A::Acc;
+    type Out = P::Out;
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.1.open(ctx)
+    }
+    fn add(&mut self, contents: Option<A::Acc>, value: T) -> A::Acc {
+        let acc = contents.unwrap_or_else(|| self.0.create_accumulator());
+        self.0.add(value, acc)
+    }
+    fn merge(&mut self, a: A::Acc, b: A::Acc) -> A::Acc {
+        self.0.merge(a, b)
+    }
+    fn emit(
+        &mut self,
+        key: &K,
+        ctx: &WindowContext,
+        contents: &A::Acc,
+        out: &mut Collector<'_, P::Out>,
+    ) {
+        let result = self.0.get_result(contents);
+        self.1.process(key, ctx, vec![result], out);
+    }
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.1.close()
+    }
+}
