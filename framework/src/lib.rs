@@ -50,7 +50,9 @@ pub mod prelude {
         KeyedStream, OutputTag, StreamEnv, WindowedStream,
     };
     pub use crate::error::{GraphError, JobError};
-    pub use crate::operator::{Collector, FunctionError, OperatorContext, RuntimeContext};
+    pub use crate::operator::{
+        Collector, FunctionError, KeyedContext, OperatorContext, RuntimeContext,
+    };
     pub use crate::runtime::{JobHandle, JobResult, JobStatus};
     pub use crate::state::{StableHash, StableHasher};
     pub use crate::time::Watermark;

@@ -476,3 +476,93 @@ pub trait ProcessWindowFunction<K, I>: Clone + Send + 'static {
         Ok(())
     }
 }
+
+/// A process function on a keyed stream: keyed state, event-time and processing-time timers,
+/// side outputs (Flink's `KeyedProcessFunction`).
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::prelude::*;
+/// use eichhorn::state::ValueState;
+/// use eichhorn::time::WatermarkStrategy;
+///
+/// /// Emits a key's count 10 ms (event time) after its first element.
+/// #[derive(Clone)]
+/// struct CountLater {
+///     count: ValueState<u64>,
+/// }
+///
+/// impl KeyedProcessFunction for CountLater {
+///     type Key = char;
+///     type In = (char, i64);
+///     type Out = (char, u64);
+///     fn process_element(&mut self, (_, ts): (char, i64), ctx: &mut KeyedContext<'_, '_, char>, _out: &mut Collector<'_, (char, u64)>) {
+///         let count = self.count.value(ctx).unwrap_or(0);
+///         if count == 0 {
+///             ctx.register_event_time_timer(ts + 10);
+///         }
+///         self.count.update(ctx, count + 1);
+///     }
+///     fn on_timer(&mut self, _ts: i64, ctx: &mut KeyedContext<'_, '_, char>, out: &mut Collector<'_, (char, u64)>) {
+///         let count = self.count.value(ctx).unwrap_or(0);
+///         out.collect((*ctx.current_key(), count));
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let env = StreamEnv::new();
+/// let counts = env
+///     .from_collection(vec![('a', 1i64), ('b', 2), ('a', 5), ('a', 30)])
+///     .assign_timestamps_and_watermarks(
+///         WatermarkStrategy::for_bounded_out_of_orderness_every_event(0)
+///             .with_timestamp_assigner(|e: &(char, i64), _| e.1),
+///     )
+///     .key_by(|e: &(char, i64)| e.0)
+///     .process(CountLater { count: ValueState::new("count") })
+///     .collect_sink();
+/// env.execute("timers").await.unwrap();
+/// // The timers at 11 and 12 fire on the watermark that follows ('a', 30): by then 'a' has
+/// // counted that element too.
+/// assert_eq!(counts.take(), vec![('a', 3), ('b', 1)]);
+/// # }
+/// ```
+pub trait KeyedProcessFunction: Clone + Send + 'static {
+    /// The key type.
+    type Key: crate::api::Key;
+    /// The input type.
+    type In;
+    /// The output type.
+    type Out;
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Processes one element of the current key.
+    fn process_element(
+        &mut self,
+        value: Self::In,
+        ctx: &mut crate::operator::KeyedContext<'_, '_, Self::Key>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    /// A timer of the current key fired at `timestamp`.
+    fn on_timer(
+        &mut self,
+        _timestamp: i64,
+        _ctx: &mut crate::operator::KeyedContext<'_, '_, Self::Key>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) {
+    }
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}

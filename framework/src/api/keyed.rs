@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::datastream::DataStream;
-use super::functions::ProcessFunction;
+use super::functions::KeyedProcessFunction;
 use super::key::{Data, Key};
 use crate::operator::{ByReducer, FieldAggregation, FieldReducer, FnReducer, RollingReduce};
 
@@ -184,12 +184,13 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         self.stream.filter(f)
     }
 
-    /// `process` on the key-partitioned stream.
+    /// Applies a [`KeyedProcessFunction`]: keyed state, timers and side outputs per key.
     pub fn process<F>(self, f: F) -> DataStream<F::Out>
     where
-        F: ProcessFunction<T>,
+        F: KeyedProcessFunction<Key = K, In = T>,
         F::Out: Data,
     {
-        self.stream.process(f)
+        let operator = crate::operator::KeyedProcessOperator::new(self.selector(), f);
+        self.stream.transform("Keyed Process", operator)
     }
 }

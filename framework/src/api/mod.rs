@@ -22,8 +22,8 @@ pub use datastream::DataStream;
 pub use env::StreamEnv;
 pub use functions::{
     AggregateFunction, CoFlatMapFunction, CoMapFunction, FilterFunction, FlatMapFunction,
-    MapFunction, ProcessFunction, ProcessWindowFunction, SinkContext, SinkFunction, SourceContext,
-    SourceFunction, SourcePoll,
+    KeyedProcessFunction, MapFunction, ProcessFunction, ProcessWindowFunction, SinkContext,
+    SinkFunction, SourceContext, SourceFunction, SourcePoll,
 };
 pub use key::{Data, Key};
 pub use keyed::KeyedStream;

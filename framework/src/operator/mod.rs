@@ -18,6 +18,7 @@ mod chain;
 mod co;
 mod context;
 mod element;
+mod keyed_process;
 mod sink;
 mod source;
 #[cfg(test)]
@@ -40,6 +41,8 @@ pub(crate) use co::{
 };
 pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure};
 pub use element::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
+pub use keyed_process::KeyedContext;
+pub(crate) use keyed_process::KeyedProcessOperator;
 pub(crate) use sink::SinkNode;
 pub(crate) use source::{SourceNode, SourceTask};
 pub(crate) use timestamps::TimestampsAndWatermarks;

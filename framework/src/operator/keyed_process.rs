@@ -1,0 +1,223 @@
+//! The keyed process operator: runs a [`KeyedProcessFunction`] with keyed state and timers
+//! (Flink's `KeyedProcessOperator`).
+//!
+//! Timers are deduplicated per key and timestamp and fire in timestamp order (then key order):
+//! event-time timers when the watermark reaches them (never at registration), processing-time
+//! timers when processing time does. A timer's output carries the timer's timestamp.
+//! Processing-time timers still pending at the end of a bounded input do not fire, as in Flink.
+
+use crate::api::OutputTag;
+use crate::api::functions::KeyedProcessFunction;
+use crate::operator::window::TimeDomain;
+use crate::operator::{
+    Collector, FunctionError, OneInputOperator, OperatorContext, Record, RuntimeContext,
+};
+use crate::state::{KeyedStateAccess, KeyedStateStore, StateError};
+use crate::time::{TimerService, Watermark};
+
+/// What a keyed process function can do while it handles an element or a timer.
+pub struct KeyedContext<'a, 'b, K> {
+    key: &'a K,
+    timestamp: Option<i64>,
+    time_domain: Option<TimeDomain>,
+    watermark: i64,
+    state: &'a mut KeyedStateStore<K>,
+    timers: &'a mut TimerService<K, ()>,
+    operator: &'a mut OperatorContext<'b>,
+}
+
+impl<K> std::fmt::Debug for KeyedContext<'_, '_, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedContext")
+            .field("timestamp", &self.timestamp)
+            .field("watermark", &self.watermark)
+            .finish()
+    }
+}
+
+impl<K: Ord + Clone + Send + 'static> KeyedContext<'_, '_, K> {
+    /// The key of the element or timer being processed.
+    pub fn current_key(&self) -> &K {
+        self.key
+    }
+
+    /// The element's timestamp (in `on_timer`: the timer's timestamp).
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// In `on_timer`: whether an event-time or a processing-time timer fired.
+    pub fn time_domain(&self) -> Option<TimeDomain> {
+        self.time_domain
+    }
+
+    /// The operator's current watermark.
+    pub fn current_watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The current processing time.
+    pub fn current_processing_time(&self) -> i64 {
+        self.operator.current_processing_time()
+    }
+
+    /// Registers an event-time timer for the current key (once per timestamp); it fires when the
+    /// watermark reaches `timestamp`.
+    pub fn register_event_time_timer(&mut self, timestamp: i64) {
+        self.timers
+            .register_event_time_timer(self.key.clone(), (), timestamp);
+    }
+
+    /// Deletes the current key's event-time timer at `timestamp`, if any.
+    pub fn delete_event_time_timer(&mut self, timestamp: i64) {
+        self.timers
+            .delete_event_time_timer(self.key.clone(), (), timestamp);
+    }
+
+    /// Registers a processing-time timer for the current key.
+    pub fn register_processing_time_timer(&mut self, timestamp: i64) {
+        self.timers
+            .register_processing_time_timer(self.key.clone(), (), timestamp);
+        self.operator.request_processing_time(timestamp);
+    }
+
+    /// Deletes the current key's processing-time timer at `timestamp`, if any.
+    pub fn delete_processing_time_timer(&mut self, timestamp: i64) {
+        self.timers
+            .delete_processing_time_timer(self.key.clone(), (), timestamp);
+    }
+
+    /// Emits `value` to the side output `tag`.
+    pub fn output<U: 'static>(&mut self, tag: &OutputTag<U>, value: U) {
+        self.operator.output(tag, value);
+    }
+}
+
+impl<K: Ord + Clone + Send + 'static> KeyedStateAccess<K> for KeyedContext<'_, '_, K> {
+    fn current_key(&self) -> &K {
+        self.key
+    }
+    fn state_store(&mut self) -> &mut KeyedStateStore<K> {
+        self.state
+    }
+    fn state_error(&mut self, error: StateError) {
+        self.operator.fail(error.to_string());
+    }
+}
+
+/// Runs a [`KeyedProcessFunction`].
+pub(crate) struct KeyedProcessOperator<KS, F: KeyedProcessFunction> {
+    key_selector: KS,
+    function: F,
+    state: KeyedStateStore<F::Key>,
+    timers: TimerService<F::Key, ()>,
+    watermark: i64,
+}
+
+impl<KS: Clone, F: KeyedProcessFunction> Clone for KeyedProcessOperator<KS, F> {
+    fn clone(&self) -> Self {
+        Self::new(self.key_selector.clone(), self.function.clone())
+    }
+}
+
+impl<KS, F: KeyedProcessFunction> KeyedProcessOperator<KS, F> {
+    pub(crate) fn new(key_selector: KS, function: F) -> Self {
+        Self {
+            key_selector,
+            function,
+            state: KeyedStateStore::default(),
+            timers: TimerService::new(),
+            watermark: i64::MIN,
+        }
+    }
+
+    fn fire(
+        &mut self,
+        key: F::Key,
+        timestamp: i64,
+        domain: TimeDomain,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        out.set_timestamp(Some(timestamp));
+        let mut keyed = KeyedContext {
+            key: &key,
+            timestamp: Some(timestamp),
+            time_domain: Some(domain),
+            watermark: self.watermark,
+            state: &mut self.state,
+            timers: &mut self.timers,
+            operator: ctx,
+        };
+        self.function.on_timer(timestamp, &mut keyed, out);
+    }
+}
+
+impl<KS, F> OneInputOperator<F::In> for KeyedProcessOperator<KS, F>
+where
+    F: KeyedProcessFunction,
+    F::In: Send + 'static,
+    F::Out: Send + 'static,
+    KS: Fn(&F::In) -> F::Key + Clone + Send + 'static,
+{
+    type Out = F::Out;
+
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.function.open(ctx)
+    }
+
+    fn process(
+        &mut self,
+        record: Record<F::In>,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        let key = (self.key_selector)(&record.value);
+        let mut keyed = KeyedContext {
+            key: &key,
+            timestamp: record.timestamp,
+            time_domain: None,
+            watermark: self.watermark,
+            state: &mut self.state,
+            timers: &mut self.timers,
+            operator: ctx,
+        };
+        self.function.process_element(record.value, &mut keyed, out);
+    }
+
+    fn on_watermark(
+        &mut self,
+        watermark: Watermark,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        self.watermark = self.watermark.max(watermark.timestamp);
+        while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
+            self.fire(timer.key, timer.timestamp, TimeDomain::EventTime, ctx, out);
+        }
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now_ms: i64,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        while let Some(timer) = self.timers.pop_processing_time_timer(now_ms) {
+            self.fire(
+                timer.key,
+                timer.timestamp,
+                TimeDomain::ProcessingTime,
+                ctx,
+                out,
+            );
+        }
+        if let Some(next) = self.timers.next_processing_time_timer() {
+            ctx.request_processing_time(next);
+        }
+    }
+
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.function.close()
+    }
+}
