@@ -289,3 +289,50 @@ async fn records_without_timestamps_fail_event_time_windows_clearly() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn window_all_sees_every_key_in_one_window() {
+    let env = StreamEnv::new();
+    env.set_parallelism(3);
+    let totals = env
+        .from_generator(1_000, |g| (g as i64) * 10)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|t: &i64, _| *t),
+        )
+        .window_all(WindowAssigner::tumbling(TimeDomain::EventTime, 2_500, 0).unwrap())
+        .aggregate(Count)
+        .collect_sink();
+    let result = env.execute("window all").await.unwrap();
+    let window = result
+        .operators
+        .iter()
+        .find(|m| m.name.starts_with("Window"))
+        .unwrap();
+    assert_eq!(window.parallelism, 1);
+    // 10 000 ms of timestamps in 2 500 ms windows: 250 elements each, whatever the interleaving
+    // of the 3 generator subtasks (their watermarks advance together at the single window).
+    let mut totals = totals.take();
+    totals.sort();
+    assert_eq!(totals.iter().sum::<u64>(), 1_000);
+    assert_eq!(totals.len(), 4, "{totals:?}");
+}
+
+#[derive(Clone)]
+struct Count;
+
+impl AggregateFunction<i64> for Count {
+    type Acc = u64;
+    type Out = u64;
+    fn create_accumulator(&mut self) -> u64 {
+        0
+    }
+    fn add(&mut self, _value: i64, acc: u64) -> u64 {
+        acc + 1
+    }
+    fn get_result(&mut self, acc: &u64) -> u64 {
+        *acc
+    }
+    fn merge(&mut self, a: u64, b: u64) -> u64 {
+        a + b
+    }
+}

@@ -246,6 +246,15 @@ impl<T: Data> DataStream<T> {
         super::KeyedStream::new(self.with_partitioner(spec), selector)
     }
 
+    /// Cuts the whole (non-keyed) stream into windows, evaluated by one subtask (Flink's
+    /// `windowAll`).
+    pub fn window_all(
+        self,
+        assigner: impl Into<crate::operator::window::WindowAssigner>,
+    ) -> super::AllWindowedStream<T> {
+        super::AllWindowedStream::new(self, assigner.into())
+    }
+
     /// Merges this stream with `others` of the same type; no operator is added, the next
     /// operator reads all of them.
     pub fn union(mut self, others: impl IntoIterator<Item = Self>) -> Self {

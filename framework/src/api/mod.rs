@@ -29,4 +29,4 @@ pub use key::{Data, Key};
 pub use keyed::KeyedStream;
 pub use output_tag::OutputTag;
 pub use sinks::{CollectSink, DataStreamSink};
-pub use windowed::WindowedStream;
+pub use windowed::{AllWindowedStream, WindowedStream};

@@ -146,3 +146,65 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
         )
     }
 }
+
+/// A non-keyed stream with a window assigner (Flink's `AllWindowedStream`, from
+/// `DataStream::window_all`). All elements go through one window operator at parallelism 1.
+pub struct AllWindowedStream<T> {
+    inner: WindowedStream<(), T>,
+}
+
+impl<T> std::fmt::Debug for AllWindowedStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AllWindowedStream")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<T: Data> AllWindowedStream<T> {
+    pub(crate) fn new(stream: DataStream<T>, assigner: WindowAssigner) -> Self {
+        Self {
+            inner: WindowedStream::new(stream.global().key_by(|_: &T| ()), assigner),
+        }
+    }
+
+    /// See [`WindowedStream::allowed_lateness`].
+    pub fn allowed_lateness(self, lateness_ms: i64) -> Self {
+        Self {
+            inner: self.inner.allowed_lateness(lateness_ms),
+        }
+    }
+
+    /// See [`WindowedStream::side_output_late_data`].
+    pub fn side_output_late_data(self, tag: &OutputTag<T>) -> Self {
+        Self {
+            inner: self.inner.side_output_late_data(tag),
+        }
+    }
+
+    /// Each window emits the reduction of its elements.
+    pub fn reduce<F>(self, reduce: F) -> DataStream<T>
+    where
+        F: FnMut(T, T) -> T + Clone + Send + 'static,
+    {
+        self.inner.reduce(reduce).set_parallelism(1)
+    }
+
+    /// Each window emits the result of an [`AggregateFunction`].
+    pub fn aggregate<A>(self, aggregate: A) -> DataStream<A::Out>
+    where
+        A: AggregateFunction<T>,
+        A::Out: Data,
+    {
+        self.inner.aggregate(aggregate).set_parallelism(1)
+    }
+
+    /// Each window hands all its elements to a [`ProcessWindowFunction`] (whose key is `()`).
+    pub fn process<P>(self, process: P) -> DataStream<P::Out>
+    where
+        P: ProcessWindowFunction<(), T>,
+        P::Out: Data,
+    {
+        self.inner.process(process).set_parallelism(1)
+    }
+}
