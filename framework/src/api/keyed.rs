@@ -159,6 +159,42 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         super::WindowedStream::new(self, assigner.into())
     }
 
+    /// Windows of `size` elements per key, emitted and purged when full (Flink's
+    /// `countWindow(size)`: global windows with a purging count trigger).
+    pub fn count_window(
+        self,
+        size: u64,
+    ) -> super::WindowedStream<
+        K,
+        T,
+        crate::operator::window::trigger::PurgingTrigger<
+            crate::operator::window::trigger::CountTrigger,
+        >,
+    > {
+        use crate::operator::window::trigger::{CountTrigger, PurgingTrigger};
+        self.window(crate::operator::window::WindowAssigner::global())
+            .trigger(PurgingTrigger::of(CountTrigger::of(size)))
+    }
+
+    /// The last `size` elements per key, emitted every `slide` elements (Flink's
+    /// `countWindow(size, slide)`: global windows, a count evictor and a count trigger).
+    pub fn count_window_slide(
+        self,
+        size: u64,
+        slide: u64,
+    ) -> super::WindowedStream<K, T, crate::operator::window::trigger::CountTrigger> {
+        use crate::operator::window::trigger::CountTrigger;
+        self.window(crate::operator::window::WindowAssigner::global())
+            .trigger(CountTrigger::of(slide))
+            .evictor(crate::operator::window::CountEvictor::of(
+                usize::try_from(size).unwrap_or(usize::MAX),
+            ))
+    }
+
+    pub(crate) fn env(&self) -> &super::StreamEnv {
+        &self.stream.env
+    }
+
     /// `map` on the key-partitioned stream.
     pub fn map<O: Data, F>(self, f: F) -> DataStream<O>
     where

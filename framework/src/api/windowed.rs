@@ -5,9 +5,12 @@ use super::functions::{AggregateFunction, ProcessWindowFunction};
 use super::key::{Data, Key};
 use super::keyed::KeyedStream;
 use super::output_tag::OutputTag;
+use crate::error::GraphError;
+use crate::operator::window::trigger::{DefaultTrigger, Trigger};
 use crate::operator::window::{
-    AggregateProcessWindow, AggregateWindow, ProcessWindow, ReduceProcessWindow, ReduceWindow,
-    WindowAssign, WindowAssigner, WindowOperator,
+    AggregateProcessWindow, AggregateWindow, BoxedEvictor, EvictingWindow, Evictor, ProcessWindow,
+    ReduceProcessWindow, ReduceWindow, WindowAssign, WindowAssigner, WindowFunctionCore,
+    WindowOperator,
 };
 
 /// A keyed stream with a window assigner (Flink's `WindowedStream`): set lateness and the late
@@ -38,14 +41,16 @@ use crate::operator::window::{
 /// assert_eq!(temps, vec![3.0, 9.0]);
 /// # Ok(()) }
 /// ```
-pub struct WindowedStream<K, T> {
+pub struct WindowedStream<K, T, Tr = DefaultTrigger> {
     keyed: KeyedStream<K, T>,
     assigner: WindowAssigner,
+    trigger: Tr,
+    evictor: Option<BoxedEvictor<T>>,
     allowed_lateness_ms: i64,
     late_tag: Option<OutputTag<T>>,
 }
 
-impl<K, T> std::fmt::Debug for WindowedStream<K, T> {
+impl<K, T, Tr> std::fmt::Debug for WindowedStream<K, T, Tr> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WindowedStream")
             .field("assigner", &self.assigner)
@@ -58,10 +63,39 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
     pub(crate) fn new(keyed: KeyedStream<K, T>, assigner: WindowAssigner) -> Self {
         Self {
             keyed,
+            trigger: DefaultTrigger::for_assigner(&assigner),
             assigner,
+            evictor: None,
             allowed_lateness_ms: 0,
             late_tag: None,
         }
+    }
+}
+
+impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
+    /// Replaces the assigner's default trigger (Flink's `trigger`).
+    pub fn trigger<Tr2: Trigger<T>>(self, trigger: Tr2) -> WindowedStream<K, T, Tr2> {
+        if self.assigner.is_merging() && !trigger.can_merge() {
+            self.keyed.env().record_error(GraphError::InvalidApiUse(format!(
+                "the {} window assigner merges windows, and this trigger does not support merging",
+                self.assigner.kind()
+            )));
+        }
+        WindowedStream {
+            keyed: self.keyed,
+            assigner: self.assigner,
+            trigger,
+            evictor: self.evictor,
+            allowed_lateness_ms: self.allowed_lateness_ms,
+            late_tag: self.late_tag,
+        }
+    }
+
+    /// Removes elements before (and after) the window function runs (Flink's `evictor`). The
+    /// window then keeps all its elements.
+    pub fn evictor<E: Evictor<T>>(mut self, evictor: E) -> Self {
+        self.evictor = Some(BoxedEvictor::new(evictor));
+        self
     }
 
     /// Keeps windows for `lateness_ms` after the watermark passed their end: records arriving in
@@ -81,18 +115,44 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
 
     fn build<O: Data, F>(self, function_name: &str, function: F) -> DataStream<O>
     where
-        F: crate::operator::window::WindowFunctionCore<K, T, Out = O>,
+        F: WindowFunctionCore<K, T, Out = O>,
     {
-        let name = format!("Window({}, {function_name})", self.assigner.kind());
-        let selector = self.keyed.selector();
-        let operator = WindowOperator::new(
-            self.assigner,
-            selector,
-            function,
-            self.allowed_lateness_ms,
-            self.late_tag,
+        let evicting = if self.evictor.is_some() {
+            ", Evictor"
+        } else {
+            ""
+        };
+        let name = format!(
+            "Window({}, {function_name}{evicting})",
+            self.assigner.kind()
         );
-        self.keyed.into_stream().transform(&name, operator)
+        let selector = self.keyed.selector();
+        let stream = self.keyed.into_stream();
+        match self.evictor {
+            Some(evictor) => {
+                let function = EvictingWindow { function, evictor };
+                let operator = WindowOperator::new(
+                    self.assigner,
+                    selector,
+                    function,
+                    self.trigger,
+                    self.allowed_lateness_ms,
+                    self.late_tag,
+                );
+                stream.transform(&name, operator)
+            }
+            None => {
+                let operator = WindowOperator::new(
+                    self.assigner,
+                    selector,
+                    function,
+                    self.trigger,
+                    self.allowed_lateness_ms,
+                    self.late_tag,
+                );
+                stream.transform(&name, operator)
+            }
+        }
     }
 
     /// Each window emits the reduction of its elements (kept incrementally).
@@ -149,11 +209,11 @@ impl<K: Key, T: Data> WindowedStream<K, T> {
 
 /// A non-keyed stream with a window assigner (Flink's `AllWindowedStream`, from
 /// `DataStream::window_all`). All elements go through one window operator at parallelism 1.
-pub struct AllWindowedStream<T> {
-    inner: WindowedStream<(), T>,
+pub struct AllWindowedStream<T, Tr = DefaultTrigger> {
+    inner: WindowedStream<(), T, Tr>,
 }
 
-impl<T> std::fmt::Debug for AllWindowedStream<T> {
+impl<T, Tr> std::fmt::Debug for AllWindowedStream<T, Tr> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AllWindowedStream")
             .field("inner", &self.inner)
@@ -165,6 +225,22 @@ impl<T: Data> AllWindowedStream<T> {
     pub(crate) fn new(stream: DataStream<T>, assigner: WindowAssigner) -> Self {
         Self {
             inner: WindowedStream::new(stream.global().key_by(|_: &T| ()), assigner),
+        }
+    }
+}
+
+impl<T: Data, Tr: Trigger<T>> AllWindowedStream<T, Tr> {
+    /// See [`WindowedStream::trigger`].
+    pub fn trigger<Tr2: Trigger<T>>(self, trigger: Tr2) -> AllWindowedStream<T, Tr2> {
+        AllWindowedStream {
+            inner: self.inner.trigger(trigger),
+        }
+    }
+
+    /// See [`WindowedStream::evictor`].
+    pub fn evictor<E: Evictor<T>>(self, evictor: E) -> Self {
+        Self {
+            inner: self.inner.evictor(evictor),
         }
     }
 

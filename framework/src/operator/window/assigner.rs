@@ -70,6 +70,12 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
+    /// The one window of [`GlobalWindows`]: all of time.
+    pub const GLOBAL: Self = Self {
+        start: i64::MIN,
+        end: i64::MAX,
+    };
+
     /// The window `[start, end)`.
     pub const fn new(start: i64, end: i64) -> Self {
         Self { start, end }
@@ -677,9 +683,56 @@ pub enum WindowAssigner {
     Sliding(SlidingWindows),
     /// Session windows (merging).
     Session(SessionWindows),
+    /// One window per key for all time ([`GlobalWindows`]).
+    Global(GlobalWindows),
+}
+
+/// One window per key holding every element, which fires only when its trigger says so (Flink's
+/// `GlobalWindows`; the default trigger never fires). Used by count windows.
+///
+/// The window is represented as [`TimeWindow::GLOBAL`], `[i64::MIN, i64::MAX)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct GlobalWindows;
+
+impl WindowAssign for GlobalWindows {
+    fn assign(&self, _time: i64, out: &mut Vec<TimeWindow>) -> Result<(), WindowError> {
+        out.push(TimeWindow::GLOBAL);
+        Ok(())
+    }
+
+    fn is_event_time(&self) -> bool {
+        false
+    }
+
+    fn is_merging(&self) -> bool {
+        false
+    }
+
+    fn kind(&self) -> &'static str {
+        "global"
+    }
+
+    fn assignment_time(
+        &self,
+        record_timestamp: Option<i64>,
+        processing_time: i64,
+    ) -> Result<i64, WindowError> {
+        // Every time maps to the one window; records need no timestamp.
+        Ok(record_timestamp.unwrap_or(processing_time))
+    }
 }
 
 impl WindowAssigner {
+    /// Global windows (one per key).
+    pub fn global() -> Self {
+        Self::Global(GlobalWindows)
+    }
+
+    /// Whether this is the global-windows assigner.
+    pub fn is_global(&self) -> bool {
+        matches!(self, Self::Global(_))
+    }
+
     /// [`TumblingWindows::new`].
     ///
     /// # Errors
@@ -717,6 +770,7 @@ impl WindowAssigner {
             Self::Tumbling(assigner) => assigner,
             Self::Sliding(assigner) => assigner,
             Self::Session(assigner) => assigner,
+            Self::Global(assigner) => assigner,
         }
     }
 }
@@ -724,6 +778,15 @@ impl WindowAssigner {
 impl WindowAssign for WindowAssigner {
     fn assign(&self, time: i64, out: &mut Vec<TimeWindow>) -> Result<(), WindowError> {
         self.inner().assign(time, out)
+    }
+
+    fn assignment_time(
+        &self,
+        record_timestamp: Option<i64>,
+        processing_time: i64,
+    ) -> Result<i64, WindowError> {
+        self.inner()
+            .assignment_time(record_timestamp, processing_time)
     }
 
     fn is_event_time(&self) -> bool {

@@ -16,7 +16,7 @@ where
 {
     type Acc = T;
     type Out = T;
-    fn add(&mut self, contents: Option<T>, value: T) -> T {
+    fn add(&mut self, contents: Option<T>, value: T, _timestamp: Option<i64>) -> T {
         match contents {
             Some(acc) => (self.0)(acc, value),
             None => value,
@@ -25,7 +25,13 @@ where
     fn merge(&mut self, a: T, b: T) -> T {
         (self.0)(a, b)
     }
-    fn emit(&mut self, _key: &K, _ctx: &WindowContext, contents: &T, out: &mut Collector<'_, T>) {
+    fn emit(
+        &mut self,
+        _key: &K,
+        _ctx: &WindowContext,
+        contents: &mut T,
+        out: &mut Collector<'_, T>,
+    ) {
         out.collect(contents.clone());
     }
 }
@@ -41,7 +47,7 @@ where
 {
     type Acc = A::Acc;
     type Out = A::Out;
-    fn add(&mut self, contents: Option<A::Acc>, value: T) -> A::Acc {
+    fn add(&mut self, contents: Option<A::Acc>, value: T, _timestamp: Option<i64>) -> A::Acc {
         let acc = contents.unwrap_or_else(|| self.0.create_accumulator());
         self.0.add(value, acc)
     }
@@ -52,7 +58,7 @@ where
         &mut self,
         _key: &K,
         _ctx: &WindowContext,
-        contents: &A::Acc,
+        contents: &mut A::Acc,
         out: &mut Collector<'_, A::Out>,
     ) {
         out.collect(self.0.get_result(contents));
@@ -74,7 +80,7 @@ where
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
     }
-    fn add(&mut self, contents: Option<Vec<T>>, value: T) -> Vec<T> {
+    fn add(&mut self, contents: Option<Vec<T>>, value: T, _timestamp: Option<i64>) -> Vec<T> {
         let mut elements = contents.unwrap_or_default();
         elements.push(value);
         elements
@@ -87,7 +93,7 @@ where
         &mut self,
         key: &K,
         ctx: &WindowContext,
-        contents: &Vec<T>,
+        contents: &mut Vec<T>,
         out: &mut Collector<'_, P::Out>,
     ) {
         self.0.process(key, ctx, contents.clone(), out);
@@ -114,7 +120,7 @@ where
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.1.open(ctx)
     }
-    fn add(&mut self, contents: Option<T>, value: T) -> T {
+    fn add(&mut self, contents: Option<T>, value: T, _timestamp: Option<i64>) -> T {
         match contents {
             Some(acc) => (self.0)(acc, value),
             None => value,
@@ -127,7 +133,7 @@ where
         &mut self,
         key: &K,
         ctx: &WindowContext,
-        contents: &T,
+        contents: &mut T,
         out: &mut Collector<'_, P::Out>,
     ) {
         self.1.process(key, ctx, vec![contents.clone()], out);
@@ -153,7 +159,7 @@ where
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.1.open(ctx)
     }
-    fn add(&mut self, contents: Option<A::Acc>, value: T) -> A::Acc {
+    fn add(&mut self, contents: Option<A::Acc>, value: T, _timestamp: Option<i64>) -> A::Acc {
         let acc = contents.unwrap_or_else(|| self.0.create_accumulator());
         self.0.add(value, acc)
     }
@@ -164,7 +170,7 @@ where
         &mut self,
         key: &K,
         ctx: &WindowContext,
-        contents: &A::Acc,
+        contents: &mut A::Acc,
         out: &mut Collector<'_, P::Out>,
     ) {
         let result = self.0.get_result(contents);

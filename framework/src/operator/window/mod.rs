@@ -39,14 +39,19 @@
 //!   window is in flight.
 
 mod assigner;
+mod evictor;
 mod functions;
 mod merging;
 mod operator;
+pub mod trigger;
 
 pub use assigner::{
-    GlobalWindow, SLIDING_WINDOWS_MAX, SessionWindows, SlidingWindows, TimeDomain, TimeWindow,
-    TumblingWindows, Window, WindowAssign, WindowAssigner, WindowError, window_start_with_offset,
+    GlobalWindow, GlobalWindows, SLIDING_WINDOWS_MAX, SessionWindows, SlidingWindows, TimeDomain,
+    TimeWindow, TumblingWindows, Window, WindowAssign, WindowAssigner, WindowError,
+    window_start_with_offset,
 };
+pub(crate) use evictor::{BoxedEvictor, EvictingWindow};
+pub use evictor::{CountEvictor, Evictor, TimeEvictor, TimestampedValue};
 pub(crate) use functions::{
     AggregateProcessWindow, AggregateWindow, ProcessWindow, ReduceProcessWindow, ReduceWindow,
 };

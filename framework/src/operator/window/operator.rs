@@ -8,9 +8,10 @@
 //!
 //! ## Semantics (Flink's, exactly)
 //!
-//! - Event-time trigger: a window fires when the watermark reaches `window.max_timestamp()`; a
-//!   record added to a window whose end the watermark already passed (accepted thanks to
-//!   allowed lateness) fires it again at once, with all its contents.
+//! - A [`Trigger`] decides when a window emits and when its contents are purged; the operator
+//!   owns contents and cleanup. With the default event-time trigger a window fires when the
+//!   watermark reaches `window.max_timestamp()`, and a record added to a window whose end the
+//!   watermark already passed (accepted thanks to allowed lateness) fires it again at once.
 //! - A window is late when `max_timestamp + allowed_lateness <= watermark`; its state is cleared
 //!   by a cleanup timer at that time. A record none of whose windows accepted it is late: it is
 //!   counted (`late_records` in the job result) and sent to the late side output when one is
@@ -28,10 +29,12 @@
 
 use std::collections::BTreeMap;
 
+use super::trigger::{Trigger, TriggerContext, TriggerResult};
 use super::{MergingWindowSet, TimeWindow, WindowAssign, WindowAssigner};
 use crate::api::OutputTag;
 use crate::operator::FunctionError;
 use crate::operator::{Collector, OneInputOperator, OperatorContext, Record, RuntimeContext};
+use crate::state::{KeyedStateStore, StateError};
 use crate::time::{TimerService, Watermark};
 
 /// What a window knows when its function runs.
@@ -46,7 +49,7 @@ pub struct WindowContext {
 }
 
 /// How a window's contents are kept and turned into results: incrementally (reduce, aggregate)
-/// or as all elements (process).
+/// or as all elements (process, evictors).
 pub(crate) trait WindowFunctionCore<K, T>: Clone + Send + 'static {
     /// What a window keeps.
     type Acc: Clone + Send + 'static;
@@ -56,15 +59,15 @@ pub(crate) trait WindowFunctionCore<K, T>: Clone + Send + 'static {
         Ok(())
     }
     /// Adds `value` to a window's contents (`None`: the window is new).
-    fn add(&mut self, contents: Option<Self::Acc>, value: T) -> Self::Acc;
+    fn add(&mut self, contents: Option<Self::Acc>, value: T, timestamp: Option<i64>) -> Self::Acc;
     /// Merges the contents of two session windows.
     fn merge(&mut self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
-    /// Emits a window's result.
+    /// Emits a window's result (an evictor may remove contents).
     fn emit(
         &mut self,
         key: &K,
         ctx: &WindowContext,
-        contents: &Self::Acc,
+        contents: &mut Self::Acc,
         out: &mut Collector<'_, Self::Out>,
     );
     fn close(&mut self) -> Result<(), FunctionError> {
@@ -72,42 +75,67 @@ pub(crate) trait WindowFunctionCore<K, T>: Clone + Send + 'static {
     }
 }
 
+/// Which clock a timer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Domain {
+    Event,
+    Processing,
+}
+
 /// The window operator.
-pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>> {
+pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
     assigner: WindowAssigner,
     key_selector: KS,
     function: F,
+    trigger: Tr,
     allowed_lateness_ms: i64,
     late_tag: Option<OutputTag<T>>,
     /// Contents per (key, state window).
     contents: BTreeMap<(K, TimeWindow), F::Acc>,
     /// In-flight windows per key (merging assigners only).
     merging: BTreeMap<K, MergingWindowSet>,
+    /// Trigger and cleanup timers.
     timers: TimerService<K, TimeWindow>,
+    /// Trigger state per (key, window).
+    trigger_state: KeyedStateStore<(K, TimeWindow)>,
+    /// A processing time a trigger asked for, to pass on to the runtime.
+    wakeup_ms: Option<i64>,
+    state_error: Option<StateError>,
     watermark: i64,
+    now_ms: i64,
     assigned: Vec<TimeWindow>,
 }
 
-impl<K: Clone, T, KS: Clone, F: WindowFunctionCore<K, T>> Clone for WindowOperator<K, T, KS, F>
+impl<K, T, KS, F, Tr> Clone for WindowOperator<K, T, KS, F, Tr>
 where
-    K: Ord,
+    K: Ord + Clone + Send + 'static,
+    KS: Clone,
+    F: WindowFunctionCore<K, T>,
+    Tr: Trigger<T>,
 {
     fn clone(&self) -> Self {
         Self::new(
             self.assigner,
             self.key_selector.clone(),
             self.function.clone(),
+            self.trigger.clone(),
             self.allowed_lateness_ms,
             self.late_tag.clone(),
         )
     }
 }
 
-impl<K: Ord + Clone, T, KS, F: WindowFunctionCore<K, T>> WindowOperator<K, T, KS, F> {
+impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
+where
+    K: Ord + Clone + Send + 'static,
+    F: WindowFunctionCore<K, T>,
+    Tr: Trigger<T>,
+{
     pub(crate) fn new(
         assigner: WindowAssigner,
         key_selector: KS,
         function: F,
+        trigger: Tr,
         allowed_lateness_ms: i64,
         late_tag: Option<OutputTag<T>>,
     ) -> Self {
@@ -115,6 +143,7 @@ impl<K: Ord + Clone, T, KS, F: WindowFunctionCore<K, T>> WindowOperator<K, T, KS
             assigner,
             key_selector,
             function,
+            trigger,
             // Lateness only applies to event time (Flink ignores it for processing time).
             allowed_lateness_ms: if assigner.is_event_time() {
                 allowed_lateness_ms.max(0)
@@ -125,19 +154,65 @@ impl<K: Ord + Clone, T, KS, F: WindowFunctionCore<K, T>> WindowOperator<K, T, KS
             contents: BTreeMap::new(),
             merging: BTreeMap::new(),
             timers: TimerService::new(),
+            trigger_state: KeyedStateStore::default(),
+            wakeup_ms: None,
+            state_error: None,
             watermark: i64::MIN,
+            now_ms: 0,
             assigned: Vec::new(),
         }
     }
 
+    /// When a window's state is removed: `max_timestamp + allowed_lateness` (never for global
+    /// windows).
     fn cleanup_time(&self, window: &TimeWindow) -> i64 {
-        window
-            .max_timestamp()
-            .saturating_add(self.allowed_lateness_ms)
+        if self.assigner.is_global() {
+            i64::MAX
+        } else {
+            window
+                .max_timestamp()
+                .saturating_add(self.allowed_lateness_ms)
+        }
     }
 
     fn is_window_late(&self, window: &TimeWindow) -> bool {
         self.assigner.is_event_time() && self.cleanup_time(window) <= self.watermark
+    }
+
+    fn register_cleanup_timer(&mut self, key: &K, window: TimeWindow) {
+        let cleanup = self.cleanup_time(&window);
+        if cleanup == i64::MAX {
+            return;
+        }
+        if self.assigner.is_event_time() {
+            self.timers
+                .register_event_time_timer(key.clone(), window, cleanup);
+        } else {
+            self.timers
+                .register_processing_time_timer(key.clone(), window, cleanup);
+            self.wakeup_ms = Some(self.wakeup_ms.map_or(cleanup, |t| t.min(cleanup)));
+        }
+    }
+
+    /// Runs `f` with the trigger and its context for (key, window).
+    fn with_trigger<R>(
+        &mut self,
+        key: &K,
+        window: TimeWindow,
+        f: impl FnOnce(&mut Tr, &mut TriggerContext<'_, K>) -> R,
+    ) -> R {
+        let mut ctx = TriggerContext {
+            key,
+            window,
+            scope: (key.clone(), window),
+            watermark: self.watermark,
+            processing_time: self.now_ms,
+            timers: &mut self.timers,
+            state: &mut self.trigger_state,
+            wakeup_ms: &mut self.wakeup_ms,
+            error: &mut self.state_error,
+        };
+        f(&mut self.trigger, &mut ctx)
     }
 
     fn emit(
@@ -145,44 +220,34 @@ impl<K: Ord + Clone, T, KS, F: WindowFunctionCore<K, T>> WindowOperator<K, T, KS
         key: &K,
         window: TimeWindow,
         state_window: TimeWindow,
-        ctx: &OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        let Some(contents) = self.contents.get(&(key.clone(), state_window)) else {
+        let Some(contents) = self.contents.get_mut(&(key.clone(), state_window)) else {
             return;
         };
         let window_ctx = WindowContext {
             window,
             current_watermark: self.watermark,
-            current_processing_time: ctx.current_processing_time(),
+            current_processing_time: self.now_ms,
         };
         out.set_timestamp(Some(window.max_timestamp()));
         self.function.emit(key, &window_ctx, contents, out);
     }
 
-    /// The trigger's `onElement` plus the cleanup timer, for a window that just got a record.
-    fn on_element(
+    /// Acts on a trigger's decision for `window`.
+    fn apply(
         &mut self,
+        result: TriggerResult,
         key: &K,
         window: TimeWindow,
         state_window: TimeWindow,
-        ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        if self.assigner.is_event_time() {
-            if window.max_timestamp() <= self.watermark {
-                self.emit(key, window, state_window, ctx, out);
-            } else {
-                self.timers
-                    .register_event_time_timer(key.clone(), window, window.max_timestamp());
-            }
-            let cleanup = self.cleanup_time(&window);
-            self.timers
-                .register_event_time_timer(key.clone(), window, cleanup);
-        } else {
-            self.timers
-                .register_processing_time_timer(key.clone(), window, window.max_timestamp());
-            ctx.request_processing_time(window.max_timestamp());
+        if result.is_fire() {
+            self.emit(key, window, state_window, out);
+        }
+        if result.is_purge() {
+            self.contents.remove(&(key.clone(), state_window));
         }
     }
 
@@ -192,7 +257,7 @@ impl<K: Ord + Clone, T, KS, F: WindowFunctionCore<K, T>> WindowOperator<K, T, KS
         key: K,
         window: TimeWindow,
         time: i64,
-        ctx: &OperatorContext<'_>,
+        domain: Domain,
         out: &mut Collector<'_, F::Out>,
     ) {
         let state_window = if self.assigner.is_merging() {
@@ -208,34 +273,97 @@ impl<K: Ord + Clone, T, KS, F: WindowFunctionCore<K, T>> WindowOperator<K, T, KS
         } else {
             window
         };
-        let event_time = self.assigner.is_event_time();
-        if time == window.max_timestamp() {
-            self.emit(&key, window, state_window, ctx, out);
-        }
-        let cleanup = if event_time {
-            time == self.cleanup_time(&window)
+        let result = self.with_trigger(&key, window, |trigger, ctx| match domain {
+            Domain::Event => trigger.on_event_time(time, &window, ctx),
+            Domain::Processing => trigger.on_processing_time(time, &window, ctx),
+        });
+        self.apply(result, &key, window, state_window, out);
+        let cleanup_domain = if self.assigner.is_event_time() {
+            Domain::Event
         } else {
-            true
+            Domain::Processing
         };
-        if cleanup {
-            self.contents.remove(&(key.clone(), state_window));
-            if let Some(set) = self.merging.get_mut(&key) {
-                // The window is known to the set (its state window was found above).
-                let _ = set.retire_window(&window);
-                if set.is_empty() {
-                    self.merging.remove(&key);
+        if domain == cleanup_domain && time == self.cleanup_time(&window) {
+            self.clear_all_state(&key, window, state_window);
+        }
+    }
+
+    fn clear_all_state(&mut self, key: &K, window: TimeWindow, state_window: TimeWindow) {
+        self.contents.remove(&(key.clone(), state_window));
+        self.with_trigger(key, window, |trigger, ctx| trigger.clear(&window, ctx));
+        if let Some(set) = self.merging.get_mut(key) {
+            // The window is known to the set (its state window was found by the caller).
+            let _ = set.retire_window(&window);
+            if set.is_empty() {
+                self.merging.remove(key);
+            }
+        }
+    }
+
+    /// Adds `window` to the key's merging set, merging contents, trigger state and timers of the
+    /// windows it merges with; returns the resulting window and its state window.
+    fn merge_window(&mut self, key: &K, window: TimeWindow) -> (TimeWindow, TimeWindow) {
+        let mut set = self.merging.remove(key).unwrap_or_default();
+        let mut merges: Vec<(TimeWindow, Vec<TimeWindow>, TimeWindow, Vec<TimeWindow>)> =
+            Vec::new();
+        let merged = set.add_window(window, |merge| {
+            merges.push((
+                merge.merge_result,
+                merge.merged_windows.to_vec(),
+                merge.state_window_result,
+                merge.merged_state_windows.to_vec(),
+            ));
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let Ok(merged) = merged;
+        for (result, merged_windows, state_result, merged_states) in merges {
+            // Flink's order: the trigger learns the merge, the merged windows' trigger state and
+            // cleanup timers go, then their contents merge into the state window.
+            self.with_trigger(key, result, |trigger, ctx| trigger.on_merge(&result, ctx));
+            for old in merged_windows {
+                self.with_trigger(key, old, |trigger, ctx| trigger.clear(&old, ctx));
+                let cleanup = self.cleanup_time(&old);
+                if self.assigner.is_event_time() {
+                    self.timers
+                        .delete_event_time_timer(key.clone(), old, cleanup);
+                } else {
+                    self.timers
+                        .delete_processing_time_timer(key.clone(), old, cleanup);
                 }
             }
+            for merged_state in merged_states {
+                if let Some(moved) = self.contents.remove(&(key.clone(), merged_state)) {
+                    let target = (key.clone(), state_result);
+                    let combined = match self.contents.remove(&target) {
+                        Some(existing) => self.function.merge(existing, moved),
+                        None => moved,
+                    };
+                    self.contents.insert(target, combined);
+                }
+            }
+        }
+        let state_window = set.state_window(&merged).unwrap_or(merged);
+        self.merging.insert(key.clone(), set);
+        (merged, state_window)
+    }
+
+    fn report(&mut self, ctx: &mut OperatorContext<'_>) {
+        if let Some(at) = self.wakeup_ms.take() {
+            ctx.request_processing_time(at);
+        }
+        if let Some(error) = self.state_error.take() {
+            ctx.fail(error.to_string());
         }
     }
 }
 
-impl<K, T, KS, F> OneInputOperator<T> for WindowOperator<K, T, KS, F>
+impl<K, T, KS, F, Tr> OneInputOperator<T> for WindowOperator<K, T, KS, F, Tr>
 where
     K: Ord + Clone + Send + 'static,
     T: Clone + Send + 'static,
     KS: Fn(&T) -> K + Clone + Send + 'static,
     F: WindowFunctionCore<K, T>,
+    Tr: Trigger<T>,
 {
     type Out = F::Out;
 
@@ -249,10 +377,8 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        let time = match self
-            .assigner
-            .assignment_time(record.timestamp, ctx.current_processing_time())
-        {
+        self.now_ms = ctx.current_processing_time();
+        let time = match self.assigner.assignment_time(record.timestamp, self.now_ms) {
             Ok(time) => time,
             Err(error) => {
                 ctx.fail(format!("{error}: assign timestamps before windowing"));
@@ -270,64 +396,16 @@ where
         let mut accepted = false;
         for window in windows.iter().copied() {
             let (window, state_window) = if self.assigner.is_merging() {
-                let Self {
-                    merging,
-                    contents,
-                    function,
-                    timers,
-                    assigner,
-                    allowed_lateness_ms,
-                    watermark,
-                    ..
-                } = self;
-                let set = merging.entry(key.clone()).or_default();
-                let merged = set.add_window(window, |merge| {
-                    for merged_state in merge.merged_state_windows {
-                        if let Some(moved) = contents.remove(&(key.clone(), *merged_state)) {
-                            let target = (key.clone(), merge.state_window_result);
-                            let combined = match contents.remove(&target) {
-                                Some(existing) => function.merge(existing, moved),
-                                None => moved,
-                            };
-                            contents.insert(target, combined);
-                        }
-                    }
-                    for old in merge.merged_windows {
-                        if assigner.is_event_time() {
-                            timers.delete_event_time_timer(key.clone(), *old, old.max_timestamp());
-                            let cleanup = old.max_timestamp().saturating_add(*allowed_lateness_ms);
-                            timers.delete_event_time_timer(key.clone(), *old, cleanup);
-                        } else {
-                            timers.delete_processing_time_timer(
-                                key.clone(),
-                                *old,
-                                old.max_timestamp(),
-                            );
-                        }
-                    }
-                    // The trigger's onMerge: the merged window fires at its own end.
-                    let result = merge.merge_result;
-                    if assigner.is_event_time() && result.max_timestamp() > *watermark {
-                        timers.register_event_time_timer(
-                            key.clone(),
-                            result,
-                            result.max_timestamp(),
-                        );
-                    }
-                    Ok::<(), std::convert::Infallible>(())
-                });
-                let Ok(merged) = merged;
+                let (merged, state_window) = self.merge_window(&key, window);
                 if self.is_window_late(&merged) {
                     if let Some(set) = self.merging.get_mut(&key) {
                         let _ = set.retire_window(&merged);
+                        if set.is_empty() {
+                            self.merging.remove(&key);
+                        }
                     }
                     continue;
                 }
-                let state_window = self
-                    .merging
-                    .get(&key)
-                    .and_then(|set| set.state_window(&merged))
-                    .unwrap_or(merged);
                 (merged, state_window)
             } else {
                 if self.is_window_late(&window) {
@@ -338,17 +416,15 @@ where
             accepted = true;
             let slot = (key.clone(), state_window);
             let existing = self.contents.remove(&slot);
-            let updated = self.function.add(existing, record.value.clone());
+            let updated = self
+                .function
+                .add(existing, record.value.clone(), record.timestamp);
             self.contents.insert(slot, updated);
-            self.on_element(&key, window, state_window, ctx, out);
-        }
-        if self.assigner.is_merging()
-            && self
-                .merging
-                .get(&key)
-                .is_some_and(MergingWindowSet::is_empty)
-        {
-            self.merging.remove(&key);
+            let result = self.with_trigger(&key, window, |trigger, tctx| {
+                trigger.on_element(&record.value, record.timestamp, &window, tctx)
+            });
+            self.apply(result, &key, window, state_window, out);
+            self.register_cleanup_timer(&key, window);
         }
         self.assigned = windows;
         if !accepted {
@@ -357,6 +433,7 @@ where
                 ctx.output(tag, record.value);
             }
         }
+        self.report(ctx);
     }
 
     fn on_watermark(
@@ -365,10 +442,18 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
+        self.now_ms = ctx.current_processing_time();
         self.watermark = self.watermark.max(watermark.timestamp);
         while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
-            self.on_timer(timer.key, timer.namespace, timer.timestamp, ctx, out);
+            self.on_timer(
+                timer.key,
+                timer.namespace,
+                timer.timestamp,
+                Domain::Event,
+                out,
+            );
         }
+        self.report(ctx);
     }
 
     fn on_processing_time(
@@ -377,26 +462,38 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
+        self.now_ms = now_ms;
         while let Some(timer) = self.timers.pop_processing_time_timer(now_ms) {
-            self.on_timer(timer.key, timer.namespace, timer.timestamp, ctx, out);
+            self.on_timer(
+                timer.key,
+                timer.namespace,
+                timer.timestamp,
+                Domain::Processing,
+                out,
+            );
         }
         if let Some(next) = self.timers.next_processing_time_timer() {
             ctx.request_processing_time(next);
         }
+        self.report(ctx);
     }
 
     fn on_end_of_input(&mut self, ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
-        // Event-time windows already fired on the final watermark. Processing-time windows would
-        // be lost at the end of a bounded input: fire them now.
-        while let Some(timer) = self.timers.pop_processing_time_timer(i64::MAX) {
+        // Event-time windows already fired on the final watermark. Processing-time timers would
+        // be lost at the end of a bounded input: fire the ones pending now (not the ones their
+        // triggers register while firing, or a continuous trigger would never end).
+        let pending: Vec<_> =
+            std::iter::from_fn(|| self.timers.pop_processing_time_timer(i64::MAX)).collect();
+        for timer in pending {
             self.on_timer(
                 timer.key,
                 timer.namespace,
-                timer.namespace.max_timestamp(),
-                ctx,
+                timer.timestamp,
+                Domain::Processing,
                 out,
             );
         }
+        self.report(ctx);
     }
 
     fn close(&mut self) -> Result<(), FunctionError> {
