@@ -31,8 +31,8 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
     {
         let template = Template::new(operator);
         let task_name = name.to_string();
-        let factory = OperatorFactory::TwoInput(Arc::new(move |info, main| {
-            let node = TwoInputNode::new(info, template.instance(), typed_chain::<O>(main));
+        let factory = OperatorFactory::TwoInput(Arc::new(move |info, main, side| {
+            let node = TwoInputNode::new(info, template.instance(), typed_chain::<O>(main), side);
             Box::new(TwoInputHead::new(task_name.clone(), Box::new(node))) as Box<dyn InputTask>
         }));
         let env = self.first.env.clone();

@@ -43,7 +43,9 @@ pub enum OutputSelector {
 pub(crate) enum OperatorFactory {
     Source(Arc<dyn Fn(OperatorInfo, ErasedChained) -> Box<dyn SourceTask> + Send + Sync>),
     OneInput(Arc<dyn Fn(OperatorInfo, ErasedChained, SideOutputs) -> ErasedChained + Send + Sync>),
-    TwoInput(Arc<dyn Fn(OperatorInfo, ErasedChained) -> Box<dyn InputTask> + Send + Sync>),
+    TwoInput(
+        Arc<dyn Fn(OperatorInfo, ErasedChained, SideOutputs) -> Box<dyn InputTask> + Send + Sync>,
+    ),
     Sink(Arc<dyn Fn(OperatorInfo) -> ErasedChained + Send + Sync>),
 }
 

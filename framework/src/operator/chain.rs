@@ -471,39 +471,24 @@ pub trait OneInputOperator<I>: Send + 'static {
     }
 }
 
-/// Runs a [`OneInputOperator`] inside a chain.
-pub(crate) struct OneInputNode<I, Op: OneInputOperator<I>> {
-    info: OperatorInfo,
-    operator: Op,
-    next: Box<dyn Chained<Op::Out>>,
+/// What every operator node does besides running its operator: emit into the next endpoint and
+/// the side outputs, count records, pass on processing-time requests and failures, forward
+/// control elements, open and close what is below it.
+pub(crate) struct NodeCore<O> {
+    pub(crate) info: OperatorInfo,
+    next: Box<dyn Chained<O>>,
     side: SideOutputs,
-    counters: OperatorCounters,
+    pub(crate) counters: OperatorCounters,
     unconsumed_side_records: u64,
     /// The processing time the operator asked to be called back at.
     wakeup_ms: Option<i64>,
     failure: Option<String>,
-    _input: std::marker::PhantomData<fn(I)>,
 }
 
-impl<I, Op: OneInputOperator<I>> std::fmt::Debug for OneInputNode<I, Op> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OneInputNode")
-            .field("info", &self.info)
-            .finish()
-    }
-}
-
-impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
-    /// Wraps `operator`, emitting into `next` and `side`.
-    pub(crate) fn new(
-        info: OperatorInfo,
-        operator: Op,
-        next: Box<dyn Chained<Op::Out>>,
-        side: SideOutputs,
-    ) -> Self {
+impl<O: Send + 'static> NodeCore<O> {
+    pub(crate) fn new(info: OperatorInfo, next: Box<dyn Chained<O>>, side: SideOutputs) -> Self {
         Self {
             info,
-            operator,
             next,
             side,
             counters: OperatorCounters::default(),
@@ -512,15 +497,14 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
             // can schedule itself (the periodic watermark emitter does).
             wakeup_ms: Some(i64::MIN),
             failure: None,
-            _input: std::marker::PhantomData,
         }
     }
 
-    /// Runs `f` with the operator, a context and a collector, then sends what it emitted on.
-    fn with_io(
+    /// Runs `f` once with a context and a collector, then sends what it emitted on.
+    pub(crate) fn run(
         &mut self,
         cx: &mut TaskCx,
-        f: impl FnOnce(&mut Op, &mut OperatorContext<'_>, &mut Collector<'_, Op::Out>),
+        f: impl FnOnce(&mut OperatorContext<'_>, &mut Collector<'_, O>),
     ) {
         cx.current_operator = self.info.node;
         let mut out = ChannelBatch::with_capacity(0);
@@ -533,18 +517,44 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
             failure: &mut self.failure,
             late_records: &mut self.counters.late_records,
         };
-        f(
-            &mut self.operator,
-            &mut ctx,
-            &mut Collector::new(&mut out, None),
-        );
+        f(&mut ctx, &mut Collector::new(&mut out, None));
+        self.emit(out, cx);
+    }
+
+    /// Runs `f` for each record of a run (user code of this operator runs until the loop ends;
+    /// downstream runs after it, so a panic inside the loop is this operator's), then sends what
+    /// it emitted on.
+    #[inline]
+    pub(crate) fn run_batch<I>(
+        &mut self,
+        records: Vec<Record<I>>,
+        cx: &mut TaskCx,
+        mut f: impl FnMut(Record<I>, &mut OperatorContext<'_>, &mut Collector<'_, O>),
+    ) {
+        self.counters.records_in += records.len() as u64;
+        cx.current_operator = self.info.node;
+        let mut out = ChannelBatch::with_capacity(records.len());
+        let mut ctx = OperatorContext {
+            side: &mut self.side,
+            timestamp: None,
+            unconsumed_side_records: &mut self.unconsumed_side_records,
+            now_ms: cx.now_ms,
+            wakeup_ms: &mut self.wakeup_ms,
+            failure: &mut self.failure,
+            late_records: &mut self.counters.late_records,
+        };
+        for record in records {
+            ctx.timestamp = record.timestamp;
+            let timestamp = record.timestamp;
+            f(record, &mut ctx, &mut Collector::new(&mut out, timestamp));
+        }
         self.emit(out, cx);
     }
 
     /// Sends what the operator emitted downstream: one run without control elements (the
     /// common case, no copy), or its runs and control elements in order.
     #[inline]
-    fn emit(&mut self, out: ChannelBatch<Op::Out>, cx: &mut TaskCx) {
+    pub(crate) fn emit(&mut self, out: ChannelBatch<O>, cx: &mut TaskCx) {
         self.counters.records_out += out.records.len() as u64;
         if out.controls.is_empty() {
             if !out.records.is_empty() {
@@ -566,91 +576,65 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
             cx.fail(self.info.node, message);
         }
     }
-}
 
-impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, Op> {
-    fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
-        let runtime = ctx.runtime_context(&self.info);
-        self.operator
-            .open(&runtime)
-            .map_err(|source| OperatorError {
-                operator: self.info.name.clone(),
-                phase: "open",
-                source,
-            })?;
+    /// Whether the operator's requested processing time has come (and forgets the request);
+    /// re-requests a later one.
+    pub(crate) fn processing_time_due(&mut self, now_ms: i64, cx: &mut TaskCx) -> bool {
+        match self.wakeup_ms {
+            Some(at_ms) if at_ms <= now_ms => {
+                self.wakeup_ms = None;
+                true
+            }
+            Some(at_ms) => {
+                cx.request_wakeup(at_ms);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn open_below(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
         self.next.open(ctx)?;
         self.side.try_for_each(|s| s.open(ctx))
     }
 
-    fn process_batch(&mut self, records: Vec<Record<I>>, cx: &mut TaskCx) {
-        self.counters.records_in += records.len() as u64;
-        // User code of this operator runs until the loop ends; downstream runs after it, so a
-        // panic inside the loop is this operator's.
-        cx.current_operator = self.info.node;
-        let mut out = ChannelBatch::with_capacity(records.len());
-        let mut ctx = OperatorContext {
-            side: &mut self.side,
-            timestamp: None,
-            unconsumed_side_records: &mut self.unconsumed_side_records,
-            now_ms: cx.now_ms,
-            wakeup_ms: &mut self.wakeup_ms,
-            failure: &mut self.failure,
-            late_records: &mut self.counters.late_records,
-        };
-        for record in records {
-            ctx.timestamp = record.timestamp;
-            let mut collector = Collector::new(&mut out, record.timestamp);
-            self.operator.process(record, &mut ctx, &mut collector);
-        }
-        self.emit(out, cx);
+    pub(crate) fn forward_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
+        self.next.process_watermark(watermark, cx);
+        self.side.for_each(|s| s.process_watermark(watermark, cx));
     }
 
-    fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
-        self.with_io(cx, |op, ctx, out| op.on_watermark(watermark, ctx, out));
-        if self.operator.forwards_watermarks() {
-            self.next.process_watermark(watermark, cx);
-            self.side.for_each(|s| s.process_watermark(watermark, cx));
-        }
+    pub(crate) fn forward_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
+        self.next.process_watermark_status(status, cx);
+        self.side
+            .for_each(|s| s.process_watermark_status(status, cx));
     }
 
-    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
-        // An operator that makes its own watermarks also decides its own status.
-        if self.operator.forwards_watermarks() {
-            self.next.process_watermark_status(status, cx);
-            self.side
-                .for_each(|s| s.process_watermark_status(status, cx));
-        }
-    }
-
-    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
-        if self.wakeup_ms.is_some_and(|at_ms| at_ms <= now_ms) {
-            self.wakeup_ms = None;
-            self.with_io(cx, |op, ctx, out| op.on_processing_time(now_ms, ctx, out));
-        } else if let Some(at_ms) = self.wakeup_ms {
-            cx.request_wakeup(at_ms);
-        }
+    pub(crate) fn forward_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
         self.next.on_processing_time(now_ms, cx);
         self.side.for_each(|s| s.on_processing_time(now_ms, cx));
     }
 
-    fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+    pub(crate) fn forward_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         self.next.process_barrier(barrier, cx);
         self.side.for_each(|s| s.process_barrier(barrier, cx));
     }
 
-    fn end_of_input(&mut self, cx: &mut TaskCx) {
-        self.with_io(cx, |op, ctx, out| op.on_end_of_input(ctx, out));
+    pub(crate) fn forward_end_of_input(&mut self, cx: &mut TaskCx) {
         self.next.end_of_input(cx);
         self.side.for_each(|s| s.end_of_input(cx));
     }
 
-    fn flush(&mut self, cx: &mut TaskCx) {
+    pub(crate) fn forward_flush(&mut self, cx: &mut TaskCx) {
         self.next.flush(cx);
         self.side.for_each(|s| s.flush(cx));
     }
 
-    fn close(&mut self) -> Result<(), OperatorError> {
-        let result = self.operator.close().map_err(|source| OperatorError {
+    /// Closes what is below, after the operator's own `close` result.
+    pub(crate) fn close_below(
+        &mut self,
+        own: Result<(), FunctionError>,
+    ) -> Result<(), OperatorError> {
+        let own = own.map_err(|source| OperatorError {
             operator: self.info.name.clone(),
             phase: "close",
             source,
@@ -658,15 +642,120 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
         // Close everything below even if this operator failed, then report the first error.
         let below = self.next.close();
         let side = self.side.try_for_each(|s| s.close());
-        result.and(below).and(side)
+        own.and(below).and(side)
     }
 
-    fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>) {
+    pub(crate) fn open_error(&self, source: FunctionError) -> OperatorError {
+        OperatorError {
+            operator: self.info.name.clone(),
+            phase: "open",
+            source,
+        }
+    }
+
+    pub(crate) fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>) {
         out.push((self.info.node, self.counters));
         self.next.metrics(out);
         for (_, port) in &self.side.ports {
             port.metrics(out);
         }
+    }
+}
+
+/// Runs a [`OneInputOperator`] inside a chain.
+pub(crate) struct OneInputNode<I, Op: OneInputOperator<I>> {
+    core: NodeCore<Op::Out>,
+    operator: Op,
+    _input: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, Op: OneInputOperator<I>> std::fmt::Debug for OneInputNode<I, Op> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneInputNode")
+            .field("info", &self.core.info)
+            .finish()
+    }
+}
+
+impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
+    /// Wraps `operator`, emitting into `next` and `side`.
+    pub(crate) fn new(
+        info: OperatorInfo,
+        operator: Op,
+        next: Box<dyn Chained<Op::Out>>,
+        side: SideOutputs,
+    ) -> Self {
+        Self {
+            core: NodeCore::new(info, next, side),
+            operator,
+            _input: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, Op> {
+    fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
+        let runtime = ctx.runtime_context(&self.core.info);
+        self.operator
+            .open(&runtime)
+            .map_err(|source| self.core.open_error(source))?;
+        self.core.open_below(ctx)
+    }
+
+    fn process_batch(&mut self, records: Vec<Record<I>>, cx: &mut TaskCx) {
+        let operator = &mut self.operator;
+        self.core.run_batch(records, cx, |record, ctx, out| {
+            operator.process(record, ctx, out)
+        });
+    }
+
+    fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
+        let operator = &mut self.operator;
+        self.core
+            .run(cx, |ctx, out| operator.on_watermark(watermark, ctx, out));
+        if self.operator.forwards_watermarks() {
+            self.core.forward_watermark(watermark, cx);
+        }
+    }
+
+    fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
+        // An operator that makes its own watermarks also decides its own status.
+        if self.operator.forwards_watermarks() {
+            self.core.forward_watermark_status(status, cx);
+        }
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
+        if self.core.processing_time_due(now_ms, cx) {
+            let operator = &mut self.operator;
+            self.core
+                .run(cx, |ctx, out| operator.on_processing_time(now_ms, ctx, out));
+        }
+        self.core.forward_processing_time(now_ms, cx);
+    }
+
+    fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        self.core.forward_barrier(barrier, cx);
+    }
+
+    fn end_of_input(&mut self, cx: &mut TaskCx) {
+        let operator = &mut self.operator;
+        self.core
+            .run(cx, |ctx, out| operator.on_end_of_input(ctx, out));
+        self.core.forward_end_of_input(cx);
+    }
+
+    fn flush(&mut self, cx: &mut TaskCx) {
+        self.core.forward_flush(cx);
+    }
+
+    fn close(&mut self) -> Result<(), OperatorError> {
+        let own = self.operator.close();
+        self.core.close_below(own)
+    }
+
+    fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>) {
+        self.core.metrics(out);
     }
 }
 

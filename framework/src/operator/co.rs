@@ -5,7 +5,8 @@
 //! input channels.
 
 use super::chain::{
-    Chained, Collector, OpenContext, OperatorCounters, OperatorError, OperatorInfo,
+    Chained, Collector, NodeCore, OpenContext, OperatorContext, OperatorCounters, OperatorError,
+    OperatorInfo, SideOutputs,
 };
 use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx};
 use super::element::Record;
@@ -13,7 +14,9 @@ use crate::api::functions::{CoFlatMapFunction, CoMapFunction};
 use crate::checkpoint::CheckpointBarrier;
 use crate::time::{Watermark, WatermarkStatus};
 
-/// A two-input operator core.
+/// A two-input operator core (the two-input counterpart of [`OneInputOperator`]).
+///
+/// [`OneInputOperator`]: super::OneInputOperator
 pub trait TwoInputOperator<A, B>: Send + 'static {
     /// The output type.
     type Out: Send + 'static;
@@ -26,9 +29,42 @@ pub trait TwoInputOperator<A, B>: Send + 'static {
         Ok(())
     }
     /// Processes a record of the first input.
-    fn process1(&mut self, record: Record<A>, out: &mut Collector<'_, Self::Out>);
+    fn process1(
+        &mut self,
+        record: Record<A>,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, Self::Out>,
+    );
     /// Processes a record of the second input.
-    fn process2(&mut self, record: Record<B>, out: &mut Collector<'_, Self::Out>);
+    fn process2(
+        &mut self,
+        record: Record<B>,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    /// Called when the combined watermark of both inputs advances, before it is forwarded.
+    fn on_watermark(
+        &mut self,
+        _watermark: Watermark,
+        _ctx: &mut OperatorContext<'_>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) {
+    }
+    /// Called when processing time reached a requested time.
+    fn on_processing_time(
+        &mut self,
+        _now_ms: i64,
+        _ctx: &mut OperatorContext<'_>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) {
+    }
+    /// Called once when both inputs ended.
+    fn on_end_of_input(
+        &mut self,
+        _ctx: &mut OperatorContext<'_>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) {
+    }
     /// Called once after the last element.
     ///
     /// # Errors
@@ -51,11 +87,21 @@ where
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
     }
-    fn process1(&mut self, record: Record<A>, out: &mut Collector<'_, F::Out>) {
+    fn process1(
+        &mut self,
+        record: Record<A>,
+        _ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
         let value = self.0.map1(record.value);
         out.collect(value);
     }
-    fn process2(&mut self, record: Record<B>, out: &mut Collector<'_, F::Out>) {
+    fn process2(
+        &mut self,
+        record: Record<B>,
+        _ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
         let value = self.0.map2(record.value);
         out.collect(value);
     }
@@ -76,10 +122,20 @@ where
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
     }
-    fn process1(&mut self, record: Record<A>, out: &mut Collector<'_, F::Out>) {
+    fn process1(
+        &mut self,
+        record: Record<A>,
+        _ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
         self.0.flat_map1(record.value, out);
     }
-    fn process2(&mut self, record: Record<B>, out: &mut Collector<'_, F::Out>) {
+    fn process2(
+        &mut self,
+        record: Record<B>,
+        _ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
         self.0.flat_map2(record.value, out);
     }
     fn close(&mut self) -> Result<(), FunctionError> {
@@ -146,50 +202,22 @@ pub(crate) trait TwoInputChained<A, B>: Send {
 
 /// Runs a [`TwoInputOperator`] at the head of a chain.
 pub(crate) struct TwoInputNode<Op: TwoInputOperator<A, B>, A, B> {
-    info: OperatorInfo,
+    core: NodeCore<Op::Out>,
     operator: Op,
-    next: Box<dyn Chained<Op::Out>>,
-    counters: OperatorCounters,
     _inputs: std::marker::PhantomData<fn(A, B)>,
 }
 
 impl<Op: TwoInputOperator<A, B>, A, B> TwoInputNode<Op, A, B> {
-    pub(crate) fn new(info: OperatorInfo, operator: Op, next: Box<dyn Chained<Op::Out>>) -> Self {
+    pub(crate) fn new(
+        info: OperatorInfo,
+        operator: Op,
+        next: Box<dyn Chained<Op::Out>>,
+        side: SideOutputs,
+    ) -> Self {
         Self {
-            info,
+            core: NodeCore::new(info, next, side),
             operator,
-            next,
-            counters: OperatorCounters::default(),
             _inputs: std::marker::PhantomData,
-        }
-    }
-
-    /// Runs `process` (the operator's `process1` or `process2`) over a run of one input.
-    #[inline]
-    fn run<X>(
-        &mut self,
-        records: Vec<Record<X>>,
-        cx: &mut TaskCx,
-        mut process: impl FnMut(&mut Op, Record<X>, &mut Collector<'_, Op::Out>),
-    ) {
-        self.counters.records_in += records.len() as u64;
-        cx.current_operator = self.info.node;
-        let mut out = crate::operator::ChannelBatch::with_capacity(records.len());
-        for record in records {
-            let timestamp = record.timestamp;
-            process(
-                &mut self.operator,
-                record,
-                &mut Collector::new(&mut out, timestamp),
-            );
-        }
-        self.emit(out, cx);
-    }
-
-    fn emit(&mut self, out: crate::operator::ChannelBatch<Op::Out>, cx: &mut TaskCx) {
-        self.counters.records_out += out.records.len() as u64;
-        if !out.records.is_empty() {
-            self.next.process_batch(out.records, cx);
         }
     }
 }
@@ -198,50 +226,58 @@ impl<Op: TwoInputOperator<A, B>, A: Send + 'static, B: Send + 'static> TwoInputC
     for TwoInputNode<Op, A, B>
 {
     fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
-        let runtime = ctx.runtime_context(&self.info);
+        let runtime = ctx.runtime_context(&self.core.info);
         self.operator
             .open(&runtime)
-            .map_err(|source| OperatorError {
-                operator: self.info.name.clone(),
-                phase: "open",
-                source,
-            })?;
-        self.next.open(ctx)
+            .map_err(|source| self.core.open_error(source))?;
+        self.core.open_below(ctx)
     }
     fn process_batch1(&mut self, records: Vec<Record<A>>, cx: &mut TaskCx) {
-        self.run(records, cx, Op::process1);
+        let operator = &mut self.operator;
+        self.core.run_batch(records, cx, |record, ctx, out| {
+            operator.process1(record, ctx, out)
+        });
     }
     fn process_batch2(&mut self, records: Vec<Record<B>>, cx: &mut TaskCx) {
-        self.run(records, cx, Op::process2);
+        let operator = &mut self.operator;
+        self.core.run_batch(records, cx, |record, ctx, out| {
+            operator.process2(record, ctx, out)
+        });
     }
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
-        self.next.process_watermark(watermark, cx);
+        let operator = &mut self.operator;
+        self.core
+            .run(cx, |ctx, out| operator.on_watermark(watermark, ctx, out));
+        self.core.forward_watermark(watermark, cx);
     }
     fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx) {
-        self.next.process_watermark_status(status, cx);
+        self.core.forward_watermark_status(status, cx);
     }
     fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx) {
-        self.next.on_processing_time(now_ms, cx);
+        if self.core.processing_time_due(now_ms, cx) {
+            let operator = &mut self.operator;
+            self.core
+                .run(cx, |ctx, out| operator.on_processing_time(now_ms, ctx, out));
+        }
+        self.core.forward_processing_time(now_ms, cx);
     }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
-        self.next.process_barrier(barrier, cx);
+        self.core.forward_barrier(barrier, cx);
     }
     fn end_of_input(&mut self, cx: &mut TaskCx) {
-        self.next.end_of_input(cx);
+        let operator = &mut self.operator;
+        self.core
+            .run(cx, |ctx, out| operator.on_end_of_input(ctx, out));
+        self.core.forward_end_of_input(cx);
     }
     fn flush(&mut self, cx: &mut TaskCx) {
-        self.next.flush(cx);
+        self.core.forward_flush(cx);
     }
     fn close(&mut self) -> Result<(), OperatorError> {
-        let result = self.operator.close().map_err(|source| OperatorError {
-            operator: self.info.name.clone(),
-            phase: "close",
-            source,
-        });
-        result.and(self.next.close())
+        let own = self.operator.close();
+        self.core.close_below(own)
     }
     fn metrics(&self, out: &mut Vec<(NodeId, OperatorCounters)>) {
-        out.push((self.info.node, self.counters));
-        self.next.metrics(out);
+        self.core.metrics(out);
     }
 }

@@ -79,17 +79,23 @@ impl Assembler<'_> {
         Ok(port.fanout(parts))
     }
 
+    /// The side-output ports of `node`, each with its consumers built.
+    fn side_outputs(&self, node: NodeId) -> Result<SideOutputs, GraphError> {
+        let mut side = SideOutputs::default();
+        for (tag, port) in &self.graph.job.stream.node(node).side_ports {
+            let chain = self.output(node, &OutputSelector::Side(tag.clone()))?;
+            port.add_side_port(&mut side, tag.clone(), chain);
+        }
+        Ok(side)
+    }
+
     /// The input endpoint of a one-input operator or sink, with its outputs built.
     fn operator_input(&self, node: NodeId) -> Result<ErasedChained, GraphError> {
         let stream_node = self.graph.job.stream.node(node);
         match &stream_node.factory {
             OperatorFactory::OneInput(factory) => {
                 let main = self.output(node, &OutputSelector::Main)?;
-                let mut side = SideOutputs::default();
-                for (tag, port) in &stream_node.side_ports {
-                    let chain = self.output(node, &OutputSelector::Side(tag.clone()))?;
-                    port.add_side_port(&mut side, tag.clone(), chain);
-                }
+                let side = self.side_outputs(node)?;
                 Ok(factory(self.info(node), main, side))
             }
             OperatorFactory::Sink(factory) => Ok(factory(self.info(node))),
@@ -125,9 +131,11 @@ pub(crate) fn assemble(
         }
         OperatorFactory::TwoInput(factory) => {
             let main = assembler.output(vertex.head, &OutputSelector::Main)?;
+            let side = assembler.side_outputs(vertex.head)?;
             Ok(AssembledHead::Input(factory(
                 assembler.info(vertex.head),
                 main,
+                side,
             )))
         }
         OperatorFactory::OneInput(_) | OperatorFactory::Sink(_) => {
