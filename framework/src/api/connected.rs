@@ -25,7 +25,7 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
         Self { first, second }
     }
 
-    fn transform<O: Data, Op>(self, name: &str, operator: Op) -> DataStream<O>
+    pub(crate) fn transform<O: Data, Op>(self, name: &str, operator: Op) -> DataStream<O>
     where
         Op: TwoInputOperator<A, B, Out = O> + Clone,
     {
@@ -51,6 +51,30 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
         self.first.connect_to(id, InputSide::First);
         self.second.connect_to(id, InputSide::Second);
         DataStream::from_node(env, id, OutputSelector::Main)
+    }
+
+    /// Applies a [`CoProcessFunction`](super::functions::CoProcessFunction) (side outputs,
+    /// timestamps).
+    pub fn process<F>(self, f: F) -> DataStream<F::Out>
+    where
+        F: super::functions::CoProcessFunction<A, B>,
+        F::Out: Data,
+    {
+        self.transform("Co-Process", crate::operator::CoProcessOperator(f))
+    }
+
+    /// Keys both streams (elements of one key from either stream meet in one subtask), for a
+    /// [`KeyedCoProcessFunction`](super::functions::KeyedCoProcessFunction).
+    pub fn key_by<K, KS1, KS2>(self, key1: KS1, key2: KS2) -> KeyedConnectedStreams<K, A, B>
+    where
+        K: super::Key,
+        KS1: Fn(&A) -> K + Clone + Send + Sync + 'static,
+        KS2: Fn(&B) -> K + Clone + Send + Sync + 'static,
+    {
+        KeyedConnectedStreams {
+            first: self.first.key_by(key1),
+            second: self.second.key_by(key2),
+        }
     }
 
     /// Maps elements of the first stream with `f1` and of the second with `f2` into one stream.
@@ -89,5 +113,28 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
         F::Out: Data,
     {
         self.transform("Co-Flat Map", CoFlatMapOperator(f))
+    }
+}
+
+/// Two connected streams keyed by the same key type (Flink's keyed `ConnectedStreams`).
+#[derive(Debug)]
+pub struct KeyedConnectedStreams<K, A, B> {
+    first: super::KeyedStream<K, A>,
+    second: super::KeyedStream<K, B>,
+}
+
+impl<K: super::Key, A: Data, B: Data> KeyedConnectedStreams<K, A, B> {
+    /// Applies a [`KeyedCoProcessFunction`](super::functions::KeyedCoProcessFunction): keyed
+    /// state and timers shared by both inputs of a key.
+    pub fn process<F>(self, f: F) -> DataStream<F::Out>
+    where
+        F: super::functions::KeyedCoProcessFunction<Key = K, In1 = A, In2 = B>,
+        F::Out: Data,
+    {
+        let key1 = self.first.selector();
+        let key2 = self.second.selector();
+        let operator = crate::operator::KeyedCoProcessOperator::new(key1, key2, f);
+        ConnectedStreams::new(self.first.into_stream(), self.second.into_stream())
+            .transform("Keyed Co-Process", operator)
     }
 }

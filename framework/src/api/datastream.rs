@@ -255,6 +255,12 @@ impl<T: Data> DataStream<T> {
         super::AllWindowedStream::new(self, assigner.into())
     }
 
+    /// Joins this stream with `other` per key and window (Flink's `join` / `coGroup`); continue
+    /// with `window(key1, key2, assigner)` and then `join` or `co_group`.
+    pub fn join<B: Data>(self, other: DataStream<B>) -> super::WindowJoin<T, B> {
+        super::WindowJoin::new(self, other)
+    }
+
     /// Merges this stream with `others` of the same type; no operator is added, the next
     /// operator reads all of them.
     pub fn union(mut self, others: impl IntoIterator<Item = Self>) -> Self {

@@ -566,3 +566,120 @@ pub trait KeyedProcessFunction: Clone + Send + 'static {
         Ok(())
     }
 }
+
+/// A process function on two connected streams (Flink's `CoProcessFunction`).
+pub trait CoProcessFunction<A, B>: Clone + Send + 'static {
+    /// The output type.
+    type Out;
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Processes an element of the first stream.
+    fn process_element1(
+        &mut self,
+        value: A,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    /// Processes an element of the second stream.
+    fn process_element2(
+        &mut self,
+        value: B,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// A process function on two connected keyed streams: keyed state and timers shared by both
+/// inputs of a key (Flink's `KeyedCoProcessFunction`).
+pub trait KeyedCoProcessFunction: Clone + Send + 'static {
+    /// The key type (both streams are keyed by it).
+    type Key: crate::api::Key;
+    /// The first input type.
+    type In1;
+    /// The second input type.
+    type In2;
+    /// The output type.
+    type Out;
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Processes an element of the first stream.
+    fn process_element1(
+        &mut self,
+        value: Self::In1,
+        ctx: &mut crate::operator::KeyedContext<'_, '_, Self::Key>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    /// Processes an element of the second stream.
+    fn process_element2(
+        &mut self,
+        value: Self::In2,
+        ctx: &mut crate::operator::KeyedContext<'_, '_, Self::Key>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    /// A timer of the current key fired.
+    fn on_timer(
+        &mut self,
+        _timestamp: i64,
+        _ctx: &mut crate::operator::KeyedContext<'_, '_, Self::Key>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) {
+    }
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// The timestamps of a joined pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinContext {
+    /// The left element's timestamp.
+    pub left_timestamp: i64,
+    /// The right element's timestamp.
+    pub right_timestamp: i64,
+}
+
+impl JoinContext {
+    /// The joined result's timestamp: the larger of the two.
+    pub fn timestamp(&self) -> i64 {
+        self.left_timestamp.max(self.right_timestamp)
+    }
+}
+
+/// Processes the pairs of an interval join (Flink's `ProcessJoinFunction`).
+pub trait ProcessJoinFunction<A, B>: Clone + Send + 'static {
+    /// The output type.
+    type Out;
+    /// Emits the results for one pair.
+    fn process_element(
+        &mut self,
+        left: A,
+        right: B,
+        ctx: &JoinContext,
+        out: &mut Collector<'_, Self::Out>,
+    );
+}

@@ -191,6 +191,12 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
             ))
     }
 
+    /// Joins with `other` by key on event-time intervals (Flink's `intervalJoin`); set the
+    /// bounds with `between`.
+    pub fn interval_join<B: Data>(self, other: KeyedStream<K, B>) -> super::IntervalJoin<K, T, B> {
+        super::IntervalJoin::new(self, other)
+    }
+
     pub(crate) fn env(&self) -> &super::StreamEnv {
         &self.stream.env
     }

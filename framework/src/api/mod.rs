@@ -10,6 +10,7 @@ mod connected;
 mod datastream;
 mod env;
 pub mod functions;
+mod joins;
 mod key;
 mod keyed;
 mod output_tag;
@@ -17,14 +18,16 @@ mod sinks;
 mod windowed;
 
 pub use config::{BATCH_RECORDS_LIMIT, CREDITS_PER_CHANNEL_LIMIT, ExecutionConfig, TaskExecutor};
-pub use connected::ConnectedStreams;
+pub use connected::{ConnectedStreams, KeyedConnectedStreams};
 pub use datastream::DataStream;
 pub use env::StreamEnv;
 pub use functions::{
-    AggregateFunction, CoFlatMapFunction, CoMapFunction, FilterFunction, FlatMapFunction,
-    KeyedProcessFunction, MapFunction, ProcessFunction, ProcessWindowFunction, SinkContext,
-    SinkFunction, SourceContext, SourceFunction, SourcePoll,
+    AggregateFunction, CoFlatMapFunction, CoMapFunction, CoProcessFunction, FilterFunction,
+    FlatMapFunction, JoinContext, KeyedCoProcessFunction, KeyedProcessFunction, MapFunction,
+    ProcessFunction, ProcessJoinFunction, ProcessWindowFunction, SinkContext, SinkFunction,
+    SourceContext, SourceFunction, SourcePoll,
 };
+pub use joins::{IntervalJoin, IntervalJoined, TaggedUnion, WindowJoin, WindowedJoin};
 pub use key::{Data, Key};
 pub use keyed::KeyedStream;
 pub use output_tag::OutputTag;

@@ -35,7 +35,27 @@ impl<K> std::fmt::Debug for KeyedContext<'_, '_, K> {
     }
 }
 
-impl<K: Ord + Clone + Send + 'static> KeyedContext<'_, '_, K> {
+impl<'a, 'b, K: Ord + Clone + Send + 'static> KeyedContext<'a, 'b, K> {
+    pub(crate) fn new(
+        key: &'a K,
+        timestamp: Option<i64>,
+        time_domain: Option<TimeDomain>,
+        watermark: i64,
+        state: &'a mut KeyedStateStore<K>,
+        timers: &'a mut TimerService<K, ()>,
+        operator: &'a mut OperatorContext<'b>,
+    ) -> Self {
+        Self {
+            key,
+            timestamp,
+            time_domain,
+            watermark,
+            state,
+            timers,
+            operator,
+        }
+    }
+
     /// The key of the element or timer being processed.
     pub fn current_key(&self) -> &K {
         self.key

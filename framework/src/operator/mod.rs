@@ -16,8 +16,10 @@ mod aggregate;
 mod basic;
 mod chain;
 mod co;
+mod co_process;
 mod context;
 mod element;
+mod interval_join;
 mod keyed_process;
 mod sink;
 mod source;
@@ -39,8 +41,10 @@ pub use co::TwoInputOperator;
 pub(crate) use co::{
     CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, TwoInputChained, TwoInputNode,
 };
+pub(crate) use co_process::{CoProcessOperator, KeyedCoProcessOperator};
 pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure};
 pub use element::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
+pub(crate) use interval_join::IntervalJoinOperator;
 pub use keyed_process::KeyedContext;
 pub(crate) use keyed_process::KeyedProcessOperator;
 pub(crate) use sink::SinkNode;
