@@ -1,5 +1,6 @@
 //! Shared pieces of the Eichhorn examples: the word splitting, the built-in text and the
-//! reduction of rolling counts to final counts.
+//! reduction of rolling counts to final counts; the sensor readings of the window and
+//! side-output examples live in [`sensors`].
 //!
 //! The binaries in `src/bin/` are thin: they declare an Eichhorn job and do I/O. Everything that
 //! decides *what* the result is lives here as plain functions, so the binaries and the tests in
@@ -17,7 +18,10 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use eichhorn::DataStream;
+
+pub mod sensors;
 
 /// The built-in input of `wordcount` when no `--input` is given: the opening of Hamlet's
 /// soliloquy (Act III, Scene 1; public domain), the text Flink's `WordCount` example counts by
@@ -101,6 +105,25 @@ pub fn write_counts(counts: &BTreeMap<String, u64>, mut writer: impl Write) -> i
         writeln!(writer, "{word} {count}")?;
     }
     writer.flush()
+}
+
+/// Writes `items` to stdout, one per line (`Display`), in order.
+///
+/// A closed pipe (`example | head`) is not an error: the reader has seen enough.
+///
+/// # Errors
+///
+/// Any other error writing to stdout.
+pub fn print_lines<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> anyhow::Result<()> {
+    let mut writer = io::BufWriter::new(io::stdout().lock());
+    let written = items
+        .into_iter()
+        .try_for_each(|item| writeln!(writer, "{item}"))
+        .and_then(|()| writer.flush());
+    match written {
+        Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("cannot write to stdout"),
+    }
 }
 
 /// Sends log output to stderr, filtered by `RUST_LOG` (default: warnings and errors), so stdout

@@ -412,3 +412,35 @@ async fn processing_time_windows_fire_on_the_runtime_clock() {
         "each window fires once: {spans:?}"
     );
 }
+
+#[tokio::test]
+async fn records_between_sliding_windows_are_dropped_and_counted_not_late() {
+    let env = StreamEnv::new();
+    let late_tag = OutputTag::<Reading>::new("late");
+    let out = env
+        .from_collection(vec![(1u32, 100i64, 5i64), (1, 1_500, 1), (1, 3_100, 7)])
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_bounded_out_of_orderness_every_event(0)
+                .with_timestamp_assigner(|r: &Reading, _| r.1),
+        )
+        .key_by(|r: &Reading| r.0)
+        // 1 s windows every 3 s: [0, 1000), [3000, 4000), ...; 1 500 is in none of them.
+        .window(WindowAssigner::sliding(TimeDomain::EventTime, 1_000, 3_000, 0).unwrap())
+        .side_output_late_data(&late_tag)
+        .reduce(|a, b| if b.2 < a.2 { b } else { a });
+    let late = out.side_output(&late_tag).collect_sink();
+    let out = out.collect_sink();
+    let result = env.execute("gaps").await.unwrap();
+    assert_eq!(sorted(out.take()), vec![(1, 100, 5), (1, 3_100, 7)]);
+    assert_eq!(
+        late.take(),
+        vec![],
+        "not late: Flink does not side-output it"
+    );
+    let window = result
+        .operators
+        .iter()
+        .find(|m| m.name.starts_with("Window"))
+        .unwrap();
+    assert_eq!((window.late_records, window.dropped_records), (0, 1));
+}

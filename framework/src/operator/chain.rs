@@ -29,6 +29,9 @@ pub struct OperatorCounters {
     pub records_out: u64,
     /// Records that arrived too late for any window (dropped, or sent to the late side output).
     pub late_records: u64,
+    /// Records the operator dropped by its semantics without them being late (a record that
+    /// falls between sliding windows whose slide exceeds their size).
+    pub dropped_records: u64,
 }
 
 /// The input endpoint of (part of) a chain, for elements of type `T`.
@@ -347,7 +350,7 @@ pub struct OperatorContext<'a> {
     now_ms: i64,
     wakeup_ms: &'a mut Option<i64>,
     failure: &'a mut Option<String>,
-    late_records: &'a mut u64,
+    counters: &'a mut OperatorCounters,
 }
 
 impl std::fmt::Debug for OperatorContext<'_> {
@@ -386,7 +389,13 @@ impl OperatorContext<'_> {
 
     /// Counts a record that arrived too late (shown as `late_records` in the job result).
     pub fn count_late_record(&mut self) {
-        *self.late_records += 1;
+        self.counters.late_records += 1;
+    }
+
+    /// Counts a record the operator dropped by design without it being late (shown as
+    /// `dropped_records` in the job result), so no record disappears unnoticed.
+    pub fn count_dropped_record(&mut self) {
+        self.counters.dropped_records += 1;
     }
 
     /// Emits `value` to the side output `tag` (with the current timestamp).
@@ -515,7 +524,7 @@ impl<O: Send + 'static> NodeCore<O> {
             now_ms: cx.now_ms,
             wakeup_ms: &mut self.wakeup_ms,
             failure: &mut self.failure,
-            late_records: &mut self.counters.late_records,
+            counters: &mut self.counters,
         };
         f(&mut ctx, &mut Collector::new(&mut out, None));
         self.emit(out, cx);
@@ -541,7 +550,7 @@ impl<O: Send + 'static> NodeCore<O> {
             now_ms: cx.now_ms,
             wakeup_ms: &mut self.wakeup_ms,
             failure: &mut self.failure,
-            late_records: &mut self.counters.late_records,
+            counters: &mut self.counters,
         };
         for record in records {
             ctx.timestamp = record.timestamp;

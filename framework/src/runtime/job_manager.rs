@@ -78,6 +78,7 @@ impl JobManagerState {
                     records_in: counters.records_in,
                     records_out: counters.records_out,
                     late_records: counters.late_records,
+                    dropped_records: counters.dropped_records,
                 }
             })
             .collect();
@@ -208,6 +209,7 @@ impl Actor for JobManagerActor {
                         total.records_in += counters.records_in;
                         total.records_out += counters.records_out;
                         total.late_records += counters.late_records;
+                        total.dropped_records += counters.dropped_records;
                     }
                 }
                 if state.remaining == 0 {

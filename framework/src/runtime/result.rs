@@ -28,6 +28,9 @@ pub struct OperatorMetrics {
     pub records_out: u64,
     /// Records that arrived too late for any window: dropped, or sent to the late side output.
     pub late_records: u64,
+    /// Records dropped by the operator's semantics without being late (between sliding windows
+    /// whose slide exceeds their size).
+    pub dropped_records: u64,
 }
 
 /// The result of a job that ran to its end (or was cancelled).

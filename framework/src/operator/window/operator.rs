@@ -13,9 +13,11 @@
 //!   watermark reaches `window.max_timestamp()`, and a record added to a window whose end the
 //!   watermark already passed (accepted thanks to allowed lateness) fires it again at once.
 //! - A window is late when `max_timestamp + allowed_lateness <= watermark`; its state is cleared
-//!   by a cleanup timer at that time. A record none of whose windows accepted it is late: it is
-//!   counted (`late_records` in the job result) and sent to the late side output when one is
-//!   configured. Nothing is dropped silently.
+//!   by a cleanup timer at that time. A record none of whose windows accepted it, and which is
+//!   late itself (`timestamp + allowed_lateness <= watermark`), is counted (`late_records`) and
+//!   sent to the late side output when one is configured. A record that falls between sliding
+//!   windows (slide > size) is not late: Flink drops it, and so do we, counting it as
+//!   `dropped_records`. Nothing is dropped silently.
 //! - Processing-time windows fire (and are cleared) when processing time reaches
 //!   `max_timestamp`; at the end of a bounded input, pending processing-time windows fire too
 //!   (Flink would lose them).
@@ -428,9 +430,18 @@ where
         }
         self.assigned = windows;
         if !accepted {
-            ctx.count_late_record();
-            if let Some(tag) = &self.late_tag {
-                ctx.output(tag, record.value);
+            // Flink side-outputs a skipped record only if it is late itself; a record that falls
+            // between sliding windows (slide > size) is not late, and Flink drops it. We drop it
+            // too, but count it.
+            let late = self.assigner.is_event_time()
+                && time.saturating_add(self.allowed_lateness_ms) <= self.watermark;
+            if late {
+                ctx.count_late_record();
+                if let Some(tag) = &self.late_tag {
+                    ctx.output(tag, record.value);
+                }
+            } else {
+                ctx.count_dropped_record();
             }
         }
         self.report(ctx);
