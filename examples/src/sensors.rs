@@ -668,3 +668,71 @@ mod tests {
         assert_eq!(colder(reading(-0.0, 1), reading(0.0, 2)).line_number, 1);
     }
 }
+
+/// The seed's `TempIncreaseAlertFunction`, in event time: per sensor, a first reading or a
+/// reading lower than the previous one deletes the pending timer; a reading higher than the
+/// previous one, when no timer is pending, registers an event-time timer at
+/// `timestamp + interval_ms`; equal readings change nothing. When a timer fires (the watermark
+/// reached it, never at registration) it emits `sensor_id,timer_timestamp_ms` and is forgotten.
+#[derive(Debug, Clone)]
+pub struct TempIncreaseAlert {
+    last_temperature: eichhorn::state::ValueState<f64>,
+    timer: eichhorn::state::ValueState<i64>,
+    interval_ms: i64,
+}
+
+impl TempIncreaseAlert {
+    /// Alerts on temperatures rising for `interval_ms` of event time.
+    pub fn new(interval_ms: i64) -> Self {
+        Self {
+            last_temperature: eichhorn::state::ValueState::new("last-temperature"),
+            timer: eichhorn::state::ValueState::new("pending-timer"),
+            interval_ms,
+        }
+    }
+}
+
+impl KeyedProcessFunction for TempIncreaseAlert {
+    type Key = String;
+    type In = SensorReading;
+    type Out = String;
+
+    fn process_element(
+        &mut self,
+        reading: SensorReading,
+        ctx: &mut KeyedContext<'_, '_, String>,
+        _out: &mut Collector<'_, String>,
+    ) {
+        let previous = self.last_temperature.value(ctx);
+        self.last_temperature.update(ctx, reading.temperature);
+        let pending = self.timer.value(ctx);
+        match previous {
+            Some(previous) if reading.temperature > previous => {
+                if pending.is_none() {
+                    let at = reading.timestamp_ms.saturating_add(self.interval_ms);
+                    ctx.register_event_time_timer(at);
+                    self.timer.update(ctx, at);
+                }
+            }
+            // Equal readings change nothing.
+            Some(previous) if reading.temperature == previous => {}
+            // The first reading, or a drop: no rise is in progress.
+            _ => {
+                if let Some(at) = pending {
+                    ctx.delete_event_time_timer(at);
+                }
+                self.timer.clear(ctx);
+            }
+        }
+    }
+
+    fn on_timer(
+        &mut self,
+        timestamp: i64,
+        ctx: &mut KeyedContext<'_, '_, String>,
+        out: &mut Collector<'_, String>,
+    ) {
+        out.collect(format!("{},{timestamp}", ctx.current_key()));
+        self.timer.clear(ctx);
+    }
+}
