@@ -71,7 +71,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .name("Temperature Increase Alert")
         .collect_sink();
     let result = env.execute("Temperature Alert").await?;
-    print_lines(&alerts.take())?;
+    print_lines(alerts.take())?;
     eprintln!("malformed lines: {}", malformed_line_count(&result)?);
     Ok(())
 }
