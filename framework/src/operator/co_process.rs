@@ -2,12 +2,10 @@
 //! by both inputs of a key (Flink's `CoProcessOperator` and `KeyedCoProcessOperator`).
 
 use super::co::TwoInputOperator;
-use super::keyed_process::KeyedContext;
-use super::window::TimeDomain;
+use super::keyed_process::KeyedRuntime;
 use super::{Collector, FunctionError, OperatorContext, Record, RuntimeContext};
 use crate::api::functions::{CoProcessFunction, KeyedCoProcessFunction};
-use crate::state::KeyedStateStore;
-use crate::time::{TimerService, Watermark};
+use crate::time::Watermark;
 
 /// Runs a [`CoProcessFunction`].
 #[derive(Debug, Clone)]
@@ -48,9 +46,7 @@ pub(crate) struct KeyedCoProcessOperator<KS1, KS2, F: KeyedCoProcessFunction> {
     key_selector1: KS1,
     key_selector2: KS2,
     function: F,
-    state: KeyedStateStore<F::Key>,
-    timers: TimerService<F::Key, ()>,
-    watermark: i64,
+    runtime: KeyedRuntime<F::Key>,
 }
 
 impl<KS1: Clone, KS2: Clone, F: KeyedCoProcessFunction> Clone
@@ -71,31 +67,8 @@ impl<KS1, KS2, F: KeyedCoProcessFunction> KeyedCoProcessOperator<KS1, KS2, F> {
             key_selector1,
             key_selector2,
             function,
-            state: KeyedStateStore::default(),
-            timers: TimerService::new(),
-            watermark: i64::MIN,
+            runtime: KeyedRuntime::new(),
         }
-    }
-
-    fn fire(
-        &mut self,
-        key: F::Key,
-        timestamp: i64,
-        domain: TimeDomain,
-        ctx: &mut OperatorContext<'_>,
-        out: &mut Collector<'_, F::Out>,
-    ) {
-        out.set_timestamp(Some(timestamp));
-        let mut keyed = KeyedContext::new(
-            &key,
-            Some(timestamp),
-            Some(domain),
-            self.watermark,
-            &mut self.state,
-            &mut self.timers,
-            ctx,
-        );
-        self.function.on_timer(timestamp, &mut keyed, out);
     }
 }
 
@@ -121,15 +94,7 @@ where
         out: &mut Collector<'_, F::Out>,
     ) {
         let key = (self.key_selector1)(&record.value);
-        let mut keyed = KeyedContext::new(
-            &key,
-            record.timestamp,
-            None,
-            self.watermark,
-            &mut self.state,
-            &mut self.timers,
-            ctx,
-        );
+        let mut keyed = self.runtime.element_context(&key, record.timestamp, ctx);
         self.function
             .process_element1(record.value, &mut keyed, out);
     }
@@ -141,15 +106,7 @@ where
         out: &mut Collector<'_, F::Out>,
     ) {
         let key = (self.key_selector2)(&record.value);
-        let mut keyed = KeyedContext::new(
-            &key,
-            record.timestamp,
-            None,
-            self.watermark,
-            &mut self.state,
-            &mut self.timers,
-            ctx,
-        );
+        let mut keyed = self.runtime.element_context(&key, record.timestamp, ctx);
         self.function
             .process_element2(record.value, &mut keyed, out);
     }
@@ -160,10 +117,11 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        self.watermark = self.watermark.max(watermark.timestamp);
-        while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
-            self.fire(timer.key, timer.timestamp, TimeDomain::EventTime, ctx, out);
-        }
+        let function = &mut self.function;
+        self.runtime
+            .on_watermark(watermark, ctx, out, |ts, keyed, out| {
+                function.on_timer(ts, keyed, out)
+            });
     }
 
     fn on_processing_time(
@@ -172,18 +130,11 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        while let Some(timer) = self.timers.pop_processing_time_timer(now_ms) {
-            self.fire(
-                timer.key,
-                timer.timestamp,
-                TimeDomain::ProcessingTime,
-                ctx,
-                out,
-            );
-        }
-        if let Some(next) = self.timers.next_processing_time_timer() {
-            ctx.request_processing_time(next);
-        }
+        let function = &mut self.function;
+        self.runtime
+            .on_processing_time(now_ms, ctx, out, |ts, keyed, out| {
+                function.on_timer(ts, keyed, out)
+            });
     }
 
     fn close(&mut self) -> Result<(), FunctionError> {

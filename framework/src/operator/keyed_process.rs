@@ -125,13 +125,114 @@ impl<K: Ord + Clone + Send + 'static> KeyedStateAccess<K> for KeyedContext<'_, '
     }
 }
 
+/// What keyed process operators share: keyed state, per-key timers and the watermark, and
+/// building the [`KeyedContext`] for elements and firing timers.
+pub(crate) struct KeyedRuntime<K> {
+    state: KeyedStateStore<K>,
+    timers: TimerService<K, ()>,
+    watermark: i64,
+}
+
+impl<K: Ord + Clone + Send + 'static> KeyedRuntime<K> {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: KeyedStateStore::default(),
+            timers: TimerService::new(),
+            watermark: i64::MIN,
+        }
+    }
+
+    /// The context for an element of `key`.
+    pub(crate) fn element_context<'a, 'b>(
+        &'a mut self,
+        key: &'a K,
+        timestamp: Option<i64>,
+        operator: &'a mut OperatorContext<'b>,
+    ) -> KeyedContext<'a, 'b, K> {
+        KeyedContext::new(
+            key,
+            timestamp,
+            None,
+            self.watermark,
+            &mut self.state,
+            &mut self.timers,
+            operator,
+        )
+    }
+
+    /// Advances the watermark and fires the due event-time timers in order (timers registered
+    /// while firing fire in the same advance when due).
+    pub(crate) fn on_watermark<O>(
+        &mut self,
+        watermark: Watermark,
+        operator: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, O>,
+        mut on_timer: impl FnMut(i64, &mut KeyedContext<'_, '_, K>, &mut Collector<'_, O>),
+    ) {
+        self.watermark = self.watermark.max(watermark.timestamp);
+        while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
+            self.fire(
+                timer.key,
+                timer.timestamp,
+                TimeDomain::EventTime,
+                operator,
+                out,
+                &mut on_timer,
+            );
+        }
+    }
+
+    /// Fires the due processing-time timers and asks to be called at the next one.
+    pub(crate) fn on_processing_time<O>(
+        &mut self,
+        now_ms: i64,
+        operator: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, O>,
+        mut on_timer: impl FnMut(i64, &mut KeyedContext<'_, '_, K>, &mut Collector<'_, O>),
+    ) {
+        while let Some(timer) = self.timers.pop_processing_time_timer(now_ms) {
+            self.fire(
+                timer.key,
+                timer.timestamp,
+                TimeDomain::ProcessingTime,
+                operator,
+                out,
+                &mut on_timer,
+            );
+        }
+        if let Some(next) = self.timers.next_processing_time_timer() {
+            operator.request_processing_time(next);
+        }
+    }
+
+    fn fire<O>(
+        &mut self,
+        key: K,
+        timestamp: i64,
+        domain: TimeDomain,
+        operator: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, O>,
+        on_timer: &mut impl FnMut(i64, &mut KeyedContext<'_, '_, K>, &mut Collector<'_, O>),
+    ) {
+        out.set_timestamp(Some(timestamp));
+        let mut keyed = KeyedContext::new(
+            &key,
+            Some(timestamp),
+            Some(domain),
+            self.watermark,
+            &mut self.state,
+            &mut self.timers,
+            operator,
+        );
+        on_timer(timestamp, &mut keyed, out);
+    }
+}
+
 /// Runs a [`KeyedProcessFunction`].
 pub(crate) struct KeyedProcessOperator<KS, F: KeyedProcessFunction> {
     key_selector: KS,
     function: F,
-    state: KeyedStateStore<F::Key>,
-    timers: TimerService<F::Key, ()>,
-    watermark: i64,
+    runtime: KeyedRuntime<F::Key>,
 }
 
 impl<KS: Clone, F: KeyedProcessFunction> Clone for KeyedProcessOperator<KS, F> {
@@ -145,31 +246,8 @@ impl<KS, F: KeyedProcessFunction> KeyedProcessOperator<KS, F> {
         Self {
             key_selector,
             function,
-            state: KeyedStateStore::default(),
-            timers: TimerService::new(),
-            watermark: i64::MIN,
+            runtime: KeyedRuntime::new(),
         }
-    }
-
-    fn fire(
-        &mut self,
-        key: F::Key,
-        timestamp: i64,
-        domain: TimeDomain,
-        ctx: &mut OperatorContext<'_>,
-        out: &mut Collector<'_, F::Out>,
-    ) {
-        out.set_timestamp(Some(timestamp));
-        let mut keyed = KeyedContext {
-            key: &key,
-            timestamp: Some(timestamp),
-            time_domain: Some(domain),
-            watermark: self.watermark,
-            state: &mut self.state,
-            timers: &mut self.timers,
-            operator: ctx,
-        };
-        self.function.on_timer(timestamp, &mut keyed, out);
     }
 }
 
@@ -193,15 +271,7 @@ where
         out: &mut Collector<'_, F::Out>,
     ) {
         let key = (self.key_selector)(&record.value);
-        let mut keyed = KeyedContext {
-            key: &key,
-            timestamp: record.timestamp,
-            time_domain: None,
-            watermark: self.watermark,
-            state: &mut self.state,
-            timers: &mut self.timers,
-            operator: ctx,
-        };
+        let mut keyed = self.runtime.element_context(&key, record.timestamp, ctx);
         self.function.process_element(record.value, &mut keyed, out);
     }
 
@@ -211,10 +281,11 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        self.watermark = self.watermark.max(watermark.timestamp);
-        while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
-            self.fire(timer.key, timer.timestamp, TimeDomain::EventTime, ctx, out);
-        }
+        let function = &mut self.function;
+        self.runtime
+            .on_watermark(watermark, ctx, out, |ts, keyed, out| {
+                function.on_timer(ts, keyed, out)
+            });
     }
 
     fn on_processing_time(
@@ -223,18 +294,11 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        while let Some(timer) = self.timers.pop_processing_time_timer(now_ms) {
-            self.fire(
-                timer.key,
-                timer.timestamp,
-                TimeDomain::ProcessingTime,
-                ctx,
-                out,
-            );
-        }
-        if let Some(next) = self.timers.next_processing_time_timer() {
-            ctx.request_processing_time(next);
-        }
+        let function = &mut self.function;
+        self.runtime
+            .on_processing_time(now_ms, ctx, out, |ts, keyed, out| {
+                function.on_timer(ts, keyed, out)
+            });
     }
 
     fn close(&mut self) -> Result<(), FunctionError> {
