@@ -178,22 +178,6 @@ impl Trigger<(u8, i64)> for FireOnBigValue {
             TriggerResult::Continue
         }
     }
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
     fn clear<K: Ord + Clone + Send + 'static>(
         &mut self,
         _window: &TimeWindow,

@@ -124,21 +124,25 @@ pub trait Trigger<T>: Clone + Send + 'static {
         ctx: &mut TriggerContext<'_, K>,
     ) -> TriggerResult;
 
-    /// An event-time timer of `window` fired.
+    /// An event-time timer of `window` fired (default: continue).
     fn on_event_time<K: Ord + Clone + Send + 'static>(
         &mut self,
-        time: i64,
-        window: &TimeWindow,
-        ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult;
+        _time: i64,
+        _window: &TimeWindow,
+        _ctx: &mut TriggerContext<'_, K>,
+    ) -> TriggerResult {
+        TriggerResult::Continue
+    }
 
-    /// A processing-time timer of `window` fired.
+    /// A processing-time timer of `window` fired (default: continue).
     fn on_processing_time<K: Ord + Clone + Send + 'static>(
         &mut self,
-        time: i64,
-        window: &TimeWindow,
-        ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult;
+        _time: i64,
+        _window: &TimeWindow,
+        _ctx: &mut TriggerContext<'_, K>,
+    ) -> TriggerResult {
+        TriggerResult::Continue
+    }
 
     /// Whether this trigger supports merging windows (session windows).
     fn can_merge(&self) -> bool {
@@ -195,15 +199,6 @@ impl<T> Trigger<T> for EventTimeTrigger {
         }
     }
 
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-
     fn can_merge(&self) -> bool {
         true
     }
@@ -242,15 +237,6 @@ impl<T> Trigger<T> for ProcessingTimeTrigger {
         ctx: &mut TriggerContext<'_, K>,
     ) -> TriggerResult {
         ctx.register_processing_time_timer(window.max_timestamp());
-        TriggerResult::Continue
-    }
-
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
         TriggerResult::Continue
     }
 
@@ -319,24 +305,6 @@ impl<T> Trigger<T> for CountTrigger {
             self.seen.update(ctx, seen);
             TriggerResult::Continue
         }
-    }
-
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
     }
 
     fn clear<K: Ord + Clone + Send + 'static>(
@@ -491,15 +459,6 @@ impl<T> Trigger<T> for ContinuousEventTimeTrigger {
         TriggerResult::Continue
     }
 
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-
     fn clear<K: Ord + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
@@ -548,15 +507,6 @@ impl<T> Trigger<T> for ContinuousProcessingTimeTrigger {
         TriggerResult::Continue
     }
 
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-
     fn on_processing_time<K: Ord + Clone + Send + 'static>(
         &mut self,
         time: i64,
@@ -593,22 +543,6 @@ impl<T> Trigger<T> for NeverTrigger {
         &mut self,
         _element: &T,
         _timestamp: Option<i64>,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
-        _window: &TimeWindow,
-        _ctx: &mut TriggerContext<'_, K>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
-        &mut self,
-        _time: i64,
         _window: &TimeWindow,
         _ctx: &mut TriggerContext<'_, K>,
     ) -> TriggerResult {
