@@ -9,6 +9,11 @@
 //!   [`StreamEnv::from_generator`] does.
 //! - [`Job::Stateless`] maps `value * 908 / 1000` and keeps the events whose `key % 10 != 0`.
 //! - [`Job::Rolling`] keys by `key` and emits the running count of the key, one output per input.
+//! - [`Job::Tumbling`], [`Job::Sliding`] and [`Job::Session`] take the event time as timestamp,
+//!   with monotonous watermarks (`WatermarkStrategy::for_monotonous_timestamps`) on the source
+//!   stream, key by `key` and count the events of each event-time window: 1 s tumbling windows,
+//!   10 s windows sliding every 1 s, and sessions with a 100 ms gap. Each window emits
+//!   `(key, count)` with the window's `max_timestamp` as timestamp.
 //!
 //! Timing is not done here: the binary measures around `StreamEnv::execute`.
 //!
@@ -29,15 +34,35 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use eichhorn::operator::window::{TimeDomain, WindowAssigner, WindowError};
 use eichhorn::prelude::*;
+use eichhorn::time::WatermarkStrategy;
 use serde::{Deserialize, Serialize};
 
 /// The name of the discarding sink, to find its metrics in the `JobResult`.
 pub const DISCARD_SINK_NAME: &str = "Sink: Discard";
+
+/// The window size of [`Job::Tumbling`].
+pub const TUMBLING_SIZE_MS: i64 = 1_000;
+/// The window size of [`Job::Sliding`].
+pub const SLIDING_SIZE_MS: i64 = 10_000;
+/// The slide of [`Job::Sliding`].
+pub const SLIDING_SLIDE_MS: i64 = 1_000;
+/// The session gap of [`Job::Session`].
+pub const SESSION_GAP_MS: i64 = 100;
+
+// Every event lies in `size / slide` sliding windows only if the slide divides the size.
+const _: () = assert!(SLIDING_SIZE_MS % SLIDING_SLIDE_MS == 0);
+
+/// What a window job emits per window: `(key, number of events)`.
+pub type WindowCount = (u64, u64);
 
 /// The splitmix64 finalizer (wrapping `u64` arithmetic): a bijective mix of all 64 bits.
 ///
@@ -100,26 +125,76 @@ pub enum Job {
     Stateless,
     /// Running count per key: a hash exchange and keyed state.
     Rolling,
+    /// Count per key and 1 s event-time tumbling window.
+    Tumbling,
+    /// Count per key and 10 s event-time window, sliding every 1 s.
+    Sliding,
+    /// Count per key and event-time session (100 ms gap).
+    Session,
 }
 
 impl Job {
     /// Every job, in the order of [`Job::name`]'s documentation.
-    pub const ALL: [Self; 2] = [Self::Stateless, Self::Rolling];
+    pub const ALL: [Self; 5] = [
+        Self::Stateless,
+        Self::Rolling,
+        Self::Tumbling,
+        Self::Sliding,
+        Self::Session,
+    ];
 
-    /// The name used on the command line and in the result line: `stateless` or `rolling`.
+    /// The name used on the command line and in the result line: `stateless`, `rolling`,
+    /// `tumbling`, `sliding` or `session`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Stateless => "stateless",
             Self::Rolling => "rolling",
+            Self::Tumbling => "tumbling",
+            Self::Sliding => "sliding",
+            Self::Session => "session",
         }
     }
 
-    /// The number of records the sink must receive for `events` events over `keys` keys.
-    pub fn expected_sink_records(self, events: u64, keys: NonZeroU64) -> u64 {
+    /// The number of records the sink must receive for `events` events over `keys` keys;
+    /// `None` for [`Job::Session`], whose sessions depend on when watermarks arrive (two events
+    /// exactly one gap apart are one session, unless a watermark between them closed the first).
+    ///
+    /// For the tumbling and sliding jobs this is a pass over all events.
+    pub fn expected_sink_records(self, events: u64, keys: NonZeroU64) -> Option<u64> {
         match self {
-            Self::Stateless => expected_stateless_count(events, keys),
-            Self::Rolling => events,
+            Self::Stateless => Some(expected_stateless_count(events, keys)),
+            Self::Rolling => Some(events),
+            Self::Tumbling => Some(expected_window_count(
+                events,
+                keys,
+                TUMBLING_SIZE_MS,
+                TUMBLING_SIZE_MS,
+            )),
+            Self::Sliding => Some(expected_window_count(
+                events,
+                keys,
+                SLIDING_SIZE_MS,
+                SLIDING_SLIDE_MS,
+            )),
+            Self::Session => None,
         }
+    }
+
+    /// The sum of the counts the windows of a window job emit (`None` for the other jobs):
+    /// every event is counted once per window it lies in, and at the end of the input the final
+    /// watermark fires every window.
+    pub fn expected_count_sum(self, events: u64) -> Option<u64> {
+        let windows_per_event = match self {
+            Self::Stateless | Self::Rolling => return None,
+            Self::Tumbling | Self::Session => 1,
+            Self::Sliding => SLIDING_SIZE_MS / SLIDING_SLIDE_MS,
+        };
+        events.checked_mul(windows_per_event.unsigned_abs())
+    }
+
+    /// Whether the job ends in windows of `(key, count)` ([`WindowCount`]).
+    pub fn is_windowed(self) -> bool {
+        matches!(self, Self::Tumbling | Self::Sliding | Self::Session)
     }
 }
 
@@ -187,6 +262,168 @@ pub fn rolling(env: &StreamEnv, events: u64, keys: NonZeroU64) -> DataStream<(u6
         .sum(|(_, count): &mut (u64, u64)| count)
 }
 
+/// The event time of `event` in milliseconds.
+#[inline]
+pub fn event_time_ms(event: &Event) -> i64 {
+    // `g / 100` for a `u64` `g` is below `i64::MAX`.
+    i64::try_from(event.timestamp_ms).unwrap_or(i64::MAX)
+}
+
+/// The event source with event-time timestamps and monotonous (periodic) watermarks.
+pub fn timestamped_events(env: &StreamEnv, events: u64, keys: NonZeroU64) -> DataStream<Event> {
+    events_source(env, events, keys).assign_timestamps_and_watermarks(
+        WatermarkStrategy::for_monotonous_timestamps()
+            .with_timestamp_assigner(|event: &Event, _| event_time_ms(event)),
+    )
+}
+
+/// Counts events, keeping the key of the events counted: an [`AggregateFunction`] does not see
+/// the window's key, so the key rides along in the accumulator `(key, count)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CountAggregate;
+
+impl AggregateFunction<Event> for CountAggregate {
+    type Acc = WindowCount;
+    type Out = WindowCount;
+
+    #[inline]
+    fn create_accumulator(&mut self) -> WindowCount {
+        (0, 0)
+    }
+
+    #[inline]
+    fn add(&mut self, event: Event, (_, count): WindowCount) -> WindowCount {
+        (event.key, count + 1)
+    }
+
+    #[inline]
+    fn get_result(&mut self, accumulator: &WindowCount) -> WindowCount {
+        *accumulator
+    }
+
+    #[inline]
+    fn merge(&mut self, a: WindowCount, b: WindowCount) -> WindowCount {
+        let key = if a.1 > 0 { a.0 } else { b.0 };
+        (key, a.1 + b.1)
+    }
+}
+
+/// A window job up to (excluding) the sink: count per key and window of `assigner`.
+pub fn windowed_count(
+    env: &StreamEnv,
+    events: u64,
+    keys: NonZeroU64,
+    assigner: WindowAssigner,
+) -> DataStream<WindowCount> {
+    timestamped_events(env, events, keys)
+        .key_by(|event: &Event| event.key)
+        .window(assigner)
+        .aggregate(CountAggregate)
+}
+
+/// The tumbling job up to (excluding) the sink: count per key and 1 s event-time window.
+///
+/// # Errors
+///
+/// None in practice: the window parameters are constants a window assigner accepts.
+pub fn tumbling(
+    env: &StreamEnv,
+    events: u64,
+    keys: NonZeroU64,
+) -> Result<DataStream<WindowCount>, WindowError> {
+    let assigner = WindowAssigner::tumbling(TimeDomain::EventTime, TUMBLING_SIZE_MS, 0)?;
+    Ok(windowed_count(env, events, keys, assigner))
+}
+
+/// The sliding job up to (excluding) the sink: count per key and 10 s event-time window,
+/// sliding every 1 s.
+///
+/// # Errors
+///
+/// None in practice: the window parameters are constants a window assigner accepts.
+pub fn sliding(
+    env: &StreamEnv,
+    events: u64,
+    keys: NonZeroU64,
+) -> Result<DataStream<WindowCount>, WindowError> {
+    let assigner =
+        WindowAssigner::sliding(TimeDomain::EventTime, SLIDING_SIZE_MS, SLIDING_SLIDE_MS, 0)?;
+    Ok(windowed_count(env, events, keys, assigner))
+}
+
+/// The session job up to (excluding) the sink: count per key and event-time session with a
+/// 100 ms gap.
+///
+/// # Errors
+///
+/// None in practice: the gap is a constant a window assigner accepts.
+pub fn session(
+    env: &StreamEnv,
+    events: u64,
+    keys: NonZeroU64,
+) -> Result<DataStream<WindowCount>, WindowError> {
+    let assigner = WindowAssigner::session(TimeDomain::EventTime, SESSION_GAP_MS)?;
+    Ok(windowed_count(env, events, keys, assigner))
+}
+
+/// The window job `job` up to (excluding) the sink; `None` for the jobs without windows.
+///
+/// # Errors
+///
+/// None in practice: the window parameters are constants a window assigner accepts.
+pub fn windowed(
+    job: Job,
+    env: &StreamEnv,
+    events: u64,
+    keys: NonZeroU64,
+) -> Result<Option<DataStream<WindowCount>>, WindowError> {
+    Ok(Some(match job {
+        Job::Stateless | Job::Rolling => return Ok(None),
+        Job::Tumbling => tumbling(env, events, keys)?,
+        Job::Sliding => sliding(env, events, keys)?,
+        Job::Session => session(env, events, keys)?,
+    }))
+}
+
+/// The number of windows of `size_ms`, sliding every `slide_ms` (which divides `size_ms`),
+/// with at least one event, over all keys, by a plain loop (no framework involved).
+///
+/// Events come in time order, so per key it suffices to remember the last slide-sized pane seen:
+/// an event in pane `p` lies in the windows starting in panes `p - size/slide + 1 ..= p`, of
+/// which those after the last pane seen are new.
+pub fn expected_window_count(events: u64, keys: NonZeroU64, size_ms: i64, slide_ms: i64) -> u64 {
+    assert!(
+        slide_ms > 0 && size_ms % slide_ms == 0,
+        "the slide must divide the size"
+    );
+    let panes_per_window = (size_ms / slide_ms).unsigned_abs();
+    let slide = slide_ms.unsigned_abs();
+    // Per key the last pane seen plus `panes_per_window` (0: none yet, which is at least a
+    // window's panes before any pane), in a vector for small key counts.
+    const DENSE_KEYS_MAX: u64 = 1 << 22;
+    let mut dense: Vec<u64> = Vec::new();
+    let mut sparse: HashMap<u64, u64> = HashMap::new();
+    if keys.get() <= DENSE_KEYS_MAX {
+        dense = vec![0; usize::try_from(keys.get()).unwrap_or(0)];
+    }
+    let mut windows = 0;
+    for g in 0..events {
+        let event = Event::from_index(g, keys);
+        let next_pane = event.timestamp_ms / slide + panes_per_window;
+        let last = if dense.is_empty() {
+            sparse.entry(event.key).or_insert(0)
+        } else {
+            // `key < keys <= DENSE_KEYS_MAX` fits in `usize`.
+            &mut dense[usize::try_from(event.key).unwrap_or(0)]
+        };
+        if next_pane > *last {
+            windows += (next_pane - *last).min(panes_per_window);
+            *last = next_pane;
+        }
+    }
+    windows
+}
+
 /// The number of events the stateless job keeps, by a plain loop (no framework involved).
 pub fn expected_stateless_count(events: u64, keys: NonZeroU64) -> u64 {
     (0..events)
@@ -207,9 +444,45 @@ impl<T> SinkFunction<T> for DiscardSink {
     }
 }
 
+/// A discarding sink for the window jobs that adds up the counts it receives, for the
+/// correctness check. Each subtask sums locally and adds its sum to the shared total once, at
+/// the end of its input, so the per-record path has no atomics.
+#[derive(Debug, Clone, Default)]
+pub struct CountSumSink {
+    total: Arc<AtomicU64>,
+    sum: u64,
+}
+
+impl CountSumSink {
+    /// A sink with a total of 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counts summed by every subtask that finished its input (clones share the total).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+impl SinkFunction<WindowCount> for CountSumSink {
+    #[inline]
+    fn invoke(&mut self, (_, count): WindowCount, _ctx: &SinkContext) -> Result<(), FunctionError> {
+        self.sum += count;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), FunctionError> {
+        self.total
+            .fetch_add(std::mem::take(&mut self.sum), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
 
     use super::*;
 
@@ -271,7 +544,7 @@ mod tests {
         let error = "windowed".parse::<Job>().expect_err("unknown job");
         assert_eq!(
             error.to_string(),
-            "unknown job 'windowed'; expected one of: stateless, rolling"
+            "unknown job 'windowed'; expected one of: stateless, rolling, tumbling, sliding, session"
         );
     }
 
@@ -350,5 +623,176 @@ mod tests {
         let result = env.execute("discard test").await.expect("job runs");
         let sink = result.operator(DISCARD_SINK_NAME).expect("sink metrics");
         assert_eq!(sink.records_in, 1_000);
+    }
+
+    /// A sink keeping each window result with its timestamp (the window's `max_timestamp`).
+    #[derive(Clone, Default)]
+    struct StampedSink(Arc<Mutex<Vec<(u64, i64, u64)>>>);
+
+    impl SinkFunction<WindowCount> for StampedSink {
+        fn invoke(
+            &mut self,
+            (key, count): WindowCount,
+            ctx: &SinkContext,
+        ) -> Result<(), FunctionError> {
+            let timestamp = ctx.timestamp.expect("window results carry a timestamp");
+            self.0
+                .lock()
+                .expect("not poisoned")
+                .push((key, timestamp, count));
+            Ok(())
+        }
+    }
+
+    /// Runs window job `job` and returns its `(key, window max_timestamp, count)` results,
+    /// sorted, and the total of the count-sum sink (which sees the same results).
+    async fn run_windowed(
+        job: Job,
+        events: u64,
+        key_count: u64,
+        parallelism: u32,
+        watermark_interval_ms: u64,
+    ) -> (Vec<(u64, i64, u64)>, u64) {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        env.configure(|config| config.auto_watermark_interval_ms = watermark_interval_ms);
+        let windows = windowed(job, &env, events, keys(key_count))
+            .expect("valid windows")
+            .expect("a window job");
+        let stamped = StampedSink::default();
+        windows.clone().add_sink(stamped.clone());
+        let sum = CountSumSink::new();
+        windows.add_sink(sum.clone()).name(DISCARD_SINK_NAME);
+        env.execute("window test").await.expect("job runs");
+        let mut results = stamped.0.lock().expect("not poisoned").clone();
+        results.sort_unstable();
+        (results, sum.total())
+    }
+
+    /// Fixed windows by a plain loop: `(key, max_timestamp, count)` per non-empty window.
+    fn sequential_windows(
+        events: u64,
+        key_count: u64,
+        size_ms: i64,
+        slide_ms: i64,
+    ) -> Vec<(u64, i64, u64)> {
+        let mut counts: BTreeMap<(u64, i64), u64> = BTreeMap::new();
+        for g in 0..events {
+            let event = Event::from_index(g, keys(key_count));
+            let time = event_time_ms(&event);
+            let mut start = time - time.rem_euclid(slide_ms);
+            while start > time - size_ms {
+                *counts.entry((event.key, start)).or_default() += 1;
+                start -= slide_ms;
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((key, start), count)| (key, start + size_ms - 1, count))
+            .collect()
+    }
+
+    #[test]
+    fn expected_window_count_matches_a_set_of_windows() {
+        for (events, key_count) in [
+            (0, 3),
+            (1, 1),
+            (5_000, 7),
+            (250_000, 113),
+            (40_000, 1 << 23),
+        ] {
+            for (size, slide) in [(1_000, 1_000), (10_000, 1_000), (300, 100)] {
+                assert_eq!(
+                    expected_window_count(events, keys(key_count), size, slide),
+                    sequential_windows(events, key_count, size, slide).len() as u64,
+                    "{events} events, {key_count} keys, size {size}, slide {slide}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fixed_window_jobs_match_a_sequential_computation() {
+        let (events, key_count) = (60_000, 37);
+        for (job, size, slide) in [
+            (Job::Tumbling, TUMBLING_SIZE_MS, TUMBLING_SIZE_MS),
+            (Job::Sliding, SLIDING_SIZE_MS, SLIDING_SLIDE_MS),
+        ] {
+            let expected = sequential_windows(events, key_count, size, slide);
+            assert_eq!(
+                job.expected_sink_records(events, keys(key_count)),
+                Some(expected.len() as u64)
+            );
+            // Watermarks every millisecond fire windows while the input runs, every 200 ms
+            // (the default) mostly at its end.
+            for (parallelism, interval_ms) in [(1, 200), (1, 1), (2, 1)] {
+                let (results, sum) =
+                    run_windowed(job, events, key_count, parallelism, interval_ms).await;
+                let context = format!("{job}, parallelism {parallelism}, interval {interval_ms}");
+                assert_eq!(results, expected, "{context}");
+                assert_eq!(Some(sum), job.expected_count_sum(events), "{context}");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_job_matches_a_sequential_computation() {
+        let (events, key_count) = (60_000, 37);
+        let gap = SESSION_GAP_MS;
+        let mut times: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+        for g in 0..events {
+            let event = Event::from_index(g, keys(key_count));
+            times
+                .entry(event.key)
+                .or_default()
+                .push(event_time_ms(&event));
+        }
+        for (parallelism, interval_ms) in [(1, 200), (1, 1), (2, 1)] {
+            let (results, sum) =
+                run_windowed(Job::Session, events, key_count, parallelism, interval_ms).await;
+            let context = format!("parallelism {parallelism}, interval {interval_ms}");
+            assert_eq!(
+                Some(sum),
+                Job::Session.expected_count_sum(events),
+                "{context}"
+            );
+            // Per key, the sessions (in time order) cut the key's events into runs whose
+            // neighbours are at most a gap apart; between two runs the distance is at least a
+            // gap (exactly a gap only if a watermark closed the first session in between), and
+            // each session ends a gap after its last event.
+            let mut sessions: BTreeMap<u64, Vec<(i64, u64)>> = BTreeMap::new();
+            for (key, max_timestamp, count) in results {
+                sessions
+                    .entry(key)
+                    .or_default()
+                    .push((max_timestamp, count));
+            }
+            assert_eq!(
+                sessions.keys().collect::<Vec<_>>(),
+                times.keys().collect::<Vec<_>>(),
+                "{context}"
+            );
+            for (key, key_times) in &times {
+                let mut next = 0;
+                for &(max_timestamp, count) in &sessions[key] {
+                    let count = usize::try_from(count).expect("small count");
+                    let run = &key_times[next..next + count];
+                    assert!(
+                        run.windows(2).all(|w| w[1] - w[0] <= gap),
+                        "{context}, key {key}"
+                    );
+                    assert_eq!(
+                        run[count - 1] + gap - 1,
+                        max_timestamp,
+                        "{context}, key {key}"
+                    );
+                    if next > 0 {
+                        assert!(run[0] - key_times[next - 1] >= gap, "{context}, key {key}");
+                    }
+                    next += count;
+                }
+                assert_eq!(next, key_times.len(), "{context}, key {key}");
+            }
+        }
     }
 }

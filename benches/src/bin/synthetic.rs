@@ -8,7 +8,9 @@
 //!
 //! `wall_s` runs from the start of job execution to its completion (`StreamEnv::execute`);
 //! process start-up and the correctness check are outside it. After the run, the sink's record
-//! count is compared with the expected count; a mismatch exits non-zero.
+//! count is compared with the expected count (for the window jobs: the number of windows, except
+//! for sessions, whose number depends on watermark timing), and for the window jobs the sum of
+//! the emitted counts with the number of (event, window) pairs; a mismatch exits non-zero.
 
 use std::num::{NonZeroU32, NonZeroU64};
 use std::process::ExitCode;
@@ -17,13 +19,15 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use eichhorn::prelude::*;
-use eichhorn_benches::{DISCARD_SINK_NAME, DiscardSink, Job, rolling, stateless};
+use eichhorn_benches::{
+    CountSumSink, DISCARD_SINK_NAME, DiscardSink, Job, rolling, stateless, windowed,
+};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
-#[command(about = "Eichhorn synthetic benchmark: stateless and rolling-count jobs")]
+#[command(about = "Eichhorn synthetic benchmark: stateless, rolling-count and window jobs")]
 struct Args {
-    /// The job: `stateless` or `rolling`.
+    /// The job: `stateless`, `rolling`, `tumbling`, `sliding` or `session`.
     #[arg(long)]
     job: Job,
     /// Number of events (at least 1).
@@ -76,8 +80,10 @@ fn run() -> anyhow::Result<()> {
     let keys = args.keys;
     let parallelism = args.parallelism.get();
 
-    // Computed before the timed region: the stateless count needs a pass over every event.
+    // Computed before the timed region: the stateless and window counts need a pass over every
+    // event.
     let expected = args.job.expected_sink_records(events, keys);
+    let expected_sum = args.job.expected_count_sum(events);
 
     let env = StreamEnv::new();
     env.set_parallelism(parallelism);
@@ -87,12 +93,18 @@ fn run() -> anyhow::Result<()> {
     if let Some(batch_records) = args.batch_records {
         env.configure(|config| config.batch_records_max = batch_records);
     }
+    let count_sum = CountSumSink::new();
     match args.job {
         Job::Stateless => stateless(&env, events, keys)
             .add_sink(DiscardSink)
             .name(DISCARD_SINK_NAME),
         Job::Rolling => rolling(&env, events, keys)
             .add_sink(DiscardSink)
+            .name(DISCARD_SINK_NAME),
+        Job::Tumbling | Job::Sliding | Job::Session => windowed(args.job, &env, events, keys)
+            .context("invalid window parameters")?
+            .context("not a window job")?
+            .add_sink(count_sum.clone())
             .name(DISCARD_SINK_NAME),
     };
 
@@ -117,10 +129,20 @@ fn run() -> anyhow::Result<()> {
     let sink = result
         .operator(DISCARD_SINK_NAME)
         .with_context(|| format!("no metrics for '{DISCARD_SINK_NAME}' in the job result"))?;
-    if sink.records_in != expected {
+    if let Some(expected) = expected
+        && sink.records_in != expected
+    {
         bail!(
             "wrong result: the sink received {} records, expected {expected}",
             sink.records_in
+        );
+    }
+    if let Some(expected_sum) = expected_sum
+        && count_sum.total() != expected_sum
+    {
+        bail!(
+            "wrong result: the window counts add up to {}, expected {expected_sum}",
+            count_sum.total()
         );
     }
 

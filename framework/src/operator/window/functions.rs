@@ -1,5 +1,12 @@
 //! The ways a window turns its contents into results: `reduce`, `aggregate`, `process`, and
 //! reduce or aggregate followed by a process function (incremental state, window metadata).
+//!
+//! Reduce and aggregate (with or without a process function after them) combine panes
+//! ([`WindowFunctionCore::combines_panes`]): a sliding window's contents may be merged from the
+//! contents of its slide-sized panes, since merging what two sets of elements accumulated gives
+//! what accumulating them all gives (Flink's contract for combinable reduce functions, and what
+//! session windows already assume of `merge`). Functions that keep all elements do not: their
+//! merge concatenates, and the elements' order would follow the panes instead of their arrival.
 
 use super::operator::{WindowContext, WindowFunctionCore};
 use crate::api::functions::{AggregateFunction, ProcessWindowFunction};
@@ -24,6 +31,11 @@ where
     }
     fn merge(&mut self, a: T, b: T) -> T {
         (self.0)(a, b)
+    }
+    fn combines_panes(&self) -> bool {
+        // A reduce closure may depend on arrival order ("keep the first"): Flink folds each
+        // sliding window's elements in arrival order, and so must we to give the same results.
+        false
     }
     fn emit(
         &mut self,
@@ -53,6 +65,9 @@ where
     }
     fn merge(&mut self, a: A::Acc, b: A::Acc) -> A::Acc {
         self.0.merge(a, b)
+    }
+    fn combines_panes(&self) -> bool {
+        true
     }
     fn emit(
         &mut self,
@@ -129,6 +144,11 @@ where
     fn merge(&mut self, a: T, b: T) -> T {
         (self.0)(a, b)
     }
+    fn combines_panes(&self) -> bool {
+        // A reduce closure may depend on arrival order ("keep the first"): Flink folds each
+        // sliding window's elements in arrival order, and so must we to give the same results.
+        false
+    }
     fn emit(
         &mut self,
         key: &K,
@@ -165,6 +185,9 @@ where
     }
     fn merge(&mut self, a: A::Acc, b: A::Acc) -> A::Acc {
         self.0.merge(a, b)
+    }
+    fn combines_panes(&self) -> bool {
+        true
     }
     fn emit(
         &mut self,

@@ -43,6 +43,8 @@ mod evictor;
 mod functions;
 mod merging;
 mod operator;
+mod panes;
+mod sessions;
 pub mod trigger;
 
 pub use assigner::{

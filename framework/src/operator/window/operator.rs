@@ -23,15 +23,36 @@
 //!   (Flink would lose them).
 //! - Results carry the window's `max_timestamp` as their timestamp.
 //!
+//! ## Design
+//!
+//! The generic path keeps contents per (key, state window) in a hash map (lookups only, never
+//! iterated: the timers decide what fires and in which order) and timers in a [`TimerService`].
+//! With the default event-time trigger ([`EventTimeTrigger`]) most of that is implied by the
+//! windows themselves, and the operator takes a fast path that stores no timers:
+//!
+//! - tumbling windows, and sliding windows whose slide divides their size with a function that
+//!   combines panes (reduce, aggregate): [`PaneWindows`], one slide-sized pane per record and
+//!   key, merged into windows at firing;
+//! - session windows: [`SessionWindows`](super::sessions::SessionWindows), the in-flight
+//!   sessions per key with their contents, merged as [`MergingWindowSet`] merges them.
+//!
+//! Both modules state why their results, order, timestamps and late and dropped records are the
+//! generic path's; the operator's tests compare them on random input.
+//!
 //! ## Invariants
 //!
 //! - Contents exist for a (key, state window) only while the window is in flight (merging) or has
 //!   a pending cleanup timer.
 //! - Timers fire in (time, key, window) order: runs are deterministic.
 
-use std::collections::BTreeMap;
+use std::any::Any;
+use std::hash::Hash;
 
-use super::trigger::{Trigger, TriggerContext, TriggerResult};
+use rustc_hash::FxHashMap;
+
+use super::panes::PaneWindows;
+use super::sessions::SessionWindows;
+use super::trigger::{DefaultTrigger, EventTimeTrigger, Trigger, TriggerContext, TriggerResult};
 use super::{MergingWindowSet, TimeWindow, WindowAssign, WindowAssigner};
 use crate::api::OutputTag;
 use crate::operator::FunctionError;
@@ -64,6 +85,16 @@ pub(crate) trait WindowFunctionCore<K, T>: Clone + Send + 'static {
     fn add(&mut self, contents: Option<Self::Acc>, value: T, timestamp: Option<i64>) -> Self::Acc;
     /// Merges the contents of two session windows.
     fn merge(&mut self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
+    /// Whether a sliding window's contents may be computed by merging the contents of its panes
+    /// (time slices) in time order: merging what two element sets accumulated must give what
+    /// accumulating all their elements in arrival order gives. True for aggregate functions,
+    /// whose `merge` is part of the user's contract (Flink's `AggregateFunction.merge`, also used
+    /// by session windows); false for reduce closures, which may depend on arrival order, so
+    /// sliding reduces keep Flink's per-window folding. Tumbling windows use panes regardless (a
+    /// pane is the window). False unless overridden.
+    fn combines_panes(&self) -> bool {
+        false
+    }
     /// Emits a window's result (an evictor may remove contents).
     fn emit(
         &mut self,
@@ -75,6 +106,54 @@ pub(crate) trait WindowFunctionCore<K, T>: Clone + Send + 'static {
     fn close(&mut self) -> Result<(), FunctionError> {
         Ok(())
     }
+}
+
+/// Emits window results: the collector and what a [`WindowContext`] needs besides the window.
+pub(super) struct Emitter<'o, 'c, O> {
+    pub(super) out: &'o mut Collector<'c, O>,
+    pub(super) watermark: i64,
+    pub(super) processing_time: i64,
+}
+
+impl<O> Emitter<'_, '_, O> {
+    /// Emits `window`'s result for `key` from `contents`, stamped with the window's
+    /// `max_timestamp`.
+    #[inline]
+    pub(super) fn emit<K, T, F: WindowFunctionCore<K, T, Out = O>>(
+        &mut self,
+        function: &mut F,
+        key: &K,
+        window: TimeWindow,
+        contents: &mut F::Acc,
+    ) {
+        let ctx = WindowContext {
+            window,
+            current_watermark: self.watermark,
+            current_processing_time: self.processing_time,
+        };
+        self.out.set_timestamp(Some(window.max_timestamp()));
+        function.emit(key, &ctx, contents, self.out);
+    }
+}
+
+/// How the operator keeps its windows.
+enum FastPath<K, A> {
+    /// Contents per (key, state window) and timers: any assigner, trigger and function.
+    Generic,
+    /// Tumbling or sliding event-time windows with the default trigger, as panes.
+    Panes(PaneWindows<K, A>),
+    /// Session windows with the default event-time trigger.
+    Sessions(SessionWindows<K, A>),
+}
+
+/// Whether `trigger` is Flink's default event-time trigger, whose timers the fast paths imply.
+fn is_event_time_trigger<Tr: 'static>(trigger: &Tr) -> bool {
+    let trigger = trigger as &dyn Any;
+    trigger.is::<EventTimeTrigger>()
+        || matches!(
+            trigger.downcast_ref::<DefaultTrigger>(),
+            Some(DefaultTrigger::EventTime(_))
+        )
 }
 
 /// Which clock a timer belongs to.
@@ -92,10 +171,16 @@ pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
     trigger: Tr,
     allowed_lateness_ms: i64,
     late_tag: Option<OutputTag<T>>,
+    /// The assigner's properties (each a dynamic call to ask).
+    is_event_time: bool,
+    is_merging: bool,
+    is_global: bool,
+    /// The fast path, if the configuration has one; the fields below serve the generic path.
+    fast: FastPath<K, F::Acc>,
     /// Contents per (key, state window).
-    contents: BTreeMap<(K, TimeWindow), F::Acc>,
+    contents: FxHashMap<(K, TimeWindow), F::Acc>,
     /// In-flight windows per key (merging assigners only).
-    merging: BTreeMap<K, MergingWindowSet>,
+    merging: FxHashMap<K, MergingWindowSet>,
     /// Trigger and cleanup timers.
     timers: TimerService<K, TimeWindow>,
     /// Trigger state per (key, window).
@@ -110,7 +195,7 @@ pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
 
 impl<K, T, KS, F, Tr> Clone for WindowOperator<K, T, KS, F, Tr>
 where
-    K: Ord + Clone + Send + 'static,
+    K: Ord + Hash + Clone + Send + 'static,
     KS: Clone,
     F: WindowFunctionCore<K, T>,
     Tr: Trigger<T>,
@@ -129,7 +214,7 @@ where
 
 impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
 where
-    K: Ord + Clone + Send + 'static,
+    K: Ord + Hash + Clone + Send + 'static,
     F: WindowFunctionCore<K, T>,
     Tr: Trigger<T>,
 {
@@ -141,20 +226,26 @@ where
         allowed_lateness_ms: i64,
         late_tag: Option<OutputTag<T>>,
     ) -> Self {
+        // Lateness only applies to event time (Flink ignores it for processing time).
+        let allowed_lateness_ms = if assigner.is_event_time() {
+            allowed_lateness_ms.max(0)
+        } else {
+            0
+        };
+        let fast = Self::fast_path(&assigner, &function, &trigger, allowed_lateness_ms);
         Self {
+            is_event_time: assigner.is_event_time(),
+            is_merging: assigner.is_merging(),
+            is_global: assigner.is_global(),
+            fast,
             assigner,
             key_selector,
             function,
             trigger,
-            // Lateness only applies to event time (Flink ignores it for processing time).
-            allowed_lateness_ms: if assigner.is_event_time() {
-                allowed_lateness_ms.max(0)
-            } else {
-                0
-            },
+            allowed_lateness_ms,
             late_tag,
-            contents: BTreeMap::new(),
-            merging: BTreeMap::new(),
+            contents: FxHashMap::default(),
+            merging: FxHashMap::default(),
             timers: TimerService::new(),
             trigger_state: KeyedStateStore::default(),
             wakeup_ms: None,
@@ -165,10 +256,44 @@ where
         }
     }
 
+    /// The fast path for this configuration: event time with the default trigger, and for
+    /// sliding windows a slide that divides the size and a function that combines panes.
+    fn fast_path(
+        assigner: &WindowAssigner,
+        function: &F,
+        trigger: &Tr,
+        allowed_lateness_ms: i64,
+    ) -> FastPath<K, F::Acc> {
+        if !assigner.is_event_time() || !is_event_time_trigger(trigger) {
+            return FastPath::Generic;
+        }
+        match assigner {
+            WindowAssigner::Tumbling(tumbling) => FastPath::Panes(PaneWindows::new(
+                tumbling.size_ms(),
+                tumbling.size_ms(),
+                allowed_lateness_ms,
+            )),
+            WindowAssigner::Sliding(sliding)
+                if sliding.size_ms() % sliding.slide_ms() == 0
+                    && (sliding.size_ms() == sliding.slide_ms() || function.combines_panes()) =>
+            {
+                FastPath::Panes(PaneWindows::new(
+                    sliding.size_ms(),
+                    sliding.slide_ms(),
+                    allowed_lateness_ms,
+                ))
+            }
+            WindowAssigner::Session(sessions) => {
+                FastPath::Sessions(SessionWindows::new(sessions.gap_ms(), allowed_lateness_ms))
+            }
+            _ => FastPath::Generic,
+        }
+    }
+
     /// When a window's state is removed: `max_timestamp + allowed_lateness` (never for global
     /// windows).
     fn cleanup_time(&self, window: &TimeWindow) -> i64 {
-        if self.assigner.is_global() {
+        if self.is_global {
             i64::MAX
         } else {
             window
@@ -178,7 +303,7 @@ where
     }
 
     fn is_window_late(&self, window: &TimeWindow) -> bool {
-        self.assigner.is_event_time() && self.cleanup_time(window) <= self.watermark
+        self.is_event_time && self.cleanup_time(window) <= self.watermark
     }
 
     fn register_cleanup_timer(&mut self, key: &K, window: TimeWindow) {
@@ -186,7 +311,7 @@ where
         if cleanup == i64::MAX {
             return;
         }
-        if self.assigner.is_event_time() {
+        if self.is_event_time {
             self.timers
                 .register_event_time_timer(key.clone(), window, cleanup);
         } else {
@@ -262,7 +387,7 @@ where
         domain: Domain,
         out: &mut Collector<'_, F::Out>,
     ) {
-        let state_window = if self.assigner.is_merging() {
+        let state_window = if self.is_merging {
             match self
                 .merging
                 .get(&key)
@@ -280,7 +405,7 @@ where
             Domain::Processing => trigger.on_processing_time(time, &window, ctx),
         });
         self.apply(result, &key, window, state_window, out);
-        let cleanup_domain = if self.assigner.is_event_time() {
+        let cleanup_domain = if self.is_event_time {
             Domain::Event
         } else {
             Domain::Processing
@@ -325,7 +450,7 @@ where
             for old in merged_windows {
                 self.with_trigger(key, old, |trigger, ctx| trigger.clear(&old, ctx));
                 let cleanup = self.cleanup_time(&old);
-                if self.assigner.is_event_time() {
+                if self.is_event_time {
                     self.timers
                         .delete_event_time_timer(key.clone(), old, cleanup);
                 } else {
@@ -349,6 +474,8 @@ where
         (merged, state_window)
     }
 
+    /// Passes on what triggers asked for: a processing-time wake-up, a failure.
+    #[inline]
     fn report(&mut self, ctx: &mut OperatorContext<'_>) {
         if let Some(at) = self.wakeup_ms.take() {
             ctx.request_processing_time(at);
@@ -359,34 +486,61 @@ where
     }
 }
 
-impl<K, T, KS, F, Tr> OneInputOperator<T> for WindowOperator<K, T, KS, F, Tr>
+impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
 where
-    K: Ord + Clone + Send + 'static,
+    K: Ord + Hash + Clone + Send + 'static,
     T: Clone + Send + 'static,
     KS: Fn(&T) -> K + Clone + Send + 'static,
     F: WindowFunctionCore<K, T>,
     Tr: Trigger<T>,
 {
-    type Out = F::Out;
-
-    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
-        self.function.open(ctx)
+    /// The time a record is assigned by (its timestamp for event time, the processing time
+    /// otherwise); `None`, failing the task, for an event-time record without timestamp.
+    #[inline]
+    fn assignment_time(
+        &self,
+        timestamp: Option<i64>,
+        ctx: &mut OperatorContext<'_>,
+    ) -> Option<i64> {
+        if self.is_event_time
+            && let Some(time) = timestamp
+        {
+            return Some(time);
+        }
+        match self.assigner.assignment_time(timestamp, self.now_ms) {
+            Ok(time) => Some(time),
+            Err(error) => {
+                ctx.fail(format!("{error}: assign timestamps before windowing"));
+                None
+            }
+        }
     }
 
-    fn process(
+    /// A record no window accepted. Flink side-outputs it only if it is late itself; a record
+    /// that falls between sliding windows (slide > size) is not late, and Flink drops it. We drop
+    /// it too, but count it.
+    fn reject(&self, value: T, time: i64, ctx: &mut OperatorContext<'_>) {
+        let late =
+            self.is_event_time && time.saturating_add(self.allowed_lateness_ms) <= self.watermark;
+        if late {
+            ctx.count_late_record();
+            if let Some(tag) = &self.late_tag {
+                ctx.output(tag, value);
+            }
+        } else {
+            ctx.count_dropped_record();
+        }
+    }
+
+    /// Any assigner, trigger and function: contents per (key, state window), timers.
+    #[inline(never)]
+    fn process_generic(
         &mut self,
         record: Record<T>,
+        time: i64,
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        self.now_ms = ctx.current_processing_time();
-        let time = match self.assigner.assignment_time(record.timestamp, self.now_ms) {
-            Ok(time) => time,
-            Err(error) => {
-                ctx.fail(format!("{error}: assign timestamps before windowing"));
-                return;
-            }
-        };
         let mut windows = std::mem::take(&mut self.assigned);
         windows.clear();
         if let Err(error) = self.assigner.assign(time, &mut windows) {
@@ -397,7 +551,7 @@ where
         let key = (self.key_selector)(&record.value);
         let mut accepted = false;
         for window in windows.iter().copied() {
-            let (window, state_window) = if self.assigner.is_merging() {
+            let (window, state_window) = if self.is_merging {
                 let (merged, state_window) = self.merge_window(&key, window);
                 if self.is_window_late(&merged) {
                     if let Some(set) = self.merging.get_mut(&key) {
@@ -430,21 +584,138 @@ where
         }
         self.assigned = windows;
         if !accepted {
-            // Flink side-outputs a skipped record only if it is late itself; a record that falls
-            // between sliding windows (slide > size) is not late, and Flink drops it. We drop it
-            // too, but count it.
-            let late = self.assigner.is_event_time()
-                && time.saturating_add(self.allowed_lateness_ms) <= self.watermark;
-            if late {
-                ctx.count_late_record();
-                if let Some(tag) = &self.late_tag {
-                    ctx.output(tag, record.value);
-                }
-            } else {
-                ctx.count_dropped_record();
-            }
+            self.reject(record.value, time, ctx);
         }
-        self.report(ctx);
+    }
+
+    /// Tumbling and sliding windows with the default event-time trigger (see `panes.rs`).
+    #[inline]
+    fn process_pane(
+        &mut self,
+        record: Record<T>,
+        time: i64,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        let FastPath::Panes(panes) = &mut self.fast else {
+            return;
+        };
+        let located = panes.locate(time, &self.assigner, &mut self.assigned, self.watermark);
+        let located = match located {
+            Ok(located) => located,
+            Err(error) => {
+                ctx.fail(error.to_string());
+                return;
+            }
+        };
+        let key = (self.key_selector)(&record.value);
+        let Some(index) = located else {
+            self.reject(record.value, time, ctx);
+            return;
+        };
+        if !panes.pane(index).has_fired(self.watermark) {
+            panes.add(
+                index,
+                &mut self.function,
+                key,
+                record.value,
+                record.timestamp,
+            );
+            return;
+        }
+        // Some windows of the pane fired already: the record fires those still kept again.
+        let fired_key = key.clone();
+        panes.add(
+            index,
+            &mut self.function,
+            key,
+            record.value,
+            record.timestamp,
+        );
+        let mut emitter = Emitter {
+            out,
+            watermark: self.watermark,
+            processing_time: self.now_ms,
+        };
+        panes.fire_late_record(index, &mut self.function, &fired_key, &mut emitter);
+    }
+
+    /// Session windows with the default event-time trigger (see `sessions.rs`).
+    #[inline]
+    fn process_session(
+        &mut self,
+        record: Record<T>,
+        time: i64,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        let FastPath::Sessions(sessions) = &mut self.fast else {
+            return;
+        };
+        let Some(window) = sessions.window_of(time) else {
+            // The window does not fit in i64: the assigner says so.
+            let mut windows = std::mem::take(&mut self.assigned);
+            windows.clear();
+            if let Err(error) = self.assigner.assign(time, &mut windows) {
+                ctx.fail(error.to_string());
+            }
+            self.assigned = windows;
+            return;
+        };
+        let key = (self.key_selector)(&record.value);
+        let mut emitter = Emitter {
+            out,
+            watermark: self.watermark,
+            processing_time: self.now_ms,
+        };
+        let rejected = sessions.add(
+            key,
+            window,
+            record.value,
+            record.timestamp,
+            &mut self.function,
+            &mut emitter,
+        );
+        if let Some(value) = rejected {
+            self.reject(value, time, ctx);
+        }
+    }
+}
+
+impl<K, T, KS, F, Tr> OneInputOperator<T> for WindowOperator<K, T, KS, F, Tr>
+where
+    K: Ord + Hash + Clone + Send + 'static,
+    T: Clone + Send + 'static,
+    KS: Fn(&T) -> K + Clone + Send + 'static,
+    F: WindowFunctionCore<K, T>,
+    Tr: Trigger<T>,
+{
+    type Out = F::Out;
+
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.function.open(ctx)
+    }
+
+    #[inline]
+    fn process(
+        &mut self,
+        record: Record<T>,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        self.now_ms = ctx.current_processing_time();
+        let Some(time) = self.assignment_time(record.timestamp, ctx) else {
+            return;
+        };
+        match self.fast {
+            FastPath::Generic => {
+                self.process_generic(record, time, ctx, out);
+                self.report(ctx);
+            }
+            // No trigger runs on the fast paths: nothing to report.
+            FastPath::Panes(_) => self.process_pane(record, time, ctx, out),
+            FastPath::Sessions(_) => self.process_session(record, time, ctx, out),
+        }
     }
 
     fn on_watermark(
@@ -454,7 +725,23 @@ where
         out: &mut Collector<'_, F::Out>,
     ) {
         self.now_ms = ctx.current_processing_time();
+        let previous = self.watermark;
         self.watermark = self.watermark.max(watermark.timestamp);
+        if self.watermark > previous {
+            let mut emitter = Emitter {
+                out: &mut *out,
+                watermark: self.watermark,
+                processing_time: self.now_ms,
+            };
+            match &mut self.fast {
+                FastPath::Generic => {}
+                FastPath::Panes(panes) => panes.advance(previous, &mut self.function, &mut emitter),
+                FastPath::Sessions(sessions) => {
+                    sessions.advance(previous, &mut self.function, &mut emitter);
+                }
+            }
+        }
+        // The fast paths register no timers: this serves the generic path.
         while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
             self.on_timer(
                 timer.key,
@@ -509,5 +796,382 @@ where
 
     fn close(&mut self) -> Result<(), FunctionError> {
         self.function.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::functions::{AggregateFunction, ProcessWindowFunction};
+    use crate::operator::testing::Harness;
+    use crate::operator::window::{
+        AggregateProcessWindow, AggregateWindow, BoxedEvictor, CountEvictor, EvictingWindow,
+        ProcessWindow, ReduceWindow, TimeDomain,
+    };
+    use crate::operator::{Chained, StreamElement};
+
+    /// `(key, timestamp, value)`.
+    type Event = (u8, i64, i64);
+
+    fn key_of(event: &Event) -> u8 {
+        event.0
+    }
+
+    /// The default event-time trigger behind a type the operator does not recognise, which keeps
+    /// it on the generic path: the reference the fast paths are compared with.
+    #[derive(Clone)]
+    struct Opaque;
+
+    impl<T> Trigger<T> for Opaque {
+        fn on_element<K: Ord + Clone + Send + 'static>(
+            &mut self,
+            element: &T,
+            timestamp: Option<i64>,
+            window: &TimeWindow,
+            ctx: &mut TriggerContext<'_, K>,
+        ) -> TriggerResult {
+            Trigger::<T>::on_element(&mut EventTimeTrigger, element, timestamp, window, ctx)
+        }
+        fn on_event_time<K: Ord + Clone + Send + 'static>(
+            &mut self,
+            time: i64,
+            window: &TimeWindow,
+            ctx: &mut TriggerContext<'_, K>,
+        ) -> TriggerResult {
+            Trigger::<T>::on_event_time(&mut EventTimeTrigger, time, window, ctx)
+        }
+        fn on_processing_time<K: Ord + Clone + Send + 'static>(
+            &mut self,
+            time: i64,
+            window: &TimeWindow,
+            ctx: &mut TriggerContext<'_, K>,
+        ) -> TriggerResult {
+            Trigger::<T>::on_processing_time(&mut EventTimeTrigger, time, window, ctx)
+        }
+        fn can_merge(&self) -> bool {
+            true
+        }
+        fn on_merge<K: Ord + Clone + Send + 'static>(
+            &mut self,
+            window: &TimeWindow,
+            ctx: &mut TriggerContext<'_, K>,
+        ) {
+            Trigger::<T>::on_merge(&mut EventTimeTrigger, window, ctx);
+        }
+        fn clear<K: Ord + Clone + Send + 'static>(
+            &mut self,
+            window: &TimeWindow,
+            ctx: &mut TriggerContext<'_, K>,
+        ) {
+            Trigger::<T>::clear(&mut EventTimeTrigger, window, ctx);
+        }
+    }
+
+    /// Sum and count of the values: merges consistently, in any order.
+    #[derive(Clone)]
+    struct SumCount;
+
+    impl AggregateFunction<Event> for SumCount {
+        type Acc = (i64, u64);
+        type Out = (i64, u64);
+        fn create_accumulator(&mut self) -> (i64, u64) {
+            (0, 0)
+        }
+        fn add(&mut self, value: Event, (sum, count): (i64, u64)) -> (i64, u64) {
+            (sum + value.2, count + 1)
+        }
+        fn get_result(&mut self, acc: &(i64, u64)) -> (i64, u64) {
+            *acc
+        }
+        fn merge(&mut self, a: (i64, u64), b: (i64, u64)) -> (i64, u64) {
+            (a.0 + b.0, a.1 + b.1)
+        }
+    }
+
+    fn sum_and_latest(a: Event, b: Event) -> Event {
+        (a.0, a.1.max(b.1), a.2 + b.2)
+    }
+
+    /// Emits the window, the watermark and the values in the order the window holds them (so
+    /// that arrival order and merge order show).
+    #[derive(Clone)]
+    struct Elements;
+
+    impl ProcessWindowFunction<u8, Event> for Elements {
+        type Out = (u8, TimeWindow, i64, Vec<i64>);
+        fn process(
+            &mut self,
+            key: &u8,
+            ctx: &WindowContext,
+            elements: Vec<Event>,
+            out: &mut Collector<'_, Self::Out>,
+        ) {
+            let values = elements.iter().map(|e| e.2).collect();
+            out.collect((*key, ctx.window, ctx.current_watermark, values));
+        }
+    }
+
+    /// Emits an aggregate with the window's metadata.
+    #[derive(Clone)]
+    struct Described;
+
+    impl ProcessWindowFunction<u8, (i64, u64)> for Described {
+        type Out = (u8, TimeWindow, i64, (i64, u64));
+        fn process(
+            &mut self,
+            key: &u8,
+            ctx: &WindowContext,
+            elements: Vec<(i64, u64)>,
+            out: &mut Collector<'_, Self::Out>,
+        ) {
+            for result in elements {
+                out.collect((*key, ctx.window, ctx.current_watermark, result));
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Records(Vec<Event>),
+        Watermark(i64),
+    }
+
+    /// What a run emitted, its late and dropped record counts, and its failure.
+    type Run<O> = (Vec<StreamElement<O>>, u64, u64, Option<String>);
+
+    /// Feeds `steps` and a final `Watermark::MAX`; returns everything emitted, the late and
+    /// dropped record counts and the failure, if any.
+    fn drive<Op: OneInputOperator<Event>>(operator: Op, steps: &[Step]) -> Run<Op::Out> {
+        let mut harness = Harness::new(operator);
+        for step in steps {
+            match step {
+                Step::Records(events) => {
+                    let records = events
+                        .iter()
+                        .map(|event| Record::with_timestamp(*event, event.1))
+                        .collect();
+                    harness.process(0, records);
+                }
+                Step::Watermark(timestamp) => harness
+                    .node
+                    .process_watermark(Watermark::new(*timestamp), &mut harness.cx),
+            }
+        }
+        harness
+            .node
+            .process_watermark(Watermark::MAX, &mut harness.cx);
+        let mut metrics = Vec::new();
+        harness.node.metrics(&mut metrics);
+        let counters = metrics[0].1;
+        (
+            harness.take(),
+            counters.late_records,
+            counters.dropped_records,
+            harness.cx.failure.take().map(|failure| failure.message),
+        )
+    }
+
+    /// Runs `function` on the fast path (if the configuration has one) and on the generic one;
+    /// returns both runs and whether the fast path was taken.
+    fn both<F>(
+        assigner: WindowAssigner,
+        lateness: i64,
+        function: F,
+        steps: &[Step],
+    ) -> (Run<F::Out>, Run<F::Out>, bool)
+    where
+        F: WindowFunctionCore<u8, Event>,
+    {
+        let tag = OutputTag::new("late");
+        let fast = WindowOperator::<u8, Event, _, _, _>::new(
+            assigner,
+            key_of as fn(&Event) -> u8,
+            function.clone(),
+            DefaultTrigger::for_assigner(&assigner),
+            lateness,
+            Some(tag.clone()),
+        );
+        let took_fast_path = !matches!(fast.fast, FastPath::Generic);
+        let generic = WindowOperator::<u8, Event, _, _, _>::new(
+            assigner,
+            key_of as fn(&Event) -> u8,
+            function,
+            Opaque,
+            lateness,
+            Some(tag),
+        );
+        assert!(matches!(generic.fast, FastPath::Generic));
+        (drive(fast, steps), drive(generic, steps), took_fast_path)
+    }
+
+    fn assigners() -> impl Strategy<Value = WindowAssigner> {
+        let event = TimeDomain::EventTime;
+        prop_oneof![
+            (1i64..16)
+                .prop_flat_map(|size| (Just(size), -(size - 1)..size))
+                .prop_map(move |(size, offset)| {
+                    WindowAssigner::tumbling(event, size, offset).expect("valid tumbling windows")
+                }),
+            (1i64..6, 1i64..5)
+                .prop_flat_map(|(slide, panes)| (Just(slide), Just(panes), -(slide - 1)..slide))
+                .prop_map(move |(slide, panes, offset)| {
+                    WindowAssigner::sliding(event, slide * panes, slide, offset)
+                        .expect("valid sliding windows")
+                }),
+            (1i64..10).prop_map(move |gap| {
+                WindowAssigner::session(event, gap).expect("valid session windows")
+            }),
+        ]
+    }
+
+    /// Records drifting forward in time with jitter (so some are late, some within the allowed
+    /// lateness), in batches, between watermarks that mostly advance. With a stride of 1000 the
+    /// records are far apart (windows rarely share records, and sessions fire through the heap
+    /// rather than the calendar).
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        let draws = proptest::collection::vec((0u8..10, 0u8..4, -25i64..6, -50i64..50), 0..150);
+        (draws, prop_oneof![3 => Just(1i64), 1 => Just(1_000i64)]).prop_map(|(draws, stride)| {
+            let mut steps = Vec::new();
+            let mut batch = Vec::new();
+            for (position, (kind, key, jitter, value)) in draws.into_iter().enumerate() {
+                let now = (i64::try_from(position).unwrap_or(0) / 2 - 10) * stride;
+                if kind < 7 {
+                    batch.push((key, now + jitter, value));
+                    continue;
+                }
+                if !batch.is_empty() {
+                    steps.push(Step::Records(std::mem::take(&mut batch)));
+                }
+                if kind < 9 {
+                    steps.push(Step::Watermark(now + jitter / 2));
+                }
+            }
+            if !batch.is_empty() {
+                steps.push(Step::Records(batch));
+            }
+            steps
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn fast_paths_match_the_generic_path(
+            assigner in assigners(),
+            lateness in prop_oneof![Just(0i64), 0i64..20],
+            steps in steps(),
+        ) {
+            let (fast, generic, took) = both(assigner, lateness, AggregateWindow(SumCount), &steps);
+            prop_assert!(took, "aggregate always has a fast path");
+            prop_assert_eq!(fast, generic, "aggregate");
+
+            let reduce = ReduceWindow(sum_and_latest as fn(Event, Event) -> Event);
+            let (fast, generic, _) = both(assigner, lateness, reduce, &steps);
+            prop_assert_eq!(fast, generic, "reduce");
+
+            let described = AggregateProcessWindow(SumCount, Described);
+            let (fast, generic, _) = both(assigner, lateness, described, &steps);
+            prop_assert_eq!(fast, generic, "aggregate with process");
+
+            // All elements, in the window's order: panes only for tumbling windows.
+            let (fast, generic, took) = both(assigner, lateness, ProcessWindow(Elements), &steps);
+            prop_assert_eq!(took, !matches!(assigner, WindowAssigner::Sliding(s) if s.size_ms() != s.slide_ms()));
+            prop_assert_eq!(fast, generic, "process");
+
+            // An evictor changes the contents it emits from.
+            let evicting = EvictingWindow {
+                function: ProcessWindow(Elements),
+                evictor: BoxedEvictor::new(CountEvictor::of(2)),
+            };
+            let (fast, generic, _) = both(assigner, lateness, evicting, &steps);
+            prop_assert_eq!(fast, generic, "evictor");
+        }
+    }
+
+    #[test]
+    fn fast_paths_fail_on_times_at_the_limits_as_the_generic_path() {
+        let event = TimeDomain::EventTime;
+        let assigners = [
+            WindowAssigner::tumbling(event, 10, 3).expect("valid"),
+            WindowAssigner::sliding(event, 10, 5, 0).expect("valid"),
+            WindowAssigner::session(event, 10).expect("valid"),
+        ];
+        for assigner in assigners {
+            for time in [i64::MAX - 3, i64::MIN + 2] {
+                let steps = [
+                    Step::Records(vec![(1, 5, 1), (1, time, 2), (2, 7, 3)]),
+                    Step::Watermark(20),
+                ];
+                let (fast, generic, took) = both(assigner, 0, AggregateWindow(SumCount), &steps);
+                assert!(took);
+                // Windows ending after i64::MAX do not exist.
+                assert!(
+                    time < 0 || fast.3.is_some(),
+                    "{assigner:?} at {time}: {fast:?}"
+                );
+                assert_eq!(fast, generic, "{assigner:?} at {time}");
+            }
+        }
+        // Without a timestamp, every path reports the same error.
+        for assigner in assigners {
+            let tag = OutputTag::new("late");
+            let operator = WindowOperator::<u8, Event, _, _, _>::new(
+                assigner,
+                key_of as fn(&Event) -> u8,
+                AggregateWindow(SumCount),
+                DefaultTrigger::for_assigner(&assigner),
+                0,
+                Some(tag),
+            );
+            let mut harness = Harness::new(operator);
+            harness.process(0, vec![Record::new((1, 0, 0))]);
+            let failure = harness.cx.failure.take().map(|failure| failure.message);
+            assert!(
+                failure
+                    .as_deref()
+                    .is_some_and(|m| m.contains("assign timestamps before windowing")),
+                "{failure:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fast_paths_are_taken_only_for_the_default_event_time_trigger() {
+        let event = TimeDomain::EventTime;
+        let sliding = WindowAssigner::sliding(event, 10, 3, 0).expect("valid");
+        let processing = WindowAssigner::tumbling(TimeDomain::ProcessingTime, 10, 0).expect("ok");
+        let function = AggregateWindow(SumCount);
+        let paths = [
+            (sliding, DefaultTrigger::for_assigner(&sliding)),
+            (processing, DefaultTrigger::for_assigner(&processing)),
+            (
+                WindowAssigner::global(),
+                DefaultTrigger::for_assigner(&WindowAssigner::global()),
+            ),
+        ];
+        for (assigner, trigger) in paths {
+            let operator = WindowOperator::<u8, Event, _, _, _>::new(
+                assigner,
+                key_of as fn(&Event) -> u8,
+                function.clone(),
+                trigger,
+                0,
+                None,
+            );
+            assert!(matches!(operator.fast, FastPath::Generic), "{assigner:?}");
+        }
+        let tumbling = WindowAssigner::tumbling(event, 10, 0).expect("valid");
+        let explicit = WindowOperator::<u8, Event, _, _, _>::new(
+            tumbling,
+            key_of as fn(&Event) -> u8,
+            function,
+            EventTimeTrigger,
+            0,
+            None,
+        );
+        assert!(matches!(explicit.fast, FastPath::Panes(_)));
     }
 }

@@ -1,0 +1,492 @@
+//! Event-time session windows with the default trigger: the window operator's fast path for
+//! sessions.
+//!
+//! The generic operator tracks a key's sessions in a [`MergingWindowSet`](super::MergingWindowSet)
+//! (with a state window per session), keeps contents per (key, state window) and a trigger and a
+//! cleanup timer per (key, window) in ordered maps, and moves timers on every merge. With
+//! [`EventTimeTrigger`](super::trigger::EventTimeTrigger) the timers are implied by the sessions:
+//!
+//! - A key's in-flight sessions are a list sorted by start, each with its contents (the contents
+//!   of its state window in the generic path: the state window itself is never visible). The
+//!   latest session is kept next to the key in the map, since records in time order touch only
+//!   it.
+//! - A session fires when the watermark first reaches its `max_timestamp` (its trigger timer is
+//!   pending exactly while `max_timestamp` is above the watermark), and goes when the watermark
+//!   reaches `max_timestamp + allowed_lateness` (its cleanup timer).
+//! - A queue holds one entry per key with sessions, at or before the first time something is due
+//!   for the key (a firing or a cleanup); entries may be early, never late. A watermark pops the
+//!   due keys and fires their due sessions in `(max_timestamp, key)` order, the generic timers'
+//!   `(time, key, window)` order (a key's sessions are disjoint, so their `max_timestamp`s
+//!   differ): each key's due sessions are a run of its list, merged by a calendar (a list of keys
+//!   per millisecond, O(1) per session) or, when the due times are sparse, a heap.
+//!
+//! ## Equivalence with the generic path
+//!
+//! - Merging follows `MergingWindowSet::add_window`: the new window `[t, t + gap)` merges with
+//!   the session just before it if they intersect (touching counts) and with the following
+//!   sessions that start at or before its end. Sessions are pairwise non-intersecting, so no other
+//!   session can join. A window equal to or inside one session changes nothing; otherwise the
+//!   group becomes its cover, and its contents are the merged sessions' contents merged in window
+//!   order into the earliest one's (the state window Flink keeps, as `MergingWindowSet` picks it).
+//! - Every in-flight session's cleanup time is above the watermark (due cleanups ran at the
+//!   watermark), so a merge result is never late; only a lone new window can be, and then the
+//!   record is rejected, as the generic path does after retiring the window again.
+//! - After the merge the record is added, and the session fires at once if the watermark passed
+//!   its end (a record accepted thanks to allowed lateness), as `EventTimeTrigger::on_element`.
+//!
+//! ## Invariants
+//!
+//! - Per key, sessions are sorted by start, pairwise non-intersecting by Flink's `intersects`,
+//!   and every cleanup time is above the watermark between calls.
+//! - A key is in the map iff it has sessions, and then it has exactly one queue entry, at or
+//!   before its earliest pending `max_timestamp` and its earliest cleanup time.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
+
+use super::TimeWindow;
+use super::operator::{Emitter, WindowFunctionCore};
+
+/// The in-flight sessions of every key.
+pub(super) struct SessionWindows<K, A> {
+    gap_ms: i64,
+    allowed_lateness_ms: i64,
+    keys: FxHashMap<K, KeySessions<A>>,
+    /// `(time, key)`, one per key in `keys`: see the module's invariants.
+    queue: BTreeSet<(i64, K)>,
+    /// The keys a watermark fires, with all their sessions (kept for its capacity).
+    due: Vec<(K, VecDeque<Session<A>>)>,
+    scratch: FiringScratch,
+}
+
+/// The working memory of firing, kept between watermarks so that it is not allocated (and
+/// faulted in) again each time.
+#[derive(Default)]
+struct FiringScratch {
+    /// Per key slot: its next session to fire, and the end of its sessions to fire.
+    cursor: Vec<usize>,
+    end: Vec<usize>,
+    /// The calendar: per millisecond the first slot of its list, and per slot the next one.
+    heads: Vec<u32>,
+    next: Vec<u32>,
+    /// The slots of one millisecond.
+    batch: Vec<u32>,
+}
+
+/// One key's sessions: sorted by start and pairwise non-intersecting, `earlier` then `latest`.
+///
+/// The latest session is kept apart, next to the key in the map, because records in time order
+/// only ever touch it: one cache line per record instead of two.
+struct KeySessions<A> {
+    earlier: VecDeque<Session<A>>,
+    latest: Session<A>,
+    /// The time of the key's queue entry.
+    queued_at: i64,
+}
+
+struct Session<A> {
+    window: TimeWindow,
+    /// `None` only while a function adds to it.
+    contents: Option<A>,
+}
+
+impl<K: Hash + Ord + Clone, A: Clone> SessionWindows<K, A> {
+    /// Sessions with a gap of `gap_ms`.
+    pub(super) fn new(gap_ms: i64, allowed_lateness_ms: i64) -> Self {
+        Self {
+            gap_ms,
+            allowed_lateness_ms,
+            keys: FxHashMap::default(),
+            queue: BTreeSet::new(),
+            due: Vec::new(),
+            scratch: FiringScratch::default(),
+        }
+    }
+
+    /// The window of a record at `time`, `[time, time + gap)`; `None` if it does not fit in
+    /// `i64` (the assigner then reports the error).
+    #[inline]
+    pub(super) fn window_of(&self, time: i64) -> Option<TimeWindow> {
+        Some(TimeWindow::new(time, time.checked_add(self.gap_ms)?))
+    }
+
+    /// Adds a record in `window` for `key`: merges the window into the key's sessions, adds the
+    /// value, and fires the session at once if the watermark already passed its end. Returns the
+    /// value back if the record was not accepted (its window is late).
+    #[inline]
+    pub(super) fn add<T, F>(
+        &mut self,
+        key: K,
+        window: TimeWindow,
+        value: T,
+        timestamp: Option<i64>,
+        function: &mut F,
+        emitter: &mut Emitter<'_, '_, F::Out>,
+    ) -> Option<T>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>,
+    {
+        let watermark = emitter.watermark;
+        let lateness = self.allowed_lateness_ms;
+        let window_late = cleanup_time(&window, lateness) <= watermark;
+        let Some(entry) = self.keys.get_mut(&key) else {
+            // The key's first session.
+            if window_late {
+                return Some(value);
+            }
+            let contents = function.add(None, value, timestamp);
+            let mut latest = Session {
+                window,
+                contents: Some(contents),
+            };
+            if window.max_timestamp() <= watermark
+                && let Some(contents) = latest.contents.as_mut()
+            {
+                emitter.emit(function, &key, window, contents);
+            }
+            let queued_at = due_time(&window, watermark, lateness);
+            self.queue.insert((queued_at, key.clone()));
+            self.keys.insert(
+                key,
+                KeySessions {
+                    earlier: VecDeque::new(),
+                    latest,
+                    queued_at,
+                },
+            );
+            return None;
+        };
+        let session = if entry.latest.window < window {
+            // In time order: the window can only merge with the latest session, which starts
+            // before it (any other session ends before the latest starts).
+            if entry.latest.window.intersects(&window) {
+                entry.latest.window = entry.latest.window.cover(&window);
+            } else {
+                if window_late {
+                    return Some(value);
+                }
+                let new = Session {
+                    window,
+                    contents: None,
+                };
+                let previous = std::mem::replace(&mut entry.latest, new);
+                entry.earlier.push_back(previous);
+            }
+            &mut entry.latest
+        } else {
+            // Out of order: merge over all the key's sessions.
+            let hole = Session {
+                window: TimeWindow::default(),
+                contents: None,
+            };
+            let latest = std::mem::replace(&mut entry.latest, hole);
+            entry.earlier.push_back(latest);
+            let merged = merge_window(&mut entry.earlier, window, window_late, function);
+            // Never empty: it held the latest session, and merging keeps at least one session.
+            if let Some(latest) = entry.earlier.pop_back() {
+                entry.latest = latest;
+            }
+            match merged {
+                None => return Some(value),
+                Some(index) if index == entry.earlier.len() => &mut entry.latest,
+                Some(index) => &mut entry.earlier[index],
+            }
+        };
+        debug_assert!(cleanup_time(&session.window, lateness) > watermark);
+        let contents = function.add(session.contents.take(), value, timestamp);
+        let contents = session.contents.insert(contents);
+        let window = session.window;
+        if window.max_timestamp() <= watermark {
+            emitter.emit(function, &key, window, contents);
+        }
+        let due = due_time(&window, watermark, lateness);
+        if due < entry.queued_at {
+            self.queue.remove(&(entry.queued_at, key.clone()));
+            self.queue.insert((due, key));
+            entry.queued_at = due;
+        }
+        None
+    }
+
+    /// The watermark advanced from `previous` to `emitter.watermark`: fires the sessions whose
+    /// `max_timestamp` lies in between in `(max_timestamp, key)` order, then removes the sessions
+    /// whose cleanup time the watermark reached.
+    pub(super) fn advance<T, F>(
+        &mut self,
+        previous: i64,
+        function: &mut F,
+        emitter: &mut Emitter<'_, '_, F::Out>,
+    ) where
+        F: WindowFunctionCore<K, T, Acc = A>,
+    {
+        let watermark = emitter.watermark;
+        // The keys with something due, out of the map and in key order, so that a key's slot
+        // in `due` orders like the key.
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        while let Some((time, _)) = self.queue.first()
+            && *time <= watermark
+        {
+            let Some((_, key)) = self.queue.pop_first() else {
+                break;
+            };
+            if let Some(entry) = self.keys.remove(&key) {
+                let KeySessions {
+                    mut earlier,
+                    latest,
+                    ..
+                } = entry;
+                earlier.push_back(latest);
+                due.push((key, earlier));
+            }
+        }
+        due.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        fire_in_order(&mut due, previous, function, emitter, &mut self.scratch);
+        let lateness = self.allowed_lateness_ms;
+        for (slot, (key, mut sessions)) in due.drain(..).enumerate() {
+            // Without lateness a session goes when it fires: exactly the sessions that fired.
+            let cleaned = if lateness == 0 {
+                self.scratch.end[slot]
+            } else {
+                sessions.partition_point(|s| cleanup_time(&s.window, lateness) <= watermark)
+            };
+            sessions.drain(..cleaned);
+            // The earliest due time: the first pending firing or the first cleanup.
+            let first_cleanup = sessions.front().map(|s| cleanup_time(&s.window, lateness));
+            let first_pending = sessions
+                .iter()
+                .map(|s| s.window.max_timestamp())
+                .find(|&max_timestamp| max_timestamp > watermark);
+            let queued_at = first_cleanup.into_iter().chain(first_pending).min();
+            if let (Some(queued_at), Some(latest)) = (queued_at, sessions.pop_back()) {
+                self.queue.insert((queued_at, key.clone()));
+                self.keys.insert(
+                    key,
+                    KeySessions {
+                        earlier: sessions,
+                        latest,
+                        queued_at,
+                    },
+                );
+            }
+        }
+        self.due = due;
+    }
+}
+
+/// Merges `window` into a key's sessions (sorted by start, pairwise non-intersecting) as
+/// `MergingWindowSet::add_window` does; returns the index of the session the record goes to, or
+/// `None` if the window merges with nothing and is late (`window_late`).
+fn merge_window<K, A, T, F>(
+    sessions: &mut VecDeque<Session<A>>,
+    window: TimeWindow,
+    window_late: bool,
+    function: &mut F,
+) -> Option<usize>
+where
+    F: WindowFunctionCore<K, T, Acc = A>,
+{
+    // Where the new window goes in (start, end) order.
+    let position = sessions.partition_point(|s| s.window < window);
+    if sessions.get(position).is_some_and(|s| s.window == window) {
+        // Already in flight: nothing merges.
+        return Some(position);
+    }
+    // The session before it joins if they intersect; the ones after it if they start at or
+    // before its end (they cannot join through each other: sessions do not intersect).
+    let first = if position > 0 && sessions[position - 1].window.intersects(&window) {
+        position - 1
+    } else {
+        position
+    };
+    let mut end = position;
+    while sessions
+        .get(end)
+        .is_some_and(|s| s.window.start <= window.end)
+    {
+        end += 1;
+    }
+    if first == end {
+        // Merges with nothing: a new session.
+        if window_late {
+            return None;
+        }
+        sessions.insert(
+            position,
+            Session {
+                window,
+                contents: None,
+            },
+        );
+        return Some(position);
+    }
+    let cover = sessions
+        .range(first..end)
+        .fold(window, |cover, s| cover.cover(&s.window));
+    if end - first > 1 || sessions[first].window != cover {
+        // Merge the group into its earliest session, contents in window order. (A window inside
+        // one session changes nothing.)
+        let mut merged = sessions[first].contents.take();
+        for s in sessions.drain(first + 1..end) {
+            merged = match (merged, s.contents) {
+                (Some(earlier), Some(later)) => Some(function.merge(earlier, later)),
+                (earlier, later) => earlier.or(later),
+            };
+        }
+        sessions[first] = Session {
+            window: cover,
+            contents: merged,
+        };
+    }
+    Some(first)
+}
+
+/// No slot, in the calendar's lists.
+const NIL: u32 = u32::MAX;
+
+/// Fires the sessions of `due` (keys in key order) whose `max_timestamp` lies in
+/// `(previous, watermark]`, in `(max_timestamp, key)` order.
+///
+/// Each key's sessions to fire are consecutive and in time order, so at any moment only a key's
+/// next session competes: a calendar (one list of keys per millisecond) yields them in order at
+/// O(1) each when the due times span a range not much larger than their number, a heap of the
+/// keys' next sessions otherwise. Keys are named by their slot in `due`, which orders as the key.
+fn fire_in_order<K, A, T, F>(
+    due: &mut [(K, VecDeque<Session<A>>)],
+    previous: i64,
+    function: &mut F,
+    emitter: &mut Emitter<'_, '_, F::Out>,
+    scratch: &mut FiringScratch,
+) where
+    F: WindowFunctionCore<K, T, Acc = A>,
+{
+    let watermark = emitter.watermark;
+    let FiringScratch {
+        cursor,
+        end,
+        heads,
+        next,
+        batch,
+    } = scratch;
+    cursor.clear();
+    end.clear();
+    let mut count = 0usize;
+    let (mut earliest, mut latest) = (i64::MAX, i64::MIN);
+    for (_, sessions) in due.iter() {
+        // Sessions that fired before lead only with allowed lateness; the sessions not due yet
+        // are the last few.
+        let first = if sessions
+            .front()
+            .is_none_or(|s| s.window.max_timestamp() > previous)
+        {
+            0
+        } else {
+            sessions.partition_point(|s| s.window.max_timestamp() <= previous)
+        };
+        let mut last = sessions.len();
+        let mut steps = 0;
+        while last > first && sessions[last - 1].window.max_timestamp() > watermark {
+            last -= 1;
+            steps += 1;
+            if steps == 8 {
+                last = sessions
+                    .partition_point(|s| s.window.max_timestamp() <= watermark)
+                    .max(first);
+                break;
+            }
+        }
+        if first < last {
+            count += last - first;
+            earliest = earliest.min(sessions[first].window.max_timestamp());
+            latest = latest.max(sessions[last - 1].window.max_timestamp());
+        }
+        cursor.push(first);
+        end.push(last);
+    }
+    if count == 0 {
+        return;
+    }
+    let max_timestamp = |due: &[(K, VecDeque<Session<A>>)], slot: usize, index: usize| {
+        due[slot].1[index].window.max_timestamp()
+    };
+    let mut fire = |due: &mut [(K, VecDeque<Session<A>>)], slot: usize, index: usize| {
+        let (key, sessions) = &mut due[slot];
+        let session = &mut sessions[index];
+        if let Some(contents) = session.contents.as_mut() {
+            emitter.emit(function, key, session.window, contents);
+        }
+    };
+    // Slots fit in u32 with room for `NIL` (checked): there are at most as many as keys with
+    // sessions. The calendar is only used when its span is bounded by the number of sessions.
+    let span = u64::try_from(i128::from(latest) - i128::from(earliest) + 1).unwrap_or(u64::MAX);
+    let calendar_max = u64::try_from(count)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(4)
+        .saturating_add(4096);
+    if span <= calendar_max && due.len() < NIL as usize {
+        let offset = |time: i64| usize::try_from(time - earliest).unwrap_or(usize::MAX);
+        heads.clear();
+        heads.resize(usize::try_from(span).unwrap_or(0), NIL);
+        next.clear();
+        next.resize(due.len(), NIL);
+        for slot in 0..due.len() {
+            if cursor[slot] < end[slot] {
+                let at = offset(max_timestamp(due, slot, cursor[slot]));
+                next[slot] = heads[at];
+                heads[at] = slot as u32;
+            }
+        }
+        for at in 0..heads.len() {
+            let mut slot = heads[at];
+            if slot == NIL {
+                continue;
+            }
+            batch.clear();
+            while slot != NIL {
+                batch.push(slot);
+                slot = next[slot as usize];
+            }
+            batch.sort_unstable();
+            for &slot in batch.iter() {
+                let slot_index = slot as usize;
+                fire(due, slot_index, cursor[slot_index]);
+                cursor[slot_index] += 1;
+                if cursor[slot_index] < end[slot_index] {
+                    // Later than `at`: a key's sessions are disjoint.
+                    let later = offset(max_timestamp(due, slot_index, cursor[slot_index]));
+                    next[slot_index] = heads[later];
+                    heads[later] = slot;
+                }
+            }
+        }
+    } else {
+        let mut heap: BinaryHeap<Reverse<(i64, usize)>> = (0..due.len())
+            .filter(|&slot| cursor[slot] < end[slot])
+            .map(|slot| Reverse((max_timestamp(due, slot, cursor[slot]), slot)))
+            .collect();
+        while let Some(Reverse((_, slot))) = heap.pop() {
+            fire(due, slot, cursor[slot]);
+            cursor[slot] += 1;
+            if cursor[slot] < end[slot] {
+                heap.push(Reverse((max_timestamp(due, slot, cursor[slot]), slot)));
+            }
+        }
+    }
+}
+
+/// When a session's state goes: `max_timestamp + allowed_lateness`.
+fn cleanup_time(window: &TimeWindow, allowed_lateness_ms: i64) -> i64 {
+    window.max_timestamp().saturating_add(allowed_lateness_ms)
+}
+
+/// The first time something is due for a session: its firing, or its cleanup once it fired.
+fn due_time(window: &TimeWindow, watermark: i64, allowed_lateness_ms: i64) -> i64 {
+    if window.max_timestamp() > watermark {
+        window.max_timestamp()
+    } else {
+        cleanup_time(window, allowed_lateness_ms)
+    }
+}
