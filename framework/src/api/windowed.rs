@@ -189,7 +189,10 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         P: ProcessWindowFunction<K, T>,
         P::Out: Data,
     {
-        self.build("Reduce, Process", ReduceProcessWindow(reduce, process))
+        self.build(
+            "Reduce, Process",
+            ReduceProcessWindow(ReduceWindow(reduce), process),
+        )
     }
 
     /// Aggregates incrementally, then hands the result and the window's metadata to a
@@ -202,7 +205,7 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
     {
         self.build(
             "Aggregate, Process",
-            AggregateProcessWindow(aggregate, process),
+            AggregateProcessWindow(AggregateWindow(aggregate), process),
         )
     }
 }

@@ -1,12 +1,16 @@
 //! The ways a window turns its contents into results: `reduce`, `aggregate`, `process`, and
 //! reduce or aggregate followed by a process function (incremental state, window metadata).
 //!
-//! Reduce and aggregate (with or without a process function after them) combine panes
+//! Aggregate functions (with or without a process function after them) combine panes
 //! ([`WindowFunctionCore::combines_panes`]): a sliding window's contents may be merged from the
-//! contents of its slide-sized panes, since merging what two sets of elements accumulated gives
-//! what accumulating them all gives (Flink's contract for combinable reduce functions, and what
-//! session windows already assume of `merge`). Functions that keep all elements do not: their
-//! merge concatenates, and the elements' order would follow the panes instead of their arrival.
+//! contents of its slide-sized panes, since `AggregateFunction::merge` promises that merging what
+//! two sets of elements accumulated gives what accumulating them all gives (session windows rely
+//! on it too). Reduce closures do not: they may depend on arrival order, and Flink folds each
+//! sliding window's elements in arrival order. Functions that keep all elements do not either:
+//! their merge concatenates, and the elements' order would follow the panes.
+//!
+//! The "then process" variants wrap the plain reduce and aggregate cores for their incremental
+//! half and only differ in what they emit.
 
 use super::operator::{WindowContext, WindowFunctionCore};
 use crate::api::functions::{AggregateFunction, ProcessWindowFunction};
@@ -52,6 +56,17 @@ where
 #[derive(Debug, Clone)]
 pub(crate) struct AggregateWindow<A>(pub(crate) A);
 
+impl<A> AggregateWindow<A> {
+    /// Adds `value` to the accumulator (a new one for a new window).
+    fn accumulate<T>(&mut self, contents: Option<A::Acc>, value: T) -> A::Acc
+    where
+        A: AggregateFunction<T>,
+    {
+        let acc = contents.unwrap_or_else(|| self.0.create_accumulator());
+        self.0.add(value, acc)
+    }
+}
+
 impl<K, T, A> WindowFunctionCore<K, T> for AggregateWindow<A>
 where
     A: AggregateFunction<T>,
@@ -60,8 +75,7 @@ where
     type Acc = A::Acc;
     type Out = A::Out;
     fn add(&mut self, contents: Option<A::Acc>, value: T, _timestamp: Option<i64>) -> A::Acc {
-        let acc = contents.unwrap_or_else(|| self.0.create_accumulator());
-        self.0.add(value, acc)
+        self.accumulate(contents, value)
     }
     fn merge(&mut self, a: A::Acc, b: A::Acc) -> A::Acc {
         self.0.merge(a, b)
@@ -121,7 +135,7 @@ where
 /// `reduce` then `process`: incremental reduce, and the process function gets the one reduced
 /// value with the window's metadata.
 #[derive(Debug, Clone)]
-pub(crate) struct ReduceProcessWindow<F, P>(pub(crate) F, pub(crate) P);
+pub(crate) struct ReduceProcessWindow<F, P>(pub(crate) ReduceWindow<F>, pub(crate) P);
 
 impl<K, T, F, P> WindowFunctionCore<K, T> for ReduceProcessWindow<F, P>
 where
@@ -135,19 +149,14 @@ where
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.1.open(ctx)
     }
-    fn add(&mut self, contents: Option<T>, value: T, _timestamp: Option<i64>) -> T {
-        match contents {
-            Some(acc) => (self.0)(acc, value),
-            None => value,
-        }
+    fn add(&mut self, contents: Option<T>, value: T, timestamp: Option<i64>) -> T {
+        WindowFunctionCore::<K, T>::add(&mut self.0, contents, value, timestamp)
     }
     fn merge(&mut self, a: T, b: T) -> T {
-        (self.0)(a, b)
+        WindowFunctionCore::<K, T>::merge(&mut self.0, a, b)
     }
     fn combines_panes(&self) -> bool {
-        // A reduce closure may depend on arrival order ("keep the first"): Flink folds each
-        // sliding window's elements in arrival order, and so must we to give the same results.
-        false
+        WindowFunctionCore::<K, T>::combines_panes(&self.0)
     }
     fn emit(
         &mut self,
@@ -166,7 +175,7 @@ where
 /// `aggregate` then `process`: incremental aggregation, and the process function gets the one
 /// result with the window's metadata.
 #[derive(Debug, Clone)]
-pub(crate) struct AggregateProcessWindow<A, P>(pub(crate) A, pub(crate) P);
+pub(crate) struct AggregateProcessWindow<A, P>(pub(crate) AggregateWindow<A>, pub(crate) P);
 
 impl<K, T, A, P> WindowFunctionCore<K, T> for AggregateProcessWindow<A, P>
 where
@@ -180,13 +189,13 @@ where
         self.1.open(ctx)
     }
     fn add(&mut self, contents: Option<A::Acc>, value: T, _timestamp: Option<i64>) -> A::Acc {
-        let acc = contents.unwrap_or_else(|| self.0.create_accumulator());
-        self.0.add(value, acc)
+        self.0.accumulate(contents, value)
     }
     fn merge(&mut self, a: A::Acc, b: A::Acc) -> A::Acc {
-        self.0.merge(a, b)
+        self.0.0.merge(a, b)
     }
     fn combines_panes(&self) -> bool {
+        // `AggregateFunction::merge` is the user's promise that accumulators combine.
         true
     }
     fn emit(
@@ -196,7 +205,7 @@ where
         contents: &mut A::Acc,
         out: &mut Collector<'_, P::Out>,
     ) {
-        let result = self.0.get_result(contents);
+        let result = self.0.0.get_result(contents);
         self.1.process(key, ctx, vec![result], out);
     }
     fn close(&mut self) -> Result<(), FunctionError> {

@@ -613,18 +613,11 @@ where
             self.reject(record.value, time, ctx);
             return;
         };
-        if !panes.pane(index).has_fired(self.watermark) {
-            panes.add(
-                index,
-                &mut self.function,
-                key,
-                record.value,
-                record.timestamp,
-            );
-            return;
-        }
-        // Some windows of the pane fired already: the record fires those still kept again.
-        let fired_key = key.clone();
+        // If some windows of the pane fired already, the record fires those still kept again.
+        let refire_key = panes
+            .pane(index)
+            .has_fired(self.watermark)
+            .then(|| key.clone());
         panes.add(
             index,
             &mut self.function,
@@ -632,6 +625,9 @@ where
             record.value,
             record.timestamp,
         );
+        let Some(fired_key) = refire_key else {
+            return;
+        };
         let mut emitter = Emitter {
             out,
             watermark: self.watermark,
@@ -1072,7 +1068,7 @@ mod tests {
             let (fast, generic, _) = both(assigner, lateness, reduce, &steps);
             prop_assert_eq!(fast, generic, "reduce");
 
-            let described = AggregateProcessWindow(SumCount, Described);
+            let described = AggregateProcessWindow(AggregateWindow(SumCount), Described);
             let (fast, generic, _) = both(assigner, lateness, described, &steps);
             prop_assert_eq!(fast, generic, "aggregate with process");
 
