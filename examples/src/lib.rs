@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use eichhorn::DataStream;
 
+pub mod counting;
 pub mod sensors;
 
 /// The built-in input of `wordcount` when no `--input` is given: the opening of Hamlet's
@@ -135,6 +136,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .try_init();
 }
 

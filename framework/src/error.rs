@@ -88,6 +88,12 @@ pub enum JobError {
     /// A runtime bug.
     #[error("internal runtime error: {0}")]
     Internal(String),
+    /// A checkpoint or savepoint failed, or failed checkpoints exceeded the tolerated number.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// The job cannot start from the given savepoint or checkpoint.
+    #[error("cannot restore: {0}")]
+    Restore(String),
 }
 
 /// The crate's error: any error of a layer.

@@ -19,6 +19,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use eichhorn::prelude::*;
+use eichhorn::state::StateBackendKind;
 use eichhorn_benches::{
     CountSumSink, DISCARD_SINK_NAME, DiscardSink, Job, rolling, stateless, windowed,
 };
@@ -45,6 +46,12 @@ struct Args {
     /// Override the credits (batches) each input channel grants (experiments only).
     #[arg(long)]
     credits: Option<u32>,
+    /// Where keyed state lives: `memory` or `lmdb`.
+    #[arg(long, default_value = "memory")]
+    state_backend: StateBackendKind,
+    /// Take a checkpoint every this many milliseconds (written to a temporary directory).
+    #[arg(long)]
+    checkpoint_interval_ms: Option<u64>,
 }
 
 /// Parses a count that must be at least 1.
@@ -92,6 +99,14 @@ fn run() -> anyhow::Result<()> {
     }
     if let Some(batch_records) = args.batch_records {
         env.configure(|config| config.batch_records_max = batch_records);
+    }
+    env.set_state_backend(args.state_backend);
+    // Checkpoints and LMDB's working files go to a temporary directory removed at the end.
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    env.configure(|config| config.local_state_dir = Some(scratch.path().join("local")));
+    if let Some(interval) = args.checkpoint_interval_ms {
+        env.enable_checkpointing(interval);
+        env.set_checkpoint_storage(scratch.path().join("checkpoints"));
     }
     let count_sum = CountSumSink::new();
     match args.job {
@@ -148,10 +163,18 @@ fn run() -> anyhow::Result<()> {
 
     let wall_s = wall.as_secs_f64();
     let events_per_s = events as f64 / wall_s;
+    let backend = match args.state_backend {
+        StateBackendKind::Memory => "memory",
+        StateBackendKind::Lmdb => "lmdb",
+    };
+    let checkpoints = args
+        .checkpoint_interval_ms
+        .map_or_else(|| "off".to_string(), |ms| format!("{ms}ms"));
     println!(
         "RESULT engine=eichhorn job={} events={events} keys={keys} parallelism={parallelism} \
+         state_backend={backend} checkpoint_interval={checkpoints} completed_checkpoints={} \
          wall_s={wall_s:.6} events_per_s={events_per_s:.0}",
-        args.job
+        args.job, result.completed_checkpoints
     );
     Ok(())
 }

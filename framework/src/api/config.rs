@@ -1,7 +1,10 @@
 //! Job-wide execution settings.
 
+use std::path::PathBuf;
+
+use crate::checkpoint::RestartStrategy;
 use crate::error::GraphError;
-use crate::state::{DEFAULT_MAX_PARALLELISM, MAX_PARALLELISM_LIMIT};
+use crate::state::{DEFAULT_MAX_PARALLELISM, MAX_PARALLELISM_LIMIT, StateBackendKind};
 
 /// The largest batch a record writer may build (records and control elements).
 pub const BATCH_RECORDS_LIMIT: usize = 1 << 16;
@@ -28,7 +31,7 @@ pub enum TaskExecutor {
 ///
 /// The bound on memory between two subtasks is
 /// `credits_per_channel * batch_records_max` records per channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionConfig {
     /// Parallelism of operators that do not set their own (default 1).
     pub parallelism: u32,
@@ -59,6 +62,77 @@ pub struct ExecutionConfig {
     /// How often periodic watermark generators emit, in milliseconds of processing time
     /// (Flink's `autoWatermarkInterval`; default 200; 0 turns periodic emission off).
     pub auto_watermark_interval_ms: u64,
+    /// Checkpoint settings (periodic checkpoints are off by default; the final checkpoint of
+    /// a bounded job always runs).
+    pub checkpointing: CheckpointConfig,
+    /// Where keyed state lives (default memory).
+    pub state_backend: StateBackendKind,
+    /// Where backends keep local working files (LMDB); default: the system's temporary
+    /// directory.
+    pub local_state_dir: Option<PathBuf>,
+    /// LMDB: entries the write-back cache of one operator instance holds (default 65,536).
+    pub state_cache_entries: usize,
+    /// LMDB: map size of one operator instance, in bytes (default 4 GiB; address space only).
+    pub lmdb_map_size: usize,
+    /// What happens when a subtask fails; `None` picks Flink's default: no restart without
+    /// periodic checkpoints, fixed delay (unlimited attempts, 1 s) with them.
+    pub restart_strategy: Option<RestartStrategy>,
+    /// Start the job from this savepoint or retained checkpoint.
+    pub restore: Option<RestoreSettings>,
+}
+
+/// Exactly-once (aligned barriers) or at-least-once (no alignment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckpointingMode {
+    /// Multi-input subtasks align barriers: state reflects exactly the records before them.
+    #[default]
+    ExactlyOnce,
+    /// Barriers are counted, not aligned: faster, but after recovery some records may be
+    /// applied twice.
+    AtLeastOnce,
+}
+
+/// Checkpoint settings (Flink's `CheckpointConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Periodic checkpoint interval in milliseconds of processing time; `None` (the default)
+    /// takes no periodic checkpoints.
+    pub interval_ms: Option<u64>,
+    /// Exactly-once or at-least-once.
+    pub mode: CheckpointingMode,
+    /// A checkpoint not complete after this long fails (default 10 minutes).
+    pub timeout_ms: u64,
+    /// The least pause between the end of one checkpoint and the start of the next (default 0).
+    pub min_pause_ms: u64,
+    /// Consecutive failed checkpoints tolerated before the job fails over (default 0).
+    pub tolerable_failures: u32,
+    /// Completed checkpoints kept (default 2, so a damaged newest one has a fallback).
+    pub retained: usize,
+    /// Where checkpoints are written; `None` keeps them in the JobManager's memory.
+    pub directory: Option<PathBuf>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: None,
+            mode: CheckpointingMode::ExactlyOnce,
+            timeout_ms: 600_000,
+            min_pause_ms: 0,
+            tolerable_failures: 0,
+            retained: 2,
+            directory: None,
+        }
+    }
+}
+
+/// Where a job restores its state from at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreSettings {
+    /// A savepoint folder (`savepoint-<id>`) or a retained checkpoint folder (`chk-<id>`).
+    pub path: PathBuf,
+    /// Whether state of operators that no longer exist may be skipped (otherwise an error).
+    pub allow_non_restored_state: bool,
 }
 
 impl Default for ExecutionConfig {
@@ -75,6 +149,13 @@ impl Default for ExecutionConfig {
             seed: 0,
             executor: TaskExecutor::Auto,
             auto_watermark_interval_ms: 200,
+            checkpointing: CheckpointConfig::default(),
+            state_backend: StateBackendKind::Memory,
+            local_state_dir: None,
+            state_cache_entries: 1 << 16,
+            lmdb_map_size: 4 << 30,
+            restart_strategy: None,
+            restore: None,
         }
     }
 }
@@ -117,6 +198,32 @@ impl ExecutionConfig {
         if self.source_idle_poll_ms == 0 {
             return bad("source_idle_poll_ms must be at least 1".to_string());
         }
+        if self.checkpointing.interval_ms == Some(0) {
+            return bad("checkpoint interval must be at least 1 ms".to_string());
+        }
+        if self.checkpointing.timeout_ms == 0 {
+            return bad("checkpoint timeout must be at least 1 ms".to_string());
+        }
+        if self.checkpointing.retained == 0 {
+            return bad("retained checkpoints must be at least 1".to_string());
+        }
+        if self.state_cache_entries == 0 {
+            return bad("state_cache_entries must be at least 1".to_string());
+        }
+        if let Some(strategy) = &self.restart_strategy {
+            strategy.validate().map_err(GraphError::InvalidConfig)?;
+        }
         Ok(())
+    }
+}
+
+impl ExecutionConfig {
+    /// The restart strategy in force: the configured one, or Flink's default.
+    pub fn effective_restart_strategy(&self) -> RestartStrategy {
+        match (&self.restart_strategy, self.checkpointing.interval_ms) {
+            (Some(strategy), _) => strategy.clone(),
+            (None, Some(_)) => RestartStrategy::default_with_checkpointing(),
+            (None, None) => RestartStrategy::None,
+        }
     }
 }

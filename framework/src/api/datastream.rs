@@ -484,4 +484,86 @@ impl<T: Data> DataStream<T> {
     {
         self.add_sink_named(TextFileSink::new(path.into()), "Sink: Text File")
     }
+
+    /// Adds an exactly-once sink driven by the two-phase-commit protocol (Flink's
+    /// `TwoPhaseCommitSinkFunction`): records go into a transaction that is pre-committed when
+    /// a checkpoint barrier reaches the sink and committed when that checkpoint completed (for
+    /// a bounded job, at the latest by its final checkpoint). After a failure the restored
+    /// checkpoint's pre-committed transactions are committed and the open one is aborted. See
+    /// [`super::TwoPhaseCommitSink`] for the protocol and an example.
+    pub fn add_two_phase_sink<S: super::TwoPhaseCommitSink<T>>(self, sink: S) -> DataStreamSink {
+        self.add_two_phase_sink_named(sink, "Sink: Two-Phase Commit")
+    }
+
+    pub(crate) fn add_two_phase_sink_named<S: super::TwoPhaseCommitSink<T>>(
+        self,
+        sink: S,
+        name: &str,
+    ) -> DataStreamSink {
+        let template = Template::new(sink);
+        let factory = OperatorFactory::Sink(Arc::new(move |info| {
+            erase_chain::<T>(Box::new(crate::operator::TwoPhaseCommitSinkNode::new(
+                info,
+                template.instance(),
+            )))
+        }));
+        let id = self.env.add_node(StreamNode {
+            id: NodeId(0),
+            name: name.to_string(),
+            uid: None,
+            parallelism: None,
+            non_parallel: false,
+            chaining: ChainingStrategy::Always,
+            factory,
+            input_port: Some(TypedPort::<T>::arc()),
+            output_port: None,
+            side_ports: Default::default(),
+        });
+        self.connect_to(id, InputSide::First);
+        DataStreamSink::new(self.env.clone(), id)
+    }
+
+    /// Writes every element as a line, `formatter(&element)`, into part files in the directory
+    /// `dir`, exactly once (an [`crate::connectors::ExactlyOnceFileSink`]): a file becomes
+    /// visible only when the checkpoint covering its records completed, so after failures and
+    /// restarts the visible files hold every element exactly once. Hidden files (names starting
+    /// with `.`) are transactions not yet committed; readers skip them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let env = StreamEnv::new();
+    /// env.from_collection(vec![("a".to_string(), 1u32), ("b".to_string(), 2)])
+    ///     .write_exactly_once(dir.path(), |(word, n): &(String, u32)| format!("{word},{n}"));
+    /// env.execute("csv").await.unwrap();
+    /// let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    /// assert_eq!(files.len(), 1, "one committed part file");
+    /// assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), "a,1\nb,2\n");
+    /// # }
+    /// ```
+    pub fn write_exactly_once(
+        self,
+        dir: impl Into<std::path::PathBuf>,
+        formatter: impl Fn(&T) -> String + Send + Sync + 'static,
+    ) -> DataStreamSink {
+        self.add_two_phase_sink_named(
+            crate::connectors::ExactlyOnceFileSink::new(dir, formatter),
+            "Sink: Exactly-Once File",
+        )
+    }
+
+    /// Like [`DataStream::write_exactly_once`], writing each element's `Display`.
+    pub fn write_as_text_exactly_once(self, dir: impl Into<std::path::PathBuf>) -> DataStreamSink
+    where
+        T: std::fmt::Display,
+    {
+        self.add_two_phase_sink_named(
+            crate::connectors::ExactlyOnceFileSink::display(dir),
+            "Sink: Exactly-Once File",
+        )
+    }
 }

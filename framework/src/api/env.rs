@@ -110,6 +110,47 @@ impl StreamEnv {
         self
     }
 
+    /// Takes a checkpoint every `interval_ms` milliseconds (exactly-once by default), as
+    /// Flink's `enableCheckpointing`. Failed subtasks then restart from the latest one.
+    pub fn enable_checkpointing(&self, interval_ms: u64) -> &Self {
+        self.lock().config.checkpointing.interval_ms = Some(interval_ms);
+        self
+    }
+
+    /// Writes checkpoints below `directory` (layout in [`crate::checkpoint::storage`]) instead
+    /// of keeping them in memory.
+    pub fn set_checkpoint_storage(&self, directory: impl Into<std::path::PathBuf>) -> &Self {
+        self.lock().config.checkpointing.directory = Some(directory.into());
+        self
+    }
+
+    /// Chooses where keyed state lives.
+    pub fn set_state_backend(&self, backend: crate::state::StateBackendKind) -> &Self {
+        self.lock().config.state_backend = backend;
+        self
+    }
+
+    /// Sets the restart strategy.
+    pub fn set_restart_strategy(&self, strategy: crate::checkpoint::RestartStrategy) -> &Self {
+        self.lock().config.restart_strategy = Some(strategy);
+        self
+    }
+
+    /// Starts the job from a savepoint (or retained checkpoint) folder. Operators find their
+    /// state by uid; state of an operator that no longer exists is an error unless
+    /// `allow_non_restored_state`.
+    pub fn restore_from(
+        &self,
+        path: impl Into<std::path::PathBuf>,
+        allow_non_restored_state: bool,
+    ) -> &Self {
+        self.lock().config.restore = Some(super::RestoreSettings {
+            path: path.into(),
+            allow_non_restored_state,
+        });
+        self
+    }
+
     /// Changes any setting.
     pub fn configure(&self, f: impl FnOnce(&mut ExecutionConfig)) -> &Self {
         f(&mut self.lock().config);

@@ -378,6 +378,16 @@ impl<'a, T> SourceContext<'a, T> {
         self.remaining
     }
 
+    /// Lowers this poll's budget to at most `max` more elements (rate limiting).
+    pub fn limit_budget(&mut self, max: usize) {
+        self.remaining = self.remaining.min(max);
+    }
+
+    /// The current processing time in milliseconds (the runtime's clock at this poll).
+    pub fn current_processing_time(&self) -> i64 {
+        self.cx.now_ms
+    }
+
     /// This source instance's index.
     pub fn subtask_index(&self) -> u32 {
         self.subtask_index

@@ -15,9 +15,13 @@ mod key;
 mod keyed;
 mod output_tag;
 mod sinks;
+mod two_phase;
 mod windowed;
 
-pub use config::{BATCH_RECORDS_LIMIT, CREDITS_PER_CHANNEL_LIMIT, ExecutionConfig, TaskExecutor};
+pub use config::{
+    BATCH_RECORDS_LIMIT, CREDITS_PER_CHANNEL_LIMIT, CheckpointConfig, CheckpointingMode,
+    ExecutionConfig, RestoreSettings, TaskExecutor,
+};
 pub use connected::{ConnectedStreams, KeyedConnectedStreams};
 pub use datastream::DataStream;
 pub use env::StreamEnv;
@@ -32,4 +36,5 @@ pub use key::{Data, Key};
 pub use keyed::KeyedStream;
 pub use output_tag::OutputTag;
 pub use sinks::{CollectSink, DataStreamSink};
+pub use two_phase::TwoPhaseCommitSink;
 pub use windowed::{AllWindowedStream, WindowedStream};

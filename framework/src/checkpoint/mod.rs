@@ -1,12 +1,21 @@
-//! Checkpoint barriers.
+//! Checkpoints: barriers, their alignment, the coordinator, storage and restart strategies.
 //!
 //! A [`CheckpointBarrier`] travels in-band with the records; every element before it belongs to
 //! checkpoint `id`, every element after it to the next. Subtasks forward barriers downstream in
 //! order; with several inputs, the barrier aligner (exactly-once) or the barrier tracker
 //! (at-least-once) decides when all inputs have delivered it.
 
+mod aligner;
+mod coordinator;
+mod restart;
+pub mod storage;
 mod tracker;
 
+pub use aligner::BarrierAligner;
+pub use coordinator::{
+    CheckpointCoordinator, CoordinatorConfig, CoordinatorEvent, PendingCheckpoint,
+};
+pub use restart::{RestartDecision, RestartStrategy, RestartTracker};
 pub use tracker::BarrierTracker;
 
 use serde::{Deserialize, Serialize};

@@ -40,43 +40,58 @@ impl FileSource {
     }
 }
 
-impl SourceFunction<String> for FileSource {
-    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+impl FileSource {
+    /// Reads the next line: `(line number counting from 1, text)`, or `None` at the end.
+    fn next_line(&mut self) -> Result<Option<(u64, String)>, FunctionError> {
+        let Some(reader) = self.reader.as_mut() else {
+            return Err("file source polled before open".into());
+        };
+        self.buffer.clear();
+        let read = reader
+            .read_until(b'\n', &mut self.buffer)
+            .map_err(|e| format!("cannot read '{}': {e}", self.path.display()))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.line_number += 1;
+        let mut line = &self.buffer[..];
+        if let Some(rest) = line.strip_suffix(b"\n") {
+            line = rest.strip_suffix(b"\r").unwrap_or(rest);
+        }
+        let text = std::str::from_utf8(line).map_err(|e| {
+            format!(
+                "'{}' line {}: not valid UTF-8 ({e})",
+                self.path.display(),
+                self.line_number
+            )
+        })?;
+        let text = text.to_string();
+        self.offset += read as u64;
+        Ok(Some((self.line_number, text)))
+    }
+
+    fn open_file(&mut self) -> Result<(), FunctionError> {
         let file = File::open(&self.path)
             .map_err(|e| format!("cannot open input file '{}': {e}", self.path.display()))?;
         self.reader = Some(BufReader::new(file));
         Ok(())
+    }
+}
+
+impl SourceFunction<String> for FileSource {
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.open_file()
     }
 
     fn poll_next(
         &mut self,
         ctx: &mut SourceContext<'_, String>,
     ) -> Result<SourcePoll, FunctionError> {
-        let Some(reader) = self.reader.as_mut() else {
-            return Err("file source polled before open".into());
-        };
         while ctx.remaining() > 0 {
-            self.buffer.clear();
-            let read = reader
-                .read_until(b'\n', &mut self.buffer)
-                .map_err(|e| format!("cannot read '{}': {e}", self.path.display()))?;
-            if read == 0 {
-                return Ok(SourcePoll::Finished);
+            match self.next_line()? {
+                Some((_, text)) => ctx.collect(text),
+                None => return Ok(SourcePoll::Finished),
             }
-            self.line_number += 1;
-            let mut line = &self.buffer[..];
-            if let Some(rest) = line.strip_suffix(b"\n") {
-                line = rest.strip_suffix(b"\r").unwrap_or(rest);
-            }
-            let text = std::str::from_utf8(line).map_err(|e| {
-                format!(
-                    "'{}' line {}: not valid UTF-8 ({e})",
-                    self.path.display(),
-                    self.line_number
-                )
-            })?;
-            ctx.collect(text.to_string());
-            self.offset += read as u64;
         }
         Ok(SourcePoll::MoreAvailable)
     }
@@ -114,6 +129,46 @@ impl SourceFunction<String> for FileSource {
         self.offset = offset;
         self.line_number = line_number;
         Ok(())
+    }
+}
+
+/// Reads a text file as `(line number, line)` pairs, line numbers counting from 1 (for
+/// reporting bad input by line). Position and errors as [`FileSource`]; a restored source goes
+/// on with the right line numbers.
+#[derive(Debug, Clone)]
+pub struct NumberedFileSource(FileSource);
+
+impl NumberedFileSource {
+    /// A source reading `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Self(FileSource::new(path))
+    }
+}
+
+impl SourceFunction<(u64, String)> for NumberedFileSource {
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.0.open_file()
+    }
+
+    fn poll_next(
+        &mut self,
+        ctx: &mut SourceContext<'_, (u64, String)>,
+    ) -> Result<SourcePoll, FunctionError> {
+        while ctx.remaining() > 0 {
+            match self.0.next_line()? {
+                Some(line) => ctx.collect(line),
+                None => return Ok(SourcePoll::Finished),
+            }
+        }
+        Ok(SourcePoll::MoreAvailable)
+    }
+
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, FunctionError> {
+        <FileSource as SourceFunction<String>>::snapshot_position(&mut self.0)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), FunctionError> {
+        <FileSource as SourceFunction<String>>::restore_position(&mut self.0, position)
     }
 }
 

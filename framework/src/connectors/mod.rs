@@ -5,11 +5,15 @@
 //! [`CollectSinkFunction`], [`TextFileSink`].
 
 mod collection;
+mod exactly_once_file;
 mod file;
 mod print;
+mod rate_limit;
 mod socket;
 
 pub use collection::{CollectionSource, GeneratorSource};
-pub use file::{FileSource, TextFileSink};
+pub use exactly_once_file::{ExactlyOnceFileSink, PartFile};
+pub use file::{FileSource, NumberedFileSource, TextFileSink};
 pub use print::{CollectSinkFunction, PrintSink};
+pub use rate_limit::RateLimitedSource;
 pub use socket::SocketSource;

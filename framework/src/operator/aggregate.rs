@@ -7,14 +7,16 @@
 //! - `min_by`, `max_by` keep the whole element with the smallest (largest) field, the earlier one
 //!   on ties.
 //!
-//! The per-key aggregate lives in a subtask-local map keyed by the key; the map never iterates in
-//! a way that reaches the output, so a fixed-seed hash map is safe here (determinism contract).
-
-use rustc_hash::FxHashMap;
+//! The per-key aggregate lives in the keyed state backend (memory: a fixed-seed hash map that
+//! never iterates where order could reach the output; LMDB: a write-back cache over LMDB), and is
+//! checkpointed with it.
 
 use super::chain::{Collector, OneInputOperator, OperatorContext};
+use super::checkpointing::{StateInitContext, StateSnapshotContext};
+use super::context::FunctionError;
 use super::element::Record;
-use crate::api::Key;
+use crate::api::{Data, Key};
+use crate::state::KeyedStateStore;
 
 /// A reduce step: combines the aggregate so far with a new element.
 pub(crate) trait Reducer<T>: Clone + Send + 'static {
@@ -98,12 +100,22 @@ where
     }
 }
 
-/// The rolling keyed reduce operator.
-#[derive(Debug, Clone)]
+/// The name of the keyed state holding a rolling aggregate.
+const AGGREGATE_STATE: &str = "rolling-aggregate";
+
+/// The rolling keyed reduce operator. The aggregate per key lives in the job's keyed state
+/// backend (memory or LMDB), so it is checkpointed and moves with its key group.
 pub(crate) struct RollingReduce<K, T, KS, R> {
     key_selector: KS,
     reducer: R,
-    aggregates: FxHashMap<K, T>,
+    store: Option<KeyedStateStore<K>>,
+    _values: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<K, T, KS: Clone, R: Clone> Clone for RollingReduce<K, T, KS, R> {
+    fn clone(&self) -> Self {
+        Self::new(self.key_selector.clone(), self.reducer.clone())
+    }
 }
 
 impl<K, T, KS, R> RollingReduce<K, T, KS, R> {
@@ -111,7 +123,8 @@ impl<K, T, KS, R> RollingReduce<K, T, KS, R> {
         Self {
             key_selector,
             reducer,
-            aggregates: FxHashMap::default(),
+            store: None,
+            _values: std::marker::PhantomData,
         }
     }
 }
@@ -119,31 +132,49 @@ impl<K, T, KS, R> RollingReduce<K, T, KS, R> {
 impl<K, T, KS, R> OneInputOperator<T> for RollingReduce<K, T, KS, R>
 where
     K: Key,
-    T: Clone + Send + 'static,
+    T: Data,
     KS: Fn(&T) -> K + Clone + Send + 'static,
     R: Reducer<T>,
 {
     type Out = T;
 
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        self.store = Some(ctx.keyed_store()?);
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        if let Some(store) = self.store.as_mut() {
+            ctx.snapshot_keyed_store(store)?;
+        }
+        Ok(())
+    }
+
     #[inline]
     fn process(
         &mut self,
         record: Record<T>,
-        _ctx: &mut OperatorContext<'_>,
+        ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, T>,
     ) {
         let key = (self.key_selector)(&record.value);
-        let updated = match self.aggregates.get_mut(&key) {
-            Some(aggregate) => {
+        let store = self.store.get_or_insert_with(KeyedStateStore::default);
+        let mut table = match store.value_table::<T>(AGGREGATE_STATE) {
+            Ok(table) => table,
+            Err(error) => return ctx.fail(error.to_string()),
+        };
+        let updated = match table.get_mut(&key) {
+            Ok(Some(aggregate)) => {
                 let previous = aggregate.clone();
                 let updated = self.reducer.reduce(previous, record.value);
                 aggregate.clone_from(&updated);
                 updated
             }
-            None => {
-                self.aggregates.insert(key, record.value.clone());
-                record.value
-            }
+            Ok(None) => match table.insert(key, record.value.clone()) {
+                Ok(()) => record.value,
+                Err(error) => return ctx.fail(error.to_string()),
+            },
+            Err(error) => return ctx.fail(error.to_string()),
         };
         out.collect(updated);
     }

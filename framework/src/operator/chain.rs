@@ -15,9 +15,10 @@
 
 use std::any::Any;
 
+use super::checkpointing::{SharedTaskStateInit, StateInitContext, StateSnapshotContext};
 use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx};
 use super::element::{ChannelBatch, Control, Record, Segment};
-use crate::checkpoint::CheckpointBarrier;
+use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 use crate::time::{Watermark, WatermarkStatus};
 
 /// Records in and out of one operator instance.
@@ -51,8 +52,14 @@ pub trait Chained<T>: Send {
     /// Processing time reached `now_ms`: operators whose requested time has come are called
     /// back, then the call passes on down the chain.
     fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx);
-    /// Processes a checkpoint barrier.
+    /// Processes a checkpoint barrier: every operator snapshots its state (into
+    /// [`TaskCx`]), then passes the barrier on.
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    /// Snapshots every operator at and below this endpoint without passing a barrier on (the
+    /// final checkpoint of a bounded job, taken after the end of input).
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    /// Checkpoint `id` completed: operators may publish what it covers (two-phase commit).
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx);
     /// All inputs ended: emit what is pending and pass the end on.
     fn end_of_input(&mut self, cx: &mut TaskCx);
     /// Hands partially filled batches to the outbox (the linger timer fired).
@@ -77,9 +84,22 @@ pub struct OpenContext {
     pub(crate) subtask_index: u32,
     pub(crate) max_parallelism: u32,
     pub(crate) attempt_number: u32,
+    /// Restored state and backend settings of the subtask.
+    pub(crate) state: SharedTaskStateInit,
 }
 
 impl OpenContext {
+    /// The state context of the operator described by `info`.
+    pub(crate) fn state_init(&self, info: &OperatorInfo) -> StateInitContext {
+        StateInitContext::new(
+            &self.state,
+            &info.state_id(),
+            self.max_parallelism,
+            info.parallelism,
+            self.subtask_index,
+        )
+    }
+
     pub(crate) fn runtime_context(&self, info: &OperatorInfo) -> RuntimeContext {
         RuntimeContext {
             job_name: self.job_name.clone(),
@@ -104,6 +124,17 @@ pub struct OperatorInfo {
     pub uid: Option<String>,
     /// Parallelism.
     pub parallelism: u32,
+}
+
+impl OperatorInfo {
+    /// The id under which the operator's state is stored in checkpoints and savepoints: its uid
+    /// when one was set (stable across program changes, as in Flink), else one derived from its
+    /// position in the graph.
+    pub fn state_id(&self) -> String {
+        self.uid
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", self.node.0))
+    }
 }
 
 /// A user function failed in `open` or `close`.
@@ -154,6 +185,8 @@ pub(crate) trait ChainedControl {
     fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx);
     fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx);
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx);
     fn end_of_input(&mut self, cx: &mut TaskCx);
     fn flush(&mut self, cx: &mut TaskCx);
     fn close(&mut self) -> Result<(), OperatorError>;
@@ -174,6 +207,12 @@ impl<T> ChainedControl for Box<dyn Chained<T>> {
     }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         (**self).process_barrier(barrier, cx);
+    }
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        (**self).snapshot_state(barrier, cx);
+    }
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx) {
+        (**self).notify_checkpoint_complete(id, cx);
     }
     fn end_of_input(&mut self, cx: &mut TaskCx) {
         (**self).end_of_input(cx);
@@ -470,6 +509,35 @@ pub trait OneInputOperator<I>: Send + 'static {
     ) {
     }
 
+    /// Sets up (and restores) the operator's state; called once before
+    /// [`OneInputOperator::open`]. Keyed operators open their store here.
+    ///
+    /// # Errors
+    ///
+    /// The state cannot be opened or restored; the job fails (or recovers).
+    fn initialize_state(&mut self, _ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+
+    /// Stores the operator's state in a checkpoint; called when the barrier reaches the
+    /// operator, after every record before it.
+    ///
+    /// # Errors
+    ///
+    /// The state cannot be snapshotted; the checkpoint is declined and the job fails.
+    fn snapshot_state(&mut self, _ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+
+    /// Checkpoint `id` completed (every subtask stored its state).
+    ///
+    /// # Errors
+    ///
+    /// Publishing what the checkpoint covers failed; the job fails.
+    fn notify_checkpoint_complete(&mut self, _id: CheckpointId) -> Result<(), FunctionError> {
+        Ok(())
+    }
+
     /// Called once after the last element.
     ///
     /// # Errors
@@ -628,6 +696,64 @@ impl<O: Send + 'static> NodeCore<O> {
         self.side.for_each(|s| s.process_barrier(barrier, cx));
     }
 
+    /// Snapshots the operator through `f` into the task's checkpoint parts.
+    pub(crate) fn snapshot_operator(
+        &mut self,
+        barrier: CheckpointBarrier,
+        cx: &mut TaskCx,
+        f: impl FnOnce(&mut StateSnapshotContext) -> Result<(), FunctionError>,
+    ) {
+        cx.current_operator = self.info.node;
+        let mut ctx = StateSnapshotContext::new(barrier, cx.now_ms, cx.persist_snapshots);
+        match f(&mut ctx) {
+            Ok(()) => cx
+                .snapshots
+                .push((self.info.state_id(), ctx.into_pending())),
+            Err(error) => cx.fail(
+                self.info.node,
+                format!("snapshot of checkpoint {} failed: {error}", barrier.id.0),
+            ),
+        }
+    }
+
+    pub(crate) fn snapshot_below(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        self.next.snapshot_state(barrier, cx);
+        self.side.for_each(|s| s.snapshot_state(barrier, cx));
+    }
+
+    /// Tells the operator (through `f`) and everything below that checkpoint `id` completed.
+    pub(crate) fn notify_complete(
+        &mut self,
+        id: CheckpointId,
+        cx: &mut TaskCx,
+        f: impl FnOnce() -> Result<(), FunctionError>,
+    ) {
+        cx.current_operator = self.info.node;
+        if let Err(error) = f() {
+            cx.fail(
+                self.info.node,
+                format!("completing checkpoint {} failed: {error}", id.0),
+            );
+        }
+        self.next.notify_checkpoint_complete(id, cx);
+        self.side.for_each(|s| s.notify_checkpoint_complete(id, cx));
+    }
+
+    /// Runs the operator's `initialize_state` (through `f`), then reports restored state nobody
+    /// took.
+    pub(crate) fn initialize(
+        &mut self,
+        ctx: &OpenContext,
+        f: impl FnOnce(&mut StateInitContext) -> Result<(), FunctionError>,
+    ) -> Result<(), OperatorError> {
+        let mut init = ctx.state_init(&self.info);
+        f(&mut init).map_err(|source| OperatorError {
+            operator: self.info.name.clone(),
+            phase: "initialize_state",
+            source,
+        })
+    }
+
     pub(crate) fn forward_end_of_input(&mut self, cx: &mut TaskCx) {
         self.next.end_of_input(cx);
         self.side.for_each(|s| s.end_of_input(cx));
@@ -704,6 +830,9 @@ impl<I, Op: OneInputOperator<I>> OneInputNode<I, Op> {
 
 impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, Op> {
     fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
+        let operator = &mut self.operator;
+        self.core
+            .initialize(ctx, |init| operator.initialize_state(init))?;
         let runtime = ctx.runtime_context(&self.core.info);
         self.operator
             .open(&runtime)
@@ -744,7 +873,23 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
     }
 
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        let operator = &mut self.operator;
+        self.core
+            .snapshot_operator(barrier, cx, |ctx| operator.snapshot_state(ctx));
         self.core.forward_barrier(barrier, cx);
+    }
+
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        let operator = &mut self.operator;
+        self.core
+            .snapshot_operator(barrier, cx, |ctx| operator.snapshot_state(ctx));
+        self.core.snapshot_below(barrier, cx);
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx) {
+        let operator = &mut self.operator;
+        self.core
+            .notify_complete(id, cx, || operator.notify_checkpoint_complete(id));
     }
 
     fn end_of_input(&mut self, cx: &mut TaskCx) {
@@ -811,6 +956,16 @@ impl<T: Clone + Send + 'static> Chained<T> for Fanout<T> {
             part.process_barrier(barrier, cx);
         }
     }
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        for part in &mut self.parts {
+            part.snapshot_state(barrier, cx);
+        }
+    }
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx) {
+        for part in &mut self.parts {
+            part.notify_checkpoint_complete(id, cx);
+        }
+    }
     fn end_of_input(&mut self, cx: &mut TaskCx) {
         for part in &mut self.parts {
             part.end_of_input(cx);
@@ -852,6 +1007,8 @@ impl<T: Send> Chained<T> for Discard {
     fn process_watermark_status(&mut self, _status: WatermarkStatus, _cx: &mut TaskCx) {}
     fn on_processing_time(&mut self, _now_ms: i64, _cx: &mut TaskCx) {}
     fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+    fn snapshot_state(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+    fn notify_checkpoint_complete(&mut self, _id: CheckpointId, _cx: &mut TaskCx) {}
     fn end_of_input(&mut self, _cx: &mut TaskCx) {}
     fn flush(&mut self, _cx: &mut TaskCx) {}
     fn close(&mut self) -> Result<(), OperatorError> {

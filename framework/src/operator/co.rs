@@ -8,10 +8,11 @@ use super::chain::{
     Chained, Collector, NodeCore, OpenContext, OperatorContext, OperatorCounters, OperatorError,
     OperatorInfo, SideOutputs,
 };
+use super::checkpointing::{StateInitContext, StateSnapshotContext};
 use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx};
 use super::element::Record;
 use crate::api::functions::{CoFlatMapFunction, CoMapFunction};
-use crate::checkpoint::CheckpointBarrier;
+use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 use crate::time::{Watermark, WatermarkStatus};
 
 /// A two-input operator core (the two-input counterpart of [`OneInputOperator`]).
@@ -64,6 +65,31 @@ pub trait TwoInputOperator<A, B>: Send + 'static {
         _ctx: &mut OperatorContext<'_>,
         _out: &mut Collector<'_, Self::Out>,
     ) {
+    }
+    /// Sets up (and restores) the operator's state, before `open` (see
+    /// [`OneInputOperator::initialize_state`](super::OneInputOperator::initialize_state)).
+    ///
+    /// # Errors
+    ///
+    /// The state cannot be opened or restored.
+    fn initialize_state(&mut self, _ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Stores the operator's state when the (aligned) barrier of both inputs reaches it.
+    ///
+    /// # Errors
+    ///
+    /// The state cannot be snapshotted.
+    fn snapshot_state(&mut self, _ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Checkpoint `id` completed.
+    ///
+    /// # Errors
+    ///
+    /// Publishing what the checkpoint covers failed.
+    fn notify_checkpoint_complete(&mut self, _id: CheckpointId) -> Result<(), FunctionError> {
+        Ok(())
     }
     /// Called once after the last element.
     ///
@@ -194,6 +220,8 @@ pub(crate) trait TwoInputChained<A, B>: Send {
     fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx);
     fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx);
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx);
     fn end_of_input(&mut self, cx: &mut TaskCx);
     fn flush(&mut self, cx: &mut TaskCx);
     fn close(&mut self) -> Result<(), OperatorError>;
@@ -226,6 +254,9 @@ impl<Op: TwoInputOperator<A, B>, A: Send + 'static, B: Send + 'static> TwoInputC
     for TwoInputNode<Op, A, B>
 {
     fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
+        let operator = &mut self.operator;
+        self.core
+            .initialize(ctx, |init| operator.initialize_state(init))?;
         let runtime = ctx.runtime_context(&self.core.info);
         self.operator
             .open(&runtime)
@@ -262,7 +293,21 @@ impl<Op: TwoInputOperator<A, B>, A: Send + 'static, B: Send + 'static> TwoInputC
         self.core.forward_processing_time(now_ms, cx);
     }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        let operator = &mut self.operator;
+        self.core
+            .snapshot_operator(barrier, cx, |ctx| operator.snapshot_state(ctx));
         self.core.forward_barrier(barrier, cx);
+    }
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        let operator = &mut self.operator;
+        self.core
+            .snapshot_operator(barrier, cx, |ctx| operator.snapshot_state(ctx));
+        self.core.snapshot_below(barrier, cx);
+    }
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx) {
+        let operator = &mut self.operator;
+        self.core
+            .notify_complete(id, cx, || operator.notify_checkpoint_complete(id));
     }
     fn end_of_input(&mut self, cx: &mut TaskCx) {
         let operator = &mut self.operator;

@@ -83,6 +83,20 @@ where
 {
     type Out = F::Out;
 
+    fn initialize_state(
+        &mut self,
+        ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        self.runtime.initialize(ctx)
+    }
+
+    fn snapshot_state(
+        &mut self,
+        ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        self.runtime.snapshot(ctx)
+    }
+
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.function.open(ctx)
     }

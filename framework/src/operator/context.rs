@@ -58,6 +58,11 @@ pub struct TaskCx {
     pub(crate) now_ms: i64,
     /// The earliest processing time an operator asked to be called back at.
     pub(crate) wakeup_ms: Option<i64>,
+    /// State snapshots taken while a barrier passed through the chain, per operator state id.
+    pub(crate) snapshots: Vec<(String, super::checkpointing::PendingOperatorSnapshot)>,
+    /// Whether the checkpoint being taken will be stored (false only for the commit-only
+    /// final checkpoint of a job without periodic checkpoints).
+    pub(crate) persist_snapshots: bool,
 }
 
 /// A failure raised inside a chain by a function that reports errors instead of panicking (a
@@ -79,6 +84,8 @@ impl TaskCx {
             failure: None,
             now_ms: 0,
             wakeup_ms: None,
+            snapshots: Vec::new(),
+            persist_snapshots: true,
         }
     }
 

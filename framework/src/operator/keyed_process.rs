@@ -12,7 +12,8 @@ use crate::operator::window::TimeDomain;
 use crate::operator::{
     Collector, FunctionError, OneInputOperator, OperatorContext, Record, RuntimeContext,
 };
-use crate::state::{KeyedStateAccess, KeyedStateStore, StateError};
+use crate::operator::{StateInitContext, StateSnapshotContext};
+use crate::state::{KeyedStateAccess, KeyedStateStore, PendingKeyedSnapshot, StateError};
 use crate::time::{TimerService, Watermark};
 
 /// What a keyed process function can do while it handles an element or a timer.
@@ -123,6 +124,9 @@ impl<K: Ord + Clone + Send + 'static> KeyedStateAccess<K> for KeyedContext<'_, '
     fn state_error(&mut self, error: StateError) {
         self.operator.fail(error.to_string());
     }
+    fn current_processing_time(&self) -> i64 {
+        self.operator.current_processing_time()
+    }
 }
 
 /// What keyed process operators share: keyed state, per-key timers and the watermark, and
@@ -131,6 +135,39 @@ pub(crate) struct KeyedRuntime<K> {
     state: KeyedStateStore<K>,
     timers: TimerService<K, ()>,
     watermark: i64,
+    max_parallelism: u32,
+}
+
+/// The keyed state name under which a keyed process operator's timers are checkpointed.
+const TIMER_STATE: &str = "_timers";
+
+impl<K: crate::api::Key> KeyedRuntime<K> {
+    /// Opens the state backend and restores state and timers (the key groups this instance
+    /// owns).
+    pub(crate) fn initialize(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        let mut keyed = ctx.take_keyed_snapshot();
+        let timers = keyed.take_state(TIMER_STATE);
+        self.timers.restore_keyed_snapshot(&timers, TIMER_STATE)?;
+        let mut store = KeyedStateStore::open(ctx.backend_config().clone())?;
+        if !keyed.is_empty() {
+            store.restore(keyed)?;
+        }
+        self.state = store;
+        self.max_parallelism = ctx.backend_config().max_parallelism;
+        Ok(())
+    }
+
+    /// Snapshots keyed state and timers.
+    pub(crate) fn snapshot(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        ctx.snapshot_keyed_store(&mut self.state)?;
+        if ctx.is_persisted() {
+            let timers = self
+                .timers
+                .to_keyed_snapshot(TIMER_STATE, self.max_parallelism)?;
+            ctx.add_keyed(PendingKeyedSnapshot::Ready(timers));
+        }
+        Ok(())
+    }
 }
 
 impl<K: Ord + Clone + Send + 'static> KeyedRuntime<K> {
@@ -139,6 +176,7 @@ impl<K: Ord + Clone + Send + 'static> KeyedRuntime<K> {
             state: KeyedStateStore::default(),
             timers: TimerService::new(),
             watermark: i64::MIN,
+            max_parallelism: crate::state::DEFAULT_MAX_PARALLELISM,
         }
     }
 
@@ -259,6 +297,14 @@ where
     KS: Fn(&F::In) -> F::Key + Clone + Send + 'static,
 {
     type Out = F::Out;
+
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        self.runtime.initialize(ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        self.runtime.snapshot(ctx)
+    }
 
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.function.open(ctx)

@@ -15,6 +15,7 @@
 mod aggregate;
 mod basic;
 mod chain;
+mod checkpointing;
 mod co;
 mod co_process;
 mod context;
@@ -26,6 +27,7 @@ mod source;
 #[cfg(test)]
 pub(crate) mod testing;
 mod timestamps;
+mod two_phase_sink;
 pub mod window;
 
 pub(crate) use aggregate::{ByReducer, FieldAggregation, FieldReducer, FnReducer, RollingReduce};
@@ -37,6 +39,9 @@ pub use chain::{
     OperatorError, OperatorInfo, SideOutputs,
 };
 pub(crate) use chain::{Discard, ErasedChained, Fanout, OneInputNode};
+pub use checkpointing::{
+    PendingOperatorSnapshot, StateInitContext, StateSnapshotContext, TaskStateInit,
+};
 pub use co::TwoInputOperator;
 pub(crate) use co::{
     CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, TwoInputChained, TwoInputNode,
@@ -50,3 +55,4 @@ pub(crate) use keyed_process::KeyedProcessOperator;
 pub(crate) use sink::SinkNode;
 pub(crate) use source::{SourceNode, SourceTask};
 pub(crate) use timestamps::TimestampsAndWatermarks;
+pub(crate) use two_phase_sink::TwoPhaseCommitSinkNode;

@@ -4,7 +4,7 @@ use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError, Operat
 use super::context::{NodeId, TaskCx};
 use super::element::Record;
 use crate::api::functions::{SinkContext, SinkFunction};
-use crate::checkpoint::CheckpointBarrier;
+use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 use crate::time::{Watermark, WatermarkStatus};
 
 /// Runs a [`SinkFunction`]; a failed write fails the task with the sink's name.
@@ -69,6 +69,10 @@ impl<I: Send + 'static, S: SinkFunction<I>> Chained<I> for SinkNode<I, S> {
     fn on_processing_time(&mut self, _now_ms: i64, _cx: &mut TaskCx) {}
 
     fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+
+    fn snapshot_state(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+
+    fn notify_checkpoint_complete(&mut self, _id: CheckpointId, _cx: &mut TaskCx) {}
 
     fn end_of_input(&mut self, cx: &mut TaskCx) {
         if self.finished {

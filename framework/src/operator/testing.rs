@@ -27,6 +27,13 @@ impl<T: Send> Chained<T> for Capture<T> {
     fn process_watermark_status(&mut self, _status: WatermarkStatus, _cx: &mut TaskCx) {}
     fn on_processing_time(&mut self, _now_ms: i64, _cx: &mut TaskCx) {}
     fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+    fn snapshot_state(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+    fn notify_checkpoint_complete(
+        &mut self,
+        _id: crate::checkpoint::CheckpointId,
+        _cx: &mut TaskCx,
+    ) {
+    }
     fn end_of_input(&mut self, _cx: &mut TaskCx) {}
     fn flush(&mut self, _cx: &mut TaskCx) {}
     fn close(&mut self) -> Result<(), OperatorError> {
@@ -75,6 +82,13 @@ impl<T: Send> Chained<T> for Recorder<T> {
     }
     fn on_processing_time(&mut self, _now_ms: i64, _cx: &mut TaskCx) {}
     fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+    fn snapshot_state(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+    fn notify_checkpoint_complete(
+        &mut self,
+        _id: crate::checkpoint::CheckpointId,
+        _cx: &mut TaskCx,
+    ) {
+    }
     fn end_of_input(&mut self, _cx: &mut TaskCx) {
         let mut elements = self.0.lock().expect("recorder lock");
         elements.push(crate::operator::StreamElement::EndOfInput);

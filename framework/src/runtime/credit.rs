@@ -166,6 +166,16 @@ impl InputGate {
         self.queue.pop_front()
     }
 
+    /// The next batch, in arrival order, of a channel that is not `blocked` (barrier
+    /// alignment holds blocked channels back; their batches stay queued, bounded by credits).
+    pub fn poll_unblocked(&mut self, blocked: &[bool]) -> Option<(usize, ErasedBatch)> {
+        let position = self
+            .queue
+            .iter()
+            .position(|(channel, _)| !blocked.get(*channel).copied().unwrap_or(false))?;
+        self.queue.remove(position)
+    }
+
     /// A batch taken from `channel` has been fully processed; returns the credit to send back.
     pub fn consumed(&mut self, channel: usize) -> u32 {
         let outstanding = &mut self.outstanding[channel];

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use crate::checkpoint::CheckpointBarrier;
+use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 pub(crate) use crate::operator::Control;
 use crate::operator::{
     Chained, ErasedBatch, NodeId, OpenContext, OperatorCounters, OperatorError, Record, Segment,
@@ -56,6 +56,8 @@ pub(crate) trait InputTask: Send {
     fn process_watermark_status(&mut self, status: WatermarkStatus, cx: &mut TaskCx);
     fn on_processing_time(&mut self, now_ms: i64, cx: &mut TaskCx);
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx);
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx);
     fn end_of_input(&mut self, cx: &mut TaskCx);
     fn flush(&mut self, cx: &mut TaskCx);
     fn close(&mut self) -> Result<(), OperatorError>;
@@ -131,6 +133,12 @@ impl<T: Send + 'static> InputTask for OneInputHead<T> {
     }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         self.chain.process_barrier(barrier, cx);
+    }
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        self.chain.snapshot_state(barrier, cx);
+    }
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx) {
+        self.chain.notify_checkpoint_complete(id, cx);
     }
     fn end_of_input(&mut self, cx: &mut TaskCx) {
         self.chain.end_of_input(cx);
@@ -211,6 +219,12 @@ impl<A: Send + 'static, B: Send + 'static> InputTask for TwoInputHead<A, B> {
     }
     fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         self.node.process_barrier(barrier, cx);
+    }
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        self.node.snapshot_state(barrier, cx);
+    }
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx) {
+        self.node.notify_checkpoint_complete(id, cx);
     }
     fn end_of_input(&mut self, cx: &mut TaskCx) {
         self.node.end_of_input(cx);

@@ -1,40 +1,116 @@
-//! The JobManager actor: deploys a job's subtasks onto the TaskManager, tracks them to the end,
-//! and reports the job's result.
+//! The JobManager actor: deploys a job's subtasks onto a TaskManager, coordinates checkpoints,
+//! restarts the job from the latest completed checkpoint when a subtask fails, and reports the
+//! job's result.
 //!
-//! Deployment is two-phase so no message can reach a subtask before it knows its peers: every
-//! subtask is spawned, then every subtask gets its `Wire` message, then every subtask gets
-//! `Start`. Completion: all subtasks reported `SubtaskFinished`. Failure: the first failure
-//! reported by the TaskManager wins; the TaskManager (and with it every subtask) is stopped and
-//! the job fails with that error. Cancellation stops everything the same way.
+//! ## Deployment
+//!
+//! Two-phase, so no message can reach a subtask before it knows its peers: every subtask is
+//! spawned (with its share of the restored state), then every subtask gets `Wire`, then `Start`.
+//!
+//! ## Checkpoints
+//!
+//! The [`CheckpointCoordinator`] decides; this actor acts. A periodic `Tick` asks it whether a
+//! checkpoint is due; its barrier goes to every source subtask, which snapshots its position and
+//! chain and sends the barrier downstream. Each subtask acknowledges with its pending snapshots;
+//! the checkpoint writer (a child actor) completes and stores them, off the data path, and
+//! reports them persisted. When every subtask's state is stored the metadata is written last,
+//! older checkpoints are pruned, and every subtask is told the checkpoint completed.
+//!
+//! A bounded job ends with a **final checkpoint**: every subtask reports the end of its input
+//! and waits; the JobManager then asks all of them to snapshot (no barrier travels, nothing is
+//! in flight), completes it, and the completion makes two-phase-commit sinks commit before the
+//! subtasks close. Without periodic checkpoints the final checkpoint only commits: its state
+//! is not stored.
+//!
+//! ## Failures
+//!
+//! The first failure of the current attempt goes to the restart strategy. A restart stops every
+//! subtask of the attempt (and waits until they stopped), waits the strategy's delay, and
+//! deploys a new attempt restored from the newest complete checkpoint (damaged ones are
+//! reported and skipped). Messages from earlier attempts are ignored.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
+use super::checkpoint_writer::{CheckpointWriter, WriterMsg};
 use super::gauges::ChannelGauges;
 use super::result::{JobResult, JobStatus, OperatorMetrics};
 use super::subtask::{SubtaskArgs, SubtaskMsg};
 use super::task_manager::{TaskManagerActor, TaskManagerMsg};
 use crate::api::ExecutionConfig;
+use crate::checkpoint::storage::{
+    CheckpointFolder, CheckpointMetadata, CheckpointStorage, FileMetadata, OperatorMetadata,
+    RestoredCheckpoint,
+};
+use crate::checkpoint::{
+    CheckpointBarrier, CheckpointCoordinator, CheckpointId, CheckpointKind, CoordinatorConfig,
+    CoordinatorEvent, RestartDecision, RestartTracker,
+};
 use crate::error::JobError;
 use crate::graph::ExecutionGraph;
-use crate::operator::{NodeId, OperatorCounters};
+use crate::graph::stream_graph::OperatorFactory;
+use crate::operator::{NodeId, OperatorCounters, PendingOperatorSnapshot};
+use crate::state::OperatorSnapshot;
+use crate::state::snapshot::redistribute;
+use crate::time::Clock;
+
+/// How often the JobManager checks checkpoint timeouts when nothing else is due.
+const TICK_MS: u64 = 100;
 
 /// Messages of the JobManager.
 pub(crate) enum JobManagerMsg {
-    /// A subtask processed its whole input and delivered its output.
+    /// A subtask processed its whole input and delivered its output; it waits for the final
+    /// checkpoint.
+    InputFinished { attempt: u32, index: usize },
+    /// A subtask closed after the final checkpoint.
     SubtaskFinished {
+        attempt: u32,
         index: usize,
         metrics: Vec<(NodeId, OperatorCounters)>,
     },
     /// A subtask failed.
     SubtaskFailed {
+        attempt: u32,
         index: usize,
         operator: Option<String>,
         task: Option<String>,
         message: String,
+    },
+    /// A subtask took its snapshot for `barrier`.
+    Acknowledge {
+        attempt: u32,
+        index: usize,
+        barrier: CheckpointBarrier,
+        snapshots: Vec<(String, PendingOperatorSnapshot)>,
+    },
+    /// A subtask cannot take part in checkpoint `id`.
+    Decline {
+        attempt: u32,
+        index: usize,
+        id: CheckpointId,
+        reason: String,
+    },
+    /// The writer stored (or failed to store) a subtask's state for checkpoint `id`.
+    Persisted {
+        attempt: u32,
+        index: usize,
+        id: CheckpointId,
+        result: Result<FileMetadata, String>,
+    },
+    /// Time to check checkpoint triggers and timeouts.
+    Tick,
+    /// The restart delay passed: deploy the next attempt.
+    Redeploy,
+    /// Take a savepoint into `target`; with `stop`, cancel the job once it is complete.
+    TriggerSavepoint {
+        target: PathBuf,
+        stop: bool,
+        reply: oneshot::Sender<Result<PathBuf, JobError>>,
     },
     /// Cancel the job.
     Cancel,
@@ -50,19 +126,57 @@ pub(crate) struct JobManagerArgs {
 /// The JobManager actor.
 pub(crate) struct JobManagerActor;
 
+/// A savepoint the user waits for.
+struct SavepointRequest {
+    target: PathBuf,
+    stop: bool,
+    reply: oneshot::Sender<Result<PathBuf, JobError>>,
+}
+
+/// The checkpoint being stored.
+struct InFlight {
+    barrier: CheckpointBarrier,
+    folder: CheckpointFolder,
+    files: BTreeMap<usize, FileMetadata>,
+    savepoint: Option<SavepointRequest>,
+    is_final: bool,
+}
+
 pub(crate) struct JobManagerState {
     graph: Arc<ExecutionGraph>,
+    config: ExecutionConfig,
     job_name: String,
-    task_manager: ActorRef<TaskManagerMsg>,
+    clock: super::TokioClock,
+    attempt: u32,
+    task_manager: Option<ActorRef<TaskManagerMsg>>,
+    /// The task manager of a failed attempt, stopping.
+    stopping_task_manager: Option<ActorRef<TaskManagerMsg>>,
+    writer: ActorRef<WriterMsg>,
+    subtasks: Vec<ActorRef<SubtaskMsg>>,
+    sources: Vec<usize>,
     finished: Vec<bool>,
-    remaining: usize,
+    input_finished: Vec<bool>,
     counters: BTreeMap<NodeId, OperatorCounters>,
     started_at: tokio::time::Instant,
     gauges: Arc<ChannelGauges>,
     result: Option<oneshot::Sender<Result<JobResult, JobError>>>,
+    coordinator: CheckpointCoordinator,
+    restarts: RestartTracker,
+    storage: CheckpointStorage,
+    in_flight: Option<InFlight>,
+    savepoint_requests: Vec<SavepointRequest>,
+    /// The checkpoint or savepoint the current attempt restored from.
+    restored_from: Option<String>,
+    completed_checkpoints: u64,
+    /// A savepoint asked the job to stop once it completes.
+    stopping: bool,
 }
 
 impl JobManagerState {
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     fn report(&self, status: JobStatus) -> JobResult {
         let job = &self.graph.job;
         let operators = job
@@ -88,6 +202,9 @@ impl JobManagerState {
             duration: self.started_at.elapsed(),
             operators,
             max_queued_records: self.gauges.max_queued(),
+            restarts: self.restarts.restarts(),
+            completed_checkpoints: self.completed_checkpoints,
+            restored_from: self.restored_from.clone(),
         }
     }
 
@@ -96,7 +213,22 @@ impl JobManagerState {
         if let Some(result) = self.result.take() {
             let _ = result.send(outcome);
         }
-        self.task_manager.stop(Some("job ended".to_string()));
+        for request in self.savepoint_requests.drain(..) {
+            let _ = request.reply.send(Err(JobError::Checkpoint(
+                "the job ended before the savepoint was taken".to_string(),
+            )));
+        }
+        if let Some(in_flight) = self.in_flight.take()
+            && let Some(request) = in_flight.savepoint
+        {
+            let _ = request.reply.send(Err(JobError::Checkpoint(
+                "the job ended before the savepoint completed".to_string(),
+            )));
+        }
+        if let Some(task_manager) = &self.task_manager {
+            task_manager.stop(Some("job ended".to_string()));
+        }
+        self.writer.stop(None);
         myself.stop(None);
     }
 
@@ -110,6 +242,365 @@ impl JobManagerState {
             vertex.parallelism
         )
     }
+
+    fn file_name(&self, index: usize) -> String {
+        let plan = &self.graph.subtasks[index];
+        format!("task-{}-{}.state", plan.id.vertex, plan.id.index)
+    }
+
+    /// The state id of every operator, per vertex.
+    fn state_ids(&self) -> Vec<Vec<String>> {
+        let job = &self.graph.job;
+        job.vertices
+            .iter()
+            .map(|vertex| {
+                vertex
+                    .nodes
+                    .iter()
+                    .map(|n| state_id(job.stream.node(*n).uid.as_deref(), *n))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Deploys a new attempt, restored from `restored` if given.
+    async fn deploy(
+        &mut self,
+        myself: &ActorRef<JobManagerMsg>,
+        restored: Option<RestoredCheckpoint>,
+    ) -> Result<(), JobError> {
+        let plans = match &restored {
+            Some(restored) => restore_plan(
+                &self.graph,
+                restored,
+                self.config
+                    .restore
+                    .as_ref()
+                    .is_some_and(|r| r.allow_non_restored_state),
+            )
+            .map_err(JobError::Restore)?,
+            None => vec![BTreeMap::new(); self.graph.subtasks.len()],
+        };
+        let restored_from = restored.as_ref().map(|r| r.metadata.id);
+        self.restored_from = restored.map(|r| r.location);
+        let local_root = local_state_root(&self.config, &self.job_name, self.attempt);
+        let (task_manager, _) = Actor::spawn_linked(
+            None,
+            TaskManagerActor,
+            (myself.clone(), self.attempt),
+            myself.get_cell(),
+        )
+        .await
+        .map_err(|e| JobError::Deploy(e.to_string()))?;
+        let specs = plans
+            .into_iter()
+            .enumerate()
+            .map(|(index, restored)| SubtaskArgs {
+                graph: self.graph.clone(),
+                index,
+                config: self.config.clone(),
+                job_name: self.job_name.clone(),
+                attempt_number: self.attempt,
+                job_manager: myself.clone(),
+                gauges: self.gauges.clone(),
+                clock: self.clock,
+                restored,
+                restored_from,
+                local_dir: local_root.join(format!("subtask-{index}")),
+            })
+            .collect();
+        let deployed = ractor::call!(task_manager, TaskManagerMsg::Deploy, specs);
+        let subtasks = match deployed {
+            Ok(Ok(refs)) => refs,
+            Ok(Err(message)) => {
+                task_manager.stop(None);
+                return Err(JobError::Deploy(message));
+            }
+            Err(error) => {
+                task_manager.stop(None);
+                return Err(JobError::Deploy(format!(
+                    "task manager unavailable: {error}"
+                )));
+            }
+        };
+        // Phase two: every subtask learns its peers before any subtask starts.
+        for (index, subtask) in subtasks.iter().enumerate() {
+            let plan = &self.graph.subtasks[index];
+            let outputs = plan
+                .outputs
+                .iter()
+                .map(|c| (subtasks[c.consumer].clone(), c.consumer_input))
+                .collect();
+            let inputs = plan
+                .inputs
+                .iter()
+                .map(|c| (subtasks[c.producer].clone(), c.producer_output))
+                .collect();
+            subtask
+                .send_message(SubtaskMsg::Wire { outputs, inputs })
+                .map_err(|e| JobError::Deploy(e.to_string()))?;
+        }
+        for subtask in &subtasks {
+            subtask
+                .send_message(SubtaskMsg::Start)
+                .map_err(|e| JobError::Deploy(e.to_string()))?;
+        }
+        let count = subtasks.len();
+        self.task_manager = Some(task_manager);
+        self.subtasks = subtasks;
+        self.finished = vec![false; count];
+        self.input_finished = vec![false; count];
+        self.counters.clear();
+        let now = self.now_ms();
+        self.coordinator.reset(now);
+        Ok(())
+    }
+
+    /// Injects `barrier` at every source and starts storing the checkpoint.
+    fn start_checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        savepoint: Option<SavepointRequest>,
+    ) {
+        let target = savepoint.as_ref().map(|s| s.target.clone());
+        let folder = self.storage.folder(barrier.id, target.as_deref());
+        self.in_flight = Some(InFlight {
+            barrier,
+            folder,
+            files: BTreeMap::new(),
+            savepoint,
+            is_final: false,
+        });
+        for &index in &self.sources {
+            let _ = self.subtasks[index].send_message(SubtaskMsg::TriggerCheckpoint(barrier));
+        }
+    }
+
+    /// Every subtask finished its input: take the final checkpoint.
+    fn start_final_checkpoint(&mut self) {
+        let now = self.now_ms();
+        if let Some(aborted) = self.coordinator.sources_finishing() {
+            self.abort_in_flight(aborted.barrier.id, "the job finished its input");
+        }
+        let barrier = self.coordinator.trigger_final(now);
+        let persist = self.config.checkpointing.interval_ms.is_some();
+        let folder = self.storage.folder(barrier.id, None);
+        self.in_flight = Some(InFlight {
+            barrier,
+            folder,
+            files: BTreeMap::new(),
+            savepoint: None,
+            is_final: true,
+        });
+        for subtask in &self.subtasks {
+            let _ = subtask.send_message(SubtaskMsg::FinalCheckpoint { barrier, persist });
+        }
+    }
+
+    fn abort_in_flight(&mut self, id: CheckpointId, reason: &str) {
+        if self.in_flight.as_ref().is_some_and(|f| f.barrier.id == id)
+            && let Some(in_flight) = self.in_flight.take()
+        {
+            self.storage.discard(&in_flight.folder);
+            if let Some(request) = in_flight.savepoint {
+                let _ = request.reply.send(Err(JobError::Checkpoint(format!(
+                    "savepoint {} failed: {reason}",
+                    id.0
+                ))));
+            }
+        }
+    }
+
+    /// Every subtask's state is stored: write the metadata, prune, notify.
+    fn complete_checkpoint(&mut self, myself: &ActorRef<JobManagerMsg>) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        let id = in_flight.barrier.id;
+        let persist = !in_flight.is_final || self.config.checkpointing.interval_ms.is_some();
+        if persist {
+            let metadata = self.metadata(&in_flight);
+            if let Err(error) = self.storage.complete(&in_flight.folder, &metadata) {
+                let now = self.now_ms();
+                let event = self.coordinator.fail(id, error.to_string(), now);
+                self.storage.discard(&in_flight.folder);
+                if let Some(request) = in_flight.savepoint {
+                    let _ = request
+                        .reply
+                        .send(Err(JobError::Checkpoint(error.to_string())));
+                }
+                if in_flight.is_final
+                    || matches!(event, CoordinatorEvent::Failed { fail_job: true, .. })
+                {
+                    self.fail(
+                        myself,
+                        JobError::Checkpoint(format!("checkpoint {} failed: {error}", id.0)),
+                    );
+                }
+                return;
+            }
+            if in_flight.barrier.kind == CheckpointKind::Checkpoint {
+                self.completed_checkpoints += 1;
+                self.storage.prune(self.config.checkpointing.retained);
+            }
+            tracing::debug!(job = %self.job_name, checkpoint = id.0, "checkpoint complete");
+        }
+        for subtask in &self.subtasks {
+            let _ = subtask.send_message(SubtaskMsg::CheckpointComplete {
+                id,
+                is_final: in_flight.is_final,
+            });
+        }
+        if let Some(request) = in_flight.savepoint {
+            let path = in_flight.folder.path.clone().unwrap_or_default();
+            let stop = request.stop;
+            let _ = request.reply.send(Ok(path));
+            if stop {
+                self.stopping = true;
+                let report = self.report(JobStatus::Canceled);
+                self.conclude(myself, Ok(report));
+            }
+        }
+    }
+
+    fn metadata(&self, in_flight: &InFlight) -> CheckpointMetadata {
+        let job = &self.graph.job;
+        let ids = self.state_ids();
+        let mut operators = Vec::new();
+        for (v, vertex) in job.vertices.iter().enumerate() {
+            let files: Vec<String> = self
+                .graph
+                .subtasks
+                .iter()
+                .enumerate()
+                .filter(|(_, plan)| plan.id.vertex as usize == v)
+                .map(|(index, _)| self.file_name(index))
+                .collect();
+            for state_id in &ids[v] {
+                operators.push(OperatorMetadata {
+                    state_id: state_id.clone(),
+                    parallelism: vertex.parallelism,
+                    files: files.clone(),
+                });
+            }
+        }
+        CheckpointMetadata {
+            id: in_flight.barrier.id,
+            kind: in_flight.barrier.kind,
+            job_name: self.job_name.clone(),
+            max_parallelism: job.max_parallelism,
+            operators,
+            files: in_flight.files.values().cloned().collect(),
+        }
+    }
+
+    /// A failure of the current attempt: restart or fail the job.
+    fn fail(&mut self, myself: &ActorRef<JobManagerMsg>, error: JobError) {
+        if self.result.is_none() || self.stopping {
+            return;
+        }
+        let now = self.now_ms();
+        match self.restarts.on_failure(now) {
+            RestartDecision::Fail => self.conclude(myself, Err(error)),
+            RestartDecision::RestartAfter(delay_ms) => {
+                tracing::warn!(
+                    job = %self.job_name,
+                    attempt = self.attempt + 1,
+                    "{error}; restarting the job in {delay_ms} ms"
+                );
+                if let Some(in_flight) = self.in_flight.take() {
+                    self.storage.discard(&in_flight.folder);
+                    if let Some(request) = in_flight.savepoint {
+                        self.savepoint_requests.push(request);
+                    }
+                }
+                self.attempt += 1;
+                if let Some(task_manager) = self.task_manager.take() {
+                    task_manager.stop(Some("restarting".to_string()));
+                    // The old attempt must be gone before the next one starts (its sinks
+                    // must not write while the new ones clean up); `Redeploy` waits for it.
+                    self.stopping_task_manager = Some(task_manager);
+                }
+                self.subtasks.clear();
+                drop(
+                    myself.send_after(Duration::from_millis(delay_ms), || JobManagerMsg::Redeploy),
+                );
+            }
+        }
+    }
+}
+
+/// The state id of an operator: its uid, or one derived from its graph node.
+pub(crate) fn state_id(uid: Option<&str>, node: NodeId) -> String {
+    uid.map_or_else(|| format!("node-{}", node.0), str::to_string)
+}
+
+/// A directory private to one attempt of one job, for state backends' working files.
+fn local_state_root(config: &ExecutionConfig, job_name: &str, attempt: u32) -> PathBuf {
+    let base = config
+        .local_state_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
+    let job: String = job_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    base.join(format!(
+        "eichhorn-{}-{job}-attempt-{attempt}",
+        std::process::id()
+    ))
+}
+
+/// Each subtask's share of a restored checkpoint: per operator in its chain, the state of the
+/// key groups it owns and its part of the operator state.
+fn restore_plan(
+    graph: &ExecutionGraph,
+    restored: &RestoredCheckpoint,
+    allow_non_restored_state: bool,
+) -> Result<Vec<BTreeMap<String, OperatorSnapshot>>, String> {
+    let job = &graph.job;
+    if restored.metadata.max_parallelism != job.max_parallelism {
+        return Err(format!(
+            "{} was taken with max parallelism {}, the job has {}: keyed state cannot move \
+             between different numbers of key groups",
+            restored.location, restored.metadata.max_parallelism, job.max_parallelism
+        ));
+    }
+    let mut known = std::collections::BTreeSet::new();
+    for vertex in &job.vertices {
+        for node in &vertex.nodes {
+            known.insert(state_id(job.stream.node(*node).uid.as_deref(), *node));
+        }
+    }
+    if !allow_non_restored_state {
+        for (id, snapshots) in &restored.operators {
+            if !known.contains(id) && snapshots.iter().any(|s| !s.is_empty()) {
+                return Err(format!(
+                    "{} holds state of operator '{id}', which is not in this job; set \
+                     allow_non_restored_state to start without it",
+                    restored.location
+                ));
+            }
+        }
+    }
+    let mut plans = Vec::with_capacity(graph.subtasks.len());
+    for plan in &graph.subtasks {
+        let vertex = &job.vertices[plan.id.vertex as usize];
+        let mut mine = BTreeMap::new();
+        for node in &vertex.nodes {
+            let id = state_id(job.stream.node(*node).uid.as_deref(), *node);
+            if let Some(old) = restored.operators.get(&id) {
+                let share =
+                    redistribute(old, job.max_parallelism, vertex.parallelism, plan.id.index)
+                        .map_err(|e| format!("{}: operator '{id}': {e}", restored.location))?;
+                if !share.is_empty() {
+                    mine.insert(id, share);
+                }
+            }
+        }
+        plans.push(mine);
+    }
+    Ok(plans)
 }
 
 impl Actor for JobManagerActor {
@@ -133,62 +624,84 @@ impl Actor for JobManagerActor {
         } else {
             super::TokioClock::wall_clock()
         };
-        let (task_manager, _) =
-            Actor::spawn_linked(None, TaskManagerActor, myself.clone(), myself.get_cell()).await?;
-        let specs = (0..graph.subtasks.len())
-            .map(|index| SubtaskArgs {
-                graph: graph.clone(),
-                index,
-                config: args.config.clone(),
-                job_name: args.job_name.clone(),
-                attempt_number: 0,
-                job_manager: myself.clone(),
-                gauges: gauges.clone(),
-                clock,
-            })
-            .collect();
-        let deployed = ractor::call!(task_manager, TaskManagerMsg::Deploy, specs);
-        let subtasks = match deployed {
-            Ok(Ok(refs)) => refs,
-            Ok(Err(message)) => {
-                task_manager.stop(None);
-                return Err(message.into());
-            }
-            Err(error) => {
-                task_manager.stop(None);
-                return Err(format!("task manager unavailable: {error}").into());
-            }
+        let storage = match &args.config.checkpointing.directory {
+            Some(dir) => CheckpointStorage::Directory(dir.clone()),
+            None => CheckpointStorage::memory(),
         };
-        // Phase two: every subtask learns its peers before any subtask starts.
-        for (index, subtask) in subtasks.iter().enumerate() {
-            let plan = &graph.subtasks[index];
-            let outputs = plan
-                .outputs
-                .iter()
-                .map(|c| (subtasks[c.consumer].clone(), c.consumer_input))
-                .collect();
-            let inputs = plan
-                .inputs
-                .iter()
-                .map(|c| (subtasks[c.producer].clone(), c.producer_output))
-                .collect();
-            subtask.send_message(SubtaskMsg::Wire { outputs, inputs })?;
-        }
-        for subtask in &subtasks {
-            subtask.send_message(SubtaskMsg::Start)?;
-        }
-        let count = subtasks.len();
-        Ok(JobManagerState {
+        // A restarted process continues the numbering of the checkpoints it finds.
+        let first_id = storage.checkpoint_ids().last().map_or(1, |id| id.0 + 1);
+        let restored = match &args.config.restore {
+            Some(settings) => Some(
+                crate::checkpoint::storage::load_folder(&settings.path)
+                    .map_err(|e| JobError::Restore(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let first_id = first_id.max(restored.as_ref().map_or(1, |r| r.metadata.id.0 + 1));
+        let (writer, _) = Actor::spawn_linked(
+            None,
+            CheckpointWriter,
+            (storage.clone(), myself.clone()),
+            myself.get_cell(),
+        )
+        .await?;
+        let sources = graph
+            .subtasks
+            .iter()
+            .enumerate()
+            .filter(|(_, plan)| {
+                let head = graph.job.vertices[plan.id.vertex as usize].head;
+                matches!(
+                    graph.job.stream.node(head).factory,
+                    OperatorFactory::Source(_)
+                )
+            })
+            .map(|(index, _)| index)
+            .collect();
+        let checkpointing = &args.config.checkpointing;
+        let coordinator = CheckpointCoordinator::new(
+            CoordinatorConfig {
+                interval_ms: checkpointing.interval_ms,
+                timeout_ms: checkpointing.timeout_ms,
+                min_pause_ms: checkpointing.min_pause_ms,
+                tolerable_failures: checkpointing.tolerable_failures,
+            },
+            graph.subtasks.len(),
+            first_id,
+        );
+        let restarts = RestartTracker::new(args.config.effective_restart_strategy());
+        let mut state = JobManagerState {
             graph,
+            config: args.config,
             job_name: args.job_name,
-            task_manager,
-            finished: vec![false; count],
-            remaining: count,
+            clock,
+            attempt: 0,
+            task_manager: None,
+            stopping_task_manager: None,
+            writer,
+            subtasks: Vec::new(),
+            sources,
+            finished: Vec::new(),
+            input_finished: Vec::new(),
             counters: BTreeMap::new(),
             started_at: tokio::time::Instant::now(),
             gauges,
             result: Some(args.result),
-        })
+            coordinator,
+            restarts,
+            storage,
+            in_flight: None,
+            savepoint_requests: Vec::new(),
+            restored_from: None,
+            completed_checkpoints: 0,
+            stopping: false,
+        };
+        if let Err(error) = state.deploy(&myself, restored).await {
+            state.writer.stop(None);
+            return Err(Box::new(error));
+        }
+        myself.send_message(JobManagerMsg::Tick)?;
+        Ok(state)
     }
 
     async fn handle(
@@ -200,10 +713,25 @@ impl Actor for JobManagerActor {
         if state.result.is_none() {
             return Ok(());
         }
+        let current = state.attempt;
         match message {
-            JobManagerMsg::SubtaskFinished { index, metrics } => {
+            JobManagerMsg::InputFinished { attempt, index } if attempt == current => {
+                state.input_finished[index] = true;
+                if state.sources.contains(&index)
+                    && let Some(aborted) = state.coordinator.sources_finishing()
+                {
+                    state.abort_in_flight(aborted.barrier.id, "a source finished its input");
+                }
+                if state.input_finished.iter().all(|f| *f) {
+                    state.start_final_checkpoint();
+                }
+            }
+            JobManagerMsg::SubtaskFinished {
+                attempt,
+                index,
+                metrics,
+            } if attempt == current => {
                 if !std::mem::replace(&mut state.finished[index], true) {
-                    state.remaining -= 1;
                     for (node, counters) in metrics {
                         let total = state.counters.entry(node).or_default();
                         total.records_in += counters.records_in;
@@ -212,28 +740,171 @@ impl Actor for JobManagerActor {
                         total.dropped_records += counters.dropped_records;
                     }
                 }
-                if state.remaining == 0 {
+                if state.finished.iter().all(|f| *f) {
                     let report = state.report(JobStatus::Finished);
                     state.conclude(&myself, Ok(report));
                 }
             }
             JobManagerMsg::SubtaskFailed {
+                attempt,
                 index,
                 operator,
                 task,
                 message,
-            } => {
+            } if attempt == current && state.task_manager.is_some() => {
                 let error = JobError::TaskFailed {
                     task: task.unwrap_or_else(|| state.task_name(index)),
                     operator: operator.unwrap_or_else(|| "(unknown operator)".to_string()),
                     message,
                 };
-                state.conclude(&myself, Err(error));
+                state.fail(&myself, error);
+            }
+            JobManagerMsg::Acknowledge {
+                attempt,
+                index,
+                barrier,
+                snapshots,
+            } if attempt == current => {
+                let Some(in_flight) = &state.in_flight else {
+                    return Ok(());
+                };
+                if in_flight.barrier.id != barrier.id {
+                    return Ok(());
+                }
+                let persist =
+                    !in_flight.is_final || state.config.checkpointing.interval_ms.is_some();
+                if persist {
+                    state.writer.send_message(WriterMsg::Persist {
+                        attempt,
+                        index,
+                        id: barrier.id,
+                        folder: in_flight.folder.clone(),
+                        file_name: state.file_name(index),
+                        snapshots,
+                    })?;
+                } else {
+                    // A commit-only final checkpoint: nothing to store.
+                    let now = state.now_ms();
+                    if let CoordinatorEvent::Completed(_) =
+                        state.coordinator.acknowledge(barrier.id, index, now)
+                    {
+                        state.complete_checkpoint(&myself);
+                    }
+                }
+            }
+            JobManagerMsg::Persisted {
+                attempt,
+                index,
+                id,
+                result,
+            } if attempt == current => {
+                let now = state.now_ms();
+                let event = match result {
+                    Ok(file) => {
+                        if let Some(in_flight) = state.in_flight.as_mut()
+                            && in_flight.barrier.id == id
+                        {
+                            in_flight.files.insert(index, file);
+                        }
+                        state.coordinator.acknowledge(id, index, now)
+                    }
+                    Err(message) => state.coordinator.fail(id, message, now),
+                };
+                state.on_coordinator_event(&myself, event);
+            }
+            JobManagerMsg::Decline {
+                attempt,
+                index,
+                id,
+                reason,
+            } if attempt == current => {
+                tracing::debug!(job = %state.job_name, "{} declined checkpoint {}: {reason}", state.task_name(index), id.0);
+                // A source that finished cannot inject barriers: not a failure of the job.
+                state.abort_in_flight(id, &reason);
+                let _ = state.coordinator.sources_finishing();
+            }
+            JobManagerMsg::Tick => {
+                let now = state.now_ms();
+                let event = state.coordinator.tick(now);
+                state.on_coordinator_event(&myself, event);
+                if state.task_manager.is_some()
+                    && state.in_flight.is_none()
+                    && !state.savepoint_requests.is_empty()
+                {
+                    state.coordinator.request_savepoint();
+                }
+                if state.task_manager.is_some()
+                    && let Some(barrier) = state.coordinator.trigger_due(now)
+                {
+                    let savepoint = (barrier.kind == CheckpointKind::Savepoint)
+                        .then(|| state.savepoint_requests.remove(0));
+                    state.start_checkpoint(barrier, savepoint);
+                }
+                let next = state.coordinator.next_due_ms().map_or(TICK_MS, |due| {
+                    u64::try_from(due.saturating_sub(now))
+                        .unwrap_or(0)
+                        .clamp(1, TICK_MS)
+                });
+                drop(myself.send_after(Duration::from_millis(next), || JobManagerMsg::Tick));
+            }
+            JobManagerMsg::Redeploy => {
+                if let Some(old) = state.stopping_task_manager.take() {
+                    let _ = old
+                        .get_cell()
+                        .stop_and_wait(None, Some(Duration::from_secs(60)))
+                        .await;
+                }
+                let (restored, problems) = state.storage.latest_restorable();
+                for problem in &problems {
+                    tracing::warn!(job = %state.job_name, "skipping a damaged checkpoint: {problem}");
+                }
+                // Without a completed checkpoint, a job started from a savepoint restarts from
+                // that savepoint.
+                let restored = match restored {
+                    Some(restored) => Some(restored),
+                    None => match &state.config.restore {
+                        Some(settings) => {
+                            crate::checkpoint::storage::load_folder(&settings.path).ok()
+                        }
+                        None => None,
+                    },
+                };
+                match &restored {
+                    Some(r) => tracing::warn!(
+                        job = %state.job_name,
+                        "restoring attempt {} from checkpoint {} ({})",
+                        state.attempt,
+                        r.metadata.id.0,
+                        r.location
+                    ),
+                    None => tracing::warn!(
+                        job = %state.job_name,
+                        "no completed checkpoint: attempt {} restarts from the beginning",
+                        state.attempt
+                    ),
+                }
+                if let Err(error) = state.deploy(&myself, restored).await {
+                    state.conclude(&myself, Err(error));
+                }
+            }
+            JobManagerMsg::TriggerSavepoint {
+                target,
+                stop,
+                reply,
+            } => {
+                state.savepoint_requests.push(SavepointRequest {
+                    target,
+                    stop,
+                    reply,
+                });
+                myself.send_message(JobManagerMsg::Tick)?;
             }
             JobManagerMsg::Cancel => {
                 let report = state.report(JobStatus::Canceled);
                 state.conclude(&myself, Ok(report));
             }
+            // A message of an earlier attempt.
+            _ => {}
         }
         Ok(())
     }
@@ -244,17 +915,52 @@ impl Actor for JobManagerActor {
         event: SupervisionEvent,
         state: &mut JobManagerState,
     ) -> Result<(), ActorProcessingErr> {
+        let current: Option<ActorId> = state.task_manager.as_ref().map(|t| t.get_id());
         match event {
-            SupervisionEvent::ActorFailed(_, error) => {
+            SupervisionEvent::ActorFailed(cell, error) if Some(cell.get_id()) == current => {
                 let error = JobError::Internal(format!("task manager failed: {error}"));
                 state.conclude(&myself, Err(error));
             }
-            SupervisionEvent::ActorTerminated(_, _, _) if state.result.is_some() => {
+            SupervisionEvent::ActorFailed(cell, error)
+                if cell.get_id() == state.writer.get_id() =>
+            {
+                let error = JobError::Internal(format!("checkpoint writer failed: {error}"));
+                state.conclude(&myself, Err(error));
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _)
+                if Some(cell.get_id()) == current && state.result.is_some() =>
+            {
                 let error = JobError::Internal("task manager stopped unexpectedly".to_string());
                 state.conclude(&myself, Err(error));
             }
             _ => {}
         }
         Ok(())
+    }
+}
+
+impl JobManagerState {
+    fn on_coordinator_event(&mut self, myself: &ActorRef<JobManagerMsg>, event: CoordinatorEvent) {
+        match event {
+            CoordinatorEvent::Nothing => {}
+            CoordinatorEvent::Completed(_) => self.complete_checkpoint(myself),
+            CoordinatorEvent::Failed {
+                checkpoint,
+                reason,
+                fail_job,
+            } => {
+                tracing::warn!(job = %self.job_name, "checkpoint {} failed: {reason}", checkpoint.barrier.id.0);
+                self.abort_in_flight(checkpoint.barrier.id, &reason);
+                if fail_job {
+                    self.fail(
+                        myself,
+                        JobError::Checkpoint(format!(
+                            "checkpoint {} failed and the tolerable failures are exceeded: {reason}",
+                            checkpoint.barrier.id.0
+                        )),
+                    );
+                }
+            }
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! with paused time the whole job is deterministic (see `tests/determinism.rs`).
 
 mod assemble;
+mod checkpoint_writer;
 mod clock;
 pub mod credit;
 mod gauges;
@@ -61,6 +62,51 @@ impl JobHandle {
                 "the job manager stopped without a result".to_string(),
             )),
         }
+    }
+
+    /// Takes a savepoint of the running job into a new folder below `target` and returns its
+    /// path (`<target>/savepoint-<id>`). Start a job from it with
+    /// [`StreamEnv::restore_from`](crate::api::StreamEnv::restore_from).
+    ///
+    /// # Errors
+    ///
+    /// The job ended first, or a subtask or storage failed to take it.
+    pub async fn trigger_savepoint(
+        &self,
+        target: impl Into<std::path::PathBuf>,
+    ) -> Result<std::path::PathBuf, JobError> {
+        self.savepoint(target.into(), false).await
+    }
+
+    /// Takes a savepoint, then stops the job (Flink's stop-with-savepoint). [`JobHandle::join`]
+    /// returns a [`JobStatus::Canceled`] result.
+    ///
+    /// # Errors
+    ///
+    /// As [`JobHandle::trigger_savepoint`]; the job keeps running if the savepoint failed.
+    pub async fn stop_with_savepoint(
+        &self,
+        target: impl Into<std::path::PathBuf>,
+    ) -> Result<std::path::PathBuf, JobError> {
+        self.savepoint(target.into(), true).await
+    }
+
+    async fn savepoint(
+        &self,
+        target: std::path::PathBuf,
+        stop: bool,
+    ) -> Result<std::path::PathBuf, JobError> {
+        let (reply, receiver) = oneshot::channel();
+        self.job_manager
+            .send_message(JobManagerMsg::TriggerSavepoint {
+                target,
+                stop,
+                reply,
+            })
+            .map_err(|_| JobError::Checkpoint("the job has ended".to_string()))?;
+        receiver
+            .await
+            .map_err(|_| JobError::Checkpoint("the job ended before the savepoint".to_string()))?
     }
 
     /// Asks the job to stop. [`JobHandle::join`] then returns a [`JobStatus::Canceled`] result

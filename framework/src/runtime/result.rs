@@ -47,6 +47,13 @@ pub struct JobResult {
     /// The most records that were ever queued on one channel (sent, not yet consumed); bounded
     /// by `credits_per_channel * batch_records_max`.
     pub max_queued_records: u64,
+    /// How many times the job restarted after a failure.
+    pub restarts: u32,
+    /// Periodic checkpoints (not savepoints) that completed, the final one included when it
+    /// was stored.
+    pub completed_checkpoints: u64,
+    /// The checkpoint or savepoint the last attempt restored from, if any.
+    pub restored_from: Option<String>,
 }
 
 impl JobResult {

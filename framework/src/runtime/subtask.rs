@@ -16,7 +16,9 @@
 //! A panic in user code or an error reported by a function fails the actor with an error that
 //! names the operator and subtask; the TaskManager (its supervisor) reports it to the JobManager.
 
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,10 +28,14 @@ use super::credit::{CreditOutbox, InputGate};
 use super::gauges::ChannelGauges;
 use super::head::{Control, InputSide, InputTask, Step};
 use super::job_manager::JobManagerMsg;
-use crate::api::{ExecutionConfig, SourcePoll};
-use crate::checkpoint::BarrierTracker;
+use crate::api::{CheckpointingMode, ExecutionConfig, SourcePoll};
+use crate::checkpoint::{BarrierAligner, BarrierTracker, CheckpointBarrier, CheckpointId};
 use crate::graph::ExecutionGraph;
-use crate::operator::{ErasedBatch, NodeId, OpenContext, OperatorCounters, SourceTask, TaskCx};
+use crate::operator::{
+    ErasedBatch, NodeId, OpenContext, OperatorCounters, PendingOperatorSnapshot, SourceTask,
+    TaskCx, TaskStateInit,
+};
+use crate::state::OperatorSnapshot;
 use crate::time::{Clock, WatermarkTracker};
 
 /// Messages of a subtask actor.
@@ -52,6 +58,57 @@ pub(crate) enum SubtaskMsg {
     Flush,
     /// Processing time reached a time an operator asked for.
     ProcessingTime,
+    /// Inject this checkpoint barrier (sources only).
+    TriggerCheckpoint(CheckpointBarrier),
+    /// Take the final checkpoint: the whole job finished its input. `persist`: whether its
+    /// state is stored (else it only commits).
+    FinalCheckpoint {
+        barrier: CheckpointBarrier,
+        persist: bool,
+    },
+    /// A checkpoint completed; after the final one the subtask closes and stops.
+    CheckpointComplete { id: CheckpointId, is_final: bool },
+}
+
+/// Decides when a barrier has arrived on every input: aligned (exactly-once) or counted
+/// (at-least-once).
+enum BarrierHandler {
+    Aligned(BarrierAligner),
+    Tracked(BarrierTracker),
+}
+
+impl BarrierHandler {
+    fn new(mode: CheckpointingMode, channels: usize) -> Self {
+        match mode {
+            CheckpointingMode::ExactlyOnce => Self::Aligned(BarrierAligner::new(channels)),
+            CheckpointingMode::AtLeastOnce => Self::Tracked(BarrierTracker::new(channels)),
+        }
+    }
+
+    fn handle_barrier(
+        &mut self,
+        channel: usize,
+        barrier: CheckpointBarrier,
+    ) -> Option<CheckpointBarrier> {
+        match self {
+            Self::Aligned(aligner) => aligner.handle_barrier(channel, barrier),
+            Self::Tracked(tracker) => tracker.handle_barrier(barrier),
+        }
+    }
+
+    fn handle_end_of_input(&mut self, channel: usize) -> Option<CheckpointBarrier> {
+        match self {
+            Self::Aligned(aligner) => aligner.handle_end_of_input(channel),
+            Self::Tracked(tracker) => tracker.handle_end_of_input(),
+        }
+    }
+
+    fn blocked(&self) -> &[bool] {
+        match self {
+            Self::Aligned(aligner) => aligner.blocked(),
+            Self::Tracked(_) => &[],
+        }
+    }
 }
 
 /// Everything needed to build one subtask.
@@ -64,6 +121,12 @@ pub(crate) struct SubtaskArgs {
     pub(crate) job_manager: ActorRef<JobManagerMsg>,
     pub(crate) gauges: Arc<ChannelGauges>,
     pub(crate) clock: super::TokioClock,
+    /// This subtask's share of the restored checkpoint, per operator state id.
+    pub(crate) restored: BTreeMap<String, OperatorSnapshot>,
+    /// The checkpoint restored from, if any.
+    pub(crate) restored_from: Option<CheckpointId>,
+    /// A directory private to this subtask attempt, for state backends.
+    pub(crate) local_dir: PathBuf,
 }
 
 enum Head {
@@ -88,7 +151,10 @@ pub(crate) struct SubtaskState {
     input_channels: Vec<usize>,
     output_channels: Vec<usize>,
     watermarks: WatermarkTracker,
-    barriers: BarrierTracker,
+    barriers: BarrierHandler,
+    attempt: u32,
+    /// The end of input was reported to the JobManager; waiting for the final checkpoint.
+    input_finished_reported: bool,
     ended_inputs: usize,
     /// The input channel whose batch is current in the head.
     current: Option<usize>,
@@ -184,7 +250,8 @@ impl SubtaskState {
                     Step::Paused => return Ok(()),
                     Step::Control(control) => self.handle_control(channel, control),
                 }
-            } else if let Some((channel, batch)) = self.gate.poll_batch() {
+            } else if let Some((channel, batch)) = self.gate.poll_unblocked(self.barriers.blocked())
+            {
                 self.gauges
                     .consumed(self.input_channels[channel], batch.records());
                 let side = self.input_sides[channel];
@@ -203,9 +270,21 @@ impl SubtaskState {
     }
 
     fn handle_control(&mut self, channel: usize, control: Control) {
+        if let Some(complete) = self.handle_control_in_head(channel, control) {
+            self.acknowledge(complete);
+        }
+    }
+
+    /// Handles a control element; returns a checkpoint whose barrier the chain just took.
+    fn handle_control_in_head(
+        &mut self,
+        channel: usize,
+        control: Control,
+    ) -> Option<CheckpointBarrier> {
         let Head::Input(head) = &mut self.head else {
-            return;
+            return None;
         };
+        let mut taken = None;
         match control {
             Control::Watermark(watermark) => {
                 if let Some(advanced) = self.watermarks.handle_watermark(channel, watermark) {
@@ -222,8 +301,9 @@ impl SubtaskState {
                 }
             }
             Control::Barrier(barrier) => {
-                if let Some(complete) = self.barriers.handle_barrier(barrier) {
+                if let Some(complete) = self.barriers.handle_barrier(channel, barrier) {
                     head.process_barrier(complete, &mut self.cx);
+                    taken = Some(complete);
                 }
             }
             Control::EndOfInput => {
@@ -231,14 +311,68 @@ impl SubtaskState {
                 if let Some(advanced) = self.watermarks.handle_end_of_input(channel) {
                     head.process_watermark(advanced, &mut self.cx);
                 }
-                if let Some(complete) = self.barriers.handle_end_of_input() {
+                if let Some(complete) = self.barriers.handle_end_of_input(channel) {
                     head.process_barrier(complete, &mut self.cx);
+                    taken = Some(complete);
                 }
                 if self.ended_inputs == self.gate.channel_count() {
                     head.end_of_input(&mut self.cx);
                     self.input_done = true;
                 }
             }
+        }
+        taken
+    }
+
+    /// Sends the snapshots the chain took for `barrier` to the JobManager, which has them
+    /// stored; the subtask goes on processing meanwhile. A failed snapshot declines instead
+    /// (the failure itself fails the task).
+    fn acknowledge(&mut self, barrier: CheckpointBarrier) {
+        let snapshots: Vec<(String, PendingOperatorSnapshot)> =
+            std::mem::take(&mut self.cx.snapshots);
+        if self.cx.failure.is_some() {
+            return;
+        }
+        let _ = self.job_manager.send_message(JobManagerMsg::Acknowledge {
+            attempt: self.attempt,
+            index: self.index,
+            barrier,
+            snapshots,
+        });
+    }
+
+    /// Injects a barrier at a source, or declines if the source has finished.
+    fn trigger_checkpoint(&mut self, barrier: CheckpointBarrier) {
+        let Head::Source(source) = &mut self.head else {
+            return;
+        };
+        if self.input_done || !self.started {
+            let _ = self.job_manager.send_message(JobManagerMsg::Decline {
+                attempt: self.attempt,
+                index: self.index,
+                id: barrier.id,
+                reason: format!("{} has finished its input", self.task_name),
+            });
+            return;
+        }
+        source.trigger_checkpoint(barrier, &mut self.cx);
+        self.acknowledge(barrier);
+    }
+
+    /// Snapshots the whole chain for the final checkpoint (no barrier goes downstream: every
+    /// input has ended).
+    fn final_checkpoint(&mut self, barrier: CheckpointBarrier) {
+        match &mut self.head {
+            Head::Source(source) => source.snapshot_state(barrier, &mut self.cx),
+            Head::Input(head) => head.snapshot_state(barrier, &mut self.cx),
+        }
+        self.acknowledge(barrier);
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) {
+        match &mut self.head {
+            Head::Source(source) => source.notify_checkpoint_complete(id, &mut self.cx),
+            Head::Input(head) => head.notify_checkpoint_complete(id, &mut self.cx),
         }
     }
 
@@ -364,17 +498,36 @@ impl SubtaskActor {
             state.poll_scheduled = true;
             myself.send_message(SubtaskMsg::Poll)?;
         }
-        if state.input_done && state.cx.outbox.is_idle() {
-            state.close()?;
-            let metrics = state.metrics();
+        if state.input_done && state.cx.outbox.is_idle() && !state.input_finished_reported {
+            // Everything was delivered downstream. The subtask stays up for the final
+            // checkpoint, which commits what its operators hold (two-phase-commit sinks).
+            state.input_finished_reported = true;
             let _ = state
                 .job_manager
-                .send_message(JobManagerMsg::SubtaskFinished {
+                .send_message(JobManagerMsg::InputFinished {
+                    attempt: state.attempt,
                     index: state.index,
-                    metrics,
                 });
-            myself.stop(None);
         }
+        Ok(())
+    }
+
+    /// The final checkpoint completed: close the chain, report, stop.
+    fn finish(
+        &self,
+        myself: &ActorRef<SubtaskMsg>,
+        state: &mut SubtaskState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.close()?;
+        let metrics = state.metrics();
+        let _ = state
+            .job_manager
+            .send_message(JobManagerMsg::SubtaskFinished {
+                attempt: state.attempt,
+                index: state.index,
+                metrics,
+            });
+        myself.stop(None);
         Ok(())
     }
 }
@@ -422,7 +575,9 @@ impl Actor for SubtaskActor {
             input_channels: plan.inputs.iter().map(|c| c.channel).collect(),
             output_channels: plan.outputs.iter().map(|c| c.channel).collect(),
             watermarks: WatermarkTracker::new(channel_count),
-            barriers: BarrierTracker::new(channel_count),
+            barriers: BarrierHandler::new(args.config.checkpointing.mode, channel_count),
+            attempt: args.attempt_number,
+            input_finished_reported: false,
             ended_inputs: 0,
             current: None,
             outputs: Vec::new(),
@@ -439,6 +594,14 @@ impl Actor for SubtaskActor {
                 subtask_index: plan.id.index,
                 max_parallelism: graph.job.max_parallelism,
                 attempt_number: args.attempt_number,
+                state: Arc::new(TaskStateInit::new(
+                    args.restored,
+                    args.restored_from,
+                    args.config.state_backend,
+                    args.local_dir,
+                    args.config.state_cache_entries,
+                    args.config.lmdb_map_size,
+                )),
             },
             config: args.config,
             job_manager: args.job_manager,
@@ -526,6 +689,20 @@ impl Actor for SubtaskActor {
             }
             SubtaskMsg::ProcessingTime => {
                 state.guarded(SubtaskState::on_processing_time)?;
+            }
+            SubtaskMsg::TriggerCheckpoint(barrier) => {
+                state.guarded(|s| s.trigger_checkpoint(barrier))?;
+            }
+            SubtaskMsg::FinalCheckpoint { barrier, persist } => {
+                state.cx.persist_snapshots = persist;
+                state.guarded(|s| s.final_checkpoint(barrier))?;
+                state.cx.persist_snapshots = true;
+            }
+            SubtaskMsg::CheckpointComplete { id, is_final } => {
+                state.guarded(|s| s.notify_checkpoint_complete(id))?;
+                if is_final && state.input_finished_reported {
+                    return self.finish(&myself, state);
+                }
             }
         }
         self.after_step(&myself, state)

@@ -74,6 +74,8 @@ async fn spawn_on_dedicated_thread(
 
 pub(crate) struct TaskManagerState {
     job_manager: ActorRef<JobManagerMsg>,
+    /// The job attempt these subtasks belong to.
+    attempt: u32,
     /// Live subtasks by actor id: (flat subtask index, cell).
     subtasks: BTreeMap<ActorId, (usize, ActorCell)>,
 }
@@ -81,15 +83,16 @@ pub(crate) struct TaskManagerState {
 impl Actor for TaskManagerActor {
     type Msg = TaskManagerMsg;
     type State = TaskManagerState;
-    type Arguments = ActorRef<JobManagerMsg>;
+    type Arguments = (ActorRef<JobManagerMsg>, u32);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<TaskManagerMsg>,
-        job_manager: ActorRef<JobManagerMsg>,
+        (job_manager, attempt): (ActorRef<JobManagerMsg>, u32),
     ) -> Result<TaskManagerState, ActorProcessingErr> {
         Ok(TaskManagerState {
             job_manager,
+            attempt,
             subtasks: BTreeMap::new(),
         })
     }
@@ -161,6 +164,7 @@ impl Actor for TaskManagerActor {
                     let _ = state
                         .job_manager
                         .send_message(JobManagerMsg::SubtaskFailed {
+                            attempt: state.attempt,
                             index,
                             operator,
                             task,
@@ -181,8 +185,15 @@ impl Actor for TaskManagerActor {
         _myself: ActorRef<TaskManagerMsg>,
         state: &mut TaskManagerState,
     ) -> Result<(), ActorProcessingErr> {
+        // Wait until every subtask stopped: a restarted attempt must not overlap with this one
+        // (two sinks writing the same files).
         for (_, cell) in state.subtasks.values() {
-            cell.stop(Some("task manager stopped".to_string()));
+            let _ = cell
+                .stop_and_wait(
+                    Some("task manager stopped".to_string()),
+                    Some(std::time::Duration::from_secs(60)),
+                )
+                .await;
         }
         Ok(())
     }

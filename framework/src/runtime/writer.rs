@@ -6,7 +6,7 @@
 //! watermark per record must not cost a batch per record).
 
 use super::partitioner::{ChannelSelector, PartitionKind, SelectContext, SplitMixRng};
-use crate::checkpoint::CheckpointBarrier;
+use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 use crate::operator::{
     Chained, ChannelBatch, Control, ErasedBatch, NodeId, OpenContext, OperatorCounters,
     OperatorError, Record, TaskCx,
@@ -194,6 +194,12 @@ impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
         self.broadcast_control(Control::Barrier(barrier), cx);
         self.emit_all(cx);
     }
+
+    /// A writer holds no state: records in its partial batches were already counted by the
+    /// operators before it, and the barrier that follows them carries them to the consumer.
+    fn snapshot_state(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+
+    fn notify_checkpoint_complete(&mut self, _id: CheckpointId, _cx: &mut TaskCx) {}
 
     fn end_of_input(&mut self, cx: &mut TaskCx) {
         self.broadcast_control(Control::EndOfInput, cx);

@@ -1,98 +1,79 @@
-//! Keyed state: named, typed values per key, scoped to the key of the element being processed.
+//! Keyed state: named, typed state per key, scoped to the key of the element being processed.
 //!
-//! A [`KeyedStateStore`] holds one table per state name (`BTreeMap<key, value>`, ordered so
-//! snapshots and iteration are deterministic). Users reach it through state handles such as
-//! [`ValueState`], which they keep in their function and use with the function's keyed context;
-//! the context supplies the current key. Asking for a state under a name that was registered with
-//! another type is an error naming both types, never a garbled value.
+//! A [`KeyedStateStore`] holds the keyed state of one operator instance in a memory or an LMDB
+//! backend ([`KeyedBackendConfig`]). Users reach it through state handles ([`ValueState`],
+//! [`ListState`], [`MapState`], [`ReducingState`], [`AggregatingState`]), which they keep in their
+//! function and use with the function's keyed context ([`KeyedStateAccess`]); the context
+//! supplies the current key and processing time. Runtime-internal operators use
+//! [`KeyedStateStore::value_table`], resolved once per batch, for one map operation per record.
 //!
-//! This is the in-memory layout; the state backends (memory and LMDB), key-group snapshots and
-//! TTL build on it.
+//! ## Design
+//!
+//! - A state is a name, a type name (kind and value type, as recorded in snapshots) and a typed
+//!   table. Asking for a name with another type or kind is [`StateError::TypeMismatch`], never a
+//!   garbled value.
+//! - [`KeyedStateStore::restore`] keeps each state's entries as bytes until a handle first asks
+//!   for it with a type; then they are checked against the recorded type name and decoded (a
+//!   decode failure is [`StateError::Corrupt`] naming the state and key group). States nobody asks
+//!   for are carried over into the next snapshot unchanged.
+//! - [`KeyedStateStore::snapshot`] produces the backend-independent [`KeyedStateSnapshot`]: every
+//!   entry tagged with its key group, sorted by `(key group, state, key)`, expired TTL values left
+//!   out. The memory backend serialises its maps at once; the LMDB backend writes its cache back
+//!   and defers the reading to a read transaction opened at the barrier (see `lmdb.rs`).
+//!
+//! ## Invariants
+//!
+//! - A state's id is its index in the store and in the store's snapshots.
+//! - No hash map's iteration order reaches a snapshot: entries are sorted.
+//! - Keys only need `Ord + Clone + Send` on the access path (trigger state is keyed by
+//!   `(key, window)`); what needs [`Key`] (encoding, key groups) is captured as plain function
+//!   pointers where `K: Key` is known: `open`, `restore`, `snapshot`.
+//!
+//! [`ValueState`]: super::ValueState
+//! [`ListState`]: super::ListState
+//! [`MapState`]: super::MapState
+//! [`ReducingState`]: super::ReducingState
+//! [`AggregatingState`]: super::AggregatingState
 
-use std::any::Any;
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::backend::{KeyedBackendConfig, StateBackendKind};
+use super::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT};
+use super::lmdb::{LmdbAccess, LmdbEnv, LmdbTable};
+use super::snapshot::{KeyedStateSnapshot, PendingKeyedSnapshot, StateMeta};
+use super::table::{
+    KeyCodec, KeyMap, MemTable, RawEntry, Slot, SnapshotSink, StateBody, StateEntry, StateKind,
+    StateSpec, TableAccess, corrupt, decode_exact,
+};
+use crate::api::Key;
 
 /// A keyed-state error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
-    /// A state name used with two value types.
+    /// A state name used with two value types or kinds.
     #[error("state '{name}' holds {registered}, not {requested}")]
     TypeMismatch {
         /// The state's name.
         name: String,
-        /// The type it was registered with.
-        registered: &'static str,
+        /// The type it was registered (or restored) with.
+        registered: String,
         /// The type asked for.
-        requested: &'static str,
+        requested: String,
     },
-}
-
-struct StateTable {
-    name: String,
-    type_name: &'static str,
-    /// A `BTreeMap<K, T>`.
-    values: Box<dyn Any + Send>,
-}
-
-/// The keyed state of one operator instance.
-pub struct KeyedStateStore<K> {
-    tables: Vec<StateTable>,
-    _key: PhantomData<fn(K)>,
-}
-
-impl<K> std::fmt::Debug for KeyedStateStore<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedStateStore")
-            .field(
-                "states",
-                &self.tables.iter().map(|t| &t.name).collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
-impl<K> Default for KeyedStateStore<K> {
-    fn default() -> Self {
-        Self {
-            tables: Vec::new(),
-            _key: PhantomData,
-        }
-    }
-}
-
-impl<K: Ord + Send + 'static> KeyedStateStore<K> {
-    /// The table of state `name`, created empty on first use.
-    ///
-    /// # Errors
-    ///
-    /// [`StateError::TypeMismatch`] if `name` holds another type.
-    pub fn table<T: Send + 'static>(
-        &mut self,
-        name: &str,
-    ) -> Result<&mut BTreeMap<K, T>, StateError> {
-        let index = match self.tables.iter().position(|t| t.name == name) {
-            Some(index) => index,
-            None => {
-                self.tables.push(StateTable {
-                    name: name.to_string(),
-                    type_name: std::any::type_name::<T>(),
-                    values: Box::new(BTreeMap::<K, T>::new()),
-                });
-                self.tables.len() - 1
-            }
-        };
-        let table = &mut self.tables[index];
-        let registered = table.type_name;
-        table
-            .values
-            .downcast_mut::<BTreeMap<K, T>>()
-            .ok_or_else(|| StateError::TypeMismatch {
-                name: name.to_string(),
-                registered,
-                requested: std::any::type_name::<T>(),
-            })
-    }
+    /// Stored state that cannot be read back (a decode failure, an inconsistent snapshot).
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
+    /// A key or value that cannot be encoded.
+    #[error("cannot encode state: {0}")]
+    Encode(String),
+    /// The state backend failed (LMDB I/O, a full map, a bad configuration).
+    #[error("state backend: {0}")]
+    Backend(String),
 }
 
 /// Access to the keyed state of the current key: what a state handle needs from a context.
@@ -103,155 +84,1178 @@ pub trait KeyedStateAccess<K> {
     fn state_store(&mut self) -> &mut KeyedStateStore<K>;
     /// Reports a state error: the task fails with it.
     fn state_error(&mut self, error: StateError);
+    /// The current processing time in milliseconds (state TTL measures it).
+    ///
+    /// The default is 0: processing time stands still and TTL never expires. Contexts that offer
+    /// state with a TTL override it.
+    fn current_processing_time(&self) -> i64 {
+        0
+    }
 }
 
-/// A single value per key (Flink's `ValueState`).
+/// Where the typed tables of a store live.
+enum Backend<K> {
+    Memory,
+    Lmdb(LmdbEnv<K>),
+}
+
+/// The keyed state of one operator instance (one operator, one subtask).
 ///
 /// # Examples
 ///
 /// ```
-/// use eichhorn::state::ValueState;
+/// use eichhorn::state::{KeyedBackendConfig, KeyedStateStore};
 ///
-/// // Kept in a keyed function; read and written through its context:
-/// // `self.last.value(ctx)`, `self.last.update(ctx, 21.5)`, `self.last.clear(ctx)`.
-/// let last: ValueState<f64> = ValueState::new("last-temperature");
-/// assert_eq!(last.name(), "last-temperature");
+/// # fn main() -> Result<(), eichhorn::state::StateError> {
+/// let mut store = KeyedStateStore::<String>::open(KeyedBackendConfig::memory(128))?;
+/// let mut sums = store.value_table::<u64>("sum")?;
+/// *sums.get_or_insert_with("a".to_string(), || 0)? += 5;
+/// assert_eq!(sums.get(&"a".to_string())?, Some(&5));
+///
+/// let snapshot = store.snapshot(0)?.complete()?;
+/// let mut restored = KeyedStateStore::<String>::default();
+/// restored.restore(snapshot)?;
+/// assert_eq!(restored.value_table::<u64>("sum")?.get(&"a".to_string())?, Some(&5));
+/// # Ok(()) }
 /// ```
-pub struct ValueState<T> {
-    name: String,
-    _type: PhantomData<fn() -> T>,
+pub struct KeyedStateStore<K> {
+    max_parallelism: u32,
+    key_groups: KeyGroupRange,
+    states: Vec<StateEntry<K>>,
+    backend: Backend<K>,
 }
 
-impl<T> Clone for ValueState<T> {
-    fn clone(&self) -> Self {
-        Self::new(&self.name)
-    }
-}
-
-impl<T> std::fmt::Debug for ValueState<T> {
+impl<K> std::fmt::Debug for KeyedStateStore<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValueState")
-            .field("name", &self.name)
-            .finish()
+        let mut s = f.debug_struct("KeyedStateStore");
+        s.field("backend", &self.backend_kind())
+            .field("key_groups", &self.key_groups)
+            .field(
+                "states",
+                &self.states.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            );
+        if let Backend::Lmdb(env) = &self.backend {
+            s.field("dir", &env.dir());
+        }
+        s.finish()
     }
 }
 
-impl<T> ValueState<T> {
-    /// A handle on the value state called `name`.
-    pub fn new(name: &str) -> Self {
+/// An in-memory store owning all [`DEFAULT_MAX_PARALLELISM`] key groups.
+impl<K> Default for KeyedStateStore<K> {
+    fn default() -> Self {
         Self {
-            name: name.to_string(),
-            _type: PhantomData,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            key_groups: KeyGroupRange::for_subtask(DEFAULT_MAX_PARALLELISM, 1, 0),
+            states: Vec::new(),
+            backend: Backend::Memory,
         }
-    }
-
-    /// The state's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
-impl<T: Clone + Send + 'static> ValueState<T> {
-    /// The current key's value, if any.
-    pub fn value<K: Ord + Clone + Send + 'static>(
-        &self,
-        ctx: &mut impl KeyedStateAccess<K>,
-    ) -> Option<T> {
-        let key = ctx.current_key().clone();
-        match ctx.state_store().table::<T>(&self.name) {
-            Ok(table) => table.get(&key).cloned(),
-            Err(error) => {
-                ctx.state_error(error);
-                None
-            }
+impl<K> KeyedStateStore<K> {
+    /// The backend the state lives in.
+    pub fn backend_kind(&self) -> StateBackendKind {
+        match self.backend {
+            Backend::Memory => StateBackendKind::Memory,
+            Backend::Lmdb(_) => StateBackendKind::Lmdb,
         }
     }
 
-    /// Sets the current key's value.
-    pub fn update<K: Ord + Clone + Send + 'static>(
-        &self,
-        ctx: &mut impl KeyedStateAccess<K>,
-        value: T,
-    ) {
-        let key = ctx.current_key().clone();
-        match ctx.state_store().table::<T>(&self.name) {
-            Ok(table) => {
-                table.insert(key, value);
+    /// The number of key groups.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// The key groups this store owns (restores keep only these).
+    pub fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
+
+    /// The names of the states the store knows (used or restored), in id order.
+    pub fn state_names(&self) -> impl Iterator<Item = &str> {
+        self.states.iter().map(|s| s.name.as_str())
+    }
+
+    /// The number of entries held in memory: every entry of the memory backend (restored ones
+    /// not yet decoded included), the cached ones of the LMDB backend. A measure of memory use.
+    pub fn entries_in_memory(&self) -> usize {
+        match &self.backend {
+            Backend::Lmdb(env) => env.cached(),
+            Backend::Memory => self
+                .states
+                .iter()
+                .map(|s| match &s.body {
+                    StateBody::Restored { entries, .. } => entries.len(),
+                    StateBody::Memory { table, .. } => table.len(),
+                    StateBody::Lmdb { .. } => 0,
+                })
+                .sum(),
+        }
+    }
+}
+
+impl<K: Key> KeyedStateStore<K> {
+    /// Opens an empty store as `config` says (LMDB: creates the environment in
+    /// `config.local_dir`, which is removed when the store is dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Backend`] for an invalid configuration (max parallelism out of range, key
+    /// groups beyond it, no directory for LMDB) or when LMDB cannot open.
+    pub fn open(config: KeyedBackendConfig) -> Result<Self, StateError> {
+        if config.max_parallelism == 0 || config.max_parallelism > MAX_PARALLELISM_LIMIT {
+            return Err(StateError::Backend(format!(
+                "max parallelism {} is not in 1..={MAX_PARALLELISM_LIMIT}",
+                config.max_parallelism
+            )));
+        }
+        if config.key_groups.start > config.key_groups.end
+            || config.key_groups.end > config.max_parallelism
+        {
+            return Err(StateError::Backend(format!(
+                "key groups {:?} are not within 0..{}",
+                config.key_groups, config.max_parallelism
+            )));
+        }
+        let backend = match config.kind {
+            StateBackendKind::Memory => Backend::Memory,
+            StateBackendKind::Lmdb => Backend::Lmdb(LmdbEnv::open(&config, KeyCodec::new())?),
+        };
+        Ok(Self {
+            max_parallelism: config.max_parallelism,
+            key_groups: config.key_groups,
+            states: Vec::new(),
+            backend,
+        })
+    }
+
+    /// Replaces the store's contents with `snapshot`, keeping the entries of the key groups this
+    /// store owns. Values stay encoded until a handle first asks for their state with a type.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Corrupt`] if the snapshot is inconsistent (a state named twice, an entry
+    /// referring to a missing state or to a key group beyond max parallelism);
+    /// [`StateError::Backend`] if LMDB fails. Either way the store keeps its old contents.
+    pub fn restore(&mut self, snapshot: KeyedStateSnapshot) -> Result<(), StateError> {
+        let KeyedStateSnapshot { states, entries } = snapshot;
+        for (i, meta) in states.iter().enumerate() {
+            if states[..i].iter().any(|m| m.name == meta.name) {
+                return Err(StateError::Corrupt(format!(
+                    "keyed snapshot names state '{}' twice",
+                    meta.name
+                )));
             }
-            Err(error) => ctx.state_error(error),
+        }
+        u32::try_from(states.len()).map_err(|_| {
+            StateError::Corrupt(format!("keyed snapshot has {} states", states.len()))
+        })?;
+        for entry in &entries {
+            if entry.state as usize >= states.len() {
+                return Err(StateError::Corrupt(format!(
+                    "keyed entry of key group {} refers to state #{} of {}",
+                    entry.key_group,
+                    entry.state,
+                    states.len()
+                )));
+            }
+            if entry.key_group >= self.max_parallelism {
+                return Err(StateError::Corrupt(format!(
+                    "keyed entry of state '{}' is in key group {}, beyond max parallelism {}",
+                    states[entry.state as usize].name, entry.key_group, self.max_parallelism
+                )));
+            }
+        }
+        let range = self.key_groups;
+        let owned = |e: &&super::snapshot::KeyedEntry| range.contains(KeyGroup(e.key_group));
+        let mut raw: Vec<Vec<RawEntry>> = states.iter().map(|_| Vec::new()).collect();
+        match &mut self.backend {
+            Backend::Memory => {
+                for entry in entries.iter().filter(owned) {
+                    raw[entry.state as usize].push(RawEntry {
+                        key_group: entry.key_group,
+                        key: entry.key.clone(),
+                        value: entry.value.clone(),
+                    });
+                }
+            }
+            // One transaction: on failure the old contents (database and caches) stay as they
+            // were; on success the old states, caches included, are replaced below.
+            Backend::Lmdb(env) => env.restore(entries.iter().filter(owned))?,
+        }
+        let decode_key = KeyCodec::<K>::new().decode;
+        self.states = states
+            .into_iter()
+            .zip(raw)
+            .map(|(meta, entries)| StateEntry {
+                name: meta.name,
+                type_name: meta.type_name,
+                body: StateBody::Restored {
+                    entries,
+                    decode_key,
+                },
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Snapshots every state: entries tagged with their key group, sorted by
+    /// `(key group, state, key)`, keys and values postcard-encoded, values expired at `now_ms`
+    /// left out. The memory backend returns [`PendingKeyedSnapshot::Ready`]; LMDB writes its
+    /// cache back and returns [`PendingKeyedSnapshot::Deferred`], reading a view frozen now while
+    /// the store goes on changing.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Encode`] if a key or value cannot be encoded; [`StateError::Backend`] if
+    /// LMDB fails.
+    pub fn snapshot(&mut self, now_ms: i64) -> Result<PendingKeyedSnapshot, StateError> {
+        match &mut self.backend {
+            Backend::Lmdb(env) => env.snapshot(&mut self.states, now_ms),
+            Backend::Memory => {
+                let codec = KeyCodec::<K>::new();
+                let mut entries = Vec::new();
+                let mut sink = SnapshotSink {
+                    codec: &codec,
+                    max_parallelism: self.max_parallelism,
+                    now_ms,
+                    out: &mut entries,
+                };
+                let mut states = Vec::with_capacity(self.states.len());
+                for (id, state) in (0u32..).zip(&self.states) {
+                    states.push(StateMeta {
+                        name: state.name.clone(),
+                        type_name: state.type_name.clone(),
+                    });
+                    match &state.body {
+                        StateBody::Restored { entries: raw, .. } => {
+                            sink.out
+                                .extend(raw.iter().map(|raw| super::snapshot::KeyedEntry {
+                                    key_group: raw.key_group,
+                                    state: id,
+                                    key: raw.key.clone(),
+                                    value: raw.value.clone(),
+                                }));
+                        }
+                        StateBody::Memory { table, .. } => {
+                            table.snapshot_into(id, &state.name, &mut sink)?;
+                        }
+                        StateBody::Lmdb { .. } => unreachable!("an LMDB table in a memory store"),
+                    }
+                }
+                entries.sort_unstable();
+                Ok(PendingKeyedSnapshot::Ready(KeyedStateSnapshot {
+                    states,
+                    entries,
+                }))
+            }
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static> KeyedStateStore<K> {
+    /// The value state `name` as a table over all keys: the fast path for runtime-internal
+    /// operators. Resolve it once per batch; the memory backend then costs one hash-map
+    /// operation per access (an `FxHashMap<K, V>`), LMDB one cache operation (and a read on a
+    /// miss). Value tables have no TTL, and their state kind differs from [`ValueState`]'s.
+    ///
+    /// [`ValueState`]: super::ValueState
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::TypeMismatch`] if `name` holds another type or kind;
+    /// [`StateError::Corrupt`] if its restored entries do not decode.
+    pub fn value_table<V>(&mut self, name: &str) -> Result<ValueTable<'_, K, V>, StateError>
+    where
+        V: Clone + Serialize + DeserializeOwned + Send + 'static,
+    {
+        let access = self.access::<V, FxHashMap<K, V>, FxHashMap<K, Slot<V>>>(StateSpec {
+            name,
+            kind: StateKind::Table,
+            describe: describe_table::<V>,
+            expiry: None,
+        })?;
+        Ok(ValueTable { access })
+    }
+}
+
+fn describe_table<V>() -> String {
+    format!("ValueTable<{}>", std::any::type_name::<V>())
+}
+
+impl<K: Clone + Send + 'static> KeyedStateStore<K> {
+    /// Resolves state `spec.name` to its typed table, registering it on first use and decoding
+    /// restored entries on first typed use.
+    pub(crate) fn access<S, M, C>(
+        &mut self,
+        spec: StateSpec<'_, S>,
+    ) -> Result<TableAccess<'_, K, S, M, C>, StateError>
+    where
+        S: Clone + Serialize + DeserializeOwned + Send + 'static,
+        M: KeyMap<K, S>,
+        C: KeyMap<K, Slot<S>>,
+    {
+        let index = match self.states.iter().position(|s| s.name == spec.name) {
+            Some(index) => index,
+            None => self.register::<S, M, C>(&spec)?,
+        };
+        if matches!(self.states[index].body, StateBody::Restored { .. }) {
+            self.materialize::<S, M, C>(index, &spec)?;
+        }
+        let (before, rest) = self.states.split_at_mut(index);
+        let Some((entry, after)) = rest.split_first_mut() else {
+            unreachable!("state index {index} is in range");
+        };
+        let StateEntry {
+            name,
+            type_name,
+            body,
+        } = entry;
+        let mismatch = || StateError::TypeMismatch {
+            name: name.clone(),
+            registered: type_name.clone(),
+            requested: (spec.describe)(),
+        };
+        match (body, &mut self.backend) {
+            (StateBody::Memory { kind, table }, Backend::Memory) => {
+                if *kind != spec.kind {
+                    return Err(mismatch());
+                }
+                let table = table
+                    .as_any_mut()
+                    .downcast_mut::<MemTable<K, S, M>>()
+                    .ok_or_else(mismatch)?;
+                table.expiry = spec.expiry;
+                Ok(TableAccess::Memory(&mut table.map))
+            }
+            (StateBody::Lmdb { kind, table }, Backend::Lmdb(env)) => {
+                if *kind != spec.kind {
+                    return Err(mismatch());
+                }
+                let table = table
+                    .as_any_mut()
+                    .downcast_mut::<LmdbTable<K, S, C>>()
+                    .ok_or_else(mismatch)?;
+                table.expiry = spec.expiry;
+                Ok(TableAccess::Lmdb(LmdbAccess::new(
+                    table,
+                    index as u32,
+                    name,
+                    before,
+                    after,
+                    env,
+                )))
+            }
+            _ => unreachable!("a state's body matches the store's backend"),
         }
     }
 
-    /// Removes the current key's value.
-    pub fn clear<K: Ord + Clone + Send + 'static>(&self, ctx: &mut impl KeyedStateAccess<K>) {
-        let key = ctx.current_key().clone();
-        match ctx.state_store().table::<T>(&self.name) {
-            Ok(table) => {
-                table.remove(&key);
-            }
-            Err(error) => ctx.state_error(error),
+    /// Registers a new, empty state; returns its id.
+    fn register<S, M, C>(&mut self, spec: &StateSpec<'_, S>) -> Result<usize, StateError>
+    where
+        S: Clone + Serialize + DeserializeOwned + Send + 'static,
+        M: KeyMap<K, S>,
+        C: KeyMap<K, Slot<S>>,
+    {
+        if u32::try_from(self.states.len()).is_err() {
+            return Err(StateError::Backend("too many states".into()));
         }
+        let body = match self.backend {
+            Backend::Memory => StateBody::Memory {
+                kind: spec.kind,
+                table: Box::new(MemTable::<K, S, M>::new(M::default())),
+            },
+            Backend::Lmdb(_) => StateBody::Lmdb {
+                kind: spec.kind,
+                table: Box::new(LmdbTable::<K, S, C>::new()),
+            },
+        };
+        self.states.push(StateEntry {
+            name: spec.name.to_string(),
+            type_name: (spec.describe)(),
+            body,
+        });
+        Ok(self.states.len() - 1)
+    }
+
+    /// Turns restored state `index` into a typed table, after checking its recorded type.
+    fn materialize<S, M, C>(
+        &mut self,
+        index: usize,
+        spec: &StateSpec<'_, S>,
+    ) -> Result<(), StateError>
+    where
+        S: Clone + Serialize + DeserializeOwned + Send + 'static,
+        M: KeyMap<K, S>,
+        C: KeyMap<K, Slot<S>>,
+    {
+        let entry = &mut self.states[index];
+        let requested = (spec.describe)();
+        if entry.type_name != requested {
+            return Err(StateError::TypeMismatch {
+                name: entry.name.clone(),
+                registered: entry.type_name.clone(),
+                requested,
+            });
+        }
+        let StateBody::Restored {
+            entries,
+            decode_key,
+        } = &entry.body
+        else {
+            return Ok(());
+        };
+        let body = match self.backend {
+            Backend::Memory => {
+                let mut map = M::default();
+                for raw in entries {
+                    let key = decode_key(&raw.key)
+                        .map_err(|e| corrupt(&entry.name, raw.key_group, "key", e))?;
+                    let value: S = decode_exact(&raw.value)
+                        .map_err(|e| corrupt(&entry.name, raw.key_group, "value", e))?;
+                    map.insert(key, value);
+                }
+                StateBody::Memory {
+                    kind: spec.kind,
+                    table: Box::new(MemTable::<K, S, M>::new(map)),
+                }
+            }
+            // The entries are in the database; they decode as they are read.
+            Backend::Lmdb(_) => StateBody::Lmdb {
+                kind: spec.kind,
+                table: Box::new(LmdbTable::<K, S, C>::new()),
+            },
+        };
+        entry.body = body;
+        Ok(())
+    }
+}
+
+/// The handles' table type: ordered maps (their keys only promise `Ord`).
+pub(crate) type HandleTable<'a, K, S> = TableAccess<'a, K, S, BTreeMap<K, S>, BTreeMap<K, Slot<S>>>;
+
+/// One value state of a store as a table over all keys (see [`KeyedStateStore::value_table`]).
+///
+/// The memory backend answers every call with one `FxHashMap` operation and never fails; the
+/// LMDB backend goes through its write-back cache and reports backend failures.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::state::KeyedStateStore;
+///
+/// # fn main() -> Result<(), eichhorn::state::StateError> {
+/// let mut store = KeyedStateStore::<u32>::default();
+/// let mut counts = store.value_table::<u64>("count")?;
+/// for key in [1, 2, 1] {
+///     match counts.get_mut(&key)? {
+///         Some(count) => *count += 1,
+///         None => counts.insert(key, 1)?,
+///     }
+/// }
+/// assert_eq!(counts.get(&1)?, Some(&2));
+/// counts.remove(&1)?;
+/// assert_eq!(counts.get(&1)?, None);
+/// # Ok(()) }
+/// ```
+pub struct ValueTable<'a, K, V> {
+    access: TableAccess<'a, K, V, FxHashMap<K, V>, FxHashMap<K, Slot<V>>>,
+}
+
+impl<K, V> std::fmt::Debug for ValueTable<'_, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueTable").finish_non_exhaustive()
+    }
+}
+
+impl<K, V> ValueTable<'_, K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The value of `key`.
+    ///
+    /// # Errors
+    ///
+    /// LMDB: the read failed or the stored bytes do not decode.
+    #[inline]
+    pub fn get(&mut self, key: &K) -> Result<Option<&V>, StateError> {
+        self.access.get(key)
+    }
+
+    /// The value of `key`, to change in place.
+    ///
+    /// # Errors
+    ///
+    /// As [`ValueTable::get`], or a write-back failed.
+    #[inline]
+    pub fn get_mut(&mut self, key: &K) -> Result<Option<&mut V>, StateError> {
+        self.access.get_mut(key)
+    }
+
+    /// The value of `key`, inserted with `default` first if absent (one map operation).
+    ///
+    /// # Errors
+    ///
+    /// As [`ValueTable::get_mut`].
+    #[inline]
+    pub fn get_or_insert_with(
+        &mut self,
+        key: K,
+        default: impl FnOnce() -> V,
+    ) -> Result<&mut V, StateError> {
+        self.access.get_or_insert_with(key, default)
+    }
+
+    /// Sets the value of `key`.
+    ///
+    /// # Errors
+    ///
+    /// LMDB: a write-back (to make room in the cache) failed.
+    #[inline]
+    pub fn insert(&mut self, key: K, value: V) -> Result<(), StateError> {
+        self.access.insert(key, value)
+    }
+
+    /// Removes the value of `key`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ValueTable::insert`].
+    #[inline]
+    pub fn remove(&mut self, key: &K) -> Result<(), StateError> {
+        self.access.remove(key)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::state::snapshot::{OperatorSnapshot, redistribute};
+    use crate::state::test_support::{Ctx, lmdb_config};
+    use crate::state::{
+        KeyedEntry, ListState, MapState, ReducingState, StateTtlConfig, ValueState,
+        key_group_for_key, subtask_for_key_group,
+    };
 
-    struct Ctx {
-        key: String,
-        store: KeyedStateStore<String>,
-        errors: Vec<StateError>,
+    fn complete<K: Key>(store: &mut KeyedStateStore<K>, now_ms: i64) -> KeyedStateSnapshot {
+        store
+            .snapshot(now_ms)
+            .and_then(PendingKeyedSnapshot::complete)
+            .expect("snapshot")
     }
 
-    impl KeyedStateAccess<String> for Ctx {
-        fn current_key(&self) -> &String {
-            &self.key
+    fn memory_config(key_groups: KeyGroupRange) -> KeyedBackendConfig {
+        KeyedBackendConfig {
+            key_groups,
+            ..KeyedBackendConfig::memory(128)
         }
-        fn state_store(&mut self) -> &mut KeyedStateStore<String> {
-            &mut self.store
+    }
+
+    /// A store of `kind` owning `key_groups`, LMDB ones in a fresh directory under `dir`.
+    fn open_store<K: Key>(
+        kind: StateBackendKind,
+        key_groups: KeyGroupRange,
+        dir: &tempfile::TempDir,
+        name: &str,
+    ) -> KeyedStateStore<K> {
+        let config = match kind {
+            StateBackendKind::Memory => memory_config(key_groups),
+            StateBackendKind::Lmdb => KeyedBackendConfig {
+                key_groups,
+                ..lmdb_config(&dir.path().join(name), 8)
+            },
+        };
+        KeyedStateStore::open(config).expect("opens")
+    }
+
+    const BOTH: [StateBackendKind; 2] = [StateBackendKind::Memory, StateBackendKind::Lmdb];
+
+    /// A few states over keys `0..keys`.
+    fn fill(ctx: &mut Ctx<u64>, keys: u64) {
+        let value = ValueState::<u64>::new("value");
+        let list = ListState::<String>::new("list");
+        let map = MapState::<u8, i32>::new("map");
+        for key in 0..keys {
+            ctx.key = key;
+            value.update(ctx, key * 10);
+            list.add(ctx, format!("{key}"));
+            map.put(ctx, (key % 5) as u8, key as i32);
         }
-        fn state_error(&mut self, error: StateError) {
-            self.errors.push(error);
+        let mut table = ctx.store.value_table::<u64>("table").expect("table");
+        for key in 0..keys {
+            table.insert(key, key + 1).expect("insert");
         }
     }
 
     #[test]
-    fn values_are_scoped_to_the_current_key() {
-        let mut ctx = Ctx {
-            key: "a".into(),
-            store: KeyedStateStore::default(),
-            errors: Vec::new(),
-        };
-        let state = ValueState::<i64>::new("count");
-        assert_eq!(state.value(&mut ctx), None);
-        state.update(&mut ctx, 3);
-        ctx.key = "b".into();
-        assert_eq!(state.value(&mut ctx), None);
-        state.update(&mut ctx, 7);
-        ctx.key = "a".into();
-        assert_eq!(state.value(&mut ctx), Some(3));
-        state.clear(&mut ctx);
-        assert_eq!(state.value(&mut ctx), None);
-        assert!(ctx.errors.is_empty());
+    fn snapshots_are_sorted_and_tagged_with_key_groups() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for kind in BOTH {
+            let mut ctx = Ctx::new(
+                0u64,
+                open_store(kind, KeyGroupRange::for_subtask(128, 1, 0), &dir, "s"),
+            );
+            fill(&mut ctx, 300);
+            let snapshot = complete(&mut ctx.store, 0);
+            assert_eq!(
+                snapshot
+                    .states
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>(),
+                ["value", "list", "map", "table"]
+            );
+            assert_eq!(
+                snapshot.states[1].type_name,
+                "ListState<alloc::string::String>"
+            );
+            assert_eq!(snapshot.entries.len(), 4 * 300);
+            assert!(snapshot.entries.is_sorted(), "{kind:?}");
+            for entry in &snapshot.entries {
+                let key: u64 = postcard::from_bytes(&entry.key).expect("key decodes");
+                assert_eq!(entry.key_group, key_group_for_key(&key, 128).0);
+            }
+            assert!(ctx.errors.is_empty());
+        }
     }
 
     #[test]
-    fn a_name_with_another_type_is_an_error() {
-        let mut ctx = Ctx {
-            key: "a".into(),
-            store: KeyedStateStore::default(),
-            errors: Vec::new(),
-        };
-        ValueState::<i64>::new("x").update(&mut ctx, 1);
-        assert_eq!(ValueState::<String>::new("x").value(&mut ctx), None);
+    fn snapshots_restore_into_either_backend() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let all = KeyGroupRange::for_subtask(128, 1, 0);
+        let mut snapshots = Vec::new();
+        for kind in BOTH {
+            let mut ctx = Ctx::new(0u64, open_store(kind, all, &dir, "source"));
+            fill(&mut ctx, 50);
+            snapshots.push(complete(&mut ctx.store, 0));
+        }
+        assert_eq!(snapshots[0], snapshots[1], "backends agree");
+        for kind in BOTH {
+            let mut store: KeyedStateStore<u64> = open_store(kind, all, &dir, "target");
+            store.restore(snapshots[0].clone()).expect("restores");
+            // Untouched, restored states come back as they were.
+            assert_eq!(complete(&mut store, 0), snapshots[0]);
+            let mut ctx = Ctx::new(7u64, store);
+            assert_eq!(ValueState::<u64>::new("value").value(&mut ctx), Some(70));
+            assert_eq!(ListState::<String>::new("list").get(&mut ctx), vec!["7"]);
+            assert_eq!(
+                MapState::<u8, i32>::new("map").entries(&mut ctx),
+                vec![(2, 7)]
+            );
+            assert_eq!(
+                ctx.store
+                    .value_table::<u64>("table")
+                    .expect("table")
+                    .get(&7)
+                    .expect("get"),
+                Some(&8)
+            );
+            assert!(ctx.errors.is_empty());
+            assert_eq!(complete(&mut ctx.store, 0), snapshots[0]);
+        }
+    }
+
+    #[test]
+    fn untouched_restored_states_are_carried_over_filtered_by_key_group() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut source = Ctx::memory(0u64);
+        fill(&mut source, 100);
+        let full = complete(&mut source.store, 0);
+        let half = KeyGroupRange { start: 0, end: 64 };
+        for kind in BOTH {
+            let mut ctx = Ctx::new(0u64, open_store(kind, half, &dir, "half"));
+            ctx.store.restore(full.clone()).expect("restores");
+            // Touch only "value": change one key of it.
+            let key = (0..100u64)
+                .find(|k| half.contains(key_group_for_key(k, 128)))
+                .expect("a key of the first half");
+            ctx.key = key;
+            ValueState::<u64>::new("value").update(&mut ctx, 1);
+            let snapshot = complete(&mut ctx.store, 0);
+            let mut expected = full.clone();
+            expected.retain_key_groups(half);
+            let value = expected.state_index("value").expect("value");
+            for entry in &mut expected.entries {
+                if entry.state == value
+                    && entry.key == postcard::to_allocvec(&key).expect("encodes")
+                {
+                    entry.value =
+                        postcard::to_allocvec(&crate::state::ttl::TtlValue::new(1u64, None))
+                            .expect("encodes");
+                }
+            }
+            assert_eq!(snapshot, expected, "{kind:?}");
+            assert!(ctx.errors.is_empty());
+        }
+    }
+
+    #[test]
+    fn restoring_at_another_parallelism_finds_every_key_in_its_owner() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut source = Ctx::memory(0u64);
+        fill(&mut source, 1_000);
+        let old = [OperatorSnapshot {
+            keyed: complete(&mut source.store, 0),
+            operator: Vec::new(),
+        }];
+        let value = ValueState::<u64>::new("value");
+        for kind in BOTH {
+            for redistributed in [true, false] {
+                let mut subtasks: Vec<Ctx<u64>> = (0..3)
+                    .map(|i| {
+                        let range = KeyGroupRange::for_subtask(128, 3, i);
+                        let mut store =
+                            open_store(kind, range, &dir, &format!("{i}-{redistributed}"));
+                        let keyed = if redistributed {
+                            redistribute(&old, 128, 3, i).expect("redistributes").keyed
+                        } else {
+                            // The store keeps only its own key groups by itself too.
+                            old[0].keyed.clone()
+                        };
+                        store.restore(keyed).expect("restores");
+                        Ctx::new(0, store)
+                    })
+                    .collect();
+                for key in 0..1_000u64 {
+                    let owner = subtask_for_key_group(key_group_for_key(&key, 128), 128, 3);
+                    for (i, ctx) in (0u32..).zip(subtasks.iter_mut()) {
+                        ctx.key = key;
+                        let found = value.value(ctx);
+                        let expected = (i == owner).then_some(key * 10);
+                        assert_eq!(found, expected, "key {key} in subtask {i} ({kind:?})");
+                    }
+                }
+                for (i, ctx) in (0u32..).zip(subtasks.iter_mut()) {
+                    let range = KeyGroupRange::for_subtask(128, 3, i);
+                    let snapshot = complete(&mut ctx.store, 0);
+                    assert!(!snapshot.entries.is_empty());
+                    assert!(
+                        snapshot
+                            .entries
+                            .iter()
+                            .all(|e| range.contains(KeyGroup(e.key_group)))
+                    );
+                    assert!(ctx.errors.is_empty());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_restored_bytes_are_an_error_naming_the_state() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut source = Ctx::memory("a".to_string());
+        let count = ValueState::<i64>::new("count");
+        count.update(&mut source, 1);
+        source.key = "b".into();
+        count.update(&mut source, 2);
+        let good = complete(&mut source.store, 0);
+        let a_key = postcard::to_allocvec("a").expect("encodes");
+        let a_group = key_group_for_key(&"a".to_string(), 128).0;
+        let garbage: [fn(&mut Vec<u8>); 3] =
+            [|v| *v = vec![0xff; 12], |v| v.push(0), |v| v.truncate(1)];
+        for corrupt_value in garbage {
+            let mut bad = good.clone();
+            for entry in &mut bad.entries {
+                if entry.key == a_key {
+                    corrupt_value(&mut entry.value);
+                }
+            }
+            for kind in BOTH {
+                let mut ctx = Ctx::new(
+                    "a".to_string(),
+                    open_store(kind, KeyGroupRange::for_subtask(128, 1, 0), &dir, "c"),
+                );
+                ctx.store
+                    .restore(bad.clone())
+                    .expect("restore defers decoding");
+                assert_eq!(count.value(&mut ctx), None);
+                let errors = ctx.take_errors();
+                assert_eq!(errors.len(), 1, "{kind:?}: {errors:?}");
+                let StateError::Corrupt(message) = &errors[0] else {
+                    panic!("{kind:?}: not corrupt: {errors:?}");
+                };
+                assert!(message.contains("state 'count'"), "{message}");
+                assert!(
+                    message.contains(&format!("key group {a_group}")),
+                    "{message}"
+                );
+            }
+        }
+        // A corrupt key is caught too.
+        let mut bad = good.clone();
+        bad.entries[0].key = vec![0xff; 3];
+        let mut ctx = Ctx::memory("a".to_string());
+        ctx.store.restore(bad).expect("restore defers decoding");
+        assert_eq!(count.value(&mut ctx), None);
+        assert!(matches!(&ctx.take_errors()[..], [StateError::Corrupt(m)] if m.contains("key")));
+    }
+
+    #[test]
+    fn a_restored_state_keeps_its_type() {
+        let mut source = Ctx::memory(1u32);
+        ValueState::<i64>::new("x").update(&mut source, 5);
+        let snapshot = complete(&mut source.store, 0);
+        let mut ctx = Ctx::memory(1u32);
+        ctx.store.restore(snapshot).expect("restores");
+        assert!(ListState::<i64>::new("x").get(&mut ctx).is_empty());
+        assert_eq!(ValueState::<u32>::new("x").value(&mut ctx), None);
         assert_eq!(
-            ctx.errors,
-            vec![StateError::TypeMismatch {
-                name: "x".into(),
-                registered: "i64",
-                requested: "alloc::string::String",
-            }]
+            ctx.take_errors(),
+            vec![
+                StateError::TypeMismatch {
+                    name: "x".into(),
+                    registered: "i64".into(),
+                    requested: "ListState<i64>".into(),
+                },
+                StateError::TypeMismatch {
+                    name: "x".into(),
+                    registered: "i64".into(),
+                    requested: "u32".into(),
+                },
+            ]
         );
+        assert_eq!(ValueState::<i64>::new("x").value(&mut ctx), Some(5));
+    }
+
+    #[test]
+    fn inconsistent_snapshots_are_rejected() {
+        let meta = StateMeta {
+            name: "s".into(),
+            type_name: "u8".into(),
+        };
+        let entry = KeyedEntry {
+            key_group: 0,
+            state: 0,
+            key: vec![0],
+            value: vec![0, 0],
+        };
+        let cases = [
+            KeyedStateSnapshot {
+                states: vec![meta.clone(), meta.clone()],
+                entries: vec![],
+            },
+            KeyedStateSnapshot {
+                states: vec![meta.clone()],
+                entries: vec![KeyedEntry {
+                    state: 1,
+                    ..entry.clone()
+                }],
+            },
+            KeyedStateSnapshot {
+                states: vec![meta],
+                entries: vec![KeyedEntry {
+                    key_group: 128,
+                    ..entry
+                }],
+            },
+        ];
+        for snapshot in cases {
+            let mut store = KeyedStateStore::<u8>::default();
+            assert!(matches!(
+                store.restore(snapshot),
+                Err(StateError::Corrupt(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn lmdb_snapshots_are_frozen_at_the_barrier() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut lmdb = Ctx::lmdb(0u64, &dir.path().join("s"), 4);
+        let mut memory = Ctx::memory(0u64);
+        let value = ValueState::<u64>::new("value");
+        for ctx in [&mut lmdb, &mut memory] {
+            for key in 0..20 {
+                ctx.key = key;
+                value.update(ctx, 1);
+            }
+        }
+        let pending = lmdb.store.snapshot(0).expect("snapshot");
+        assert!(matches!(pending, PendingKeyedSnapshot::Deferred(_)));
+        let expected = complete(&mut memory.store, 0);
+        // Processing goes on (with write-backs: the cache holds 4 entries).
+        for key in 0..40 {
+            lmdb.key = key;
+            value.update(&mut lmdb, 2);
+        }
+        lmdb.key = 5;
+        value.clear(&mut lmdb);
+        let _ = lmdb.store.snapshot(0).expect("a later snapshot");
+        // The deferred snapshot can be taken on another thread (as checkpoint storage may).
+        #[allow(clippy::disallowed_methods)]
+        let frozen = std::thread::spawn(move || pending.complete())
+            .join()
+            .expect("joins")
+            .expect("reads");
+        assert_eq!(frozen, expected);
+        assert_eq!(complete(&mut lmdb.store, 0).entries.len(), 39);
+        assert!(lmdb.errors.is_empty());
+    }
+
+    #[test]
+    fn a_full_lmdb_map_is_a_backend_error_naming_the_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tiny");
+        let config = KeyedBackendConfig {
+            lmdb_map_size: 64 << 10,
+            ..lmdb_config(&path, 8)
+        };
+        let mut ctx = Ctx::new(0u64, KeyedStateStore::open(config).expect("opens"));
+        let blob = ValueState::<Vec<u8>>::new("blob");
+        for key in 0..200 {
+            ctx.key = key;
+            blob.update(&mut ctx, vec![7; 4096]);
+        }
+        let snapshot = ctx.store.snapshot(0);
+        let mut errors = ctx.take_errors();
+        errors.extend(snapshot.err());
+        assert!(!errors.is_empty());
+        for error in errors {
+            let StateError::Backend(message) = &error else {
+                panic!("not a backend error: {error:?}");
+            };
+            assert!(message.contains(&path.display().to_string()), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_lmdb_directory_is_created_and_removed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("a").join("b");
+        let store = KeyedStateStore::<u32>::open(lmdb_config(&path, 8)).expect("opens");
+        assert!(path.join("data.mdb").exists());
+        assert_eq!(store.backend_kind(), StateBackendKind::Lmdb);
+        drop(store);
+        assert!(!path.exists());
+        // The same directory opens again afterwards (the environment was closed).
+        let store = KeyedStateStore::<u32>::open(lmdb_config(&path, 8)).expect("reopens");
+        drop(store);
+    }
+
+    #[test]
+    fn bad_configurations_are_errors() {
+        let no_dir = KeyedBackendConfig {
+            kind: StateBackendKind::Lmdb,
+            ..KeyedBackendConfig::memory(128)
+        };
+        let zero = KeyedBackendConfig {
+            max_parallelism: 0,
+            ..KeyedBackendConfig::memory(128)
+        };
+        let beyond = KeyedBackendConfig {
+            key_groups: KeyGroupRange { start: 0, end: 129 },
+            ..KeyedBackendConfig::memory(128)
+        };
+        for config in [no_dir, zero, beyond] {
+            assert!(matches!(
+                KeyedStateStore::<u32>::open(config),
+                Err(StateError::Backend(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn value_tables_on_both_backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut snapshots = Vec::new();
+        for kind in BOTH {
+            let mut store: KeyedStateStore<String> =
+                open_store(kind, KeyGroupRange::for_subtask(128, 1, 0), &dir, "t");
+            for round in 0..3u64 {
+                let mut sums = store.value_table::<u64>("sum").expect("table");
+                for key in 0..50u64 {
+                    *sums
+                        .get_or_insert_with(key.to_string(), || 0)
+                        .expect("entry") += key + round;
+                }
+                if let Some(sum) = sums.get_mut(&"1".to_string()).expect("get") {
+                    *sum = 1_000;
+                }
+                sums.remove(&"2".to_string()).expect("remove");
+            }
+            let mut sums = store.value_table::<u64>("sum").expect("table");
+            assert_eq!(sums.get(&"1".to_string()).expect("get"), Some(&1_000));
+            assert_eq!(sums.get(&"2".to_string()).expect("get"), None);
+            assert_eq!(sums.get(&"3".to_string()).expect("get"), Some(&12));
+            assert_eq!(sums.get(&"none".to_string()).expect("get"), None);
+            sums.insert("3".into(), 3).expect("insert");
+            assert_eq!(sums.get(&"3".to_string()).expect("get"), Some(&3));
+            let snapshot = complete(&mut store, 0);
+            assert_eq!(snapshot.entries.len(), 49);
+            snapshots.push(snapshot);
+            match kind {
+                StateBackendKind::Memory => assert_eq!(store.entries_in_memory(), 49),
+                StateBackendKind::Lmdb => assert!(store.entries_in_memory() <= 8),
+            }
+        }
+        assert_eq!(snapshots[0], snapshots[1]);
+    }
+
+    #[test]
+    fn stores_are_send() {
+        fn send<T: Send>() {}
+        send::<KeyedStateStore<String>>();
+        send::<ValueState<String>>();
+        send::<ReducingState<String>>();
+    }
+
+    /// One step of the differential test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Key(u32),
+        Advance(i64),
+        ValueUpdate(i64),
+        ValueGet,
+        ValueClear,
+        TtlUpdate(u8),
+        TtlGet,
+        ListAdd(u8),
+        ListGet,
+        ListUpdate(Vec<u8>),
+        ListClear,
+        MapPut(u8, i32),
+        MapGet(u8),
+        MapRemove(u8),
+        MapEntries,
+        MapClear,
+        ReduceAdd(i64),
+        ReduceGet,
+        TableBump(u64),
+        TableGet,
+        TableRemove,
+        Snapshot,
+        SnapshotRestore,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u32..16).prop_map(Op::Key),
+            1 => (0i64..60).prop_map(Op::Advance),
+            2 => any::<i64>().prop_map(Op::ValueUpdate),
+            2 => Just(Op::ValueGet),
+            1 => Just(Op::ValueClear),
+            1 => any::<u8>().prop_map(Op::TtlUpdate),
+            1 => Just(Op::TtlGet),
+            2 => any::<u8>().prop_map(Op::ListAdd),
+            1 => Just(Op::ListGet),
+            1 => proptest::collection::vec(any::<u8>(), 0..3).prop_map(Op::ListUpdate),
+            1 => Just(Op::ListClear),
+            2 => (0u8..6, any::<i32>()).prop_map(|(k, v)| Op::MapPut(k, v)),
+            1 => (0u8..6).prop_map(Op::MapGet),
+            1 => (0u8..6).prop_map(Op::MapRemove),
+            1 => Just(Op::MapEntries),
+            1 => Just(Op::MapClear),
+            1 => (-5i64..5).prop_map(Op::ReduceAdd),
+            1 => Just(Op::ReduceGet),
+            2 => (0u64..1_000).prop_map(Op::TableBump),
+            1 => Just(Op::TableGet),
+            1 => Just(Op::TableRemove),
+            1 => Just(Op::Snapshot),
+            1 => Just(Op::SnapshotRestore),
+        ]
+    }
+
+    /// Applies `op` to `ctx`; returns what a user could observe.
+    fn apply(ctx: &mut Ctx<u32>, op: &Op) -> String {
+        let value = ValueState::<i64>::new("value");
+        let ttl = ValueState::<u8>::new("ttl")
+            .with_ttl(StateTtlConfig::new(100).update_on_read_and_write());
+        let list = ListState::<u8>::new("list").with_ttl(StateTtlConfig::new(150));
+        let map = MapState::<u8, i32>::new("map");
+        let reduce =
+            ReducingState::new("reduce", |a: i64, b: i64| a.wrapping_mul(3).wrapping_add(b));
+        let result = match op {
+            Op::Key(key) => {
+                ctx.key = *key;
+                String::new()
+            }
+            Op::Advance(ms) => {
+                ctx.now += ms;
+                String::new()
+            }
+            Op::ValueUpdate(v) => format!("{:?}", value.update(ctx, *v)),
+            Op::ValueGet => format!("{:?}", value.value(ctx)),
+            Op::ValueClear => format!("{:?}", value.clear(ctx)),
+            Op::TtlUpdate(v) => format!("{:?}", ttl.update(ctx, *v)),
+            Op::TtlGet => format!("{:?}", ttl.value(ctx)),
+            Op::ListAdd(v) => format!("{:?}", list.add(ctx, *v)),
+            Op::ListGet => format!("{:?}", list.get(ctx)),
+            Op::ListUpdate(v) => format!("{:?}", list.update(ctx, v.clone())),
+            Op::ListClear => format!("{:?}", list.clear(ctx)),
+            Op::MapPut(k, v) => format!("{:?}", map.put(ctx, *k, *v)),
+            Op::MapGet(k) => format!("{:?}", map.get(ctx, k)),
+            Op::MapRemove(k) => format!("{:?}", map.remove(ctx, k)),
+            Op::MapEntries => format!("{:?}", map.entries(ctx)),
+            Op::MapClear => format!("{:?}", map.clear(ctx)),
+            Op::ReduceAdd(v) => format!("{:?}", reduce.add(ctx, *v)),
+            Op::ReduceGet => format!("{:?}", reduce.get(ctx)),
+            Op::TableBump(v) => {
+                let key = ctx.key;
+                let mut table = ctx.store.value_table::<u64>("table").expect("table");
+                let sum = table.get_or_insert_with(key, || 0).expect("entry");
+                *sum = sum.wrapping_add(*v);
+                format!("{sum}")
+            }
+            Op::TableGet => {
+                let key = ctx.key;
+                let mut table = ctx.store.value_table::<u64>("table").expect("table");
+                format!("{:?}", table.get(&key).expect("get"))
+            }
+            Op::TableRemove => {
+                let key = ctx.key;
+                let mut table = ctx.store.value_table::<u64>("table").expect("table");
+                format!("{:?}", table.remove(&key))
+            }
+            Op::Snapshot | Op::SnapshotRestore => unreachable!("handled by the driver"),
+        };
+        format!("{result} {:?}", ctx.take_errors())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Memory and LMDB (with an 8-entry cache, so write-back and eviction happen all the
+        /// time) give the same results and the same snapshots, across snapshot and restore.
+        #[test]
+        fn memory_and_lmdb_agree(ops in proptest::collection::vec(op(), 0..150)) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let all = KeyGroupRange::for_subtask(128, 1, 0);
+            let mut generation = 0;
+            let mut memory = Ctx::new(0u32, open_store(StateBackendKind::Memory, all, &dir, "m"));
+            let mut lmdb = Ctx::new(0u32, open_store(StateBackendKind::Lmdb, all, &dir, "l0"));
+            for (i, op) in ops.iter().enumerate() {
+                match op {
+                    Op::Snapshot | Op::SnapshotRestore => {
+                        let a = complete(&mut memory.store, memory.now);
+                        let b = complete(&mut lmdb.store, lmdb.now);
+                        prop_assert!(a.entries.is_sorted());
+                        prop_assert_eq!(&a, &b, "snapshot at op {}", i);
+                        if let Op::SnapshotRestore = op {
+                            generation += 1;
+                            let mut fresh_memory = open_store(StateBackendKind::Memory, all, &dir, "m");
+                            let mut fresh_lmdb = open_store(StateBackendKind::Lmdb, all, &dir, &format!("l{generation}"));
+                            fresh_memory.restore(a).expect("restores");
+                            fresh_lmdb.restore(b).expect("restores");
+                            memory.store = fresh_memory;
+                            lmdb.store = fresh_lmdb;
+                        }
+                    }
+                    op => {
+                        let a = apply(&mut memory, op);
+                        let b = apply(&mut lmdb, op);
+                        prop_assert!(a.ends_with("[]"), "op {} {:?}: {}", i, op, a);
+                        prop_assert_eq!(a, b, "op {} {:?}", i, op);
+                    }
+                }
+            }
+            let a = complete(&mut memory.store, memory.now);
+            let b = complete(&mut lmdb.store, lmdb.now);
+            prop_assert_eq!(a, b);
+        }
     }
 }

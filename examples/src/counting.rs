@@ -1,0 +1,208 @@
+//! The pieces of `checkpointed_count`: the `key,value` input format, the running sum per key in
+//! keyed state, and the one-time injected failure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use eichhorn::prelude::*;
+use eichhorn::state::ValueState;
+
+/// A line of the input that is not `key,value`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BadLine {
+    /// The line number, counting from 1.
+    pub line_number: u64,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The line as read.
+    pub line: String,
+}
+
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}: {}: {}",
+            self.line_number, self.reason, self.line
+        )
+    }
+}
+
+/// Parses `key,value` (`value` a 64-bit integer; the key is everything before the last comma
+/// and must not be empty).
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn_examples::counting::parse_key_value;
+///
+/// assert_eq!(parse_key_value("apple,3"), Ok(("apple".to_string(), 3)));
+/// assert!(parse_key_value("apple").is_err());
+/// assert!(parse_key_value("apple,x").is_err());
+/// assert!(parse_key_value(",3").is_err());
+/// ```
+pub fn parse_key_value(line: &str) -> Result<(String, i64), String> {
+    let Some((key, value)) = line.rsplit_once(',') else {
+        return Err("expected 'key,value'".to_string());
+    };
+    if key.is_empty() {
+        return Err("empty key".to_string());
+    }
+    let value = value
+        .trim()
+        .parse::<i64>()
+        .map_err(|e| format!("value '{value}' is not a 64-bit integer ({e})"))?;
+    Ok((key.to_string(), value))
+}
+
+/// The output line of one update: `key,running_sum`.
+pub fn output_line(key: &str, sum: i64) -> String {
+    format!("{key},{sum}")
+}
+
+/// The expected committed output for `lines` (as a sorted multiset of lines): the running sum
+/// per key after each valid record, in input order. The oracle of the tests.
+pub fn expected_output<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut sums = std::collections::BTreeMap::<String, i64>::new();
+    let mut out = Vec::new();
+    for line in lines {
+        if let Ok((key, value)) = parse_key_value(line) {
+            let sum = sums.entry(key.clone()).or_insert(0);
+            *sum = sum.wrapping_add(value);
+            out.push(output_line(&key, *sum));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Parses numbered lines at parallelism 1; bad lines go to a side output.
+#[derive(Debug, Clone)]
+pub struct ParseKeyValues {
+    bad: OutputTag<BadLine>,
+}
+
+impl ParseKeyValues {
+    /// A parser sending bad lines to `bad`.
+    pub fn new(bad: OutputTag<BadLine>) -> Self {
+        Self { bad }
+    }
+}
+
+impl ProcessFunction<(u64, String)> for ParseKeyValues {
+    type Out = (String, i64);
+
+    fn process_element(
+        &mut self,
+        (line_number, line): (u64, String),
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, (String, i64)>,
+    ) {
+        match parse_key_value(&line) {
+            Ok(record) => out.collect(record),
+            Err(reason) => ctx.output(
+                &self.bad,
+                BadLine {
+                    line_number,
+                    reason,
+                    line,
+                },
+            ),
+        }
+    }
+}
+
+/// A failure to inject once per process: subtask 0 panics on its `after`-th record.
+#[derive(Debug, Clone)]
+pub struct InjectedFailure {
+    after: u64,
+    seen: Arc<AtomicU64>,
+    fired: Arc<AtomicBool>,
+}
+
+impl InjectedFailure {
+    /// Fails on the `after`-th record of subtask 0 (counting from 1).
+    pub fn new(after: u64) -> Self {
+        Self {
+            after,
+            seen: Arc::new(AtomicU64::new(0)),
+            fired: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Counts a record of subtask `subtask`; panics (once) when the failure is due.
+    fn on_record(&self, subtask: u32) {
+        if subtask != 0 || self.fired.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after
+            && !self.fired.swap(true, Ordering::SeqCst)
+        {
+            eprintln!(
+                "injected failure: subtask 0 of the sum operator fails on its record {}",
+                self.after
+            );
+            panic!("injected failure on record {}", self.after);
+        }
+    }
+}
+
+/// The running sum per key, in keyed `ValueState<i64>`; emits `key,running_sum` per record.
+#[derive(Debug, Clone)]
+pub struct RunningSum {
+    sum: ValueState<i64>,
+    failure: Option<InjectedFailure>,
+    subtask: u32,
+}
+
+impl RunningSum {
+    /// A running sum, optionally failing once.
+    pub fn new(failure: Option<InjectedFailure>) -> Self {
+        Self {
+            sum: ValueState::new("running-sum"),
+            failure,
+            subtask: 0,
+        }
+    }
+}
+
+impl KeyedProcessFunction for RunningSum {
+    type Key = String;
+    type In = (String, i64);
+    type Out = String;
+
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.subtask = ctx.subtask_index;
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        (key, value): (String, i64),
+        ctx: &mut KeyedContext<'_, '_, String>,
+        out: &mut Collector<'_, String>,
+    ) {
+        if let Some(failure) = &self.failure {
+            failure.on_record(self.subtask);
+        }
+        let sum = self.sum.value(ctx).unwrap_or(0).wrapping_add(value);
+        self.sum.update(ctx, sum);
+        out.collect(output_line(&key, sum));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_output_is_the_running_sums() {
+        let lines = ["a,1", "b,2", "bad", "a,3", "b,-2"];
+        assert_eq!(expected_output(lines), vec!["a,1", "a,4", "b,0", "b,2"]);
+    }
+
+    #[test]
+    fn keys_may_contain_commas() {
+        assert_eq!(parse_key_value("x,y,5"), Ok(("x,y".to_string(), 5)));
+    }
+}

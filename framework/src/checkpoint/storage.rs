@@ -1,0 +1,655 @@
+//! Checkpoint storage: where completed checkpoints and savepoints live, in a documented layout,
+//! every file checksummed.
+//!
+//! ## Directory layout
+//!
+//! ```text
+//! <checkpoint dir>/
+//!   chk-<id>/                      one folder per checkpoint (the newest `retained` are kept)
+//!     task-<vertex>-<subtask>.state  the state of one subtask: every operator of its chain
+//!     _metadata                    written last and atomically (write `.tmp`, fsync, rename);
+//!                                  a folder without it is an incomplete checkpoint, ignored
+//! <savepoint dir>/
+//!   savepoint-<id>/                same format; never deleted by the framework
+//! ```
+//!
+//! Every file is a frame: the magic `EICHHORN`, a format version (u32, little-endian), the
+//! payload length (u64) and the payload's CRC-32 (u32), then the postcard payload. Reading
+//! checks all four and names the file on any mismatch, so a torn or corrupted file is detected,
+//! never decoded into garbage. `_metadata` lists every state file with its length and CRC.
+//!
+//! Without a checkpoint directory, checkpoints are kept in the JobManager's memory (Flink's
+//! `JobManagerCheckpointStorage`): the same frames, held as bytes. They survive restarts of the
+//! job, not of the process.
+//!
+//! ## Invariants
+//!
+//! - A checkpoint is complete iff its `_metadata` exists and every file it lists matches its
+//!   length and CRC.
+//! - Recovery uses the newest complete checkpoint; a damaged one is reported and skipped.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{CheckpointId, CheckpointKind};
+use crate::state::OperatorSnapshot;
+
+const MAGIC: &[u8; 8] = b"EICHHORN";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 4;
+/// The name of the metadata file of a checkpoint folder.
+pub const METADATA_FILE: &str = "_metadata";
+
+/// A storage failure, naming the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct StorageError {
+    /// The file or folder concerned.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl StorageError {
+    fn new(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.as_ref().display().to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The state of one subtask in one checkpoint: every operator of its chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStateFile {
+    /// Per operator state id, its snapshot.
+    pub operators: Vec<(String, OperatorSnapshot)>,
+}
+
+/// A state file as listed in the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMetadata {
+    /// The file name inside the checkpoint folder.
+    pub name: String,
+    /// Its length in bytes.
+    pub len: u64,
+    /// The CRC-32 of the whole file.
+    pub crc32: u32,
+}
+
+/// Where one operator's state is, per subtask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorMetadata {
+    /// The operator's state id (uid or generated).
+    pub state_id: String,
+    /// Its parallelism when the checkpoint was taken.
+    pub parallelism: u32,
+    /// Per subtask index, the state file holding its snapshot.
+    pub files: Vec<String>,
+}
+
+/// The metadata of a complete checkpoint or savepoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMetadata {
+    /// The checkpoint's id.
+    pub id: CheckpointId,
+    /// Checkpoint or savepoint.
+    pub kind: CheckpointKind,
+    /// The job's name.
+    pub job_name: String,
+    /// The job's max parallelism (key groups): state restores only with the same value.
+    pub max_parallelism: u32,
+    /// Every operator with state locations.
+    pub operators: Vec<OperatorMetadata>,
+    /// Every state file, with length and checksum.
+    pub files: Vec<FileMetadata>,
+}
+
+/// A checkpoint read back for recovery: per operator, the snapshots of its old subtasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredCheckpoint {
+    /// Where it was read from (a folder, or `memory:chk-<id>`).
+    pub location: String,
+    /// Its metadata.
+    pub metadata: CheckpointMetadata,
+    /// Per operator state id: the snapshot of each old subtask, in subtask order.
+    pub operators: BTreeMap<String, Vec<OperatorSnapshot>>,
+}
+
+/// Encodes `value` as a checksummed frame.
+///
+/// # Errors
+///
+/// The value cannot be encoded.
+pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    let payload = postcard::to_allocvec(value).map_err(|e| format!("cannot encode: {e}"))?;
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.extend_from_slice(MAGIC);
+    frame.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    frame.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Decodes a frame written by [`encode_frame`], checking magic, version, length and checksum.
+///
+/// # Errors
+///
+/// What is wrong with the frame (never a panic, never a garbled value).
+pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.len() < HEADER_LEN {
+        return Err(format!(
+            "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
+            bytes.len()
+        ));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err("not an Eichhorn state file (bad magic)".to_string());
+    }
+    let word = |range: std::ops::Range<usize>| -> [u8; 4] {
+        let mut out = [0; 4];
+        out.copy_from_slice(&bytes[range]);
+        out
+    };
+    let version = u32::from_le_bytes(word(8..12));
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}, this build reads {FORMAT_VERSION}"
+        ));
+    }
+    let mut len_bytes = [0; 8];
+    len_bytes.copy_from_slice(&bytes[12..20]);
+    let len = u64::from_le_bytes(len_bytes);
+    let crc = u32::from_le_bytes(word(20..24));
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() as u64 != len {
+        return Err(format!(
+            "truncated or extended: payload of {} bytes, header says {len}",
+            payload.len()
+        ));
+    }
+    let actual = crc32fast::hash(payload);
+    if actual != crc {
+        return Err(format!(
+            "checksum mismatch: stored {crc:08x}, computed {actual:08x}"
+        ));
+    }
+    postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))
+}
+
+/// In-memory checkpoint storage: folder name -> file name -> bytes.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    folders: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+/// Where checkpoints are written.
+#[derive(Debug, Clone)]
+pub enum CheckpointStorage {
+    /// In the JobManager's memory.
+    Memory(Arc<Mutex<MemoryStore>>),
+    /// In a directory, as the layout above.
+    Directory(PathBuf),
+}
+
+/// The folder of one checkpoint or savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointFolder {
+    /// The storage it is in.
+    pub name: String,
+    /// The directory, for directory storage (savepoints always have one).
+    pub path: Option<PathBuf>,
+}
+
+impl CheckpointStorage {
+    /// Storage in memory.
+    pub fn memory() -> Self {
+        Self::Memory(Arc::new(Mutex::new(MemoryStore::default())))
+    }
+
+    /// The folder for checkpoint `id` (periodic checkpoints) or a savepoint under `target`.
+    pub fn folder(&self, id: CheckpointId, savepoint_target: Option<&Path>) -> CheckpointFolder {
+        if let Some(target) = savepoint_target {
+            let name = format!("savepoint-{}", id.0);
+            return CheckpointFolder {
+                path: Some(target.join(&name)),
+                name,
+            };
+        }
+        let name = format!("chk-{}", id.0);
+        match self {
+            Self::Memory(_) => CheckpointFolder { name, path: None },
+            Self::Directory(root) => CheckpointFolder {
+                path: Some(root.join(&name)),
+                name,
+            },
+        }
+    }
+
+    /// Writes file `name` with `frame` into `folder`; returns its metadata.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be written (naming it).
+    pub fn write_file(
+        &self,
+        folder: &CheckpointFolder,
+        name: &str,
+        frame: &[u8],
+    ) -> Result<FileMetadata, StorageError> {
+        let metadata = FileMetadata {
+            name: name.to_string(),
+            len: frame.len() as u64,
+            crc32: crc32fast::hash(frame),
+        };
+        match (&folder.path, self) {
+            (Some(dir), _) => {
+                fs::create_dir_all(dir)
+                    .map_err(|e| StorageError::new(dir, format!("cannot create: {e}")))?;
+                let path = dir.join(name);
+                write_synced(&path, frame)?;
+            }
+            (None, Self::Memory(store)) => {
+                let mut store = store
+                    .lock()
+                    .map_err(|_| StorageError::new(&folder.name, "memory storage poisoned"))?;
+                store
+                    .folders
+                    .entry(folder.name.clone())
+                    .or_default()
+                    .insert(name.to_string(), frame.to_vec());
+            }
+            (None, Self::Directory(root)) => {
+                return Err(StorageError::new(root, "checkpoint folder without a path"));
+            }
+        }
+        Ok(metadata)
+    }
+
+    /// Writes the metadata last, atomically: the checkpoint is complete from here on.
+    ///
+    /// # Errors
+    ///
+    /// The metadata cannot be written.
+    pub fn complete(
+        &self,
+        folder: &CheckpointFolder,
+        metadata: &CheckpointMetadata,
+    ) -> Result<(), StorageError> {
+        let frame = encode_frame(metadata).map_err(|e| StorageError::new(&folder.name, e))?;
+        match (&folder.path, self) {
+            (Some(dir), _) => {
+                fs::create_dir_all(dir)
+                    .map_err(|e| StorageError::new(dir, format!("cannot create: {e}")))?;
+                let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
+                let path = dir.join(METADATA_FILE);
+                write_synced(&tmp, &frame)?;
+                fs::rename(&tmp, &path)
+                    .map_err(|e| StorageError::new(&path, format!("cannot rename: {e}")))?;
+                sync_dir(dir);
+                Ok(())
+            }
+            (None, Self::Memory(store)) => {
+                let mut store = store
+                    .lock()
+                    .map_err(|_| StorageError::new(&folder.name, "memory storage poisoned"))?;
+                store
+                    .folders
+                    .entry(folder.name.clone())
+                    .or_default()
+                    .insert(METADATA_FILE.to_string(), frame);
+                Ok(())
+            }
+            (None, Self::Directory(root)) => {
+                Err(StorageError::new(root, "checkpoint folder without a path"))
+            }
+        }
+    }
+
+    /// Removes a folder (a failed checkpoint, or one beyond the retained count).
+    pub fn discard(&self, folder: &CheckpointFolder) {
+        match (&folder.path, self) {
+            (Some(dir), _) => {
+                // Best effort: a leftover folder without metadata is ignored by recovery.
+                let _ = fs::remove_dir_all(dir);
+            }
+            (None, Self::Memory(store)) => {
+                if let Ok(mut store) = store.lock() {
+                    store.folders.remove(&folder.name);
+                }
+            }
+            (None, Self::Directory(_)) => {}
+        }
+    }
+
+    /// The ids of periodic checkpoints that have metadata, oldest first.
+    pub fn checkpoint_ids(&self) -> Vec<CheckpointId> {
+        let mut ids: Vec<CheckpointId> = match self {
+            Self::Memory(store) => store
+                .lock()
+                .map(|s| {
+                    s.folders
+                        .iter()
+                        .filter(|(_, files)| files.contains_key(METADATA_FILE))
+                        .filter_map(|(name, _)| parse_checkpoint_folder(name))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Self::Directory(root) => fs::read_dir(root)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.path().join(METADATA_FILE).is_file())
+                        .filter_map(|e| parse_checkpoint_folder(&e.file_name().to_string_lossy()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        ids.sort();
+        ids
+    }
+
+    /// Keeps the newest `retained` complete checkpoints and removes older ones (and incomplete
+    /// folders older than the newest complete one).
+    pub fn prune(&self, retained: usize) {
+        let ids = self.checkpoint_ids();
+        let keep_from = ids.len().saturating_sub(retained.max(1));
+        for id in &ids[..keep_from] {
+            self.discard(&self.folder(*id, None));
+        }
+    }
+
+    fn read(&self, folder: &CheckpointFolder, name: &str) -> Result<Vec<u8>, StorageError> {
+        match (&folder.path, self) {
+            (Some(dir), _) => {
+                let path = dir.join(name);
+                fs::read(&path).map_err(|e| {
+                    let what = if e.kind() == std::io::ErrorKind::NotFound {
+                        "missing".to_string()
+                    } else {
+                        format!("cannot read: {e}")
+                    };
+                    StorageError::new(&path, what)
+                })
+            }
+            (None, Self::Memory(store)) => {
+                let store = store
+                    .lock()
+                    .map_err(|_| StorageError::new(&folder.name, "memory storage poisoned"))?;
+                store
+                    .folders
+                    .get(&folder.name)
+                    .and_then(|files| files.get(name))
+                    .cloned()
+                    .ok_or_else(|| {
+                        StorageError::new(format!("memory:{}/{name}", folder.name), "missing")
+                    })
+            }
+            (None, Self::Directory(root)) => {
+                Err(StorageError::new(root, "checkpoint folder without a path"))
+            }
+        }
+    }
+
+    /// Reads and verifies a complete checkpoint or savepoint folder.
+    ///
+    /// # Errors
+    ///
+    /// A missing, truncated or corrupted file, named.
+    pub fn load(&self, folder: &CheckpointFolder) -> Result<RestoredCheckpoint, StorageError> {
+        let location = folder.path.as_ref().map_or_else(
+            || format!("memory:{}", folder.name),
+            |p| p.display().to_string(),
+        );
+        let file_error = |name: &str, message: String| StorageError {
+            path: match &folder.path {
+                Some(dir) => dir.join(name).display().to_string(),
+                None => format!("memory:{}/{name}", folder.name),
+            },
+            message,
+        };
+        let metadata_bytes = self.read(folder, METADATA_FILE)?;
+        let metadata: CheckpointMetadata =
+            decode_frame(&metadata_bytes).map_err(|e| file_error(METADATA_FILE, e))?;
+        let mut files = BTreeMap::new();
+        for file in &metadata.files {
+            let bytes = self.read(folder, &file.name)?;
+            if bytes.len() as u64 != file.len {
+                return Err(file_error(
+                    &file.name,
+                    format!("{} bytes, metadata says {}", bytes.len(), file.len),
+                ));
+            }
+            if crc32fast::hash(&bytes) != file.crc32 {
+                return Err(file_error(
+                    &file.name,
+                    "checksum mismatch against the metadata".to_string(),
+                ));
+            }
+            let state: TaskStateFile =
+                decode_frame(&bytes).map_err(|e| file_error(&file.name, e))?;
+            files.insert(file.name.clone(), state);
+        }
+        let mut operators = BTreeMap::new();
+        for operator in &metadata.operators {
+            let mut snapshots = Vec::with_capacity(operator.files.len());
+            for name in &operator.files {
+                let state = files.get(name).ok_or_else(|| {
+                    file_error(
+                        name,
+                        "listed for an operator but not in the metadata".into(),
+                    )
+                })?;
+                let snapshot = state
+                    .operators
+                    .iter()
+                    .find(|(id, _)| *id == operator.state_id)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                snapshots.push(snapshot);
+            }
+            operators.insert(operator.state_id.clone(), snapshots);
+        }
+        Ok(RestoredCheckpoint {
+            location,
+            metadata,
+            operators,
+        })
+    }
+
+    /// The newest complete checkpoint that reads back intact. Damaged ones are skipped; each is
+    /// reported in the returned list of problems, so recovery can say why it fell back.
+    pub fn latest_restorable(&self) -> (Option<RestoredCheckpoint>, Vec<StorageError>) {
+        let mut problems = Vec::new();
+        for id in self.checkpoint_ids().into_iter().rev() {
+            match self.load(&self.folder(id, None)) {
+                Ok(restored) => return (Some(restored), problems),
+                Err(error) => problems.push(error),
+            }
+        }
+        (None, problems)
+    }
+}
+
+/// Reads a savepoint or checkpoint folder on disk (to start a job from it).
+///
+/// # Errors
+///
+/// The folder has no readable metadata, or a file is damaged.
+pub fn load_folder(path: &Path) -> Result<RestoredCheckpoint, StorageError> {
+    let storage =
+        CheckpointStorage::Directory(path.parent().map(Path::to_path_buf).unwrap_or_default());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    storage.load(&CheckpointFolder {
+        name,
+        path: Some(path.to_path_buf()),
+    })
+}
+
+fn parse_checkpoint_folder(name: &str) -> Option<CheckpointId> {
+    name.strip_prefix("chk-")?.parse().ok().map(CheckpointId)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let mut file = fs::File::create(path)
+        .map_err(|e| StorageError::new(path, format!("cannot create: {e}")))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StorageError::new(path, format!("cannot write: {e}")))
+}
+
+fn sync_dir(dir: &Path) {
+    // Makes the rename durable where the platform allows opening a directory; best effort.
+    if let Ok(handle) = fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{OperatorListState, OperatorStateMode};
+
+    fn sample_state(value: u8) -> TaskStateFile {
+        TaskStateFile {
+            operators: vec![(
+                "sum".to_string(),
+                OperatorSnapshot {
+                    keyed: Default::default(),
+                    operator: vec![OperatorListState {
+                        name: "x".into(),
+                        mode: OperatorStateMode::Split,
+                        elements: vec![vec![value]],
+                    }],
+                },
+            )],
+        }
+    }
+
+    fn write_checkpoint(storage: &CheckpointStorage, id: u64, value: u8) -> CheckpointFolder {
+        let folder = storage.folder(CheckpointId(id), None);
+        let frame = encode_frame(&sample_state(value)).expect("encode");
+        let file = storage
+            .write_file(&folder, "task-0-0.state", &frame)
+            .expect("write");
+        let metadata = CheckpointMetadata {
+            id: CheckpointId(id),
+            kind: CheckpointKind::Checkpoint,
+            job_name: "job".into(),
+            max_parallelism: 128,
+            operators: vec![OperatorMetadata {
+                state_id: "sum".into(),
+                parallelism: 1,
+                files: vec!["task-0-0.state".into()],
+            }],
+            files: vec![file],
+        };
+        storage.complete(&folder, &metadata).expect("complete");
+        folder
+    }
+
+    #[test]
+    fn frames_detect_every_kind_of_damage() {
+        let frame = encode_frame(&sample_state(3)).expect("encode");
+        assert_eq!(
+            decode_frame::<TaskStateFile>(&frame).expect("intact"),
+            sample_state(3)
+        );
+        let mut flipped = frame.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(
+            decode_frame::<TaskStateFile>(&flipped)
+                .unwrap_err()
+                .contains("checksum")
+        );
+        assert!(
+            decode_frame::<TaskStateFile>(&frame[..frame.len() - 1])
+                .unwrap_err()
+                .contains("truncated")
+        );
+        assert!(
+            decode_frame::<TaskStateFile>(&frame[..5])
+                .unwrap_err()
+                .contains("header")
+        );
+        assert!(
+            decode_frame::<TaskStateFile>(b"NOTMAGIC-and-more-bytes-here")
+                .unwrap_err()
+                .contains("magic")
+        );
+    }
+
+    #[test]
+    fn directory_round_trip_and_fallback_on_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = CheckpointStorage::Directory(dir.path().to_path_buf());
+        write_checkpoint(&storage, 1, 10);
+        let second = write_checkpoint(&storage, 2, 20);
+        // An incomplete folder (no metadata) is ignored.
+        fs::create_dir_all(dir.path().join("chk-3")).expect("mkdir");
+        assert_eq!(
+            storage.checkpoint_ids(),
+            vec![CheckpointId(1), CheckpointId(2)]
+        );
+
+        let (latest, problems) = storage.latest_restorable();
+        assert!(problems.is_empty());
+        assert_eq!(latest.expect("restorable").metadata.id, CheckpointId(2));
+
+        // Corrupt checkpoint 2's state file: recovery falls back to 1 and names the file.
+        let path = second.path.expect("path").join("task-0-0.state");
+        let mut bytes = fs::read(&path).expect("read");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&path, bytes).expect("write");
+        let (latest, problems) = storage.latest_restorable();
+        let latest = latest.expect("falls back");
+        assert_eq!(latest.metadata.id, CheckpointId(1));
+        assert_eq!(
+            latest.operators["sum"][0].operator[0].elements,
+            vec![vec![10]]
+        );
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].path.ends_with("task-0-0.state"),
+            "{:?}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = CheckpointStorage::Directory(dir.path().to_path_buf());
+        let folder = write_checkpoint(&storage, 4, 1);
+        fs::remove_file(folder.path.clone().expect("path").join("task-0-0.state")).expect("rm");
+        let error = storage.load(&folder).unwrap_err();
+        assert!(error.path.ends_with("task-0-0.state") && error.message == "missing");
+    }
+
+    #[test]
+    fn memory_storage_prunes_to_retained() {
+        let storage = CheckpointStorage::memory();
+        for id in 1..=4 {
+            write_checkpoint(&storage, id, id as u8);
+        }
+        storage.prune(2);
+        assert_eq!(
+            storage.checkpoint_ids(),
+            vec![CheckpointId(3), CheckpointId(4)]
+        );
+        let (latest, _) = storage.latest_restorable();
+        assert_eq!(latest.expect("latest").location, "memory:chk-4");
+    }
+}
