@@ -141,3 +141,219 @@ async fn checkpoints_are_written_to_the_directory_and_pruned() {
         );
     }
 }
+
+/// A running sum per key in keyed `ValueState`, emitting `key,sum` per record.
+#[derive(Clone)]
+struct RunningSum {
+    sum: eichhorn::state::ValueState<i64>,
+}
+
+impl RunningSum {
+    fn new() -> Self {
+        Self {
+            sum: eichhorn::state::ValueState::new("sum"),
+        }
+    }
+}
+
+impl KeyedProcessFunction for RunningSum {
+    type Key = u64;
+    type In = (u64, i64);
+    type Out = String;
+
+    fn process_element(
+        &mut self,
+        (key, value): (u64, i64),
+        ctx: &mut KeyedContext<'_, '_, u64>,
+        out: &mut Collector<'_, String>,
+    ) {
+        let sum = self.sum.value(ctx).unwrap_or(0) + value;
+        self.sum.update(ctx, sum);
+        out.collect(format!("{key},{sum}"));
+    }
+}
+
+/// The record `g` of the test streams: 23 keys, values with both signs.
+fn record(g: u64) -> (u64, i64) {
+    let mixed = eichhorn::state::splitmix64(g);
+    (mixed % 23, (mixed >> 40) as i64 % 1000 - 500)
+}
+
+/// The running sums of records `0..count`, sorted: the exactly-once oracle.
+fn expected_sums(count: u64) -> Vec<String> {
+    let mut sums = BTreeMap::<u64, i64>::new();
+    let mut lines: Vec<String> = (0..count)
+        .map(|g| {
+            let (key, value) = record(g);
+            let sum = sums.entry(key).or_insert(0);
+            *sum += value;
+            format!("{key},{sum}")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The committed lines of an exactly-once file sink directory, sorted.
+fn committed_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir") {
+        let entry = entry.expect("entry");
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("part file");
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines.sort();
+    lines
+}
+
+/// Fails (panics) when the shared record count reaches one of `at` (each once).
+fn failing_at(at: Vec<u64>) -> impl Fn((u64, i64)) -> (u64, i64) + Clone + Send + 'static {
+    let seen = Arc::new(AtomicU64::new(0));
+    move |r| {
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if at.contains(&n) {
+            panic!("injected failure at record {n}");
+        }
+        r
+    }
+}
+
+/// Many seeded runs, each failing at random points, with random checkpoint intervals,
+/// parallelism and backend: the committed output always equals the failure-free result.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn random_failures_never_change_the_committed_output() {
+    const RECORDS: u64 = 3_000;
+    let expected = expected_sums(RECORDS);
+    for seed in 0..12u64 {
+        let r = |i: u64| eichhorn::state::splitmix64(seed * 1_000 + i);
+        let parallelism = 1 + (r(0) % 3) as u32;
+        let interval = 5 + r(1) % 40;
+        let backend = if r(2) % 2 == 0 {
+            eichhorn::state::StateBackendKind::Memory
+        } else {
+            eichhorn::state::StateBackendKind::Lmdb
+        };
+        let failures: Vec<u64> = (0..1 + r(3) % 3).map(|i| 1 + r(10 + i) % RECORDS).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        env.enable_checkpointing(interval);
+        env.set_state_backend(backend);
+        env.configure(|c| c.local_state_dir = Some(dir.path().join("local")));
+        env.set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 10,
+            delay_ms: 5,
+        });
+        paced(&env, RECORDS, 10_000)
+            .set_parallelism(1)
+            .map(record)
+            .map(failing_at(failures.clone()))
+            .key_by(|(key, _): &(u64, i64)| *key)
+            .process(RunningSum::new())
+            .uid("sum")
+            .write_exactly_once(dir.path().join("out"), |line: &String| line.clone());
+        let result = within(env.execute("random failures")).await;
+        let context = format!(
+            "seed {seed}: P={parallelism} interval={interval}ms {backend:?} failures at {failures:?}"
+        );
+        let result = result.unwrap_or_else(|e| panic!("{context}: {e}"));
+        let distinct: std::collections::BTreeSet<_> = failures.iter().collect();
+        assert_eq!(result.restarts as usize, distinct.len(), "{context}");
+        assert_eq!(
+            committed_lines(&dir.path().join("out")),
+            expected,
+            "{context}"
+        );
+    }
+}
+
+/// A savepoint taken at parallelism 2 restores at parallelism 3: keyed state moves by key
+/// group, and the job ends with the same sums as a job that never stopped.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn savepoint_at_parallelism_two_restores_at_three() {
+    const RECORDS: u64 = 4_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let build = |parallelism: u32| {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        env.enable_checkpointing(1_000_000);
+        paced(&env, RECORDS, 4_000)
+            .set_parallelism(1)
+            .uid("source")
+            .map(record)
+            .key_by(|(key, _): &(u64, i64)| *key)
+            .process(RunningSum::new())
+            .uid("sum")
+            .write_exactly_once(out.clone(), |line: &String| line.clone())
+            .uid("sink");
+        env
+    };
+    let first = build(2);
+    let handle = first
+        .execute_async("before savepoint")
+        .await
+        .expect("starts");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let savepoint = within(handle.stop_with_savepoint(dir.path().join("savepoints")))
+        .await
+        .expect("savepoint");
+    assert!(
+        savepoint.join("_metadata").is_file(),
+        "{}",
+        savepoint.display()
+    );
+    let stopped = within(handle.join()).await.expect("stops");
+    assert_eq!(stopped.status, JobStatus::Canceled);
+
+    let second = build(3);
+    second.restore_from(&savepoint, false);
+    let result = within(second.execute("after savepoint"))
+        .await
+        .expect("restores");
+    assert_eq!(
+        result.restored_from.as_deref(),
+        Some(savepoint.to_str().expect("utf-8"))
+    );
+    assert_eq!(committed_lines(&out), expected_sums(RECORDS));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_savepoint_with_unknown_state_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = StreamEnv::new();
+    paced(&env, 2_000, 2_000)
+        .uid("source")
+        .map(record)
+        .key_by(|(key, _): &(u64, i64)| *key)
+        .process(RunningSum::new())
+        .uid("old-sum")
+        .collect_sink();
+    let handle = env.execute_async("old job").await.expect("starts");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let savepoint = within(handle.stop_with_savepoint(dir.path()))
+        .await
+        .expect("savepoint");
+    let _ = within(handle.join()).await;
+
+    let build = |allow: bool| {
+        let env = StreamEnv::new();
+        paced(&env, 2_000, 2_000)
+            .uid("source")
+            .map(record)
+            .key_by(|(key, _): &(u64, i64)| *key)
+            .process(RunningSum::new())
+            .uid("renamed-sum")
+            .collect_sink();
+        env.restore_from(&savepoint, allow);
+        env
+    };
+    let error = within(build(false).execute("strict")).await.unwrap_err();
+    assert!(error.to_string().contains("old-sum"), "{error}");
+    within(build(true).execute("lenient"))
+        .await
+        .expect("skips the old state");
+}

@@ -11,12 +11,12 @@
 //! never iterates where order could reach the output; LMDB: a write-back cache over LMDB), and is
 //! checkpointed with it.
 
-use super::chain::{Collector, OneInputOperator, OperatorContext};
+use super::chain::{Collector, OneInputOperator, OperatorContext, RunContext};
 use super::checkpointing::{StateInitContext, StateSnapshotContext};
 use super::context::FunctionError;
 use super::element::Record;
 use crate::api::{Data, Key};
-use crate::state::KeyedStateStore;
+use crate::state::{KeyedStateStore, ValueTable};
 
 /// A reduce step: combines the aggregate so far with a new element.
 pub(crate) trait Reducer<T>: Clone + Send + 'static {
@@ -150,7 +150,6 @@ where
         Ok(())
     }
 
-    #[inline]
     fn process(
         &mut self,
         record: Record<T>,
@@ -159,23 +158,64 @@ where
     ) {
         let key = (self.key_selector)(&record.value);
         let store = self.store.get_or_insert_with(KeyedStateStore::default);
+        match store.value_table::<T>(AGGREGATE_STATE) {
+            Ok(mut table) => {
+                if let Some(updated) =
+                    reduce_into(&mut table, &mut self.reducer, key, record.value, ctx)
+                {
+                    out.collect(updated);
+                }
+            }
+            Err(error) => ctx.fail(error.to_string()),
+        }
+    }
+
+    /// Resolves the aggregate table once per run.
+    #[inline]
+    fn process_run(&mut self, records: Vec<Record<T>>, run: &mut RunContext<'_, '_, T>) {
+        let store = self.store.get_or_insert_with(KeyedStateStore::default);
         let mut table = match store.value_table::<T>(AGGREGATE_STATE) {
             Ok(table) => table,
-            Err(error) => return ctx.fail(error.to_string()),
+            Err(error) => return run.context().fail(error.to_string()),
         };
-        let updated = match table.get_mut(&key) {
-            Ok(Some(aggregate)) => {
-                let previous = aggregate.clone();
-                let updated = self.reducer.reduce(previous, record.value);
-                aggregate.clone_from(&updated);
-                updated
+        let (selector, reducer) = (&self.key_selector, &mut self.reducer);
+        for record in records {
+            run.process_with(record, |record, ctx, out| {
+                let key = selector(&record.value);
+                if let Some(updated) = reduce_into(&mut table, reducer, key, record.value, ctx) {
+                    out.collect(updated);
+                }
+            });
+        }
+    }
+}
+
+/// Folds `value` into `key`'s aggregate in `table`; returns the updated aggregate (or fails the
+/// task on a state error).
+#[inline]
+fn reduce_into<K: Key, T: Data, R: Reducer<T>>(
+    table: &mut ValueTable<'_, K, T>,
+    reducer: &mut R,
+    key: K,
+    value: T,
+    ctx: &mut OperatorContext<'_>,
+) -> Option<T> {
+    match table.get_mut(&key) {
+        Ok(Some(aggregate)) => {
+            let updated = reducer.reduce(aggregate.clone(), value);
+            aggregate.clone_from(&updated);
+            Some(updated)
+        }
+        Ok(None) => match table.insert(key, value.clone()) {
+            Ok(()) => Some(value),
+            Err(error) => {
+                ctx.fail(error.to_string());
+                None
             }
-            Ok(None) => match table.insert(key, record.value.clone()) {
-                Ok(()) => record.value,
-                Err(error) => return ctx.fail(error.to_string()),
-            },
-            Err(error) => return ctx.fail(error.to_string()),
-        };
-        out.collect(updated);
+        },
+        Err(error) => {
+            ctx.fail(error.to_string());
+            None
+        }
     }
 }

@@ -449,6 +449,38 @@ impl OperatorContext<'_> {
     }
 }
 
+/// An operator's context for a whole run of records: per record, the record's timestamp and a
+/// collector emitting with it.
+pub struct RunContext<'a, 'b, O> {
+    ctx: &'a mut OperatorContext<'b>,
+    out: &'a mut ChannelBatch<O>,
+}
+
+impl<O> std::fmt::Debug for RunContext<'_, '_, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunContext").finish_non_exhaustive()
+    }
+}
+
+impl<'b, O> RunContext<'_, 'b, O> {
+    /// Runs `f` for one record, with the context and a collector set to its timestamp.
+    #[inline]
+    pub fn process_with<I>(
+        &mut self,
+        record: Record<I>,
+        f: impl FnOnce(Record<I>, &mut OperatorContext<'b>, &mut Collector<'_, O>),
+    ) {
+        let timestamp = record.timestamp;
+        self.ctx.timestamp = timestamp;
+        f(record, self.ctx, &mut Collector::new(self.out, timestamp));
+    }
+
+    /// The operator context, for per-run work (failing the task, counting).
+    pub fn context(&mut self) -> &mut OperatorContext<'b> {
+        self.ctx
+    }
+}
+
 /// A one-input operator core: what `map`, `filter`, `process`, rolling aggregations are made of.
 ///
 /// The wrapper ([`OneInputNode`]) counts records, forwards watermarks and barriers, and feeds side
@@ -473,6 +505,16 @@ pub trait OneInputOperator<I>: Send + 'static {
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, Self::Out>,
     );
+
+    /// Processes a run of consecutive records in order. The default calls
+    /// [`OneInputOperator::process`] for each; an operator overrides it to do per-run work once
+    /// (a keyed operator resolves its state table once per run, not once per record).
+    #[inline]
+    fn process_run(&mut self, records: Vec<Record<I>>, run: &mut RunContext<'_, '_, Self::Out>) {
+        for record in records {
+            run.process_with(record, |record, ctx, out| self.process(record, ctx, out));
+        }
+    }
 
     /// Called when the watermark advances, before it is forwarded downstream.
     fn on_watermark(
@@ -625,6 +667,37 @@ impl<O: Send + 'static> NodeCore<O> {
             let timestamp = record.timestamp;
             f(record, &mut ctx, &mut Collector::new(&mut out, timestamp));
         }
+        self.emit(out, cx);
+    }
+
+    /// Hands a whole run to `f` (an operator's [`OneInputOperator::process_run`]), then sends
+    /// what it emitted on.
+    #[inline]
+    pub(crate) fn run_whole<I>(
+        &mut self,
+        records: Vec<Record<I>>,
+        cx: &mut TaskCx,
+        f: impl FnOnce(Vec<Record<I>>, &mut RunContext<'_, '_, O>),
+    ) {
+        self.counters.records_in += records.len() as u64;
+        cx.current_operator = self.info.node;
+        let mut out = ChannelBatch::with_capacity(records.len());
+        let mut ctx = OperatorContext {
+            side: &mut self.side,
+            timestamp: None,
+            unconsumed_side_records: &mut self.unconsumed_side_records,
+            now_ms: cx.now_ms,
+            wakeup_ms: &mut self.wakeup_ms,
+            failure: &mut self.failure,
+            counters: &mut self.counters,
+        };
+        f(
+            records,
+            &mut RunContext {
+                ctx: &mut ctx,
+                out: &mut out,
+            },
+        );
         self.emit(out, cx);
     }
 
@@ -842,8 +915,8 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
 
     fn process_batch(&mut self, records: Vec<Record<I>>, cx: &mut TaskCx) {
         let operator = &mut self.operator;
-        self.core.run_batch(records, cx, |record, ctx, out| {
-            operator.process(record, ctx, out)
+        self.core.run_whole(records, cx, |records, run| {
+            operator.process_run(records, run)
         });
     }
 

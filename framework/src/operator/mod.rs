@@ -36,7 +36,7 @@ pub(crate) use basic::{
 };
 pub use chain::{
     Chained, Collector, OneInputOperator, OpenContext, OperatorContext, OperatorCounters,
-    OperatorError, OperatorInfo, SideOutputs,
+    OperatorError, OperatorInfo, RunContext, SideOutputs,
 };
 pub(crate) use chain::{Discard, ErasedChained, Fanout, OneInputNode};
 pub use checkpointing::{
