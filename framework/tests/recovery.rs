@@ -308,6 +308,17 @@ async fn savepoint_at_parallelism_two_restores_at_three() {
     );
     let stopped = within(handle.join()).await.expect("stops");
     assert_eq!(stopped.status, JobStatus::Canceled);
+    // The savepoint's transactions were committed before the stop; open ones were aborted.
+    let hidden: Vec<String> = std::fs::read_dir(&out)
+        .expect("output dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "left behind: {hidden:?}");
+    assert!(
+        !committed_lines(&out).is_empty(),
+        "the savepoint committed output"
+    );
 
     let second = build(3);
     second.restore_from(&savepoint, false);

@@ -73,6 +73,8 @@ pub(crate) enum JobManagerMsg {
         index: usize,
         metrics: Vec<(NodeId, OperatorCounters)>,
     },
+    /// A subtask closed on request (stop-with-savepoint).
+    SubtaskStopped { attempt: u32, index: usize },
     /// A subtask failed.
     SubtaskFailed {
         attempt: u32,
@@ -456,9 +458,17 @@ impl JobManagerState {
             let stop = request.stop;
             let _ = request.reply.send(Ok(path));
             if stop {
+                // Stop after the completion: every subtask handles it (sinks commit) before
+                // the in-band stop, then reports; the job ends when all stopped.
                 self.stopping = true;
-                let report = self.report(JobStatus::Canceled);
-                self.conclude(myself, Ok(report));
+                self.finished.iter_mut().for_each(|f| *f = false);
+                for subtask in &self.subtasks {
+                    let _ = subtask.send_message(SubtaskMsg::Stop);
+                }
+                if self.subtasks.is_empty() {
+                    let report = self.report(JobStatus::Canceled);
+                    self.conclude(myself, Ok(report));
+                }
             }
         }
     }
@@ -742,6 +752,13 @@ impl Actor for JobManagerActor {
                 }
                 if state.finished.iter().all(|f| *f) {
                     let report = state.report(JobStatus::Finished);
+                    state.conclude(&myself, Ok(report));
+                }
+            }
+            JobManagerMsg::SubtaskStopped { attempt, index } if attempt == current => {
+                state.finished[index] = true;
+                if state.finished.iter().all(|f| *f) {
+                    let report = state.report(JobStatus::Canceled);
                     state.conclude(&myself, Ok(report));
                 }
             }

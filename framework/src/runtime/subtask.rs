@@ -68,6 +68,9 @@ pub(crate) enum SubtaskMsg {
     },
     /// A checkpoint completed; after the final one the subtask closes and stops.
     CheckpointComplete { id: CheckpointId, is_final: bool },
+    /// Close and stop now (stop-with-savepoint; sent after the savepoint's completion, so
+    /// two-phase-commit sinks have committed it).
+    Stop,
 }
 
 /// Decides when a barrier has arrived on every input: aligned (exactly-once) or counted
@@ -697,6 +700,18 @@ impl Actor for SubtaskActor {
                 state.cx.persist_snapshots = persist;
                 state.guarded(|s| s.final_checkpoint(barrier))?;
                 state.cx.persist_snapshots = true;
+            }
+            SubtaskMsg::Stop => {
+                // Open transactions are aborted by `close`; the savepoint covers their records.
+                let _ = state.close();
+                let _ = state
+                    .job_manager
+                    .send_message(JobManagerMsg::SubtaskStopped {
+                        attempt: state.attempt,
+                        index: state.index,
+                    });
+                myself.stop(None);
+                return Ok(());
             }
             SubtaskMsg::CheckpointComplete { id, is_final } => {
                 state.guarded(|s| s.notify_checkpoint_complete(id))?;
