@@ -51,7 +51,8 @@ pub mod prelude {
     };
     pub use crate::error::{GraphError, JobError};
     pub use crate::operator::{
-        Collector, FunctionError, KeyedContext, OperatorContext, RuntimeContext,
+        Collector, FunctionError, KeyedContext, OperatorContext, RuntimeContext, StateInitContext,
+        StateSnapshotContext,
     };
     pub use crate::runtime::{JobHandle, JobResult, JobStatus};
     pub use crate::state::{StableHash, StableHasher};

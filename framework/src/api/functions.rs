@@ -29,6 +29,43 @@ pub trait MapFunction<I>: Clone + Send + 'static {
     fn close(&mut self) -> Result<(), FunctionError> {
         Ok(())
     }
+    /// Restores the function's operator state before `open` (Flink's
+    /// `CheckpointedFunction.initializeState`); called on every start, restored or not. Read
+    /// lists with [`StateInitContext::list_state`](crate::operator::StateInitContext::list_state).
+    ///
+    /// # Errors
+    ///
+    /// The restored state is unusable; the job fails.
+    fn initialize_state(
+        &mut self,
+        _ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Stores the function's operator state at a checkpoint (Flink's `snapshotState`), with
+    /// [`StateSnapshotContext::add_list_state`](crate::operator::StateSnapshotContext::add_list_state)
+    /// in split or union mode.
+    ///
+    /// # Errors
+    ///
+    /// The state cannot be stored; the checkpoint fails.
+    fn snapshot_state(
+        &mut self,
+        _ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Checkpoint `id` completed (Flink's `CheckpointListener`).
+    ///
+    /// # Errors
+    ///
+    /// The function failed to act on it; the job fails.
+    fn notify_checkpoint_complete(
+        &mut self,
+        _id: crate::checkpoint::CheckpointId,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
 }
 
 /// Transforms each element into zero or more elements (`DataStream::flat_map_function`).
@@ -51,6 +88,43 @@ pub trait FlatMapFunction<I>: Clone + Send + 'static {
     ///
     /// Any error fails the job, naming this operator.
     fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Restores the function's operator state before `open` (Flink's
+    /// `CheckpointedFunction.initializeState`); called on every start, restored or not. Read
+    /// lists with [`StateInitContext::list_state`](crate::operator::StateInitContext::list_state).
+    ///
+    /// # Errors
+    ///
+    /// The restored state is unusable; the job fails.
+    fn initialize_state(
+        &mut self,
+        _ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Stores the function's operator state at a checkpoint (Flink's `snapshotState`), with
+    /// [`StateSnapshotContext::add_list_state`](crate::operator::StateSnapshotContext::add_list_state)
+    /// in split or union mode.
+    ///
+    /// # Errors
+    ///
+    /// The state cannot be stored; the checkpoint fails.
+    fn snapshot_state(
+        &mut self,
+        _ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Checkpoint `id` completed (Flink's `CheckpointListener`).
+    ///
+    /// # Errors
+    ///
+    /// The function failed to act on it; the job fails.
+    fn notify_checkpoint_complete(
+        &mut self,
+        _id: crate::checkpoint::CheckpointId,
+    ) -> Result<(), FunctionError> {
         Ok(())
     }
 }
@@ -133,6 +207,43 @@ pub trait ProcessFunction<I>: Clone + Send + 'static {
         _ctx: &mut OperatorContext<'_>,
         _out: &mut Collector<'_, Self::Out>,
     ) {
+    }
+    /// Restores the function's operator state before `open` (Flink's
+    /// `CheckpointedFunction.initializeState`); called on every start, restored or not. Read
+    /// lists with [`StateInitContext::list_state`](crate::operator::StateInitContext::list_state).
+    ///
+    /// # Errors
+    ///
+    /// The restored state is unusable; the job fails.
+    fn initialize_state(
+        &mut self,
+        _ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Stores the function's operator state at a checkpoint (Flink's `snapshotState`), with
+    /// [`StateSnapshotContext::add_list_state`](crate::operator::StateSnapshotContext::add_list_state)
+    /// in split or union mode.
+    ///
+    /// # Errors
+    ///
+    /// The state cannot be stored; the checkpoint fails.
+    fn snapshot_state(
+        &mut self,
+        _ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Checkpoint `id` completed (Flink's `CheckpointListener`).
+    ///
+    /// # Errors
+    ///
+    /// The function failed to act on it; the job fails.
+    fn notify_checkpoint_complete(
+        &mut self,
+        _id: crate::checkpoint::CheckpointId,
+    ) -> Result<(), FunctionError> {
+        Ok(())
     }
     /// Called once per subtask after the last element.
     ///

@@ -2,9 +2,11 @@
 //! let plain closures stand in for the function traits.
 
 use super::chain::{Collector, OneInputOperator, OperatorContext};
+use super::checkpointing::{StateInitContext, StateSnapshotContext};
 use super::context::{FunctionError, RuntimeContext};
 use super::element::Record;
 use crate::api::functions::{FilterFunction, FlatMapFunction, MapFunction, ProcessFunction};
+use crate::checkpoint::CheckpointId;
 
 /// `map`: one output per input.
 #[derive(Debug, Clone)]
@@ -15,6 +17,18 @@ where
     F::Out: Send + 'static,
 {
     type Out = F::Out;
+
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        self.0.initialize_state(ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        self.0.snapshot_state(ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<(), FunctionError> {
+        self.0.notify_checkpoint_complete(id)
+    }
 
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
@@ -45,6 +59,18 @@ where
     F::Out: Send + 'static,
 {
     type Out = F::Out;
+
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        self.0.initialize_state(ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        self.0.snapshot_state(ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<(), FunctionError> {
+        self.0.notify_checkpoint_complete(id)
+    }
 
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
@@ -102,6 +128,18 @@ where
     F::Out: Send + 'static,
 {
     type Out = F::Out;
+
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        self.0.initialize_state(ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        self.0.snapshot_state(ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<(), FunctionError> {
+        self.0.notify_checkpoint_complete(id)
+    }
 
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
