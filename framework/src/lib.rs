@@ -46,10 +46,17 @@ pub use state::{StableHash, StableHasher};
 pub mod prelude {
     pub use crate::api::functions::*;
     pub use crate::api::{
+        BroadcastProcessFunction, BroadcastStream, KeyedBroadcastProcessFunction,
+        MapStateDescriptor,
+    };
+    pub use crate::api::{
         CollectSink, ConnectedStreams, Data, DataStream, DataStreamSink, ExecutionConfig, Key,
         KeyedStream, OutputTag, StreamEnv, WindowedStream,
     };
     pub use crate::error::{GraphError, JobError};
+    pub use crate::operator::{
+        BroadcastContext, BroadcastReadOnlyContext, KeyedBroadcastReadOnlyContext,
+    };
     pub use crate::operator::{
         Collector, FunctionError, KeyedContext, OperatorContext, RuntimeContext, StateInitContext,
         StateSnapshotContext,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eichhorn::checkpoint::RestartStrategy;
@@ -38,14 +38,7 @@ fn counts(values: Vec<u64>) -> BTreeMap<u64, u32> {
 
 /// A map that panics once, at the `at`-th record it sees over all attempts.
 fn failing_once(at: u64) -> impl Fn(u64) -> u64 + Clone + Send + 'static {
-    let seen = Arc::new(AtomicU64::new(0));
-    let fired = Arc::new(AtomicBool::new(false));
-    move |v| {
-        if seen.fetch_add(1, Ordering::SeqCst) + 1 == at && !fired.swap(true, Ordering::SeqCst) {
-            panic!("injected failure at record {at}");
-        }
-        v
-    }
+    failing_at(vec![at])
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -209,8 +202,9 @@ fn committed_lines(dir: &std::path::Path) -> Vec<String> {
     lines
 }
 
-/// Fails (panics) when the shared record count reaches one of `at` (each once).
-fn failing_at(at: Vec<u64>) -> impl Fn((u64, i64)) -> (u64, i64) + Clone + Send + 'static {
+/// Fails (panics) when the shared record count, over all attempts, reaches one of `at`: each
+/// point fails once, since the count only grows.
+fn failing_at<T>(at: Vec<u64>) -> impl Fn(T) -> T + Clone + Send + 'static {
     let seen = Arc::new(AtomicU64::new(0));
     move |r| {
         let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
@@ -250,7 +244,11 @@ async fn random_failures_never_change_the_committed_output() {
         paced(&env, RECORDS, 10_000)
             .set_parallelism(1)
             .map(record)
+            .set_parallelism(1)
             .map(failing_at(failures.clone()))
+            .set_parallelism(1)
+            // Everything before the keyed operator at parallelism 1: per-key order is the input
+            // order, so the running sums are the oracle's.
             .key_by(|(key, _): &(u64, i64)| *key)
             .process(RunningSum::new())
             .uid("sum")
@@ -285,6 +283,7 @@ async fn savepoint_at_parallelism_two_restores_at_three() {
             .set_parallelism(1)
             .uid("source")
             .map(record)
+            .set_parallelism(1)
             .key_by(|(key, _): &(u64, i64)| *key)
             .process(RunningSum::new())
             .uid("sum")
@@ -355,6 +354,7 @@ async fn a_savepoint_with_unknown_state_is_refused_unless_allowed() {
         paced(&env, 2_000, 2_000)
             .uid("source")
             .map(record)
+            .set_parallelism(1)
             .key_by(|(key, _): &(u64, i64)| *key)
             .process(RunningSum::new())
             .uid("renamed-sum")

@@ -566,4 +566,31 @@ impl<T: Data> DataStream<T> {
             "Sink: Exactly-Once File",
         )
     }
+
+    /// Broadcasts this stream to every subtask of the operator it is connected to, which keeps
+    /// the broadcast state `descriptor` names (Flink's `broadcast(descriptor)`); declare more
+    /// states with [`super::BroadcastStream::with_state`]. Connect it with
+    /// [`DataStream::connect_broadcast`] or [`super::KeyedStream::connect_broadcast`]. See
+    /// [`super::KeyedBroadcastProcessFunction`] for the pattern and an example.
+    ///
+    /// ([`DataStream::broadcast`] only sets the partitioning, with no state.)
+    pub fn broadcast_state<K, V>(
+        self,
+        descriptor: &super::MapStateDescriptor<K, V>,
+    ) -> super::BroadcastStream<T>
+    where
+        K: Ord + serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        V: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        super::BroadcastStream::new(self).with_state(descriptor)
+    }
+
+    /// Connects this stream with a broadcast stream, for a
+    /// [`super::BroadcastProcessFunction`] (Flink's `connect(broadcastStream)`).
+    pub fn connect_broadcast<B: Data>(
+        self,
+        broadcast: super::BroadcastStream<B>,
+    ) -> super::BroadcastConnectedStream<T, B> {
+        super::BroadcastConnectedStream::new(self, broadcast)
+    }
 }

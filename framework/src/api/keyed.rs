@@ -235,4 +235,14 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         let operator = crate::operator::KeyedProcessOperator::new(self.selector(), f);
         self.stream.transform("Keyed Process", operator)
     }
+
+    /// Connects this keyed stream with a broadcast stream, for a
+    /// [`super::KeyedBroadcastProcessFunction`] (Flink's `connect(broadcastStream)` on a keyed
+    /// stream): elements stay partitioned by key, broadcast elements reach every subtask.
+    pub fn connect_broadcast<B: Data>(
+        self,
+        broadcast: super::BroadcastStream<B>,
+    ) -> super::KeyedBroadcastConnectedStream<K, T, B> {
+        super::KeyedBroadcastConnectedStream::new(self, broadcast)
+    }
 }

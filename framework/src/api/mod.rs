@@ -5,6 +5,7 @@
 //! implement when a closure is not enough. Nothing here runs a job itself: it builds a stream
 //! graph that `execute` hands to the graph compiler and the runtime.
 
+mod broadcast;
 mod config;
 mod connected;
 mod datastream;
@@ -18,6 +19,10 @@ mod sinks;
 mod two_phase;
 mod windowed;
 
+pub use broadcast::{
+    BroadcastConnectedStream, BroadcastProcessFunction, BroadcastStream,
+    KeyedBroadcastConnectedStream, KeyedBroadcastProcessFunction, MapStateDescriptor,
+};
 pub use config::{
     BATCH_RECORDS_LIMIT, CREDITS_PER_CHANNEL_LIMIT, CheckpointConfig, CheckpointingMode,
     ExecutionConfig, RestoreSettings, TaskExecutor,

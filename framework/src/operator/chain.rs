@@ -650,24 +650,11 @@ impl<O: Send + 'static> NodeCore<O> {
         cx: &mut TaskCx,
         mut f: impl FnMut(Record<I>, &mut OperatorContext<'_>, &mut Collector<'_, O>),
     ) {
-        self.counters.records_in += records.len() as u64;
-        cx.current_operator = self.info.node;
-        let mut out = ChannelBatch::with_capacity(records.len());
-        let mut ctx = OperatorContext {
-            side: &mut self.side,
-            timestamp: None,
-            unconsumed_side_records: &mut self.unconsumed_side_records,
-            now_ms: cx.now_ms,
-            wakeup_ms: &mut self.wakeup_ms,
-            failure: &mut self.failure,
-            counters: &mut self.counters,
-        };
-        for record in records {
-            ctx.timestamp = record.timestamp;
-            let timestamp = record.timestamp;
-            f(record, &mut ctx, &mut Collector::new(&mut out, timestamp));
-        }
-        self.emit(out, cx);
+        self.run_whole(records, cx, |records, run| {
+            for record in records {
+                run.process_with(record, &mut f);
+            }
+        });
     }
 
     /// Hands a whole run to `f` (an operator's [`OneInputOperator::process_run`]), then sends

@@ -14,6 +14,7 @@
 
 mod aggregate;
 mod basic;
+mod broadcast_process;
 mod chain;
 mod checkpointing;
 mod co;
@@ -33,6 +34,13 @@ pub mod window;
 pub(crate) use aggregate::{ByReducer, FieldAggregation, FieldReducer, FnReducer, RollingReduce};
 pub(crate) use basic::{
     FilterOperator, FlatMapOperator, FnFilter, FnFlatMap, FnMap, MapOperator, ProcessOperator,
+};
+pub use broadcast_process::{
+    BroadcastContext, BroadcastReadOnlyContext, BroadcastState, KeyedBroadcastReadOnlyContext,
+    ReadOnlyBroadcastState,
+};
+pub(crate) use broadcast_process::{
+    BroadcastProcessOperator, BroadcastStateSpec, KeyedBroadcastProcessOperator,
 };
 pub use chain::{
     Chained, Collector, OneInputOperator, OpenContext, OperatorContext, OperatorCounters,
