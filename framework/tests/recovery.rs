@@ -437,3 +437,67 @@ async fn operator_list_state_of_a_user_function_survives_a_restart() {
         assert_eq!(total, 6_000, "P={parallelism}");
     }
 }
+
+/// Corrupts one state file of the newest complete checkpoint below `dir`; returns its id.
+fn corrupt_newest_checkpoint(dir: &std::path::Path) -> u64 {
+    let newest = std::fs::read_dir(dir)
+        .expect("checkpoint dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("_metadata").is_file())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("chk-")?.parse::<u64>().ok()
+        })
+        .max()
+        .expect("a complete checkpoint");
+    let folder = dir.join(format!("chk-{newest}"));
+    let file = std::fs::read_dir(&folder)
+        .expect("folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "state"))
+        .expect("a state file");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    std::fs::write(&file, bytes).expect("write");
+    newest
+}
+
+/// The newest checkpoint is damaged when the job fails: recovery names it, skips it, and
+/// restores the one before.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_corrupted_checkpoint_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let checkpoints = dir.path().to_path_buf();
+    let corrupted = Arc::new(AtomicU64::new(0));
+    let env = StreamEnv::new();
+    env.enable_checkpointing(20);
+    env.set_checkpoint_storage(&checkpoints);
+    env.configure(|c| c.checkpointing.retained = 3);
+    env.set_restart_strategy(RestartStrategy::FixedDelay {
+        attempts: 1,
+        delay_ms: 5,
+    });
+    let seen = Arc::new(AtomicU64::new(0));
+    let (seen_in, corrupted_in) = (seen.clone(), corrupted.clone());
+    let out = paced(&env, 5_000, 10_000)
+        .map(move |v: u64| {
+            if seen_in.fetch_add(1, Ordering::SeqCst) + 1 == 3_000 {
+                corrupted_in.store(corrupt_newest_checkpoint(&checkpoints), Ordering::SeqCst);
+                panic!("injected failure after corrupting a checkpoint");
+            }
+            v
+        })
+        .collect_sink();
+    let result = within(env.execute("fallback")).await.expect("recovers");
+    let damaged = corrupted.load(Ordering::SeqCst);
+    assert!(damaged >= 2, "checkpoint {damaged} had a predecessor");
+    let restored = result.restored_from.expect("restored from a checkpoint");
+    assert!(
+        restored.ends_with(&format!("chk-{}", damaged - 1)),
+        "restored from {restored}, expected chk-{}",
+        damaged - 1
+    );
+    assert_eq!(counts(out.take()).len(), 5_000, "nothing lost");
+}
