@@ -4,18 +4,22 @@
 //!
 //! - **One environment per store**, in the store's private `local_dir` (created on open, its
 //!   files and the directory removed on drop), with **one database for all states**. A record's
-//!   key is `key group (u16, big-endian) ++ state id (u32, big-endian) ++ postcard(key)`, so the
-//!   database's byte order is the snapshot order `(key group, state, key)`; its value is
-//!   `postcard(value)` in the state's stored form (TTL stamp included, see `ttl.rs`).
+//!   key is `key group (u16, big-endian) ++ state id ++ postcard(key)`, the state id in one byte
+//!   below 255, else `0xff` and a big-endian u32 (see [`push_db_key_prefix`]), so the database's
+//!   byte order is the snapshot order `(key group, state, key)`; its value is `postcard(value)`
+//!   in the state's stored form (TTL stamp included, see `ttl.rs`). Keys compare with
+//!   [`DbKeyOrder`]: LMDB's byte order, a word at a time.
 //! - **No durability is asked of LMDB**: the environment is opened with `NO_SYNC` and
 //!   `NO_META_SYNC`. It is a working store that spills state beyond memory; checkpoint files are
 //!   the durable copy, and a failed subtask restores from them into a fresh directory, never from
 //!   what LMDB left behind.
 //! - **A typed write-back cache** per state (`cache_entries` entries in total across states):
-//!   reads hit the cache; a miss reads LMDB (one short read transaction) and fills the cache;
-//!   writes only touch the cache. When the cache is full, every dirty entry of every state is
-//!   written back in **one** write transaction and the cache is emptied. Nothing writes a record
-//!   at a time.
+//!   reads hit the cache; a miss reads LMDB and fills the cache; writes only touch the cache.
+//!   Misses read through **one read transaction kept open** between write transactions
+//!   (`LmdbEnv::reader`; opening one per miss cost more than the read). When the cache is full,
+//!   every dirty entry of every state is encoded, **sorted in database order** and written back
+//!   in **one** write transaction through one cursor, and the cache is emptied. Nothing writes a
+//!   record at a time.
 //! - **Snapshots** write the dirty cache back (one transaction), then open a `'static`, `Send`
 //!   read transaction (`Env::static_read_txn` on an environment opened with
 //!   `read_txn_without_tls`) and return a closure that reads it into a
@@ -25,18 +29,24 @@
 //! ## Invariants
 //!
 //! - A `RwTxn` (not `Send`) never outlives the function that opened it.
+//! - The kept reader is closed before every write transaction (write-back, restore) and reopened
+//!   by the next miss, so a miss always sees the last commit.
 //! - A dirty cache slot is newer than LMDB; a clean one equals LMDB (`None`: absent).
 //! - `LmdbEnv::cached` is the number of slots over all caches of the store.
 //! - Failures (a full map, I/O, an over-long key) are [`StateError::Backend`] naming the
 //!   directory; undecodable bytes are [`StateError::Corrupt`] naming the state and key group.
-//!   Keys must encode to at most 505 bytes (LMDB's key limit, 511, minus the 6-byte prefix).
+//!   Keys must encode to at most 504 bytes (LMDB's key limit, 511, minus a prefix of up to 7
+//!   bytes).
 
 use std::any::Any;
+use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use heed::types::Bytes;
-use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use heed::{
+    CommitOrAbort, Comparator, Database, Env, EnvFlags, EnvOpenOptions, PutFlags, RoTxn, WithoutTls,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -56,17 +66,69 @@ const MAP_SIZE_DEFAULT: usize = 1 << 30;
 /// Map sizes are rounded up to this, a multiple of every common page size (4, 16, 64 KiB).
 const MAP_SIZE_ALIGN: usize = 64 << 10;
 
-/// Bytes before the encoded key: key group (u16) and state id (u32).
-const DB_KEY_PREFIX: usize = 6;
+/// The first byte of a state id of five bytes in a database key (smaller ids take one byte).
+const STATE_ID_WIDE: u8 = 0xff;
 
 // Key groups are stored as u16.
 const _: () = assert!(MAX_PARALLELISM_LIMIT <= 1 << 16);
+
+/// The database of all states: raw keys and values, keys in [`DbKeyOrder`].
+type Db = Database<'static, Bytes, Bytes, DbKeyOrder>;
+
+/// The order of database keys: LMDB's default (lexicographic bytes), compared eight bytes at a
+/// time in place of LMDB's `memcmp` call per key, which the searches of every read and write
+/// spend much of their time in.
+enum DbKeyOrder {}
+
+impl Comparator for DbKeyOrder {
+    #[inline]
+    fn compare(mut a: &[u8], mut b: &[u8]) -> Ordering {
+        loop {
+            let (x, y) = (key_word(a), key_word(b));
+            if x != y {
+                return x.cmp(&y);
+            }
+            // Equal words: if either side ended within them, the shorter one is a prefix of the
+            // other (its padding zeros matched real zeros).
+            if a.len() <= 8 || b.len() <= 8 {
+                return a.len().cmp(&b.len());
+            }
+            a = &a[8..];
+            b = &b[8..];
+        }
+    }
+}
+
+/// The first eight bytes of `bytes` as a big-endian word, zero-padded.
+#[inline]
+fn key_word(bytes: &[u8]) -> u64 {
+    if let Some(word) = bytes.first_chunk::<8>() {
+        return u64::from_be_bytes(*word);
+    }
+    let len = bytes.len();
+    if let (Some(head), Some(tail)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        // 4 to 7 bytes: the head, then the tail's last `len - 4` bytes (two loads, overlapping).
+        let head = u64::from(u32::from_be_bytes(*head)) << 32;
+        let tail = u64::from(u32::from_be_bytes(*tail)) << (8 * (8 - len));
+        return head | (tail & 0xffff_ffff);
+    }
+    bytes
+        .iter()
+        .zip((0..8u32).rev())
+        .fold(0, |word, (&byte, shift)| {
+            word | u64::from(byte) << (8 * shift)
+        })
+}
 
 /// The LMDB environment of one store, and the bookkeeping of its caches.
 pub(crate) struct LmdbEnv<K> {
     /// `None` only while dropping (the environment closes before its files are removed).
     env: Option<Env<WithoutTls>>,
-    db: Database<'static, Bytes, Bytes>,
+    /// The read transaction cache misses read through, kept open between write transactions
+    /// (opening one per miss costs more than the read). Closed before every write transaction
+    /// and reopened by the next read, so it always sees the last commit.
+    reader: Option<RoTxn<'static, WithoutTls>>,
+    db: Db,
     dir: PathBuf,
     codec: KeyCodec<K>,
     max_parallelism: u32,
@@ -76,7 +138,8 @@ pub(crate) struct LmdbEnv<K> {
     /// Whether any slot may be dirty.
     dirty: bool,
     key_buf: Vec<u8>,
-    value_buf: Vec<u8>,
+    /// The dirty slots of a write-back, encoded (kept for its buffers).
+    batch: WriteBatch,
 }
 
 impl<K> std::fmt::Debug for LmdbEnv<K> {
@@ -131,7 +194,11 @@ impl<K> LmdbEnv<K> {
             .map_err(|e| backend_error(&dir, "open", e))?;
         let db = env
             .create_databases_and_commit(wtxn, |opener, wtxn| {
-                let db = opener.create_database::<Bytes, Bytes>(wtxn, None)?;
+                let db = opener
+                    .database_options()
+                    .types::<Bytes, Bytes>()
+                    .key_comparator::<DbKeyOrder>()
+                    .create(wtxn)?;
                 // A directory left by an earlier attempt must not leak into this one.
                 db.clear(wtxn)?;
                 Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(db))
@@ -146,6 +213,7 @@ impl<K> LmdbEnv<K> {
             })?;
         Ok(Self {
             env: Some(env),
+            reader: None,
             db,
             dir,
             codec,
@@ -154,7 +222,7 @@ impl<K> LmdbEnv<K> {
             cached: 0,
             dirty: false,
             key_buf: Vec::new(),
-            value_buf: Vec::new(),
+            batch: WriteBatch::default(),
         })
     }
 
@@ -174,7 +242,8 @@ impl<K> LmdbEnv<K> {
             .ok_or_else(|| StateError::Backend(format!("LMDB at {}: closed", self.dir.display())))
     }
 
-    /// Reads the stored value of `key` in state `state` (not the cache).
+    /// Reads the stored value of `key` in state `state` (not the cache), through the kept read
+    /// transaction (opened here if closed).
     fn read<S: DeserializeOwned>(
         &mut self,
         state: u32,
@@ -183,13 +252,20 @@ impl<K> LmdbEnv<K> {
     ) -> Result<Option<S>, StateError> {
         let key_group = (self.codec.key_group)(key, self.max_parallelism);
         fill_db_key(&mut self.key_buf, &self.codec, key_group, state, name, key)?;
-        let env = self.env()?;
-        let rtxn = env
-            .read_txn()
-            .map_err(|e| backend_error(&self.dir, "read", e))?;
+        let rtxn = match &self.reader {
+            Some(rtxn) => rtxn,
+            None => {
+                let rtxn = self
+                    .env()?
+                    .clone()
+                    .static_read_txn()
+                    .map_err(|e| backend_error(&self.dir, "read", e))?;
+                self.reader.insert(rtxn)
+            }
+        };
         let found = self
             .db
-            .get(&rtxn, &self.key_buf)
+            .get(rtxn, &self.key_buf)
             .map_err(|e| backend_error(&self.dir, "read", e))?;
         match found {
             None => Ok(None),
@@ -208,29 +284,29 @@ impl<K> LmdbEnv<K> {
         evict: bool,
     ) -> Result<(), StateError> {
         if self.dirty {
-            let env = self.env.as_ref().ok_or_else(|| {
-                StateError::Backend(format!("LMDB at {}: closed", self.dir.display()))
-            })?;
-            let mut txn = env
-                .write_txn()
-                .map_err(|e| backend_error(&self.dir, "write back", e))?;
-            let mut writer = DbWriter {
-                txn: &mut txn,
-                db: self.db,
+            // The reader must see what is written back: close it now (the next read reopens it
+            // after the commit). Closed before the write transaction begins, it also leaves the
+            // writer free to reuse every page freed so far.
+            self.reader = None;
+            self.batch.clear();
+            let mut writer = BatchWriter {
                 codec: &self.codec,
                 max_parallelism: self.max_parallelism,
-                dir: &self.dir,
-                key_buf: &mut self.key_buf,
-                value_buf: &mut self.value_buf,
+                batch: &mut self.batch,
             };
             for table in tables.iter() {
                 table
                     .table
                     .write_dirty(&mut writer, table.state, table.name)?;
             }
-            txn.commit()
+            self.batch.sort();
+            let env = self.env.as_ref().ok_or_else(|| {
+                StateError::Backend(format!("LMDB at {}: closed", self.dir.display()))
+            })?;
+            write_sorted(env, self.db, &self.batch)
                 .map_err(|e| backend_error(&self.dir, "write back", e))?;
             self.dirty = false;
+            self.batch.trim();
         }
         for table in tables.iter_mut() {
             table.table.mark_clean(evict);
@@ -247,6 +323,8 @@ impl<K> LmdbEnv<K> {
         &mut self,
         entries: impl Iterator<Item = &'e KeyedEntry>,
     ) -> Result<(), StateError> {
+        // The reader must not see the old contents after the restore.
+        self.reader = None;
         let env = self.env.as_ref().ok_or_else(|| {
             StateError::Backend(format!("LMDB at {}: closed", self.dir.display()))
         })?;
@@ -258,9 +336,7 @@ impl<K> LmdbEnv<K> {
             .map_err(|e| backend_error(&self.dir, "restore", e))?;
         for entry in entries {
             self.key_buf.clear();
-            self.key_buf
-                .extend_from_slice(&(entry.key_group as u16).to_be_bytes());
-            self.key_buf.extend_from_slice(&entry.state.to_be_bytes());
+            push_db_key_prefix(&mut self.key_buf, entry.key_group, entry.state);
             self.key_buf.extend_from_slice(&entry.key);
             self.db
                 .put(&mut txn, &self.key_buf, &entry.value)
@@ -315,7 +391,8 @@ impl<K> LmdbEnv<K> {
 impl<K> Drop for LmdbEnv<K> {
     fn drop(&mut self) {
         // Close first (a deferred snapshot may still hold the environment open; on Unix its
-        // files stay readable until it finishes).
+        // files stay readable until it finishes). The kept reader holds it open too.
+        drop(self.reader.take());
         drop(self.env.take());
         for file in ["data.mdb", "lock.mdb"] {
             let _ = std::fs::remove_file(self.dir.join(file));
@@ -341,31 +418,83 @@ fn fill_db_key<K>(
     debug_assert!(key_group.0 <= u32::from(u16::MAX));
     let mut bytes = std::mem::take(buf);
     bytes.clear();
-    bytes.extend_from_slice(&(key_group.0 as u16).to_be_bytes());
-    bytes.extend_from_slice(&state.to_be_bytes());
+    push_db_key_prefix(&mut bytes, key_group.0, state);
     *buf = (codec.encode)(key, bytes).map_err(|e| encode_error(name, key_group.0, "key", e))?;
     Ok(())
 }
 
+/// Writes a sorted batch in one write transaction. Deletions go first (keys are unique, so
+/// their order against the puts does not matter), then the puts through one cursor: a cursor
+/// put first looks for its key in the leaf page the cursor is on, so a sorted run of puts
+/// searches from the root only when it moves on to another leaf, and copies each page it
+/// touches once.
+fn write_sorted(env: &Env<WithoutTls>, db: Db, batch: &WriteBatch) -> Result<(), heed::Error> {
+    let bytes = &batch.bytes;
+    let mut txn = env.write_txn()?;
+    for entry in batch.entries.iter().filter(|entry| entry.is_delete()) {
+        db.delete(&mut txn, entry.key(bytes))?;
+    }
+    {
+        let mut cursor = db.iter_mut(&mut txn)?;
+        for entry in &batch.entries {
+            let Some(value) = entry.value(bytes) else {
+                continue;
+            };
+            #[allow(unsafe_code)]
+            // SAFETY: heed marks cursor writes unsafe because a key or value borrowed from the
+            // database must not be alive across one; the key and value here borrow the batch's
+            // own bytes, and nothing read through this transaction is held. With no flags this
+            // is `mdb_cursor_put(.., 0)`: an ordinary put (insert or replace) that starts its
+            // search from the cursor's position.
+            unsafe {
+                cursor.put_current_with_options::<Bytes>(PutFlags::empty(), entry.key(bytes), value)
+            }?;
+        }
+    }
+    txn.commit()
+}
+
+/// Appends the prefix of a database key: the key group (u16, big-endian), then the state id
+/// in one byte below [`STATE_ID_WIDE`], else [`STATE_ID_WIDE`] and the id as a big-endian u32.
+/// Both parts sort numerically and neither is a prefix of another, so database keys sort by
+/// `(key group, state, key)`.
+fn push_db_key_prefix(buf: &mut Vec<u8>, key_group: u32, state: u32) {
+    debug_assert!(key_group <= u32::from(u16::MAX));
+    buf.extend_from_slice(&(key_group as u16).to_be_bytes());
+    match u8::try_from(state) {
+        Ok(small) if small < STATE_ID_WIDE => buf.push(small),
+        _ => {
+            buf.push(STATE_ID_WIDE);
+            buf.extend_from_slice(&state.to_be_bytes());
+        }
+    }
+}
+
 /// Splits a database key into key group, state id and encoded key.
 fn split_db_key(bytes: &[u8]) -> Option<(u32, u32, &[u8])> {
-    let prefix: &[u8; DB_KEY_PREFIX] = bytes.get(..DB_KEY_PREFIX)?.try_into().ok()?;
-    let key_group = u16::from_be_bytes([prefix[0], prefix[1]]);
-    let state = u32::from_be_bytes([prefix[2], prefix[3], prefix[4], prefix[5]]);
-    Some((u32::from(key_group), state, &bytes[DB_KEY_PREFIX..]))
+    let (&[group_high, group_low, first], rest) = bytes.split_first_chunk::<3>()?;
+    let key_group = u32::from(u16::from_be_bytes([group_high, group_low]));
+    if first < STATE_ID_WIDE {
+        return Some((key_group, u32::from(first), rest));
+    }
+    let (wide, rest) = rest.split_first_chunk::<4>()?;
+    Some((key_group, u32::from_be_bytes(*wide), rest))
 }
 
 /// Reads a whole snapshot from a read transaction: entries come in database order, which is
 /// the snapshot order; expired values of states with a TTL are left out.
 fn read_snapshot(
     rtxn: &RoTxn<'static, WithoutTls>,
-    db: Database<'static, Bytes, Bytes>,
+    db: Db,
     dir: &Path,
     states: Vec<StateMeta>,
     pruners: &[Option<(i64, PruneBytesFn)>],
     now_ms: i64,
 ) -> Result<KeyedStateSnapshot, StateError> {
-    let mut entries = Vec::new();
+    let count = db
+        .len(rtxn)
+        .map_err(|e| backend_error(dir, "snapshot", e))?;
+    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     let iter = db
         .iter(rtxn)
         .map_err(|e| backend_error(dir, "snapshot", e))?;
@@ -408,18 +537,77 @@ fn read_snapshot(
     Ok(KeyedStateSnapshot { states, entries })
 }
 
-/// Writes cache slots into a write transaction.
-pub(crate) struct DbWriter<'t, 'e, K> {
-    txn: &'t mut RwTxn<'e>,
-    db: Database<'static, Bytes, Bytes>,
-    codec: &'t KeyCodec<K>,
-    max_parallelism: u32,
-    dir: &'t Path,
-    key_buf: &'t mut Vec<u8>,
-    value_buf: &'t mut Vec<u8>,
+/// The dirty slots of a write-back, encoded: database keys and values in one buffer, and an
+/// entry per slot, to be sorted in database order.
+#[derive(Debug, Default)]
+struct WriteBatch {
+    bytes: Vec<u8>,
+    entries: Vec<BatchEntry>,
 }
 
-impl<K> DbWriter<'_, '_, K> {
+/// One slot in a [`WriteBatch`]: the database key at `start..key_end` of its bytes, the value
+/// at `key_end..end` (`end` is `usize::MAX` for a deletion).
+#[derive(Debug, Clone, Copy)]
+struct BatchEntry {
+    /// The key's first eight bytes as a word (see [`key_word`]): sorts as the key, up to ties.
+    word: u64,
+    start: usize,
+    key_end: usize,
+    end: usize,
+}
+
+/// A write-back batch holding more than this many bytes does not keep its buffers.
+const BATCH_BYTES_KEPT: usize = 64 << 20;
+
+impl WriteBatch {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    /// Drops buffers grown beyond [`BATCH_BYTES_KEPT`].
+    fn trim(&mut self) {
+        if self.bytes.capacity() > BATCH_BYTES_KEPT {
+            *self = Self::default();
+        }
+    }
+
+    /// Sorts the entries in database order: by their first key word (integers sort fast),
+    /// then runs of equal words by the whole key.
+    fn sort(&mut self) {
+        self.entries.sort_unstable_by_key(|entry| entry.word);
+        let bytes = &self.bytes;
+        for run in self.entries.chunk_by_mut(|a, b| a.word == b.word) {
+            if run.len() > 1 {
+                run.sort_unstable_by(|a, b| DbKeyOrder::compare(a.key(bytes), b.key(bytes)));
+            }
+        }
+    }
+}
+
+impl BatchEntry {
+    fn is_delete(&self) -> bool {
+        self.end == usize::MAX
+    }
+
+    fn key<'b>(&self, bytes: &'b [u8]) -> &'b [u8] {
+        &bytes[self.start..self.key_end]
+    }
+
+    /// The value, `None` for a deletion.
+    fn value<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
+        (!self.is_delete()).then(|| &bytes[self.key_end..self.end])
+    }
+}
+
+/// Encodes dirty cache slots into a write-back batch.
+pub(crate) struct BatchWriter<'t, K> {
+    codec: &'t KeyCodec<K>,
+    max_parallelism: u32,
+    batch: &'t mut WriteBatch,
+}
+
+impl<K> BatchWriter<'_, K> {
     fn write<S: Serialize>(
         &mut self,
         state: u32,
@@ -428,24 +616,28 @@ impl<K> DbWriter<'_, '_, K> {
         value: Option<&S>,
     ) -> Result<(), StateError> {
         let key_group = (self.codec.key_group)(key, self.max_parallelism);
-        fill_db_key(self.key_buf, self.codec, key_group, state, name, key)?;
-        match value {
-            Some(value) => {
-                let mut bytes = std::mem::take(self.value_buf);
-                bytes.clear();
-                let bytes = postcard::to_extend(value, bytes)
-                    .map_err(|e| encode_error(name, key_group.0, "value", e))?;
-                self.db
-                    .put(self.txn, self.key_buf, &bytes)
-                    .map_err(|e| backend_error(self.dir, "write back", e))?;
-                *self.value_buf = bytes;
-            }
-            None => {
-                self.db
-                    .delete(self.txn, self.key_buf)
-                    .map_err(|e| backend_error(self.dir, "write back", e))?;
-            }
+        let mut bytes = std::mem::take(&mut self.batch.bytes);
+        let start = bytes.len();
+        push_db_key_prefix(&mut bytes, key_group.0, state);
+        bytes = (self.codec.encode)(key, bytes)
+            .map_err(|e| encode_error(name, key_group.0, "key", e))?;
+        let key_end = bytes.len();
+        if let Some(value) = value {
+            bytes = postcard::to_extend(value, bytes)
+                .map_err(|e| encode_error(name, key_group.0, "value", e))?;
         }
+        let end = if value.is_some() {
+            bytes.len()
+        } else {
+            usize::MAX
+        };
+        self.batch.entries.push(BatchEntry {
+            word: key_word(&bytes[start..key_end]),
+            start,
+            key_end,
+            end,
+        });
+        self.batch.bytes = bytes;
         Ok(())
     }
 }
@@ -453,10 +645,10 @@ impl<K> DbWriter<'_, '_, K> {
 /// A typed LMDB cache seen without its types (write-back and snapshots go over all states).
 pub(crate) trait LmdbTableDyn<K>: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// Writes the dirty slots.
+    /// Encodes the dirty slots into a write-back batch.
     fn write_dirty(
         &self,
-        writer: &mut DbWriter<'_, '_, K>,
+        writer: &mut BatchWriter<'_, K>,
         state: u32,
         name: &str,
     ) -> Result<(), StateError>;
@@ -495,7 +687,7 @@ where
 
     fn write_dirty(
         &self,
-        writer: &mut DbWriter<'_, '_, K>,
+        writer: &mut BatchWriter<'_, K>,
         state: u32,
         name: &str,
     ) -> Result<(), StateError> {
@@ -600,43 +792,36 @@ where
         self.env.write_back(&mut tables, true)
     }
 
-    /// Brings `key` into the cache.
-    fn load(&mut self, key: &K) -> Result<(), StateError> {
-        if self.table.cache.get(key).is_some() {
-            return Ok(());
-        }
-        let value = self.env.read::<S>(self.state, self.name, key)?;
-        self.make_room()?;
-        self.table.cache.insert(
-            key.clone(),
-            Slot {
+    /// The cache slot of `key` (read from LMDB through the kept reader on a miss), and the
+    /// environment to flag a write in.
+    fn slot(&mut self, key: &K) -> Result<(&mut Slot<S>, &mut LmdbEnv<K>), StateError> {
+        if self.table.cache.get(key).is_none() {
+            let value = self.env.read::<S>(self.state, self.name, key)?;
+            self.make_room()?;
+            self.env.cached += 1;
+            let slot = self.table.cache.get_or_insert_with(key.clone(), || Slot {
                 value,
                 dirty: false,
-            },
-        );
-        self.env.cached += 1;
-        Ok(())
+            });
+            return Ok((slot, &mut *self.env));
+        }
+        match self.table.cache.get_mut(key) {
+            Some(slot) => Ok((slot, &mut *self.env)),
+            None => unreachable!("a cached key is in the cache"),
+        }
     }
 
     pub(crate) fn get(&mut self, key: &K) -> Result<Option<&S>, StateError> {
-        self.load(key)?;
-        Ok(self
-            .table
-            .cache
-            .get(key)
-            .and_then(|slot| slot.value.as_ref()))
+        Ok(self.slot(key)?.0.value.as_ref())
     }
 
     pub(crate) fn get_mut(&mut self, key: &K) -> Result<Option<&mut S>, StateError> {
-        self.load(key)?;
-        let env = &mut *self.env;
-        Ok(self.table.cache.get_mut(key).and_then(|slot| {
-            if slot.value.is_some() {
-                slot.dirty = true;
-                env.dirty = true;
-            }
-            slot.value.as_mut()
-        }))
+        let (slot, env) = self.slot(key)?;
+        if slot.value.is_some() {
+            slot.dirty = true;
+            env.dirty = true;
+        }
+        Ok(slot.value.as_mut())
     }
 
     /// Sets (`Some`) or deletes (`None`) the value of `key`, in the cache.
@@ -658,20 +843,20 @@ where
         key: K,
         default: impl FnOnce() -> S,
     ) -> Result<&mut S, StateError> {
-        self.load(&key)?;
-        self.env.dirty = true;
-        let slot = self.table.cache.get_or_insert_with(key, || Slot {
-            value: None,
-            dirty: true,
-        });
+        let (slot, env) = self.slot(&key)?;
         slot.dirty = true;
+        env.dirty = true;
         Ok(slot.value.get_or_insert_with(default))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::state::test_support::lmdb_config;
+    use crate::state::{KeyedStateStore, PendingKeyedSnapshot};
 
     #[test]
     fn db_keys_sort_as_snapshot_entries() {
@@ -684,6 +869,123 @@ mod tests {
         let (group, state, key) = split_db_key(&a).expect("has a prefix");
         assert_eq!((group, state), (1, 7));
         assert_eq!(key, postcard::to_allocvec(&300u64).expect("encodes"));
-        assert_eq!(split_db_key(&[0, 1, 2]), None);
+        assert_eq!(split_db_key(&[0, 1]), None);
+        assert_eq!(split_db_key(&[0, 1, STATE_ID_WIDE, 0, 0]), None);
+    }
+
+    #[test]
+    fn state_ids_of_every_width_round_trip_in_order() {
+        let states = [0, 1, 200, 254, 255, 256, 70_000, u32::MAX - 1, u32::MAX];
+        let keys: [&[u8]; 3] = [&[], &[0], &[0xff, 3]];
+        let mut tuples = Vec::new();
+        let mut encoded = Vec::new();
+        for group in [0, 1, 300, u32::from(u16::MAX)] {
+            for state in states {
+                for key in keys {
+                    let mut bytes = Vec::new();
+                    push_db_key_prefix(&mut bytes, group, state);
+                    bytes.extend_from_slice(key);
+                    assert_eq!(split_db_key(&bytes), Some((group, state, key)));
+                    tuples.push((group, state, key));
+                    encoded.push(bytes);
+                }
+            }
+        }
+        assert!(tuples.is_sorted());
+        assert!(
+            encoded.is_sorted(),
+            "database keys sort as (key group, state, key)"
+        );
+    }
+
+    proptest! {
+        /// The database comparator is plain byte order.
+        #[test]
+        fn the_key_order_is_byte_order(
+            a in proptest::collection::vec(any::<u8>(), 0..20),
+            b in proptest::collection::vec(any::<u8>(), 0..20),
+            common in proptest::collection::vec(0u8..3, 0..12),
+        ) {
+            prop_assert_eq!(DbKeyOrder::compare(&a, &b), a.cmp(&b));
+            // With a shared prefix, so that equal words are common.
+            let (x, y) = ([&common[..], &a].concat(), [&common[..], &b].concat());
+            prop_assert_eq!(DbKeyOrder::compare(&x, &y), x.cmp(&y));
+            prop_assert_eq!(DbKeyOrder::compare(&x, &common), x.cmp(&common));
+            prop_assert_eq!(DbKeyOrder::compare(&x, &x), std::cmp::Ordering::Equal);
+        }
+    }
+
+    fn snapshot_of(store: &mut KeyedStateStore<u64>) -> KeyedStateSnapshot {
+        store
+            .snapshot(0)
+            .and_then(PendingKeyedSnapshot::complete)
+            .expect("snapshot")
+    }
+
+    /// Write-backs of thousands of entries whose first eight database bytes tie (strings with a
+    /// common prefix), with deletions, read back through the kept reader.
+    #[test]
+    fn large_write_backs_read_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = lmdb_config(&dir.path().join("s"), 3_000);
+        let mut lmdb = KeyedStateStore::<String>::open(config).expect("opens");
+        let mut memory = KeyedStateStore::<String>::default();
+        let key = |i: u64| format!("key-{:06}", i.wrapping_mul(7_919) % 10_000);
+        for round in 0..3u64 {
+            for store in [&mut lmdb, &mut memory] {
+                let mut table = store.value_table::<u64>("t").expect("table");
+                for i in 0..10_000 {
+                    *table.get_or_insert_with(key(i), || 0).expect("entry") += i + round;
+                    if i % 97 == 0 {
+                        table.remove(&key(i / 2)).expect("remove");
+                    }
+                }
+            }
+            assert!(lmdb.entries_in_memory() <= 3_000);
+        }
+        let complete = |store: &mut KeyedStateStore<String>| {
+            store
+                .snapshot(0)
+                .and_then(PendingKeyedSnapshot::complete)
+                .expect("snapshot")
+        };
+        let expected = complete(&mut memory);
+        assert_eq!(complete(&mut lmdb), expected);
+        let mut lmdb_table = lmdb.value_table::<u64>("t").expect("table");
+        let mut memory_table = memory.value_table::<u64>("t").expect("table");
+        for i in (0..10_000).rev() {
+            assert_eq!(
+                lmdb_table.get(&key(i)).expect("get").copied(),
+                memory_table.get(&key(i)).expect("get").copied()
+            );
+        }
+    }
+
+    /// Restoring into a used store replaces what reads see, even with a reader kept open.
+    #[test]
+    fn a_restore_replaces_what_the_kept_reader_saw() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut source = KeyedStateStore::<u64>::default();
+        source
+            .value_table::<u64>("t")
+            .and_then(|mut t| t.insert(1, 99))
+            .expect("insert");
+        let snapshot = snapshot_of(&mut source);
+
+        let mut store =
+            KeyedStateStore::<u64>::open(lmdb_config(&dir.path().join("s"), 4)).expect("opens");
+        {
+            let mut table = store.value_table::<u64>("t").expect("table");
+            for key in 0..10 {
+                table.insert(key, key).expect("insert");
+            }
+            // Key 1 was evicted: this reads LMDB, opening the kept reader.
+            assert_eq!(table.get(&1).expect("get"), Some(&1));
+            assert_eq!(table.get(&2).expect("get"), Some(&2));
+        }
+        store.restore(snapshot).expect("restores");
+        let mut table = store.value_table::<u64>("t").expect("table");
+        assert_eq!(table.get(&1).expect("get"), Some(&99));
+        assert_eq!(table.get(&2).expect("get"), None);
     }
 }
