@@ -1,4 +1,10 @@
 //! `WindowedStream<K, T>`: a keyed stream cut into windows.
+//!
+//! Window contents (elements, accumulators), trigger state and timers are checkpointed as keyed
+//! state, so keys, elements and accumulators are serialisable.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::datastream::DataStream;
 use super::functions::{AggregateFunction, ProcessWindowFunction};
@@ -163,10 +169,12 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         self.build("Reduce", ReduceWindow(reduce))
     }
 
-    /// Each window emits the result of an [`AggregateFunction`] over its elements.
+    /// Each window emits the result of an [`AggregateFunction`] over its elements. The
+    /// accumulator is checkpointed with the window, so it is serialisable.
     pub fn aggregate<A>(self, aggregate: A) -> DataStream<A::Out>
     where
         A: AggregateFunction<T>,
+        A::Acc: Serialize + DeserializeOwned,
         A::Out: Data,
     {
         self.build("Aggregate", AggregateWindow(aggregate))
@@ -200,6 +208,7 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
     pub fn aggregate_with_process<A, P>(self, aggregate: A, process: P) -> DataStream<P::Out>
     where
         A: AggregateFunction<T>,
+        A::Acc: Serialize + DeserializeOwned,
         P: ProcessWindowFunction<K, A::Out>,
         P::Out: Data,
     {
@@ -269,10 +278,12 @@ impl<T: Data, Tr: Trigger<T>> AllWindowedStream<T, Tr> {
         self.inner.reduce(reduce).set_parallelism(1)
     }
 
-    /// Each window emits the result of an [`AggregateFunction`].
+    /// Each window emits the result of an [`AggregateFunction`] (see
+    /// [`WindowedStream::aggregate`]).
     pub fn aggregate<A>(self, aggregate: A) -> DataStream<A::Out>
     where
         A: AggregateFunction<T>,
+        A::Acc: Serialize + DeserializeOwned,
         A::Out: Data,
     {
         self.inner.aggregate(aggregate).set_parallelism(1)

@@ -89,6 +89,16 @@ impl<F> GeneratorSource<F> {
     }
 }
 
+impl<F> GeneratorSource<F> {
+    /// The first step at or past the end of a generator of `count` elements: the number of
+    /// indices `s * p + j` below `count`.
+    fn end_step(&self, count: u64) -> u64 {
+        count
+            .saturating_sub(self.subtask_index)
+            .div_ceil(self.parallelism)
+    }
+}
+
 impl<T, F> SourceFunction<T> for GeneratorSource<F>
 where
     F: Fn(u64) -> T + Clone + Send + 'static,
@@ -101,19 +111,24 @@ where
 
     #[inline]
     fn poll_next(&mut self, ctx: &mut SourceContext<'_, T>) -> Result<SourcePoll, FunctionError> {
-        let budget = ctx.remaining() as u64;
-        for _ in 0..budget {
-            let index = self.next_step * self.parallelism + self.subtask_index;
-            if self.count.is_some_and(|count| index >= count) {
-                return Ok(SourcePoll::Finished);
-            }
+        // How many steps this subtask has left: those `s` with `s * p + j < count`. Knowing it
+        // up front keeps the bound check out of the loop over the budget.
+        let steps_left = match self.count {
+            Some(count) => self.end_step(count).saturating_sub(self.next_step),
+            None => u64::MAX,
+        };
+        let steps = steps_left.min(ctx.remaining() as u64);
+        let mut index = self.next_step * self.parallelism + self.subtask_index;
+        for _ in 0..steps {
             ctx.collect((self.generator)(index));
-            self.next_step += 1;
+            // Past the last index this may wrap; the value is then not used.
+            index = index.wrapping_add(self.parallelism);
         }
-        let index = self.next_step * self.parallelism + self.subtask_index;
-        Ok(match self.count {
-            Some(count) if index >= count => SourcePoll::Finished,
-            _ => SourcePoll::MoreAvailable,
+        self.next_step += steps;
+        Ok(if steps == steps_left {
+            SourcePoll::Finished
+        } else {
+            SourcePoll::MoreAvailable
         })
     }
 
@@ -152,6 +167,34 @@ mod tests {
             restored.restore_position(&9u64.to_le_bytes()).is_err(),
             "past the end"
         );
+    }
+
+    #[test]
+    fn generator_splits_indices_over_subtasks_for_any_budget() {
+        for parallelism in 1..4u64 {
+            for subtask_index in 0..parallelism {
+                for count in [0, 1, 2, 7, 10] {
+                    for budget in [1, 2, 3, 100] {
+                        let mut source = GeneratorSource::new(Some(count), |g| g);
+                        source.subtask_index = subtask_index;
+                        source.parallelism = parallelism;
+                        let mut emitted = Vec::new();
+                        loop {
+                            let (records, state) = poll(&mut source, budget);
+                            assert!(records.len() <= budget);
+                            emitted.extend(records);
+                            if state == SourcePoll::Finished {
+                                break;
+                            }
+                        }
+                        let expected: Vec<u64> = (0..count)
+                            .filter(|g| g % parallelism == subtask_index)
+                            .collect();
+                        assert_eq!(emitted, expected, "{subtask_index}/{parallelism}, {count}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

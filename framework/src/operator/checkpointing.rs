@@ -20,8 +20,9 @@ use serde::de::DeserializeOwned;
 use crate::api::Key;
 use crate::checkpoint::{CheckpointBarrier, CheckpointId, CheckpointKind};
 use crate::state::{
-    KeyGroupRange, KeyedBackendConfig, KeyedStateSnapshot, KeyedStateStore, OperatorListState,
-    OperatorSnapshot, OperatorStateMode, PendingKeyedSnapshot, StateBackendKind, StateError,
+    KeyGroup, KeyGroupRange, KeyedBackendConfig, KeyedEntry, KeyedStateSnapshot, KeyedStateStore,
+    OperatorListState, OperatorSnapshot, OperatorStateMode, PendingKeyedSnapshot, StableHash,
+    StateBackendKind, StateError, StateMeta, key_group_for_key,
 };
 
 /// The restored state and backend settings of one subtask, shared by the operators of its chain.
@@ -105,6 +106,24 @@ impl StateInitContext {
                 cache_entries: task.cache_entries,
                 lmdb_map_size: task.lmdb_map_size,
             },
+        }
+    }
+
+    /// A context restoring `snapshot` (this instance's share, as [`redistribute`] gives it)
+    /// from checkpoint `checkpoint`, with the keyed backend `backend` (operator tests).
+    ///
+    /// [`redistribute`]: crate::state::snapshot::redistribute
+    #[cfg(test)]
+    pub(crate) fn restored(
+        snapshot: OperatorSnapshot,
+        checkpoint: CheckpointId,
+        backend: KeyedBackendConfig,
+    ) -> Self {
+        Self {
+            state_id: String::new(),
+            restored: Some(snapshot),
+            restored_from: Some(checkpoint),
+            backend,
         }
     }
 
@@ -312,6 +331,187 @@ impl StateSnapshotContext {
 
     pub(crate) fn into_pending(self) -> PendingOperatorSnapshot {
         self.pending
+    }
+}
+
+/// Builds one keyed state of an operator's own layout (window contents, join buffers) in the
+/// snapshot format: every entry in the key group of its key, sorted.
+///
+/// Operators that keep their state on the heap rather than in a [`KeyedStateStore`] write it
+/// with this at a barrier, one writer per state name, and read it back with
+/// [`take_keyed_entries`]. The value type's name is recorded and checked on restore, as the
+/// store does for its states.
+pub(crate) struct KeyedStateWriter {
+    name: String,
+    type_name: &'static str,
+    max_parallelism: u32,
+    entries: Vec<KeyedEntry>,
+}
+
+impl KeyedStateWriter {
+    /// A writer of state `name` with values of type `V`, over `max_parallelism` key groups.
+    pub(crate) fn new<V: ?Sized>(name: &str, max_parallelism: u32) -> Self {
+        Self {
+            name: name.to_string(),
+            type_name: std::any::type_name::<V>(),
+            max_parallelism,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds the entry `entry_key -> value` in the key group of `key` (the entry key usually
+    /// holds `key` and a namespace: a window, a timestamp).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Encode`] if the entry key or the value cannot be encoded.
+    pub(crate) fn put<K, E, V>(
+        &mut self,
+        key: &K,
+        entry_key: &E,
+        value: &V,
+    ) -> Result<(), StateError>
+    where
+        K: StableHash + ?Sized,
+        E: Serialize + ?Sized,
+        V: Serialize + ?Sized,
+    {
+        let key_group = key_group_for_key(key, self.max_parallelism).0;
+        let encode = |what: &str, error: postcard::Error| {
+            StateError::Encode(format!(
+                "state '{}', key group {key_group}: cannot encode {what}: {error}",
+                self.name
+            ))
+        };
+        let entry_key = postcard::to_allocvec(entry_key).map_err(|e| encode("a key", e))?;
+        let value = postcard::to_allocvec(value).map_err(|e| encode("a value", e))?;
+        self.entries.push(KeyedEntry {
+            key_group,
+            state: 0,
+            key: entry_key,
+            value,
+        });
+        Ok(())
+    }
+
+    /// The state as a keyed snapshot, entries sorted; `None` if no entry was added.
+    pub(crate) fn finish(mut self) -> Option<KeyedStateSnapshot> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        self.entries.sort_unstable();
+        Some(KeyedStateSnapshot {
+            states: vec![StateMeta {
+                name: self.name,
+                type_name: self.type_name.to_string(),
+            }],
+            entries: self.entries,
+        })
+    }
+}
+
+/// Keyed state `name` from entries copied at the barrier, encoded later by checkpoint storage,
+/// off the data path ([`PendingKeyedSnapshot::Deferred`]): the operator only pays for the copy.
+/// Each entry `(key, namespace, value)` is stored in the key group of `key`, with the entry key
+/// `(key, namespace)` (just the key's bytes for the namespace `()`); `None` for no entries.
+pub(crate) fn deferred_keyed_state<K, N, V>(
+    name: &'static str,
+    max_parallelism: u32,
+    entries: Vec<(K, N, V)>,
+) -> Option<PendingKeyedSnapshot>
+where
+    K: StableHash + Serialize + Send + 'static,
+    N: Serialize + Send + 'static,
+    V: Serialize + Send + 'static,
+{
+    if entries.is_empty() {
+        return None;
+    }
+    Some(PendingKeyedSnapshot::Deferred(Box::new(move || {
+        let mut writer = KeyedStateWriter::new::<V>(name, max_parallelism);
+        for (key, namespace, value) in &entries {
+            writer.put(key, &(key, namespace), value)?;
+        }
+        Ok(writer.finish().unwrap_or_default())
+    })))
+}
+
+/// Removes state `name` from `keyed` and decodes its entries (written by a
+/// [`KeyedStateWriter`] with values of type `V`) as `(key group, entry key, value)`, in
+/// snapshot order. Empty if the state is absent.
+///
+/// # Errors
+///
+/// [`StateError::TypeMismatch`] if the state was written with another value type;
+/// [`StateError::Corrupt`], naming the state and the key group, if an entry does not decode
+/// (or has bytes left over).
+pub(crate) fn take_keyed_entries<E, V>(
+    keyed: &mut KeyedStateSnapshot,
+    name: &str,
+) -> Result<Vec<(KeyGroup, E, V)>, StateError>
+where
+    E: DeserializeOwned,
+    V: DeserializeOwned,
+{
+    let taken = keyed.take_state(name);
+    let Some(meta) = taken.states.first() else {
+        return Ok(Vec::new());
+    };
+    let requested = std::any::type_name::<V>();
+    if meta.type_name != requested {
+        return Err(StateError::TypeMismatch {
+            name: name.to_string(),
+            registered: meta.type_name.clone(),
+            requested: requested.to_string(),
+        });
+    }
+    taken
+        .entries
+        .iter()
+        .map(|entry| {
+            let corrupt = |what: &str, error: String| {
+                StateError::Corrupt(format!(
+                    "state '{name}', key group {}: cannot decode {what}: {error}",
+                    entry.key_group
+                ))
+            };
+            let entry_key = decode_exact(&entry.key).map_err(|e| corrupt("a key", e))?;
+            let value = decode_exact(&entry.value).map_err(|e| corrupt("a value", e))?;
+            Ok((KeyGroup(entry.key_group), entry_key, value))
+        })
+        .collect()
+}
+
+/// Checks that `key`, restored from key group `key_group` of state `name`, belongs there: a
+/// key in another group would be owned by a subtask its records never reach.
+///
+/// # Errors
+///
+/// [`StateError::Corrupt`] naming the state and both groups.
+pub(crate) fn check_key_group<K: StableHash + ?Sized>(
+    key: &K,
+    key_group: KeyGroup,
+    max_parallelism: u32,
+    name: &str,
+) -> Result<(), StateError> {
+    let actual = key_group_for_key(key, max_parallelism);
+    if actual == key_group {
+        Ok(())
+    } else {
+        Err(StateError::Corrupt(format!(
+            "state '{name}': an entry of key group {} has a key of key group {} (max \
+             parallelism {max_parallelism})",
+            key_group.0, actual.0
+        )))
+    }
+}
+
+/// Decodes `bytes` as one postcard `T` with nothing left over.
+fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(format!("{} trailing bytes", rest.len())),
+        Err(error) => Err(error.to_string()),
     }
 }
 

@@ -6,22 +6,55 @@
 //! are replaced by its own, except the final `Watermark::MAX` of a bounded input, which it passes
 //! on. With an idleness timeout it declares the stream idle after that much processing time
 //! without records, and active again with the next record.
+//!
+//! ## Design
+//!
+//! This operator runs once per record of every event-time source, so its record path is kept
+//! small: the built-in bounded out-of-orderness generator (periodic, or after every event) is
+//! held by value in [`Generator`] rather than behind a trait object. For the common case (an
+//! active stream, an assigner and the periodic generator) `process_run` handles a whole run in
+//! one loop, where a record costs the assigner's call and a maximum; everything else goes record
+//! by record through `process`, and other generators are called through their trait object,
+//! exactly as before. Either way the generator sees the same timestamps in the same order and
+//! the same watermarks come out.
 
-use super::chain::{Collector, OneInputOperator, OperatorContext};
+use super::chain::{Collector, OneInputOperator, OperatorContext, RunContext};
 use super::element::{Control, Record};
 use crate::time::{
-    Watermark, WatermarkGenerator, WatermarkOutput, WatermarkStatus, WatermarkStrategy,
+    BoundedOutOfOrderness, Watermark, WatermarkGenerator, WatermarkOutput, WatermarkStatus,
+    WatermarkStrategy,
 };
+
+/// The watermark generator of one parallel instance.
+enum Generator<T> {
+    /// The built-in periodic generator: a record only raises the maximum timestamp.
+    Periodic(BoundedOutOfOrderness),
+    /// The built-in generator emitting after every event as well (`EveryEvent`).
+    EveryEvent(BoundedOutOfOrderness),
+    /// Any other generator, called through its trait object.
+    Custom(Box<dyn WatermarkGenerator<T>>),
+}
+
+impl<T: 'static> Generator<T> {
+    fn for_strategy(strategy: &WatermarkStrategy<T>) -> Self {
+        match &strategy.builtin {
+            Some((generator, false)) => Self::Periodic(generator.clone()),
+            Some((generator, true)) => Self::EveryEvent(generator.clone()),
+            None => Self::Custom((strategy.generator)()),
+        }
+    }
+}
 
 /// Assigns timestamps and generates watermarks per a [`WatermarkStrategy`].
 pub(crate) struct TimestampsAndWatermarks<T> {
     strategy: WatermarkStrategy<T>,
-    generator: Box<dyn WatermarkGenerator<T>>,
+    generator: Generator<T>,
     interval_ms: i64,
     /// The last watermark emitted.
     emitted: Watermark,
     idle: bool,
     last_record_ms: Option<i64>,
+    /// Where a [`Generator::Custom`] generator emits.
     output: WatermarkOutput,
 }
 
@@ -34,7 +67,7 @@ impl<T: 'static> Clone for TimestampsAndWatermarks<T> {
 impl<T: 'static> TimestampsAndWatermarks<T> {
     pub(crate) fn new(strategy: WatermarkStrategy<T>, interval_ms: i64) -> Self {
         Self {
-            generator: (strategy.generator)(),
+            generator: Generator::for_strategy(&strategy),
             strategy,
             interval_ms,
             emitted: Watermark::MIN,
@@ -44,12 +77,58 @@ impl<T: 'static> TimestampsAndWatermarks<T> {
         }
     }
 
-    fn emit_if_advanced<O>(&mut self, out: &mut Collector<'_, O>) {
-        if let Some(watermark) = self.output.take()
-            && watermark > self.emitted
-        {
+    /// The event-time timestamp of `record`, which passes the operator at `now_ms`.
+    #[inline]
+    fn timestamp_of(&self, record: &Record<T>, now_ms: i64) -> i64 {
+        if self.strategy.ingestion_time {
+            return now_ms;
+        }
+        match &self.strategy.timestamp_assigner {
+            Some(assigner) => assigner(&record.value, record.timestamp),
+            // As in Flink: a record without timestamp and without assigner has the smallest
+            // timestamp.
+            None => record.timestamp.unwrap_or(i64::MIN),
+        }
+    }
+
+    /// Emits `watermark` if it advances event time.
+    #[inline]
+    fn emit_if_later<O>(&mut self, watermark: Watermark, out: &mut Collector<'_, O>) {
+        if watermark > self.emitted {
             self.emitted = watermark;
             out.emit_control(Control::Watermark(watermark));
+        }
+    }
+
+    /// Emits what a [`Generator::Custom`] generator put in `output`, if it advances event time.
+    fn emit_if_advanced<O>(&mut self, out: &mut Collector<'_, O>) {
+        if let Some(watermark) = self.output.take() {
+            self.emit_if_later(watermark, out);
+        }
+    }
+
+    /// Feeds a record to a [`Generator::Custom`] generator and emits the record and what the
+    /// generator emitted. Out of line: the built-in generators keep the record loop small.
+    #[inline(never)]
+    fn process_custom(&mut self, record: Record<T>, timestamp: i64, out: &mut Collector<'_, T>) {
+        if let Generator::Custom(generator) = &mut self.generator {
+            generator.on_event(&record.value, timestamp, &mut self.output);
+        }
+        out.collect_with_timestamp(record.value, timestamp);
+        self.emit_if_advanced(out);
+    }
+
+    /// The generator's periodic emission.
+    fn periodic_emit(&mut self, out: &mut Collector<'_, T>) {
+        match &mut self.generator {
+            Generator::Periodic(generator) | Generator::EveryEvent(generator) => {
+                let watermark = generator.current_watermark();
+                self.emit_if_later(watermark, out);
+            }
+            Generator::Custom(generator) => {
+                generator.on_periodic_emit(&mut self.output);
+                self.emit_if_advanced(out);
+            }
         }
     }
 }
@@ -57,6 +136,7 @@ impl<T: 'static> TimestampsAndWatermarks<T> {
 impl<T: Send + 'static> OneInputOperator<T> for TimestampsAndWatermarks<T> {
     type Out = T;
 
+    #[inline]
     fn process(
         &mut self,
         record: Record<T>,
@@ -69,20 +149,49 @@ impl<T: Send + 'static> OneInputOperator<T> for TimestampsAndWatermarks<T> {
             self.idle = false;
             out.emit_control(Control::WatermarkStatus(WatermarkStatus::Active));
         }
-        let timestamp = if self.strategy.ingestion_time {
-            now_ms
-        } else {
-            match &self.strategy.timestamp_assigner {
-                Some(assigner) => assigner(&record.value, record.timestamp),
-                // As in Flink: a record without timestamp and without assigner has the
-                // smallest timestamp.
-                None => record.timestamp.unwrap_or(i64::MIN),
+        let timestamp = self.timestamp_of(&record, now_ms);
+        // The record goes out before the watermarks it causes, whichever the generator.
+        match &mut self.generator {
+            Generator::Periodic(generator) => {
+                generator.observe(timestamp);
+                out.collect_with_timestamp(record.value, timestamp);
             }
-        };
-        self.generator
-            .on_event(&record.value, timestamp, &mut self.output);
-        out.collect_with_timestamp(record.value, timestamp);
-        self.emit_if_advanced(out);
+            Generator::EveryEvent(generator) => {
+                generator.observe(timestamp);
+                let watermark = generator.current_watermark();
+                out.collect_with_timestamp(record.value, timestamp);
+                self.emit_if_later(watermark, out);
+            }
+            Generator::Custom(_) => self.process_custom(record, timestamp, out),
+        }
+    }
+
+    /// The common case in one loop: an active stream, timestamps from the assigner and a
+    /// periodic built-in generator, so that a record costs the assigner's call and a maximum.
+    /// Anything else goes through [`process`](Self::process), record by record.
+    #[inline]
+    fn process_run(&mut self, records: Vec<Record<T>>, run: &mut RunContext<'_, '_, T>) {
+        let plain = !self.idle && !self.strategy.ingestion_time;
+        if let (true, Generator::Periodic(generator), Some(assigner)) = (
+            plain,
+            &mut self.generator,
+            &self.strategy.timestamp_assigner,
+        ) {
+            if !records.is_empty() {
+                self.last_record_ms = Some(run.context().current_processing_time());
+            }
+            for record in records {
+                let timestamp = assigner(&record.value, record.timestamp);
+                generator.observe(timestamp);
+                run.process_with(record, |record, _ctx, out| {
+                    out.collect_with_timestamp(record.value, timestamp);
+                });
+            }
+            return;
+        }
+        for record in records {
+            run.process_with(record, |record, ctx, out| self.process(record, ctx, out));
+        }
     }
 
     fn forwards_watermarks(&self) -> bool {
@@ -117,8 +226,7 @@ impl<T: Send + 'static> OneInputOperator<T> for TimestampsAndWatermarks<T> {
             out.emit_control(Control::WatermarkStatus(WatermarkStatus::Idle));
         }
         if !self.idle && self.interval_ms > 0 {
-            self.generator.on_periodic_emit(&mut self.output);
-            self.emit_if_advanced(out);
+            self.periodic_emit(out);
         }
         let mut next_ms = i64::MAX;
         if self.interval_ms > 0 {
@@ -212,6 +320,49 @@ mod tests {
             h.take(),
             vec![S(crate::time::WatermarkStatus::Active), stamped(9)]
         );
+    }
+
+    /// Runs `strategy` (timestamps from the values) over out-of-order runs, with processing
+    /// time advancing between them, an idle phase and the end of input.
+    fn drive(strategy: WatermarkStrategy<i64>) -> Vec<StreamElement<i64>> {
+        let strategy = strategy
+            .with_timestamp_assigner(|v: &i64, _| *v)
+            .with_idleness(1_000);
+        let mut h = Harness::new(TimestampsAndWatermarks::new(strategy, 200));
+        h.advance_processing_time(0);
+        let timestamps: Vec<i64> = (0..300).map(|i| (i * 37) % 101 + i * 3 - 50).collect();
+        for (n, run) in timestamps.chunks(7).enumerate() {
+            let now_ms = i64::try_from(n).expect("small") * 90;
+            h.process(now_ms, records(run));
+            h.advance_processing_time(now_ms + 45);
+            if n == 20 {
+                h.advance_processing_time(now_ms + 5_000);
+            }
+        }
+        h.node.process_watermark(Watermark::MAX, &mut h.cx);
+        h.take()
+    }
+
+    #[test]
+    fn built_in_generators_match_themselves_behind_a_trait_object() {
+        for bound in [0, 1, 17] {
+            let builtin = WatermarkStrategy::for_bounded_out_of_orderness(bound);
+            let operator = TimestampsAndWatermarks::new(builtin.clone(), 200);
+            assert!(matches!(operator.generator, Generator::Periodic(_)));
+            let custom =
+                WatermarkStrategy::for_generator(move || BoundedOutOfOrderness::new(bound));
+            let expected = drive(custom);
+            assert!(expected.iter().any(|e| matches!(e, W(_))));
+            assert_eq!(drive(builtin), expected, "periodic, bound {bound}");
+
+            let builtin = WatermarkStrategy::for_bounded_out_of_orderness_every_event(bound);
+            let operator = TimestampsAndWatermarks::new(builtin.clone(), 200);
+            assert!(matches!(operator.generator, Generator::EveryEvent(_)));
+            let custom = WatermarkStrategy::for_generator(move || {
+                crate::time::EveryEvent(BoundedOutOfOrderness::new(bound))
+            });
+            assert_eq!(drive(builtin), drive(custom), "every event, bound {bound}");
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::operator::Record;
+
 /// The partitioning of an edge between two operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PartitionKind {
@@ -62,10 +64,29 @@ pub struct SelectContext {
     pub max_parallelism: u32,
 }
 
-/// Picks the channel of a record for hash and custom partitioning; `Err` if a user partitioner
-/// returned an index out of range.
-pub(crate) type ChannelSelector<T> =
-    Arc<dyn Fn(&T, SelectContext) -> Result<u32, String> + Send + Sync>;
+/// Picks the channels of a run of records for hash and custom partitioning.
+///
+/// A writer calls it once per run, so the dynamic call is paid per run and the user's key
+/// selector is inlined into the loop over the records (see `writer::key_group_selector`).
+pub(crate) trait SelectChannels<T>: Send + Sync {
+    /// Appends the channel of each record of `records`, in order, to `channels` (each below
+    /// `cx.channels`). Every record's key is extracted exactly once, in order, even when there
+    /// is a single channel.
+    ///
+    /// # Errors
+    ///
+    /// A user partitioner returned an index out of range for some record: the message says
+    /// so, and `channels` holds the channels of the records before that one.
+    fn select_channels(
+        &self,
+        records: &[Record<T>],
+        cx: SelectContext,
+        channels: &mut Vec<u32>,
+    ) -> Result<(), String>;
+}
+
+/// The channel selector of a hash or custom partitioned edge (see [`SelectChannels`]).
+pub(crate) type ChannelSelector<T> = Arc<dyn SelectChannels<T>>;
 
 /// An edge's partitioning as declared in the stream graph, with its typed selector erased.
 #[derive(Clone)]

@@ -5,7 +5,9 @@
 //! when the linger timer flushes. Watermarks go to every channel in band (they do not flush: a
 //! watermark per record must not cost a batch per record).
 
-use super::partitioner::{ChannelSelector, PartitionKind, SelectContext, SplitMixRng};
+use super::partitioner::{
+    ChannelSelector, PartitionKind, SelectChannels, SelectContext, SplitMixRng,
+};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 use crate::operator::{
     Chained, ChannelBatch, Control, ErasedBatch, NodeId, OpenContext, OperatorCounters,
@@ -26,6 +28,8 @@ pub(crate) struct RecordWriter<T> {
     max_parallelism: u32,
     next_channel: u32,
     rng: SplitMixRng,
+    /// Scratch space for the channels the selector picks for a run (hash and custom edges).
+    selected: Vec<u32>,
 }
 
 impl<T> RecordWriter<T> {
@@ -60,6 +64,7 @@ impl<T> RecordWriter<T> {
             // producers spread their first records without needing randomness.
             next_channel: subtask_index % channel_count as u32,
             rng: SplitMixRng::new(seed),
+            selected: Vec::new(),
         }
     }
 
@@ -146,24 +151,74 @@ impl<T> RecordWriter<T> {
                 0
             }
             PartitionKind::Hash | PartitionKind::Custom => {
-                let Some(selector) = &self.selector else {
-                    unreachable!("hash and custom writers are built with a selector");
-                };
-                let select = SelectContext {
-                    channels,
-                    max_parallelism: self.max_parallelism,
-                };
-                match selector(&record.value, select) {
-                    Ok(channel) => channel,
-                    Err(message) => {
-                        cx.fail(self.target, message);
-                        return Err(());
-                    }
-                }
+                unreachable!("hash and custom edges route whole runs (`route_selected`)")
             }
         };
         self.push_record(channel as usize, record, cx);
         Ok(())
+    }
+
+    /// Routes a run over a hash or custom edge: the selector picks the channels of the whole
+    /// run in one call, then each record goes to its channel, in order. With one channel the
+    /// run is appended in bulk. If the user partitioner fails on a record, the records before
+    /// it are routed and the task fails.
+    #[inline]
+    fn route_selected(&mut self, records: Vec<Record<T>>, cx: &mut TaskCx)
+    where
+        T: Send + 'static,
+    {
+        let Some(selector) = &self.selector else {
+            unreachable!("hash and custom writers are built with a selector");
+        };
+        let select = SelectContext {
+            channels: self.channel_count(),
+            max_parallelism: self.max_parallelism,
+        };
+        let mut selected = std::mem::take(&mut self.selected);
+        selected.clear();
+        let result = selector.select_channels(&records, select, &mut selected);
+        debug_assert!(selected.len() <= records.len());
+        if self.pending.len() == 1 {
+            let mut records = records;
+            records.truncate(selected.len());
+            self.append_run(records, cx);
+        } else {
+            for (record, &channel) in records.into_iter().zip(&selected) {
+                self.push_record(channel as usize, record, cx);
+            }
+        }
+        self.selected = selected;
+        if let Err(message) = result {
+            cx.fail(self.target, message);
+        }
+    }
+
+    /// Appends a run to the only channel, cutting batches exactly where pushing the records one
+    /// by one would. Records are moved in bulk (`Vec::append`), not one by one.
+    fn append_run(&mut self, mut records: Vec<Record<T>>, cx: &mut TaskCx)
+    where
+        T: Send + 'static,
+    {
+        while !records.is_empty() {
+            let pending = &mut self.pending[0];
+            if pending.is_empty() {
+                pending.records.reserve_exact(self.batch_records_max);
+                cx.has_partial_batches = true;
+            }
+            // A batch is handed on as soon as it is full, so there is room for one more.
+            debug_assert!(pending.len() < self.batch_records_max);
+            let room = self.batch_records_max - pending.len();
+            if records.len() <= room {
+                pending.records.append(&mut records);
+            } else {
+                let rest = records.split_off(room);
+                pending.records.append(&mut records);
+                records = rest;
+            }
+            if pending.len() >= self.batch_records_max {
+                self.emit(0, cx);
+            }
+        }
     }
 }
 
@@ -173,6 +228,10 @@ impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
     }
 
     fn process_batch(&mut self, records: Vec<Record<T>>, cx: &mut TaskCx) {
+        if matches!(self.kind, PartitionKind::Hash | PartitionKind::Custom) {
+            self.route_selected(records, cx);
+            return;
+        }
         for record in records {
             if self.route(record, cx).is_err() {
                 return;
@@ -220,34 +279,89 @@ impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
 /// The channel selector of `key_by`: key -> key group -> consumer subtask.
 pub(crate) fn key_group_selector<T, K, F>(key_selector: F) -> ChannelSelector<T>
 where
-    K: crate::state::StableHash,
+    T: 'static,
+    K: crate::state::StableHash + 'static,
     F: Fn(&T) -> K + Send + Sync + 'static,
 {
-    std::sync::Arc::new(move |value: &T, cx: SelectContext| {
-        let group = crate::state::key_group_for_key(&key_selector(value), cx.max_parallelism);
-        Ok(crate::state::subtask_for_key_group(
-            group,
-            cx.max_parallelism,
-            cx.channels,
-        ))
-    })
+    std::sync::Arc::new(KeyGroupSelector { key_selector })
+}
+
+/// See [`key_group_selector`].
+struct KeyGroupSelector<F> {
+    key_selector: F,
+}
+
+impl<T, K, F> SelectChannels<T> for KeyGroupSelector<F>
+where
+    K: crate::state::StableHash,
+    F: Fn(&T) -> K + Send + Sync,
+{
+    fn select_channels(
+        &self,
+        records: &[Record<T>],
+        cx: SelectContext,
+        channels: &mut Vec<u32>,
+    ) -> Result<(), String> {
+        if cx.channels == 1 {
+            // Every key group belongs to the one consumer. The key is still extracted, as with
+            // more consumers (a selector may panic on bad input); a plain field read compiles
+            // away.
+            for record in records {
+                let _ = (self.key_selector)(&record.value);
+            }
+            channels.resize(channels.len() + records.len(), 0);
+            return Ok(());
+        }
+        channels.extend(records.iter().map(|record| {
+            let key = (self.key_selector)(&record.value);
+            let group = crate::state::key_group_for_key(&key, cx.max_parallelism);
+            crate::state::subtask_for_key_group(group, cx.max_parallelism, cx.channels)
+        }));
+        Ok(())
+    }
 }
 
 /// The channel selector of `partition_custom`: a user function of the key and channel count.
 pub(crate) fn custom_selector<T, K, P, F>(partitioner: P, key_selector: F) -> ChannelSelector<T>
 where
+    T: 'static,
+    K: 'static,
     P: Fn(&K, u32) -> u32 + Send + Sync + 'static,
     F: Fn(&T) -> K + Send + Sync + 'static,
 {
-    std::sync::Arc::new(move |value: &T, cx: SelectContext| {
-        let channel = partitioner(&key_selector(value), cx.channels);
-        if channel < cx.channels {
-            Ok(channel)
-        } else {
-            Err(format!(
-                "custom partitioner returned channel {channel}, but there are only {} channels",
-                cx.channels
-            ))
-        }
+    std::sync::Arc::new(CustomSelector {
+        partitioner,
+        key_selector,
     })
+}
+
+/// See [`custom_selector`].
+struct CustomSelector<P, F> {
+    partitioner: P,
+    key_selector: F,
+}
+
+impl<T, K, P, F> SelectChannels<T> for CustomSelector<P, F>
+where
+    P: Fn(&K, u32) -> u32 + Send + Sync,
+    F: Fn(&T) -> K + Send + Sync,
+{
+    fn select_channels(
+        &self,
+        records: &[Record<T>],
+        cx: SelectContext,
+        channels: &mut Vec<u32>,
+    ) -> Result<(), String> {
+        for record in records {
+            let channel = (self.partitioner)(&(self.key_selector)(&record.value), cx.channels);
+            if channel >= cx.channels {
+                return Err(format!(
+                    "custom partitioner returned channel {channel}, but there are only {} channels",
+                    cx.channels
+                ));
+            }
+            channels.push(channel);
+        }
+        Ok(())
+    }
 }

@@ -67,9 +67,25 @@ impl BoundedOutOfOrderness {
     }
 }
 
-impl<T> WatermarkGenerator<T> for BoundedOutOfOrderness {
-    fn on_event(&mut self, _event: &T, timestamp: i64, _output: &mut WatermarkOutput) {
+impl BoundedOutOfOrderness {
+    /// Takes in the timestamp of an event (what [`WatermarkGenerator::on_event`] does, without
+    /// the event): the timestamp operator calls this directly, inlined into its loop.
+    #[inline]
+    pub(crate) fn observe(&mut self, timestamp: i64) {
         self.max_timestamp = self.max_timestamp.max(timestamp);
+    }
+
+    /// The watermark [`WatermarkGenerator::on_periodic_emit`] emits now.
+    #[inline]
+    pub(crate) fn current_watermark(&self) -> Watermark {
+        self.current()
+    }
+}
+
+impl<T> WatermarkGenerator<T> for BoundedOutOfOrderness {
+    #[inline]
+    fn on_event(&mut self, _event: &T, timestamp: i64, _output: &mut WatermarkOutput) {
+        self.observe(timestamp);
     }
 
     fn on_periodic_emit(&mut self, output: &mut WatermarkOutput) {
@@ -121,6 +137,11 @@ type TimestampAssigner<T> = Arc<dyn Fn(&T, Option<i64>) -> i64 + Send + Sync>;
 /// ```
 pub struct WatermarkStrategy<T> {
     pub(crate) generator: GeneratorFactory<T>,
+    /// The generator `generator` creates when it is a built-in one: a fresh
+    /// [`BoundedOutOfOrderness`] and whether it emits after every event as well
+    /// ([`EveryEvent`]). The timestamp operator then runs it inline, without a dynamic call per
+    /// record; `None` for any other generator.
+    pub(crate) builtin: Option<(BoundedOutOfOrderness, bool)>,
     pub(crate) timestamp_assigner: Option<TimestampAssigner<T>>,
     pub(crate) idleness_ms: Option<i64>,
     pub(crate) ingestion_time: bool,
@@ -130,6 +151,7 @@ impl<T> Clone for WatermarkStrategy<T> {
     fn clone(&self) -> Self {
         Self {
             generator: self.generator.clone(),
+            builtin: self.builtin.clone(),
             timestamp_assigner: self.timestamp_assigner.clone(),
             idleness_ms: self.idleness_ms,
             ingestion_time: self.ingestion_time,
@@ -155,6 +177,7 @@ impl<T: 'static> WatermarkStrategy<T> {
     {
         Self {
             generator: Arc::new(move || Box::new(factory())),
+            builtin: None,
             timestamp_assigner: None,
             idleness_ms: None,
             ingestion_time: false,
@@ -164,7 +187,10 @@ impl<T: 'static> WatermarkStrategy<T> {
     /// Periodic watermarks `max_timestamp - out_of_orderness_ms - 1` (Flink's
     /// `forBoundedOutOfOrderness`).
     pub fn for_bounded_out_of_orderness(out_of_orderness_ms: i64) -> Self {
-        Self::for_generator(move || BoundedOutOfOrderness::new(out_of_orderness_ms))
+        let mut strategy =
+            Self::for_generator(move || BoundedOutOfOrderness::new(out_of_orderness_ms));
+        strategy.builtin = Some((BoundedOutOfOrderness::new(out_of_orderness_ms), false));
+        strategy
     }
 
     /// Periodic watermarks for ascending timestamps: `max_timestamp - 1` (Flink's
@@ -176,7 +202,11 @@ impl<T: 'static> WatermarkStrategy<T> {
     /// Bounded out-of-orderness watermarks emitted after every event as well as periodically:
     /// results then depend only on the data, not on processing time.
     pub fn for_bounded_out_of_orderness_every_event(out_of_orderness_ms: i64) -> Self {
-        Self::for_generator(move || EveryEvent(BoundedOutOfOrderness::new(out_of_orderness_ms)))
+        let mut strategy = Self::for_generator(move || {
+            EveryEvent(BoundedOutOfOrderness::new(out_of_orderness_ms))
+        });
+        strategy.builtin = Some((BoundedOutOfOrderness::new(out_of_orderness_ms), true));
+        strategy
     }
 
     /// No watermarks (Flink's `noWatermarks`).

@@ -2,11 +2,15 @@
 //! `Evictor`). A window with an evictor keeps all its elements (with their timestamps), and the
 //! reduce, aggregate or process function runs over what is left at each firing.
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
 use super::operator::{WindowContext, WindowFunctionCore};
 use crate::operator::{Collector, FunctionError, RuntimeContext};
 
-/// An element with its timestamp, as evictors see it.
-#[derive(Debug, Clone, PartialEq)]
+/// An element with its timestamp, as evictors see it (and as a window with an evictor keeps it,
+/// in checkpoints too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimestampedValue<T> {
     /// The element.
     pub value: T,
@@ -120,7 +124,7 @@ pub(crate) struct EvictingWindow<F, E> {
 
 impl<K, T, F, E> WindowFunctionCore<K, T> for EvictingWindow<F, E>
 where
-    T: Clone + Send + 'static,
+    T: Clone + Send + Serialize + DeserializeOwned + 'static,
     F: WindowFunctionCore<K, T>,
     E: Evictor<T>,
 {

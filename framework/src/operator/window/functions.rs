@@ -9,8 +9,15 @@
 //! sliding window's elements in arrival order. Functions that keep all elements do not either:
 //! their merge concatenates, and the elements' order would follow the panes.
 //!
+//! What a window keeps (its accumulator, its elements) is checkpointed, so it is serialisable:
+//! elements are stream data, and an aggregate function's accumulator must be `Serialize +
+//! DeserializeOwned` (Flink's accumulator serializer).
+//!
 //! The "then process" variants wrap the plain reduce and aggregate cores for their incremental
 //! half and only differ in what they emit.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::operator::{WindowContext, WindowFunctionCore};
 use crate::api::functions::{AggregateFunction, ProcessWindowFunction};
@@ -22,7 +29,7 @@ pub(crate) struct ReduceWindow<F>(pub(crate) F);
 
 impl<K, T, F> WindowFunctionCore<K, T> for ReduceWindow<F>
 where
-    T: Clone + Send + 'static,
+    T: Clone + Send + Serialize + DeserializeOwned + 'static,
     F: FnMut(T, T) -> T + Clone + Send + 'static,
 {
     type Acc = T;
@@ -70,6 +77,7 @@ impl<A> AggregateWindow<A> {
 impl<K, T, A> WindowFunctionCore<K, T> for AggregateWindow<A>
 where
     A: AggregateFunction<T>,
+    A::Acc: Serialize + DeserializeOwned,
     A::Out: Send + 'static,
 {
     type Acc = A::Acc;
@@ -100,7 +108,7 @@ pub(crate) struct ProcessWindow<P>(pub(crate) P);
 
 impl<K, T, P> WindowFunctionCore<K, T> for ProcessWindow<P>
 where
-    T: Clone + Send + 'static,
+    T: Clone + Send + Serialize + DeserializeOwned + 'static,
     P: ProcessWindowFunction<K, T>,
     P::Out: Send + 'static,
 {
@@ -139,7 +147,7 @@ pub(crate) struct ReduceProcessWindow<F, P>(pub(crate) ReduceWindow<F>, pub(crat
 
 impl<K, T, F, P> WindowFunctionCore<K, T> for ReduceProcessWindow<F, P>
 where
-    T: Clone + Send + 'static,
+    T: Clone + Send + Serialize + DeserializeOwned + 'static,
     F: FnMut(T, T) -> T + Clone + Send + 'static,
     P: ProcessWindowFunction<K, T>,
     P::Out: Send + 'static,
@@ -180,6 +188,7 @@ pub(crate) struct AggregateProcessWindow<A, P>(pub(crate) AggregateWindow<A>, pu
 impl<K, T, A, P> WindowFunctionCore<K, T> for AggregateProcessWindow<A, P>
 where
     A: AggregateFunction<T>,
+    A::Acc: Serialize + DeserializeOwned,
     P: ProcessWindowFunction<K, A::Out>,
     P::Out: Send + 'static,
 {

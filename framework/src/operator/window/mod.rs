@@ -40,7 +40,9 @@
 
 mod assigner;
 mod evictor;
+mod fired;
 mod functions;
+mod key_order;
 mod merging;
 mod operator;
 mod panes;

@@ -39,6 +39,26 @@
 //! Both modules state why their results, order, timestamps and late and dropped records are the
 //! generic path's; the operator's tests compare them on random input.
 //!
+//! ## Checkpoints
+//!
+//! Everything the operator keeps is checkpointed as keyed state, each entry in the key group of
+//! its key, so that a restore at another parallelism gives every subtask exactly its keys'
+//! windows, timers and trigger state (see `snapshot_windows` and `restore_windows`):
+//!
+//! - the generic path: contents per (key, state window) (`_window_contents`), the in-flight
+//!   windows of merging assigners per key (`_window_merging`), trigger and cleanup timers
+//!   (`_window_timers`), and the trigger state, a [`KeyedStateStore`] in the job's state backend
+//!   scoped to (key, window) ([`WindowScope`], which hashes as its key), its states stored under
+//!   `_trigger/` and their own names;
+//! - the fast paths: their contents (`_window_panes`, `_window_sessions`) and, instead of the
+//!   timers they do not keep, which windows already fired (`_window_fired`, see
+//!   [`FiredWindows`]).
+//!
+//! The watermark is not checkpointed (as in Flink): a restored operator starts at `i64::MIN`
+//! and follows the replayed watermarks. Restoring state the operator's configuration does not
+//! produce (another assigner, trigger or function) is an error naming the state, never a silent
+//! loss of windows.
+//!
 //! ## Invariants
 //!
 //! - Contents exist for a (key, state window) only while the window is in flight (merging) or has
@@ -46,19 +66,43 @@
 //! - Timers fire in (time, key, window) order: runs are deterministic.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::panes::PaneWindows;
-use super::sessions::SessionWindows;
-use super::trigger::{DefaultTrigger, EventTimeTrigger, Trigger, TriggerContext, TriggerResult};
+use super::fired::FiredWindows;
+use super::panes::{FRESH_STATE, PANES_STATE, PaneWindows};
+use super::sessions::{SESSIONS_STATE, SessionWindows};
+use super::trigger::{
+    DefaultTrigger, EventTimeTrigger, Trigger, TriggerContext, TriggerResult, WindowScope,
+};
 use super::{MergingWindowSet, TimeWindow, WindowAssign, WindowAssigner};
-use crate::api::OutputTag;
+use crate::api::{Key, OutputTag};
 use crate::operator::FunctionError;
-use crate::operator::{Collector, OneInputOperator, OperatorContext, Record, RuntimeContext};
-use crate::state::{KeyedStateStore, StateError};
+use crate::operator::checkpointing::{check_key_group, deferred_keyed_state, take_keyed_entries};
+use crate::operator::{
+    Collector, OneInputOperator, OperatorContext, Record, RunContext, RuntimeContext,
+    StateInitContext, StateSnapshotContext,
+};
+use crate::state::{
+    DEFAULT_MAX_PARALLELISM, KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot, StateError,
+};
 use crate::time::{TimerService, Watermark};
+
+/// The keyed state holding the generic path's contents: `(key, state window) -> contents`.
+const CONTENTS_STATE: &str = "_window_contents";
+/// The keyed state holding merging assigners' in-flight windows: `key -> [(window, state
+/// window)]`.
+const MERGING_STATE: &str = "_window_merging";
+/// The keyed state holding the generic path's timers.
+const TIMERS_STATE: &str = "_window_timers";
+/// The keyed state holding the fast paths' fired windows: `key -> (through, re-armed)`.
+const FIRED_STATE: &str = "_window_fired";
+/// The prefix of trigger states' names in a checkpoint.
+const TRIGGER_STATE_PREFIX: &str = "_trigger/";
 
 /// What a window knows when its function runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +118,8 @@ pub struct WindowContext {
 /// How a window's contents are kept and turned into results: incrementally (reduce, aggregate)
 /// or as all elements (process, evictors).
 pub(crate) trait WindowFunctionCore<K, T>: Clone + Send + 'static {
-    /// What a window keeps.
-    type Acc: Clone + Send + 'static;
+    /// What a window keeps (checkpointed with it).
+    type Acc: Clone + Send + Serialize + DeserializeOwned + 'static;
     /// What a window emits.
     type Out: Send + 'static;
     fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
@@ -137,6 +181,10 @@ impl<O> Emitter<'_, '_, O> {
 }
 
 /// How the operator keeps its windows.
+///
+/// `repr(u8)` gives the enum an explicit tag: telling the variants apart is then one byte
+/// comparison per record, not a decoding of a niche in the variants' fields.
+#[repr(u8)]
 enum FastPath<K, A> {
     /// Contents per (key, state window) and timers: any assigner, trigger and function.
     Generic,
@@ -177,6 +225,8 @@ pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
     is_global: bool,
     /// The fast path, if the configuration has one; the fields below serve the generic path.
     fast: FastPath<K, F::Acc>,
+    /// Which windows of restored keys fired before the checkpoint (fast paths only).
+    fired: FiredWindows<K>,
     /// Contents per (key, state window).
     contents: FxHashMap<(K, TimeWindow), F::Acc>,
     /// In-flight windows per key (merging assigners only).
@@ -184,7 +234,9 @@ pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
     /// Trigger and cleanup timers.
     timers: TimerService<K, TimeWindow>,
     /// Trigger state per (key, window).
-    trigger_state: KeyedStateStore<(K, TimeWindow)>,
+    trigger_state: KeyedStateStore<WindowScope<K>>,
+    /// The number of key groups, for checkpoints.
+    max_parallelism: u32,
     /// A processing time a trigger asked for, to pass on to the runtime.
     wakeup_ms: Option<i64>,
     state_error: Option<StateError>,
@@ -244,10 +296,12 @@ where
             trigger,
             allowed_lateness_ms,
             late_tag,
+            fired: FiredWindows::new(),
             contents: FxHashMap::default(),
             merging: FxHashMap::default(),
             timers: TimerService::new(),
             trigger_state: KeyedStateStore::default(),
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
             wakeup_ms: None,
             state_error: None,
             watermark: i64::MIN,
@@ -331,7 +385,10 @@ where
         let mut ctx = TriggerContext {
             key,
             window,
-            scope: (key.clone(), window),
+            scope: WindowScope {
+                key: key.clone(),
+                window,
+            },
             watermark: self.watermark,
             processing_time: self.now_ms,
             timers: &mut self.timers,
@@ -618,6 +675,10 @@ where
             .pane(index)
             .has_fired(self.watermark)
             .then(|| key.clone());
+        // After a restore, a record of a key whose windows fired before the checkpoint re-arms
+        // the pane's windows that fired, and is kept apart for windows cleaned up before it.
+        let restored = (!self.fired.is_empty() && self.fired.is_marked(&key))
+            .then(|| (key.clone(), record.value.clone()));
         panes.add(
             index,
             &mut self.function,
@@ -625,6 +686,13 @@ where
             record.value,
             record.timestamp,
         );
+        if let Some((key, value)) = restored {
+            for window in panes.windows_of(index) {
+                self.fired
+                    .rearm(&key, window.max_timestamp(), self.watermark);
+            }
+            panes.add_fresh(index, &mut self.function, key, value, record.timestamp);
+        }
         let Some(fired_key) = refire_key else {
             return;
         };
@@ -633,7 +701,13 @@ where
             watermark: self.watermark,
             processing_time: self.now_ms,
         };
-        panes.fire_late_record(index, &mut self.function, &fired_key, &mut emitter);
+        panes.fire_late_record(
+            index,
+            &mut self.function,
+            &fired_key,
+            &mut emitter,
+            &self.fired,
+        );
     }
 
     /// Session windows with the default event-time trigger (see `sessions.rs`).
@@ -664,6 +738,10 @@ where
             watermark: self.watermark,
             processing_time: self.now_ms,
         };
+        // After a restore, a record of a key whose sessions fired before the checkpoint re-arms
+        // the session it joins, if that fired.
+        let restored_key =
+            (!self.fired.is_empty() && self.fired.is_marked(&key)).then(|| key.clone());
         let rejected = sessions.add(
             key,
             window,
@@ -674,19 +752,266 @@ where
         );
         if let Some(value) = rejected {
             self.reject(value, time, ctx);
+        } else if let Some(key) = restored_key
+            && let Some(session) = sessions.session_of(&key, &window)
+        {
+            self.fired
+                .rearm(&key, session.max_timestamp(), self.watermark);
+        }
+    }
+}
+
+impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
+where
+    K: Key,
+    F: WindowFunctionCore<K, T>,
+    Tr: Trigger<T>,
+{
+    /// Stores the operator's windows in a checkpoint (see the module's "Checkpoints").
+    fn snapshot_windows(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), StateError> {
+        if !ctx.is_persisted() {
+            return Ok(());
+        }
+        let max_parallelism = self.max_parallelism;
+        // What the operator keeps on the heap is copied now and encoded by checkpoint storage,
+        // off the data path (`deferred_keyed_state`).
+        let parts = match &self.fast {
+            FastPath::Generic => {
+                let triggers = self.trigger_state.snapshot(ctx.current_processing_time())?;
+                if !matches!(&triggers, PendingKeyedSnapshot::Ready(s) if s.is_empty()) {
+                    ctx.add_keyed(with_trigger_prefix(triggers));
+                }
+                let contents: Vec<(K, TimeWindow, F::Acc)> = self
+                    .contents
+                    .iter()
+                    .map(|((key, window), acc)| (key.clone(), *window, acc.clone()))
+                    .collect();
+                let merging: Vec<(K, (), WindowPairs)> = self
+                    .merging
+                    .iter()
+                    .map(|(key, set)| (key.clone(), (), set.persist()))
+                    .collect();
+                let has_timers = self.timers.event_time_timer_count() > 0
+                    || self.timers.processing_time_timer_count() > 0;
+                let timers = has_timers.then(|| {
+                    let timers = self.timers.clone();
+                    PendingKeyedSnapshot::Deferred(Box::new(move || {
+                        timers.to_keyed_snapshot(TIMERS_STATE, max_parallelism)
+                    }))
+                });
+                [
+                    deferred_keyed_state(CONTENTS_STATE, max_parallelism, contents),
+                    deferred_keyed_state(MERGING_STATE, max_parallelism, merging),
+                    timers,
+                ]
+                .into_iter()
+                .flatten()
+                .collect()
+            }
+            FastPath::Panes(panes) => {
+                panes.snapshot(&self.fired, FIRED_STATE, self.watermark, max_parallelism)
+            }
+            FastPath::Sessions(sessions) => {
+                sessions.snapshot(&self.fired, FIRED_STATE, self.watermark, max_parallelism)
+            }
+        };
+        for part in parts {
+            ctx.add_keyed(part);
+        }
+        Ok(())
+    }
+
+    /// Opens the trigger state in the job's backend and restores the windows of the key groups
+    /// this instance owns (see the module's "Checkpoints").
+    fn restore_windows(&mut self, ctx: &mut StateInitContext) -> Result<(), StateError> {
+        let max_parallelism = ctx.backend_config().max_parallelism;
+        self.max_parallelism = max_parallelism;
+        let mut keyed = ctx.take_keyed_snapshot();
+        match &mut self.fast {
+            FastPath::Generic => {
+                // Only the generic path runs triggers with state: the fast paths keep no store
+                // (and so open no LMDB environment).
+                let mut store = KeyedStateStore::open(ctx.backend_config().clone())?;
+                let triggers = take_trigger_states(&mut keyed)?;
+                if !triggers.is_empty() {
+                    store.restore(triggers)?;
+                }
+                self.trigger_state = store;
+                let contents =
+                    take_keyed_entries::<(K, TimeWindow), F::Acc>(&mut keyed, CONTENTS_STATE)?;
+                for (group, (key, window), acc) in contents {
+                    check_key_group(&key, group, max_parallelism, CONTENTS_STATE)?;
+                    if self.contents.insert((key, window), acc).is_some() {
+                        return Err(twice(CONTENTS_STATE, group.0));
+                    }
+                }
+                let merging = take_keyed_entries::<K, WindowPairs>(&mut keyed, MERGING_STATE)?;
+                for (group, key, pairs) in merging {
+                    check_key_group(&key, group, max_parallelism, MERGING_STATE)?;
+                    let set = MergingWindowSet::restore(pairs).map_err(|error| {
+                        StateError::Corrupt(format!(
+                            "state '{MERGING_STATE}', key group {}: {error}",
+                            group.0
+                        ))
+                    })?;
+                    if self.merging.insert(key, set).is_some() {
+                        return Err(twice(MERGING_STATE, group.0));
+                    }
+                }
+                let timers = keyed.take_state(TIMERS_STATE);
+                self.timers.restore_keyed_snapshot(&timers, TIMERS_STATE)?;
+            }
+            FastPath::Panes(panes) => {
+                let mut by_start: BTreeMap<i64, Vec<(K, F::Acc)>> = BTreeMap::new();
+                for (group, (key, start), acc) in
+                    take_keyed_entries::<(K, i64), F::Acc>(&mut keyed, PANES_STATE)?
+                {
+                    check_key_group(&key, group, max_parallelism, PANES_STATE)?;
+                    by_start.entry(start).or_default().push((key, acc));
+                }
+                for (start, contents) in by_start {
+                    panes.restore_pane(start, contents, &self.assigner, &mut self.assigned)?;
+                }
+                for (group, (key, start), acc) in
+                    take_keyed_entries::<(K, i64), F::Acc>(&mut keyed, FRESH_STATE)?
+                {
+                    check_key_group(&key, group, max_parallelism, FRESH_STATE)?;
+                    panes.restore_fresh(key, start, acc)?;
+                }
+            }
+            FastPath::Sessions(sessions) => {
+                let mut by_key: BTreeMap<K, Vec<(TimeWindow, F::Acc)>> = BTreeMap::new();
+                for (group, (key, window), acc) in
+                    take_keyed_entries::<(K, TimeWindow), F::Acc>(&mut keyed, SESSIONS_STATE)?
+                {
+                    check_key_group(&key, group, max_parallelism, SESSIONS_STATE)?;
+                    by_key.entry(key).or_default().push((window, acc));
+                }
+                for (key, windows) in by_key {
+                    sessions.restore_key(key, windows, self.watermark)?;
+                }
+            }
+        }
+        if !matches!(self.fast, FastPath::Generic) {
+            let marks = take_keyed_entries::<K, (i64, Vec<i64>)>(&mut keyed, FIRED_STATE)?;
+            for (group, key, (through, rearmed)) in marks {
+                check_key_group(&key, group, max_parallelism, FIRED_STATE)?;
+                if through > self.watermark {
+                    self.fired.restore(key, through, &rearmed);
+                }
+            }
+        }
+        if let Some(left) = keyed.states.first() {
+            return Err(StateError::Corrupt(format!(
+                "state '{}' is not a state of this window operator ({:?}): were its assigner, \
+                 trigger or function changed?",
+                left.name, self.assigner
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A merging set as checkpointed: its (window, state window) pairs.
+type WindowPairs = Vec<(TimeWindow, TimeWindow)>;
+
+/// The same entry restored twice.
+fn twice(state: &str, key_group: u32) -> StateError {
+    StateError::Corrupt(format!(
+        "state '{state}', key group {key_group}: an entry appears twice"
+    ))
+}
+
+/// Prefixes the trigger states' names with [`TRIGGER_STATE_PREFIX`], so that they cannot meet
+/// the operator's own states whatever a trigger calls them (a deferred snapshot on reading).
+fn with_trigger_prefix(pending: PendingKeyedSnapshot) -> PendingKeyedSnapshot {
+    fn prefixed(mut snapshot: KeyedStateSnapshot) -> KeyedStateSnapshot {
+        for meta in &mut snapshot.states {
+            meta.name = format!("{TRIGGER_STATE_PREFIX}{}", meta.name);
+        }
+        snapshot
+    }
+    match pending {
+        PendingKeyedSnapshot::Ready(snapshot) => PendingKeyedSnapshot::Ready(prefixed(snapshot)),
+        PendingKeyedSnapshot::Deferred(produce) => {
+            PendingKeyedSnapshot::Deferred(Box::new(move || produce().map(prefixed)))
+        }
+    }
+}
+
+/// Takes the trigger states (named with [`TRIGGER_STATE_PREFIX`]) out of `keyed`, under their
+/// own names.
+///
+/// # Errors
+///
+/// [`StateError::Corrupt`] if an entry refers to a state the snapshot does not name.
+fn take_trigger_states(keyed: &mut KeyedStateSnapshot) -> Result<KeyedStateSnapshot, StateError> {
+    let names: Vec<String> = keyed
+        .states
+        .iter()
+        .filter(|meta| meta.name.starts_with(TRIGGER_STATE_PREFIX))
+        .map(|meta| meta.name.clone())
+        .collect();
+    let mut triggers = KeyedStateSnapshot::default();
+    for name in names {
+        let mut part = keyed.take_state(&name);
+        for meta in &mut part.states {
+            meta.name = name[TRIGGER_STATE_PREFIX.len()..].to_string();
+        }
+        triggers.merge(part)?;
+    }
+    Ok(triggers)
+}
+
+impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
+where
+    K: Key,
+    T: Clone + Send + 'static,
+    KS: Fn(&T) -> K + Clone + Send + 'static,
+    F: WindowFunctionCore<K, T>,
+    Tr: Trigger<T>,
+{
+    /// A run on the pane path: records that simply go to the current pane (see
+    /// `PaneWindows::current_pane`) are added in one loop, the others go through
+    /// [`process`](OneInputOperator::process). Out of line, so that the other paths' loop keeps
+    /// `process` inlined.
+    #[inline(never)]
+    fn pane_run(&mut self, records: Vec<Record<T>>, run: &mut RunContext<'_, '_, F::Out>) {
+        self.now_ms = run.context().current_processing_time();
+        let watermark = self.watermark;
+        for record in records {
+            // Event time is implied by the pane path.
+            let pane = match (&mut self.fast, record.timestamp) {
+                (FastPath::Panes(panes), Some(time)) => panes.current_pane(time, watermark),
+                _ => None,
+            };
+            if let Some(pane) = pane {
+                let key = (self.key_selector)(&record.value);
+                pane.add(&mut self.function, key, record.value, record.timestamp);
+            } else {
+                run.process_with(record, |record, ctx, out| self.process(record, ctx, out));
+            }
         }
     }
 }
 
 impl<K, T, KS, F, Tr> OneInputOperator<T> for WindowOperator<K, T, KS, F, Tr>
 where
-    K: Ord + Hash + Clone + Send + 'static,
+    K: Key,
     T: Clone + Send + 'static,
     KS: Fn(&T) -> K + Clone + Send + 'static,
     F: WindowFunctionCore<K, T>,
     Tr: Trigger<T>,
 {
     type Out = F::Out;
+
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        Ok(self.restore_windows(ctx)?)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        Ok(self.snapshot_windows(ctx)?)
+    }
 
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.function.open(ctx)
@@ -714,6 +1039,21 @@ where
         }
     }
 
+    /// Tumbling and sliding windows with the default trigger take `pane_run`; every other
+    /// path takes the records one by one, as the trait's default does.
+    #[inline]
+    fn process_run(&mut self, records: Vec<Record<T>>, run: &mut RunContext<'_, '_, F::Out>) {
+        // After a restore, records of keys whose windows fired before the checkpoint need
+        // `process_pane`'s care (`fired`): the run loop is for the usual case.
+        if matches!(self.fast, FastPath::Panes(_)) && self.fired.is_empty() {
+            self.pane_run(records, run);
+            return;
+        }
+        for record in records {
+            run.process_with(record, |record, ctx, out| self.process(record, ctx, out));
+        }
+    }
+
     fn on_watermark(
         &mut self,
         watermark: Watermark,
@@ -729,12 +1069,19 @@ where
                 watermark: self.watermark,
                 processing_time: self.now_ms,
             };
+            let fired = &self.fired;
             match &mut self.fast {
                 FastPath::Generic => {}
-                FastPath::Panes(panes) => panes.advance(previous, &mut self.function, &mut emitter),
-                FastPath::Sessions(sessions) => {
-                    sessions.advance(previous, &mut self.function, &mut emitter);
+                FastPath::Panes(panes) => {
+                    panes.advance(previous, &mut self.function, &mut emitter, fired);
                 }
+                FastPath::Sessions(sessions) => {
+                    sessions.advance(previous, &mut self.function, &mut emitter, fired);
+                }
+            }
+            self.fired.advance(self.watermark);
+            if let FastPath::Panes(panes) = &mut self.fast {
+                panes.retain_fresh(&self.fired);
             }
         }
         // The fast paths register no timers: this serves the generic path.
@@ -796,6 +1143,9 @@ where
 }
 
 #[cfg(test)]
+mod checkpoint_tests;
+
+#[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
@@ -809,16 +1159,16 @@ mod tests {
     use crate::operator::{Chained, StreamElement};
 
     /// `(key, timestamp, value)`.
-    type Event = (u8, i64, i64);
+    pub(super) type Event = (u8, i64, i64);
 
-    fn key_of(event: &Event) -> u8 {
+    pub(super) fn key_of(event: &Event) -> u8 {
         event.0
     }
 
     /// The default event-time trigger behind a type the operator does not recognise, which keeps
     /// it on the generic path: the reference the fast paths are compared with.
     #[derive(Clone)]
-    struct Opaque;
+    pub(super) struct Opaque;
 
     impl<T> Trigger<T> for Opaque {
         fn on_element<K: Ord + Clone + Send + 'static>(
@@ -867,7 +1217,7 @@ mod tests {
 
     /// Sum and count of the values: merges consistently, in any order.
     #[derive(Clone)]
-    struct SumCount;
+    pub(super) struct SumCount;
 
     impl AggregateFunction<Event> for SumCount {
         type Acc = (i64, u64);
@@ -886,14 +1236,14 @@ mod tests {
         }
     }
 
-    fn sum_and_latest(a: Event, b: Event) -> Event {
+    pub(super) fn sum_and_latest(a: Event, b: Event) -> Event {
         (a.0, a.1.max(b.1), a.2 + b.2)
     }
 
     /// Emits the window, the watermark and the values in the order the window holds them (so
     /// that arrival order and merge order show).
     #[derive(Clone)]
-    struct Elements;
+    pub(super) struct Elements;
 
     impl ProcessWindowFunction<u8, Event> for Elements {
         type Out = (u8, TimeWindow, i64, Vec<i64>);
@@ -911,7 +1261,7 @@ mod tests {
 
     /// Emits an aggregate with the window's metadata.
     #[derive(Clone)]
-    struct Described;
+    pub(super) struct Described;
 
     impl ProcessWindowFunction<u8, (i64, u64)> for Described {
         type Out = (u8, TimeWindow, i64, (i64, u64));
@@ -929,7 +1279,7 @@ mod tests {
     }
 
     #[derive(Debug, Clone)]
-    enum Step {
+    pub(super) enum Step {
         Records(Vec<Event>),
         Watermark(i64),
     }
@@ -1002,7 +1352,7 @@ mod tests {
         (drive(fast, steps), drive(generic, steps), took_fast_path)
     }
 
-    fn assigners() -> impl Strategy<Value = WindowAssigner> {
+    pub(super) fn assigners() -> impl Strategy<Value = WindowAssigner> {
         let event = TimeDomain::EventTime;
         prop_oneof![
             (1i64..16)
@@ -1026,7 +1376,7 @@ mod tests {
     /// lateness), in batches, between watermarks that mostly advance. With a stride of 1000 the
     /// records are far apart (windows rarely share records, and sessions fire through the heap
     /// rather than the calendar).
-    fn steps() -> impl Strategy<Value = Vec<Step>> {
+    pub(super) fn steps() -> impl Strategy<Value = Vec<Step>> {
         let draws = proptest::collection::vec((0u8..10, 0u8..4, -25i64..6, -50i64..50), 0..150);
         (draws, prop_oneof![3 => Just(1i64), 1 => Just(1_000i64)]).prop_map(|(draws, stride)| {
             let mut steps = Vec::new();

@@ -42,22 +42,59 @@
 //! order, as Flink does. An aggregate whose `merge` does not keep the contract exactly (a
 //! floating-point sum rounds per pane) can differ from the generic path in its last bits.
 //!
-//! Dropped panes' maps are kept (emptied, a bounded number) for new panes, which then neither
-//! allocate nor grow: a pane holds one slide of every key, and panes come and go at the rate of
-//! event time.
+//! ## Performance
+//!
+//! - Dropped panes' maps are kept (a bounded number) for new panes, which then neither allocate
+//!   nor grow: a pane holds one slide of every key, and panes come and go at the rate of event
+//!   time. A kept map loses its contents but keeps the keys that had some, with `None`: those
+//!   keys mostly come back, and a new pane sweeps its map once (into the cache) instead of
+//!   missing the cache at the first record of every key. Keys without contents are ignored
+//!   everywhere, and dropped when the map is kept again, so a map holds the keys of at most two
+//!   panes.
+//! - A record for the pane the last record went to, none of whose windows fired yet, is added
+//!   without looking further ([`PaneWindows::current_pane`]).
+//! - Firing sorts a window's keys with [`KeyOrder`] (a radix sort for integer keys) in vectors
+//!   kept between firings.
+//!
+//! ## Checkpoints
+//!
+//! A checkpoint stores each pane's contents per key (state `_window_panes`, entry
+//! `(key, pane start) -> contents`, in the key group of the key), which is what the generic
+//! path's contents per window are made of, and, for keys with contents in a window that already
+//! fired, which windows fired ([`FiredWindows`]): the generic path's missing trigger timers. A
+//! restore puts the entries back into their panes (checking that each start is on the
+//! assigner's grid) and the operator's watermark starts at `i64::MIN`, as the generic path's.
+//!
+//! Until the watermark is back where it was, a record the original run found late may bring
+//! back a window whose state was cleaned up before the checkpoint (Flink's semantics: the
+//! watermark is not checkpointed). The generic path then starts that window afresh; a sliding
+//! window's panes may still hold older contents for later windows, so records of restored keys
+//! are also kept apart per pane ([`PaneWindows::add_fresh`], state `_window_panes_fresh`) and
+//! such a window emits only those.
 //!
 //! ## Invariants
 //!
-//! - Panes are sorted by start, pairwise disjoint, on the grid, and never empty.
+//! - Panes are sorted by start, pairwise disjoint, on the grid, and never without contents.
 //! - A pane is dropped when the watermark reaches the cleanup time of its last window.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
 
+use super::fired::FiredWindows;
+use super::key_order::KeyOrder;
 use super::operator::{Emitter, WindowFunctionCore};
 use super::{TimeWindow, WindowAssign, WindowAssigner, WindowError};
+use crate::operator::checkpointing::deferred_keyed_state;
+use crate::state::{PendingKeyedSnapshot, StableHash, StateError};
+
+/// The keyed state holding the panes' contents: `(key, pane start) -> contents`.
+pub(super) const PANES_STATE: &str = "_window_panes";
+/// The keyed state holding what restored keys received since a restore, for windows cleaned up
+/// before it (see [`PaneWindows::add_fresh`]): `(key, pane start) -> contents`.
+pub(super) const FRESH_STATE: &str = "_window_panes_fresh";
 
 /// The contents of tumbling or sliding windows as panes, per key.
 pub(super) struct PaneWindows<K, A> {
@@ -70,14 +107,35 @@ pub(super) struct PaneWindows<K, A> {
     panes: VecDeque<Pane<K, A>>,
     /// The index of the pane the last record went to: records mostly go to the same pane.
     last: usize,
-    /// Emptied contents maps of dropped panes, kept for new panes (at most
+    /// Contents maps of dropped panes, without contents, kept for new panes (at most
     /// [`SPARE_MAPS_MAX`]): a new pane then neither allocates nor grows its map.
     spare: Vec<FxHashMap<K, Option<A>>>,
+    /// Sliding windows after a restore: what keys with windows that fired before the checkpoint
+    /// received since, per (key, pane start) (see [`PaneWindows::add_fresh`]). Empty otherwise.
+    fresh: FxHashMap<(K, i64), A>,
+    /// The allocation of the vector in which a tumbling window's keys are sorted at firing,
+    /// kept empty between firings (see [`recycle`]): it holds one entry per key.
+    sorted_scratch: Vec<(K, usize)>,
+    /// Sorts a window's keys at firing.
+    key_order: KeyOrder,
+    /// The map in which a sliding window's panes are merged at firing, and the vector in which
+    /// the merged contents are sorted: empty between firings, kept for their allocations.
+    merge_scratch: FxHashMap<K, Option<A>>,
+    merged_scratch: Vec<(K, A)>,
 }
 
-/// How many emptied pane maps [`PaneWindows`] keeps for reuse: about the panes a watermark
+/// How many maps of dropped panes [`PaneWindows`] keeps for reuse: about the panes a watermark
 /// interval drops at high rates (each holds one slide of every key).
 const SPARE_MAPS_MAX: usize = 64;
+
+/// An empty vector with the allocation of `vec`, for elements of another type: a scratch
+/// vector of references can so keep its allocation beyond their lifetime. The standard library
+/// collects in place when the layouts agree, as they do for the pointer-sized element types
+/// used here; otherwise this merely allocates anew.
+fn recycle<T, U>(mut vec: Vec<T>) -> Vec<U> {
+    vec.clear();
+    vec.into_iter().filter_map(|_| None).collect()
+}
 
 /// The contents of all keys in one slide of time.
 pub(super) struct Pane<K, A> {
@@ -87,7 +145,8 @@ pub(super) struct Pane<K, A> {
     /// The cleanup time of the last window over this pane (the one starting with it): the pane
     /// is dropped, and records for it are late, once the watermark reaches it.
     cleanup: i64,
-    /// Contents per key; `None` only while a function adds to them.
+    /// Contents per key; `None` for a key kept from the map's previous pane without contents
+    /// in this one (see the module's "Performance" notes), and while a function adds to them.
     contents: FxHashMap<K, Option<A>>,
 }
 
@@ -99,12 +158,30 @@ impl<K, A> Pane<K, A> {
 
     /// Whether some window over this pane already fired at `watermark`: the earliest window
     /// over a pane ends with it.
+    #[inline]
     pub(super) fn has_fired(&self, watermark: i64) -> bool {
         self.end - 1 <= watermark
     }
+
+    /// Adds `value` to the contents of `key`.
+    #[inline]
+    pub(super) fn add<T, F>(&mut self, function: &mut F, key: K, value: T, timestamp: Option<i64>)
+    where
+        K: Hash + Eq,
+        F: WindowFunctionCore<K, T, Acc = A>,
+    {
+        // A key mostly has contents already: look it up without moving it into an entry.
+        match self.contents.get_mut(&key) {
+            Some(slot) => *slot = Some(function.add(slot.take(), value, timestamp)),
+            None => {
+                let contents = function.add(None, value, timestamp);
+                self.contents.insert(key, Some(contents));
+            }
+        }
+    }
 }
 
-impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
+impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
     /// Panes for windows of `size_ms` sliding by `slide_ms` (equal for tumbling windows), where
     /// `slide_ms` divides `size_ms`.
     pub(super) fn new(size_ms: i64, slide_ms: i64, allowed_lateness_ms: i64) -> Self {
@@ -120,6 +197,11 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
             panes: VecDeque::new(),
             last: 0,
             spare: Vec::new(),
+            fresh: FxHashMap::default(),
+            sorted_scratch: Vec::new(),
+            key_order: KeyOrder::default(),
+            merge_scratch: FxHashMap::default(),
+            merged_scratch: Vec::new(),
         }
     }
 
@@ -127,6 +209,18 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
         window
             .max_timestamp()
             .saturating_add(self.allowed_lateness_ms)
+    }
+
+    /// The pane of a record at `time` if it is the pane the last record went to and none of
+    /// its windows fired yet: the common case, where the record is simply added to it (what
+    /// [`locate`](Self::locate) and [`add`](Self::add) then do, without creating a pane,
+    /// rejecting the record or firing again).
+    #[inline]
+    pub(super) fn current_pane(&mut self, time: i64, watermark: i64) -> Option<&mut Pane<K, A>> {
+        let pane = self.panes.get_mut(self.last)?;
+        // A pane some of whose windows are cleaned up had a window fire before, so the record
+        // is not late either.
+        (pane.start <= time && time < pane.end && !pane.has_fired(watermark)).then_some(pane)
     }
 
     /// The index of the pane of a record at `time`, created if needed; `None` if the record is
@@ -193,7 +287,22 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
         // The assigner computed the window `[start, start + size)` without overflow, and a
         // slide is at most a size.
         let latest = TimeWindow::new(start, start + self.size_ms);
-        let contents = self.spare.pop().unwrap_or_default();
+        let contents = match self.spare.pop() {
+            Some(mut contents) => {
+                // The map has no contents, only (most of) the keys it had contents for in its
+                // last pane. This pass over it brings it into the cache in one sweep, instead
+                // of a cache miss at the first record of each key; those keys mostly come back.
+                for slot in contents.values_mut() {
+                    *slot = None;
+                }
+                contents
+            }
+            // Sized like the latest pane, which saves growing it key by key.
+            None => FxHashMap::with_capacity_and_hasher(
+                self.panes.back().map_or(0, |pane| pane.contents.len()),
+                Default::default(),
+            ),
+        };
         self.panes.insert(
             index,
             Pane {
@@ -224,8 +333,57 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
     ) where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
-        let slot = self.panes[index].contents.entry(key).or_insert(None);
-        *slot = Some(function.add(slot.take(), value, timestamp));
+        self.panes[index].add(function, key, value, timestamp);
+    }
+
+    /// After a restore, `value` (already added to the pane at `index`) came for a key with
+    /// windows that fired before the checkpoint: keeps it apart too. A window over several panes
+    /// whose state was cleaned up before the checkpoint ([`FiredWindows::cleaned`]) and that
+    /// such a record brings back holds only what came since the restore, as in the generic
+    /// path, while the pane it shares with later windows keeps everything. (A tumbling window's
+    /// pane went with its state, so it needs nothing apart.)
+    pub(super) fn add_fresh<T, F>(
+        &mut self,
+        index: usize,
+        function: &mut F,
+        key: K,
+        value: T,
+        timestamp: Option<i64>,
+    ) where
+        F: WindowFunctionCore<K, T, Acc = A>,
+    {
+        if self.panes_per_window == 1 {
+            return;
+        }
+        let slot = (key, self.panes[index].start);
+        let contents = self.fresh.remove(&slot);
+        let contents = function.add(contents, value, timestamp);
+        self.fresh.insert(slot, contents);
+    }
+
+    /// Forgets what keys no longer marked in `fired` received since the restore: their windows
+    /// cleaned up before the checkpoint are late now.
+    pub(super) fn retain_fresh(&mut self, fired: &FiredWindows<K>) {
+        if !self.fresh.is_empty() {
+            self.fresh.retain(|(key, _), _| fired.is_marked(key));
+        }
+    }
+
+    /// What `key` received since the restore in the panes of `window`, merged in pane order.
+    fn fresh_contents<T, F>(&self, function: &mut F, key: &K, window: &TimeWindow) -> Option<A>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>,
+    {
+        let mut merged: Option<A> = None;
+        for pane in self.panes.range(self.panes_of(window)) {
+            if let Some(contents) = self.fresh.get(&(key.clone(), pane.start)) {
+                merged = Some(match merged {
+                    None => contents.clone(),
+                    Some(earlier) => function.merge(earlier, contents.clone()),
+                });
+            }
+        }
+        merged
     }
 
     /// The windows over the pane at `index`, in the assigner's order (latest start first).
@@ -248,6 +406,7 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
         function: &mut F,
         key: &K,
         emitter: &mut Emitter<'_, '_, F::Out>,
+        fired: &FiredWindows<K>,
     ) where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
@@ -256,7 +415,7 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
             if self.cleanup_time(&window) <= watermark || window.max_timestamp() > watermark {
                 continue;
             }
-            self.fire_key(function, key, window, emitter);
+            self.fire_key(function, key, window, emitter, fired);
         }
     }
 
@@ -274,6 +433,7 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
         key: &K,
         window: TimeWindow,
         emitter: &mut Emitter<'_, '_, F::Out>,
+        fired: &FiredWindows<K>,
     ) where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
@@ -283,6 +443,12 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
                 if let Some(Some(contents)) = pane.contents.get_mut(key) {
                     emitter.emit(function, key, window, contents);
                 }
+            }
+            return;
+        }
+        if !fired.is_empty() && fired.cleaned(key, self.cleanup_time(&window)) {
+            if let Some(mut contents) = self.fresh_contents(function, key, &window) {
+                emitter.emit(function, key, window, &mut contents);
             }
             return;
         }
@@ -300,33 +466,42 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
         }
     }
 
-    /// Emits `window` for every key with contents in it, in key order.
+    /// Emits `window` for every key with contents in it, in key order, except the keys for
+    /// which `fired` says the window fired before the checkpoint.
     fn fire_window<T, F>(
         &mut self,
         function: &mut F,
         window: TimeWindow,
         emitter: &mut Emitter<'_, '_, F::Out>,
+        fired: &FiredWindows<K>,
     ) where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
         let range = self.panes_of(&window);
+        let max_timestamp = window.max_timestamp();
+        let check_fired = !fired.is_empty();
         if self.panes_per_window == 1 {
+            let mut keyed: Vec<(K, &mut A)> = recycle(std::mem::take(&mut self.sorted_scratch));
             for pane in self.panes.range_mut(range) {
                 // Keys are copied next to their contents so that sorting does not chase pointers.
-                let mut keyed: Vec<(K, &mut A)> = pane
-                    .contents
-                    .iter_mut()
-                    .filter_map(|(key, contents)| contents.as_mut().map(|c| (key.clone(), c)))
-                    .collect();
-                keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                for (key, contents) in keyed {
+                keyed.extend(
+                    pane.contents
+                        .iter_mut()
+                        .filter_map(|(key, contents)| contents.as_mut().map(|c| (key.clone(), c))),
+                );
+                self.key_order.sort(&mut keyed);
+                for (key, contents) in keyed.drain(..) {
+                    if check_fired && fired.suppresses(&key, max_timestamp) {
+                        continue;
+                    }
                     emitter.emit(function, &key, window, contents);
                 }
             }
+            self.sorted_scratch = recycle(keyed);
             return;
         }
         // Merge the panes' contents per key, in pane order.
-        let mut merged: FxHashMap<K, Option<A>> = FxHashMap::default();
+        let mut merged = std::mem::take(&mut self.merge_scratch);
         for pane in self.panes.range(range) {
             for (key, contents) in &pane.contents {
                 let Some(contents) = contents else { continue };
@@ -342,24 +517,43 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
                 }
             }
         }
-        let mut keyed: Vec<(K, A)> = merged
-            .into_iter()
-            .filter_map(|(key, contents)| contents.map(|c| (key, c)))
-            .collect();
-        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, mut contents) in keyed {
+        let mut keyed = std::mem::take(&mut self.merged_scratch);
+        keyed.extend(
+            merged
+                .drain()
+                .filter_map(|(key, contents)| contents.map(|c| (key, c))),
+        );
+        self.merge_scratch = merged;
+        self.key_order.sort(&mut keyed);
+        let cleanup = self.cleanup_time(&window);
+        for (key, mut contents) in keyed.drain(..) {
+            if check_fired {
+                if fired.suppresses(&key, max_timestamp) {
+                    continue;
+                }
+                if fired.cleaned(&key, cleanup) {
+                    // Brought back after the restore: only what came since.
+                    match self.fresh_contents(function, &key, &window) {
+                        Some(fresh) => contents = fresh,
+                        None => continue,
+                    }
+                }
+            }
             emitter.emit(function, &key, window, &mut contents);
         }
+        self.merged_scratch = keyed;
     }
 
     /// The watermark advanced from `previous` to `emitter.watermark`: fires every window whose
-    /// `max_timestamp` lies in between, in `max_timestamp` order, then drops the panes whose last
-    /// window is cleaned up.
+    /// `max_timestamp` lies in between, in `max_timestamp` order (but not for keys that `fired`
+    /// says it fired for before the checkpoint), then drops the panes whose last window is
+    /// cleaned up.
     pub(super) fn advance<T, F>(
         &mut self,
         previous: i64,
         function: &mut F,
         emitter: &mut Emitter<'_, '_, F::Out>,
+        fired: &FiredWindows<K>,
     ) where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
@@ -381,7 +575,8 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
                     break 'panes;
                 }
                 if max_timestamp > previous {
-                    self.fire_window(function, TimeWindow::new(start, start + size), emitter);
+                    let window = TimeWindow::new(start, start + size);
+                    self.fire_window(function, window, emitter, fired);
                 }
                 start += slide;
             }
@@ -396,10 +591,143 @@ impl<K: Hash + Ord + Clone, A: Clone> PaneWindows<K, A> {
             if let Some(mut pane) = self.panes.pop_front()
                 && self.spare.len() < SPARE_MAPS_MAX
             {
-                pane.contents.clear();
+                // The contents go now; the keys that had contents stay, without, for the pane
+                // that reuses the map (keys without contents, left from its previous pane, go:
+                // a map keeps at most two panes' keys).
+                pane.contents
+                    .retain(|_, contents| contents.take().is_some());
                 self.spare.push(pane.contents);
             }
         }
+        if !self.fresh.is_empty() {
+            let first = self.panes.front().map_or(i64::MAX, |pane| pane.start);
+            self.fresh.retain(|(_, start), _| *start >= first);
+        }
         self.last = 0;
+    }
+}
+
+impl<K, A> PaneWindows<K, A>
+where
+    K: Hash + Ord + Clone + StableHash + Serialize + Send + 'static,
+    A: Clone + Serialize + Send + 'static,
+{
+    /// The panes' contents as state [`PANES_STATE`], and the fired marks (state `fired_state`)
+    /// of the keys with contents in a window that fired: see the module's "Checkpoints".
+    ///
+    /// The entries are copied now and encoded by checkpoint storage (a key or contents that
+    /// cannot be encoded fails the checkpoint there).
+    pub(super) fn snapshot(
+        &self,
+        fired: &FiredWindows<K>,
+        fired_state: &'static str,
+        watermark: i64,
+        max_parallelism: u32,
+    ) -> Vec<PendingKeyedSnapshot> {
+        // Copied now (the panes go on changing), encoded off the data path.
+        let entries = self.panes.iter().map(|pane| pane.contents.len()).sum();
+        let mut contents: Vec<(K, i64, A)> = Vec::with_capacity(entries);
+        let mut with_fired_windows: FxHashSet<&K> = FxHashSet::default();
+        for pane in &self.panes {
+            // The earliest window over the pane ends with it.
+            let first_max_timestamp = pane.end - 1;
+            for (key, slot) in &pane.contents {
+                let Some(acc) = slot else { continue };
+                contents.push((key.clone(), pane.start, acc.clone()));
+                let through = if fired.is_empty() {
+                    watermark
+                } else {
+                    fired.snapshot_of(key, watermark).0
+                };
+                if first_max_timestamp <= through {
+                    with_fired_windows.insert(key);
+                }
+            }
+        }
+        let mut fresh: Vec<(K, i64, A)> = Vec::new();
+        for ((key, start), acc) in &self.fresh {
+            if fired.is_marked(key) {
+                fresh.push((key.clone(), *start, acc.clone()));
+                with_fired_windows.insert(key);
+            }
+        }
+        let marks: Vec<(K, (), (i64, Vec<i64>))> = with_fired_windows
+            .into_iter()
+            .map(|key| (key.clone(), (), fired.snapshot_of(key, watermark)))
+            .collect();
+        [
+            deferred_keyed_state(PANES_STATE, max_parallelism, contents),
+            deferred_keyed_state(FRESH_STATE, max_parallelism, fresh),
+            deferred_keyed_state(fired_state, max_parallelism, marks),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Restores what a restored key received since an earlier restore, in the pane starting at
+    /// `start` (an entry of [`FRESH_STATE`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Corrupt`] if the pane has no contents of `key` (the fresh contents are part
+    /// of them), or if the entry appears twice.
+    pub(super) fn restore_fresh(&mut self, key: K, start: i64, acc: A) -> Result<(), StateError> {
+        let in_pane = self
+            .panes
+            .binary_search_by(|pane| pane.start.cmp(&start))
+            .is_ok_and(|index| matches!(self.panes[index].contents.get(&key), Some(Some(_))));
+        if !in_pane || self.panes_per_window == 1 {
+            return Err(StateError::Corrupt(format!(
+                "state '{FRESH_STATE}': contents for the pane at {start} of a key without contents there"
+            )));
+        }
+        if self.fresh.insert((key, start), acc).is_some() {
+            return Err(StateError::Corrupt(format!(
+                "state '{FRESH_STATE}': a key's contents of the pane at {start} appear twice"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Restores the contents of the pane starting at `start` (an entry key of
+    /// [`PANES_STATE`]), checking with `assigner` that `start` is a pane start on its grid.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Corrupt`] if `start` is not a pane start of this assigner (the window size,
+    /// slide or offset changed, or the entry is damaged), or if a key's contents are restored
+    /// twice.
+    pub(super) fn restore_pane(
+        &mut self,
+        start: i64,
+        contents: Vec<(K, A)>,
+        assigner: &WindowAssigner,
+        windows: &mut Vec<TimeWindow>,
+    ) -> Result<(), StateError> {
+        windows.clear();
+        let on_grid = assigner.assign(start, windows).is_ok()
+            && windows.first().is_some_and(|latest| latest.start == start)
+            && windows.len() as i64 == self.panes_per_window;
+        if !on_grid {
+            return Err(StateError::Corrupt(format!(
+                "state '{PANES_STATE}': {start} is not a pane start of {assigner:?}"
+            )));
+        }
+        let index = match self.panes.binary_search_by(|pane| pane.start.cmp(&start)) {
+            Ok(index) => index,
+            Err(_) => self.insert(start),
+        };
+        let pane = &mut self.panes[index];
+        for (key, acc) in contents {
+            // A key kept from a spare map has no contents (`None`): not a second entry.
+            if let Some(Some(_)) = pane.contents.insert(key, Some(acc)) {
+                return Err(StateError::Corrupt(format!(
+                    "state '{PANES_STATE}': a key's contents of the pane at {start} appear twice"
+                )));
+            }
+        }
+        self.last = 0;
+        Ok(())
     }
 }

@@ -34,6 +34,15 @@
 //! - After the merge the record is added, and the session fires at once if the watermark passed
 //!   its end (a record accepted thanks to allowed lateness), as `EventTimeTrigger::on_element`.
 //!
+//! ## Checkpoints
+//!
+//! A checkpoint stores every in-flight session with its contents (state `_window_sessions`,
+//! entry `(key, session window) -> contents`, in the key group of the key): the generic path's
+//! merging set and contents in one, since a fast-path session is its own state window. For keys
+//! with a session that already fired it also stores which sessions fired ([`FiredWindows`]),
+//! the generic path's missing trigger timers. A restore checks that a key's sessions do not
+//! intersect and queues each key at its first due time.
+//!
 //! ## Invariants
 //!
 //! - Per key, sessions are sorted by start, pairwise non-intersecting by Flink's `intersects`,
@@ -46,9 +55,17 @@ use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
+use serde::Serialize;
 
 use super::TimeWindow;
+use super::fired::FiredWindows;
+use super::key_order::KeyOrder;
 use super::operator::{Emitter, WindowFunctionCore};
+use crate::operator::checkpointing::deferred_keyed_state;
+use crate::state::{PendingKeyedSnapshot, StableHash, StateError};
+
+/// The keyed state holding the sessions: `(key, session window) -> contents`.
+pub(super) const SESSIONS_STATE: &str = "_window_sessions";
 
 /// The in-flight sessions of every key.
 pub(super) struct SessionWindows<K, A> {
@@ -60,6 +77,8 @@ pub(super) struct SessionWindows<K, A> {
     /// The keys a watermark fires, with all their sessions (kept for its capacity).
     due: Vec<(K, VecDeque<Session<A>>)>,
     scratch: FiringScratch,
+    /// Sorts `due` by key.
+    key_order: KeyOrder,
 }
 
 /// The working memory of firing, kept between watermarks so that it is not allocated (and
@@ -93,7 +112,7 @@ struct Session<A> {
     contents: Option<A>,
 }
 
-impl<K: Hash + Ord + Clone, A: Clone> SessionWindows<K, A> {
+impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
     /// Sessions with a gap of `gap_ms`.
     pub(super) fn new(gap_ms: i64, allowed_lateness_ms: i64) -> Self {
         Self {
@@ -103,6 +122,7 @@ impl<K: Hash + Ord + Clone, A: Clone> SessionWindows<K, A> {
             queue: BTreeSet::new(),
             due: Vec::new(),
             scratch: FiringScratch::default(),
+            key_order: KeyOrder::default(),
         }
     }
 
@@ -211,14 +231,29 @@ impl<K: Hash + Ord + Clone, A: Clone> SessionWindows<K, A> {
         None
     }
 
+    /// The in-flight session of `key` that holds `window` (after [`add`](Self::add) accepted a
+    /// record in it), if any.
+    pub(super) fn session_of(&self, key: &K, window: &TimeWindow) -> Option<TimeWindow> {
+        let entry = self.keys.get(key)?;
+        let holds = |session: &&Session<A>| {
+            session.window.start <= window.start && window.end <= session.window.end
+        };
+        std::iter::once(&entry.latest)
+            .chain(entry.earlier.iter())
+            .find(holds)
+            .map(|session| session.window)
+    }
+
     /// The watermark advanced from `previous` to `emitter.watermark`: fires the sessions whose
-    /// `max_timestamp` lies in between in `(max_timestamp, key)` order, then removes the sessions
-    /// whose cleanup time the watermark reached.
+    /// `max_timestamp` lies in between in `(max_timestamp, key)` order (except those `fired`
+    /// says fired before the checkpoint), then removes the sessions whose cleanup time the
+    /// watermark reached.
     pub(super) fn advance<T, F>(
         &mut self,
         previous: i64,
         function: &mut F,
         emitter: &mut Emitter<'_, '_, F::Out>,
+        fired: &FiredWindows<K>,
     ) where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
@@ -243,8 +278,15 @@ impl<K: Hash + Ord + Clone, A: Clone> SessionWindows<K, A> {
                 due.push((key, earlier));
             }
         }
-        due.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        fire_in_order(&mut due, previous, function, emitter, &mut self.scratch);
+        self.key_order.sort(&mut due);
+        fire_in_order(
+            &mut due,
+            previous,
+            function,
+            emitter,
+            &mut self.scratch,
+            fired,
+        );
         let lateness = self.allowed_lateness_ms;
         for (slot, (key, mut sessions)) in due.drain(..).enumerate() {
             // Without lateness a session goes when it fires: exactly the sessions that fired.
@@ -348,7 +390,8 @@ where
 const NIL: u32 = u32::MAX;
 
 /// Fires the sessions of `due` (keys in key order) whose `max_timestamp` lies in
-/// `(previous, watermark]`, in `(max_timestamp, key)` order.
+/// `(previous, watermark]`, in `(max_timestamp, key)` order; a session that `fired` says fired
+/// before the checkpoint is passed over without emitting.
 ///
 /// Each key's sessions to fire are consecutive and in time order, so at any moment only a key's
 /// next session competes: a calendar (one list of keys per millisecond) yields them in order at
@@ -360,7 +403,9 @@ fn fire_in_order<K, A, T, F>(
     function: &mut F,
     emitter: &mut Emitter<'_, '_, F::Out>,
     scratch: &mut FiringScratch,
+    fired: &FiredWindows<K>,
 ) where
+    K: Hash + Ord + Clone,
     F: WindowFunctionCore<K, T, Acc = A>,
 {
     let watermark = emitter.watermark;
@@ -412,9 +457,13 @@ fn fire_in_order<K, A, T, F>(
     let max_timestamp = |due: &[(K, VecDeque<Session<A>>)], slot: usize, index: usize| {
         due[slot].1[index].window.max_timestamp()
     };
+    let check_fired = !fired.is_empty();
     let mut fire = |due: &mut [(K, VecDeque<Session<A>>)], slot: usize, index: usize| {
         let (key, sessions) = &mut due[slot];
         let session = &mut sessions[index];
+        if check_fired && fired.suppresses(key, session.window.max_timestamp()) {
+            return;
+        }
         if let Some(contents) = session.contents.as_mut() {
             emitter.emit(function, key, session.window, contents);
         }
@@ -474,6 +523,116 @@ fn fire_in_order<K, A, T, F>(
                 heap.push(Reverse((max_timestamp(due, slot, cursor[slot]), slot)));
             }
         }
+    }
+}
+
+impl<K, A> SessionWindows<K, A>
+where
+    K: Hash + Ord + Clone + StableHash + Serialize + Send + 'static,
+    A: Clone + Serialize + Send + 'static,
+{
+    /// The sessions as state [`SESSIONS_STATE`], and the fired marks (state `fired_state`) of
+    /// the keys with a session that fired: see the module's "Checkpoints".
+    ///
+    /// The entries are copied now and encoded by checkpoint storage (a key or contents that
+    /// cannot be encoded fails the checkpoint there).
+    pub(super) fn snapshot(
+        &self,
+        fired: &FiredWindows<K>,
+        fired_state: &'static str,
+        watermark: i64,
+        max_parallelism: u32,
+    ) -> Vec<PendingKeyedSnapshot> {
+        // Copied now (the sessions go on changing), encoded off the data path.
+        let mut contents: Vec<(K, TimeWindow, A)> = Vec::with_capacity(self.keys.len());
+        let mut marks: Vec<(K, (), (i64, Vec<i64>))> = Vec::new();
+        for (key, entry) in &self.keys {
+            let mark = fired.snapshot_of(key, watermark);
+            let mut has_fired = false;
+            for session in entry.earlier.iter().chain(std::iter::once(&entry.latest)) {
+                let Some(acc) = &session.contents else {
+                    continue;
+                };
+                contents.push((key.clone(), session.window, acc.clone()));
+                has_fired |= session.window.max_timestamp() <= mark.0;
+            }
+            if has_fired {
+                marks.push((key.clone(), (), mark));
+            }
+        }
+        [
+            deferred_keyed_state(SESSIONS_STATE, max_parallelism, contents),
+            deferred_keyed_state(fired_state, max_parallelism, marks),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Restores the sessions of `key` (entries of [`SESSIONS_STATE`], in any order) at
+    /// `watermark`.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Corrupt`] if the key already has sessions, if a window is empty, or if two
+    /// of its sessions intersect: no run of this operator produces that.
+    pub(super) fn restore_key(
+        &mut self,
+        key: K,
+        mut sessions: Vec<(TimeWindow, A)>,
+        watermark: i64,
+    ) -> Result<(), StateError> {
+        let corrupt =
+            |what: String| StateError::Corrupt(format!("state '{SESSIONS_STATE}': {what}"));
+        if self.keys.contains_key(&key) {
+            return Err(corrupt("a key's sessions appear twice".into()));
+        }
+        sessions.sort_unstable_by_key(|s| s.0);
+        for (window, _) in &sessions {
+            if window.start >= window.end {
+                return Err(corrupt(format!("the session {window:?} is empty")));
+            }
+        }
+        if let Some(pair) = sessions.windows(2).find(|p| p[0].0.intersects(&p[1].0)) {
+            return Err(corrupt(format!(
+                "the sessions {:?} and {:?} of one key intersect",
+                pair[0].0, pair[1].0
+            )));
+        }
+        let mut earlier: VecDeque<Session<A>> = sessions
+            .into_iter()
+            .map(|(window, acc)| Session {
+                window,
+                contents: Some(acc),
+            })
+            .collect();
+        let Some(latest) = earlier.pop_back() else {
+            return Ok(());
+        };
+        let lateness = self.allowed_lateness_ms;
+        // The key's first due time: its first cleanup, or its first firing still ahead.
+        let first_cleanup = earlier
+            .front()
+            .unwrap_or(&latest)
+            .window
+            .max_timestamp()
+            .saturating_add(lateness);
+        let first_pending = earlier
+            .iter()
+            .chain(std::iter::once(&latest))
+            .map(|s| s.window.max_timestamp())
+            .find(|&max_timestamp| max_timestamp > watermark);
+        let queued_at = first_pending.map_or(first_cleanup, |t| t.min(first_cleanup));
+        self.queue.insert((queued_at, key.clone()));
+        self.keys.insert(
+            key,
+            KeySessions {
+                earlier,
+                latest,
+                queued_at,
+            },
+        );
+        Ok(())
     }
 }
 

@@ -4,15 +4,21 @@
 //! and answers with a [`TriggerResult`]: continue, fire (emit the window's current result), purge
 //! (drop its contents) or both. The window operator owns the window's contents and cleanup; the
 //! trigger only decides. Per-window trigger state (a count, the next continuous firing) lives in
-//! keyed state scoped to (key, window), reached through the [`TriggerContext`].
+//! keyed state scoped to (key, window) ([`WindowScope`]), reached through the
+//! [`TriggerContext`]; it lives in the operator's state backend and is checkpointed in the key
+//! group of its key, with the window's contents and timers.
 //!
 //! Built in: [`EventTimeTrigger`] (the default of event-time assigners), [`ProcessingTimeTrigger`]
 //! (processing-time assigners), [`CountTrigger`], [`PurgingTrigger`],
 //! [`ContinuousEventTimeTrigger`], [`ContinuousProcessingTimeTrigger`] and [`NeverTrigger`]
 //! (global windows). Implement [`Trigger`] for your own.
 
+use serde::{Deserialize, Serialize};
+
 use super::{TimeWindow, WindowAssign, WindowAssigner};
-use crate::state::{KeyedStateAccess, KeyedStateStore, StateError, ValueState};
+use crate::state::{
+    KeyedStateAccess, KeyedStateStore, StableHash, StableHasher, StateError, ValueState,
+};
 use crate::time::TimerService;
 
 /// What a trigger decides.
@@ -40,15 +46,37 @@ impl TriggerResult {
     }
 }
 
+/// The scope of trigger state: a key and one of its windows (Flink's window namespace).
+///
+/// It hashes as its key alone ([`StableHash`]), so a window's trigger state lives in the key
+/// group of its key and moves with the key's other state when parallelism changes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowScope<K> {
+    /// The key.
+    pub key: K,
+    /// The window.
+    pub window: TimeWindow,
+}
+
+impl<K: StableHash> StableHash for WindowScope<K> {
+    fn stable_hash(&self, state: &mut StableHasher) {
+        self.key.stable_hash(state);
+    }
+
+    fn stable_hash_value(&self) -> u64 {
+        self.key.stable_hash_value()
+    }
+}
+
 /// What a trigger can do for the window it is called for.
 pub struct TriggerContext<'a, K> {
     pub(crate) key: &'a K,
     pub(crate) window: TimeWindow,
-    pub(crate) scope: (K, TimeWindow),
+    pub(crate) scope: WindowScope<K>,
     pub(crate) watermark: i64,
     pub(crate) processing_time: i64,
     pub(crate) timers: &'a mut TimerService<K, TimeWindow>,
-    pub(crate) state: &'a mut KeyedStateStore<(K, TimeWindow)>,
+    pub(crate) state: &'a mut KeyedStateStore<WindowScope<K>>,
     pub(crate) wakeup_ms: &'a mut Option<i64>,
     pub(crate) error: &'a mut Option<StateError>,
 }
@@ -99,11 +127,11 @@ impl<K: Ord + Clone + Send + 'static> TriggerContext<'_, K> {
     }
 }
 
-impl<K: Ord + Clone + Send + 'static> KeyedStateAccess<(K, TimeWindow)> for TriggerContext<'_, K> {
-    fn current_key(&self) -> &(K, TimeWindow) {
+impl<K: Ord + Clone + Send + 'static> KeyedStateAccess<WindowScope<K>> for TriggerContext<'_, K> {
+    fn current_key(&self) -> &WindowScope<K> {
         &self.scope
     }
-    fn state_store(&mut self) -> &mut KeyedStateStore<(K, TimeWindow)> {
+    fn state_store(&mut self) -> &mut KeyedStateStore<WindowScope<K>> {
         self.state
     }
     fn state_error(&mut self, error: StateError) {
