@@ -418,11 +418,8 @@ impl<T: Data> DataStream<T> {
         self.add_sink_named(sink, "Sink: Unnamed")
     }
 
-    pub(crate) fn add_sink_named<S: SinkFunction<T>>(self, sink: S, name: &str) -> DataStreamSink {
-        let template = Template::new(sink);
-        let factory = OperatorFactory::Sink(Arc::new(move |info| {
-            erase_chain::<T>(Box::new(SinkNode::new(info, template.instance())))
-        }));
+    /// Adds a sink node built by `factory` and connects this stream to it.
+    fn add_sink_factory(self, factory: OperatorFactory, name: &str) -> DataStreamSink {
         let id = self.env.add_node(StreamNode {
             id: NodeId(0),
             name: name.to_string(),
@@ -437,6 +434,14 @@ impl<T: Data> DataStream<T> {
         });
         self.connect_to(id, InputSide::First);
         DataStreamSink::new(self.env.clone(), id)
+    }
+
+    pub(crate) fn add_sink_named<S: SinkFunction<T>>(self, sink: S, name: &str) -> DataStreamSink {
+        let template = Template::new(sink);
+        let factory = OperatorFactory::Sink(Arc::new(move |info| {
+            erase_chain::<T>(Box::new(SinkNode::new(info, template.instance())))
+        }));
+        self.add_sink_factory(factory, name)
     }
 
     /// Prints every element to stdout with `Display`; at parallelism above 1 each line starts
@@ -507,20 +512,7 @@ impl<T: Data> DataStream<T> {
                 template.instance(),
             )))
         }));
-        let id = self.env.add_node(StreamNode {
-            id: NodeId(0),
-            name: name.to_string(),
-            uid: None,
-            parallelism: None,
-            non_parallel: false,
-            chaining: ChainingStrategy::Always,
-            factory,
-            input_port: Some(TypedPort::<T>::arc()),
-            output_port: None,
-            side_ports: Default::default(),
-        });
-        self.connect_to(id, InputSide::First);
-        DataStreamSink::new(self.env.clone(), id)
+        self.add_sink_factory(factory, name)
     }
 
     /// Writes every element as a line, `formatter(&element)`, into part files in the directory

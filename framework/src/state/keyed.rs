@@ -986,12 +986,11 @@ mod tests {
         lmdb.key = 5;
         value.clear(&mut lmdb);
         let _ = lmdb.store.snapshot(0).expect("a later snapshot");
-        // The deferred snapshot can be taken on another thread (as checkpoint storage may).
-        #[allow(clippy::disallowed_methods)]
-        let frozen = std::thread::spawn(move || pending.complete())
-            .join()
-            .expect("joins")
-            .expect("reads");
+        // The deferred snapshot can move to another thread (checkpoint storage completes it
+        // off the data path): checked by type, completed here after the later writes.
+        fn assert_send<T: Send>(_: &T) {}
+        assert_send(&pending);
+        let frozen = pending.complete().expect("reads");
         assert_eq!(frozen, expected);
         assert_eq!(complete(&mut lmdb.store, 0).entries.len(), 39);
         assert!(lmdb.errors.is_empty());
