@@ -279,6 +279,7 @@ pub fn timestamped_events(env: &StreamEnv, events: u64, keys: NonZeroU64) -> Dat
 
 /// Counts events, keeping the key of the events counted: an [`AggregateFunction`] does not see
 /// the window's key, so the key rides along in the accumulator `(key, count)`.
+#[operator(new = false)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CountAggregate;
 
@@ -433,6 +434,7 @@ pub fn expected_stateless_count(events: u64, keys: NonZeroU64) -> u64 {
 
 /// A sink that drops every element (through [`std::hint::black_box`], so the value is not
 /// optimised away).
+#[operator(new = false)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DiscardSink;
 
@@ -447,6 +449,7 @@ impl<T> SinkFunction<T> for DiscardSink {
 /// A discarding sink for the window jobs that adds up the counts it receives, for the
 /// correctness check. Each subtask sums locally and adds its sum to the shared total once, at
 /// the end of its input, so the per-record path has no atomics.
+#[operator(new = false)]
 #[derive(Debug, Clone, Default)]
 pub struct CountSumSink {
     total: Arc<AtomicU64>,
@@ -626,6 +629,7 @@ mod tests {
     }
 
     /// A sink keeping each window result with its timestamp (the window's `max_timestamp`).
+    #[operator(new = false)]
     #[derive(Clone, Default)]
     struct StampedSink(Arc<Mutex<Vec<(u64, i64, u64)>>>);
 

@@ -77,16 +77,11 @@ pub fn expected_output<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<Stri
 }
 
 /// Parses numbered lines at parallelism 1; bad lines go to a side output.
+#[operator]
 #[derive(Debug, Clone)]
 pub struct ParseKeyValues {
+    /// Where bad lines go.
     bad: OutputTag<BadLine>,
-}
-
-impl ParseKeyValues {
-    /// A parser sending bad lines to `bad`.
-    pub fn new(bad: OutputTag<BadLine>) -> Self {
-        Self { bad }
-    }
 }
 
 impl ProcessFunction<(u64, String)> for ParseKeyValues {
@@ -148,22 +143,16 @@ impl InjectedFailure {
 }
 
 /// The running sum per key, in keyed `ValueState<i64>`; emits `key,running_sum` per record.
+/// `RunningSum::new(failure)` optionally fails once.
+#[operator(uid = "running-sum")]
 #[derive(Debug, Clone)]
 pub struct RunningSum {
+    #[state(name = "running-sum")]
     sum: ValueState<i64>,
+    /// The failure to inject, if any.
     failure: Option<InjectedFailure>,
+    #[transient]
     subtask: u32,
-}
-
-impl RunningSum {
-    /// A running sum, optionally failing once.
-    pub fn new(failure: Option<InjectedFailure>) -> Self {
-        Self {
-            sum: ValueState::new("running-sum"),
-            failure,
-            subtask: 0,
-        }
-    }
 }
 
 impl KeyedProcessFunction for RunningSum {

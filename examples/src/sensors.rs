@@ -206,20 +206,14 @@ impl fmt::Display for MalformedLine {
 ///
 /// It numbers the lines it sees, so it must see all of them in file order: it runs at
 /// parallelism 1 behind a non-parallel source (`open` fails at any other parallelism).
+/// `ParseReadings::new(malformed)` emits malformed lines to `malformed`.
+#[operator]
 #[derive(Debug, Clone)]
 pub struct ParseReadings {
+    /// Where malformed lines go.
     malformed: OutputTag<MalformedLine>,
+    #[transient]
     lines_seen: u64,
-}
-
-impl ParseReadings {
-    /// A parser that emits malformed lines to `malformed`.
-    pub fn new(malformed: OutputTag<MalformedLine>) -> Self {
-        Self {
-            malformed,
-            lines_seen: 0,
-        }
-    }
 }
 
 impl ProcessFunction<String> for ParseReadings {
@@ -490,6 +484,7 @@ impl fmt::Display for WindowMinimum {
 
 /// The window half of `reduce_with_process(colder, MinTemperature)`: turns a window's coldest
 /// reading into a [`WindowMinimum`] with the window's bounds.
+#[operator]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MinTemperature;
 
@@ -518,17 +513,16 @@ impl ProcessWindowFunction<String, SensorReading> for MinTemperature {
 
 /// The Flink book's `FreezingMonitor`: emits every reading unchanged and, for a reading below
 /// the threshold, the alarm `Freezing Alarm for <sensor_id>` to a side output.
+///
+/// `FreezingMonitor::new(alarms, threshold)` raises alarms into `alarms` for temperatures
+/// below `threshold`.
+#[operator]
 #[derive(Debug, Clone)]
 pub struct FreezingMonitor {
+    /// The side output of the alarms.
     alarms: OutputTag<String>,
+    /// Readings below this temperature raise an alarm.
     threshold: f64,
-}
-
-impl FreezingMonitor {
-    /// A monitor raising alarms into `alarms` for temperatures below `threshold`.
-    pub fn new(alarms: OutputTag<String>, threshold: f64) -> Self {
-        Self { alarms, threshold }
-    }
 }
 
 impl ProcessFunction<SensorReading> for FreezingMonitor {
@@ -551,6 +545,7 @@ impl ProcessFunction<SensorReading> for FreezingMonitor {
 }
 
 /// A sink that drops what it gets; its `records_in` in the job result still counts it.
+#[operator]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DiscardSink;
 
@@ -674,22 +669,20 @@ mod tests {
 /// previous one, when no timer is pending, registers an event-time timer at
 /// `timestamp + interval_ms`; equal readings change nothing. When a timer fires (the watermark
 /// reached it, never at registration) it emits `sensor_id,timer_timestamp_ms` and is forgotten.
+///
+/// `TempIncreaseAlert::new(interval_ms)` alerts on temperatures rising for `interval_ms` of
+/// event time.
+#[operator(uid = "temperature-increase-alert")]
 #[derive(Debug, Clone)]
 pub struct TempIncreaseAlert {
-    last_temperature: eichhorn::state::ValueState<f64>,
-    timer: eichhorn::state::ValueState<i64>,
+    /// The sensor's previous temperature.
+    #[state(name = "last-temperature")]
+    last_temperature: ValueState<f64>,
+    /// The pending timer's timestamp, if one is registered.
+    #[state(name = "pending-timer")]
+    timer: ValueState<i64>,
+    /// How long (event time, ms) a rise must last before it alerts.
     interval_ms: i64,
-}
-
-impl TempIncreaseAlert {
-    /// Alerts on temperatures rising for `interval_ms` of event time.
-    pub fn new(interval_ms: i64) -> Self {
-        Self {
-            last_temperature: eichhorn::state::ValueState::new("last-temperature"),
-            timer: eichhorn::state::ValueState::new("pending-timer"),
-            interval_ms,
-        }
-    }
 }
 
 impl KeyedProcessFunction for TempIncreaseAlert {
@@ -734,5 +727,45 @@ impl KeyedProcessFunction for TempIncreaseAlert {
     ) {
         out.collect(format!("{},{timestamp}", ctx.current_key()));
         self.timer.clear(ctx);
+    }
+}
+
+/// The Flink book's `TemperatureAlertFunction`, a flat map with keyed state: per sensor, it
+/// remembers the last temperature and emits `sensor_id,temperature,change` when a reading
+/// differs from the previous one by more than `threshold` (the first reading of a sensor only
+/// sets the baseline).
+///
+/// `TemperatureAlert::new(threshold)` alerts on changes larger than `threshold`.
+#[operator(uid = "temperature-alert")]
+#[derive(Debug, Clone)]
+pub struct TemperatureAlert {
+    /// The sensor's previous temperature.
+    #[state(name = "last-temperature")]
+    last_temperature: ValueState<f64>,
+    /// Changes larger than this (in either direction) alert.
+    threshold: f64,
+}
+
+impl KeyedFlatMapFunction for TemperatureAlert {
+    type Key = String;
+    type In = SensorReading;
+    type Out = String;
+
+    fn flat_map(
+        &mut self,
+        reading: SensorReading,
+        ctx: &mut KeyedContext<'_, '_, String>,
+        out: &mut Collector<'_, String>,
+    ) {
+        if let Some(last) = self.last_temperature.value(ctx) {
+            let change = reading.temperature - last;
+            if change.abs() > self.threshold {
+                out.collect(format!(
+                    "{},{},{change}",
+                    reading.sensor_id, reading.temperature
+                ));
+            }
+        }
+        self.last_temperature.update(ctx, reading.temperature);
     }
 }

@@ -61,6 +61,7 @@ fn updates() -> MapStateDescriptor<u8, u32> {
 /// running alert count), and a `summary` line when the input ends (with the user's total, alert
 /// count, and what broadcast state holds then). Rules set or remove thresholds and count updates
 /// per category in a second broadcast state.
+#[operator(new = false)]
 #[derive(Clone)]
 struct Alerts {
     thresholds: MapStateDescriptor<u8, i64>,
@@ -189,6 +190,7 @@ fn expected_alerts(count: u64) -> Vec<String> {
 
 /// A source that emits nothing before processing time `start_ms` (its positions are the inner
 /// source's).
+#[operator(new = false)]
 #[derive(Clone)]
 struct StartAt<S> {
     inner: S,
@@ -216,6 +218,7 @@ impl<T, S: SourceFunction<T>> SourceFunction<T> for StartAt<S> {
 /// A source that, once the inner source finished, stays open (idle) until processing time
 /// `end_ms`: a rules stream that keeps the job checkpointing (periodic checkpoints stop when a
 /// source finishes) while the payments run.
+#[operator(new = false)]
 #[derive(Clone)]
 struct OpenUntil<S> {
     inner: S,
@@ -319,6 +322,7 @@ async fn keyed_broadcast_state_matches_the_oracle() {
 
 /// Passes payments above their category's threshold; every subtask reports each rule it
 /// applies.
+#[operator(new = false)]
 #[derive(Clone)]
 struct AboveThreshold {
     thresholds: MapStateDescriptor<u8, i64>,
@@ -402,6 +406,7 @@ async fn non_keyed_broadcast_state_matches_the_oracle() {
 }
 
 /// Reads a broadcast state the stream did not declare.
+#[operator(new = false)]
 #[derive(Clone)]
 struct Undeclared;
 

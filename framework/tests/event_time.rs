@@ -10,6 +10,7 @@ use eichhorn::time::WatermarkStrategy;
 type Observation = (i64, Option<i64>, i64);
 
 /// Records what each record looked like when it reached the sink.
+#[operator(new = false)]
 #[derive(Clone)]
 struct WatermarkProbe {
     seen: Arc<Mutex<Vec<Observation>>>,

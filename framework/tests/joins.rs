@@ -40,6 +40,7 @@ fn stamped(env: &StreamEnv, data: Vec<Event>, out_of_orderness: i64) -> DataStre
         .set_parallelism(1)
 }
 
+#[operator(new = false)]
 #[derive(Clone)]
 struct Ids;
 
@@ -163,6 +164,7 @@ async fn window_join_and_co_group_match_oracles() {
 
 /// Sums per key: +1 per element of the first stream, +1000 per element of the second; emits the
 /// total when the final watermark fires the key's timer. Independent of how inputs interleave.
+#[operator(new = false)]
 #[derive(Clone)]
 struct Totals {
     total: ValueState<u64>,
@@ -235,6 +237,7 @@ async fn keyed_co_process_shares_state_and_timers_between_inputs() {
 }
 
 /// Routes elements of the second stream to a side output.
+#[operator(new = false)]
 #[derive(Clone)]
 struct Route {
     second: OutputTag<u32>,

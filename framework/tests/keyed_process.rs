@@ -12,6 +12,7 @@ type Reading = (u32, i64, i64); // (sensor, timestamp, temperature)
 /// On a first or falling reading: delete the pending timer. On a rising reading with no timer
 /// pending: a timer at `timestamp + interval`. Equal readings change nothing. A firing timer
 /// emits (sensor, timer timestamp) and is forgotten.
+#[operator(new = false)]
 #[derive(Clone)]
 struct TempIncreaseAlert {
     last_temperature: ValueState<i64>,
@@ -156,6 +157,7 @@ async fn temperature_rise_alert_matches_the_oracle() {
 }
 
 /// A state read with the wrong type fails the job with both types named.
+#[operator(new = false)]
 #[derive(Clone)]
 struct Confused;
 

@@ -188,6 +188,7 @@ async fn rolling_aggregations_per_key_order() {
 
 #[tokio::test]
 async fn key_by_sends_each_key_to_one_subtask() {
+    #[operator(new = false)]
     #[derive(Clone)]
     struct TagSubtask {
         index: u32,
@@ -281,6 +282,7 @@ async fn connect_co_map_and_co_flat_map() {
     }
 }
 
+#[operator(new = false)]
 #[derive(Clone)]
 struct Classify {
     negative: OutputTag<i64>,
@@ -362,6 +364,7 @@ async fn process_with_side_outputs() {
 }
 
 /// Maps every element to (subtask index of the consumer, element).
+#[operator(new = false)]
 #[derive(Clone)]
 struct WhereAmI {
     index: u32,

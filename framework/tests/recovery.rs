@@ -136,6 +136,7 @@ async fn checkpoints_are_written_to_the_directory_and_pruned() {
 }
 
 /// A running sum per key in keyed `ValueState`, emitting `key,sum` per record.
+#[operator(new = false)]
 #[derive(Clone)]
 struct RunningSum {
     sum: eichhorn::state::ValueState<i64>,
@@ -371,6 +372,7 @@ async fn a_savepoint_with_unknown_state_is_refused_unless_allowed() {
 
 /// A map that counts the records it saw in operator list state (split mode): after a failure
 /// the count goes on from the checkpoint, so the final counts add up to the input exactly.
+#[operator(new = false)]
 #[derive(Clone, Default)]
 struct CountingMap {
     count: u64,

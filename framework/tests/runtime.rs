@@ -13,6 +13,7 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
         .expect("the job hung")
 }
 
+#[operator(new = false)]
 #[derive(Clone)]
 struct SlowSink {
     seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -90,6 +91,7 @@ async fn panicking_map_fails_the_job_naming_operator_and_subtask() {
     assert!(out.len() < 10_000);
 }
 
+#[operator(new = false)]
 #[derive(Clone)]
 struct FailingSink;
 
@@ -116,6 +118,7 @@ async fn sink_error_fails_the_job() {
     );
 }
 
+#[operator(new = false)]
 #[derive(Clone)]
 struct FailingOpen;
 
@@ -318,6 +321,7 @@ async fn explain_shows_chains_and_partitioning() {
 
 /// Emits a few records, then nothing: without the linger timer they would sit in a partially
 /// filled batch forever.
+#[operator(new = false)]
 #[derive(Clone)]
 struct Trickle {
     sent: u64,

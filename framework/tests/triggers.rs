@@ -93,6 +93,7 @@ where
     out.take()
 }
 
+#[operator(new = false)]
 #[derive(Clone)]
 struct CountPerWindow;
 

@@ -191,6 +191,7 @@ async fn a_sink_error_fails_the_job_naming_the_sink_and_the_path() {
 
 /// The exactly-once file sink, failing once at its `fail_at`-th non-empty commit (over all
 /// subtasks and attempts): before committing, or right after.
+#[operator(new = false)]
 #[derive(Clone)]
 struct CommitFailure {
     inner: ExactlyOnceFileSink<u64>,

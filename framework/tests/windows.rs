@@ -162,6 +162,7 @@ fn oracle(
     (firings, late)
 }
 
+#[operator(new = false)]
 #[derive(Clone)]
 struct WithWindow;
 
@@ -317,6 +318,7 @@ async fn window_all_sees_every_key_in_one_window() {
     assert_eq!(totals.len(), 4, "{totals:?}");
 }
 
+#[operator(new = false)]
 #[derive(Clone)]
 struct Count;
 
@@ -339,6 +341,7 @@ impl AggregateFunction<i64> for Count {
 
 /// Emits one record per poll, then waits for the idle interval: records spread over virtual
 /// processing time.
+#[operator(new = false)]
 #[derive(Clone)]
 struct OnePerPoll {
     next: u32,
@@ -361,6 +364,7 @@ impl SourceFunction<u32> for OnePerPoll {
     }
 }
 
+#[operator(new = false)]
 #[derive(Clone)]
 struct Spans;
 

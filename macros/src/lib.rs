@@ -15,6 +15,7 @@
 mod ast;
 mod expand;
 mod fallback;
+mod operator;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -90,4 +91,85 @@ use syn::{DeriveInput, parse_macro_input};
 pub fn derive_stable_hash(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::derive(&input).into()
+}
+
+/// Derives an Eichhorn operator from a struct: Flink's rich function, with its state declared
+/// as fields.
+///
+/// Fields marked `#[state]` are **keyed state** (`ValueState`, `ListState`, `MapState`,
+/// `ReducingState`, `AggregatingState`), registered under a stable name and scoped to the
+/// current key; fields marked `#[operator_state]` are **operator state** (`OperatorList`,
+/// `UnionList`, or a broadcast `MapStateDescriptor`); `#[transient]` fields are runtime-only
+/// (`Default::default()` at construction, never stored); every other field is
+/// **configuration**. Then implement the function trait (`KeyedProcessFunction`,
+/// `MapFunction`, `SinkFunction`, ...) for the struct as usual.
+///
+/// The macro generates:
+///
+/// - `new(config fields...)` in declaration order, which creates every state field
+///   (`#[operator(new = false)]` to write your own);
+/// - `#[derive(Clone)]` unless the struct derives it (each subtask gets a clone);
+/// - `eichhorn::api::Operator`: the **uid** (`#[operator(uid = "...")]`, else the type's module
+///   path) under which the state is stored in savepoints; the **state schema** stored with
+///   every checkpoint and compared on restore, so a savepoint whose state no longer matches the
+///   fields fails with an error naming the field and the change; the restore and snapshot of
+///   operator list fields;
+/// - `eichhorn::api::Unkeyed` when there is no `#[state]` field, which every function kind
+///   without a key requires: keyed state in, say, a map function is a compile error.
+///
+/// # Field options
+///
+/// - `#[state(name = "...")]`, `#[operator_state(name = "...")]`: the state name (default: the
+///   field's name). Names must be unique and must not start with `_`.
+/// - `#[state(ttl = 60_000)]` (milliseconds) or `#[state(ttl = StateTtlConfig::new(..)...)]`.
+/// - `#[state(reduce = |a, b| a + b)]`: required for `ReducingState`.
+/// - `#[state(aggregate = MyAggregate)]`: required for `AggregatingState`.
+///
+/// # Errors
+///
+/// Misuse is one compile error on the offending token: a field type that is not state, keyed
+/// state marked `#[operator_state]` (or the reverse), duplicate state names, unknown or repeated
+/// options, a reducing or aggregating field without its function, a struct without named
+/// fields, and (through `Unkeyed`) keyed state in a function that has no key.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::prelude::*;
+/// use eichhorn::state::ValueState;
+///
+/// /// Alerts when a sensor's temperature jumped by more than `threshold`.
+/// #[operator]
+/// struct TemperatureAlert {
+///     #[state]
+///     last_temperature: ValueState<f64>,
+///     threshold: f64,
+/// }
+///
+/// impl KeyedFlatMapFunction for TemperatureAlert {
+///     type Key = String;
+///     type In = (String, f64);
+///     type Out = (String, f64, f64);
+///     fn flat_map(&mut self, (id, t): (String, f64), ctx: &mut KeyedContext<'_, '_, String>, out: &mut Collector<'_, Self::Out>) {
+///         if let Some(last) = self.last_temperature.value(ctx) && (t - last).abs() > self.threshold {
+///             out.collect((id, t, t - last));
+///         }
+///         self.last_temperature.update(ctx, t);
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let env = StreamEnv::new();
+/// let alerts = env
+///     .from_collection(vec![("s1".to_string(), 20.0), ("s1".to_string(), 22.5), ("s1".to_string(), 22.0)])
+///     .key_by(|(id, _): &(String, f64)| id.clone())
+///     .flat_map_function(TemperatureAlert::new(1.7))
+///     .collect_sink();
+/// env.execute("alerts").await.unwrap();
+/// assert_eq!(alerts.take(), vec![("s1".to_string(), 22.5, 2.5)]);
+/// # }
+/// ```
+#[proc_macro_attribute]
+pub fn operator(attr: TokenStream, item: TokenStream) -> TokenStream {
+    operator::operator(attr.into(), item.into()).into()
 }

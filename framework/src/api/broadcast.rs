@@ -154,6 +154,7 @@ impl<A: Data, B: Data> BroadcastConnectedStream<A, B> {
     /// ```
     /// use eichhorn::prelude::*;
     ///
+    /// #[operator]
     /// #[derive(Clone)]
     /// struct Allow {
     ///     allowed: MapStateDescriptor<String, ()>,
@@ -194,6 +195,7 @@ impl<A: Data, B: Data> BroadcastConnectedStream<A, B> {
         let operator = BroadcastProcessOperator::new(function, self.broadcast.states);
         ConnectedStreams::new(self.stream, self.broadcast.stream)
             .transform("Broadcast Process", operator)
+            .with_default_uid::<F>()
     }
 }
 
@@ -226,6 +228,7 @@ impl<K: Key, A: Data, B: Data> KeyedBroadcastConnectedStream<K, A, B> {
         );
         ConnectedStreams::new(self.keyed.into_stream(), self.broadcast.stream)
             .transform("Keyed Broadcast Process", operator)
+            .with_default_uid::<F>()
     }
 }
 
@@ -237,7 +240,12 @@ impl<K: Key, A: Data, B: Data> KeyedBroadcastConnectedStream<K, A, B> {
 /// every broadcast element to its own copy of the state, so `process_broadcast_element` must
 /// change it the same way in every subtask (depending on the element and the state only).
 /// See [`BroadcastConnectedStream::process`] for an example.
-pub trait BroadcastProcessFunction<A, B>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a broadcast process function",
+    label = "needs an `impl BroadcastProcessFunction` for this type",
+    note = "implement `BroadcastProcessFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait BroadcastProcessFunction<A, B>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The output type.
     type Out;
     /// Called once per subtask before the first element.
@@ -296,6 +304,7 @@ pub trait BroadcastProcessFunction<A, B>: Clone + Send + 'static {
 /// /// (user, category, amount)
 /// type Payment = (u32, String, i64);
 ///
+/// #[operator]
 /// #[derive(Clone)]
 /// struct CountAbove {
 ///     thresholds: MapStateDescriptor<String, i64>,
@@ -353,7 +362,12 @@ pub trait BroadcastProcessFunction<A, B>: Clone + Send + 'static {
 /// assert_eq!(counts, vec![(1, 2), (2, 0)]);
 /// # }
 /// ```
-pub trait KeyedBroadcastProcessFunction: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a keyed broadcast process function",
+    label = "needs an `impl KeyedBroadcastProcessFunction` for this type",
+    note = "implement `KeyedBroadcastProcessFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait KeyedBroadcastProcessFunction: crate::api::Operator + Clone + Send + 'static {
     /// The key type of the keyed stream.
     type Key: Key;
     /// The keyed stream's element type.

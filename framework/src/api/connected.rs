@@ -61,6 +61,7 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
         F::Out: Data,
     {
         self.transform("Co-Process", crate::operator::CoProcessOperator(f))
+            .with_default_uid::<F>()
     }
 
     /// Keys both streams (elements of one key from either stream meet in one subtask), for a
@@ -93,6 +94,7 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
         F::Out: Data,
     {
         self.transform("Co-Map", CoMapOperator(f))
+            .with_default_uid::<F>()
     }
 
     /// Flat-maps elements of the first stream with `f1` and of the second with `f2`.
@@ -113,6 +115,7 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
         F::Out: Data,
     {
         self.transform("Co-Flat Map", CoFlatMapOperator(f))
+            .with_default_uid::<F>()
     }
 }
 
@@ -136,5 +139,6 @@ impl<K: super::Key, A: Data, B: Data> KeyedConnectedStreams<K, A, B> {
         let operator = crate::operator::KeyedCoProcessOperator::new(key1, key2, f);
         ConnectedStreams::new(self.first.into_stream(), self.second.into_stream())
             .transform("Keyed Co-Process", operator)
+            .with_default_uid::<F>()
     }
 }

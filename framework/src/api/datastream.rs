@@ -144,6 +144,7 @@ impl<T: Data> DataStream<T> {
         F::Out: Data,
     {
         self.transform("Map", MapOperator(f))
+            .with_default_uid::<F>()
     }
 
     /// Replaces every element by the elements of the iterator `f` returns for it.
@@ -162,6 +163,7 @@ impl<T: Data> DataStream<T> {
         F::Out: Data,
     {
         self.transform("Flat Map", FlatMapOperator(f))
+            .with_default_uid::<F>()
     }
 
     /// Keeps the elements for which `f` returns `true`.
@@ -175,6 +177,7 @@ impl<T: Data> DataStream<T> {
     /// Keeps the elements a [`FilterFunction`] accepts.
     pub fn filter_function<F: FilterFunction<T>>(self, f: F) -> Self {
         self.transform("Filter", FilterOperator(f))
+            .with_default_uid::<F>()
     }
 
     /// Applies a [`ProcessFunction`]: any number of outputs, side outputs, timestamps.
@@ -184,6 +187,7 @@ impl<T: Data> DataStream<T> {
         F::Out: Data,
     {
         self.transform("Process", ProcessOperator(f))
+            .with_default_uid::<F>()
     }
 
     /// Assigns event-time timestamps and generates watermarks per `strategy` (Flink's
@@ -208,6 +212,7 @@ impl<T: Data> DataStream<T> {
     /// env.execute("timestamps").await.unwrap();
     /// assert_eq!(stamped.take(), vec![1_000, 3_000]);
     ///
+    /// #[operator]
     /// #[derive(Clone)]
     /// struct StampOf;
     /// impl ProcessFunction<(String, i64)> for StampOf {
@@ -336,6 +341,17 @@ impl<T: Data> DataStream<T> {
         self
     }
 
+    /// Gives the operator that produced this stream the default uid of its function `F`
+    /// ([`super::Operator::default_uid`]) unless one is set. A uid another operator already has
+    /// gets the suffix `#2`, `#3`, ... in the order the operators were added, so two uses of one
+    /// `#[operator]` type keep distinct, stable ids.
+    pub(crate) fn with_default_uid<F: super::Operator>(self) -> Self {
+        if let (Some(uid), Some(node)) = (F::default_uid(), self.origin) {
+            self.env.assign_default_uid(node, uid);
+        }
+        self
+    }
+
     /// Names the operator that produced this stream.
     pub fn name(self, name: &str) -> Self {
         self.edit_origin("name()", |n| n.name = name.to_string())
@@ -441,7 +457,12 @@ impl<T: Data> DataStream<T> {
         let factory = OperatorFactory::Sink(Arc::new(move |info| {
             erase_chain::<T>(Box::new(SinkNode::new(info, template.instance())))
         }));
-        self.add_sink_factory(factory, name)
+        let env = self.env.clone();
+        let sink = self.add_sink_factory(factory, name);
+        if let Some(uid) = S::default_uid() {
+            env.assign_default_uid(sink.node, uid);
+        }
+        sink
     }
 
     /// Prints every element to stdout with `Display`; at parallelism above 1 each line starts
@@ -512,7 +533,12 @@ impl<T: Data> DataStream<T> {
                 template.instance(),
             )))
         }));
-        self.add_sink_factory(factory, name)
+        let env = self.env.clone();
+        let sink = self.add_sink_factory(factory, name);
+        if let Some(uid) = S::default_uid() {
+            env.assign_default_uid(sink.node, uid);
+        }
+        sink
     }
 
     /// Writes every element as a line, `formatter(&element)`, into part files in the directory

@@ -166,6 +166,29 @@ impl StreamEnv {
         self.lock().graph.add_node(node)
     }
 
+    /// Sets `node`'s uid to `uid` unless it has one; a uid another node already has gets the
+    /// suffix `#2`, `#3`, ... (see [`DataStream::with_default_uid`]).
+    pub(crate) fn assign_default_uid(&self, node: NodeId, uid: &str) {
+        let mut inner = self.lock();
+        if inner.graph.node(node).uid.is_some() {
+            return;
+        }
+        let taken = |candidate: &str| {
+            inner
+                .graph
+                .nodes
+                .iter()
+                .any(|n| n.uid.as_deref() == Some(candidate))
+        };
+        let mut candidate = uid.to_string();
+        let mut occurrence = 1;
+        while taken(&candidate) {
+            occurrence += 1;
+            candidate = format!("{uid}#{occurrence}");
+        }
+        inner.graph.node_mut(node).uid = Some(candidate);
+    }
+
     pub(crate) fn record_error(&self, error: GraphError) {
         self.lock().errors.push(error);
     }
@@ -177,6 +200,7 @@ impl StreamEnv {
         name: &str,
     ) -> DataStream<T> {
         self.add_source_node(source, format!("Source: {name}"), false)
+            .with_default_uid::<S>()
     }
 
     pub(crate) fn add_source_node<T: Data, S: SourceFunction<T>>(

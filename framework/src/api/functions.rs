@@ -8,7 +8,12 @@
 use crate::operator::{Collector, FunctionError, OperatorContext, RuntimeContext};
 
 /// Transforms each element into exactly one element (`DataStream::map_function`).
-pub trait MapFunction<I>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a map function",
+    label = "needs an `impl MapFunction` for this type",
+    note = "implement `MapFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait MapFunction<I>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The output type.
     type Out;
     /// Called once per subtask before the first element.
@@ -69,7 +74,12 @@ pub trait MapFunction<I>: Clone + Send + 'static {
 }
 
 /// Transforms each element into zero or more elements (`DataStream::flat_map_function`).
-pub trait FlatMapFunction<I>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a flat map function",
+    label = "needs an `impl FlatMapFunction` for this type",
+    note = "implement `FlatMapFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait FlatMapFunction<I>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The output type.
     type Out;
     /// Called once per subtask before the first element.
@@ -130,7 +140,12 @@ pub trait FlatMapFunction<I>: Clone + Send + 'static {
 }
 
 /// Keeps the elements for which it returns `true` (`DataStream::filter_function`).
-pub trait FilterFunction<I>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a filter function",
+    label = "needs an `impl FilterFunction` for this type",
+    note = "implement `FilterFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait FilterFunction<I>: crate::api::Unkeyed + Clone + Send + 'static {
     /// Called once per subtask before the first element.
     ///
     /// # Errors
@@ -159,6 +174,7 @@ pub trait FilterFunction<I>: Clone + Send + 'static {
 /// ```
 /// use eichhorn::prelude::*;
 ///
+/// #[operator]
 /// #[derive(Clone)]
 /// struct SplitNegatives {
 ///     negatives: OutputTag<i64>,
@@ -182,7 +198,12 @@ pub trait FilterFunction<I>: Clone + Send + 'static {
 /// assert_eq!(low.take(), vec![-1, -5]);
 /// # }
 /// ```
-pub trait ProcessFunction<I>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a process function",
+    label = "needs an `impl ProcessFunction` for this type",
+    note = "implement `ProcessFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait ProcessFunction<I>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The main output type.
     type Out;
     /// Called once per subtask before the first element.
@@ -256,7 +277,12 @@ pub trait ProcessFunction<I>: Clone + Send + 'static {
 }
 
 /// Maps each element of two connected streams to one output (`ConnectedStreams::co_map_function`).
-pub trait CoMapFunction<A, B>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a co-map function",
+    label = "needs an `impl CoMapFunction` for this type",
+    note = "implement `CoMapFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait CoMapFunction<A, B>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The output type.
     type Out;
     /// Called once per subtask before the first element.
@@ -282,7 +308,12 @@ pub trait CoMapFunction<A, B>: Clone + Send + 'static {
 }
 
 /// Flat-maps each element of two connected streams (`ConnectedStreams::co_flat_map_function`).
-pub trait CoFlatMapFunction<A, B>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a co-flat-map function",
+    label = "needs an `impl CoFlatMapFunction` for this type",
+    note = "implement `CoFlatMapFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait CoFlatMapFunction<A, B>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The output type.
     type Out;
     /// Called once per subtask before the first element.
@@ -308,7 +339,12 @@ pub trait CoFlatMapFunction<A, B>: Clone + Send + 'static {
 }
 
 /// Writes elements out of the job (`DataStream::add_sink`).
-pub trait SinkFunction<I>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a sink function",
+    label = "needs an `impl SinkFunction` for this type",
+    note = "implement `SinkFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait SinkFunction<I>: crate::api::Unkeyed + Clone + Send + 'static {
     /// Called once per subtask before the first element.
     ///
     /// # Errors
@@ -374,7 +410,12 @@ pub enum SourcePoll {
 ///
 /// Each parallel instance is a clone; it finds its share of the input through the
 /// [`RuntimeContext`] handed to `open` (subtask index and parallelism).
-pub trait SourceFunction<T>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a source function",
+    label = "needs an `impl SourceFunction` for this type",
+    note = "implement `SourceFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait SourceFunction<T>: crate::api::Unkeyed + Clone + Send + 'static {
     /// Called once per subtask before the first poll.
     ///
     /// # Errors
@@ -531,9 +572,10 @@ impl<'a, T> SourceContext<'a, T> {
 /// # Examples
 ///
 /// ```
-/// use eichhorn::api::AggregateFunction;
+/// use eichhorn::prelude::*;
 ///
 /// /// The average of the values.
+/// #[operator]
 /// #[derive(Clone)]
 /// struct Average;
 ///
@@ -551,7 +593,12 @@ impl<'a, T> SourceContext<'a, T> {
 /// let acc = average.add(4.0, acc);
 /// assert_eq!(average.get_result(&acc), 3.0);
 /// ```
-pub trait AggregateFunction<I>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an aggregate function",
+    label = "needs an `impl AggregateFunction` for this type",
+    note = "implement `AggregateFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait AggregateFunction<I>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The accumulator a window keeps.
     type Acc: Clone + Send + 'static;
     /// The result.
@@ -568,7 +615,12 @@ pub trait AggregateFunction<I>: Clone + Send + 'static {
 
 /// Processes all elements of a window (or its pre-aggregated result) with the window's metadata
 /// (Flink's `ProcessWindowFunction`).
-pub trait ProcessWindowFunction<K, I>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a process window function",
+    label = "needs an `impl ProcessWindowFunction` for this type",
+    note = "implement `ProcessWindowFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait ProcessWindowFunction<K, I>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The output type.
     type Out;
     /// Called once per subtask before the first window.
@@ -609,8 +661,9 @@ pub trait ProcessWindowFunction<K, I>: Clone + Send + 'static {
 /// use eichhorn::time::WatermarkStrategy;
 ///
 /// /// Emits a key's count 10 ms (event time) after its first element.
-/// #[derive(Clone)]
+/// #[operator]
 /// struct CountLater {
+///     #[state]
 ///     count: ValueState<u64>,
 /// }
 ///
@@ -640,7 +693,7 @@ pub trait ProcessWindowFunction<K, I>: Clone + Send + 'static {
 ///             .with_timestamp_assigner(|e: &(char, i64), _| e.1),
 ///     )
 ///     .key_by(|e: &(char, i64)| e.0)
-///     .process(CountLater { count: ValueState::new("count") })
+///     .process(CountLater::new())
 ///     .collect_sink();
 /// env.execute("timers").await.unwrap();
 /// // The timers at 11 and 12 fire on the watermark that follows ('a', 30): by then 'a' has
@@ -648,7 +701,12 @@ pub trait ProcessWindowFunction<K, I>: Clone + Send + 'static {
 /// assert_eq!(counts.take(), vec![('a', 3), ('b', 1)]);
 /// # }
 /// ```
-pub trait KeyedProcessFunction: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a keyed process function",
+    label = "needs an `impl KeyedProcessFunction` for this type",
+    note = "implement `KeyedProcessFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait KeyedProcessFunction: crate::api::Operator + Clone + Send + 'static {
     /// The key type.
     type Key: crate::api::Key;
     /// The input type.
@@ -688,8 +746,91 @@ pub trait KeyedProcessFunction: Clone + Send + 'static {
     }
 }
 
+/// A flat map on a keyed stream with keyed state: Flink's `RichFlatMapFunction` after
+/// `keyBy` (`KeyedStream::flat_map_function`). The context scopes state to the element's key;
+/// it has no timers (use a [`KeyedProcessFunction`] for those).
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::prelude::*;
+/// use eichhorn::state::ValueState;
+///
+/// /// Emits (key, change) when a key's value moved by more than `threshold`.
+/// #[operator]
+/// struct Jumps {
+///     #[state]
+///     last: ValueState<i64>,
+///     threshold: i64,
+/// }
+///
+/// impl KeyedFlatMapFunction for Jumps {
+///     type Key = char;
+///     type In = (char, i64);
+///     type Out = (char, i64);
+///     fn flat_map(&mut self, (key, value): (char, i64), ctx: &mut KeyedContext<'_, '_, char>, out: &mut Collector<'_, (char, i64)>) {
+///         if let Some(last) = self.last.value(ctx) && (value - last).abs() > self.threshold {
+///             out.collect((key, value - last));
+///         }
+///         self.last.update(ctx, value);
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let env = StreamEnv::new();
+/// let jumps = env
+///     .from_collection(vec![('a', 1i64), ('b', 5), ('a', 9), ('b', 6), ('a', 10)])
+///     .key_by(|e: &(char, i64)| e.0)
+///     .flat_map_function(Jumps::new(3))
+///     .collect_sink();
+/// env.execute("jumps").await.unwrap();
+/// assert_eq!(jumps.take(), vec![('a', 8)]);
+/// # }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a keyed flat map function",
+    label = "needs an `impl KeyedFlatMapFunction` for this type",
+    note = "implement `KeyedFlatMapFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait KeyedFlatMapFunction: crate::api::Operator + Clone + Send + 'static {
+    /// The key type.
+    type Key: crate::api::Key;
+    /// The input type.
+    type In;
+    /// The output type.
+    type Out;
+    /// Called once per subtask before the first element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job, naming this operator.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Emits the outputs for one element of the current key into `out`.
+    fn flat_map(
+        &mut self,
+        value: Self::In,
+        ctx: &mut crate::operator::KeyedContext<'_, '_, Self::Key>,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    /// Called once per subtask after the last element.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job.
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
 /// A process function on two connected streams (Flink's `CoProcessFunction`).
-pub trait CoProcessFunction<A, B>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a co-process function",
+    label = "needs an `impl CoProcessFunction` for this type",
+    note = "implement `CoProcessFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait CoProcessFunction<A, B>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The output type.
     type Out;
     /// Called once per subtask before the first element.
@@ -726,7 +867,12 @@ pub trait CoProcessFunction<A, B>: Clone + Send + 'static {
 
 /// A process function on two connected keyed streams: keyed state and timers shared by both
 /// inputs of a key (Flink's `KeyedCoProcessFunction`).
-pub trait KeyedCoProcessFunction: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a keyed co-process function",
+    label = "needs an `impl KeyedCoProcessFunction` for this type",
+    note = "implement `KeyedCoProcessFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait KeyedCoProcessFunction: crate::api::Operator + Clone + Send + 'static {
     /// The key type (both streams are keyed by it).
     type Key: crate::api::Key;
     /// The first input type.
@@ -792,7 +938,12 @@ impl JoinContext {
 }
 
 /// Processes the pairs of an interval join (Flink's `ProcessJoinFunction`).
-pub trait ProcessJoinFunction<A, B>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a process join function",
+    label = "needs an `impl ProcessJoinFunction` for this type",
+    note = "implement `ProcessJoinFunction` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait ProcessJoinFunction<A, B>: crate::api::Unkeyed + Clone + Send + 'static {
     /// The output type.
     type Out;
     /// Emits the results for one pair.

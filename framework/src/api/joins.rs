@@ -42,6 +42,7 @@ impl<K: Key, A: Data, B: Data> IntervalJoin<K, A, B> {
 /// use eichhorn::prelude::*;
 /// use eichhorn::time::WatermarkStrategy;
 ///
+/// #[operator]
 /// #[derive(Clone)]
 /// struct Pair;
 /// impl ProcessJoinFunction<(u8, i64), (u8, i64)> for Pair {
@@ -236,3 +237,5 @@ impl<K: Key, A: Data, B: Data> WindowedJoin<K, A, B> {
         )
     }
 }
+
+crate::api::operator::impl_plain_operator!(CoGroupWindow<F, O>; F, O);

@@ -233,7 +233,25 @@ impl<K: Key, T: Data> KeyedStream<K, T> {
         F::Out: Data,
     {
         let operator = crate::operator::KeyedProcessOperator::new(self.selector(), f);
-        self.stream.transform("Keyed Process", operator)
+        self.stream
+            .transform("Keyed Process", operator)
+            .with_default_uid::<F>()
+    }
+
+    /// Applies a [`super::KeyedFlatMapFunction`]: a flat map with keyed state (Flink's rich
+    /// flat map after `keyBy`).
+    pub fn flat_map_function<F>(self, f: F) -> DataStream<F::Out>
+    where
+        F: super::KeyedFlatMapFunction<Key = K, In = T>,
+        F::Out: Data,
+    {
+        let operator = crate::operator::KeyedProcessOperator::new(
+            self.selector(),
+            crate::operator::KeyedFlatMap(f),
+        );
+        self.stream
+            .transform("Keyed Flat Map", operator)
+            .with_default_uid::<F>()
     }
 
     /// Connects this keyed stream with a broadcast stream, for a

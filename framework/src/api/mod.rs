@@ -14,6 +14,7 @@ pub mod functions;
 mod joins;
 mod key;
 mod keyed;
+pub(crate) mod operator;
 mod output_tag;
 mod sinks;
 mod two_phase;
@@ -32,13 +33,14 @@ pub use datastream::DataStream;
 pub use env::StreamEnv;
 pub use functions::{
     AggregateFunction, CoFlatMapFunction, CoMapFunction, CoProcessFunction, FilterFunction,
-    FlatMapFunction, JoinContext, KeyedCoProcessFunction, KeyedProcessFunction, MapFunction,
-    ProcessFunction, ProcessJoinFunction, ProcessWindowFunction, SinkContext, SinkFunction,
-    SourceContext, SourceFunction, SourcePoll,
+    FlatMapFunction, JoinContext, KeyedCoProcessFunction, KeyedFlatMapFunction,
+    KeyedProcessFunction, MapFunction, ProcessFunction, ProcessJoinFunction, ProcessWindowFunction,
+    SinkContext, SinkFunction, SourceContext, SourceFunction, SourcePoll,
 };
 pub use joins::{IntervalJoin, IntervalJoined, TaggedUnion, WindowJoin, WindowedJoin};
 pub use key::{Data, Key};
 pub use keyed::KeyedStream;
+pub use operator::{Operator, Unkeyed};
 pub use output_tag::OutputTag;
 pub use sinks::{CollectSink, DataStreamSink};
 pub use two_phase::TwoPhaseCommitSink;

@@ -10,7 +10,7 @@ use crate::operator::NodeId;
 #[derive(Debug, Clone)]
 pub struct DataStreamSink {
     env: StreamEnv,
-    node: NodeId,
+    pub(crate) node: NodeId,
 }
 
 impl DataStreamSink {

@@ -76,6 +76,7 @@ use crate::operator::{FunctionError, RuntimeContext};
 /// use eichhorn::api::TwoPhaseCommitSink;
 /// use eichhorn::prelude::*;
 ///
+/// #[operator]
 /// #[derive(Clone, Default)]
 /// struct TableSink {
 ///     /// The published rows, per transaction.
@@ -133,7 +134,12 @@ use crate::operator::{FunctionError, RuntimeContext};
 /// assert_eq!(rows, vec![1, 2, 3]);
 /// # }
 /// ```
-pub trait TwoPhaseCommitSink<I>: Clone + Send + 'static {
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a two-phase commit sink",
+    label = "needs an `impl TwoPhaseCommitSink` for this type",
+    note = "implement `TwoPhaseCommitSink` for the type (usually a struct with `#[operator]`)"
+)]
+pub trait TwoPhaseCommitSink<I>: crate::api::Unkeyed + Clone + Send + 'static {
     /// A handle to one transaction of the external system. It is stored in checkpoints (pending
     /// transactions and the open one), so it must stay small and must identify the transaction
     /// across process restarts.

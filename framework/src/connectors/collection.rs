@@ -142,6 +142,9 @@ where
     }
 }
 
+crate::api::operator::impl_plain_operator!(CollectionSource<T>; T);
+crate::api::operator::impl_plain_operator!(GeneratorSource<F>; F);
+
 #[cfg(test)]
 mod tests {
     use super::*;

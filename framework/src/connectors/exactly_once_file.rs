@@ -520,6 +520,8 @@ fn sync_directory(dir: &Path) -> Result<(), FunctionError> {
     Ok(())
 }
 
+crate::api::operator::impl_plain_operator!(ExactlyOnceFileSink<T>; T);
+
 #[cfg(test)]
 mod tests {
     use super::*;

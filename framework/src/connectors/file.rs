@@ -245,6 +245,10 @@ impl<T: std::fmt::Display> SinkFunction<T> for TextFileSink {
     }
 }
 
+crate::api::operator::impl_plain_operator!(FileSource);
+crate::api::operator::impl_plain_operator!(NumberedFileSource);
+crate::api::operator::impl_plain_operator!(TextFileSink);
+
 #[cfg(test)]
 mod tests {
     use super::*;

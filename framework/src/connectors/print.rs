@@ -95,6 +95,9 @@ impl<T: Send + 'static> SinkFunction<T> for CollectSinkFunction<T> {
     }
 }
 
+crate::api::operator::impl_plain_operator!(PrintSink);
+crate::api::operator::impl_plain_operator!(CollectSinkFunction<T>; T);
+
 #[cfg(test)]
 mod tests {
     use super::PrintSink;

@@ -81,6 +81,8 @@ impl<T, S: SourceFunction<T>> SourceFunction<T> for RateLimitedSource<S> {
     }
 }
 
+crate::api::operator::impl_plain_operator!(RateLimitedSource<S>; S);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,3 +124,5 @@ impl Drop for SocketSource {
         }
     }
 }
+
+crate::api::operator::impl_plain_operator!(SocketSource);

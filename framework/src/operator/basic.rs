@@ -19,10 +19,12 @@ where
     type Out = F::Out;
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.0, ctx)?;
         self.0.initialize_state(ctx)
     }
 
     fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.0, ctx)?;
         self.0.snapshot_state(ctx)
     }
 
@@ -61,10 +63,12 @@ where
     type Out = F::Out;
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.0, ctx)?;
         self.0.initialize_state(ctx)
     }
 
     fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.0, ctx)?;
         self.0.snapshot_state(ctx)
     }
 
@@ -98,6 +102,14 @@ pub(crate) struct FilterOperator<F>(pub(crate) F);
 impl<I: Send + 'static, F: FilterFunction<I>> OneInputOperator<I> for FilterOperator<F> {
     type Out = I;
 
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.0, ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.0, ctx)
+    }
+
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
     }
@@ -130,10 +142,12 @@ where
     type Out = F::Out;
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.0, ctx)?;
         self.0.initialize_state(ctx)
     }
 
     fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.0, ctx)?;
         self.0.snapshot_state(ctx)
     }
 
@@ -203,3 +217,7 @@ impl<I, F: FnMut(&I) -> bool + Clone + Send + 'static> FilterFunction<I> for FnF
         (self.0)(value)
     }
 }
+
+crate::api::operator::impl_plain_operator!(FnMap<F>; F);
+crate::api::operator::impl_plain_operator!(FnFlatMap<F>; F);
+crate::api::operator::impl_plain_operator!(FnFilter<F>; F);

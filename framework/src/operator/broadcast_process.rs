@@ -333,6 +333,7 @@ impl BroadcastStates {
 /// use eichhorn::prelude::*;
 /// use eichhorn::api::MapStateDescriptor;
 ///
+/// #[operator]
 /// #[derive(Clone)]
 /// struct Sneaky { limits: MapStateDescriptor<String, i64> }
 ///

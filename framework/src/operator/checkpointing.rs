@@ -40,6 +40,8 @@ pub struct TaskStateInit {
     pub(crate) cache_entries: usize,
     /// LMDB map size in bytes.
     pub(crate) lmdb_map_size: usize,
+    /// Whether restored state the operators no longer declare may be dropped.
+    pub(crate) allow_non_restored_state: bool,
 }
 
 impl TaskStateInit {
@@ -58,7 +60,16 @@ impl TaskStateInit {
             local_dir,
             cache_entries,
             lmdb_map_size,
+            allow_non_restored_state: false,
         }
+    }
+
+    /// The same, allowing restored state the operators no longer declare to be dropped (the
+    /// restore's `allow_non_restored_state`).
+    #[must_use]
+    pub(crate) fn allowing_non_restored_state(mut self, allow: bool) -> Self {
+        self.allow_non_restored_state = allow;
+        self
     }
 
     fn take(&self, state_id: &str) -> Option<OperatorSnapshot> {
@@ -76,6 +87,7 @@ pub struct StateInitContext {
     restored: Option<OperatorSnapshot>,
     restored_from: Option<CheckpointId>,
     backend: KeyedBackendConfig,
+    allow_non_restored_state: bool,
 }
 
 impl StateInitContext {
@@ -94,6 +106,7 @@ impl StateInitContext {
             state_id: state_id.to_string(),
             restored: task.take(state_id),
             restored_from: task.restored_from,
+            allow_non_restored_state: task.allow_non_restored_state,
             backend: KeyedBackendConfig {
                 kind: task.backend,
                 local_dir: task.local_dir.join(dir_name),
@@ -124,6 +137,7 @@ impl StateInitContext {
             restored: Some(snapshot),
             restored_from: Some(checkpoint),
             backend,
+            allow_non_restored_state: false,
         }
     }
 
@@ -134,6 +148,7 @@ impl StateInitContext {
             restored: None,
             restored_from: None,
             backend: KeyedBackendConfig::memory(max_parallelism),
+            allow_non_restored_state: false,
         }
     }
 
@@ -145,6 +160,12 @@ impl StateInitContext {
     /// Whether the job restored this operator from a checkpoint or savepoint.
     pub fn is_restored(&self) -> bool {
         self.restored_from.is_some()
+    }
+
+    /// Whether the job was started with `allow_non_restored_state`: restored state the
+    /// operator no longer declares may be dropped.
+    pub fn allows_non_restored_state(&self) -> bool {
+        self.allow_non_restored_state
     }
 
     /// The checkpoint the job restored from, if any.

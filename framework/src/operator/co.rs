@@ -110,6 +110,14 @@ where
     F::Out: Send + 'static,
 {
     type Out = F::Out;
+
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.0, ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.0, ctx)
+    }
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
     }
@@ -145,6 +153,14 @@ where
     F::Out: Send + 'static,
 {
     type Out = F::Out;
+
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.0, ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.0, ctx)
+    }
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
     }
@@ -326,3 +342,6 @@ impl<Op: TwoInputOperator<A, B>, A: Send + 'static, B: Send + 'static> TwoInputC
         self.core.metrics(out);
     }
 }
+
+crate::api::operator::impl_plain_operator!(FnCoMap<F1, F2>; F1, F2);
+crate::api::operator::impl_plain_operator!(FnCoFlatMap<F1, F2>; F1, F2);

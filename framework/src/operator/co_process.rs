@@ -17,6 +17,18 @@ where
     F::Out: Send + 'static,
 {
     type Out = F::Out;
+    fn initialize_state(
+        &mut self,
+        ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.0, ctx)
+    }
+    fn snapshot_state(
+        &mut self,
+        ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.0, ctx)
+    }
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.0.open(ctx)
     }
@@ -87,6 +99,7 @@ where
         &mut self,
         ctx: &mut crate::operator::StateInitContext,
     ) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.function, ctx)?;
         self.runtime.initialize(ctx)
     }
 
@@ -94,6 +107,7 @@ where
         &mut self,
         ctx: &mut crate::operator::StateSnapshotContext,
     ) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.function, ctx)?;
         self.runtime.snapshot(ctx)
     }
 

@@ -356,6 +356,7 @@ mod tests {
 
     #[derive(Clone)]
     struct Pairs;
+    crate::api::operator::impl_plain_operator!(Pairs);
 
     impl ProcessJoinFunction<Event, Event> for Pairs {
         type Out = Pair;

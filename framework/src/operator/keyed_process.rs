@@ -299,10 +299,12 @@ where
     type Out = F::Out;
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.function, ctx)?;
         self.runtime.initialize(ctx)
     }
 
     fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.function, ctx)?;
         self.runtime.snapshot(ctx)
     }
 
@@ -349,5 +351,48 @@ where
 
     fn close(&mut self) -> Result<(), FunctionError> {
         self.function.close()
+    }
+}
+
+/// Runs a [`KeyedFlatMapFunction`](crate::api::KeyedFlatMapFunction) as a keyed process
+/// function without timers; its identity and state are the wrapped function's.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyedFlatMap<F>(pub(crate) F);
+
+impl<F: crate::api::KeyedFlatMapFunction> crate::api::Operator for KeyedFlatMap<F> {
+    fn default_uid() -> Option<&'static str> {
+        F::default_uid()
+    }
+    fn state_schema(&self) -> crate::state::StateSchema {
+        self.0.state_schema()
+    }
+    fn restore_state_fields(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        self.0.restore_state_fields(ctx)
+    }
+    fn snapshot_state_fields(&self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        self.0.snapshot_state_fields(ctx)
+    }
+}
+
+impl<F: crate::api::KeyedFlatMapFunction> KeyedProcessFunction for KeyedFlatMap<F> {
+    type Key = F::Key;
+    type In = F::In;
+    type Out = F::Out;
+
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.0.open(ctx)
+    }
+
+    fn process_element(
+        &mut self,
+        value: F::In,
+        ctx: &mut KeyedContext<'_, '_, F::Key>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        self.0.flat_map(value, ctx, out);
+    }
+
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.0.close()
     }
 }

@@ -59,7 +59,7 @@ pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure};
 pub use element::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
 pub(crate) use interval_join::IntervalJoinOperator;
 pub use keyed_process::KeyedContext;
-pub(crate) use keyed_process::KeyedProcessOperator;
+pub(crate) use keyed_process::{KeyedFlatMap, KeyedProcessOperator};
 pub(crate) use sink::SinkNode;
 pub(crate) use source::{SourceNode, SourceTask};
 pub(crate) use timestamps::TimestampsAndWatermarks;

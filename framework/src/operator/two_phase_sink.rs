@@ -322,6 +322,7 @@ mod tests {
         next_id: u32,
         fail_in: Option<&'static str>,
     }
+    crate::api::operator::impl_plain_operator!(FakeSink);
 
     impl FakeSink {
         fn new(first_id: u32) -> (Self, Arc<Mutex<Vec<String>>>) {

@@ -597,14 +597,22 @@ impl Actor for SubtaskActor {
                 subtask_index: plan.id.index,
                 max_parallelism: graph.job.max_parallelism,
                 attempt_number: args.attempt_number,
-                state: Arc::new(TaskStateInit::new(
-                    args.restored,
-                    args.restored_from,
-                    args.config.state_backend,
-                    args.local_dir,
-                    args.config.state_cache_entries,
-                    args.config.lmdb_map_size,
-                )),
+                state: Arc::new(
+                    TaskStateInit::new(
+                        args.restored,
+                        args.restored_from,
+                        args.config.state_backend,
+                        args.local_dir,
+                        args.config.state_cache_entries,
+                        args.config.lmdb_map_size,
+                    )
+                    .allowing_non_restored_state(
+                        args.config
+                            .restore
+                            .as_ref()
+                            .is_some_and(|r| r.allow_non_restored_state),
+                    ),
+                ),
             },
             config: args.config,
             job_manager: args.job_manager,

@@ -327,6 +327,11 @@ impl<T> ListState<T> {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The state's TTL, if any.
+    pub fn ttl(&self) -> Option<StateTtlConfig> {
+        self.ttl
+    }
 }
 
 impl<T: Clone + Serialize + DeserializeOwned + Send + 'static> ListState<T> {
@@ -483,6 +488,11 @@ impl<UK, UV> MapState<UK, UV> {
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The state's TTL, if any.
+    pub fn ttl(&self) -> Option<StateTtlConfig> {
+        self.ttl
     }
 }
 
@@ -751,6 +761,11 @@ impl<T> ReducingState<T> {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The state's TTL, if any.
+    pub fn ttl(&self) -> Option<StateTtlConfig> {
+        self.ttl
+    }
 }
 
 impl<T: Clone + Serialize + DeserializeOwned + Send + 'static> ReducingState<T> {
@@ -833,7 +848,7 @@ where
 /// # Examples
 ///
 /// ```
-/// use eichhorn::prelude::AggregateFunction;
+/// use eichhorn::prelude::{AggregateFunction, operator};
 /// use eichhorn::state::{AggregatingState, KeyedStateAccess, KeyedStateStore, StateError};
 /// # struct Ctx { key: u32, store: KeyedStateStore<u32> }
 /// # impl KeyedStateAccess<u32> for Ctx {
@@ -843,7 +858,7 @@ where
 /// # }
 /// # let mut ctx = Ctx { key: 7, store: KeyedStateStore::default() };
 ///
-/// #[derive(Clone)]
+/// #[operator]
 /// struct Average;
 /// impl AggregateFunction<f64> for Average {
 ///     type Acc = (f64, u64);
@@ -909,6 +924,11 @@ impl<IN, ACC, OUT> AggregatingState<IN, ACC, OUT> {
     /// The state's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The state's TTL, if any.
+    pub fn ttl(&self) -> Option<StateTtlConfig> {
+        self.ttl
     }
 }
 
@@ -1105,6 +1125,7 @@ mod tests {
 
     #[derive(Clone)]
     struct Average;
+    crate::api::operator::impl_plain_operator!(Average);
 
     impl AggregateFunction<f64> for Average {
         type Acc = (f64, u64);

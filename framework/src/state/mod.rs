@@ -13,6 +13,8 @@ mod handles;
 mod key_group;
 mod keyed;
 mod lmdb;
+mod operator_list;
+pub mod schema;
 pub mod snapshot;
 mod stable_hash;
 mod table;
@@ -27,6 +29,10 @@ pub use key_group::{
     key_group_for_key, subtask_for_key_group,
 };
 pub use keyed::{KeyedStateAccess, KeyedStateStore, StateError, ValueTable};
+pub use operator_list::{OperatorList, UnionList};
+pub use schema::{
+    SCHEMA_STATE, StateField, StateFieldKind, StateFieldSchema, StateSchema, layout_of,
+};
 pub use snapshot::{
     KeyedEntry, KeyedStateSnapshot, OperatorListState, OperatorSnapshot, OperatorStateMode,
     PendingKeyedSnapshot, StateMeta,

@@ -1218,6 +1218,7 @@ mod tests {
     /// Sum and count of the values: merges consistently, in any order.
     #[derive(Clone)]
     pub(super) struct SumCount;
+    crate::api::operator::impl_plain_operator!(SumCount);
 
     impl AggregateFunction<Event> for SumCount {
         type Acc = (i64, u64);
@@ -1244,6 +1245,7 @@ mod tests {
     /// that arrival order and merge order show).
     #[derive(Clone)]
     pub(super) struct Elements;
+    crate::api::operator::impl_plain_operator!(Elements);
 
     impl ProcessWindowFunction<u8, Event> for Elements {
         type Out = (u8, TimeWindow, i64, Vec<i64>);
@@ -1262,6 +1264,7 @@ mod tests {
     /// Emits an aggregate with the window's metadata.
     #[derive(Clone)]
     pub(super) struct Described;
+    crate::api::operator::impl_plain_operator!(Described);
 
     impl ProcessWindowFunction<u8, (i64, u64)> for Described {
         type Out = (u8, TimeWindow, i64, (i64, u64));

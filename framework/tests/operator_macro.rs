@@ -1,0 +1,514 @@
+//! Operators derived with `#[operator]` through the whole runtime: every kind of state field
+//! survives failures and restores, savepoints match derived operators by their default uid and
+//! restore at another parallelism, and a savepoint whose state no longer matches a field is
+//! refused with the field named.
+//!
+//! Timeouts only guard against hangs; no verdict depends on timing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use eichhorn::checkpoint::RestartStrategy;
+use eichhorn::connectors::{GeneratorSource, RateLimitedSource};
+use eichhorn::prelude::*;
+use eichhorn::state::StateBackendKind;
+use serde::{Deserialize, Serialize};
+
+const RECORDS: u64 = 3_000;
+
+async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), future)
+        .await
+        .expect("the job hung")
+}
+
+/// The record `g`: 17 keys, values with both signs.
+fn record(g: u64) -> (u64, i64) {
+    let mixed = eichhorn::state::splitmix64(g);
+    (mixed % 17, (mixed >> 40) as i64 % 100 - 50)
+}
+
+/// The mean of the values, as an aggregate function.
+#[operator]
+struct Mean;
+
+impl AggregateFunction<i64> for Mean {
+    type Acc = (i64, u64);
+    type Out = i64;
+    fn create_accumulator(&mut self) -> (i64, u64) {
+        (0, 0)
+    }
+    fn add(&mut self, value: i64, (sum, count): (i64, u64)) -> (i64, u64) {
+        (sum + value, count + 1)
+    }
+    fn get_result(&mut self, (sum, count): &(i64, u64)) -> i64 {
+        if *count == 0 { 0 } else { sum / *count as i64 }
+    }
+    fn merge(&mut self, a: (i64, u64), b: (i64, u64)) -> (i64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
+}
+
+/// Every kind of keyed state at once; each record emits what the key's state holds.
+#[operator]
+struct KeyStats {
+    #[state]
+    sum: ValueState<i64>,
+    #[state(name = "recent-values")]
+    recent: ListState<i64>,
+    #[state]
+    residues: MapState<i64, u32>,
+    #[state(reduce = |a: i64, b: i64| a.max(b))]
+    max: ReducingState<i64>,
+    #[state(aggregate = Mean)]
+    mean: AggregatingState<i64, (i64, u64), i64>,
+    #[state(ttl = 3_600_000)]
+    count: ValueState<u64>,
+    /// How many recent values to keep.
+    keep: usize,
+}
+
+impl KeyedProcessFunction for KeyStats {
+    type Key = u64;
+    type In = (u64, i64);
+    type Out = String;
+
+    fn process_element(
+        &mut self,
+        (key, value): (u64, i64),
+        ctx: &mut KeyedContext<'_, '_, u64>,
+        out: &mut Collector<'_, String>,
+    ) {
+        let sum = self.sum.value(ctx).unwrap_or(0) + value;
+        self.sum.update(ctx, sum);
+        let mut recent = self.recent.get(ctx);
+        recent.push(value);
+        if recent.len() > self.keep {
+            recent.remove(0);
+        }
+        self.recent.update(ctx, recent.clone());
+        let residue = value.rem_euclid(5);
+        let seen = self.residues.get(ctx, &residue).unwrap_or(0) + 1;
+        self.residues.put(ctx, residue, seen);
+        self.max.add(ctx, value);
+        self.mean.add(ctx, value);
+        let count = self.count.value(ctx).unwrap_or(0) + 1;
+        self.count.update(ctx, count);
+        out.collect(format!(
+            "{key},{sum},{recent:?},{},{},{},{count}",
+            self.residues.entries(ctx).len(),
+            self.max.get(ctx).unwrap_or_default(),
+            self.mean.get(ctx).unwrap_or_default(),
+        ));
+    }
+}
+
+/// The lines `KeyStats` emits for records `0..count`, computed sequentially: the oracle.
+fn expected_stats(count: u64, keep: usize) -> Vec<String> {
+    #[derive(Default)]
+    struct Stats {
+        sum: i64,
+        recent: Vec<i64>,
+        residues: BTreeMap<i64, u32>,
+        max: Option<i64>,
+        mean: (i64, u64),
+        count: u64,
+    }
+    let mut stats = BTreeMap::<u64, Stats>::new();
+    let mut lines: Vec<String> = (0..count)
+        .map(|g| {
+            let (key, value) = record(g);
+            let s = stats.entry(key).or_default();
+            s.sum += value;
+            s.recent.push(value);
+            if s.recent.len() > keep {
+                s.recent.remove(0);
+            }
+            *s.residues.entry(value.rem_euclid(5)).or_insert(0) += 1;
+            s.max = Some(s.max.map_or(value, |m| m.max(value)));
+            s.mean = (s.mean.0 + value, s.mean.1 + 1);
+            s.count += 1;
+            format!(
+                "{key},{},{:?},{},{},{},{}",
+                s.sum,
+                s.recent,
+                s.residues.len(),
+                s.max.unwrap_or_default(),
+                s.mean.0 / s.mean.1 as i64,
+                s.count
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Counts the records it passed in an operator list field (split on rescaling).
+#[operator]
+struct CountThrough {
+    #[operator_state(name = "passed")]
+    passed: OperatorList<u64>,
+}
+
+impl MapFunction<(u64, i64)> for CountThrough {
+    type Out = (u64, i64);
+    fn map(&mut self, value: (u64, i64)) -> (u64, i64) {
+        if self.passed.is_empty() {
+            self.passed.push(0);
+        }
+        self.passed[0] += 1;
+        value
+    }
+    fn close(&mut self) -> Result<(), FunctionError> {
+        TOTAL_PASSED.fetch_add(self.passed.iter().sum::<u64>(), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// What every `CountThrough` counted when it closed (one test uses it).
+static TOTAL_PASSED: AtomicU64 = AtomicU64::new(0);
+
+/// Fails (panics) when the shared record count, over all attempts, reaches one of `at`.
+fn failing_at<T>(at: Vec<u64>) -> impl Fn(T) -> T + Clone + Send + 'static {
+    let seen = Arc::new(AtomicU64::new(0));
+    move |r| {
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if at.contains(&n) {
+            panic!("injected failure at record {n}");
+        }
+        r
+    }
+}
+
+fn committed_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir") {
+        let entry = entry.expect("entry");
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("part file");
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines.sort();
+    lines
+}
+
+fn paced(env: &StreamEnv, count: u64, per_second: u64) -> DataStream<u64> {
+    env.add_source(
+        RateLimitedSource::new(GeneratorSource::new(Some(count), |g| g), per_second),
+        "paced",
+    )
+}
+
+/// Seeded failures at parallelism 1, 2 and 4 on both backends: the derived operator's state
+/// (every keyed kind, with TTL, and an operator list field) comes back from each checkpoint, so
+/// the committed output equals the sequential oracle exactly once.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn derived_state_survives_failures_exactly_once() {
+    let expected = expected_stats(RECORDS, 3);
+    for (run, parallelism) in [1u32, 2, 4].into_iter().enumerate() {
+        for backend in [StateBackendKind::Memory, StateBackendKind::Lmdb] {
+            let seed = run as u64 * 2 + u64::from(backend == StateBackendKind::Lmdb);
+            let r = |i: u64| eichhorn::state::splitmix64(seed * 100 + i);
+            let failures: Vec<u64> = (0..2).map(|i| 500 + r(i) % (RECORDS - 500)).collect();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let env = StreamEnv::new();
+            env.set_parallelism(parallelism);
+            env.enable_checkpointing(5 + r(5) % 30);
+            env.set_state_backend(backend);
+            env.configure(|c| c.local_state_dir = Some(dir.path().join("local")));
+            env.set_restart_strategy(RestartStrategy::FixedDelay {
+                attempts: 5,
+                delay_ms: 5,
+            });
+            paced(&env, RECORDS, 3_000)
+                .set_parallelism(1)
+                .map(record)
+                .set_parallelism(1)
+                .map(failing_at(failures.clone()))
+                .key_by(|(key, _): &(u64, i64)| *key)
+                .process(KeyStats::new(3))
+                .write_exactly_once(dir.path().join("out"), |line: &String| line.clone());
+            let result = within(env.execute("derived state"))
+                .await
+                .unwrap_or_else(|e| panic!("P={parallelism} {backend:?}: {e}"));
+            assert!(result.restarts >= 1, "P={parallelism} {backend:?} failed");
+            assert_eq!(
+                committed_lines(&dir.path().join("out")),
+                expected,
+                "P={parallelism} {backend:?}, failures at {failures:?}"
+            );
+        }
+    }
+}
+
+/// An operator list field goes on counting from the checkpoint after a failure, so the counts
+/// of the last attempt add up to the input exactly.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn operator_list_fields_are_restored() {
+    TOTAL_PASSED.store(0, Ordering::SeqCst);
+    let env = StreamEnv::new();
+    env.set_parallelism(2);
+    env.enable_checkpointing(10);
+    env.set_restart_strategy(RestartStrategy::FixedDelay {
+        attempts: 2,
+        delay_ms: 5,
+    });
+    let out = paced(&env, RECORDS, 3_000)
+        .map(record)
+        .map_function(CountThrough::new())
+        .map(failing_at(vec![RECORDS / 2]))
+        .collect_sink();
+    let result = within(env.execute("operator list"))
+        .await
+        .expect("recovers");
+    assert_eq!(result.restarts, 1);
+    assert!(out.take().len() as u64 >= RECORDS);
+    // The failed attempt closed nothing it counted (it failed), the last attempt closed with
+    // the restored counts plus what it saw after the restore: every record once.
+    assert_eq!(TOTAL_PASSED.load(Ordering::SeqCst), RECORDS);
+}
+
+/// Savepoint at parallelism 2, restore at 3, with no `.uid(..)` on the derived operator: its
+/// default uid (the type path) matches it, and keyed state moves by key group.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_savepoint_of_a_derived_operator_restores_at_another_parallelism() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let build = |parallelism: u32| {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        env.enable_checkpointing(1_000_000);
+        paced(&env, RECORDS, 3_000)
+            .set_parallelism(1)
+            .uid("source")
+            .map(record)
+            .set_parallelism(1)
+            .key_by(|(key, _): &(u64, i64)| *key)
+            .process(KeyStats::new(3))
+            .write_exactly_once(out.clone(), |line: &String| line.clone())
+            .uid("sink");
+        env
+    };
+    let handle = build(2).execute_async("before").await.expect("starts");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let savepoint = within(handle.stop_with_savepoint(dir.path().join("savepoints")))
+        .await
+        .expect("savepoint");
+    let _ = within(handle.join()).await.expect("stops");
+    assert!(!committed_lines(&out).is_empty());
+    let second = build(3);
+    second.restore_from(&savepoint, false);
+    within(second.execute("after")).await.expect("restores");
+    assert_eq!(committed_lines(&out), expected_stats(RECORDS, 3));
+}
+
+mod v1 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct Point {
+        pub(crate) x: i64,
+    }
+
+    /// The old operator: a running sum in `ValueState<i64>` and the last point.
+    #[operator(uid = "summer")]
+    pub(crate) struct Summer {
+        #[state]
+        pub(crate) sum: ValueState<i64>,
+        #[state]
+        pub(crate) last: ValueState<Point>,
+    }
+
+    impl KeyedProcessFunction for Summer {
+        type Key = u64;
+        type In = (u64, i64);
+        type Out = i64;
+        fn process_element(
+            &mut self,
+            (_, value): (u64, i64),
+            ctx: &mut KeyedContext<'_, '_, u64>,
+            out: &mut Collector<'_, i64>,
+        ) {
+            let sum = self.sum.value(ctx).unwrap_or(0) + value;
+            self.sum.update(ctx, sum);
+            self.last.update(ctx, Point { x: value });
+            out.collect(sum);
+        }
+    }
+}
+
+mod v2_type {
+    use super::*;
+
+    /// The new operator: the sum field became text.
+    #[operator(uid = "summer")]
+    pub(crate) struct Summer {
+        #[state]
+        pub(crate) sum: ValueState<String>,
+        #[state]
+        pub(crate) last: ValueState<super::v1::Point>,
+    }
+
+    impl KeyedProcessFunction for Summer {
+        type Key = u64;
+        type In = (u64, i64);
+        type Out = i64;
+        fn process_element(
+            &mut self,
+            (_, value): (u64, i64),
+            ctx: &mut KeyedContext<'_, '_, u64>,
+            out: &mut Collector<'_, i64>,
+        ) {
+            self.sum.update(ctx, value.to_string());
+            out.collect(value);
+        }
+    }
+}
+
+mod v2_layout {
+    use super::*;
+
+    /// `Point` gained a field under the same name.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(crate) struct Point {
+        pub(crate) x: i64,
+        pub(crate) y: i64,
+    }
+
+    #[operator(uid = "summer")]
+    pub(crate) struct Summer {
+        #[state]
+        pub(crate) sum: ValueState<i64>,
+        #[state]
+        pub(crate) last: ValueState<Point>,
+    }
+
+    impl KeyedProcessFunction for Summer {
+        type Key = u64;
+        type In = (u64, i64);
+        type Out = i64;
+        fn process_element(
+            &mut self,
+            (_, value): (u64, i64),
+            ctx: &mut KeyedContext<'_, '_, u64>,
+            out: &mut Collector<'_, i64>,
+        ) {
+            self.last.update(ctx, Point { x: value, y: 0 });
+            out.collect(value);
+        }
+    }
+}
+
+async fn savepoint_of_v1(dir: &std::path::Path) -> std::path::PathBuf {
+    let env = StreamEnv::new();
+    paced(&env, 2_000, 2_000)
+        .uid("source")
+        .map(record)
+        .key_by(|(key, _): &(u64, i64)| *key)
+        .process(v1::Summer::new())
+        .collect_sink();
+    let handle = env.execute_async("v1").await.expect("starts");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let savepoint = within(handle.stop_with_savepoint(dir))
+        .await
+        .expect("savepoint");
+    let _ = within(handle.join()).await;
+    savepoint
+}
+
+/// A state field whose type changed is refused at restore, naming the field and both types;
+/// so is a struct in state that gained a field; the unchanged operator restores.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_changed_state_field_is_refused_with_the_field_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let savepoint = savepoint_of_v1(dir.path()).await;
+    let restore = |env: &StreamEnv| {
+        env.restore_from(&savepoint, false);
+    };
+
+    let env = StreamEnv::new();
+    paced(&env, 2_000, 2_000)
+        .uid("source")
+        .map(record)
+        .key_by(|(key, _): &(u64, i64)| *key)
+        .process(v2_type::Summer::new())
+        .collect_sink();
+    restore(&env);
+    let error = within(env.execute("v2 type"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("state field `sum`"), "{error}");
+    assert!(
+        error.contains("`ValueState<i64>` to `ValueState<String>`"),
+        "{error}"
+    );
+    assert!(!error.contains("`last`"), "{error}");
+
+    let env = StreamEnv::new();
+    paced(&env, 2_000, 2_000)
+        .uid("source")
+        .map(record)
+        .key_by(|(key, _): &(u64, i64)| *key)
+        .process(v2_layout::Summer::new())
+        .collect_sink();
+    restore(&env);
+    let error = within(env.execute("v2 layout"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("state field `last`"), "{error}");
+    assert!(error.contains("stored layout changed"), "{error}");
+
+    let env = StreamEnv::new();
+    let sums = paced(&env, 2_000, 2_000)
+        .uid("source")
+        .map(record)
+        .key_by(|(key, _): &(u64, i64)| *key)
+        .process(v1::Summer::new())
+        .collect_sink();
+    restore(&env);
+    within(env.execute("v1 again")).await.expect("restores");
+    assert!(!sums.take().is_empty());
+}
+
+/// Two uses of one derived type get distinct default uids (`#2`), so both restore.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn two_uses_of_one_derived_type_keep_their_own_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let build = || {
+        let env = StreamEnv::new();
+        let base = paced(&env, 2_000, 2_000).uid("source").map(record);
+        let first = base
+            .clone()
+            .key_by(|(key, _): &(u64, i64)| *key)
+            .process(v1::Summer::new())
+            .collect_sink();
+        let second = base
+            .map(|(key, value): (u64, i64)| (key, value * 2))
+            .key_by(|(key, _): &(u64, i64)| *key)
+            .process(v1::Summer::new())
+            .collect_sink();
+        (env, first, second)
+    };
+    let (env, _, _) = build();
+    let handle = env.execute_async("twice").await.expect("starts");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let savepoint = within(handle.stop_with_savepoint(dir.path()))
+        .await
+        .expect("savepoint");
+    let _ = within(handle.join()).await;
+    let (env, first, second) = build();
+    env.restore_from(&savepoint, false);
+    within(env.execute("twice again")).await.expect("restores");
+    // Every running sum of the second operator is twice the first's for the same record, as
+    // long as each restored its own state.
+    let (first, second) = (first.take(), second.take());
+    assert!(!first.is_empty());
+    assert_eq!(first.len(), second.len());
+    assert_eq!(2 * first.iter().sum::<i64>(), second.iter().sum::<i64>());
+}

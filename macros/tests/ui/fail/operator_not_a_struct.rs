@@ -1,0 +1,10 @@
+// #[operator] goes on structs.
+use eichhorn::prelude::*;
+
+#[operator]
+enum Alert {
+    High,
+    Low,
+}
+
+fn main() {}
