@@ -1,6 +1,7 @@
 //! The sink operator: the leaf of a chain that hands elements to a [`SinkFunction`].
 
 use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError, OperatorInfo};
+use super::checkpointing::StateSnapshotContext;
 use super::context::{NodeId, TaskCx};
 use super::element::Record;
 use crate::api::functions::{SinkContext, SinkFunction};
@@ -15,6 +16,8 @@ pub(crate) struct SinkNode<I, S> {
     watermark: i64,
     counters: OperatorCounters,
     finished: bool,
+    /// Whether the sink declares state fields (`#[operator]`), to store at checkpoints.
+    has_state_fields: bool,
     _input: std::marker::PhantomData<fn(I)>,
 }
 
@@ -27,7 +30,28 @@ impl<I, S> SinkNode<I, S> {
             watermark: i64::MIN,
             counters: OperatorCounters::default(),
             finished: false,
+            has_state_fields: false,
             _input: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<I, S: SinkFunction<I>> SinkNode<I, S> {
+    /// Stores the sink's state fields (`#[operator]`) in the task's checkpoint parts.
+    fn snapshot_fields(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        if !self.has_state_fields {
+            return;
+        }
+        cx.current_operator = self.info.node;
+        let mut ctx = StateSnapshotContext::new(barrier, cx.now_ms, cx.persist_snapshots);
+        match crate::api::operator::snapshot_fields(&self.sink, &mut ctx) {
+            Ok(()) => cx
+                .snapshots
+                .push((self.info.state_id(), ctx.into_pending())),
+            Err(error) => cx.fail(
+                self.info.node,
+                format!("snapshot of checkpoint {} failed: {error}", barrier.id.0),
+            ),
         }
     }
 }
@@ -35,6 +59,15 @@ impl<I, S> SinkNode<I, S> {
 impl<I: Send + 'static, S: SinkFunction<I>> Chained<I> for SinkNode<I, S> {
     fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
         self.subtask_index = ctx.subtask_index;
+        self.has_state_fields = !self.sink.state_schema().fields.is_empty();
+        let mut init = ctx.state_init(&self.info);
+        crate::api::operator::initialize_fields(&mut self.sink, &mut init).map_err(|source| {
+            OperatorError {
+                operator: self.info.name.clone(),
+                phase: "initialize_state",
+                source,
+            }
+        })?;
         let runtime = ctx.runtime_context(&self.info);
         self.sink.open(&runtime).map_err(|source| OperatorError {
             operator: self.info.name.clone(),
@@ -68,9 +101,14 @@ impl<I: Send + 'static, S: SinkFunction<I>> Chained<I> for SinkNode<I, S> {
 
     fn on_processing_time(&mut self, _now_ms: i64, _cx: &mut TaskCx) {}
 
-    fn process_barrier(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+    fn process_barrier(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        // A leaf: nothing to forward the barrier to.
+        self.snapshot_fields(barrier, cx);
+    }
 
-    fn snapshot_state(&mut self, _barrier: CheckpointBarrier, _cx: &mut TaskCx) {}
+    fn snapshot_state(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
+        self.snapshot_fields(barrier, cx);
+    }
 
     fn notify_checkpoint_complete(&mut self, _id: CheckpointId, _cx: &mut TaskCx) {}
 
