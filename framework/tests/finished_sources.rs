@@ -56,6 +56,9 @@ impl<T, S: SourceFunction<T>> SourceFunction<T> for Watched<S> {
     fn restore_position(&mut self, position: &[u8]) -> Result<(), FunctionError> {
         self.inner.restore_position(position)
     }
+    fn restore_rescaled_positions(&mut self, positions: &[Vec<u8>]) -> Result<(), FunctionError> {
+        self.inner.restore_rescaled_positions(positions)
+    }
 }
 
 /// A pass-through map that records, per completed checkpoint, whether the short source had
