@@ -107,14 +107,14 @@ impl BarrierHandler {
     ) -> Option<CheckpointBarrier> {
         match self {
             Self::Aligned(aligner) => aligner.handle_barrier(channel, barrier),
-            Self::Tracked(tracker) => tracker.handle_barrier(barrier),
+            Self::Tracked(tracker) => tracker.handle_barrier(channel, barrier),
         }
     }
 
     fn handle_end_of_input(&mut self, channel: usize) -> Option<CheckpointBarrier> {
         match self {
             Self::Aligned(aligner) => aligner.handle_end_of_input(channel),
-            Self::Tracked(tracker) => tracker.handle_end_of_input(),
+            Self::Tracked(tracker) => tracker.handle_end_of_input(channel),
         }
     }
 
