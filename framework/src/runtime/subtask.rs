@@ -85,7 +85,7 @@ pub(crate) enum SubtaskMsg {
     Stop,
 }
 
-/// Decides when a barrier has arrived on every input: aligned (exactly-once) or counted
+/// Decides when a barrier has arrived on every input: aligned (exactly-once) or tracked
 /// (at-least-once).
 enum BarrierHandler {
     Aligned(BarrierAligner),
