@@ -448,6 +448,20 @@ pub trait SourceFunction<T>: crate::api::Unkeyed + Clone + Send + 'static {
     fn restore_position(&mut self, _position: &[u8]) -> Result<(), FunctionError> {
         Err("this source cannot restore a position".into())
     }
+    /// Restores this instance's share of a source checkpointed at another parallelism; called
+    /// after `open` (whose context gave the new subtask index and parallelism) instead of
+    /// [`SourceFunction::restore_position`]. `positions` holds what
+    /// [`SourceFunction::snapshot_position`] returned on every old subtask, in old subtask
+    /// order; every new instance gets all of them and must take a disjoint share, so that
+    /// together they go on with every old subtask's input exactly once.
+    ///
+    /// # Errors
+    ///
+    /// By default: this source cannot be rescaled (the restore fails, naming the source and both
+    /// parallelisms). Also a corrupt position.
+    fn restore_rescaled_positions(&mut self, _positions: &[Vec<u8>]) -> Result<(), FunctionError> {
+        Err("this source cannot redistribute its positions over another parallelism".into())
+    }
     /// Called once per subtask after the last poll.
     ///
     /// # Errors

@@ -33,7 +33,10 @@ use crate::operator::{FunctionError, RuntimeContext};
 /// 1. on a restore: [`recover_and_commit`] for every transaction the restored checkpoint holds as
 ///    pre-committed (its checkpoint completed, so its output belongs to the result, whether or
 ///    not the commit ran before the failure), then [`recover_and_abort`] for the transaction
-///    that was open at the checkpoint (its records are replayed);
+///    that was open at the checkpoint (its records are replayed). At the parallelism of the
+///    checkpoint each instance gets the transactions of the old instance with its index; at
+///    another, instance `i` of `p` gets those of every old instance `o` with `o mod p == i`,
+///    so each old transaction is recovered exactly once, also after a scale-down;
 /// 2. [`open`], then [`begin_transaction`]: the first open transaction;
 /// 3. [`invoke`] for every record, with the open transaction;
 /// 4. when a checkpoint barrier reaches the sink (and at the final checkpoint of a bounded job):

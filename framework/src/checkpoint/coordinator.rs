@@ -13,6 +13,9 @@
 //!   `min_pause_ms` after the previous checkpoint ended.
 //! - A checkpoint completes once every subtask acknowledged it; it fails on a decline or after
 //!   `timeout_ms`. More than `tolerable_failures` consecutive failures fail the job.
+//! - Periodic checkpoints go on while some sources have finished (Flink's FLIP-147): finished
+//!   subtasks still acknowledge, with their final state. They stop only when the whole job
+//!   finished its input; the final checkpoint then covers the rest and is never aborted.
 
 use std::collections::BTreeSet;
 
@@ -73,7 +76,7 @@ pub struct CheckpointCoordinator {
     last_end_ms: Option<i64>,
     consecutive_failures: u32,
     savepoint_requested: bool,
-    /// Sources started finishing: only the final checkpoint may run now.
+    /// Every subtask finished its input: only the final checkpoint may run now.
     finishing: bool,
     latest_completed: Option<CheckpointId>,
 }
@@ -124,9 +127,10 @@ impl CheckpointCoordinator {
         self.savepoint_requested
     }
 
-    /// A source finished: periodic checkpoints stop (the final checkpoint covers the rest).
-    /// Returns the pending checkpoint, which can no longer complete, if any.
-    pub fn sources_finishing(&mut self) -> Option<PendingCheckpoint> {
+    /// Every subtask finished its input: periodic checkpoints and savepoints stop, the final
+    /// checkpoint covers the rest. Returns the pending checkpoint, which the final one replaces,
+    /// if any.
+    pub fn job_finishing(&mut self) -> Option<PendingCheckpoint> {
         self.finishing = true;
         if self.pending.as_ref().is_some_and(|p| p.is_final) {
             return None;
@@ -323,6 +327,25 @@ mod tests {
     }
 
     #[test]
+    fn periodic_checkpoints_stop_only_when_the_job_finishes() {
+        let mut c = CheckpointCoordinator::new(config(Some(10)), 2, 1);
+        c.reset(0);
+        let b = c.trigger_due(10).expect("due");
+        let pending = c
+            .job_finishing()
+            .expect("the pending checkpoint is handed back");
+        assert_eq!(pending.barrier, b);
+        assert_eq!(c.trigger_due(1_000), None, "only the final checkpoint now");
+        c.request_savepoint();
+        assert_eq!(c.trigger_due(2_000), None, "no savepoint either");
+        let f = c.trigger_final(2_001);
+        assert_eq!(f.id, CheckpointId(2));
+        // A redeployed job checkpoints again.
+        c.reset(3_000);
+        assert!(c.trigger_due(3_010).is_some());
+    }
+
+    #[test]
     fn savepoint_runs_without_interval_and_final_after_finishing() {
         let mut c = CheckpointCoordinator::new(config(None), 1, 5);
         c.reset(0);
@@ -334,11 +357,11 @@ mod tests {
             c.acknowledge(s.id, 0, 2),
             CoordinatorEvent::Completed(_)
         ));
-        assert_eq!(c.sources_finishing(), None);
+        assert_eq!(c.job_finishing(), None);
         let f = c.trigger_final(3);
         assert_eq!(f.id, CheckpointId(6));
         assert_eq!(
-            c.sources_finishing(),
+            c.job_finishing(),
             None,
             "the final checkpoint is never aborted"
         );

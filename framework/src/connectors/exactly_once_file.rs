@@ -23,9 +23,10 @@
 //!   transaction is already committed. A committed file is never overwritten: finding both is a
 //!   name collision and an error.
 //! - An empty transaction has no file in any stage, and commits to no file.
-//! - At open, hidden files that no live transaction can refer to are deleted (see
-//!   [`ExactlyOnceFileSink`]); other subtasks' files, committed files and files whose names the
-//!   sink did not make are never touched.
+//! - At open, hidden files that no live transaction can refer to are deleted under the subtask
+//!   indices this subtask owns (see [`ExactlyOnceFileSink`]); files under indices other new
+//!   subtasks own, committed files and files whose names the sink did not make are never
+//!   touched.
 //! - One sink (one operator) per directory: two sinks writing one directory would share names.
 
 use std::collections::BTreeSet;
@@ -55,10 +56,14 @@ const PENDING_SUFFIX: &str = ".pending";
 /// transactions in progress or waiting for their checkpoint. Committed files are named
 /// `part-<subtask>-<generation>-<seq>`; a checkpoint interval with no record makes no file.
 ///
-/// After a restore, a subtask also deletes the hidden files of crashed attempts that no restored
-/// transaction refers to: the files of the old subtask indices whose transactions it restored
-/// (or, when it restored nothing, of its own index: then no transaction anywhere refers to
-/// them). It never touches committed files or files of other subtask indices.
+/// At open, subtask `i` of `p` also deletes the hidden files that no restored transaction refers
+/// to under every subtask index `o` with `o mod p == i`: the leftovers of crashed attempts, of
+/// its own index and, after a restore at a lower parallelism, of the old subtasks that no longer
+/// exist, whether or not the restored checkpoint knew them. The runtime hands the transactions
+/// of old subtask `o` to new subtask `o mod p` (see the two-phase-commit sink operator), so the
+/// pre-committed transactions of every old subtask are committed by exactly one new subtask, the
+/// one that owns that index; no subtask deletes files under an index another new subtask
+/// writes. Committed files are never touched.
 ///
 /// # Examples
 ///
@@ -262,19 +267,34 @@ impl<T> ExactlyOnceFileSink<T> {
     }
 
     /// Deletes this subtask's leftovers and picks the generation of its part names.
-    fn scan_directory(&mut self, subtask_index: u32) -> Result<u64, FunctionError> {
+    fn scan_directory(
+        &mut self,
+        subtask_index: u32,
+        parallelism: u32,
+    ) -> Result<u64, FunctionError> {
         let recovered: Vec<PartName> = self
             .recovered
             .iter()
             .filter_map(|name| PartName::parse(name))
             .collect();
-        // Whose hidden files nobody can still need: those of the old subtasks whose
-        // transactions this subtask restored (every old subtask's transactions go to exactly
-        // one new subtask), or, when it restored nothing, its own.
-        let owned: BTreeSet<u32> = if recovered.is_empty() {
-            BTreeSet::from([subtask_index])
-        } else {
-            recovered.iter().map(|p| p.subtask).collect()
+        let parallelism = parallelism.max(1);
+        // Whose hidden files nobody can still need. The runtime hands the transactions of old
+        // subtask `o` (all named `part-o-...`) to new subtask `o mod p`, so this subtask holds
+        // every restored transaction under the indices `o` with `o mod p == i`, and no other
+        // new subtask writes under them: it owns their leftovers, including those of indices
+        // the restored checkpoint does not know (an attempt at a higher parallelism after it).
+        // A checkpoint of an earlier version hands out contiguous runs of old subtasks instead;
+        // then only the indices of the restored transactions are known to be this subtask's.
+        let modular = recovered
+            .iter()
+            .all(|p| p.subtask % parallelism == subtask_index);
+        let restored_indices: BTreeSet<u32> = recovered.iter().map(|p| p.subtask).collect();
+        let owned = |index: u32| {
+            if modular {
+                index % parallelism == subtask_index
+            } else {
+                restored_indices.contains(&index)
+            }
         };
         let mut generation_max = recovered
             .iter()
@@ -299,7 +319,7 @@ impl<T> ExactlyOnceFileSink<T> {
                 generation_max = generation_max.max(Some(part.generation));
             }
             let stray = stage != Stage::Committed
-                && owned.contains(&part.subtask)
+                && owned(part.subtask)
                 && !self.recovered.contains(&part.file_name());
             if stray {
                 remove_if_exists(&self.dir.join(&file_name))?;
@@ -349,7 +369,7 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for ExactlyOnceFileSink<T> {
                 self.dir.display()
             )
         })?;
-        let generation = self.scan_directory(ctx.subtask_index)?;
+        let generation = self.scan_directory(ctx.subtask_index, ctx.parallelism)?;
         self.run = Some(Run {
             subtask_index: ctx.subtask_index,
             generation,
@@ -727,8 +747,9 @@ mod tests {
     #[test]
     fn after_a_rescale_only_the_restored_subtasks_leftovers_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        // Old subtask 1's pending file belongs to a transaction another new subtask restores;
-        // new subtask 1 restored old subtask 2's transactions.
+        // A checkpoint of an earlier version hands out contiguous runs of old subtasks: new
+        // subtask 1 of 2 restored old subtask 2's transactions, and old subtask 1's pending file
+        // belongs to a transaction new subtask 0 restores.
         for name in [
             ".part-1-0-5.pending",
             ".part-2-0-6.inprogress",
@@ -745,6 +766,106 @@ mod tests {
         sink.open(&context(1, 0)).unwrap();
         assert_eq!(listing(dir.path()), vec![".part-1-0-5.pending"]);
         assert_eq!(sink.begin_transaction().unwrap().name(), "part-1-1-0");
+    }
+
+    #[test]
+    fn a_scale_down_cleans_up_after_every_old_subtask_without_touching_new_files() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three old subtasks crashed after the checkpoint that holds part-<j>-0-7 pending and
+        // part-<j>-0-8 open; each left an in-progress file of a later transaction.
+        for j in 0..3 {
+            std::fs::write(
+                dir.path().join(format!(".part-{j}-0-7.pending")),
+                "ok
+",
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join(format!(".part-{j}-0-8.inprogress")),
+                "x
+",
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join(format!(".part-{j}-0-9.inprogress")),
+                "x
+",
+            )
+            .unwrap();
+        }
+        let recover = |sink: &mut ExactlyOnceFileSink<u32>, j: u32| {
+            sink.recover_and_commit(PartFile {
+                name: format!("part-{j}-0-7"),
+                records: 1,
+            })
+            .unwrap();
+            sink.recover_and_abort(PartFile {
+                name: format!("part-{j}-0-8"),
+                records: 1,
+            })
+            .unwrap();
+        };
+        // At parallelism 2, new subtask 1 gets old subtask 1 and is the first to write.
+        let mut one = ExactlyOnceFileSink::<u32>::display(dir.path());
+        recover(&mut one, 1);
+        one.open(&context(1, 0)).unwrap();
+        let mut txn = one.begin_transaction().unwrap();
+        write(&mut one, &mut txn, &[5]);
+        assert_eq!(txn.name(), "part-1-1-0");
+        // New subtask 0 gets old subtasks 0 and 2, and opens later.
+        let mut zero = ExactlyOnceFileSink::<u32>::display(dir.path());
+        recover(&mut zero, 0);
+        recover(&mut zero, 2);
+        zero.open(&context(0, 0)).unwrap();
+        assert_eq!(
+            listing(dir.path()),
+            vec![
+                ".part-1-1-0.inprogress",
+                "part-0-0-7",
+                "part-1-0-7",
+                "part-2-0-7"
+            ],
+            "every old subtask committed and cleaned, the new file kept"
+        );
+    }
+
+    #[test]
+    fn leftovers_of_indices_the_checkpoint_never_knew_are_deleted_by_their_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        // A checkpoint at parallelism 1 (part-0-0-*), then an attempt at parallelism 5 that
+        // crashed before any checkpoint; now the job is back at parallelism 2 from that
+        // checkpoint.
+        let leftovers = [
+            ".part-0-1-0.inprogress",
+            ".part-1-1-0.inprogress",
+            ".part-2-1-0.pending",
+            ".part-3-1-0.inprogress",
+            ".part-4-1-1.pending",
+        ];
+        for name in leftovers {
+            std::fs::write(
+                dir.path().join(name),
+                "x
+",
+            )
+            .unwrap();
+        }
+        let mut zero = ExactlyOnceFileSink::<u32>::display(dir.path());
+        zero.recover_and_abort(PartFile {
+            name: "part-0-0-3".into(),
+            records: 0,
+        })
+        .unwrap();
+        zero.open(&context(0, 0)).unwrap();
+        assert_eq!(
+            hidden(dir.path()),
+            vec![".part-1-1-0.inprogress", ".part-3-1-0.inprogress"],
+            "subtask 0 of 2 owns the even indices"
+        );
+        let mut one = ExactlyOnceFileSink::<u32>::display(dir.path());
+        one.open(&context(1, 0)).unwrap();
+        assert!(hidden(dir.path()).is_empty(), "subtask 1 the odd ones");
+        assert_eq!(one.begin_transaction().unwrap().name(), "part-1-2-0");
     }
 
     #[test]

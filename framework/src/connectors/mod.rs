@@ -1,7 +1,9 @@
 //! Built-in sources and sinks.
 //!
 //! Sources: [`CollectionSource`], [`GeneratorSource`], [`FileSource`], [`SocketSource`]; all but
-//! the socket source report their position for checkpoints. Sinks: [`PrintSink`],
+//! the socket source report their position for checkpoints. The generator's positions also
+//! restore at another parallelism; the collection, file and socket sources are non-parallel
+//! (parallelism 1) and stay so. Sinks: [`PrintSink`],
 //! [`CollectSinkFunction`], [`TextFileSink`].
 
 mod collection;

@@ -6,7 +6,8 @@ use crate::operator::{FunctionError, RuntimeContext};
 /// Emits the records of `inner` at most `records_per_second` per second of processing time
 /// (per subtask), measured from the first poll. While over the rate it reports
 /// [`SourcePoll::Idle`], so the subtask polls again after the idle interval; checkpoints,
-/// credits and cancellation go on meanwhile. Positions are the inner source's.
+/// credits and cancellation go on meanwhile. Positions are the inner source's, and so is
+/// whether they can be restored at another parallelism.
 ///
 /// # Examples
 ///
@@ -74,6 +75,10 @@ impl<T, S: SourceFunction<T>> SourceFunction<T> for RateLimitedSource<S> {
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), FunctionError> {
         self.inner.restore_position(position)
+    }
+
+    fn restore_rescaled_positions(&mut self, positions: &[Vec<u8>]) -> Result<(), FunctionError> {
+        self.inner.restore_rescaled_positions(positions)
     }
 
     fn close(&mut self) -> Result<(), FunctionError> {

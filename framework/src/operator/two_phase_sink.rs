@@ -8,9 +8,14 @@
 //! transactions waiting for their checkpoint to complete. At a barrier (or the final snapshot of
 //! a bounded job) the open transaction is pre-committed and becomes pending for that checkpoint,
 //! a new one begins, and the operator stores one list-state element holding both
-//! ([`TRANSACTIONS_STATE`]). One element per subtask means a restore at the same parallelism
-//! hands every subtask its own element back; after a rescale a subtask may get several (or
-//! none), and recovers every transaction it got.
+//! ([`TRANSACTIONS_STATE`]), tagged with the subtask index, in union mode: on a restore every
+//! new subtask sees the transactions of every old one (Flink's sinks keep what they need to
+//! clean up after a rescale in union state too). New subtask `i` of `p` recovers the elements
+//! of the old subtasks `o` with `o mod p == i`: at the same parallelism its own, after a
+//! rescale every old subtask's exactly once. Old subtask `o < p` always goes to new subtask
+//! `o`, so a sink that names its transactions by subtask index (the exactly-once file sink)
+//! cleans up after old subtask `o` in the one new subtask that also writes under that index,
+//! before it writes, and never races another subtask over the same names.
 //!
 //! ## Invariants
 //!
@@ -40,6 +45,8 @@ pub(crate) const TRANSACTIONS_STATE: &str = "two-phase-commit-transactions";
 /// What one subtask stores per checkpoint (restored form).
 #[derive(Debug, Deserialize)]
 struct TransactionState<T> {
+    /// The subtask that stored it.
+    subtask_index: u32,
     /// Pre-committed transactions, oldest first, with the checkpoint that ended each.
     pending: Vec<(CheckpointId, T)>,
     /// The transaction open when the snapshot was taken.
@@ -50,8 +57,19 @@ struct TransactionState<T> {
 /// [`TransactionState`] decodes, without cloning the transactions).
 #[derive(Serialize)]
 struct TransactionStateRef<'a, T> {
+    subtask_index: u32,
     pending: &'a VecDeque<(CheckpointId, T)>,
     current: Option<&'a T>,
+}
+
+/// Restored transactions to recover: pre-committed ones with their checkpoint, and open ones.
+type RestoredShare<T> = (Vec<(CheckpointId, T)>, Vec<T>);
+
+/// What earlier versions stored per subtask, in split mode (no subtask index).
+#[derive(Debug, Deserialize)]
+struct SplitTransactionState<T> {
+    pending: Vec<(CheckpointId, T)>,
+    current: Option<T>,
 }
 
 /// Runs a [`TwoPhaseCommitSink`] as the leaf of a chain.
@@ -101,19 +119,48 @@ impl<I, S: TwoPhaseCommitSink<I>> TwoPhaseCommitSinkNode<I, S> {
         }
     }
 
-    /// Recovers every transaction of the restored state: commits the pending ones (their
-    /// checkpoint completed), oldest first, then aborts the ones that were open.
-    fn recover(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
+    /// This subtask's share of the restored transactions: those of the old subtasks `o` with
+    /// `o mod p == i` (see the module docs); from a split-mode checkpoint of an earlier
+    /// version, the elements the split gave this subtask.
+    fn restored_share(&self, ctx: &OpenContext) -> Result<RestoredShare<S::Txn>, String> {
         let mut init = ctx.state_init(&self.info);
-        let restored: Vec<TransactionState<S::Txn>> = init
-            .list_state(TRANSACTIONS_STATE)
-            .map_err(|error| self.operator_error("initialize_state", Box::new(error)))?;
+        let Some(state) = init.take_operator_state(TRANSACTIONS_STATE) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let parallelism = self.info.parallelism.max(1);
         let mut pending = Vec::new();
         let mut open = Vec::new();
-        for state in restored {
-            pending.extend(state.pending);
-            open.extend(state.current);
+        for (i, bytes) in state.elements.iter().enumerate() {
+            let corrupt = |e: postcard::Error| format!("transactions of element {i}: {e}");
+            match state.mode {
+                OperatorStateMode::Union => {
+                    let element: TransactionState<S::Txn> =
+                        postcard::from_bytes(bytes).map_err(corrupt)?;
+                    if element.subtask_index % parallelism == self.subtask_index {
+                        pending.extend(element.pending);
+                        open.extend(element.current);
+                    }
+                }
+                OperatorStateMode::Split => {
+                    let element: SplitTransactionState<S::Txn> =
+                        postcard::from_bytes(bytes).map_err(corrupt)?;
+                    pending.extend(element.pending);
+                    open.extend(element.current);
+                }
+                OperatorStateMode::Broadcast => {
+                    return Err("transactions stored as broadcast state".to_string());
+                }
+            }
         }
+        Ok((pending, open))
+    }
+
+    /// Recovers this subtask's share of the restored transactions: commits the pending ones
+    /// (their checkpoint completed), oldest first, then aborts the ones that were open.
+    fn recover(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
+        let (mut pending, open) = self
+            .restored_share(ctx)
+            .map_err(|error| self.operator_error("initialize_state", error.into()))?;
         // After a rescale the elements of several subtasks meet here: commit in checkpoint
         // order (stable, so each subtask's own order stays).
         pending.sort_by_key(|(id, _)| *id);
@@ -174,10 +221,11 @@ impl<I, S: TwoPhaseCommitSink<I>> TwoPhaseCommitSinkNode<I, S> {
         }
         let mut ctx = StateSnapshotContext::new(barrier, cx.now_ms, cx.persist_snapshots);
         let state = TransactionStateRef {
+            subtask_index: self.subtask_index,
             pending: &self.pending,
             current: self.current.as_ref(),
         };
-        match ctx.add_list_state(TRANSACTIONS_STATE, OperatorStateMode::Split, &[state]) {
+        match ctx.add_list_state(TRANSACTIONS_STATE, OperatorStateMode::Union, &[state]) {
             Ok(()) => cx
                 .snapshots
                 .push((self.info.state_id(), ctx.into_pending())),
@@ -404,11 +452,19 @@ mod tests {
 
     impl Harness {
         fn new(sink: FakeSink, calls: Arc<Mutex<Vec<String>>>) -> Self {
+            Self::with_parallelism(sink, calls, 1)
+        }
+
+        fn with_parallelism(
+            sink: FakeSink,
+            calls: Arc<Mutex<Vec<String>>>,
+            parallelism: u32,
+        ) -> Self {
             let info = OperatorInfo {
                 node: NodeId(7),
                 name: "2pc under test".into(),
                 uid: Some("sink".into()),
-                parallelism: 1,
+                parallelism,
             };
             Self {
                 node: TwoPhaseCommitSinkNode::new(info, sink),
@@ -420,9 +476,21 @@ mod tests {
         /// A fresh sink whose transactions are numbered from `first_id`, opened with `restored`
         /// state (of checkpoint `from`).
         fn open(first_id: u32, restored: Option<(CheckpointId, OperatorSnapshot)>) -> Self {
+            Self::open_at(first_id, 0, 1, restored)
+        }
+
+        /// [`Harness::open`] as subtask `subtask_index` of `parallelism`.
+        fn open_at(
+            first_id: u32,
+            subtask_index: u32,
+            parallelism: u32,
+            restored: Option<(CheckpointId, OperatorSnapshot)>,
+        ) -> Self {
             let (sink, calls) = FakeSink::new(first_id);
-            let mut harness = Self::new(sink, calls);
-            harness.node.open(&open_context(restored)).expect("open");
+            let mut harness = Self::with_parallelism(sink, calls, parallelism);
+            let mut ctx = open_context(restored);
+            ctx.subtask_index = subtask_index;
+            harness.node.open(&ctx).expect("open");
             harness
         }
 
@@ -598,27 +666,100 @@ mod tests {
         assert!(restored.take_calls().is_empty());
     }
 
+    /// The snapshots of checkpoint 4 of `parallelism` subtasks; subtask `j` numbers its
+    /// transactions from `100 * j` and wrote the record `100 * j + 1`.
+    fn snapshots_of(parallelism: u32) -> Vec<OperatorSnapshot> {
+        (0..parallelism)
+            .map(|j| {
+                let mut h = Harness::open_at(100 * j, j, parallelism, None);
+                h.records(&[100 * j + 1]);
+                h.barrier(4);
+                h.last_snapshot()
+            })
+            .collect()
+    }
+
+    /// What new subtask `index` of `parallelism` recovers from `old`, before it opens.
+    fn recovered(old: &[OperatorSnapshot], index: u32, parallelism: u32) -> Vec<String> {
+        let share = redistribute(old, 128, parallelism, index).expect("redistribute");
+        let h = Harness::open_at(900, index, parallelism, Some((CheckpointId(4), share)));
+        let mut calls = h.take_calls();
+        assert_eq!(
+            calls.split_off(calls.len() - 2),
+            [format!("open {index}"), "begin 900".into()]
+        );
+        calls
+    }
+
     #[test]
     fn a_rescaled_restore_recovers_the_transactions_of_every_old_subtask() {
-        let mut snapshots = Vec::new();
-        for first_id in [0, 100] {
-            let mut h = Harness::open(first_id, None);
-            h.records(&[first_id + 1]);
-            h.barrier(4);
-            snapshots.push(h.last_snapshot());
-        }
-        let merged = redistribute(&snapshots, 128, 1, 0).expect("redistribute");
-        let restored = Harness::open(200, Some((CheckpointId(4), merged)));
+        let old = snapshots_of(2);
         assert_eq!(
-            restored.take_calls(),
+            recovered(&old, 0, 1),
             vec![
                 "recover_and_commit 0[1]",
                 "recover_and_commit 100[101]",
                 "recover_and_abort 1[]",
                 "recover_and_abort 101[]",
-                "open 0",
-                "begin 200",
             ]
+        );
+    }
+
+    #[test]
+    fn old_subtask_o_is_recovered_by_new_subtask_o_mod_p() {
+        let old = snapshots_of(3);
+        // Scale-down to 2: old 0 and 2 to new 0, old 1 to new 1 (which also writes under
+        // index 1, so only it may clean up after old subtask 1).
+        assert_eq!(
+            recovered(&old, 0, 2),
+            vec![
+                "recover_and_commit 0[1]",
+                "recover_and_commit 200[201]",
+                "recover_and_abort 1[]",
+                "recover_and_abort 201[]",
+            ]
+        );
+        assert_eq!(
+            recovered(&old, 1, 2),
+            vec!["recover_and_commit 100[101]", "recover_and_abort 101[]"]
+        );
+        // Same parallelism: each its own. Scale-up: the new subtask 3 recovers nothing.
+        for j in 0..3 {
+            assert_eq!(
+                recovered(&old, j, 3),
+                vec![
+                    format!("recover_and_commit {}[{}]", 100 * j, 100 * j + 1),
+                    format!("recover_and_abort {}[]", 100 * j + 1),
+                ]
+            );
+        }
+        assert!(recovered(&old, 3, 4).is_empty());
+    }
+
+    #[test]
+    fn split_mode_transactions_of_earlier_versions_are_recovered() {
+        #[derive(Serialize)]
+        struct Earlier {
+            pending: Vec<(CheckpointId, FakeTxn)>,
+            current: Option<FakeTxn>,
+        }
+        let txn = |id: u32, values: Vec<u32>| FakeTxn { id, values };
+        let element = postcard::to_allocvec(&Earlier {
+            pending: vec![(CheckpointId(3), txn(5, vec![1]))],
+            current: Some(txn(6, vec![])),
+        })
+        .unwrap();
+        let snapshot = OperatorSnapshot {
+            operator: vec![crate::state::OperatorListState {
+                name: TRANSACTIONS_STATE.into(),
+                mode: OperatorStateMode::Split,
+                elements: vec![element],
+            }],
+            ..OperatorSnapshot::default()
+        };
+        assert_eq!(
+            recovered(&[snapshot], 0, 1),
+            vec!["recover_and_commit 5[1]", "recover_and_abort 6[]"]
         );
     }
 

@@ -10,8 +10,13 @@
 //! ## Checkpoints
 //!
 //! The [`CheckpointCoordinator`] decides; this actor acts. A periodic `Tick` asks it whether a
-//! checkpoint is due; its barrier goes to every source subtask, which snapshots its position and
-//! chain and sends the barrier downstream. Each subtask acknowledges with its pending snapshots;
+//! checkpoint is due; its trigger goes to every subtask. A running source snapshots its position
+//! and chain and sends the barrier downstream; a subtask that finished its input (a finished
+//! source, or a task all of whose inputs ended) snapshots its final state directly, since no
+//! barrier can reach it any more and its outputs already carry the end of input, which
+//! downstream aligners count as aligned (Flink's checkpoints after tasks finished, FLIP-147).
+//! Other running subtasks wait for the barrier, or snapshot at their end of input if that
+//! comes first. Each subtask acknowledges with its pending snapshots;
 //! the checkpoint writer (a child actor) completes and stores them, off the data path, and
 //! reports them persisted. When every subtask's state is stored the metadata is written last,
 //! older checkpoints are pruned, and every subtask is told the checkpoint completed.
@@ -53,7 +58,6 @@ use crate::checkpoint::{
 };
 use crate::error::JobError;
 use crate::graph::ExecutionGraph;
-use crate::graph::stream_graph::OperatorFactory;
 use crate::operator::{NodeId, OperatorCounters, PendingOperatorSnapshot};
 use crate::state::OperatorSnapshot;
 use crate::state::snapshot::redistribute;
@@ -155,7 +159,6 @@ pub(crate) struct JobManagerState {
     stopping_task_manager: Option<ActorRef<TaskManagerMsg>>,
     writer: ActorRef<WriterMsg>,
     subtasks: Vec<ActorRef<SubtaskMsg>>,
-    sources: Vec<usize>,
     finished: Vec<bool>,
     input_finished: Vec<bool>,
     counters: BTreeMap<NodeId, OperatorCounters>,
@@ -358,7 +361,8 @@ impl JobManagerState {
         Ok(())
     }
 
-    /// Injects `barrier` at every source and starts storing the checkpoint.
+    /// Triggers `barrier` at every subtask (sources inject it, finished subtasks snapshot their
+    /// final state, the others expect it) and starts storing the checkpoint.
     fn start_checkpoint(
         &mut self,
         barrier: CheckpointBarrier,
@@ -373,15 +377,15 @@ impl JobManagerState {
             savepoint,
             is_final: false,
         });
-        for &index in &self.sources {
-            let _ = self.subtasks[index].send_message(SubtaskMsg::TriggerCheckpoint(barrier));
+        for subtask in &self.subtasks {
+            let _ = subtask.send_message(SubtaskMsg::TriggerCheckpoint(barrier));
         }
     }
 
     /// Every subtask finished its input: take the final checkpoint.
     fn start_final_checkpoint(&mut self) {
         let now = self.now_ms();
-        if let Some(aborted) = self.coordinator.sources_finishing() {
+        if let Some(aborted) = self.coordinator.job_finishing() {
             self.abort_in_flight(aborted.barrier.id, "the job finished its input");
         }
         let barrier = self.coordinator.trigger_final(now);
@@ -655,19 +659,6 @@ impl Actor for JobManagerActor {
             myself.get_cell(),
         )
         .await?;
-        let sources = graph
-            .subtasks
-            .iter()
-            .enumerate()
-            .filter(|(_, plan)| {
-                let head = graph.job.vertices[plan.id.vertex as usize].head;
-                matches!(
-                    graph.job.stream.node(head).factory,
-                    OperatorFactory::Source(_)
-                )
-            })
-            .map(|(index, _)| index)
-            .collect();
         let checkpointing = &args.config.checkpointing;
         let coordinator = CheckpointCoordinator::new(
             CoordinatorConfig {
@@ -690,7 +681,6 @@ impl Actor for JobManagerActor {
             stopping_task_manager: None,
             writer,
             subtasks: Vec::new(),
-            sources,
             finished: Vec::new(),
             input_finished: Vec::new(),
             counters: BTreeMap::new(),
@@ -726,12 +716,9 @@ impl Actor for JobManagerActor {
         let current = state.attempt;
         match message {
             JobManagerMsg::InputFinished { attempt, index } if attempt == current => {
+                // Periodic checkpoints go on: a finished subtask acknowledges them with its
+                // final state until the whole job finished its input.
                 state.input_finished[index] = true;
-                if state.sources.contains(&index)
-                    && let Some(aborted) = state.coordinator.sources_finishing()
-                {
-                    state.abort_in_flight(aborted.barrier.id, "a source finished its input");
-                }
                 if state.input_finished.iter().all(|f| *f) {
                     state.start_final_checkpoint();
                 }
@@ -835,10 +822,10 @@ impl Actor for JobManagerActor {
                 id,
                 reason,
             } if attempt == current => {
-                tracing::debug!(job = %state.job_name, "{} declined checkpoint {}: {reason}", state.task_name(index), id.0);
-                // A source that finished cannot inject barriers: not a failure of the job.
-                state.abort_in_flight(id, &reason);
-                let _ = state.coordinator.sources_finishing();
+                let reason = format!("{} declined it: {reason}", state.task_name(index));
+                let now = state.now_ms();
+                let event = state.coordinator.fail(id, reason, now);
+                state.on_coordinator_event(&myself, event);
             }
             JobManagerMsg::Tick => {
                 let now = state.now_ms();

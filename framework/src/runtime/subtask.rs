@@ -11,7 +11,18 @@
 //! 2. `Start`: open the chain, grant initial credits upstream, sources start polling.
 //! 3. `Data` / `Credit` / `Poll` / `Flush` while running.
 //! 4. When all inputs ended (or the source finished) and every batch has been delivered, the
-//!    subtask closes its chain, reports its metrics to the JobManager and stops.
+//!    subtask reports the end of its input and waits for the job's final checkpoint; after it
+//!    completed, the subtask closes its chain, reports its metrics to the JobManager and stops.
+//!
+//! ## Checkpoints
+//!
+//! The JobManager triggers every checkpoint at every subtask. A running source snapshots and
+//! injects the barrier. A subtask that finished its input snapshots its final state at once: no
+//! barrier can reach it any more, and its outputs already carry the end of input, which
+//! downstream barrier handlers count as aligned. Any other subtask takes the checkpoint when the
+//! barrier has arrived on all its live input channels or, if its last input ends first (every
+//! producer finished before the trigger reached it), at its end of input. Each checkpoint is
+//! taken at most once: `last_checkpoint` remembers the newest one taken.
 //!
 //! A panic in user code or an error reported by a function fails the actor with an error that
 //! names the operator and subtask; the TaskManager (its supervisor) reports it to the JobManager.
@@ -58,7 +69,8 @@ pub(crate) enum SubtaskMsg {
     Flush,
     /// Processing time reached a time an operator asked for.
     ProcessingTime,
-    /// Inject this checkpoint barrier (sources only).
+    /// Take part in this checkpoint: a running source injects the barrier, a finished subtask
+    /// snapshots its final state, any other subtask expects the barrier on its inputs.
     TriggerCheckpoint(CheckpointBarrier),
     /// Take the final checkpoint: the whole job finished its input. `persist`: whether its
     /// state is stored (else it only commits).
@@ -73,7 +85,7 @@ pub(crate) enum SubtaskMsg {
     Stop,
 }
 
-/// Decides when a barrier has arrived on every input: aligned (exactly-once) or counted
+/// Decides when a barrier has arrived on every input: aligned (exactly-once) or tracked
 /// (at-least-once).
 enum BarrierHandler {
     Aligned(BarrierAligner),
@@ -95,14 +107,14 @@ impl BarrierHandler {
     ) -> Option<CheckpointBarrier> {
         match self {
             Self::Aligned(aligner) => aligner.handle_barrier(channel, barrier),
-            Self::Tracked(tracker) => tracker.handle_barrier(barrier),
+            Self::Tracked(tracker) => tracker.handle_barrier(channel, barrier),
         }
     }
 
     fn handle_end_of_input(&mut self, channel: usize) -> Option<CheckpointBarrier> {
         match self {
             Self::Aligned(aligner) => aligner.handle_end_of_input(channel),
-            Self::Tracked(tracker) => tracker.handle_end_of_input(),
+            Self::Tracked(tracker) => tracker.handle_end_of_input(channel),
         }
     }
 
@@ -158,6 +170,11 @@ pub(crate) struct SubtaskState {
     attempt: u32,
     /// The end of input was reported to the JobManager; waiting for the final checkpoint.
     input_finished_reported: bool,
+    /// A checkpoint triggered while this subtask waits for its barrier: taken at the end of
+    /// input if every input ends before the barrier arrives.
+    expected_checkpoint: Option<CheckpointBarrier>,
+    /// The newest checkpoint this subtask took (a checkpoint is taken at most once).
+    last_checkpoint: Option<CheckpointId>,
     ended_inputs: usize,
     /// The input channel whose batch is current in the head.
     current: Option<usize>,
@@ -276,6 +293,31 @@ impl SubtaskState {
         if let Some(complete) = self.handle_control_in_head(channel, control) {
             self.acknowledge(complete);
         }
+        if self.input_done {
+            self.take_expected_checkpoint();
+        }
+    }
+
+    /// The input ended before the barrier of an expected checkpoint arrived (its producers
+    /// finished before the trigger reached them): take it now, with the final state.
+    fn take_expected_checkpoint(&mut self) {
+        let Some(barrier) = self.expected_checkpoint.take() else {
+            return;
+        };
+        if self.last_checkpoint.is_some_and(|last| barrier.id <= last) {
+            return;
+        }
+        self.snapshot_finished(barrier);
+    }
+
+    /// Snapshots the chain of a subtask that finished its input, without a barrier (no input
+    /// can deliver one, and the outputs already carry the end of input), and acknowledges.
+    fn snapshot_finished(&mut self, barrier: CheckpointBarrier) {
+        match &mut self.head {
+            Head::Source(source) => source.snapshot_state(barrier, &mut self.cx),
+            Head::Input(head) => head.snapshot_state(barrier, &mut self.cx),
+        }
+        self.acknowledge(barrier);
     }
 
     /// Handles a control element; returns a checkpoint whose barrier the chain just took.
@@ -331,6 +373,7 @@ impl SubtaskState {
     /// stored; the subtask goes on processing meanwhile. A failed snapshot declines instead
     /// (the failure itself fails the task).
     fn acknowledge(&mut self, barrier: CheckpointBarrier) {
+        self.last_checkpoint = self.last_checkpoint.max(Some(barrier.id));
         let snapshots: Vec<(String, PendingOperatorSnapshot)> =
             std::mem::take(&mut self.cx.snapshots);
         if self.cx.failure.is_some() {
@@ -344,32 +387,49 @@ impl SubtaskState {
         });
     }
 
-    /// Injects a barrier at a source, or declines if the source has finished.
+    /// Takes part in checkpoint `barrier`: a running source injects it, a finished subtask
+    /// snapshots its final state, any other subtask expects it on its inputs.
     fn trigger_checkpoint(&mut self, barrier: CheckpointBarrier) {
-        let Head::Source(source) = &mut self.head else {
+        if self.last_checkpoint.is_some_and(|last| barrier.id <= last) {
+            // The barrier came through the inputs before the trigger did.
             return;
-        };
-        if self.input_done || !self.started {
+        }
+        if !self.started {
+            // Cannot happen (the JobManager starts every subtask before it triggers), but a
+            // checkpoint without this subtask's state must not complete.
             let _ = self.job_manager.send_message(JobManagerMsg::Decline {
                 attempt: self.attempt,
                 index: self.index,
                 id: barrier.id,
-                reason: format!("{} has finished its input", self.task_name),
+                reason: "the subtask has not started".to_string(),
             });
             return;
         }
-        source.trigger_checkpoint(barrier, &mut self.cx);
-        self.acknowledge(barrier);
+        if self.input_done {
+            self.snapshot_finished(barrier);
+            return;
+        }
+        match &mut self.head {
+            Head::Source(source) => {
+                source.trigger_checkpoint(barrier, &mut self.cx);
+                self.acknowledge(barrier);
+            }
+            Head::Input(_) => {
+                if self
+                    .expected_checkpoint
+                    .is_none_or(|expected| expected.id < barrier.id)
+                {
+                    self.expected_checkpoint = Some(barrier);
+                }
+            }
+        }
     }
 
     /// Snapshots the whole chain for the final checkpoint (no barrier goes downstream: every
     /// input has ended).
     fn final_checkpoint(&mut self, barrier: CheckpointBarrier) {
-        match &mut self.head {
-            Head::Source(source) => source.snapshot_state(barrier, &mut self.cx),
-            Head::Input(head) => head.snapshot_state(barrier, &mut self.cx),
-        }
-        self.acknowledge(barrier);
+        self.expected_checkpoint = None;
+        self.snapshot_finished(barrier);
     }
 
     fn notify_checkpoint_complete(&mut self, id: CheckpointId) {
@@ -581,6 +641,8 @@ impl Actor for SubtaskActor {
             barriers: BarrierHandler::new(args.config.checkpointing.mode, channel_count),
             attempt: args.attempt_number,
             input_finished_reported: false,
+            expected_checkpoint: None,
+            last_checkpoint: None,
             ended_inputs: 0,
             current: None,
             outputs: Vec::new(),
