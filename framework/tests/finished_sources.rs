@@ -33,6 +33,7 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
 }
 
 /// A source wrapper that notes when one of its subtasks reported the end of its input.
+#[operator(new = false)]
 #[derive(Clone)]
 struct Watched<S> {
     inner: S,
@@ -63,6 +64,7 @@ impl<T, S: SourceFunction<T>> SourceFunction<T> for Watched<S> {
 
 /// A pass-through map that records, per completed checkpoint, whether the short source had
 /// finished by the time the completion reached it.
+#[operator(new = false)]
 #[derive(Clone)]
 struct CheckpointWatch {
     short_finished: Arc<AtomicBool>,
@@ -88,6 +90,7 @@ impl MapFunction<u64> for CheckpointWatch {
 
 /// A running count per key, emitting `key,count` per record: the multiset of its output does
 /// not depend on the order in which the two sources interleave.
+#[operator(new = false)]
 #[derive(Clone)]
 struct RunningCount {
     count: eichhorn::state::ValueState<u64>,

@@ -28,6 +28,7 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
 
 /// A running count per key, emitting `key,count` per record: the multiset of its output does
 /// not depend on the order in which records of different subtasks arrive.
+#[operator(new = false)]
 #[derive(Clone)]
 struct RunningCount {
     count: eichhorn::state::ValueState<u64>,

@@ -86,7 +86,29 @@ impl<T, S: SourceFunction<T>> SourceFunction<T> for RateLimitedSource<S> {
     }
 }
 
-crate::api::operator::impl_plain_operator!(RateLimitedSource<S>; S);
+/// The pacing wrapper is transparent: identity and state fields are the inner source's.
+impl<S: crate::api::Operator> crate::api::Operator for RateLimitedSource<S> {
+    fn default_uid() -> Option<&'static str> {
+        S::default_uid()
+    }
+    fn state_schema(&self) -> crate::state::StateSchema {
+        self.inner.state_schema()
+    }
+    fn restore_state_fields(
+        &mut self,
+        ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), crate::operator::FunctionError> {
+        self.inner.restore_state_fields(ctx)
+    }
+    fn snapshot_state_fields(
+        &self,
+        ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), crate::operator::FunctionError> {
+        self.inner.snapshot_state_fields(ctx)
+    }
+}
+
+impl<S: crate::api::Unkeyed> crate::api::Unkeyed for RateLimitedSource<S> {}
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@
 //! parallelism they were taken with.
 
 use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError, OperatorInfo};
-use super::checkpointing::PendingOperatorSnapshot;
+use super::checkpointing::StateSnapshotContext;
 use super::context::{NodeId, TaskCx};
 use crate::api::functions::{SourceContext, SourceFunction, SourcePoll};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
@@ -65,9 +65,17 @@ impl<T, S: SourceFunction<T>> SourceNode<T, S> {
     /// Stores the source's position as this subtask's element of the position list state.
     fn snapshot_position(&mut self, barrier: CheckpointBarrier, cx: &mut TaskCx) {
         cx.current_operator = self.info.node;
+        let mut fields = StateSnapshotContext::new(barrier, cx.now_ms, cx.persist_snapshots);
+        if let Err(error) = crate::api::operator::snapshot_fields(&self.source, &mut fields) {
+            cx.fail(
+                self.info.node,
+                format!("snapshot of checkpoint {} failed: {error}", barrier.id.0),
+            );
+            return;
+        }
         match self.source.snapshot_position() {
             Ok(position) => {
-                let mut pending = PendingOperatorSnapshot::default();
+                let mut pending = fields.into_pending();
                 if let Some(position) = position {
                     let entry = PositionEntry {
                         subtask_index: self.subtask_index,
@@ -186,13 +194,20 @@ impl<T, S> SourceNode<T, S> {
 impl<T: Send + 'static, S: SourceFunction<T>> SourceTask for SourceNode<T, S> {
     fn open(&mut self, ctx: &OpenContext) -> Result<(), OperatorError> {
         self.subtask_index = ctx.subtask_index;
+        let mut init = ctx.state_init(&self.info);
+        crate::api::operator::initialize_fields(&mut self.source, &mut init).map_err(|source| {
+            OperatorError {
+                operator: self.info.name.clone(),
+                phase: "initialize_state",
+                source,
+            }
+        })?;
         let runtime = ctx.runtime_context(&self.info);
         self.source.open(&runtime).map_err(|source| OperatorError {
             operator: self.info.name.clone(),
             phase: "open",
             source,
         })?;
-        let mut init = ctx.state_init(&self.info);
         if let Some(state) = init.take_operator_state(SOURCE_POSITION_STATE) {
             self.restore(&state).map_err(|source| OperatorError {
                 operator: self.info.name.clone(),
@@ -279,6 +294,7 @@ mod tests {
     struct Recorder {
         calls: Arc<Mutex<Vec<String>>>,
     }
+    crate::api::operator::impl_plain_operator!(Recorder);
 
     impl SourceFunction<u64> for Recorder {
         fn poll_next(
