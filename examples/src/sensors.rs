@@ -54,10 +54,12 @@ pub const FREEZING_ALARMS_TAG: &str = "freezing-alarms";
 /// The freezing point of water in °F: readings below it raise an alarm by default.
 pub const FREEZING_THRESHOLD_F: f64 = 32.0;
 
-/// One temperature reading, with the line it was parsed from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One temperature reading, with the line it was parsed from; keyed by its sensor
+/// (`stream.keyed()`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, KeyBy)]
 pub struct SensorReading {
-    /// The sensor's id.
+    /// The sensor's id: the key.
+    #[key]
     pub sensor_id: String,
     /// The event time, in milliseconds.
     pub timestamp_ms: i64,

@@ -37,7 +37,7 @@ pub mod state;
 pub mod time;
 
 pub use api::{ConnectedStreams, DataStream, ExecutionConfig, KeyedStream, OutputTag, StreamEnv};
-pub use eichhorn_macros::{StableHash, operator};
+pub use eichhorn_macros::{KeyBy, StableHash, operator};
 pub use error::{Error, GraphError, JobError};
 pub use runtime::{JobHandle, JobResult, JobStatus, OperatorMetrics};
 pub use state::{StableHash, StableHasher};
@@ -53,7 +53,7 @@ pub mod prelude {
         CollectSink, ConnectedStreams, Data, DataStream, DataStreamSink, ExecutionConfig, Key,
         KeyedStream, OutputTag, StreamEnv, WindowedStream,
     };
-    pub use crate::api::{Operator, Unkeyed};
+    pub use crate::api::{KeyBy, Operator, Unkeyed};
     pub use crate::error::{GraphError, JobError};
     pub use crate::operator::{
         BroadcastContext, BroadcastReadOnlyContext, KeyedBroadcastReadOnlyContext,
@@ -68,5 +68,5 @@ pub mod prelude {
         StableHasher, StateTtlConfig, UnionList, ValueState,
     };
     pub use crate::time::Watermark;
-    pub use eichhorn_macros::{StableHash, operator};
+    pub use eichhorn_macros::{KeyBy, StableHash, operator};
 }

@@ -15,6 +15,7 @@
 mod ast;
 mod expand;
 mod fallback;
+mod key_by;
 mod operator;
 mod valid;
 
@@ -172,4 +173,37 @@ pub fn derive_stable_hash(input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn operator(attr: TokenStream, item: TokenStream) -> TokenStream {
     operator::operator(attr.into(), item.into()).into()
+}
+
+/// Derives `eichhorn::api::KeyBy` from the fields marked `#[key]`, so `stream.keyed()`
+/// partitions by them (instead of `key_by(|r| r.sensor_id.clone())`).
+///
+/// One `#[key]` field is the key (cloned); several make a tuple key in declaration order. The
+/// key type must be an `eichhorn::api::Key` (rustc reports a field type that is not, on the
+/// field). Errors: no `#[key]` field (on the type's name), `#[key]` with arguments or given
+/// twice, `#[key]` on the type, enums and unions.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Serialize, Deserialize, KeyBy)]
+/// struct Click {
+///     #[key]
+///     site: String,
+///     #[key]
+///     page: u32,
+///     at_ms: i64,
+/// }
+///
+/// let click = Click { site: "a".into(), page: 7, at_ms: 0 };
+/// assert_eq!(click.key(), ("a".to_string(), 7));
+/// # let _ = click.at_ms;
+/// ```
+#[proc_macro_derive(KeyBy, attributes(key))]
+pub fn derive_key_by(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    key_by::derive(&input).into()
 }

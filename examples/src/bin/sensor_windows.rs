@@ -125,7 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .name(TIMESTAMPS_OPERATOR_NAME)
         // One assigner sees every reading in file order: watermarks depend only on the file.
         .set_parallelism(1)
-        .key_by(|reading: &SensorReading| reading.sensor_id.clone())
+        .keyed()
         .window(assigner)
         .allowed_lateness(args.allowed_lateness_ms)
         .side_output_late_data(&late_tag)

@@ -66,7 +66,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .with_timestamp_assigner(|reading: &SensorReading, _| reading.timestamp_ms),
         )
         .set_parallelism(1)
-        .key_by(|reading: &SensorReading| reading.sensor_id.clone())
+        .keyed()
         .process(TempIncreaseAlert::new(args.interval_ms))
         .name("Temperature Increase Alert")
         .collect_sink();

@@ -30,9 +30,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, ensure};
 use clap::Parser;
 use eichhorn::prelude::*;
-use eichhorn_examples::sensors::{
-    SensorReading, TemperatureAlert, malformed_line_count, parse_readings,
-};
+use eichhorn_examples::sensors::{TemperatureAlert, malformed_line_count, parse_readings};
 use eichhorn_examples::{exit_code, init_tracing, print_lines};
 
 /// Alerts when a sensor's temperature jumps by more than a threshold between readings.
@@ -67,7 +65,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let env = StreamEnv::new();
     env.set_parallelism(args.parallelism);
     let alerts = parse_readings(env.read_text_file(args.input.clone()))
-        .key_by(|reading: &SensorReading| reading.sensor_id.clone())
+        .keyed()
         .flat_map_function(TemperatureAlert::new(args.threshold))
         .name("Temperature Alert")
         .collect_sink();

@@ -251,6 +251,15 @@ impl<T: Data> DataStream<T> {
         super::KeyedStream::new(self.with_partitioner(spec), selector)
     }
 
+    /// Partitions the stream by the elements' own key ([`super::KeyBy`], usually derived with
+    /// `#[derive(KeyBy)]` and `#[key]` on the key field).
+    pub fn keyed(self) -> super::KeyedStream<T::Key, T>
+    where
+        T: super::KeyBy,
+    {
+        self.key_by(|element: &T| element.key())
+    }
+
     /// Cuts the whole (non-keyed) stream into windows, evaluated by one subtask (Flink's
     /// `windowAll`).
     pub fn window_all(

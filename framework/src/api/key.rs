@@ -24,3 +24,42 @@ impl<K> Key for K where
     K: StableHash + Ord + std::hash::Hash + Clone + Send + Serialize + DeserializeOwned + 'static
 {
 }
+
+/// An element type that knows its own key: `DataStream::keyed()` partitions by it. Derive it
+/// with `#[derive(KeyBy)]` and `#[key]` on the key field (several `#[key]` fields make a tuple
+/// key, in declaration order).
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Serialize, Deserialize, KeyBy)]
+/// struct Reading {
+///     #[key]
+///     sensor_id: String,
+///     temperature: f64,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let env = StreamEnv::new();
+/// let maxima = env
+///     .from_collection(vec![
+///         Reading { sensor_id: "a".into(), temperature: 1.0 },
+///         Reading { sensor_id: "a".into(), temperature: 3.0 },
+///     ])
+///     .keyed()
+///     .reduce(|a, b| if b.temperature > a.temperature { b } else { a })
+///     .map(|r| (r.key(), r.temperature))
+///     .collect_sink();
+/// env.execute("keyed").await.unwrap();
+/// assert_eq!(maxima.take().last(), Some(&("a".to_string(), 3.0)));
+/// # }
+/// ```
+pub trait KeyBy {
+    /// The key type.
+    type Key: Key;
+    /// This element's key.
+    fn key(&self) -> Self::Key;
+}

@@ -38,7 +38,7 @@ pub use functions::{
     SinkContext, SinkFunction, SourceContext, SourceFunction, SourcePoll,
 };
 pub use joins::{IntervalJoin, IntervalJoined, TaggedUnion, WindowJoin, WindowedJoin};
-pub use key::{Data, Key};
+pub use key::{Data, Key, KeyBy};
 pub use keyed::KeyedStream;
 pub use operator::{Operator, Unkeyed};
 pub use output_tag::OutputTag;
