@@ -53,7 +53,7 @@ pub mod prelude {
         CollectSink, ConnectedStreams, Data, DataStream, DataStreamSink, ExecutionConfig, Key,
         KeyedStream, OutputTag, StreamEnv, WindowedStream,
     };
-    pub use crate::api::{KeyBy, Operator, Unkeyed};
+    pub use crate::api::{KeyBy, Operator, TwoPhaseCommitSink, Unkeyed};
     pub use crate::error::{GraphError, JobError};
     pub use crate::operator::{
         BroadcastContext, BroadcastReadOnlyContext, KeyedBroadcastReadOnlyContext,

@@ -122,8 +122,11 @@ impl<I, S: TwoPhaseCommitSink<I>> TwoPhaseCommitSinkNode<I, S> {
     /// This subtask's share of the restored transactions: those of the old subtasks `o` with
     /// `o mod p == i` (see the module docs); from a split-mode checkpoint of an earlier
     /// version, the elements the split gave this subtask.
-    fn restored_share(&self, ctx: &OpenContext) -> Result<RestoredShare<S::Txn>, String> {
+    /// The sink's own state fields (`#[operator]`) are restored first, from the same state.
+    fn restored_share(&mut self, ctx: &OpenContext) -> Result<RestoredShare<S::Txn>, String> {
         let mut init = ctx.state_init(&self.info);
+        crate::api::operator::initialize_fields(&mut self.sink, &mut init)
+            .map_err(|error| format!("state fields: {error}"))?;
         let Some(state) = init.take_operator_state(TRANSACTIONS_STATE) else {
             return Ok((Vec::new(), Vec::new()));
         };
@@ -220,6 +223,13 @@ impl<I, S: TwoPhaseCommitSink<I>> TwoPhaseCommitSinkNode<I, S> {
             }
         }
         let mut ctx = StateSnapshotContext::new(barrier, cx.now_ms, cx.persist_snapshots);
+        if let Err(error) = crate::api::operator::snapshot_fields(&self.sink, &mut ctx) {
+            cx.fail(
+                self.info.node,
+                format!("snapshot of checkpoint {} failed: {error}", id.0),
+            );
+            return;
+        }
         let state = TransactionStateRef {
             subtask_index: self.subtask_index,
             pending: &self.pending,
