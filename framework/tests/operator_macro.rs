@@ -5,24 +5,21 @@
 //!
 //! Timeouts only guard against hangs; no verdict depends on timing.
 
+mod common;
+
+use common::{committed_lines, failing_at, paced, within};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eichhorn::checkpoint::RestartStrategy;
-use eichhorn::connectors::{GeneratorSource, RateLimitedSource};
+use eichhorn::connectors::RateLimitedSource;
 use eichhorn::prelude::*;
 use eichhorn::state::StateBackendKind;
 use serde::{Deserialize, Serialize};
 
 const RECORDS: u64 = 3_000;
-
-async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(120), future)
-        .await
-        .expect("the job hung")
-}
 
 /// The record `g`: 17 keys, values with both signs.
 fn record(g: u64) -> (u64, i64) {
@@ -169,39 +166,6 @@ impl MapFunction<(u64, i64)> for CountThrough {
 
 /// What every `CountThrough` counted when it closed (one test uses it).
 static TOTAL_PASSED: AtomicU64 = AtomicU64::new(0);
-
-/// Fails (panics) when the shared record count, over all attempts, reaches one of `at`.
-fn failing_at<T>(at: Vec<u64>) -> impl Fn(T) -> T + Clone + Send + 'static {
-    let seen = Arc::new(AtomicU64::new(0));
-    move |r| {
-        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-        if at.contains(&n) {
-            panic!("injected failure at record {n}");
-        }
-        r
-    }
-}
-
-fn committed_lines(dir: &std::path::Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("output dir") {
-        let entry = entry.expect("entry");
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).expect("part file");
-        lines.extend(text.lines().map(str::to_string));
-    }
-    lines.sort();
-    lines
-}
-
-fn paced(env: &StreamEnv, count: u64, per_second: u64) -> DataStream<u64> {
-    env.add_source(
-        RateLimitedSource::new(GeneratorSource::new(Some(count), |g| g), per_second),
-        "paced",
-    )
-}
 
 /// Seeded failures at parallelism 1, 2 and 4 on both backends: the derived operator's state
 /// (every keyed kind, with TTL, and an operator list field) comes back from each checkpoint, so

@@ -4,29 +4,16 @@
 //!
 //! Timeouts only guard against hangs; no verdict depends on timing.
 
+mod common;
+
+use common::{committed_lines, failing_at, paced, within};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eichhorn::checkpoint::RestartStrategy;
-use eichhorn::connectors::{GeneratorSource, RateLimitedSource};
 use eichhorn::prelude::*;
-
-/// `count` numbers from a parallel source paced at `per_second` per subtask, so that virtual
-/// time passes while it runs and periodic checkpoints happen.
-fn paced(env: &StreamEnv, count: u64, per_second: u64) -> DataStream<u64> {
-    env.add_source(
-        RateLimitedSource::new(GeneratorSource::new(Some(count), |g| g), per_second),
-        "paced",
-    )
-}
-
-async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(120), future)
-        .await
-        .expect("the job hung")
-}
 
 fn counts(values: Vec<u64>) -> BTreeMap<u64, u32> {
     let mut counts = BTreeMap::new();
@@ -186,34 +173,6 @@ fn expected_sums(count: u64) -> Vec<String> {
         .collect();
     lines.sort();
     lines
-}
-
-/// The committed lines of an exactly-once file sink directory, sorted.
-fn committed_lines(dir: &std::path::Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("output dir") {
-        let entry = entry.expect("entry");
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).expect("part file");
-        lines.extend(text.lines().map(str::to_string));
-    }
-    lines.sort();
-    lines
-}
-
-/// Fails (panics) when the shared record count, over all attempts, reaches one of `at`: each
-/// point fails once, since the count only grows.
-fn failing_at<T>(at: Vec<u64>) -> impl Fn(T) -> T + Clone + Send + 'static {
-    let seen = Arc::new(AtomicU64::new(0));
-    move |r| {
-        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
-        if at.contains(&n) {
-            panic!("injected failure at record {n}");
-        }
-        r
-    }
 }
 
 /// Many seeded runs, each failing at random points, with random checkpoint intervals,

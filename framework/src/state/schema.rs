@@ -284,74 +284,38 @@ fn trace_layout<T: DeserializeOwned>() -> String {
     }
 }
 
-impl<T: DeserializeOwned + 'static> StateField for super::ValueState<T> {
-    const KIND: StateFieldKind = StateFieldKind::Value;
-    fn state_name(&self) -> &str {
-        self.name()
-    }
-    fn has_ttl(&self) -> bool {
-        self.ttl().is_some()
-    }
-    fn layout() -> String {
-        layout_of::<T>()
-    }
+/// `StateField` for a keyed state handle: `[generics] Handle<..>, Kind, stored type`.
+macro_rules! keyed_state_field {
+    ([$($generics:tt)*] $handle:ty, $kind:ident, $stored:ty) => {
+        impl<$($generics)*> StateField for $handle {
+            const KIND: StateFieldKind = StateFieldKind::$kind;
+            fn state_name(&self) -> &str {
+                self.name()
+            }
+            fn has_ttl(&self) -> bool {
+                self.ttl().is_some()
+            }
+            fn layout() -> String {
+                layout_of::<$stored>()
+            }
+        }
+    };
 }
 
-impl<T: DeserializeOwned + 'static> StateField for super::ListState<T> {
-    const KIND: StateFieldKind = StateFieldKind::List;
-    fn state_name(&self) -> &str {
-        self.name()
-    }
-    fn has_ttl(&self) -> bool {
-        self.ttl().is_some()
-    }
-    fn layout() -> String {
-        layout_of::<T>()
-    }
-}
-
-impl<UK: DeserializeOwned + 'static, UV: DeserializeOwned + 'static> StateField
-    for super::MapState<UK, UV>
-{
-    const KIND: StateFieldKind = StateFieldKind::Map;
-    fn state_name(&self) -> &str {
-        self.name()
-    }
-    fn has_ttl(&self) -> bool {
-        self.ttl().is_some()
-    }
-    fn layout() -> String {
-        layout_of::<(UK, UV)>()
-    }
-}
-
-impl<T: DeserializeOwned + 'static> StateField for super::ReducingState<T> {
-    const KIND: StateFieldKind = StateFieldKind::Reducing;
-    fn state_name(&self) -> &str {
-        self.name()
-    }
-    fn has_ttl(&self) -> bool {
-        self.ttl().is_some()
-    }
-    fn layout() -> String {
-        layout_of::<T>()
-    }
-}
-
-impl<IN, ACC: DeserializeOwned + 'static, OUT> StateField
-    for super::AggregatingState<IN, ACC, OUT>
-{
-    const KIND: StateFieldKind = StateFieldKind::Aggregating;
-    fn state_name(&self) -> &str {
-        self.name()
-    }
-    fn has_ttl(&self) -> bool {
-        self.ttl().is_some()
-    }
-    fn layout() -> String {
-        layout_of::<ACC>()
-    }
-}
+keyed_state_field!([T: DeserializeOwned + 'static] super::ValueState<T>, Value, T);
+keyed_state_field!([T: DeserializeOwned + 'static] super::ListState<T>, List, T);
+keyed_state_field!(
+    [UK: DeserializeOwned + 'static, UV: DeserializeOwned + 'static]
+    super::MapState<UK, UV>,
+    Map,
+    (UK, UV)
+);
+keyed_state_field!([T: DeserializeOwned + 'static] super::ReducingState<T>, Reducing, T);
+keyed_state_field!(
+    [IN, ACC: DeserializeOwned + 'static, OUT] super::AggregatingState<IN, ACC, OUT>,
+    Aggregating,
+    ACC
+);
 
 impl<K: DeserializeOwned + 'static, V: DeserializeOwned + 'static> StateField
     for crate::api::MapStateDescriptor<K, V>

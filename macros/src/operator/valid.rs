@@ -135,17 +135,9 @@ pub(crate) fn validate<'a>(input: &Input<'a>) -> syn::Result<Model<'a>> {
 
 /// Reads `#[operator(uid = "...", new = false)]`.
 fn operator_args(args: &Args, errors: &mut Errors) -> (Option<LitStr>, bool) {
-    errors.extend(args.malformed.clone());
     let mut uid = None;
     let mut constructor = true;
-    let mut seen: Vec<String> = Vec::new();
-    for arg in &args.args {
-        let key = arg.key.to_string();
-        if seen.contains(&key) {
-            errors.at(arg.key.span(), format!("`{key}` is given twice"));
-            continue;
-        }
-        seen.push(key.clone());
+    for (key, arg) in unique_args(args, errors) {
         match key.as_str() {
             "uid" => match string_value(arg) {
                 Some(lit) if lit.value().trim().is_empty() => {
@@ -266,18 +258,10 @@ fn keyed_member<'a>(
             return None;
         }
     };
-    errors.extend(args.malformed.clone());
     let mut name = None;
     let mut ttl = None;
     let mut function = None;
-    let mut seen: Vec<String> = Vec::new();
-    for arg in &args.args {
-        let key = arg.key.to_string();
-        if seen.contains(&key) {
-            errors.at(arg.key.span(), format!("`{key}` is given twice"));
-            continue;
-        }
-        seen.push(key.clone());
+    for (key, arg) in unique_args(args, errors) {
         match key.as_str() {
             "name" => name = state_name(arg, errors),
             "ttl" => match &arg.value {
@@ -375,16 +359,8 @@ fn operator_member<'a>(
             return None;
         }
     };
-    errors.extend(args.malformed.clone());
     let mut name = None;
-    let mut seen: Vec<String> = Vec::new();
-    for arg in &args.args {
-        let key = arg.key.to_string();
-        if seen.contains(&key) {
-            errors.at(arg.key.span(), format!("`{key}` is given twice"));
-            continue;
-        }
-        seen.push(key.clone());
+    for (key, arg) in unique_args(args, errors) {
         match key.as_str() {
             "name" => name = state_name(arg, errors),
             _ => errors.at(
@@ -395,6 +371,22 @@ fn operator_member<'a>(
     }
     let name = claim_name(field, name, names, errors)?;
     Some(Member::Operator { name, kind })
+}
+
+/// The arguments with their keys, each key once: malformed arguments and repeated keys are
+/// reported (on the repeat) and left out.
+fn unique_args<'a>(args: &'a Args, errors: &mut Errors) -> Vec<(String, &'a Arg)> {
+    errors.extend(args.malformed.clone());
+    let mut unique: Vec<(String, &Arg)> = Vec::new();
+    for arg in &args.args {
+        let key = arg.key.to_string();
+        if unique.iter().any(|(seen, _)| *seen == key) {
+            errors.at(arg.key.span(), format!("`{key}` is given twice"));
+        } else {
+            unique.push((key, arg));
+        }
+    }
+    unique
 }
 
 /// The state name: the explicit one or the field's name; a name another field has is an error
