@@ -13,6 +13,7 @@ mod handles;
 mod key_group;
 mod keyed;
 mod lmdb;
+pub mod namespaced;
 pub mod snapshot;
 mod stable_hash;
 mod table;
