@@ -40,6 +40,7 @@
 
 mod assigner;
 mod backend;
+mod backend_panes;
 mod evictor;
 mod fired;
 mod functions;
