@@ -124,6 +124,24 @@ impl<A> KeyPanes<A> {
         self.earlier.iter().chain(std::iter::once(&self.latest))
     }
 
+    /// Removes the pane starting at `start`, if the key has contents there; returns whether
+    /// none is left (the value is then to be removed).
+    fn remove_pane(&mut self, start: i64) -> bool {
+        if self.latest.0 == start {
+            return match self.earlier.pop_back() {
+                Some(latest) => {
+                    self.latest = latest;
+                    false
+                }
+                None => true,
+            };
+        }
+        if let Ok(index) = self.earlier.binary_search_by_key(&start, |(s, _)| *s) {
+            self.earlier.remove(index);
+        }
+        false
+    }
+
     /// Removes the panes starting at or before `start`; returns whether none is left (the
     /// value is then to be removed).
     fn drop_through(&mut self, start: i64) -> bool {
@@ -248,6 +266,12 @@ where
 
     /// Emits `window` for every key with contents in it, in key order, except the keys for
     /// which `fired` says the window fired before the checkpoint.
+    ///
+    /// If the watermark also cleans the window up, its first pane goes in this advance (it is
+    /// the pane's last window): each key's contents there are removed while the key is at
+    /// hand, rather than read again when the pane is dropped (with LMDB, a second read per key
+    /// and window once the keys outgrow the cache). Windows fire in start order, so no later
+    /// window of this advance covers that pane.
     fn fire_window<T, F>(
         &mut self,
         function: &mut F,
@@ -280,7 +304,7 @@ where
                 .map(|p| p.contents.len());
             let mut seen: FxHashSet<&K> =
                 FxHashSet::with_capacity_and_hasher(largest.max().unwrap_or(0), Default::default());
-            for pane in self.list.panes.range(range) {
+            for pane in self.list.panes.range(range.clone()) {
                 for key in &pane.contents {
                     if seen.insert(key) {
                         keys.push((key.clone(), ()));
@@ -289,6 +313,13 @@ where
             }
         }
         self.key_order.sort(&mut keys);
+        let first = range.start;
+        let drains = cleanup <= emitter.watermark
+            && self
+                .list
+                .panes
+                .get(first)
+                .is_some_and(|pane| pane.start == window.start);
         let mut table = self.store.value_table::<KeyPanes<A>>(PANES_STATE)?;
         for (key, ()) in keys.drain(..) {
             if check_fired && fired.suppresses(&key, max_timestamp) {
@@ -302,16 +333,28 @@ where
                 if let Some(contents) = entry.contents_mut(window.start) {
                     emitter.emit(function, &key, window, contents);
                 }
-                continue;
-            }
-            let contents = if check_fired && fired.cleaned(&key, cleanup) {
-                // Brought back after the restore: only what came since.
-                Self::fresh_contents(entry, function, &window)
             } else {
-                Self::window_contents(entry, function, &window)
-            };
-            if let Some(mut contents) = contents {
-                emitter.emit(function, &key, window, &mut contents);
+                let contents = if check_fired && fired.cleaned(&key, cleanup) {
+                    // Brought back after the restore: only what came since.
+                    Self::fresh_contents(entry, function, &window)
+                } else {
+                    Self::window_contents(entry, function, &window)
+                };
+                if let Some(mut contents) = contents {
+                    emitter.emit(function, &key, window, &mut contents);
+                }
+            }
+            if drains && entry.remove_pane(window.start) {
+                table.remove(&key)?;
+            }
+        }
+        if drains {
+            // Left for the pane's drop: the keys passed over above.
+            let pane = &mut self.list.panes[first].contents;
+            if check_fired {
+                pane.retain(|key| fired.suppresses(key, max_timestamp));
+            } else {
+                pane.clear();
             }
         }
         self.keys_scratch = keys;
