@@ -662,3 +662,64 @@ async fn a_derived_two_phase_sink_keeps_its_transaction_counter() {
     let missing_or_twice = committed != (0..RECORDS).collect::<Vec<_>>();
     assert!(!missing_or_twice, "{} rows committed", committed.len());
 }
+
+/// What every `WindowCounter` counted when it closed.
+static WINDOWS_FIRED: AtomicU64 = AtomicU64::new(0);
+
+/// A process window function counting the windows it saw in an operator list field.
+#[operator]
+struct WindowCounter {
+    #[operator_state]
+    fired: OperatorList<u64>,
+}
+
+impl ProcessWindowFunction<u64, u64> for WindowCounter {
+    type Out = u64;
+    fn process(
+        &mut self,
+        _key: &u64,
+        _ctx: &eichhorn::operator::window::WindowContext,
+        elements: Vec<u64>,
+        out: &mut Collector<'_, u64>,
+    ) {
+        if self.fired.is_empty() {
+            self.fired.push(0);
+        }
+        self.fired[0] += 1;
+        out.collect(elements.len() as u64);
+    }
+    fn close(&mut self) -> Result<(), FunctionError> {
+        WINDOWS_FIRED.fetch_add(self.fired.iter().sum::<u64>(), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A process window function's state field is restored with the windows: after a failure the
+/// last attempt's count is every window once.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn window_function_state_fields_are_restored() {
+    use eichhorn::operator::window::{TimeDomain, WindowAssigner};
+    use eichhorn::time::WatermarkStrategy;
+    WINDOWS_FIRED.store(0, Ordering::SeqCst);
+    let env = StreamEnv::new();
+    env.set_parallelism(1);
+    env.enable_checkpointing(10);
+    env.set_restart_strategy(RestartStrategy::FixedDelay {
+        attempts: 2,
+        delay_ms: 5,
+    });
+    let sizes = paced(&env, RECORDS, 3_000)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_bounded_out_of_orderness_every_event(0)
+                .with_timestamp_assigner(|g: &u64, _| *g as i64),
+        )
+        .map(failing_at(vec![RECORDS / 2]))
+        .key_by(|_: &u64| 0u64)
+        .window(WindowAssigner::tumbling(TimeDomain::EventTime, 100, 0).expect("assigner"))
+        .process(WindowCounter::new())
+        .collect_sink();
+    let result = within(env.execute("window state")).await.expect("recovers");
+    assert_eq!(result.restarts, 1);
+    assert!(sizes.take().iter().all(|size| *size == 100));
+    assert_eq!(WINDOWS_FIRED.load(Ordering::SeqCst), RECORDS / 100);
+}

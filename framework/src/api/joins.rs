@@ -117,6 +117,7 @@ impl<K: Key, A: Data, B: Data> IntervalJoined<K, A, B> {
             .into_stream()
             .connect(self.join.right.into_stream())
             .transform("Interval Join", operator)
+            .with_default_uid::<F>()
     }
 }
 

@@ -178,6 +178,7 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         A::Out: Data,
     {
         self.build("Aggregate", AggregateWindow(aggregate))
+            .with_default_uid::<A>()
     }
 
     /// Each window hands all its elements to a [`ProcessWindowFunction`].
@@ -187,6 +188,7 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         P::Out: Data,
     {
         self.build("Process", ProcessWindow(process))
+            .with_default_uid::<P>()
     }
 
     /// Reduces incrementally, then hands the reduced value and the window's metadata to a
@@ -201,6 +203,7 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
             "Reduce, Process",
             ReduceProcessWindow(ReduceWindow(reduce), process),
         )
+        .with_default_uid::<P>()
     }
 
     /// Aggregates incrementally, then hands the result and the window's metadata to a
@@ -216,6 +219,7 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
             "Aggregate, Process",
             AggregateProcessWindow(AggregateWindow(aggregate), process),
         )
+        .with_default_uid::<P>()
     }
 }
 

@@ -7,27 +7,55 @@
 //! result carries the larger of the two timestamps. An element older than the watermark is late:
 //! it is counted (`late_records`) and not joined, as in Flink.
 //!
+//! ## Design
+//!
+//! The buffers live in the job's keyed state backend, as Flink keeps them in `MapState`: one
+//! [`KeyedStateStore`] keyed by `(key, timestamp)` ([`Namespaced`], in the key group of the
+//! key) with the states `_join_left` and `_join_right` (`Vec` of the elements at that key and
+//! timestamp). With the LMDB backend they are in LMDB behind its bounded write-back cache, so
+//! the buffers may exceed memory; with the memory backend the store is a hash map.
+//!
+//! A partner lookup needs a key's timestamps in a range, which the store (point lookups only)
+//! cannot answer. So each side keeps an ordered index of its `(key, timestamp)` pairs in
+//! memory: one entry per buffered timestamp, as the cleanup timers (on the heap next to either
+//! backend, as Flink's `timer-service.factory: HEAP`), so it grows with the live buffer entries,
+//! not with their elements. A lookup walks the index range and reads each timestamp's elements
+//! from the store.
+//!
 //! ## Checkpoints
 //!
-//! Both buffers and the cleanup timers are checkpointed as keyed state, each entry in the key
-//! group of its key: `_join_left` and `_join_right` hold `(key, timestamp) -> elements`,
-//! `_join_timers` the timers. A restore at another parallelism gives every subtask exactly its
-//! keys' buffers and timers. The watermark is not checkpointed (as in Flink): after a restore
-//! nothing is late until the replayed watermark comes.
+//! The store's snapshot holds both buffers, each entry in the key group of its key: `_join_left`
+//! and `_join_right` map `(key, timestamp)` to the elements; `_join_timers` holds the timers. A
+//! restore at another parallelism gives every subtask exactly its keys' buffers and timers; the
+//! indexes are rebuilt from the restored entries' keys (their values stay encoded until read).
+//! The format does not depend on the backend, so a checkpoint taken with one restores into the
+//! other. The watermark is not checkpointed (as in Flink): after a restore nothing is late until
+//! the replayed watermark comes.
+//!
+//! ## Invariants
+//!
+//! - A side's index holds `(key, timestamp)` iff its buffer has an entry there, with at least
+//!   one element, and a cleanup timer of that side at the entry's cleanup time.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::checkpointing::{check_key_group, deferred_keyed_state, take_keyed_entries};
+use super::checkpointing::check_key_group;
 use super::co::TwoInputOperator;
+use super::window::decode_entry_key;
 use super::{
     Collector, FunctionError, OperatorContext, Record, StateInitContext, StateSnapshotContext,
 };
 use crate::api::Key;
 use crate::api::functions::{JoinContext, ProcessJoinFunction};
-use crate::state::{DEFAULT_MAX_PARALLELISM, KeyedStateSnapshot, PendingKeyedSnapshot, StateError};
+use crate::state::namespaced::Namespaced;
+use crate::state::{
+    DEFAULT_MAX_PARALLELISM, KeyGroup, KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot,
+    StateError,
+};
 use crate::time::{TimerService, Watermark};
 
 /// The keyed state holding the left buffer: `(key, timestamp) -> elements`.
@@ -51,12 +79,16 @@ pub(crate) struct IntervalJoinOperator<K, A, B, KS1, KS2, F> {
     key_left: KS1,
     key_right: KS2,
     function: F,
-    left: BTreeMap<K, BTreeMap<i64, Vec<A>>>,
-    right: BTreeMap<K, BTreeMap<i64, Vec<B>>>,
+    /// Both buffers, `(key, timestamp) -> elements`, in the job's backend.
+    buffers: KeyedStateStore<Namespaced<K, i64>>,
+    /// The `(key, timestamp)` pairs of each buffer (see the module's "Design").
+    left_index: BTreeSet<(K, i64)>,
+    right_index: BTreeSet<(K, i64)>,
     timers: TimerService<K, JoinSide>,
     watermark: i64,
     /// The number of key groups, for checkpoints.
     max_parallelism: u32,
+    _elements: PhantomData<fn() -> (A, B)>,
 }
 
 impl<K: Ord + Clone, A, B, KS1: Clone, KS2: Clone, F: Clone> Clone
@@ -88,11 +120,13 @@ impl<K: Ord + Clone, A, B, KS1, KS2, F> IntervalJoinOperator<K, A, B, KS1, KS2, 
             key_left,
             key_right,
             function,
-            left: BTreeMap::new(),
-            right: BTreeMap::new(),
+            buffers: KeyedStateStore::default(),
+            left_index: BTreeSet::new(),
+            right_index: BTreeSet::new(),
             timers: TimerService::new(),
             watermark: i64::MIN,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
+            _elements: PhantomData,
         }
     }
 
@@ -103,72 +137,46 @@ impl<K: Ord + Clone, A, B, KS1, KS2, F> IntervalJoinOperator<K, A, B, KS1, KS2, 
         }
         record_timestamp
     }
+
+    /// The cleanup time of a left element at `timestamp`: no right partner can come later.
+    fn left_cleanup(&self, timestamp: i64) -> i64 {
+        if self.upper_ms > 0 {
+            timestamp.saturating_add(self.upper_ms)
+        } else {
+            timestamp
+        }
+    }
+
+    /// The cleanup time of a right element at `timestamp`: the bounds are mirrored, a left
+    /// partner can come up to `-lower` later.
+    fn right_cleanup(&self, timestamp: i64) -> i64 {
+        if self.lower_ms < 0 {
+            timestamp.saturating_sub(self.lower_ms)
+        } else {
+            timestamp
+        }
+    }
 }
 
-fn buffer<K: Ord + Clone, V>(
-    buffers: &mut BTreeMap<K, BTreeMap<i64, Vec<V>>>,
-    key: &K,
-    timestamp: i64,
-    value: V,
-) {
-    buffers
-        .entry(key.clone())
-        .or_default()
-        .entry(timestamp)
-        .or_default()
-        .push(value);
-}
-
-/// One buffer as keyed state `name`: copied now, encoded off the data path.
-fn snapshot_buffer<K: Key, V: Clone + Serialize + Send + 'static>(
-    buffers: &BTreeMap<K, BTreeMap<i64, Vec<V>>>,
-    name: &'static str,
-    max_parallelism: u32,
-) -> Option<PendingKeyedSnapshot> {
-    let entries: Vec<(K, i64, Vec<V>)> = buffers
-        .iter()
-        .flat_map(|(key, per_time)| {
-            per_time
-                .iter()
-                .map(move |(timestamp, values)| (key.clone(), *timestamp, values.clone()))
-        })
-        .collect();
-    deferred_keyed_state(name, max_parallelism, entries)
-}
-
-/// Restores one buffer from keyed state `name` in `keyed`.
-fn restore_buffer<K: Key, V: DeserializeOwned>(
-    buffers: &mut BTreeMap<K, BTreeMap<i64, Vec<V>>>,
-    keyed: &mut KeyedStateSnapshot,
+/// Rebuilds the index of buffer `name` from its restored entries (`part`), checking that each
+/// key is in the key group it was stored in.
+fn restore_index<K: Key>(
+    part: &KeyedStateSnapshot,
     name: &str,
     max_parallelism: u32,
+    index: &mut BTreeSet<(K, i64)>,
 ) -> Result<(), StateError> {
-    for (group, (key, timestamp), values) in take_keyed_entries::<(K, i64), Vec<V>>(keyed, name)? {
-        check_key_group(&key, group, max_parallelism, name)?;
-        if values.is_empty() {
-            return Err(StateError::Corrupt(format!(
-                "state '{name}', key group {}: an empty buffer entry",
-                group.0
-            )));
-        }
-        let per_time = buffers.entry(key).or_default();
-        if per_time.insert(timestamp, values).is_some() {
+    for entry in &part.entries {
+        let (key, timestamp): (K, i64) = decode_entry_key(name, entry)?;
+        check_key_group(&key, KeyGroup(entry.key_group), max_parallelism, name)?;
+        if !index.insert((key, timestamp)) {
             return Err(StateError::Corrupt(format!(
                 "state '{name}', key group {}: an entry appears twice",
-                group.0
+                entry.key_group
             )));
         }
     }
     Ok(())
-}
-
-fn remove<K: Ord, V>(buffers: &mut BTreeMap<K, BTreeMap<i64, Vec<V>>>, key: &K, timestamp: i64) {
-    if let Some(per_key) = buffers.get_mut(key) {
-        per_key.remove(&timestamp);
-        if per_key.is_empty() {
-            buffers.remove(key);
-        }
-    }
 }
 
 impl<K, A, B, KS1, KS2, F> TwoInputOperator<A, B> for IntervalJoinOperator<K, A, B, KS1, KS2, F>
@@ -184,11 +192,26 @@ where
     type Out = F::Out;
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
-        let max_parallelism = ctx.backend_config().max_parallelism;
+        crate::api::operator::initialize_fields(&mut self.function, ctx)?;
+        let config = ctx.backend_config().clone();
+        let max_parallelism = config.max_parallelism;
         self.max_parallelism = max_parallelism;
         let mut keyed = ctx.take_keyed_snapshot();
-        restore_buffer(&mut self.left, &mut keyed, LEFT_STATE, max_parallelism)?;
-        restore_buffer(&mut self.right, &mut keyed, RIGHT_STATE, max_parallelism)?;
+        let left = keyed.take_state(LEFT_STATE);
+        let right = keyed.take_state(RIGHT_STATE);
+        restore_index(&left, LEFT_STATE, max_parallelism, &mut self.left_index)?;
+        restore_index(&right, RIGHT_STATE, max_parallelism, &mut self.right_index)?;
+        let mut buffers = left;
+        buffers.merge(right)?;
+        let mut store = KeyedStateStore::open(config)?;
+        if !buffers.is_empty() {
+            store.restore(buffers)?;
+        }
+        // Resolved now, so that restored buffers of other element types are a restore error
+        // (and, in memory, undecodable ones too; LMDB decodes them as they are read).
+        store.value_table::<Vec<A>>(LEFT_STATE)?;
+        store.value_table::<Vec<B>>(RIGHT_STATE)?;
+        self.buffers = store;
         let timers = keyed.take_state(TIMERS_STATE);
         self.timers.restore_keyed_snapshot(&timers, TIMERS_STATE)?;
         if let Some(left) = keyed.states.first() {
@@ -202,20 +225,17 @@ where
     }
 
     fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.function, ctx)?;
         if !ctx.is_persisted() {
             return Ok(());
         }
+        ctx.snapshot_keyed_store(&mut self.buffers)?;
         let max_parallelism = self.max_parallelism;
-        let left = snapshot_buffer(&self.left, LEFT_STATE, max_parallelism);
-        let right = snapshot_buffer(&self.right, RIGHT_STATE, max_parallelism);
-        let timers = (self.timers.event_time_timer_count() > 0).then(|| {
+        if self.timers.event_time_timer_count() > 0 {
             let timers = self.timers.clone();
-            PendingKeyedSnapshot::Deferred(Box::new(move || {
+            ctx.add_keyed(PendingKeyedSnapshot::Deferred(Box::new(move || {
                 timers.to_keyed_snapshot(TIMERS_STATE, max_parallelism)
-            }))
-        });
-        for part in [left, right, timers].into_iter().flatten() {
-            ctx.add_keyed(part);
+            })));
         }
         Ok(())
     }
@@ -234,29 +254,50 @@ where
             return;
         }
         let key = (self.key_left)(&record.value);
-        if let Some(candidates) = self.right.get(&key) {
-            let from = ts.saturating_add(self.lower_ms);
-            let to = ts.saturating_add(self.upper_ms);
-            for (&right_ts, rights) in candidates.range(from..=to) {
-                let join = JoinContext {
-                    left_timestamp: ts,
-                    right_timestamp: right_ts,
-                };
-                for right in rights {
-                    out.set_timestamp(Some(join.timestamp()));
-                    self.function
-                        .process_element(record.value.clone(), right.clone(), &join, out);
+        let from = ts.saturating_add(self.lower_ms);
+        let to = ts.saturating_add(self.upper_ms);
+        let joined = self
+            .buffers
+            .value_table::<Vec<B>>(RIGHT_STATE)
+            .and_then(|mut rights| {
+                for (_, right_ts) in self
+                    .right_index
+                    .range((key.clone(), from)..=(key.clone(), to))
+                {
+                    let entry = Namespaced::new(key.clone(), *right_ts);
+                    let Some(partners) = rights.get(&entry)? else {
+                        return Err(missing(RIGHT_STATE, *right_ts));
+                    };
+                    let join = JoinContext {
+                        left_timestamp: ts,
+                        right_timestamp: *right_ts,
+                    };
+                    for right in partners {
+                        out.set_timestamp(Some(join.timestamp()));
+                        self.function.process_element(
+                            record.value.clone(),
+                            right.clone(),
+                            &join,
+                            out,
+                        );
+                    }
                 }
-            }
+                Ok(())
+            });
+        let cleanup = self.left_cleanup(ts);
+        let buffered = joined.and_then(|()| {
+            self.buffers
+                .value_table::<Vec<A>>(LEFT_STATE)?
+                .get_or_insert_with(Namespaced::new(key.clone(), ts), Vec::new)
+                .map(|elements| elements.push(record.value))
+        });
+        if let Err(error) = buffered {
+            ctx.fail(error.to_string());
+            return;
         }
-        let cleanup = if self.upper_ms > 0 {
-            ts.saturating_add(self.upper_ms)
-        } else {
-            ts
-        };
+        self.left_index.insert((key.clone(), ts));
         self.timers
-            .register_event_time_timer(key.clone(), JoinSide::Left, cleanup);
-        buffer(&mut self.left, &key, ts, record.value);
+            .register_event_time_timer(key, JoinSide::Left, cleanup);
     }
 
     fn process2(
@@ -273,48 +314,71 @@ where
             return;
         }
         let key = (self.key_right)(&record.value);
-        if let Some(candidates) = self.left.get(&key) {
-            let from = ts.saturating_sub(self.upper_ms);
-            let to = ts.saturating_sub(self.lower_ms);
-            for (&left_ts, lefts) in candidates.range(from..=to) {
-                let join = JoinContext {
-                    left_timestamp: left_ts,
-                    right_timestamp: ts,
-                };
-                for left in lefts {
-                    out.set_timestamp(Some(join.timestamp()));
-                    self.function
-                        .process_element(left.clone(), record.value.clone(), &join, out);
+        let from = ts.saturating_sub(self.upper_ms);
+        let to = ts.saturating_sub(self.lower_ms);
+        let joined = self
+            .buffers
+            .value_table::<Vec<A>>(LEFT_STATE)
+            .and_then(|mut lefts| {
+                for (_, left_ts) in self
+                    .left_index
+                    .range((key.clone(), from)..=(key.clone(), to))
+                {
+                    let entry = Namespaced::new(key.clone(), *left_ts);
+                    let Some(partners) = lefts.get(&entry)? else {
+                        return Err(missing(LEFT_STATE, *left_ts));
+                    };
+                    let join = JoinContext {
+                        left_timestamp: *left_ts,
+                        right_timestamp: ts,
+                    };
+                    for left in partners {
+                        out.set_timestamp(Some(join.timestamp()));
+                        self.function.process_element(
+                            left.clone(),
+                            record.value.clone(),
+                            &join,
+                            out,
+                        );
+                    }
                 }
-            }
+                Ok(())
+            });
+        let cleanup = self.right_cleanup(ts);
+        let buffered = joined.and_then(|()| {
+            self.buffers
+                .value_table::<Vec<B>>(RIGHT_STATE)?
+                .get_or_insert_with(Namespaced::new(key.clone(), ts), Vec::new)
+                .map(|elements| elements.push(record.value))
+        });
+        if let Err(error) = buffered {
+            ctx.fail(error.to_string());
+            return;
         }
-        // For the right side the bounds are mirrored: a left partner can come up to -lower later.
-        let cleanup = if self.lower_ms < 0 {
-            ts.saturating_sub(self.lower_ms)
-        } else {
-            ts
-        };
+        self.right_index.insert((key.clone(), ts));
         self.timers
-            .register_event_time_timer(key.clone(), JoinSide::Right, cleanup);
-        buffer(&mut self.right, &key, ts, record.value);
+            .register_event_time_timer(key, JoinSide::Right, cleanup);
     }
 
     fn on_watermark(
         &mut self,
         watermark: Watermark,
-        _ctx: &mut OperatorContext<'_>,
+        ctx: &mut OperatorContext<'_>,
         _out: &mut Collector<'_, F::Out>,
     ) {
         self.watermark = self.watermark.max(watermark.timestamp);
         while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
-            match timer.namespace {
+            let removed = match timer.namespace {
                 JoinSide::Left => {
                     let ts = if self.upper_ms > 0 {
                         timer.timestamp - self.upper_ms
                     } else {
                         timer.timestamp
                     };
-                    remove(&mut self.left, &timer.key, ts);
+                    self.left_index.remove(&(timer.key.clone(), ts));
+                    self.buffers
+                        .value_table::<Vec<A>>(LEFT_STATE)
+                        .and_then(|mut t| t.remove(&Namespaced::new(timer.key, ts)))
                 }
                 JoinSide::Right => {
                     let ts = if self.lower_ms < 0 {
@@ -322,8 +386,15 @@ where
                     } else {
                         timer.timestamp
                     };
-                    remove(&mut self.right, &timer.key, ts);
+                    self.right_index.remove(&(timer.key.clone(), ts));
+                    self.buffers
+                        .value_table::<Vec<B>>(RIGHT_STATE)
+                        .and_then(|mut t| t.remove(&Namespaced::new(timer.key, ts)))
                 }
+            };
+            if let Err(error) = removed {
+                ctx.fail(error.to_string());
+                return;
             }
         }
     }
@@ -333,8 +404,16 @@ where
     }
 }
 
+/// An index entry without its buffer entry: the store lost what the index promised.
+fn missing(state: &str, timestamp: i64) -> StateError {
+    StateError::Corrupt(format!(
+        "state '{state}': no elements at timestamp {timestamp}, which the index lists"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -345,7 +424,7 @@ mod tests {
     use crate::runtime::credit::CreditOutbox;
     use crate::state::snapshot::redistribute;
     use crate::state::{
-        KeyGroupRange, KeyedBackendConfig, OperatorSnapshot, key_group_for_key,
+        KeyGroupRange, KeyedBackendConfig, OperatorSnapshot, StateBackendKind, key_group_for_key,
         subtask_for_key_group,
     };
 
@@ -388,16 +467,71 @@ mod tests {
         Watermark(i64),
     }
 
+    /// The join, noting the most entries its buffers held in memory after any call.
+    struct Probed {
+        join: Join,
+        in_memory_max: Arc<AtomicUsize>,
+    }
+
+    impl Probed {
+        fn observe(&self) {
+            let in_memory = self.join.buffers.entries_in_memory();
+            self.in_memory_max.fetch_max(in_memory, Ordering::Relaxed);
+        }
+    }
+
+    impl TwoInputOperator<Event, Event> for Probed {
+        type Out = Pair;
+        fn process1(
+            &mut self,
+            record: Record<Event>,
+            ctx: &mut OperatorContext<'_>,
+            out: &mut Collector<'_, Pair>,
+        ) {
+            self.join.process1(record, ctx, out);
+            self.observe();
+        }
+        fn process2(
+            &mut self,
+            record: Record<Event>,
+            ctx: &mut OperatorContext<'_>,
+            out: &mut Collector<'_, Pair>,
+        ) {
+            self.join.process2(record, ctx, out);
+            self.observe();
+        }
+        fn on_watermark(
+            &mut self,
+            watermark: Watermark,
+            ctx: &mut OperatorContext<'_>,
+            out: &mut Collector<'_, Pair>,
+        ) {
+            self.join.on_watermark(watermark, ctx, out);
+            self.observe();
+        }
+        fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+            self.join.initialize_state(ctx)
+        }
+        fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+            self.join.snapshot_state(ctx)
+        }
+    }
+
     /// A join node wired to a recorder, its state initialized from `init`.
     struct Harness {
-        node: TwoInputNode<Join, Event, Event>,
+        node: TwoInputNode<Probed, Event, Event>,
         cx: TaskCx,
         recorded: Arc<Mutex<Vec<StreamElement<Pair>>>>,
+        in_memory_max: Arc<AtomicUsize>,
     }
 
     impl Harness {
         fn new(init: &mut StateInitContext) -> Self {
-            let mut operator = join();
+            let in_memory_max = Arc::new(AtomicUsize::new(0));
+            let mut operator = Probed {
+                join: join(),
+                in_memory_max: in_memory_max.clone(),
+            };
             operator.initialize_state(init).expect("initializes");
             let recorded = Arc::new(Mutex::new(Vec::new()));
             let info = OperatorInfo {
@@ -416,6 +550,7 @@ mod tests {
                 node,
                 cx: TaskCx::new(CreditOutbox::new(0), NodeId(1)),
                 recorded,
+                in_memory_max,
             }
         }
 
@@ -495,9 +630,31 @@ mod tests {
         inputs
     }
 
+    /// A backend of `kind` owning the key groups of subtask `index` of `parts`, LMDB ones with
+    /// a cache of 4 entries (most accesses miss, write-backs are frequent) in `dir/name`.
+    fn config(
+        kind: StateBackendKind,
+        dir: &std::path::Path,
+        name: &str,
+        (parts, index): (u32, u32),
+    ) -> KeyedBackendConfig {
+        KeyedBackendConfig {
+            kind,
+            local_dir: dir.join(name),
+            key_groups: KeyGroupRange::for_subtask(128, parts, index),
+            cache_entries: 4,
+            lmdb_map_size: 16 << 20,
+            ..KeyedBackendConfig::memory(128)
+        }
+    }
+
+    const MEMORY: StateBackendKind = StateBackendKind::Memory;
+    const LMDB: StateBackendKind = StateBackendKind::Lmdb;
+
     #[test]
     fn a_restored_join_keeps_its_buffers_and_timers() {
         let inputs = inputs();
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut whole = Harness::new(&mut StateInitContext::empty(128));
         whole.feed(&inputs, &|_| true);
         whole.feed(&[Input::Watermark(i64::MAX)], &|_| true);
@@ -505,38 +662,90 @@ mod tests {
         assert!(expected.len() > 20, "{}", expected.len());
         expected.sort_unstable();
 
-        for cut in 0..=inputs.len() {
-            for parts in [1u32, 3] {
-                let mut before = Harness::new(&mut StateInitContext::empty(128));
-                let watermark = before.feed(&inputs[..cut], &|_| true);
-                let snapshot = before.checkpoint();
-                let (mut pairs, mut late_total) = before.take();
-                for index in 0..parts {
-                    let share = redistribute(std::slice::from_ref(&snapshot), 128, parts, index)
-                        .expect("redistributes");
-                    let config = KeyedBackendConfig {
-                        key_groups: KeyGroupRange::for_subtask(128, parts, index),
-                        ..KeyedBackendConfig::memory(128)
-                    };
-                    let mut init = StateInitContext::restored(share, CheckpointId(1), config);
-                    let mut after = Harness::new(&mut init);
-                    let owns = |key: u8| {
-                        subtask_for_key_group(key_group_for_key(&key, 128), 128, parts) == index
-                    };
-                    if watermark > i64::MIN {
-                        after.feed(&[Input::Watermark(watermark)], &owns);
+        // Both backends, and checkpoints of one restored into the other.
+        for (from, to) in [
+            (MEMORY, MEMORY),
+            (LMDB, LMDB),
+            (MEMORY, LMDB),
+            (LMDB, MEMORY),
+        ] {
+            for cut in (0..=inputs.len()).step_by(if from == to { 1 } else { 7 }) {
+                for parts in [1u32, 3] {
+                    let context = format!("{from:?} -> {to:?}, cut {cut}, {parts} parts");
+                    let mut init = StateInitContext::restored(
+                        OperatorSnapshot::default(),
+                        CheckpointId(0),
+                        config(from, dir.path(), "before", (1, 0)),
+                    );
+                    let mut before = Harness::new(&mut init);
+                    let watermark = before.feed(&inputs[..cut], &|_| true);
+                    let snapshot = before.checkpoint();
+                    let (mut pairs, mut late_total) = before.take();
+                    drop(before);
+                    for index in 0..parts {
+                        let share =
+                            redistribute(std::slice::from_ref(&snapshot), 128, parts, index)
+                                .expect("redistributes");
+                        let name = format!("after-{index}");
+                        let config = config(to, dir.path(), &name, (parts, index));
+                        let mut init = StateInitContext::restored(share, CheckpointId(1), config);
+                        let mut after = Harness::new(&mut init);
+                        let owns = |key: u8| {
+                            subtask_for_key_group(key_group_for_key(&key, 128), 128, parts) == index
+                        };
+                        if watermark > i64::MIN {
+                            after.feed(&[Input::Watermark(watermark)], &owns);
+                        }
+                        after.feed(&inputs[cut..], &owns);
+                        after.feed(&[Input::Watermark(i64::MAX)], &owns);
+                        let (more, more_late) = after.take();
+                        pairs.extend(more);
+                        late_total += more_late;
                     }
-                    after.feed(&inputs[cut..], &owns);
-                    after.feed(&[Input::Watermark(i64::MAX)], &owns);
-                    let (more, more_late) = after.take();
-                    pairs.extend(more);
-                    late_total += more_late;
+                    pairs.sort_unstable();
+                    assert_eq!(pairs, expected, "{context}");
+                    assert_eq!(late_total, late, "{context}");
                 }
-                pairs.sort_unstable();
-                assert_eq!(pairs, expected, "cut {cut}, {parts} parts");
-                assert_eq!(late_total, late, "cut {cut}, {parts} parts");
             }
         }
+    }
+
+    /// With LMDB, the buffers are in LMDB: the cache holds at most its 4 entries while the
+    /// buffers hold many more, and checkpoints read them back from LMDB equal to the memory
+    /// backend's.
+    #[test]
+    fn lmdb_buffers_live_in_lmdb() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let inputs: Vec<Input> = inputs()
+            .into_iter()
+            .filter(|input| !matches!(input, Input::Watermark(_)))
+            .collect();
+        let mut snapshots = Vec::new();
+        for kind in [MEMORY, LMDB] {
+            let mut init = StateInitContext::restored(
+                OperatorSnapshot::default(),
+                CheckpointId(0),
+                config(kind, dir.path(), "join", (1, 0)),
+            );
+            let mut harness = Harness::new(&mut init);
+            harness.feed(&inputs, &|_| true);
+            let snapshot = harness.checkpoint();
+            let buffered = snapshot
+                .keyed
+                .entries
+                .iter()
+                .filter(|e| e.state != snapshot.keyed.state_index(TIMERS_STATE).unwrap_or(9))
+                .count();
+            assert!(buffered > 40, "{buffered} buffer entries");
+            let in_memory_max = harness.in_memory_max.load(Ordering::Relaxed);
+            match kind {
+                MEMORY => assert_eq!(in_memory_max, buffered),
+                _ => assert!(in_memory_max <= 4, "{in_memory_max} entries in memory"),
+            }
+            harness.take();
+            snapshots.push(snapshot);
+        }
+        assert_eq!(snapshots[0], snapshots[1]);
     }
 
     #[test]

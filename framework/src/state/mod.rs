@@ -13,6 +13,7 @@ mod handles;
 mod key_group;
 mod keyed;
 mod lmdb;
+pub mod namespaced;
 mod operator_list;
 pub mod schema;
 pub mod snapshot;

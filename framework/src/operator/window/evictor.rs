@@ -128,6 +128,18 @@ where
     F: WindowFunctionCore<K, T>,
     E: Evictor<T>,
 {
+    fn initialize_fields(
+        &mut self,
+        ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        self.function.initialize_fields(ctx)
+    }
+    fn snapshot_fields(
+        &self,
+        ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        self.function.snapshot_fields(ctx)
+    }
     type Acc = Vec<TimestampedValue<T>>;
     type Out = F::Out;
 

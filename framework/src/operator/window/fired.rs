@@ -37,6 +37,7 @@ use std::hash::Hash;
 use rustc_hash::FxHashMap;
 
 /// The fired windows of restored keys (see the module docs).
+#[derive(Debug, Clone)]
 pub(super) struct FiredWindows<K> {
     /// Per restored key: its windows with `max_timestamp` at or below this fired before the
     /// checkpoint.

@@ -80,6 +80,18 @@ where
     A::Acc: Serialize + DeserializeOwned,
     A::Out: Send + 'static,
 {
+    fn initialize_fields(
+        &mut self,
+        ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.0, ctx)
+    }
+    fn snapshot_fields(
+        &self,
+        ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.0, ctx)
+    }
     type Acc = A::Acc;
     type Out = A::Out;
     fn add(&mut self, contents: Option<A::Acc>, value: T, _timestamp: Option<i64>) -> A::Acc {
@@ -112,6 +124,18 @@ where
     P: ProcessWindowFunction<K, T>,
     P::Out: Send + 'static,
 {
+    fn initialize_fields(
+        &mut self,
+        ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.0, ctx)
+    }
+    fn snapshot_fields(
+        &self,
+        ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.0, ctx)
+    }
     type Acc = Vec<T>;
     type Out = P::Out;
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
@@ -152,6 +176,18 @@ where
     P: ProcessWindowFunction<K, T>,
     P::Out: Send + 'static,
 {
+    fn initialize_fields(
+        &mut self,
+        ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.1, ctx)
+    }
+    fn snapshot_fields(
+        &self,
+        ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.1, ctx)
+    }
     type Acc = T;
     type Out = P::Out;
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
@@ -192,6 +228,18 @@ where
     P: ProcessWindowFunction<K, A::Out>,
     P::Out: Send + 'static,
 {
+    fn initialize_fields(
+        &mut self,
+        ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.1, ctx)
+    }
+    fn snapshot_fields(
+        &self,
+        ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.1, ctx)
+    }
     type Acc = A::Acc;
     type Out = P::Out;
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {

@@ -39,6 +39,8 @@
 //!   window is in flight.
 
 mod assigner;
+mod backend;
+mod backend_panes;
 mod evictor;
 mod fired;
 mod functions;
@@ -54,6 +56,7 @@ pub use assigner::{
     TimeWindow, TumblingWindows, Window, WindowAssign, WindowAssigner, WindowError,
     window_start_with_offset,
 };
+pub(crate) use backend::decode_entry_key;
 pub(crate) use evictor::{BoxedEvictor, EvictingWindow};
 pub use evictor::{CountEvictor, Evictor, TimeEvictor, TimestampedValue};
 pub(crate) use functions::{

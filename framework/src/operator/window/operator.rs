@@ -25,8 +25,7 @@
 //!
 //! ## Design
 //!
-//! The generic path keeps contents per (key, state window) in a hash map (lookups only, never
-//! iterated: the timers decide what fires and in which order) and timers in a [`TimerService`].
+//! The generic path keeps contents per (key, state window) and timers in a [`TimerService`].
 //! With the default event-time trigger ([`EventTimeTrigger`]) most of that is implied by the
 //! windows themselves, and the operator takes a fast path that stores no timers:
 //!
@@ -39,20 +38,47 @@
 //! Both modules state why their results, order, timestamps and late and dropped records are the
 //! generic path's; the operator's tests compare them on random input.
 //!
+//! ## Where the windows live
+//!
+//! Window contents live in the job's keyed state backend, as Flink's window state does; with
+//! LMDB they are in LMDB behind its bounded write-back cache, so windows may hold more than
+//! memory:
+//!
+//! - the generic path: contents per (key, state window) in a [`KeyedStateStore`] keyed by
+//!   [`WindowScope`] (state `_window_contents`), the in-flight windows of merging assigners in a
+//!   store keyed by the key (`_window_merging`), trigger state in a third (as before). With the
+//!   memory backend these stores are hash maps;
+//! - the fast paths: with the memory backend their contents stay in their own heap structures,
+//!   which are the memory backend's form of this state (and what makes them fast); with LMDB
+//!   the operator switches to their backend forms when it opens its state:
+//!   [`BackendPanes`](super::backend_panes::BackendPanes) (per key one value holding its panes)
+//!   and [`SessionWindows`](super::sessions::SessionWindows) over a store of each key's
+//!   sessions. Same semantics, same code where it decides what fires.
+//!
+//! What tells a watermark which windows to fire stays in memory on either backend, as Flink's
+//! heap timers beside its RocksDB backend (`timer-service.factory: HEAP`): the generic path's
+//! timers, the pane index (per pane the keys with contents, no contents), the session queue
+//! (one entry per key with sessions) and the fired marks of recently restored keys. Each is
+//! bounded by the number of live windows (not by their contents), is ordered by time so a
+//! watermark visits only what is due, and is checkpointed or rebuilt from the restored windows.
+//! A time-ordered index inside LMDB would need range scans, which the keyed store does not offer;
+//! it is the step after this one if the number of live windows itself outgrows memory.
+//!
 //! ## Checkpoints
 //!
 //! Everything the operator keeps is checkpointed as keyed state, each entry in the key group of
 //! its key, so that a restore at another parallelism gives every subtask exactly its keys'
 //! windows, timers and trigger state (see `snapshot_windows` and `restore_windows`):
 //!
-//! - the generic path: contents per (key, state window) (`_window_contents`), the in-flight
-//!   windows of merging assigners per key (`_window_merging`), trigger and cleanup timers
-//!   (`_window_timers`), and the trigger state, a [`KeyedStateStore`] in the job's state backend
-//!   scoped to (key, window) ([`WindowScope`], which hashes as its key), its states stored under
-//!   `_trigger/` and their own names;
+//! - the generic path: its stores' snapshots (contents per (key, state window) as
+//!   `_window_contents`, the in-flight windows of merging assigners per key as
+//!   `_window_merging`, the trigger state under `_trigger/` and their own names), and trigger
+//!   and cleanup timers (`_window_timers`);
 //! - the fast paths: their contents (`_window_panes`, `_window_sessions`) and, instead of the
 //!   timers they do not keep, which windows already fired (`_window_fired`, see
-//!   [`FiredWindows`]).
+//!   [`FiredWindows`]). The backend forms write exactly what the heap forms write (converted
+//!   from the backend's frozen view off the data path), so a checkpoint taken with one backend
+//!   restores into the other.
 //!
 //! The watermark is not checkpointed (as in Flink): a restored operator starts at `i64::MIN`
 //! and follows the replayed watermarks. Restoring state the operator's configuration does not
@@ -64,31 +90,37 @@
 //! - Contents exist for a (key, state window) only while the window is in flight (merging) or has
 //!   a pending cleanup timer.
 //! - Timers fire in (time, key, window) order: runs are deterministic.
+//! - A state error (LMDB I/O, a full map, undecodable bytes) fails the task; nothing is dropped
+//!   silently.
 
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
-use rustc_hash::FxHashMap;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
+use super::backend::store_config;
+use super::backend_panes::BackendPanes;
 use super::fired::FiredWindows;
-use super::panes::{FRESH_STATE, PANES_STATE, PaneWindows};
-use super::sessions::{SESSIONS_STATE, SessionWindows};
+use super::panes::{FRESH_STATE, PANES_STATE, PaneStore, PaneWindows};
+use super::sessions::{
+    HeapSessions, KeySessions, SESSIONS_STATE, SessionTable, SessionWindows, snapshot_store,
+};
 use super::trigger::{
     DefaultTrigger, EventTimeTrigger, Trigger, TriggerContext, TriggerResult, WindowScope,
 };
-use super::{MergingWindowSet, TimeWindow, WindowAssign, WindowAssigner};
+use super::{MergingWindowSet, TimeWindow, WindowAssign, WindowAssigner, decode_entry_key};
 use crate::api::{Key, OutputTag};
 use crate::operator::FunctionError;
-use crate::operator::checkpointing::{check_key_group, deferred_keyed_state, take_keyed_entries};
+use crate::operator::checkpointing::{check_key_group, take_keyed_entries};
 use crate::operator::{
     Collector, OneInputOperator, OperatorContext, Record, RunContext, RuntimeContext,
     StateInitContext, StateSnapshotContext,
 };
 use crate::state::{
-    DEFAULT_MAX_PARALLELISM, KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot, StateError,
+    DEFAULT_MAX_PARALLELISM, KeyGroup, KeyedBackendConfig, KeyedStateSnapshot, KeyedStateStore,
+    PendingKeyedSnapshot, StableHash, StateBackendKind, StateError,
 };
 use crate::time::{TimerService, Watermark};
 
@@ -150,6 +182,21 @@ pub(crate) trait WindowFunctionCore<K, T>: Clone + Send + 'static {
     fn close(&mut self) -> Result<(), FunctionError> {
         Ok(())
     }
+    /// Checks the restored schema of the user function and restores its `#[operator]` state
+    /// fields (the process function's when there are two).
+    fn initialize_fields(
+        &mut self,
+        _ctx: &mut crate::operator::StateInitContext,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Stores the user function's `#[operator]` schema and state fields.
+    fn snapshot_fields(
+        &self,
+        _ctx: &mut crate::operator::StateSnapshotContext,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
 }
 
 /// Emits window results: the collector and what a [`WindowContext`] needs besides the window.
@@ -188,10 +235,15 @@ impl<O> Emitter<'_, '_, O> {
 enum FastPath<K, A> {
     /// Contents per (key, state window) and timers: any assigner, trigger and function.
     Generic,
-    /// Tumbling or sliding event-time windows with the default trigger, as panes.
+    /// Tumbling or sliding event-time windows with the default trigger, as panes on the heap.
     Panes(PaneWindows<K, A>),
-    /// Session windows with the default event-time trigger.
-    Sessions(SessionWindows<K, A>),
+    /// Session windows with the default event-time trigger, on the heap.
+    Sessions(SessionWindows<K, A>, HeapSessions<K, A>),
+    /// [`FastPath::Panes`] with the contents in the state backend (LMDB).
+    BackendPanes(BackendPanes<K, A>),
+    /// [`FastPath::Sessions`] with each key's sessions in the state backend (LMDB), state
+    /// [`SESSIONS_STATE`].
+    BackendSessions(SessionWindows<K, A>, KeyedStateStore<K>),
 }
 
 /// Whether `trigger` is Flink's default event-time trigger, whose timers the fast paths imply.
@@ -211,6 +263,26 @@ enum Domain {
     Processing,
 }
 
+/// A merging set as the generic path stores it: serialised as its (window, state window)
+/// pairs, checked when read back.
+#[derive(Debug, Clone, Default)]
+struct StoredMergingSet(MergingWindowSet);
+
+impl Serialize for StoredMergingSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.persist().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredMergingSet {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pairs = WindowPairs::deserialize(deserializer)?;
+        MergingWindowSet::restore(pairs)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The window operator.
 pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
     assigner: WindowAssigner,
@@ -227,10 +299,11 @@ pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
     fast: FastPath<K, F::Acc>,
     /// Which windows of restored keys fired before the checkpoint (fast paths only).
     fired: FiredWindows<K>,
-    /// Contents per (key, state window).
-    contents: FxHashMap<(K, TimeWindow), F::Acc>,
-    /// In-flight windows per key (merging assigners only).
-    merging: FxHashMap<K, MergingWindowSet>,
+    /// Contents per (key, state window), `None` only while a function adds to them (state
+    /// [`CONTENTS_STATE`]).
+    contents: KeyedStateStore<WindowScope<K>>,
+    /// In-flight windows per key, merging assigners only (state [`MERGING_STATE`]).
+    merging: KeyedStateStore<K>,
     /// Trigger and cleanup timers.
     timers: TimerService<K, TimeWindow>,
     /// Trigger state per (key, window).
@@ -297,8 +370,8 @@ where
             allowed_lateness_ms,
             late_tag,
             fired: FiredWindows::new(),
-            contents: FxHashMap::default(),
-            merging: FxHashMap::default(),
+            contents: KeyedStateStore::default(),
+            merging: KeyedStateStore::default(),
             timers: TimerService::new(),
             trigger_state: KeyedStateStore::default(),
             max_parallelism: DEFAULT_MAX_PARALLELISM,
@@ -337,9 +410,10 @@ where
                     allowed_lateness_ms,
                 ))
             }
-            WindowAssigner::Session(sessions) => {
-                FastPath::Sessions(SessionWindows::new(sessions.gap_ms(), allowed_lateness_ms))
-            }
+            WindowAssigner::Session(sessions) => FastPath::Sessions(
+                SessionWindows::new(sessions.gap_ms(), allowed_lateness_ms),
+                HeapSessions::default(),
+            ),
             _ => FastPath::Generic,
         }
     }
@@ -399,6 +473,100 @@ where
         f(&mut self.trigger, &mut ctx)
     }
 
+    /// Notes a state failure: the task fails with the first one (see [`Self::report`]).
+    fn note(&mut self, error: StateError) {
+        self.state_error.get_or_insert(error);
+    }
+
+    /// Adds `value` to the contents of (key, state window).
+    fn add_contents(
+        &mut self,
+        key: &K,
+        state_window: TimeWindow,
+        value: T,
+        timestamp: Option<i64>,
+    ) -> Result<(), StateError> {
+        let mut table = self
+            .contents
+            .value_table::<Option<F::Acc>>(CONTENTS_STATE)?;
+        let scope = WindowScope {
+            key: key.clone(),
+            window: state_window,
+        };
+        let slot = table.get_or_insert_with(scope, || None)?;
+        *slot = Some(self.function.add(slot.take(), value, timestamp));
+        Ok(())
+    }
+
+    /// Takes the contents of (key, state window) out of the backend.
+    fn take_contents(
+        &mut self,
+        key: &K,
+        state_window: TimeWindow,
+    ) -> Result<Option<F::Acc>, StateError> {
+        let mut table = self
+            .contents
+            .value_table::<Option<F::Acc>>(CONTENTS_STATE)?;
+        let scope = WindowScope {
+            key: key.clone(),
+            window: state_window,
+        };
+        let Some(slot) = table.get_mut(&scope)? else {
+            return Ok(None);
+        };
+        let taken = slot.take();
+        table.remove(&scope)?;
+        Ok(taken)
+    }
+
+    /// Sets the contents of (key, state window).
+    fn put_contents(
+        &mut self,
+        key: &K,
+        state_window: TimeWindow,
+        contents: F::Acc,
+    ) -> Result<(), StateError> {
+        let scope = WindowScope {
+            key: key.clone(),
+            window: state_window,
+        };
+        self.contents
+            .value_table::<Option<F::Acc>>(CONTENTS_STATE)?
+            .insert(scope, Some(contents))
+    }
+
+    /// Applies `f` to the in-flight windows of `key`, if it has any, and forgets them if that
+    /// leaves none.
+    fn with_merging<R>(
+        &mut self,
+        key: &K,
+        f: impl FnOnce(&mut MergingWindowSet) -> R,
+    ) -> Result<Option<R>, StateError> {
+        let mut table = self
+            .merging
+            .value_table::<StoredMergingSet>(MERGING_STATE)?;
+        let Some(set) = table.get_mut(key)? else {
+            return Ok(None);
+        };
+        let result = f(&mut set.0);
+        if set.0.is_empty() {
+            table.remove(key)?;
+        }
+        Ok(Some(result))
+    }
+
+    /// The state window of the in-flight `window` of `key`.
+    fn state_window_of(
+        &mut self,
+        key: &K,
+        window: &TimeWindow,
+    ) -> Result<Option<TimeWindow>, StateError> {
+        let mut table = self
+            .merging
+            .value_table::<StoredMergingSet>(MERGING_STATE)?;
+        Ok(table.get(key)?.and_then(|set| set.0.state_window(window)))
+    }
+
     fn emit(
         &mut self,
         key: &K,
@@ -406,16 +574,29 @@ where
         state_window: TimeWindow,
         out: &mut Collector<'_, F::Out>,
     ) {
-        let Some(contents) = self.contents.get_mut(&(key.clone(), state_window)) else {
-            return;
-        };
         let window_ctx = WindowContext {
             window,
             current_watermark: self.watermark,
             current_processing_time: self.now_ms,
         };
-        out.set_timestamp(Some(window.max_timestamp()));
-        self.function.emit(key, &window_ctx, contents, out);
+        let scope = WindowScope {
+            key: key.clone(),
+            window: state_window,
+        };
+        let function = &mut self.function;
+        let emitted = self
+            .contents
+            .value_table::<Option<F::Acc>>(CONTENTS_STATE)
+            .and_then(|mut table| {
+                if let Some(Some(contents)) = table.get_mut(&scope)? {
+                    out.set_timestamp(Some(window.max_timestamp()));
+                    function.emit(key, &window_ctx, contents, out);
+                }
+                Ok(())
+            });
+        if let Err(error) = emitted {
+            self.note(error);
+        }
     }
 
     /// Acts on a trigger's decision for `window`.
@@ -430,8 +611,10 @@ where
         if result.is_fire() {
             self.emit(key, window, state_window, out);
         }
-        if result.is_purge() {
-            self.contents.remove(&(key.clone(), state_window));
+        if result.is_purge()
+            && let Err(error) = self.take_contents(key, state_window)
+        {
+            self.note(error);
         }
     }
 
@@ -445,14 +628,11 @@ where
         out: &mut Collector<'_, F::Out>,
     ) {
         let state_window = if self.is_merging {
-            match self
-                .merging
-                .get(&key)
-                .and_then(|set| set.state_window(&window))
-            {
-                Some(state_window) => state_window,
+            match self.state_window_of(&key, &window) {
+                Ok(Some(state_window)) => state_window,
                 // The window was merged into another one: its timer is stale.
-                None => return,
+                Ok(None) => return,
+                Err(error) => return self.note(error),
             }
         } else {
             window
@@ -473,21 +653,35 @@ where
     }
 
     fn clear_all_state(&mut self, key: &K, window: TimeWindow, state_window: TimeWindow) {
-        self.contents.remove(&(key.clone(), state_window));
+        if let Err(error) = self.take_contents(key, state_window) {
+            self.note(error);
+        }
         self.with_trigger(key, window, |trigger, ctx| trigger.clear(&window, ctx));
-        if let Some(set) = self.merging.get_mut(key) {
+        if self.is_merging {
             // The window is known to the set (its state window was found by the caller).
-            let _ = set.retire_window(&window);
-            if set.is_empty() {
-                self.merging.remove(key);
+            let retired = self.with_merging(key, |set| {
+                let _ = set.retire_window(&window);
+            });
+            if let Err(error) = retired {
+                self.note(error);
             }
         }
     }
 
     /// Adds `window` to the key's merging set, merging contents, trigger state and timers of the
     /// windows it merges with; returns the resulting window and its state window.
-    fn merge_window(&mut self, key: &K, window: TimeWindow) -> (TimeWindow, TimeWindow) {
-        let mut set = self.merging.remove(key).unwrap_or_default();
+    fn merge_window(
+        &mut self,
+        key: &K,
+        window: TimeWindow,
+    ) -> Result<(TimeWindow, TimeWindow), StateError> {
+        let mut set = self
+            .merging
+            .value_table::<StoredMergingSet>(MERGING_STATE)?
+            .get_mut(key)?
+            .map(std::mem::take)
+            .unwrap_or_default()
+            .0;
         let mut merges: Vec<(TimeWindow, Vec<TimeWindow>, TimeWindow, Vec<TimeWindow>)> =
             Vec::new();
         let merged = set.add_window(window, |merge| {
@@ -516,19 +710,20 @@ where
                 }
             }
             for merged_state in merged_states {
-                if let Some(moved) = self.contents.remove(&(key.clone(), merged_state)) {
-                    let target = (key.clone(), state_result);
-                    let combined = match self.contents.remove(&target) {
+                if let Some(moved) = self.take_contents(key, merged_state)? {
+                    let combined = match self.take_contents(key, state_result)? {
                         Some(existing) => self.function.merge(existing, moved),
                         None => moved,
                     };
-                    self.contents.insert(target, combined);
+                    self.put_contents(key, state_result, combined)?;
                 }
             }
         }
         let state_window = set.state_window(&merged).unwrap_or(merged);
-        self.merging.insert(key.clone(), set);
-        (merged, state_window)
+        self.merging
+            .value_table::<StoredMergingSet>(MERGING_STATE)?
+            .insert(key.clone(), StoredMergingSet(set))?;
+        Ok((merged, state_window))
     }
 
     /// Passes on what triggers asked for: a processing-time wake-up, a failure.
@@ -545,7 +740,7 @@ where
 
 impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
 where
-    K: Ord + Hash + Clone + Send + 'static,
+    K: Key,
     T: Clone + Send + 'static,
     KS: Fn(&T) -> K + Clone + Send + 'static,
     F: WindowFunctionCore<K, T>,
@@ -609,13 +804,19 @@ where
         let mut accepted = false;
         for window in windows.iter().copied() {
             let (window, state_window) = if self.is_merging {
-                let (merged, state_window) = self.merge_window(&key, window);
+                let (merged, state_window) = match self.merge_window(&key, window) {
+                    Ok(merged) => merged,
+                    Err(error) => {
+                        self.note(error);
+                        continue;
+                    }
+                };
                 if self.is_window_late(&merged) {
-                    if let Some(set) = self.merging.get_mut(&key) {
+                    let retired = self.with_merging(&key, |set| {
                         let _ = set.retire_window(&merged);
-                        if set.is_empty() {
-                            self.merging.remove(&key);
-                        }
+                    });
+                    if let Err(error) = retired {
+                        self.note(error);
                     }
                     continue;
                 }
@@ -627,12 +828,11 @@ where
                 (window, window)
             };
             accepted = true;
-            let slot = (key.clone(), state_window);
-            let existing = self.contents.remove(&slot);
-            let updated = self
-                .function
-                .add(existing, record.value.clone(), record.timestamp);
-            self.contents.insert(slot, updated);
+            if let Err(error) =
+                self.add_contents(&key, state_window, record.value.clone(), record.timestamp)
+            {
+                self.note(error);
+            }
             let result = self.with_trigger(&key, window, |trigger, tctx| {
                 trigger.on_element(&record.value, record.timestamp, &window, tctx)
             });
@@ -645,7 +845,8 @@ where
         }
     }
 
-    /// Tumbling and sliding windows with the default event-time trigger (see `panes.rs`).
+    /// Tumbling and sliding windows with the default event-time trigger (see `panes.rs`), with
+    /// their contents on the heap or in the backend.
     #[inline]
     fn process_pane(
         &mut self,
@@ -654,63 +855,32 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        let FastPath::Panes(panes) = &mut self.fast else {
-            return;
-        };
-        let located = panes.locate(time, &self.assigner, &mut self.assigned, self.watermark);
-        let located = match located {
-            Ok(located) => located,
-            Err(error) => {
-                ctx.fail(error.to_string());
-                return;
-            }
-        };
         let key = (self.key_selector)(&record.value);
-        let Some(index) = located else {
-            self.reject(record.value, time, ctx);
-            return;
+        let mut record_cx = PaneRecord {
+            function: &mut self.function,
+            fired: &mut self.fired,
+            assigner: &self.assigner,
+            assigned: &mut self.assigned,
+            emitter: Emitter {
+                out,
+                watermark: self.watermark,
+                processing_time: self.now_ms,
+            },
         };
-        // If some windows of the pane fired already, the record fires those still kept again.
-        let refire_key = panes
-            .pane(index)
-            .has_fired(self.watermark)
-            .then(|| key.clone());
-        // After a restore, a record of a key whose windows fired before the checkpoint re-arms
-        // the pane's windows that fired, and is kept apart for windows cleaned up before it.
-        let restored = (!self.fired.is_empty() && self.fired.is_marked(&key))
-            .then(|| (key.clone(), record.value.clone()));
-        panes.add(
-            index,
-            &mut self.function,
-            key,
-            record.value,
-            record.timestamp,
-        );
-        if let Some((key, value)) = restored {
-            for window in panes.windows_of(index) {
-                self.fired
-                    .rearm(&key, window.max_timestamp(), self.watermark);
-            }
-            panes.add_fresh(index, &mut self.function, key, value, record.timestamp);
+        let added = match &mut self.fast {
+            FastPath::Panes(panes) => record_cx.add(panes, key, record, time),
+            FastPath::BackendPanes(panes) => record_cx.add(panes, key, record, time),
+            _ => return,
+        };
+        match added {
+            Ok(None) => {}
+            Ok(Some(rejected)) => self.reject(rejected, time, ctx),
+            Err(message) => ctx.fail(message),
         }
-        let Some(fired_key) = refire_key else {
-            return;
-        };
-        let mut emitter = Emitter {
-            out,
-            watermark: self.watermark,
-            processing_time: self.now_ms,
-        };
-        panes.fire_late_record(
-            index,
-            &mut self.function,
-            &fired_key,
-            &mut emitter,
-            &self.fired,
-        );
     }
 
-    /// Session windows with the default event-time trigger (see `sessions.rs`).
+    /// Session windows with the default event-time trigger (see `sessions.rs`), on the heap or
+    /// in the backend.
     #[inline]
     fn process_session(
         &mut self,
@@ -719,10 +889,13 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        let FastPath::Sessions(sessions) = &mut self.fast else {
-            return;
+        let window = match &self.fast {
+            FastPath::Sessions(sessions, _) | FastPath::BackendSessions(sessions, _) => {
+                sessions.window_of(time)
+            }
+            _ => return,
         };
-        let Some(window) = sessions.window_of(time) else {
+        let Some(window) = window else {
             // The window does not fit in i64: the assigner says so.
             let mut windows = std::mem::take(&mut self.assigned);
             windows.clear();
@@ -738,27 +911,146 @@ where
             watermark: self.watermark,
             processing_time: self.now_ms,
         };
-        // After a restore, a record of a key whose sessions fired before the checkpoint re-arms
-        // the session it joins, if that fired.
-        let restored_key =
-            (!self.fired.is_empty() && self.fired.is_marked(&key)).then(|| key.clone());
-        let rejected = sessions.add(
-            key,
-            window,
-            record.value,
-            record.timestamp,
-            &mut self.function,
-            &mut emitter,
-        );
-        if let Some(value) = rejected {
-            self.reject(value, time, ctx);
-        } else if let Some(key) = restored_key
-            && let Some(session) = sessions.session_of(&key, &window)
-        {
-            self.fired
-                .rearm(&key, session.max_timestamp(), self.watermark);
+        let function = &mut self.function;
+        let fired = &mut self.fired;
+        let added = match &mut self.fast {
+            FastPath::Sessions(sessions, keys) => add_to_session(
+                sessions,
+                keys,
+                function,
+                fired,
+                key,
+                window,
+                record,
+                &mut emitter,
+            ),
+            FastPath::BackendSessions(sessions, store) => store
+                .value_table::<KeySessions<F::Acc>>(SESSIONS_STATE)
+                .and_then(|mut table| {
+                    add_to_session(
+                        sessions,
+                        &mut table,
+                        function,
+                        fired,
+                        key,
+                        window,
+                        record,
+                        &mut emitter,
+                    )
+                }),
+            _ => return,
+        };
+        match added {
+            Ok(None) => {}
+            Ok(Some(rejected)) => self.reject(rejected, time, ctx),
+            Err(error) => ctx.fail(error.to_string()),
         }
     }
+}
+
+/// What a record on a pane path works with, besides the panes.
+struct PaneRecord<'a, 'o, 'c, K, F: WindowFunctionCore<K, T>, T> {
+    function: &'a mut F,
+    fired: &'a mut FiredWindows<K>,
+    assigner: &'a WindowAssigner,
+    assigned: &'a mut Vec<TimeWindow>,
+    emitter: Emitter<'o, 'c, F::Out>,
+}
+
+impl<K: Hash + Ord + Clone, T: Clone, F: WindowFunctionCore<K, T>> PaneRecord<'_, '_, '_, K, F, T> {
+    /// Adds the record (of `key`, assigned at `time`) to `panes`: to its pane, and to what a
+    /// restored key received since the restore; fires the pane's windows that fired already
+    /// again. Returns the record back if no window accepted it.
+    ///
+    /// # Errors
+    ///
+    /// The assigner's (a time whose windows do not fit in `i64`) or the backend's, as a message.
+    #[inline]
+    fn add<P: PaneStore<K, F::Acc>>(
+        &mut self,
+        panes: &mut P,
+        key: K,
+        record: Record<T>,
+        time: i64,
+    ) -> Result<Option<T>, String> {
+        let watermark = self.emitter.watermark;
+        let located = panes
+            .locate(time, self.assigner, self.assigned, watermark)
+            .map_err(|error| error.to_string())?;
+        let Some(index) = located else {
+            return Ok(Some(record.value));
+        };
+        // If some windows of the pane fired already, the record fires those still kept again.
+        let refire_key = panes.has_fired(index, watermark).then(|| key.clone());
+        // After a restore, a record of a key whose windows fired before the checkpoint re-arms
+        // the pane's windows that fired, and is kept apart for windows cleaned up before it.
+        let restored = (!self.fired.is_empty() && self.fired.is_marked(&key))
+            .then(|| (key.clone(), record.value.clone()));
+        let failed = |error: StateError| error.to_string();
+        panes
+            .add(index, self.function, key, record.value, record.timestamp)
+            .map_err(failed)?;
+        if let Some((key, value)) = restored {
+            for window in panes.windows_of(index) {
+                self.fired.rearm(&key, window.max_timestamp(), watermark);
+            }
+            panes
+                .add_fresh(index, self.function, key, value, record.timestamp)
+                .map_err(failed)?;
+        }
+        if let Some(key) = refire_key {
+            panes
+                .fire_late_record(index, self.function, &key, &mut self.emitter, self.fired)
+                .map_err(failed)?;
+        }
+        Ok(None)
+    }
+}
+
+/// Adds a record (of `key`, in `window`) to the sessions in `keys`; after a restore, re-arms
+/// the session it joins if that fired before the checkpoint. Returns the record back if no
+/// window accepted it.
+///
+/// # Errors
+///
+/// The table's (the state backend failed).
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn add_to_session<K, T, F>(
+    sessions: &mut SessionWindows<K, F::Acc>,
+    keys: &mut impl SessionTable<K, F::Acc>,
+    function: &mut F,
+    fired: &mut FiredWindows<K>,
+    key: K,
+    window: TimeWindow,
+    record: Record<T>,
+    emitter: &mut Emitter<'_, '_, F::Out>,
+) -> Result<Option<T>, StateError>
+where
+    K: Hash + Ord + Clone + 'static,
+    F: WindowFunctionCore<K, T>,
+{
+    // After a restore, a record of a key whose sessions fired before the checkpoint re-arms
+    // the session it joins, if that fired.
+    let restored_key = (!fired.is_empty() && fired.is_marked(&key)).then(|| key.clone());
+    let rejected = sessions.add(
+        keys,
+        key,
+        window,
+        record.value,
+        record.timestamp,
+        function,
+        emitter,
+    )?;
+    if rejected.is_some() {
+        return Ok(rejected);
+    }
+    if let Some(key) = restored_key
+        && let Some(session) = SessionWindows::session_of(keys, &key, &window)?
+    {
+        fired.rearm(&key, session.max_timestamp(), emitter.watermark);
+    }
+    Ok(None)
 }
 
 impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
@@ -773,47 +1065,57 @@ where
             return Ok(());
         }
         let max_parallelism = self.max_parallelism;
+        let now_ms = ctx.current_processing_time();
         // What the operator keeps on the heap is copied now and encoded by checkpoint storage,
-        // off the data path (`deferred_keyed_state`).
-        let parts = match &self.fast {
+        // off the data path (`deferred_keyed_state`); what the backend keeps is read from a
+        // view frozen now, off the data path too (LMDB).
+        let parts = match &mut self.fast {
             FastPath::Generic => {
-                let triggers = self.trigger_state.snapshot(ctx.current_processing_time())?;
+                let triggers = self.trigger_state.snapshot(now_ms)?;
                 if !matches!(&triggers, PendingKeyedSnapshot::Ready(s) if s.is_empty()) {
                     ctx.add_keyed(with_trigger_prefix(triggers));
                 }
-                let contents: Vec<(K, TimeWindow, F::Acc)> = self
-                    .contents
-                    .iter()
-                    .map(|((key, window), acc)| (key.clone(), *window, acc.clone()))
-                    .collect();
-                let merging: Vec<(K, (), WindowPairs)> = self
-                    .merging
-                    .iter()
-                    .map(|(key, set)| (key.clone(), (), set.persist()))
-                    .collect();
+                ctx.snapshot_keyed_store(&mut self.contents)?;
+                if self.is_merging {
+                    ctx.snapshot_keyed_store(&mut self.merging)?;
+                }
                 let has_timers = self.timers.event_time_timer_count() > 0
                     || self.timers.processing_time_timer_count() > 0;
-                let timers = has_timers.then(|| {
-                    let timers = self.timers.clone();
-                    PendingKeyedSnapshot::Deferred(Box::new(move || {
-                        timers.to_keyed_snapshot(TIMERS_STATE, max_parallelism)
-                    }))
-                });
-                [
-                    deferred_keyed_state(CONTENTS_STATE, max_parallelism, contents),
-                    deferred_keyed_state(MERGING_STATE, max_parallelism, merging),
-                    timers,
-                ]
-                .into_iter()
-                .flatten()
-                .collect()
+                has_timers
+                    .then(|| {
+                        let timers = self.timers.clone();
+                        PendingKeyedSnapshot::Deferred(Box::new(move || {
+                            timers.to_keyed_snapshot(TIMERS_STATE, max_parallelism)
+                        }))
+                    })
+                    .into_iter()
+                    .collect()
             }
             FastPath::Panes(panes) => {
                 panes.snapshot(&self.fired, FIRED_STATE, self.watermark, max_parallelism)
             }
-            FastPath::Sessions(sessions) => {
-                sessions.snapshot(&self.fired, FIRED_STATE, self.watermark, max_parallelism)
-            }
+            FastPath::BackendPanes(panes) => vec![panes.snapshot(
+                &self.fired,
+                FIRED_STATE,
+                self.watermark,
+                max_parallelism,
+                now_ms,
+            )?],
+            FastPath::Sessions(_, keys) => SessionWindows::snapshot(
+                keys,
+                &self.fired,
+                FIRED_STATE,
+                self.watermark,
+                max_parallelism,
+            ),
+            FastPath::BackendSessions(_, store) => vec![snapshot_store::<K, F::Acc>(
+                store,
+                &self.fired,
+                FIRED_STATE,
+                self.watermark,
+                max_parallelism,
+                now_ms,
+            )?],
         };
         for part in parts {
             ctx.add_keyed(part);
@@ -821,81 +1123,138 @@ where
         Ok(())
     }
 
-    /// Opens the trigger state in the job's backend and restores the windows of the key groups
-    /// this instance owns (see the module's "Checkpoints").
+    /// The entries its state stores hold in memory (all of them for memory stores, the cached
+    /// ones for LMDB; the heap forms of the fast paths keep no store).
+    #[cfg(test)]
+    fn stored_entries_in_memory(&self) -> usize {
+        let fast = match &self.fast {
+            FastPath::BackendPanes(panes) => panes.store().entries_in_memory(),
+            FastPath::BackendSessions(_, store) => store.entries_in_memory(),
+            FastPath::Generic | FastPath::Panes(_) | FastPath::Sessions(..) => 0,
+        };
+        fast + self.contents.entries_in_memory()
+            + self.merging.entries_in_memory()
+            + self.trigger_state.entries_in_memory()
+    }
+
+    /// With the LMDB backend, moves the fast paths' windows (none yet) to their backend forms,
+    /// opening their store (see the module's "Where the windows live").
+    fn move_to_backend(&mut self, config: &KeyedBackendConfig) -> Result<(), StateError> {
+        if config.kind != StateBackendKind::Lmdb {
+            return Ok(());
+        }
+        self.fast = match std::mem::replace(&mut self.fast, FastPath::Generic) {
+            FastPath::Panes(panes) => {
+                debug_assert!(panes.is_empty(), "windows move before any record");
+                let store = KeyedStateStore::open(config.clone())?;
+                FastPath::BackendPanes(BackendPanes::<K, F::Acc>::new(panes.grid(), store))
+            }
+            FastPath::Sessions(sessions, keys) => {
+                debug_assert!(sessions.is_empty() && keys.is_empty());
+                FastPath::BackendSessions(sessions, KeyedStateStore::open(config.clone())?)
+            }
+            other => other,
+        };
+        Ok(())
+    }
+
+    /// Opens the state in the job's backend and restores the windows of the key groups this
+    /// instance owns (see the module's "Checkpoints").
     fn restore_windows(&mut self, ctx: &mut StateInitContext) -> Result<(), StateError> {
-        let max_parallelism = ctx.backend_config().max_parallelism;
+        let config = ctx.backend_config().clone();
+        let max_parallelism = config.max_parallelism;
         self.max_parallelism = max_parallelism;
+        self.move_to_backend(&config)?;
         let mut keyed = ctx.take_keyed_snapshot();
         match &mut self.fast {
             FastPath::Generic => {
-                // Only the generic path runs triggers with state: the fast paths keep no store
-                // (and so open no LMDB environment).
-                let mut store = KeyedStateStore::open(ctx.backend_config().clone())?;
+                // Only the generic path runs triggers with state and keeps contents per window:
+                // the fast paths keep no such stores (and so open no LMDB environment for them).
+                let stores = if self.is_merging { 3 } else { 2 };
+                let mut store = KeyedStateStore::open(store_config(&config, "trigger", stores))?;
                 let triggers = take_trigger_states(&mut keyed)?;
                 if !triggers.is_empty() {
                     store.restore(triggers)?;
                 }
                 self.trigger_state = store;
-                let contents =
-                    take_keyed_entries::<(K, TimeWindow), F::Acc>(&mut keyed, CONTENTS_STATE)?;
-                for (group, (key, window), acc) in contents {
-                    check_key_group(&key, group, max_parallelism, CONTENTS_STATE)?;
-                    if self.contents.insert((key, window), acc).is_some() {
-                        return Err(twice(CONTENTS_STATE, group.0));
-                    }
-                }
-                let merging = take_keyed_entries::<K, WindowPairs>(&mut keyed, MERGING_STATE)?;
-                for (group, key, pairs) in merging {
-                    check_key_group(&key, group, max_parallelism, MERGING_STATE)?;
-                    let set = MergingWindowSet::restore(pairs).map_err(|error| {
-                        StateError::Corrupt(format!(
-                            "state '{MERGING_STATE}', key group {}: {error}",
-                            group.0
-                        ))
-                    })?;
-                    if self.merging.insert(key, set).is_some() {
-                        return Err(twice(MERGING_STATE, group.0));
-                    }
+                let contents = keyed.take_state(CONTENTS_STATE);
+                check_entry_keys(&contents, CONTENTS_STATE, max_parallelism, |scope| {
+                    let scope: WindowScope<K> = scope;
+                    scope.key
+                })?;
+                self.contents = open_restored(store_config(&config, "contents", stores), contents)?;
+                // Resolved now, so that contents of another type are a restore error (and, in
+                // memory, undecodable ones; LMDB decodes them as they are read).
+                self.contents
+                    .value_table::<Option<F::Acc>>(CONTENTS_STATE)?;
+                if self.is_merging {
+                    let merging = keyed.take_state(MERGING_STATE);
+                    check_entry_keys(&merging, MERGING_STATE, max_parallelism, |key: K| key)?;
+                    self.merging =
+                        open_restored(store_config(&config, "merging", stores), merging)?;
+                    self.merging
+                        .value_table::<StoredMergingSet>(MERGING_STATE)?;
                 }
                 let timers = keyed.take_state(TIMERS_STATE);
                 self.timers.restore_keyed_snapshot(&timers, TIMERS_STATE)?;
             }
             FastPath::Panes(panes) => {
                 let mut by_start: BTreeMap<i64, Vec<(K, F::Acc)>> = BTreeMap::new();
-                for (group, (key, start), acc) in
-                    take_keyed_entries::<(K, i64), F::Acc>(&mut keyed, PANES_STATE)?
-                {
-                    check_key_group(&key, group, max_parallelism, PANES_STATE)?;
+                for ((key, start), acc) in take_checked::<(K, i64), F::Acc, K>(
+                    &mut keyed,
+                    PANES_STATE,
+                    max_parallelism,
+                    first,
+                )? {
                     by_start.entry(start).or_default().push((key, acc));
                 }
                 for (start, contents) in by_start {
                     panes.restore_pane(start, contents, &self.assigner, &mut self.assigned)?;
                 }
-                for (group, (key, start), acc) in
-                    take_keyed_entries::<(K, i64), F::Acc>(&mut keyed, FRESH_STATE)?
-                {
-                    check_key_group(&key, group, max_parallelism, FRESH_STATE)?;
+                for ((key, start), acc) in take_checked::<(K, i64), F::Acc, K>(
+                    &mut keyed,
+                    FRESH_STATE,
+                    max_parallelism,
+                    first,
+                )? {
                     panes.restore_fresh(key, start, acc)?;
                 }
             }
-            FastPath::Sessions(sessions) => {
-                let mut by_key: BTreeMap<K, Vec<(TimeWindow, F::Acc)>> = BTreeMap::new();
-                for (group, (key, window), acc) in
-                    take_keyed_entries::<(K, TimeWindow), F::Acc>(&mut keyed, SESSIONS_STATE)?
-                {
-                    check_key_group(&key, group, max_parallelism, SESSIONS_STATE)?;
-                    by_key.entry(key).or_default().push((window, acc));
+            FastPath::BackendPanes(panes) => {
+                let contents = take_checked::<(K, i64), F::Acc, K>(
+                    &mut keyed,
+                    PANES_STATE,
+                    max_parallelism,
+                    first,
+                )?;
+                let fresh = take_checked::<(K, i64), F::Acc, K>(
+                    &mut keyed,
+                    FRESH_STATE,
+                    max_parallelism,
+                    first,
+                )?;
+                panes.restore(contents, fresh, &self.assigner, &mut self.assigned)?;
+            }
+            FastPath::Sessions(sessions, keys) => {
+                for (key, windows) in take_sessions::<K, F::Acc>(&mut keyed, max_parallelism)? {
+                    sessions.restore_key(keys, key, windows, self.watermark)?;
                 }
-                for (key, windows) in by_key {
-                    sessions.restore_key(key, windows, self.watermark)?;
+            }
+            FastPath::BackendSessions(sessions, store) => {
+                let mut table = store.value_table::<KeySessions<F::Acc>>(SESSIONS_STATE)?;
+                for (key, windows) in take_sessions::<K, F::Acc>(&mut keyed, max_parallelism)? {
+                    sessions.restore_key(&mut table, key, windows, self.watermark)?;
                 }
             }
         }
         if !matches!(self.fast, FastPath::Generic) {
-            let marks = take_keyed_entries::<K, (i64, Vec<i64>)>(&mut keyed, FIRED_STATE)?;
-            for (group, key, (through, rearmed)) in marks {
-                check_key_group(&key, group, max_parallelism, FIRED_STATE)?;
+            let marks = take_checked::<K, (i64, Vec<i64>), K>(
+                &mut keyed,
+                FIRED_STATE,
+                max_parallelism,
+                itself,
+            )?;
+            for (key, (through, rearmed)) in marks {
                 if through > self.watermark {
                     self.fired.restore(key, through, &rearmed);
                 }
@@ -910,6 +1269,83 @@ where
         }
         Ok(())
     }
+}
+
+/// Takes state `name` out of `keyed`, decoded (see [`take_keyed_entries`]), checking that each
+/// entry's key (`key_of` its entry key) is in the key group it was stored in.
+fn take_checked<E, V, K: StableHash>(
+    keyed: &mut KeyedStateSnapshot,
+    name: &str,
+    max_parallelism: u32,
+    key_of: fn(&E) -> &K,
+) -> Result<Vec<(E, V)>, StateError>
+where
+    E: DeserializeOwned,
+    V: DeserializeOwned,
+{
+    take_keyed_entries::<E, V>(keyed, name)?
+        .into_iter()
+        .map(|(group, entry_key, value)| {
+            check_key_group(key_of(&entry_key), group, max_parallelism, name)?;
+            Ok((entry_key, value))
+        })
+        .collect()
+}
+
+/// The key of an entry key with a namespace.
+fn first<K, N>(entry_key: &(K, N)) -> &K {
+    &entry_key.0
+}
+
+/// The key of an entry key without a namespace.
+fn itself<K>(key: &K) -> &K {
+    key
+}
+
+/// The sessions of state [`SESSIONS_STATE`] in `keyed`, per key (checked as
+/// [`take_checked`] does).
+fn take_sessions<K: Key, A: DeserializeOwned>(
+    keyed: &mut KeyedStateSnapshot,
+    max_parallelism: u32,
+) -> Result<BTreeMap<K, Vec<(TimeWindow, A)>>, StateError> {
+    let mut by_key: BTreeMap<K, Vec<(TimeWindow, A)>> = BTreeMap::new();
+    for ((key, window), acc) in
+        take_checked::<(K, TimeWindow), A, K>(keyed, SESSIONS_STATE, max_parallelism, first)?
+    {
+        by_key.entry(key).or_default().push((window, acc));
+    }
+    Ok(by_key)
+}
+
+/// Checks that every entry of `part` (state `name` of a store) has a key (`key_of` its decoded
+/// entry key) in the key group it was stored in, and appears once.
+fn check_entry_keys<E: DeserializeOwned, K: StableHash>(
+    part: &KeyedStateSnapshot,
+    name: &str,
+    max_parallelism: u32,
+    key_of: impl Fn(E) -> K,
+) -> Result<(), StateError> {
+    for entry in &part.entries {
+        let key = key_of(decode_entry_key::<E>(name, entry)?);
+        check_key_group(&key, KeyGroup(entry.key_group), max_parallelism, name)?;
+    }
+    // Sorted, so a second entry of a key follows the first.
+    if let Some(pair) = part.entries.windows(2).find(|p| p[0].key == p[1].key) {
+        return Err(twice(name, pair[1].key_group));
+    }
+    Ok(())
+}
+
+/// A store opened as `config` says, holding `restored` (if it holds anything).
+fn open_restored<K: Key>(
+    config: KeyedBackendConfig,
+    restored: KeyedStateSnapshot,
+) -> Result<KeyedStateStore<K>, StateError> {
+    let mut store = KeyedStateStore::open(config)?;
+    if !restored.is_empty() {
+        store.restore(restored)?;
+    }
+    Ok(store)
 }
 
 /// A merging set as checkpointed: its (window, state window) pairs.
@@ -1006,10 +1442,12 @@ where
     type Out = F::Out;
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        self.function.initialize_fields(ctx)?;
         Ok(self.restore_windows(ctx)?)
     }
 
     fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        self.function.snapshot_fields(ctx)?;
         Ok(self.snapshot_windows(ctx)?)
     }
 
@@ -1033,9 +1471,14 @@ where
                 self.process_generic(record, time, ctx, out);
                 self.report(ctx);
             }
-            // No trigger runs on the fast paths: nothing to report.
-            FastPath::Panes(_) => self.process_pane(record, time, ctx, out),
-            FastPath::Sessions(_) => self.process_session(record, time, ctx, out),
+            // No trigger runs on the fast paths: nothing to report (a failing backend fails
+            // the task there).
+            FastPath::Panes(_) | FastPath::BackendPanes(_) => {
+                self.process_pane(record, time, ctx, out);
+            }
+            FastPath::Sessions(..) | FastPath::BackendSessions(..) => {
+                self.process_session(record, time, ctx, out);
+            }
         }
     }
 
@@ -1070,18 +1513,39 @@ where
                 processing_time: self.now_ms,
             };
             let fired = &self.fired;
-            match &mut self.fast {
-                FastPath::Generic => {}
+            let function = &mut self.function;
+            let advanced = match &mut self.fast {
+                FastPath::Generic => Ok(()),
                 FastPath::Panes(panes) => {
-                    panes.advance(previous, &mut self.function, &mut emitter, fired);
+                    panes.advance(previous, function, &mut emitter, fired);
+                    Ok(())
                 }
-                FastPath::Sessions(sessions) => {
-                    sessions.advance(previous, &mut self.function, &mut emitter, fired);
+                FastPath::BackendPanes(panes) => {
+                    PaneStore::advance(panes, previous, function, &mut emitter, fired)
                 }
+                FastPath::Sessions(sessions, keys) => {
+                    sessions.advance(keys, previous, function, &mut emitter, fired)
+                }
+                FastPath::BackendSessions(sessions, store) => store
+                    .value_table::<KeySessions<F::Acc>>(SESSIONS_STATE)
+                    .and_then(|mut table| {
+                        sessions.advance(&mut table, previous, function, &mut emitter, fired)
+                    }),
+            };
+            if let Err(error) = advanced {
+                self.note(error);
             }
             self.fired.advance(self.watermark);
-            if let FastPath::Panes(panes) = &mut self.fast {
-                panes.retain_fresh(&self.fired);
+            let retained = match &mut self.fast {
+                FastPath::Panes(panes) => {
+                    panes.retain_fresh(&self.fired);
+                    Ok(())
+                }
+                FastPath::BackendPanes(panes) => PaneStore::retain_fresh(panes, &self.fired),
+                _ => Ok(()),
+            };
+            if let Err(error) = retained {
+                self.note(error);
             }
         }
         // The fast paths register no timers: this serves the generic path.
@@ -1355,6 +1819,68 @@ mod tests {
         (drive(fast, steps), drive(generic, steps), took_fast_path)
     }
 
+    /// `operator` with its state opened in LMDB, in `dir`, with a cache of 4 entries (most
+    /// accesses miss, write-backs are frequent).
+    fn in_lmdb<Op: OneInputOperator<Event>>(mut operator: Op, dir: &std::path::Path) -> Op {
+        let config = KeyedBackendConfig {
+            kind: StateBackendKind::Lmdb,
+            local_dir: dir.to_path_buf(),
+            cache_entries: 4,
+            lmdb_map_size: 16 << 20,
+            ..KeyedBackendConfig::memory(DEFAULT_MAX_PARALLELISM)
+        };
+        let mut init = StateInitContext::restored(
+            crate::state::OperatorSnapshot::default(),
+            crate::checkpoint::CheckpointId(0),
+            config,
+        );
+        operator.initialize_state(&mut init).expect("opens");
+        operator
+    }
+
+    /// Runs `function` on its fast path with the windows on the heap, and with the state in
+    /// LMDB on its fast path and on the generic path; returns the three runs.
+    fn on_lmdb<F>(
+        assigner: WindowAssigner,
+        lateness: i64,
+        function: F,
+        steps: &[Step],
+    ) -> [Run<F::Out>; 3]
+    where
+        F: WindowFunctionCore<u8, Event>,
+    {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tag = OutputTag::new("late");
+        let fast = || {
+            WindowOperator::<u8, Event, _, _, _>::new(
+                assigner,
+                key_of as fn(&Event) -> u8,
+                function.clone(),
+                DefaultTrigger::for_assigner(&assigner),
+                lateness,
+                Some(tag.clone()),
+            )
+        };
+        let generic = WindowOperator::<u8, Event, _, _, _>::new(
+            assigner,
+            key_of as fn(&Event) -> u8,
+            function.clone(),
+            Opaque,
+            lateness,
+            Some(tag.clone()),
+        );
+        let lmdb_fast = in_lmdb(fast(), &dir.path().join("fast"));
+        assert!(!matches!(
+            lmdb_fast.fast,
+            FastPath::Panes(_) | FastPath::Sessions(..)
+        ));
+        [
+            drive(fast(), steps),
+            drive(lmdb_fast, steps),
+            drive(in_lmdb(generic, &dir.path().join("generic")), steps),
+        ]
+    }
+
     pub(super) fn assigners() -> impl Strategy<Value = WindowAssigner> {
         let event = TimeDomain::EventTime;
         prop_oneof![
@@ -1437,6 +1963,35 @@ mod tests {
             };
             let (fast, generic, _) = both(assigner, lateness, evicting, &steps);
             prop_assert_eq!(fast, generic, "evictor");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// With the state in LMDB, both paths give what the heap's fast path gives.
+        #[test]
+        fn lmdb_windows_match_the_heap(
+            assigner in assigners(),
+            lateness in prop_oneof![Just(0i64), 0i64..20],
+            steps in steps(),
+        ) {
+            let [heap, fast, generic] = on_lmdb(assigner, lateness, AggregateWindow(SumCount), &steps);
+            prop_assert!(heap.3.is_none() && generic.3.is_none(), "{:?}", generic.3);
+            prop_assert_eq!(&fast, &heap, "aggregate, fast path");
+            prop_assert_eq!(&generic, &heap, "aggregate, generic path");
+
+            let [heap, fast, generic] = on_lmdb(assigner, lateness, ProcessWindow(Elements), &steps);
+            prop_assert_eq!(&fast, &heap, "process, fast path");
+            prop_assert_eq!(&generic, &heap, "process, generic path");
+
+            let evicting = EvictingWindow {
+                function: ProcessWindow(Elements),
+                evictor: BoxedEvictor::new(CountEvictor::of(2)),
+            };
+            let [heap, fast, generic] = on_lmdb(assigner, lateness, evicting, &steps);
+            prop_assert_eq!(&fast, &heap, "evictor, fast path");
+            prop_assert_eq!(&generic, &heap, "evictor, generic path");
         }
     }
 

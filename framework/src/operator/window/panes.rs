@@ -56,6 +56,14 @@
 //! - Firing sorts a window's keys with [`KeyOrder`] (a radix sort for integer keys) in vectors
 //!   kept between firings.
 //!
+//! ## Where the contents live
+//!
+//! [`PaneWindows`] keeps the contents on the heap: the memory backend's form. With LMDB the
+//! operator uses [`BackendPanes`](super::backend_panes::BackendPanes) instead, which keeps them
+//! in the state backend. Both share the pane geometry ([`PaneGrid`]), the pane list and how a
+//! watermark picks the windows to fire ([`PaneList`]), and answer the operator through
+//! [`PaneStore`]; they differ only in where a key's contents are read and written.
+//!
 //! ## Checkpoints
 //!
 //! A checkpoint stores each pane's contents per key (state `_window_panes`, entry
@@ -96,20 +104,338 @@ pub(super) const PANES_STATE: &str = "_window_panes";
 /// before it (see [`PaneWindows::add_fresh`]): `(key, pane start) -> contents`.
 pub(super) const FRESH_STATE: &str = "_window_panes_fresh";
 
-/// The contents of tumbling or sliding windows as panes, per key.
-pub(super) struct PaneWindows<K, A> {
+/// The geometry of panes: windows of `size_ms` sliding by `slide_ms` (equal for tumbling
+/// windows), where the slide divides the size, kept `allowed_lateness_ms` after they end.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PaneGrid {
+    pub(super) size_ms: i64,
+    pub(super) slide_ms: i64,
+    /// `size_ms / slide_ms`, at least 1.
+    pub(super) panes_per_window: i64,
+    pub(super) allowed_lateness_ms: i64,
+}
+
+impl PaneGrid {
+    pub(super) fn new(size_ms: i64, slide_ms: i64, allowed_lateness_ms: i64) -> Self {
+        assert!(
+            slide_ms > 0 && size_ms > 0 && size_ms % slide_ms == 0,
+            "panes need a slide that divides the size"
+        );
+        Self {
+            size_ms,
+            slide_ms,
+            panes_per_window: size_ms / slide_ms,
+            allowed_lateness_ms,
+        }
+    }
+
+    pub(super) fn cleanup_time(&self, window: &TimeWindow) -> i64 {
+        window
+            .max_timestamp()
+            .saturating_add(self.allowed_lateness_ms)
+    }
+
+    /// The windows over the pane starting at `start`, in the assigner's order (latest start
+    /// first).
+    pub(super) fn windows_of(&self, start: i64) -> WindowsOf {
+        WindowsOf {
+            start,
+            size_ms: self.size_ms,
+            slide_ms: self.slide_ms,
+            next: 0,
+            count: self.panes_per_window,
+        }
+    }
+}
+
+/// The windows over one pane, latest start first (see [`PaneGrid::windows_of`]).
+#[derive(Debug, Clone)]
+pub(super) struct WindowsOf {
+    start: i64,
     size_ms: i64,
     slide_ms: i64,
-    /// `size_ms / slide_ms`, at least 1.
-    panes_per_window: i64,
-    allowed_lateness_ms: i64,
-    /// Sorted by start.
-    panes: VecDeque<Pane<K, A>>,
+    next: i64,
+    count: i64,
+}
+
+impl Iterator for WindowsOf {
+    type Item = TimeWindow;
+
+    fn next(&mut self) -> Option<TimeWindow> {
+        if self.next >= self.count {
+            return None;
+        }
+        // Each is a window the assigner gave for this pane, so nothing overflows.
+        let window_start = self.start - self.next * self.slide_ms;
+        self.next += 1;
+        Some(TimeWindow::new(window_start, window_start + self.size_ms))
+    }
+}
+
+/// The contents of all keys in one slide of time; `C` holds them (a map of contents on the
+/// heap, the keys with contents when the contents are in the state backend).
+pub(super) struct Pane<C> {
+    pub(super) start: i64,
+    /// `start + slide`.
+    pub(super) end: i64,
+    /// The cleanup time of the last window over this pane (the one starting with it): the pane
+    /// is dropped, and records for it are late, once the watermark reaches it.
+    pub(super) cleanup: i64,
+    pub(super) contents: C,
+}
+
+impl<C> Pane<C> {
+    /// Whether the watermark `watermark` cleaned up every window over this pane.
+    pub(super) fn is_late(&self, watermark: i64) -> bool {
+        self.cleanup <= watermark
+    }
+
+    /// Whether some window over this pane already fired at `watermark`: the earliest window
+    /// over a pane ends with it.
+    #[inline]
+    pub(super) fn has_fired(&self, watermark: i64) -> bool {
+        self.end - 1 <= watermark
+    }
+}
+
+/// The panes of an operator, sorted by start, wherever their contents are.
+pub(super) struct PaneList<C> {
+    pub(super) panes: VecDeque<Pane<C>>,
     /// The index of the pane the last record went to: records mostly go to the same pane.
-    last: usize,
+    pub(super) last: usize,
+}
+
+impl<C> PaneList<C> {
+    pub(super) fn new() -> Self {
+        Self {
+            panes: VecDeque::new(),
+            last: 0,
+        }
+    }
+
+    /// The index of the pane of a record at `time`, created with `contents` if needed; `None`
+    /// if the record is late for every window of its pane. A new pane's windows come from
+    /// `assigner` (with its errors, as in the generic path), written to the scratch vector
+    /// `windows`.
+    ///
+    /// # Errors
+    ///
+    /// The assigner's, for a time whose windows do not fit in `i64`.
+    #[inline]
+    pub(super) fn locate(
+        &mut self,
+        grid: &PaneGrid,
+        time: i64,
+        assigner: &WindowAssigner,
+        windows: &mut Vec<TimeWindow>,
+        watermark: i64,
+        contents: impl FnOnce(&Self) -> C,
+    ) -> Result<Option<usize>, WindowError> {
+        let index = match self.find(time) {
+            Some(index) => index,
+            None => {
+                windows.clear();
+                assigner.assign(time, windows)?;
+                // The latest window comes first, and starts the pane of `time`.
+                let Some(latest) = windows.first() else {
+                    return Ok(None);
+                };
+                debug_assert_eq!(windows.len() as i64, grid.panes_per_window);
+                if grid.cleanup_time(latest) <= watermark {
+                    return Ok(None);
+                }
+                let contents = contents(self);
+                self.insert(grid, latest.start, contents)
+            }
+        };
+        if self.panes[index].is_late(watermark) {
+            return Ok(None);
+        }
+        Ok(Some(index))
+    }
+
+    /// The index of the pane holding `time`, if there is one.
+    #[inline]
+    pub(super) fn find(&mut self, time: i64) -> Option<usize> {
+        if let Some(pane) = self.panes.get(self.last)
+            && pane.start <= time
+            && time < pane.end
+        {
+            return Some(self.last);
+        }
+        let index = self.panes.partition_point(|pane| pane.end <= time);
+        let pane = self.panes.get(index)?;
+        if pane.start <= time {
+            self.last = index;
+            Some(index)
+        } else {
+            None
+        }
+    }
+
+    /// Creates the pane starting at `start`, the start of the latest window of the times in
+    /// it, as the assigner gave it, with `contents`; returns its index.
+    pub(super) fn insert(&mut self, grid: &PaneGrid, start: i64, contents: C) -> usize {
+        let index = self.panes.partition_point(|pane| pane.start < start);
+        debug_assert!(self.panes.get(index).is_none_or(|p| p.start != start));
+        // The assigner computed the window `[start, start + size)` without overflow, and a
+        // slide is at most a size.
+        let latest = TimeWindow::new(start, start + grid.size_ms);
+        self.panes.insert(
+            index,
+            Pane {
+                start,
+                end: start + grid.slide_ms,
+                cleanup: grid.cleanup_time(&latest),
+                contents,
+            },
+        );
+        self.last = index;
+        index
+    }
+
+    /// The index of the pane starting at `start`, if there is one.
+    pub(super) fn position(&self, start: i64) -> Option<usize> {
+        self.panes
+            .binary_search_by(|pane| pane.start.cmp(&start))
+            .ok()
+    }
+
+    /// The panes of `window`, as an index range.
+    pub(super) fn panes_of(&self, window: &TimeWindow) -> std::ops::Range<usize> {
+        let first = self.panes.partition_point(|pane| pane.start < window.start);
+        let end = self.panes.partition_point(|pane| pane.start < window.end);
+        first..end
+    }
+
+    /// The windows a watermark advancing from `previous` to `watermark` fires: those over the
+    /// panes whose `max_timestamp` lies in between, each once, in start (and so
+    /// `max_timestamp`) order, appended to `out`.
+    pub(super) fn windows_to_fire(
+        &self,
+        grid: &PaneGrid,
+        previous: i64,
+        watermark: i64,
+        out: &mut Vec<TimeWindow>,
+    ) {
+        let (size, slide) = (grid.size_ms, grid.slide_ms);
+        // Panes whose every window fired before are skipped; the candidates are the windows over
+        // the other panes.
+        let mut index = self
+            .panes
+            .partition_point(|pane| pane.start + size - 1 <= previous);
+        let mut next_start = i64::MIN;
+        'panes: while let Some(pane) = self.panes.get(index) {
+            let pane_start = pane.start;
+            let earliest = pane_start - (grid.panes_per_window - 1) * slide;
+            let mut start = earliest.max(next_start);
+            while start <= pane_start {
+                let max_timestamp = start + size - 1;
+                if max_timestamp > watermark {
+                    break 'panes;
+                }
+                if max_timestamp > previous {
+                    out.push(TimeWindow::new(start, start + size));
+                }
+                start += slide;
+            }
+            next_start = pane_start + slide;
+            index += 1;
+        }
+    }
+}
+
+/// What the window operator asks of its panes, wherever their contents are: on the heap
+/// ([`PaneWindows`]) or in the keyed state backend
+/// ([`BackendPanes`](super::backend_panes::BackendPanes)). Both follow the module's semantics;
+/// the heap never fails, the backend reports its failures.
+pub(super) trait PaneStore<K, A> {
+    /// The index of the pane of a record at `time`, created if needed; `None` if the record is
+    /// late for every window of its pane (see [`PaneList::locate`]).
+    ///
+    /// # Errors
+    ///
+    /// The assigner's, for a time whose windows do not fit in `i64`.
+    fn locate(
+        &mut self,
+        time: i64,
+        assigner: &WindowAssigner,
+        windows: &mut Vec<TimeWindow>,
+        watermark: i64,
+    ) -> Result<Option<usize>, WindowError>;
+
+    /// Whether some window over the pane at `index` already fired at `watermark`.
+    fn has_fired(&self, index: usize, watermark: i64) -> bool;
+
+    /// The windows over the pane at `index`, in the assigner's order (latest start first).
+    fn windows_of(&self, index: usize) -> WindowsOf;
+
+    /// Adds `value` to the contents of `key` in the pane at `index`.
+    fn add<T, F>(
+        &mut self,
+        index: usize,
+        function: &mut F,
+        key: K,
+        value: T,
+        timestamp: Option<i64>,
+    ) -> Result<(), StateError>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>;
+
+    /// After a restore, keeps `value` (already added) apart too: see
+    /// [`PaneWindows::add_fresh`].
+    fn add_fresh<T, F>(
+        &mut self,
+        index: usize,
+        function: &mut F,
+        key: K,
+        value: T,
+        timestamp: Option<i64>,
+    ) -> Result<(), StateError>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>;
+
+    /// Fires the windows of the pane at `index` that already fired again for `key`: see
+    /// [`PaneWindows::fire_late_record`].
+    fn fire_late_record<T, F>(
+        &mut self,
+        index: usize,
+        function: &mut F,
+        key: &K,
+        emitter: &mut Emitter<'_, '_, F::Out>,
+        fired: &FiredWindows<K>,
+    ) -> Result<(), StateError>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>;
+
+    /// The watermark advanced from `previous` to `emitter.watermark`: see
+    /// [`PaneWindows::advance`].
+    fn advance<T, F>(
+        &mut self,
+        previous: i64,
+        function: &mut F,
+        emitter: &mut Emitter<'_, '_, F::Out>,
+        fired: &FiredWindows<K>,
+    ) -> Result<(), StateError>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>;
+
+    /// Forgets what keys no longer marked in `fired` received since the restore.
+    fn retain_fresh(&mut self, fired: &FiredWindows<K>) -> Result<(), StateError>;
+}
+
+/// A pane's contents on the heap: per key, `None` for a key kept from the map's previous pane
+/// without contents in this one (see the module's "Performance" notes), and while a function
+/// adds to them.
+type HeapContents<K, A> = FxHashMap<K, Option<A>>;
+
+/// The contents of tumbling or sliding windows as panes, per key, on the heap.
+pub(super) struct PaneWindows<K, A> {
+    grid: PaneGrid,
+    list: PaneList<HeapContents<K, A>>,
     /// Contents maps of dropped panes, without contents, kept for new panes (at most
     /// [`SPARE_MAPS_MAX`]): a new pane then neither allocates nor grows its map.
-    spare: Vec<FxHashMap<K, Option<A>>>,
+    spare: Vec<HeapContents<K, A>>,
     /// Sliding windows after a restore: what keys with windows that fired before the checkpoint
     /// received since, per (key, pane start) (see [`PaneWindows::add_fresh`]). Empty otherwise.
     fresh: FxHashMap<(K, i64), A>,
@@ -122,6 +448,8 @@ pub(super) struct PaneWindows<K, A> {
     /// the merged contents are sorted: empty between firings, kept for their allocations.
     merge_scratch: FxHashMap<K, Option<A>>,
     merged_scratch: Vec<(K, A)>,
+    /// The windows a watermark fires.
+    fire_scratch: Vec<TimeWindow>,
 }
 
 /// How many maps of dropped panes [`PaneWindows`] keeps for reuse: about the panes a watermark
@@ -137,32 +465,7 @@ fn recycle<T, U>(mut vec: Vec<T>) -> Vec<U> {
     vec.into_iter().filter_map(|_| None).collect()
 }
 
-/// The contents of all keys in one slide of time.
-pub(super) struct Pane<K, A> {
-    start: i64,
-    /// `start + slide`.
-    end: i64,
-    /// The cleanup time of the last window over this pane (the one starting with it): the pane
-    /// is dropped, and records for it are late, once the watermark reaches it.
-    cleanup: i64,
-    /// Contents per key; `None` for a key kept from the map's previous pane without contents
-    /// in this one (see the module's "Performance" notes), and while a function adds to them.
-    contents: FxHashMap<K, Option<A>>,
-}
-
-impl<K, A> Pane<K, A> {
-    /// Whether the watermark `watermark` cleaned up every window over this pane.
-    fn is_late(&self, watermark: i64) -> bool {
-        self.cleanup <= watermark
-    }
-
-    /// Whether some window over this pane already fired at `watermark`: the earliest window
-    /// over a pane ends with it.
-    #[inline]
-    pub(super) fn has_fired(&self, watermark: i64) -> bool {
-        self.end - 1 <= watermark
-    }
-
+impl<K, A> Pane<HeapContents<K, A>> {
     /// Adds `value` to the contents of `key`.
     #[inline]
     pub(super) fn add<T, F>(&mut self, function: &mut F, key: K, value: T, timestamp: Option<i64>)
@@ -185,109 +488,51 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
     /// Panes for windows of `size_ms` sliding by `slide_ms` (equal for tumbling windows), where
     /// `slide_ms` divides `size_ms`.
     pub(super) fn new(size_ms: i64, slide_ms: i64, allowed_lateness_ms: i64) -> Self {
-        assert!(
-            slide_ms > 0 && size_ms > 0 && size_ms % slide_ms == 0,
-            "panes need a slide that divides the size"
-        );
         Self {
-            size_ms,
-            slide_ms,
-            panes_per_window: size_ms / slide_ms,
-            allowed_lateness_ms,
-            panes: VecDeque::new(),
-            last: 0,
+            grid: PaneGrid::new(size_ms, slide_ms, allowed_lateness_ms),
+            list: PaneList::new(),
             spare: Vec::new(),
             fresh: FxHashMap::default(),
             sorted_scratch: Vec::new(),
             key_order: KeyOrder::default(),
             merge_scratch: FxHashMap::default(),
             merged_scratch: Vec::new(),
+            fire_scratch: Vec::new(),
         }
     }
 
-    fn cleanup_time(&self, window: &TimeWindow) -> i64 {
-        window
-            .max_timestamp()
-            .saturating_add(self.allowed_lateness_ms)
+    /// The geometry of the panes.
+    pub(super) fn grid(&self) -> PaneGrid {
+        self.grid
+    }
+
+    /// Whether no pane is open.
+    pub(super) fn is_empty(&self) -> bool {
+        self.list.panes.is_empty()
     }
 
     /// The pane of a record at `time` if it is the pane the last record went to and none of
     /// its windows fired yet: the common case, where the record is simply added to it (what
-    /// [`locate`](Self::locate) and [`add`](Self::add) then do, without creating a pane,
-    /// rejecting the record or firing again).
+    /// [`locate`](PaneStore::locate) and [`add`](PaneStore::add) then do, without creating a
+    /// pane, rejecting the record or firing again).
     #[inline]
-    pub(super) fn current_pane(&mut self, time: i64, watermark: i64) -> Option<&mut Pane<K, A>> {
-        let pane = self.panes.get_mut(self.last)?;
+    pub(super) fn current_pane(
+        &mut self,
+        time: i64,
+        watermark: i64,
+    ) -> Option<&mut Pane<HeapContents<K, A>>> {
+        let pane = self.list.panes.get_mut(self.list.last)?;
         // A pane some of whose windows are cleaned up had a window fire before, so the record
         // is not late either.
         (pane.start <= time && time < pane.end && !pane.has_fired(watermark)).then_some(pane)
     }
 
-    /// The index of the pane of a record at `time`, created if needed; `None` if the record is
-    /// late for every window of its pane. A new pane's windows come from `assigner` (with its
-    /// errors, as in the generic path), written to the scratch vector `windows`.
-    ///
-    /// # Errors
-    ///
-    /// The assigner's, for a time whose windows do not fit in `i64`.
-    #[inline]
-    pub(super) fn locate(
-        &mut self,
-        time: i64,
-        assigner: &WindowAssigner,
-        windows: &mut Vec<TimeWindow>,
-        watermark: i64,
-    ) -> Result<Option<usize>, WindowError> {
-        let index = match self.find(time) {
-            Some(index) => index,
-            None => {
-                windows.clear();
-                assigner.assign(time, windows)?;
-                // The latest window comes first, and starts the pane of `time`.
-                let Some(latest) = windows.first() else {
-                    return Ok(None);
-                };
-                debug_assert_eq!(windows.len() as i64, self.panes_per_window);
-                if self.cleanup_time(latest) <= watermark {
-                    return Ok(None);
-                }
-                self.insert(latest.start)
-            }
-        };
-        if self.panes[index].is_late(watermark) {
-            return Ok(None);
-        }
-        Ok(Some(index))
-    }
-
-    /// The index of the pane holding `time`, if there is one.
-    #[inline]
-    fn find(&mut self, time: i64) -> Option<usize> {
-        if let Some(pane) = self.panes.get(self.last)
-            && pane.start <= time
-            && time < pane.end
-        {
-            return Some(self.last);
-        }
-        let index = self.panes.partition_point(|pane| pane.end <= time);
-        let pane = self.panes.get(index)?;
-        if pane.start <= time {
-            self.last = index;
-            Some(index)
-        } else {
-            None
-        }
-    }
-
-    /// Creates the (empty) pane starting at `start`, the start of the latest window of the
-    /// times in it, as the assigner gave it; returns its index. The caller adds to it at once.
-    fn insert(&mut self, start: i64) -> usize {
-        let index = self.panes.partition_point(|pane| pane.start < start);
-        debug_assert!(self.panes.get(index).is_none_or(|p| p.start != start));
-        // The assigner computed the window `[start, start + size)` without overflow, and a
-        // slide is at most a size.
-        let latest = TimeWindow::new(start, start + self.size_ms);
-        let contents = match self.spare.pop() {
+    /// A new pane's (empty) contents: a kept map of a dropped pane, or a new one.
+    fn new_contents(
+        spare: &mut Vec<HeapContents<K, A>>,
+        list: &PaneList<HeapContents<K, A>>,
+    ) -> HeapContents<K, A> {
+        match spare.pop() {
             Some(mut contents) => {
                 // The map has no contents, only (most of) the keys it had contents for in its
                 // last pane. This pass over it brings it into the cache in one sweep, instead
@@ -299,41 +544,10 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
             }
             // Sized like the latest pane, which saves growing it key by key.
             None => FxHashMap::with_capacity_and_hasher(
-                self.panes.back().map_or(0, |pane| pane.contents.len()),
+                list.panes.back().map_or(0, |pane| pane.contents.len()),
                 Default::default(),
             ),
-        };
-        self.panes.insert(
-            index,
-            Pane {
-                start,
-                end: start + self.slide_ms,
-                cleanup: self.cleanup_time(&latest),
-                contents,
-            },
-        );
-        self.last = index;
-        index
-    }
-
-    /// The pane at `index` (from [`find`](Self::find) or [`insert`](Self::insert)).
-    pub(super) fn pane(&self, index: usize) -> &Pane<K, A> {
-        &self.panes[index]
-    }
-
-    /// Adds `value` to the contents of `key` in the pane at `index`.
-    #[inline]
-    pub(super) fn add<T, F>(
-        &mut self,
-        index: usize,
-        function: &mut F,
-        key: K,
-        value: T,
-        timestamp: Option<i64>,
-    ) where
-        F: WindowFunctionCore<K, T, Acc = A>,
-    {
-        self.panes[index].add(function, key, value, timestamp);
+        }
     }
 
     /// After a restore, `value` (already added to the pane at `index`) came for a key with
@@ -352,10 +566,10 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
     ) where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
-        if self.panes_per_window == 1 {
+        if self.grid.panes_per_window == 1 {
             return;
         }
-        let slot = (key, self.panes[index].start);
+        let slot = (key, self.list.panes[index].start);
         let contents = self.fresh.remove(&slot);
         let contents = function.add(contents, value, timestamp);
         self.fresh.insert(slot, contents);
@@ -375,7 +589,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
         F: WindowFunctionCore<K, T, Acc = A>,
     {
         let mut merged: Option<A> = None;
-        for pane in self.panes.range(self.panes_of(window)) {
+        for pane in self.list.panes.range(self.list.panes_of(window)) {
             if let Some(contents) = self.fresh.get(&(key.clone(), pane.start)) {
                 merged = Some(match merged {
                     None => contents.clone(),
@@ -384,17 +598,6 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
             }
         }
         merged
-    }
-
-    /// The windows over the pane at `index`, in the assigner's order (latest start first).
-    pub(super) fn windows_of(&self, index: usize) -> impl Iterator<Item = TimeWindow> + use<K, A> {
-        let start = self.panes[index].start;
-        let (size, slide) = (self.size_ms, self.slide_ms);
-        // Each is a window the assigner gave for this pane, so nothing overflows.
-        (0..self.panes_per_window).map(move |k| {
-            let window_start = start - k * slide;
-            TimeWindow::new(window_start, window_start + size)
-        })
     }
 
     /// A record for the pane at `index` (already added) came after some of the pane's windows
@@ -411,19 +614,12 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
         F: WindowFunctionCore<K, T, Acc = A>,
     {
         let watermark = emitter.watermark;
-        for window in self.windows_of(index) {
-            if self.cleanup_time(&window) <= watermark || window.max_timestamp() > watermark {
+        for window in self.grid.windows_of(self.list.panes[index].start) {
+            if self.grid.cleanup_time(&window) <= watermark || window.max_timestamp() > watermark {
                 continue;
             }
             self.fire_key(function, key, window, emitter, fired);
         }
-    }
-
-    /// The panes of `window`, as an index range.
-    fn panes_of(&self, window: &TimeWindow) -> std::ops::Range<usize> {
-        let first = self.panes.partition_point(|pane| pane.start < window.start);
-        let end = self.panes.partition_point(|pane| pane.start < window.end);
-        first..end
     }
 
     /// Emits `window` for `key` if the key has contents in it.
@@ -437,23 +633,23 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
     ) where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
-        let range = self.panes_of(&window);
-        if self.panes_per_window == 1 {
-            for pane in self.panes.range_mut(range) {
+        let range = self.list.panes_of(&window);
+        if self.grid.panes_per_window == 1 {
+            for pane in self.list.panes.range_mut(range) {
                 if let Some(Some(contents)) = pane.contents.get_mut(key) {
                     emitter.emit(function, key, window, contents);
                 }
             }
             return;
         }
-        if !fired.is_empty() && fired.cleaned(key, self.cleanup_time(&window)) {
+        if !fired.is_empty() && fired.cleaned(key, self.grid.cleanup_time(&window)) {
             if let Some(mut contents) = self.fresh_contents(function, key, &window) {
                 emitter.emit(function, key, window, &mut contents);
             }
             return;
         }
         let mut merged: Option<A> = None;
-        for pane in self.panes.range(range) {
+        for pane in self.list.panes.range(range) {
             if let Some(Some(contents)) = pane.contents.get(key) {
                 merged = Some(match merged {
                     None => contents.clone(),
@@ -477,12 +673,12 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
     ) where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
-        let range = self.panes_of(&window);
+        let range = self.list.panes_of(&window);
         let max_timestamp = window.max_timestamp();
         let check_fired = !fired.is_empty();
-        if self.panes_per_window == 1 {
+        if self.grid.panes_per_window == 1 {
             let mut keyed: Vec<(K, &mut A)> = recycle(std::mem::take(&mut self.sorted_scratch));
-            for pane in self.panes.range_mut(range) {
+            for pane in self.list.panes.range_mut(range) {
                 // Keys are copied next to their contents so that sorting does not chase pointers.
                 keyed.extend(
                     pane.contents
@@ -502,7 +698,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
         }
         // Merge the panes' contents per key, in pane order.
         let mut merged = std::mem::take(&mut self.merge_scratch);
-        for pane in self.panes.range(range) {
+        for pane in self.list.panes.range(range) {
             for (key, contents) in &pane.contents {
                 let Some(contents) = contents else { continue };
                 match merged.get_mut(key) {
@@ -525,7 +721,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
         );
         self.merge_scratch = merged;
         self.key_order.sort(&mut keyed);
-        let cleanup = self.cleanup_time(&window);
+        let cleanup = self.grid.cleanup_time(&window);
         for (key, mut contents) in keyed.drain(..) {
             if check_fired {
                 if fired.suppresses(&key, max_timestamp) {
@@ -558,37 +754,20 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
         F: WindowFunctionCore<K, T, Acc = A>,
     {
         let watermark = emitter.watermark;
-        let (size, slide) = (self.size_ms, self.slide_ms);
-        // Panes whose every window fired before are skipped; the candidates are the windows over
-        // the other panes, each considered once, in start (and so `max_timestamp`) order.
-        let mut index = self
-            .panes
-            .partition_point(|pane| pane.start + size - 1 <= previous);
-        let mut next_start = i64::MIN;
-        'panes: while let Some(pane) = self.panes.get(index) {
-            let pane_start = pane.start;
-            let earliest = pane_start - (self.panes_per_window - 1) * slide;
-            let mut start = earliest.max(next_start);
-            while start <= pane_start {
-                let max_timestamp = start + size - 1;
-                if max_timestamp > watermark {
-                    break 'panes;
-                }
-                if max_timestamp > previous {
-                    let window = TimeWindow::new(start, start + size);
-                    self.fire_window(function, window, emitter, fired);
-                }
-                start += slide;
-            }
-            next_start = pane_start + slide;
-            index += 1;
+        let mut windows = std::mem::take(&mut self.fire_scratch);
+        self.list
+            .windows_to_fire(&self.grid, previous, watermark, &mut windows);
+        for window in windows.drain(..) {
+            self.fire_window(function, window, emitter, fired);
         }
+        self.fire_scratch = windows;
         while self
+            .list
             .panes
             .front()
             .is_some_and(|pane| pane.cleanup <= watermark)
         {
-            if let Some(mut pane) = self.panes.pop_front()
+            if let Some(mut pane) = self.list.panes.pop_front()
                 && self.spare.len() < SPARE_MAPS_MAX
             {
                 // The contents go now; the keys that had contents stay, without, for the pane
@@ -600,10 +779,100 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneWindows<K, A> {
             }
         }
         if !self.fresh.is_empty() {
-            let first = self.panes.front().map_or(i64::MAX, |pane| pane.start);
+            let first = self.list.panes.front().map_or(i64::MAX, |pane| pane.start);
             self.fresh.retain(|(_, start), _| *start >= first);
         }
-        self.last = 0;
+        self.list.last = 0;
+    }
+}
+
+impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneStore<K, A> for PaneWindows<K, A> {
+    #[inline]
+    fn locate(
+        &mut self,
+        time: i64,
+        assigner: &WindowAssigner,
+        windows: &mut Vec<TimeWindow>,
+        watermark: i64,
+    ) -> Result<Option<usize>, WindowError> {
+        let spare = &mut self.spare;
+        self.list
+            .locate(&self.grid, time, assigner, windows, watermark, |list| {
+                Self::new_contents(spare, list)
+            })
+    }
+
+    fn has_fired(&self, index: usize, watermark: i64) -> bool {
+        self.list.panes[index].has_fired(watermark)
+    }
+
+    fn windows_of(&self, index: usize) -> WindowsOf {
+        self.grid.windows_of(self.list.panes[index].start)
+    }
+
+    #[inline]
+    fn add<T, F>(
+        &mut self,
+        index: usize,
+        function: &mut F,
+        key: K,
+        value: T,
+        timestamp: Option<i64>,
+    ) -> Result<(), StateError>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>,
+    {
+        self.list.panes[index].add(function, key, value, timestamp);
+        Ok(())
+    }
+
+    fn add_fresh<T, F>(
+        &mut self,
+        index: usize,
+        function: &mut F,
+        key: K,
+        value: T,
+        timestamp: Option<i64>,
+    ) -> Result<(), StateError>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>,
+    {
+        Self::add_fresh(self, index, function, key, value, timestamp);
+        Ok(())
+    }
+
+    fn fire_late_record<T, F>(
+        &mut self,
+        index: usize,
+        function: &mut F,
+        key: &K,
+        emitter: &mut Emitter<'_, '_, F::Out>,
+        fired: &FiredWindows<K>,
+    ) -> Result<(), StateError>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>,
+    {
+        Self::fire_late_record(self, index, function, key, emitter, fired);
+        Ok(())
+    }
+
+    fn advance<T, F>(
+        &mut self,
+        previous: i64,
+        function: &mut F,
+        emitter: &mut Emitter<'_, '_, F::Out>,
+        fired: &FiredWindows<K>,
+    ) -> Result<(), StateError>
+    where
+        F: WindowFunctionCore<K, T, Acc = A>,
+    {
+        Self::advance(self, previous, function, emitter, fired);
+        Ok(())
+    }
+
+    fn retain_fresh(&mut self, fired: &FiredWindows<K>) -> Result<(), StateError> {
+        Self::retain_fresh(self, fired);
+        Ok(())
     }
 }
 
@@ -625,10 +894,10 @@ where
         max_parallelism: u32,
     ) -> Vec<PendingKeyedSnapshot> {
         // Copied now (the panes go on changing), encoded off the data path.
-        let entries = self.panes.iter().map(|pane| pane.contents.len()).sum();
+        let entries = self.list.panes.iter().map(|pane| pane.contents.len()).sum();
         let mut contents: Vec<(K, i64, A)> = Vec::with_capacity(entries);
         let mut with_fired_windows: FxHashSet<&K> = FxHashSet::default();
-        for pane in &self.panes {
+        for pane in &self.list.panes {
             // The earliest window over the pane ends with it.
             let first_max_timestamp = pane.end - 1;
             for (key, slot) in &pane.contents {
@@ -673,19 +942,14 @@ where
     /// [`StateError::Corrupt`] if the pane has no contents of `key` (the fresh contents are part
     /// of them), or if the entry appears twice.
     pub(super) fn restore_fresh(&mut self, key: K, start: i64, acc: A) -> Result<(), StateError> {
-        let in_pane = self
-            .panes
-            .binary_search_by(|pane| pane.start.cmp(&start))
-            .is_ok_and(|index| matches!(self.panes[index].contents.get(&key), Some(Some(_))));
-        if !in_pane || self.panes_per_window == 1 {
-            return Err(StateError::Corrupt(format!(
-                "state '{FRESH_STATE}': contents for the pane at {start} of a key without contents there"
-            )));
+        let in_pane = self.list.position(start).is_some_and(|index| {
+            matches!(self.list.panes[index].contents.get(&key), Some(Some(_)))
+        });
+        if !in_pane || self.grid.panes_per_window == 1 {
+            return Err(fresh_without_pane(start));
         }
         if self.fresh.insert((key, start), acc).is_some() {
-            return Err(StateError::Corrupt(format!(
-                "state '{FRESH_STATE}': a key's contents of the pane at {start} appear twice"
-            )));
+            return Err(twice(FRESH_STATE, start));
         }
         Ok(())
     }
@@ -705,29 +969,62 @@ where
         assigner: &WindowAssigner,
         windows: &mut Vec<TimeWindow>,
     ) -> Result<(), StateError> {
-        windows.clear();
-        let on_grid = assigner.assign(start, windows).is_ok()
-            && windows.first().is_some_and(|latest| latest.start == start)
-            && windows.len() as i64 == self.panes_per_window;
-        if !on_grid {
-            return Err(StateError::Corrupt(format!(
-                "state '{PANES_STATE}': {start} is not a pane start of {assigner:?}"
-            )));
-        }
-        let index = match self.panes.binary_search_by(|pane| pane.start.cmp(&start)) {
-            Ok(index) => index,
-            Err(_) => self.insert(start),
+        check_pane_start(&self.grid, start, assigner, windows)?;
+        let index = match self.list.position(start) {
+            Some(index) => index,
+            None => {
+                let contents = Self::new_contents(&mut self.spare, &self.list);
+                self.list.insert(&self.grid, start, contents)
+            }
         };
-        let pane = &mut self.panes[index];
+        let pane = &mut self.list.panes[index];
         for (key, acc) in contents {
             // A key kept from a spare map has no contents (`None`): not a second entry.
             if let Some(Some(_)) = pane.contents.insert(key, Some(acc)) {
-                return Err(StateError::Corrupt(format!(
-                    "state '{PANES_STATE}': a key's contents of the pane at {start} appear twice"
-                )));
+                return Err(twice(PANES_STATE, start));
             }
         }
-        self.last = 0;
+        self.list.last = 0;
         Ok(())
     }
+}
+
+/// Checks that `start` is a pane start on the grid of `assigner` (written to the scratch
+/// vector `windows`).
+///
+/// # Errors
+///
+/// [`StateError::Corrupt`] if it is not: the window size, slide or offset changed, or the
+/// entry is damaged.
+pub(super) fn check_pane_start(
+    grid: &PaneGrid,
+    start: i64,
+    assigner: &WindowAssigner,
+    windows: &mut Vec<TimeWindow>,
+) -> Result<(), StateError> {
+    windows.clear();
+    let on_grid = assigner.assign(start, windows).is_ok()
+        && windows.first().is_some_and(|latest| latest.start == start)
+        && windows.len() as i64 == grid.panes_per_window;
+    if on_grid {
+        Ok(())
+    } else {
+        Err(StateError::Corrupt(format!(
+            "state '{PANES_STATE}': {start} is not a pane start of {assigner:?}"
+        )))
+    }
+}
+
+/// A key's contents of the pane at `start` restored twice into `state`.
+pub(super) fn twice(state: &str, start: i64) -> StateError {
+    StateError::Corrupt(format!(
+        "state '{state}': a key's contents of the pane at {start} appear twice"
+    ))
+}
+
+/// Fresh contents restored for a pane in which the key has no contents.
+pub(super) fn fresh_without_pane(start: i64) -> StateError {
+    StateError::Corrupt(format!(
+        "state '{FRESH_STATE}': contents for the pane at {start} of a key without contents there"
+    ))
 }

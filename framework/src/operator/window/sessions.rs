@@ -34,6 +34,16 @@
 //! - After the merge the record is added, and the session fires at once if the watermark passed
 //!   its end (a record accepted thanks to allowed lateness), as `EventTimeTrigger::on_element`.
 //!
+//! ## Where the sessions live
+//!
+//! [`SessionWindows`] holds the queue; the sessions themselves are in a [`SessionTable`] the
+//! operator passes to each call: a hash map on the heap with the memory backend, a value table
+//! of the job's keyed state backend with LMDB (one value per key: its [`KeySessions`], latest
+//! session inline), behind its bounded write-back cache. The queue stays in memory on either
+//! backend: one entry per key with sessions, in time order, so a watermark reads only the keys
+//! with something due. [`snapshot_store`] turns the backend's sessions into the heap's
+//! checkpoint layout (below) off the data path, so the two restore into each other.
+//!
 //! ## Checkpoints
 //!
 //! A checkpoint stores every in-flight session with its contents (state `_window_sessions`,
@@ -55,24 +65,29 @@ use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::TimeWindow;
+use super::backend::{decode_entry_key, decode_entry_value};
 use super::fired::FiredWindows;
 use super::key_order::KeyOrder;
 use super::operator::{Emitter, WindowFunctionCore};
+use crate::api::Key;
 use crate::operator::checkpointing::deferred_keyed_state;
-use crate::state::{PendingKeyedSnapshot, StableHash, StateError};
+use crate::state::{
+    KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot, StableHash, StateError, ValueTable,
+};
 
 /// The keyed state holding the sessions: `(key, session window) -> contents`.
 pub(super) const SESSIONS_STATE: &str = "_window_sessions";
 
-/// The in-flight sessions of every key.
+/// The in-flight sessions of every key: their queue and working memory. The sessions
+/// themselves are in a [`SessionTable`] the caller passes in.
 pub(super) struct SessionWindows<K, A> {
     gap_ms: i64,
     allowed_lateness_ms: i64,
-    keys: FxHashMap<K, KeySessions<A>>,
-    /// `(time, key)`, one per key in `keys`: see the module's invariants.
+    /// `(time, key)`, one per key with sessions: see the module's invariants.
     queue: BTreeSet<(i64, K)>,
     /// The keys a watermark fires, with all their sessions (kept for its capacity).
     due: Vec<(K, VecDeque<Session<A>>)>,
@@ -98,18 +113,89 @@ struct FiringScratch {
 /// One key's sessions: sorted by start and pairwise non-intersecting, `earlier` then `latest`.
 ///
 /// The latest session is kept apart, next to the key in the map, because records in time order
-/// only ever touch it: one cache line per record instead of two.
-struct KeySessions<A> {
+/// only ever touch it: one cache line per record instead of two. In the state backend it is one
+/// value per key (serialised as its fields; checkpoints use their own layout, see
+/// `backend_sessions.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct KeySessions<A> {
     earlier: VecDeque<Session<A>>,
     latest: Session<A>,
     /// The time of the key's queue entry.
     queued_at: i64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Session<A> {
     window: TimeWindow,
     /// `None` only while a function adds to it.
     contents: Option<A>,
+}
+
+/// Where the sessions of every key are: a map on the heap, or a table in the job's keyed state
+/// backend (resolved by the caller for each call). The heap map never fails.
+pub(super) trait SessionTable<K, A> {
+    /// The sessions of `key`.
+    fn get(&mut self, key: &K) -> Result<Option<&KeySessions<A>>, StateError>;
+    /// The sessions of `key`, to change in place.
+    fn get_mut(&mut self, key: &K) -> Result<Option<&mut KeySessions<A>>, StateError>;
+    /// Sets the sessions of `key`.
+    fn insert(&mut self, key: K, sessions: KeySessions<A>) -> Result<(), StateError>;
+    /// Removes the sessions of `key` and returns them.
+    fn take(&mut self, key: &K) -> Result<Option<KeySessions<A>>, StateError>;
+}
+
+/// The sessions on the heap.
+pub(super) type HeapSessions<K, A> = FxHashMap<K, KeySessions<A>>;
+
+impl<K: Hash + Eq, A> SessionTable<K, A> for HeapSessions<K, A> {
+    #[inline]
+    fn get(&mut self, key: &K) -> Result<Option<&KeySessions<A>>, StateError> {
+        Ok(Self::get(self, key))
+    }
+    #[inline]
+    fn get_mut(&mut self, key: &K) -> Result<Option<&mut KeySessions<A>>, StateError> {
+        Ok(Self::get_mut(self, key))
+    }
+    #[inline]
+    fn insert(&mut self, key: K, sessions: KeySessions<A>) -> Result<(), StateError> {
+        Self::insert(self, key, sessions);
+        Ok(())
+    }
+    #[inline]
+    fn take(&mut self, key: &K) -> Result<Option<KeySessions<A>>, StateError> {
+        Ok(Self::remove(self, key))
+    }
+}
+
+/// The sessions in the job's keyed state backend: one value per key.
+impl<K, A> SessionTable<K, A> for ValueTable<'_, K, KeySessions<A>>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    A: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    fn get(&mut self, key: &K) -> Result<Option<&KeySessions<A>>, StateError> {
+        ValueTable::get(self, key)
+    }
+    fn get_mut(&mut self, key: &K) -> Result<Option<&mut KeySessions<A>>, StateError> {
+        ValueTable::get_mut(self, key)
+    }
+    fn insert(&mut self, key: K, sessions: KeySessions<A>) -> Result<(), StateError> {
+        ValueTable::insert(self, key, sessions)
+    }
+    fn take(&mut self, key: &K) -> Result<Option<KeySessions<A>>, StateError> {
+        let taken = ValueTable::get_mut(self, key)?.map(|sessions| KeySessions {
+            earlier: std::mem::take(&mut sessions.earlier),
+            latest: Session {
+                window: sessions.latest.window,
+                contents: sessions.latest.contents.take(),
+            },
+            queued_at: sessions.queued_at,
+        });
+        if taken.is_some() {
+            ValueTable::remove(self, key)?;
+        }
+        Ok(taken)
+    }
 }
 
 impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
@@ -118,7 +204,6 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
         Self {
             gap_ms,
             allowed_lateness_ms,
-            keys: FxHashMap::default(),
             queue: BTreeSet::new(),
             due: Vec::new(),
             scratch: FiringScratch::default(),
@@ -133,29 +218,35 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
         Some(TimeWindow::new(time, time.checked_add(self.gap_ms)?))
     }
 
-    /// Adds a record in `window` for `key`: merges the window into the key's sessions, adds the
-    /// value, and fires the session at once if the watermark already passed its end. Returns the
-    /// value back if the record was not accepted (its window is late).
+    /// Adds a record in `window` for `key`: merges the window into the key's sessions in
+    /// `keys`, adds the value, and fires the session at once if the watermark already passed
+    /// its end. Returns the value back if the record was not accepted (its window is late).
+    ///
+    /// # Errors
+    ///
+    /// The table's (the state backend failed).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn add<T, F>(
         &mut self,
+        keys: &mut impl SessionTable<K, A>,
         key: K,
         window: TimeWindow,
         value: T,
         timestamp: Option<i64>,
         function: &mut F,
         emitter: &mut Emitter<'_, '_, F::Out>,
-    ) -> Option<T>
+    ) -> Result<Option<T>, StateError>
     where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
         let watermark = emitter.watermark;
         let lateness = self.allowed_lateness_ms;
         let window_late = cleanup_time(&window, lateness) <= watermark;
-        let Some(entry) = self.keys.get_mut(&key) else {
+        let Some(entry) = keys.get_mut(&key)? else {
             // The key's first session.
             if window_late {
-                return Some(value);
+                return Ok(Some(value));
             }
             let contents = function.add(None, value, timestamp);
             let mut latest = Session {
@@ -169,15 +260,15 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
             }
             let queued_at = due_time(&window, watermark, lateness);
             self.queue.insert((queued_at, key.clone()));
-            self.keys.insert(
+            keys.insert(
                 key,
                 KeySessions {
                     earlier: VecDeque::new(),
                     latest,
                     queued_at,
                 },
-            );
-            return None;
+            )?;
+            return Ok(None);
         };
         let session = if entry.latest.window < window {
             // In time order: the window can only merge with the latest session, which starts
@@ -186,7 +277,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
                 entry.latest.window = entry.latest.window.cover(&window);
             } else {
                 if window_late {
-                    return Some(value);
+                    return Ok(Some(value));
                 }
                 let new = Session {
                     window,
@@ -210,7 +301,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
                 entry.latest = latest;
             }
             match merged {
-                None => return Some(value),
+                None => return Ok(Some(value)),
                 Some(index) if index == entry.earlier.len() => &mut entry.latest,
                 Some(index) => &mut entry.earlier[index],
             }
@@ -228,33 +319,49 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
             self.queue.insert((due, key));
             entry.queued_at = due;
         }
-        None
+        Ok(None)
     }
 
     /// The in-flight session of `key` that holds `window` (after [`add`](Self::add) accepted a
     /// record in it), if any.
-    pub(super) fn session_of(&self, key: &K, window: &TimeWindow) -> Option<TimeWindow> {
-        let entry = self.keys.get(key)?;
+    ///
+    /// # Errors
+    ///
+    /// The table's.
+    pub(super) fn session_of(
+        keys: &mut impl SessionTable<K, A>,
+        key: &K,
+        window: &TimeWindow,
+    ) -> Result<Option<TimeWindow>, StateError> {
+        let Some(entry) = keys.get(key)? else {
+            return Ok(None);
+        };
         let holds = |session: &&Session<A>| {
             session.window.start <= window.start && window.end <= session.window.end
         };
-        std::iter::once(&entry.latest)
+        Ok(std::iter::once(&entry.latest)
             .chain(entry.earlier.iter())
             .find(holds)
-            .map(|session| session.window)
+            .map(|session| session.window))
     }
 
     /// The watermark advanced from `previous` to `emitter.watermark`: fires the sessions whose
     /// `max_timestamp` lies in between in `(max_timestamp, key)` order (except those `fired`
     /// says fired before the checkpoint), then removes the sessions whose cleanup time the
     /// watermark reached.
+    ///
+    /// # Errors
+    ///
+    /// The table's.
     pub(super) fn advance<T, F>(
         &mut self,
+        keys: &mut impl SessionTable<K, A>,
         previous: i64,
         function: &mut F,
         emitter: &mut Emitter<'_, '_, F::Out>,
         fired: &FiredWindows<K>,
-    ) where
+    ) -> Result<(), StateError>
+    where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
         let watermark = emitter.watermark;
@@ -268,7 +375,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
             let Some((_, key)) = self.queue.pop_first() else {
                 break;
             };
-            if let Some(entry) = self.keys.remove(&key) {
+            if let Some(entry) = keys.take(&key)? {
                 let KeySessions {
                     mut earlier,
                     latest,
@@ -305,17 +412,18 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
             let queued_at = first_cleanup.into_iter().chain(first_pending).min();
             if let (Some(queued_at), Some(latest)) = (queued_at, sessions.pop_back()) {
                 self.queue.insert((queued_at, key.clone()));
-                self.keys.insert(
+                keys.insert(
                     key,
                     KeySessions {
                         earlier: sessions,
                         latest,
                         queued_at,
                     },
-                );
+                )?;
             }
         }
         self.due = due;
+        Ok(())
     }
 }
 
@@ -531,60 +639,101 @@ where
     K: Hash + Ord + Clone + StableHash + Serialize + Send + 'static,
     A: Clone + Serialize + Send + 'static,
 {
-    /// The sessions as state [`SESSIONS_STATE`], and the fired marks (state `fired_state`) of
-    /// the keys with a session that fired: see the module's "Checkpoints".
+    /// The sessions on the heap as state [`SESSIONS_STATE`], and the fired marks (state
+    /// `fired_state`) of the keys with a session that fired: see the module's "Checkpoints".
     ///
     /// The entries are copied now and encoded by checkpoint storage (a key or contents that
     /// cannot be encoded fails the checkpoint there).
     pub(super) fn snapshot(
-        &self,
+        keys: &HeapSessions<K, A>,
         fired: &FiredWindows<K>,
         fired_state: &'static str,
         watermark: i64,
         max_parallelism: u32,
     ) -> Vec<PendingKeyedSnapshot> {
         // Copied now (the sessions go on changing), encoded off the data path.
-        let mut contents: Vec<(K, TimeWindow, A)> = Vec::with_capacity(self.keys.len());
-        let mut marks: Vec<(K, (), (i64, Vec<i64>))> = Vec::new();
-        for (key, entry) in &self.keys {
-            let mark = fired.snapshot_of(key, watermark);
-            let mut has_fired = false;
-            for session in entry.earlier.iter().chain(std::iter::once(&entry.latest)) {
-                let Some(acc) = &session.contents else {
-                    continue;
-                };
-                contents.push((key.clone(), session.window, acc.clone()));
-                has_fired |= session.window.max_timestamp() <= mark.0;
-            }
-            if has_fired {
-                marks.push((key.clone(), (), mark));
-            }
+        let mut parts = SnapshotParts {
+            contents: Vec::with_capacity(keys.len()),
+            marks: Vec::new(),
+        };
+        for (key, entry) in keys {
+            parts.add(key, entry, fired, watermark);
         }
+        parts.finish(fired_state, max_parallelism)
+    }
+}
+
+/// A checkpoint's sessions and fired marks, as they are collected key by key.
+pub(super) struct SnapshotParts<K, A> {
+    /// `(key, session, contents)`: state [`SESSIONS_STATE`].
+    pub(super) contents: Vec<(K, TimeWindow, A)>,
+    /// `(key, (), (through, re-armed))`: the fired marks.
+    pub(super) marks: Vec<(K, (), (i64, Vec<i64>))>,
+}
+
+impl<K, A> SnapshotParts<K, A>
+where
+    K: Hash + Ord + Clone + StableHash + Serialize + Send + 'static,
+    A: Clone + Serialize + Send + 'static,
+{
+    /// Adds the sessions of `key`, and its fired mark if a session of it fired.
+    pub(super) fn add(
+        &mut self,
+        key: &K,
+        entry: &KeySessions<A>,
+        fired: &FiredWindows<K>,
+        watermark: i64,
+    ) {
+        let mark = fired.snapshot_of(key, watermark);
+        let mut has_fired = false;
+        for session in entry.earlier.iter().chain(std::iter::once(&entry.latest)) {
+            let Some(acc) = &session.contents else {
+                continue;
+            };
+            self.contents
+                .push((key.clone(), session.window, acc.clone()));
+            has_fired |= session.window.max_timestamp() <= mark.0;
+        }
+        if has_fired {
+            self.marks.push((key.clone(), (), mark));
+        }
+    }
+
+    /// The parts as keyed state, encoded when completed.
+    pub(super) fn finish(
+        self,
+        fired_state: &'static str,
+        max_parallelism: u32,
+    ) -> Vec<PendingKeyedSnapshot> {
         [
-            deferred_keyed_state(SESSIONS_STATE, max_parallelism, contents),
-            deferred_keyed_state(fired_state, max_parallelism, marks),
+            deferred_keyed_state(SESSIONS_STATE, max_parallelism, self.contents),
+            deferred_keyed_state(fired_state, max_parallelism, self.marks),
         ]
         .into_iter()
         .flatten()
         .collect()
     }
+}
 
+impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
     /// Restores the sessions of `key` (entries of [`SESSIONS_STATE`], in any order) at
-    /// `watermark`.
+    /// `watermark`, into `keys`.
     ///
     /// # Errors
     ///
     /// [`StateError::Corrupt`] if the key already has sessions, if a window is empty, or if two
-    /// of its sessions intersect: no run of this operator produces that.
+    /// of its sessions intersect: no run of this operator produces that. The table's, if it
+    /// fails.
     pub(super) fn restore_key(
         &mut self,
+        keys: &mut impl SessionTable<K, A>,
         key: K,
         mut sessions: Vec<(TimeWindow, A)>,
         watermark: i64,
     ) -> Result<(), StateError> {
         let corrupt =
             |what: String| StateError::Corrupt(format!("state '{SESSIONS_STATE}': {what}"));
-        if self.keys.contains_key(&key) {
+        if keys.get(&key)?.is_some() {
             return Err(corrupt("a key's sessions appear twice".into()));
         }
         sessions.sort_unstable_by_key(|s| s.0);
@@ -624,15 +773,19 @@ where
             .find(|&max_timestamp| max_timestamp > watermark);
         let queued_at = first_pending.map_or(first_cleanup, |t| t.min(first_cleanup));
         self.queue.insert((queued_at, key.clone()));
-        self.keys.insert(
+        keys.insert(
             key,
             KeySessions {
                 earlier,
                 latest,
                 queued_at,
             },
-        );
-        Ok(())
+        )
+    }
+
+    /// Whether no key has sessions.
+    pub(super) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
 }
 
@@ -648,4 +801,45 @@ fn due_time(window: &TimeWindow, watermark: i64, allowed_lateness_ms: i64) -> i6
     } else {
         cleanup_time(window, allowed_lateness_ms)
     }
+}
+
+/// The sessions in the state backend (`store`: per key its [`KeySessions`], state
+/// [`SESSIONS_STATE`]) as the checkpoint the heap's [`SessionWindows::snapshot`] gives: the
+/// backend's view frozen now, read and converted by checkpoint storage, off the data path.
+/// `fired` is copied (it is small: marks of recently restored keys).
+///
+/// # Errors
+///
+/// The backend's, preparing its snapshot (reading it fails when it is completed).
+pub(super) fn snapshot_store<K, A>(
+    store: &mut KeyedStateStore<K>,
+    fired: &FiredWindows<K>,
+    fired_state: &'static str,
+    watermark: i64,
+    max_parallelism: u32,
+    now_ms: i64,
+) -> Result<PendingKeyedSnapshot, StateError>
+where
+    K: Key,
+    A: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    let pending = store.snapshot(now_ms)?;
+    let fired = fired.clone();
+    Ok(PendingKeyedSnapshot::Deferred(Box::new(move || {
+        let stored = pending.complete()?.take_state(SESSIONS_STATE);
+        let mut parts = SnapshotParts {
+            contents: Vec::with_capacity(stored.entries.len()),
+            marks: Vec::new(),
+        };
+        for entry in &stored.entries {
+            let key: K = decode_entry_key(SESSIONS_STATE, entry)?;
+            let sessions: KeySessions<A> = decode_entry_value(SESSIONS_STATE, entry)?;
+            parts.add(&key, &sessions, &fired, watermark);
+        }
+        let mut snapshot = KeyedStateSnapshot::default();
+        for part in parts.finish(fired_state, max_parallelism) {
+            snapshot.merge(part.complete()?)?;
+        }
+        Ok(snapshot)
+    })))
 }

@@ -4,6 +4,8 @@
 //! timers and trigger state), with either backend for trigger state.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 
@@ -196,7 +198,9 @@ struct Interruption {
     /// again, as replayed sources produce it: then they must continue exactly as the
     /// uninterrupted run. Without it they start at `i64::MIN`, as Flink's restored operators.
     refeed_watermark: bool,
-    backend: Backend,
+    /// The backend of the first run and of the last restore, and of the restore between them
+    /// (with `earlier_cut`): checkpoints of either restore into the other.
+    backends: (Backend, Backend),
 }
 
 /// Snapshots the operator of `harness` through its node's hook and returns the snapshot after
@@ -257,8 +261,14 @@ fn interrupted<Op: OneInputOperator<Event>>(
     how: Interruption,
 ) -> (Outcome<Op::Out>, Vec<Outcome<Op::Out>>) {
     let dir = tempfile::tempdir().expect("temp dir");
+    let (first_backend, between_backend) = how.backends;
     let config = |name: &str, parts: u32, index: u32| {
-        backend_config(how.backend, dir.path(), name, parts, index)
+        let backend = if name == "between" {
+            between_backend
+        } else {
+            first_backend
+        };
+        backend_config(backend, dir.path(), name, parts, index)
     };
     let refeed = |watermark: i64| how.refeed_watermark.then_some(watermark);
     let mut init = StateInitContext::restored(
@@ -323,12 +333,28 @@ fn interrupted<Op: OneInputOperator<Event>>(
 }
 
 /// The uninterrupted run, and checks that interrupting it at `cut` (restoring into one and
-/// into three subtasks, and restoring twice) changes nothing.
+/// into three subtasks, and restoring twice) changes nothing. `backend` is used throughout;
+/// [`check_restores_across`] mixes two.
 fn check_restores<Op>(
     make: &dyn Fn() -> Op,
     inputs: &[Input],
     cut: usize,
     backend: Backend,
+) -> Outcome<Op::Out>
+where
+    Op: OneInputOperator<Event>,
+    Op::Out: Ord + Clone + std::fmt::Debug,
+{
+    check_restores_across(make, inputs, cut, (backend, backend))
+}
+
+/// [`check_restores`] with the first run and the last restore on `backends.0`, the restore
+/// between (when restoring twice) on `backends.1`.
+fn check_restores_across<Op>(
+    make: &dyn Fn() -> Op,
+    inputs: &[Input],
+    cut: usize,
+    backends: (Backend, Backend),
 ) -> Outcome<Op::Out>
 where
     Op: OneInputOperator<Event>,
@@ -340,7 +366,7 @@ where
         earlier_cut: None,
         parts: 1,
         refeed_watermark: true,
-        backend,
+        backends,
     };
     let joined = |(mut before, after): (Outcome<Op::Out>, Vec<Outcome<Op::Out>>)| {
         for part in after {
@@ -354,7 +380,7 @@ where
     assert_eq!(
         joined(interrupted(make, inputs, one)),
         whole,
-        "restored into one subtask at {cut} ({backend:?})"
+        "restored into one subtask at {cut} ({backends:?})"
     );
     let twice = Interruption {
         earlier_cut: Some(cut / 2),
@@ -363,7 +389,7 @@ where
     assert_eq!(
         joined(interrupted(make, inputs, twice)),
         whole,
-        "restored at {} and at {cut} ({backend:?})",
+        "restored at {} and at {cut} ({backends:?})",
         cut / 2
     );
     let (before, after) = interrupted(make, inputs, Interruption { parts: 3, ..one });
@@ -372,7 +398,7 @@ where
     assert_eq!(
         Outcome::union(parts),
         Outcome::union(vec![whole.clone()]),
-        "restored into three subtasks at {cut} ({backend:?})"
+        "restored into three subtasks at {cut} ({backends:?})"
     );
     whole
 }
@@ -385,6 +411,7 @@ fn restored_from_min<Op>(
     inputs: &[Input],
     cut: usize,
     earlier_cut: Option<usize>,
+    backends: (Backend, Backend),
 ) -> Outcome<Op::Out>
 where
     Op: OneInputOperator<Event>,
@@ -395,7 +422,7 @@ where
         earlier_cut,
         parts: 1,
         refeed_watermark: false,
-        backend: Backend::Memory,
+        backends,
     };
     let (before, after) = interrupted(make, inputs, how);
     let mut parts = after;
@@ -406,14 +433,22 @@ where
 /// Checks every function kind with `assigner` on its fast path (if it has one) and on the
 /// generic path: interrupted runs equal the uninterrupted one, and after a restore from
 /// `i64::MIN` the fast path still behaves exactly like the generic path (Flink's semantics,
-/// with its timers checkpointed).
-fn check_all_functions(assigner: WindowAssigner, lateness: i64, steps: &[Step], cut: usize) {
+/// with its timers checkpointed). Each run keeps its state on `backends` (see
+/// [`check_restores_across`]); the uninterrupted reference runs in memory.
+fn check_all_functions(
+    assigner: WindowAssigner,
+    lateness: i64,
+    steps: &[Step],
+    cut: usize,
+    backends: (Backend, Backend),
+) {
     fn paths<F: WindowFunctionCore<u8, Event>>(
         assigner: WindowAssigner,
         lateness: i64,
         function: F,
         inputs: &[Input],
         cut: usize,
+        backends: (Backend, Backend),
     ) where
         F::Out: Ord + Clone + std::fmt::Debug,
     {
@@ -437,30 +472,44 @@ fn check_all_functions(assigner: WindowAssigner, lateness: i64, steps: &[Step], 
                 None,
             )
         };
-        let fast_whole = check_restores(&fast, inputs, cut, Backend::Memory);
-        let generic_whole = check_restores(&generic, inputs, cut, Backend::Memory);
+        let fast_whole = check_restores_across(&fast, inputs, cut, backends);
+        let generic_whole = check_restores_across(&generic, inputs, cut, backends);
         assert_eq!(fast_whole, generic_whole);
         for earlier_cut in [None, Some(cut / 2)] {
             assert_eq!(
-                restored_from_min(&fast, inputs, cut, earlier_cut),
-                restored_from_min(&generic, inputs, cut, earlier_cut),
+                restored_from_min(&fast, inputs, cut, earlier_cut, backends),
+                restored_from_min(&generic, inputs, cut, earlier_cut, backends),
                 "fast and generic paths after a restore from i64::MIN at {cut} (and {earlier_cut:?})"
             );
         }
     }
     let inputs = event_time(steps);
     let cut = cut.min(inputs.len());
-    paths(assigner, lateness, AggregateWindow(SumCount), &inputs, cut);
+    paths(
+        assigner,
+        lateness,
+        AggregateWindow(SumCount),
+        &inputs,
+        cut,
+        backends,
+    );
     let reduce = ReduceWindow(sum_and_latest as fn(Event, Event) -> Event);
-    paths(assigner, lateness, reduce, &inputs, cut);
+    paths(assigner, lateness, reduce, &inputs, cut, backends);
     let described = AggregateProcessWindow(AggregateWindow(SumCount), Described);
-    paths(assigner, lateness, described, &inputs, cut);
-    paths(assigner, lateness, ProcessWindow(Elements), &inputs, cut);
+    paths(assigner, lateness, described, &inputs, cut, backends);
+    paths(
+        assigner,
+        lateness,
+        ProcessWindow(Elements),
+        &inputs,
+        cut,
+        backends,
+    );
     let evicting = EvictingWindow {
         function: ProcessWindow(Elements),
         evictor: BoxedEvictor::new(CountEvictor::of(2)),
     };
-    paths(assigner, lateness, evicting, &inputs, cut);
+    paths(assigner, lateness, evicting, &inputs, cut, backends);
 }
 
 proptest! {
@@ -473,7 +522,28 @@ proptest! {
         steps in steps(),
         cut in 0usize..80,
     ) {
-        check_all_functions(assigner, lateness, &steps, cut);
+        check_all_functions(assigner, lateness, &steps, cut, (Backend::Memory, Backend::Memory));
+    }
+}
+
+/// Runs in LMDB restored in LMDB (from one checkpoint), and, restoring twice, an LMDB
+/// checkpoint restored in memory and a memory checkpoint restored in LMDB.
+const ACROSS: (Backend, Backend) = (Backend::Lmdb, Backend::Memory);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// With the windows in LMDB (a cache of 4 entries: most accesses miss, write-backs are
+    /// frequent), and with checkpoints moving between the backends, restored runs go on as the
+    /// uninterrupted run in memory.
+    #[test]
+    fn lmdb_windows_restore_as_memory_ones(
+        assigner in assigners(),
+        lateness in prop_oneof![Just(0i64), 0i64..20],
+        steps in steps(),
+        cut in 0usize..80,
+    ) {
+        check_all_functions(assigner, lateness, &steps, cut, ACROSS);
     }
 }
 
@@ -509,7 +579,17 @@ fn the_fixed_windows_restore_at_every_cut() {
     ] {
         for lateness in [0, 15] {
             for cut in 0..=steps.len() {
-                check_all_functions(assigner, lateness, &steps, cut);
+                check_all_functions(
+                    assigner,
+                    lateness,
+                    &steps,
+                    cut,
+                    (Backend::Memory, Backend::Memory),
+                );
+            }
+            // Fewer cuts with LMDB: each run opens a few environments.
+            for cut in (0..=steps.len()).step_by(6) {
+                check_all_functions(assigner, lateness, &steps, cut, ACROSS);
             }
         }
     }
@@ -920,10 +1000,166 @@ fn a_window_cleaned_before_the_checkpoint_comes_back_with_new_records_only() {
             None,
         )
     };
-    let fast = restored_from_min(&fast, &inputs, 2, None);
-    let generic = restored_from_min(&generic, &inputs, 2, None);
-    assert_eq!(fast, generic);
-    // Before: [-3, 5) and [1, 9) with both records. After: [-7, 1) and [-3, 5) with the new
-    // one only; [1, 9) fired before and does not fire again.
-    assert_eq!(fast.records, vec![(12, 2), (12, 2), (100, 1), (100, 1)]);
+    for backends in [(Backend::Memory, Backend::Memory), ACROSS] {
+        let fast = restored_from_min(&fast, &inputs, 2, None, backends);
+        let generic = restored_from_min(&generic, &inputs, 2, None, backends);
+        assert_eq!(fast, generic, "{backends:?}");
+        // Before: [-3, 5) and [1, 9) with both records. After: [-7, 1) and [-3, 5) with the
+        // new one only; [1, 9) fired before and does not fire again.
+        assert_eq!(fast.records, vec![(12, 2), (12, 2), (100, 1), (100, 1)]);
+    }
+}
+
+/// A window operator under test, noting after every call the most entries its state stores
+/// held in memory.
+struct Probed<KS, F: WindowFunctionCore<u8, Event>, Tr> {
+    operator: WindowOperator<u8, Event, KS, F, Tr>,
+    in_memory_max: Arc<AtomicUsize>,
+}
+
+impl<KS, F, Tr> Probed<KS, F, Tr>
+where
+    KS: Fn(&Event) -> u8 + Clone + Send + 'static,
+    F: WindowFunctionCore<u8, Event>,
+    Tr: Trigger<Event>,
+{
+    fn observe(&self) {
+        let in_memory = self.operator.stored_entries_in_memory();
+        self.in_memory_max.fetch_max(in_memory, Ordering::Relaxed);
+    }
+}
+
+impl<KS, F, Tr> OneInputOperator<Event> for Probed<KS, F, Tr>
+where
+    KS: Fn(&Event) -> u8 + Clone + Send + 'static,
+    F: WindowFunctionCore<u8, Event>,
+    Tr: Trigger<Event>,
+{
+    type Out = F::Out;
+
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        self.operator.initialize_state(ctx)
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        self.operator.snapshot_state(ctx)
+    }
+
+    fn process(
+        &mut self,
+        record: Record<Event>,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        self.operator.process(record, ctx, out);
+        self.observe();
+    }
+
+    fn on_watermark(
+        &mut self,
+        watermark: Watermark,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, F::Out>,
+    ) {
+        self.operator.on_watermark(watermark, ctx, out);
+        self.observe();
+    }
+
+    fn on_end_of_input(&mut self, ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
+        self.operator.on_end_of_input(ctx, out);
+        self.observe();
+    }
+}
+
+/// Runs `make()`'s operator over `steps` with its state in memory and in LMDB with a cache of
+/// `CACHE` entries, checkpointing before the final watermark: with LMDB the stores never hold
+/// more than the cache in memory, while the checkpoint (read back from LMDB) holds at least
+/// `entries_min` entries and equals the memory backend's, as do the results.
+fn check_lmdb_resident<KS, F, Tr>(
+    make: &dyn Fn() -> WindowOperator<u8, Event, KS, F, Tr>,
+    steps: &[Step],
+    entries_min: usize,
+) where
+    KS: Fn(&Event) -> u8 + Clone + Send + 'static,
+    F: WindowFunctionCore<u8, Event>,
+    F::Out: PartialEq + std::fmt::Debug,
+    Tr: Trigger<Event>,
+{
+    const CACHE: usize = 8;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut runs = Vec::new();
+    for backend in [Backend::Memory, Backend::Lmdb] {
+        let config = KeyedBackendConfig {
+            cache_entries: CACHE,
+            ..backend_config(backend, dir.path(), "resident", 1, 0)
+        };
+        let in_memory_max = Arc::new(AtomicUsize::new(0));
+        let probed = Probed {
+            operator: make(),
+            in_memory_max: in_memory_max.clone(),
+        };
+        let mut init =
+            StateInitContext::restored(OperatorSnapshot::default(), CheckpointId(0), config);
+        let mut harness = start(probed, &mut init);
+        feed(&mut harness, &event_time(steps), &|_| true, 0);
+        let snapshot = checkpoint(&mut harness, 1);
+        let outcome = finish(&mut harness);
+        runs.push((snapshot, outcome, in_memory_max.load(Ordering::Relaxed)));
+    }
+    let (lmdb_snapshot, lmdb_outcome, lmdb_in_memory) = runs.pop().expect("an LMDB run");
+    let (memory_snapshot, memory_outcome, _) = runs.pop().expect("a memory run");
+    assert!(
+        lmdb_snapshot.keyed.entries.len() >= entries_min,
+        "{} entries",
+        lmdb_snapshot.keyed.entries.len()
+    );
+    assert!(
+        lmdb_in_memory <= CACHE,
+        "{lmdb_in_memory} entries in memory"
+    );
+    assert_eq!(lmdb_snapshot, memory_snapshot);
+    assert_eq!(lmdb_outcome, memory_outcome);
+    assert!(lmdb_outcome.failure.is_none(), "{:?}", lmdb_outcome.failure);
+}
+
+#[test]
+fn lmdb_windows_live_in_lmdb() {
+    // 200 keys, a record of each every 20 ms, and a watermark 200 ms behind: every key has
+    // several windows in flight at the checkpoint.
+    let mut steps = Vec::new();
+    for round in 0..12i64 {
+        let batch = (0..200u8)
+            .map(|key| (key, round * 20 + i64::from(key % 7), round + i64::from(key)))
+            .collect();
+        steps.push(Step::Records(batch));
+        steps.push(Step::Watermark(round * 20 - 200));
+    }
+    let event = TimeDomain::EventTime;
+    let tumbling = WindowAssigner::tumbling(event, 50, 0).expect("valid");
+    let sliding = WindowAssigner::sliding(event, 100, 25, 0).expect("valid");
+    let sessions = WindowAssigner::session(event, 30).expect("valid");
+    for assigner in [tumbling, sliding, sessions] {
+        let fast = || {
+            WindowOperator::<u8, Event, _, _, _>::new(
+                assigner,
+                key_of as fn(&Event) -> u8,
+                AggregateWindow(SumCount),
+                DefaultTrigger::for_assigner(&assigner),
+                10,
+                None,
+            )
+        };
+        check_lmdb_resident(&fast, &steps, 200);
+        let generic = || {
+            WindowOperator::<u8, Event, _, _, _>::new(
+                assigner,
+                key_of as fn(&Event) -> u8,
+                ProcessWindow(Elements),
+                Opaque,
+                10,
+                None,
+            )
+        };
+        check_lmdb_resident(&generic, &steps, 400);
+    }
 }
