@@ -32,8 +32,8 @@
 //! - tumbling windows, and sliding windows whose slide divides their size with a function that
 //!   combines panes (reduce, aggregate): [`PaneWindows`], one slide-sized pane per record and
 //!   key, merged into windows at firing;
-//! - session windows: [`SessionWindows`](super::sessions::SessionWindows), the in-flight
-//!   sessions per key with their contents, merged as [`MergingWindowSet`] merges them.
+//! - session windows: [`SessionWindows`], the in-flight sessions per key with their contents,
+//!   merged as [`MergingWindowSet`] merges them.
 //!
 //! Both modules state why their results, order, timestamps and late and dropped records are the
 //! generic path's; the operator's tests compare them on random input.
@@ -50,9 +50,8 @@
 //!   memory backend these stores are hash maps;
 //! - the fast paths: with the memory backend their contents stay in their own heap structures,
 //!   which are the memory backend's form of this state (and what makes them fast); with LMDB
-//!   the operator switches to their backend forms when it opens its state:
-//!   [`BackendPanes`](super::backend_panes::BackendPanes) (per key one value holding its panes)
-//!   and [`SessionWindows`](super::sessions::SessionWindows) over a store of each key's
+//!   the operator switches to their backend forms when it opens its state: [`BackendPanes`]
+//!   (per key one value holding its panes) and [`SessionWindows`] over a store of each key's
 //!   sessions. Same semantics, same code where it decides what fires.
 //!
 //! What tells a watermark which windows to fire stays in memory on either backend, as Flink's
@@ -1178,10 +1177,12 @@ where
                 }
                 self.trigger_state = store;
                 let contents = keyed.take_state(CONTENTS_STATE);
-                check_entry_keys(&contents, CONTENTS_STATE, max_parallelism, |scope| {
-                    let scope: WindowScope<K> = scope;
-                    scope.key
-                })?;
+                check_entry_keys(
+                    &contents,
+                    CONTENTS_STATE,
+                    max_parallelism,
+                    |scope: WindowScope<K>| scope.key,
+                )?;
                 self.contents = open_restored(store_config(&config, "contents", stores), contents)?;
                 // Resolved now, so that contents of another type are a restore error (and, in
                 // memory, undecodable ones; LMDB decodes them as they are read).
