@@ -18,8 +18,9 @@
 //!   for are carried over into the next snapshot unchanged.
 //! - [`KeyedStateStore::snapshot`] produces the backend-independent [`KeyedStateSnapshot`]: every
 //!   entry tagged with its key group, sorted by `(key group, state, key)`, expired TTL values left
-//!   out. The memory backend serialises its maps at once; the LMDB backend writes its cache back
-//!   and defers the reading to a read transaction opened at the barrier (see `lmdb.rs`).
+//!   out. It returns a view frozen at the barrier and read out later, off the data path: the
+//!   memory backend copies its tables (encoding and sorting the copy when read, see `table.rs`);
+//!   the LMDB backend writes its cache back and opens a read transaction (see `lmdb.rs`).
 //!
 //! ## Invariants
 //!
@@ -37,6 +38,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -45,10 +47,10 @@ use serde::de::DeserializeOwned;
 use super::backend::{KeyedBackendConfig, StateBackendKind};
 use super::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT};
 use super::lmdb::{LmdbAccess, LmdbEnv, LmdbTable};
-use super::snapshot::{KeyedStateSnapshot, PendingKeyedSnapshot, StateMeta};
+use super::snapshot::{FrozenKeyedState, KeyedStateSnapshot, PendingKeyedSnapshot, StateMeta};
 use super::table::{
-    KeyCodec, KeyMap, MemTable, RawEntry, Slot, SnapshotSink, StateBody, StateEntry, StateKind,
-    StateSpec, TableAccess, corrupt, decode_exact,
+    FrozenMemory, FrozenPart, KeyCodec, KeyMap, MemTable, RawEntry, Slot, StateBody, StateEntry,
+    StateKind, StateSpec, TableAccess, corrupt, decode_exact,
 };
 use crate::api::Key;
 
@@ -292,7 +294,7 @@ impl<K: Key> KeyedStateStore<K> {
                 name: meta.name,
                 type_name: meta.type_name,
                 body: StateBody::Restored {
-                    entries,
+                    entries: entries.into(),
                     decode_key,
                 },
             })
@@ -302,53 +304,56 @@ impl<K: Key> KeyedStateStore<K> {
 
     /// Snapshots every state: entries tagged with their key group, sorted by
     /// `(key group, state, key)`, keys and values postcard-encoded, values expired at `now_ms`
-    /// left out. The memory backend returns [`PendingKeyedSnapshot::Ready`]; LMDB writes its
-    /// cache back and returns [`PendingKeyedSnapshot::Deferred`], reading a view frozen now while
-    /// the store goes on changing.
+    /// left out. Both backends return a [`PendingKeyedSnapshot::Frozen`] view that is read
+    /// out later, off the data path, while the store goes on changing: LMDB writes its cache
+    /// back and opens a read transaction; the memory backend copies its tables (restored states
+    /// nobody used since are shared, not copied) and encodes and sorts the copy when read.
     ///
     /// # Errors
     ///
-    /// [`StateError::Encode`] if a key or value cannot be encoded; [`StateError::Backend`] if
-    /// LMDB fails.
+    /// [`StateError::Backend`] if LMDB fails. Encoding failures surface when the view is read.
     pub fn snapshot(&mut self, now_ms: i64) -> Result<PendingKeyedSnapshot, StateError> {
         match &mut self.backend {
             Backend::Lmdb(env) => env.snapshot(&mut self.states, now_ms),
             Backend::Memory => {
-                let codec = KeyCodec::<K>::new();
-                let mut entries = Vec::new();
-                let mut sink = SnapshotSink {
-                    codec: &codec,
-                    max_parallelism: self.max_parallelism,
-                    now_ms,
-                    out: &mut entries,
-                };
                 let mut states = Vec::with_capacity(self.states.len());
+                let mut parts = Vec::with_capacity(self.states.len());
                 for (id, state) in (0u32..).zip(&self.states) {
                     states.push(StateMeta {
                         name: state.name.clone(),
                         type_name: state.type_name.clone(),
                     });
                     match &state.body {
-                        StateBody::Restored { entries: raw, .. } => {
-                            sink.out
-                                .extend(raw.iter().map(|raw| super::snapshot::KeyedEntry {
-                                    key_group: raw.key_group,
+                        StateBody::Restored { entries, .. } => {
+                            if !entries.is_empty() {
+                                parts.push(FrozenPart::Restored {
                                     state: id,
-                                    key: raw.key.clone(),
-                                    value: raw.value.clone(),
-                                }));
+                                    entries: Arc::clone(entries),
+                                });
+                            }
                         }
                         StateBody::Memory { table, .. } => {
-                            table.snapshot_into(id, &state.name, &mut sink)?;
+                            if table.len() > 0 {
+                                parts.push(FrozenPart::Table {
+                                    state: id,
+                                    name: state.name.clone(),
+                                    table: table.freeze(),
+                                });
+                            }
                         }
                         StateBody::Lmdb { .. } => unreachable!("an LMDB table in a memory store"),
                     }
                 }
-                entries.sort_unstable();
-                Ok(PendingKeyedSnapshot::Ready(KeyedStateSnapshot {
+                let frozen = FrozenMemory {
+                    parts,
+                    codec: KeyCodec::<K>::new(),
+                    max_parallelism: self.max_parallelism,
+                    now_ms,
+                };
+                Ok(PendingKeyedSnapshot::Frozen(FrozenKeyedState::new(
                     states,
-                    entries,
-                }))
+                    Box::new(frozen),
+                )))
             }
         }
     }
@@ -393,7 +398,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     ) -> Result<TableAccess<'_, K, S, M, C>, StateError>
     where
         S: Clone + Serialize + DeserializeOwned + Send + 'static,
-        M: KeyMap<K, S>,
+        M: KeyMap<K, S> + Clone,
         C: KeyMap<K, Slot<S>>,
     {
         let index = match self.states.iter().position(|s| s.name == spec.name) {
@@ -455,7 +460,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     fn register<S, M, C>(&mut self, spec: &StateSpec<'_, S>) -> Result<usize, StateError>
     where
         S: Clone + Serialize + DeserializeOwned + Send + 'static,
-        M: KeyMap<K, S>,
+        M: KeyMap<K, S> + Clone,
         C: KeyMap<K, Slot<S>>,
     {
         if u32::try_from(self.states.len()).is_err() {
@@ -487,7 +492,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     ) -> Result<(), StateError>
     where
         S: Clone + Serialize + DeserializeOwned + Send + 'static,
-        M: KeyMap<K, S>,
+        M: KeyMap<K, S> + Clone,
         C: KeyMap<K, Slot<S>>,
     {
         let entry = &mut self.states[index];
@@ -509,7 +514,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
         let body = match self.backend {
             Backend::Memory => {
                 let mut map = M::default();
-                for raw in entries {
+                for raw in entries.iter() {
                     let key = decode_key(&raw.key)
                         .map_err(|e| corrupt(&entry.name, raw.key_group, "key", e))?;
                     let value: S = decode_exact(&raw.value)
@@ -964,36 +969,47 @@ mod tests {
     }
 
     #[test]
-    fn lmdb_snapshots_are_frozen_at_the_barrier() {
+    fn snapshots_are_frozen_at_the_barrier() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut lmdb = Ctx::lmdb(0u64, &dir.path().join("s"), 4);
-        let mut memory = Ctx::memory(0u64);
+        let mut reference = Ctx::memory(0u64);
         let value = ValueState::<u64>::new("value");
-        for ctx in [&mut lmdb, &mut memory] {
+        let ttl = ValueState::<u64>::new("ttl").with_ttl(StateTtlConfig::new(100));
+        for key in 0..20 {
+            reference.key = key;
+            value.update(&mut reference, 1);
+            ttl.update(&mut reference, 1);
+        }
+        let expected = complete(&mut reference.store, 50);
+        for mut ctx in [Ctx::lmdb(0u64, &dir.path().join("s"), 4), Ctx::memory(0u64)] {
             for key in 0..20 {
                 ctx.key = key;
-                value.update(ctx, 1);
+                value.update(&mut ctx, 1);
+                ttl.update(&mut ctx, 1);
             }
+            let pending = ctx.store.snapshot(50).expect("snapshot");
+            let PendingKeyedSnapshot::Frozen(frozen) = &pending else {
+                panic!("not frozen: {pending:?}");
+            };
+            assert_eq!(frozen.len_hint(), 40);
+            // Processing goes on (LMDB: with write-backs, the cache holds 4 entries).
+            for key in 0..40 {
+                ctx.key = key;
+                value.update(&mut ctx, 2);
+            }
+            ctx.key = 5;
+            value.clear(&mut ctx);
+            ctx.now = 200;
+            let _ = ctx.store.snapshot(200).expect("a later snapshot");
+            // The frozen view can move to another thread (checkpoint storage reads it off the
+            // data path): checked by type, read here after the later writes.
+            fn assert_send<T: Send>(_: &T) {}
+            assert_send(&pending);
+            let frozen = pending.complete().expect("reads");
+            assert_eq!(frozen, expected, "{:?}", ctx.store.backend_kind());
+            // The TTL state expired by now: 39 values are left.
+            assert_eq!(complete(&mut ctx.store, 200).entries.len(), 39);
+            assert!(ctx.errors.is_empty());
         }
-        let pending = lmdb.store.snapshot(0).expect("snapshot");
-        assert!(matches!(pending, PendingKeyedSnapshot::Deferred(_)));
-        let expected = complete(&mut memory.store, 0);
-        // Processing goes on (with write-backs: the cache holds 4 entries).
-        for key in 0..40 {
-            lmdb.key = key;
-            value.update(&mut lmdb, 2);
-        }
-        lmdb.key = 5;
-        value.clear(&mut lmdb);
-        let _ = lmdb.store.snapshot(0).expect("a later snapshot");
-        // The deferred snapshot can move to another thread (checkpoint storage completes it
-        // off the data path): checked by type, completed here after the later writes.
-        fn assert_send<T: Send>(_: &T) {}
-        assert_send(&pending);
-        let frozen = pending.complete().expect("reads");
-        assert_eq!(frozen, expected);
-        assert_eq!(complete(&mut lmdb.store, 0).entries.len(), 39);
-        assert!(lmdb.errors.is_empty());
     }
 
     #[test]

@@ -22,9 +22,10 @@
 //!   record at a time.
 //! - **Snapshots** write the dirty cache back (one transaction), then open a `'static`, `Send`
 //!   read transaction (`Env::static_read_txn` on an environment opened with
-//!   `read_txn_without_tls`) and return a closure that reads it into a
-//!   [`KeyedStateSnapshot`] later, while processing goes on: LMDB's MVCC keeps the view frozen at
-//!   the barrier.
+//!   `read_txn_without_tls`) and return it as a [`FrozenKeyedState`], read out later while
+//!   processing goes on (LMDB's MVCC keeps the view frozen at the barrier). The checkpoint
+//!   writer copies the records' bytes straight into the state file: database keys split into
+//!   key group, state and key, values as stored (TTL states pruned).
 //!
 //! ## Invariants
 //!
@@ -53,7 +54,9 @@ use serde::de::DeserializeOwned;
 use super::backend::KeyedBackendConfig;
 use super::key_group::{KeyGroup, MAX_PARALLELISM_LIMIT};
 use super::keyed::StateError;
-use super::snapshot::{KeyedEntry, KeyedStateSnapshot, PendingKeyedSnapshot, StateMeta};
+use super::snapshot::{
+    FrozenEntries, FrozenKeyedState, KeyedEntry, KeyedEntryRef, PendingKeyedSnapshot, StateMeta,
+};
 use super::table::{
     KeyCodec, KeyMap, Slot, StateBody, StateEntry, corrupt, decode_exact, encode_error,
 };
@@ -99,9 +102,10 @@ impl Comparator for DbKeyOrder {
     }
 }
 
-/// The first eight bytes of `bytes` as a big-endian word, zero-padded.
+/// The first eight bytes of `bytes` as a big-endian word, zero-padded: sorts as `bytes` do,
+/// up to ties.
 #[inline]
-fn key_word(bytes: &[u8]) -> u64 {
+pub(crate) fn key_word(bytes: &[u8]) -> u64 {
     if let Some(word) = bytes.first_chunk::<8>() {
         return u64::from_be_bytes(*word);
     }
@@ -380,11 +384,23 @@ impl<K> LmdbEnv<K> {
             .clone()
             .static_read_txn()
             .map_err(|e| backend_error(&self.dir, "snapshot", e))?;
-        let db = self.db;
-        let dir = self.dir.clone();
-        Ok(PendingKeyedSnapshot::Deferred(Box::new(move || {
-            read_snapshot(&rtxn, db, &dir, metas, &pruners, now_ms)
-        })))
+        let len = self
+            .db
+            .len(&rtxn)
+            .map_err(|e| backend_error(&self.dir, "snapshot", e))?;
+        let frozen = FrozenLmdb {
+            rtxn,
+            db: self.db,
+            dir: self.dir.clone(),
+            names: metas.iter().map(|m| m.name.clone()).collect(),
+            pruners,
+            now_ms,
+            len: usize::try_from(len).unwrap_or(usize::MAX),
+        };
+        Ok(PendingKeyedSnapshot::Frozen(FrozenKeyedState::new(
+            metas,
+            Box::new(frozen),
+        )))
     }
 }
 
@@ -481,60 +497,70 @@ fn split_db_key(bytes: &[u8]) -> Option<(u32, u32, &[u8])> {
     Some((key_group, u32::from_be_bytes(*wide), rest))
 }
 
-/// Reads a whole snapshot from a read transaction: entries come in database order, which is
-/// the snapshot order; expired values of states with a TTL are left out.
-fn read_snapshot(
-    rtxn: &RoTxn<'static, WithoutTls>,
+/// An LMDB store's contents frozen at a barrier: a read transaction opened then, read out later
+/// (off the data path) in database order, which is the snapshot order. Expired values of states
+/// with a TTL are left out or pruned.
+struct FrozenLmdb {
+    rtxn: RoTxn<'static, WithoutTls>,
     db: Db,
-    dir: &Path,
-    states: Vec<StateMeta>,
-    pruners: &[Option<(i64, PruneBytesFn)>],
+    dir: PathBuf,
+    /// The state names, for errors.
+    names: Vec<String>,
+    pruners: Vec<Option<(i64, PruneBytesFn)>>,
     now_ms: i64,
-) -> Result<KeyedStateSnapshot, StateError> {
-    let count = db
-        .len(rtxn)
-        .map_err(|e| backend_error(dir, "snapshot", e))?;
-    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    let iter = db
-        .iter(rtxn)
-        .map_err(|e| backend_error(dir, "snapshot", e))?;
-    for item in iter {
-        let (db_key, bytes) = item.map_err(|e| backend_error(dir, "snapshot", e))?;
-        let (key_group, state, key) = split_db_key(db_key).ok_or_else(|| {
-            StateError::Corrupt(format!(
-                "LMDB at {}: a key of {} bytes has no state prefix",
-                dir.display(),
-                db_key.len()
-            ))
-        })?;
-        let meta = states.get(state as usize).ok_or_else(|| {
-            StateError::Corrupt(format!(
-                "LMDB at {}: an entry of key group {key_group} refers to state #{state} of {}",
-                dir.display(),
-                states.len()
-            ))
-        })?;
-        let value = match pruners.get(state as usize).copied().flatten() {
-            None => bytes.to_vec(),
-            Some((ttl_ms, prune)) => {
-                match prune(bytes, now_ms, ttl_ms)
-                    .map_err(|e| corrupt(&meta.name, key_group, "value", e))?
-                {
-                    Pruned::Keep => bytes.to_vec(),
-                    Pruned::Drop => continue,
-                    Pruned::Replace(live) => live,
-                }
-            }
-        };
-        entries.push(KeyedEntry {
-            key_group,
-            state,
-            key: key.to_vec(),
-            value,
-        });
+    /// The number of records when frozen.
+    len: usize,
+}
+
+impl FrozenEntries for FrozenLmdb {
+    fn len_hint(&self) -> usize {
+        self.len
     }
-    debug_assert!(entries.is_sorted());
-    Ok(KeyedStateSnapshot { states, entries })
+
+    fn read(
+        self: Box<Self>,
+        visit: &mut dyn FnMut(KeyedEntryRef<'_>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let dir = &self.dir;
+        let iter = self
+            .db
+            .iter(&self.rtxn)
+            .map_err(|e| backend_error(dir, "snapshot", e))?;
+        for item in iter {
+            let (db_key, bytes) = item.map_err(|e| backend_error(dir, "snapshot", e))?;
+            let (key_group, state, key) = split_db_key(db_key).ok_or_else(|| {
+                StateError::Corrupt(format!(
+                    "LMDB at {}: a key of {} bytes has no state prefix",
+                    dir.display(),
+                    db_key.len()
+                ))
+            })?;
+            let name = self.names.get(state as usize).ok_or_else(|| {
+                StateError::Corrupt(format!(
+                    "LMDB at {}: an entry of key group {key_group} refers to state #{state} of {}",
+                    dir.display(),
+                    self.names.len()
+                ))
+            })?;
+            let entry = |value| KeyedEntryRef {
+                key_group,
+                state,
+                key,
+                value,
+            };
+            match self.pruners.get(state as usize).copied().flatten() {
+                None => visit(entry(bytes))?,
+                Some((ttl_ms, prune)) => match prune(bytes, self.now_ms, ttl_ms)
+                    .map_err(|e| corrupt(name, key_group, "value", e))?
+                {
+                    Pruned::Keep => visit(entry(bytes))?,
+                    Pruned::Drop => {}
+                    Pruned::Replace(live) => visit(entry(&live))?,
+                },
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The dirty slots of a write-back, encoded: database keys and values in one buffer, and an
@@ -856,7 +882,7 @@ mod tests {
 
     use super::*;
     use crate::state::test_support::lmdb_config;
-    use crate::state::{KeyedStateStore, PendingKeyedSnapshot};
+    use crate::state::{KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot};
 
     #[test]
     fn db_keys_sort_as_snapshot_entries() {

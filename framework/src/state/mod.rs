@@ -17,7 +17,7 @@ pub mod snapshot;
 mod stable_hash;
 mod table;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod ttl;
 
 pub use backend::{KeyedBackendConfig, StateBackendKind};

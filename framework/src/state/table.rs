@@ -15,6 +15,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -22,8 +23,8 @@ use serde::de::DeserializeOwned;
 
 use super::key_group::{KeyGroup, key_group_for_key};
 use super::keyed::StateError;
-use super::lmdb::{LmdbAccess, LmdbTableDyn};
-use super::snapshot::KeyedEntry;
+use super::lmdb::{LmdbAccess, LmdbTableDyn, key_word};
+use super::snapshot::{FrozenEntries, KeyedEntryRef, push_varint};
 use super::ttl::{Expiry, Live};
 use crate::api::Key;
 
@@ -223,7 +224,7 @@ pub(crate) enum StateBody<K> {
     /// Restored, not yet used with a type. The memory backend keeps the entries here; LMDB keeps
     /// them in its database (and `entries` is empty).
     Restored {
-        entries: Vec<RawEntry>,
+        entries: Arc<[RawEntry]>,
         decode_key: fn(&[u8]) -> Result<K, String>,
     },
     /// A typed table of the memory backend.
@@ -238,25 +239,25 @@ pub(crate) enum StateBody<K> {
     },
 }
 
-/// Where a memory snapshot goes, and how it encodes keys.
-pub(crate) struct SnapshotSink<'a, K> {
-    pub(crate) codec: &'a KeyCodec<K>,
-    pub(crate) max_parallelism: u32,
-    pub(crate) now_ms: i64,
-    pub(crate) out: &'a mut Vec<KeyedEntry>,
-}
-
 /// A typed table of the memory backend, seen without its types.
 pub(crate) trait MemoryTableDyn<K>: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// The number of keys.
     fn len(&self) -> usize;
-    /// Appends the live entries, encoded, to `sink.out` (unsorted).
-    fn snapshot_into(
+    /// A copy of the table as it is now, to be encoded later off the data path.
+    fn freeze(&self) -> Box<dyn FrozenTableDyn<K>>;
+}
+
+/// A copy of a memory table taken at a barrier, seen without its types.
+pub(crate) trait FrozenTableDyn<K>: Send {
+    /// The number of keys.
+    fn len(&self) -> usize;
+    /// Appends the live entries, encoded, to `sink` (in the map's order).
+    fn encode_into(
         &self,
         state: u32,
         name: &str,
-        sink: &mut SnapshotSink<'_, K>,
+        sink: &mut EncodeSink<'_, K>,
     ) -> Result<(), StateError>;
 }
 
@@ -281,7 +282,7 @@ impl<K, S, M> MemoryTableDyn<K> for MemTable<K, S, M>
 where
     K: Send + 'static,
     S: Clone + Serialize + Send + 'static,
-    M: KeyMap<K, S>,
+    M: KeyMap<K, S> + Clone,
 {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -291,11 +292,30 @@ where
         self.map.len()
     }
 
-    fn snapshot_into(
+    fn freeze(&self) -> Box<dyn FrozenTableDyn<K>> {
+        Box::new(Self {
+            map: self.map.clone(),
+            expiry: self.expiry,
+            _key: PhantomData,
+        })
+    }
+}
+
+impl<K, S, M> FrozenTableDyn<K> for MemTable<K, S, M>
+where
+    K: Send + 'static,
+    S: Clone + Serialize + Send + 'static,
+    M: KeyMap<K, S>,
+{
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn encode_into(
         &self,
         state: u32,
         name: &str,
-        sink: &mut SnapshotSink<'_, K>,
+        sink: &mut EncodeSink<'_, K>,
     ) -> Result<(), StateError> {
         self.map.try_for_each(|key, value| {
             let pruned;
@@ -310,19 +330,200 @@ where
                     }
                 },
             };
-            let key_group = (sink.codec.key_group)(key, sink.max_parallelism).0;
-            let key = (sink.codec.encode)(key, Vec::new())
-                .map_err(|e| encode_error(name, key_group, "key", e))?;
-            let value = postcard::to_allocvec(live)
-                .map_err(|e| encode_error(name, key_group, "value", e))?;
-            sink.out.push(KeyedEntry {
-                key_group,
-                state,
-                key,
-                value,
-            });
-            Ok(())
+            sink.push(state, name, key, live)
         })
+    }
+}
+
+/// Where the entries of frozen memory tables are encoded: one buffer per key group, each entry
+/// appended as a record `state, key length, key, value length, value` (postcard varints and
+/// bytes: a [`KeyedEntry`](super::KeyedEntry)'s encoding without its key group).
+pub(crate) struct EncodeSink<'a, K> {
+    codec: &'a KeyCodec<K>,
+    max_parallelism: u32,
+    now_ms: i64,
+    groups: Vec<Vec<u8>>,
+    key_buf: Vec<u8>,
+    value_buf: Vec<u8>,
+}
+
+impl<K> EncodeSink<'_, K> {
+    fn push<S: Serialize>(
+        &mut self,
+        state: u32,
+        name: &str,
+        key: &K,
+        value: &S,
+    ) -> Result<(), StateError> {
+        let key_group = (self.codec.key_group)(key, self.max_parallelism).0;
+        let mut key_buf = std::mem::take(&mut self.key_buf);
+        key_buf.clear();
+        self.key_buf = (self.codec.encode)(key, key_buf)
+            .map_err(|e| encode_error(name, key_group, "key", e))?;
+        let mut value_buf = std::mem::take(&mut self.value_buf);
+        value_buf.clear();
+        self.value_buf = postcard::to_extend(value, value_buf)
+            .map_err(|e| encode_error(name, key_group, "value", e))?;
+        let group = group(&mut self.groups, key_group)?;
+        push_record(group, state, &self.key_buf, &self.value_buf);
+        Ok(())
+    }
+
+    /// Appends an entry that is encoded already (a restored one).
+    fn push_encoded(&mut self, state: u32, raw: &RawEntry) -> Result<(), StateError> {
+        let group = group(&mut self.groups, raw.key_group)?;
+        push_record(group, state, &raw.key, &raw.value);
+        Ok(())
+    }
+}
+
+/// The buffer of key group `key_group`.
+fn group(groups: &mut [Vec<u8>], key_group: u32) -> Result<&mut Vec<u8>, StateError> {
+    let count = groups.len();
+    groups.get_mut(key_group as usize).ok_or_else(|| {
+        StateError::Corrupt(format!(
+            "an entry of key group {key_group}, beyond max parallelism {count}"
+        ))
+    })
+}
+
+fn push_record(out: &mut Vec<u8>, state: u32, key: &[u8], value: &[u8]) {
+    push_varint(out, u64::from(state));
+    push_varint(out, key.len() as u64);
+    out.extend_from_slice(key);
+    push_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+/// Reads the record at the start of `bytes` (see [`EncodeSink`]): state, key, value and the
+/// record's length. `None` if it is cut short (never, for records this module wrote).
+fn read_record(bytes: &[u8]) -> Option<(u32, &[u8], &[u8], usize)> {
+    let (state, rest) = take_varint(bytes)?;
+    let (key_len, rest) = take_varint(rest)?;
+    let (key, rest) = rest.split_at_checked(usize::try_from(key_len).ok()?)?;
+    let (value_len, rest) = take_varint(rest)?;
+    let (value, rest) = rest.split_at_checked(usize::try_from(value_len).ok()?)?;
+    Some((
+        u32::try_from(state).ok()?,
+        key,
+        value,
+        bytes.len() - rest.len(),
+    ))
+}
+
+fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// One state of a frozen memory store.
+pub(crate) enum FrozenPart<K> {
+    /// Restored entries nobody asked for with a type since (shared with the store).
+    Restored {
+        state: u32,
+        entries: Arc<[RawEntry]>,
+    },
+    /// A copy of a typed table.
+    Table {
+        state: u32,
+        name: String,
+        table: Box<dyn FrozenTableDyn<K>>,
+    },
+}
+
+/// A memory store frozen at a barrier: copies of its tables, encoded and sorted into snapshot
+/// order when read (off the data path).
+pub(crate) struct FrozenMemory<K> {
+    pub(crate) parts: Vec<FrozenPart<K>>,
+    pub(crate) codec: KeyCodec<K>,
+    pub(crate) max_parallelism: u32,
+    /// Values expired at this processing time are left out.
+    pub(crate) now_ms: i64,
+}
+
+impl<K: Send + 'static> FrozenEntries for FrozenMemory<K> {
+    fn len_hint(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                FrozenPart::Restored { entries, .. } => entries.len(),
+                FrozenPart::Table { table, .. } => table.len(),
+            })
+            .sum()
+    }
+
+    /// Encodes every entry into its key group's buffer (appends to one buffer per group while
+    /// the tables are walked in their own order), then sorts one key group at a time: its
+    /// records (a few thousand at a million keys) stay in cache, where a sort over all entries
+    /// would miss it at every step. Within a group, records sort by state and the key's first
+    /// eight bytes as a word; runs with equal words (long keys with a common prefix) by the
+    /// whole key and value.
+    fn read(
+        self: Box<Self>,
+        visit: &mut dyn FnMut(KeyedEntryRef<'_>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let mut sink = EncodeSink {
+            codec: &self.codec,
+            max_parallelism: self.max_parallelism,
+            now_ms: self.now_ms,
+            // About 16 bytes per record (an integer key and value): most groups grow once
+            // or not at all; pages reserved beyond what is written are never touched.
+            groups: {
+                let per_group = self.len_hint() / self.max_parallelism.max(1) as usize * 16;
+                (0..self.max_parallelism)
+                    .map(|_| Vec::with_capacity(per_group))
+                    .collect()
+            },
+            key_buf: Vec::new(),
+            value_buf: Vec::new(),
+        };
+        for part in &self.parts {
+            match part {
+                FrozenPart::Table { state, name, table } => {
+                    table.encode_into(*state, name, &mut sink)?;
+                }
+                FrozenPart::Restored { state, entries } => {
+                    for raw in entries.iter() {
+                        sink.push_encoded(*state, raw)?;
+                    }
+                }
+            }
+        }
+        let cut_short = || StateError::Corrupt("a frozen memory record is cut short".into());
+        let mut order: Vec<(u64, u32, usize)> = Vec::new();
+        for (key_group, records) in (0u32..).zip(&sink.groups) {
+            order.clear();
+            let mut at = 0;
+            while at < records.len() {
+                let (state, key, _, len) = read_record(&records[at..]).ok_or_else(cut_short)?;
+                order.push((key_word(key), state, at));
+                at += len;
+            }
+            let entry = |at: usize| {
+                read_record(&records[at..]).map(|(state, key, value, _)| KeyedEntryRef {
+                    key_group,
+                    state,
+                    key,
+                    value,
+                })
+            };
+            order.sort_unstable_by_key(|&(word, state, _)| (state, word));
+            for ties in order.chunk_by_mut(|a, b| (a.0, a.1) == (b.0, b.1)) {
+                if ties.len() > 1 {
+                    ties.sort_unstable_by(|a, b| entry(a.2).cmp(&entry(b.2)));
+                }
+            }
+            for &(_, _, at) in &order {
+                visit(entry(at).ok_or_else(cut_short)?)?;
+            }
+        }
+        Ok(())
     }
 }
 
