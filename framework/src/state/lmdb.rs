@@ -42,6 +42,7 @@
 use std::any::Any;
 use std::cmp::Ordering;
 use std::marker::PhantomData;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use heed::types::Bytes;
@@ -52,7 +53,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backend::KeyedBackendConfig;
-use super::key_group::{KeyGroup, MAX_PARALLELISM_LIMIT};
+use super::key_group::{KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT};
 use super::keyed::StateError;
 use super::snapshot::{
     FrozenEntries, FrozenKeyedState, KeyedEntry, KeyedEntryRef, PendingKeyedSnapshot, StateMeta,
@@ -401,6 +402,67 @@ impl<K> LmdbEnv<K> {
             metas,
             Box::new(frozen),
         )))
+    }
+}
+
+impl<K> LmdbEnv<K> {
+    /// The keys holding a live value of state `state`, in database order: the dirty caches are
+    /// written back first (so the database holds every value), then each key group's range of
+    /// `key group ++ state id` is scanned through the kept reader. Values expired at `now_ms`
+    /// under `pruner` are skipped.
+    pub(crate) fn live_keys(
+        &mut self,
+        states: &mut [StateEntry<K>],
+        state: u32,
+        key_groups: KeyGroupRange,
+        pruner: Option<(i64, PruneBytesFn)>,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError> {
+        {
+            let mut tables = Vec::new();
+            collect_tables(states, 0, &mut tables);
+            self.write_back(&mut tables, false)?;
+        }
+        let name = states.get(state as usize).map_or("?", |s| s.name.as_str());
+        let rtxn = match &self.reader {
+            Some(rtxn) => rtxn,
+            None => {
+                let rtxn = self
+                    .env()?
+                    .clone()
+                    .static_read_txn()
+                    .map_err(|e| backend_error(&self.dir, "read", e))?;
+                self.reader.insert(rtxn)
+            }
+        };
+        let mut keys = Vec::new();
+        let mut prefix = Vec::new();
+        for key_group in key_groups.start..key_groups.end {
+            prefix.clear();
+            push_db_key_prefix(&mut prefix, key_group, state);
+            let range = (Bound::Included(&prefix[..]), Bound::Unbounded);
+            let iter = self
+                .db
+                .range(rtxn, &range)
+                .map_err(|e| backend_error(&self.dir, "scan", e))?;
+            for item in iter {
+                let (db_key, value) = item.map_err(|e| backend_error(&self.dir, "scan", e))?;
+                let Some(key) = db_key.strip_prefix(&prefix[..]) else {
+                    break;
+                };
+                if let Some((ttl_ms, prune)) = pruner
+                    && prune(value, now_ms, ttl_ms)
+                        .map_err(|e| corrupt(name, key_group, "value", e))?
+                        == Pruned::Drop
+                {
+                    continue;
+                }
+                keys.push(
+                    (self.codec.decode)(key).map_err(|e| corrupt(name, key_group, "key", e))?,
+                );
+            }
+        }
+        Ok(keys)
     }
 }
 

@@ -21,12 +21,14 @@ pub(crate) mod test_support;
 mod ttl;
 
 pub use backend::{KeyedBackendConfig, StateBackendKind};
-pub use handles::{AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use handles::{
+    AggregatingState, KeyedStateHandle, ListState, MapState, ReducingState, ValueState,
+};
 pub use key_group::{
     DEFAULT_MAX_PARALLELISM, KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT, key_group_for_hash,
     key_group_for_key, subtask_for_key_group,
 };
-pub use keyed::{KeyedStateAccess, KeyedStateStore, StateError, ValueTable};
+pub use keyed::{KeyedStateAccess, KeyedStateScope, KeyedStateStore, StateError, ValueTable};
 pub use snapshot::{
     KeyedEntry, KeyedStateSnapshot, OperatorListState, OperatorSnapshot, OperatorStateMode,
     PendingKeyedSnapshot, StateMeta,
