@@ -19,8 +19,8 @@
 //! - [`KeyedStateStore::snapshot`] produces the backend-independent [`KeyedStateSnapshot`]: every
 //!   entry tagged with its key group, sorted by `(key group, state, key)`, expired TTL values left
 //!   out. It returns a view frozen at the barrier and read out later, off the data path: the
-//!   memory backend copies its tables (encoding and sorting the copy when read, see `table.rs`);
-//!   the LMDB backend writes its cache back and opens a read transaction (see `lmdb.rs`).
+//!   memory backend copies its tables (encoded and sorted when read, see `table.rs`); the LMDB
+//!   backend opens a read transaction with its dirty cache encoded on top (see `lmdb.rs`).
 //!
 //! ## Invariants
 //!
@@ -308,13 +308,16 @@ impl<K: Key> KeyedStateStore<K> {
     /// Snapshots every state: entries tagged with their key group, sorted by
     /// `(key group, state, key)`, keys and values postcard-encoded, values expired at `now_ms`
     /// left out. Both backends return a [`PendingKeyedSnapshot::Frozen`] view that is read
-    /// out later, off the data path, while the store goes on changing: LMDB writes its cache
-    /// back and opens a read transaction; the memory backend copies its tables (restored states
-    /// nobody used since are shared, not copied) and encodes and sorts the copy when read.
+    /// out later, off the data path, while the store goes on changing: LMDB opens a read
+    /// transaction and encodes its dirty cache slots over it; the memory backend copies its
+    /// tables (restored states nobody used since are shared, not copied) and encodes and
+    /// sorts the copy when read.
     ///
     /// # Errors
     ///
-    /// [`StateError::Backend`] if LMDB fails. Encoding failures surface when the view is read.
+    /// [`StateError::Encode`] (LMDB) if a dirty key or value cannot be encoded;
+    /// [`StateError::Backend`] if LMDB fails. The memory backend's encoding failures surface
+    /// when the view is read.
     pub fn snapshot(&mut self, now_ms: i64) -> Result<PendingKeyedSnapshot, StateError> {
         match &mut self.backend {
             Backend::Lmdb(env) => env.snapshot(&mut self.states, now_ms),
@@ -1460,6 +1463,38 @@ mod tests {
             );
             assert_eq!(calls, 1, "the walk stops at the first error");
         }
+    }
+
+    /// Keys and values whose lengths need one, two and three varint bytes are encoded in place
+    /// at the barrier with their lengths widened: the snapshot is what encoding each entry on
+    /// its own gives.
+    #[test]
+    fn memory_snapshots_encode_long_keys_and_values() {
+        let mut store = KeyedStateStore::<String>::default();
+        let mut expected = Vec::new();
+        {
+            let mut table = store.value_table::<Vec<u8>>("blobs").expect("table");
+            for (i, key_len) in [0usize, 1, 127, 128, 129, 300, 16_384, 20_000]
+                .into_iter()
+                .enumerate()
+            {
+                for value_len in [0usize, 127, 128, 16_383, 16_384, 70_000] {
+                    let key = format!("{i}{}", "k".repeat(key_len));
+                    let key = format!("{key}-{value_len}");
+                    let value = vec![(key_len % 251) as u8; value_len];
+                    table.insert(key.clone(), value.clone()).expect("insert");
+                    expected.push(KeyedEntry {
+                        key_group: key_group_for_key(&key, 128).0,
+                        state: 0,
+                        key: postcard::to_allocvec(&key).expect("encodes"),
+                        value: postcard::to_allocvec(&value).expect("encodes"),
+                    });
+                }
+            }
+        }
+        expected.sort();
+        let snapshot = complete(&mut store, 0);
+        assert_eq!(snapshot.entries, expected);
     }
 
     #[test]
