@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! snapshot --keys 1000000 --state-backend lmdb [--rounds 7] [--touched-percent 40]
-//! RESULT bench=snapshot state_backend=lmdb keys=1000000 rounds=7 barrier_ms=.. streamed_ms=.. materialized_ms=.. file_bytes=..
+//! RESULT bench=snapshot state_backend=lmdb keys=1000000 rounds=7 barrier_ms=.. barrier_cpu_ms=.. streamed_ms=.. streamed_cpu_ms=.. materialized_ms=.. file_bytes=..
 //! ```
 //!
 //! The store holds what the rolling job's sum keeps: a `(u64, u64)` per `u64` key in the
@@ -11,7 +11,9 @@
 //! over the key space, as a second of the rolling job at a million keys does), then takes a
 //! snapshot and reads it out twice: `streamed` is what the checkpoint writer does (the state
 //! file's keyed part, written straight from the frozen view), `materialized` builds the
-//! `KeyedStateSnapshot` and encodes it, as the writer did before. Medians over the rounds.
+//! `KeyedStateSnapshot` and encodes it, as the writer did before. Medians over the rounds; the
+//! `_cpu_ms` figures count this thread's CPU time only (Linux), which other processes on a
+//! shared machine do not inflate.
 
 use std::num::NonZeroU64;
 use std::process::ExitCode;
@@ -40,6 +42,9 @@ struct Args {
     /// The share of keys updated between two snapshots, in percent.
     #[arg(long, default_value = "40")]
     touched_percent: u64,
+    /// Skip the materialising path (to profile the streamed one alone).
+    #[arg(long)]
+    streamed_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,7 +81,9 @@ fn run() -> anyhow::Result<()> {
     }
     let touched = keys * args.touched_percent.min(100) / 100;
     let mut barrier = Vec::new();
+    let mut barrier_cpu = Vec::new();
     let mut streamed = Vec::new();
+    let mut streamed_cpu = Vec::new();
     let mut materialized = Vec::new();
     let mut file_bytes = 0;
     let mut event = 0u64;
@@ -89,15 +96,20 @@ fn run() -> anyhow::Result<()> {
                 table.get_or_insert_with(key, || (key, 0))?.1 += 1;
             }
         }
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), thread_cpu());
         let pending = store.snapshot(0)?;
         barrier.push(start.elapsed());
-        let start = Instant::now();
+        barrier_cpu.extend(cpu.zip(thread_cpu()).map(|(a, b)| b - a));
+        let (start, cpu) = (Instant::now(), thread_cpu());
         let mut out = Vec::new();
         encode_keyed_snapshot(vec![pending], &mut out)?;
         streamed.push(start.elapsed());
+        streamed_cpu.extend(cpu.zip(thread_cpu()).map(|(a, b)| b - a));
         file_bytes = out.len();
         drop(out);
+        if args.streamed_only {
+            continue;
+        }
 
         let pending = store.snapshot(0)?;
         let start = Instant::now();
@@ -113,16 +125,30 @@ fn run() -> anyhow::Result<()> {
     };
     println!(
         "RESULT bench=snapshot state_backend={backend} keys={keys} rounds={} barrier_ms={:.1} \
-         streamed_ms={:.1} materialized_ms={:.1} file_bytes={file_bytes}",
+         barrier_cpu_ms={:.1} streamed_ms={:.1} streamed_cpu_ms={:.1} materialized_ms={:.1} \
+         file_bytes={file_bytes}",
         barrier.len(),
         median_ms(&mut barrier),
+        median_ms(&mut barrier_cpu),
         median_ms(&mut streamed),
+        median_ms(&mut streamed_cpu),
         median_ms(&mut materialized),
     );
     Ok(())
 }
 
+/// The median in milliseconds (NaN for none).
 fn median_ms(times: &mut [Duration]) -> f64 {
     times.sort_unstable();
-    times[times.len() / 2].as_secs_f64() * 1e3
+    times
+        .get(times.len() / 2)
+        .map_or(f64::NAN, |t| t.as_secs_f64() * 1e3)
+}
+
+/// The CPU time this thread has used (Linux: `/proc/thread-self/schedstat`), so that figures
+/// on a shared machine do not count the time other processes had the CPU; `None` elsewhere.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
