@@ -56,7 +56,8 @@ pub mod prelude {
     pub use crate::api::{KeyBy, Operator, TwoPhaseCommitSink, Unkeyed};
     pub use crate::error::{GraphError, JobError};
     pub use crate::operator::{
-        BroadcastContext, BroadcastReadOnlyContext, KeyedBroadcastReadOnlyContext,
+        BroadcastContext, BroadcastReadOnlyContext, KeyedBroadcastContext,
+        KeyedBroadcastReadOnlyContext,
     };
     pub use crate::operator::{
         Collector, FunctionError, KeyedContext, OperatorContext, RuntimeContext, StateInitContext,

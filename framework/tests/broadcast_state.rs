@@ -112,7 +112,7 @@ impl KeyedBroadcastProcessFunction for Alerts {
     fn process_broadcast_element(
         &mut self,
         (category, threshold): Rule,
-        ctx: &mut BroadcastContext<'_, '_>,
+        ctx: &mut KeyedBroadcastContext<'_, '_, u32>,
         _out: &mut Collector<'_, String>,
     ) {
         let mut thresholds = ctx.broadcast_state(&self.thresholds);
@@ -578,5 +578,147 @@ async fn broadcast_state_restores_from_a_savepoint_at_another_parallelism() {
             expected_alerts(PAYMENTS),
             "{before} -> {after}"
         );
+    }
+}
+
+/// Totals per user; a broadcast `reset` reports and clears every user's total through
+/// `apply_to_keyed_state`; a timer at the end of input reports what each user added since.
+#[operator(new = false)]
+#[derive(Clone)]
+struct Resets {
+    totals: ValueState<i64>,
+}
+
+impl KeyedBroadcastProcessFunction for Resets {
+    type Key = u32;
+    type In1 = Payment;
+    type In2 = String;
+    type Out = String;
+
+    fn process_element(
+        &mut self,
+        (_, _, amount): Payment,
+        ctx: &mut KeyedBroadcastReadOnlyContext<'_, u32>,
+        _out: &mut Collector<'_, String>,
+    ) {
+        let total = self.totals.value(ctx).unwrap_or(0) + amount;
+        self.totals.update(ctx, total);
+        ctx.register_event_time_timer(i64::MAX);
+    }
+
+    fn process_broadcast_element(
+        &mut self,
+        command: String,
+        ctx: &mut KeyedBroadcastContext<'_, '_, u32>,
+        out: &mut Collector<'_, String>,
+    ) {
+        assert_eq!(command, "reset");
+        let totals = &self.totals;
+        ctx.apply_to_keyed_state(totals, |user, state| {
+            out.collect(format!("reset,{user},{}", totals.value(state).unwrap_or(0)));
+            totals.clear(state);
+        });
+    }
+
+    fn on_timer(
+        &mut self,
+        _timestamp: i64,
+        ctx: &mut KeyedBroadcastReadOnlyContext<'_, u32>,
+        out: &mut Collector<'_, String>,
+    ) {
+        let total = self.totals.value(ctx).unwrap_or(0);
+        out.collect(format!("total,{},{total}", ctx.current_key()));
+    }
+}
+
+/// `apply_to_keyed_state` visits every user with a total on every subtask, on both backends
+/// (LMDB with a 4-entry cache: most totals were written back, a few are cached), in key group
+/// order; what it clears is gone for the elements after it. Payments `0..400` come at 0 ms, the
+/// reset at 50 ms, payments `400..600` at 100 ms.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn apply_to_keyed_state_reaches_every_key_on_both_backends() {
+    use eichhorn::state::{StateBackendKind, key_group_for_key};
+    let before: Vec<Payment> = (0..400).map(payment).collect();
+    let after: Vec<Payment> = (400..600).map(payment).collect();
+    let mut reset: BTreeMap<u32, i64> = BTreeMap::new();
+    for (user, _, amount) in &before {
+        *reset.entry(*user).or_default() += amount;
+    }
+    let mut totals: BTreeMap<u32, i64> = reset.keys().map(|user| (*user, 0)).collect();
+    for (user, _, amount) in &after {
+        *totals.entry(*user).or_default() += amount;
+    }
+    let mut expected: Vec<String> = reset
+        .iter()
+        .map(|(user, total)| format!("reset,{user},{total}"))
+        .chain(
+            totals
+                .iter()
+                .map(|(user, total)| format!("total,{user},{total}")),
+        )
+        .collect();
+    expected.sort();
+    let mut key_order: Vec<u32> = reset.keys().copied().collect();
+    // Within a key group, keys come in the order of their postcard bytes.
+    key_order.sort_by_key(|user| {
+        (
+            key_group_for_key(user, 128).0,
+            postcard::to_allocvec(user).expect("encodes"),
+        )
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    for backend in [StateBackendKind::Memory, StateBackendKind::Lmdb] {
+        for parallelism in [1u32, 2, 4] {
+            let env = StreamEnv::new();
+            env.set_parallelism(parallelism);
+            env.set_state_backend(backend);
+            env.configure(|c| {
+                c.batch_records_max = 16;
+                c.state_cache_entries = 4;
+                c.local_state_dir = Some(dir.path().join(format!("{backend:?}-{parallelism}")));
+            });
+            let commands = MapStateDescriptor::<String, ()>::new("commands");
+            let resets = env
+                .add_source(
+                    StartAt {
+                        inner: CollectionSource::new(vec!["reset".to_string()]),
+                        start_ms: 50,
+                    },
+                    "resets",
+                )
+                .set_parallelism(1)
+                .broadcast_state(&commands);
+            let first = env.from_collection(before.clone()).set_parallelism(1);
+            let second = env
+                .add_source(
+                    StartAt {
+                        inner: CollectionSource::new(after.clone()),
+                        start_ms: 100,
+                    },
+                    "later payments",
+                )
+                .set_parallelism(1);
+            let out = first
+                .union([second])
+                .key_by(|p: &Payment| p.0)
+                .connect_broadcast(resets)
+                .process(Resets {
+                    totals: ValueState::new("total"),
+                })
+                .collect_sink();
+            within(env.execute("resets")).await.expect("runs");
+            let lines = out.take();
+            if parallelism == 1 {
+                let visited: Vec<u32> = lines
+                    .iter()
+                    .filter_map(|line| line.strip_prefix("reset,"))
+                    .map(|rest| rest.split(',').next().expect("user").parse().expect("u32"))
+                    .collect();
+                assert_eq!(visited, key_order, "{backend:?}: key group order");
+            }
+            let mut lines = lines;
+            lines.sort();
+            assert_eq!(lines, expected, "{backend:?} at parallelism {parallelism}");
+        }
     }
 }

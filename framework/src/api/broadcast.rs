@@ -27,8 +27,8 @@ use super::keyed::KeyedStream;
 use crate::error::GraphError;
 use crate::operator::{
     BroadcastContext, BroadcastProcessOperator, BroadcastReadOnlyContext, BroadcastStateSpec,
-    Collector, FunctionError, KeyedBroadcastProcessOperator, KeyedBroadcastReadOnlyContext,
-    RuntimeContext,
+    Collector, FunctionError, KeyedBroadcastContext, KeyedBroadcastProcessOperator,
+    KeyedBroadcastReadOnlyContext, RuntimeContext,
 };
 
 /// Names a broadcast state and its key and value types (Flink's `MapStateDescriptor`).
@@ -282,7 +282,8 @@ pub trait BroadcastProcessFunction<A, B>: crate::api::Unkeyed + Clone + Send + '
 
 /// A function on a keyed stream connected with a broadcast stream (Flink's
 /// `KeyedBroadcastProcessFunction`): keyed state and timers on the keyed side, read-only
-/// broadcast state there and in timers, read-write broadcast state on the broadcast side.
+/// broadcast state there and in timers, read-write broadcast state on the broadcast side, where
+/// [`KeyedBroadcastContext::apply_to_keyed_state`] also reaches the keyed state of every key.
 ///
 /// The two inputs are not ordered against each other: an element of the keyed stream may
 /// arrive before or after a broadcast element sent earlier. A function that needs every rule
@@ -322,7 +323,7 @@ pub trait BroadcastProcessFunction<A, B>: crate::api::Unkeyed + Clone + Send + '
 ///         ctx.register_event_time_timer(i64::MAX);
 ///     }
 ///
-///     fn process_broadcast_element(&mut self, (category, threshold): Rule, ctx: &mut BroadcastContext<'_, '_>, _out: &mut Collector<'_, (u32, usize)>) {
+///     fn process_broadcast_element(&mut self, (category, threshold): Rule, ctx: &mut KeyedBroadcastContext<'_, '_, u32>, _out: &mut Collector<'_, (u32, usize)>) {
 ///         ctx.broadcast_state(&self.thresholds).put(category, threshold);
 ///     }
 ///
@@ -392,12 +393,13 @@ pub trait KeyedBroadcastProcessFunction: crate::api::Operator + Clone + Send + '
         ctx: &mut KeyedBroadcastReadOnlyContext<'_, Self::Key>,
         out: &mut Collector<'_, Self::Out>,
     );
-    /// Processes an element of the broadcast stream, with read-write broadcast state (no key:
-    /// keyed state is out of reach here).
+    /// Processes an element of the broadcast stream, with read-write broadcast state. There is
+    /// no current key here: [`KeyedBroadcastContext::apply_to_keyed_state`] runs a function
+    /// over the keyed state of every key of the subtask.
     fn process_broadcast_element(
         &mut self,
         value: Self::In2,
-        ctx: &mut BroadcastContext<'_, '_>,
+        ctx: &mut KeyedBroadcastContext<'_, '_, Self::Key>,
         out: &mut Collector<'_, Self::Out>,
     );
     /// A timer of the current key fired at `timestamp`.

@@ -128,13 +128,32 @@ pub struct RestoredCheckpoint {
 ///
 /// The value cannot be encoded.
 pub fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    let payload = postcard::to_allocvec(value).map_err(|e| format!("cannot encode: {e}"))?;
-    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
-    frame.extend_from_slice(MAGIC);
-    frame.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    frame.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    frame.extend_from_slice(&payload);
+    encode_frame_with(|frame| {
+        postcard::to_extend(value, std::mem::take(frame))
+            .map(|bytes| *frame = bytes)
+            .map_err(|e| format!("cannot encode: {e}"))
+    })
+}
+
+/// Builds a checksummed frame whose payload `write_payload` appends to the buffer it is given
+/// (the state file writer streams large payloads in without a copy). The payload must be what
+/// [`decode_frame`] will decode.
+///
+/// # Errors
+///
+/// What `write_payload` returned.
+pub(crate) fn encode_frame_with(
+    write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+) -> Result<Vec<u8>, String> {
+    let mut frame = vec![0; HEADER_LEN];
+    write_payload(&mut frame)?;
+    let payload = &frame[HEADER_LEN..];
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..20].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    header[20..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    frame[..HEADER_LEN].copy_from_slice(&header);
     Ok(frame)
 }
 

@@ -16,7 +16,10 @@
 //!
 //! The keyed operator keeps keyed state and timers in a [`KeyedRuntime`], as the keyed process
 //! operators do; its context hands the [`KeyedContext`] through to state handles
-//! ([`KeyedStateAccess`]) and timers.
+//! ([`KeyedStateAccess`]) and timers. Its broadcast side has no current key: its
+//! [`KeyedBroadcastContext`] reaches the keyed state of every key instead, through
+//! [`KeyedBroadcastContext::apply_to_keyed_state`] ([`KeyedStateStore::apply_to_state`]: the
+//! keys with a live value of one state, in key group order on both backends).
 //!
 //! ## Invariants
 //!
@@ -42,11 +45,15 @@ use super::{
     Collector, FunctionError, OperatorContext, Record, RuntimeContext, StateInitContext,
     StateSnapshotContext,
 };
+use crate::api::Key;
 use crate::api::{
     BroadcastProcessFunction, KeyedBroadcastProcessFunction, MapStateDescriptor, OutputTag,
 };
 use crate::operator::window::TimeDomain;
-use crate::state::{KeyedStateAccess, KeyedStateStore, OperatorStateMode, StateError};
+use crate::state::{
+    KeyedStateAccess, KeyedStateHandle, KeyedStateScope, KeyedStateStore, OperatorStateMode,
+    StateError,
+};
 use crate::time::Watermark;
 
 /// A declared broadcast state with its types erased: its name, its type, and how to create or
@@ -580,6 +587,142 @@ impl BroadcastContext<'_, '_> {
     }
 }
 
+/// What a [`KeyedBroadcastProcessFunction`] sees while it handles an element of the broadcast
+/// input (Flink's `KeyedBroadcastProcessFunction.Context`): broadcast state to read and write,
+/// the element's timestamp, side outputs, and the keyed state of every key of this subtask
+/// through [`KeyedBroadcastContext::apply_to_keyed_state`] (there is no current key here).
+pub struct KeyedBroadcastContext<'a, 'b, K> {
+    broadcast: BroadcastContext<'a, 'b>,
+    keyed: &'a mut KeyedStateStore<K>,
+}
+
+impl<K> std::fmt::Debug for KeyedBroadcastContext<'_, '_, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedBroadcastContext")
+            .field("broadcast", &self.broadcast)
+            .field("keyed", &self.keyed)
+            .finish()
+    }
+}
+
+impl<K: Key> KeyedBroadcastContext<'_, '_, K> {
+    /// The broadcast state `descriptor` names, to read and change.
+    pub fn broadcast_state<BK: 'static, BV: 'static>(
+        &mut self,
+        descriptor: &MapStateDescriptor<BK, BV>,
+    ) -> BroadcastState<'_, BK, BV> {
+        self.broadcast.broadcast_state(descriptor)
+    }
+
+    /// Runs `function` over the keyed state of every key of this subtask that holds a live
+    /// value of `state` (Flink's `applyToKeyedState`): once per key, with the key and a context
+    /// scoped to it to pass to the handles, to read, change or clear the key's state (any
+    /// state of the key, not only `state`).
+    ///
+    /// Keys come in key group order and, within a key group, by their postcard bytes: the same
+    /// order on both state backends and in every run. Values expired under `state`'s TTL are
+    /// not visited. LMDB writes its cache back and scans the state's range of each key group.
+    /// Every subtask runs the function over its own keys when the broadcast element reaches it.
+    ///
+    /// A state error (another type under the state's name, corrupt bytes, a backend failure)
+    /// fails the task; the keys after it are not visited.
+    ///
+    /// # Examples
+    ///
+    /// A broadcast `"reset"` clears every user's count, on every subtask:
+    ///
+    /// ```
+    /// use eichhorn::prelude::*;
+    /// use eichhorn::state::ValueState;
+    ///
+    /// #[derive(Clone)]
+    /// struct Count {
+    ///     counts: ValueState<u64>,
+    /// }
+    ///
+    /// impl KeyedBroadcastProcessFunction for Count {
+    ///     type Key = u32;
+    ///     type In1 = u32;
+    ///     type In2 = String;
+    ///     type Out = (u32, u64);
+    ///
+    ///     fn process_element(&mut self, user: u32, ctx: &mut KeyedBroadcastReadOnlyContext<'_, u32>, out: &mut Collector<'_, (u32, u64)>) {
+    ///         let count = self.counts.value(ctx).unwrap_or(0) + 1;
+    ///         self.counts.update(ctx, count);
+    ///         out.collect((user, count));
+    ///     }
+    ///
+    ///     fn process_broadcast_element(&mut self, command: String, ctx: &mut KeyedBroadcastContext<'_, '_, u32>, out: &mut Collector<'_, (u32, u64)>) {
+    ///         if command == "reset" {
+    ///             let counts = &self.counts;
+    ///             ctx.apply_to_keyed_state(counts, |user, state| {
+    ///                 // Report the reset as (user, 0), then clear the count.
+    ///                 if counts.value(state).is_some() {
+    ///                     out.collect((*user, 0));
+    ///                 }
+    ///                 counts.clear(state);
+    ///             });
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let env = StreamEnv::new();
+    /// env.set_parallelism(2);
+    /// let commands = MapStateDescriptor::<String, ()>::new("commands");
+    /// let users = env.from_collection(vec![1u32, 2, 1, 2]);
+    /// let resets = env
+    ///     .from_collection(vec!["reset".to_string()])
+    ///     .broadcast_state(&commands);
+    /// let counts = users
+    ///     .key_by(|user: &u32| *user)
+    ///     .connect_broadcast(resets)
+    ///     .process(Count { counts: ValueState::new("count") })
+    ///     .collect_sink();
+    /// env.execute("reset counts").await.unwrap();
+    /// // The two inputs are not ordered against each other: whether the reset came before,
+    /// // between or after a user's elements depends on timing. Each user counts to 2 unless a
+    /// // reset came in between; a reset reports only the users that had counted.
+    /// let counts = counts.take();
+    /// for user in [1, 2] {
+    ///     let seen: Vec<u64> = counts.iter().filter(|(u, _)| *u == user).map(|(_, c)| *c).collect();
+    ///     assert!(seen.len() >= 2, "{seen:?}");
+    ///     assert!(seen.iter().all(|count| *count <= 2));
+    /// }
+    /// # }
+    /// ```
+    pub fn apply_to_keyed_state<H: KeyedStateHandle>(
+        &mut self,
+        state: &H,
+        mut function: impl FnMut(&K, &mut KeyedStateScope<'_, K>),
+    ) {
+        let now_ms = self.broadcast.current_processing_time();
+        if let Err(error) = self.keyed.apply_to_state(state, now_ms, &mut function) {
+            self.broadcast.operator.fail(error.to_string());
+        }
+    }
+
+    /// The element's event-time timestamp, if it has one.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.broadcast.timestamp()
+    }
+
+    /// The operator's current watermark (the minimum over both inputs).
+    pub fn current_watermark(&self) -> i64 {
+        self.broadcast.current_watermark()
+    }
+
+    /// The current processing time in milliseconds.
+    pub fn current_processing_time(&self) -> i64 {
+        self.broadcast.current_processing_time()
+    }
+
+    /// Emits `value` to the side output `tag`.
+    pub fn output<U: 'static>(&mut self, tag: &OutputTag<U>, value: U) {
+        self.broadcast.output(tag, value);
+    }
+}
+
 /// A [`KeyedContext`] with its lifetimes erased.
 ///
 /// A timer's context is only lent to the operator (`&mut KeyedContext<'x, 'y, K>`), and the
@@ -741,10 +884,12 @@ where
     type Out = F::Out;
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.function, ctx)?;
         Ok(self.broadcast.initialize(ctx)?)
     }
 
     fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.function, ctx)?;
         Ok(self.broadcast.snapshot(ctx)?)
     }
 
@@ -847,11 +992,13 @@ where
     type Out = F::Out;
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        crate::api::operator::initialize_fields(&mut self.function, ctx)?;
         self.runtime.initialize(ctx)?;
         Ok(self.broadcast.initialize(ctx)?)
     }
 
     fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        crate::api::operator::snapshot_fields(&self.function, ctx)?;
         self.runtime.snapshot(ctx)?;
         Ok(self.broadcast.snapshot(ctx)?)
     }
@@ -885,10 +1032,13 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        let mut writable = BroadcastContext {
-            operator: ctx,
-            broadcast: &mut self.broadcast,
-            watermark: self.watermark,
+        let mut writable = KeyedBroadcastContext {
+            broadcast: BroadcastContext {
+                operator: ctx,
+                broadcast: &mut self.broadcast,
+                watermark: self.watermark,
+            },
+            keyed: self.runtime.state_store(),
         };
         self.function
             .process_broadcast_element(record.value, &mut writable, out);

@@ -180,6 +180,12 @@ impl<K: Ord + Clone + Send + 'static> KeyedRuntime<K> {
         }
     }
 
+    /// The keyed state of every key (the broadcast side of a keyed broadcast operator applies
+    /// functions to it, with no current key).
+    pub(crate) fn state_store(&mut self) -> &mut KeyedStateStore<K> {
+        &mut self.state
+    }
+
     /// The context for an element of `key`.
     pub(crate) fn element_context<'a, 'b>(
         &'a mut self,

@@ -36,8 +36,8 @@ pub(crate) use basic::{
     FilterOperator, FlatMapOperator, FnFilter, FnFlatMap, FnMap, MapOperator, ProcessOperator,
 };
 pub use broadcast_process::{
-    BroadcastContext, BroadcastReadOnlyContext, BroadcastState, KeyedBroadcastReadOnlyContext,
-    ReadOnlyBroadcastState,
+    BroadcastContext, BroadcastReadOnlyContext, BroadcastState, KeyedBroadcastContext,
+    KeyedBroadcastReadOnlyContext, ReadOnlyBroadcastState,
 };
 pub(crate) use broadcast_process::{
     BroadcastProcessOperator, BroadcastStateSpec, KeyedBroadcastProcessOperator,

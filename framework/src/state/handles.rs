@@ -19,9 +19,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::keyed::{HandleTable, KeyedStateAccess, StateError};
+use super::keyed::{HandleTable, KeyedStateAccess, KeyedStateStore, StateError};
 use super::table::{Slot, StateKind, StateSpec};
 use super::ttl::{Expiry, Live, StateTtlConfig, Ttl, TtlStored, TtlValue};
+use crate::api::Key;
 use crate::api::functions::AggregateFunction;
 
 /// Runs `op` on the current key's entry of state `spec`; reports an error to the context.
@@ -133,6 +134,27 @@ fn describe_reducing<T>() -> String {
 
 fn describe_aggregating<ACC>() -> String {
     format!("AggregatingState<{}>", std::any::type_name::<ACC>())
+}
+
+/// A keyed state handle seen without its value types: what [`KeyedStateStore::keys`] and
+/// [`KeyedStateStore::apply_to_state`] take to find the keys holding a value of its state
+/// (Flink's `StateDescriptor` in `applyToKeyedState`). Every handle implements it; it cannot be
+/// implemented outside this crate.
+pub trait KeyedStateHandle: sealed::Sealed {
+    /// The state's name.
+    fn state_name(&self) -> &str;
+
+    /// The keys holding a live value of this state in `store` (see [`KeyedStateStore::keys`]).
+    #[doc(hidden)]
+    fn live_keys<K: Key>(
+        &self,
+        store: &mut KeyedStateStore<K>,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
 }
 
 /// A single value per key (Flink's `ValueState`).
@@ -256,6 +278,25 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + 'static> ValueState<T> {
     pub fn clear<K: Ord + Clone + Send + 'static>(&self, ctx: &mut impl KeyedStateAccess<K>) {
         let ttl = self.ttl.map(|t| t.ttl());
         run(ctx, self.spec(ttl), |table, key| table.remove(key));
+    }
+}
+
+impl<T> sealed::Sealed for ValueState<T> {}
+
+impl<T> KeyedStateHandle for ValueState<T>
+where
+    T: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    fn state_name(&self) -> &str {
+        &self.name
+    }
+
+    fn live_keys<K: Key>(
+        &self,
+        store: &mut KeyedStateStore<K>,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError> {
+        store.live_keys(self.spec(self.ttl.map(|t| t.ttl())), now_ms)
     }
 }
 
@@ -416,6 +457,25 @@ impl<T: Clone + Serialize + DeserializeOwned + Send + 'static> ListState<T> {
     pub fn clear<K: Ord + Clone + Send + 'static>(&self, ctx: &mut impl KeyedStateAccess<K>) {
         let ttl = self.ttl.map(|t| t.ttl());
         run(ctx, self.spec(ttl), |table, key| table.remove(key));
+    }
+}
+
+impl<T> sealed::Sealed for ListState<T> {}
+
+impl<T> KeyedStateHandle for ListState<T>
+where
+    T: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    fn state_name(&self) -> &str {
+        &self.name
+    }
+
+    fn live_keys<K: Key>(
+        &self,
+        store: &mut KeyedStateStore<K>,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError> {
+        store.live_keys(self.spec(self.ttl.map(|t| t.ttl())), now_ms)
     }
 }
 
@@ -694,6 +754,26 @@ where
     }
 }
 
+impl<UK, UV> sealed::Sealed for MapState<UK, UV> {}
+
+impl<UK, UV> KeyedStateHandle for MapState<UK, UV>
+where
+    UK: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+    UV: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    fn state_name(&self) -> &str {
+        &self.name
+    }
+
+    fn live_keys<K: Key>(
+        &self,
+        store: &mut KeyedStateStore<K>,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError> {
+        store.live_keys(self.spec(self.ttl.map(|t| t.ttl())), now_ms)
+    }
+}
+
 /// One value per key that every added value is reduced into (Flink's `ReducingState`).
 ///
 /// # Examples
@@ -842,6 +922,25 @@ where
     }
 }
 
+impl<T> sealed::Sealed for ReducingState<T> {}
+
+impl<T> KeyedStateHandle for ReducingState<T>
+where
+    T: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    fn state_name(&self) -> &str {
+        &self.name
+    }
+
+    fn live_keys<K: Key>(
+        &self,
+        store: &mut KeyedStateStore<K>,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError> {
+        store.live_keys(self.spec(self.ttl.map(|t| t.ttl())), now_ms)
+    }
+}
+
 /// One accumulator per key that added values are aggregated into with an
 /// [`AggregateFunction`] (Flink's `AggregatingState`). The accumulator is what is stored.
 ///
@@ -985,6 +1084,25 @@ where
         run(ctx, Self::spec(&self.name, ttl), |table, key| {
             table.remove(key)
         });
+    }
+}
+
+impl<IN, ACC, OUT> sealed::Sealed for AggregatingState<IN, ACC, OUT> {}
+
+impl<IN, ACC, OUT> KeyedStateHandle for AggregatingState<IN, ACC, OUT>
+where
+    ACC: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    fn state_name(&self) -> &str {
+        &self.name
+    }
+
+    fn live_keys<K: Key>(
+        &self,
+        store: &mut KeyedStateStore<K>,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError> {
+        store.live_keys(Self::spec(&self.name, self.ttl.map(|t| t.ttl())), now_ms)
     }
 }
 

@@ -18,8 +18,9 @@
 //!   for are carried over into the next snapshot unchanged.
 //! - [`KeyedStateStore::snapshot`] produces the backend-independent [`KeyedStateSnapshot`]: every
 //!   entry tagged with its key group, sorted by `(key group, state, key)`, expired TTL values left
-//!   out. The memory backend serialises its maps at once; the LMDB backend writes its cache back
-//!   and defers the reading to a read transaction opened at the barrier (see `lmdb.rs`).
+//!   out. It returns a view frozen at the barrier and read out later, off the data path: the
+//!   memory backend copies its tables (encoded and sorted when read, see `table.rs`); the LMDB
+//!   backend opens a read transaction with its dirty cache encoded on top (see `lmdb.rs`).
 //!
 //! ## Invariants
 //!
@@ -35,21 +36,25 @@
 //! [`ReducingState`]: super::ReducingState
 //! [`AggregatingState`]: super::AggregatingState
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backend::{KeyedBackendConfig, StateBackendKind};
+use super::handles::KeyedStateHandle;
 use super::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT};
 use super::lmdb::{LmdbAccess, LmdbEnv, LmdbTable};
-use super::snapshot::{KeyedStateSnapshot, PendingKeyedSnapshot, StateMeta};
+use super::snapshot::{FrozenKeyedState, KeyedStateSnapshot, PendingKeyedSnapshot, StateMeta};
 use super::table::{
-    KeyCodec, KeyMap, MemTable, RawEntry, Slot, SnapshotSink, StateBody, StateEntry, StateKind,
-    StateSpec, TableAccess, corrupt, decode_exact,
+    FrozenMemory, FrozenPart, KeyCodec, KeyMap, MemTable, RawEntry, Slot, StateBody, StateEntry,
+    StateKind, StateSpec, TableAccess, corrupt, decode_exact,
 };
+use super::ttl::Live;
 use crate::api::Key;
 
 /// A keyed-state error.
@@ -292,7 +297,7 @@ impl<K: Key> KeyedStateStore<K> {
                 name: meta.name,
                 type_name: meta.type_name,
                 body: StateBody::Restored {
-                    entries,
+                    entries: entries.into(),
                     decode_key,
                 },
             })
@@ -302,55 +307,271 @@ impl<K: Key> KeyedStateStore<K> {
 
     /// Snapshots every state: entries tagged with their key group, sorted by
     /// `(key group, state, key)`, keys and values postcard-encoded, values expired at `now_ms`
-    /// left out. The memory backend returns [`PendingKeyedSnapshot::Ready`]; LMDB writes its
-    /// cache back and returns [`PendingKeyedSnapshot::Deferred`], reading a view frozen now while
-    /// the store goes on changing.
+    /// left out. Both backends return a [`PendingKeyedSnapshot::Frozen`] view that is read
+    /// out later, off the data path, while the store goes on changing: LMDB opens a read
+    /// transaction and encodes its dirty cache slots over it; the memory backend copies its
+    /// tables (restored states nobody used since are shared, not copied) and encodes and
+    /// sorts the copy when read.
     ///
     /// # Errors
     ///
-    /// [`StateError::Encode`] if a key or value cannot be encoded; [`StateError::Backend`] if
-    /// LMDB fails.
+    /// [`StateError::Encode`] (LMDB) if a dirty key or value cannot be encoded;
+    /// [`StateError::Backend`] if LMDB fails. The memory backend's encoding failures surface
+    /// when the view is read.
     pub fn snapshot(&mut self, now_ms: i64) -> Result<PendingKeyedSnapshot, StateError> {
         match &mut self.backend {
             Backend::Lmdb(env) => env.snapshot(&mut self.states, now_ms),
             Backend::Memory => {
-                let codec = KeyCodec::<K>::new();
-                let mut entries = Vec::new();
-                let mut sink = SnapshotSink {
-                    codec: &codec,
-                    max_parallelism: self.max_parallelism,
-                    now_ms,
-                    out: &mut entries,
-                };
                 let mut states = Vec::with_capacity(self.states.len());
+                let mut parts = Vec::with_capacity(self.states.len());
                 for (id, state) in (0u32..).zip(&self.states) {
                     states.push(StateMeta {
                         name: state.name.clone(),
                         type_name: state.type_name.clone(),
                     });
                     match &state.body {
-                        StateBody::Restored { entries: raw, .. } => {
-                            sink.out
-                                .extend(raw.iter().map(|raw| super::snapshot::KeyedEntry {
-                                    key_group: raw.key_group,
+                        StateBody::Restored { entries, .. } => {
+                            if !entries.is_empty() {
+                                parts.push(FrozenPart::Restored {
                                     state: id,
-                                    key: raw.key.clone(),
-                                    value: raw.value.clone(),
-                                }));
+                                    entries: Arc::clone(entries),
+                                });
+                            }
                         }
                         StateBody::Memory { table, .. } => {
-                            table.snapshot_into(id, &state.name, &mut sink)?;
+                            if table.len() > 0 {
+                                parts.push(FrozenPart::Table {
+                                    state: id,
+                                    name: state.name.clone(),
+                                    table: table.freeze(),
+                                });
+                            }
                         }
                         StateBody::Lmdb { .. } => unreachable!("an LMDB table in a memory store"),
                     }
                 }
-                entries.sort_unstable();
-                Ok(PendingKeyedSnapshot::Ready(KeyedStateSnapshot {
+                let frozen = FrozenMemory {
+                    parts,
+                    codec: KeyCodec::<K>::new(),
+                    max_parallelism: self.max_parallelism,
+                    now_ms,
+                };
+                Ok(PendingKeyedSnapshot::Frozen(FrozenKeyedState::new(
                     states,
-                    entries,
-                }))
+                    Box::new(frozen),
+                )))
             }
         }
+    }
+}
+
+impl<K: Key> KeyedStateStore<K> {
+    /// The keys that hold a live value of `state` (not expired at `now_ms`, for a handle with a
+    /// TTL), in key group order and, within a key group, by the key's postcard bytes: the
+    /// snapshot order, the same on both backends and in every run. LMDB writes its cache back
+    /// first and then scans the range of `key group ++ state id` of each key group, in
+    /// database order.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::TypeMismatch`] if the state holds another type or kind;
+    /// [`StateError::Corrupt`] if stored bytes do not decode; [`StateError::Backend`] if LMDB
+    /// fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::state::{KeyedStateStore, StateError, ValueState};
+    ///
+    /// # fn main() -> Result<(), StateError> {
+    /// let mut store = KeyedStateStore::<String>::default();
+    /// let count = ValueState::<u64>::new("count");
+    /// store.apply_to_state(&count, 0, |_, _| {})?; // no key yet
+    /// for key in ["b", "a"] {
+    ///     let mut scope = store.scope(key.to_string(), 0);
+    ///     count.update(&mut scope, 1);
+    ///     scope.into_result()?;
+    /// }
+    /// assert_eq!(store.keys(&count, 0)?.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn keys<H: KeyedStateHandle>(
+        &mut self,
+        state: &H,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError> {
+        state.live_keys(self, now_ms)
+    }
+
+    /// Calls `function` for every key holding a live value of `state`, in the order of
+    /// [`KeyedStateStore::keys`], with a context scoped to the key: pass it to the handles to
+    /// read, change or clear the key's state (any state, not only `state`). Flink's
+    /// `applyToKeyedState`. The keys are listed before the first call, so the function may
+    /// change or remove what it visits.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyedStateStore::keys`], or the first state error a handle reported inside
+    /// `function` (the remaining keys are not visited).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::state::{KeyedStateStore, StateError, ValueState};
+    ///
+    /// # fn main() -> Result<(), StateError> {
+    /// let mut store = KeyedStateStore::<u32>::default();
+    /// let count = ValueState::<u64>::new("count");
+    /// for key in [3, 1, 2] {
+    ///     let mut scope = store.scope(key, 0);
+    ///     count.update(&mut scope, u64::from(key) * 10);
+    ///     scope.into_result()?;
+    /// }
+    /// // Halve every count, drop the key 2.
+    /// store.apply_to_state(&count, 0, |key, scope| match *key {
+    ///     2 => count.clear(scope),
+    ///     _ => {
+    ///         let halved = count.value(scope).unwrap_or(0) / 2;
+    ///         count.update(scope, halved);
+    ///     }
+    /// })?;
+    /// let mut scope = store.scope(3, 0);
+    /// assert_eq!(count.value(&mut scope), Some(15));
+    /// scope.into_result()?;
+    /// let mut keys = store.keys(&count, 0)?;
+    /// keys.sort();
+    /// assert_eq!(keys, vec![1, 3]);
+    /// # Ok(()) }
+    /// ```
+    pub fn apply_to_state<H: KeyedStateHandle>(
+        &mut self,
+        state: &H,
+        now_ms: i64,
+        mut function: impl FnMut(&K, &mut KeyedStateScope<'_, K>),
+    ) -> Result<(), StateError> {
+        let keys = self.keys(state, now_ms)?;
+        for key in &keys {
+            let mut scope = KeyedStateScope {
+                key: Cow::Borrowed(key),
+                store: self,
+                now_ms,
+                error: None,
+            };
+            function(key, &mut scope);
+            scope.into_result()?;
+        }
+        Ok(())
+    }
+
+    /// A context scoped to `key` at processing time `now_ms`, to use handles on this store
+    /// outside a function's context (tools, tests). Take its first error with
+    /// [`KeyedStateScope::into_result`].
+    pub fn scope(&mut self, key: K, now_ms: i64) -> KeyedStateScope<'_, K> {
+        KeyedStateScope {
+            key: Cow::Owned(key),
+            store: self,
+            now_ms,
+            error: None,
+        }
+    }
+
+    /// The keys holding a live value of state `spec` (see [`KeyedStateStore::keys`]).
+    pub(crate) fn live_keys<S>(
+        &mut self,
+        spec: StateSpec<'_, S>,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError>
+    where
+        S: Clone + Serialize + DeserializeOwned + Send + 'static,
+    {
+        let Some(index) = self.states.iter().position(|s| s.name == spec.name) else {
+            return Ok(Vec::new());
+        };
+        let expiry = spec.expiry;
+        let max_parallelism = self.max_parallelism;
+        // Resolving the state checks its type, decodes restored entries (memory) and sets its
+        // TTL.
+        match self.access::<S, BTreeMap<K, S>, BTreeMap<K, Slot<S>>>(spec)? {
+            TableAccess::Memory(map) => {
+                let codec = KeyCodec::<K>::new();
+                let mut keys = Vec::with_capacity(map.len());
+                for (key, value) in map.iter() {
+                    if let Some(expiry) = expiry
+                        && let Live::Expired = (expiry.prune)(value, now_ms, expiry.ttl_ms)
+                    {
+                        continue;
+                    }
+                    let key_group = (codec.key_group)(key, max_parallelism).0;
+                    let bytes = (codec.encode)(key, Vec::new()).map_err(|e| {
+                        StateError::Encode(format!(
+                            "key group {key_group}: cannot encode a key: {e}"
+                        ))
+                    })?;
+                    keys.push((key_group, bytes, key));
+                }
+                keys.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+                return Ok(keys.into_iter().map(|(_, _, key)| key.clone()).collect());
+            }
+            TableAccess::Lmdb(_) => {}
+        }
+        let Backend::Lmdb(env) = &mut self.backend else {
+            unreachable!("an LMDB table in a memory store");
+        };
+        let pruner = expiry.map(|e| (e.ttl_ms, e.prune_bytes));
+        env.live_keys(
+            &mut self.states,
+            index as u32,
+            self.key_groups,
+            pruner,
+            now_ms,
+        )
+    }
+}
+
+/// A context scoped to one key of a [`KeyedStateStore`]: what
+/// [`KeyedStateStore::apply_to_state`] hands its function for each key (and
+/// [`KeyedStateStore::scope`] makes). Pass it to state handles as their context; it supplies
+/// the key and the processing time TTL measures, and keeps the first state error.
+pub struct KeyedStateScope<'a, K: Clone> {
+    key: Cow<'a, K>,
+    store: &'a mut KeyedStateStore<K>,
+    now_ms: i64,
+    error: Option<StateError>,
+}
+
+impl<K: Clone + std::fmt::Debug> std::fmt::Debug for KeyedStateScope<'_, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedStateScope")
+            .field("key", &self.key)
+            .field("now_ms", &self.now_ms)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl<K: Clone> KeyedStateScope<'_, K> {
+    /// The first state error a handle reported through this scope, if any.
+    ///
+    /// # Errors
+    ///
+    /// That error.
+    pub fn into_result(self) -> Result<(), StateError> {
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
+impl<K: Clone> KeyedStateAccess<K> for KeyedStateScope<'_, K> {
+    fn current_key(&self) -> &K {
+        &self.key
+    }
+    fn state_store(&mut self) -> &mut KeyedStateStore<K> {
+        self.store
+    }
+    fn state_error(&mut self, error: StateError) {
+        self.error.get_or_insert(error);
+    }
+    fn current_processing_time(&self) -> i64 {
+        self.now_ms
     }
 }
 
@@ -393,7 +614,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     ) -> Result<TableAccess<'_, K, S, M, C>, StateError>
     where
         S: Clone + Serialize + DeserializeOwned + Send + 'static,
-        M: KeyMap<K, S>,
+        M: KeyMap<K, S> + Clone,
         C: KeyMap<K, Slot<S>>,
     {
         let index = match self.states.iter().position(|s| s.name == spec.name) {
@@ -455,7 +676,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     fn register<S, M, C>(&mut self, spec: &StateSpec<'_, S>) -> Result<usize, StateError>
     where
         S: Clone + Serialize + DeserializeOwned + Send + 'static,
-        M: KeyMap<K, S>,
+        M: KeyMap<K, S> + Clone,
         C: KeyMap<K, Slot<S>>,
     {
         if u32::try_from(self.states.len()).is_err() {
@@ -487,7 +708,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     ) -> Result<(), StateError>
     where
         S: Clone + Serialize + DeserializeOwned + Send + 'static,
-        M: KeyMap<K, S>,
+        M: KeyMap<K, S> + Clone,
         C: KeyMap<K, Slot<S>>,
     {
         let entry = &mut self.states[index];
@@ -509,7 +730,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
         let body = match self.backend {
             Backend::Memory => {
                 let mut map = M::default();
-                for raw in entries {
+                for raw in entries.iter() {
                     let key = decode_key(&raw.key)
                         .map_err(|e| corrupt(&entry.name, raw.key_group, "key", e))?;
                     let value: S = decode_exact(&raw.value)
@@ -964,36 +1185,47 @@ mod tests {
     }
 
     #[test]
-    fn lmdb_snapshots_are_frozen_at_the_barrier() {
+    fn snapshots_are_frozen_at_the_barrier() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut lmdb = Ctx::lmdb(0u64, &dir.path().join("s"), 4);
-        let mut memory = Ctx::memory(0u64);
+        let mut reference = Ctx::memory(0u64);
         let value = ValueState::<u64>::new("value");
-        for ctx in [&mut lmdb, &mut memory] {
+        let ttl = ValueState::<u64>::new("ttl").with_ttl(StateTtlConfig::new(100));
+        for key in 0..20 {
+            reference.key = key;
+            value.update(&mut reference, 1);
+            ttl.update(&mut reference, 1);
+        }
+        let expected = complete(&mut reference.store, 50);
+        for mut ctx in [Ctx::lmdb(0u64, &dir.path().join("s"), 4), Ctx::memory(0u64)] {
             for key in 0..20 {
                 ctx.key = key;
-                value.update(ctx, 1);
+                value.update(&mut ctx, 1);
+                ttl.update(&mut ctx, 1);
             }
+            let pending = ctx.store.snapshot(50).expect("snapshot");
+            let PendingKeyedSnapshot::Frozen(frozen) = &pending else {
+                panic!("not frozen: {pending:?}");
+            };
+            assert_eq!(frozen.len_hint(), 40);
+            // Processing goes on (LMDB: with write-backs, the cache holds 4 entries).
+            for key in 0..40 {
+                ctx.key = key;
+                value.update(&mut ctx, 2);
+            }
+            ctx.key = 5;
+            value.clear(&mut ctx);
+            ctx.now = 200;
+            let _ = ctx.store.snapshot(200).expect("a later snapshot");
+            // The frozen view can move to another thread (checkpoint storage reads it off the
+            // data path): checked by type, read here after the later writes.
+            fn assert_send<T: Send>(_: &T) {}
+            assert_send(&pending);
+            let frozen = pending.complete().expect("reads");
+            assert_eq!(frozen, expected, "{:?}", ctx.store.backend_kind());
+            // The TTL state expired by now: 39 values are left.
+            assert_eq!(complete(&mut ctx.store, 200).entries.len(), 39);
+            assert!(ctx.errors.is_empty());
         }
-        let pending = lmdb.store.snapshot(0).expect("snapshot");
-        assert!(matches!(pending, PendingKeyedSnapshot::Deferred(_)));
-        let expected = complete(&mut memory.store, 0);
-        // Processing goes on (with write-backs: the cache holds 4 entries).
-        for key in 0..40 {
-            lmdb.key = key;
-            value.update(&mut lmdb, 2);
-        }
-        lmdb.key = 5;
-        value.clear(&mut lmdb);
-        let _ = lmdb.store.snapshot(0).expect("a later snapshot");
-        // The deferred snapshot can move to another thread (checkpoint storage completes it
-        // off the data path): checked by type, completed here after the later writes.
-        fn assert_send<T: Send>(_: &T) {}
-        assert_send(&pending);
-        let frozen = pending.complete().expect("reads");
-        assert_eq!(frozen, expected);
-        assert_eq!(complete(&mut lmdb.store, 0).entries.len(), 39);
-        assert!(lmdb.errors.is_empty());
     }
 
     #[test]
@@ -1095,6 +1327,176 @@ mod tests {
         assert_eq!(snapshots[0], snapshots[1]);
     }
 
+    /// The keys `apply_to_state` visits: live values only, in snapshot order, the same on both
+    /// backends, whether a value is in the LMDB cache (dirty or clean) or written back.
+    #[test]
+    fn apply_to_state_visits_the_live_keys_in_snapshot_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let all = KeyGroupRange::for_subtask(128, 1, 0);
+        let count = ValueState::<u64>::new("count");
+        let seen = ValueState::<u64>::new("seen").with_ttl(StateTtlConfig::new(100));
+        let other = ListState::<u8>::new("other");
+        let mut visits = Vec::new();
+        for kind in BOTH {
+            // LMDB: an 8-entry cache, so most values were written back and a few are cached.
+            let mut ctx = Ctx::new(0u64, open_store(kind, all, &dir, "apply"));
+            for key in 0..200u64 {
+                ctx.key = key;
+                // Keys 0..100 are stamped at 0 (expire at 100), the others at 50.
+                ctx.now = if key < 100 { 0 } else { 50 };
+                if key % 3 != 0 {
+                    count.update(&mut ctx, key);
+                }
+                seen.update(&mut ctx, key);
+                if key % 10 == 0 {
+                    other.add(&mut ctx, 1);
+                }
+            }
+            // A few keys read last: in the LMDB cache, clean.
+            for key in [1, 2, 4] {
+                ctx.key = key;
+                assert_eq!(count.value(&mut ctx), Some(key));
+            }
+            // Removed after being written back: a dirty deletion in the cache.
+            ctx.key = 5;
+            count.clear(&mut ctx);
+            assert!(ctx.take_errors().is_empty());
+
+            let keys = ctx.store.keys(&count, 120).expect("keys");
+            let mut expected: Vec<u64> = (0..200).filter(|k| k % 3 != 0 && *k != 5).collect();
+            let order = |k: &u64| {
+                (
+                    key_group_for_key(k, 128).0,
+                    postcard::to_allocvec(k).expect("encodes"),
+                )
+            };
+            expected.sort_by_key(order);
+            assert_eq!(keys, expected, "{kind:?}");
+            // At 120 the values stamped at 0 expired: only keys 100.. are visited.
+            let mut visited = Vec::new();
+            ctx.store
+                .apply_to_state(&seen, 120, |key, scope| {
+                    visited.push(*key);
+                    assert_eq!(seen.value(scope), Some(*key));
+                    // Any state of the key is in reach.
+                    if key % 2 == 0 {
+                        count.clear(scope);
+                    } else {
+                        count.update(scope, 1_000);
+                    }
+                })
+                .expect("applies");
+            let mut live: Vec<u64> = (100..200).collect();
+            live.sort_by_key(order);
+            assert_eq!(visited, live, "{kind:?}");
+            ctx.now = 120;
+            for key in 0..200 {
+                ctx.key = key;
+                let expected = match key {
+                    100.. if key % 2 == 0 => None,
+                    100.. => Some(1_000),
+                    _ if key % 3 == 0 || key == 5 => None,
+                    _ => Some(key),
+                };
+                assert_eq!(count.value(&mut ctx), expected, "key {key} ({kind:?})");
+            }
+            // A state nobody used is not registered by asking for its keys.
+            let unused = MapState::<u8, u8>::new("unused");
+            assert_eq!(ctx.store.keys(&unused, 0).expect("keys"), Vec::<u64>::new());
+            assert!(ctx.store.state_names().all(|name| name != "unused"));
+            // Another type under the same name is a type mismatch.
+            assert!(matches!(
+                ctx.store.keys(&ValueState::<String>::new("count"), 0),
+                Err(StateError::TypeMismatch { .. })
+            ));
+            assert!(ctx.take_errors().is_empty());
+            visits.push((keys, visited));
+        }
+        assert_eq!(visits[0], visits[1], "the backends agree");
+    }
+
+    /// Restored states nobody touched yet are listed, on both backends, only for the key groups
+    /// the store owns; the first error inside the function stops the walk.
+    #[test]
+    fn apply_to_state_reaches_restored_state_and_reports_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut source = Ctx::memory(0u64);
+        fill(&mut source, 300);
+        let snapshot = complete(&mut source.store, 0);
+        let half = KeyGroupRange {
+            start: 64,
+            end: 128,
+        };
+        let value = ValueState::<u64>::new("value");
+        let list = ListState::<String>::new("list");
+        for kind in BOTH {
+            let mut store: KeyedStateStore<u64> = open_store(kind, half, &dir, "restored");
+            store.restore(snapshot.clone()).expect("restores");
+            let keys = store.keys(&list, 0).expect("keys");
+            let mut expected: Vec<u64> = (0..300)
+                .filter(|k| half.contains(key_group_for_key(k, 128)))
+                .collect();
+            expected.sort_by_key(|k| {
+                (
+                    key_group_for_key(k, 128).0,
+                    postcard::to_allocvec(k).expect("encodes"),
+                )
+            });
+            assert_eq!(keys, expected, "{kind:?}");
+            let mut sum = 0;
+            store
+                .apply_to_state(&list, 0, |key, scope| {
+                    assert_eq!(list.get(scope), vec![key.to_string()]);
+                    sum += value.value(scope).expect("restored value");
+                })
+                .expect("applies");
+            assert_eq!(sum, expected.iter().map(|k| k * 10).sum::<u64>());
+            let mut calls = 0;
+            let error = store.apply_to_state(&list, 0, |_, scope| {
+                calls += 1;
+                // The wrong type: the handle reports a type mismatch to the scope.
+                let _ = ValueState::<String>::new("value").value(scope);
+            });
+            assert!(
+                matches!(error, Err(StateError::TypeMismatch { .. })),
+                "{kind:?}"
+            );
+            assert_eq!(calls, 1, "the walk stops at the first error");
+        }
+    }
+
+    /// Keys and values whose lengths need one, two and three varint bytes are encoded in place
+    /// at the barrier with their lengths widened: the snapshot is what encoding each entry on
+    /// its own gives.
+    #[test]
+    fn memory_snapshots_encode_long_keys_and_values() {
+        let mut store = KeyedStateStore::<String>::default();
+        let mut expected = Vec::new();
+        {
+            let mut table = store.value_table::<Vec<u8>>("blobs").expect("table");
+            for (i, key_len) in [0usize, 1, 127, 128, 129, 300, 16_384, 20_000]
+                .into_iter()
+                .enumerate()
+            {
+                for value_len in [0usize, 127, 128, 16_383, 16_384, 70_000] {
+                    let key = format!("{i}{}", "k".repeat(key_len));
+                    let key = format!("{key}-{value_len}");
+                    let value = vec![(key_len % 251) as u8; value_len];
+                    table.insert(key.clone(), value.clone()).expect("insert");
+                    expected.push(KeyedEntry {
+                        key_group: key_group_for_key(&key, 128).0,
+                        state: 0,
+                        key: postcard::to_allocvec(&key).expect("encodes"),
+                        value: postcard::to_allocvec(&value).expect("encodes"),
+                    });
+                }
+            }
+        }
+        expected.sort();
+        let snapshot = complete(&mut store, 0);
+        assert_eq!(snapshot.entries, expected);
+    }
+
     #[test]
     fn stores_are_send() {
         fn send<T: Send>() {}
@@ -1127,6 +1529,8 @@ mod tests {
         TableBump(u64),
         TableGet,
         TableRemove,
+        /// Every key with a live `ttl` value: records it and clears its `value` when odd.
+        Apply,
         Snapshot,
         SnapshotRestore,
     }
@@ -1154,6 +1558,7 @@ mod tests {
             2 => (0u64..1_000).prop_map(Op::TableBump),
             1 => Just(Op::TableGet),
             1 => Just(Op::TableRemove),
+            1 => Just(Op::Apply),
             1 => Just(Op::Snapshot),
             1 => Just(Op::SnapshotRestore),
         ]
@@ -1209,6 +1614,17 @@ mod tests {
                 let key = ctx.key;
                 let mut table = ctx.store.value_table::<u64>("table").expect("table");
                 format!("{:?}", table.remove(&key))
+            }
+            Op::Apply => {
+                let now = ctx.now;
+                let mut seen = Vec::new();
+                let result = ctx.store.apply_to_state(&ttl, now, |key, scope| {
+                    seen.push((*key, ttl.value(scope), value.value(scope)));
+                    if key % 2 == 1 {
+                        value.clear(scope);
+                    }
+                });
+                format!("{seen:?} {result:?}")
             }
             Op::Snapshot | Op::SnapshotRestore => unreachable!("handled by the driver"),
         };

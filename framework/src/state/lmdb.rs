@@ -20,11 +20,14 @@
 //!   every dirty entry of every state is encoded, **sorted in database order** and written back
 //!   in **one** write transaction through one cursor, and the cache is emptied. Nothing writes a
 //!   record at a time.
-//! - **Snapshots** write the dirty cache back (one transaction), then open a `'static`, `Send`
-//!   read transaction (`Env::static_read_txn` on an environment opened with
-//!   `read_txn_without_tls`) and return a closure that reads it into a
-//!   [`KeyedStateSnapshot`] later, while processing goes on: LMDB's MVCC keeps the view frozen at
-//!   the barrier.
+//! - **Snapshots** open a `'static`, `Send` read transaction (`Env::static_read_txn` on an
+//!   environment opened with `read_txn_without_tls`) and encode the dirty cache slots into a
+//!   sorted overlay (newer values and deletions), and return both as a [`FrozenKeyedState`],
+//!   read out later while processing goes on (LMDB's MVCC keeps the view frozen at the
+//!   barrier) as one merge in database order. The cache is not written back at the barrier
+//!   (an extra write transaction copies most leaf pages). The checkpoint writer copies the
+//!   records' bytes straight into the state file: database keys split into key group, state
+//!   and key, values as stored (TTL states pruned).
 //!
 //! ## Invariants
 //!
@@ -41,6 +44,7 @@
 use std::any::Any;
 use std::cmp::Ordering;
 use std::marker::PhantomData;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use heed::types::Bytes;
@@ -51,9 +55,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backend::KeyedBackendConfig;
-use super::key_group::{KeyGroup, MAX_PARALLELISM_LIMIT};
+use super::key_group::{KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT};
 use super::keyed::StateError;
-use super::snapshot::{KeyedEntry, KeyedStateSnapshot, PendingKeyedSnapshot, StateMeta};
+use super::snapshot::{
+    FrozenEntries, FrozenKeyedState, KeyedEntry, KeyedEntryRef, PendingKeyedSnapshot, StateMeta,
+};
 use super::table::{
     KeyCodec, KeyMap, Slot, StateBody, StateEntry, corrupt, decode_exact, encode_error,
 };
@@ -99,9 +105,10 @@ impl Comparator for DbKeyOrder {
     }
 }
 
-/// The first eight bytes of `bytes` as a big-endian word, zero-padded.
+/// The first eight bytes of `bytes` as a big-endian word, zero-padded: sorts as `bytes` do,
+/// up to ties.
 #[inline]
-fn key_word(bytes: &[u8]) -> u64 {
+pub(crate) fn key_word(bytes: &[u8]) -> u64 {
     if let Some(word) = bytes.first_chunk::<8>() {
         return u64::from_be_bytes(*word);
     }
@@ -349,17 +356,33 @@ impl<K> LmdbEnv<K> {
         Ok(())
     }
 
-    /// Writes the caches back and returns a snapshot to be read from a read transaction opened
-    /// now. Restored states nobody used since are in the database, so they are carried over.
+    /// Returns a snapshot to be read later from a read transaction opened now, with the dirty
+    /// cache slots encoded on top of it (the database plus this overlay is the state at the
+    /// barrier). Restored states nobody used since are in the database, so they are carried
+    /// over.
+    ///
+    /// The cache is not written back here: a write transaction copies and writes out nearly
+    /// every leaf page it touches, and at a million keys a write-back's random keys touch most
+    /// leaves, so an extra one per checkpoint cost about a tenth of the subtask's time. The
+    /// dirty slots stay dirty and go to the database with the next write-back as usual.
     pub(crate) fn snapshot(
         &mut self,
         states: &mut [StateEntry<K>],
         now_ms: i64,
     ) -> Result<PendingKeyedSnapshot, StateError> {
-        {
-            let mut tables = Vec::new();
-            collect_tables(states, 0, &mut tables);
-            self.write_back(&mut tables, false)?;
+        let mut overlay = WriteBatch::default();
+        if self.dirty {
+            let mut writer = BatchWriter {
+                codec: &self.codec,
+                max_parallelism: self.max_parallelism,
+                batch: &mut overlay,
+            };
+            for (state, entry) in (0u32..).zip(states.iter()) {
+                if let StateBody::Lmdb { table, .. } = &entry.body {
+                    table.write_dirty(&mut writer, state, &entry.name)?;
+                }
+            }
+            overlay.sort();
         }
         let metas: Vec<StateMeta> = states
             .iter()
@@ -380,11 +403,87 @@ impl<K> LmdbEnv<K> {
             .clone()
             .static_read_txn()
             .map_err(|e| backend_error(&self.dir, "snapshot", e))?;
-        let db = self.db;
-        let dir = self.dir.clone();
-        Ok(PendingKeyedSnapshot::Deferred(Box::new(move || {
-            read_snapshot(&rtxn, db, &dir, metas, &pruners, now_ms)
-        })))
+        let len = self
+            .db
+            .len(&rtxn)
+            .map_err(|e| backend_error(&self.dir, "snapshot", e))?;
+        let frozen = FrozenLmdb {
+            rtxn,
+            db: self.db,
+            dir: self.dir.clone(),
+            names: metas.iter().map(|m| m.name.clone()).collect(),
+            pruners,
+            now_ms,
+            len: usize::try_from(len)
+                .unwrap_or(usize::MAX)
+                .saturating_add(overlay.entries.len()),
+            overlay,
+        };
+        Ok(PendingKeyedSnapshot::Frozen(FrozenKeyedState::new(
+            metas,
+            Box::new(frozen),
+        )))
+    }
+}
+
+impl<K> LmdbEnv<K> {
+    /// The keys holding a live value of state `state`, in database order: the dirty caches are
+    /// written back first (so the database holds every value), then each key group's range of
+    /// `key group ++ state id` is scanned through the kept reader. Values expired at `now_ms`
+    /// under `pruner` are skipped.
+    pub(crate) fn live_keys(
+        &mut self,
+        states: &mut [StateEntry<K>],
+        state: u32,
+        key_groups: KeyGroupRange,
+        pruner: Option<(i64, PruneBytesFn)>,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError> {
+        {
+            let mut tables = Vec::new();
+            collect_tables(states, 0, &mut tables);
+            self.write_back(&mut tables, false)?;
+        }
+        let name = states.get(state as usize).map_or("?", |s| s.name.as_str());
+        let rtxn = match &self.reader {
+            Some(rtxn) => rtxn,
+            None => {
+                let rtxn = self
+                    .env()?
+                    .clone()
+                    .static_read_txn()
+                    .map_err(|e| backend_error(&self.dir, "read", e))?;
+                self.reader.insert(rtxn)
+            }
+        };
+        let mut keys = Vec::new();
+        let mut prefix = Vec::new();
+        for key_group in key_groups.start..key_groups.end {
+            prefix.clear();
+            push_db_key_prefix(&mut prefix, key_group, state);
+            let range = (Bound::Included(&prefix[..]), Bound::Unbounded);
+            let iter = self
+                .db
+                .range(rtxn, &range)
+                .map_err(|e| backend_error(&self.dir, "scan", e))?;
+            for item in iter {
+                let (db_key, value) = item.map_err(|e| backend_error(&self.dir, "scan", e))?;
+                let Some(key) = db_key.strip_prefix(&prefix[..]) else {
+                    break;
+                };
+                if let Some((ttl_ms, prune)) = pruner
+                    && prune(value, now_ms, ttl_ms)
+                        .map_err(|e| corrupt(name, key_group, "value", e))?
+                        == Pruned::Drop
+                {
+                    continue;
+                }
+                keys.push(
+                    (self.codec.decode)(key).map_err(|e| corrupt(name, key_group, "key", e))?,
+                );
+            }
+        }
+        Ok(keys)
     }
 }
 
@@ -481,25 +580,33 @@ fn split_db_key(bytes: &[u8]) -> Option<(u32, u32, &[u8])> {
     Some((key_group, u32::from_be_bytes(*wide), rest))
 }
 
-/// Reads a whole snapshot from a read transaction: entries come in database order, which is
-/// the snapshot order; expired values of states with a TTL are left out.
-fn read_snapshot(
-    rtxn: &RoTxn<'static, WithoutTls>,
+/// An LMDB store's contents frozen at a barrier: a read transaction opened then, and the dirty
+/// cache slots of that moment (newer values and deletions, sorted in database order), read
+/// out later (off the data path) as one merge in database order, which is the snapshot order.
+/// Expired values of states with a TTL are left out or pruned.
+struct FrozenLmdb {
+    rtxn: RoTxn<'static, WithoutTls>,
     db: Db,
-    dir: &Path,
-    states: Vec<StateMeta>,
-    pruners: &[Option<(i64, PruneBytesFn)>],
+    dir: PathBuf,
+    /// The state names, for errors.
+    names: Vec<String>,
+    pruners: Vec<Option<(i64, PruneBytesFn)>>,
     now_ms: i64,
-) -> Result<KeyedStateSnapshot, StateError> {
-    let count = db
-        .len(rtxn)
-        .map_err(|e| backend_error(dir, "snapshot", e))?;
-    let mut entries = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    let iter = db
-        .iter(rtxn)
-        .map_err(|e| backend_error(dir, "snapshot", e))?;
-    for item in iter {
-        let (db_key, bytes) = item.map_err(|e| backend_error(dir, "snapshot", e))?;
+    /// The number of records when frozen, plus the overlay's entries.
+    len: usize,
+    /// The dirty cache slots at the barrier, encoded and sorted: they win over the database.
+    overlay: WriteBatch,
+}
+
+impl FrozenLmdb {
+    /// Visits the record `db_key -> bytes` (pruned under its state's TTL).
+    fn visit(
+        &self,
+        db_key: &[u8],
+        bytes: &[u8],
+        visit: &mut dyn FnMut(KeyedEntryRef<'_>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let dir = &self.dir;
         let (key_group, state, key) = split_db_key(db_key).ok_or_else(|| {
             StateError::Corrupt(format!(
                 "LMDB at {}: a key of {} bytes has no state prefix",
@@ -507,34 +614,74 @@ fn read_snapshot(
                 db_key.len()
             ))
         })?;
-        let meta = states.get(state as usize).ok_or_else(|| {
+        let name = self.names.get(state as usize).ok_or_else(|| {
             StateError::Corrupt(format!(
                 "LMDB at {}: an entry of key group {key_group} refers to state #{state} of {}",
                 dir.display(),
-                states.len()
+                self.names.len()
             ))
         })?;
-        let value = match pruners.get(state as usize).copied().flatten() {
-            None => bytes.to_vec(),
-            Some((ttl_ms, prune)) => {
-                match prune(bytes, now_ms, ttl_ms)
-                    .map_err(|e| corrupt(&meta.name, key_group, "value", e))?
-                {
-                    Pruned::Keep => bytes.to_vec(),
-                    Pruned::Drop => continue,
-                    Pruned::Replace(live) => live,
-                }
-            }
-        };
-        entries.push(KeyedEntry {
+        let entry = |value| KeyedEntryRef {
             key_group,
             state,
-            key: key.to_vec(),
+            key,
             value,
-        });
+        };
+        match self.pruners.get(state as usize).copied().flatten() {
+            None => visit(entry(bytes)),
+            Some((ttl_ms, prune)) => match prune(bytes, self.now_ms, ttl_ms)
+                .map_err(|e| corrupt(name, key_group, "value", e))?
+            {
+                Pruned::Keep => visit(entry(bytes)),
+                Pruned::Drop => Ok(()),
+                Pruned::Replace(live) => visit(entry(&live)),
+            },
+        }
     }
-    debug_assert!(entries.is_sorted());
-    Ok(KeyedStateSnapshot { states, entries })
+}
+
+impl FrozenEntries for FrozenLmdb {
+    fn len_hint(&self) -> usize {
+        self.len
+    }
+
+    fn read(
+        self: Box<Self>,
+        visit: &mut dyn FnMut(KeyedEntryRef<'_>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let dir = &self.dir;
+        let bytes = &self.overlay.bytes;
+        let mut overlay = self.overlay.entries.iter().peekable();
+        let iter = self
+            .db
+            .iter(&self.rtxn)
+            .map_err(|e| backend_error(dir, "snapshot", e))?;
+        for item in iter {
+            let (db_key, stored) = item.map_err(|e| backend_error(dir, "snapshot", e))?;
+            // Overlay entries before this record: keys the database does not have yet.
+            while let Some(newer) =
+                overlay.next_if(|e| DbKeyOrder::compare(e.key(bytes), db_key) == Ordering::Less)
+            {
+                if let Some(value) = newer.value(bytes) {
+                    self.visit(newer.key(bytes), value, visit)?;
+                }
+            }
+            // The same key: the overlay's value, or nothing for a deletion.
+            if let Some(newer) = overlay.next_if(|e| e.key(bytes) == db_key) {
+                if let Some(value) = newer.value(bytes) {
+                    self.visit(db_key, value, visit)?;
+                }
+                continue;
+            }
+            self.visit(db_key, stored, visit)?;
+        }
+        for newer in overlay {
+            if let Some(value) = newer.value(bytes) {
+                self.visit(newer.key(bytes), value, visit)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The dirty slots of a write-back, encoded: database keys and values in one buffer, and an
@@ -856,7 +1003,7 @@ mod tests {
 
     use super::*;
     use crate::state::test_support::lmdb_config;
-    use crate::state::{KeyedStateStore, PendingKeyedSnapshot};
+    use crate::state::{KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot};
 
     #[test]
     fn db_keys_sort_as_snapshot_entries() {
@@ -959,6 +1106,69 @@ mod tests {
                 memory_table.get(&key(i)).expect("get").copied()
             );
         }
+    }
+
+    /// A snapshot is the database with the dirty cache laid over it: updates and deletions of
+    /// written-back keys, keys only in the cache, TTL values expired in either; later writes
+    /// do not reach it, and the cache stays dirty until its next write-back.
+    #[test]
+    fn snapshots_lay_the_dirty_cache_over_the_database() {
+        use crate::state::test_support::Ctx;
+        use crate::state::{StateTtlConfig, ValueState};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let value = ValueState::<u64>::new("value");
+        let ttl = ValueState::<u64>::new("ttl").with_ttl(StateTtlConfig::new(100));
+        let mut lmdb = Ctx::lmdb(0u64, &dir.path().join("s"), 16);
+        let mut memory = Ctx::memory(0u64);
+        for ctx in [&mut lmdb, &mut memory] {
+            // Written back: keys 0..40 (the cache holds 16).
+            for key in 0..40 {
+                ctx.key = key;
+                ctx.now = 0;
+                value.update(ctx, key);
+                ttl.update(ctx, key);
+            }
+            // Then, in the cache only: an update and a deletion of written-back keys, a new key,
+            // a TTL value stamped late.
+            ctx.now = 90;
+            for (key, change) in [(1, Some(100)), (2, None), (50, Some(500))] {
+                ctx.key = key;
+                match change {
+                    Some(v) => value.update(ctx, v),
+                    None => value.clear(ctx),
+                }
+            }
+            ctx.key = 3;
+            ttl.update(ctx, 3);
+        }
+        assert!(lmdb.store.entries_in_memory() <= 16);
+        let frozen = lmdb.store.snapshot(120).expect("snapshot");
+        // Processing goes on: write-backs and more changes after the barrier.
+        for key in 0..60 {
+            lmdb.key = key;
+            value.update(&mut lmdb, 7);
+        }
+        let expected = snapshot_of_at(&mut memory.store, 120);
+        let frozen = frozen.complete().expect("reads");
+        assert_eq!(frozen, expected);
+        // At 120 only the late TTL value is live.
+        let ttl_index = frozen.state_index("ttl").expect("ttl");
+        assert_eq!(
+            frozen
+                .entries
+                .iter()
+                .filter(|e| e.state == ttl_index)
+                .count(),
+            1
+        );
+        assert!(lmdb.errors.is_empty() && memory.errors.is_empty());
+    }
+
+    fn snapshot_of_at(store: &mut KeyedStateStore<u64>, now_ms: i64) -> KeyedStateSnapshot {
+        store
+            .snapshot(now_ms)
+            .and_then(PendingKeyedSnapshot::complete)
+            .expect("snapshot")
     }
 
     /// Restoring into a used store replaces what reads see, even with a reader kept open.

@@ -20,16 +20,18 @@ pub mod snapshot;
 mod stable_hash;
 mod table;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod ttl;
 
 pub use backend::{KeyedBackendConfig, StateBackendKind};
-pub use handles::{AggregatingState, ListState, MapState, ReducingState, ValueState};
+pub use handles::{
+    AggregatingState, KeyedStateHandle, ListState, MapState, ReducingState, ValueState,
+};
 pub use key_group::{
     DEFAULT_MAX_PARALLELISM, KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT, key_group_for_hash,
     key_group_for_key, subtask_for_key_group,
 };
-pub use keyed::{KeyedStateAccess, KeyedStateStore, StateError, ValueTable};
+pub use keyed::{KeyedStateAccess, KeyedStateScope, KeyedStateStore, StateError, ValueTable};
 pub use operator_list::{OperatorList, UnionList};
 pub use schema::{
     SCHEMA_STATE, StateField, StateFieldKind, StateFieldSchema, StateSchema, layout_of,

@@ -13,6 +13,11 @@
 //! format is independent of the state backend, so a checkpoint taken with one backend restores
 //! into the other.
 //!
+//! Keyed state stores hand their snapshot over frozen ([`FrozenKeyedState`]): checkpoint storage
+//! streams it into the state file with [`encode_keyed_snapshot`], which writes the same bytes as
+//! encoding the [`KeyedStateSnapshot`] but copies each entry from where the backend keeps it,
+//! without a [`KeyedEntry`] (two allocations) per entry, a merge and a sort of them all.
+//!
 //! ## Invariants
 //!
 //! - `KeyedStateSnapshot::entries` is sorted by `(key_group, state, key)` and every `state` index
@@ -183,14 +188,19 @@ impl OperatorSnapshot {
 
 /// A keyed snapshot that is either taken or still to be written out.
 ///
-/// Backends that can read a consistent view while processing goes on (LMDB: a read transaction
-/// opened at the barrier) return [`PendingKeyedSnapshot::Deferred`]; checkpoint storage runs the
-/// closure off the data path, so the subtask continues processing at once.
+/// Operators that copy their state at the barrier return [`PendingKeyedSnapshot::Deferred`]
+/// (encoded later); keyed state stores return [`PendingKeyedSnapshot::Frozen`], a view frozen
+/// at the barrier (LMDB: a read transaction; memory: a copy of the tables) that checkpoint
+/// storage streams into the state file off the data path, so the subtask continues processing
+/// at once.
 pub enum PendingKeyedSnapshot {
     /// The snapshot, taken synchronously.
     Ready(KeyedStateSnapshot),
     /// Produces the snapshot later, from a view frozen at the barrier.
     Deferred(Box<dyn FnOnce() -> Result<KeyedStateSnapshot, StateError> + Send>),
+    /// A view frozen at the barrier, read out in snapshot order later without building a
+    /// [`KeyedEntry`] per entry (see [`encode_keyed_snapshot`]).
+    Frozen(FrozenKeyedState),
 }
 
 impl std::fmt::Debug for PendingKeyedSnapshot {
@@ -198,12 +208,13 @@ impl std::fmt::Debug for PendingKeyedSnapshot {
         match self {
             Self::Ready(s) => f.debug_tuple("Ready").field(&s.entries.len()).finish(),
             Self::Deferred(_) => f.write_str("Deferred"),
+            Self::Frozen(frozen) => f.debug_tuple("Frozen").field(frozen).finish(),
         }
     }
 }
 
 impl PendingKeyedSnapshot {
-    /// Takes the snapshot (runs a deferred one).
+    /// Takes the snapshot (runs a deferred one, reads a frozen one out).
     ///
     /// # Errors
     ///
@@ -212,8 +223,259 @@ impl PendingKeyedSnapshot {
         match self {
             Self::Ready(snapshot) => Ok(snapshot),
             Self::Deferred(produce) => produce(),
+            Self::Frozen(frozen) => frozen.into_snapshot(),
         }
     }
+}
+
+/// One keyed entry seen in place: its key and value borrowed from wherever they are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyedEntryRef<'a> {
+    /// The key group of the key.
+    pub key_group: u32,
+    /// Index into the states of the snapshot the entry belongs to.
+    pub state: u32,
+    /// The key (and namespace), postcard-encoded.
+    pub key: &'a [u8],
+    /// The value, postcard-encoded.
+    pub value: &'a [u8],
+}
+
+impl KeyedEntryRef<'_> {
+    fn to_owned_entry(self) -> KeyedEntry {
+        KeyedEntry {
+            key_group: self.key_group,
+            state: self.state,
+            key: self.key.to_vec(),
+            value: self.value.to_vec(),
+        }
+    }
+}
+
+impl<'a> From<&'a KeyedEntry> for KeyedEntryRef<'a> {
+    fn from(entry: &'a KeyedEntry) -> Self {
+        Self {
+            key_group: entry.key_group,
+            state: entry.state,
+            key: &entry.key,
+            value: &entry.value,
+        }
+    }
+}
+
+/// The entries of a frozen keyed state, read out once, in snapshot order.
+pub(crate) trait FrozenEntries: Send {
+    /// About how many entries there are (an upper bound when some may be left out).
+    fn len_hint(&self) -> usize;
+
+    /// Calls `visit` with every entry in `(key group, state, key)` order, stopping at the first
+    /// error. State indices refer to the frozen state's `states`.
+    fn read(
+        self: Box<Self>,
+        visit: &mut dyn FnMut(KeyedEntryRef<'_>) -> Result<(), StateError>,
+    ) -> Result<(), StateError>;
+}
+
+/// A keyed state store's view frozen at a barrier, to be read out later off the data path.
+///
+/// Reading it is one pass in snapshot order over entries that stay where the backend keeps
+/// them (LMDB pages, a copy of the memory tables); [`encode_keyed_snapshot`] writes them
+/// straight into the state file, [`FrozenKeyedState::into_snapshot`] builds the
+/// [`KeyedStateSnapshot`].
+pub struct FrozenKeyedState {
+    /// The state names: entries refer to them by index. They may be renamed before reading.
+    pub states: Vec<StateMeta>,
+    entries: Box<dyn FrozenEntries>,
+}
+
+impl std::fmt::Debug for FrozenKeyedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrozenKeyedState")
+            .field("states", &self.states)
+            .field("len_hint", &self.entries.len_hint())
+            .finish()
+    }
+}
+
+impl FrozenKeyedState {
+    pub(crate) fn new(states: Vec<StateMeta>, entries: Box<dyn FrozenEntries>) -> Self {
+        Self { states, entries }
+    }
+
+    /// About how many entries there are (an upper bound: expired values are left out).
+    pub fn len_hint(&self) -> usize {
+        self.entries.len_hint()
+    }
+
+    /// Reads every entry into a [`KeyedStateSnapshot`].
+    ///
+    /// # Errors
+    ///
+    /// The backend failed to read its view, or an entry refers to a state it does not name.
+    pub fn into_snapshot(self) -> Result<KeyedStateSnapshot, StateError> {
+        let Self { states, entries } = self;
+        let mut out = Vec::with_capacity(entries.len_hint());
+        let count = states.len();
+        entries.read(&mut |entry| {
+            check_state(entry, count)?;
+            out.push(entry.to_owned_entry());
+            Ok(())
+        })?;
+        debug_assert!(out.is_sorted());
+        Ok(KeyedStateSnapshot {
+            states,
+            entries: out,
+        })
+    }
+}
+
+fn check_state(entry: KeyedEntryRef<'_>, states: usize) -> Result<(), StateError> {
+    if (entry.state as usize) < states {
+        Ok(())
+    } else {
+        Err(StateError::Corrupt(format!(
+            "keyed entry of key group {} refers to state #{} of {states}",
+            entry.key_group, entry.state
+        )))
+    }
+}
+
+/// Appends the postcard encoding of the [`KeyedStateSnapshot`] that merging `parts` in order
+/// gives ([`KeyedStateSnapshot::merge`] into an empty snapshot): the same bytes as
+/// `postcard::to_extend(&merged, out)`, without building the merged snapshot.
+///
+/// Frozen parts are read once and their entries copied straight from where the backend keeps
+/// them into `out`; the largest one whose state indices keep their order when mapped onto the
+/// merged names is streamed, the other parts (usually small: timers, window contents) are
+/// interleaved with it in sort order.
+///
+/// # Errors
+///
+/// A backend failed to read its frozen view, a deferred part failed, or a part is inconsistent
+/// (an entry referring to a state its part does not name).
+pub fn encode_keyed_snapshot(
+    parts: Vec<PendingKeyedSnapshot>,
+    out: &mut Vec<u8>,
+) -> Result<(), StateError> {
+    // The merged names and each part's mapping onto them, as `merge` assigns them.
+    let mut states: Vec<StateMeta> = Vec::new();
+    let mut owned: Vec<(Vec<u32>, KeyedStateSnapshot)> = Vec::new();
+    let mut frozen: Vec<(Vec<u32>, Box<dyn FrozenEntries>)> = Vec::new();
+    for part in parts {
+        let (metas, body) = match part {
+            PendingKeyedSnapshot::Ready(snapshot) => (snapshot.states.clone(), Ok(snapshot)),
+            PendingKeyedSnapshot::Deferred(produce) => {
+                let snapshot = produce()?;
+                (snapshot.states.clone(), Ok(snapshot))
+            }
+            PendingKeyedSnapshot::Frozen(FrozenKeyedState { states, entries }) => {
+                (states, Err(entries))
+            }
+        };
+        let mut mapping = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let index = match states.iter().position(|s| s.name == meta.name) {
+                Some(index) => index,
+                None => {
+                    states.push(meta);
+                    states.len() - 1
+                }
+            };
+            mapping.push(index as u32);
+        }
+        match body {
+            Ok(snapshot) => owned.push((mapping, snapshot)),
+            Err(entries) => frozen.push((mapping, entries)),
+        }
+    }
+    // The streamed part: the largest frozen one whose mapping keeps the order of its entries.
+    let driver = (0..frozen.len())
+        .filter(|&i| frozen[i].0.is_sorted_by(|a, b| a < b))
+        .max_by_key(|&i| (frozen[i].1.len_hint(), std::cmp::Reverse(i)))
+        .map(|i| frozen.remove(i));
+    // Every other frozen part is read into memory.
+    for (mapping, entries) in frozen {
+        let mut read = Vec::with_capacity(entries.len_hint());
+        entries.read(&mut |entry| {
+            read.push(entry.to_owned_entry());
+            Ok(())
+        })?;
+        owned.push((
+            mapping,
+            KeyedStateSnapshot {
+                states: Vec::new(),
+                entries: read,
+            },
+        ));
+    }
+    let mut side: Vec<KeyedEntryRef<'_>> = Vec::new();
+    for (mapping, snapshot) in &owned {
+        for entry in &snapshot.entries {
+            let mut entry = KeyedEntryRef::from(entry);
+            entry.state = map_state(mapping, entry)?;
+            side.push(entry);
+        }
+    }
+    side.sort_unstable();
+
+    postcard::to_extend(&states, std::mem::take(out))
+        .map(|bytes| *out = bytes)
+        .map_err(|e| StateError::Encode(format!("keyed state names: {e}")))?;
+    let mut count: u64 = 0;
+    let mut body = Vec::new();
+    let mut side = side.into_iter().peekable();
+    if let Some((mapping, entries)) = driver {
+        body.reserve(entries.len_hint().saturating_mul(16));
+        entries.read(&mut |mut entry| {
+            entry.state = map_state(&mapping, entry)?;
+            while let Some(next) = side.next_if(|next| *next < entry) {
+                push_entry(&mut body, next);
+                count += 1;
+            }
+            push_entry(&mut body, entry);
+            count += 1;
+            Ok(())
+        })?;
+    }
+    for entry in side {
+        push_entry(&mut body, entry);
+        count += 1;
+    }
+    push_varint(out, count);
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// The merged index of `entry`'s state.
+fn map_state(mapping: &[u32], entry: KeyedEntryRef<'_>) -> Result<u32, StateError> {
+    mapping.get(entry.state as usize).copied().ok_or_else(|| {
+        StateError::Corrupt(format!(
+            "keyed entry refers to state #{} of {}",
+            entry.state,
+            mapping.len()
+        ))
+    })
+}
+
+/// Appends `entry` as postcard encodes a [`KeyedEntry`].
+#[inline]
+fn push_entry(out: &mut Vec<u8>, entry: KeyedEntryRef<'_>) {
+    push_varint(out, u64::from(entry.key_group));
+    push_varint(out, u64::from(entry.state));
+    push_varint(out, entry.key.len() as u64);
+    out.extend_from_slice(entry.key);
+    push_varint(out, entry.value.len() as u64);
+    out.extend_from_slice(entry.value);
+}
+
+/// Appends `value` as postcard's varint (LEB128: seven bits per byte, low bits first).
+#[inline]
+pub(crate) fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 /// The state new subtask `index` of `parallelism` restores from the snapshots of every old
@@ -386,6 +648,151 @@ mod tests {
             redistribute(&old, 128, 1, 0),
             Err(StateError::Corrupt(_))
         ));
+    }
+
+    /// A frozen part over entries in memory (sorted), as a backend's view would give them.
+    struct VecFrozen(Vec<KeyedEntry>);
+
+    impl FrozenEntries for VecFrozen {
+        fn len_hint(&self) -> usize {
+            self.0.len()
+        }
+        fn read(
+            self: Box<Self>,
+            visit: &mut dyn FnMut(KeyedEntryRef<'_>) -> Result<(), StateError>,
+        ) -> Result<(), StateError> {
+            self.0.iter().try_for_each(|entry| visit(entry.into()))
+        }
+    }
+
+    /// How a test part is handed over.
+    #[derive(Debug, Clone, Copy)]
+    enum PartKind {
+        Ready,
+        Deferred,
+        Frozen,
+    }
+
+    fn pending(kind: PartKind, snapshot: KeyedStateSnapshot) -> PendingKeyedSnapshot {
+        match kind {
+            PartKind::Ready => PendingKeyedSnapshot::Ready(snapshot),
+            PartKind::Deferred => PendingKeyedSnapshot::Deferred(Box::new(move || Ok(snapshot))),
+            PartKind::Frozen => PendingKeyedSnapshot::Frozen(FrozenKeyedState::new(
+                snapshot.states,
+                Box::new(VecFrozen(snapshot.entries)),
+            )),
+        }
+    }
+
+    /// What the old path stored: every part completed and merged, then encoded.
+    fn merged_bytes(parts: Vec<PendingKeyedSnapshot>) -> Result<Vec<u8>, StateError> {
+        let mut merged = KeyedStateSnapshot::default();
+        for part in parts {
+            merged.merge(part.complete()?)?;
+        }
+        Ok(postcard::to_allocvec(&merged).expect("encodes"))
+    }
+
+    fn streamed_bytes(parts: Vec<PendingKeyedSnapshot>) -> Result<Vec<u8>, StateError> {
+        let mut out = vec![0xAB];
+        encode_keyed_snapshot(parts, &mut out)?;
+        assert_eq!(out[0], 0xAB, "appends");
+        Ok(out.split_off(1))
+    }
+
+    fn part_strategy() -> impl Strategy<Value = (PartKind, KeyedStateSnapshot)> {
+        let kind = prop_oneof![
+            Just(PartKind::Ready),
+            Just(PartKind::Deferred),
+            Just(PartKind::Frozen)
+        ];
+        // Names from a small pool, so that parts share states (in any order).
+        let names = proptest::sample::subsequence(vec!["a", "b", "c", "d"], 0..=4).prop_shuffle();
+        (kind, names).prop_flat_map(|(kind, names)| {
+            let states = names.len() as u32;
+            let entry = (
+                0u32..4,
+                0..states.max(1),
+                vec(0u8..3, 0..10),
+                vec(any::<u8>(), 0..3),
+            );
+            let entries = if states == 0 {
+                vec(entry, 0..1).boxed()
+            } else {
+                vec(entry, 0..40).boxed()
+            };
+            (Just(kind), Just(names), entries).prop_map(|(kind, names, entries)| {
+                let mut entries: Vec<KeyedEntry> = entries
+                    .into_iter()
+                    .filter(|_| !names.is_empty())
+                    .map(|(key_group, state, key, value)| KeyedEntry {
+                        key_group,
+                        state,
+                        key,
+                        value,
+                    })
+                    .collect();
+                entries.sort_unstable();
+                let states = names
+                    .iter()
+                    .map(|name| StateMeta {
+                        name: (*name).to_string(),
+                        type_name: "t".into(),
+                    })
+                    .collect();
+                (kind, KeyedStateSnapshot { states, entries })
+            })
+        })
+    }
+
+    use proptest::collection::vec;
+
+    proptest! {
+        /// Streaming gives the bytes of the merged snapshot, whatever the parts' kinds, sizes and
+        /// shared states.
+        #[test]
+        fn streamed_keyed_snapshots_encode_as_merged_ones(
+            parts in vec(part_strategy(), 0..5),
+        ) {
+            let build = || parts.iter().cloned().map(|(kind, s)| pending(kind, s)).collect();
+            let expected = merged_bytes(build()).expect("consistent");
+            prop_assert_eq!(streamed_bytes(build()).expect("consistent"), expected.clone());
+            let decoded: KeyedStateSnapshot = postcard::from_bytes(&expected).expect("decodes");
+            prop_assert!(decoded.entries.is_sorted());
+        }
+    }
+
+    #[test]
+    fn a_part_naming_too_few_states_is_an_error() {
+        for kind in [PartKind::Ready, PartKind::Deferred, PartKind::Frozen] {
+            let mut bad = keyed(&[1, 2]);
+            bad.entries[1].state = 1;
+            let parts = || vec![pending(kind, keyed(&[0])), pending(kind, bad.clone())];
+            assert!(matches!(merged_bytes(parts()), Err(StateError::Corrupt(_))));
+            assert!(matches!(
+                streamed_bytes(parts()),
+                Err(StateError::Corrupt(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn varints_encode_as_postcard_does() {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            push_varint(&mut out, value);
+            assert_eq!(out, postcard::to_allocvec(&value).expect("encodes"));
+        }
     }
 
     proptest! {

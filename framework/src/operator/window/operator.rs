@@ -1373,6 +1373,12 @@ fn with_trigger_prefix(pending: PendingKeyedSnapshot) -> PendingKeyedSnapshot {
         PendingKeyedSnapshot::Deferred(produce) => {
             PendingKeyedSnapshot::Deferred(Box::new(move || produce().map(prefixed)))
         }
+        PendingKeyedSnapshot::Frozen(mut frozen) => {
+            for meta in &mut frozen.states {
+                meta.name = format!("{TRIGGER_STATE_PREFIX}{}", meta.name);
+            }
+            PendingKeyedSnapshot::Frozen(frozen)
+        }
     }
 }
 
