@@ -635,8 +635,9 @@ impl<K: Key> KeyedBroadcastContext<'_, '_, K> {
     /// use eichhorn::prelude::*;
     /// use eichhorn::state::ValueState;
     ///
-    /// #[derive(Clone)]
+    /// #[operator]
     /// struct Count {
+    ///     #[state(name = "count")]
     ///     counts: ValueState<u64>,
     /// }
     ///
@@ -677,7 +678,7 @@ impl<K: Key> KeyedBroadcastContext<'_, '_, K> {
     /// let counts = users
     ///     .key_by(|user: &u32| *user)
     ///     .connect_broadcast(resets)
-    ///     .process(Count { counts: ValueState::new("count") })
+    ///     .process(Count::new())
     ///     .collect_sink();
     /// env.execute("reset counts").await.unwrap();
     /// // The two inputs are not ordered against each other: whether the reset came before,
