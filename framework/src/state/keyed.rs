@@ -614,7 +614,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     ) -> Result<TableAccess<'_, K, S, M, C>, StateError>
     where
         S: Clone + Serialize + DeserializeOwned + Send + 'static,
-        M: KeyMap<K, S> + Clone,
+        M: KeyMap<K, S>,
         C: KeyMap<K, Slot<S>>,
     {
         let index = match self.states.iter().position(|s| s.name == spec.name) {
@@ -676,7 +676,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     fn register<S, M, C>(&mut self, spec: &StateSpec<'_, S>) -> Result<usize, StateError>
     where
         S: Clone + Serialize + DeserializeOwned + Send + 'static,
-        M: KeyMap<K, S> + Clone,
+        M: KeyMap<K, S>,
         C: KeyMap<K, Slot<S>>,
     {
         if u32::try_from(self.states.len()).is_err() {
@@ -708,7 +708,7 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     ) -> Result<(), StateError>
     where
         S: Clone + Serialize + DeserializeOwned + Send + 'static,
-        M: KeyMap<K, S> + Clone,
+        M: KeyMap<K, S>,
         C: KeyMap<K, Slot<S>>,
     {
         let entry = &mut self.states[index];

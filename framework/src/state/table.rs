@@ -280,9 +280,9 @@ impl<K, S, M: Default> MemTable<K, S, M> {
 
 impl<K, S, M> MemoryTableDyn<K> for MemTable<K, S, M>
 where
-    K: Send + 'static,
+    K: Clone + Send + 'static,
     S: Clone + Serialize + Send + 'static,
-    M: KeyMap<K, S> + Clone,
+    M: KeyMap<K, S>,
 {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
@@ -292,23 +292,35 @@ where
         self.map.len()
     }
 
+    /// The entries copied into a vector: half the bytes a copy of a hash table (with its empty
+    /// buckets) writes and faults in, and a dense walk for the writer.
     fn freeze(&self) -> Box<dyn FrozenTableDyn<K>> {
-        Box::new(Self {
-            map: self.map.clone(),
+        let mut entries = Vec::with_capacity(self.map.len());
+        let copied: Result<(), std::convert::Infallible> = self.map.try_for_each(|key, value| {
+            entries.push((key.clone(), value.clone()));
+            Ok(())
+        });
+        let Ok(()) = copied;
+        Box::new(FrozenTable {
+            entries,
             expiry: self.expiry,
-            _key: PhantomData,
         })
     }
 }
 
-impl<K, S, M> FrozenTableDyn<K> for MemTable<K, S, M>
+/// A copy of a memory table's entries taken at a barrier.
+struct FrozenTable<K, S> {
+    entries: Vec<(K, S)>,
+    expiry: Option<Expiry<S>>,
+}
+
+impl<K, S> FrozenTableDyn<K> for FrozenTable<K, S>
 where
     K: Send + 'static,
     S: Clone + Serialize + Send + 'static,
-    M: KeyMap<K, S>,
 {
     fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
     fn encode_into(
@@ -317,12 +329,12 @@ where
         name: &str,
         sink: &mut EncodeSink<K>,
     ) -> Result<(), StateError> {
-        self.map.try_for_each(|key, value| {
+        for (key, value) in &self.entries {
             let pruned;
             let live = match &self.expiry {
                 None => value,
                 Some(expiry) => match (expiry.prune)(value, sink.now_ms, expiry.ttl_ms) {
-                    Live::Expired => return Ok(()),
+                    Live::Expired => continue,
                     Live::Unchanged => value,
                     Live::Pruned(rest) => {
                         pruned = rest;
@@ -330,8 +342,9 @@ where
                     }
                 },
             };
-            sink.push(state, name, key, live)
-        })
+            sink.push(state, name, key, live)?;
+        }
+        Ok(())
     }
 }
 
