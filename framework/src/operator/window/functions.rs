@@ -23,6 +23,25 @@ use super::operator::{WindowContext, WindowFunctionCore};
 use crate::api::functions::{AggregateFunction, ProcessWindowFunction};
 use crate::operator::{Collector, FunctionError, RuntimeContext};
 
+/// `initialize_fields`/`snapshot_fields` of a window function core that forward to the user
+/// function in field `$field` (its `#[operator]` schema and state fields).
+macro_rules! user_function_fields {
+    ($field:tt) => {
+        fn initialize_fields(
+            &mut self,
+            ctx: &mut crate::operator::StateInitContext,
+        ) -> Result<(), FunctionError> {
+            crate::api::operator::initialize_fields(&mut self.$field, ctx)
+        }
+        fn snapshot_fields(
+            &self,
+            ctx: &mut crate::operator::StateSnapshotContext,
+        ) -> Result<(), FunctionError> {
+            crate::api::operator::snapshot_fields(&self.$field, ctx)
+        }
+    };
+}
+
 /// `reduce`: the window keeps one value, combined as records arrive.
 #[derive(Debug, Clone)]
 pub(crate) struct ReduceWindow<F>(pub(crate) F);
@@ -80,18 +99,7 @@ where
     A::Acc: Serialize + DeserializeOwned,
     A::Out: Send + 'static,
 {
-    fn initialize_fields(
-        &mut self,
-        ctx: &mut crate::operator::StateInitContext,
-    ) -> Result<(), FunctionError> {
-        crate::api::operator::initialize_fields(&mut self.0, ctx)
-    }
-    fn snapshot_fields(
-        &self,
-        ctx: &mut crate::operator::StateSnapshotContext,
-    ) -> Result<(), FunctionError> {
-        crate::api::operator::snapshot_fields(&self.0, ctx)
-    }
+    user_function_fields!(0);
     type Acc = A::Acc;
     type Out = A::Out;
     fn add(&mut self, contents: Option<A::Acc>, value: T, _timestamp: Option<i64>) -> A::Acc {
@@ -124,18 +132,7 @@ where
     P: ProcessWindowFunction<K, T>,
     P::Out: Send + 'static,
 {
-    fn initialize_fields(
-        &mut self,
-        ctx: &mut crate::operator::StateInitContext,
-    ) -> Result<(), FunctionError> {
-        crate::api::operator::initialize_fields(&mut self.0, ctx)
-    }
-    fn snapshot_fields(
-        &self,
-        ctx: &mut crate::operator::StateSnapshotContext,
-    ) -> Result<(), FunctionError> {
-        crate::api::operator::snapshot_fields(&self.0, ctx)
-    }
+    user_function_fields!(0);
     type Acc = Vec<T>;
     type Out = P::Out;
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
@@ -176,18 +173,7 @@ where
     P: ProcessWindowFunction<K, T>,
     P::Out: Send + 'static,
 {
-    fn initialize_fields(
-        &mut self,
-        ctx: &mut crate::operator::StateInitContext,
-    ) -> Result<(), FunctionError> {
-        crate::api::operator::initialize_fields(&mut self.1, ctx)
-    }
-    fn snapshot_fields(
-        &self,
-        ctx: &mut crate::operator::StateSnapshotContext,
-    ) -> Result<(), FunctionError> {
-        crate::api::operator::snapshot_fields(&self.1, ctx)
-    }
+    user_function_fields!(1);
     type Acc = T;
     type Out = P::Out;
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
@@ -228,18 +214,7 @@ where
     P: ProcessWindowFunction<K, A::Out>,
     P::Out: Send + 'static,
 {
-    fn initialize_fields(
-        &mut self,
-        ctx: &mut crate::operator::StateInitContext,
-    ) -> Result<(), FunctionError> {
-        crate::api::operator::initialize_fields(&mut self.1, ctx)
-    }
-    fn snapshot_fields(
-        &self,
-        ctx: &mut crate::operator::StateSnapshotContext,
-    ) -> Result<(), FunctionError> {
-        crate::api::operator::snapshot_fields(&self.1, ctx)
-    }
+    user_function_fields!(1);
     type Acc = A::Acc;
     type Out = P::Out;
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
