@@ -6,11 +6,13 @@
 //!
 //! Timeouts only guard against hangs; no verdict depends on timing.
 
+mod common;
+
+use common::{read_output, within};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use eichhorn::api::CheckpointingMode;
 use eichhorn::checkpoint::{CheckpointId, RestartStrategy};
@@ -25,12 +27,6 @@ const LONG: u64 = 10_000;
 const SHORT_OFFSET: u64 = 1_000_000;
 /// Keys of the running counts.
 const KEYS: u64 = 23;
-
-async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(300), future)
-        .await
-        .expect("the job hung")
-}
 
 /// A source wrapper that notes when one of its subtasks reported the end of its input.
 #[operator(new = false)]
@@ -125,24 +121,6 @@ fn expected_counts() -> Vec<String> {
         .collect();
     lines.sort();
     lines
-}
-
-/// The committed lines of an exactly-once file sink directory (sorted) and its hidden files.
-fn read_output(dir: &Path) -> (Vec<String>, Vec<String>) {
-    let mut lines = Vec::new();
-    let mut hidden = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("output dir") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            hidden.push(name);
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).expect("part file");
-        lines.extend(text.lines().map(str::to_string));
-    }
-    lines.sort();
-    (lines, hidden)
 }
 
 /// Fails (panics) once, when the shared record count over all attempts reaches `at`.

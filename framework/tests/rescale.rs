@@ -6,6 +6,9 @@
 //!
 //! Timeouts only guard against hangs; no verdict depends on timing.
 
+mod common;
+
+use common::{read_output, within};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,12 +22,6 @@ use eichhorn::prelude::*;
 
 /// Keys of the running counts.
 const KEYS: u64 = 23;
-
-async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(300), future)
-        .await
-        .expect("the job hung")
-}
 
 /// A running count per key, emitting `key,count` per record: the multiset of its output does
 /// not depend on the order in which records of different subtasks arrive.
@@ -71,25 +68,6 @@ fn expected_counts(count: u64) -> Vec<String> {
         .collect();
     lines.sort();
     lines
-}
-
-/// The committed lines of an exactly-once file sink directory (sorted) and its hidden files.
-fn read_output(dir: &Path) -> (Vec<String>, Vec<String>) {
-    let mut lines = Vec::new();
-    let mut hidden = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("output dir") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            hidden.push(name);
-            continue;
-        }
-        let text = std::fs::read_to_string(entry.path()).expect("part file");
-        lines.extend(text.lines().map(str::to_string));
-    }
-    lines.sort();
-    hidden.sort();
-    (lines, hidden)
 }
 
 /// The sorted decimal lines of `0..count`.

@@ -41,17 +41,27 @@ pub(crate) fn failing_at<T>(at: Vec<u64>) -> impl Fn(T) -> T + Clone + Send + 's
     }
 }
 
-/// The committed lines of an exactly-once file sink directory (visible files only), sorted.
-pub(crate) fn committed_lines(dir: &std::path::Path) -> Vec<String> {
+/// The committed lines of an exactly-once file sink directory (its visible files), sorted,
+/// and the names of its hidden (uncommitted) files, sorted.
+pub(crate) fn read_output(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
     let mut lines = Vec::new();
+    let mut hidden = Vec::new();
     for entry in std::fs::read_dir(dir).expect("output dir") {
         let entry = entry.expect("entry");
-        if entry.file_name().to_string_lossy().starts_with('.') {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            hidden.push(name);
             continue;
         }
         let text = std::fs::read_to_string(entry.path()).expect("part file");
         lines.extend(text.lines().map(str::to_string));
     }
     lines.sort();
-    lines
+    hidden.sort();
+    (lines, hidden)
+}
+
+/// The committed lines of an exactly-once file sink directory, sorted.
+pub(crate) fn committed_lines(dir: &std::path::Path) -> Vec<String> {
+    read_output(dir).0
 }
