@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpointing::check_key_group;
 use super::co::TwoInputOperator;
-use super::window::decode_entry_key;
+use super::window::{decode_entry_key, store_config};
 use super::{
     Collector, FunctionError, OperatorContext, Record, StateInitContext, StateSnapshotContext,
 };
@@ -53,8 +53,7 @@ use crate::api::Key;
 use crate::api::functions::{JoinContext, ProcessJoinFunction};
 use crate::state::namespaced::Namespaced;
 use crate::state::{
-    DEFAULT_MAX_PARALLELISM, KeyGroup, KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot,
-    StateError,
+    DEFAULT_MAX_PARALLELISM, KeyGroup, KeyedStateSnapshot, KeyedStateStore, StateError,
 };
 use crate::time::{TimerService, Watermark};
 
@@ -203,6 +202,7 @@ where
         restore_index(&right, RIGHT_STATE, max_parallelism, &mut self.right_index)?;
         let mut buffers = left;
         buffers.merge(right)?;
+        self.timers = TimerService::open(&store_config(&config, "timers", 1))?;
         let mut store = KeyedStateStore::open(config)?;
         if !buffers.is_empty() {
             store.restore(buffers)?;
@@ -231,11 +231,8 @@ where
         }
         ctx.snapshot_keyed_store(&mut self.buffers)?;
         let max_parallelism = self.max_parallelism;
-        if self.timers.event_time_timer_count() > 0 {
-            let timers = self.timers.clone();
-            ctx.add_keyed(PendingKeyedSnapshot::Deferred(Box::new(move || {
-                timers.to_keyed_snapshot(TIMERS_STATE, max_parallelism)
-            })));
+        if !self.timers.is_empty() {
+            ctx.add_keyed(self.timers.snapshot_keyed(TIMERS_STATE, max_parallelism)?);
         }
         Ok(())
     }
@@ -296,8 +293,12 @@ where
             return;
         }
         self.left_index.insert((key.clone(), ts));
-        self.timers
-            .register_event_time_timer(key, JoinSide::Left, cleanup);
+        if let Err(error) = self
+            .timers
+            .register_event_time_timer(key, JoinSide::Left, cleanup)
+        {
+            ctx.fail(format!("timers: {error}"));
+        }
     }
 
     fn process2(
@@ -356,8 +357,12 @@ where
             return;
         }
         self.right_index.insert((key.clone(), ts));
-        self.timers
-            .register_event_time_timer(key, JoinSide::Right, cleanup);
+        if let Err(error) = self
+            .timers
+            .register_event_time_timer(key, JoinSide::Right, cleanup)
+        {
+            ctx.fail(format!("timers: {error}"));
+        }
     }
 
     fn on_watermark(
@@ -367,7 +372,15 @@ where
         _out: &mut Collector<'_, F::Out>,
     ) {
         self.watermark = self.watermark.max(watermark.timestamp);
-        while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
+        loop {
+            let timer = match self.timers.pop_event_time_timer(self.watermark) {
+                Ok(Some(timer)) => timer,
+                Ok(None) => break,
+                Err(error) => {
+                    ctx.fail(format!("timers: {error}"));
+                    return;
+                }
+            };
             let removed = match timer.namespace {
                 JoinSide::Left => {
                     let ts = if self.upper_ms > 0 {

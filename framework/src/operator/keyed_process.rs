@@ -9,11 +9,12 @@
 use crate::api::OutputTag;
 use crate::api::functions::KeyedProcessFunction;
 use crate::operator::window::TimeDomain;
+use crate::operator::window::store_config;
 use crate::operator::{
     Collector, FunctionError, OneInputOperator, OperatorContext, Record, RuntimeContext,
 };
 use crate::operator::{StateInitContext, StateSnapshotContext};
-use crate::state::{KeyedStateAccess, KeyedStateStore, PendingKeyedSnapshot, StateError};
+use crate::state::{KeyedStateAccess, KeyedStateStore, StateError};
 use crate::time::{TimerService, Watermark};
 
 /// What a keyed process function can do while it handles an element or a timer.
@@ -85,27 +86,43 @@ impl<'a, 'b, K: Ord + Clone + Send + 'static> KeyedContext<'a, 'b, K> {
     /// Registers an event-time timer for the current key (once per timestamp); it fires when the
     /// watermark reaches `timestamp`.
     pub fn register_event_time_timer(&mut self, timestamp: i64) {
-        self.timers
+        let result = self
+            .timers
             .register_event_time_timer(self.key.clone(), (), timestamp);
+        self.check(result);
     }
 
     /// Deletes the current key's event-time timer at `timestamp`, if any.
     pub fn delete_event_time_timer(&mut self, timestamp: i64) {
-        self.timers
+        let result = self
+            .timers
             .delete_event_time_timer(self.key.clone(), (), timestamp);
+        self.check(result);
     }
 
     /// Registers a processing-time timer for the current key.
     pub fn register_processing_time_timer(&mut self, timestamp: i64) {
-        self.timers
+        let result = self
+            .timers
             .register_processing_time_timer(self.key.clone(), (), timestamp);
+        self.check(result);
         self.operator.request_processing_time(timestamp);
     }
 
     /// Deletes the current key's processing-time timer at `timestamp`, if any.
     pub fn delete_processing_time_timer(&mut self, timestamp: i64) {
-        self.timers
+        let result = self
+            .timers
             .delete_processing_time_timer(self.key.clone(), (), timestamp);
+        self.check(result);
+    }
+
+    /// A timer the backend could not keep fails the task (after the callback returns), naming
+    /// the error: the function's calls stay infallible, as Flink's.
+    fn check(&mut self, result: Result<bool, StateError>) {
+        if let Err(error) = result {
+            self.operator.fail(format!("timers: {error}"));
+        }
     }
 
     /// Emits `value` to the side output `tag`.
@@ -147,8 +164,10 @@ impl<K: crate::api::Key> KeyedRuntime<K> {
     pub(crate) fn initialize(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         let mut keyed = ctx.take_keyed_snapshot();
         let timers = keyed.take_state(TIMER_STATE);
+        let config = ctx.backend_config().clone();
+        self.timers = TimerService::open(&store_config(&config, "timers", 1))?;
         self.timers.restore_keyed_snapshot(&timers, TIMER_STATE)?;
-        let mut store = KeyedStateStore::open(ctx.backend_config().clone())?;
+        let mut store = KeyedStateStore::open(config)?;
         if !keyed.is_empty() {
             store.restore(keyed)?;
         }
@@ -160,11 +179,11 @@ impl<K: crate::api::Key> KeyedRuntime<K> {
     /// Snapshots keyed state and timers.
     pub(crate) fn snapshot(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
         ctx.snapshot_keyed_store(&mut self.state)?;
-        if ctx.is_persisted() {
+        if ctx.is_persisted() && !self.timers.is_empty() {
             let timers = self
                 .timers
-                .to_keyed_snapshot(TIMER_STATE, self.max_parallelism)?;
-            ctx.add_keyed(PendingKeyedSnapshot::Ready(timers));
+                .snapshot_keyed(TIMER_STATE, self.max_parallelism)?;
+            ctx.add_keyed(timers);
         }
         Ok(())
     }
@@ -214,7 +233,15 @@ impl<K: Ord + Clone + Send + 'static> KeyedRuntime<K> {
         mut on_timer: impl FnMut(i64, &mut KeyedContext<'_, '_, K>, &mut Collector<'_, O>),
     ) {
         self.watermark = self.watermark.max(watermark.timestamp);
-        while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
+        loop {
+            let timer = match self.timers.pop_event_time_timer(self.watermark) {
+                Ok(Some(timer)) => timer,
+                Ok(None) => break,
+                Err(error) => {
+                    operator.fail(format!("timers: {error}"));
+                    return;
+                }
+            };
             self.fire(
                 timer.key,
                 timer.timestamp,
@@ -234,7 +261,15 @@ impl<K: Ord + Clone + Send + 'static> KeyedRuntime<K> {
         out: &mut Collector<'_, O>,
         mut on_timer: impl FnMut(i64, &mut KeyedContext<'_, '_, K>, &mut Collector<'_, O>),
     ) {
-        while let Some(timer) = self.timers.pop_processing_time_timer(now_ms) {
+        loop {
+            let timer = match self.timers.pop_processing_time_timer(now_ms) {
+                Ok(Some(timer)) => timer,
+                Ok(None) => break,
+                Err(error) => {
+                    operator.fail(format!("timers: {error}"));
+                    return;
+                }
+            };
             self.fire(
                 timer.key,
                 timer.timestamp,
@@ -244,8 +279,10 @@ impl<K: Ord + Clone + Send + 'static> KeyedRuntime<K> {
                 &mut on_timer,
             );
         }
-        if let Some(next) = self.timers.next_processing_time_timer() {
-            operator.request_processing_time(next);
+        match self.timers.next_processing_time_timer() {
+            Ok(Some(next)) => operator.request_processing_time(next),
+            Ok(None) => {}
+            Err(error) => operator.fail(format!("timers: {error}")),
         }
     }
 

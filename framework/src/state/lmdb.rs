@@ -79,12 +79,12 @@ const STATE_ID_WIDE: u8 = 0xff;
 const _: () = assert!(MAX_PARALLELISM_LIMIT <= 1 << 16);
 
 /// The database of all states: raw keys and values, keys in [`DbKeyOrder`].
-type Db = Database<'static, Bytes, Bytes, DbKeyOrder>;
+pub(crate) type Db = Database<'static, Bytes, Bytes, DbKeyOrder>;
 
 /// The order of database keys: LMDB's default (lexicographic bytes), compared eight bytes at a
 /// time in place of LMDB's `memcmp` call per key, which the searches of every read and write
 /// spend much of their time in.
-enum DbKeyOrder {}
+pub(crate) enum DbKeyOrder {}
 
 impl Comparator for DbKeyOrder {
     #[inline]
@@ -165,59 +165,7 @@ impl<K> LmdbEnv<K> {
         config: &KeyedBackendConfig,
         codec: KeyCodec<K>,
     ) -> Result<Self, StateError> {
-        let dir = config.local_dir.clone();
-        if dir.as_os_str().is_empty() {
-            return Err(StateError::Backend(
-                "the LMDB state backend needs a local directory (local_dir is empty)".into(),
-            ));
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            StateError::Backend(format!(
-                "LMDB at {}: cannot create the directory: {e}",
-                dir.display()
-            ))
-        })?;
-        let map_size = match config.lmdb_map_size {
-            0 => MAP_SIZE_DEFAULT,
-            size => size.div_ceil(MAP_SIZE_ALIGN).saturating_mul(MAP_SIZE_ALIGN),
-        };
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(map_size);
-        #[allow(unsafe_code)]
-        // SAFETY: heed marks opening unsafe because the memory map is undefined behaviour if the
-        // files change underneath it. The directory is private to this operator instance and
-        // attempt (`KeyedBackendConfig::local_dir`), nothing else opens or writes its files, and
-        // this store removes them only after closing the environment. `NO_SYNC`/`NO_META_SYNC`
-        // give up durability only (a crash may lose recent commits); LMDB is a working store
-        // here and checkpoints are the durable copy.
-        let opened = unsafe {
-            options
-                .flags(EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC)
-                .open(&dir)
-        };
-        let env = opened.map_err(|e| backend_error(&dir, "open", e))?;
-        let wtxn = env
-            .write_txn()
-            .map_err(|e| backend_error(&dir, "open", e))?;
-        let db = env
-            .create_databases_and_commit(wtxn, |opener, wtxn| {
-                let db = opener
-                    .database_options()
-                    .types::<Bytes, Bytes>()
-                    .key_comparator::<DbKeyOrder>()
-                    .create(wtxn)?;
-                // A directory left by an earlier attempt must not leak into this one.
-                db.clear(wtxn)?;
-                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(db))
-            })
-            .map_err(|e| backend_error(&dir, "create the database", e))?
-            .commit()
-            .ok_or_else(|| {
-                StateError::Backend(format!(
-                    "LMDB at {}: creating the database was aborted",
-                    dir.display()
-                ))
-            })?;
+        let (env, db, dir) = open_env(config)?;
         Ok(Self {
             env: Some(env),
             reader: None,
@@ -489,19 +437,91 @@ impl<K> LmdbEnv<K> {
 
 impl<K> Drop for LmdbEnv<K> {
     fn drop(&mut self) {
-        // Close first (a deferred snapshot may still hold the environment open; on Unix its
-        // files stay readable until it finishes). The kept reader holds it open too.
-        drop(self.reader.take());
-        drop(self.env.take());
-        for file in ["data.mdb", "lock.mdb"] {
-            let _ = std::fs::remove_file(self.dir.join(file));
-        }
-        // Only if empty: never remove what this store did not create.
-        let _ = std::fs::remove_dir(&self.dir);
+        close_env(self.env.take(), self.reader.take(), &self.dir);
     }
 }
 
-fn backend_error(dir: &Path, what: &str, error: heed::Error) -> StateError {
+/// Opens (creating) an LMDB environment in `config.local_dir` with one empty database in
+/// [`DbKeyOrder`] (anything an earlier attempt left there is cleared), sized by
+/// `config.lmdb_map_size`, without durability (see the module's design). Returns the
+/// environment, the database and the directory.
+pub(crate) fn open_env(
+    config: &KeyedBackendConfig,
+) -> Result<(Env<WithoutTls>, Db, PathBuf), StateError> {
+    let dir = config.local_dir.clone();
+    if dir.as_os_str().is_empty() {
+        return Err(StateError::Backend(
+            "the LMDB state backend needs a local directory (local_dir is empty)".into(),
+        ));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        StateError::Backend(format!(
+            "LMDB at {}: cannot create the directory: {e}",
+            dir.display()
+        ))
+    })?;
+    let map_size = match config.lmdb_map_size {
+        0 => MAP_SIZE_DEFAULT,
+        size => size.div_ceil(MAP_SIZE_ALIGN).saturating_mul(MAP_SIZE_ALIGN),
+    };
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options.map_size(map_size);
+    #[allow(unsafe_code)]
+    // SAFETY: heed marks opening unsafe because the memory map is undefined behaviour if the
+    // files change underneath it. The directory is private to this operator instance and
+    // attempt (`KeyedBackendConfig::local_dir`), nothing else opens or writes its files, and
+    // its owner removes them only after closing the environment. `NO_SYNC`/`NO_META_SYNC`
+    // give up durability only (a crash may lose recent commits); LMDB is a working store
+    // here and checkpoints are the durable copy.
+    let opened = unsafe {
+        options
+            .flags(EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC)
+            .open(&dir)
+    };
+    let env = opened.map_err(|e| backend_error(&dir, "open", e))?;
+    let wtxn = env
+        .write_txn()
+        .map_err(|e| backend_error(&dir, "open", e))?;
+    let db = env
+        .create_databases_and_commit(wtxn, |opener, wtxn| {
+            let db = opener
+                .database_options()
+                .types::<Bytes, Bytes>()
+                .key_comparator::<DbKeyOrder>()
+                .create(wtxn)?;
+            // A directory left by an earlier attempt must not leak into this one.
+            db.clear(wtxn)?;
+            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(db))
+        })
+        .map_err(|e| backend_error(&dir, "create the database", e))?
+        .commit()
+        .ok_or_else(|| {
+            StateError::Backend(format!(
+                "LMDB at {}: creating the database was aborted",
+                dir.display()
+            ))
+        })?;
+    Ok((env, db, dir))
+}
+
+/// Closes `env` (and `reader`) and removes the environment's files and its directory (only if
+/// then empty: never what its owner did not create).
+pub(crate) fn close_env(
+    env: Option<Env<WithoutTls>>,
+    reader: Option<RoTxn<'static, WithoutTls>>,
+    dir: &Path,
+) {
+    // Close first (a deferred snapshot may still hold the environment open; on Unix its
+    // files stay readable until it finishes). The kept reader holds it open too.
+    drop(reader);
+    drop(env);
+    for file in ["data.mdb", "lock.mdb"] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+pub(crate) fn backend_error(dir: &Path, what: &str, error: heed::Error) -> StateError {
     StateError::Backend(format!("LMDB at {}: {what}: {error}", dir.display()))
 }
 

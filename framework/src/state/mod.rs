@@ -12,7 +12,7 @@ mod backend;
 mod handles;
 mod key_group;
 mod keyed;
-mod lmdb;
+pub(crate) mod lmdb;
 pub mod namespaced;
 mod operator_list;
 pub mod schema;

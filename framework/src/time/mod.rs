@@ -6,6 +6,7 @@
 //! - [`Clock`]: injected processing time (the runtime's `TokioClock` follows tokio's clock).
 
 mod clock;
+mod lmdb_timers;
 mod strategy;
 mod timers;
 mod tracker;

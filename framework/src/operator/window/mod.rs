@@ -56,7 +56,7 @@ pub use assigner::{
     TimeWindow, TumblingWindows, Window, WindowAssign, WindowAssigner, WindowError,
     window_start_with_offset,
 };
-pub(crate) use backend::decode_entry_key;
+pub(crate) use backend::{decode_entry_key, store_config};
 pub(crate) use evictor::{BoxedEvictor, EvictingWindow};
 pub use evictor::{CountEvictor, Evictor, TimeEvictor, TimestampedValue};
 pub(crate) use functions::{

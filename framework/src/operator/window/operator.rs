@@ -438,13 +438,16 @@ where
         if cleanup == i64::MAX {
             return;
         }
-        if self.is_event_time {
+        let registered = if self.is_event_time {
             self.timers
-                .register_event_time_timer(key.clone(), window, cleanup);
+                .register_event_time_timer(key.clone(), window, cleanup)
         } else {
-            self.timers
-                .register_processing_time_timer(key.clone(), window, cleanup);
             self.wakeup_ms = Some(self.wakeup_ms.map_or(cleanup, |t| t.min(cleanup)));
+            self.timers
+                .register_processing_time_timer(key.clone(), window, cleanup)
+        };
+        if let Err(error) = registered {
+            self.note(error);
         }
     }
 
@@ -702,10 +705,10 @@ where
                 let cleanup = self.cleanup_time(&old);
                 if self.is_event_time {
                     self.timers
-                        .delete_event_time_timer(key.clone(), old, cleanup);
+                        .delete_event_time_timer(key.clone(), old, cleanup)?;
                 } else {
                     self.timers
-                        .delete_processing_time_timer(key.clone(), old, cleanup);
+                        .delete_processing_time_timer(key.clone(), old, cleanup)?;
                 }
             }
             for merged_state in merged_states {
@@ -1078,17 +1081,11 @@ where
                 if self.is_merging {
                     ctx.snapshot_keyed_store(&mut self.merging)?;
                 }
-                let has_timers = self.timers.event_time_timer_count() > 0
-                    || self.timers.processing_time_timer_count() > 0;
-                has_timers
-                    .then(|| {
-                        let timers = self.timers.clone();
-                        PendingKeyedSnapshot::Deferred(Box::new(move || {
-                            timers.to_keyed_snapshot(TIMERS_STATE, max_parallelism)
-                        }))
-                    })
-                    .into_iter()
-                    .collect()
+                if self.timers.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![self.timers.snapshot_keyed(TIMERS_STATE, max_parallelism)?]
+                }
             }
             FastPath::Panes(panes) => {
                 panes.snapshot(&self.fired, FIRED_STATE, self.watermark, max_parallelism)
@@ -1197,6 +1194,7 @@ where
                         .value_table::<StoredMergingSet>(MERGING_STATE)?;
                 }
                 let timers = keyed.take_state(TIMERS_STATE);
+                self.timers = TimerService::open(&store_config(&config, "timers", stores))?;
                 self.timers.restore_keyed_snapshot(&timers, TIMERS_STATE)?;
             }
             FastPath::Panes(panes) => {
@@ -1556,14 +1554,21 @@ where
             }
         }
         // The fast paths register no timers: this serves the generic path.
-        while let Some(timer) = self.timers.pop_event_time_timer(self.watermark) {
-            self.on_timer(
-                timer.key,
-                timer.namespace,
-                timer.timestamp,
-                Domain::Event,
-                out,
-            );
+        loop {
+            match self.timers.pop_event_time_timer(self.watermark) {
+                Ok(Some(timer)) => self.on_timer(
+                    timer.key,
+                    timer.namespace,
+                    timer.timestamp,
+                    Domain::Event,
+                    out,
+                ),
+                Ok(None) => break,
+                Err(error) => {
+                    self.note(error);
+                    break;
+                }
+            }
         }
         self.report(ctx);
     }
@@ -1575,17 +1580,26 @@ where
         out: &mut Collector<'_, F::Out>,
     ) {
         self.now_ms = now_ms;
-        while let Some(timer) = self.timers.pop_processing_time_timer(now_ms) {
-            self.on_timer(
-                timer.key,
-                timer.namespace,
-                timer.timestamp,
-                Domain::Processing,
-                out,
-            );
+        loop {
+            match self.timers.pop_processing_time_timer(now_ms) {
+                Ok(Some(timer)) => self.on_timer(
+                    timer.key,
+                    timer.namespace,
+                    timer.timestamp,
+                    Domain::Processing,
+                    out,
+                ),
+                Ok(None) => break,
+                Err(error) => {
+                    self.note(error);
+                    break;
+                }
+            }
         }
-        if let Some(next) = self.timers.next_processing_time_timer() {
-            ctx.request_processing_time(next);
+        match self.timers.next_processing_time_timer() {
+            Ok(Some(next)) => ctx.request_processing_time(next),
+            Ok(None) => {}
+            Err(error) => self.note(error),
         }
         self.report(ctx);
     }
@@ -1594,8 +1608,10 @@ where
         // Event-time windows already fired on the final watermark. Processing-time timers would
         // be lost at the end of a bounded input: fire the ones pending now (not the ones their
         // triggers register while firing, or a continuous trigger would never end).
-        let pending: Vec<_> =
-            std::iter::from_fn(|| self.timers.pop_processing_time_timer(i64::MAX)).collect();
+        let mut pending = Vec::new();
+        if let Err(error) = self.timers.advance_processing_time(i64::MAX, &mut pending) {
+            self.note(error);
+        }
         for timer in pending {
             self.on_timer(
                 timer.key,

@@ -101,29 +101,44 @@ impl<K: Ord + Clone + Send + 'static> TriggerContext<'_, K> {
         self.processing_time
     }
 
+    /// Notes a timer the backend could not keep: the task fails with it after the call.
+    fn check(&mut self, result: Result<bool, StateError>) {
+        if let Err(error) = result {
+            self.error.get_or_insert(error);
+        }
+    }
+
     /// Calls `on_event_time` for this window when the watermark reaches `time`.
     pub fn register_event_time_timer(&mut self, time: i64) {
-        self.timers
+        let result = self
+            .timers
             .register_event_time_timer(self.key.clone(), self.window, time);
+        self.check(result);
     }
 
     /// Cancels an event-time timer of this window.
     pub fn delete_event_time_timer(&mut self, time: i64) {
-        self.timers
+        let result = self
+            .timers
             .delete_event_time_timer(self.key.clone(), self.window, time);
+        self.check(result);
     }
 
     /// Calls `on_processing_time` for this window when processing time reaches `time`.
     pub fn register_processing_time_timer(&mut self, time: i64) {
-        self.timers
-            .register_processing_time_timer(self.key.clone(), self.window, time);
+        let result =
+            self.timers
+                .register_processing_time_timer(self.key.clone(), self.window, time);
+        self.check(result);
         *self.wakeup_ms = Some(self.wakeup_ms.map_or(time, |t| t.min(time)));
     }
 
     /// Cancels a processing-time timer of this window.
     pub fn delete_processing_time_timer(&mut self, time: i64) {
-        self.timers
+        let result = self
+            .timers
             .delete_processing_time_timer(self.key.clone(), self.window, time);
+        self.check(result);
     }
 }
 
