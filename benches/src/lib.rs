@@ -14,6 +14,10 @@
 //!   stream, key by `key` and count the events of each event-time window: 1 s tumbling windows,
 //!   10 s windows sliding every 1 s, and sessions with a 100 ms gap. Each window emits
 //!   `(key, count)` with the window's `max_timestamp` as timestamp.
+//! - [`Job::Timers`] computes the tumbling job's results with a keyed process function instead
+//!   of the window operator ([`TimerCount`]): per event, one map-state update and an
+//!   event-time timer at the end of its second; per timer, one emit. It measures keyed state
+//!   plus the timer service (on the heap, or in LMDB with the LMDB backend).
 //!
 //! Timing is not done here: the binary measures around `StreamEnv::execute`.
 //!
@@ -131,20 +135,23 @@ pub enum Job {
     Sliding,
     /// Count per key and event-time session (100 ms gap).
     Session,
+    /// The tumbling job's counts from a keyed process function with event-time timers.
+    Timers,
 }
 
 impl Job {
     /// Every job, in the order of [`Job::name`]'s documentation.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Stateless,
         Self::Rolling,
         Self::Tumbling,
         Self::Sliding,
         Self::Session,
+        Self::Timers,
     ];
 
     /// The name used on the command line and in the result line: `stateless`, `rolling`,
-    /// `tumbling`, `sliding` or `session`.
+    /// `tumbling`, `sliding`, `session` or `timers`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Stateless => "stateless",
@@ -152,6 +159,7 @@ impl Job {
             Self::Tumbling => "tumbling",
             Self::Sliding => "sliding",
             Self::Session => "session",
+            Self::Timers => "timers",
         }
     }
 
@@ -164,7 +172,7 @@ impl Job {
         match self {
             Self::Stateless => Some(expected_stateless_count(events, keys)),
             Self::Rolling => Some(events),
-            Self::Tumbling => Some(expected_window_count(
+            Self::Tumbling | Self::Timers => Some(expected_window_count(
                 events,
                 keys,
                 TUMBLING_SIZE_MS,
@@ -186,7 +194,7 @@ impl Job {
     pub fn expected_count_sum(self, events: u64) -> Option<u64> {
         let windows_per_event = match self {
             Self::Stateless | Self::Rolling => return None,
-            Self::Tumbling | Self::Session => 1,
+            Self::Tumbling | Self::Session | Self::Timers => 1,
             Self::Sliding => SLIDING_SIZE_MS / SLIDING_SLIDE_MS,
         };
         events.checked_mul(windows_per_event.unsigned_abs())
@@ -194,7 +202,10 @@ impl Job {
 
     /// Whether the job ends in windows of `(key, count)` ([`WindowCount`]).
     pub fn is_windowed(self) -> bool {
-        matches!(self, Self::Tumbling | Self::Sliding | Self::Session)
+        matches!(
+            self,
+            Self::Tumbling | Self::Sliding | Self::Session | Self::Timers
+        )
     }
 }
 
@@ -383,7 +394,58 @@ pub fn windowed(
         Job::Tumbling => tumbling(env, events, keys)?,
         Job::Sliding => sliding(env, events, keys)?,
         Job::Session => session(env, events, keys)?,
+        Job::Timers => timer_counts(env, events, keys),
     }))
+}
+
+/// Counts events per key and second of event time with timers, as the tumbling job does with
+/// windows: per event, one map-state update (window end -> count) and an event-time timer at
+/// the end of the event's second (registered once per key and second: the timer service
+/// deduplicates); the timer emits `(key, count)` with its timestamp and drops the count.
+#[operator(uid = "timer-count")]
+#[derive(Debug)]
+pub struct TimerCount {
+    /// Per window end (the last millisecond of a second), the events counted so far.
+    #[state]
+    counts: MapState<i64, u64>,
+}
+
+impl KeyedProcessFunction for TimerCount {
+    type Key = u64;
+    type In = Event;
+    type Out = WindowCount;
+
+    fn process_element(
+        &mut self,
+        _event: Event,
+        ctx: &mut KeyedContext<'_, '_, u64>,
+        _out: &mut Collector<'_, WindowCount>,
+    ) {
+        let time = ctx.timestamp().unwrap_or_default();
+        let end = time - time.rem_euclid(TUMBLING_SIZE_MS) + TUMBLING_SIZE_MS - 1;
+        let count = self.counts.get(ctx, &end).unwrap_or(0) + 1;
+        self.counts.put(ctx, end, count);
+        ctx.register_event_time_timer(end);
+    }
+
+    fn on_timer(
+        &mut self,
+        timestamp: i64,
+        ctx: &mut KeyedContext<'_, '_, u64>,
+        out: &mut Collector<'_, WindowCount>,
+    ) {
+        if let Some(count) = self.counts.get(ctx, &timestamp) {
+            self.counts.remove(ctx, &timestamp);
+            out.collect((*ctx.current_key(), count));
+        }
+    }
+}
+
+/// The timers job up to (excluding) the sink: [`TimerCount`] over the timestamped events.
+pub fn timer_counts(env: &StreamEnv, events: u64, keys: NonZeroU64) -> DataStream<WindowCount> {
+    timestamped_events(env, events, keys)
+        .key_by(|event: &Event| event.key)
+        .process(TimerCount::new())
 }
 
 /// The number of windows of `size_ms`, sliding every `slide_ms` (which divides `size_ms`),
@@ -547,7 +609,7 @@ mod tests {
         let error = "windowed".parse::<Job>().expect_err("unknown job");
         assert_eq!(
             error.to_string(),
-            "unknown job 'windowed'; expected one of: stateless, rolling, tumbling, sliding, session"
+            "unknown job 'windowed'; expected one of: stateless, rolling, tumbling, sliding, session, timers"
         );
     }
 
@@ -721,6 +783,7 @@ mod tests {
         for (job, size, slide) in [
             (Job::Tumbling, TUMBLING_SIZE_MS, TUMBLING_SIZE_MS),
             (Job::Sliding, SLIDING_SIZE_MS, SLIDING_SLIDE_MS),
+            (Job::Timers, TUMBLING_SIZE_MS, TUMBLING_SIZE_MS),
         ] {
             let expected = sequential_windows(events, key_count, size, slide);
             assert_eq!(

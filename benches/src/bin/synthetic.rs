@@ -26,9 +26,9 @@ use eichhorn_benches::{
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
-#[command(about = "Eichhorn synthetic benchmark: stateless, rolling-count and window jobs")]
+#[command(about = "Eichhorn synthetic benchmark: stateless, rolling-count, window and timer jobs")]
 struct Args {
-    /// The job: `stateless`, `rolling`, `tumbling`, `sliding` or `session`.
+    /// The job: `stateless`, `rolling`, `tumbling`, `sliding`, `session` or `timers`.
     #[arg(long)]
     job: Job,
     /// Number of events (at least 1).
@@ -116,11 +116,13 @@ fn run() -> anyhow::Result<()> {
         Job::Rolling => rolling(&env, events, keys)
             .add_sink(DiscardSink)
             .name(DISCARD_SINK_NAME),
-        Job::Tumbling | Job::Sliding | Job::Session => windowed(args.job, &env, events, keys)
-            .context("invalid window parameters")?
-            .context("not a window job")?
-            .add_sink(count_sum.clone())
-            .name(DISCARD_SINK_NAME),
+        Job::Tumbling | Job::Sliding | Job::Session | Job::Timers => {
+            windowed(args.job, &env, events, keys)
+                .context("invalid window parameters")?
+                .context("not a window job")?
+                .add_sink(count_sum.clone())
+                .name(DISCARD_SINK_NAME)
+        }
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
