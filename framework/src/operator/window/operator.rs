@@ -1145,8 +1145,9 @@ where
                 let store = KeyedStateStore::open(config.clone())?;
                 FastPath::BackendPanes(BackendPanes::<K, F::Acc>::new(panes.grid(), store))
             }
-            FastPath::Sessions(sessions, keys) => {
+            FastPath::Sessions(mut sessions, keys) => {
                 debug_assert!(sessions.is_empty() && keys.is_empty());
+                sessions.open_queue(&store_config(config, "queue", 2))?;
                 FastPath::BackendSessions(sessions, KeyedStateStore::open(config.clone())?)
             }
             other => other,

@@ -61,7 +61,7 @@
 //!   before its earliest pending `max_timestamp` and its earliest cleanup time.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
@@ -76,8 +76,10 @@ use super::operator::{Emitter, WindowFunctionCore};
 use crate::api::Key;
 use crate::operator::checkpointing::deferred_keyed_state;
 use crate::state::{
-    KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot, StableHash, StateError, ValueTable,
+    KeyedBackendConfig, KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot, StableHash,
+    StateError, ValueTable,
 };
+use crate::time::TimerService;
 
 /// The keyed state holding the sessions: `(key, session window) -> contents`.
 pub(super) const SESSIONS_STATE: &str = "_window_sessions";
@@ -87,8 +89,9 @@ pub(super) const SESSIONS_STATE: &str = "_window_sessions";
 pub(super) struct SessionWindows<K, A> {
     gap_ms: i64,
     allowed_lateness_ms: i64,
-    /// `(time, key)`, one per key with sessions: see the module's invariants.
-    queue: BTreeSet<(i64, K)>,
+    /// One entry per key with sessions, at `time` (see the module's invariants): a timer
+    /// service, on the heap or in LMDB with the LMDB backend.
+    queue: TimerService<K, ()>,
     /// The keys a watermark fires, with all their sessions (kept for its capacity).
     due: Vec<(K, VecDeque<Session<A>>)>,
     scratch: FiringScratch,
@@ -204,7 +207,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
         Self {
             gap_ms,
             allowed_lateness_ms,
-            queue: BTreeSet::new(),
+            queue: TimerService::new(),
             due: Vec::new(),
             scratch: FiringScratch::default(),
             key_order: KeyOrder::default(),
@@ -259,7 +262,8 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
                 emitter.emit(function, &key, window, contents);
             }
             let queued_at = due_time(&window, watermark, lateness);
-            self.queue.insert((queued_at, key.clone()));
+            self.queue
+                .register_event_time_timer(key.clone(), (), queued_at)?;
             keys.insert(
                 key,
                 KeySessions {
@@ -315,8 +319,9 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
         }
         let due = due_time(&window, watermark, lateness);
         if due < entry.queued_at {
-            self.queue.remove(&(entry.queued_at, key.clone()));
-            self.queue.insert((due, key));
+            self.queue
+                .delete_event_time_timer(key.clone(), (), entry.queued_at)?;
+            self.queue.register_event_time_timer(key, (), due)?;
             entry.queued_at = due;
         }
         Ok(None)
@@ -369,12 +374,8 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
         // in `due` orders like the key.
         let mut due = std::mem::take(&mut self.due);
         due.clear();
-        while let Some((time, _)) = self.queue.first()
-            && *time <= watermark
-        {
-            let Some((_, key)) = self.queue.pop_first() else {
-                break;
-            };
+        while let Some(queued) = self.queue.pop_event_time_timer(watermark)? {
+            let key = queued.key;
             if let Some(entry) = keys.take(&key)? {
                 let KeySessions {
                     mut earlier,
@@ -411,7 +412,8 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
                 .find(|&max_timestamp| max_timestamp > watermark);
             let queued_at = first_cleanup.into_iter().chain(first_pending).min();
             if let (Some(queued_at), Some(latest)) = (queued_at, sessions.pop_back()) {
-                self.queue.insert((queued_at, key.clone()));
+                self.queue
+                    .register_event_time_timer(key.clone(), (), queued_at)?;
                 keys.insert(
                     key,
                     KeySessions {
@@ -772,7 +774,8 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
             .map(|s| s.window.max_timestamp())
             .find(|&max_timestamp| max_timestamp > watermark);
         let queued_at = first_pending.map_or(first_cleanup, |t| t.min(first_cleanup));
-        self.queue.insert((queued_at, key.clone()));
+        self.queue
+            .register_event_time_timer(key.clone(), (), queued_at)?;
         keys.insert(
             key,
             KeySessions {
@@ -786,6 +789,21 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
     /// Whether no key has sessions.
     pub(super) fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Keeps the queue in the backend `config` names (LMDB: in `config.local_dir`), before
+    /// any key has sessions.
+    ///
+    /// # Errors
+    ///
+    /// LMDB cannot open its environment.
+    pub(super) fn open_queue(&mut self, config: &KeyedBackendConfig) -> Result<(), StateError>
+    where
+        K: Key,
+    {
+        debug_assert!(self.queue.is_empty(), "the queue moves before any record");
+        self.queue = TimerService::open(config)?;
+        Ok(())
     }
 }
 
