@@ -273,7 +273,6 @@ impl<K, N> LmdbTimers<K, N> {
     }
 
     /// How many timers and writes are held in memory (heads and pending batch).
-    #[cfg(test)]
     pub(crate) fn in_memory(&self) -> usize {
         self.heads.iter().map(|h| h.entries.len()).sum::<usize>() + self.pending.len()
     }

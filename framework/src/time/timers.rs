@@ -549,6 +549,16 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
         self.count(Domain::Processing)
     }
 
+    /// How many timers (and, in LMDB, pending writes) the service holds in memory: all of them
+    /// on the heap; in LMDB at most `2 * min(cache_entries, 256)` head entries plus
+    /// `cache_entries` pending writes.
+    pub fn entries_in_memory(&self) -> usize {
+        match &self.queues {
+            Queues::Heap { event, processing } => event.len() + processing.len(),
+            Queues::Lmdb(lmdb) => lmdb.in_memory(),
+        }
+    }
+
     /// Whether no timer of either domain is pending.
     pub fn is_empty(&self) -> bool {
         self.event_time_timer_count() == 0 && self.processing_time_timer_count() == 0
