@@ -453,6 +453,46 @@ impl<K, N> LmdbTimers<K, N> {
         Ok(Some(Timer::new(key, namespace, timestamp)))
     }
 
+    /// Appends the keys and namespaces of the timers of `domain` at exactly `timestamp` to
+    /// `out`, in firing order; the timers stay (writes the pending batch first, then scans).
+    pub(crate) fn scan_at(
+        &mut self,
+        domain: Domain,
+        timestamp: i64,
+        out: &mut Vec<(K, N)>,
+    ) -> Result<(), StateError> {
+        self.flush()?;
+        let mut start = vec![domain as u8];
+        start.extend_from_slice(&(timestamp.cast_unsigned() ^ SIGN).to_be_bytes());
+        let end = match timestamp.checked_add(1) {
+            Some(next) => {
+                let mut end = vec![domain as u8];
+                end.extend_from_slice(&(next.cast_unsigned() ^ SIGN).to_be_bytes());
+                end
+            }
+            None => vec![domain as u8 + 1],
+        };
+        let range = (Bound::Included(&start[..]), Bound::Excluded(&end[..]));
+        let db = self.db;
+        let decode = self.codec.decode;
+        let dir = self.dir.clone();
+        let rtxn = self.reader()?;
+        let iter = db
+            .range(rtxn, &range)
+            .map_err(|e| backend_error(&dir, "scan timers", e))?;
+        for item in iter {
+            let (_, value) = item.map_err(|e| backend_error(&dir, "scan timers", e))?;
+            let decoded = value
+                .get(2..)
+                .ok_or_else(|| format!("a value of {} bytes", value.len()))
+                .and_then(decode);
+            out.push(decoded.map_err(|e| {
+                StateError::Corrupt(format!("a timer in LMDB at {}: {e}", dir.display()))
+            })?);
+        }
+        Ok(())
+    }
+
     /// Every pending timer of `domain` in firing order (writes the pending batch first).
     pub(crate) fn all(&mut self, domain: Domain) -> Result<Vec<Timer<K, N>>, StateError> {
         self.flush()?;

@@ -549,6 +549,30 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
         self.count(Domain::Processing)
     }
 
+    /// Appends the keys and namespaces of the event-time timers at exactly `timestamp` to
+    /// `out`, in firing order; the timers stay. In LMDB one range scan; on the heap a walk
+    /// from the first timer (operators use it with LMDB: a set of `(time, key)` pairs kept
+    /// in the backend, such as the keys of a window pane).
+    pub(crate) fn event_time_timers_at(
+        &mut self,
+        timestamp: i64,
+        out: &mut Vec<(K, N)>,
+    ) -> Result<(), StateError> {
+        match &mut self.queues {
+            Queues::Heap { event, .. } => {
+                out.extend(
+                    event
+                        .iter()
+                        .skip_while(|t| t.timestamp < timestamp)
+                        .take_while(|t| t.timestamp == timestamp)
+                        .map(|t| (t.key.clone(), t.namespace.clone())),
+                );
+                Ok(())
+            }
+            Queues::Lmdb(lmdb) => lmdb.scan_at(Domain::Event, timestamp, out),
+        }
+    }
+
     /// How many timers (and, in LMDB, pending writes) the service holds in memory: all of them
     /// on the heap; in LMDB at most `2 * min(cache_entries, 256)` head entries plus
     /// `cache_entries` pending writes.

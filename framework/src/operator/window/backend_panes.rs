@@ -10,12 +10,13 @@
 //!   `PaneWindows::add_fresh`). A record costs one lookup of its key. One value per key rather
 //!   than per (key, pane) keeps a key's panes in one cache slot: sliding windows of ten panes
 //!   over ten thousand keys would otherwise need 110,000 slots, more than the default cache.
-//! - **An index in memory** ([`PaneList`]): per pane its bounds and the keys with contents in
-//!   it, nothing else. A watermark reads the keys of the windows it fires from it, in key order,
-//!   and a dropped pane the keys to trim, without scanning all keys or the backend. It holds one
-//!   key per (key, pane) with contents: it grows with the live windows, not with their contents
-//!   (Flink likewise keeps window timers on the heap beside its RocksDB backend). The keys with
-//!   `fresh` contents (only after a restore) are listed too.
+//! - **An index, in LMDB too**: the panes' bounds in memory ([`PaneList`], a few per window
+//!   size), and `(pane start, key)` for every key with contents in a pane, as event-time timers
+//!   of a [`TimerService`] in LMDB (ordered by start, then key; a bounded head and write batch
+//!   in memory). A watermark reads the keys of the windows it fires with one range scan per
+//!   pane, in key order, and a dropped pane pops its keys to trim, without scanning all keys.
+//!   Flink likewise keeps window timers in RocksDB beside the contents. The keys with `fresh`
+//!   contents (only after a restore, few) are listed on the heap.
 //! - **Checkpoints** are the heap path's ([`PaneWindows::snapshot`]: `_window_panes` and
 //!   `_window_panes_fresh` per (key, pane start), fired marks): the backend's view frozen at the
 //!   barrier is read and converted by checkpoint storage, off the data path. So the two restore
@@ -24,8 +25,9 @@
 //!
 //! ## Invariants
 //!
-//! - A key is listed in a pane of the index iff its [`KeyPanes`] holds contents for that pane,
-//!   and a key has a [`KeyPanes`] iff it is listed in some pane.
+//! - A key is listed at a pane's start in the index iff its [`KeyPanes`] holds contents for
+//!   that pane (except, after a drain, keys whose window fired before a restore, listed until
+//!   the pane drops), and a key has a [`KeyPanes`] iff it is listed in some pane.
 //! - A key's panes are sorted by start; its `fresh` starts are starts of its panes.
 //!
 //! [`PaneWindows::snapshot`]: super::panes::PaneWindows::snapshot
@@ -49,6 +51,7 @@ use super::{TimeWindow, WindowAssigner, WindowError};
 use crate::api::Key;
 use crate::operator::checkpointing::deferred_keyed_state;
 use crate::state::{KeyedStateSnapshot, KeyedStateStore, PendingKeyedSnapshot, StateError};
+use crate::time::TimerService;
 
 /// One key's panes in the backend: never without a pane.
 ///
@@ -156,8 +159,11 @@ impl<A> KeyPanes<A> {
 /// The contents of tumbling or sliding windows as panes, per key, in the state backend.
 pub(super) struct BackendPanes<K, A> {
     grid: PaneGrid,
-    /// The index: per pane, the keys with contents in it.
-    list: PaneList<Vec<K>>,
+    /// The panes' bounds and firing state, by start.
+    list: PaneList<()>,
+    /// The index: `(pane start, key)` for every key with contents in the pane, as event-time
+    /// timers at the pane's start (in LMDB: bounded head and write batch in memory).
+    keys: TimerService<K, ()>,
     /// Per key its [`KeyPanes`], state [`PANES_STATE`].
     store: KeyedStateStore<K>,
     /// The keys with `fresh` contents.
@@ -176,11 +182,16 @@ where
     K: Key,
     A: Clone + Serialize + DeserializeOwned + Send + 'static,
 {
-    /// Panes of `grid` whose contents live in `store` (empty).
-    pub(super) fn new(grid: PaneGrid, store: KeyedStateStore<K>) -> Self {
+    /// Panes of `grid` whose contents live in `store` (empty), indexed in `keys` (empty).
+    pub(super) fn new(
+        grid: PaneGrid,
+        store: KeyedStateStore<K>,
+        keys: TimerService<K, ()>,
+    ) -> Self {
         Self {
             grid,
             list: PaneList::new(),
+            keys,
             store,
             fresh_keys: BTreeSet::new(),
             key_order: KeyOrder::default(),
@@ -190,10 +201,10 @@ where
         }
     }
 
-    /// The store holding the contents (tests look into it).
+    /// The entries the contents' store and the index hold in memory (tests look).
     #[cfg(test)]
-    pub(super) fn store(&self) -> &KeyedStateStore<K> {
-        &self.store
+    pub(super) fn entries_in_memory(&self) -> usize {
+        self.store.entries_in_memory() + self.keys.entries_in_memory()
     }
 
     /// What `entry` (of `key`) received since the restore in the panes of `window`, merged in
@@ -288,29 +299,14 @@ where
         let mut keys = std::mem::take(&mut self.keys_scratch);
         keys.clear();
         let range = self.list.panes_of(&window);
-        if range.len() == 1 {
-            keys.extend(
-                self.list.panes[range.start]
-                    .contents
-                    .iter()
-                    .map(|key| (key.clone(), ())),
-            );
-        } else {
+        for pane in self.list.panes.range(range.clone()) {
+            self.keys.event_time_timers_at(pane.start, &mut keys)?;
+        }
+        if range.len() > 1 {
             // A key with contents in several of the window's panes is listed in each.
-            let largest = self
-                .list
-                .panes
-                .range(range.clone())
-                .map(|p| p.contents.len());
-            let mut seen: FxHashSet<&K> =
-                FxHashSet::with_capacity_and_hasher(largest.max().unwrap_or(0), Default::default());
-            for pane in self.list.panes.range(range.clone()) {
-                for key in &pane.contents {
-                    if seen.insert(key) {
-                        keys.push((key.clone(), ()));
-                    }
-                }
-            }
+            let mut seen: FxHashSet<K> =
+                FxHashSet::with_capacity_and_hasher(keys.len(), Default::default());
+            keys.retain(|(key, ())| seen.insert(key.clone()));
         }
         self.key_order.sort(&mut keys);
         let first = range.start;
@@ -350,11 +346,12 @@ where
         }
         if drains {
             // Left for the pane's drop: the keys passed over above.
-            let pane = &mut self.list.panes[first].contents;
-            if check_fired {
-                pane.retain(|key| fired.suppresses(key, max_timestamp));
-            } else {
-                pane.clear();
+            let start = window.start;
+            self.keys.event_time_timers_at(start, &mut keys)?;
+            for (key, ()) in keys.drain(..) {
+                if !(check_fired && fired.suppresses(&key, max_timestamp)) {
+                    self.keys.delete_event_time_timer(key, (), start)?;
+                }
             }
         }
         self.keys_scratch = keys;
@@ -374,7 +371,8 @@ where
             let Some(pane) = self.list.panes.pop_front() else {
                 break;
             };
-            for key in &pane.contents {
+            while let Some(listed) = self.keys.pop_event_time_timer(pane.start)? {
+                let key = &listed.key;
                 let Some(entry) = table.get_mut(key)? else {
                     return Err(unlisted(&TimeWindow::new(pane.start, pane.end)));
                 };
@@ -518,11 +516,11 @@ where
             self.fresh_keys.insert(key);
         }
         for (start, keys) in per_start {
-            match self.list.position(start) {
-                Some(index) => self.list.panes[index].contents.extend(keys),
-                None => {
-                    self.list.insert(&self.grid, start, keys);
-                }
+            if self.list.position(start).is_none() {
+                self.list.insert(&self.grid, start, ());
+            }
+            for key in keys {
+                self.keys.register_event_time_timer(key, (), start)?;
             }
         }
         self.list.last = 0;
@@ -552,9 +550,7 @@ where
         watermark: i64,
     ) -> Result<Option<usize>, WindowError> {
         self.list
-            .locate(&self.grid, time, assigner, windows, watermark, |_| {
-                Vec::new()
-            })
+            .locate(&self.grid, time, assigner, windows, watermark, |_| ())
     }
 
     fn has_fired(&self, index: usize, watermark: i64) -> bool {
@@ -576,21 +572,20 @@ where
     where
         F: WindowFunctionCore<K, T, Acc = A>,
     {
-        let pane = &mut self.list.panes[index];
-        let start = pane.start;
+        let start = self.list.panes[index].start;
         let mut table = self.store.value_table::<KeyPanes<A>>(PANES_STATE)?;
         match table.get_mut(&key)? {
             Some(entry) => match entry.slot_mut(start) {
                 Some(slot) => *slot = Some(function.add(slot.take(), value, timestamp)),
                 None => {
                     entry.insert(start, function.add(None, value, timestamp));
-                    pane.contents.push(key);
+                    self.keys.register_event_time_timer(key, (), start)?;
                 }
             },
             None => {
                 let entry = KeyPanes::new(start, function.add(None, value, timestamp));
                 table.insert(key.clone(), entry)?;
-                pane.contents.push(key);
+                self.keys.register_event_time_timer(key, (), start)?;
             }
         }
         Ok(())

@@ -54,14 +54,14 @@
 //!   (per key one value holding its panes) and [`SessionWindows`] over a store of each key's
 //!   sessions. Same semantics, same code where it decides what fires.
 //!
-//! What tells a watermark which windows to fire stays in memory on either backend, as Flink's
-//! heap timers beside its RocksDB backend (`timer-service.factory: HEAP`): the generic path's
-//! timers, the pane index (per pane the keys with contents, no contents), the session queue
-//! (one entry per key with sessions) and the fired marks of recently restored keys. Each is
-//! bounded by the number of live windows (not by their contents), is ordered by time so a
-//! watermark visits only what is due, and is checkpointed or rebuilt from the restored windows.
-//! A time-ordered index inside LMDB would need range scans, which the keyed store does not offer;
-//! it is the step after this one if the number of live windows itself outgrows memory.
+//! What tells a watermark which windows to fire is ordered by time, so a watermark visits only
+//! what is due: the generic path's timers, the pane index (`(pane start, key)` for every key
+//! with contents in a pane, no contents) and the session queue (one entry per key with
+//! sessions). Each is a [`TimerService`]: on the heap with the memory backend, in LMDB with the
+//! LMDB backend (Flink's RocksDB timer service), keeping a bounded head and write batch in
+//! memory. Only the fired marks of recently restored keys stay on the heap (they are few and
+//! go once the replay passes them). The timers are checkpointed; the index and the queue are
+//! rebuilt from the restored windows.
 //!
 //! ## Checkpoints
 //!
@@ -1119,18 +1119,22 @@ where
         Ok(())
     }
 
-    /// The entries its state stores hold in memory (all of them for memory stores, the cached
-    /// ones for LMDB; the heap forms of the fast paths keep no store).
+    /// The entries its state stores, timers and indexes hold in memory (all of them for memory
+    /// stores and heap timers, the cached ones for LMDB; the heap forms of the fast paths keep
+    /// no store).
     #[cfg(test)]
     fn stored_entries_in_memory(&self) -> usize {
         let fast = match &self.fast {
-            FastPath::BackendPanes(panes) => panes.store().entries_in_memory(),
-            FastPath::BackendSessions(_, store) => store.entries_in_memory(),
+            FastPath::BackendPanes(panes) => panes.entries_in_memory(),
+            FastPath::BackendSessions(sessions, store) => {
+                store.entries_in_memory() + sessions.queue_entries_in_memory()
+            }
             FastPath::Generic | FastPath::Panes(_) | FastPath::Sessions(..) => 0,
         };
         fast + self.contents.entries_in_memory()
             + self.merging.entries_in_memory()
             + self.trigger_state.entries_in_memory()
+            + self.timers.entries_in_memory()
     }
 
     /// With the LMDB backend, moves the fast paths' windows (none yet) to their backend forms,
@@ -1143,7 +1147,8 @@ where
             FastPath::Panes(panes) => {
                 debug_assert!(panes.is_empty(), "windows move before any record");
                 let store = KeyedStateStore::open(config.clone())?;
-                FastPath::BackendPanes(BackendPanes::<K, F::Acc>::new(panes.grid(), store))
+                let keys = TimerService::open(&store_config(config, "panes", 2))?;
+                FastPath::BackendPanes(BackendPanes::<K, F::Acc>::new(panes.grid(), store, keys))
             }
             FastPath::Sessions(mut sessions, keys) => {
                 debug_assert!(sessions.is_empty() && keys.is_empty());

@@ -39,9 +39,10 @@
 //! [`SessionWindows`] holds the queue; the sessions themselves are in a [`SessionTable`] the
 //! operator passes to each call: a hash map on the heap with the memory backend, a value table
 //! of the job's keyed state backend with LMDB (one value per key: its [`KeySessions`], latest
-//! session inline), behind its bounded write-back cache. The queue stays in memory on either
-//! backend: one entry per key with sessions, in time order, so a watermark reads only the keys
-//! with something due. [`snapshot_store`] turns the backend's sessions into the heap's
+//! session inline), behind its bounded write-back cache. The queue holds one entry per key with
+//! sessions, in time order, so a watermark reads only the keys with something due: a
+//! [`TimerService`] on the heap with the memory backend, in LMDB with LMDB (a bounded head and
+//! write batch in memory). It is rebuilt from the sessions on restore. [`snapshot_store`] turns the backend's sessions into the heap's
 //! checkpoint layout (below) off the data path, so the two restore into each other.
 //!
 //! ## Checkpoints
@@ -784,6 +785,12 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
                 queued_at,
             },
         )
+    }
+
+    /// The queue entries (and LMDB writes) held in memory (tests look).
+    #[cfg(test)]
+    pub(super) fn queue_entries_in_memory(&self) -> usize {
+        self.queue.entries_in_memory()
     }
 
     /// Whether no key has sessions.
