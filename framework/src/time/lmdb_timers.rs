@@ -53,7 +53,8 @@ use std::collections::hash_map::Entry;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
-use heed::{Env, RoTxn, WithoutTls};
+use heed::types::Bytes;
+use heed::{Env, PutFlags, RoTxn, WithoutTls};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -371,8 +372,10 @@ impl<K, N> LmdbTimers<K, N> {
             }
         }
         match slot {
-            Entry::Occupied(mut slot) => {
-                slot.insert(Some(value));
+            // A pending delete: the database holds the timer, with this very value (a value
+            // is a function of its key), so the delete is simply dropped.
+            Entry::Occupied(slot) => {
+                slot.remove();
             }
             Entry::Vacant(slot) => {
                 slot.insert(Some(value));
@@ -381,6 +384,62 @@ impl<K, N> LmdbTimers<K, N> {
         self.counts[domain as usize] += 1;
         self.flush_if_full()?;
         Ok(true)
+    }
+
+    /// Adds a timer the caller knows is not pending, without looking it up (a registration
+    /// otherwise reads LMDB when the timer is not in memory). Debug builds check.
+    pub(crate) fn insert_new(
+        &mut self,
+        domain: Domain,
+        timestamp: i64,
+        key: &K,
+        namespace: &N,
+    ) -> Result<(), StateError> {
+        let db_key = self.db_key(domain, timestamp, key, namespace)?;
+        #[cfg(debug_assertions)]
+        if self.contains(domain, &db_key)? {
+            return Err(self.corrupt("a timer registered as new was pending"));
+        }
+        let d = domain as usize;
+        let mut value = Vec::with_capacity(24);
+        (self.codec.value)(key, namespace, self.max_parallelism, &mut value).map_err(|e| {
+            StateError::Encode(format!(
+                "a timer's key or namespace (LMDB at {}): {e}",
+                self.dir.display()
+            ))
+        })?;
+        let head = &mut self.heads[d];
+        if head.covers(&db_key) {
+            head.entries.insert(db_key.clone(), value.clone());
+            if head.entries.len() > self.head_capacity {
+                head.entries.pop_last();
+                head.complete = false;
+            }
+        }
+        self.pending_put(db_key, value);
+        self.counts[d] += 1;
+        self.flush_if_full()
+    }
+
+    /// Removes a timer the caller knows is pending, without looking it up. Debug builds
+    /// check.
+    pub(crate) fn remove_pending(
+        &mut self,
+        domain: Domain,
+        timestamp: i64,
+        key: &K,
+        namespace: &N,
+    ) -> Result<(), StateError> {
+        let db_key = self.db_key(domain, timestamp, key, namespace)?;
+        #[cfg(debug_assertions)]
+        if !self.contains(domain, &db_key)? {
+            return Err(self.corrupt("a timer deleted as pending was not"));
+        }
+        let d = domain as usize;
+        self.heads[d].entries.remove(&db_key);
+        self.pending_delete(db_key);
+        self.counts[d] -= 1;
+        self.flush_if_full()
     }
 
     /// Removes a timer; returns whether it was pending.
@@ -396,7 +455,7 @@ impl<K, N> LmdbTimers<K, N> {
             return Ok(false);
         }
         self.heads[domain as usize].entries.remove(&db_key);
-        self.pending.insert(db_key, None);
+        self.pending_delete(db_key);
         self.counts[domain as usize] -= 1;
         self.flush_if_full()?;
         Ok(true)
@@ -447,7 +506,7 @@ impl<K, N> LmdbTimers<K, N> {
             .ok_or_else(|| format!("a value of {} bytes", value.len()))
             .and_then(|tail| (self.codec.decode)(tail));
         let (key, namespace) = decoded.map_err(|e| self.corrupt(&e))?;
-        self.pending.insert(db_key, None);
+        self.pending_delete(db_key);
         self.counts[domain as usize] -= 1;
         self.flush_if_full()?;
         Ok(Some(Timer::new(key, namespace, timestamp)))
@@ -549,6 +608,36 @@ impl<K, N> LmdbTimers<K, N> {
         Ok(())
     }
 
+    /// Records the put of a timer that is not pending (`value` is its value). After a pending
+    /// delete the database still holds it: the delete is dropped. Else the put is pending,
+    /// and the database lacks the key.
+    fn pending_put(&mut self, db_key: Vec<u8>, value: Vec<u8>) {
+        match self.pending.entry(db_key) {
+            Entry::Occupied(slot) => {
+                debug_assert!(slot.get().is_none(), "a put over a pending put");
+                slot.remove();
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Some(value));
+            }
+        }
+    }
+
+    /// Records the delete of a pending timer. A put not yet written is dropped instead (the
+    /// database never held the key): a timer registered and fired between two flushes costs
+    /// LMDB nothing. Else the delete is pending, and the database holds the key.
+    fn pending_delete(&mut self, db_key: Vec<u8>) {
+        match self.pending.entry(db_key) {
+            Entry::Occupied(slot) => {
+                debug_assert!(slot.get().is_some(), "a delete over a pending delete");
+                slot.remove();
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(None);
+            }
+        }
+    }
+
     fn flush_if_full(&mut self) -> Result<(), StateError> {
         if self.pending.len() >= self.pending_limit {
             self.flush()?;
@@ -568,15 +657,29 @@ impl<K, N> LmdbTimers<K, N> {
         })?;
         let failed = |e| backend_error(&self.dir, "write timers", e);
         let mut txn = env.write_txn().map_err(failed)?;
-        // Sorted, so that the puts walk the tree in order (and nothing depends on hash order).
+        // Sorted, so that the writes walk the tree in order (and nothing depends on hash
+        // order): deletes first, then puts through one cursor, each search starting where the
+        // previous put left it (timers mostly arrive in time order, near the tree's end).
         let mut writes: Vec<_> = self.pending.iter().collect();
         writes.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (db_key, write) in writes {
-            match write {
-                Some(value) => self.db.put(&mut txn, db_key, value).map_err(failed)?,
-                None => {
-                    self.db.delete(&mut txn, db_key).map_err(failed)?;
+        for (db_key, write) in &writes {
+            if write.is_none() {
+                self.db.delete(&mut txn, db_key).map_err(failed)?;
+            }
+        }
+        {
+            let mut cursor = self.db.iter_mut(&mut txn).map_err(failed)?;
+            for (db_key, write) in &writes {
+                let Some(value) = write else { continue };
+                #[allow(unsafe_code)]
+                // SAFETY: heed marks cursor writes unsafe because a key or value borrowed from
+                // the database must not be alive across one; these borrow the pending batch,
+                // and nothing read through this transaction is held. With no flags this is
+                // `mdb_cursor_put(.., 0)`: an ordinary put starting from the cursor's place.
+                unsafe {
+                    cursor.put_current_with_options::<Bytes>(PutFlags::empty(), db_key, value)
                 }
+                .map_err(failed)?;
             }
         }
         txn.commit().map_err(failed)?;

@@ -549,6 +549,51 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
         self.count(Domain::Processing)
     }
 
+    /// Registers an event-time timer the caller knows is not registered (its own index says
+    /// so), without the lookup that deduplication costs in LMDB. Debug builds check.
+    ///
+    /// # Errors
+    ///
+    /// As [`register_event_time_timer`](Self::register_event_time_timer); in debug builds
+    /// also [`StateError::Corrupt`] if the timer was registered.
+    pub(crate) fn register_new_event_time_timer(
+        &mut self,
+        key: K,
+        namespace: N,
+        timestamp: i64,
+    ) -> Result<(), StateError> {
+        match &mut self.queues {
+            Queues::Heap { event, .. } => {
+                let new = event.insert(Timer::new(key, namespace, timestamp));
+                debug_assert!(new, "a timer registered as new was registered");
+                Ok(())
+            }
+            Queues::Lmdb(lmdb) => lmdb.insert_new(Domain::Event, timestamp, &key, &namespace),
+        }
+    }
+
+    /// Deletes an event-time timer the caller knows is registered, without the lookup. Debug
+    /// builds check.
+    ///
+    /// # Errors
+    ///
+    /// As [`register_new_event_time_timer`](Self::register_new_event_time_timer).
+    pub(crate) fn delete_registered_event_time_timer(
+        &mut self,
+        key: K,
+        namespace: N,
+        timestamp: i64,
+    ) -> Result<(), StateError> {
+        match &mut self.queues {
+            Queues::Heap { event, .. } => {
+                let was = event.remove(&Timer::new(key, namespace, timestamp));
+                debug_assert!(was, "a timer deleted as registered was not");
+                Ok(())
+            }
+            Queues::Lmdb(lmdb) => lmdb.remove_pending(Domain::Event, timestamp, &key, &namespace),
+        }
+    }
+
     /// Appends the keys and namespaces of the event-time timers at exactly `timestamp` to
     /// `out`, in firing order; the timers stay. In LMDB one range scan; on the heap a walk
     /// from the first timer (operators use it with LMDB: a set of `(time, key)` pairs kept

@@ -350,7 +350,8 @@ where
             self.keys.event_time_timers_at(start, &mut keys)?;
             for (key, ()) in keys.drain(..) {
                 if !(check_fired && fired.suppresses(&key, max_timestamp)) {
-                    self.keys.delete_event_time_timer(key, (), start)?;
+                    self.keys
+                        .delete_registered_event_time_timer(key, (), start)?;
                 }
             }
         }
@@ -520,7 +521,7 @@ where
                 self.list.insert(&self.grid, start, ());
             }
             for key in keys {
-                self.keys.register_event_time_timer(key, (), start)?;
+                self.keys.register_new_event_time_timer(key, (), start)?;
             }
         }
         self.list.last = 0;
@@ -579,13 +580,13 @@ where
                 Some(slot) => *slot = Some(function.add(slot.take(), value, timestamp)),
                 None => {
                     entry.insert(start, function.add(None, value, timestamp));
-                    self.keys.register_event_time_timer(key, (), start)?;
+                    self.keys.register_new_event_time_timer(key, (), start)?;
                 }
             },
             None => {
                 let entry = KeyPanes::new(start, function.add(None, value, timestamp));
                 table.insert(key.clone(), entry)?;
-                self.keys.register_event_time_timer(key, (), start)?;
+                self.keys.register_new_event_time_timer(key, (), start)?;
             }
         }
         Ok(())

@@ -264,7 +264,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
             }
             let queued_at = due_time(&window, watermark, lateness);
             self.queue
-                .register_event_time_timer(key.clone(), (), queued_at)?;
+                .register_new_event_time_timer(key.clone(), (), queued_at)?;
             keys.insert(
                 key,
                 KeySessions {
@@ -321,8 +321,8 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
         let due = due_time(&window, watermark, lateness);
         if due < entry.queued_at {
             self.queue
-                .delete_event_time_timer(key.clone(), (), entry.queued_at)?;
-            self.queue.register_event_time_timer(key, (), due)?;
+                .delete_registered_event_time_timer(key.clone(), (), entry.queued_at)?;
+            self.queue.register_new_event_time_timer(key, (), due)?;
             entry.queued_at = due;
         }
         Ok(None)
@@ -414,7 +414,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
             let queued_at = first_cleanup.into_iter().chain(first_pending).min();
             if let (Some(queued_at), Some(latest)) = (queued_at, sessions.pop_back()) {
                 self.queue
-                    .register_event_time_timer(key.clone(), (), queued_at)?;
+                    .register_new_event_time_timer(key.clone(), (), queued_at)?;
                 keys.insert(
                     key,
                     KeySessions {
@@ -776,7 +776,7 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
             .find(|&max_timestamp| max_timestamp > watermark);
         let queued_at = first_pending.map_or(first_cleanup, |t| t.min(first_cleanup));
         self.queue
-            .register_event_time_timer(key.clone(), (), queued_at)?;
+            .register_new_event_time_timer(key.clone(), (), queued_at)?;
         keys.insert(
             key,
             KeySessions {
