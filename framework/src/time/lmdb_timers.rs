@@ -438,7 +438,7 @@ impl<K, N> LmdbTimers<K, N> {
         let d = domain as usize;
         self.heads[d].entries.remove(&db_key);
         self.pending_delete(db_key);
-        self.counts[d] -= 1;
+        self.counts[d] = self.counts[d].saturating_sub(1);
         self.flush_if_full()
     }
 
