@@ -201,6 +201,15 @@ impl Head {
         }
     }
 
+    /// Adds a timer the head covers; its last drops out (it stays stored) beyond `capacity`.
+    fn insert(&mut self, db_key: &[u8], value: &[u8], capacity: usize) {
+        self.entries.insert(db_key.to_vec(), value.to_vec());
+        if self.entries.len() > capacity {
+            self.entries.pop_last();
+            self.complete = false;
+        }
+    }
+
     /// Whether the head decides membership of `db_key`: it holds every timer up to its last.
     fn covers(&self, db_key: &[u8]) -> bool {
         self.complete
@@ -298,6 +307,25 @@ impl<K, N> LmdbTimers<K, N> {
         Ok(bytes)
     }
 
+    /// The database value of a timer: key group, then the postcard key and namespace. (Of
+    /// the fields it needs, so that it can run while the pending batch is borrowed.)
+    fn value(
+        codec: &TimerCodec<K, N>,
+        max_parallelism: u32,
+        dir: &Path,
+        key: &K,
+        namespace: &N,
+    ) -> Result<Vec<u8>, StateError> {
+        let mut value = Vec::with_capacity(24);
+        (codec.value)(key, namespace, max_parallelism, &mut value).map_err(|e| {
+            StateError::Encode(format!(
+                "a timer's key or namespace (LMDB at {}): {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(value)
+    }
+
     fn corrupt(&self, error: &str) -> StateError {
         StateError::Corrupt(format!(
             "a timer in LMDB at {}: {error}",
@@ -356,20 +384,9 @@ impl<K, N> LmdbTimers<K, N> {
                 Entry::Vacant(slot)
             }
         };
-        let mut value = Vec::with_capacity(24);
-        (self.codec.value)(key, namespace, self.max_parallelism, &mut value).map_err(|e| {
-            StateError::Encode(format!(
-                "a timer's key or namespace (LMDB at {}): {e}",
-                self.dir.display()
-            ))
-        })?;
-        let head = &mut self.heads[d];
+        let value = Self::value(&self.codec, self.max_parallelism, &self.dir, key, namespace)?;
         if covered {
-            head.entries.insert(slot.key().clone(), value.clone());
-            if head.entries.len() > self.head_capacity {
-                head.entries.pop_last();
-                head.complete = false;
-            }
+            self.heads[d].insert(slot.key(), &value, self.head_capacity);
         }
         match slot {
             // A pending delete: the database holds the timer, with this very value (a value
@@ -401,20 +418,9 @@ impl<K, N> LmdbTimers<K, N> {
             return Err(self.corrupt("a timer registered as new was pending"));
         }
         let d = domain as usize;
-        let mut value = Vec::with_capacity(24);
-        (self.codec.value)(key, namespace, self.max_parallelism, &mut value).map_err(|e| {
-            StateError::Encode(format!(
-                "a timer's key or namespace (LMDB at {}): {e}",
-                self.dir.display()
-            ))
-        })?;
-        let head = &mut self.heads[d];
-        if head.covers(&db_key) {
-            head.entries.insert(db_key.clone(), value.clone());
-            if head.entries.len() > self.head_capacity {
-                head.entries.pop_last();
-                head.complete = false;
-            }
+        let value = Self::value(&self.codec, self.max_parallelism, &self.dir, key, namespace)?;
+        if self.heads[d].covers(&db_key) {
+            self.heads[d].insert(&db_key, &value, self.head_capacity);
         }
         self.pending_put(db_key, value);
         self.counts[d] += 1;
