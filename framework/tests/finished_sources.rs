@@ -334,3 +334,111 @@ async fn at_least_once_checkpoints_go_on_after_a_source_finished() {
         assert_eq!(distinct, expected, "{case}: every record at least once");
     }
 }
+
+/// Counts its records in operator state and emits the total when its input ends, without
+/// clearing it: restored from a checkpoint taken after that, it must not emit it again.
+#[operator]
+struct TotalAtEnd {
+    #[operator_state(name = "count")]
+    count: eichhorn::state::OperatorList<u64>,
+}
+
+impl ProcessFunction<u64> for TotalAtEnd {
+    type Out = String;
+
+    fn process_element(
+        &mut self,
+        _value: u64,
+        _ctx: &mut OperatorContext<'_>,
+        _out: &mut Collector<'_, String>,
+    ) {
+        if self.count.is_empty() {
+            self.count.push(0);
+        }
+        self.count[0] += 1;
+    }
+
+    fn on_end_of_input(&mut self, _ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, String>) {
+        out.collect(format!("total {}", self.count.iter().sum::<u64>()));
+    }
+}
+
+/// Flink's "finished on restore": an operator whose input ended before the checkpoint a job
+/// restores from does not run its end-of-input hook again, so what it emitted there is
+/// committed once. (Before, the restored operator saw its restored source finish again and
+/// emitted its total twice.)
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_finished_operator_does_not_end_its_input_again_after_a_restore() {
+    for parallelism in [1, 2] {
+        let case = format!("P={parallelism}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        env.enable_checkpointing(20);
+        env.set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay_ms: 5,
+        });
+        let short_finished = Arc::new(AtomicBool::new(false));
+        env.add_source(
+            Watched {
+                inner: RateLimitedSource::new(GeneratorSource::new(Some(SHORT), |g| g), 10_000),
+                finished: short_finished.clone(),
+            },
+            "short",
+        )
+        .set_parallelism(1)
+        .uid("short")
+        .process(TotalAtEnd::new())
+        .uid("total")
+        .write_exactly_once(dir.path().join("totals"), |line: &String| line.clone());
+        let completed = Arc::new(Mutex::new(Vec::new()));
+        env.add_source(
+            RateLimitedSource::new(GeneratorSource::new(Some(LONG), |g| g), 5_000),
+            "long",
+        )
+        .uid("long")
+        .map_function(CheckpointWatch {
+            short_finished,
+            completed: completed.clone(),
+        })
+        .map(failing_at(7_000))
+        .write_exactly_once(dir.path().join("long"), |v: &u64| v.to_string());
+        let result = within(env.execute("finished on restore"))
+            .await
+            .unwrap_or_else(|e| panic!("{case}: the job recovers: {e}"));
+        assert_eq!(result.restarts, 1, "{case}");
+        // The restore came from a checkpoint taken after the short branch finished.
+        let after: Vec<u64> = completed
+            .lock()
+            .expect("completed")
+            .iter()
+            .filter(|(_, finished)| *finished)
+            .map(|(id, _)| *id)
+            .collect();
+        let id = restored_id(&result);
+        assert!(
+            after.iter().skip(1).any(|a| *a <= id),
+            "{case}: restored chk-{id}, taken before the short source finished ({after:?})"
+        );
+        let (totals, hidden) = read_output(&dir.path().join("totals"));
+        assert!(hidden.is_empty(), "{case}: {hidden:?}");
+        // One total per subtask of the operator, each once.
+        assert_eq!(totals.len(), parallelism as usize, "{case}: {totals:?}");
+        let sum: u64 = totals
+            .iter()
+            .map(|l| {
+                l.trim_start_matches("total ")
+                    .parse::<u64>()
+                    .expect("a total")
+            })
+            .sum();
+        assert_eq!(sum, SHORT, "{case}: {totals:?}");
+        let (long, _) = read_output(&dir.path().join("long"));
+        assert_eq!(
+            long.len() as u64,
+            LONG,
+            "{case}: the long branch exactly once"
+        );
+    }
+}

@@ -602,6 +602,11 @@ pub(crate) struct NodeCore<O> {
     /// The processing time the operator asked to be called back at.
     wakeup_ms: Option<i64>,
     failure: Option<String>,
+    /// This subtask's index, from `initialize`.
+    subtask_index: u32,
+    /// Restored from a checkpoint taken after this operator's input ended (see
+    /// [`finished_on_restore`]): its end-of-input hook already ran and is not run again.
+    pub(crate) finished_on_restore: bool,
 }
 
 impl<O: Send + 'static> NodeCore<O> {
@@ -616,6 +621,8 @@ impl<O: Send + 'static> NodeCore<O> {
             // can schedule itself (the periodic watermark emitter does).
             wakeup_ms: Some(i64::MIN),
             failure: None,
+            subtask_index: 0,
+            finished_on_restore: false,
         }
     }
 
@@ -765,7 +772,18 @@ impl<O: Send + 'static> NodeCore<O> {
     ) {
         cx.current_operator = self.info.node;
         let mut ctx = StateSnapshotContext::new(barrier, cx.now_ms, cx.persist_snapshots);
-        match f(&mut ctx) {
+        let finished = if cx.input_finished {
+            let mark = (self.subtask_index, self.info.parallelism);
+            ctx.add_list_state(
+                FINISHED_STATE,
+                crate::state::OperatorStateMode::Union,
+                &[mark],
+            )
+            .map_err(FunctionError::from)
+        } else {
+            Ok(())
+        };
+        match finished.and_then(|()| f(&mut ctx)) {
             Ok(()) => cx
                 .snapshots
                 .push((self.info.state_id(), ctx.into_pending())),
@@ -807,6 +825,16 @@ impl<O: Send + 'static> NodeCore<O> {
         f: impl FnOnce(&mut StateInitContext) -> Result<(), FunctionError>,
     ) -> Result<(), OperatorError> {
         let mut init = ctx.state_init(&self.info);
+        self.subtask_index = ctx.subtask_index;
+        let marks = init
+            .list_state::<(u32, u32)>(FINISHED_STATE)
+            .map_err(|e| OperatorError {
+                operator: self.info.name.clone(),
+                phase: "initialize_state",
+                source: e.into(),
+            })?;
+        self.finished_on_restore =
+            finished_on_restore(&marks, ctx.subtask_index, self.info.parallelism);
         f(&mut init).map_err(|source| OperatorError {
             operator: self.info.name.clone(),
             phase: "initialize_state",
@@ -855,6 +883,29 @@ impl<O: Send + 'static> NodeCore<O> {
             port.metrics(out);
         }
     }
+}
+
+/// The union list state in which a subtask whose input ended marks each of its operators'
+/// snapshots with `(subtask index, parallelism)`.
+pub(crate) const FINISHED_STATE: &str = "_finished";
+
+/// Whether subtask `index` of `parallelism` restores an operator finished (Flink's
+/// "finished on restore", FLIP-147): the operator's end-of-input hook ran before the snapshot
+/// and must not run again. `marks` are the `(index, parallelism)` marks of the old subtasks
+/// whose input had ended. Either every old subtask had finished (the operator is fully
+/// finished, at any parallelism), or the parallelism is unchanged and this very subtask had:
+/// its inputs are then finished too (a source restores finished, and a subtask finishes only
+/// once all its inputs did), so all it will see is the end of its input.
+pub(crate) fn finished_on_restore(marks: &[(u32, u32)], index: u32, parallelism: u32) -> bool {
+    let Some(&(_, old_parallelism)) = marks.first() else {
+        return false;
+    };
+    if marks.iter().any(|&(_, p)| p != old_parallelism) {
+        return false;
+    }
+    let finished: std::collections::BTreeSet<u32> = marks.iter().map(|&(i, _)| i).collect();
+    let fully = (0..old_parallelism).all(|i| finished.contains(&i));
+    fully || (old_parallelism == parallelism && finished.contains(&index))
 }
 
 /// Runs a [`OneInputOperator`] inside a chain.
@@ -953,9 +1004,11 @@ impl<I: Send + 'static, Op: OneInputOperator<I>> Chained<I> for OneInputNode<I, 
     }
 
     fn end_of_input(&mut self, cx: &mut TaskCx) {
-        let operator = &mut self.operator;
-        self.core
-            .run(cx, |ctx, out| operator.on_end_of_input(ctx, out));
+        if !self.core.finished_on_restore {
+            let operator = &mut self.operator;
+            self.core
+                .run(cx, |ctx, out| operator.on_end_of_input(ctx, out));
+        }
         self.core.forward_end_of_input(cx);
     }
 
@@ -1075,4 +1128,33 @@ impl<T: Send> Chained<T> for Discard {
         Ok(())
     }
     fn metrics(&self, _out: &mut Vec<(NodeId, OperatorCounters)>) {}
+}
+
+#[cfg(test)]
+mod finished_on_restore_tests {
+    use super::finished_on_restore;
+
+    #[test]
+    fn fully_finished_operators_restore_finished_at_any_parallelism() {
+        let all = [(1, 3), (0, 3), (2, 3)];
+        for (index, parallelism) in [(0, 3), (2, 3), (0, 1), (4, 5)] {
+            assert!(finished_on_restore(&all, index, parallelism));
+        }
+    }
+
+    #[test]
+    fn a_finished_subtask_restores_finished_only_at_the_same_parallelism() {
+        let some = [(1, 3)];
+        assert!(finished_on_restore(&some, 1, 3));
+        assert!(!finished_on_restore(&some, 0, 3));
+        assert!(!finished_on_restore(&some, 1, 2));
+        assert!(!finished_on_restore(&some, 0, 1));
+    }
+
+    #[test]
+    fn no_or_inconsistent_marks_are_not_finished() {
+        assert!(!finished_on_restore(&[], 0, 1));
+        // Marks of two parallelisms cannot come from one checkpoint: run the hooks.
+        assert!(!finished_on_restore(&[(0, 1), (0, 2), (1, 2)], 0, 1));
+    }
 }

@@ -326,9 +326,11 @@ impl<Op: TwoInputOperator<A, B>, A: Send + 'static, B: Send + 'static> TwoInputC
             .notify_complete(id, cx, || operator.notify_checkpoint_complete(id));
     }
     fn end_of_input(&mut self, cx: &mut TaskCx) {
-        let operator = &mut self.operator;
-        self.core
-            .run(cx, |ctx, out| operator.on_end_of_input(ctx, out));
+        if !self.core.finished_on_restore {
+            let operator = &mut self.operator;
+            self.core
+                .run(cx, |ctx, out| operator.on_end_of_input(ctx, out));
+        }
         self.core.forward_end_of_input(cx);
     }
     fn flush(&mut self, cx: &mut TaskCx) {

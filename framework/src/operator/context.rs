@@ -63,6 +63,9 @@ pub struct TaskCx {
     /// Whether the checkpoint being taken will be stored (false only for the commit-only
     /// final checkpoint of a job without periodic checkpoints).
     pub(crate) persist_snapshots: bool,
+    /// Whether the subtask's input ended: its operators' snapshots say so, so that a restore
+    /// from them does not run their end-of-input hooks again (see `NodeCore`).
+    pub(crate) input_finished: bool,
 }
 
 /// A failure raised inside a chain by a function that reports errors instead of panicking (a
@@ -86,6 +89,7 @@ impl TaskCx {
             wakeup_ms: None,
             snapshots: Vec::new(),
             persist_snapshots: true,
+            input_finished: false,
         }
     }
 

@@ -313,6 +313,7 @@ impl SubtaskState {
     /// Snapshots the chain of a subtask that finished its input, without a barrier (no input
     /// can deliver one, and the outputs already carry the end of input), and acknowledges.
     fn snapshot_finished(&mut self, barrier: CheckpointBarrier) {
+        self.cx.input_finished = true;
         match &mut self.head {
             Head::Source(source) => source.snapshot_state(barrier, &mut self.cx),
             Head::Input(head) => head.snapshot_state(barrier, &mut self.cx),
