@@ -4,7 +4,8 @@
 //! Subtasks hand their snapshots to the JobManager at the barrier and go on processing; this
 //! actor runs deferred parts and reads frozen ones (an LMDB backend's read transaction opened at
 //! the barrier), streaming them into the subtask's state file, writes it through
-//! [`CheckpointStorage`] and reports the result.
+//! [`CheckpointStorage`] and reports the result. That work blocks (it reads whole frozen stores
+//! and ends in fsync), so on a multi-thread runtime it runs in `block_in_place`.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
@@ -71,7 +72,15 @@ impl Actor for CheckpointWriter {
             file_name,
             snapshots,
         } = message;
-        let result = persist(&state.storage, &folder, &file_name, snapshots);
+        let run = || persist(&state.storage, &folder, &file_name, snapshots);
+        // Encoding reads whole frozen stores and storage ends in fsync: tens of milliseconds
+        // of blocking work. On a multi-thread runtime the worker hands its other tasks over
+        // first, so subtasks scheduled there keep running; a current-thread runtime (tests,
+        // the simulator) has no other worker, and runs it in place, deterministically.
+        let result = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
+            _ => run(),
+        };
         let _ = state.job_manager.send_message(JobManagerMsg::Persisted {
             attempt,
             index,
