@@ -199,6 +199,18 @@ fn insert_time(times: &mut Vec<i64>, timestamp: i64) -> bool {
     }
 }
 
+/// Adds `timestamp` to `key`'s timestamps in index state `index_name` (a no-op if listed).
+fn add_time<K: Key>(
+    index: &mut KeyedStateStore<K>,
+    index_name: &str,
+    key: &K,
+    timestamp: i64,
+) -> Result<(), StateError> {
+    let mut table = index.value_table::<Vec<i64>>(index_name)?;
+    insert_time(table.get_or_insert_with(key.clone(), Vec::new)?, timestamp);
+    Ok(())
+}
+
 /// Copies the timestamps of index state `index_name` for `key` within `from..=to` into `out`.
 fn times_within<K: Key>(
     index: &mut KeyedStateStore<K>,
@@ -358,15 +370,7 @@ where
             ctx.fail(error.to_string());
             return;
         }
-        let indexed = self
-            .index
-            .value_table::<Vec<i64>>(LEFT_INDEX)
-            .and_then(|mut index| {
-                index
-                    .get_or_insert_with(key.clone(), Vec::new)
-                    .map(|times| insert_time(times, ts))
-            });
-        if let Err(error) = indexed {
+        if let Err(error) = add_time(&mut self.index, LEFT_INDEX, &key, ts) {
             ctx.fail(error.to_string());
             return;
         }
@@ -431,15 +435,7 @@ where
             ctx.fail(error.to_string());
             return;
         }
-        let indexed = self
-            .index
-            .value_table::<Vec<i64>>(RIGHT_INDEX)
-            .and_then(|mut index| {
-                index
-                    .get_or_insert_with(key.clone(), Vec::new)
-                    .map(|times| insert_time(times, ts))
-            });
-        if let Err(error) = indexed {
+        if let Err(error) = add_time(&mut self.index, RIGHT_INDEX, &key, ts) {
             ctx.fail(error.to_string());
             return;
         }
