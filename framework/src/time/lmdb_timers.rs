@@ -307,20 +307,13 @@ impl<K, N> LmdbTimers<K, N> {
         Ok(bytes)
     }
 
-    /// The database value of a timer: key group, then the postcard key and namespace. (Of
-    /// the fields it needs, so that it can run while the pending batch is borrowed.)
-    fn value(
-        codec: &TimerCodec<K, N>,
-        max_parallelism: u32,
-        dir: &Path,
-        key: &K,
-        namespace: &N,
-    ) -> Result<Vec<u8>, StateError> {
+    /// The database value of a timer: key group, then the postcard key and namespace.
+    fn value(&self, key: &K, namespace: &N) -> Result<Vec<u8>, StateError> {
         let mut value = Vec::with_capacity(24);
-        (codec.value)(key, namespace, max_parallelism, &mut value).map_err(|e| {
+        (self.codec.value)(key, namespace, self.max_parallelism, &mut value).map_err(|e| {
             StateError::Encode(format!(
                 "a timer's key or namespace (LMDB at {}): {e}",
-                dir.display()
+                self.dir.display()
             ))
         })?;
         Ok(value)
@@ -361,45 +354,10 @@ impl<K, N> LmdbTimers<K, N> {
         namespace: &N,
     ) -> Result<bool, StateError> {
         let db_key = self.db_key(domain, timestamp, key, namespace)?;
-        let d = domain as usize;
-        let covered = self.heads[d].covers(&db_key);
-        // One walk of the pending batch decides most registrations (repeated ones are common:
-        // a trigger registers its window's timer with every element).
-        let slot = match self.pending.entry(db_key) {
-            Entry::Occupied(slot) if slot.get().is_some() => return Ok(false),
-            Entry::Occupied(slot) => Entry::Occupied(slot),
-            Entry::Vacant(slot) => {
-                let exists = if covered {
-                    self.heads[d].entries.contains_key(slot.key())
-                } else {
-                    let reader = open_reader(self.env.as_ref(), &mut self.reader, &self.dir)?;
-                    let found = self.db.get(reader, slot.key());
-                    found
-                        .map_err(|e| backend_error(&self.dir, "read timers", e))?
-                        .is_some()
-                };
-                if exists {
-                    return Ok(false);
-                }
-                Entry::Vacant(slot)
-            }
-        };
-        let value = Self::value(&self.codec, self.max_parallelism, &self.dir, key, namespace)?;
-        if covered {
-            self.heads[d].insert(slot.key(), &value, self.head_capacity);
+        if self.contains(domain, &db_key)? {
+            return Ok(false);
         }
-        match slot {
-            // A pending delete: the database holds the timer, with this very value (a value
-            // is a function of its key), so the delete is simply dropped.
-            Entry::Occupied(slot) => {
-                slot.remove();
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(Some(value));
-            }
-        }
-        self.counts[domain as usize] += 1;
-        self.flush_if_full()?;
+        self.add(domain, db_key, key, namespace)?;
         Ok(true)
     }
 
@@ -417,14 +375,7 @@ impl<K, N> LmdbTimers<K, N> {
         if self.contains(domain, &db_key)? {
             return Err(self.corrupt("a timer registered as new was pending"));
         }
-        let d = domain as usize;
-        let value = Self::value(&self.codec, self.max_parallelism, &self.dir, key, namespace)?;
-        if self.heads[d].covers(&db_key) {
-            self.heads[d].insert(&db_key, &value, self.head_capacity);
-        }
-        self.pending_put(db_key, value);
-        self.counts[d] += 1;
-        self.flush_if_full()
+        self.add(domain, db_key, key, namespace)
     }
 
     /// Removes a timer the caller knows is pending, without looking it up. Debug builds
@@ -441,11 +392,7 @@ impl<K, N> LmdbTimers<K, N> {
         if !self.contains(domain, &db_key)? {
             return Err(self.corrupt("a timer deleted as pending was not"));
         }
-        let d = domain as usize;
-        self.heads[d].entries.remove(&db_key);
-        self.pending_delete(db_key);
-        self.counts[d] = self.counts[d].saturating_sub(1);
-        self.flush_if_full()
+        self.drop_timer(domain, db_key)
     }
 
     /// Removes a timer; returns whether it was pending.
@@ -460,10 +407,7 @@ impl<K, N> LmdbTimers<K, N> {
         if !self.contains(domain, &db_key)? {
             return Ok(false);
         }
-        self.heads[domain as usize].entries.remove(&db_key);
-        self.pending_delete(db_key);
-        self.counts[domain as usize] -= 1;
-        self.flush_if_full()?;
+        self.drop_timer(domain, db_key)?;
         Ok(true)
     }
 
@@ -512,9 +456,7 @@ impl<K, N> LmdbTimers<K, N> {
             .ok_or_else(|| format!("a value of {} bytes", value.len()))
             .and_then(|tail| (self.codec.decode)(tail));
         let (key, namespace) = decoded.map_err(|e| self.corrupt(&e))?;
-        self.pending_delete(db_key);
-        self.counts[domain as usize] -= 1;
-        self.flush_if_full()?;
+        self.drop_timer(domain, db_key)?;
         Ok(Some(Timer::new(key, namespace, timestamp)))
     }
 
@@ -612,6 +554,35 @@ impl<K, N> LmdbTimers<K, N> {
         }
         self.heads[domain as usize] = Head { entries, complete };
         Ok(())
+    }
+
+    /// Adds a timer known not to be pending: into the head if it covers the timer, into the
+    /// write batch, and into the count.
+    fn add(
+        &mut self,
+        domain: Domain,
+        db_key: Vec<u8>,
+        key: &K,
+        namespace: &N,
+    ) -> Result<(), StateError> {
+        let d = domain as usize;
+        let value = self.value(key, namespace)?;
+        if self.heads[d].covers(&db_key) {
+            self.heads[d].insert(&db_key, &value, self.head_capacity);
+        }
+        self.pending_put(db_key, value);
+        self.counts[d] += 1;
+        self.flush_if_full()
+    }
+
+    /// Removes a timer known to be pending: from the head, through the write batch, and from
+    /// the count.
+    fn drop_timer(&mut self, domain: Domain, db_key: Vec<u8>) -> Result<(), StateError> {
+        let d = domain as usize;
+        self.heads[d].entries.remove(&db_key);
+        self.pending_delete(db_key);
+        self.counts[d] = self.counts[d].saturating_sub(1);
+        self.flush_if_full()
     }
 
     /// Records the put of a timer that is not pending (`value` is its value). After a pending

@@ -235,11 +235,7 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
     ) -> Result<bool, StateError> {
         match &mut self.queues {
             Queues::Heap { event, processing } => {
-                let set = if domain == Domain::Event {
-                    event
-                } else {
-                    processing
-                };
+                let set = heap_set(domain, event, processing);
                 Ok(set.insert(Timer::new(key, namespace, timestamp)))
             }
             Queues::Lmdb(lmdb) => lmdb.insert(domain, timestamp, &key, &namespace),
@@ -255,11 +251,7 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
     ) -> Result<bool, StateError> {
         match &mut self.queues {
             Queues::Heap { event, processing } => {
-                let set = if domain == Domain::Event {
-                    event
-                } else {
-                    processing
-                };
+                let set = heap_set(domain, event, processing);
                 Ok(set.remove(&Timer::new(key, namespace, timestamp)))
             }
             Queues::Lmdb(lmdb) => lmdb.remove(domain, timestamp, &key, &namespace),
@@ -275,11 +267,7 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
     ) -> Result<bool, StateError> {
         match &mut self.queues {
             Queues::Heap { event, processing } => {
-                let set = if domain == Domain::Event {
-                    event
-                } else {
-                    processing
-                };
+                let set = heap_set(domain, event, processing);
                 Ok(set.contains(&Timer::new(key.clone(), namespace.clone(), timestamp)))
             }
             Queues::Lmdb(lmdb) => lmdb.has(domain, timestamp, key, namespace),
@@ -289,11 +277,7 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
     fn pop_due(&mut self, domain: Domain, time: i64) -> Result<Option<Timer<K, N>>, StateError> {
         match &mut self.queues {
             Queues::Heap { event, processing } => {
-                let set = if domain == Domain::Event {
-                    event
-                } else {
-                    processing
-                };
+                let set = heap_set(domain, event, processing);
                 Ok(match set.first() {
                     Some(next) if next.timestamp <= time => set.pop_first(),
                     _ => None,
@@ -306,11 +290,7 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
     fn first_timestamp(&mut self, domain: Domain) -> Result<Option<i64>, StateError> {
         match &mut self.queues {
             Queues::Heap { event, processing } => {
-                let set = if domain == Domain::Event {
-                    event
-                } else {
-                    processing
-                };
+                let set = heap_set(domain, event, processing);
                 Ok(set.first().map(|t| t.timestamp))
             }
             Queues::Lmdb(lmdb) => lmdb.first_timestamp(domain),
@@ -333,11 +313,7 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
     fn all(&mut self, domain: Domain) -> Result<Vec<Timer<K, N>>, StateError> {
         match &mut self.queues {
             Queues::Heap { event, processing } => {
-                let set = if domain == Domain::Event {
-                    event
-                } else {
-                    processing
-                };
+                let set = heap_set(domain, event, processing);
                 Ok(set.iter().cloned().collect())
             }
             Queues::Lmdb(lmdb) => lmdb.all(domain),
@@ -741,6 +717,18 @@ where
             self.insert(domain, key, namespace, timestamp)?;
         }
         Ok(())
+    }
+}
+
+/// The heap set of `domain`.
+fn heap_set<'s, T>(
+    domain: Domain,
+    event: &'s mut BTreeSet<T>,
+    processing: &'s mut BTreeSet<T>,
+) -> &'s mut BTreeSet<T> {
+    match domain {
+        Domain::Event => event,
+        Domain::Processing => processing,
     }
 }
 
