@@ -108,17 +108,18 @@ async fn checkpoints_are_written_to_the_directory_and_pruned() {
         "{}",
         result.completed_checkpoints
     );
-    let mut folders: Vec<String> = std::fs::read_dir(dir.path())
+    // The run's checkpoints are in a folder named by its job id.
+    let run = dir.path().join(result.job_id.to_string());
+    assert_eq!(result.checkpoint_dir.as_deref(), Some(run.as_path()));
+    assert_eq!(common::run_dir(dir.path()), run);
+    let mut folders: Vec<String> = std::fs::read_dir(&run)
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     folders.sort();
     assert_eq!(folders.len(), 2, "retained 2: {folders:?}");
     for folder in folders {
-        assert!(
-            dir.path().join(&folder).join("_metadata").is_file(),
-            "{folder}"
-        );
+        assert!(run.join(&folder).join("_metadata").is_file(), "{folder}");
     }
 }
 
@@ -399,8 +400,10 @@ async fn operator_list_state_of_a_user_function_survives_a_restart() {
     }
 }
 
-/// Corrupts one state file of the newest complete checkpoint below `dir`; returns its id.
+/// Corrupts one state file of the newest complete checkpoint of the run below `dir`; returns
+/// its id.
 fn corrupt_newest_checkpoint(dir: &std::path::Path) -> u64 {
+    let dir = &common::run_dir(dir);
     let newest = std::fs::read_dir(dir)
         .expect("checkpoint dir")
         .filter_map(Result::ok)

@@ -131,9 +131,9 @@ impl Dirs {
     }
 }
 
-/// The newest complete checkpoint folder below `dir`.
+/// The newest complete checkpoint folder of the run below the checkpoint directory `dir`.
 fn newest_checkpoint(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
+    std::fs::read_dir(common::run_dir(dir))
         .expect("checkpoint dir")
         .filter_map(Result::ok)
         .filter(|e| e.path().join("_metadata").is_file())

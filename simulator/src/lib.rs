@@ -117,7 +117,11 @@ impl Simulation {
         let seed = self.seed;
         let (output, result, virtual_elapsed) = runtime.block_on(async move {
             let env = StreamEnv::new();
-            env.configure(|c| c.seed = seed);
+            env.configure(|c| {
+                c.seed = seed;
+                // The run's id comes from the seed too: a replay writes the same paths.
+                c.job_id = Some(eichhorn::checkpoint::JobId::from_seed(seed));
+            });
             let sink = build(&env);
             let started = tokio::time::Instant::now();
             let result = env

@@ -4,6 +4,7 @@
 //! cargo run --release -p eichhorn-examples --bin checkpointed_count -- --input FILE --output DIR
 //!     [--parallelism N] [--state-backend memory|lmdb] [--checkpoint-interval-ms N]
 //!     [--checkpoint-dir DIR] [--source-rate RECORDS_PER_S] [--fail-after-records N]
+//!     [--damage-checkpoint KIND] [--restore-from PATH] [--allow-fallback-past-commits]
 //! ```
 //!
 //! The input holds `key,value` lines (`value` a 64-bit integer), read by a checkpointed file
@@ -13,7 +14,9 @@
 //! every record emits `key,running_sum` through the exactly-once file sink into `DIR`. Committed
 //! files are the visible files in `DIR`; in-progress and pending files are hidden (`.` names).
 //!
-//! Checkpoints go to `--checkpoint-dir` (default `DIR/.checkpoints`). Without
+//! Checkpoints go to `--checkpoint-dir` (default `DIR/.checkpoints`), in a folder per run named
+//! by the run's job id (logged at start and printed at the end): a run restarts only from its
+//! own checkpoints, and starts from an earlier run's only with `--restore-from`. Without
 //! `--checkpoint-interval-ms` only the final checkpoint at the end of the input runs, and it
 //! commits everything. `--fail-after-records N` makes subtask 0 of the sum operator panic once,
 //! on its N-th record: the job restarts from the latest completed checkpoint (or from the
@@ -29,7 +32,9 @@ use eichhorn::checkpoint::RestartStrategy;
 use eichhorn::connectors::{NumberedFileSource, RateLimitedSource};
 use eichhorn::prelude::*;
 use eichhorn::state::StateBackendKind;
-use eichhorn_examples::counting::{BadLine, InjectedFailure, ParseKeyValues, RunningSum};
+use eichhorn_examples::counting::{
+    BadLine, CheckpointDamage, InjectedFailure, ParseKeyValues, RunningSum,
+};
 use eichhorn_examples::{exit_code, init_tracing};
 
 /// Running sums per key with exactly-once file output.
@@ -60,6 +65,19 @@ struct Args {
     /// Subtask 0 of the sum operator fails once, on its N-th record.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     fail_after_records: Option<u64>,
+    /// Just before the injected failure, damage the newest checkpoint of this run (to watch
+    /// recovery skip it, or refuse to when that would duplicate committed output).
+    #[arg(long, value_enum, requires = "fail_after_records")]
+    damage_checkpoint: Option<CheckpointDamage>,
+    /// Start from a savepoint, a retained checkpoint (`DIR/<job id>/chk-N`) or an earlier
+    /// run's checkpoint folder (`DIR/<job id>`: its newest intact checkpoint). A run never
+    /// resumes another run's checkpoints unless named here.
+    #[arg(long)]
+    restore_from: Option<PathBuf>,
+    /// Let a restart fall back past a damaged checkpoint whose output was already committed,
+    /// accepting that output twice (otherwise the job fails and says what was committed).
+    #[arg(long)]
+    allow_fallback_past_commits: bool,
 }
 
 #[tokio::main]
@@ -81,10 +99,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let env = StreamEnv::new();
     env.set_parallelism(args.parallelism);
     env.set_state_backend(args.state_backend);
-    env.set_checkpoint_storage(checkpoint_dir);
+    env.set_checkpoint_storage(&checkpoint_dir);
     if let Some(interval) = args.checkpoint_interval_ms {
         env.enable_checkpointing(interval);
     }
+    if let Some(path) = &args.restore_from {
+        env.restore_from(path, false);
+    }
+    env.allow_fallback_past_commits(args.allow_fallback_past_commits);
     // Recover by itself, with or without periodic checkpoints.
     env.set_restart_strategy(RestartStrategy::FixedDelay {
         attempts: 3,
@@ -111,9 +133,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .set_parallelism(1);
     records
         .key_by(|(key, _): &(String, i64)| key.clone())
-        .process(RunningSum::new(
-            args.fail_after_records.map(InjectedFailure::new),
-        ))
+        .process(RunningSum::new(args.fail_after_records.map(|after| {
+            let failure = InjectedFailure::new(after);
+            match args.damage_checkpoint {
+                Some(damage) => failure.damaging(checkpoint_dir.clone(), damage),
+                None => failure,
+            }
+        })))
         .name("Running Sum")
         .uid("running-sum")
         .write_exactly_once(args.output.clone(), |line: &String| line.clone())
@@ -122,9 +148,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let result = env.execute("Checkpointed Count").await?;
     eprintln!(
-        "done: {} restart(s), {} checkpoint(s) completed{}",
+        "done: job {} ({} restart(s), {} checkpoint(s) completed{}{})",
+        result.job_id,
         result.restarts,
         result.completed_checkpoints,
+        result
+            .checkpoint_dir
+            .as_ref()
+            .map(|d| format!(", kept in {}", d.display()))
+            .unwrap_or_default(),
         result
             .restored_from
             .map(|r| format!(", last restored from {r}"))

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::checkpoint::RestartStrategy;
+use crate::checkpoint::{JobId, RestartStrategy};
 use crate::error::GraphError;
 use crate::state::{DEFAULT_MAX_PARALLELISM, MAX_PARALLELISM_LIMIT, StateBackendKind};
 
@@ -79,6 +79,11 @@ pub struct ExecutionConfig {
     pub restart_strategy: Option<RestartStrategy>,
     /// Start the job from this savepoint or retained checkpoint.
     pub restore: Option<RestoreSettings>,
+    /// The id of this run (its checkpoints go to `<checkpoint dir>/<job id>/`); `None` (the
+    /// default) lets the runtime pick a new one for every run, as Flink does. Set it only to
+    /// make runs reproducible (the simulator sets it from its seed): two runs with the same id
+    /// and checkpoint directory share their checkpoints.
+    pub job_id: Option<JobId>,
 }
 
 /// Exactly-once (aligned barriers) or at-least-once (no alignment).
@@ -108,8 +113,15 @@ pub struct CheckpointConfig {
     pub tolerable_failures: u32,
     /// Completed checkpoints kept (default 2, so a damaged newest one has a fallback).
     pub retained: usize,
-    /// Where checkpoints are written; `None` keeps them in the JobManager's memory.
+    /// Where checkpoints are written, one folder per run (`<directory>/<job id>/chk-<n>`);
+    /// `None` keeps them in the JobManager's memory.
     pub directory: Option<PathBuf>,
+    /// Whether a restart may fall back past a damaged or missing checkpoint whose transactions
+    /// exactly-once sinks already committed (default `false`). Falling back replays records
+    /// whose output is already committed, so it duplicates that output: by default the job
+    /// fails instead, naming the damaged checkpoint and what was committed after the
+    /// checkpoint it could use.
+    pub allow_fallback_past_commits: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -122,6 +134,7 @@ impl Default for CheckpointConfig {
             tolerable_failures: 0,
             retained: 2,
             directory: None,
+            allow_fallback_past_commits: false,
         }
     }
 }
@@ -129,7 +142,9 @@ impl Default for CheckpointConfig {
 /// Where a job restores its state from at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreSettings {
-    /// A savepoint folder (`savepoint-<id>`) or a retained checkpoint folder (`chk-<id>`).
+    /// A savepoint folder (`savepoint-<id>`), a retained checkpoint folder
+    /// (`<checkpoint dir>/<job id>/chk-<id>`), or the checkpoint folder of a whole run
+    /// (`<checkpoint dir>/<job id>`: its newest intact checkpoint).
     pub path: PathBuf,
     /// Whether state of operators that no longer exist may be skipped (otherwise an error).
     pub allow_non_restored_state: bool,
@@ -156,6 +171,7 @@ impl Default for ExecutionConfig {
             lmdb_map_size: 4 << 30,
             restart_strategy: None,
             restore: None,
+            job_id: None,
         }
     }
 }

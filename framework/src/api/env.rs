@@ -117,8 +117,9 @@ impl StreamEnv {
         self
     }
 
-    /// Writes checkpoints below `directory` (layout in [`crate::checkpoint::storage`]) instead
-    /// of keeping them in memory.
+    /// Writes checkpoints below `directory`, in a folder per run named by its job id
+    /// (`<directory>/<job id>/chk-<n>`, layout in [`crate::checkpoint::storage`]), instead of
+    /// keeping them in memory.
     pub fn set_checkpoint_storage(&self, directory: impl Into<std::path::PathBuf>) -> &Self {
         self.lock().config.checkpointing.directory = Some(directory.into());
         self
@@ -136,9 +137,12 @@ impl StreamEnv {
         self
     }
 
-    /// Starts the job from a savepoint (or retained checkpoint) folder. Operators find their
-    /// state by uid; state of an operator that no longer exists is an error unless
-    /// `allow_non_restored_state`.
+    /// Starts the job from a savepoint or a retained checkpoint (Flink's `-s <path>`): a
+    /// `savepoint-<id>` folder, a `chk-<id>` folder of an earlier run, or an earlier run's
+    /// checkpoint folder `<checkpoint dir>/<job id>` (its newest intact checkpoint). Without
+    /// this, a job starts empty: a new run never picks up another run's checkpoints by itself.
+    /// Operators find their state by uid; state of an operator that no longer exists is an
+    /// error unless `allow_non_restored_state`.
     pub fn restore_from(
         &self,
         path: impl Into<std::path::PathBuf>,
@@ -148,6 +152,22 @@ impl StreamEnv {
             path: path.into(),
             allow_non_restored_state,
         });
+        self
+    }
+
+    /// Lets a restart fall back past a damaged or missing checkpoint even when exactly-once
+    /// sinks already committed its transactions, accepting that their output is written again
+    /// (see [`CheckpointConfig::allow_fallback_past_commits`](super::CheckpointConfig)). Off
+    /// by default: the job fails instead, naming what would be duplicated.
+    pub fn allow_fallback_past_commits(&self, allow: bool) -> &Self {
+        self.lock().config.checkpointing.allow_fallback_past_commits = allow;
+        self
+    }
+
+    /// Fixes the id of the next run instead of letting the runtime pick a new one (for
+    /// reproducible runs; see [`ExecutionConfig::job_id`]).
+    pub fn set_job_id(&self, job_id: crate::checkpoint::JobId) -> &Self {
+        self.lock().config.job_id = Some(job_id);
         self
     }
 

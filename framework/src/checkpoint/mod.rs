@@ -7,6 +7,7 @@
 
 mod aligner;
 mod coordinator;
+mod job_id;
 mod restart;
 pub mod storage;
 mod tracker;
@@ -15,6 +16,7 @@ pub use aligner::BarrierAligner;
 pub use coordinator::{
     CheckpointCoordinator, CoordinatorConfig, CoordinatorEvent, PendingCheckpoint,
 };
+pub use job_id::JobId;
 pub use restart::{RestartDecision, RestartStrategy, RestartTracker};
 pub use tracker::BarrierTracker;
 

@@ -5,6 +5,9 @@
 //!
 //! ```text
 //! <checkpoint dir>/
+//!  <job id>/                       one folder per run of a job (32 hex digits): a run restarts
+//!                                  only from its own checkpoints; another run's are used only
+//!                                  when named with `restore_from`
 //!   chk-<id>/                      one folder per checkpoint (the newest `retained` are kept)
 //!     task-<vertex>-<subtask>.state  the state of one subtask: every operator of its chain
 //!     _metadata                    written last and atomically (write `.tmp`, fsync, rename);
@@ -26,7 +29,11 @@
 //!
 //! - A checkpoint is complete iff its `_metadata` exists and every file it lists matches its
 //!   length and CRC.
-//! - Recovery uses the newest complete checkpoint; a damaged one is reported and skipped.
+//! - Every state file is read back and checked after it is written, and every listed file is
+//!   checked again before `_metadata` is written: damage at write time fails the checkpoint.
+//! - Recovery uses the newest complete checkpoint of the run; a damaged one is reported and
+//!   skipped, unless exactly-once sinks committed transactions after the checkpoint recovery
+//!   would use (the JobManager refuses that fallback, see `runtime::job_manager`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -274,6 +281,9 @@ impl CheckpointStorage {
                     .map_err(|e| StorageError::new(dir, format!("cannot create: {e}")))?;
                 let path = dir.join(name);
                 write_synced(&path, frame)?;
+                // Read back before the file counts as stored: damage at write time must fail
+                // the checkpoint, never complete it.
+                verify_file(&path, &metadata)?;
             }
             (None, Self::Memory(store)) => {
                 let mut store = store
@@ -307,9 +317,31 @@ impl CheckpointStorage {
             (Some(dir), _) => {
                 fs::create_dir_all(dir)
                     .map_err(|e| StorageError::new(dir, format!("cannot create: {e}")))?;
+                // Every listed file must still be there, whole, before the metadata makes the
+                // checkpoint complete (each was read back and checked when it was written).
+                for file in &metadata.files {
+                    let path = dir.join(&file.name);
+                    let len = fs::metadata(&path)
+                        .map_err(|e| StorageError::new(&path, format!("cannot stat: {e}")))?
+                        .len();
+                    if len != file.len {
+                        return Err(StorageError::new(
+                            &path,
+                            format!("{len} bytes, {} were written", file.len),
+                        ));
+                    }
+                }
                 let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
                 let path = dir.join(METADATA_FILE);
                 write_synced(&tmp, &frame)?;
+                verify_file(
+                    &tmp,
+                    &FileMetadata {
+                        name: METADATA_FILE.to_string(),
+                        len: frame.len() as u64,
+                        crc32: crc32fast::hash(&frame),
+                    },
+                )?;
                 fs::rename(&tmp, &path)
                     .map_err(|e| StorageError::new(&path, format!("cannot rename: {e}")))?;
                 sync_dir(dir);
@@ -515,6 +547,89 @@ pub fn load_folder(path: &Path) -> Result<RestoredCheckpoint, StorageError> {
     })
 }
 
+/// Reads what [`StreamEnv::restore_from`](crate::api::StreamEnv::restore_from) names: a
+/// savepoint or checkpoint folder (with `_metadata`), or the checkpoint folder of a whole run
+/// (`<checkpoint dir>/<job id>`, holding `chk-<n>` folders), whose newest intact checkpoint is
+/// used. Returns the checkpoint and, for a run's folder, the newer checkpoints it skipped as
+/// damaged.
+///
+/// # Errors
+///
+/// The path does not exist, is none of the above (a checkpoint directory holding several runs
+/// is named with its runs, so the user can pick one), or holds no intact checkpoint.
+pub fn load_restore_path(
+    path: &Path,
+) -> Result<(RestoredCheckpoint, Vec<StorageError>), StorageError> {
+    if path.join(METADATA_FILE).exists() {
+        return load_folder(path).map(|restored| (restored, Vec::new()));
+    }
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StorageError::new(path, "no such savepoint or checkpoint"));
+        }
+        Err(e) => return Err(StorageError::new(path, format!("cannot read: {e}"))),
+    };
+    let mut checkpoints = 0usize;
+    let mut runs = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if parse_checkpoint_folder(&name).is_some() {
+            checkpoints += 1;
+        } else if name.parse::<super::JobId>().is_ok() && entry.path().is_dir() {
+            runs.push(name);
+        }
+    }
+    if checkpoints > 0 {
+        let storage = CheckpointStorage::Directory(path.to_path_buf());
+        return match storage.latest_restorable() {
+            (Some(restored), problems) => Ok((restored, problems)),
+            (None, problems) => Err(StorageError::new(
+                path,
+                format!(
+                    "no intact checkpoint in this run's folder: {}",
+                    if problems.is_empty() {
+                        "no chk-<n> folder has _metadata".to_string()
+                    } else {
+                        problems
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    }
+                ),
+            )),
+        };
+    }
+    if !runs.is_empty() {
+        runs.sort();
+        let listed = runs
+            .iter()
+            .map(|run| {
+                let storage = CheckpointStorage::Directory(path.join(run));
+                match storage.checkpoint_ids().last() {
+                    Some(id) => format!("{run} (newest checkpoint chk-{})", id.0),
+                    None => format!("{run} (no complete checkpoint)"),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(StorageError::new(
+            path,
+            format!(
+                "a checkpoint directory holding the checkpoints of {} run(s): {listed}; \
+                 restore from one run's folder or one of its chk-<n> folders",
+                runs.len()
+            ),
+        ));
+    }
+    Err(StorageError::new(
+        path,
+        "not a savepoint or checkpoint (no _metadata) and not a run's checkpoint folder (no \
+         chk-<n> folders)",
+    ))
+}
+
 fn parse_checkpoint_folder(name: &str) -> Option<CheckpointId> {
     name.strip_prefix("chk-")?.parse().ok().map(CheckpointId)
 }
@@ -525,6 +640,29 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| StorageError::new(path, format!("cannot write: {e}")))
+}
+
+/// Reads `path` back and checks it has the length and CRC it was written with.
+fn verify_file(path: &Path, expected: &FileMetadata) -> Result<(), StorageError> {
+    let bytes =
+        fs::read(path).map_err(|e| StorageError::new(path, format!("cannot read back: {e}")))?;
+    if bytes.len() as u64 != expected.len {
+        return Err(StorageError::new(
+            path,
+            format!(
+                "read back {} bytes, {} were written",
+                bytes.len(),
+                expected.len
+            ),
+        ));
+    }
+    if crc32fast::hash(&bytes) != expected.crc32 {
+        return Err(StorageError::new(
+            path,
+            "read back with a different checksum than was written",
+        ));
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) {
@@ -655,6 +793,73 @@ mod tests {
         fs::remove_file(folder.path.clone().expect("path").join("task-0-0.state")).expect("rm");
         let error = storage.load(&folder).unwrap_err();
         assert!(error.path.ends_with("task-0-0.state") && error.message == "missing");
+    }
+
+    #[test]
+    fn a_file_damaged_before_completion_fails_the_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = CheckpointStorage::Directory(dir.path().to_path_buf());
+        let folder = storage.folder(CheckpointId(1), None);
+        let frame = encode_frame(&sample_state(1)).expect("encode");
+        let file = storage
+            .write_file(&folder, "task-0-0.state", &frame)
+            .expect("write");
+        let path = folder.path.clone().expect("path").join("task-0-0.state");
+        fs::write(&path, &frame[..frame.len() - 3]).expect("truncate");
+        let metadata = CheckpointMetadata {
+            id: CheckpointId(1),
+            kind: CheckpointKind::Checkpoint,
+            job_name: "job".into(),
+            max_parallelism: 128,
+            operators: Vec::new(),
+            files: vec![file],
+        };
+        let error = storage.complete(&folder, &metadata).unwrap_err();
+        assert!(error.path.ends_with("task-0-0.state"), "{error}");
+        assert!(!folder.path.expect("path").join(METADATA_FILE).exists());
+        assert!(storage.checkpoint_ids().is_empty(), "never completed");
+    }
+
+    #[test]
+    fn a_restore_path_is_a_checkpoint_a_run_or_an_error_naming_the_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = dir.path().join(crate::checkpoint::JobId(1).to_string());
+        let storage = CheckpointStorage::Directory(run.clone());
+        write_checkpoint(&storage, 1, 10);
+        let second = write_checkpoint(&storage, 2, 20);
+
+        let (restored, problems) = load_restore_path(&run).expect("a run's folder");
+        assert_eq!(restored.metadata.id, CheckpointId(2));
+        assert!(problems.is_empty());
+        let (restored, _) = load_restore_path(&run.join("chk-1")).expect("one checkpoint");
+        assert_eq!(restored.metadata.id, CheckpointId(1));
+
+        // The newest is damaged: the run's folder falls back and says why.
+        let metadata = second.path.expect("path").join(METADATA_FILE);
+        let bytes = fs::read(&metadata).expect("read");
+        fs::write(&metadata, &bytes[..bytes.len() / 2]).expect("truncate");
+        let (restored, problems) = load_restore_path(&run).expect("falls back");
+        assert_eq!(restored.metadata.id, CheckpointId(1));
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].path.ends_with("chk-2/_metadata"),
+            "{}",
+            problems[0]
+        );
+
+        // The checkpoint directory itself names its runs.
+        let other =
+            CheckpointStorage::Directory(dir.path().join(crate::checkpoint::JobId(2).to_string()));
+        write_checkpoint(&other, 7, 1);
+        let error = load_restore_path(dir.path()).unwrap_err();
+        assert!(
+            error.message.contains("2 run(s)")
+                && error.message.contains("00000000000000000000000000000001")
+                && error.message.contains("chk-7"),
+            "{error}"
+        );
+        let error = load_restore_path(&dir.path().join("nothing-here")).unwrap_err();
+        assert!(error.message.contains("no such"), "{error}");
     }
 
     #[test]

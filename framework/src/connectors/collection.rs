@@ -318,6 +318,7 @@ mod tests {
     fn context(subtask_index: u64, parallelism: u64) -> RuntimeContext {
         RuntimeContext {
             job_name: "test".into(),
+            job_id: crate::checkpoint::JobId(7),
             operator_name: "Source: Generator".into(),
             uid: None,
             subtask_index: subtask_index as u32,

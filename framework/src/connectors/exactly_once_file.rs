@@ -549,6 +549,7 @@ mod tests {
     fn context(subtask_index: u32, attempt_number: u32) -> RuntimeContext {
         RuntimeContext {
             job_name: "test".into(),
+            job_id: crate::checkpoint::JobId(7),
             operator_name: "exactly once".into(),
             uid: None,
             subtask_index,

@@ -257,6 +257,7 @@ mod tests {
     fn context() -> RuntimeContext {
         RuntimeContext {
             job_name: "test".into(),
+            job_id: crate::checkpoint::JobId(7),
             operator_name: "file".into(),
             uid: None,
             subtask_index: 0,

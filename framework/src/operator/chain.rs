@@ -81,6 +81,7 @@ pub(crate) type ErasedChained = Box<dyn Any + Send>;
 #[derive(Debug, Clone)]
 pub struct OpenContext {
     pub(crate) job_name: String,
+    pub(crate) job_id: crate::checkpoint::JobId,
     pub(crate) subtask_index: u32,
     pub(crate) max_parallelism: u32,
     pub(crate) attempt_number: u32,
@@ -103,6 +104,7 @@ impl OpenContext {
     pub(crate) fn runtime_context(&self, info: &OperatorInfo) -> RuntimeContext {
         RuntimeContext {
             job_name: self.job_name.clone(),
+            job_id: self.job_id,
             operator_name: info.name.clone(),
             uid: info.uid.clone(),
             subtask_index: self.subtask_index,

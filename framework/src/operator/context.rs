@@ -17,6 +17,8 @@ pub type FunctionError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub struct RuntimeContext {
     /// The job's name, as given to `execute`.
     pub job_name: String,
+    /// The id of this run of the job (its checkpoints are in `<checkpoint dir>/<job id>/`).
+    pub job_id: crate::checkpoint::JobId,
     /// The operator's name (`name(..)` or its default).
     pub operator_name: String,
     /// The operator's uid, if one was set.
@@ -66,6 +68,20 @@ pub struct TaskCx {
     /// Whether the subtask's input ended: its operators' snapshots say so, so that a restore
     /// from them does not run their end-of-input hooks again (see `NodeCore`).
     pub(crate) input_finished: bool,
+    /// What two-phase-commit sinks committed since the subtask last reported it: the
+    /// JobManager must know, so that it never falls back past a committed checkpoint silently.
+    pub(crate) committed: Vec<CommitReport>,
+}
+
+/// Records an exactly-once sink committed for one checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommitReport {
+    /// The checkpoint whose transactions were committed.
+    pub(crate) checkpoint: crate::checkpoint::CheckpointId,
+    /// The sink operator.
+    pub(crate) operator: String,
+    /// Records in the committed transactions.
+    pub(crate) records: u64,
 }
 
 /// A failure raised inside a chain by a function that reports errors instead of panicking (a
@@ -90,6 +106,7 @@ impl TaskCx {
             snapshots: Vec::new(),
             persist_snapshots: true,
             input_finished: false,
+            committed: Vec::new(),
         }
     }
 

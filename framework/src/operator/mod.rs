@@ -63,4 +63,4 @@ pub(crate) use keyed_process::{KeyedFlatMap, KeyedProcessOperator};
 pub(crate) use sink::SinkNode;
 pub(crate) use source::{SourceNode, SourceTask};
 pub(crate) use timestamps::TimestampsAndWatermarks;
-pub(crate) use two_phase_sink::TwoPhaseCommitSinkNode;
+pub(crate) use two_phase_sink::{TRANSACTIONS_STATE, TwoPhaseCommitSinkNode};

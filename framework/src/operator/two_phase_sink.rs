@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError, OperatorInfo};
 use super::checkpointing::StateSnapshotContext;
-use super::context::{FunctionError, NodeId, TaskCx};
+use super::context::{CommitReport, FunctionError, NodeId, TaskCx};
 use super::element::Record;
 use crate::api::TwoPhaseCommitSink;
 use crate::api::functions::SinkContext;
@@ -83,6 +83,11 @@ pub(crate) struct TwoPhaseCommitSinkNode<I, S: TwoPhaseCommitSink<I>> {
     current: Option<S::Txn>,
     /// Pre-committed transactions waiting for their checkpoint, by increasing checkpoint id.
     pending: VecDeque<(CheckpointId, S::Txn)>,
+    /// Records written into the open transaction.
+    current_records: u64,
+    /// Records in each pending transaction, in the order of `pending` (not stored in
+    /// checkpoints: only reported to the JobManager when committed).
+    pending_records: VecDeque<u64>,
     _input: std::marker::PhantomData<fn(I)>,
 }
 
@@ -107,6 +112,8 @@ impl<I, S: TwoPhaseCommitSink<I>> TwoPhaseCommitSinkNode<I, S> {
             counters: OperatorCounters::default(),
             current: None,
             pending: VecDeque::new(),
+            current_records: 0,
+            pending_records: VecDeque::new(),
             _input: std::marker::PhantomData,
         }
     }
@@ -209,6 +216,8 @@ impl<I, S: TwoPhaseCommitSink<I>> TwoPhaseCommitSinkNode<I, S> {
             );
         }
         self.pending.push_back((id, txn));
+        self.pending_records
+            .push_back(std::mem::take(&mut self.current_records));
         match self.sink.begin_transaction() {
             Ok(next) => self.current = Some(next),
             Err(error) => {
@@ -271,6 +280,7 @@ impl<I: Send + 'static, S: TwoPhaseCommitSink<I>> Chained<I> for TwoPhaseCommitS
         };
         for record in records {
             self.counters.records_in += 1;
+            self.current_records += 1;
             let ctx = SinkContext {
                 timestamp: record.timestamp,
                 subtask_index: self.subtask_index,
@@ -311,7 +321,17 @@ impl<I: Send + 'static, S: TwoPhaseCommitSink<I>> Chained<I> for TwoPhaseCommitS
             let Some((pending, txn)) = self.pending.pop_front() else {
                 break;
             };
-            if let Err(error) = self.sink.commit(txn) {
+            let records = self.pending_records.pop_front().unwrap_or(0);
+            let committed = self.sink.commit(txn);
+            if records > 0 {
+                // Reported even when the commit failed: it may have been partly done.
+                cx.committed.push(CommitReport {
+                    checkpoint: pending,
+                    operator: self.info.name.clone(),
+                    records,
+                });
+            }
+            if let Err(error) = committed {
                 // The restart commits it again from the checkpoint that holds it.
                 cx.fail(
                     self.info.node,
@@ -551,6 +571,7 @@ mod tests {
         };
         OpenContext {
             job_name: "test".into(),
+            job_id: crate::checkpoint::JobId(7),
             subtask_index: 0,
             max_parallelism: 128,
             attempt_number: 0,

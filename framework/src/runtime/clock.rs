@@ -47,6 +47,25 @@ impl TokioClock {
     }
 }
 
+/// A new job id for a run whose application did not fix one: the system time in nanoseconds,
+/// the process id and a per-process counter, mixed. Unique across runs of a program and across
+/// processes started at the same instant; never read by the simulator, which fixes the id.
+pub(crate) fn generate_job_id() -> crate::checkpoint::JobId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    // The runtime's clock module is the one place allowed to read the system time (DESIGN.md).
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now();
+    let nanos = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let process = u64::from(std::process::id());
+    let high = crate::state::splitmix64((nanos >> 64) as u64 ^ nanos as u64);
+    let low = crate::state::splitmix64(process.rotate_left(32) ^ run ^ high);
+    crate::checkpoint::JobId((u128::from(high) << 64) | u128::from(low))
+}
+
 impl Default for TokioClock {
     fn default() -> Self {
         Self::new()

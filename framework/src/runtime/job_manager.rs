@@ -54,11 +54,11 @@ use crate::checkpoint::storage::{
 };
 use crate::checkpoint::{
     CheckpointBarrier, CheckpointCoordinator, CheckpointId, CheckpointKind, CoordinatorConfig,
-    CoordinatorEvent, RestartDecision, RestartTracker,
+    CoordinatorEvent, JobId, RestartDecision, RestartTracker,
 };
 use crate::error::JobError;
 use crate::graph::ExecutionGraph;
-use crate::operator::{NodeId, OperatorCounters, PendingOperatorSnapshot};
+use crate::operator::{NodeId, OperatorCounters, PendingOperatorSnapshot, TRANSACTIONS_STATE};
 use crate::state::OperatorSnapshot;
 use crate::state::snapshot::redistribute;
 use crate::time::Clock;
@@ -108,10 +108,19 @@ pub(crate) enum JobManagerMsg {
         id: CheckpointId,
         result: Result<FileMetadata, String>,
     },
+    /// Exactly-once sinks of a subtask committed transactions: per checkpoint, the sink and
+    /// its records. Accepted from any attempt: a commit is output, whoever made it.
+    Committed {
+        index: usize,
+        commits: Vec<(CheckpointId, String, u64)>,
+    },
     /// Time to check checkpoint triggers and timeouts.
     Tick,
-    /// The restart delay passed: deploy the next attempt.
+    /// The restart delay passed: stop what is left of the failed attempt.
     Redeploy,
+    /// The failed attempt is gone (and every message it sent is handled, commit reports
+    /// included, since they were queued before this): deploy the next attempt.
+    DeployNext,
     /// Take a savepoint into `target`; with `stop`, cancel the job once it is complete.
     TriggerSavepoint {
         target: PathBuf,
@@ -126,6 +135,7 @@ pub(crate) struct JobManagerArgs {
     pub(crate) graph: Arc<ExecutionGraph>,
     pub(crate) config: ExecutionConfig,
     pub(crate) job_name: String,
+    pub(crate) job_id: JobId,
     pub(crate) result: oneshot::Sender<Result<JobResult, JobError>>,
 }
 
@@ -152,6 +162,9 @@ pub(crate) struct JobManagerState {
     graph: Arc<ExecutionGraph>,
     config: ExecutionConfig,
     job_name: String,
+    job_id: JobId,
+    /// This run's checkpoint folder, for directory storage.
+    checkpoint_dir: Option<PathBuf>,
     clock: super::TokioClock,
     attempt: u32,
     task_manager: Option<ActorRef<TaskManagerMsg>>,
@@ -175,6 +188,11 @@ pub(crate) struct JobManagerState {
     completed_checkpoints: u64,
     /// A savepoint asked the job to stop once it completes.
     stopping: bool,
+    /// What exactly-once sinks committed, per checkpoint of this run: a restart must not fall
+    /// back past any of these silently (their output would be written twice).
+    commits: BTreeMap<CheckpointId, Vec<String>>,
+    /// The id of the savepoint or checkpoint the run started from, if any.
+    initial_restore_id: Option<CheckpointId>,
 }
 
 impl JobManagerState {
@@ -203,6 +221,8 @@ impl JobManagerState {
             .collect();
         JobResult {
             job_name: self.job_name.clone(),
+            job_id: self.job_id,
+            checkpoint_dir: self.checkpoint_dir.clone(),
             status,
             duration: self.started_at.elapsed(),
             operators,
@@ -305,6 +325,7 @@ impl JobManagerState {
                 index,
                 config: self.config.clone(),
                 job_name: self.job_name.clone(),
+                job_id: self.job_id,
                 attempt_number: self.attempt,
                 job_manager: myself.clone(),
                 gauges: self.gauges.clone(),
@@ -508,6 +529,75 @@ impl JobManagerState {
         }
     }
 
+    /// The checkpoint the next attempt restores from: the newest intact one of this run, else
+    /// the savepoint or checkpoint the run started from, else none (from the beginning).
+    /// Damaged checkpoints are reported and skipped, but never silently past a checkpoint
+    /// whose transactions exactly-once sinks committed: replaying from before it would write
+    /// that output again.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::Restore`], which a restart cannot repair: the fallback would duplicate
+    /// committed output (and is not allowed), or the run's starting point cannot be read.
+    fn restart_point(&self) -> Result<Option<RestoredCheckpoint>, JobError> {
+        let (restored, problems) = self.storage.latest_restorable();
+        for problem in &problems {
+            tracing::warn!(job = %self.job_name, "skipping a damaged checkpoint: {problem}");
+        }
+        let allow = self.config.checkpointing.allow_fallback_past_commits;
+        let restored = match (restored, &self.config.restore) {
+            (Some(restored), _) => Some(restored),
+            // Without a checkpoint of its own, a run started from a savepoint restarts from it.
+            (None, Some(settings)) => Some(initial_restore(&settings.path, allow)?),
+            (None, None) => None,
+        };
+        let floor = restored.as_ref().map_or(0, |r| r.metadata.id.0);
+        let committed: Vec<String> = self
+            .commits
+            .range(CheckpointId(floor.saturating_add(1))..)
+            .map(|(id, what)| format!("checkpoint {}: {}", id.0, what.join(", ")))
+            .collect();
+        if committed.is_empty() {
+            return Ok(restored);
+        }
+        let target = restored.as_ref().map_or_else(
+            || "the beginning".to_string(),
+            |r| format!("checkpoint {} ({})", r.metadata.id.0, r.location),
+        );
+        let damaged = if problems.is_empty() {
+            "they are missing".to_string()
+        } else {
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let message = format!(
+            "cannot restart from {target} without duplicating committed output: the newer \
+             checkpoints cannot be used ({damaged}), and exactly-once sinks already committed \
+             their transactions ({}); repair the damaged checkpoint, or allow the fallback \
+             (allow_fallback_past_commits) to accept that output twice",
+            committed.join("; ")
+        );
+        if !allow {
+            return Err(JobError::Restore(message));
+        }
+        tracing::warn!(job = %self.job_name, "{message}; falling back as allowed");
+        Ok(restored)
+    }
+
+    /// Restoring `restored` makes the sinks commit the transactions pending in it (their
+    /// checkpoint completed): remember that, for a later fallback past it.
+    fn note_recovery_commits(&mut self, restored: &RestoredCheckpoint) {
+        let id = restored.metadata.id;
+        if Some(id) != self.initial_restore_id && holds_transactions(restored) {
+            self.commits.entry(id).or_default().push(
+                "the transactions pending in it, committed when an attempt restored it".to_string(),
+            );
+        }
+    }
+
     /// A failure of the current attempt: restart or fail the job.
     fn fail(&mut self, myself: &ActorRef<JobManagerMsg>, error: JobError) {
         if self.result.is_none() || self.stopping {
@@ -542,6 +632,58 @@ impl JobManagerState {
             }
         }
     }
+}
+
+/// Reads the savepoint or checkpoint a run starts from (see
+/// [`load_restore_path`](crate::checkpoint::storage::load_restore_path)). Given an earlier run's
+/// folder whose newest checkpoints are damaged, it falls back to the newest intact one only if
+/// that run had no exactly-once sink (whose commits at the damaged checkpoint would be
+/// duplicated) or the fallback is allowed.
+///
+/// # Errors
+///
+/// [`JobError::Restore`]: nothing to restore, or a fallback that would duplicate output.
+fn initial_restore(
+    path: &std::path::Path,
+    allow_fallback: bool,
+) -> Result<RestoredCheckpoint, JobError> {
+    let (restored, problems) = crate::checkpoint::storage::load_restore_path(path)
+        .map_err(|e| JobError::Restore(e.to_string()))?;
+    if problems.is_empty() {
+        return Ok(restored);
+    }
+    let damaged = problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = format!(
+        "{}: newer checkpoints are damaged ({damaged}); the newest intact one is checkpoint {} \
+         ({})",
+        path.display(),
+        restored.metadata.id.0,
+        restored.location
+    );
+    if holds_transactions(&restored) && !allow_fallback {
+        return Err(JobError::Restore(format!(
+            "{message}; the run's exactly-once sinks committed the transactions of the damaged \
+             checkpoints when they completed, so restoring an older one would write that output \
+             again: repair the damaged checkpoint, restore a chk-<n> folder by name, or allow the \
+             fallback (allow_fallback_past_commits)"
+        )));
+    }
+    tracing::warn!("{message}: restoring it");
+    Ok(restored)
+}
+
+/// Whether a checkpoint holds transactions of an exactly-once (two-phase-commit) sink.
+fn holds_transactions(restored: &RestoredCheckpoint) -> bool {
+    restored.operators.values().flatten().any(|snapshot| {
+        snapshot
+            .operator
+            .iter()
+            .any(|list| list.name == TRANSACTIONS_STATE && !list.elements.is_empty())
+    })
 }
 
 /// The state id of an operator: its uid, or one derived from its graph node.
@@ -638,20 +780,43 @@ impl Actor for JobManagerActor {
         } else {
             super::TokioClock::wall_clock()
         };
-        let storage = match &args.config.checkpointing.directory {
+        // Each run keeps its checkpoints in a folder of its own: it restarts only from those,
+        // and starts from another run's only when told to (`restore_from`).
+        let checkpoint_dir = args
+            .config
+            .checkpointing
+            .directory
+            .as_ref()
+            .map(|dir| dir.join(args.job_id.to_string()));
+        let storage = match &checkpoint_dir {
             Some(dir) => CheckpointStorage::Directory(dir.clone()),
             None => CheckpointStorage::memory(),
         };
-        // A restarted process continues the numbering of the checkpoints it finds.
+        // A run with a fixed job id that finds its own checkpoints continues their numbering.
         let first_id = storage.checkpoint_ids().last().map_or(1, |id| id.0 + 1);
         let restored = match &args.config.restore {
-            Some(settings) => Some(
-                crate::checkpoint::storage::load_folder(&settings.path)
-                    .map_err(|e| JobError::Restore(e.to_string()))?,
-            ),
+            Some(settings) => Some(initial_restore(
+                &settings.path,
+                args.config.checkpointing.allow_fallback_past_commits,
+            )?),
             None => None,
         };
         let first_id = first_id.max(restored.as_ref().map_or(1, |r| r.metadata.id.0 + 1));
+        tracing::info!(
+            job = %args.job_name,
+            job_id = %args.job_id,
+            "job '{}' runs as {}{}{}",
+            args.job_name,
+            args.job_id,
+            checkpoint_dir
+                .as_ref()
+                .map(|d| format!("; checkpoints in {}", d.display()))
+                .unwrap_or_default(),
+            restored
+                .as_ref()
+                .map(|r| format!("; restored from {}", r.location))
+                .unwrap_or_default(),
+        );
         let (writer, _) = Actor::spawn_linked(
             None,
             CheckpointWriter,
@@ -675,6 +840,8 @@ impl Actor for JobManagerActor {
             graph,
             config: args.config,
             job_name: args.job_name,
+            job_id: args.job_id,
+            checkpoint_dir,
             clock,
             attempt: 0,
             task_manager: None,
@@ -695,6 +862,8 @@ impl Actor for JobManagerActor {
             restored_from: None,
             completed_checkpoints: 0,
             stopping: false,
+            commits: BTreeMap::new(),
+            initial_restore_id: restored.as_ref().map(|r| r.metadata.id),
         };
         if let Err(error) = state.deploy(&myself, restored).await {
             state.writer.stop(None);
@@ -858,20 +1027,17 @@ impl Actor for JobManagerActor {
                         .stop_and_wait(None, Some(Duration::from_secs(60)))
                         .await;
                 }
-                let (restored, problems) = state.storage.latest_restorable();
-                for problem in &problems {
-                    tracing::warn!(job = %state.job_name, "skipping a damaged checkpoint: {problem}");
-                }
-                // Without a completed checkpoint, a job started from a savepoint restarts from
-                // that savepoint.
-                let restored = match restored {
-                    Some(restored) => Some(restored),
-                    None => match &state.config.restore {
-                        Some(settings) => {
-                            crate::checkpoint::storage::load_folder(&settings.path).ok()
-                        }
-                        None => None,
-                    },
+                // Queued behind every message the old attempt sent before it stopped.
+                myself.send_message(JobManagerMsg::DeployNext)?;
+            }
+            JobManagerMsg::DeployNext => {
+                let restored = match state.restart_point() {
+                    Ok(restored) => restored,
+                    Err(error) => {
+                        // A restart cannot repair this: fail at once.
+                        state.conclude(&myself, Err(error));
+                        return Ok(());
+                    }
                 };
                 match &restored {
                     Some(r) => tracing::warn!(
@@ -887,8 +1053,21 @@ impl Actor for JobManagerActor {
                         state.attempt
                     ),
                 }
+                if let Some(r) = &restored {
+                    state.note_recovery_commits(r);
+                }
                 if let Err(error) = state.deploy(&myself, restored).await {
                     state.conclude(&myself, Err(error));
+                }
+            }
+            JobManagerMsg::Committed { index, commits } => {
+                let task = state.task_name(index);
+                for (id, operator, records) in commits {
+                    state
+                        .commits
+                        .entry(id)
+                        .or_default()
+                        .push(format!("{operator} in {task}: {records} records"));
                 }
             }
             JobManagerMsg::TriggerSavepoint {

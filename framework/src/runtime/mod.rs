@@ -39,6 +39,7 @@ use job_manager::{JobManagerActor, JobManagerArgs, JobManagerMsg};
 /// A running job: wait for its end or cancel it.
 #[derive(Debug)]
 pub struct JobHandle {
+    job_id: crate::checkpoint::JobId,
     job_manager: ActorRef<JobManagerMsg>,
     result: oneshot::Receiver<Result<JobResult, JobError>>,
 }
@@ -50,6 +51,11 @@ impl std::fmt::Debug for JobManagerMsg {
 }
 
 impl JobHandle {
+    /// The id of this run: its checkpoints are in `<checkpoint dir>/<job id>/`.
+    pub fn job_id(&self) -> crate::checkpoint::JobId {
+        self.job_id
+    }
+
     /// Waits for the job to end.
     ///
     /// # Errors
@@ -124,16 +130,28 @@ pub(crate) async fn launch(
     job_name: String,
 ) -> Result<JobHandle, JobError> {
     let (sender, receiver) = oneshot::channel();
+    let mut config = config;
+    let job_id = *config.job_id.get_or_insert_with(clock::generate_job_id);
     let args = JobManagerArgs {
         graph: Arc::new(graph),
         config,
         job_name,
+        job_id,
         result: sender,
     };
     let (job_manager, _) = Actor::spawn(None, JobManagerActor, args)
         .await
-        .map_err(|error| JobError::Deploy(error.to_string()))?;
+        .map_err(|error| match error {
+            // The JobManager's own error (a restore that cannot work, a failed deployment)
+            // reaches the user as it is, not wrapped in the actor system's words.
+            ractor::SpawnErr::StartupFailed(inner) => match inner.downcast::<JobError>() {
+                Ok(job_error) => *job_error,
+                Err(other) => JobError::Deploy(other.to_string()),
+            },
+            other => JobError::Deploy(other.to_string()),
+        })?;
     Ok(JobHandle {
+        job_id,
         job_manager,
         result: receiver,
     })

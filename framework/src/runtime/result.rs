@@ -38,6 +38,12 @@ pub struct OperatorMetrics {
 pub struct JobResult {
     /// The name given to `execute`.
     pub job_name: String,
+    /// The id of this run.
+    pub job_id: crate::checkpoint::JobId,
+    /// Where this run's checkpoints are (`<checkpoint dir>/<job id>`), when they are written
+    /// to a directory: pass it, or one of its `chk-<n>` folders, to
+    /// [`StreamEnv::restore_from`](crate::api::StreamEnv::restore_from) to resume from them.
+    pub checkpoint_dir: Option<std::path::PathBuf>,
     /// How it ended.
     pub status: JobStatus,
     /// From deployment to the end, in the runtime's clock (virtual under a paused runtime).

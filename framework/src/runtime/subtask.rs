@@ -133,6 +133,8 @@ pub(crate) struct SubtaskArgs {
     pub(crate) config: ExecutionConfig,
     pub(crate) job_name: String,
     pub(crate) attempt_number: u32,
+    /// The id of the run.
+    pub(crate) job_id: crate::checkpoint::JobId,
     pub(crate) job_manager: ActorRef<JobManagerMsg>,
     pub(crate) gauges: Arc<ChannelGauges>,
     pub(crate) clock: super::TokioClock,
@@ -433,6 +435,21 @@ impl SubtaskState {
         self.snapshot_finished(barrier);
     }
 
+    /// Tells the JobManager what exactly-once sinks committed since the last report.
+    fn report_commits(&mut self) {
+        if self.cx.committed.is_empty() {
+            return;
+        }
+        let commits = std::mem::take(&mut self.cx.committed)
+            .into_iter()
+            .map(|c| (c.checkpoint, c.operator, c.records))
+            .collect();
+        let _ = self.job_manager.send_message(JobManagerMsg::Committed {
+            index: self.index,
+            commits,
+        });
+    }
+
     fn notify_checkpoint_complete(&mut self, id: CheckpointId) {
         match &mut self.head {
             Head::Source(source) => source.notify_checkpoint_complete(id, &mut self.cx),
@@ -657,6 +674,7 @@ impl Actor for SubtaskActor {
             clock: args.clock,
             open_context: OpenContext {
                 job_name: args.job_name.clone(),
+                job_id: args.job_id,
                 subtask_index: plan.id.index,
                 max_parallelism: graph.job.max_parallelism,
                 attempt_number: args.attempt_number,
@@ -785,7 +803,10 @@ impl Actor for SubtaskActor {
                 return Ok(());
             }
             SubtaskMsg::CheckpointComplete { id, is_final } => {
-                state.guarded(|s| s.notify_checkpoint_complete(id))?;
+                let outcome = state.guarded(|s| s.notify_checkpoint_complete(id));
+                // Reported before a failure propagates: a commit may have been partly done.
+                state.report_commits();
+                outcome?;
                 if is_final && state.input_finished_reported {
                     return self.finish(&myself, state);
                 }

@@ -65,3 +65,24 @@ pub(crate) fn read_output(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
 pub(crate) fn committed_lines(dir: &std::path::Path) -> Vec<String> {
     read_output(dir).0
 }
+
+/// The checkpoint folder of the one run below the checkpoint directory `dir`
+/// (`<dir>/<job id>`, see `eichhorn::checkpoint::storage`).
+///
+/// # Panics
+///
+/// `dir` holds no run, or more than one.
+pub(crate) fn run_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    let runs: Vec<_> = std::fs::read_dir(dir)
+        .expect("checkpoint dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<eichhorn::checkpoint::JobId>().is_ok())
+        })
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 1, "one run below {}: {runs:?}", dir.display());
+    runs.into_iter().next().expect("one run")
+}
