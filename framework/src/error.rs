@@ -16,8 +16,13 @@ pub enum GraphError {
         /// The job's max parallelism.
         max_parallelism: u32,
     },
-    /// A non-parallel source (collection, file, socket) was given a parallelism above 1.
-    #[error("operator '{operator}' is not parallel: its parallelism must be 1, not {parallelism}")]
+    /// A non-parallel source (collection, file, socket, or a user source whose
+    /// [`SourceFunction::is_parallel`](crate::api::functions::SourceFunction::is_parallel) is
+    /// `false`) was given a parallelism above 1.
+    #[error(
+        "operator '{operator}' is not parallel: its parallelism must be 1, not {parallelism} \
+         (a source that splits its input over subtasks returns true from SourceFunction::is_parallel)"
+    )]
     NonParallelOperator {
         /// The operator.
         operator: String,
