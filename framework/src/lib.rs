@@ -54,6 +54,7 @@ pub mod prelude {
         KeyedStream, OutputTag, StreamEnv, WindowedStream,
     };
     pub use crate::api::{KeyBy, Operator, TwoPhaseCommitSink, Unkeyed};
+    pub use crate::checkpoint::RestartStrategy;
     pub use crate::error::{GraphError, JobError};
     pub use crate::operator::{
         BroadcastContext, BroadcastReadOnlyContext, KeyedBroadcastContext,
@@ -66,8 +67,8 @@ pub mod prelude {
     pub use crate::runtime::{JobHandle, JobResult, JobStatus};
     pub use crate::state::{
         AggregatingState, ListState, MapState, OperatorList, ReducingState, StableHash,
-        StableHasher, StateTtlConfig, UnionList, ValueState,
+        StableHasher, StateBackendKind, StateTtlConfig, UnionList, ValueState,
     };
-    pub use crate::time::Watermark;
+    pub use crate::time::{Watermark, WatermarkStrategy};
     pub use eichhorn_macros::{KeyBy, StableHash, operator};
 }
