@@ -1,4 +1,32 @@
 //! Errors, one enum per layer, and the crate's [`Error`].
+//!
+//! The layers' errors convert upwards so that `?` works across the API: a bad window
+//! ([`WindowError`]) is a [`GraphError`], a graph error is a [`JobError`], and every one of
+//! them, plus state, storage and I/O errors, is an [`Error`].
+//!
+//! # Examples
+//!
+//! ```
+//! use eichhorn::operator::window::{TimeDomain, WindowAssigner};
+//! use eichhorn::prelude::*;
+//!
+//! fn hourly() -> Result<WindowAssigner, JobError> {
+//!     // A `WindowError` (say, a size of 0) becomes `JobError::Graph(GraphError::Window(..))`.
+//!     Ok(WindowAssigner::tumbling(TimeDomain::EventTime, 3_600_000, 0)?)
+//! }
+//!
+//! fn zero() -> Result<WindowAssigner, eichhorn::Error> {
+//!     Ok(WindowAssigner::tumbling(TimeDomain::EventTime, 0, 0)?)
+//! }
+//!
+//! assert!(hourly().is_ok());
+//! let error = zero().unwrap_err();
+//! assert_eq!(error.to_string(), "invalid window: tumbling windows need a size > 0, got size 0 ms");
+//! ```
+
+use crate::checkpoint::storage::StorageError;
+use crate::operator::window::WindowError;
+use crate::state::StateError;
 
 /// The job graph or configuration is invalid; reported by `execute` before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,8 +44,13 @@ pub enum GraphError {
         /// The job's max parallelism.
         max_parallelism: u32,
     },
-    /// A non-parallel source (collection, file, socket) was given a parallelism above 1.
-    #[error("operator '{operator}' is not parallel: its parallelism must be 1, not {parallelism}")]
+    /// A non-parallel source (collection, file, socket, or a user source whose
+    /// [`SourceFunction::is_parallel`](crate::api::functions::SourceFunction::is_parallel) is
+    /// `false`) was given a parallelism above 1.
+    #[error(
+        "operator '{operator}' is not parallel: its parallelism must be 1, not {parallelism} \
+         (a source that splits its input over subtasks returns true from SourceFunction::is_parallel)"
+    )]
     NonParallelOperator {
         /// The operator.
         operator: String,
@@ -61,6 +94,9 @@ pub enum GraphError {
         /// The other type.
         second: &'static str,
     },
+    /// A window assigner with an invalid size, slide, gap or offset.
+    #[error("invalid window: {0}")]
+    Window(#[from] WindowError),
     /// A bug in graph construction.
     #[error("internal graph error: {0}")]
     Internal(String),
@@ -96,16 +132,57 @@ pub enum JobError {
     Restore(String),
 }
 
-/// The crate's error: any error of a layer.
+impl From<WindowError> for JobError {
+    fn from(error: WindowError) -> Self {
+        Self::Graph(GraphError::Window(error))
+    }
+}
+
+/// The crate's error: any error of a layer, and I/O; what a `main` that builds and runs jobs
+/// can return.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Graph or configuration.
+    /// Graph or configuration (including invalid windows).
     #[error(transparent)]
     Graph(#[from] GraphError),
     /// Job execution.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// Keyed state.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Checkpoint or savepoint storage.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl From<WindowError> for Error {
+    fn from(error: WindowError) -> Self {
+        Self::Graph(GraphError::Window(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_error_converts_into_every_upper_layer() {
+        let window = WindowError::InvalidSlide { slide_ms: 0 };
+        assert_eq!(
+            JobError::from(window.clone()).to_string(),
+            "invalid window: sliding windows need a slide > 0, got slide 0 ms"
+        );
+        assert!(matches!(
+            Error::from(window.clone()),
+            Error::Graph(GraphError::Window(w)) if w == window
+        ));
+        assert!(matches!(
+            Error::from(JobError::from(GraphError::EmptyGraph)),
+            Error::Job(JobError::Graph(GraphError::EmptyGraph))
+        ));
+    }
 }

@@ -22,9 +22,59 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A job needs tokio (`macros`, `rt-multi-thread`) for its `main` and serde (`derive`) for its
+//! record types; restarts and damaged checkpoints are reported through [`tracing`], so install
+//! a subscriber (`tracing-subscriber`) to see them. The repository's README has a longer tour.
+//!
+//! # A tour
+//!
+//! - **The environment.** [`StreamEnv`] is where a job is declared: sources
+//!   ([`StreamEnv::from_collection`], [`StreamEnv::from_generator`],
+//!   [`StreamEnv::read_text_file`], [`StreamEnv::socket_text_stream`], and
+//!   [`StreamEnv::add_source`] for your own [`SourceFunction`](api::functions::SourceFunction)),
+//!   settings ([`StreamEnv::set_parallelism`], [`ExecutionConfig`]) and the run itself:
+//!   [`StreamEnv::execute`] runs a bounded job to its end and returns a [`JobResult`];
+//!   [`StreamEnv::execute_async`] returns a [`JobHandle`] to cancel, savepoint or join an
+//!   unbounded one. [`StreamEnv::explain`] shows the chained graph.
+//! - **Streams.** A [`DataStream`] is transformed with closures (`map`, `flat_map`, `filter`)
+//!   or rich functions from [`api::functions`] (`MapFunction`, `ProcessFunction` with side
+//!   outputs through [`OutputTag`], ...), repartitioned (`rebalance`, `broadcast`, ...),
+//!   unioned and connected ([`ConnectedStreams`]), and ends in a sink (`print`,
+//!   `collect_sink`, `write_exactly_once`, `add_sink`).
+//! - **Keys.** [`DataStream::key_by`] gives a [`KeyedStream`]: rolling aggregations, keyed
+//!   process functions with state and timers, and windows. Keys hash with [`StableHash`], frozen
+//!   across processes and versions, into key groups.
+//! - **Time and windows.** [`time::WatermarkStrategy`] assigns timestamps and watermarks;
+//!   [`KeyedStream::window`] with a [`WindowAssigner`](operator::window::WindowAssigner)
+//!   (tumbling, sliding, session; event or processing time) gives a [`api::WindowedStream`]
+//!   with Flink's semantics: allowed lateness, late side outputs, merging sessions
+//!   ([`operator::window`]).
+//! - **Operators and state.** The [`#[operator]`](macro@operator) attribute turns a struct
+//!   into a function with declared state: `#[state]` fields are keyed state
+//!   ([`state::ValueState`], [`state::ListState`], [`state::MapState`], ...), `#[operator_state]`
+//!   fields operator state, and the other fields its configuration. State lives in a memory or
+//!   LMDB backend ([`state::StateBackendKind`]); see [`state`].
+//! - **Checkpoints.** [`StreamEnv::enable_checkpointing`] takes asynchronous barrier snapshots
+//!   ([`checkpoint`]); a failed subtask restarts the job from the latest one under a
+//!   [`RestartStrategy`](checkpoint::RestartStrategy), savepoints come from
+//!   [`JobHandle::stop_with_savepoint`] and start a job with [`StreamEnv::restore_from`], and
+//!   the exactly-once file sink commits on checkpoint completion.
+//! - **Connectors.** Built-in sources and sinks are in [`connectors`]: collections, generators,
+//!   files ([`connectors::NumberedFileSource`]), sockets, printing, and the exactly-once file
+//!   sink ([`connectors::ExactlyOnceFileSink`]).
+//! - **Errors.** One enum per layer, each saying what and where: [`GraphError`] (an invalid
+//!   graph, reported before anything runs), [`JobError`] (a failed job, naming the operator and
+//!   subtask), and the crate's [`Error`]; they convert upwards, so `?` works across the API
+//!   ([`error`]).
+//!
+//! [`prelude`] imports what a job definition usually needs.
+//!
 //! ## Layers
 //!
-//! `api -> graph -> runtime -> {operator, time, state, checkpoint}`; see `docs/ARCHITECTURE.md`.
+//! `api -> graph -> runtime -> {operator, time, state, checkpoint}`: [`api`] builds a logical
+//! graph, [`graph`] resolves it into chained tasks and subtasks, and [`runtime`] runs them as
+//! actors over the pure cores of [`operator`](mod@operator), [`time`], [`state`] and
+//! [`checkpoint`]; see `docs/ARCHITECTURE.md`.
 
 pub mod api;
 pub mod checkpoint;
@@ -54,6 +104,7 @@ pub mod prelude {
         KeyedStream, OutputTag, StreamEnv, WindowedStream,
     };
     pub use crate::api::{KeyBy, Operator, TwoPhaseCommitSink, Unkeyed};
+    pub use crate::checkpoint::RestartStrategy;
     pub use crate::error::{GraphError, JobError};
     pub use crate::operator::{
         BroadcastContext, BroadcastReadOnlyContext, KeyedBroadcastContext,
@@ -66,8 +117,8 @@ pub mod prelude {
     pub use crate::runtime::{JobHandle, JobResult, JobStatus};
     pub use crate::state::{
         AggregatingState, ListState, MapState, OperatorList, ReducingState, StableHash,
-        StableHasher, StateTtlConfig, UnionList, ValueState,
+        StableHasher, StateBackendKind, StateTtlConfig, UnionList, ValueState,
     };
-    pub use crate::time::Watermark;
+    pub use crate::time::{Watermark, WatermarkStrategy};
     pub use eichhorn_macros::{KeyBy, StableHash, operator};
 }

@@ -238,16 +238,46 @@ async fn a_generator_saved_at_parallelism_two_goes_on_at_three_and_at_one() {
     }
 }
 
+/// A source declared parallel whose every subtask emits all of `inner` (a collection source is
+/// non-parallel, so it would run once): its positions cannot be shared out over another number
+/// of subtasks.
+#[operator(new = false)]
+#[derive(Clone)]
+struct Replicated<S> {
+    inner: S,
+}
+
+impl<T, S: SourceFunction<T>> SourceFunction<T> for Replicated<S> {
+    fn is_parallel(&self) -> bool {
+        true
+    }
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.inner.open(ctx)
+    }
+    fn poll_next(&mut self, ctx: &mut SourceContext<'_, T>) -> Result<SourcePoll, FunctionError> {
+        self.inner.poll_next(ctx)
+    }
+    fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, FunctionError> {
+        self.inner.snapshot_position()
+    }
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), FunctionError> {
+        self.inner.restore_position(position)
+    }
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_source_that_cannot_be_rescaled_fails_naming_itself() {
     let dirs = Dirs::new();
     let build = |parallelism: u32| {
         let env = StreamEnv::new();
         env.set_parallelism(parallelism);
-        // Every subtask of a collection source emits the whole collection: its positions
-        // cannot be shared out over another number of subtasks.
         env.add_source(
-            RateLimitedSource::new(CollectionSource::new((0..2_000u64).collect()), 1_000),
+            Replicated {
+                inner: RateLimitedSource::new(
+                    CollectionSource::new((0..2_000u64).collect()),
+                    1_000,
+                ),
+            },
             "replicated collection",
         )
         .uid("source")

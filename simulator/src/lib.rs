@@ -32,6 +32,13 @@
 
 use std::time::Duration;
 
+/// The README's code blocks, compiled and run as doctests. They live in this crate because it
+/// depends on everything they use (`eichhorn`, `eichhorn_sim`, tokio, serde, tracing-subscriber);
+/// their relative paths resolve in `simulator/`, and each block removes the files it creates.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 use eichhorn::api::{CollectSink, Data, StreamEnv};
 use eichhorn::{JobError, JobResult, StableHasher};
 

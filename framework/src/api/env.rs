@@ -213,13 +213,45 @@ impl StreamEnv {
         self.lock().errors.push(error);
     }
 
-    /// Adds a user source.
+    /// Adds a user source, named `Source: {name}` (Flink's `addSource`).
+    ///
+    /// A source is non-parallel unless [`SourceFunction::is_parallel`] says otherwise: it then
+    /// runs at parallelism 1 whatever [`StreamEnv::set_parallelism`] says, and an explicit
+    /// `.set_parallelism(n)` above 1 on its stream makes the job fail to build with
+    /// [`GraphError::NonParallelOperator`] naming the source. A parallel source runs at the
+    /// default parallelism or the one set on its stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::connectors::NumberedFileSource;
+    /// use eichhorn::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), eichhorn::Error> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let input = dir.path().join("input.txt");
+    /// std::fs::write(&input, "a\nb\nc\n")?;
+    /// let env = StreamEnv::new();
+    /// env.set_parallelism(2);
+    /// let lines = env
+    ///     .add_source(NumberedFileSource::new(input), "input") // runs at parallelism 1
+    ///     .map(|(number, line): (u64, String)| format!("{number}: {line}")) // at 2
+    ///     .collect_sink();
+    /// env.execute("numbered lines").await?;
+    /// let mut lines = lines.take();
+    /// lines.sort();
+    /// assert_eq!(lines, ["1: a", "2: b", "3: c"]); // each line once
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_source<T: Data, S: SourceFunction<T>>(
         &self,
         source: S,
         name: &str,
     ) -> DataStream<T> {
-        self.add_source_node(source, format!("Source: {name}"), false)
+        let non_parallel = !source.is_parallel();
+        self.add_source_node(source, format!("Source: {name}"), non_parallel)
             .with_default_uid::<S>()
     }
 

@@ -408,8 +408,69 @@ pub enum SourcePoll {
 /// [`SourceFunction::restore_position`] rewinds to it, so a recovered job re-reads exactly the
 /// elements after the last checkpoint.
 ///
-/// Each parallel instance is a clone; it finds its share of the input through the
-/// [`RuntimeContext`] handed to `open` (subtask index and parallelism).
+/// # Parallel and non-parallel sources
+///
+/// As in Flink, where a plain `SourceFunction` runs once and a `ParallelSourceFunction` runs at
+/// the operator's parallelism, a source is **non-parallel** unless it says otherwise: it runs at
+/// parallelism 1 whatever the environment's default (so a file is read once, not once per
+/// subtask), and setting a higher parallelism on it explicitly is a
+/// [`GraphError::NonParallelOperator`](crate::GraphError::NonParallelOperator) naming the
+/// source. A source that splits its input over its subtasks returns `true` from
+/// [`SourceFunction::is_parallel`]; then it runs at the environment's default parallelism or
+/// the one set on its stream, and each parallel instance is a clone that finds its share of the
+/// input through the [`RuntimeContext`] handed to `open` (subtask index and parallelism).
+///
+/// The built-in file, socket and collection sources are non-parallel; the generator
+/// ([`GeneratorSource`](crate::connectors::GeneratorSource)) is parallel, and wrappers such as
+/// [`RateLimitedSource`](crate::connectors::RateLimitedSource) are whatever they wrap.
+///
+/// # Examples
+///
+/// A parallel source of the numbers below `count`: subtask `j` of `p` emits `j, j + p, ...`.
+///
+/// ```
+/// use eichhorn::prelude::*;
+///
+/// #[operator(new = false)]
+/// #[derive(Clone)]
+/// struct Numbers {
+///     next: u64,
+///     stride: u64,
+///     count: u64,
+/// }
+///
+/// impl SourceFunction<u64> for Numbers {
+///     fn is_parallel(&self) -> bool {
+///         true // each subtask emits its own share
+///     }
+///     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+///         self.next = u64::from(ctx.subtask_index);
+///         self.stride = u64::from(ctx.parallelism);
+///         Ok(())
+///     }
+///     fn poll_next(&mut self, ctx: &mut SourceContext<'_, u64>) -> Result<SourcePoll, FunctionError> {
+///         while ctx.remaining() > 0 && self.next < self.count {
+///             ctx.collect(self.next);
+///             self.next += self.stride;
+///         }
+///         Ok(if self.next < self.count { SourcePoll::MoreAvailable } else { SourcePoll::Finished })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), JobError> {
+/// let env = StreamEnv::new();
+/// env.set_parallelism(3);
+/// let out = env
+///     .add_source(Numbers { next: 0, stride: 1, count: 10 }, "numbers")
+///     .collect_sink();
+/// env.execute("numbers").await?;
+/// let mut values = out.take();
+/// values.sort();
+/// assert_eq!(values, (0..10).collect::<Vec<u64>>()); // each number once, from 3 subtasks
+/// # Ok(())
+/// # }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a source function",
     label = "needs an `impl SourceFunction` for this type",
@@ -431,6 +492,14 @@ pub trait SourceFunction<T>: crate::api::Unkeyed + Clone + Send + 'static {
     /// Any error fails the job, naming this source (malformed input should be reported with its
     /// position).
     fn poll_next(&mut self, ctx: &mut SourceContext<'_, T>) -> Result<SourcePoll, FunctionError>;
+    /// Whether this source runs in parallel (Flink's `ParallelSourceFunction`): `true` runs it at
+    /// the environment's default parallelism or the one set on its stream, each instance taking
+    /// its share of the input; `false`, the default, runs it at parallelism 1 whatever the
+    /// environment's default, and an explicit parallelism above 1 is a graph error naming it.
+    /// Asked once, when the source is added to the environment.
+    fn is_parallel(&self) -> bool {
+        false
+    }
     /// The position after the last emitted element, as bytes (`None`: not checkpointable).
     ///
     /// # Errors

@@ -22,7 +22,7 @@
 use crate::operator::{FunctionError, StateInitContext, StateSnapshotContext};
 use crate::state::{OperatorStateMode, SCHEMA_STATE, StateSchema};
 
-/// A user function's identity and declared state (derived by [`#[operator]`](crate::operator)).
+/// A user function's identity and declared state (derived by [`#[operator]`](macro@crate::operator)).
 pub trait Operator {
     /// The uid its state is stored under when the job sets none with `.uid(..)`: the
     /// `#[operator(uid = "...")]` argument or the type's module path. `None`: the position in

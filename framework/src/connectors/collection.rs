@@ -183,6 +183,10 @@ where
         Ok(())
     }
 
+    fn is_parallel(&self) -> bool {
+        true
+    }
+
     #[inline]
     fn poll_next(&mut self, ctx: &mut SourceContext<'_, T>) -> Result<SourcePoll, FunctionError> {
         if let [split] = self.splits.as_slice() {

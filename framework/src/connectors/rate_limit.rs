@@ -6,8 +6,9 @@ use crate::operator::{FunctionError, RuntimeContext};
 /// Emits the records of `inner` at most `records_per_second` per second of processing time
 /// (per subtask), measured from the first poll. While over the rate it reports
 /// [`SourcePoll::Idle`], so the subtask polls again after the idle interval; checkpoints,
-/// credits and cancellation go on meanwhile. Positions are the inner source's, and so is
-/// whether they can be restored at another parallelism.
+/// credits and cancellation go on meanwhile. Positions are the inner source's, and so are
+/// whether they can be restored at another parallelism and whether the source is parallel
+/// ([`SourceFunction::is_parallel`]).
 ///
 /// # Examples
 ///
@@ -49,6 +50,10 @@ impl<S> RateLimitedSource<S> {
 impl<T, S: SourceFunction<T>> SourceFunction<T> for RateLimitedSource<S> {
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
         self.inner.open(ctx)
+    }
+
+    fn is_parallel(&self) -> bool {
+        self.inner.is_parallel()
     }
 
     fn poll_next(&mut self, ctx: &mut SourceContext<'_, T>) -> Result<SourcePoll, FunctionError> {

@@ -1,6 +1,6 @@
 //! The three graphs of a job, all pure data:
 //!
-//! - [`StreamGraph`](stream_graph::StreamGraph): operators and edges as the API declared them;
+//! - `StreamGraph` (crate-internal): operators and edges as the API declared them;
 //! - [`JobGraph`]: parallelism and partitioning resolved, operators chained into tasks;
 //! - [`ExecutionGraph`]: every parallel subtask and every channel between subtasks.
 

@@ -485,7 +485,7 @@ impl<'b, O> RunContext<'_, 'b, O> {
 
 /// A one-input operator core: what `map`, `filter`, `process`, rolling aggregations are made of.
 ///
-/// The wrapper ([`OneInputNode`]) counts records, forwards watermarks and barriers, and feeds side
+/// The wrapper (`OneInputNode`) counts records, forwards watermarks and barriers, and feeds side
 /// outputs; the operator only turns inputs into outputs.
 pub trait OneInputOperator<I>: Send + 'static {
     /// The main output type.

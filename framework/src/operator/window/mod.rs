@@ -1,5 +1,5 @@
 //! Windows: assignment (the pure core), the window functions, and the keyed window operator
-//! ([`WindowOperator`](operator)), with Apache Flink's semantics.
+//! (`WindowOperator`), with Apache Flink's semantics.
 //!
 //! A Flink user must get the same windows from the same data, so everything here mirrors Flink's
 //! code, not just its documentation: [`TimeWindow`] (`intersects`, `cover`, `max_timestamp`),
