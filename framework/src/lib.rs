@@ -112,7 +112,7 @@ pub mod prelude {
     };
     pub use crate::operator::{
         Collector, FunctionError, KeyedContext, OperatorContext, RuntimeContext, StateInitContext,
-        StateSnapshotContext,
+        StateSnapshotContext, UnrecoverableError,
     };
     pub use crate::runtime::{JobHandle, JobResult, JobStatus};
     pub use crate::state::{

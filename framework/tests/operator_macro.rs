@@ -390,8 +390,11 @@ async fn savepoint_of_v1(dir: &std::path::Path) -> std::path::PathBuf {
 async fn a_changed_state_field_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let savepoint = savepoint_of_v1(dir.path()).await;
+    // With periodic checkpoints the default restart strategy restarts without limit: a
+    // mismatch that a restart cannot fix must still fail the job at once.
     let restore = |env: &StreamEnv| {
         env.restore_from(&savepoint, false);
+        env.enable_checkpointing(50);
     };
 
     let env = StreamEnv::new();
@@ -427,6 +430,7 @@ async fn a_changed_state_field_is_refused_with_the_field_named() {
         .to_string();
     assert!(error.contains("state field `last`"), "{error}");
     assert!(error.contains("stored layout changed"), "{error}");
+    assert!(error.contains("a restart cannot fix this"), "{error}");
 
     let env = StreamEnv::new();
     let sums = paced(&env, 2_000, 2_000)

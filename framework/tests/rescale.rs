@@ -287,12 +287,16 @@ async fn a_source_that_cannot_be_rescaled_fails_naming_itself() {
     let savepoint = stop_with_savepoint_after(&build(2), 100, &dirs.savepoints).await;
     let second = build(3);
     second.restore_from(&savepoint, false);
+    // Periodic checkpoints make the default restart strategy restart without limit: the
+    // error must still end the job at once, since every restart would meet it again.
+    second.enable_checkpointing(50);
     let error = within(second.execute("rescaled")).await.unwrap_err();
     let message = error.to_string();
     for expected in [
         "Source: replicated collection",
         "checkpointed at parallelism 2, restored at parallelism 3",
         "cannot redistribute its positions",
+        "a restart cannot fix this",
     ] {
         assert!(message.contains(expected), "{expected:?} in {message}");
     }

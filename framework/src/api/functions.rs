@@ -5,7 +5,9 @@
 //! copy. Closures work directly with `map`, `flat_map`, `filter` and friends; implement a trait
 //! when a function needs `open`/`close` or is reused across jobs.
 
-use crate::operator::{Collector, FunctionError, OperatorContext, RuntimeContext};
+use crate::operator::{
+    Collector, FunctionError, OperatorContext, RuntimeContext, UnrecoverableError,
+};
 
 /// Transforms each element into exactly one element (`DataStream::map_function`).
 #[diagnostic::on_unimplemented(
@@ -515,7 +517,7 @@ pub trait SourceFunction<T>: crate::api::Unkeyed + Clone + Send + 'static {
     ///
     /// The position is corrupt or does not fit this source.
     fn restore_position(&mut self, _position: &[u8]) -> Result<(), FunctionError> {
-        Err("this source cannot restore a position".into())
+        Err(UnrecoverableError::new("this source cannot restore a position").into())
     }
     /// Restores this instance's share of a source checkpointed at another parallelism; called
     /// after `open` (whose context gave the new subtask index and parallelism) instead of
@@ -529,7 +531,10 @@ pub trait SourceFunction<T>: crate::api::Unkeyed + Clone + Send + 'static {
     /// By default: this source cannot be rescaled (the restore fails, naming the source and both
     /// parallelisms). Also a corrupt position.
     fn restore_rescaled_positions(&mut self, _positions: &[Vec<u8>]) -> Result<(), FunctionError> {
-        Err("this source cannot redistribute its positions over another parallelism".into())
+        Err(UnrecoverableError::new(
+            "this source cannot redistribute its positions over another parallelism",
+        )
+        .into())
     }
     /// Called once per subtask after the last poll.
     ///

@@ -19,7 +19,7 @@
 //! Writing the impls by hand (`impl Operator for MyFn {}` and, when not keyed,
 //! `impl Unkeyed for MyFn {}`) is possible; `#[operator]` is the intended way.
 
-use crate::operator::{FunctionError, StateInitContext, StateSnapshotContext};
+use crate::operator::{FunctionError, StateInitContext, StateSnapshotContext, UnrecoverableError};
 use crate::state::{OperatorStateMode, SCHEMA_STATE, StateSchema};
 
 /// A user function's identity and declared state (derived by [`#[operator]`](macro@crate::operator)).
@@ -76,11 +76,14 @@ pub(crate) fn initialize_fields<F: Operator>(
     let schema = function.state_schema();
     let stored: Vec<StateSchema> = ctx.list_state(SCHEMA_STATE)?;
     if let Some(stored) = stored.first() {
-        schema.check_restore(
-            stored,
-            &format!("with uid '{}'", ctx.state_id()),
-            ctx.allows_non_restored_state(),
-        )?;
+        // The same checkpoint and code give the same mismatch: a restart cannot fix it.
+        schema
+            .check_restore(
+                stored,
+                &format!("with uid '{}'", ctx.state_id()),
+                ctx.allows_non_restored_state(),
+            )
+            .map_err(UnrecoverableError::new)?;
     }
     function.restore_state_fields(ctx)
 }

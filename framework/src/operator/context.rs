@@ -11,6 +11,52 @@ pub struct NodeId(pub u32);
 /// An error raised by a user function (`open`, `close`, a source poll, a sink write).
 pub type FunctionError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// An error that a restart cannot fix (Flink's `SuppressRestartsException`): restored state
+/// that does not fit the job, a source that cannot take the positions of another parallelism,
+/// a configuration that can never work. A subtask failing with it fails the job at once,
+/// whatever the restart strategy, instead of restarting into the same error forever.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::prelude::*;
+///
+/// fn check(limit: u64) -> Result<(), FunctionError> {
+///     if limit == 0 {
+///         return Err(UnrecoverableError::new("limit must be at least 1").into());
+///     }
+///     Ok(())
+/// }
+/// let error = check(0).unwrap_err();
+/// assert!(UnrecoverableError::is_in(error.as_ref()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct UnrecoverableError {
+    message: String,
+}
+
+impl UnrecoverableError {
+    /// An unrecoverable error saying `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// Whether `error`, or any error in its `source` chain, is an [`UnrecoverableError`].
+    pub fn is_in(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut current = Some(error);
+        while let Some(error) = current {
+            if error.is::<Self>() {
+                return true;
+            }
+            current = error.source();
+        }
+        false
+    }
+}
+
 /// The runtime context of one parallel instance of an operator, as Flink's `RuntimeContext`:
 /// handed to every function's `open`.
 #[derive(Debug, Clone)]

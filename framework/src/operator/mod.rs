@@ -55,7 +55,7 @@ pub(crate) use co::{
     CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, TwoInputChained, TwoInputNode,
 };
 pub(crate) use co_process::{CoProcessOperator, KeyedCoProcessOperator};
-pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure};
+pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure, UnrecoverableError};
 pub use element::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
 pub(crate) use interval_join::IntervalJoinOperator;
 pub use keyed_process::KeyedContext;

@@ -12,7 +12,7 @@
 
 use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError, OperatorInfo};
 use super::checkpointing::StateSnapshotContext;
-use super::context::{NodeId, TaskCx};
+use super::context::{NodeId, TaskCx, UnrecoverableError};
 use crate::api::functions::{SourceContext, SourceFunction, SourcePoll};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 use crate::operator::FunctionError;
@@ -122,18 +122,19 @@ impl<T, S: SourceFunction<T>> SourceNode<T, S> {
                 // An earlier version's bare position.
                 [position] => self.source.restore_position(position),
                 [] => Ok(()),
-                more => Err(format!(
+                more => Err(UnrecoverableError::new(format!(
                     "{} source positions for one subtask, stored by an earlier version that \
                      restores only at the parallelism it was checkpointed with",
                     more.len()
-                )
+                ))
                 .into()),
             },
             OperatorStateMode::Union => {
                 let mut entries = Vec::with_capacity(state.elements.len());
                 for (i, element) in state.elements.iter().enumerate() {
-                    let entry: PositionEntry = postcard::from_bytes(element)
-                        .map_err(|e| format!("source position {i} is corrupt: {e}"))?;
+                    let entry: PositionEntry = postcard::from_bytes(element).map_err(|e| {
+                        UnrecoverableError::new(format!("source position {i} is corrupt: {e}"))
+                    })?;
                     entries.push(entry);
                 }
                 let Some(old_parallelism) = entries.first().map(|e| e.parallelism) else {
@@ -160,21 +161,30 @@ impl<T, S: SourceFunction<T>> SourceNode<T, S> {
                      {parallelism}"
                 );
                 if !complete {
-                    return Err(format!(
+                    return Err(UnrecoverableError::new(format!(
                         "{context}: the checkpoint holds positions of subtasks {:?} only, so \
                          they cannot be redistributed",
                         entries.iter().map(|e| e.subtask_index).collect::<Vec<_>>()
-                    )
+                    ))
                     .into());
                 }
                 let positions: Vec<Vec<u8>> = entries.into_iter().map(|e| e.position).collect();
                 self.source
                     .restore_rescaled_positions(&positions)
-                    .map_err(|e| format!("{context}: {e}").into())
+                    .map_err(|e| {
+                        let message = format!("{context}: {e}");
+                        // Keep what the source said about restarts.
+                        if UnrecoverableError::is_in(e.as_ref()) {
+                            UnrecoverableError::new(message).into()
+                        } else {
+                            message.into()
+                        }
+                    })
             }
-            OperatorStateMode::Broadcast => {
-                Err("source positions stored as broadcast state: corrupt checkpoint".into())
-            }
+            OperatorStateMode::Broadcast => Err(UnrecoverableError::new(
+                "source positions stored as broadcast state: corrupt checkpoint",
+            )
+            .into()),
         }
     }
 }

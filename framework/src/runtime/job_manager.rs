@@ -86,6 +86,8 @@ pub(crate) enum JobManagerMsg {
         operator: Option<String>,
         task: Option<String>,
         message: String,
+        /// False when a restart cannot fix it: the job fails at once.
+        recoverable: bool,
     },
     /// A subtask took its snapshot for `barrier`.
     Acknowledge {
@@ -924,13 +926,22 @@ impl Actor for JobManagerActor {
                 operator,
                 task,
                 message,
+                recoverable,
             } if attempt == current && state.task_manager.is_some() => {
                 let error = JobError::TaskFailed {
                     task: task.unwrap_or_else(|| state.task_name(index)),
                     operator: operator.unwrap_or_else(|| "(unknown operator)".to_string()),
-                    message,
+                    message: if recoverable {
+                        message
+                    } else {
+                        format!("{message} (a restart cannot fix this: the job fails at once)")
+                    },
                 };
-                state.fail(&myself, error);
+                if recoverable {
+                    state.fail(&myself, error);
+                } else if !state.stopping {
+                    state.conclude(&myself, Err(error));
+                }
             }
             JobManagerMsg::Acknowledge {
                 attempt,

@@ -44,7 +44,7 @@ use crate::checkpoint::{BarrierAligner, BarrierTracker, CheckpointBarrier, Check
 use crate::graph::ExecutionGraph;
 use crate::operator::{
     ErasedBatch, NodeId, OpenContext, OperatorCounters, PendingOperatorSnapshot, SourceTask,
-    TaskCx, TaskStateInit,
+    TaskCx, TaskStateInit, UnrecoverableError,
 };
 use crate::state::OperatorSnapshot;
 use crate::time::{Clock, WatermarkTracker};
@@ -205,14 +205,28 @@ pub(crate) struct SubtaskError {
     pub(crate) operator: String,
     pub(crate) task: String,
     pub(crate) message: String,
+    /// Whether a restart can fix it: not for an [`UnrecoverableError`], nor for restored state
+    /// that does not decode or has another type (the same checkpoint gives the same error).
+    pub(crate) recoverable: bool,
 }
 
 impl SubtaskError {
     fn from_operator_error(error: crate::operator::OperatorError, task: &str) -> Self {
+        let restored_state_unreadable = error.phase == "initialize_state"
+            && matches!(
+                error.source.downcast_ref::<crate::state::StateError>(),
+                Some(
+                    crate::state::StateError::TypeMismatch { .. }
+                        | crate::state::StateError::Corrupt(_)
+                )
+            );
+        let recoverable =
+            !(restored_state_unreadable || UnrecoverableError::is_in(error.source.as_ref()));
         Self {
             message: format!("{} failed: {}", error.phase, error.source),
             operator: error.operator,
             task: task.to_string(),
+            recoverable,
         }
     }
 }
@@ -231,6 +245,7 @@ impl SubtaskState {
             operator: self.operator_name(node),
             task: self.task_name.clone(),
             message,
+            recoverable: true,
         }
     }
 
@@ -282,6 +297,7 @@ impl SubtaskState {
                         operator: error.operator.clone(),
                         task: self.task_name.clone(),
                         message: error.to_string(),
+                        recoverable: true,
                     });
                 }
                 self.current = Some(channel);

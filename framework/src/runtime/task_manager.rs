@@ -153,14 +153,16 @@ impl Actor for TaskManagerActor {
         match event {
             SupervisionEvent::ActorFailed(cell, error) => {
                 if let Some((index, _)) = state.subtasks.remove(&cell.get_id()) {
-                    let (operator, task, message) = match error.downcast_ref::<SubtaskError>() {
-                        Some(e) => (
-                            Some(e.operator.clone()),
-                            Some(e.task.clone()),
-                            e.message.clone(),
-                        ),
-                        None => (None, None, error.to_string()),
-                    };
+                    let (operator, task, message, recoverable) =
+                        match error.downcast_ref::<SubtaskError>() {
+                            Some(e) => (
+                                Some(e.operator.clone()),
+                                Some(e.task.clone()),
+                                e.message.clone(),
+                                e.recoverable,
+                            ),
+                            None => (None, None, error.to_string(), true),
+                        };
                     let _ = state
                         .job_manager
                         .send_message(JobManagerMsg::SubtaskFailed {
@@ -169,6 +171,7 @@ impl Actor for TaskManagerActor {
                             operator,
                             task,
                             message,
+                            recoverable,
                         });
                 }
             }
