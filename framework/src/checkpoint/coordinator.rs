@@ -177,6 +177,14 @@ impl CheckpointCoordinator {
         self.start(now_ms, CheckpointKind::Checkpoint, true)
     }
 
+    /// Like [`CheckpointCoordinator::trigger_final`], for a final checkpoint that is also the
+    /// savepoint a user asked for (stop-with-savepoint when the input already ended: the
+    /// savepoint holds the final state).
+    pub fn trigger_final_savepoint(&mut self, now_ms: i64) -> CheckpointBarrier {
+        self.savepoint_requested = false;
+        self.start(now_ms, CheckpointKind::Savepoint, true)
+    }
+
     fn start(&mut self, now_ms: i64, kind: CheckpointKind, is_final: bool) -> CheckpointBarrier {
         let barrier = CheckpointBarrier {
             id: CheckpointId(self.next_id),

@@ -380,6 +380,23 @@ impl CheckpointStorage {
         }
     }
 
+    /// Removes `folder` unless it is complete (has `_metadata`): for a write that landed after
+    /// its checkpoint was aborted.
+    pub fn discard_incomplete(&self, folder: &CheckpointFolder) {
+        let complete = match (&folder.path, self) {
+            (Some(dir), _) => dir.join(METADATA_FILE).exists(),
+            (None, Self::Memory(store)) => store.lock().map_or(true, |s| {
+                s.folders
+                    .get(&folder.name)
+                    .is_some_and(|files| files.contains_key(METADATA_FILE))
+            }),
+            (None, Self::Directory(_)) => true,
+        };
+        if !complete {
+            self.discard(folder);
+        }
+    }
+
     /// The ids of periodic checkpoints that have metadata, oldest first.
     pub fn checkpoint_ids(&self) -> Vec<CheckpointId> {
         let mut ids: Vec<CheckpointId> = match self {

@@ -85,6 +85,7 @@ impl Actor for CheckpointWriter {
             attempt,
             index,
             id,
+            folder,
             result,
         });
         Ok(())

@@ -103,11 +103,13 @@ pub(crate) enum JobManagerMsg {
         id: CheckpointId,
         reason: String,
     },
-    /// The writer stored (or failed to store) a subtask's state for checkpoint `id`.
+    /// The writer stored (or failed to store) a subtask's state for checkpoint `id` in
+    /// `folder`.
     Persisted {
         attempt: u32,
         index: usize,
         id: CheckpointId,
+        folder: CheckpointFolder,
         result: Result<FileMetadata, String>,
     },
     /// Exactly-once sinks of a subtask committed transactions: per checkpoint, the sink and
@@ -158,6 +160,9 @@ struct InFlight {
     files: BTreeMap<usize, FileMetadata>,
     savepoint: Option<SavepointRequest>,
     is_final: bool,
+    /// Whether the subtasks' state is stored (false only for the commit-only final checkpoint
+    /// of a job without periodic checkpoints that is not a savepoint).
+    persist: bool,
 }
 
 pub(crate) struct JobManagerState {
@@ -195,6 +200,8 @@ pub(crate) struct JobManagerState {
     commits: BTreeMap<CheckpointId, Vec<String>>,
     /// The id of the savepoint or checkpoint the run started from, if any.
     initial_restore_id: Option<CheckpointId>,
+    /// The final checkpoint completed: the subtasks are committing and finishing.
+    final_completed: bool,
 }
 
 impl JobManagerState {
@@ -242,14 +249,17 @@ impl JobManagerState {
         }
         for request in self.savepoint_requests.drain(..) {
             let _ = request.reply.send(Err(JobError::Checkpoint(
-                "the job ended before the savepoint was taken".to_string(),
+                "the job already ended (finished, cancelled or failed) before the savepoint \
+                 was taken"
+                    .to_string(),
             )));
         }
         if let Some(in_flight) = self.in_flight.take()
             && let Some(request) = in_flight.savepoint
         {
             let _ = request.reply.send(Err(JobError::Checkpoint(
-                "the job ended before the savepoint completed".to_string(),
+                "the job already ended (cancelled or failed) before the savepoint completed"
+                    .to_string(),
             )));
         }
         if let Some(task_manager) = &self.task_manager {
@@ -399,27 +409,47 @@ impl JobManagerState {
             files: BTreeMap::new(),
             savepoint,
             is_final: false,
+            persist: true,
         });
         for subtask in &self.subtasks {
             let _ = subtask.send_message(SubtaskMsg::TriggerCheckpoint(barrier));
         }
     }
 
-    /// Every subtask finished its input: take the final checkpoint.
+    /// Every subtask finished its input: take the final checkpoint. A savepoint in flight or
+    /// waiting becomes this final checkpoint, stored into the savepoint's target: the savepoint
+    /// then holds the final state, and the sinks commit everything when it completes.
     fn start_final_checkpoint(&mut self) {
         let now = self.now_ms();
-        if let Some(aborted) = self.coordinator.job_finishing() {
-            self.abort_in_flight(aborted.barrier.id, "the job finished its input");
+        let mut savepoint = None;
+        if let Some(aborted) = self.coordinator.job_finishing()
+            && self
+                .in_flight
+                .as_ref()
+                .is_some_and(|f| f.barrier.id == aborted.barrier.id)
+            && let Some(in_flight) = self.in_flight.take()
+        {
+            self.storage.discard(&in_flight.folder);
+            savepoint = in_flight.savepoint;
         }
-        let barrier = self.coordinator.trigger_final(now);
-        let persist = self.config.checkpointing.interval_ms.is_some();
-        let folder = self.storage.folder(barrier.id, None);
+        if savepoint.is_none() && !self.savepoint_requests.is_empty() {
+            savepoint = Some(self.savepoint_requests.remove(0));
+        }
+        let barrier = if savepoint.is_some() {
+            self.coordinator.trigger_final_savepoint(now)
+        } else {
+            self.coordinator.trigger_final(now)
+        };
+        let persist = self.config.checkpointing.interval_ms.is_some() || savepoint.is_some();
+        let target = savepoint.as_ref().map(|s| s.target.clone());
+        let folder = self.storage.folder(barrier.id, target.as_deref());
         self.in_flight = Some(InFlight {
             barrier,
             folder,
             files: BTreeMap::new(),
-            savepoint: None,
+            savepoint,
             is_final: true,
+            persist,
         });
         for subtask in &self.subtasks {
             let _ = subtask.send_message(SubtaskMsg::FinalCheckpoint { barrier, persist });
@@ -446,8 +476,7 @@ impl JobManagerState {
             return;
         };
         let id = in_flight.barrier.id;
-        let persist = !in_flight.is_final || self.config.checkpointing.interval_ms.is_some();
-        if persist {
+        if in_flight.persist {
             let metadata = self.metadata(&in_flight);
             if let Err(error) = self.storage.complete(&in_flight.folder, &metadata) {
                 let now = self.now_ms();
@@ -474,6 +503,7 @@ impl JobManagerState {
             }
             tracing::debug!(job = %self.job_name, checkpoint = id.0, "checkpoint complete");
         }
+        self.final_completed |= in_flight.is_final;
         for subtask in &self.subtasks {
             let _ = subtask.send_message(SubtaskMsg::CheckpointComplete {
                 id,
@@ -484,7 +514,8 @@ impl JobManagerState {
             let path = in_flight.folder.path.clone().unwrap_or_default();
             let stop = request.stop;
             let _ = request.reply.send(Ok(path));
-            if stop {
+            // A final savepoint needs no stop: every subtask finishes after committing.
+            if stop && !in_flight.is_final {
                 // Stop after the completion: every subtask handles it (sinks commit) before
                 // the in-band stop, then reports; the job ends when all stopped.
                 self.stopping = true;
@@ -866,6 +897,7 @@ impl Actor for JobManagerActor {
             stopping: false,
             commits: BTreeMap::new(),
             initial_restore_id: restored.as_ref().map(|r| r.metadata.id),
+            final_completed: false,
         };
         if let Err(error) = state.deploy(&myself, restored).await {
             state.writer.stop(None);
@@ -955,9 +987,7 @@ impl Actor for JobManagerActor {
                 if in_flight.barrier.id != barrier.id {
                     return Ok(());
                 }
-                let persist =
-                    !in_flight.is_final || state.config.checkpointing.interval_ms.is_some();
-                if persist {
+                if in_flight.persist {
                     state.writer.send_message(WriterMsg::Persist {
                         attempt,
                         index,
@@ -978,8 +1008,23 @@ impl Actor for JobManagerActor {
             }
             JobManagerMsg::Persisted {
                 attempt,
+                index: _,
+                id,
+                folder,
+                result: _,
+            } if attempt != current
+                || state.in_flight.as_ref().is_none_or(|f| f.barrier.id != id) =>
+            {
+                // A write for a checkpoint that was aborted (or of an earlier attempt) landed
+                // after its folder was removed and made it again: remove it, so no partial
+                // checkpoint or savepoint folder stays behind.
+                state.storage.discard_incomplete(&folder);
+            }
+            JobManagerMsg::Persisted {
+                attempt,
                 index,
                 id,
+                folder: _,
                 result,
             } if attempt == current => {
                 let now = state.now_ms();
@@ -1086,6 +1131,16 @@ impl Actor for JobManagerActor {
                 stop,
                 reply,
             } => {
+                if state.final_completed || state.in_flight.as_ref().is_some_and(|f| f.is_final) {
+                    // The final checkpoint already runs: it commits all output, and nothing is
+                    // left to save (a savepoint waiting before it would have become it).
+                    let _ = reply.send(Err(JobError::Checkpoint(
+                        "the job already finished its input: its final checkpoint commits all \
+                         its output, so no savepoint was taken (join() returns its result)"
+                            .to_string(),
+                    )));
+                    return Ok(());
+                }
                 state.savepoint_requests.push(SavepointRequest {
                     target,
                     stop,

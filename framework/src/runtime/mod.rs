@@ -87,6 +87,12 @@ impl JobHandle {
     /// Takes a savepoint, then stops the job (Flink's stop-with-savepoint). [`JobHandle::join`]
     /// returns a [`JobStatus::Canceled`] result.
     ///
+    /// A bounded job whose input ends before the savepoint is taken finishes instead: the
+    /// savepoint becomes its final checkpoint (the final state, with all output committed) and
+    /// `join` returns [`JobStatus::Finished`]; when the final checkpoint had already started or
+    /// the job already ended, this returns an error saying so, and the output is committed all
+    /// the same. No partial savepoint folder is left behind either way.
+    ///
     /// # Errors
     ///
     /// As [`JobHandle::trigger_savepoint`]; the job keeps running if the savepoint failed.
@@ -109,7 +115,13 @@ impl JobHandle {
                 stop,
                 reply,
             })
-            .map_err(|_| JobError::Checkpoint("the job has ended".to_string()))?;
+            .map_err(|_| {
+                JobError::Checkpoint(
+                    "the job already ended, so no savepoint was taken (join() returns its \
+                     result)"
+                        .to_string(),
+                )
+            })?;
         receiver
             .await
             .map_err(|_| JobError::Checkpoint("the job ended before the savepoint".to_string()))?
