@@ -9,7 +9,9 @@
 //!
 //! `SPEC` is `tumbling:SIZE_MS`, `sliding:SIZE_MS:SLIDE_MS` or `session:GAP_MS`. The input holds
 //! one reading `sensor_id,timestamp_ms,temperature` per line (see
-//! [`eichhorn_examples::sensors`] for the exact format).
+//! [`eichhorn_examples::sensors`] for the exact format). A reading whose timestamp is so close
+//! to the limits of `i64` that no window of `SPEC` can hold it (e.g. `9223372036854775807`) is
+//! a malformed line: reported with its number, counted and skipped.
 //!
 //! ## The job
 //!
@@ -58,7 +60,7 @@ use eichhorn::prelude::*;
 use eichhorn::time::WatermarkStrategy;
 use eichhorn_examples::sensors::{
     MinTemperature, PARSE_OPERATOR_NAME, SensorReading, WindowSpec, colder, malformed_line_count,
-    parse_readings, records_in,
+    parse_readings_for_windows, records_in,
 };
 use eichhorn_examples::{exit_code, init_tracing, print_lines};
 
@@ -117,7 +119,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let env = StreamEnv::new();
     env.set_parallelism(args.parallelism);
     let late_tag = OutputTag::<SensorReading>::new(LATE_READINGS_TAG);
-    let minima = parse_readings(env.read_text_file(args.input.clone()))
+    // A reading too close to the limits of i64 for any window is a malformed line.
+    let minima = parse_readings_for_windows(env.read_text_file(args.input.clone()), assigner)
         .assign_timestamps_and_watermarks(
             WatermarkStrategy::for_bounded_out_of_orderness_every_event(args.out_of_orderness_ms)
                 .with_timestamp_assigner(|reading: &SensorReading, _| reading.timestamp_ms),

@@ -806,8 +806,6 @@ where
             "dropped"
         };
         tracing::warn!(
-            operator = %self.task_name,
-            timestamp_ms = time,
             "{}: a record with timestamp {time} ms cannot be placed in a window ({error}); it is \
              counted as late and {destination}",
             self.task_name,
