@@ -164,3 +164,44 @@ fn prints_every_rolling_count_and_exits_when_the_socket_closes() {
 fn prints_every_rolling_count_in_parallel() {
     check(2);
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_reported_and_skipped_and_the_good_lines_count() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    let child = Command::new(BIN)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stream_wordcount");
+    let mut child = ChildGuard(child);
+    let stdout = read_all(child.0.stdout.take().expect("piped stdout"));
+    let stderr = read_all(child.0.stderr.take().expect("piped stderr"));
+
+    let mut connection = accept(&listener, &mut child.0);
+    // One write: the bad line arrives in the same read as the good ones around it.
+    connection
+        .write_all(b"good one\n\xff\xfe bad\ngood two\n")
+        .expect("send lines");
+    connection.shutdown(Shutdown::Write).expect("shutdown");
+    drop(connection);
+
+    let status = wait(&mut child.0);
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    assert!(status.success(), "exit {status}, stderr: {stderr}");
+    let mut printed: Vec<&str> = stdout.lines().collect();
+    printed.sort_unstable();
+    assert_eq!(
+        printed,
+        ["good 1", "good 2", "one 1", "two 1"],
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains("line 2") && stderr.contains(&format!("127.0.0.1:{port}")),
+        "the bad line is reported with its number and the address: {stderr}"
+    );
+    assert!(stderr.contains("UTF-8"), "{stderr}");
+}

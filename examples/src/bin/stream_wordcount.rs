@@ -10,6 +10,9 @@
 //! count at once; at `--parallelism` above 1 each line starts with `N> `, the printing subtask's
 //! number (as Flink's `print()`). The job runs until the peer closes the connection.
 //!
+//! A received line that is not valid UTF-8 is skipped, and reported on stderr as a warning with
+//! its line number and the address; the lines around it are counted.
+//!
 //! ## Try it
 //!
 //! In one terminal, start a server that sends what you type (port 7777 is the default):
