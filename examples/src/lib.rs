@@ -129,6 +129,23 @@ pub fn print_lines<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> 
     }
 }
 
+/// The largest `--parallelism` the examples accept: Eichhorn's default max parallelism (the
+/// number of key groups), which no operator's parallelism may exceed. The examples do not change
+/// the max parallelism.
+pub const PARALLELISM_MAX: u32 = eichhorn::state::DEFAULT_MAX_PARALLELISM;
+
+// The `--parallelism` help texts say "1 to 128".
+const _: () = assert!(
+    PARALLELISM_MAX == 128,
+    "update the --parallelism help texts"
+);
+
+/// The clap parser of `--parallelism`: an integer from 1 to [`PARALLELISM_MAX`], so a value the
+/// job would reject is a usage error naming the range, before anything runs.
+pub fn parallelism_parser() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=i64::from(PARALLELISM_MAX))
+}
+
 /// The log level [`init_tracing`] uses when `RUST_LOG` is not set: restarts, damaged
 /// checkpoints, skipped input and anything more informative show by default.
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::INFO;

@@ -71,8 +71,15 @@ const TIMESTAMPS_OPERATOR_NAME: &str = "Timestamps/Watermarks";
 const LATE_READINGS_TAG: &str = "late-readings";
 
 /// Computes the minimum temperature per sensor and event-time window of a CSV file.
+///
+/// Reads one reading `sensor_id,timestamp_ms,temperature` per line and prints a line
+/// `sensor_id,window_start_ms,window_end_ms,min_temperature` for every firing of the tumbling,
+/// sliding or session windows of --window, with Flink's semantics: bounded out-of-orderness,
+/// allowed lateness, and the readings no window accepted in --late-output. Malformed lines
+/// (and readings no window can hold) are reported on stderr as `line N: reason: line` and
+/// skipped.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The CSV file of readings `sensor_id,timestamp_ms,temperature`.
     #[arg(long)]
@@ -86,9 +93,9 @@ struct Args {
     /// How long a window accepts readings after the watermark passed its end, in milliseconds.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     allowed_lateness_ms: i64,
-    /// The parallelism of the window operator (the source, the parser and the timestamp
-    /// assigner always run at 1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The parallelism of the window operator, 1 to 128 (the source, the parser and the
+    /// timestamp assigner always run at 1).
+    #[arg(long, default_value_t = 1, value_parser = eichhorn_examples::parallelism_parser())]
     parallelism: u32,
     /// Where to write the input lines of the readings no window accepted.
     #[arg(long, value_name = "FILE")]

@@ -37,17 +37,22 @@ use eichhorn::prelude::*;
 use eichhorn_examples::{exit_code, init_tracing, rolling_word_counts};
 
 /// Counts the words received on a TCP connection and prints every updated count.
+///
+/// Connects to --host and --port (start a server first, e.g. `nc -lk 7777`), splits every
+/// received line into words and prints `word count` each time a word's count grows, until the
+/// server closes the connection. A line that is not valid UTF-8 is skipped with a warning on
+/// stderr. Flink's SocketWindowWordCount, with rolling counts instead of windows.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The host to connect to.
     #[arg(long, default_value = "localhost")]
     host: String,
-    /// The port to connect to.
-    #[arg(long, default_value_t = 7777)]
+    /// The port to connect to, 1 to 65535.
+    #[arg(long, default_value_t = 7777, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
-    /// The parallelism of the job's operators (the socket source always runs at 1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The parallelism of the job's operators, 1 to 128 (the socket source always runs at 1).
+    #[arg(long, default_value_t = 1, value_parser = eichhorn_examples::parallelism_parser())]
     parallelism: u32,
 }
 
