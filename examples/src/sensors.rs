@@ -12,7 +12,9 @@
 //!
 //! Spaces around a field are ignored (`s1, 100, 21.5` is the reading of `s1,100,21.5`), so are
 //! the line terminators `\n` and `\r\n`. Any other line is *malformed*: an empty (or blank) line,
-//! a line with another number of fields, or a field that does not parse.
+//! a line with another number of fields, or a field that does not parse. For a windowed job
+//! ([`parse_readings_for_windows`]), so is a reading whose timestamp no window can hold (one
+//! within a window size of the limits of `i64`, such as `9223372036854775807`).
 //!
 //! ## Malformed lines are reported and counted, never dropped silently
 //!
