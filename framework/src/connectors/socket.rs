@@ -35,7 +35,7 @@ const SOCKET_LINES_BUFFERED_MAX: usize = 1024;
 /// let env = StreamEnv::new();
 /// // Fail the job on a line that is not UTF-8 rather than skip it.
 /// let source = SocketSource::new("localhost".into(), 7777).fail_on_invalid_utf8(true);
-/// env.add_source(source, "Source: Socket localhost:7777").set_parallelism(1).print();
+/// env.add_source(source, "Socket localhost:7777").set_parallelism(1).print();
 /// ```
 #[derive(Debug)]
 pub struct SocketSource {
