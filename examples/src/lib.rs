@@ -20,6 +20,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use eichhorn::DataStream;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 pub mod counting;
 pub mod sensors;
@@ -127,17 +129,61 @@ pub fn print_lines<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> 
     }
 }
 
-/// Sends log output to stderr, filtered by `RUST_LOG` (default: warnings and errors), so stdout
-/// only carries the example's results.
+/// The largest `--parallelism` the examples accept: Eichhorn's default max parallelism (the
+/// number of key groups), which no operator's parallelism may exceed. The examples do not change
+/// the max parallelism.
+pub const PARALLELISM_MAX: u32 = eichhorn::state::DEFAULT_MAX_PARALLELISM;
+
+// The `--parallelism` help texts say "1 to 128".
+const _: () = assert!(
+    PARALLELISM_MAX == 128,
+    "update the --parallelism help texts"
+);
+
+/// The clap parser of `--parallelism`: an integer from 1 to [`PARALLELISM_MAX`], so a value the
+/// job would reject is a usage error naming the range, before anything runs.
+pub fn parallelism_parser() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=i64::from(PARALLELISM_MAX))
+}
+
+/// The log level [`init_tracing`] uses when `RUST_LOG` is not set: restarts, damaged
+/// checkpoints, skipped input and anything more informative show by default.
+pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::INFO;
+
+/// Sends log output to stderr, filtered by `RUST_LOG` (default: [`DEFAULT_LOG_LEVEL`]), so
+/// stdout only carries the example's results. Every example binary calls it first thing.
+///
+/// Eichhorn reports restarts, damaged checkpoints and skipped records through `tracing`, which
+/// prints nothing unless the application installs a subscriber. An application of its own
+/// needs these lines (with `tracing-subscriber`'s `env-filter` feature):
+///
+/// ```
+/// use tracing_subscriber::{EnvFilter, filter::LevelFilter};
+///
+/// let filter = EnvFilter::builder().with_default_directive(LevelFilter::INFO.into()).from_env_lossy();
+/// tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+/// ```
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let shown = filter.to_string();
     // A subscriber that is already installed (e.g. by a test harness) is kept.
-    let _ = tracing_subscriber::fmt()
+    let installed = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .try_init();
+    if installed.is_ok() {
+        tracing::debug!("logging to stderr with filter '{shown}'");
+    }
+}
+
+/// The filter for `rust_log` (the value of `RUST_LOG`), as `EnvFilter::from_env_lossy` builds
+/// it: its valid directives (invalid ones are reported on stderr and ignored), or
+/// [`DEFAULT_LOG_LEVEL`] when it has none (unset, blank or all invalid).
+fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    EnvFilter::builder()
+        .with_default_directive(DEFAULT_LOG_LEVEL.into())
+        .parse_lossy(rust_log.unwrap_or_default().trim())
 }
 
 /// The word-count pipeline both examples share: every word of every line, keyed by word, with a
@@ -215,6 +261,25 @@ mod tests {
         let mut out = Vec::new();
         write_counts(&counts, &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "a 1\nb 1\nz 1\né 1\n");
+    }
+
+    #[test]
+    fn logs_show_info_by_default_and_follow_rust_log() {
+        for unset in [None, Some(""), Some("  "), Some("eichhorn=lolwut")] {
+            assert_eq!(
+                log_filter(unset).max_level_hint(),
+                Some(LevelFilter::INFO),
+                "{unset:?}"
+            );
+        }
+        assert_eq!(
+            log_filter(Some("error")).max_level_hint(),
+            Some(LevelFilter::ERROR)
+        );
+        assert_eq!(
+            log_filter(Some("eichhorn=debug")).max_level_hint(),
+            Some(LevelFilter::DEBUG)
+        );
     }
 
     #[test]

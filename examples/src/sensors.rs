@@ -12,7 +12,9 @@
 //!
 //! Spaces around a field are ignored (`s1, 100, 21.5` is the reading of `s1,100,21.5`), so are
 //! the line terminators `\n` and `\r\n`. Any other line is *malformed*: an empty (or blank) line,
-//! a line with another number of fields, or a field that does not parse.
+//! a line with another number of fields, or a field that does not parse. For a windowed job
+//! ([`parse_readings_for_windows`]), so is a reading whose timestamp no window can hold (one
+//! within a window size of the limits of `i64`, such as `9223372036854775807`).
 //!
 //! ## Malformed lines are reported and counted, never dropped silently
 //!
@@ -33,7 +35,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use eichhorn::operator::window::{TimeDomain, WindowAssigner, WindowContext, WindowError};
+use eichhorn::operator::window::{
+    TimeDomain, TimeWindow, WindowAssign, WindowAssigner, WindowContext, WindowError,
+};
 use eichhorn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -170,6 +174,14 @@ pub enum MalformedReading {
         /// The field's text.
         value: String,
     },
+    /// The timestamp is so close to the limits of `i64` that the job's windows cannot hold it.
+    #[error("timestamp_ms {timestamp_ms} cannot be placed in a window: {reason}")]
+    UnplaceableTimestamp {
+        /// The timestamp.
+        timestamp_ms: i64,
+        /// Why no window holds it (the window assigner's error).
+        reason: String,
+    },
 }
 
 /// A malformed input line: where it is, why it is malformed, and what it says.
@@ -208,14 +220,40 @@ impl fmt::Display for MalformedLine {
 ///
 /// It numbers the lines it sees, so it must see all of them in file order: it runs at
 /// parallelism 1 behind a non-parallel source (`open` fails at any other parallelism).
-/// `ParseReadings::new(malformed)` emits malformed lines to `malformed`.
+/// `ParseReadings::new(malformed, windows)` emits malformed lines to `malformed`; with
+/// `Some(assigner)`, a reading whose timestamp no window of `assigner` can hold (one too close
+/// to the limits of `i64`) is a malformed line too
+/// ([`MalformedReading::UnplaceableTimestamp`]), so it is reported with its line number instead
+/// of reaching the windows (where it would also push the watermark to the end of time).
 #[operator]
 #[derive(Debug, Clone)]
 pub struct ParseReadings {
     /// Where malformed lines go.
     malformed: OutputTag<MalformedLine>,
+    /// The windows every reading must fit in, if any.
+    windows: Option<WindowAssigner>,
     #[transient]
     lines_seen: u64,
+    /// Scratch space for the windows of a reading.
+    #[transient]
+    assigned: Vec<TimeWindow>,
+}
+
+impl ParseReadings {
+    /// Parses line `line_number` and checks that the windows can hold its timestamp.
+    fn reading(&mut self, line: &str, line_number: u64) -> Result<SensorReading, MalformedReading> {
+        let reading = SensorReading::parse(line, line_number)?;
+        if let Some(windows) = &self.windows {
+            self.assigned.clear();
+            windows
+                .assign(reading.timestamp_ms, &mut self.assigned)
+                .map_err(|error| MalformedReading::UnplaceableTimestamp {
+                    timestamp_ms: reading.timestamp_ms,
+                    reason: error.to_string(),
+                })?;
+        }
+        Ok(reading)
+    }
 }
 
 impl ProcessFunction<String> for ParseReadings {
@@ -239,7 +277,7 @@ impl ProcessFunction<String> for ParseReadings {
         out: &mut Collector<'_, SensorReading>,
     ) {
         self.lines_seen += 1;
-        match SensorReading::parse(&line, self.lines_seen) {
+        match self.reading(&line, self.lines_seen) {
             Ok(reading) => out.collect(reading),
             Err(malformed) => ctx.output(
                 &self.malformed,
@@ -259,9 +297,28 @@ impl ProcessFunction<String> for ParseReadings {
 ///
 /// `lines` must come from a non-parallel source (such as `read_text_file`), in file order.
 pub fn parse_readings(lines: DataStream<String>) -> DataStream<SensorReading> {
+    parse_readings_into(lines, None)
+}
+
+/// As [`parse_readings`], for readings that go into event-time windows of `windows`: a reading
+/// whose timestamp none of them can hold (one within a window size of the limits of `i64`) is
+/// reported and counted as a malformed line (`line N: timestamp_ms ... cannot be placed in a
+/// window: ...`) and skipped, like any other.
+pub fn parse_readings_for_windows(
+    lines: DataStream<String>,
+    windows: WindowAssigner,
+) -> DataStream<SensorReading> {
+    parse_readings_into(lines, Some(windows))
+}
+
+/// [`parse_readings`] with an optional window check.
+fn parse_readings_into(
+    lines: DataStream<String>,
+    windows: Option<WindowAssigner>,
+) -> DataStream<SensorReading> {
     let malformed = OutputTag::<MalformedLine>::new(MALFORMED_LINES_TAG);
     let readings = lines
-        .process(ParseReadings::new(malformed.clone()))
+        .process(ParseReadings::new(malformed.clone(), windows))
         .name(PARSE_OPERATOR_NAME)
         .set_parallelism(1);
     // Parallelism 1: the print sink prefixes lines with the subtask number above 1.

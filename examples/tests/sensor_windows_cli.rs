@@ -714,3 +714,77 @@ fn readings_between_sliding_windows_are_dropped_not_late() {
         ""
     );
 }
+
+#[test]
+fn readings_at_the_limits_of_time_are_reported_and_skipped_not_fatal() {
+    // No window of any spec fits around i64::MAX, and none of tumbling or sliding windows around
+    // i64::MIN; the job reports such readings as malformed lines and goes on.
+    let input = "s,1000,20\n\
+        s,9223372036854775807,5\n\
+        s,1500,18\n\
+        s,-9223372036854775808,4\n\
+        t,2100,7\n";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input_path = dir.path().join("readings.csv");
+    std::fs::write(&input_path, input).expect("write input");
+    for (spec, expected) in [
+        ("tumbling:1000", &["s,1000,2000,18", "t,2000,3000,7"][..]),
+        (
+            "sliding:2000:1000",
+            &[
+                "s,0,2000,18",
+                "s,1000,3000,18",
+                "t,1000,3000,7",
+                "t,2000,4000,7",
+            ][..],
+        ),
+        ("session:1000", &["s,1000,2500,18", "t,2100,3100,7"][..]),
+    ] {
+        let late_path = dir.path().join("late.csv");
+        let output = common::run(
+            BIN,
+            &[
+                "--input",
+                path_str(&input_path),
+                "--window",
+                spec,
+                "--late-output",
+                path_str(&late_path),
+            ],
+        );
+        assert_success(&output, spec);
+        let stdout = String::from_utf8(output.stdout).expect("stdout is UTF-8");
+        let stderr = String::from_utf8(output.stderr).expect("stderr is UTF-8");
+        assert_eq!(sorted_lines(&stdout), expected, "{spec}: {stderr}");
+        assert!(
+            stderr.contains(
+                "line 2: timestamp_ms 9223372036854775807 cannot be placed in a window: "
+            ),
+            "{spec}: {stderr}"
+        );
+        // A session window at i64::MIN fits (and is late: the watermark is at 1499 then);
+        // tumbling and sliding windows there do not.
+        let (expected_lines, malformed, late) = if spec.starts_with("session") {
+            ([2].as_slice(), 1, "s,-9223372036854775808,4\n")
+        } else {
+            ([2, 4].as_slice(), 2, "")
+        };
+        assert_eq!(
+            reported_line_numbers(&stderr),
+            expected_lines.iter().copied().collect(),
+            "{spec}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "malformed lines: {malformed}, late records: {}",
+                late.lines().count()
+            )),
+            "{spec}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&late_path).expect("late output written"),
+            late,
+            "{spec}"
+        );
+    }
+}

@@ -164,3 +164,62 @@ fn prints_every_rolling_count_and_exits_when_the_socket_closes() {
 fn prints_every_rolling_count_in_parallel() {
     check(2);
 }
+
+/// Lines with one that is not UTF-8, sent in one write: the bad line arrives in the same read
+/// as the good ones around it.
+const MIXED: &[u8] = b"good one\n\xff\xfe bad\ngood two\n";
+
+/// Runs the binary with `args` against a server on 127.0.0.1 that sends `bytes` in one write
+/// and closes; returns the port, the exit status, stdout and stderr.
+fn run_against(bytes: &[u8], args: &[&str]) -> (u16, ExitStatus, String, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    let child = Command::new(BIN)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stream_wordcount");
+    let mut child = ChildGuard(child);
+    let stdout = read_all(child.0.stdout.take().expect("piped stdout"));
+    let stderr = read_all(child.0.stderr.take().expect("piped stderr"));
+
+    let mut connection = accept(&listener, &mut child.0);
+    connection.write_all(bytes).expect("send lines");
+    connection.shutdown(Shutdown::Write).expect("shutdown");
+    drop(connection);
+
+    let status = wait(&mut child.0);
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = stderr.join().expect("stderr reader");
+    (port, status, stdout, stderr)
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_reported_and_skipped_and_the_good_lines_count() {
+    let (port, status, stdout, stderr) = run_against(MIXED, &[]);
+    assert!(status.success(), "exit {status}, stderr: {stderr}");
+    let mut printed: Vec<&str> = stdout.lines().collect();
+    printed.sort_unstable();
+    assert_eq!(
+        printed,
+        ["good 1", "good 2", "one 1", "two 1"],
+        "stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("line 2 from 127.0.0.1:{port} is not valid UTF-8")),
+        "the bad line is reported with its number and the address: {stderr}"
+    );
+}
+
+#[test]
+fn on_request_a_line_that_is_not_utf8_fails_the_job_naming_line_and_address() {
+    let (port, status, _, stderr) = run_against(MIXED, &["--fail-on-invalid-utf8"]);
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!("line 2 from 127.0.0.1:{port} is not valid UTF-8")),
+        "{stderr}"
+    );
+}

@@ -448,3 +448,49 @@ async fn records_between_sliding_windows_are_dropped_and_counted_not_late() {
         .unwrap();
     assert_eq!((window.late_records, window.dropped_records), (0, 1));
 }
+
+#[tokio::test]
+async fn a_record_no_window_can_hold_goes_to_the_late_output_and_the_job_finishes() {
+    let kinds = [
+        WindowAssigner::tumbling(TimeDomain::EventTime, 1_000, 0).unwrap(),
+        WindowAssigner::sliding(TimeDomain::EventTime, 2_000, 1_000, 0).unwrap(),
+        WindowAssigner::session(TimeDomain::EventTime, 500).unwrap(),
+    ];
+    for assigner in kinds {
+        let env = StreamEnv::new();
+        let late_tag = OutputTag::<Reading>::new("late");
+        let out = env
+            // i64::MAX has no window whose end fits in an i64.
+            .from_collection(vec![(1u32, 100i64, 5i64), (2, 200, 3), (1, i64::MAX, 1)])
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_bounded_out_of_orderness_every_event(0)
+                    .with_timestamp_assigner(|r: &Reading, _| r.1),
+            )
+            .set_parallelism(1)
+            .key_by(|r: &Reading| r.0)
+            .window(assigner)
+            .side_output_late_data(&late_tag)
+            .reduce(|a, b| if b.2 < a.2 { b } else { a });
+        let late = out.side_output(&late_tag).collect_sink();
+        let out = out.collect_sink();
+        let result = env
+            .execute("limits")
+            .await
+            .unwrap_or_else(|error| panic!("{assigner:?}: the job failed: {error}"));
+        let mut firings = out.take();
+        firings.sort();
+        firings.dedup();
+        assert_eq!(firings, vec![(1, 100, 5), (2, 200, 3)], "{assigner:?}");
+        assert_eq!(late.take(), vec![(1, i64::MAX, 1)], "{assigner:?}");
+        let window = result
+            .operators
+            .iter()
+            .find(|m| m.name.starts_with("Window"))
+            .unwrap();
+        assert_eq!(
+            (window.late_records, window.dropped_records),
+            (1, 0),
+            "{assigner:?}"
+        );
+    }
+}

@@ -38,8 +38,13 @@ use eichhorn_examples::counting::{
 use eichhorn_examples::{exit_code, init_tracing};
 
 /// Running sums per key with exactly-once file output.
+///
+/// Reads `key,value` lines, keeps a running sum per key in keyed state and writes
+/// `key,running_sum` for every record through an exactly-once file sink into --output, with
+/// checkpoints and recovery: after a failure (--fail-after-records injects one) the job restarts
+/// from the latest checkpoint and the committed output is the same.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The CSV file of `key,value` lines.
     #[arg(long)]
@@ -47,8 +52,8 @@ struct Args {
     /// The output directory (created if missing).
     #[arg(long)]
     output: PathBuf,
-    /// The parallelism of the sum operator and the sink.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The parallelism of the sum operator and the sink, 1 to 128.
+    #[arg(long, default_value_t = 1, value_parser = eichhorn_examples::parallelism_parser())]
     parallelism: u32,
     /// Where keyed state lives: memory or lmdb.
     #[arg(long, default_value = "memory")]

@@ -44,8 +44,13 @@ use eichhorn_examples::{exit_code, init_tracing, print_lines};
 const READINGS_SINK_NAME: &str = "Sink: Readings";
 
 /// Prints a freezing alarm for every sensor reading below a threshold.
+///
+/// Reads one reading `sensor_id,timestamp_ms,temperature` per line and prints
+/// `Freezing Alarm for <sensor_id>` for every reading below --threshold, in input order: the
+/// alarms travel on a side output, as in the FreezingMonitor of "Stream Processing with Apache
+/// Flink". Malformed lines are reported on stderr as `line N: reason: line` and skipped.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The CSV file of readings `sensor_id,timestamp_ms,temperature`.
     #[arg(long)]

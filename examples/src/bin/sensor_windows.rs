@@ -9,7 +9,9 @@
 //!
 //! `SPEC` is `tumbling:SIZE_MS`, `sliding:SIZE_MS:SLIDE_MS` or `session:GAP_MS`. The input holds
 //! one reading `sensor_id,timestamp_ms,temperature` per line (see
-//! [`eichhorn_examples::sensors`] for the exact format).
+//! [`eichhorn_examples::sensors`] for the exact format). A reading whose timestamp is so close
+//! to the limits of `i64` that no window of `SPEC` can hold it (e.g. `9223372036854775807`) is
+//! a malformed line: reported with its number, counted and skipped.
 //!
 //! ## The job
 //!
@@ -58,7 +60,7 @@ use eichhorn::prelude::*;
 use eichhorn::time::WatermarkStrategy;
 use eichhorn_examples::sensors::{
     MinTemperature, PARSE_OPERATOR_NAME, SensorReading, WindowSpec, colder, malformed_line_count,
-    parse_readings, records_in,
+    parse_readings_for_windows, records_in,
 };
 use eichhorn_examples::{exit_code, init_tracing, print_lines};
 
@@ -69,8 +71,15 @@ const TIMESTAMPS_OPERATOR_NAME: &str = "Timestamps/Watermarks";
 const LATE_READINGS_TAG: &str = "late-readings";
 
 /// Computes the minimum temperature per sensor and event-time window of a CSV file.
+///
+/// Reads one reading `sensor_id,timestamp_ms,temperature` per line and prints a line
+/// `sensor_id,window_start_ms,window_end_ms,min_temperature` for every firing of the tumbling,
+/// sliding or session windows of --window, with Flink's semantics: bounded out-of-orderness,
+/// allowed lateness, and the readings no window accepted in --late-output. Malformed lines
+/// (and readings no window can hold) are reported on stderr as `line N: reason: line` and
+/// skipped.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The CSV file of readings `sensor_id,timestamp_ms,temperature`.
     #[arg(long)]
@@ -84,9 +93,9 @@ struct Args {
     /// How long a window accepts readings after the watermark passed its end, in milliseconds.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     allowed_lateness_ms: i64,
-    /// The parallelism of the window operator (the source, the parser and the timestamp
-    /// assigner always run at 1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The parallelism of the window operator, 1 to 128 (the source, the parser and the
+    /// timestamp assigner always run at 1).
+    #[arg(long, default_value_t = 1, value_parser = eichhorn_examples::parallelism_parser())]
     parallelism: u32,
     /// Where to write the input lines of the readings no window accepted.
     #[arg(long, value_name = "FILE")]
@@ -117,7 +126,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let env = StreamEnv::new();
     env.set_parallelism(args.parallelism);
     let late_tag = OutputTag::<SensorReading>::new(LATE_READINGS_TAG);
-    let minima = parse_readings(env.read_text_file(args.input.clone()))
+    // A reading too close to the limits of i64 for any window is a malformed line.
+    let minima = parse_readings_for_windows(env.read_text_file(args.input.clone()), assigner)
         .assign_timestamps_and_watermarks(
             WatermarkStrategy::for_bounded_out_of_orderness_every_event(args.out_of_orderness_ms)
                 .with_timestamp_assigner(|reading: &SensorReading, _| reading.timestamp_ms),

@@ -32,8 +32,13 @@ use eichhorn_examples::sensors::{
 use eichhorn_examples::{exit_code, init_tracing, print_lines};
 
 /// Alerts when a sensor's temperature keeps rising for an interval of event time.
+///
+/// Reads one reading `sensor_id,timestamp_ms,temperature` per line. Per sensor, a rise starts an
+/// event-time timer --interval-ms later and a drop cancels it; when the watermark reaches a
+/// timer, the line `sensor_id,timer_timestamp_ms` is printed. Malformed lines are reported on
+/// stderr as `line N: reason: line` and skipped.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The CSV file of readings `sensor_id,timestamp_ms,temperature`.
     #[arg(long)]
@@ -44,8 +49,8 @@ struct Args {
     /// How far behind the largest timestamp seen the watermark stays, in milliseconds.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
     out_of_orderness_ms: i64,
-    /// The parallelism of the alert function (source, parser and assigner run at 1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The parallelism of the alert function, 1 to 128 (source, parser and assigner run at 1).
+    #[arg(long, default_value_t = 1, value_parser = eichhorn_examples::parallelism_parser())]
     parallelism: u32,
 }
 

@@ -34,8 +34,13 @@ use eichhorn_examples::sensors::{TemperatureAlert, malformed_line_count, parse_r
 use eichhorn_examples::{exit_code, init_tracing, print_lines};
 
 /// Alerts when a sensor's temperature jumps by more than a threshold between readings.
+///
+/// Reads one reading `sensor_id,timestamp_ms,temperature` per line, remembers each sensor's last
+/// temperature in keyed state, and prints `sensor_id,temperature,change` when a reading differs
+/// from the sensor's previous one by more than --threshold in either direction. Malformed lines
+/// are reported on stderr as `line N: reason: line` and skipped.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The CSV file of readings `sensor_id,timestamp_ms,temperature`.
     #[arg(long)]
@@ -43,8 +48,8 @@ struct Args {
     /// Changes larger than this (in either direction) alert.
     #[arg(long, default_value_t = 1.7)]
     threshold: f64,
-    /// The parallelism of the alert function (source and parser run at 1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The parallelism of the alert function, 1 to 128 (source and parser run at 1).
+    #[arg(long, default_value_t = 1, value_parser = eichhorn_examples::parallelism_parser())]
     parallelism: u32,
 }
 

@@ -31,9 +31,14 @@ use eichhorn_examples::{
     HAMLET_LINES, exit_code, final_counts, init_tracing, rolling_word_counts, write_counts,
 };
 
-/// Counts the words of a text file with an Eichhorn job.
+/// Counts the words of a text file (or of a built-in excerpt of Hamlet) with an Eichhorn job.
+///
+/// Splits every line into words (maximal runs of letters and digits, lowercased), counts them
+/// with a keyed rolling sum, and prints one `word count` line per distinct word, sorted by word,
+/// to stdout or to --output. Without --input it counts the opening of Hamlet's soliloquy, as
+/// Flink's WordCount example does.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The text file to count; without it, a built-in excerpt of Hamlet is counted.
     #[arg(long)]
@@ -41,8 +46,8 @@ struct Args {
     /// Where to write the counts (one `word count` line per word); stdout without it.
     #[arg(long)]
     output: Option<PathBuf>,
-    /// The parallelism of the job's operators (the file source always runs at 1).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The parallelism of the job's operators, 1 to 128 (the file source always runs at 1).
+    #[arg(long, default_value_t = 1, value_parser = eichhorn_examples::parallelism_parser())]
     parallelism: u32,
 }
 

@@ -18,8 +18,18 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// The binary cannot be started, or it runs longer than [`RUN_TIMEOUT`] (it is killed first).
 pub(crate) fn run(bin: &str, args: &[&str]) -> Output {
+    run_with_env(bin, args, &[])
+}
+
+/// [`run`] with the environment variables `vars` set for the child.
+///
+/// # Panics
+///
+/// As [`run`].
+pub(crate) fn run_with_env(bin: &str, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut child = Command::new(bin)
         .args(args)
+        .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

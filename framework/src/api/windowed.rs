@@ -114,6 +114,10 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
     /// Sends records that arrive too late for any window to the side output `tag` (read it with
     /// `side_output(&tag)` on the result). Without it they are dropped, and counted either way
     /// (`late_records` in the job result).
+    ///
+    /// A record whose timestamp is so close to the limits of `i64` that none of its windows fits
+    /// in an `i64` (e.g. `i64::MAX`) is treated the same way, with a warning in the log: one such
+    /// record does not fail the job.
     pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
         self.late_tag = Some(tag.clone());
         self

@@ -17,7 +17,10 @@
 //!   late itself (`timestamp + allowed_lateness <= watermark`), is counted (`late_records`) and
 //!   sent to the late side output when one is configured. A record that falls between sliding
 //!   windows (slide > size) is not late: Flink drops it, and so do we, counting it as
-//!   `dropped_records`. Nothing is dropped silently.
+//!   `dropped_records`. A record whose time has no window that fits in `i64` (within a window
+//!   size of the `i64` limits) can never be placed: it is treated as late (counted, sent to the
+//!   late side output) and logged with a warning, instead of failing the job. Nothing is dropped
+//!   silently.
 //! - Processing-time windows fire (and are cleared) when processing time reaches
 //!   `max_timestamp`; at the end of a bounded input, pending processing-time windows fire too
 //!   (Flink would lose them).
@@ -109,7 +112,9 @@ use super::sessions::{
 use super::trigger::{
     DefaultTrigger, EventTimeTrigger, Trigger, TriggerContext, TriggerResult, WindowScope,
 };
-use super::{MergingWindowSet, TimeWindow, WindowAssign, WindowAssigner, decode_entry_key};
+use super::{
+    MergingWindowSet, TimeWindow, WindowAssign, WindowAssigner, WindowError, decode_entry_key,
+};
 use crate::api::{Key, OutputTag};
 use crate::operator::FunctionError;
 use crate::operator::checkpointing::{check_key_group, take_keyed_entries};
@@ -315,6 +320,8 @@ pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
     watermark: i64,
     now_ms: i64,
     assigned: Vec<TimeWindow>,
+    /// `name (index/parallelism)` from `open`, for warnings about records it cannot place.
+    task_name: String,
 }
 
 impl<K, T, KS, F, Tr> Clone for WindowOperator<K, T, KS, F, Tr>
@@ -378,6 +385,7 @@ where
             state_error: None,
             watermark: i64::MIN,
             now_ms: 0,
+            task_name: String::from("window operator"),
             assigned: Vec::new(),
         }
     }
@@ -786,6 +794,28 @@ where
         }
     }
 
+    /// A record whose time has no window that fits in `i64` (a time within a window size of the
+    /// limits of `i64`): no window can ever hold it, and no watermark can pass it, so it is
+    /// treated as a late record rather than failing the job for one bad timestamp: counted in
+    /// `late_records`, sent to the late side output when one is configured, and logged.
+    #[cold]
+    fn unplaceable(&self, value: T, time: i64, error: &WindowError, ctx: &mut OperatorContext<'_>) {
+        let destination = if self.late_tag.is_some() {
+            "sent to the late side output"
+        } else {
+            "dropped"
+        };
+        tracing::warn!(
+            "{}: a record with timestamp {time} ms cannot be placed in a window ({error}); it is \
+             counted as late and {destination}",
+            self.task_name,
+        );
+        ctx.count_late_record();
+        if let Some(tag) = &self.late_tag {
+            ctx.output(tag, value);
+        }
+    }
+
     /// Any assigner, trigger and function: contents per (key, state window), timers.
     #[inline(never)]
     fn process_generic(
@@ -798,8 +828,8 @@ where
         let mut windows = std::mem::take(&mut self.assigned);
         windows.clear();
         if let Err(error) = self.assigner.assign(time, &mut windows) {
-            ctx.fail(error.to_string());
             self.assigned = windows;
+            self.unplaceable(record.value, time, &error, ctx);
             return;
         }
         let key = (self.key_selector)(&record.value);
@@ -877,7 +907,10 @@ where
         match added {
             Ok(None) => {}
             Ok(Some(rejected)) => self.reject(rejected, time, ctx),
-            Err(message) => ctx.fail(message),
+            Err(PaneAddError::Unplaceable(value, error)) => {
+                self.unplaceable(value, time, &error, ctx);
+            }
+            Err(PaneAddError::Failed(message)) => ctx.fail(message),
         }
     }
 
@@ -898,13 +931,19 @@ where
             _ => return,
         };
         let Some(window) = window else {
-            // The window does not fit in i64: the assigner says so.
+            // The window does not fit in i64: the assigner says why.
             let mut windows = std::mem::take(&mut self.assigned);
             windows.clear();
-            if let Err(error) = self.assigner.assign(time, &mut windows) {
-                ctx.fail(error.to_string());
-            }
+            let assigned = self.assigner.assign(time, &mut windows);
             self.assigned = windows;
+            match assigned {
+                Err(error) => self.unplaceable(record.value, time, &error, ctx),
+                Ok(()) => ctx.fail(format!(
+                    "{}: the session window of time {time} ms does not fit in an i64, but the \
+                     assigner placed it",
+                    self.task_name
+                )),
+            }
             return;
         };
         let key = (self.key_selector)(&record.value);
@@ -966,7 +1005,8 @@ impl<K: Hash + Ord + Clone, T: Clone, F: WindowFunctionCore<K, T>> PaneRecord<'_
     ///
     /// # Errors
     ///
-    /// The assigner's (a time whose windows do not fit in `i64`) or the backend's, as a message.
+    /// [`PaneAddError::Unplaceable`] with the record for a time whose windows do not fit in
+    /// `i64`; [`PaneAddError::Failed`] with the backend's error.
     #[inline]
     fn add<P: PaneStore<K, F::Acc>>(
         &mut self,
@@ -974,11 +1014,15 @@ impl<K: Hash + Ord + Clone, T: Clone, F: WindowFunctionCore<K, T>> PaneRecord<'_
         key: K,
         record: Record<T>,
         time: i64,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, PaneAddError<T>> {
         let watermark = self.emitter.watermark;
-        let located = panes
-            .locate(time, self.assigner, self.assigned, watermark)
-            .map_err(|error| error.to_string())?;
+        let located = match panes.locate(time, self.assigner, self.assigned, watermark) {
+            Ok(located) => located,
+            Err(error @ WindowError::TimeOutOfRange { .. }) => {
+                return Err(PaneAddError::Unplaceable(record.value, error));
+            }
+            Err(error) => return Err(PaneAddError::Failed(error.to_string())),
+        };
         let Some(index) = located else {
             return Ok(Some(record.value));
         };
@@ -988,7 +1032,7 @@ impl<K: Hash + Ord + Clone, T: Clone, F: WindowFunctionCore<K, T>> PaneRecord<'_
         // the pane's windows that fired, and is kept apart for windows cleaned up before it.
         let restored = (!self.fired.is_empty() && self.fired.is_marked(&key))
             .then(|| (key.clone(), record.value.clone()));
-        let failed = |error: StateError| error.to_string();
+        let failed = |error: StateError| PaneAddError::Failed(error.to_string());
         panes
             .add(index, self.function, key, record.value, record.timestamp)
             .map_err(failed)?;
@@ -1007,6 +1051,14 @@ impl<K: Hash + Ord + Clone, T: Clone, F: WindowFunctionCore<K, T>> PaneRecord<'_
         }
         Ok(None)
     }
+}
+
+/// Why [`PaneRecord::add`] did not add a record.
+enum PaneAddError<T> {
+    /// The record's time has no window that fits in `i64`: the record, and the assigner's error.
+    Unplaceable(T, WindowError),
+    /// The backend failed: the message to fail the task with.
+    Failed(String),
 }
 
 /// Adds a record (of `key`, in `window`) to the sessions in `keys`; after a restore, re-arms
@@ -1463,6 +1515,7 @@ where
     }
 
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.task_name = ctx.task_name_with_subtask();
         self.function.open(ctx)
     }
 
@@ -2025,7 +2078,7 @@ mod tests {
     }
 
     #[test]
-    fn fast_paths_fail_on_times_at_the_limits_as_the_generic_path() {
+    fn records_at_the_limits_of_time_are_late_on_every_path_and_the_job_goes_on() {
         let event = TimeDomain::EventTime;
         let assigners = [
             WindowAssigner::tumbling(event, 10, 3).expect("valid"),
@@ -2033,19 +2086,27 @@ mod tests {
             WindowAssigner::session(event, 10).expect("valid"),
         ];
         for assigner in assigners {
-            for time in [i64::MAX - 3, i64::MIN + 2] {
+            for time in [i64::MAX, i64::MAX - 3, i64::MIN, i64::MIN + 2] {
                 let steps = [
                     Step::Records(vec![(1, 5, 1), (1, time, 2), (2, 7, 3)]),
                     Step::Watermark(20),
                 ];
                 let (fast, generic, took) = both(assigner, 0, AggregateWindow(SumCount), &steps);
                 assert!(took);
-                // Windows ending after i64::MAX do not exist.
-                assert!(
-                    time < 0 || fast.3.is_some(),
-                    "{assigner:?} at {time}: {fast:?}"
-                );
                 assert_eq!(fast, generic, "{assigner:?} at {time}");
+                let (elements, late, dropped, failure) = fast;
+                assert_eq!(failure, None, "{assigner:?} at {time}");
+                assert_eq!(dropped, 0, "{assigner:?} at {time}");
+                // Windows ending after i64::MAX do not exist; those of a time near i64::MIN may.
+                let placeable = assigner.assign(time, &mut Vec::new()).is_ok();
+                assert!(time < 0 || !placeable, "{assigner:?} at {time}");
+                assert_eq!(late, u64::from(!placeable), "{assigner:?} at {time}");
+                // The records at 5 and 7 are placed and fire (sessions of different keys).
+                let results = elements
+                    .iter()
+                    .filter(|element| matches!(element, StreamElement::Record(_)))
+                    .count();
+                assert!(results >= 2, "{assigner:?} at {time}: {elements:?}");
             }
         }
         // Without a timestamp, every path reports the same error.
