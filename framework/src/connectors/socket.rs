@@ -245,6 +245,7 @@ mod tests {
     fn context() -> RuntimeContext {
         RuntimeContext {
             job_name: "test".into(),
+            job_id: crate::checkpoint::JobId(7),
             operator_name: "socket".into(),
             uid: None,
             subtask_index: 0,
