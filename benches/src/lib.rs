@@ -18,6 +18,12 @@
 //!   of the window operator ([`TimerCount`]): per event, one map-state update and an
 //!   event-time timer at the end of its second; per timer, one emit. It measures keyed state
 //!   plus the timer service (on the heap, or in LMDB with the LMDB backend).
+//! - [`Job::Fanout`] is the rolling job with few input records and many outputs each: the source
+//!   emits record `r` for `r = 0 .. ceil(events / k)`, a `flat_map` turns record `r` into events
+//!   `r * k .. min((r + 1) * k, events)` (`k`: outputs per record, by default all events from one
+//!   record), which are keyed and counted as in [`Job::Rolling`]. It is word count with `k` words
+//!   per line, and keeps the cost of one record with millions of outputs visible (it was once
+//!   quadratic in `k`).
 //!
 //! Timing is not done here: the binary measures around `StreamEnv::execute`.
 //!
@@ -137,21 +143,24 @@ pub enum Job {
     Session,
     /// The tumbling job's counts from a keyed process function with event-time timers.
     Timers,
+    /// The rolling count over events that come from few input records with many outputs each.
+    Fanout,
 }
 
 impl Job {
     /// Every job, in the order of [`Job::name`]'s documentation.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Stateless,
         Self::Rolling,
         Self::Tumbling,
         Self::Sliding,
         Self::Session,
         Self::Timers,
+        Self::Fanout,
     ];
 
     /// The name used on the command line and in the result line: `stateless`, `rolling`,
-    /// `tumbling`, `sliding`, `session` or `timers`.
+    /// `tumbling`, `sliding`, `session`, `timers` or `fanout`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Stateless => "stateless",
@@ -160,6 +169,7 @@ impl Job {
             Self::Sliding => "sliding",
             Self::Session => "session",
             Self::Timers => "timers",
+            Self::Fanout => "fanout",
         }
     }
 
@@ -171,7 +181,7 @@ impl Job {
     pub fn expected_sink_records(self, events: u64, keys: NonZeroU64) -> Option<u64> {
         match self {
             Self::Stateless => Some(expected_stateless_count(events, keys)),
-            Self::Rolling => Some(events),
+            Self::Rolling | Self::Fanout => Some(events),
             Self::Tumbling | Self::Timers => Some(expected_window_count(
                 events,
                 keys,
@@ -193,7 +203,7 @@ impl Job {
     /// watermark fires every window.
     pub fn expected_count_sum(self, events: u64) -> Option<u64> {
         let windows_per_event = match self {
-            Self::Stateless | Self::Rolling => return None,
+            Self::Stateless | Self::Rolling | Self::Fanout => return None,
             Self::Tumbling | Self::Session | Self::Timers => 1,
             Self::Sliding => SLIDING_SIZE_MS / SLIDING_SLIDE_MS,
         };
@@ -269,6 +279,27 @@ pub fn stateless(env: &StreamEnv, events: u64, keys: NonZeroU64) -> DataStream<E
 pub fn rolling(env: &StreamEnv, events: u64, keys: NonZeroU64) -> DataStream<(u64, u64)> {
     events_source(env, events, keys)
         .map(|event: Event| (event.key, 1u64))
+        .key_by(|&(key, _): &(u64, u64)| key)
+        .sum(|(_, count): &mut (u64, u64)| count)
+}
+
+/// The fanout job up to (excluding) the sink: `ceil(events / outputs_per_record)` input
+/// records, each turned by a `flat_map` into up to `outputs_per_record` consecutive events
+/// (`(key, 1)` pairs), then one `(key, running count)` per event as in [`rolling`].
+pub fn fanout(
+    env: &StreamEnv,
+    events: u64,
+    keys: NonZeroU64,
+    outputs_per_record: NonZeroU64,
+) -> DataStream<(u64, u64)> {
+    let per_record = outputs_per_record.get();
+    let records = events.div_ceil(per_record);
+    env.from_generator(records, |r| r)
+        .flat_map(move |r: u64| {
+            let first = r.saturating_mul(per_record);
+            let end = first.saturating_add(per_record).min(events);
+            (first..end).map(move |g| (Event::from_index(g, keys).key, 1u64))
+        })
         .key_by(|&(key, _): &(u64, u64)| key)
         .sum(|(_, count): &mut (u64, u64)| count)
 }
@@ -390,7 +421,7 @@ pub fn windowed(
     keys: NonZeroU64,
 ) -> Result<Option<DataStream<WindowCount>>, WindowError> {
     Ok(Some(match job {
-        Job::Stateless | Job::Rolling => return Ok(None),
+        Job::Stateless | Job::Rolling | Job::Fanout => return Ok(None),
         Job::Tumbling => tumbling(env, events, keys)?,
         Job::Sliding => sliding(env, events, keys)?,
         Job::Session => session(env, events, keys)?,
@@ -609,7 +640,7 @@ mod tests {
         let error = "windowed".parse::<Job>().expect_err("unknown job");
         assert_eq!(
             error.to_string(),
-            "unknown job 'windowed'; expected one of: stateless, rolling, tumbling, sliding, session, timers"
+            "unknown job 'windowed'; expected one of: stateless, rolling, tumbling, sliding, session, timers, fanout"
         );
     }
 
@@ -676,6 +707,37 @@ mod tests {
                 *previous = count;
             }
             assert_eq!(seen, expected, "parallelism {parallelism}");
+        }
+    }
+
+    /// The fanout job gives the rolling job's counts, whether all events come from one input
+    /// record or from records of 7 (the last one shorter).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fanout_job_counts_like_the_rolling_job() {
+        let events = 20_000;
+        let key_count = 37;
+        let mut expected: HashMap<u64, u64> = HashMap::new();
+        for g in 0..events {
+            *expected.entry(splitmix64(g) % key_count).or_default() += 1;
+        }
+        for per_record in [events, 7] {
+            for parallelism in [1, 2] {
+                let env = StreamEnv::new();
+                env.set_parallelism(parallelism);
+                let per_record_nz = NonZeroU64::new(per_record).expect("positive");
+                let out = fanout(&env, events, keys(key_count), per_record_nz).collect_sink();
+                env.execute("fanout test").await.expect("job runs");
+                let outputs = out.take();
+                let label = format!("{per_record} per record, parallelism {parallelism}");
+                assert_eq!(outputs.len() as u64, events, "{label}");
+                let mut seen: HashMap<u64, u64> = HashMap::new();
+                for (key, count) in outputs {
+                    let previous = seen.entry(key).or_default();
+                    assert_eq!(count, *previous + 1, "key {key}, {label}");
+                    *previous = count;
+                }
+                assert_eq!(seen, expected, "{label}");
+            }
         }
     }
 

@@ -527,3 +527,56 @@ async fn chaining_does_not_change_results() {
         }
     }
 }
+
+/// One input record with 100,000 outputs (a line of 100,000 words in a word count), between
+/// ordinary ones: its outputs fill many batches and run out of credit many times within one
+/// input record, and both the plain outputs and the rolling counts per key are exactly the
+/// sequential ones. At parallelism 1 the `key_by` edge has one channel, which takes a run in
+/// bulk; at 2 and 4 records are routed one by one.
+#[tokio::test]
+async fn one_record_with_many_outputs() {
+    const OUTPUTS: u64 = 100_000;
+    let lines: Vec<u64> = vec![3, OUTPUTS, 5, 1];
+    // The "words" of a line of `n` words: 1,009 distinct ones, irregularly spread.
+    let words = |n: u64| {
+        (0..n)
+            .map(|i| ((i * 7_919) % 1_009, 1u64))
+            .collect::<Vec<_>>()
+    };
+
+    let expected_words: Vec<(u64, u64)> = lines.iter().flat_map(|&n| words(n)).collect();
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    let expected_counts: Vec<(u64, u64)> = expected_words
+        .iter()
+        .map(|&(word, _)| {
+            let count = counts.entry(word).or_default();
+            *count += 1;
+            (word, *count)
+        })
+        .collect();
+
+    for p in PARALLELISMS {
+        let env = env(p);
+        let exploded = env.from_collection(lines.clone()).flat_map(words);
+        let plain = exploded.clone().collect_sink();
+        let rolling = exploded
+            .key_by(|&(word, _): &(u64, u64)| word)
+            .sum(|(_, count): &mut (u64, u64)| count)
+            .collect_sink();
+        env.execute("one record, many outputs").await.unwrap();
+
+        // Not `assert_eq!`: a failure would print 100,000 pairs.
+        let plain = sorted(plain.take());
+        assert_eq!(plain.len(), expected_words.len(), "parallelism {p}");
+        assert!(
+            plain == sorted(expected_words.clone()),
+            "plain outputs, parallelism {p}"
+        );
+        let rolling = rolling.take();
+        assert_eq!(rolling.len(), expected_counts.len(), "parallelism {p}");
+        assert!(
+            per_key(rolling) == per_key(expected_counts.clone()),
+            "rolling counts per key, parallelism {p}"
+        );
+    }
+}

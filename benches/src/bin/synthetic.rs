@@ -4,7 +4,14 @@
 //! ```text
 //! synthetic --job stateless --events 50000000 --keys 10000 [--parallelism 2] [--batch-records 1024]
 //! RESULT engine=eichhorn job=stateless events=50000000 keys=10000 parallelism=2 wall_s=.. events_per_s=..
+//! synthetic --job fanout --events 2000000 --keys 10000 [--outputs-per-record 10]
+//! RESULT engine=eichhorn job=fanout events=2000000 keys=10000 parallelism=1 ... outputs_per_record=2000000 wall_s=.. events_per_s=..
 //! ```
+//!
+//! The fanout job is the rolling job with few input records of many outputs each (all events
+//! from one input record unless `--outputs-per-record` says otherwise); comparing
+//! `--outputs-per-record 10` with the default shows what a record with millions of outputs
+//! costs per event.
 //!
 //! `wall_s` runs from the start of job execution to its completion (`StreamEnv::execute`);
 //! process start-up and the correctness check are outside it. After the run, the sink's record
@@ -21,14 +28,14 @@ use clap::Parser;
 use eichhorn::prelude::*;
 use eichhorn::state::StateBackendKind;
 use eichhorn_benches::{
-    CountSumSink, DISCARD_SINK_NAME, DiscardSink, Job, rolling, stateless, windowed,
+    CountSumSink, DISCARD_SINK_NAME, DiscardSink, Job, fanout, rolling, stateless, windowed,
 };
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(about = "Eichhorn synthetic benchmark: stateless, rolling-count, window and timer jobs")]
 struct Args {
-    /// The job: `stateless`, `rolling`, `tumbling`, `sliding`, `session` or `timers`.
+    /// The job: `stateless`, `rolling`, `tumbling`, `sliding`, `session`, `timers` or `fanout`.
     #[arg(long)]
     job: Job,
     /// Number of events (at least 1).
@@ -52,6 +59,10 @@ struct Args {
     /// Take a checkpoint every this many milliseconds (written to a temporary directory).
     #[arg(long)]
     checkpoint_interval_ms: Option<u64>,
+    /// Fanout job only: the outputs of each input record (at least 1); default: all events
+    /// from one input record.
+    #[arg(long, value_parser = positive_u64)]
+    outputs_per_record: Option<NonZeroU64>,
 }
 
 /// Parses a count that must be at least 1.
@@ -86,6 +97,13 @@ fn run() -> anyhow::Result<()> {
     let events = args.events.get();
     let keys = args.keys;
     let parallelism = args.parallelism.get();
+    if args.outputs_per_record.is_some() && args.job != Job::Fanout {
+        bail!(
+            "--outputs-per-record applies to the fanout job only, not '{}'",
+            args.job
+        );
+    }
+    let outputs_per_record = args.outputs_per_record.unwrap_or(args.events);
 
     // Computed before the timed region: the stateless and window counts need a pass over every
     // event.
@@ -114,6 +132,9 @@ fn run() -> anyhow::Result<()> {
             .add_sink(DiscardSink)
             .name(DISCARD_SINK_NAME),
         Job::Rolling => rolling(&env, events, keys)
+            .add_sink(DiscardSink)
+            .name(DISCARD_SINK_NAME),
+        Job::Fanout => fanout(&env, events, keys, outputs_per_record)
             .add_sink(DiscardSink)
             .name(DISCARD_SINK_NAME),
         Job::Tumbling | Job::Sliding | Job::Session | Job::Timers => {
@@ -172,9 +193,15 @@ fn run() -> anyhow::Result<()> {
     let checkpoints = args
         .checkpoint_interval_ms
         .map_or_else(|| "off".to_string(), |ms| format!("{ms}ms"));
+    // Only the fanout job has this field, so the other jobs' lines stay as they were.
+    let fanout = if args.job == Job::Fanout {
+        format!(" outputs_per_record={outputs_per_record}")
+    } else {
+        String::new()
+    };
     println!(
         "RESULT engine=eichhorn job={} events={events} keys={keys} parallelism={parallelism} \
-         state_backend={backend} checkpoint_interval={checkpoints} completed_checkpoints={} \
+         state_backend={backend} checkpoint_interval={checkpoints} completed_checkpoints={}{fanout} \
          wall_s={wall_s:.6} events_per_s={events_per_s:.0}",
         args.job, result.completed_checkpoints
     );

@@ -25,6 +25,17 @@
 //! - Per channel, batches leave the outbox in the order they were pushed.
 //! - A receiver never holds more unconsumed batches on a channel than it granted credits
 //!   (a violation is a protocol bug and panics).
+//!
+//! ## Limit: the backlog of one step
+//!
+//! The sender's backlog is bounded by what one processing step emits, not by credits. A subtask
+//! stops taking input as soon as a channel is backlogged, but only between runs: user functions
+//! emit synchronously into a collector and cannot be suspended halfway, so everything the
+//! current run produces (the operator's output run, then the writer's full batches in this
+//! backlog) is held until credit returns. Normally that is a source poll's or an input batch's
+//! worth of outputs; an input record with millions of outputs (a `flat_map` of a huge line)
+//! buffers all of them here. Bounding that would need operators that can pause mid-record
+//! (for example a `flat_map` whose output iterator the chain pulls from as credit allows).
 
 use std::collections::VecDeque;
 

@@ -19,6 +19,8 @@ pub(crate) mod partitioner;
 mod result;
 mod subtask;
 mod task_manager;
+#[cfg(test)]
+pub(crate) mod test_alloc;
 pub(crate) mod writer;
 
 use std::sync::Arc;
