@@ -1,11 +1,12 @@
 //! The pieces of `checkpointed_count`: the `key,value` input format, the running sum per key in
 //! keyed state, and the one-time injected failure.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use eichhorn::checkpoint::JobId;
+use eichhorn::checkpoint::damage::{CheckpointDamage, newest_complete_checkpoint};
 use eichhorn::prelude::*;
 use eichhorn::state::ValueState;
 
@@ -109,80 +110,6 @@ impl ProcessFunction<(u64, String)> for ParseKeyValues {
     }
 }
 
-/// A way to damage a checkpoint, to see how recovery handles it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CheckpointDamage {
-    /// Flip one byte in the middle of a state file.
-    FlipByte,
-    /// Cut a state file in half.
-    TruncateState,
-    /// Delete a state file.
-    DeleteState,
-    /// Cut `_metadata` in half.
-    TruncateMetadata,
-    /// Delete the whole checkpoint folder.
-    DeleteCheckpoint,
-}
-
-/// Damages the newest complete checkpoint (`chk-<n>` with `_metadata`) in a run's checkpoint
-/// folder; returns the folder damaged.
-///
-/// # Errors
-///
-/// There is no complete checkpoint, or a file cannot be changed.
-pub fn damage_newest_checkpoint(
-    run_dir: &Path,
-    damage: CheckpointDamage,
-) -> Result<PathBuf, String> {
-    let newest = std::fs::read_dir(run_dir)
-        .map_err(|e| format!("{}: {e}", run_dir.display()))?
-        .filter_map(Result::ok)
-        .filter(|e| e.path().join("_metadata").is_file())
-        .filter_map(|e| {
-            let id: u64 = e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok()?;
-            Some((id, e.path()))
-        })
-        .max()
-        .map(|(_, path)| path)
-        .ok_or_else(|| format!("{}: no complete checkpoint to damage", run_dir.display()))?;
-    let state_file = || {
-        std::fs::read_dir(&newest)
-            .map_err(|e| format!("{}: {e}", newest.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "state"))
-            .min()
-            .ok_or_else(|| format!("{}: no state file", newest.display()))
-    };
-    let io = |path: &Path, e: std::io::Error| format!("{}: {e}", path.display());
-    match damage {
-        CheckpointDamage::FlipByte => {
-            let path = state_file()?;
-            let mut bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0x5a;
-            std::fs::write(&path, bytes).map_err(|e| io(&path, e))?;
-        }
-        CheckpointDamage::TruncateState | CheckpointDamage::TruncateMetadata => {
-            let path = if damage == CheckpointDamage::TruncateState {
-                state_file()?
-            } else {
-                newest.join("_metadata")
-            };
-            let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
-            std::fs::write(&path, &bytes[..bytes.len() / 2]).map_err(|e| io(&path, e))?;
-        }
-        CheckpointDamage::DeleteState => {
-            let path = state_file()?;
-            std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
-        }
-        CheckpointDamage::DeleteCheckpoint => {
-            std::fs::remove_dir_all(&newest).map_err(|e| io(&newest, e))?;
-        }
-    }
-    Ok(newest)
-}
-
 /// A failure to inject once per process: subtask 0 panics on its `after`-th record, after
 /// damaging the newest checkpoint of the run if asked to.
 #[derive(Debug, Clone)]
@@ -222,9 +149,16 @@ impl InjectedFailure {
             && !self.fired.swap(true, Ordering::SeqCst)
         {
             if let Some((dir, damage)) = &self.damage {
-                match damage_newest_checkpoint(&dir.join(job_id.to_string()), *damage) {
-                    Ok(folder) => eprintln!("injected damage: {damage:?} in {}", folder.display()),
-                    Err(error) => eprintln!("injected damage: none done: {error}"),
+                let run = dir.join(job_id.to_string());
+                match newest_complete_checkpoint(&run) {
+                    Some(folder) => match damage.apply(&folder) {
+                        Ok(()) => eprintln!("injected damage: {damage} in {}", folder.display()),
+                        Err(error) => eprintln!("injected damage: none done: {error}"),
+                    },
+                    None => eprintln!(
+                        "injected damage: none done: no complete checkpoint in {}",
+                        run.display()
+                    ),
                 }
             }
             eprintln!(

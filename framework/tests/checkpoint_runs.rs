@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::{committed_lines, failing_at, paced, read_output, run_dir, within};
 use eichhorn::checkpoint::RestartStrategy;
+use eichhorn::checkpoint::damage::CheckpointDamage as Damage;
 use eichhorn::connectors::ExactlyOnceFileSink;
 use eichhorn::prelude::*;
 use eichhorn::state::StateBackendKind;
@@ -53,56 +54,6 @@ fn environment(backend: StateBackendKind, checkpoints: &Path) -> StreamEnv {
         delay_ms: 10,
     });
     env
-}
-
-/// What a damaging sink does to the checkpoint whose transactions it just committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Damage {
-    FlipByte,
-    TruncateState,
-    DeleteState,
-    TruncateMetadata,
-    DeleteCheckpoint,
-}
-
-const DAMAGES: [Damage; 5] = [
-    Damage::FlipByte,
-    Damage::TruncateState,
-    Damage::DeleteState,
-    Damage::TruncateMetadata,
-    Damage::DeleteCheckpoint,
-];
-
-fn damage_folder(folder: &Path, damage: Damage) {
-    let state_file = || {
-        std::fs::read_dir(folder)
-            .expect("checkpoint folder")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "state"))
-            .min()
-            .expect("a state file")
-    };
-    match damage {
-        Damage::FlipByte => {
-            let path = state_file();
-            let mut bytes = std::fs::read(&path).expect("read");
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0x5a;
-            std::fs::write(&path, bytes).expect("write");
-        }
-        Damage::TruncateState | Damage::TruncateMetadata => {
-            let path = if damage == Damage::TruncateState {
-                state_file()
-            } else {
-                folder.join("_metadata")
-            };
-            let bytes = std::fs::read(&path).expect("read");
-            std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("write");
-        }
-        Damage::DeleteState => std::fs::remove_file(state_file()).expect("remove"),
-        Damage::DeleteCheckpoint => std::fs::remove_dir_all(folder).expect("remove"),
-    }
 }
 
 /// Shared between the sink and the tripwire of every attempt.
@@ -178,7 +129,7 @@ impl TwoPhaseCommitSink<String> for DamagingSink {
         let commits = self.fault.commits.fetch_add(1, Ordering::SeqCst) + 1;
         if commits == self.damage_at && !self.fault.armed.load(Ordering::SeqCst) {
             let folder = run_dir(&self.checkpoints).join(format!("chk-{commits}"));
-            damage_folder(&folder, self.damage);
+            self.damage.apply(&folder).expect("damages the checkpoint");
             self.fault.damaged.store(commits, Ordering::SeqCst);
             self.fault.armed.store(true, Ordering::SeqCst);
         }
@@ -392,7 +343,7 @@ async fn a_new_run_never_restores_another_runs_checkpoint() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn falling_back_past_committed_output_fails_the_job_naming_it() {
     for backend in BACKENDS {
-        for damage in DAMAGES {
+        for damage in Damage::ALL {
             let case = format!("{backend:?} {damage:?}");
             let run = Run::new();
             let fault = Fault::default();

@@ -29,12 +29,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use eichhorn::checkpoint::RestartStrategy;
+use eichhorn::checkpoint::damage::CheckpointDamage;
 use eichhorn::connectors::{NumberedFileSource, RateLimitedSource};
 use eichhorn::prelude::*;
 use eichhorn::state::StateBackendKind;
-use eichhorn_examples::counting::{
-    BadLine, CheckpointDamage, InjectedFailure, ParseKeyValues, RunningSum,
-};
+use eichhorn_examples::counting::{BadLine, InjectedFailure, ParseKeyValues, RunningSum};
 use eichhorn_examples::{exit_code, init_tracing};
 
 /// Running sums per key with exactly-once file output.
@@ -72,7 +71,8 @@ struct Args {
     fail_after_records: Option<u64>,
     /// Just before the injected failure, damage the newest checkpoint of this run (to watch
     /// recovery skip it, or refuse to when that would duplicate committed output).
-    #[arg(long, value_enum, requires = "fail_after_records")]
+    /// One of flip-byte, truncate-state, delete-state, truncate-metadata, delete-checkpoint.
+    #[arg(long, value_name = "KIND", requires = "fail_after_records")]
     damage_checkpoint: Option<CheckpointDamage>,
     /// Start from a savepoint, a retained checkpoint (`DIR/<job id>/chk-N`) or an earlier
     /// run's checkpoint folder (`DIR/<job id>`: its newest intact checkpoint). A run never

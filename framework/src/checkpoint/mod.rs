@@ -7,6 +7,7 @@
 
 mod aligner;
 mod coordinator;
+pub mod damage;
 mod job_id;
 mod restart;
 pub mod storage;

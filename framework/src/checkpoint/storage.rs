@@ -564,6 +564,15 @@ pub fn load_folder(path: &Path) -> Result<RestoredCheckpoint, StorageError> {
     })
 }
 
+/// The problems of [`CheckpointStorage::latest_restorable`] as one line, `; `-separated.
+pub fn describe_problems(problems: &[StorageError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Reads what [`StreamEnv::restore_from`](crate::api::StreamEnv::restore_from) names: a
 /// savepoint or checkpoint folder (with `_metadata`), or the checkpoint folder of a whole run
 /// (`<checkpoint dir>/<job id>`, holding `chk-<n>` folders), whose newest intact checkpoint is
@@ -608,11 +617,7 @@ pub fn load_restore_path(
                     if problems.is_empty() {
                         "no chk-<n> folder has _metadata".to_string()
                     } else {
-                        problems
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("; ")
+                        describe_problems(&problems)
                     }
                 ),
             )),

@@ -50,7 +50,7 @@ use super::task_manager::{TaskManagerActor, TaskManagerMsg};
 use crate::api::ExecutionConfig;
 use crate::checkpoint::storage::{
     CheckpointFolder, CheckpointMetadata, CheckpointStorage, FileMetadata, OperatorMetadata,
-    RestoredCheckpoint,
+    RestoredCheckpoint, describe_problems,
 };
 use crate::checkpoint::{
     CheckpointBarrier, CheckpointCoordinator, CheckpointId, CheckpointKind, CoordinatorConfig,
@@ -600,11 +600,7 @@ impl JobManagerState {
         let damaged = if problems.is_empty() {
             "they are missing".to_string()
         } else {
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
+            describe_problems(&problems)
         };
         let message = format!(
             "cannot restart from {target} without duplicating committed output: the newer \
@@ -685,11 +681,7 @@ fn initial_restore(
     if problems.is_empty() {
         return Ok(restored);
     }
-    let damaged = problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
+    let damaged = describe_problems(&problems);
     let message = format!(
         "{}: newer checkpoints are damaged ({damaged}); the newest intact one is checkpoint {} \
          ({})",
