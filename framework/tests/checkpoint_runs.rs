@@ -421,3 +421,38 @@ async fn without_commits_after_it_the_fallback_is_silent_and_exact() {
         }
     }
 }
+
+/// A cancelled run's retained checkpoints resume it when named: the second run, restored from
+/// the first run's folder, commits the rest, and the output is exactly once.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_cancelled_run_resumes_from_its_retained_checkpoints_exactly_once() {
+    for backend in BACKENDS {
+        let run = Run::new();
+        let env = environment(backend, &run.checkpoints);
+        sums_job(&env, 3_000, 0, |line| line)
+            .write_exactly_once(&run.output, |line: &String| line.clone());
+        let handle = env.execute_async("cancelled").await.expect("starts");
+        let first = handle.job_id();
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        handle.cancel();
+        let result = within(handle.join()).await.expect("cancels");
+        assert_eq!(result.status, JobStatus::Canceled, "{backend:?}");
+        let partial = committed_lines(&run.output);
+        assert!(
+            !partial.is_empty() && partial.len() < 3_000,
+            "{backend:?}: {} lines committed before the cancel",
+            partial.len()
+        );
+
+        let env = environment(backend, &run.checkpoints);
+        env.restore_from(run.checkpoints.join(first.to_string()), false);
+        sums_job(&env, 3_000, 0, |line| line)
+            .write_exactly_once(&run.output, |line: &String| line.clone());
+        let result = within(env.execute("resumed")).await.expect("resumes");
+        assert_ne!(result.job_id, first, "a new run");
+        assert!(result.restored_from.is_some(), "{backend:?}");
+        let (lines, hidden) = read_output(&run.output);
+        assert!(hidden.is_empty(), "{backend:?}: {hidden:?}");
+        assert_eq!(lines, expected(3_000, 0), "{backend:?}: exactly once");
+    }
+}
