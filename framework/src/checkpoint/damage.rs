@@ -140,7 +140,9 @@ mod tests {
 
     #[test]
     fn every_damage_is_detected_by_storage() {
-        use crate::checkpoint::storage::{CheckpointStorage, TaskStateFile, encode_frame};
+        use crate::checkpoint::storage::{
+            CheckpointStorage, CheckpointStore, TaskStateFile, encode_frame,
+        };
         use crate::checkpoint::{CheckpointId, CheckpointKind};
         for kind in CheckpointDamage::ALL {
             let dir = tempfile::tempdir().expect("tempdir");

@@ -210,13 +210,160 @@ pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))
 }
 
+/// The checkpoint storage of one run: the operations the JobManager and the checkpoint writer
+/// need, behind a trait so a node's [`RuntimeEnv`](crate::runtime::RuntimeEnv) can supply
+/// another store (the simulator's fault-injecting one) without either of them knowing.
+///
+/// [`CheckpointStorage`] implements it for the two stores Eichhorn ships, a directory and
+/// memory; the layout and file format are those of the module documentation.
+///
+/// A folder that has a `path` (a savepoint, or a checkpoint of directory storage) is on disk
+/// whatever the store; a folder without one lives in the store (memory).
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::checkpoint::CheckpointId;
+/// use eichhorn::checkpoint::storage::{CheckpointStorage, CheckpointStore};
+///
+/// let store = CheckpointStorage::memory();
+/// let folder = store.folder(CheckpointId(1), None);
+/// assert_eq!(folder.name, "chk-1");
+/// assert!(store.checkpoint_ids().is_empty(), "nothing complete yet");
+/// ```
+pub trait CheckpointStore: Send + Sync + std::fmt::Debug {
+    /// The folder for checkpoint `id` (periodic checkpoints) or a savepoint under `target`.
+    fn folder(&self, id: CheckpointId, savepoint_target: Option<&Path>) -> CheckpointFolder;
+
+    /// Writes file `name` with `frame` into `folder`; returns its metadata.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be written (naming it).
+    fn write_file(
+        &self,
+        folder: &CheckpointFolder,
+        name: &str,
+        frame: &[u8],
+    ) -> Result<FileMetadata, StorageError>;
+
+    /// Writes the metadata last, atomically: the checkpoint is complete from here on.
+    ///
+    /// # Errors
+    ///
+    /// The metadata cannot be written.
+    fn complete(
+        &self,
+        folder: &CheckpointFolder,
+        metadata: &CheckpointMetadata,
+    ) -> Result<(), StorageError>;
+
+    /// Removes a folder (a failed checkpoint, or one beyond the retained count).
+    fn discard(&self, folder: &CheckpointFolder);
+
+    /// Removes `folder` unless it is complete (has `_metadata`): for a write that landed after
+    /// its checkpoint was aborted.
+    fn discard_incomplete(&self, folder: &CheckpointFolder);
+
+    /// The ids of periodic checkpoints that have metadata, oldest first.
+    fn checkpoint_ids(&self) -> Vec<CheckpointId>;
+
+    /// The bytes of file `name` in `folder`.
+    ///
+    /// # Errors
+    ///
+    /// The file is missing or unreadable (naming it).
+    fn read_file(&self, folder: &CheckpointFolder, name: &str) -> Result<Vec<u8>, StorageError>;
+
+    /// Keeps the newest `retained` complete checkpoints and removes older ones (and incomplete
+    /// folders older than the newest complete one).
+    fn prune(&self, retained: usize) {
+        let ids = self.checkpoint_ids();
+        let keep_from = ids.len().saturating_sub(retained.max(1));
+        for id in &ids[..keep_from] {
+            self.discard(&self.folder(*id, None));
+        }
+    }
+
+    /// Reads and verifies a complete checkpoint or savepoint folder.
+    ///
+    /// # Errors
+    ///
+    /// A missing, truncated or corrupted file, named.
+    fn load(&self, folder: &CheckpointFolder) -> Result<RestoredCheckpoint, StorageError> {
+        load_with(folder, |name| self.read_file(folder, name))
+    }
+
+    /// The newest complete checkpoint that reads back intact. Damaged ones are skipped; each is
+    /// reported in the returned list of problems, so recovery can say why it fell back.
+    fn latest_restorable(&self) -> (Option<RestoredCheckpoint>, Vec<StorageError>) {
+        let mut problems = Vec::new();
+        for id in self.checkpoint_ids().into_iter().rev() {
+            match self.load(&self.folder(id, None)) {
+                Ok(restored) => return (Some(restored), problems),
+                Err(error) => problems.push(error),
+            }
+        }
+        (None, problems)
+    }
+}
+
+/// Opens the [`CheckpointStore`] of each run on a node: the part of checkpoint storage a
+/// [`RuntimeEnv`](crate::runtime::RuntimeEnv) carries (Flink's `CheckpointStorage`, which
+/// creates a job's `CheckpointStorageAccess`). A node runs many jobs; each run gets a store of
+/// its own, so runs never see each other's checkpoints unless told to (`restore_from`).
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::checkpoint::JobId;
+/// use eichhorn::checkpoint::storage::{CheckpointStoreProvider, StandardCheckpointStores};
+///
+/// let store = StandardCheckpointStores.open_run(JobId(7), None); // no directory: memory
+/// assert!(store.checkpoint_ids().is_empty());
+/// ```
+pub trait CheckpointStoreProvider: Send + Sync + std::fmt::Debug {
+    /// The store of run `job_id`. `run_dir` is the run's checkpoint folder
+    /// (`<checkpoint dir>/<job id>`) when the job configured a checkpoint directory, `None`
+    /// when it keeps checkpoints in memory.
+    fn open_run(&self, job_id: super::JobId, run_dir: Option<&Path>) -> Arc<dyn CheckpointStore>;
+}
+
+/// The stores Eichhorn ships: the run's folder when the job configured a checkpoint directory,
+/// otherwise a fresh memory store per run (it survives restarts of the run, not of the
+/// process).
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::checkpoint::JobId;
+/// use eichhorn::checkpoint::storage::{CheckpointStoreProvider, StandardCheckpointStores};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let run = dir.path().join(JobId(7).to_string());
+/// let store = StandardCheckpointStores.open_run(JobId(7), Some(&run));
+/// let folder = store.folder(eichhorn::checkpoint::CheckpointId(1), None);
+/// assert_eq!(folder.path, Some(run.join("chk-1")));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StandardCheckpointStores;
+
+impl CheckpointStoreProvider for StandardCheckpointStores {
+    fn open_run(&self, _job_id: super::JobId, run_dir: Option<&Path>) -> Arc<dyn CheckpointStore> {
+        match run_dir {
+            Some(dir) => Arc::new(CheckpointStorage::Directory(dir.to_path_buf())),
+            None => Arc::new(CheckpointStorage::memory()),
+        }
+    }
+}
+
 /// In-memory checkpoint storage: folder name -> file name -> bytes.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     folders: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
-/// Where checkpoints are written.
+/// The two checkpoint stores Eichhorn ships; both implement [`CheckpointStore`].
 #[derive(Debug, Clone)]
 pub enum CheckpointStorage {
     /// In the JobManager's memory.
@@ -239,9 +386,10 @@ impl CheckpointStorage {
     pub fn memory() -> Self {
         Self::Memory(Arc::new(Mutex::new(MemoryStore::default())))
     }
+}
 
-    /// The folder for checkpoint `id` (periodic checkpoints) or a savepoint under `target`.
-    pub fn folder(&self, id: CheckpointId, savepoint_target: Option<&Path>) -> CheckpointFolder {
+impl CheckpointStore for CheckpointStorage {
+    fn folder(&self, id: CheckpointId, savepoint_target: Option<&Path>) -> CheckpointFolder {
         if let Some(target) = savepoint_target {
             let name = format!("savepoint-{}", id.0);
             return CheckpointFolder {
@@ -264,7 +412,7 @@ impl CheckpointStorage {
     /// # Errors
     ///
     /// The file cannot be written (naming it).
-    pub fn write_file(
+    fn write_file(
         &self,
         folder: &CheckpointFolder,
         name: &str,
@@ -307,7 +455,7 @@ impl CheckpointStorage {
     /// # Errors
     ///
     /// The metadata cannot be written.
-    pub fn complete(
+    fn complete(
         &self,
         folder: &CheckpointFolder,
         metadata: &CheckpointMetadata,
@@ -365,7 +513,7 @@ impl CheckpointStorage {
     }
 
     /// Removes a folder (a failed checkpoint, or one beyond the retained count).
-    pub fn discard(&self, folder: &CheckpointFolder) {
+    fn discard(&self, folder: &CheckpointFolder) {
         match (&folder.path, self) {
             (Some(dir), _) => {
                 // Best effort: a leftover folder without metadata is ignored by recovery.
@@ -382,7 +530,7 @@ impl CheckpointStorage {
 
     /// Removes `folder` unless it is complete (has `_metadata`): for a write that landed after
     /// its checkpoint was aborted.
-    pub fn discard_incomplete(&self, folder: &CheckpointFolder) {
+    fn discard_incomplete(&self, folder: &CheckpointFolder) {
         let complete = match (&folder.path, self) {
             (Some(dir), _) => dir.join(METADATA_FILE).exists(),
             (None, Self::Memory(store)) => store.lock().map_or(true, |s| {
@@ -398,7 +546,7 @@ impl CheckpointStorage {
     }
 
     /// The ids of periodic checkpoints that have metadata, oldest first.
-    pub fn checkpoint_ids(&self) -> Vec<CheckpointId> {
+    fn checkpoint_ids(&self) -> Vec<CheckpointId> {
         let mut ids: Vec<CheckpointId> = match self {
             Self::Memory(store) => store
                 .lock()
@@ -424,17 +572,7 @@ impl CheckpointStorage {
         ids
     }
 
-    /// Keeps the newest `retained` complete checkpoints and removes older ones (and incomplete
-    /// folders older than the newest complete one).
-    pub fn prune(&self, retained: usize) {
-        let ids = self.checkpoint_ids();
-        let keep_from = ids.len().saturating_sub(retained.max(1));
-        for id in &ids[..keep_from] {
-            self.discard(&self.folder(*id, None));
-        }
-    }
-
-    fn read(&self, folder: &CheckpointFolder, name: &str) -> Result<Vec<u8>, StorageError> {
+    fn read_file(&self, folder: &CheckpointFolder, name: &str) -> Result<Vec<u8>, StorageError> {
         match (&folder.path, self) {
             (Some(dir), _) => {
                 let path = dir.join(name);
@@ -465,85 +603,70 @@ impl CheckpointStorage {
             }
         }
     }
+}
 
-    /// Reads and verifies a complete checkpoint or savepoint folder.
-    ///
-    /// # Errors
-    ///
-    /// A missing, truncated or corrupted file, named.
-    pub fn load(&self, folder: &CheckpointFolder) -> Result<RestoredCheckpoint, StorageError> {
-        let location = folder.path.as_ref().map_or_else(
-            || format!("memory:{}", folder.name),
-            |p| p.display().to_string(),
-        );
-        let file_error = |name: &str, message: String| StorageError {
-            path: match &folder.path {
-                Some(dir) => dir.join(name).display().to_string(),
-                None => format!("memory:{}/{name}", folder.name),
-            },
-            message,
-        };
-        let metadata_bytes = self.read(folder, METADATA_FILE)?;
-        let metadata: CheckpointMetadata =
-            decode_frame(&metadata_bytes).map_err(|e| file_error(METADATA_FILE, e))?;
-        let mut files = BTreeMap::new();
-        for file in &metadata.files {
-            let bytes = self.read(folder, &file.name)?;
-            if bytes.len() as u64 != file.len {
-                return Err(file_error(
-                    &file.name,
-                    format!("{} bytes, metadata says {}", bytes.len(), file.len),
-                ));
-            }
-            if crc32fast::hash(&bytes) != file.crc32 {
-                return Err(file_error(
-                    &file.name,
-                    "checksum mismatch against the metadata".to_string(),
-                ));
-            }
-            let state: TaskStateFile =
-                decode_frame(&bytes).map_err(|e| file_error(&file.name, e))?;
-            files.insert(file.name.clone(), state);
+/// Reads and verifies the complete checkpoint or savepoint `folder`, whose files `read` returns.
+fn load_with(
+    folder: &CheckpointFolder,
+    read: impl Fn(&str) -> Result<Vec<u8>, StorageError>,
+) -> Result<RestoredCheckpoint, StorageError> {
+    let location = folder.path.as_ref().map_or_else(
+        || format!("memory:{}", folder.name),
+        |p| p.display().to_string(),
+    );
+    let file_error = |name: &str, message: String| StorageError {
+        path: match &folder.path {
+            Some(dir) => dir.join(name).display().to_string(),
+            None => format!("memory:{}/{name}", folder.name),
+        },
+        message,
+    };
+    let metadata_bytes = read(METADATA_FILE)?;
+    let metadata: CheckpointMetadata =
+        decode_frame(&metadata_bytes).map_err(|e| file_error(METADATA_FILE, e))?;
+    let mut files = BTreeMap::new();
+    for file in &metadata.files {
+        let bytes = read(&file.name)?;
+        if bytes.len() as u64 != file.len {
+            return Err(file_error(
+                &file.name,
+                format!("{} bytes, metadata says {}", bytes.len(), file.len),
+            ));
         }
-        let mut operators = BTreeMap::new();
-        for operator in &metadata.operators {
-            let mut snapshots = Vec::with_capacity(operator.files.len());
-            for name in &operator.files {
-                let state = files.get(name).ok_or_else(|| {
-                    file_error(
-                        name,
-                        "listed for an operator but not in the metadata".into(),
-                    )
-                })?;
-                let snapshot = state
-                    .operators
-                    .iter()
-                    .find(|(id, _)| *id == operator.state_id)
-                    .map(|(_, s)| s.clone())
-                    .unwrap_or_default();
-                snapshots.push(snapshot);
-            }
-            operators.insert(operator.state_id.clone(), snapshots);
+        if crc32fast::hash(&bytes) != file.crc32 {
+            return Err(file_error(
+                &file.name,
+                "checksum mismatch against the metadata".to_string(),
+            ));
         }
-        Ok(RestoredCheckpoint {
-            location,
-            metadata,
-            operators,
-        })
+        let state: TaskStateFile = decode_frame(&bytes).map_err(|e| file_error(&file.name, e))?;
+        files.insert(file.name.clone(), state);
     }
-
-    /// The newest complete checkpoint that reads back intact. Damaged ones are skipped; each is
-    /// reported in the returned list of problems, so recovery can say why it fell back.
-    pub fn latest_restorable(&self) -> (Option<RestoredCheckpoint>, Vec<StorageError>) {
-        let mut problems = Vec::new();
-        for id in self.checkpoint_ids().into_iter().rev() {
-            match self.load(&self.folder(id, None)) {
-                Ok(restored) => return (Some(restored), problems),
-                Err(error) => problems.push(error),
-            }
+    let mut operators = BTreeMap::new();
+    for operator in &metadata.operators {
+        let mut snapshots = Vec::with_capacity(operator.files.len());
+        for name in &operator.files {
+            let state = files.get(name).ok_or_else(|| {
+                file_error(
+                    name,
+                    "listed for an operator but not in the metadata".into(),
+                )
+            })?;
+            let snapshot = state
+                .operators
+                .iter()
+                .find(|(id, _)| *id == operator.state_id)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            snapshots.push(snapshot);
         }
-        (None, problems)
+        operators.insert(operator.state_id.clone(), snapshots);
     }
+    Ok(RestoredCheckpoint {
+        location,
+        metadata,
+        operators,
+    })
 }
 
 /// Reads a savepoint or checkpoint folder on disk (to start a job from it).
@@ -564,7 +687,7 @@ pub fn load_folder(path: &Path) -> Result<RestoredCheckpoint, StorageError> {
     })
 }
 
-/// The problems of [`CheckpointStorage::latest_restorable`] as one line, `; `-separated.
+/// The problems of [`CheckpointStore::latest_restorable`] as one line, `; `-separated.
 pub fn describe_problems(problems: &[StorageError]) -> String {
     problems
         .iter()

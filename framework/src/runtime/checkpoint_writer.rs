@@ -11,7 +11,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::job_manager::JobManagerMsg;
 use crate::checkpoint::CheckpointId;
-use crate::checkpoint::storage::{CheckpointFolder, CheckpointStorage, encode_frame_with};
+use crate::checkpoint::storage::{
+    CheckpointFolder, CheckpointStorage, CheckpointStore, encode_frame_with,
+};
 use crate::operator::PendingOperatorSnapshot;
 use crate::state::snapshot::encode_keyed_snapshot;
 

@@ -49,8 +49,8 @@ use super::subtask::{SubtaskArgs, SubtaskMsg};
 use super::task_manager::{TaskManagerActor, TaskManagerMsg};
 use crate::api::ExecutionConfig;
 use crate::checkpoint::storage::{
-    CheckpointFolder, CheckpointMetadata, CheckpointStorage, FileMetadata, OperatorMetadata,
-    RestoredCheckpoint, describe_problems,
+    CheckpointFolder, CheckpointMetadata, CheckpointStorage, CheckpointStore, FileMetadata,
+    OperatorMetadata, RestoredCheckpoint, describe_problems,
 };
 use crate::checkpoint::{
     CheckpointBarrier, CheckpointCoordinator, CheckpointId, CheckpointKind, CoordinatorConfig,
