@@ -359,3 +359,107 @@ async fn linger_timer_delivers_partial_batches() {
     handle.cancel();
     assert_eq!(handle.join().await.unwrap().status, JobStatus::Canceled);
 }
+
+/// Runs a keyed job with checkpoints to disk in `runtime_env` (or the default) and returns its
+/// final sums and the names of the threads its map subtasks ran on.
+async fn keyed_sums_and_threads(
+    runtime_env: Option<eichhorn::runtime::RuntimeEnv>,
+    checkpoints: &std::path::Path,
+) -> (
+    std::collections::BTreeMap<u64, u64>,
+    std::collections::BTreeSet<String>,
+) {
+    let env = StreamEnv::new();
+    if let Some(runtime_env) = runtime_env {
+        env.set_runtime_env(runtime_env);
+    }
+    env.set_parallelism(2);
+    env.enable_checkpointing(5);
+    env.set_checkpoint_storage(checkpoints);
+    let threads = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen = threads.clone();
+    let sums = env
+        .from_generator(20_000, |g| g)
+        .map(move |g| {
+            let name = std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_string();
+            seen.lock().expect("not poisoned").insert(name);
+            (g % 10, g)
+        })
+        .key_by(|t: &(u64, u64)| t.0)
+        .reduce(|a, b| (a.0, a.1 + b.1))
+        .collect_sink();
+    let result = within(env.execute("keyed sums")).await.expect("job runs");
+    // The run's checkpoints are in `<checkpoint dir>/<job id>/chk-<n>`, the final one included.
+    let run_dir = checkpoints.join(result.job_id.to_string());
+    assert_eq!(result.checkpoint_dir.as_deref(), Some(run_dir.as_path()));
+    assert!(
+        std::fs::read_dir(&run_dir)
+            .expect("the run's folder")
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with("chk-")),
+        "no checkpoint in {}",
+        run_dir.display()
+    );
+    let mut finals = std::collections::BTreeMap::new();
+    for (key, sum) in sums.take() {
+        let entry = finals.entry(key).or_insert(0);
+        *entry = sum.max(*entry);
+    }
+    let threads = threads.lock().expect("not poisoned").clone();
+    (finals, threads)
+}
+
+/// The runtime environment, not the tokio flavour, decides where subtasks run: in a
+/// multi-thread runtime the default (production) gives each subtask a thread of its own, while
+/// `RuntimeEnv::deterministic` keeps every subtask on the runtime's own workers and runs the
+/// checkpoint writer's blocking work in place; both give the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deterministic_env_in_a_multi_thread_runtime_runs_subtasks_on_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (default_sums, default_threads) = keyed_sums_and_threads(None, dir.path()).await;
+    assert!(
+        default_threads
+            .iter()
+            .all(|name| name.starts_with("eichhorn-subtask-")),
+        "{default_threads:?}"
+    );
+    let env = eichhorn::runtime::RuntimeEnv::deterministic(7);
+    let (sums, threads) = keyed_sums_and_threads(Some(env), dir.path()).await;
+    // What a task spawned on this runtime runs on: its workers.
+    let worker = tokio::spawn(async {
+        std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string()
+    })
+    .await
+    .expect("runs");
+    assert!(!worker.starts_with("eichhorn-subtask-"), "{worker}");
+    assert!(
+        threads.iter().all(|name| *name == worker),
+        "subtasks left the runtime's workers ({worker}): {threads:?}"
+    );
+    assert_eq!(sums, default_sums);
+    let expected: std::collections::BTreeMap<u64, u64> = (0..10)
+        .map(|key| (key, (0..20_000u64).filter(|g| g % 10 == key).sum()))
+        .collect();
+    assert_eq!(sums, expected);
+}
+
+/// An env that needs `block_in_place` cannot run on a current-thread runtime: the job is
+/// refused with an error saying why, before anything runs (not a panic at the first
+/// checkpoint).
+#[tokio::test(flavor = "current_thread")]
+async fn a_production_env_on_a_current_thread_runtime_is_refused() {
+    let env = StreamEnv::new();
+    env.set_runtime_env(eichhorn::runtime::RuntimeEnv::production());
+    env.from_collection(vec![1u8]).collect_sink();
+    let error = env.execute("refused").await.expect_err("refused");
+    assert!(
+        error.to_string().contains("BlockInPlace"),
+        "unexpected error: {error}"
+    );
+}

@@ -40,6 +40,7 @@ use std::time::Duration;
 pub struct ReadmeDoctests;
 
 use eichhorn::api::{CollectSink, Data, StreamEnv};
+use eichhorn::runtime::RuntimeEnv;
 use eichhorn::{JobError, JobResult, StableHasher};
 
 /// A simulation: a seed and the rules of the simulated world.
@@ -124,6 +125,10 @@ impl Simulation {
         let seed = self.seed;
         let (output, result, virtual_elapsed) = runtime.block_on(async move {
             let env = StreamEnv::new();
+            // The simulator says what it needs instead of leaving it to the default: the clock
+            // from 0 on this paused runtime, every subtask on this thread, blocking work in
+            // place, the node seeded from the simulation's seed.
+            env.set_runtime_env(RuntimeEnv::deterministic(seed));
             env.configure(|c| {
                 c.seed = seed;
                 // The run's id comes from the seed too: a replay writes the same paths.

@@ -13,20 +13,6 @@ pub const CREDITS_PER_CHANNEL_LIMIT: u32 = 1024;
 
 const _: () = assert!(BATCH_RECORDS_LIMIT as u64 * CREDITS_PER_CHANNEL_LIMIT as u64 <= 1 << 26);
 
-/// Where subtask actors run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskExecutor {
-    /// [`TaskExecutor::DedicatedThreads`] on a multi-thread tokio runtime,
-    /// [`TaskExecutor::Shared`] on a current-thread runtime (tests, the simulator).
-    Auto,
-    /// On the ambient tokio runtime. Deterministic on a current-thread runtime with paused
-    /// time; on a multi-thread runtime, work stealing moves subtasks between cores.
-    Shared,
-    /// Each subtask on its own OS thread with a current-thread tokio runtime, as Flink runs one
-    /// thread per task: a subtask keeps its caches (a keyed operator's hash map above all).
-    DedicatedThreads,
-}
-
 /// Execution settings of a job (Flink's `ExecutionConfig` plus the network buffer settings).
 ///
 /// The bound on memory between two subtasks is
@@ -57,8 +43,6 @@ pub struct ExecutionConfig {
     /// Seed of every random choice the runtime makes (shuffle partitioning), for reproducible
     /// runs (default 0).
     pub seed: u64,
-    /// Where subtasks run (default [`TaskExecutor::Auto`]).
-    pub executor: TaskExecutor,
     /// How often periodic watermark generators emit, in milliseconds of processing time
     /// (Flink's `autoWatermarkInterval`; default 200; 0 turns periodic emission off).
     pub auto_watermark_interval_ms: u64,
@@ -162,7 +146,6 @@ impl Default for ExecutionConfig {
             source_idle_poll_ms: 10,
             chaining_enabled: true,
             seed: 0,
-            executor: TaskExecutor::Auto,
             auto_watermark_interval_ms: 200,
             checkpointing: CheckpointConfig::default(),
             state_backend: StateBackendKind::Memory,

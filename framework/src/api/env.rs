@@ -15,7 +15,7 @@ use crate::graph::stream_graph::{
 };
 use crate::graph::{ExecutionGraph, JobGraph};
 use crate::operator::{NodeId, SourceNode, SourceTask};
-use crate::runtime::{JobHandle, JobResult};
+use crate::runtime::{BlockingPolicy, JobHandle, JobResult, RuntimeEnv};
 
 /// The context in which a streaming job is declared and executed (Flink's
 /// `StreamExecutionEnvironment`).
@@ -52,6 +52,9 @@ pub(crate) struct EnvInner {
     pub(crate) config: ExecutionConfig,
     /// API misuse found while declaring; reported by `execute`.
     pub(crate) errors: Vec<GraphError>,
+    /// The runtime environment set with [`StreamEnv::set_runtime_env`]; `None` picks the
+    /// default at `execute` ([`runtime_env_for_run`]).
+    pub(crate) runtime_env: Option<RuntimeEnv>,
 }
 
 impl std::fmt::Debug for StreamEnv {
@@ -180,6 +183,37 @@ impl StreamEnv {
     /// The current settings.
     pub fn config(&self) -> ExecutionConfig {
         self.lock().config.clone()
+    }
+
+    /// Runs the job in `runtime_env`: the node's clock, where subtasks run, how blocking work
+    /// runs, the node's seed and id, and checkpoint storage (see [`RuntimeEnv`]).
+    ///
+    /// Without one, `execute` picks [`RuntimeEnv::deterministic`]`(0)` on a current-thread tokio
+    /// runtime (tests, doctests: a clock from 0, every subtask on that thread) and
+    /// [`RuntimeEnv::production`] on a multi-thread one (`#[tokio::main]`: a wall-clock
+    /// aligned clock, a thread per subtask). That default is the only place Eichhorn looks at
+    /// the tokio runtime; with an env set, it looks only to refuse
+    /// [`BlockingPolicy::BlockInPlace`] on a current-thread runtime, where tokio would panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::prelude::*;
+    /// use eichhorn::runtime::RuntimeEnv;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), eichhorn::Error> {
+    /// let env = StreamEnv::new();
+    /// env.set_runtime_env(RuntimeEnv::deterministic(7));
+    /// let out = env.from_collection(vec![1u32, 2]).map(|x| x + 1).collect_sink();
+    /// env.execute("plus one").await?;
+    /// assert_eq!(out.take(), [2, 3]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn set_runtime_env(&self, runtime_env: RuntimeEnv) -> &Self {
+        self.lock().runtime_env = Some(runtime_env);
+        self
     }
 
     pub(crate) fn add_node(&self, node: StreamNode) -> NodeId {
@@ -333,13 +367,17 @@ impl StreamEnv {
         self.add_source_node(SocketSource::new(host.to_string(), port), name, true)
     }
 
-    fn take_graph(&self) -> Result<(StreamGraph, ExecutionConfig), GraphError> {
+    fn take_graph(&self) -> Result<(StreamGraph, ExecutionConfig, Option<RuntimeEnv>), GraphError> {
         let mut inner = self.lock();
         if let Some(error) = inner.errors.first().cloned() {
             inner.errors.clear();
             return Err(error);
         }
-        Ok((std::mem::take(&mut inner.graph), inner.config.clone()))
+        Ok((
+            std::mem::take(&mut inner.graph),
+            inner.config.clone(),
+            inner.runtime_env.clone(),
+        ))
     }
 
     /// The chained job graph as text: tasks, their operators and parallelism, and the
@@ -363,10 +401,11 @@ impl StreamEnv {
     ///
     /// The graph or configuration is invalid, or deployment failed.
     pub async fn execute_async(&self, job_name: &str) -> Result<JobHandle, JobError> {
-        let (graph, config) = self.take_graph()?;
+        let (graph, config, runtime_env) = self.take_graph()?;
         let job = JobGraph::build(graph, &config)?;
         let execution = ExecutionGraph::build(job);
-        crate::runtime::launch(execution, config, job_name.to_string()).await
+        let runtime_env = runtime_env_for_run(runtime_env)?;
+        crate::runtime::launch(execution, config, job_name.to_string(), runtime_env).await
     }
 
     /// Runs the declared job to completion (a bounded job) and returns its result.
@@ -376,5 +415,76 @@ impl StreamEnv {
     /// The graph is invalid, or an operator failed: the error names the operator and subtask.
     pub async fn execute(&self, job_name: &str) -> Result<JobResult, JobError> {
         self.execute_async(job_name).await?.join().await
+    }
+}
+
+/// The runtime environment of a run: the one the application set, or the default.
+///
+/// This is the only place in Eichhorn that reads the tokio runtime's flavour, once per run:
+/// to keep every job that never set a [`RuntimeEnv`] running as it always did (deterministic
+/// on a current-thread runtime, as tests and doctests expect; production on a multi-thread
+/// one, as `#[tokio::main]` programs expect), and to refuse an env tokio cannot honour here.
+/// Everything below (the JobManager, TaskManager, subtasks, checkpoint writer) receives the
+/// env and never looks.
+///
+/// # Errors
+///
+/// [`JobError::Deploy`] for an env with [`BlockingPolicy::BlockInPlace`] on a current-thread
+/// runtime (tokio's `block_in_place` would panic at the first checkpoint).
+fn runtime_env_for_run(set: Option<RuntimeEnv>) -> Result<RuntimeEnv, JobError> {
+    let current_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread;
+    match set {
+        None if current_thread => Ok(RuntimeEnv::deterministic(0)),
+        None => Ok(RuntimeEnv::production()),
+        Some(env) if current_thread && env.blocking() == BlockingPolicy::BlockInPlace => {
+            Err(JobError::Deploy(
+                "the runtime environment runs blocking work with BlockingPolicy::BlockInPlace, \
+                 which needs a multi-thread tokio runtime, but the job runs on a current-thread \
+                 runtime: use a multi-thread runtime, RuntimeEnv::deterministic, or \
+                 .with_blocking(BlockingPolicy::RunInPlace)"
+                    .to_string(),
+            ))
+        }
+        Some(env) => Ok(env),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::TaskExecutor;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_default_on_a_current_thread_runtime_is_deterministic() {
+        let env = runtime_env_for_run(None).expect("an env");
+        assert_eq!(env.executor(), TaskExecutor::Shared);
+        assert_eq!(env.blocking(), BlockingPolicy::RunInPlace);
+        assert!(env.clock().now_ms() < 60_000, "from 0, not the wall clock");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_default_on_a_multi_thread_runtime_is_production() {
+        let env = runtime_env_for_run(None).expect("an env");
+        assert_eq!(env.executor(), TaskExecutor::DedicatedThreads);
+        assert_eq!(env.blocking(), BlockingPolicy::BlockInPlace);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn block_in_place_on_a_current_thread_runtime_is_refused() {
+        let Err(JobError::Deploy(message)) = runtime_env_for_run(Some(RuntimeEnv::production()))
+        else {
+            panic!("production on a current-thread runtime must be refused");
+        };
+        assert!(message.contains("current-thread"), "{message}");
+        let env = RuntimeEnv::production().with_blocking(BlockingPolicy::RunInPlace);
+        let env = runtime_env_for_run(Some(env)).expect("threads work anywhere");
+        assert_eq!(env.executor(), TaskExecutor::DedicatedThreads);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_set_env_is_used_as_it_is() {
+        let env = runtime_env_for_run(Some(RuntimeEnv::deterministic(3))).expect("an env");
+        assert_eq!((env.seed(), env.executor()), (3, TaskExecutor::Shared));
     }
 }

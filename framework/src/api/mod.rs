@@ -20,13 +20,16 @@ mod sinks;
 mod two_phase;
 mod windowed;
 
+/// Where subtasks run: a property of the node's [`RuntimeEnv`](crate::runtime::RuntimeEnv),
+/// re-exported here where it used to live.
+pub use crate::runtime::TaskExecutor;
 pub use broadcast::{
     BroadcastConnectedStream, BroadcastProcessFunction, BroadcastStream,
     KeyedBroadcastConnectedStream, KeyedBroadcastProcessFunction, MapStateDescriptor,
 };
 pub use config::{
     BATCH_RECORDS_LIMIT, CREDITS_PER_CHANNEL_LIMIT, CheckpointConfig, CheckpointingMode,
-    ExecutionConfig, RestoreSettings, TaskExecutor,
+    ExecutionConfig, RestoreSettings,
 };
 pub use connected::{ConnectedStreams, KeyedConnectedStreams};
 pub use datastream::DataStream;

@@ -4,16 +4,18 @@
 //! Subtasks hand their snapshots to the JobManager at the barrier and go on processing; this
 //! actor runs deferred parts and reads frozen ones (an LMDB backend's read transaction opened at
 //! the barrier), streaming them into the subtask's state file, writes it through
-//! [`CheckpointStorage`] and reports the result. That work blocks (it reads whole frozen stores
-//! and ends in fsync), so on a multi-thread runtime it runs in `block_in_place`.
+//! the run's [`CheckpointStore`] and reports the result. That work blocks (it reads whole frozen
+//! stores and ends in fsync), so it runs as the node's [`RuntimeEnv`] says: in
+//! `block_in_place` in production, in place in the deterministic env.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::job_manager::JobManagerMsg;
 use crate::checkpoint::CheckpointId;
-use crate::checkpoint::storage::{
-    CheckpointFolder, CheckpointStorage, CheckpointStore, encode_frame_with,
-};
+use std::sync::Arc;
+
+use super::RuntimeEnv;
+use crate::checkpoint::storage::{CheckpointFolder, CheckpointStore, encode_frame_with};
 use crate::operator::PendingOperatorSnapshot;
 use crate::state::snapshot::encode_keyed_snapshot;
 
@@ -34,7 +36,9 @@ pub(crate) enum WriterMsg {
 pub(crate) struct CheckpointWriter;
 
 pub(crate) struct WriterState {
-    storage: CheckpointStorage,
+    storage: Arc<dyn CheckpointStore>,
+    /// Decides how the blocking work runs.
+    env: RuntimeEnv,
     job_manager: ActorRef<JobManagerMsg>,
 }
 
@@ -47,15 +51,20 @@ impl std::fmt::Debug for WriterState {
 impl Actor for CheckpointWriter {
     type Msg = WriterMsg;
     type State = WriterState;
-    type Arguments = (CheckpointStorage, ActorRef<JobManagerMsg>);
+    type Arguments = (
+        Arc<dyn CheckpointStore>,
+        RuntimeEnv,
+        ActorRef<JobManagerMsg>,
+    );
 
     async fn pre_start(
         &self,
         _myself: ActorRef<WriterMsg>,
-        (storage, job_manager): Self::Arguments,
+        (storage, env, job_manager): Self::Arguments,
     ) -> Result<WriterState, ActorProcessingErr> {
         Ok(WriterState {
             storage,
+            env,
             job_manager,
         })
     }
@@ -74,15 +83,14 @@ impl Actor for CheckpointWriter {
             file_name,
             snapshots,
         } = message;
-        let run = || persist(&state.storage, &folder, &file_name, snapshots);
         // Encoding reads whole frozen stores and storage ends in fsync: tens of milliseconds
-        // of blocking work. On a multi-thread runtime the worker hands its other tasks over
-        // first, so subtasks scheduled there keep running; a current-thread runtime (tests,
-        // the simulator) has no other worker, and runs it in place, deterministically.
-        let result = match tokio::runtime::Handle::current().runtime_flavor() {
-            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
-            _ => run(),
-        };
+        // of blocking work. In production the worker hands its other tasks over first
+        // (`block_in_place`), so subtasks scheduled there keep running; the deterministic env
+        // (a current-thread runtime has no other worker) runs it in place.
+        let storage = state.storage.as_ref();
+        let result = state
+            .env
+            .run_blocking(|| persist(storage, &folder, &file_name, snapshots));
         let _ = state.job_manager.send_message(JobManagerMsg::Persisted {
             attempt,
             index,
@@ -95,7 +103,7 @@ impl Actor for CheckpointWriter {
 }
 
 fn persist(
-    storage: &CheckpointStorage,
+    storage: &dyn CheckpointStore,
     folder: &CheckpointFolder,
     file_name: &str,
     snapshots: Vec<(String, PendingOperatorSnapshot)>,

@@ -49,8 +49,8 @@ use super::subtask::{SubtaskArgs, SubtaskMsg};
 use super::task_manager::{TaskManagerActor, TaskManagerMsg};
 use crate::api::ExecutionConfig;
 use crate::checkpoint::storage::{
-    CheckpointFolder, CheckpointMetadata, CheckpointStorage, CheckpointStore, FileMetadata,
-    OperatorMetadata, RestoredCheckpoint, describe_problems,
+    CheckpointFolder, CheckpointMetadata, CheckpointStore, FileMetadata, OperatorMetadata,
+    RestoredCheckpoint, describe_problems,
 };
 use crate::checkpoint::{
     CheckpointBarrier, CheckpointCoordinator, CheckpointId, CheckpointKind, CoordinatorConfig,
@@ -61,7 +61,6 @@ use crate::graph::ExecutionGraph;
 use crate::operator::{NodeId, OperatorCounters, PendingOperatorSnapshot, TRANSACTIONS_STATE};
 use crate::state::OperatorSnapshot;
 use crate::state::snapshot::redistribute;
-use crate::time::Clock;
 
 /// How often the JobManager checks checkpoint timeouts when nothing else is due.
 const TICK_MS: u64 = 100;
@@ -140,6 +139,9 @@ pub(crate) struct JobManagerArgs {
     pub(crate) config: ExecutionConfig,
     pub(crate) job_name: String,
     pub(crate) job_id: JobId,
+    /// The node's runtime environment: the clock, the executor and blocking policies and
+    /// checkpoint storage come from here.
+    pub(crate) env: super::RuntimeEnv,
     pub(crate) result: oneshot::Sender<Result<JobResult, JobError>>,
 }
 
@@ -172,7 +174,8 @@ pub(crate) struct JobManagerState {
     job_id: JobId,
     /// This run's checkpoint folder, for directory storage.
     checkpoint_dir: Option<PathBuf>,
-    clock: super::TokioClock,
+    /// The node's runtime environment (its clock is the processing time of checkpoints).
+    env: super::RuntimeEnv,
     attempt: u32,
     task_manager: Option<ActorRef<TaskManagerMsg>>,
     /// The task manager of a failed attempt, stopping.
@@ -187,7 +190,7 @@ pub(crate) struct JobManagerState {
     result: Option<oneshot::Sender<Result<JobResult, JobError>>>,
     coordinator: CheckpointCoordinator,
     restarts: RestartTracker,
-    storage: CheckpointStorage,
+    storage: Arc<dyn CheckpointStore>,
     in_flight: Option<InFlight>,
     savepoint_requests: Vec<SavepointRequest>,
     /// The checkpoint or savepoint the current attempt restored from.
@@ -206,7 +209,7 @@ pub(crate) struct JobManagerState {
 
 impl JobManagerState {
     fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
+        self.env.clock().now_ms()
     }
 
     fn report(&self, status: JobStatus) -> JobResult {
@@ -324,7 +327,7 @@ impl JobManagerState {
         let (task_manager, _) = Actor::spawn_linked(
             None,
             TaskManagerActor,
-            (myself.clone(), self.attempt),
+            (myself.clone(), self.attempt, self.env.executor()),
             myself.get_cell(),
         )
         .await
@@ -341,7 +344,7 @@ impl JobManagerState {
                 attempt_number: self.attempt,
                 job_manager: myself.clone(),
                 gauges: self.gauges.clone(),
-                clock: self.clock,
+                clock: Arc::clone(self.env.clock()),
                 restored,
                 restored_from,
                 local_dir: local_root.join(format!("subtask-{index}")),
@@ -796,15 +799,6 @@ impl Actor for JobManagerActor {
     ) -> Result<JobManagerState, ActorProcessingErr> {
         let graph = args.graph;
         let gauges = Arc::new(ChannelGauges::new(graph.channel_count));
-        // One processing-time clock per job and node: wall-clock aligned in production, from 0 on
-        // a current-thread runtime (tests, the simulator) so runs are reproducible.
-        let clock = if tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::CurrentThread
-        {
-            super::TokioClock::new()
-        } else {
-            super::TokioClock::wall_clock()
-        };
         // Each run keeps its checkpoints in a folder of its own: it restarts only from those,
         // and starts from another run's only when told to (`restore_from`).
         let checkpoint_dir = args
@@ -813,10 +807,10 @@ impl Actor for JobManagerActor {
             .directory
             .as_ref()
             .map(|dir| dir.join(args.job_id.to_string()));
-        let storage = match &checkpoint_dir {
-            Some(dir) => CheckpointStorage::Directory(dir.clone()),
-            None => CheckpointStorage::memory(),
-        };
+        let storage = args
+            .env
+            .checkpoint_stores()
+            .open_run(args.job_id, checkpoint_dir.as_deref());
         // A run with a fixed job id that finds its own checkpoints continues their numbering.
         let first_id = storage.checkpoint_ids().last().map_or(1, |id| id.0 + 1);
         let restored = match &args.config.restore {
@@ -845,7 +839,7 @@ impl Actor for JobManagerActor {
         let (writer, _) = Actor::spawn_linked(
             None,
             CheckpointWriter,
-            (storage.clone(), myself.clone()),
+            (Arc::clone(&storage), args.env.clone(), myself.clone()),
             myself.get_cell(),
         )
         .await?;
@@ -867,7 +861,7 @@ impl Actor for JobManagerActor {
             job_name: args.job_name,
             job_id: args.job_id,
             checkpoint_dir,
-            clock,
+            env: args.env,
             attempt: 0,
             task_manager: None,
             stopping_task_manager: None,

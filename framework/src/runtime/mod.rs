@@ -5,13 +5,16 @@
 //! ```
 //!
 //! Subtasks exchange batches of stream elements as actor messages, under credit-based flow control
-//! ([`credit`]). Everything here runs on the ambient tokio runtime; under a current-thread runtime
-//! with paused time the whole job is deterministic (see `tests/determinism.rs`).
+//! ([`credit`]). Everything environmental (the clock, where subtasks run, how blocking work runs,
+//! checkpoint storage) comes in through a [`RuntimeEnv`]; with [`RuntimeEnv::deterministic`] on a
+//! current-thread runtime with paused time the whole job is deterministic (see
+//! `tests/determinism.rs`).
 
 mod assemble;
 mod checkpoint_writer;
 mod clock;
 pub mod credit;
+mod env;
 mod gauges;
 pub(crate) mod head;
 mod job_manager;
@@ -29,6 +32,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
 pub use clock::TokioClock;
+pub use env::{BlockingPolicy, HostId, RuntimeEnv, TaskExecutor};
 pub use head::InputSide;
 pub use partitioner::{PartitionKind, SelectContext};
 pub use result::{JobResult, JobStatus, OperatorMetrics};
@@ -137,11 +141,12 @@ impl JobHandle {
     }
 }
 
-/// Deploys `graph` on this process and starts it.
+/// Deploys `graph` on this process, in `env`, and starts it.
 pub(crate) async fn launch(
     graph: ExecutionGraph,
     config: ExecutionConfig,
     job_name: String,
+    env: RuntimeEnv,
 ) -> Result<JobHandle, JobError> {
     let (sender, receiver) = oneshot::channel();
     let mut config = config;
@@ -151,6 +156,7 @@ pub(crate) async fn launch(
         config,
         job_name,
         job_id,
+        env,
         result: sender,
     };
     let (job_manager, _) = Actor::spawn(None, JobManagerActor, args)

@@ -137,7 +137,8 @@ pub(crate) struct SubtaskArgs {
     pub(crate) job_id: crate::checkpoint::JobId,
     pub(crate) job_manager: ActorRef<JobManagerMsg>,
     pub(crate) gauges: Arc<ChannelGauges>,
-    pub(crate) clock: super::TokioClock,
+    /// The node's processing-time clock (from its runtime environment).
+    pub(crate) clock: Arc<dyn Clock>,
     /// This subtask's share of the restored checkpoint, per operator state id.
     pub(crate) restored: BTreeMap<String, OperatorSnapshot>,
     /// The checkpoint restored from, if any.
@@ -191,7 +192,7 @@ pub(crate) struct SubtaskState {
     flush_armed: bool,
     /// The processing time the armed processing-time timer fires at.
     timer_armed_ms: Option<i64>,
-    clock: super::TokioClock,
+    clock: Arc<dyn Clock>,
     config: ExecutionConfig,
     open_context: OpenContext,
     job_manager: ActorRef<JobManagerMsg>,

@@ -10,9 +10,9 @@ use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 
+use super::TaskExecutor;
 use super::job_manager::JobManagerMsg;
 use super::subtask::{SubtaskActor, SubtaskArgs, SubtaskError, SubtaskMsg};
-use crate::api::TaskExecutor;
 
 /// Messages of the TaskManager.
 pub(crate) enum TaskManagerMsg {
@@ -30,8 +30,9 @@ pub(crate) struct TaskManagerActor;
 /// stops (Flink's thread per task). Supervision is unchanged: the actor is linked to
 /// `supervisor` like any other.
 ///
-/// Only used on multi-thread runtimes (`TaskExecutor::Auto`); the simulator and paused-time tests
-/// run on a current-thread runtime where every subtask shares the ambient runtime.
+/// Used when the node's [`RuntimeEnv`](super::RuntimeEnv) says [`TaskExecutor::DedicatedThreads`]
+/// (production); the deterministic env (tests, the simulator) runs every subtask on the caller's
+/// runtime instead.
 async fn spawn_on_dedicated_thread(
     args: SubtaskArgs,
     supervisor: ActorCell,
@@ -76,6 +77,8 @@ pub(crate) struct TaskManagerState {
     job_manager: ActorRef<JobManagerMsg>,
     /// The job attempt these subtasks belong to.
     attempt: u32,
+    /// Where subtasks run, from the node's runtime environment.
+    executor: TaskExecutor,
     /// Live subtasks by actor id: (flat subtask index, cell).
     subtasks: BTreeMap<ActorId, (usize, ActorCell)>,
 }
@@ -83,16 +86,17 @@ pub(crate) struct TaskManagerState {
 impl Actor for TaskManagerActor {
     type Msg = TaskManagerMsg;
     type State = TaskManagerState;
-    type Arguments = (ActorRef<JobManagerMsg>, u32);
+    type Arguments = (ActorRef<JobManagerMsg>, u32, TaskExecutor);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<TaskManagerMsg>,
-        (job_manager, attempt): (ActorRef<JobManagerMsg>, u32),
+        (job_manager, attempt, executor): Self::Arguments,
     ) -> Result<TaskManagerState, ActorProcessingErr> {
         Ok(TaskManagerState {
             job_manager,
             attempt,
+            executor,
             subtasks: BTreeMap::new(),
         })
     }
@@ -108,21 +112,16 @@ impl Actor for TaskManagerActor {
                 let mut refs = Vec::with_capacity(subtasks.len());
                 for args in subtasks {
                     let index = args.index;
-                    let dedicated = match args.config.executor {
-                        TaskExecutor::DedicatedThreads => true,
-                        TaskExecutor::Shared => false,
-                        TaskExecutor::Auto => {
-                            tokio::runtime::Handle::current().runtime_flavor()
-                                != tokio::runtime::RuntimeFlavor::CurrentThread
+                    let spawned = match state.executor {
+                        TaskExecutor::DedicatedThreads => {
+                            spawn_on_dedicated_thread(args, myself.get_cell()).await
                         }
-                    };
-                    let spawned = if dedicated {
-                        spawn_on_dedicated_thread(args, myself.get_cell()).await
-                    } else {
-                        Actor::spawn_linked(None, SubtaskActor, args, myself.get_cell())
-                            .await
-                            .map(|(actor, _)| actor)
-                            .map_err(|e| e.to_string())
+                        TaskExecutor::Shared => {
+                            Actor::spawn_linked(None, SubtaskActor, args, myself.get_cell())
+                                .await
+                                .map(|(actor, _)| actor)
+                                .map_err(|e| e.to_string())
+                        }
                     };
                     match spawned {
                         Ok(actor) => {
