@@ -80,6 +80,7 @@ pub mod api;
 pub mod checkpoint;
 pub mod connectors;
 pub mod error;
+pub mod exchange;
 pub mod graph;
 pub mod operator;
 pub mod runtime;

@@ -11,7 +11,6 @@
 mod assemble;
 mod checkpoint_writer;
 mod clock;
-pub mod credit;
 mod gauges;
 pub(crate) mod head;
 mod job_manager;
@@ -28,6 +27,8 @@ use std::sync::Arc;
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
+// Credit accounting moved to the exchange layer; the old path keeps resolving.
+pub use crate::exchange::credit;
 pub use clock::TokioClock;
 pub use head::InputSide;
 pub use partitioner::{PartitionKind, SelectContext};

@@ -378,7 +378,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::credit::CreditOutbox;
+    use crate::exchange::CreditOutbox;
     use crate::runtime::test_alloc::allocated_bytes_during;
 
     const BATCH_RECORDS_MAX: usize = 64;
