@@ -30,8 +30,9 @@ use tokio::sync::oneshot;
 // Credit accounting moved to the exchange layer; the old path keeps resolving.
 pub use crate::exchange::credit;
 pub use clock::TokioClock;
-pub use head::InputSide;
-pub use partitioner::{PartitionKind, SelectContext};
+// The edge's data moved to the graph; the old paths keep resolving.
+pub use crate::graph::{InputSide, PartitionKind};
+pub use partitioner::SelectContext;
 pub use result::{JobResult, JobStatus, OperatorMetrics};
 
 use crate::api::ExecutionConfig;
