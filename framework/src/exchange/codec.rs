@@ -8,10 +8,11 @@
 //! The length prefix lets a reader cut frames out of a byte stream (a QUIC stream per channel)
 //! without understanding them ([`frame_len`]); the version byte lets two builds that disagree
 //! on the payload's layout say so instead of misreading each other. Payloads are postcard: a
-//! batch ([`encode_batch`]) or a message of [`super::wire`].
+//! batch ([`encode_batch`]) or a message of [`super::wire`]. A [`BatchCodec`] does the same for
+//! a port whose record type its caller does not name (the runtime sees only [`ErasedBatch`]es).
 //!
 //! Only remote channels encode. In one process a batch stays a typed value inside an
-//! [`ErasedBatch`](super::ErasedBatch) and never passes through here.
+//! [`ErasedBatch`] and never passes through here.
 //!
 //! ## Invariants
 //!
@@ -26,7 +27,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::element::ChannelBatch;
+use super::element::{ChannelBatch, ErasedBatch};
 
 /// The frame format this build writes and reads.
 pub const FRAME_VERSION: u8 = 1;
@@ -106,6 +107,12 @@ pub enum CodecError {
         /// The number of records in the batch.
         records: usize,
     },
+    /// A [`BatchCodec`] was handed a batch of another record type (a wiring bug).
+    #[error("cannot encode a batch of another type with the codec of {expected}")]
+    WrongType {
+        /// The codec's record type.
+        expected: &'static str,
+    },
 }
 
 /// Appends `batch` to `out` as one frame.
@@ -158,6 +165,81 @@ pub fn decode_batch<T: DeserializeOwned>(frame: &[u8]) -> Result<ChannelBatch<T>
         previous = position;
     }
     Ok(batch)
+}
+
+/// The codec of one record type with the type erased: encodes and decodes the [`ErasedBatch`]es
+/// of a port for a caller that does not name the type (the runtime, a transport).
+///
+/// Made where the type is known (a port of the job graph), used where it is not. Frames are those
+/// of [`encode_batch`] and [`decode_batch`], so both ends may use either.
+///
+/// # Examples
+///
+/// ```
+/// use eichhorn::exchange::{BatchCodec, ChannelBatch, ErasedBatch, Record};
+///
+/// let codec = BatchCodec::of::<u64>();
+/// let mut batch = ChannelBatch::with_capacity(1);
+/// batch.records.push(Record::new(42u64));
+/// let mut frame = Vec::new();
+/// codec.encode(&ErasedBatch::new(batch.clone()), &mut frame)?;
+/// let decoded = codec.decode(&frame)?;
+/// assert_eq!(decoded.records(), 1);
+/// assert_eq!(decoded.downcast::<u64>(), Some(batch));
+/// # Ok::<(), eichhorn::exchange::CodecError>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct BatchCodec {
+    type_name: &'static str,
+    encode: fn(&ErasedBatch, &mut Vec<u8>) -> Result<(), CodecError>,
+    decode: fn(&[u8]) -> Result<ErasedBatch, CodecError>,
+}
+
+impl BatchCodec {
+    /// The codec of batches of `T`.
+    pub fn of<T: Serialize + DeserializeOwned + Send + 'static>() -> Self {
+        Self {
+            type_name: std::any::type_name::<T>(),
+            encode: |batch, out| match batch.downcast_ref::<T>() {
+                Some(batch) => encode_batch(batch, out),
+                None => Err(CodecError::WrongType {
+                    expected: std::any::type_name::<T>(),
+                }),
+            },
+            decode: |frame| decode_batch::<T>(frame).map(ErasedBatch::new),
+        }
+    }
+
+    /// The record type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// Appends `batch` to `out` as one frame.
+    ///
+    /// # Errors
+    ///
+    /// As [`encode_batch`], or [`CodecError::WrongType`] when `batch` holds another type.
+    pub fn encode(&self, batch: &ErasedBatch, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        (self.encode)(batch, out)
+    }
+
+    /// Decodes one frame holding a batch of this codec's type.
+    ///
+    /// # Errors
+    ///
+    /// As [`decode_batch`].
+    pub fn decode(&self, frame: &[u8]) -> Result<ErasedBatch, CodecError> {
+        (self.decode)(frame)
+    }
+}
+
+impl std::fmt::Debug for BatchCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchCodec")
+            .field("type_name", &self.type_name)
+            .finish()
+    }
 }
 
 /// The size of the frame that starts `prefix`, header included, once its header is there:
@@ -442,6 +524,37 @@ mod tests {
                 frame.len() - FRAME_HEADER_BYTES + 1
             )
         );
+    }
+
+    #[test]
+    fn the_erased_codec_round_trips_and_refuses_other_types() {
+        let elements = [
+            StreamElement::Record(Record::with_timestamp("x".to_string(), 3)),
+            StreamElement::Watermark(Watermark::new(3)),
+            StreamElement::EndOfInput,
+        ];
+        let codec = BatchCodec::of::<String>();
+        let mut frame = Vec::new();
+        codec
+            .encode(&ErasedBatch::new(batch_of(&elements)), &mut frame)
+            .expect("encodes");
+        assert_eq!(
+            frame,
+            frame_of(&elements),
+            "the same frames as encode_batch"
+        );
+        let decoded = codec.decode(&frame).expect("decodes");
+        assert_eq!(decoded.records(), 1);
+        let decoded = decoded.downcast::<String>().expect("a batch of strings");
+        assert_eq!(decoded.into_elements(), elements);
+
+        let other = ErasedBatch::new(ChannelBatch::<u64>::with_capacity(0));
+        let error = codec.encode(&other, &mut frame).expect_err("another type");
+        assert_eq!(
+            error.to_string(),
+            "cannot encode a batch of another type with the codec of alloc::string::String"
+        );
+        assert_eq!(codec.type_name(), "alloc::string::String");
     }
 
     #[test]

@@ -201,6 +201,11 @@ impl ErasedBatch {
     pub fn downcast<T: 'static>(self) -> Option<ChannelBatch<T>> {
         self.elements.downcast::<ChannelBatch<T>>().ok().map(|b| *b)
     }
+
+    /// The typed batch, borrowed, or `None` if the batch holds another type (a wiring bug).
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&ChannelBatch<T>> {
+        self.elements.downcast_ref::<ChannelBatch<T>>()
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!   input) and the [`ChannelBatch`] that carries a run of them across a channel;
 //! - [`credit`]: credit-based flow control, the sender's [`CreditOutbox`] and the receiver's
 //!   [`InputGate`] (sans-IO state machines);
-//! - [`codec`]: the frame format of a batch or wire message that crosses a process boundary;
+//! - [`codec`]: the frame format of a batch or wire message that crosses a process boundary,
+//!   and [`BatchCodec`], a port's codec for a caller that does not name the record type;
 //! - [`wire`]: the messages a remote channel needs (a batch frame, a credit grant).
 //!
 //! The layer knows nothing of actors, sockets or the job graph: the runtime feeds it and carries
@@ -24,8 +25,8 @@ pub mod element;
 pub mod wire;
 
 pub use codec::{
-    CodecError, FRAME_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_VERSION, decode_batch, encode_batch,
-    frame_len,
+    BatchCodec, CodecError, FRAME_BYTES_MAX, FRAME_HEADER_BYTES, FRAME_VERSION, decode_batch,
+    encode_batch, frame_len,
 };
 pub use credit::{CreditOutbox, InputGate};
 pub use element::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
