@@ -41,8 +41,7 @@ use super::job_manager::JobManagerMsg;
 use crate::api::{CheckpointingMode, ExecutionConfig, SourcePoll};
 use crate::checkpoint::{BarrierAligner, BarrierTracker, CheckpointBarrier, CheckpointId};
 use crate::exchange::{CreditOutbox, InputGate};
-use crate::graph::ExecutionGraph;
-use crate::graph::InputSide;
+use crate::graph::{ExecutionGraph, InputSide};
 use crate::operator::{
     ErasedBatch, NodeId, OpenContext, OperatorCounters, PendingOperatorSnapshot, SourceTask,
     TaskCx, TaskStateInit, UnrecoverableError,
