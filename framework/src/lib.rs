@@ -71,15 +71,18 @@
 //!
 //! ## Layers
 //!
-//! `api -> graph -> runtime -> {operator, time, state, checkpoint}`: [`api`] builds a logical
-//! graph, [`graph`] resolves it into chained tasks and subtasks, and [`runtime`] runs them as
-//! actors over the pure cores of [`operator`](mod@operator), [`time`], [`state`] and
-//! [`checkpoint`]; see `docs/ARCHITECTURE.md`.
+//! `api -> runtime -> graph -> operator -> exchange -> {checkpoint, time} -> state`: [`api`]
+//! builds a logical graph, [`graph`] resolves it into chained tasks and subtasks, and [`runtime`]
+//! runs them as actors over the pure cores of [`operator`](mod@operator), [`exchange`] (what
+//! travels between subtasks: elements, batches, credits, frames), [`time`], [`state`] and
+//! [`checkpoint`]; see `docs/ARCHITECTURE.md` (section "Layering") for the arrows that still
+//! point the other way.
 
 pub mod api;
 pub mod checkpoint;
 pub mod connectors;
 pub mod error;
+pub mod exchange;
 pub mod graph;
 pub mod operator;
 pub mod runtime;

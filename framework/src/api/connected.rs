@@ -5,13 +5,14 @@ use std::sync::Arc;
 use super::datastream::{DataStream, Template};
 use super::functions::{CoFlatMapFunction, CoMapFunction};
 use super::key::Data;
+use crate::graph::InputSide;
 use crate::graph::stream_graph::{
     ChainingStrategy, OperatorFactory, OutputSelector, StreamNode, TypedPort, typed_chain,
 };
 use crate::operator::{
     CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, NodeId, TwoInputNode, TwoInputOperator,
 };
-use crate::runtime::head::{InputSide, InputTask, TwoInputHead};
+use crate::runtime::head::{InputTask, TwoInputHead};
 
 /// Two connected streams (Flink's `ConnectedStreams`), consumed by `co_map` or `co_flat_map`.
 #[derive(Debug)]

@@ -18,12 +18,12 @@ use crate::graph::stream_graph::{
     ChainingStrategy, OperatorFactory, OutputSelector, StreamEdge, StreamNode, TypedPort,
     default_partitioner, erase_chain, typed_chain,
 };
+use crate::graph::{InputSide, PartitionKind};
 use crate::operator::{
     FilterOperator, FlatMapOperator, FnFilter, FnFlatMap, FnMap, MapOperator, NodeId, OneInputNode,
     OneInputOperator, ProcessOperator, SinkNode,
 };
-use crate::runtime::head::InputSide;
-use crate::runtime::partitioner::{PartitionKind, PartitionerSpec};
+use crate::runtime::partitioner::PartitionerSpec;
 use crate::runtime::writer::{custom_selector, key_group_selector};
 
 /// A stream of `T` under construction (Flink's `DataStream`).

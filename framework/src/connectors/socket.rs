@@ -235,9 +235,9 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
+    use crate::exchange::CreditOutbox;
     use crate::operator::testing::Capture;
     use crate::operator::{NodeId, TaskCx};
-    use crate::runtime::credit::CreditOutbox;
 
     /// Polls at most this often before a test gives up (a hang guard, not a timing assertion).
     const POLLS_MAX: usize = 10_000;

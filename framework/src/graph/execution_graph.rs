@@ -12,9 +12,8 @@
 //!   subtask index (record writers rely on this for key partitioning).
 //! - A consumer's input channels are ordered by (edge, producer index): deterministic.
 
+use super::edge::{InputSide, PartitionKind};
 use super::job_graph::JobGraph;
-use crate::runtime::head::InputSide;
-use crate::runtime::partitioner::PartitionKind;
 
 /// A subtask's position: which chain, which parallel instance.
 #[derive(

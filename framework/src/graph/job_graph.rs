@@ -5,11 +5,11 @@
 //! parallelism, the target has exactly one input edge, the target's strategy is `Always` and the
 //! source's is not `Never`. Everything else becomes a job edge with channels between subtasks.
 
+use super::edge::{InputSide, PartitionKind};
 use super::stream_graph::{ChainingStrategy, OperatorFactory, StreamGraph};
 use crate::api::ExecutionConfig;
 use crate::error::GraphError;
 use crate::operator::NodeId;
-use crate::runtime::partitioner::PartitionKind;
 
 /// A chain of operators that runs as one subtask per parallel instance.
 #[derive(Debug, Clone)]
@@ -83,8 +83,7 @@ impl JobGraph {
                 OperatorFactory::Source(_) => false,
                 OperatorFactory::OneInput(_) | OperatorFactory::Sink(_) => inputs.is_empty(),
                 OperatorFactory::TwoInput(_) => {
-                    !inputs.contains(&crate::runtime::head::InputSide::First)
-                        || !inputs.contains(&crate::runtime::head::InputSide::Second)
+                    !inputs.contains(&InputSide::First) || !inputs.contains(&InputSide::Second)
                 }
             };
             if missing {
@@ -208,8 +207,8 @@ impl JobGraph {
                     super::OutputSelector::Side(tag) => format!(" side output '{tag}'"),
                 };
                 let input = match edge.side {
-                    crate::runtime::head::InputSide::First => "",
-                    crate::runtime::head::InputSide::Second => " (second input)",
+                    InputSide::First => "",
+                    InputSide::Second => " (second input)",
                 };
                 let _ = writeln!(
                     text,

@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use super::edge::{InputSide, PartitionKind};
 use crate::operator::{
     Chained, Discard, ErasedChained, Fanout, NodeId, OperatorInfo, SideOutputs, SourceTask,
 };
-use crate::runtime::head::{InputSide, InputTask, OneInputHead};
-use crate::runtime::partitioner::{PartitionKind, PartitionerSpec};
+use crate::runtime::head::{InputTask, OneInputHead};
+use crate::runtime::partitioner::PartitionerSpec;
 use crate::runtime::writer::RecordWriter;
 
 /// Whether an operator may be chained with its neighbours (Flink's `ChainingStrategy`).

@@ -14,8 +14,8 @@
 use super::chain::{Collector, OneInputOperator, OperatorContext, RunContext};
 use super::checkpointing::{StateInitContext, StateSnapshotContext};
 use super::context::FunctionError;
-use super::element::Record;
 use crate::api::{Data, Key};
+use crate::exchange::Record;
 use crate::state::{KeyedStateStore, ValueTable};
 
 /// A reduce step: combines the aggregate so far with a new element.

@@ -4,9 +4,9 @@
 use super::chain::{Collector, OneInputOperator, OperatorContext};
 use super::checkpointing::{StateInitContext, StateSnapshotContext};
 use super::context::{FunctionError, RuntimeContext};
-use super::element::Record;
 use crate::api::functions::{FilterFunction, FlatMapFunction, MapFunction, ProcessFunction};
 use crate::checkpoint::CheckpointId;
+use crate::exchange::Record;
 
 /// `map`: one output per input.
 #[derive(Debug, Clone)]

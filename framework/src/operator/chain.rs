@@ -17,8 +17,8 @@ use std::any::Any;
 
 use super::checkpointing::{SharedTaskStateInit, StateInitContext, StateSnapshotContext};
 use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx};
-use super::element::{ChannelBatch, Control, Record, Segment};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
+use crate::exchange::{ChannelBatch, Control, Record, Segment};
 use crate::time::{Watermark, WatermarkStatus};
 
 /// Records in and out of one operator instance.

@@ -10,9 +10,9 @@ use super::chain::{
 };
 use super::checkpointing::{StateInitContext, StateSnapshotContext};
 use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx};
-use super::element::Record;
 use crate::api::functions::{CoFlatMapFunction, CoMapFunction};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
+use crate::exchange::Record;
 use crate::time::{Watermark, WatermarkStatus};
 
 /// A two-input operator core (the two-input counterpart of [`OneInputOperator`]).

@@ -1,6 +1,6 @@
 //! What a running operator knows about itself, and the per-task context threaded through a chain.
 
-use crate::runtime::credit::CreditOutbox;
+use crate::exchange::CreditOutbox;
 
 /// Identifies an operator (a node of the stream graph) within a job.
 #[derive(

@@ -521,10 +521,10 @@ mod tests {
 
     use super::*;
     use crate::checkpoint::{CheckpointBarrier, CheckpointId, CheckpointKind};
+    use crate::exchange::CreditOutbox;
     use crate::operator::co::{TwoInputChained, TwoInputNode};
     use crate::operator::testing::Recorder;
     use crate::operator::{NodeId, OperatorInfo, SideOutputs, StreamElement, TaskCx};
-    use crate::runtime::credit::CreditOutbox;
     use crate::state::snapshot::redistribute;
     use crate::state::{
         KeyGroupRange, KeyedBackendConfig, OperatorSnapshot, StateBackendKind, key_group_for_key,

@@ -20,7 +20,6 @@ mod checkpointing;
 mod co;
 mod co_process;
 mod context;
-mod element;
 mod interval_join;
 mod keyed_process;
 mod sink;
@@ -56,7 +55,9 @@ pub(crate) use co::{
 };
 pub(crate) use co_process::{CoProcessOperator, KeyedCoProcessOperator};
 pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure, UnrecoverableError};
-pub use element::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
+// The elements live in the exchange layer (they cross channels); operators take and emit them,
+// so `eichhorn::operator` names them too.
+pub use crate::exchange::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
 pub(crate) use interval_join::IntervalJoinOperator;
 pub use keyed_process::KeyedContext;
 pub(crate) use keyed_process::{KeyedFlatMap, KeyedProcessOperator};

@@ -3,9 +3,9 @@
 use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError, OperatorInfo};
 use super::checkpointing::StateSnapshotContext;
 use super::context::{NodeId, TaskCx};
-use super::element::Record;
 use crate::api::functions::{SinkContext, SinkFunction};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
+use crate::exchange::Record;
 use crate::time::{Watermark, WatermarkStatus};
 
 /// Runs a [`SinkFunction`]; a failed write fails the task with the sink's name.

@@ -4,10 +4,10 @@ use std::sync::{Arc, Mutex};
 
 use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError};
 use super::context::{NodeId, TaskCx};
-use super::element::Record;
 use crate::api::{SourceContext, SourceFunction, SourcePoll};
 use crate::checkpoint::CheckpointBarrier;
-use crate::runtime::credit::CreditOutbox;
+use crate::exchange::CreditOutbox;
+use crate::exchange::Record;
 use crate::time::{Watermark, WatermarkStatus};
 
 /// A chain endpoint that keeps every record it receives.

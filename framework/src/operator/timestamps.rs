@@ -19,7 +19,7 @@
 //! the same watermarks come out.
 
 use super::chain::{Collector, OneInputOperator, OperatorContext, RunContext};
-use super::element::{Control, Record};
+use crate::exchange::{Control, Record};
 use crate::time::{
     BoundedOutOfOrderness, Watermark, WatermarkGenerator, WatermarkOutput, WatermarkStatus,
     WatermarkStrategy,

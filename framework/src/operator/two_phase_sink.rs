@@ -32,10 +32,10 @@ use serde::{Deserialize, Serialize};
 use super::chain::{Chained, OpenContext, OperatorCounters, OperatorError, OperatorInfo};
 use super::checkpointing::StateSnapshotContext;
 use super::context::{CommitReport, FunctionError, NodeId, TaskCx};
-use super::element::Record;
 use crate::api::TwoPhaseCommitSink;
 use crate::api::functions::SinkContext;
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
+use crate::exchange::Record;
 use crate::state::OperatorStateMode;
 use crate::time::{Watermark, WatermarkStatus};
 
@@ -380,9 +380,9 @@ mod tests {
 
     use super::*;
     use crate::checkpoint::CheckpointKind;
+    use crate::exchange::CreditOutbox;
     use crate::operator::checkpointing::TaskStateInit;
     use crate::operator::{FunctionError, RuntimeContext};
-    use crate::runtime::credit::CreditOutbox;
     use crate::state::snapshot::redistribute;
     use crate::state::{OperatorSnapshot, StateBackendKind};
 

@@ -8,23 +8,13 @@
 use std::collections::VecDeque;
 
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
+use crate::graph::InputSide;
 pub(crate) use crate::operator::Control;
 use crate::operator::{
     Chained, ErasedBatch, NodeId, OpenContext, OperatorCounters, OperatorError, Record, Segment,
     TaskCx, TwoInputChained,
 };
 use crate::time::{Watermark, WatermarkStatus};
-
-/// Which input of a two-input operator a channel feeds.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum InputSide {
-    /// The only input, or the first of two.
-    First,
-    /// The second input of a two-input operator.
-    Second,
-}
 
 /// Where processing of the current batch stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Subtasks exchange batches of stream elements as actor messages, under credit-based flow control
-//! ([`credit`]). Everything environmental (the clock, where subtasks run, how blocking work runs,
+//! ([`crate::exchange::credit`]). Everything environmental (the clock, where subtasks run, how blocking work runs,
 //! checkpoint storage) comes in through a [`RuntimeEnv`]; with [`RuntimeEnv::deterministic`] on a
 //! current-thread runtime with paused time the whole job is deterministic (see
 //! `tests/determinism.rs`).
@@ -13,7 +13,6 @@
 mod assemble;
 mod checkpoint_writer;
 mod clock;
-pub mod credit;
 mod env;
 mod gauges;
 pub(crate) mod head;
@@ -31,10 +30,13 @@ use std::sync::Arc;
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
+// Credit accounting moved to the exchange layer; the old path keeps resolving.
+pub use crate::exchange::credit;
 pub use clock::TokioClock;
 pub use env::{BlockingPolicy, HostId, RuntimeEnv, TaskExecutor};
-pub use head::InputSide;
-pub use partitioner::{PartitionKind, SelectContext};
+// The edge's data moved to the graph; the old paths keep resolving.
+pub use crate::graph::{InputSide, PartitionKind};
+pub use partitioner::SelectContext;
 pub use result::{JobResult, JobStatus, OperatorMetrics};
 
 use crate::api::ExecutionConfig;

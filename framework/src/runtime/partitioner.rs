@@ -9,51 +9,8 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+use crate::graph::PartitionKind;
 use crate::operator::Record;
-
-/// The partitioning of an edge between two operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum PartitionKind {
-    /// Subtask `i` to subtask `i` (equal parallelism); chainable.
-    Forward,
-    /// Round-robin over all consumers.
-    Rebalance,
-    /// Round-robin over a local subset of consumers (pointwise).
-    Rescale,
-    /// Uniformly random consumer (seeded: deterministic per job seed).
-    Shuffle,
-    /// Every record to every consumer.
-    Broadcast,
-    /// Everything to consumer subtask 0.
-    Global,
-    /// By key group of the record's key (`key_by`).
-    Hash,
-    /// A user function of the key picks the consumer.
-    Custom,
-}
-
-impl PartitionKind {
-    /// Flink's display name.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Forward => "FORWARD",
-            Self::Rebalance => "REBALANCE",
-            Self::Rescale => "RESCALE",
-            Self::Shuffle => "SHUFFLE",
-            Self::Broadcast => "BROADCAST",
-            Self::Global => "GLOBAL",
-            Self::Hash => "HASH",
-            Self::Custom => "CUSTOM",
-        }
-    }
-
-    /// Whether producers connect to a subset of consumers (forward, rescale) rather than all.
-    pub fn is_pointwise(self) -> bool {
-        matches!(self, Self::Forward | Self::Rescale)
-    }
-}
 
 /// What a channel selector knows besides the record.
 #[derive(Debug, Clone, Copy)]

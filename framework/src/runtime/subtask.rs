@@ -35,13 +35,13 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use super::credit::{CreditOutbox, InputGate};
 use super::gauges::ChannelGauges;
-use super::head::{Control, InputSide, InputTask, Step};
+use super::head::{Control, InputTask, Step};
 use super::job_manager::JobManagerMsg;
 use crate::api::{CheckpointingMode, ExecutionConfig, SourcePoll};
 use crate::checkpoint::{BarrierAligner, BarrierTracker, CheckpointBarrier, CheckpointId};
-use crate::graph::ExecutionGraph;
+use crate::exchange::{CreditOutbox, InputGate};
+use crate::graph::{ExecutionGraph, InputSide};
 use crate::operator::{
     ErasedBatch, NodeId, OpenContext, OperatorCounters, PendingOperatorSnapshot, SourceTask,
     TaskCx, TaskStateInit, UnrecoverableError,

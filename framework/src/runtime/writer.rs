@@ -5,10 +5,9 @@
 //! when the linger timer flushes. Watermarks go to every channel in band (they do not flush: a
 //! watermark per record must not cost a batch per record).
 
-use super::partitioner::{
-    ChannelSelector, PartitionKind, SelectChannels, SelectContext, SplitMixRng,
-};
+use super::partitioner::{ChannelSelector, SelectChannels, SelectContext, SplitMixRng};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
+use crate::graph::PartitionKind;
 use crate::operator::{
     Chained, ChannelBatch, Control, ErasedBatch, NodeId, OpenContext, OperatorCounters,
     OperatorError, Record, TaskCx,
@@ -378,7 +377,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::credit::CreditOutbox;
+    use crate::exchange::CreditOutbox;
     use crate::runtime::test_alloc::allocated_bytes_during;
 
     const BATCH_RECORDS_MAX: usize = 64;

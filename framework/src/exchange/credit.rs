@@ -39,7 +39,7 @@
 
 use std::collections::VecDeque;
 
-use crate::operator::ErasedBatch;
+use super::element::ErasedBatch;
 
 /// The sender half: per output channel, spendable credits and batches waiting for credit.
 #[derive(Debug)]
@@ -207,12 +207,12 @@ impl InputGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::{ChannelBatch, StreamElement};
+    use crate::exchange::{ChannelBatch, Record, StreamElement};
     use proptest::prelude::*;
 
     fn batch(tag: u32) -> ErasedBatch {
         let mut batch = ChannelBatch::with_capacity(1);
-        batch.push(StreamElement::Record(crate::operator::Record::new(tag)));
+        batch.push(StreamElement::Record(Record::new(tag)));
         ErasedBatch::new::<u32>(batch)
     }
 

@@ -1,12 +1,17 @@
 //! What travels through a channel: records and the control elements between them.
+//!
+//! Every type here except [`ErasedBatch`] is serde, so a batch can cross a process boundary
+//! ([`super::codec`]); in one process batches stay typed and are never serialised.
 
 use std::any::Any;
+
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointBarrier;
 use crate::time::{Watermark, WatermarkStatus};
 
 /// A record: a value and its event-time timestamp (milliseconds), if it has one.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record<T> {
     /// The user value.
     pub value: T,
@@ -35,7 +40,7 @@ impl<T> Record<T> {
 /// One element of a stream, in channel order: records, watermarks and checkpoint barriers
 /// share the channel so that each control element separates exactly the records before it from
 /// those after it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StreamElement<T> {
     /// A data record.
     Record(Record<T>),
@@ -50,7 +55,7 @@ pub enum StreamElement<T> {
 }
 
 /// A control element: what travels between records besides records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Control {
     /// Event-time progress.
     Watermark(Watermark),
@@ -66,7 +71,7 @@ pub enum Control {
 /// their position (a control element at position `i` comes after `records[..i]` and before
 /// `records[i..]`). Keeping records contiguous lets a chain take them as one `Vec` without
 /// copying when no control element interrupts them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelBatch<T> {
     /// The records, in order.
     pub records: Vec<Record<T>>,
@@ -195,6 +200,11 @@ impl ErasedBatch {
     /// The typed batch, or `None` if the batch holds another type (a wiring bug).
     pub fn downcast<T: 'static>(self) -> Option<ChannelBatch<T>> {
         self.elements.downcast::<ChannelBatch<T>>().ok().map(|b| *b)
+    }
+
+    /// The typed batch, borrowed, or `None` if the batch holds another type (a wiring bug).
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&ChannelBatch<T>> {
+        self.elements.downcast_ref::<ChannelBatch<T>>()
     }
 }
 
