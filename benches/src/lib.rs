@@ -56,6 +56,8 @@ use eichhorn::prelude::*;
 use eichhorn::time::WatermarkStrategy;
 use serde::{Deserialize, Serialize};
 
+pub mod nexmark;
+
 /// The name of the discarding sink, to find its metrics in the `JobResult`.
 pub const DISCARD_SINK_NAME: &str = "Sink: Discard";
 

@@ -1,0 +1,557 @@
+//! The Nexmark queries as Eichhorn DataStream jobs, each up to (excluding) its sink.
+//!
+//! The semantics are those of Flink's Nexmark SQL suite (`nexmark/nexmark`), so that the same
+//! queries can run on Flink for comparison:
+//!
+//! - [`q0`] passes every bid through.
+//! - [`q1`] converts each bid's price from dollars to euros: `price * 908 / 1000` (integer cents,
+//!   rounded down).
+//! - [`q2`] keeps `(auction, price)` of the bids on auctions with `auction % 123 == 0`.
+//! - [`q3`] joins persons in Oregon, Idaho or California with the auctions they sell in
+//!   category 10: `(name, city, state, auction id)`, an unwindowed join keyed by the seller (either
+//!   side may come first; both are kept in keyed state).
+//! - [`q4`] closes each auction at its expiry with its highest bid placed between its start and
+//!   expiry (inclusive), then keeps a running average of those closing prices per category:
+//!   `(category, average)` per closed auction, the average in whole cents (rounded down, as SQL's
+//!   `AVG` over integers).
+//! - [`q5`] counts the bids per auction in 10 s windows sliding every 2 s and emits, per window,
+//!   the auctions with the most bids: `(window end, auction, count)`.
+//! - [`q7`] emits, per 10 s tumbling window, the bids with the highest price:
+//!   `(window end, bid)`.
+//! - [`q8`] emits the persons who opened an auction in the same 10 s tumbling window in which
+//!   they registered: `(id, name, window start)`, a window join.
+//! - [`q11`] counts each bidder's bids per session (a gap of 10 s ends a session):
+//!   `(bidder, count, session start, session end)`.
+//!
+//! The queries with event time take it from the events ([`Event::date_time`]) with monotonous
+//! watermarks on the source: each source subtask generates its events in time order.
+
+use eichhorn::operator::window::{TimeDomain, WindowAssigner, WindowContext, WindowError};
+use eichhorn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::generator::{Auction, Bid, Event, GeneratorConfig, NexmarkGenerator, Person};
+
+/// The window size of q5, in milliseconds.
+pub const Q5_SIZE_MS: i64 = 10_000;
+/// The slide of q5's windows.
+pub const Q5_SLIDE_MS: i64 = 2_000;
+/// The tumbling window size of q7.
+pub const Q7_SIZE_MS: i64 = 10_000;
+/// The tumbling window size of q8.
+pub const Q8_SIZE_MS: i64 = 10_000;
+/// The session gap of q11.
+pub const Q11_GAP_MS: i64 = 10_000;
+/// q2 keeps the bids on auctions whose id is a multiple of this.
+pub const Q2_AUCTION_MODULUS: u64 = 123;
+/// q3's category.
+pub const Q3_CATEGORY: u64 = 10;
+/// q3's states.
+pub const Q3_STATES: [&str; 3] = ["OR", "ID", "CA"];
+
+// q5's second stage collects a window's counts in tumbling windows of one slide: every window
+// end must be a slide boundary.
+const _: () = assert!(Q5_SIZE_MS % Q5_SLIDE_MS == 0);
+
+/// q1's result: a bid with its price in euro cents.
+pub type EuroBid = Bid;
+/// q2's result: `(auction, price)`.
+pub type AuctionPrice = (u64, u64);
+/// q3's result: `(name, city, state, auction id)`.
+pub type LocalItem = (String, String, String, u64);
+/// q4's result: `(category, average closing price)`.
+pub type CategoryAverage = (u64, u64);
+/// q5's result: `(window end, auction, bids)`.
+pub type HotItem = (i64, u64, u64);
+/// q7's result: `(window end, bid)`.
+pub type HighestBid = (i64, Bid);
+/// q8's result: `(person id, name, window start)`.
+pub type NewUser = (u64, String, i64);
+/// q11's result: `(bidder, bids, session start, session end)`.
+pub type UserSession = (u64, u64, i64, i64);
+
+/// All events `0..events` of the generator, split over the environment's parallelism.
+pub fn events_source(env: &StreamEnv, events: u64, config: GeneratorConfig) -> DataStream<Event> {
+    let generator = NexmarkGenerator::new(config);
+    env.from_generator(events, move |g| generator.event(g))
+}
+
+/// [`events_source`] with the events' times as timestamps and monotonous watermarks.
+pub fn timestamped_events(
+    env: &StreamEnv,
+    events: u64,
+    config: GeneratorConfig,
+) -> DataStream<Event> {
+    events_source(env, events, config).assign_timestamps_and_watermarks(
+        WatermarkStrategy::for_monotonous_timestamps()
+            .with_timestamp_assigner(|event: &Event, _| event.date_time()),
+    )
+}
+
+/// The bids of a stream of events.
+fn bids(events: DataStream<Event>) -> DataStream<Bid> {
+    events.flat_map(Event::into_bid)
+}
+
+/// q0: every bid, unchanged.
+pub fn q0(env: &StreamEnv, events: u64, config: GeneratorConfig) -> DataStream<Bid> {
+    bids(events_source(env, events, config)).map(|bid: Bid| bid)
+}
+
+/// q1's conversion of a price in dollar cents to euro cents.
+#[inline]
+pub fn dollars_to_euros(price: u64) -> u64 {
+    price * 908 / 1000
+}
+
+/// q1: every bid with its price in euros.
+pub fn q1(env: &StreamEnv, events: u64, config: GeneratorConfig) -> DataStream<EuroBid> {
+    bids(events_source(env, events, config)).map(|bid: Bid| Bid {
+        price: dollars_to_euros(bid.price),
+        ..bid
+    })
+}
+
+/// q2: `(auction, price)` of the bids on auctions with `auction % 123 == 0`.
+pub fn q2(env: &StreamEnv, events: u64, config: GeneratorConfig) -> DataStream<AuctionPrice> {
+    events_source(env, events, config).flat_map(|event: Event| match event {
+        Event::Bid(bid) if bid.auction.is_multiple_of(Q2_AUCTION_MODULUS) => {
+            Some((bid.auction, bid.price))
+        }
+        _ => None,
+    })
+}
+
+/// Whether q3 looks at a person's auctions.
+#[inline]
+pub fn q3_keeps_person(person: &Person) -> bool {
+    Q3_STATES.contains(&person.state.as_str())
+}
+
+/// Joins a seller (first input) with their auctions (second input): the seller's details stay in
+/// keyed state, and auctions that arrive before their seller wait in a list.
+#[operator(uid = "nexmark-q3-join")]
+#[derive(Debug)]
+struct LocalItemJoin {
+    /// The seller's `(name, city, state)`, once seen.
+    #[state]
+    seller: ValueState<(String, String, String)>,
+    /// Auctions (ids) seen before their seller.
+    #[state]
+    waiting: ListState<u64>,
+}
+
+impl KeyedCoProcessFunction for LocalItemJoin {
+    type Key = u64;
+    type In1 = Person;
+    type In2 = Auction;
+    type Out = LocalItem;
+
+    fn process_element1(
+        &mut self,
+        person: Person,
+        ctx: &mut KeyedContext<'_, '_, u64>,
+        out: &mut Collector<'_, LocalItem>,
+    ) {
+        for auction in self.waiting.get(ctx) {
+            out.collect((
+                person.name.clone(),
+                person.city.clone(),
+                person.state.clone(),
+                auction,
+            ));
+        }
+        self.waiting.clear(ctx);
+        self.seller
+            .update(ctx, (person.name, person.city, person.state));
+    }
+
+    fn process_element2(
+        &mut self,
+        auction: Auction,
+        ctx: &mut KeyedContext<'_, '_, u64>,
+        out: &mut Collector<'_, LocalItem>,
+    ) {
+        match self.seller.value(ctx) {
+            Some((name, city, state)) => out.collect((name, city, state, auction.id)),
+            None => self.waiting.add(ctx, auction.id),
+        }
+    }
+}
+
+/// q3: `(name, city, state, auction id)` for the auctions in category 10 of sellers in OR, ID
+/// or CA.
+pub fn q3(env: &StreamEnv, events: u64, config: GeneratorConfig) -> DataStream<LocalItem> {
+    let source = events_source(env, events, config);
+    let persons = source
+        .clone()
+        .flat_map(|event: Event| event.into_person().filter(q3_keeps_person));
+    let auctions = source.flat_map(|event: Event| {
+        event
+            .into_auction()
+            .filter(|auction| auction.category == Q3_CATEGORY)
+    });
+    persons
+        .connect(auctions)
+        .key_by(
+            |person: &Person| person.id,
+            |auction: &Auction| auction.seller,
+        )
+        .process(LocalItemJoin::new())
+}
+
+/// What q4 keeps of an auction.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct AuctionSpan {
+    date_time: i64,
+    expires: i64,
+    category: u64,
+    /// Set when the auction closed: later bids cannot win it.
+    closed: bool,
+}
+
+impl AuctionSpan {
+    fn admits(&self, bid_time: i64) -> bool {
+        (self.date_time..=self.expires).contains(&bid_time)
+    }
+}
+
+/// Closes each auction (first input, keyed by id) at its expiry with its highest bid (second
+/// input) placed between its start and expiry: emits `(category, price)` when there is one.
+/// Bids seen before their auction wait in a list.
+#[operator(uid = "nexmark-q4-winning-bids")]
+#[derive(Debug)]
+struct WinningBids {
+    #[state]
+    auction: ValueState<AuctionSpan>,
+    /// The highest admitted price so far.
+    #[state]
+    best: ValueState<u64>,
+    /// `(time, price)` of bids seen before their auction.
+    #[state]
+    waiting: ListState<(i64, u64)>,
+}
+
+impl KeyedCoProcessFunction for WinningBids {
+    type Key = u64;
+    type In1 = Auction;
+    type In2 = Bid;
+    type Out = (u64, u64);
+
+    fn process_element1(
+        &mut self,
+        auction: Auction,
+        ctx: &mut KeyedContext<'_, '_, u64>,
+        _out: &mut Collector<'_, (u64, u64)>,
+    ) {
+        let span = AuctionSpan {
+            date_time: auction.date_time,
+            expires: auction.expires,
+            category: auction.category,
+            closed: false,
+        };
+        let best = self
+            .waiting
+            .get(ctx)
+            .into_iter()
+            .filter(|&(time, _)| span.admits(time))
+            .map(|(_, price)| price)
+            .max();
+        self.waiting.clear(ctx);
+        if let Some(best) = best {
+            self.best.update(ctx, best);
+        }
+        self.auction.update(ctx, span);
+        ctx.register_event_time_timer(auction.expires);
+    }
+
+    fn process_element2(
+        &mut self,
+        bid: Bid,
+        ctx: &mut KeyedContext<'_, '_, u64>,
+        _out: &mut Collector<'_, (u64, u64)>,
+    ) {
+        match self.auction.value(ctx) {
+            Some(span) if span.closed || !span.admits(bid.date_time) => {}
+            Some(_) => {
+                if self.best.value(ctx).is_none_or(|best| bid.price > best) {
+                    self.best.update(ctx, bid.price);
+                }
+            }
+            None => self.waiting.add(ctx, (bid.date_time, bid.price)),
+        }
+    }
+
+    fn on_timer(
+        &mut self,
+        _timestamp: i64,
+        ctx: &mut KeyedContext<'_, '_, u64>,
+        out: &mut Collector<'_, (u64, u64)>,
+    ) {
+        let Some(span) = self.auction.value(ctx) else {
+            return;
+        };
+        if let Some(best) = self.best.value(ctx) {
+            out.collect((span.category, best));
+        }
+        self.best.clear(ctx);
+        self.auction.update(
+            ctx,
+            AuctionSpan {
+                closed: true,
+                ..span
+            },
+        );
+    }
+}
+
+/// q4: per closed auction, `(category, average closing price of the category so far)`.
+pub fn q4(env: &StreamEnv, events: u64, config: GeneratorConfig) -> DataStream<CategoryAverage> {
+    let source = timestamped_events(env, events, config);
+    let auctions = source.clone().flat_map(Event::into_auction);
+    let bids = bids(source);
+    auctions
+        .connect(bids)
+        .key_by(|auction: &Auction| auction.id, |bid: &Bid| bid.auction)
+        .process(WinningBids::new())
+        .map(|(category, price): (u64, u64)| (category, price, 1u64))
+        .key_by(|&(category, _, _): &(u64, u64, u64)| category)
+        .reduce(|a, b| (a.0, a.1 + b.1, a.2 + b.2))
+        .map(|(category, sum, count): (u64, u64, u64)| (category, sum / count))
+}
+
+/// Counts elements (an [`AggregateFunction`] whose result the window's process function
+/// labels).
+#[operator(new = false)]
+#[derive(Debug, Clone, Copy, Default)]
+struct CountBids;
+
+impl AggregateFunction<Bid> for CountBids {
+    type Acc = u64;
+    type Out = u64;
+
+    fn create_accumulator(&mut self) -> u64 {
+        0
+    }
+
+    fn add(&mut self, _bid: Bid, count: u64) -> u64 {
+        count + 1
+    }
+
+    fn get_result(&mut self, count: &u64) -> u64 {
+        *count
+    }
+
+    fn merge(&mut self, a: u64, b: u64) -> u64 {
+        a + b
+    }
+}
+
+/// Labels an auction's bid count with the window: `(window end, auction, count)`.
+#[operator(new = false)]
+#[derive(Debug, Clone, Copy, Default)]
+struct AuctionWindowCount;
+
+impl ProcessWindowFunction<u64, u64> for AuctionWindowCount {
+    type Out = HotItem;
+
+    fn process(
+        &mut self,
+        auction: &u64,
+        ctx: &WindowContext,
+        counts: Vec<u64>,
+        out: &mut Collector<'_, HotItem>,
+    ) {
+        for count in counts {
+            out.collect((ctx.window.end, *auction, count));
+        }
+    }
+}
+
+/// Emits the counts of one window (the key: its end) that are the largest.
+#[operator(new = false)]
+#[derive(Debug, Clone, Copy, Default)]
+struct HottestAuctions;
+
+impl ProcessWindowFunction<i64, HotItem> for HottestAuctions {
+    type Out = HotItem;
+
+    fn process(
+        &mut self,
+        _window_end: &i64,
+        _ctx: &WindowContext,
+        counts: Vec<HotItem>,
+        out: &mut Collector<'_, HotItem>,
+    ) {
+        let most = counts.iter().map(|&(_, _, count)| count).max();
+        for item in counts {
+            if Some(item.2) == most {
+                out.collect(item);
+            }
+        }
+    }
+}
+
+/// q5: per 10 s window sliding every 2 s, the auctions with the most bids.
+///
+/// # Errors
+///
+/// None in practice: the window parameters are constants a window assigner accepts.
+pub fn q5(
+    env: &StreamEnv,
+    events: u64,
+    config: GeneratorConfig,
+) -> Result<DataStream<HotItem>, WindowError> {
+    let sliding = WindowAssigner::sliding(TimeDomain::EventTime, Q5_SIZE_MS, Q5_SLIDE_MS, 0)?;
+    // A window's counts carry its `max_timestamp` (end - 1), so they meet in the slide-long
+    // tumbling window that ends with it.
+    let per_window = WindowAssigner::tumbling(TimeDomain::EventTime, Q5_SLIDE_MS, 0)?;
+    Ok(bids(timestamped_events(env, events, config))
+        .key_by(|bid: &Bid| bid.auction)
+        .window(sliding)
+        .aggregate_with_process(CountBids, AuctionWindowCount)
+        .key_by(|&(window_end, _, _): &HotItem| window_end)
+        .window(per_window)
+        .process(HottestAuctions))
+}
+
+/// Keeps the bids with the highest price (all of them on a tie).
+#[operator(new = false)]
+#[derive(Debug, Clone, Copy, Default)]
+struct MaxBids;
+
+impl AggregateFunction<Bid> for MaxBids {
+    type Acc = Vec<Bid>;
+    type Out = Vec<Bid>;
+
+    fn create_accumulator(&mut self) -> Vec<Bid> {
+        Vec::new()
+    }
+
+    fn add(&mut self, bid: Bid, mut best: Vec<Bid>) -> Vec<Bid> {
+        match best.first().map(|first| first.price) {
+            Some(price) if bid.price < price => {}
+            Some(price) if bid.price == price => best.push(bid),
+            _ => best = vec![bid],
+        }
+        best
+    }
+
+    fn get_result(&mut self, best: &Vec<Bid>) -> Vec<Bid> {
+        best.clone()
+    }
+
+    fn merge(&mut self, a: Vec<Bid>, b: Vec<Bid>) -> Vec<Bid> {
+        b.into_iter().fold(a, |best, bid| self.add(bid, best))
+    }
+}
+
+/// The start of the tumbling window of `size_ms` (offset 0) holding `time`.
+#[inline]
+pub fn tumbling_window_start(time: i64, size_ms: i64) -> i64 {
+    time - time.rem_euclid(size_ms)
+}
+
+/// q7: per 10 s tumbling window, the bids with the highest price, with the window's end.
+///
+/// The maximum is taken per auction first (in parallel), then per window.
+///
+/// # Errors
+///
+/// None in practice: the window size is a constant a window assigner accepts.
+pub fn q7(
+    env: &StreamEnv,
+    events: u64,
+    config: GeneratorConfig,
+) -> Result<DataStream<HighestBid>, WindowError> {
+    let tumbling = WindowAssigner::tumbling(TimeDomain::EventTime, Q7_SIZE_MS, 0)?;
+    Ok(bids(timestamped_events(env, events, config))
+        .key_by(|bid: &Bid| bid.auction)
+        .window(tumbling)
+        .aggregate(MaxBids)
+        .flat_map(|best: Vec<Bid>| best)
+        .key_by(|bid: &Bid| tumbling_window_start(bid.date_time, Q7_SIZE_MS))
+        .window(tumbling)
+        .aggregate(MaxBids)
+        .flat_map(|best: Vec<Bid>| {
+            best.into_iter().map(|bid| {
+                let end = tumbling_window_start(bid.date_time, Q7_SIZE_MS) + Q7_SIZE_MS;
+                (end, bid)
+            })
+        }))
+}
+
+/// q8: the persons who opened an auction in the 10 s tumbling window in which they registered.
+///
+/// # Errors
+///
+/// None in practice: the window size is a constant a window assigner accepts.
+pub fn q8(
+    env: &StreamEnv,
+    events: u64,
+    config: GeneratorConfig,
+) -> Result<DataStream<NewUser>, WindowError> {
+    let tumbling = WindowAssigner::tumbling(TimeDomain::EventTime, Q8_SIZE_MS, 0)?;
+    let source = timestamped_events(env, events, config);
+    let persons = source.clone().flat_map(Event::into_person);
+    let auctions = source.flat_map(Event::into_auction);
+    Ok(persons
+        .join(auctions)
+        .window(
+            |person: &Person| person.id,
+            |auction: &Auction| auction.seller,
+            tumbling,
+        )
+        .co_group(
+            |_id: &u64,
+             persons: Vec<Person>,
+             auctions: Vec<Auction>,
+             out: &mut Collector<'_, NewUser>| {
+                if auctions.is_empty() {
+                    return;
+                }
+                for person in persons {
+                    let start = tumbling_window_start(person.date_time, Q8_SIZE_MS);
+                    out.collect((person.id, person.name, start));
+                }
+            },
+        ))
+}
+
+/// Labels a bidder's session count with the session's bounds.
+#[operator(new = false)]
+#[derive(Debug, Clone, Copy, Default)]
+struct SessionBounds;
+
+impl ProcessWindowFunction<u64, u64> for SessionBounds {
+    type Out = UserSession;
+
+    fn process(
+        &mut self,
+        bidder: &u64,
+        ctx: &WindowContext,
+        counts: Vec<u64>,
+        out: &mut Collector<'_, UserSession>,
+    ) {
+        for count in counts {
+            out.collect((*bidder, count, ctx.window.start, ctx.window.end));
+        }
+    }
+}
+
+/// q11: the bids of each bidder per session (sessions end after a 10 s gap).
+///
+/// # Errors
+///
+/// None in practice: the gap is a constant a window assigner accepts.
+pub fn q11(
+    env: &StreamEnv,
+    events: u64,
+    config: GeneratorConfig,
+) -> Result<DataStream<UserSession>, WindowError> {
+    let sessions = WindowAssigner::session(TimeDomain::EventTime, Q11_GAP_MS)?;
+    Ok(bids(timestamped_events(env, events, config))
+        .key_by(|bid: &Bid| bid.bidder)
+        .window(sessions)
+        .aggregate_with_process(CountBids, SessionBounds))
+}
