@@ -99,7 +99,7 @@ const CHANNELS_NUMBER: u64 = 10_000;
 const _: () = assert!(PERSON_PROPORTION > 0 && AUCTION_PROPORTION > 0 && BID_PROPORTION > 0);
 
 /// A person registers (Nexmark's `Person`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Person {
     /// Unique, from [`FIRST_PERSON_ID`] in creation order.
     pub id: u64,
@@ -120,7 +120,7 @@ pub struct Person {
 }
 
 /// An auction opens (Nexmark's `Auction`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Auction {
     /// Unique, from [`FIRST_AUCTION_ID`] in creation order.
     pub id: u64,
@@ -145,7 +145,7 @@ pub struct Auction {
 }
 
 /// A bid on an auction (Nexmark's `Bid`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Bid {
     /// The auction's id.
     pub auction: u64,

@@ -555,3 +555,319 @@ pub fn q11(
         .window(sessions)
         .aggregate_with_process(CountBids, SessionBounds))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::num::NonZeroU64;
+
+    use super::*;
+
+    /// Events in the tests: enough for many windows, auctions and sessions at the test rate.
+    const EVENTS: u64 = 20_000;
+
+    /// 200 events a second: 20,000 events span 100 s of event time (10 tumbling windows,
+    /// about 50 sliding ones), and an auction lasts up to about 17 s.
+    fn config() -> GeneratorConfig {
+        GeneratorConfig {
+            events_per_s: NonZeroU64::new(200).expect("non-zero"),
+            ..GeneratorConfig::default()
+        }
+    }
+
+    fn generated(events: u64) -> Vec<Event> {
+        let generator = NexmarkGenerator::new(config());
+        (0..events).map(|g| generator.event(g)).collect()
+    }
+
+    fn generated_bids(events: u64) -> Vec<Bid> {
+        generated(events)
+            .into_iter()
+            .filter_map(Event::into_bid)
+            .collect()
+    }
+
+    /// The `(parallelism, watermark interval ms)` runs of every query: periodic watermarks
+    /// (mostly firing at the end of the input) and watermarks every millisecond (firing windows
+    /// and timers while the input runs).
+    const RUNS: [(u32, u64); 3] = [(1, 200), (2, 1), (2, 200)];
+
+    /// Runs the query `build` makes and returns its results, sorted.
+    async fn run<T: Data + Ord>(
+        parallelism: u32,
+        watermark_interval_ms: u64,
+        build: impl FnOnce(&StreamEnv) -> DataStream<T>,
+    ) -> Vec<T> {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        env.configure(|c| c.auto_watermark_interval_ms = watermark_interval_ms);
+        let out = build(&env).collect_sink();
+        env.execute("nexmark test").await.expect("job runs");
+        let mut results = out.take();
+        results.sort();
+        results
+    }
+
+    fn sorted<T: Ord>(mut values: Vec<T>) -> Vec<T> {
+        values.sort();
+        values
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn q0_passes_every_bid_through() {
+        let expected = sorted(generated_bids(EVENTS));
+        for (p, interval) in RUNS {
+            let actual = run(p, interval, |env| q0(env, EVENTS, config())).await;
+            assert_eq!(actual, expected, "parallelism {p}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn q1_converts_every_price() {
+        let expected = sorted(
+            generated_bids(EVENTS)
+                .into_iter()
+                .map(|bid| Bid {
+                    price: bid.price * 908 / 1000,
+                    ..bid
+                })
+                .collect(),
+        );
+        for (p, interval) in RUNS {
+            let actual = run(p, interval, |env| q1(env, EVENTS, config())).await;
+            assert_eq!(actual, expected, "parallelism {p}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn q2_selects_the_auctions() {
+        let expected = sorted(
+            generated_bids(EVENTS)
+                .into_iter()
+                .filter(|bid| bid.auction % 123 == 0)
+                .map(|bid| (bid.auction, bid.price))
+                .collect::<Vec<_>>(),
+        );
+        assert!(!expected.is_empty(), "the input selects some bids");
+        for (p, interval) in RUNS {
+            let actual = run(p, interval, |env| q2(env, EVENTS, config())).await;
+            assert_eq!(actual, expected, "parallelism {p}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn q3_joins_local_sellers_with_their_auctions() {
+        let events = generated(EVENTS);
+        let sellers: BTreeMap<u64, Person> = events
+            .iter()
+            .filter_map(|e| e.clone().into_person())
+            .filter(|p| ["OR", "ID", "CA"].contains(&p.state.as_str()))
+            .map(|p| (p.id, p))
+            .collect();
+        let expected: Vec<LocalItem> = sorted(
+            events
+                .iter()
+                .filter_map(|e| e.clone().into_auction())
+                .filter(|a| a.category == 10)
+                .filter_map(|a| {
+                    let p = sellers.get(&a.seller)?;
+                    Some((p.name.clone(), p.city.clone(), p.state.clone(), a.id))
+                })
+                .collect(),
+        );
+        assert!(expected.len() > 20, "only {} matches", expected.len());
+        for (p, interval) in RUNS {
+            let actual = run(p, interval, |env| q3(env, EVENTS, config())).await;
+            assert_eq!(actual, expected, "parallelism {p}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn q4_averages_the_closing_prices_per_category() {
+        let events = generated(EVENTS);
+        let bids: Vec<Bid> = events.iter().filter_map(|e| e.clone().into_bid()).collect();
+        // Per category: the sum and number of the auctions' highest admitted bids.
+        let mut totals: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for auction in events.iter().filter_map(|e| e.clone().into_auction()) {
+            let best = bids
+                .iter()
+                .filter(|b| b.auction == auction.id)
+                .filter(|b| auction.date_time <= b.date_time && b.date_time <= auction.expires)
+                .map(|b| b.price)
+                .max();
+            if let Some(best) = best {
+                let total = totals.entry(auction.category).or_default();
+                total.0 += best;
+                total.1 += 1;
+            }
+        }
+        let closed: u64 = totals.values().map(|&(_, n)| n).sum();
+        assert!(closed > 100, "only {closed} auctions closed with a bid");
+        for (p, interval) in RUNS {
+            let env = StreamEnv::new();
+            env.set_parallelism(p);
+            env.configure(|c| c.auto_watermark_interval_ms = interval);
+            let out = q4(&env, EVENTS, config()).collect_sink();
+            env.execute("nexmark q4 test").await.expect("job runs");
+            let outputs = out.take();
+            // One output per closed auction; per category the outputs arrive in order (one
+            // subtask owns a category), so the last one is the final average.
+            assert_eq!(outputs.len() as u64, closed, "parallelism {p}");
+            let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+            for (category, average) in outputs {
+                last.insert(category, average);
+            }
+            let expected: BTreeMap<u64, u64> = totals
+                .iter()
+                .map(|(&category, &(sum, n))| (category, sum / n))
+                .collect();
+            assert_eq!(last, expected, "parallelism {p}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn q5_finds_the_hottest_auctions_per_sliding_window() {
+        let mut counts: BTreeMap<i64, BTreeMap<u64, u64>> = BTreeMap::new();
+        for bid in generated_bids(EVENTS) {
+            let mut start = tumbling_window_start(bid.date_time, Q5_SLIDE_MS);
+            while start > bid.date_time - Q5_SIZE_MS {
+                *counts
+                    .entry(start + Q5_SIZE_MS)
+                    .or_default()
+                    .entry(bid.auction)
+                    .or_default() += 1;
+                start -= Q5_SLIDE_MS;
+            }
+        }
+        let mut expected = Vec::new();
+        for (end, per_auction) in &counts {
+            let most = per_auction.values().max().copied().unwrap_or(0);
+            for (&auction, &count) in per_auction {
+                if count == most {
+                    expected.push((*end, auction, count));
+                }
+            }
+        }
+        let expected = sorted(expected);
+        assert!(counts.len() > 40, "only {} windows", counts.len());
+        for (p, interval) in RUNS {
+            let actual = run(p, interval, |env| {
+                q5(env, EVENTS, config()).expect("valid windows")
+            })
+            .await;
+            assert_eq!(actual, expected, "parallelism {p}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn q7_finds_the_highest_bids_per_window() {
+        let mut windows: BTreeMap<i64, Vec<Bid>> = BTreeMap::new();
+        for bid in generated_bids(EVENTS) {
+            let end = tumbling_window_start(bid.date_time, Q7_SIZE_MS) + Q7_SIZE_MS;
+            windows.entry(end).or_default().push(bid);
+        }
+        let mut expected = Vec::new();
+        for (end, bids) in windows {
+            let highest = bids.iter().map(|b| b.price).max().unwrap_or(0);
+            expected.extend(
+                bids.into_iter()
+                    .filter(|b| b.price == highest)
+                    .map(|b| (end, b)),
+            );
+        }
+        let expected = sorted(expected);
+        assert!(expected.len() >= 10, "{} results", expected.len());
+        for (p, interval) in RUNS {
+            let actual = run(p, interval, |env| {
+                q7(env, EVENTS, config()).expect("valid windows")
+            })
+            .await;
+            assert_eq!(actual, expected, "parallelism {p}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn q8_finds_persons_who_sell_in_the_window_they_registered() {
+        let events = generated(EVENTS);
+        let window = |time: i64| tumbling_window_start(time, Q8_SIZE_MS);
+        let sold: BTreeSet<(u64, i64)> = events
+            .iter()
+            .filter_map(|e| e.clone().into_auction())
+            .map(|a| (a.seller, window(a.date_time)))
+            .collect();
+        let expected: Vec<NewUser> = sorted(
+            events
+                .iter()
+                .filter_map(|e| e.clone().into_person())
+                .filter(|p| sold.contains(&(p.id, window(p.date_time))))
+                .map(|p| (p.id, p.name, window(p.date_time)))
+                .collect(),
+        );
+        assert!(expected.len() > 10, "only {} new users", expected.len());
+        for (p, interval) in RUNS {
+            let actual = run(p, interval, |env| {
+                q8(env, EVENTS, config()).expect("valid windows")
+            })
+            .await;
+            assert_eq!(actual, expected, "parallelism {p}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn q11_counts_bids_per_bidder_session() {
+        let mut times: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+        for bid in generated_bids(EVENTS) {
+            times.entry(bid.bidder).or_default().push(bid.date_time);
+        }
+        for (p, interval) in RUNS {
+            let sessions = run(p, interval, |env| {
+                q11(env, EVENTS, config()).expect("valid windows")
+            })
+            .await;
+            let context = format!("parallelism {p}, interval {interval}");
+            let mut per_bidder: BTreeMap<u64, Vec<(i64, i64, u64)>> = BTreeMap::new();
+            for (bidder, count, start, end) in sessions {
+                per_bidder
+                    .entry(bidder)
+                    .or_default()
+                    .push((start, end, count));
+            }
+            for bidder_sessions in per_bidder.values_mut() {
+                bidder_sessions.sort_unstable();
+            }
+            let session_count: usize = per_bidder.values().map(Vec::len).sum();
+            assert!(
+                session_count > 2 * per_bidder.len(),
+                "{context}: few sessions"
+            );
+            assert_eq!(
+                per_bidder.keys().collect::<Vec<_>>(),
+                times.keys().collect::<Vec<_>>(),
+                "{context}"
+            );
+            // Per bidder the sessions, in time order, cut the bids into runs whose neighbours
+            // are at most a gap apart, with at least a gap between runs (exactly a gap only if
+            // a watermark closed the first session in between); a session runs from its first
+            // bid to a gap after its last.
+            for (bidder, bidder_times) in &times {
+                let mut next = 0;
+                for &(start, end, count) in &per_bidder[bidder] {
+                    let count = usize::try_from(count).expect("small count");
+                    let run = &bidder_times[next..next + count];
+                    let label = format!("{context}, bidder {bidder}");
+                    assert!(run.windows(2).all(|w| w[1] - w[0] <= Q11_GAP_MS), "{label}");
+                    assert_eq!(
+                        (start, end),
+                        (run[0], run[count - 1] + Q11_GAP_MS),
+                        "{label}"
+                    );
+                    if next > 0 {
+                        assert!(run[0] - bidder_times[next - 1] >= Q11_GAP_MS, "{label}");
+                    }
+                    next += count;
+                }
+                assert_eq!(next, bidder_times.len(), "{context}, bidder {bidder}");
+            }
+        }
+    }
+}
