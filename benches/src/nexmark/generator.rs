@@ -20,6 +20,9 @@
 //!   auction runs `1 + uniform(2 * horizon)` ms, where the horizon is the event time until 100
 //!   more auctions have been created; the `extra` field pads persons, auctions and bids to 200,
 //!   500 and 100 bytes on average (within 20%).
+//! - **Channels.** A bid carries a channel and a URL, as in Beam's newer generator: one of four
+//!   hot channels (`Google`, `Facebook`, `Baidu`, `Apple`) 99% of the time, else `channel-<n>`
+//!   for `n < 10,000`. No query here reads them; they give a bid its realistic size.
 //! - **Time.** Event `g` happens at `base_time_ms + floor(g * 1000 / events_per_s)`: event time
 //!   advances at a configured rate (the reference's default is 10,000 events per second; Flink's
 //!   Nexmark suite runs 10,000,000), so it never decreases along `g`.
@@ -238,12 +241,9 @@ pub struct GeneratorConfig {
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
-        /// `NonZeroU64` constants: `n` is never 0 where this is called.
+        /// `n` as a `NonZeroU64` (for the positive constants below; 0 would become 1).
         const fn nz(n: u64) -> NonZeroU64 {
-            match NonZeroU64::new(n) {
-                Some(n) => n,
-                None => panic!("a zero constant"),
-            }
+            NonZeroU64::MIN.saturating_add(n.saturating_sub(1))
         }
         Self {
             seed: 0,

@@ -587,10 +587,11 @@ mod tests {
             .collect()
     }
 
-    /// The `(parallelism, watermark interval ms)` runs of every query: periodic watermarks
+    /// The `(parallelism, watermark interval ms)` runs of every query (parallelism 1, 2 and 4):
+    /// periodic watermarks
     /// (mostly firing at the end of the input) and watermarks every millisecond (firing windows
     /// and timers while the input runs).
-    const RUNS: [(u32, u64); 3] = [(1, 200), (2, 1), (2, 200)];
+    const RUNS: [(u32, u64); 4] = [(1, 200), (2, 1), (2, 200), (4, 1)];
 
     /// Runs the query `build` makes and returns its results, sorted.
     async fn run<T: Data + Ord>(
