@@ -587,21 +587,78 @@ mod tests {
             .collect()
     }
 
-    /// The `(parallelism, watermark interval ms)` runs of every query (parallelism 1, 2 and 4):
-    /// periodic watermarks
-    /// (mostly firing at the end of the input) and watermarks every millisecond (firing windows
-    /// and timers while the input runs).
-    const RUNS: [(u32, u64); 4] = [(1, 200), (2, 1), (2, 200), (4, 1)];
+    /// How a test runs a query.
+    #[derive(Debug, Clone, Copy)]
+    struct Run {
+        parallelism: u32,
+        watermark_interval_ms: u64,
+        backend: StateBackendKind,
+        /// Checkpoints (kept in memory) every this many milliseconds.
+        checkpoint_interval_ms: Option<u64>,
+    }
+
+    impl Run {
+        /// An environment for this run, its LMDB files under `dir`.
+        fn env(self, dir: &std::path::Path) -> StreamEnv {
+            let env = StreamEnv::new();
+            env.set_parallelism(self.parallelism);
+            env.set_state_backend(self.backend);
+            env.configure(|c| {
+                c.auto_watermark_interval_ms = self.watermark_interval_ms;
+                c.local_state_dir = Some(dir.to_path_buf());
+            });
+            if let Some(interval) = self.checkpoint_interval_ms {
+                env.enable_checkpointing(interval);
+            }
+            env
+        }
+    }
+
+    impl std::fmt::Display for Run {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "parallelism {}, watermarks every {} ms, {:?} backend, checkpoints {:?} ms",
+                self.parallelism,
+                self.watermark_interval_ms,
+                self.backend,
+                self.checkpoint_interval_ms
+            )
+        }
+    }
+
+    /// The runs of every query: parallelism 1, 2 and 4; periodic watermarks (mostly firing at
+    /// the end of the input) and watermarks every millisecond (firing windows and timers while
+    /// the input runs); keyed state in memory, and in LMDB with checkpoints.
+    const RUNS: [Run; 5] = {
+        const fn run(parallelism: u32, watermark_interval_ms: u64) -> Run {
+            Run {
+                parallelism,
+                watermark_interval_ms,
+                backend: StateBackendKind::Memory,
+                checkpoint_interval_ms: None,
+            }
+        }
+        [
+            run(1, 200),
+            run(2, 1),
+            run(2, 200),
+            run(4, 1),
+            Run {
+                backend: StateBackendKind::Lmdb,
+                checkpoint_interval_ms: Some(5),
+                ..run(2, 1)
+            },
+        ]
+    };
 
     /// Runs the query `build` makes and returns its results, sorted.
     async fn run<T: Data + Ord>(
-        parallelism: u32,
-        watermark_interval_ms: u64,
+        settings: Run,
         build: impl FnOnce(&StreamEnv) -> DataStream<T>,
     ) -> Vec<T> {
-        let env = StreamEnv::new();
-        env.set_parallelism(parallelism);
-        env.configure(|c| c.auto_watermark_interval_ms = watermark_interval_ms);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let env = settings.env(dir.path());
         let out = build(&env).collect_sink();
         env.execute("nexmark test").await.expect("job runs");
         let mut results = out.take();
@@ -617,9 +674,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn q0_passes_every_bid_through() {
         let expected = sorted(generated_bids(EVENTS));
-        for (p, interval) in RUNS {
-            let actual = run(p, interval, |env| q0(env, EVENTS, config())).await;
-            assert_eq!(actual, expected, "parallelism {p}");
+        for settings in RUNS {
+            let actual = run(settings, |env| q0(env, EVENTS, config())).await;
+            assert_eq!(actual, expected, "{settings}");
         }
     }
 
@@ -634,9 +691,9 @@ mod tests {
                 })
                 .collect(),
         );
-        for (p, interval) in RUNS {
-            let actual = run(p, interval, |env| q1(env, EVENTS, config())).await;
-            assert_eq!(actual, expected, "parallelism {p}");
+        for settings in RUNS {
+            let actual = run(settings, |env| q1(env, EVENTS, config())).await;
+            assert_eq!(actual, expected, "{settings}");
         }
     }
 
@@ -650,9 +707,9 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         assert!(!expected.is_empty(), "the input selects some bids");
-        for (p, interval) in RUNS {
-            let actual = run(p, interval, |env| q2(env, EVENTS, config())).await;
-            assert_eq!(actual, expected, "parallelism {p}");
+        for settings in RUNS {
+            let actual = run(settings, |env| q2(env, EVENTS, config())).await;
+            assert_eq!(actual, expected, "{settings}");
         }
     }
 
@@ -677,9 +734,9 @@ mod tests {
                 .collect(),
         );
         assert!(expected.len() > 20, "only {} matches", expected.len());
-        for (p, interval) in RUNS {
-            let actual = run(p, interval, |env| q3(env, EVENTS, config())).await;
-            assert_eq!(actual, expected, "parallelism {p}");
+        for settings in RUNS {
+            let actual = run(settings, |env| q3(env, EVENTS, config())).await;
+            assert_eq!(actual, expected, "{settings}");
         }
     }
 
@@ -704,16 +761,15 @@ mod tests {
         }
         let closed: u64 = totals.values().map(|&(_, n)| n).sum();
         assert!(closed > 100, "only {closed} auctions closed with a bid");
-        for (p, interval) in RUNS {
-            let env = StreamEnv::new();
-            env.set_parallelism(p);
-            env.configure(|c| c.auto_watermark_interval_ms = interval);
+        for settings in RUNS {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let env = settings.env(dir.path());
             let out = q4(&env, EVENTS, config()).collect_sink();
             env.execute("nexmark q4 test").await.expect("job runs");
             let outputs = out.take();
             // One output per closed auction; per category the outputs arrive in order (one
             // subtask owns a category), so the last one is the final average.
-            assert_eq!(outputs.len() as u64, closed, "parallelism {p}");
+            assert_eq!(outputs.len() as u64, closed, "{settings}");
             let mut last: BTreeMap<u64, u64> = BTreeMap::new();
             for (category, average) in outputs {
                 last.insert(category, average);
@@ -722,7 +778,7 @@ mod tests {
                 .iter()
                 .map(|(&category, &(sum, n))| (category, sum / n))
                 .collect();
-            assert_eq!(last, expected, "parallelism {p}");
+            assert_eq!(last, expected, "{settings}");
         }
     }
 
@@ -751,12 +807,12 @@ mod tests {
         }
         let expected = sorted(expected);
         assert!(counts.len() > 40, "only {} windows", counts.len());
-        for (p, interval) in RUNS {
-            let actual = run(p, interval, |env| {
+        for settings in RUNS {
+            let actual = run(settings, |env| {
                 q5(env, EVENTS, config()).expect("valid windows")
             })
             .await;
-            assert_eq!(actual, expected, "parallelism {p}");
+            assert_eq!(actual, expected, "{settings}");
         }
     }
 
@@ -778,12 +834,12 @@ mod tests {
         }
         let expected = sorted(expected);
         assert!(expected.len() >= 10, "{} results", expected.len());
-        for (p, interval) in RUNS {
-            let actual = run(p, interval, |env| {
+        for settings in RUNS {
+            let actual = run(settings, |env| {
                 q7(env, EVENTS, config()).expect("valid windows")
             })
             .await;
-            assert_eq!(actual, expected, "parallelism {p}");
+            assert_eq!(actual, expected, "{settings}");
         }
     }
 
@@ -805,12 +861,12 @@ mod tests {
                 .collect(),
         );
         assert!(expected.len() > 10, "only {} new users", expected.len());
-        for (p, interval) in RUNS {
-            let actual = run(p, interval, |env| {
+        for settings in RUNS {
+            let actual = run(settings, |env| {
                 q8(env, EVENTS, config()).expect("valid windows")
             })
             .await;
-            assert_eq!(actual, expected, "parallelism {p}");
+            assert_eq!(actual, expected, "{settings}");
         }
     }
 
@@ -820,12 +876,12 @@ mod tests {
         for bid in generated_bids(EVENTS) {
             times.entry(bid.bidder).or_default().push(bid.date_time);
         }
-        for (p, interval) in RUNS {
-            let sessions = run(p, interval, |env| {
+        for settings in RUNS {
+            let sessions = run(settings, |env| {
                 q11(env, EVENTS, config()).expect("valid windows")
             })
             .await;
-            let context = format!("parallelism {p}, interval {interval}");
+            let context = settings.to_string();
             let mut per_bidder: BTreeMap<u64, Vec<(i64, i64, u64)>> = BTreeMap::new();
             for (bidder, count, start, end) in sessions {
                 per_bidder
