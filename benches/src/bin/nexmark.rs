@@ -153,3 +153,40 @@ fn run() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        Args::try_parse_from(std::iter::once("nexmark").chain(args.iter().copied()))
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn arguments_parse_with_defaults() {
+        let args = parse(&["--query", "q11", "--events", "1000"]).expect("valid arguments");
+        assert_eq!(args.query, Query::Q11);
+        assert_eq!(args.events.get(), 1_000);
+        assert_eq!(args.parallelism.get(), 1);
+        assert_eq!(args.events_per_s.get(), 10_000_000);
+        assert!(matches!(args.state_backend, StateBackendKind::Memory));
+        assert_eq!(args.checkpoint_interval_ms, None);
+    }
+
+    #[test]
+    fn bad_arguments_say_what_is_wrong() {
+        let error = parse(&["--query", "q6", "--events", "10"]).expect_err("unknown query");
+        assert!(error.contains("unknown query 'q6'"), "{error}");
+        let error = parse(&["--query", "q1", "--events", "0"]).expect_err("no events");
+        assert!(error.contains("must be at least 1"), "{error}");
+        let error = parse(&["--query", "q1", "--events", "10", "--parallelism", "x"])
+            .expect_err("bad parallelism");
+        assert!(
+            error.contains("'x' is not a non-negative integer"),
+            "{error}"
+        );
+        let error = parse(&["--events", "10"]).expect_err("no query");
+        assert!(error.contains("--query"), "{error}");
+    }
+}
