@@ -100,6 +100,8 @@ const HOT_CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
 const CHANNELS_NUMBER: u64 = 10_000;
 
 const _: () = assert!(PERSON_PROPORTION > 0 && AUCTION_PROPORTION > 0 && BID_PROPORTION > 0);
+// `next_exact_string` takes 13 letters from one `u64`.
+const _: () = assert!(26u128.pow(13) <= u64::MAX as u128);
 
 /// A person registers (Nexmark's `Person`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -524,21 +526,35 @@ fn next_string(rng: &mut SplitMix64, max_length: u64) -> String {
     let length = MIN_STRING_LENGTH + rng.below(max_length.saturating_sub(MIN_STRING_LENGTH));
     let text: String = (0..length)
         .map(|_| {
-            if rng.below(13) == 0 {
+            // One draw per character: 26 of the 13 * 26 outcomes are a space.
+            let r = rng.below(13 * 26);
+            if r < 26 {
                 ' '
             } else {
-                char::from(b'a' + rng.below(26) as u8)
+                // `r % 26` is below 26.
+                char::from(b'a' + (r % 26) as u8)
             }
         })
         .collect();
     text.trim().to_string()
 }
 
-/// A string of exactly `length` characters `a-z`.
+/// A string of exactly `length` characters `a-z`: 13 characters from each 64 random bits
+/// (`26^13 < 2^64`), as the reference takes 6 from each 31, since padding is most of what the
+/// generator writes.
 fn next_exact_string(rng: &mut SplitMix64, length: u64) -> String {
-    (0..length)
-        .map(|_| char::from(b'a' + rng.below(26) as u8))
-        .collect()
+    const CHARS_PER_DRAW: u64 = 13;
+    let mut text = String::with_capacity(usize::try_from(length).unwrap_or(0));
+    let mut bits = 0;
+    for i in 0..length {
+        if i % CHARS_PER_DRAW == 0 {
+            bits = rng.next_u64();
+        }
+        // `bits % 26` is below 26.
+        text.push(char::from(b'a' + (bits % 26) as u8));
+        bits /= 26;
+    }
+    text
 }
 
 /// Padding such that `current_size` plus its length is `average_size` on average (within
@@ -737,6 +753,32 @@ mod tests {
                 auctions.saturating_sub(1),
                 "event {g}"
             );
+        }
+    }
+
+    #[test]
+    fn strings_have_the_reference_alphabet_and_lengths() {
+        let mut rng = SplitMix64::new(3);
+        let (mut spaces, mut chars) = (0usize, 0usize);
+        for _ in 0..2_000 {
+            let text = next_string(&mut rng, 20);
+            assert!(text.len() < 20 && text == text.trim(), "{text:?}");
+            assert!(text.chars().all(|c| c == ' ' || c.is_ascii_lowercase()));
+            spaces += text.matches(' ').count();
+            chars += text.len();
+        }
+        // Inner spaces only (trimmed): a little under 1/13 of the characters.
+        let share = spaces as f64 / chars as f64;
+        assert!((0.05..0.08).contains(&share), "space share {share}");
+        for length in [0, 1, 12, 13, 14, 100] {
+            let text = next_exact_string(&mut rng, length);
+            assert_eq!(text.len() as u64, length);
+            assert!(text.chars().all(|c| c.is_ascii_lowercase()));
+        }
+        let long = next_exact_string(&mut rng, 26_000);
+        for letter in 'a'..='z' {
+            let n = long.matches(letter).count();
+            assert!((800..1_200).contains(&n), "{letter}: {n}");
         }
     }
 
