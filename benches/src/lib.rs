@@ -56,6 +56,8 @@ use eichhorn::prelude::*;
 use eichhorn::time::WatermarkStrategy;
 use serde::{Deserialize, Serialize};
 
+pub mod nexmark;
+
 /// The name of the discarding sink, to find its metrics in the `JobResult`.
 pub const DISCARD_SINK_NAME: &str = "Sink: Discard";
 
@@ -575,6 +577,39 @@ impl SinkFunction<WindowCount> for CountSumSink {
     }
 }
 
+/// The peak resident set size of this process in KiB (`VmHWM` in `/proc/self/status`, Linux).
+///
+/// # Errors
+///
+/// A message saying why it could not be read: the file is missing (not Linux), has no `VmHWM`
+/// line, or the line is not `VmHWM: <n> kB`.
+pub fn peak_rss_kb() -> Result<u64, String> {
+    const PATH: &str = "/proc/self/status";
+    let status =
+        std::fs::read_to_string(PATH).map_err(|error| format!("cannot read {PATH}: {error}"))?;
+    parse_vm_hwm_kb(&status).ok_or_else(|| format!("no 'VmHWM: <n> kB' line in {PATH}"))
+}
+
+/// The value of the `VmHWM: <n> kB` line of a `/proc/<pid>/status` text.
+fn parse_vm_hwm_kb(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let mut fields = line["VmHWM:".len()..].split_whitespace();
+    let value = fields.next()?.parse().ok()?;
+    (fields.next() == Some("kB")).then_some(value)
+}
+
+/// The `peak_rss_kb=` field of a result line: the figure of [`peak_rss_kb`], or `unknown`
+/// (with the reason on stderr, so the line keeps its shape for scripts that parse it).
+pub fn peak_rss_field() -> String {
+    match peak_rss_kb() {
+        Ok(kb) => format!("peak_rss_kb={kb}"),
+        Err(reason) => {
+            eprintln!("warning: peak memory unknown: {reason}");
+            "peak_rss_kb=unknown".to_string()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -595,6 +630,23 @@ mod tests {
         z ^= z >> 27;
         z = (z * 0x94d0_49bb_1331_11eb) % modulus;
         (z ^ (z >> 31)) as u64
+    }
+
+    #[test]
+    fn vm_hwm_is_parsed_from_a_status_text() {
+        let status =
+            "Name:\tsynthetic\nVmPeak:\t  20000 kB\nVmHWM:\t   12345 kB\nVmRSS:\t 100 kB\n";
+        assert_eq!(parse_vm_hwm_kb(status), Some(12_345));
+        assert_eq!(parse_vm_hwm_kb("VmRSS:\t 100 kB\n"), None);
+        assert_eq!(parse_vm_hwm_kb("VmHWM:\t 12 MB\n"), None);
+        assert_eq!(parse_vm_hwm_kb("VmHWM:\t lots kB\n"), None);
+    }
+
+    #[test]
+    fn peak_rss_of_this_process_is_positive_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_kb().expect("VmHWM readable") > 0);
+        }
     }
 
     #[test]

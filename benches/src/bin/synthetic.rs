@@ -3,9 +3,9 @@
 //!
 //! ```text
 //! synthetic --job stateless --events 50000000 --keys 10000 [--parallelism 2] [--batch-records 1024]
-//! RESULT engine=eichhorn job=stateless events=50000000 keys=10000 parallelism=2 wall_s=.. events_per_s=..
+//! RESULT engine=eichhorn job=stateless events=50000000 keys=10000 parallelism=2 wall_s=.. events_per_s=.. peak_rss_kb=..
 //! synthetic --job fanout --events 2000000 --keys 10000 [--outputs-per-record 10]
-//! RESULT engine=eichhorn job=fanout events=2000000 keys=10000 parallelism=1 ... outputs_per_record=2000000 wall_s=.. events_per_s=..
+//! RESULT engine=eichhorn job=fanout events=2000000 keys=10000 parallelism=1 ... outputs_per_record=2000000 wall_s=.. events_per_s=.. peak_rss_kb=..
 //! ```
 //!
 //! The fanout job is the rolling job with few input records of many outputs each (all events
@@ -18,6 +18,11 @@
 //! count is compared with the expected count (for the window jobs: the number of windows, except
 //! for sessions, whose number depends on watermark timing), and for the window jobs the sum of
 //! the emitted counts with the number of (event, window) pairs; a mismatch exits non-zero.
+//!
+//! `peak_rss_kb` is the process's peak resident set size (`VmHWM` from `/proc/self/status`,
+//! read after the run and the check), so it includes the runtime, the generator and the
+//! checks. Where it cannot be read (not Linux) the field says `peak_rss_kb=unknown` and the
+//! reason goes to stderr.
 
 use std::num::{NonZeroU32, NonZeroU64};
 use std::process::ExitCode;
@@ -28,7 +33,8 @@ use clap::Parser;
 use eichhorn::prelude::*;
 use eichhorn::state::StateBackendKind;
 use eichhorn_benches::{
-    CountSumSink, DISCARD_SINK_NAME, DiscardSink, Job, fanout, rolling, stateless, windowed,
+    CountSumSink, DISCARD_SINK_NAME, DiscardSink, Job, fanout, peak_rss_field, rolling, stateless,
+    windowed,
 };
 
 /// Command-line arguments.
@@ -202,8 +208,10 @@ fn run() -> anyhow::Result<()> {
     println!(
         "RESULT engine=eichhorn job={} events={events} keys={keys} parallelism={parallelism} \
          state_backend={backend} checkpoint_interval={checkpoints} completed_checkpoints={}{fanout} \
-         wall_s={wall_s:.6} events_per_s={events_per_s:.0}",
-        args.job, result.completed_checkpoints
+         wall_s={wall_s:.6} events_per_s={events_per_s:.0} {}",
+        args.job,
+        result.completed_checkpoints,
+        peak_rss_field()
     );
     Ok(())
 }
