@@ -205,6 +205,8 @@ pub(crate) struct JobManagerState {
     initial_restore_id: Option<CheckpointId>,
     /// The final checkpoint completed: the subtasks are committing and finishing.
     final_completed: bool,
+    /// This JobManager's number in the process (see `local_state_root`).
+    instance: u64,
 }
 
 impl JobManagerState {
@@ -323,7 +325,13 @@ impl JobManagerState {
         };
         let restored_from = restored.as_ref().map(|r| r.metadata.id);
         self.restored_from = restored.map(|r| r.location);
-        let local_root = local_state_root(&self.config, &self.job_name, self.attempt);
+        let local_root = local_state_root(
+            &self.config,
+            &self.job_name,
+            self.job_id,
+            self.instance,
+            self.attempt,
+        );
         let (task_manager, _) = Actor::spawn_linked(
             None,
             TaskManagerActor,
@@ -719,8 +727,19 @@ pub(crate) fn state_id(uid: Option<&str>, node: NodeId) -> String {
     uid.map_or_else(|| format!("node-{}", node.0), str::to_string)
 }
 
-/// A directory private to one attempt of one job, for state backends' working files.
-fn local_state_root(config: &ExecutionConfig, job_name: &str, attempt: u32) -> PathBuf {
+/// A directory private to one attempt of one run of a job, for state backends' working files.
+///
+/// Named by the process, the job, the run's id, the JobManager's number in this process and the
+/// attempt: two runs never share one, even runs with the same name and a fixed job id (the
+/// simulator replays a seed several times in one process), whose subtasks of an earlier run may
+/// still be closing their LMDB environments when the next run opens its own.
+fn local_state_root(
+    config: &ExecutionConfig,
+    job_name: &str,
+    job_id: JobId,
+    instance: u64,
+    attempt: u32,
+) -> PathBuf {
     let base = config
         .local_state_dir
         .clone()
@@ -730,10 +749,13 @@ fn local_state_root(config: &ExecutionConfig, job_name: &str, attempt: u32) -> P
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     base.join(format!(
-        "eichhorn-{}-{job}-attempt-{attempt}",
+        "eichhorn-{}-{job}-{job_id}-{instance}-attempt-{attempt}",
         std::process::id()
     ))
 }
+
+/// JobManagers started in this process, numbering their local state directories.
+static JOB_MANAGERS_STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Each subtask's share of a restored checkpoint: per operator in its chain, the state of the
 /// key groups it owns and its part of the operator state.
@@ -884,6 +906,7 @@ impl Actor for JobManagerActor {
             commits: BTreeMap::new(),
             initial_restore_id: restored.as_ref().map(|r| r.metadata.id),
             final_completed: false,
+            instance: JOB_MANAGERS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         if let Err(error) = state.deploy(&myself, restored).await {
             state.writer.stop(None);
