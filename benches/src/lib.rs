@@ -56,6 +56,7 @@ use eichhorn::prelude::*;
 use eichhorn::time::WatermarkStrategy;
 use serde::{Deserialize, Serialize};
 
+pub mod harness;
 pub mod nexmark;
 
 /// The name of the discarding sink, to find its metrics in the `JobResult`.

@@ -22,11 +22,13 @@
 //! `peak_rss_kb` is the process's peak resident set size (`VmHWM`, or `unknown` with the reason
 //! on stderr). Checkpoints and LMDB files go to a temporary directory removed at the end.
 
+use eichhorn_benches::harness::{
+    backend_name, checkpoint_interval_field, execute_timed, positive_u32, positive_u64, prepare_env,
+};
 use std::num::{NonZeroU32, NonZeroU64};
 use std::process::ExitCode;
-use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use eichhorn::prelude::*;
 use eichhorn::state::StateBackendKind;
@@ -62,23 +64,6 @@ struct Args {
     seed: u64,
 }
 
-/// Parses a count that must be at least 1.
-fn positive_u64(text: &str) -> Result<NonZeroU64, String> {
-    let value: u64 = text
-        .parse()
-        .map_err(|error| format!("'{text}' is not a non-negative integer: {error}"))?;
-    NonZeroU64::new(value).ok_or_else(|| "must be at least 1".to_string())
-}
-
-/// Parses a parallelism, which must be at least 1.
-fn positive_u32(text: &str) -> Result<NonZeroU32, String> {
-    let value = positive_u64(text)?;
-    u32::try_from(value.get())
-        .ok()
-        .and_then(NonZeroU32::new)
-        .ok_or_else(|| format!("{value} does not fit in 32 bits"))
-}
-
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,47 +86,21 @@ fn run() -> anyhow::Result<()> {
 
     let env = StreamEnv::new();
     env.set_parallelism(parallelism);
-    env.set_state_backend(args.state_backend);
-    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    env.configure(|c| c.local_state_dir = Some(scratch.path().join("local")));
-    if let Some(interval) = args.checkpoint_interval_ms {
-        env.enable_checkpointing(interval);
-        env.set_checkpoint_storage(scratch.path().join("checkpoints"));
-    }
+    let _scratch = prepare_env(&env, args.state_backend, args.checkpoint_interval_ms)?;
     args.query
         .build_discarding(&env, events, config)
         .with_context(|| format!("cannot build query {}", args.query))?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
     let job_name = format!("nexmark {}", args.query);
-    let (result, wall) = runtime.block_on(async {
-        let start = Instant::now();
-        let result = env.execute(&job_name).await;
-        (result, start.elapsed())
-    });
-    let result = result.with_context(|| format!("job '{job_name}' failed"))?;
-    if result.status != JobStatus::Finished {
-        bail!(
-            "job '{job_name}' ended as {:?}, not Finished",
-            result.status
-        );
-    }
+    let (result, wall) = execute_timed(&env, &job_name)?;
     let sink = result
         .operator(DISCARD_SINK_NAME)
         .with_context(|| format!("no metrics for '{DISCARD_SINK_NAME}' in the job result"))?;
 
     let wall_s = wall.as_secs_f64();
     let events_per_s = events as f64 / wall_s;
-    let backend = match args.state_backend {
-        StateBackendKind::Memory => "memory",
-        StateBackendKind::Lmdb => "lmdb",
-    };
-    let checkpoints = args
-        .checkpoint_interval_ms
-        .map_or_else(|| "off".to_string(), |ms| format!("{ms}ms"));
+    let backend = backend_name(args.state_backend);
+    let checkpoints = checkpoint_interval_field(args.checkpoint_interval_ms);
     println!(
         "RESULT engine=eichhorn job={} events={events} parallelism={parallelism} \
          state_backend={backend} checkpoint_interval={checkpoints} completed_checkpoints={} \

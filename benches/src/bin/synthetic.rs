@@ -24,9 +24,11 @@
 //! checks. Where it cannot be read (not Linux) the field says `peak_rss_kb=unknown` and the
 //! reason goes to stderr.
 
+use eichhorn_benches::harness::{
+    backend_name, checkpoint_interval_field, execute_timed, positive_u32, positive_u64, prepare_env,
+};
 use std::num::{NonZeroU32, NonZeroU64};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -71,23 +73,6 @@ struct Args {
     outputs_per_record: Option<NonZeroU64>,
 }
 
-/// Parses a count that must be at least 1.
-fn positive_u64(text: &str) -> Result<NonZeroU64, String> {
-    let value: u64 = text
-        .parse()
-        .map_err(|error| format!("'{text}' is not a non-negative integer: {error}"))?;
-    NonZeroU64::new(value).ok_or_else(|| "must be at least 1".to_string())
-}
-
-/// Parses a parallelism, which must be at least 1.
-fn positive_u32(text: &str) -> Result<NonZeroU32, String> {
-    let value = positive_u64(text)?;
-    u32::try_from(value.get())
-        .ok()
-        .and_then(NonZeroU32::new)
-        .ok_or_else(|| format!("{value} does not fit in 32 bits"))
-}
-
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,14 +109,8 @@ fn run() -> anyhow::Result<()> {
     if let Some(batch_records) = args.batch_records {
         env.configure(|config| config.batch_records_max = batch_records);
     }
-    env.set_state_backend(args.state_backend);
     // Checkpoints and LMDB's working files go to a temporary directory removed at the end.
-    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    env.configure(|config| config.local_state_dir = Some(scratch.path().join("local")));
-    if let Some(interval) = args.checkpoint_interval_ms {
-        env.enable_checkpointing(interval);
-        env.set_checkpoint_storage(scratch.path().join("checkpoints"));
-    }
+    let _scratch = prepare_env(&env, args.state_backend, args.checkpoint_interval_ms)?;
     let count_sum = CountSumSink::new();
     match args.job {
         Job::Stateless => stateless(&env, events, keys)
@@ -152,24 +131,8 @@ fn run() -> anyhow::Result<()> {
         }
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
     let job_name = format!("synthetic {}", args.job);
-    let (result, wall) = runtime.block_on(async {
-        let start = Instant::now();
-        let result = env.execute(&job_name).await;
-        (result, start.elapsed())
-    });
-    let result = result.with_context(|| format!("job '{job_name}' failed"))?;
-
-    if result.status != JobStatus::Finished {
-        bail!(
-            "job '{job_name}' ended as {:?}, not Finished",
-            result.status
-        );
-    }
+    let (result, wall) = execute_timed(&env, &job_name)?;
     let sink = result
         .operator(DISCARD_SINK_NAME)
         .with_context(|| format!("no metrics for '{DISCARD_SINK_NAME}' in the job result"))?;
@@ -192,13 +155,8 @@ fn run() -> anyhow::Result<()> {
 
     let wall_s = wall.as_secs_f64();
     let events_per_s = events as f64 / wall_s;
-    let backend = match args.state_backend {
-        StateBackendKind::Memory => "memory",
-        StateBackendKind::Lmdb => "lmdb",
-    };
-    let checkpoints = args
-        .checkpoint_interval_ms
-        .map_or_else(|| "off".to_string(), |ms| format!("{ms}ms"));
+    let backend = backend_name(args.state_backend);
+    let checkpoints = checkpoint_interval_field(args.checkpoint_interval_ms);
     // Only the fanout job has this field, so the other jobs' lines stay as they were.
     let fanout = if args.job == Job::Fanout {
         format!(" outputs_per_record={outputs_per_record}")
