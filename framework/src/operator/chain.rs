@@ -16,7 +16,7 @@
 use std::any::Any;
 
 use super::checkpointing::{SharedTaskStateInit, StateInitContext, StateSnapshotContext};
-use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx};
+use super::context::{FunctionError, NodeId, RuntimeContext, TaskCx, UnrecoverableError};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 use crate::exchange::{ChannelBatch, Control, Record, Segment};
 use crate::time::{Watermark, WatermarkStatus};
@@ -150,6 +150,23 @@ pub struct OperatorError {
     /// The function's error.
     #[source]
     pub source: FunctionError,
+}
+
+impl OperatorError {
+    /// Whether a restart can fix this error: not for an [`UnrecoverableError`] anywhere in its
+    /// source chain, nor for restored state that does not decode or has another type while
+    /// state is initialized (the same checkpoint gives the same error on every restart).
+    pub fn restart_can_fix(&self) -> bool {
+        let restored_state_unreadable = self.phase == "initialize_state"
+            && matches!(
+                self.source.downcast_ref::<crate::state::StateError>(),
+                Some(
+                    crate::state::StateError::TypeMismatch { .. }
+                        | crate::state::StateError::Corrupt(_)
+                )
+            );
+        !(restored_state_unreadable || UnrecoverableError::is_in(self.source.as_ref()))
+    }
 }
 
 /// Side outputs of one operator: per tag, a typed buffer and the chain that consumes it.

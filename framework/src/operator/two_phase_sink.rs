@@ -278,9 +278,10 @@ impl<I: Send + 'static, S: TwoPhaseCommitSink<I>> Chained<I> for TwoPhaseCommitS
             cx.fail(self.info.node, "invoke without an open transaction".into());
             return;
         };
+        // Counted per batch: on an invoke error the task fails, and the count no longer matters.
+        self.current_records += records.len() as u64;
         for record in records {
             self.counters.records_in += 1;
-            self.current_records += 1;
             let ctx = SinkContext {
                 timestamp: record.timestamp,
                 subtask_index: self.subtask_index,

@@ -44,7 +44,7 @@ use crate::exchange::{CreditOutbox, InputGate};
 use crate::graph::{ExecutionGraph, InputSide};
 use crate::operator::{
     ErasedBatch, NodeId, OpenContext, OperatorCounters, PendingOperatorSnapshot, SourceTask,
-    TaskCx, TaskStateInit, UnrecoverableError,
+    TaskCx, TaskStateInit,
 };
 use crate::state::OperatorSnapshot;
 use crate::time::{Clock, WatermarkTracker};
@@ -206,23 +206,13 @@ pub(crate) struct SubtaskError {
     pub(crate) operator: String,
     pub(crate) task: String,
     pub(crate) message: String,
-    /// Whether a restart can fix it: not for an [`UnrecoverableError`], nor for restored state
-    /// that does not decode or has another type (the same checkpoint gives the same error).
+    /// Whether a restart can fix it (see `OperatorError::restart_can_fix`).
     pub(crate) recoverable: bool,
 }
 
 impl SubtaskError {
     fn from_operator_error(error: crate::operator::OperatorError, task: &str) -> Self {
-        let restored_state_unreadable = error.phase == "initialize_state"
-            && matches!(
-                error.source.downcast_ref::<crate::state::StateError>(),
-                Some(
-                    crate::state::StateError::TypeMismatch { .. }
-                        | crate::state::StateError::Corrupt(_)
-                )
-            );
-        let recoverable =
-            !(restored_state_unreadable || UnrecoverableError::is_in(error.source.as_ref()));
+        let recoverable = error.restart_can_fix();
         Self {
             message: format!("{} failed: {}", error.phase, error.source),
             operator: error.operator,
