@@ -54,6 +54,7 @@ pub(crate) use co::{
     CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, TwoInputChained, TwoInputNode,
 };
 pub(crate) use co_process::{CoProcessOperator, KeyedCoProcessOperator};
+pub(crate) use context::CommitReport;
 pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure, UnrecoverableError};
 // The elements live in the exchange layer (they cross channels); operators take and emit them,
 // so `eichhorn::operator` names them too.

@@ -58,7 +58,9 @@ use crate::checkpoint::{
 };
 use crate::error::JobError;
 use crate::graph::ExecutionGraph;
-use crate::operator::{NodeId, OperatorCounters, PendingOperatorSnapshot, TRANSACTIONS_STATE};
+use crate::operator::{
+    CommitReport, NodeId, OperatorCounters, PendingOperatorSnapshot, TRANSACTIONS_STATE,
+};
 use crate::state::OperatorSnapshot;
 use crate::state::snapshot::redistribute;
 
@@ -115,7 +117,7 @@ pub(crate) enum JobManagerMsg {
     /// its records. Accepted from any attempt: a commit is output, whoever made it.
     Committed {
         index: usize,
-        commits: Vec<(CheckpointId, String, u64)>,
+        commits: Vec<CommitReport>,
     },
     /// Time to check checkpoint triggers and timeouts.
     Tick,
@@ -1127,12 +1129,15 @@ impl Actor for JobManagerActor {
             }
             JobManagerMsg::Committed { index, commits } => {
                 let task = state.task_name(index);
-                for (id, operator, records) in commits {
+                for commit in commits {
                     state
                         .commits
-                        .entry(id)
+                        .entry(commit.checkpoint)
                         .or_default()
-                        .push(format!("{operator} in {task}: {records} records"));
+                        .push(format!(
+                            "{} in {task}: {} records",
+                            commit.operator, commit.records
+                        ));
                 }
             }
             JobManagerMsg::TriggerSavepoint {

@@ -447,10 +447,7 @@ impl SubtaskState {
         if self.cx.committed.is_empty() {
             return;
         }
-        let commits = std::mem::take(&mut self.cx.committed)
-            .into_iter()
-            .map(|c| (c.checkpoint, c.operator, c.records))
-            .collect();
+        let commits = std::mem::take(&mut self.cx.committed);
         let _ = self.job_manager.send_message(JobManagerMsg::Committed {
             index: self.index,
             commits,
