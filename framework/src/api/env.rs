@@ -367,7 +367,9 @@ impl StreamEnv {
         self.add_source_node(SocketSource::new(host.to_string(), port), name, true)
     }
 
-    fn take_graph(&self) -> Result<(StreamGraph, ExecutionConfig, Option<RuntimeEnv>), GraphError> {
+    pub(crate) fn take_graph(
+        &self,
+    ) -> Result<(StreamGraph, ExecutionConfig, Option<RuntimeEnv>), GraphError> {
         let mut inner = self.lock();
         if let Some(error) = inner.errors.first().cloned() {
             inner.errors.clear();

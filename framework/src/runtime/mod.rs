@@ -15,11 +15,14 @@ mod checkpoint_writer;
 mod clock;
 mod env;
 mod gauges;
+#[cfg(test)]
+mod harness;
 pub(crate) mod head;
 mod job_manager;
 pub(crate) mod partitioner;
 mod result;
 mod subtask;
+mod subtask_core;
 mod task_manager;
 #[cfg(test)]
 pub(crate) mod test_alloc;
