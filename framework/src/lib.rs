@@ -84,6 +84,7 @@ pub mod connectors;
 pub mod error;
 pub mod exchange;
 pub mod graph;
+pub mod net;
 pub mod operator;
 pub mod runtime;
 pub mod state;
