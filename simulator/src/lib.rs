@@ -30,6 +30,9 @@
 //! }).unwrap(), run.trace_hash);
 //! ```
 
+pub mod network;
+pub mod quic;
+
 use std::time::Duration;
 
 /// The README's code blocks, compiled and run as doctests. They live in this crate because it

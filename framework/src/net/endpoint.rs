@@ -47,7 +47,12 @@ impl Default for TransportSettings {
 }
 
 impl TransportSettings {
-    fn quinn(&self) -> Result<Arc<quinn::TransportConfig>, NetError> {
+    /// These settings as quinn's transport configuration.
+    ///
+    /// # Errors
+    ///
+    /// The idle timeout is out of QUIC's range.
+    pub fn quinn(&self) -> Result<Arc<quinn::TransportConfig>, NetError> {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(Duration::from_millis(self.keep_alive_ms)));
         let idle = quinn::IdleTimeout::try_from(Duration::from_millis(self.idle_timeout_ms))
@@ -102,6 +107,21 @@ impl NetNode {
             hello,
             settings,
         })
+    }
+
+    /// A node on an endpoint its caller built: the simulator's, over a simulated network with
+    /// seeded configurations. `endpoint` must have a server configuration and a default client
+    /// configuration from [`NodeIdentity::server_tls`] and [`NodeIdentity::client_tls`].
+    pub fn from_endpoint(
+        endpoint: quinn::Endpoint,
+        hello: Hello,
+        settings: TransportSettings,
+    ) -> Self {
+        Self {
+            endpoint,
+            hello,
+            settings,
+        }
     }
 
     /// The bound address.

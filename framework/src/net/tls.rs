@@ -296,52 +296,86 @@ impl NodeIdentity {
         Ok(roots)
     }
 
-    /// The QUIC server side: TLS 1.3, ALPN [`ALPN`], a client certificate from the cluster's CA
-    /// required.
-    pub(crate) fn server_config(&self) -> Result<quinn::ServerConfig, NetError> {
-        let provider = crypto_provider();
+    /// The TLS server side with `provider`'s primitives and `time` for certificate validity: TLS 1.3, ALPN [`ALPN`], a client
+    /// certificate from the cluster's CA required. (The simulator passes a seeded provider;
+    /// nodes bound with [`NetNode::bind`](super::NetNode::bind) use the operating system's.)
+    ///
+    /// # Errors
+    ///
+    /// The certificates or key are not usable with `provider`.
+    pub fn server_tls(
+        &self,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        time: Arc<dyn rustls::time_provider::TimeProvider>,
+    ) -> Result<rustls::ServerConfig, NetError> {
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(self.roots()?),
             Arc::clone(&provider),
         )
         .build()
         .map_err(|e| NetError::Certificate(format!("client verifier: {e}")))?;
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        let mut tls = rustls::ServerConfig::builder_with_details(provider, time)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(NetError::Tls)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(NetError::Tls)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| NetError::Certificate(format!("QUIC server TLS: {e}")))?;
-        Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+        Ok(tls)
     }
 
-    /// The QUIC client side: TLS 1.3, ALPN [`ALPN`], this node's certificate presented, the
-    /// server's checked against the cluster's CA.
-    pub(crate) fn client_config(&self) -> Result<quinn::ClientConfig, NetError> {
-        let provider = crypto_provider();
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    /// The TLS client side with `provider`'s primitives and `time` for certificate validity: TLS 1.3, ALPN [`ALPN`], this node's
+    /// certificate presented, the server's checked against the cluster's CA.
+    ///
+    /// # Errors
+    ///
+    /// The certificates or key are not usable with `provider`.
+    pub fn client_tls(
+        &self,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+        time: Arc<dyn rustls::time_provider::TimeProvider>,
+    ) -> Result<rustls::ClientConfig, NetError> {
+        let mut tls = rustls::ClientConfig::builder_with_details(provider, time)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(NetError::Tls)?
             .with_root_certificates(self.roots()?)
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(NetError::Tls)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| NetError::Certificate(format!("QUIC client TLS: {e}")))?;
+        Ok(tls)
+    }
+
+    /// The QUIC server configuration of a node.
+    pub(crate) fn server_config(&self) -> Result<quinn::ServerConfig, NetError> {
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(
+            self.server_tls(crypto_provider(), wall_clock())?,
+        )
+        .map_err(|e| NetError::Certificate(format!("QUIC server TLS: {e}")))?;
+        Ok(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+    }
+
+    /// The QUIC client configuration of a node.
+    pub(crate) fn client_config(&self) -> Result<quinn::ClientConfig, NetError> {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
+            self.client_tls(crypto_provider(), wall_clock())?,
+        )
+        .map_err(|e| NetError::Certificate(format!("QUIC client TLS: {e}")))?;
         Ok(quinn::ClientConfig::new(Arc::new(crypto)))
     }
 }
 
-/// The TLS primitives: rustls on *ring*. rustls 0.23.48 deprecates the *ring* provider for
+/// The TLS primitives of a node: rustls on *ring*. rustls 0.23.48 deprecates the *ring* provider for
 /// lacking post-quantum key exchange; we keep it on purpose: the simulator must replace the key
 /// exchange's randomness (SIMULATION.md), which *ring* lets us do and aws-lc-rs does not, and
 /// the connections are between nodes of one cluster, authenticated by its own CA.
 #[allow(deprecated)]
-pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The system's wall clock, for certificate validity.
+fn wall_clock() -> Arc<dyn rustls::time_provider::TimeProvider> {
+    Arc::new(rustls::time_provider::DefaultTimeProvider)
 }
 
 /// An Ed25519 key pair from a 32-byte seed: the PKCS#8 v1 encoding is a fixed prefix and the
