@@ -30,6 +30,8 @@
 //! }).unwrap(), run.trace_hash);
 //! ```
 
+pub mod committed;
+pub mod faults;
 pub mod network;
 pub mod quic;
 
@@ -46,10 +48,16 @@ use eichhorn::api::{CollectSink, Data, StreamEnv};
 use eichhorn::runtime::RuntimeEnv;
 use eichhorn::{JobError, JobResult, StableHasher};
 
+pub use committed::{CommittedOutput, CommittedSink};
+pub use faults::{Fault, FaultConfig, FaultPlan};
+
 /// A simulation: a seed and the rules of the simulated world.
 #[derive(Debug, Clone)]
 pub struct Simulation {
     seed: u64,
+    faults: FaultConfig,
+    /// Virtual time a run may take before it counts as stuck.
+    deadline: Duration,
 }
 
 /// What one simulated run produced.
@@ -63,6 +71,9 @@ pub struct SimulatedRun<T> {
     pub trace_hash: u64,
     /// Virtual time the run took.
     pub virtual_elapsed: Duration,
+    /// The planned faults that happened, in order (a subtask failure planned past the
+    /// subtask's last input, or a storage fault on a checkpoint never taken, does not).
+    pub faults_fired: Vec<Fault>,
 }
 
 /// A simulation could not run or was not reproducible.
@@ -83,6 +94,36 @@ pub enum SimulationError {
     /// An output element could not be serialised for the fingerprint.
     #[error("cannot fingerprint the output: {0}")]
     Fingerprint(#[from] postcard::Error),
+    /// The run with faults committed other output than the run without.
+    #[error(
+        "seed {seed}: not exactly once under faults [{plan}]: {missing} records missing, \
+         {duplicated} duplicated (of {expected} expected); the plan is shrunk to the faults \
+         that still break it"
+    )]
+    NotExactlyOnce {
+        /// The seed.
+        seed: u64,
+        /// The smallest plan that still breaks it.
+        plan: FaultPlan,
+        /// Records of the fault-free run missing from the faulted run.
+        missing: usize,
+        /// Records the faulted run committed more often than the fault-free run.
+        duplicated: usize,
+        /// Records the fault-free run committed.
+        expected: usize,
+    },
+    /// The job did not finish within the virtual deadline.
+    #[error(
+        "seed {seed}: the job did not finish within {deadline:?} of virtual time (faults: [{plan}])"
+    )]
+    Stuck {
+        /// The seed.
+        seed: u64,
+        /// The faults of the stuck run.
+        plan: FaultPlan,
+        /// The deadline.
+        deadline: Duration,
+    },
     /// Two runs with the same seed differed.
     #[error(
         "seed {seed} is not deterministic: run {run} produced trace {found:#x}, run 0 produced {expected:#x}"
@@ -102,7 +143,133 @@ pub enum SimulationError {
 impl Simulation {
     /// A simulation with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self { seed }
+        Self {
+            seed,
+            faults: FaultConfig::default(),
+            deadline: Duration::from_secs(3_600),
+        }
+    }
+
+    /// This simulation drawing its fault plans with `config`.
+    pub fn with_faults(mut self, config: FaultConfig) -> Self {
+        self.faults = config;
+        self
+    }
+
+    /// The fault plan this simulation's seed draws.
+    pub fn fault_plan(&self) -> FaultPlan {
+        FaultPlan::from_seed(self.seed, &self.faults)
+    }
+
+    /// Runs the job declared by `build` once without faults and once with the seed's fault plan
+    /// (printed to stderr first), and checks the exactly-once oracle: the output its
+    /// exactly-once sink ([`CommittedOutput`]) committed is the same multiset both times. The
+    /// job should enable checkpointing; the simulation gives it enough restarts for the plan.
+    ///
+    /// On a violation the plan is shrunk (faults removed while the violation persists) and the
+    /// error names the seed and the smallest plan, to replay with [`Simulation::run_committed`].
+    ///
+    /// # Errors
+    ///
+    /// [`SimulationError::NotExactlyOnce`], [`SimulationError::Stuck`], or a job that failed.
+    pub fn check_exactly_once<T, F>(&self, build: F) -> Result<ExactlyOnceReport, SimulationError>
+    where
+        T: Data,
+        F: Fn(&StreamEnv) -> CommittedOutput<T>,
+    {
+        let expected = self.run_committed(&build, &FaultPlan::none())?;
+        let plan = self.fault_plan();
+        eprintln!("eichhorn-sim: seed {}: fault plan: {plan}", self.seed);
+        let faulted = self.run_committed(&build, &plan)?;
+        let (missing, duplicated) = compare(&expected.output, &faulted.output)?;
+        if missing == 0 && duplicated == 0 {
+            return Ok(ExactlyOnceReport {
+                plan,
+                fired: faulted.faults_fired,
+                records: expected.output.len(),
+                restarts: faulted.result.restarts,
+                trace_hash: faulted.trace_hash,
+            });
+        }
+        let shrunk = plan.shrink(|candidate| {
+            self.run_committed(&build, candidate)
+                .ok()
+                .and_then(|run| compare(&expected.output, &run.output).ok())
+                .is_some_and(|(m, d)| m > 0 || d > 0)
+        });
+        Err(SimulationError::NotExactlyOnce {
+            seed: self.seed,
+            plan: shrunk,
+            missing,
+            duplicated,
+            expected: expected.output.len(),
+        })
+    }
+
+    /// Runs the job declared by `build` with the faults of `plan` (none: [`FaultPlan::none`])
+    /// and returns what its exactly-once sink committed, in the order of the transactions'
+    /// names.
+    ///
+    /// # Errors
+    ///
+    /// The job failed, or did not finish within the virtual deadline.
+    pub fn run_committed<T, F>(
+        &self,
+        build: F,
+        plan: &FaultPlan,
+    ) -> Result<SimulatedRun<T>, SimulationError>
+    where
+        T: Data,
+        F: FnOnce(&StreamEnv) -> CommittedOutput<T>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()?;
+        let seed = self.seed;
+        let deadline = self.deadline;
+        let failures = std::sync::Arc::new(faults::PlannedFailures::new(plan));
+        let stores = std::sync::Arc::new(faults::FaultyStores::new(plan));
+        let (output, result, virtual_elapsed) = runtime.block_on(async {
+            let env = StreamEnv::new();
+            env.set_runtime_env(
+                RuntimeEnv::deterministic(seed)
+                    .with_fault_injector(failures.clone())
+                    .with_checkpoint_stores(stores.clone()),
+            );
+            let restarts = plan.faults.len() as u32 + 2;
+            env.configure(|c| {
+                c.seed = seed;
+                c.job_id = Some(eichhorn::checkpoint::JobId::from_seed(seed));
+                c.restart_strategy = Some(eichhorn::checkpoint::RestartStrategy::FixedDelay {
+                    attempts: restarts,
+                    delay_ms: 10,
+                });
+            });
+            let committed = build(&env);
+            let started = tokio::time::Instant::now();
+            let result = match tokio::time::timeout(deadline, env.execute("simulation")).await {
+                Ok(result) => result.map_err(|source| SimulationError::Job { seed, source })?,
+                Err(_) => {
+                    return Err(SimulationError::Stuck {
+                        seed,
+                        plan: plan.clone(),
+                        deadline,
+                    });
+                }
+            };
+            Ok::<_, SimulationError>((committed.committed(), result, started.elapsed()))
+        })?;
+        let trace_hash = fingerprint(&output)?;
+        let mut faults_fired = failures.fired();
+        faults_fired.extend(stores.fired());
+        Ok(SimulatedRun {
+            output,
+            result,
+            trace_hash,
+            virtual_elapsed,
+            faults_fired,
+        })
     }
 
     /// The seed.
@@ -151,6 +318,7 @@ impl Simulation {
             result,
             trace_hash,
             virtual_elapsed,
+            faults_fired: Vec::new(),
         })
     }
 
@@ -180,6 +348,47 @@ impl Simulation {
         }
         Ok(expected)
     }
+}
+
+/// What an exactly-once check found.
+#[derive(Debug, Clone)]
+pub struct ExactlyOnceReport {
+    /// The faults planned.
+    pub plan: FaultPlan,
+    /// The planned faults that happened.
+    pub fired: Vec<Fault>,
+    /// The records committed (the same in both runs).
+    pub records: usize,
+    /// The restarts the faulted run took.
+    pub restarts: u32,
+    /// The fingerprint of the faulted run's committed output.
+    pub trace_hash: u64,
+}
+
+/// Records of `expected` missing from `found`, and records `found` has more often, as
+/// multisets of their postcard bytes.
+fn compare<T: serde::Serialize>(
+    expected: &[T],
+    found: &[T],
+) -> Result<(usize, usize), postcard::Error> {
+    let mut counts: std::collections::BTreeMap<Vec<u8>, i64> = std::collections::BTreeMap::new();
+    for element in expected {
+        *counts.entry(postcard::to_stdvec(element)?).or_default() += 1;
+    }
+    for element in found {
+        *counts.entry(postcard::to_stdvec(element)?).or_default() -= 1;
+    }
+    let missing = counts
+        .values()
+        .filter(|c| **c > 0)
+        .map(|c| *c as usize)
+        .sum();
+    let duplicated = counts
+        .values()
+        .filter(|c| **c < 0)
+        .map(|c| (-*c) as usize)
+        .sum();
+    Ok((missing, duplicated))
 }
 
 /// The fingerprint of a sequence of elements: each element's postcard bytes, in order, through

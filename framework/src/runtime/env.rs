@@ -141,6 +141,42 @@ pub struct RuntimeEnv {
     /// ([`StandardCheckpointStores`]) unless replaced (the simulator's fault-injecting
     /// storage).
     checkpoint_stores: Arc<dyn CheckpointStoreProvider>,
+    /// Where the simulator makes subtasks fail; `None` (no injection, no cost) except in
+    /// simulations and tests.
+    faults: Option<Arc<dyn FaultInjector>>,
+}
+
+/// Where a subtask is about to handle an input, as a [`FaultInjector`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubtaskInput {
+    /// The subtask's flat index in the job (`0..subtasks`).
+    pub subtask: usize,
+    /// How many subtasks the job has.
+    pub subtasks: usize,
+    /// The attempt (0 before the first restart).
+    pub attempt: u32,
+    /// The input about to be handled, counting from 1: a batch on any input channel, a source
+    /// poll, or a checkpoint trigger.
+    pub input: u64,
+    /// The node's processing time now (virtual in a simulation).
+    pub now_ms: i64,
+}
+
+/// What a [`FaultInjector`] does to a subtask before an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// Fail the subtask with a recoverable error saying this, as a panic in its operator would.
+    Fail(String),
+    /// Stall the subtask this long before it handles the input (a pause, a slow disk): its
+    /// mailbox waits while the rest of the job goes on, so messages interleave differently.
+    Stall(std::time::Duration),
+}
+
+/// Decides where a subtask fails or stalls on purpose: the simulator's fault plan. Production
+/// environments have none.
+pub trait FaultInjector: Send + Sync + std::fmt::Debug {
+    /// Called before a subtask handles an input.
+    fn before_input(&self, at: SubtaskInput) -> Option<InjectedFault>;
 }
 
 impl RuntimeEnv {
@@ -168,6 +204,7 @@ impl RuntimeEnv {
             seed: 0,
             host: HostId(0),
             checkpoint_stores: Arc::new(StandardCheckpointStores),
+            faults: None,
         }
     }
 
@@ -202,6 +239,7 @@ impl RuntimeEnv {
             seed,
             host: HostId(0),
             checkpoint_stores: Arc::new(StandardCheckpointStores),
+            faults: None,
         }
     }
 
@@ -239,6 +277,17 @@ impl RuntimeEnv {
     pub fn with_checkpoint_stores(mut self, stores: Arc<dyn CheckpointStoreProvider>) -> Self {
         self.checkpoint_stores = stores;
         self
+    }
+
+    /// This env with subtasks failing where `faults` says (simulations and tests).
+    pub fn with_fault_injector(mut self, faults: Arc<dyn FaultInjector>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    /// Where subtasks fail on purpose, if anywhere.
+    pub fn fault_injector(&self) -> Option<&Arc<dyn FaultInjector>> {
+        self.faults.as_ref()
     }
 
     /// The node's processing-time clock.

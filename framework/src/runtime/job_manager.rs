@@ -358,6 +358,7 @@ impl JobManagerState {
                 restored,
                 restored_from,
                 local_dir: local_root.join(format!("subtask-{index}")),
+                faults: self.env.fault_injector().cloned(),
             })
             .collect();
         let deployed = ractor::call!(task_manager, TaskManagerMsg::Deploy, specs);

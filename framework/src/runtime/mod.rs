@@ -36,7 +36,9 @@ use tokio::sync::oneshot;
 // Credit accounting moved to the exchange layer; the old path keeps resolving.
 pub use crate::exchange::credit;
 pub use clock::TokioClock;
-pub use env::{BlockingPolicy, HostId, RuntimeEnv, TaskExecutor};
+pub use env::{
+    BlockingPolicy, FaultInjector, HostId, InjectedFault, RuntimeEnv, SubtaskInput, TaskExecutor,
+};
 // The edge's data moved to the graph; the old paths keep resolving.
 pub use crate::graph::{InputSide, PartitionKind};
 pub use partitioner::SelectContext;

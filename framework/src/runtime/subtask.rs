@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use super::env::{FaultInjector, InjectedFault, SubtaskInput};
 use super::gauges::ChannelGauges;
 use super::job_manager::JobManagerMsg;
 pub(crate) use super::subtask_core::SubtaskError;
@@ -93,6 +94,8 @@ pub(crate) struct SubtaskArgs {
     pub(crate) restored_from: Option<CheckpointId>,
     /// A directory private to this subtask attempt, for state backends.
     pub(crate) local_dir: PathBuf,
+    /// Where the simulator makes this subtask fail (from the runtime environment).
+    pub(crate) faults: Option<Arc<dyn FaultInjector>>,
 }
 
 /// The subtask actor.
@@ -111,6 +114,10 @@ pub(crate) struct SubtaskState {
     clock: Arc<dyn Clock>,
     job_manager: ActorRef<JobManagerMsg>,
     gauges: Arc<ChannelGauges>,
+    faults: Option<Arc<dyn FaultInjector>>,
+    subtasks: usize,
+    /// Inputs handled so far (batches and source polls), for the fault injector.
+    inputs_handled: u64,
 }
 
 impl SubtaskActor {
@@ -254,6 +261,9 @@ impl Actor for SubtaskActor {
             clock: args.clock,
             job_manager: args.job_manager,
             gauges: args.gauges,
+            faults: args.faults,
+            subtasks: args.graph.subtasks.len(),
+            inputs_handled: 0,
         })
     }
 
@@ -263,6 +273,29 @@ impl Actor for SubtaskActor {
         message: SubtaskMsg,
         state: &mut SubtaskState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(faults) = &state.faults
+            && matches!(
+                message,
+                SubtaskMsg::Data { .. } | SubtaskMsg::Poll | SubtaskMsg::TriggerCheckpoint(_)
+            )
+        {
+            state.inputs_handled += 1;
+            let at = SubtaskInput {
+                subtask: state.index,
+                subtasks: state.subtasks,
+                attempt: state.attempt,
+                input: state.inputs_handled,
+                now_ms: state.clock.now_ms(),
+            };
+            match faults.before_input(at) {
+                None => {}
+                Some(InjectedFault::Fail(reason)) => {
+                    state.core.handle_injected_failure(&reason);
+                    return self.carry_out(&myself, state);
+                }
+                Some(InjectedFault::Stall(duration)) => tokio::time::sleep(duration).await,
+            }
+        }
         let now_ms = state.clock.now_ms();
         let core = &mut state.core;
         match message {

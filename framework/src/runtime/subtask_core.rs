@@ -560,6 +560,19 @@ impl SubtaskCore {
         self.outputs.push_back(SubtaskOutput::Stopped);
     }
 
+    /// Fails the subtask here on purpose (the simulator's fault plan), as a panic in its head
+    /// operator would: a recoverable failure naming `reason`.
+    pub(crate) fn handle_injected_failure(&mut self, reason: &str) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let error = self.error(
+            self.cx.current_operator,
+            format!("injected fault: {reason}"),
+        );
+        self.fail(error);
+    }
+
     /// A batch could not be delivered: the consumer stopped before the end of its input, so the
     /// job is failing or being cancelled (the coordinator learns the cause elsewhere). The core
     /// stops producing.
