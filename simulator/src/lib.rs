@@ -5,9 +5,15 @@
 //! That is the ground on which fault injection and exactly-once oracles are built: a failure
 //! found with a seed can be replayed with that seed.
 //!
-//! Today the simulator runs single-process jobs and fingerprints their output
-//! ([`Simulation::run`]); [`Simulation::check_deterministic`] proves a job is reproducible by
-//! running it several times and comparing fingerprints.
+//! - [`Simulation::run`] runs a single-process job and fingerprints its output;
+//!   [`Simulation::check_deterministic`] proves a job is reproducible by running it several
+//!   times and comparing fingerprints.
+//! - [`Simulation::check_exactly_once`] runs a job without faults and with the fault plan the
+//!   seed draws ([`faults`]: subtask failures, checkpoint storage faults, stalls), and checks
+//!   that its exactly-once sink ([`CommittedOutput`]) committed the same records; a violation is
+//!   shrunk to the faults that cause it.
+//! - [`network`] and [`quic`] run the framework's QUIC transport, with real TLS, on a simulated
+//!   UDP network with seeded faults, byte-identical per seed: the ground for multi-node runs.
 //!
 //! # Examples
 //!
