@@ -57,6 +57,7 @@ use eichhorn::time::WatermarkStrategy;
 use serde::{Deserialize, Serialize};
 
 pub mod harness;
+pub mod latency;
 pub mod nexmark;
 
 /// The name of the discarding sink, to find its metrics in the `JobResult`.
