@@ -129,6 +129,8 @@ impl BarrierHandler {
 /// Everything needed to build one subtask.
 pub(crate) struct SubtaskArgs {
     pub(crate) graph: Arc<ExecutionGraph>,
+    /// The code that builds the graph's operators.
+    pub(crate) registry: Arc<super::registry::OperatorRegistry>,
     pub(crate) index: usize,
     pub(crate) config: ExecutionConfig,
     pub(crate) job_name: String,
@@ -630,7 +632,7 @@ impl Actor for SubtaskActor {
         let graph = &args.graph;
         let plan = &graph.subtasks[args.index];
         let vertex = &graph.job.vertices[plan.id.vertex as usize];
-        let assembled = super::assemble::assemble(graph, args.index, &args.config)?;
+        let assembled = super::assemble::assemble(graph, &args.registry, args.index, &args.config)?;
         let outbox = CreditOutbox::new(plan.outputs.len());
         let channel_count = plan.inputs.len();
         let gate = InputGate::new(channel_count.max(1), args.config.credits_per_channel);
