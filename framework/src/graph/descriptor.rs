@@ -476,7 +476,7 @@ mod tests {
         let mut config = ExecutionConfig::default();
         config.job_id = Some(crate::checkpoint::JobId(7));
         config.local_state_dir = Some("/somewhere/else".into());
-        config.restore = Some(crate::api::RestoreSettings {
+        config.restore = Some(crate::graph::config::RestoreSettings {
             path: "/savepoints/savepoint-1".into(),
             allow_non_restored_state: false,
         });

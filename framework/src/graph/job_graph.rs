@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::ExecutionConfig;
 use super::edge::{InputSide, PartitionKind};
-use super::stream_graph::{ChainingStrategy, OperatorKind, StreamGraph};
+use super::stream_graph::{ChainingStrategy, OperatorKind, OutputSelector, StreamGraph};
 use crate::error::GraphError;
 use crate::operator::NodeId;
 
@@ -231,8 +231,8 @@ impl JobGraph {
                     continue;
                 }
                 let side = match &edge.output {
-                    super::OutputSelector::Main => String::new(),
-                    super::OutputSelector::Side(tag) => format!(" side output '{tag}'"),
+                    OutputSelector::Main => String::new(),
+                    OutputSelector::Side(tag) => format!(" side output '{tag}'"),
                 };
                 let input = match edge.side {
                     InputSide::First => "",
