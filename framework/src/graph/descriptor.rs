@@ -412,8 +412,10 @@ mod tests {
             ],
         ));
         assert_ne!(fingerprint(&sample()), fingerprint(&other));
-        let mut config = ExecutionConfig::default();
-        config.max_parallelism = 64;
+        let config = ExecutionConfig {
+            max_parallelism: 64,
+            ..ExecutionConfig::default()
+        };
         let rescaled_keys = JobDescriptor::local("job", sample_graph(), config).expect("valid");
         assert_ne!(fingerprint(&sample()), fingerprint(&rescaled_keys));
     }
@@ -473,13 +475,15 @@ mod tests {
 
     #[test]
     fn run_and_node_settings_and_placement_leave_the_fingerprint() {
-        let mut config = ExecutionConfig::default();
-        config.job_id = Some(crate::checkpoint::JobId(7));
-        config.local_state_dir = Some("/somewhere/else".into());
-        config.restore = Some(crate::graph::config::RestoreSettings {
-            path: "/savepoints/savepoint-1".into(),
-            allow_non_restored_state: false,
-        });
+        let config = ExecutionConfig {
+            job_id: Some(crate::checkpoint::JobId(7)),
+            local_state_dir: Some("/somewhere/else".into()),
+            restore: Some(crate::graph::config::RestoreSettings {
+                path: "/savepoints/savepoint-1".into(),
+                allow_non_restored_state: false,
+            }),
+            ..ExecutionConfig::default()
+        };
         let run = JobDescriptor::local("job", sample_graph(), config).expect("valid");
         assert_eq!(fingerprint(&sample()), fingerprint(&run));
         let offers = [
@@ -499,7 +503,10 @@ mod tests {
         assert_eq!(fingerprint(&sample()), fingerprint(&spread));
         // The job's own settings are part of it.
         let mut config = ExecutionConfig::default();
-        config.checkpointing.interval_ms = Some(1000);
+        config.checkpointing = crate::graph::config::CheckpointConfig {
+            interval_ms: Some(1000),
+            ..config.checkpointing
+        };
         let checkpointed = JobDescriptor::local("job", sample_graph(), config).expect("valid");
         assert_ne!(fingerprint(&sample()), fingerprint(&checkpointed));
     }

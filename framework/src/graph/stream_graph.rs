@@ -83,7 +83,7 @@ pub struct StreamNode {
 
 impl StreamNode {
     /// A node of `kind` named `name`, with defaults for everything else (its id is assigned
-    /// by [`StreamGraph::add_node`]).
+    /// when the node is added to a graph).
     pub fn new(kind: OperatorKind, name: impl Into<String>) -> Self {
         Self {
             id: NodeId(0),
