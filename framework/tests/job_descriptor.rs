@@ -227,3 +227,71 @@ async fn the_job_runs_after_its_descriptor_was_taken() {
         .collect();
     assert_eq!(summary, expected);
 }
+
+/// A window function counting its windows in a `u64` operator list.
+#[operator(uid = "window-counter")]
+#[derive(Debug)]
+struct WideCounter {
+    #[operator_state]
+    fired: OperatorList<u64>,
+}
+
+impl ProcessWindowFunction<u64, u64> for WideCounter {
+    type Out = u64;
+    fn process(
+        &mut self,
+        _key: &u64,
+        _ctx: &eichhorn::operator::window::WindowContext,
+        elements: Vec<u64>,
+        out: &mut Collector<'_, u64>,
+    ) {
+        self.fired.push(1);
+        out.collect(elements.len() as u64);
+    }
+}
+
+/// The same uid as [`WideCounter`], counting in a `u32` operator list.
+#[operator(uid = "window-counter")]
+#[derive(Debug)]
+struct NarrowCounter {
+    #[operator_state]
+    fired: OperatorList<u32>,
+}
+
+impl ProcessWindowFunction<u64, u64> for NarrowCounter {
+    type Out = u64;
+    fn process(
+        &mut self,
+        _key: &u64,
+        _ctx: &eichhorn::operator::window::WindowContext,
+        elements: Vec<u64>,
+        out: &mut Collector<'_, u64>,
+    ) {
+        self.fired.push(1);
+        out.collect(elements.len() as u64);
+    }
+}
+
+fn windowed(narrow: bool) -> eichhorn::graph::JobFingerprint {
+    use eichhorn::operator::window::{TimeDomain, WindowAssigner};
+    let env = StreamEnv::new();
+    let windows = env
+        .from_collection((0..10u64).collect::<Vec<_>>())
+        .key_by(|x| x % 2)
+        .window(WindowAssigner::tumbling(TimeDomain::ProcessingTime, 1_000, 0).expect("valid"));
+    if narrow {
+        windows.process(NarrowCounter::new()).collect_sink();
+    } else {
+        windows.process(WideCounter::new()).collect_sink();
+    }
+    env.job_descriptor("windows")
+        .unwrap()
+        .fingerprint()
+        .unwrap()
+}
+
+#[test]
+fn a_window_function_state_schema_changes_the_fingerprint() {
+    assert_eq!(windowed(false), windowed(false));
+    assert_ne!(windowed(false), windowed(true));
+}
