@@ -109,8 +109,20 @@ pub enum DescriptorError {
 }
 
 /// A job as data: name, configuration, execution graph and placement (see the module docs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// It serialises with serde but deliberately does not deserialise: bytes become a descriptor
+/// only through [`JobDescriptor::decode`], which checks them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobDescriptor {
+    name: String,
+    config: ExecutionConfig,
+    graph: ExecutionGraph,
+    placement: Placement,
+}
+
+/// The body as it decodes, before any check: the fields of [`JobDescriptor`], in its order.
+#[derive(Deserialize)]
+struct Unchecked {
     name: String,
     config: ExecutionConfig,
     graph: ExecutionGraph,
@@ -261,7 +273,7 @@ impl JobDescriptor {
         let mut word = [0u8; 8];
         word.copy_from_slice(header);
         let header = u64::from_le_bytes(word);
-        let (descriptor, trailing): (Self, _) =
+        let (unchecked, trailing): (Unchecked, _) =
             postcard::take_from_bytes(body).map_err(DescriptorError::Body)?;
         if !trailing.is_empty() {
             return Err(DescriptorError::TrailingBytes(trailing.len()));
@@ -273,6 +285,12 @@ impl JobDescriptor {
                 body: computed,
             });
         }
+        let descriptor = Self {
+            name: unchecked.name,
+            config: unchecked.config,
+            graph: unchecked.graph,
+            placement: unchecked.placement,
+        };
         descriptor.check()?;
         Ok(descriptor)
     }

@@ -164,7 +164,7 @@ pub(crate) async fn launch(
     let local = placement.subtasks_on(TaskManagerId::LOCAL).count();
     if local != graph.subtask_count() {
         return Err(JobError::Deploy(format!(
-            "{} of {} subtasks are placed on other task managers, but this process runs              only {}",
+            "{} of {} subtasks are placed on other task managers, but this process runs only {}",
             graph.subtask_count() - local,
             graph.subtask_count(),
             TaskManagerId::LOCAL
