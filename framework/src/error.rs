@@ -97,6 +97,9 @@ pub enum GraphError {
     /// A window assigner with an invalid size, slide, gap or offset.
     #[error("invalid window: {0}")]
     Window(#[from] WindowError),
+    /// The subtasks cannot be placed on the TaskManagers' slots.
+    #[error(transparent)]
+    Placement(#[from] crate::graph::PlacementError),
     /// A bug in graph construction.
     #[error("internal graph error: {0}")]
     Internal(String),

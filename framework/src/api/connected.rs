@@ -6,13 +6,12 @@ use super::datastream::{DataStream, Template};
 use super::functions::{CoFlatMapFunction, CoMapFunction};
 use super::key::Data;
 use crate::graph::InputSide;
-use crate::graph::stream_graph::{
-    ChainingStrategy, OperatorFactory, OutputSelector, StreamNode, TypedPort, typed_chain,
-};
+use crate::graph::{OperatorKind, OutputSelector, StreamNode};
 use crate::operator::{
-    CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, NodeId, TwoInputNode, TwoInputOperator,
+    CoFlatMapOperator, CoMapOperator, FnCoFlatMap, FnCoMap, TwoInputNode, TwoInputOperator,
 };
 use crate::runtime::head::{InputTask, TwoInputHead};
+use crate::runtime::registry::{OperatorEntry, OperatorFactory, TypedPort, typed_chain};
 
 /// Two connected streams (Flink's `ConnectedStreams`), consumed by `co_map` or `co_flat_map`.
 #[derive(Debug)]
@@ -30,6 +29,7 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
     where
         Op: TwoInputOperator<A, B, Out = O> + Clone,
     {
+        let state_schema = operator.state_schema();
         let template = Template::new(operator);
         let task_name = name.to_string();
         let factory = OperatorFactory::TwoInput(Arc::new(move |info, main, side| {
@@ -37,18 +37,13 @@ impl<A: Data, B: Data> ConnectedStreams<A, B> {
             Box::new(TwoInputHead::new(task_name.clone(), Box::new(node))) as Box<dyn InputTask>
         }));
         let env = self.first.env.clone();
-        let id = env.add_node(StreamNode {
-            id: NodeId(0),
-            name: name.to_string(),
-            uid: None,
-            parallelism: None,
-            non_parallel: false,
-            chaining: ChainingStrategy::Head,
-            factory,
-            input_port: None,
-            output_port: Some(TypedPort::<O>::arc()),
-            side_ports: Default::default(),
-        });
+        let id = env.add_node(
+            StreamNode {
+                state_schema,
+                ..StreamNode::new(OperatorKind::TwoInput, name)
+            },
+            OperatorEntry::new(factory, None, Some(TypedPort::<O>::arc())),
+        );
         self.first.connect_to(id, InputSide::First);
         self.second.connect_to(id, InputSide::Second);
         DataStream::from_node(env, id, OutputSelector::Main)

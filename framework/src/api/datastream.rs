@@ -14,16 +14,18 @@ use super::output_tag::OutputTag;
 use super::sinks::{CollectSink, DataStreamSink};
 use crate::connectors::{CollectSinkFunction, PrintSink, TextFileSink};
 use crate::error::GraphError;
-use crate::graph::stream_graph::{
-    ChainingStrategy, OperatorFactory, OutputSelector, StreamEdge, StreamNode, TypedPort,
-    default_partitioner, erase_chain, typed_chain,
+use crate::graph::{
+    ChainingStrategy, InputSide, OperatorKind, OutputSelector, PartitionKind, StreamEdge,
+    StreamNode,
 };
-use crate::graph::{InputSide, PartitionKind};
 use crate::operator::{
     FilterOperator, FlatMapOperator, FnFilter, FnFlatMap, FnMap, MapOperator, NodeId, OneInputNode,
     OneInputOperator, ProcessOperator, SinkNode,
 };
 use crate::runtime::partitioner::PartitionerSpec;
+use crate::runtime::registry::{
+    OperatorEntry, OperatorFactory, TypedPort, erase_chain, typed_chain,
+};
 use crate::runtime::writer::{custom_selector, key_group_selector};
 
 /// A stream of `T` under construction (Flink's `DataStream`).
@@ -89,16 +91,20 @@ impl<T: Data> DataStream<T> {
 
     /// Adds edges from this stream's inputs into `target` on `side`.
     pub(crate) fn connect_to(&self, target: NodeId, side: InputSide) {
-        let partitioner = self.partitioner.clone().unwrap_or_else(default_partitioner);
+        let partitioner = self
+            .partitioner
+            .clone()
+            .unwrap_or_else(PartitionerSpec::implicit);
         let mut inner = self.env.lock();
         for (source, output) in &self.inputs {
-            inner.graph.edges.push(StreamEdge {
+            let index = inner.graph.add_edge(StreamEdge {
                 source: *source,
                 output: output.clone(),
                 target,
                 side,
-                partitioner: partitioner.clone(),
+                partitioning: partitioner.partitioning(),
             });
+            inner.registry.add_edge(index, partitioner.clone());
         }
     }
 
@@ -108,23 +114,23 @@ impl<T: Data> DataStream<T> {
         O: Data,
         Op: OneInputOperator<T, Out = O> + Clone,
     {
+        let state_schema = operator.state_schema();
         let template = Template::new(operator);
         let factory = OperatorFactory::OneInput(Arc::new(move |info, main, side| {
             let node = OneInputNode::new(info, template.instance(), typed_chain::<O>(main), side);
             erase_chain::<T>(Box::new(node))
         }));
-        let id = self.env.add_node(StreamNode {
-            id: NodeId(0),
-            name: name.to_string(),
-            uid: None,
-            parallelism: None,
-            non_parallel: false,
-            chaining: ChainingStrategy::Always,
-            factory,
-            input_port: Some(TypedPort::<T>::arc()),
-            output_port: Some(TypedPort::<O>::arc()),
-            side_ports: Default::default(),
-        });
+        let id = self.env.add_node(
+            StreamNode {
+                state_schema,
+                ..StreamNode::new(OperatorKind::OneInput, name)
+            },
+            OperatorEntry::new(
+                factory,
+                Some(TypedPort::<T>::arc()),
+                Some(TypedPort::<O>::arc()),
+            ),
+        );
         self.connect_to(id, InputSide::First);
         DataStream::from_node(self.env.clone(), id, OutputSelector::Main)
     }
@@ -411,7 +417,16 @@ impl<T: Data> DataStream<T> {
         {
             let mut inner = self.env.lock();
             let port = TypedPort::<U>::arc();
-            let existing = inner.graph.node(origin).side_ports.get(tag.id()).cloned();
+            let Some(entry) = inner.registry.operator_mut(origin) else {
+                drop(inner);
+                self.env.record_error(GraphError::Internal(format!(
+                    "side_output('{}'): operator {} is not registered",
+                    tag.id(),
+                    origin.0
+                )));
+                return DataStream::from_node(self.env.clone(), origin, OutputSelector::Main);
+            };
+            let existing = entry.side_ports.get(tag.id()).cloned();
             match existing {
                 Some(existing) if existing.type_id() != port.type_id() => {
                     let error = GraphError::SideOutputTypeMismatch {
@@ -423,11 +438,8 @@ impl<T: Data> DataStream<T> {
                 }
                 Some(_) => {}
                 None => {
-                    inner
-                        .graph
-                        .node_mut(origin)
-                        .side_ports
-                        .insert(tag.id().to_string(), port);
+                    entry.side_ports.insert(tag.id().to_string(), port);
+                    inner.graph.add_side_output(origin, tag.id());
                 }
             }
         }
@@ -444,30 +456,31 @@ impl<T: Data> DataStream<T> {
     }
 
     /// Adds a sink node built by `factory` and connects this stream to it.
-    fn add_sink_factory(self, factory: OperatorFactory, name: &str) -> DataStreamSink {
-        let id = self.env.add_node(StreamNode {
-            id: NodeId(0),
-            name: name.to_string(),
-            uid: None,
-            parallelism: None,
-            non_parallel: false,
-            chaining: ChainingStrategy::Always,
-            factory,
-            input_port: Some(TypedPort::<T>::arc()),
-            output_port: None,
-            side_ports: Default::default(),
-        });
+    fn add_sink_factory(
+        self,
+        factory: OperatorFactory,
+        name: &str,
+        state_schema: crate::state::StateSchema,
+    ) -> DataStreamSink {
+        let id = self.env.add_node(
+            StreamNode {
+                state_schema,
+                ..StreamNode::new(OperatorKind::Sink, name)
+            },
+            OperatorEntry::new(factory, Some(TypedPort::<T>::arc()), None),
+        );
         self.connect_to(id, InputSide::First);
         DataStreamSink::new(self.env.clone(), id)
     }
 
     pub(crate) fn add_sink_named<S: SinkFunction<T>>(self, sink: S, name: &str) -> DataStreamSink {
+        let state_schema = crate::api::Operator::state_schema(&sink);
         let template = Template::new(sink);
         let factory = OperatorFactory::Sink(Arc::new(move |info| {
             erase_chain::<T>(Box::new(SinkNode::new(info, template.instance())))
         }));
         let env = self.env.clone();
-        let sink = self.add_sink_factory(factory, name);
+        let sink = self.add_sink_factory(factory, name, state_schema);
         if let Some(uid) = S::default_uid() {
             env.assign_default_uid(sink.node, uid);
         }
@@ -535,6 +548,7 @@ impl<T: Data> DataStream<T> {
         sink: S,
         name: &str,
     ) -> DataStreamSink {
+        let state_schema = crate::api::Operator::state_schema(&sink);
         let template = Template::new(sink);
         let factory = OperatorFactory::Sink(Arc::new(move |info| {
             erase_chain::<T>(Box::new(crate::operator::TwoPhaseCommitSinkNode::new(
@@ -543,7 +557,7 @@ impl<T: Data> DataStream<T> {
             )))
         }));
         let env = self.env.clone();
-        let sink = self.add_sink_factory(factory, name);
+        let sink = self.add_sink_factory(factory, name, state_schema);
         if let Some(uid) = S::default_uid() {
             env.assign_default_uid(sink.node, uid);
         }

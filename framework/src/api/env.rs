@@ -9,12 +9,13 @@ use super::functions::SourceFunction;
 use super::key::Data;
 use crate::connectors::{CollectionSource, FileSource, GeneratorSource, SocketSource};
 use crate::error::{GraphError, JobError};
-use crate::graph::stream_graph::{
-    ChainingStrategy, OperatorFactory, OutputSelector, StreamGraph, StreamNode, TypedPort,
-    typed_chain,
+use crate::graph::{
+    JobDescriptor, JobGraph, OperatorKind, OutputSelector, StreamGraph, StreamNode,
 };
-use crate::graph::{ExecutionGraph, JobGraph};
 use crate::operator::{NodeId, SourceNode, SourceTask};
+use crate::runtime::registry::{
+    OperatorEntry, OperatorFactory, OperatorRegistry, TypedPort, typed_chain,
+};
 use crate::runtime::{BlockingPolicy, JobHandle, JobResult, RuntimeEnv};
 
 /// The context in which a streaming job is declared and executed (Flink's
@@ -49,6 +50,8 @@ pub struct StreamEnv {
 #[derive(Default)]
 pub(crate) struct EnvInner {
     pub(crate) graph: StreamGraph,
+    /// The code of the graph's operators and edges, by node id and edge index.
+    pub(crate) registry: OperatorRegistry,
     pub(crate) config: ExecutionConfig,
     /// API misuse found while declaring; reported by `execute`.
     pub(crate) errors: Vec<GraphError>,
@@ -216,8 +219,13 @@ impl StreamEnv {
         self
     }
 
-    pub(crate) fn add_node(&self, node: StreamNode) -> NodeId {
-        self.lock().graph.add_node(node)
+    /// Adds `node` to the graph and its code, `entry`, to the registry.
+    pub(crate) fn add_node(&self, node: StreamNode, entry: OperatorEntry) -> NodeId {
+        debug_assert_eq!(node.kind, entry.factory.kind());
+        let mut inner = self.lock();
+        let id = inner.graph.add_node(node);
+        inner.registry.add_operator(id, entry);
+        id
     }
 
     /// Sets `node`'s uid to `uid` unless it has one; a uid another node already has gets the
@@ -295,6 +303,7 @@ impl StreamEnv {
         name: String,
         non_parallel: bool,
     ) -> DataStream<T> {
+        let state_schema = crate::api::Operator::state_schema(&source);
         let template = Mutex::new(source);
         let factory = OperatorFactory::Source(Arc::new(move |info, main| {
             let source = template
@@ -303,18 +312,14 @@ impl StreamEnv {
                 .clone();
             Box::new(SourceNode::new(info, source, typed_chain::<T>(main))) as Box<dyn SourceTask>
         }));
-        let id = self.add_node(StreamNode {
-            id: NodeId(0),
-            name,
-            uid: None,
-            parallelism: None,
-            non_parallel,
-            chaining: ChainingStrategy::Head,
-            factory,
-            input_port: None,
-            output_port: Some(TypedPort::<T>::arc()),
-            side_ports: Default::default(),
-        });
+        let id = self.add_node(
+            StreamNode {
+                non_parallel,
+                state_schema,
+                ..StreamNode::new(OperatorKind::Source, name)
+            },
+            OperatorEntry::new(factory, None, Some(TypedPort::<T>::arc())),
+        );
         DataStream::from_node(self.clone(), id, OutputSelector::Main)
     }
 
@@ -367,9 +372,18 @@ impl StreamEnv {
         self.add_source_node(SocketSource::new(host.to_string(), port), name, true)
     }
 
+    #[allow(clippy::type_complexity)]
     pub(crate) fn take_graph(
         &self,
-    ) -> Result<(StreamGraph, ExecutionConfig, Option<RuntimeEnv>), GraphError> {
+    ) -> Result<
+        (
+            StreamGraph,
+            OperatorRegistry,
+            ExecutionConfig,
+            Option<RuntimeEnv>,
+        ),
+        GraphError,
+    > {
         let mut inner = self.lock();
         if let Some(error) = inner.errors.first().cloned() {
             inner.errors.clear();
@@ -377,9 +391,43 @@ impl StreamEnv {
         }
         Ok((
             std::mem::take(&mut inner.graph),
+            std::mem::take(&mut inner.registry),
             inner.config.clone(),
             inner.runtime_env.clone(),
         ))
+    }
+
+    /// The declared job as data, as `execute` would run it in this process: its graphs,
+    /// configuration and placement, with the fingerprint every process that runs the same
+    /// job-building code agrees on ([`JobDescriptor::fingerprint`]). The environment keeps
+    /// the job.
+    ///
+    /// # Errors
+    ///
+    /// The graph or configuration is invalid.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::prelude::*;
+    ///
+    /// fn build(env: &StreamEnv) {
+    ///     env.from_collection(vec![1u32, 2, 3]).map(|x| x * 2).collect_sink();
+    /// }
+    /// let (first, second) = (StreamEnv::new(), StreamEnv::new());
+    /// build(&first);
+    /// build(&second);
+    /// let first = first.job_descriptor("double")?;
+    /// let second = second.job_descriptor("double")?;
+    /// assert_eq!(first.fingerprint()?, second.fingerprint()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn job_descriptor(&self, job_name: &str) -> Result<JobDescriptor, GraphError> {
+        let inner = self.lock();
+        if let Some(error) = inner.errors.first() {
+            return Err(error.clone());
+        }
+        JobDescriptor::local(job_name, inner.graph.clone(), inner.config.clone())
     }
 
     /// The chained job graph as text: tasks, their operators and parallelism, and the
@@ -403,11 +451,10 @@ impl StreamEnv {
     ///
     /// The graph or configuration is invalid, or deployment failed.
     pub async fn execute_async(&self, job_name: &str) -> Result<JobHandle, JobError> {
-        let (graph, config, runtime_env) = self.take_graph()?;
-        let job = JobGraph::build(graph, &config)?;
-        let execution = ExecutionGraph::build(job);
+        let (graph, registry, config, runtime_env) = self.take_graph()?;
+        let descriptor = JobDescriptor::local(job_name, graph, config)?;
         let runtime_env = runtime_env_for_run(runtime_env)?;
-        crate::runtime::launch(execution, config, job_name.to_string(), runtime_env).await
+        crate::runtime::launch(descriptor, registry, runtime_env).await
     }
 
     /// Runs the declared job to completion (a bounded job) and returns its result.

@@ -123,7 +123,14 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         self
     }
 
-    fn build<O: Data, F>(self, function_name: &str, function: F) -> DataStream<O>
+    /// Adds the window operator running `function`; `state_schema` is the state its user
+    /// function declares (recorded in the job descriptor, so its fingerprint covers it).
+    fn build<O: Data, F>(
+        self,
+        function_name: &str,
+        function: F,
+        state_schema: crate::state::StateSchema,
+    ) -> DataStream<O>
     where
         F: WindowFunctionCore<K, T, Out = O>,
     {
@@ -138,7 +145,7 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         );
         let selector = self.keyed.selector();
         let stream = self.keyed.into_stream();
-        match self.evictor {
+        let windowed = match self.evictor {
             Some(evictor) => {
                 let function = EvictingWindow { function, evictor };
                 let operator = WindowOperator::new(
@@ -162,7 +169,11 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
                 );
                 stream.transform(&name, operator)
             }
+        };
+        if let Some(node) = windowed.origin {
+            windowed.env.lock().graph.node_mut(node).state_schema = state_schema;
         }
+        windowed
     }
 
     /// Each window emits the reduction of its elements (kept incrementally).
@@ -170,7 +181,11 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
     where
         F: FnMut(T, T) -> T + Clone + Send + 'static,
     {
-        self.build("Reduce", ReduceWindow(reduce))
+        self.build(
+            "Reduce",
+            ReduceWindow(reduce),
+            crate::state::StateSchema::empty(),
+        )
     }
 
     /// Each window emits the result of an [`AggregateFunction`] over its elements. The
@@ -181,7 +196,8 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         A::Acc: Serialize + DeserializeOwned,
         A::Out: Data,
     {
-        self.build("Aggregate", AggregateWindow(aggregate))
+        let schema = crate::api::Operator::state_schema(&aggregate);
+        self.build("Aggregate", AggregateWindow(aggregate), schema)
             .with_default_uid::<A>()
     }
 
@@ -191,7 +207,8 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         P: ProcessWindowFunction<K, T>,
         P::Out: Data,
     {
-        self.build("Process", ProcessWindow(process))
+        let schema = crate::api::Operator::state_schema(&process);
+        self.build("Process", ProcessWindow(process), schema)
             .with_default_uid::<P>()
     }
 
@@ -203,9 +220,11 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         P: ProcessWindowFunction<K, T>,
         P::Out: Data,
     {
+        let schema = crate::api::Operator::state_schema(&process);
         self.build(
             "Reduce, Process",
             ReduceProcessWindow(ReduceWindow(reduce), process),
+            schema,
         )
         .with_default_uid::<P>()
     }
@@ -219,9 +238,11 @@ impl<K: Key, T: Data, Tr: Trigger<T>> WindowedStream<K, T, Tr> {
         P: ProcessWindowFunction<K, A::Out>,
         P::Out: Data,
     {
+        let schema = crate::api::Operator::state_schema(&process);
         self.build(
             "Aggregate, Process",
             AggregateProcessWindow(AggregateWindow(aggregate), process),
+            schema,
         )
         .with_default_uid::<P>()
     }

@@ -57,3 +57,32 @@ pub enum InputSide {
     /// The second input of a two-input operator.
     Second,
 }
+
+/// An edge's partitioning as the job declared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Partitioning {
+    /// How records are spread over the consumer's subtasks.
+    pub kind: PartitionKind,
+    /// Declared by the user: an explicit `forward` between operators of unequal parallelism is
+    /// an error, an implicit one becomes `rebalance` (Flink's rule).
+    pub explicit: bool,
+}
+
+impl Partitioning {
+    /// The partitioning an edge gets when the job declares none: forward if the parallelism is
+    /// the same on both sides, rebalance otherwise.
+    pub fn implicit() -> Self {
+        Self {
+            kind: PartitionKind::Forward,
+            explicit: false,
+        }
+    }
+
+    /// A partitioning the job declared.
+    pub fn explicit(kind: PartitionKind) -> Self {
+        Self {
+            kind,
+            explicit: true,
+        }
+    }
+}

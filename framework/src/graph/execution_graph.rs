@@ -27,7 +27,7 @@ pub struct SubtaskId {
 }
 
 /// One input channel of a subtask.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct InputChannel {
     /// Job-wide channel number.
     pub(crate) channel: usize,
@@ -39,7 +39,7 @@ pub(crate) struct InputChannel {
 }
 
 /// One output channel of a subtask.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct OutputChannel {
     pub(crate) channel: usize,
     /// Flat index of the consuming subtask.
@@ -49,7 +49,7 @@ pub(crate) struct OutputChannel {
 }
 
 /// The deployment facts of one subtask.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SubtaskPlan {
     pub(crate) id: SubtaskId,
     pub(crate) inputs: Vec<InputChannel>,
@@ -59,7 +59,7 @@ pub(crate) struct SubtaskPlan {
 }
 
 /// All subtasks and channels of a job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExecutionGraph {
     pub(crate) job: JobGraph,
     pub(crate) subtasks: Vec<SubtaskPlan>,

@@ -5,14 +5,16 @@
 //! parallelism, the target has exactly one input edge, the target's strategy is `Always` and the
 //! source's is not `Never`. Everything else becomes a job edge with channels between subtasks.
 
+use serde::{Deserialize, Serialize};
+
+use super::config::ExecutionConfig;
 use super::edge::{InputSide, PartitionKind};
-use super::stream_graph::{ChainingStrategy, OperatorFactory, StreamGraph};
-use crate::api::ExecutionConfig;
+use super::stream_graph::{ChainingStrategy, OperatorKind, OutputSelector, StreamGraph};
 use crate::error::GraphError;
 use crate::operator::NodeId;
 
 /// A chain of operators that runs as one subtask per parallel instance.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobVertex {
     /// The chain's head operator.
     pub head: NodeId,
@@ -25,7 +27,7 @@ pub struct JobVertex {
 }
 
 /// The chained graph.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobGraph {
     pub(crate) stream: StreamGraph,
     pub(crate) parallelism: Vec<u32>,
@@ -79,10 +81,10 @@ impl JobGraph {
 
         for node in &stream.nodes {
             let inputs: Vec<_> = stream.in_edges(node.id).map(|(_, e)| e.side).collect();
-            let missing = match node.factory {
-                OperatorFactory::Source(_) => false,
-                OperatorFactory::OneInput(_) | OperatorFactory::Sink(_) => inputs.is_empty(),
-                OperatorFactory::TwoInput(_) => {
+            let missing = match node.kind {
+                OperatorKind::Source => false,
+                OperatorKind::OneInput | OperatorKind::Sink => inputs.is_empty(),
+                OperatorKind::TwoInput => {
                     !inputs.contains(&InputSide::First) || !inputs.contains(&InputSide::Second)
                 }
             };
@@ -99,9 +101,9 @@ impl JobGraph {
                 parallelism[edge.source.0 as usize],
                 parallelism[edge.target.0 as usize],
             );
-            let kind = match edge.partitioner.kind {
+            let kind = match edge.partitioning.kind {
                 PartitionKind::Forward if ps != pt => {
-                    if edge.partitioner.explicit {
+                    if edge.partitioning.explicit {
                         return Err(GraphError::ForwardParallelismMismatch {
                             source_operator: stream.node(edge.source).name.clone(),
                             source_parallelism: ps,
@@ -130,10 +132,7 @@ impl JobGraph {
                     && parallelism[edge.source.0 as usize] == parallelism[edge.target.0 as usize]
                     && target.chaining == ChainingStrategy::Always
                     && source.chaining != ChainingStrategy::Never
-                    && matches!(
-                        target.factory,
-                        OperatorFactory::OneInput(_) | OperatorFactory::Sink(_)
-                    )
+                    && matches!(target.kind, OperatorKind::OneInput | OperatorKind::Sink)
             })
             .collect();
 
@@ -186,6 +185,35 @@ impl JobGraph {
         &self.vertices
     }
 
+    /// The logical graph this was built from.
+    pub fn stream_graph(&self) -> &StreamGraph {
+        &self.stream
+    }
+
+    /// The resolved parallelism of every operator, by node id.
+    pub fn parallelism(&self) -> &[u32] {
+        &self.parallelism
+    }
+
+    /// The resolved partitioning of every stream edge, by edge index.
+    pub fn partitioning(&self) -> &[PartitionKind] {
+        &self.partition
+    }
+
+    /// The number of key groups (the job's max parallelism).
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// The largest parallelism of any chain: the slots the job needs under slot sharing.
+    pub fn max_vertex_parallelism(&self) -> u32 {
+        self.vertices
+            .iter()
+            .map(|v| v.parallelism)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// A readable description of the chained graph, as `StreamEnv::explain` prints it.
     pub fn explain(&self) -> String {
         use std::fmt::Write;
@@ -203,8 +231,8 @@ impl JobGraph {
                     continue;
                 }
                 let side = match &edge.output {
-                    super::OutputSelector::Main => String::new(),
-                    super::OutputSelector::Side(tag) => format!(" side output '{tag}'"),
+                    OutputSelector::Main => String::new(),
+                    OutputSelector::Side(tag) => format!(" side output '{tag}'"),
                 };
                 let input = match edge.side {
                     InputSide::First => "",

@@ -1,24 +1,18 @@
 //! The logical stream graph: one node per operator the user declared, one edge per connection.
 //!
-//! Nodes carry type-erased factories that build the operator for each subtask, and *ports*:
-//! small objects that know the node's output type and can build the typed pieces around it
-//! (record writers, fan-outs, chain heads) without the runtime knowing any user type.
+//! Pure data: what each operator is (its kind, name, uid, parallelism, chaining, side outputs
+//! and state schema) and how the operators are connected. What builds an operator for a
+//! subtask (closures, typed ports) is not here but in the runtime's operator registry, keyed by
+//! the same [`NodeId`]s; the API fills both as it goes.
 
-use std::any::TypeId;
-use std::collections::BTreeMap;
-use std::marker::PhantomData;
-use std::sync::Arc;
+use serde::{Deserialize, Serialize};
 
-use super::edge::{InputSide, PartitionKind};
-use crate::operator::{
-    Chained, Discard, ErasedChained, Fanout, NodeId, OperatorInfo, SideOutputs, SourceTask,
-};
-use crate::runtime::head::{InputTask, OneInputHead};
-use crate::runtime::partitioner::PartitionerSpec;
-use crate::runtime::writer::RecordWriter;
+use super::edge::{InputSide, Partitioning};
+use crate::operator::NodeId;
+use crate::state::StateSchema;
 
 /// Whether an operator may be chained with its neighbours (Flink's `ChainingStrategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChainingStrategy {
     /// Chains with upstream and downstream where the edge allows.
     Always,
@@ -39,171 +33,111 @@ pub enum OutputSelector {
     Side(String),
 }
 
-/// What a node does, with the factory that builds it for one subtask.
-#[derive(Clone)]
-pub(crate) enum OperatorFactory {
-    Source(Arc<dyn Fn(OperatorInfo, ErasedChained) -> Box<dyn SourceTask> + Send + Sync>),
-    OneInput(Arc<dyn Fn(OperatorInfo, ErasedChained, SideOutputs) -> ErasedChained + Send + Sync>),
-    TwoInput(
-        Arc<dyn Fn(OperatorInfo, ErasedChained, SideOutputs) -> Box<dyn InputTask> + Send + Sync>,
-    ),
-    Sink(Arc<dyn Fn(OperatorInfo) -> ErasedChained + Send + Sync>),
+/// What kind of operator a node is: which inputs it has and whether it has an output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorKind {
+    /// No input, one output.
+    Source,
+    /// One input, one output (plus side outputs).
+    OneInput,
+    /// Two inputs, one output (plus side outputs); always the head of its chain.
+    TwoInput,
+    /// One input, no output.
+    Sink,
 }
 
-impl OperatorFactory {
-    pub(crate) fn kind_label(&self) -> &'static str {
+impl OperatorKind {
+    /// A short readable name, for messages.
+    pub fn label(self) -> &'static str {
         match self {
-            Self::Source(_) => "source",
-            Self::OneInput(_) => "one-input",
-            Self::TwoInput(_) => "two-input",
-            Self::Sink(_) => "sink",
+            Self::Source => "source",
+            Self::OneInput => "one-input",
+            Self::TwoInput => "two-input",
+            Self::Sink => "sink",
         }
     }
 }
 
-/// Everything the runtime needs to know about one stream type without naming it.
-pub(crate) trait Port: Send + Sync {
-    fn type_id(&self) -> TypeId;
-    fn type_name(&self) -> &'static str;
-    /// Combines the consumers of one output (none: discard; one: itself; more: fan-out).
-    fn fanout(&self, parts: Vec<ErasedChained>) -> ErasedChained;
-    /// A record writer for an edge leaving the chain.
-    fn writer(&self, spec: &PartitionerSpec, layout: WriterLayout) -> ErasedChained;
-    /// The head of a chain whose first operator consumes this type.
-    fn one_input_head(&self, name: String, chain: ErasedChained) -> Box<dyn InputTask>;
-    /// Registers the consumer chain of a side output of this type.
-    fn add_side_port(&self, side: &mut SideOutputs, tag: String, chain: ErasedChained);
-}
-
-/// Where a writer's channels sit and how to fill them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WriterLayout {
-    pub(crate) target: NodeId,
-    pub(crate) first_channel: usize,
-    pub(crate) channel_count: usize,
-    pub(crate) batch_records_max: usize,
-    pub(crate) max_parallelism: u32,
-    pub(crate) subtask_index: u32,
-    pub(crate) seed: u64,
-}
-
-/// The [`Port`] of stream type `T`.
-pub(crate) struct TypedPort<T>(PhantomData<fn() -> T>);
-
-impl<T> TypedPort<T> {
-    pub(crate) fn arc() -> Arc<dyn Port>
-    where
-        T: crate::api::Data,
-    {
-        Arc::new(Self(PhantomData))
-    }
-}
-
-/// Unwraps an erased chain endpoint built for type `T`.
-pub(crate) fn typed_chain<T: 'static>(chain: ErasedChained) -> Box<dyn Chained<T>> {
-    match chain.downcast::<Box<dyn Chained<T>>>() {
-        Ok(chain) => *chain,
-        // Ports and factories are created together with the typed API calls, so the types always
-        // agree; a mismatch is a bug in the graph builder.
-        Err(_) => panic!(
-            "chain endpoint is not a Chained<{}>",
-            std::any::type_name::<T>()
-        ),
-    }
-}
-
-/// Erases a chain endpoint.
-pub(crate) fn erase_chain<T: 'static>(chain: Box<dyn Chained<T>>) -> ErasedChained {
-    Box::new(chain)
-}
-
-impl<T: crate::api::Data> Port for TypedPort<T> {
-    fn type_id(&self) -> TypeId {
-        TypeId::of::<T>()
-    }
-    fn type_name(&self) -> &'static str {
-        std::any::type_name::<T>()
-    }
-    fn fanout(&self, parts: Vec<ErasedChained>) -> ErasedChained {
-        let mut parts: Vec<Box<dyn Chained<T>>> = parts.into_iter().map(typed_chain::<T>).collect();
-        let chain: Box<dyn Chained<T>> = match parts.len() {
-            0 => Box::new(Discard),
-            1 => parts.remove(0),
-            _ => Box::new(Fanout::new(parts)),
-        };
-        erase_chain(chain)
-    }
-    fn writer(&self, spec: &PartitionerSpec, layout: WriterLayout) -> ErasedChained {
-        let writer = RecordWriter::<T>::new(
-            layout.target,
-            spec.kind,
-            spec.typed_selector::<T>(),
-            layout.first_channel,
-            layout.channel_count,
-            layout.batch_records_max,
-            layout.max_parallelism,
-            layout.subtask_index,
-            layout.seed,
-        );
-        erase_chain::<T>(Box::new(writer))
-    }
-    fn one_input_head(&self, name: String, chain: ErasedChained) -> Box<dyn InputTask> {
-        Box::new(OneInputHead::new(name, typed_chain::<T>(chain)))
-    }
-    fn add_side_port(&self, side: &mut SideOutputs, tag: String, chain: ErasedChained) {
-        side.add_port::<T>(tag, typed_chain::<T>(chain));
-    }
-}
-
 /// One operator of the logical graph.
-#[derive(Clone)]
-pub(crate) struct StreamNode {
-    pub(crate) id: NodeId,
-    pub(crate) name: String,
-    pub(crate) uid: Option<String>,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamNode {
+    /// Its id: its position in [`StreamGraph::nodes`].
+    pub id: NodeId,
+    /// Its display name (`"Map"`, `"Source: numbers"`).
+    pub name: String,
+    /// The uid its state is stored under; `None`: derived from its position.
+    pub uid: Option<String>,
     /// `None`: the environment's default parallelism.
-    pub(crate) parallelism: Option<u32>,
+    pub parallelism: Option<u32>,
     /// A source that cannot run in parallel (collection, file, socket).
-    pub(crate) non_parallel: bool,
-    pub(crate) chaining: ChainingStrategy,
-    pub(crate) factory: OperatorFactory,
-    /// The input type (one-input operators and sinks).
-    pub(crate) input_port: Option<Arc<dyn Port>>,
-    /// The main output type (all but sinks).
-    pub(crate) output_port: Option<Arc<dyn Port>>,
-    /// Side outputs consumed downstream, by tag id.
-    pub(crate) side_ports: BTreeMap<String, Arc<dyn Port>>,
+    pub non_parallel: bool,
+    /// Whether it may be chained.
+    pub chaining: ChainingStrategy,
+    /// Its kind.
+    pub kind: OperatorKind,
+    /// The tags of its side outputs that are consumed downstream, in order.
+    pub side_outputs: Vec<String>,
+    /// The state its user function declares (part of the job's fingerprint).
+    pub state_schema: StateSchema,
 }
 
-impl std::fmt::Debug for StreamNode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamNode")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("kind", &self.factory.kind_label())
-            .field("parallelism", &self.parallelism)
-            .finish()
+impl StreamNode {
+    /// A node of `kind` named `name`, with defaults for everything else (its id is assigned
+    /// when the node is added to a graph).
+    pub fn new(kind: OperatorKind, name: impl Into<String>) -> Self {
+        Self {
+            id: NodeId(0),
+            name: name.into(),
+            uid: None,
+            parallelism: None,
+            non_parallel: false,
+            chaining: match kind {
+                OperatorKind::Source | OperatorKind::TwoInput => ChainingStrategy::Head,
+                OperatorKind::OneInput | OperatorKind::Sink => ChainingStrategy::Always,
+            },
+            kind,
+            side_outputs: Vec::new(),
+            state_schema: StateSchema::empty(),
+        }
     }
 }
 
 /// A connection between two nodes.
-#[derive(Debug, Clone)]
-pub(crate) struct StreamEdge {
-    pub(crate) source: NodeId,
-    pub(crate) output: OutputSelector,
-    pub(crate) target: NodeId,
-    pub(crate) side: InputSide,
-    pub(crate) partitioner: PartitionerSpec,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEdge {
+    /// The producing node.
+    pub source: NodeId,
+    /// Which of its outputs.
+    pub output: OutputSelector,
+    /// The consuming node.
+    pub target: NodeId,
+    /// Which of its inputs.
+    pub side: InputSide,
+    /// How records are spread over the consumer's subtasks.
+    pub partitioning: Partitioning,
 }
 
 /// The logical graph as the API built it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StreamGraph {
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamGraph {
+    /// The nodes, by id.
     pub(crate) nodes: Vec<StreamNode>,
+    /// The edges, in declaration order.
     pub(crate) edges: Vec<StreamEdge>,
 }
 
 impl StreamGraph {
+    /// The nodes, in id order (a topological order: a node only consumes nodes declared
+    /// before it).
+    pub fn nodes(&self) -> &[StreamNode] {
+        &self.nodes
+    }
+
+    /// The edges, in declaration order.
+    pub fn edges(&self) -> &[StreamEdge] {
+        &self.edges
+    }
+
     pub(crate) fn node(&self, id: NodeId) -> &StreamNode {
         &self.nodes[id.0 as usize]
     }
@@ -212,11 +146,26 @@ impl StreamGraph {
         &mut self.nodes[id.0 as usize]
     }
 
+    /// Adds `node` with the next id and returns that id.
     pub(crate) fn add_node(&mut self, mut node: StreamNode) -> NodeId {
         let id = NodeId(self.nodes.len() as u32);
         node.id = id;
         self.nodes.push(node);
         id
+    }
+
+    /// Adds `edge` and returns its index.
+    pub(crate) fn add_edge(&mut self, edge: StreamEdge) -> usize {
+        self.edges.push(edge);
+        self.edges.len() - 1
+    }
+
+    /// Records that `tag`, a side output of `node`, is consumed downstream.
+    pub(crate) fn add_side_output(&mut self, node: NodeId, tag: &str) {
+        let outputs = &mut self.node_mut(node).side_outputs;
+        if let Err(position) = outputs.binary_search_by(|t| t.as_str().cmp(tag)) {
+            outputs.insert(position, tag.to_string());
+        }
     }
 
     /// The edges entering `node`, in declaration order.
@@ -237,15 +186,5 @@ impl StreamGraph {
             .iter()
             .enumerate()
             .filter(move |(_, e)| e.source == node && &e.output == output)
-    }
-}
-
-/// The partitioning an edge gets when the user declared none: forward if the parallelism is the
-/// same on both sides, rebalance otherwise (Flink's rule).
-pub(crate) fn default_partitioner() -> PartitionerSpec {
-    PartitionerSpec {
-        kind: PartitionKind::Forward,
-        explicit: false,
-        selector: None,
     }
 }

@@ -18,6 +18,10 @@ where
 {
     type Out = F::Out;
 
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.0)
+    }
+
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         crate::api::operator::initialize_fields(&mut self.0, ctx)?;
         self.0.initialize_state(ctx)
@@ -62,6 +66,10 @@ where
 {
     type Out = F::Out;
 
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.0)
+    }
+
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         crate::api::operator::initialize_fields(&mut self.0, ctx)?;
         self.0.initialize_state(ctx)
@@ -102,6 +110,10 @@ pub(crate) struct FilterOperator<F>(pub(crate) F);
 impl<I: Send + 'static, F: FilterFunction<I>> OneInputOperator<I> for FilterOperator<F> {
     type Out = I;
 
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.0)
+    }
+
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         crate::api::operator::initialize_fields(&mut self.0, ctx)
     }
@@ -140,6 +152,10 @@ where
     F::Out: Send + 'static,
 {
     type Out = F::Out;
+
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.0)
+    }
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         crate::api::operator::initialize_fields(&mut self.0, ctx)?;

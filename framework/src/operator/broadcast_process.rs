@@ -884,6 +884,10 @@ where
 {
     type Out = F::Out;
 
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.function)
+    }
+
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         crate::api::operator::initialize_fields(&mut self.function, ctx)?;
         Ok(self.broadcast.initialize(ctx)?)
@@ -991,6 +995,10 @@ where
     KS: Fn(&F::In1) -> F::Key + Clone + Send + 'static,
 {
     type Out = F::Out;
+
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.function)
+    }
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         crate::api::operator::initialize_fields(&mut self.function, ctx)?;

@@ -570,6 +570,12 @@ pub trait OneInputOperator<I>: Send + 'static {
     ) {
     }
 
+    /// The state its user function declares (the job's fingerprint covers it); none by
+    /// default.
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::state::StateSchema::empty()
+    }
+
     /// Sets up (and restores) the operator's state; called once before
     /// [`OneInputOperator::open`]. Keyed operators open their store here.
     ///

@@ -66,6 +66,12 @@ pub trait TwoInputOperator<A, B>: Send + 'static {
         _out: &mut Collector<'_, Self::Out>,
     ) {
     }
+    /// The state its user function declares (the job's fingerprint covers it); none by
+    /// default.
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::state::StateSchema::empty()
+    }
+
     /// Sets up (and restores) the operator's state, before `open` (see
     /// [`OneInputOperator::initialize_state`](super::OneInputOperator::initialize_state)).
     ///
@@ -111,6 +117,10 @@ where
 {
     type Out = F::Out;
 
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.0)
+    }
+
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         crate::api::operator::initialize_fields(&mut self.0, ctx)
     }
@@ -153,6 +163,10 @@ where
     F::Out: Send + 'static,
 {
     type Out = F::Out;
+
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.0)
+    }
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         crate::api::operator::initialize_fields(&mut self.0, ctx)

@@ -17,6 +17,10 @@ where
     F::Out: Send + 'static,
 {
     type Out = F::Out;
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.0)
+    }
+
     fn initialize_state(
         &mut self,
         ctx: &mut crate::operator::StateInitContext,
@@ -94,6 +98,10 @@ where
     KS2: Fn(&F::In2) -> F::Key + Clone + Send + 'static,
 {
     type Out = F::Out;
+
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.function)
+    }
 
     fn initialize_state(
         &mut self,

@@ -262,6 +262,10 @@ where
 {
     type Out = F::Out;
 
+    fn state_schema(&self) -> crate::state::StateSchema {
+        crate::api::Operator::state_schema(&self.function)
+    }
+
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
         crate::api::operator::initialize_fields(&mut self.function, ctx)?;
         let config = ctx.backend_config().clone();

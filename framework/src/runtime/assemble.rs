@@ -1,4 +1,5 @@
-//! Builds the operator chain of one subtask from the execution graph.
+//! Builds the operator chain of one subtask from the execution graph (the data: what to build
+//! and how it connects) and the operator registry (the code: factories and ports).
 //!
 //! Starting at the chain's head, every operator is built after its outputs: the chained
 //! consumers of an output are built recursively, each edge that leaves the chain gets a record
@@ -7,11 +8,11 @@
 
 use crate::api::ExecutionConfig;
 use crate::error::GraphError;
-use crate::graph::ExecutionGraph;
-use crate::graph::stream_graph::{OperatorFactory, OutputSelector, WriterLayout};
+use crate::graph::{ExecutionGraph, OutputSelector};
 use crate::operator::{ErasedChained, NodeId, OperatorInfo, SideOutputs, SourceTask};
 
 use super::head::InputTask;
+use super::registry::{OperatorFactory, OperatorRegistry, WriterLayout};
 
 /// The assembled head of a subtask's chain.
 pub(crate) enum AssembledHead {
@@ -21,6 +22,7 @@ pub(crate) enum AssembledHead {
 
 struct Assembler<'a> {
     graph: &'a ExecutionGraph,
+    registry: &'a OperatorRegistry,
     subtask: usize,
     config: &'a ExecutionConfig,
 }
@@ -40,10 +42,10 @@ impl Assembler<'_> {
     fn output(&self, node: NodeId, output: &OutputSelector) -> Result<ErasedChained, GraphError> {
         let job = &self.graph.job;
         let plan = &self.graph.subtasks[self.subtask];
-        let stream_node = job.stream.node(node);
+        let entry = self.registry.operator(node)?;
         let port = match output {
-            OutputSelector::Main => stream_node.output_port.clone(),
-            OutputSelector::Side(tag) => stream_node.side_ports.get(tag).cloned(),
+            OutputSelector::Main => entry.output_port.clone(),
+            OutputSelector::Side(tag) => entry.side_ports.get(tag).cloned(),
         }
         .ok_or_else(|| {
             GraphError::Internal(format!("node {} has no port for {output:?}", node.0))
@@ -73,7 +75,7 @@ impl Assembler<'_> {
                             ((self.subtask as u64) << 32) | edge_index as u64,
                         ),
                 };
-                parts.push(port.writer(&edge.partitioner, layout));
+                parts.push(port.writer(self.registry.edge(edge_index)?, layout));
             }
         }
         Ok(port.fanout(parts))
@@ -82,7 +84,7 @@ impl Assembler<'_> {
     /// The side-output ports of `node`, each with its consumers built.
     fn side_outputs(&self, node: NodeId) -> Result<SideOutputs, GraphError> {
         let mut side = SideOutputs::default();
-        for (tag, port) in &self.graph.job.stream.node(node).side_ports {
+        for (tag, port) in &self.registry.operator(node)?.side_ports {
             let chain = self.output(node, &OutputSelector::Side(tag.clone()))?;
             port.add_side_port(&mut side, tag.clone(), chain);
         }
@@ -91,8 +93,7 @@ impl Assembler<'_> {
 
     /// The input endpoint of a one-input operator or sink, with its outputs built.
     fn operator_input(&self, node: NodeId) -> Result<ErasedChained, GraphError> {
-        let stream_node = self.graph.job.stream.node(node);
-        match &stream_node.factory {
+        match &self.registry.operator(node)?.factory {
             OperatorFactory::OneInput(factory) => {
                 let main = self.output(node, &OutputSelector::Main)?;
                 let side = self.side_outputs(node)?;
@@ -101,7 +102,7 @@ impl Assembler<'_> {
             OperatorFactory::Sink(factory) => Ok(factory(self.info(node))),
             other => Err(GraphError::Internal(format!(
                 "a {} operator cannot be chained",
-                other.kind_label()
+                other.kind().label()
             ))),
         }
     }
@@ -110,18 +111,21 @@ impl Assembler<'_> {
 /// Builds the chain of subtask `subtask`.
 pub(crate) fn assemble(
     graph: &ExecutionGraph,
+    registry: &OperatorRegistry,
     subtask: usize,
     config: &ExecutionConfig,
 ) -> Result<AssembledHead, GraphError> {
     let assembler = Assembler {
         graph,
+        registry,
         subtask,
         config,
     };
     let plan = &graph.subtasks[subtask];
     let vertex = &graph.job.vertices[plan.id.vertex as usize];
     let head = graph.job.stream.node(vertex.head);
-    match &head.factory {
+    let entry = registry.operator(vertex.head)?;
+    match &entry.factory {
         OperatorFactory::Source(factory) => {
             let main = assembler.output(vertex.head, &OutputSelector::Main)?;
             Ok(AssembledHead::Source(factory(
@@ -139,7 +143,7 @@ pub(crate) fn assemble(
             )))
         }
         OperatorFactory::OneInput(_) | OperatorFactory::Sink(_) => {
-            let port = head
+            let port = entry
                 .input_port
                 .clone()
                 .ok_or_else(|| GraphError::Internal(format!("{} has no input port", head.name)))?;

@@ -98,6 +98,7 @@ struct InFlight {
 /// A job's subtask cores and a minimal coordinator, on virtual time.
 pub(crate) struct Harness {
     graph: Arc<ExecutionGraph>,
+    registry: Arc<super::registry::OperatorRegistry>,
     config: ExecutionConfig,
     cores: Vec<SubtaskCore>,
     /// Per subtask: job-wide channel numbers of its inputs and outputs, and the peer (subtask,
@@ -140,7 +141,8 @@ impl Harness {
     /// Builds the job declared on `env` and starts every subtask. `seed` picks the delivery
     /// order; `restarts` is how many recoverable failures the job survives.
     pub(crate) fn new(env: &StreamEnv, seed: u64, restarts: u32) -> Self {
-        let (stream, config, _) = env.take_graph().expect("a valid job");
+        let (stream, registry, config, _) = env.take_graph().expect("a valid job");
+        let registry = Arc::new(registry);
         let job = JobGraph::build(stream, &config).expect("a valid job graph");
         let graph = Arc::new(ExecutionGraph::build(job));
         let count = graph.subtasks.len();
@@ -171,6 +173,7 @@ impl Harness {
         let mut harness = Self {
             in_flight_batches: vec![0; graph.channel_count],
             graph,
+            registry,
             config,
             cores: Vec::new(),
             inputs,
@@ -210,6 +213,7 @@ impl Harness {
             .map(|index| {
                 SubtaskCore::build(SubtaskCoreArgs {
                     graph: Arc::clone(&self.graph),
+                    registry: Arc::clone(&self.registry),
                     index,
                     config: self.config.clone(),
                     job_name: "harness".to_string(),

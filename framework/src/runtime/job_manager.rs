@@ -138,6 +138,8 @@ pub(crate) enum JobManagerMsg {
 
 pub(crate) struct JobManagerArgs {
     pub(crate) graph: Arc<ExecutionGraph>,
+    /// The code that builds the graph's operators.
+    pub(crate) registry: Arc<super::registry::OperatorRegistry>,
     pub(crate) config: ExecutionConfig,
     pub(crate) job_name: String,
     pub(crate) job_id: JobId,
@@ -171,6 +173,7 @@ struct InFlight {
 
 pub(crate) struct JobManagerState {
     graph: Arc<ExecutionGraph>,
+    registry: Arc<super::registry::OperatorRegistry>,
     config: ExecutionConfig,
     job_name: String,
     job_id: JobId,
@@ -347,6 +350,7 @@ impl JobManagerState {
             .enumerate()
             .map(|(index, restored)| SubtaskArgs {
                 graph: self.graph.clone(),
+                registry: self.registry.clone(),
                 index,
                 config: self.config.clone(),
                 job_name: self.job_name.clone(),
@@ -882,6 +886,7 @@ impl Actor for JobManagerActor {
         let restarts = RestartTracker::new(args.config.effective_restart_strategy());
         let mut state = JobManagerState {
             graph,
+            registry: args.registry,
             config: args.config,
             job_name: args.job_name,
             job_id: args.job_id,

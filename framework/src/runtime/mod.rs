@@ -20,6 +20,7 @@ mod harness;
 pub(crate) mod head;
 mod job_manager;
 pub(crate) mod partitioner;
+pub(crate) mod registry;
 mod result;
 mod subtask;
 mod subtask_core;
@@ -44,9 +45,8 @@ pub use crate::graph::{InputSide, PartitionKind};
 pub use partitioner::SelectContext;
 pub use result::{JobResult, JobStatus, OperatorMetrics};
 
-use crate::api::ExecutionConfig;
 use crate::error::JobError;
-use crate::graph::ExecutionGraph;
+use crate::graph::{JobDescriptor, TaskManagerId};
 use job_manager::{JobManagerActor, JobManagerArgs, JobManagerMsg};
 
 /// A running job: wait for its end or cancel it.
@@ -148,18 +148,37 @@ impl JobHandle {
     }
 }
 
-/// Deploys `graph` on this process, in `env`, and starts it.
+/// Deploys the job `descriptor` describes on this process, in `env`, building its operators
+/// from `registry`, and starts it.
+///
+/// The descriptor must be placed on this process's one TaskManager
+/// ([`TaskManagerId::LOCAL`]); the registry must fit the descriptor (both come from the same
+/// job-building code).
 pub(crate) async fn launch(
-    graph: ExecutionGraph,
-    config: ExecutionConfig,
-    job_name: String,
+    mut descriptor: JobDescriptor,
+    registry: registry::OperatorRegistry,
     env: RuntimeEnv,
 ) -> Result<JobHandle, JobError> {
+    let job_id = descriptor
+        .config()
+        .job_id
+        .unwrap_or_else(clock::generate_job_id);
+    descriptor.set_job_id(job_id);
+    let (job_name, config, graph, placement) = descriptor.into_parts();
+    registry.check(graph.job_graph().stream_graph())?;
+    let local = placement.subtasks_on(TaskManagerId::LOCAL).count();
+    if local != graph.subtask_count() {
+        return Err(JobError::Deploy(format!(
+            "{} of {} subtasks are placed on other task managers, but this process runs only {}",
+            graph.subtask_count() - local,
+            graph.subtask_count(),
+            TaskManagerId::LOCAL
+        )));
+    }
     let (sender, receiver) = oneshot::channel();
-    let mut config = config;
-    let job_id = *config.job_id.get_or_insert_with(clock::generate_job_id);
     let args = JobManagerArgs {
         graph: Arc::new(graph),
+        registry: Arc::new(registry),
         config,
         job_name,
         job_id,

@@ -9,7 +9,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::graph::PartitionKind;
+use crate::graph::{PartitionKind, Partitioning};
 use crate::operator::Record;
 
 /// What a channel selector knows besides the record.
@@ -66,6 +66,24 @@ impl fmt::Debug for PartitionerSpec {
 }
 
 impl PartitionerSpec {
+    /// The partitioning as the graph records it (without the selector).
+    pub(crate) fn partitioning(&self) -> Partitioning {
+        Partitioning {
+            kind: self.kind,
+            explicit: self.explicit,
+        }
+    }
+
+    /// The partitioning of an edge the job declared none for (see [`Partitioning::implicit`]).
+    pub(crate) fn implicit() -> Self {
+        let Partitioning { kind, explicit } = Partitioning::implicit();
+        Self {
+            kind,
+            explicit,
+            selector: None,
+        }
+    }
+
     pub(crate) fn simple(kind: PartitionKind) -> Self {
         Self {
             kind,

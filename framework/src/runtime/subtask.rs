@@ -78,6 +78,8 @@ pub(crate) enum SubtaskMsg {
 /// Everything needed to build one subtask.
 pub(crate) struct SubtaskArgs {
     pub(crate) graph: Arc<ExecutionGraph>,
+    /// The code that builds the graph's operators.
+    pub(crate) registry: Arc<super::registry::OperatorRegistry>,
     pub(crate) index: usize,
     pub(crate) config: ExecutionConfig,
     pub(crate) job_name: String,
@@ -241,6 +243,7 @@ impl Actor for SubtaskActor {
         let output_channels = plan.outputs.iter().map(|c| c.channel).collect();
         let core = SubtaskCore::build(SubtaskCoreArgs {
             graph: Arc::clone(&args.graph),
+            registry: Arc::clone(&args.registry),
             index: args.index,
             config: args.config,
             job_name: args.job_name,

@@ -231,6 +231,8 @@ impl BarrierHandler {
 /// Everything needed to build one subtask core.
 pub(crate) struct SubtaskCoreArgs {
     pub(crate) graph: Arc<ExecutionGraph>,
+    /// The code that builds the graph's operators.
+    pub(crate) registry: Arc<super::registry::OperatorRegistry>,
     /// The subtask's flat index in the execution graph.
     pub(crate) index: usize,
     pub(crate) config: ExecutionConfig,
@@ -304,7 +306,7 @@ impl SubtaskCore {
         let graph = &args.graph;
         let plan = &graph.subtasks[args.index];
         let vertex = &graph.job.vertices[plan.id.vertex as usize];
-        let assembled = assemble(graph, args.index, &args.config)?;
+        let assembled = assemble(graph, &args.registry, args.index, &args.config)?;
         let outbox = CreditOutbox::new(plan.outputs.len());
         let channel_count = plan.inputs.len();
         let gate = InputGate::new(channel_count.max(1), args.config.credits_per_channel);
