@@ -105,15 +105,15 @@
 //! - Timers fire in (time, key, window) order: runs are deterministic.
 //! - A state error (LMDB I/O, a full map, undecodable bytes) fails the task; nothing is dropped
 //!   silently.
+//!
+//! [`MergingWindowSet`]: super::MergingWindowSet
+//! [`WindowScope`]: super::trigger::WindowScope
+//! [`FiredWindows`]: super::fired::FiredWindows
 
 use std::any::Any;
 
-#[cfg(doc)]
-use super::MergingWindowSet;
 use super::backend::store_config;
 use super::backend_panes::BackendPanes;
-#[cfg(test)]
-use super::functions::WindowContext;
 use super::functions::WindowFunctionCore;
 use super::generic_path::GenericPath;
 use super::pane_path::PanePath;
@@ -422,11 +422,10 @@ mod tests {
     use super::*;
     use crate::api::functions::{AggregateFunction, ProcessWindowFunction};
     use crate::operator::testing::Harness;
-    use crate::operator::window::TimeWindow;
     use crate::operator::window::trigger::{TriggerContext, TriggerResult};
     use crate::operator::window::{
         AggregateProcessWindow, AggregateWindow, BoxedEvictor, CountEvictor, EvictingWindow,
-        ProcessWindow, ReduceWindow, TimeDomain,
+        ProcessWindow, ReduceWindow, TimeDomain, TimeWindow, WindowContext,
     };
     use crate::operator::{Chained, StreamElement};
     use crate::state::{DEFAULT_MAX_PARALLELISM, StateBackendKind};
