@@ -137,6 +137,9 @@ use crate::time::{TimerService, Watermark};
 ///
 /// `repr(u8)` gives the enum an explicit tag: telling the variants apart is then one byte
 /// comparison per call, not a decoding of a niche in the variants' fields.
+// An operator holds one path for its whole life, so the generic path's size costs nothing
+// per record; boxing it would add an indirection to every one of its calls.
+#[allow(clippy::large_enum_variant)]
 #[repr(u8)]
 enum OperatorPath<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
     /// Contents per (key, state window) and timers: any assigner, trigger and function.

@@ -21,12 +21,12 @@
 
 use std::marker::PhantomData;
 
+use super::WindowError;
 use super::backend::{first, take_checked};
 use super::fired::FiredWindows;
 use super::functions::{Emitter, WindowFunctionCore};
 use super::panes::{FRESH_STATE, PANES_STATE, PaneStore};
 use super::path::{WindowBase, WindowPath};
-use super::{WindowAssigner, WindowError};
 use crate::api::Key;
 use crate::operator::{Collector, OperatorContext, Record, RunContext, StateSnapshotContext};
 use crate::state::{KeyedBackendConfig, KeyedStateSnapshot, StateError};
@@ -76,17 +76,16 @@ where
     #[inline]
     fn add(
         &mut self,
-        function: &mut F,
-        assigner: &WindowAssigner,
-        assigned: &mut Vec<super::TimeWindow>,
+        base: &mut WindowBase<K, T, KS, F, Tr>,
         emitter: &mut Emitter<'_, '_, F::Out>,
         key: K,
         record: Record<T>,
         time: i64,
     ) -> Result<Option<T>, PaneAddError<T>> {
+        let function = &mut base.function;
         let panes = &mut self.panes;
         let watermark = emitter.watermark;
-        let located = match panes.locate(time, assigner, assigned, watermark) {
+        let located = match panes.locate(time, &base.assigner, &mut base.assigned, watermark) {
             Ok(located) => located,
             Err(error @ WindowError::TimeOutOfRange { .. }) => {
                 return Err(PaneAddError::Unplaceable(record.value, error));
@@ -148,15 +147,7 @@ where
             watermark: base.watermark,
             processing_time: base.now_ms,
         };
-        let added = self.add(
-            &mut base.function,
-            &base.assigner,
-            &mut base.assigned,
-            &mut emitter,
-            key,
-            record,
-            time,
-        );
+        let added = self.add(base, &mut emitter, key, record, time);
         match added {
             Ok(None) => {}
             Ok(Some(rejected)) => base.reject(rejected, time, ctx),

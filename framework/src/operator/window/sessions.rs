@@ -280,7 +280,7 @@ where
 
     #[cfg(test)]
     fn entries_in_memory(&self, sessions: &SessionWindows<K, A>) -> usize {
-        KeyedStateStore::entries_in_memory(self) + sessions.queue_entries_in_memory()
+        Self::entries_in_memory(self) + sessions.queue_entries_in_memory()
     }
 }
 
