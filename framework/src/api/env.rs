@@ -1,21 +1,16 @@
 //! The stream execution environment: where a job is declared and executed.
+//!
+//! The environment holds the stream graph being declared and runs it; it knows no stream type.
+//! Its source methods, which hand out the first streams, live in `sources.rs`, above both this
+//! file and `datastream.rs`, so that the streams can add their nodes here without a circle.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::config::ExecutionConfig;
-use super::datastream::DataStream;
-use super::functions::SourceFunction;
-use super::key::Data;
-use crate::connectors::{CollectionSource, FileSource, GeneratorSource, SocketSource};
 use crate::error::{GraphError, JobError};
-use crate::graph::{
-    JobDescriptor, JobGraph, OperatorKind, OutputSelector, StreamGraph, StreamNode,
-};
-use crate::operator::{NodeId, SourceNode, SourceTask};
-use crate::runtime::registry::{
-    OperatorEntry, OperatorFactory, OperatorRegistry, TypedPort, typed_chain,
-};
+use crate::graph::{JobDescriptor, JobGraph, StreamGraph, StreamNode};
+use crate::operator::NodeId;
+use crate::runtime::registry::{OperatorEntry, OperatorRegistry};
 use crate::runtime::{BlockingPolicy, JobHandle, JobResult, RuntimeEnv};
 
 /// The context in which a streaming job is declared and executed (Flink's
@@ -229,7 +224,7 @@ impl StreamEnv {
     }
 
     /// Sets `node`'s uid to `uid` unless it has one; a uid another node already has gets the
-    /// suffix `#2`, `#3`, ... (see [`DataStream::with_default_uid`]).
+    /// suffix `#2`, `#3`, ... (see `DataStream::with_default_uid`).
     pub(crate) fn assign_default_uid(&self, node: NodeId, uid: &str) {
         let mut inner = self.lock();
         if inner.graph.node(node).uid.is_some() {
@@ -253,123 +248,6 @@ impl StreamEnv {
 
     pub(crate) fn record_error(&self, error: GraphError) {
         self.lock().errors.push(error);
-    }
-
-    /// Adds a user source, named `Source: {name}` (Flink's `addSource`).
-    ///
-    /// A source is non-parallel unless [`SourceFunction::is_parallel`] says otherwise: it then
-    /// runs at parallelism 1 whatever [`StreamEnv::set_parallelism`] says, and an explicit
-    /// `.set_parallelism(n)` above 1 on its stream makes the job fail to build with
-    /// [`GraphError::NonParallelOperator`] naming the source. A parallel source runs at the
-    /// default parallelism or the one set on its stream.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use eichhorn::connectors::NumberedFileSource;
-    /// use eichhorn::prelude::*;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), eichhorn::Error> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let input = dir.path().join("input.txt");
-    /// std::fs::write(&input, "a\nb\nc\n")?;
-    /// let env = StreamEnv::new();
-    /// env.set_parallelism(2);
-    /// let lines = env
-    ///     .add_source(NumberedFileSource::new(input), "input") // runs at parallelism 1
-    ///     .map(|(number, line): (u64, String)| format!("{number}: {line}")) // at 2
-    ///     .collect_sink();
-    /// env.execute("numbered lines").await?;
-    /// let mut lines = lines.take();
-    /// lines.sort();
-    /// assert_eq!(lines, ["1: a", "2: b", "3: c"]); // each line once
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn add_source<T: Data, S: SourceFunction<T>>(
-        &self,
-        source: S,
-        name: &str,
-    ) -> DataStream<T> {
-        let non_parallel = !source.is_parallel();
-        self.add_source_node(source, format!("Source: {name}"), non_parallel)
-            .with_default_uid::<S>()
-    }
-
-    pub(crate) fn add_source_node<T: Data, S: SourceFunction<T>>(
-        &self,
-        source: S,
-        name: String,
-        non_parallel: bool,
-    ) -> DataStream<T> {
-        let state_schema = crate::api::Operator::state_schema(&source);
-        let template = Mutex::new(source);
-        let factory = OperatorFactory::Source(Arc::new(move |info, main| {
-            let source = template
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone();
-            Box::new(SourceNode::new(info, source, typed_chain::<T>(main))) as Box<dyn SourceTask>
-        }));
-        let id = self.add_node(
-            StreamNode {
-                non_parallel,
-                state_schema,
-                ..StreamNode::new(OperatorKind::Source, name)
-            },
-            OperatorEntry::new(factory, None, Some(TypedPort::<T>::arc())),
-        );
-        DataStream::from_node(self.clone(), id, OutputSelector::Main)
-    }
-
-    /// A non-parallel source of the given elements, in order (Flink's `fromCollection`).
-    pub fn from_collection<T: Data>(&self, elements: Vec<T>) -> DataStream<T> {
-        self.add_source_node(
-            CollectionSource::new(elements),
-            "Source: Collection".to_string(),
-            true,
-        )
-    }
-
-    /// A parallel source of `generator(0)`, `generator(1)`, ... `generator(count - 1)`. Subtask
-    /// `j` of `p` emits the indices `j, j + p, j + 2p, ...`.
-    pub fn from_generator<T: Data, F>(&self, count: u64, generator: F) -> DataStream<T>
-    where
-        F: Fn(u64) -> T + Clone + Send + 'static,
-    {
-        self.add_source_node(
-            GeneratorSource::new(Some(count), generator),
-            "Source: Generator".to_string(),
-            false,
-        )
-    }
-
-    /// Like [`StreamEnv::from_generator`], without end.
-    pub fn from_generator_unbounded<T: Data, F>(&self, generator: F) -> DataStream<T>
-    where
-        F: Fn(u64) -> T + Clone + Send + 'static,
-    {
-        self.add_source_node(
-            GeneratorSource::new(None, generator),
-            "Source: Generator".to_string(),
-            false,
-        )
-    }
-
-    /// The lines of a text file, without their line terminators (Flink's `readTextFile`). A
-    /// missing or unreadable file fails the job with an error naming the path.
-    pub fn read_text_file(&self, path: impl Into<PathBuf>) -> DataStream<String> {
-        let path = path.into();
-        let name = format!("Source: File {}", path.display());
-        self.add_source_node(FileSource::new(path), name, true)
-    }
-
-    /// The lines received on a TCP connection to `host:port` (Flink's `socketTextStream`); the
-    /// stream ends when the peer closes the connection.
-    pub fn socket_text_stream(&self, host: &str, port: u16) -> DataStream<String> {
-        let name = format!("Source: Socket {host}:{port}");
-        self.add_source_node(SocketSource::new(host.to_string(), port), name, true)
     }
 
     #[allow(clippy::type_complexity)]

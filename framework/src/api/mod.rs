@@ -17,6 +17,7 @@ mod keyed;
 pub(crate) mod operator;
 mod output_tag;
 mod sinks;
+mod sources;
 mod two_phase;
 mod windowed;
 

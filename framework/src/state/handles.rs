@@ -19,8 +19,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::keyed::{HandleTable, KeyedStateAccess, KeyedStateStore, StateError};
-use super::table::{Slot, StateKind, StateSpec};
+use super::error::StateError;
+use super::keyed::{HandleTable, KeyedStateAccess, KeyedStateScope, KeyedStateStore};
+use super::lmdb::Slot;
+use super::table::{StateKind, StateSpec};
 use super::ttl::{Expiry, Live, StateTtlConfig, Ttl, TtlStored, TtlValue};
 use crate::api::Key;
 use crate::api::functions::AggregateFunction;
@@ -151,6 +153,103 @@ pub trait KeyedStateHandle: sealed::Sealed {
         store: &mut KeyedStateStore<K>,
         now_ms: i64,
     ) -> Result<Vec<K>, StateError>;
+}
+
+/// Visiting a store's keys by handle: these methods of [`KeyedStateStore`] take a
+/// [`KeyedStateHandle`], so they live beside it rather than with the store (which knows no
+/// handle).
+impl<K: Key> KeyedStateStore<K> {
+    /// The keys that hold a live value of `state` (not expired at `now_ms`, for a handle with a
+    /// TTL), in key group order and, within a key group, by the key's postcard bytes: the
+    /// snapshot order, the same on both backends and in every run. LMDB writes its cache back
+    /// first and then scans the range of `key group ++ state id` of each key group, in
+    /// database order.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::TypeMismatch`] if the state holds another type or kind;
+    /// [`StateError::Corrupt`] if stored bytes do not decode; [`StateError::Backend`] if LMDB
+    /// fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::state::{KeyedStateStore, StateError, ValueState};
+    ///
+    /// # fn main() -> Result<(), StateError> {
+    /// let mut store = KeyedStateStore::<String>::default();
+    /// let count = ValueState::<u64>::new("count");
+    /// store.apply_to_state(&count, 0, |_, _| {})?; // no key yet
+    /// for key in ["b", "a"] {
+    ///     let mut scope = store.scope(key.to_string(), 0);
+    ///     count.update(&mut scope, 1);
+    ///     scope.into_result()?;
+    /// }
+    /// assert_eq!(store.keys(&count, 0)?.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn keys<H: KeyedStateHandle>(
+        &mut self,
+        state: &H,
+        now_ms: i64,
+    ) -> Result<Vec<K>, StateError> {
+        state.live_keys(self, now_ms)
+    }
+
+    /// Calls `function` for every key holding a live value of `state`, in the order of
+    /// [`KeyedStateStore::keys`], with a context scoped to the key: pass it to the handles to
+    /// read, change or clear the key's state (any state, not only `state`). Flink's
+    /// `applyToKeyedState`. The keys are listed before the first call, so the function may
+    /// change or remove what it visits.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeyedStateStore::keys`], or the first state error a handle reported inside
+    /// `function` (the remaining keys are not visited).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::state::{KeyedStateStore, StateError, ValueState};
+    ///
+    /// # fn main() -> Result<(), StateError> {
+    /// let mut store = KeyedStateStore::<u32>::default();
+    /// let count = ValueState::<u64>::new("count");
+    /// for key in [3, 1, 2] {
+    ///     let mut scope = store.scope(key, 0);
+    ///     count.update(&mut scope, u64::from(key) * 10);
+    ///     scope.into_result()?;
+    /// }
+    /// // Halve every count, drop the key 2.
+    /// store.apply_to_state(&count, 0, |key, scope| match *key {
+    ///     2 => count.clear(scope),
+    ///     _ => {
+    ///         let halved = count.value(scope).unwrap_or(0) / 2;
+    ///         count.update(scope, halved);
+    ///     }
+    /// })?;
+    /// let mut scope = store.scope(3, 0);
+    /// assert_eq!(count.value(&mut scope), Some(15));
+    /// scope.into_result()?;
+    /// let mut keys = store.keys(&count, 0)?;
+    /// keys.sort();
+    /// assert_eq!(keys, vec![1, 3]);
+    /// # Ok(()) }
+    /// ```
+    pub fn apply_to_state<H: KeyedStateHandle>(
+        &mut self,
+        state: &H,
+        now_ms: i64,
+        mut function: impl FnMut(&K, &mut KeyedStateScope<'_, K>),
+    ) -> Result<(), StateError> {
+        let keys = self.keys(state, now_ms)?;
+        for key in &keys {
+            let mut scope = KeyedStateScope::borrowed(key, self, now_ms);
+            function(key, &mut scope);
+            scope.into_result()?;
+        }
+        Ok(())
+    }
 }
 
 mod sealed {

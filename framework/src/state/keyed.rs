@@ -46,40 +46,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backend::{KeyedBackendConfig, StateBackendKind};
-use super::handles::KeyedStateHandle;
+use super::codec::{KeyCodec, decode_exact};
+use super::error::{StateError, corrupt};
 use super::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT};
-use super::lmdb::{LmdbAccess, LmdbEnv, LmdbTable};
+use super::key_map::KeyMap;
+use super::lmdb::{LmdbAccess, LmdbEnv, LmdbTable, Slot};
 use super::snapshot::{FrozenKeyedState, KeyedStateSnapshot, PendingKeyedSnapshot, StateMeta};
 use super::table::{
-    FrozenMemory, FrozenPart, KeyCodec, KeyMap, MemTable, RawEntry, Slot, StateBody, StateEntry,
-    StateKind, StateSpec, TableAccess, corrupt, decode_exact,
+    FrozenMemory, FrozenPart, MemTable, OtherStates, RawEntry, StateBody, StateEntry, StateKind,
+    StateSpec, TableAccess, collect_tables,
 };
 use super::ttl::Live;
 use crate::api::Key;
-
-/// A keyed-state error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StateError {
-    /// A state name used with two value types or kinds.
-    #[error("state '{name}' holds {registered}, not {requested}")]
-    TypeMismatch {
-        /// The state's name.
-        name: String,
-        /// The type it was registered (or restored) with.
-        registered: String,
-        /// The type asked for.
-        requested: String,
-    },
-    /// Stored state that cannot be read back (a decode failure, an inconsistent snapshot).
-    #[error("corrupt state: {0}")]
-    Corrupt(String),
-    /// A key or value that cannot be encoded.
-    #[error("cannot encode state: {0}")]
-    Encode(String),
-    /// The state backend failed (LMDB I/O, a full map, a bad configuration).
-    #[error("state backend: {0}")]
-    Backend(String),
-}
 
 /// Access to the keyed state of the current key: what a state handle needs from a context.
 pub trait KeyedStateAccess<K> {
@@ -320,7 +298,19 @@ impl<K: Key> KeyedStateStore<K> {
     /// when the view is read.
     pub fn snapshot(&mut self, now_ms: i64) -> Result<PendingKeyedSnapshot, StateError> {
         match &mut self.backend {
-            Backend::Lmdb(env) => env.snapshot(&mut self.states, now_ms),
+            Backend::Lmdb(env) => {
+                let metas = self
+                    .states
+                    .iter()
+                    .map(|s| StateMeta {
+                        name: s.name.clone(),
+                        type_name: s.type_name.clone(),
+                    })
+                    .collect();
+                let mut tables = Vec::new();
+                collect_tables(&mut self.states, 0, &mut tables);
+                env.snapshot(metas, &tables, now_ms)
+            }
             Backend::Memory => {
                 let mut states = Vec::with_capacity(self.states.len());
                 let mut parts = Vec::with_capacity(self.states.len());
@@ -366,103 +356,6 @@ impl<K: Key> KeyedStateStore<K> {
 }
 
 impl<K: Key> KeyedStateStore<K> {
-    /// The keys that hold a live value of `state` (not expired at `now_ms`, for a handle with a
-    /// TTL), in key group order and, within a key group, by the key's postcard bytes: the
-    /// snapshot order, the same on both backends and in every run. LMDB writes its cache back
-    /// first and then scans the range of `key group ++ state id` of each key group, in
-    /// database order.
-    ///
-    /// # Errors
-    ///
-    /// [`StateError::TypeMismatch`] if the state holds another type or kind;
-    /// [`StateError::Corrupt`] if stored bytes do not decode; [`StateError::Backend`] if LMDB
-    /// fails.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use eichhorn::state::{KeyedStateStore, StateError, ValueState};
-    ///
-    /// # fn main() -> Result<(), StateError> {
-    /// let mut store = KeyedStateStore::<String>::default();
-    /// let count = ValueState::<u64>::new("count");
-    /// store.apply_to_state(&count, 0, |_, _| {})?; // no key yet
-    /// for key in ["b", "a"] {
-    ///     let mut scope = store.scope(key.to_string(), 0);
-    ///     count.update(&mut scope, 1);
-    ///     scope.into_result()?;
-    /// }
-    /// assert_eq!(store.keys(&count, 0)?.len(), 2);
-    /// # Ok(()) }
-    /// ```
-    pub fn keys<H: KeyedStateHandle>(
-        &mut self,
-        state: &H,
-        now_ms: i64,
-    ) -> Result<Vec<K>, StateError> {
-        state.live_keys(self, now_ms)
-    }
-
-    /// Calls `function` for every key holding a live value of `state`, in the order of
-    /// [`KeyedStateStore::keys`], with a context scoped to the key: pass it to the handles to
-    /// read, change or clear the key's state (any state, not only `state`). Flink's
-    /// `applyToKeyedState`. The keys are listed before the first call, so the function may
-    /// change or remove what it visits.
-    ///
-    /// # Errors
-    ///
-    /// As [`KeyedStateStore::keys`], or the first state error a handle reported inside
-    /// `function` (the remaining keys are not visited).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use eichhorn::state::{KeyedStateStore, StateError, ValueState};
-    ///
-    /// # fn main() -> Result<(), StateError> {
-    /// let mut store = KeyedStateStore::<u32>::default();
-    /// let count = ValueState::<u64>::new("count");
-    /// for key in [3, 1, 2] {
-    ///     let mut scope = store.scope(key, 0);
-    ///     count.update(&mut scope, u64::from(key) * 10);
-    ///     scope.into_result()?;
-    /// }
-    /// // Halve every count, drop the key 2.
-    /// store.apply_to_state(&count, 0, |key, scope| match *key {
-    ///     2 => count.clear(scope),
-    ///     _ => {
-    ///         let halved = count.value(scope).unwrap_or(0) / 2;
-    ///         count.update(scope, halved);
-    ///     }
-    /// })?;
-    /// let mut scope = store.scope(3, 0);
-    /// assert_eq!(count.value(&mut scope), Some(15));
-    /// scope.into_result()?;
-    /// let mut keys = store.keys(&count, 0)?;
-    /// keys.sort();
-    /// assert_eq!(keys, vec![1, 3]);
-    /// # Ok(()) }
-    /// ```
-    pub fn apply_to_state<H: KeyedStateHandle>(
-        &mut self,
-        state: &H,
-        now_ms: i64,
-        mut function: impl FnMut(&K, &mut KeyedStateScope<'_, K>),
-    ) -> Result<(), StateError> {
-        let keys = self.keys(state, now_ms)?;
-        for key in &keys {
-            let mut scope = KeyedStateScope {
-                key: Cow::Borrowed(key),
-                store: self,
-                now_ms,
-                error: None,
-            };
-            function(key, &mut scope);
-            scope.into_result()?;
-        }
-        Ok(())
-    }
-
     /// A context scoped to `key` at processing time `now_ms`, to use handles on this store
     /// outside a function's context (tools, tests). Take its first error with
     /// [`KeyedStateScope::into_result`].
@@ -518,8 +411,13 @@ impl<K: Key> KeyedStateStore<K> {
             unreachable!("an LMDB table in a memory store");
         };
         let pruner = expiry.map(|e| (e.ttl_ms, e.prune_bytes));
+        // The name is copied out: the tables borrow every state.
+        let name = self.states[index].name.clone();
+        let mut tables = Vec::new();
+        collect_tables(&mut self.states, 0, &mut tables);
         env.live_keys(
-            &mut self.states,
+            &mut tables,
+            &name,
             index as u32,
             self.key_groups,
             pruner,
@@ -537,6 +435,19 @@ pub struct KeyedStateScope<'a, K: Clone> {
     store: &'a mut KeyedStateStore<K>,
     now_ms: i64,
     error: Option<StateError>,
+}
+
+impl<'a, K: Clone> KeyedStateScope<'a, K> {
+    /// A context scoped to `key`, borrowed, on `store` at processing time `now_ms` (what
+    /// [`KeyedStateStore::apply_to_state`] hands its function).
+    pub(crate) fn borrowed(key: &'a K, store: &'a mut KeyedStateStore<K>, now_ms: i64) -> Self {
+        Self {
+            key: Cow::Borrowed(key),
+            store,
+            now_ms,
+            error: None,
+        }
+    }
 }
 
 impl<K: Clone + std::fmt::Debug> std::fmt::Debug for KeyedStateScope<'_, K> {
@@ -659,12 +570,16 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
                     .downcast_mut::<LmdbTable<K, S, C>>()
                     .ok_or_else(mismatch)?;
                 table.expiry = spec.expiry;
+                let others = OtherStates {
+                    before,
+                    after,
+                    state: index as u32,
+                };
                 Ok(TableAccess::Lmdb(LmdbAccess::new(
                     table,
                     index as u32,
                     name,
-                    before,
-                    after,
+                    others,
                     env,
                 )))
             }

@@ -55,13 +55,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backend::KeyedBackendConfig;
+use super::codec::{KeyCodec, decode_exact, key_word};
+use super::error::{StateError, corrupt, encode_error};
 use super::key_group::{KeyGroup, KeyGroupRange, MAX_PARALLELISM_LIMIT};
-use super::keyed::StateError;
+use super::key_map::KeyMap;
 use super::snapshot::{
     FrozenEntries, FrozenKeyedState, KeyedEntry, KeyedEntryRef, PendingKeyedSnapshot, StateMeta,
-};
-use super::table::{
-    KeyCodec, KeyMap, Slot, StateBody, StateEntry, corrupt, decode_exact, encode_error,
 };
 use super::ttl::{Expiry, PruneBytesFn, Pruned};
 
@@ -103,28 +102,6 @@ impl Comparator for DbKeyOrder {
             b = &b[8..];
         }
     }
-}
-
-/// The first eight bytes of `bytes` as a big-endian word, zero-padded: sorts as `bytes` do,
-/// up to ties.
-#[inline]
-pub(crate) fn key_word(bytes: &[u8]) -> u64 {
-    if let Some(word) = bytes.first_chunk::<8>() {
-        return u64::from_be_bytes(*word);
-    }
-    let len = bytes.len();
-    if let (Some(head), Some(tail)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
-        // 4 to 7 bytes: the head, then the tail's last `len - 4` bytes (two loads, overlapping).
-        let head = u64::from(u32::from_be_bytes(*head)) << 32;
-        let tail = u64::from(u32::from_be_bytes(*tail)) << (8 * (8 - len));
-        return head | (tail & 0xffff_ffff);
-    }
-    bytes
-        .iter()
-        .zip((0..8u32).rev())
-        .fold(0, |word, (&byte, shift)| {
-            word | u64::from(byte) << (8 * shift)
-        })
 }
 
 /// The LMDB environment of one store, and the bookkeeping of its caches.
@@ -313,9 +290,12 @@ impl<K> LmdbEnv<K> {
     /// every leaf page it touches, and at a million keys a write-back's random keys touch most
     /// leaves, so an extra one per checkpoint cost about a tenth of the subtask's time. The
     /// dirty slots stay dirty and go to the database with the next write-back as usual.
+    ///
+    /// `metas` are the store's states by id, `tables` its LMDB tables.
     pub(crate) fn snapshot(
         &mut self,
-        states: &mut [StateEntry<K>],
+        metas: Vec<StateMeta>,
+        tables: &[TableRef<'_, K>],
         now_ms: i64,
     ) -> Result<PendingKeyedSnapshot, StateError> {
         let mut overlay = WriteBatch::default();
@@ -325,27 +305,19 @@ impl<K> LmdbEnv<K> {
                 max_parallelism: self.max_parallelism,
                 batch: &mut overlay,
             };
-            for (state, entry) in (0u32..).zip(states.iter()) {
-                if let StateBody::Lmdb { table, .. } = &entry.body {
-                    table.write_dirty(&mut writer, state, &entry.name)?;
-                }
+            for table in tables {
+                table
+                    .table
+                    .write_dirty(&mut writer, table.state, table.name)?;
             }
             overlay.sort();
         }
-        let metas: Vec<StateMeta> = states
-            .iter()
-            .map(|s| StateMeta {
-                name: s.name.clone(),
-                type_name: s.type_name.clone(),
-            })
-            .collect();
-        let pruners: Vec<Option<(i64, PruneBytesFn)>> = states
-            .iter()
-            .map(|s| match &s.body {
-                StateBody::Lmdb { table, .. } => table.pruner(),
-                _ => None,
-            })
-            .collect();
+        let mut pruners: Vec<Option<(i64, PruneBytesFn)>> = vec![None; metas.len()];
+        for table in tables {
+            if let Some(pruner) = pruners.get_mut(table.state as usize) {
+                *pruner = table.table.pruner();
+            }
+        }
         let rtxn = self
             .env()?
             .clone()
@@ -379,20 +351,19 @@ impl<K> LmdbEnv<K> {
     /// written back first (so the database holds every value), then each key group's range of
     /// `key group ++ state id` is scanned through the kept reader. Values expired at `now_ms`
     /// under `pruner` are skipped.
+    ///
+    /// `tables` are every LMDB table of the store, `name` the state's name.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn live_keys(
         &mut self,
-        states: &mut [StateEntry<K>],
+        tables: &mut [TableRef<'_, K>],
+        name: &str,
         state: u32,
         key_groups: KeyGroupRange,
         pruner: Option<(i64, PruneBytesFn)>,
         now_ms: i64,
     ) -> Result<Vec<K>, StateError> {
-        {
-            let mut tables = Vec::new();
-            collect_tables(states, 0, &mut tables);
-            self.write_back(&mut tables, false)?;
-        }
-        let name = states.get(state as usize).map_or("?", |s| s.name.as_str());
+        self.write_back(tables, false)?;
         let rtxn = match &self.reader {
             Some(rtxn) => rtxn,
             None => {
@@ -880,63 +851,67 @@ where
     }
 }
 
-/// An LMDB table with its state id and name, for write-back.
+/// A cached LMDB value: `None` is a known absence (or a deletion, when dirty).
+#[derive(Debug, Clone)]
+pub(crate) struct Slot<S> {
+    pub(crate) value: Option<S>,
+    pub(crate) dirty: bool,
+}
+
+/// An LMDB table with its state id and name, for write-back and snapshots.
 pub(crate) struct TableRef<'t, K> {
     table: &'t mut dyn LmdbTableDyn<K>,
     state: u32,
     name: &'t str,
 }
 
-/// Adds the LMDB tables of `states` (whose first id is `first`) to `out`.
-fn collect_tables<'t, K>(
-    states: &'t mut [StateEntry<K>],
-    first: u32,
-    out: &mut Vec<TableRef<'t, K>>,
-) {
-    for (offset, entry) in (0u32..).zip(states.iter_mut()) {
-        let StateEntry { name, body, .. } = entry;
-        if let StateBody::Lmdb { table, .. } = body {
-            out.push(TableRef {
-                table: table.as_mut(),
-                state: first + offset,
-                name,
-            });
-        }
+impl<'t, K> TableRef<'t, K> {
+    /// The table of state `state`, named `name`.
+    pub(crate) fn new(table: &'t mut dyn LmdbTableDyn<K>, state: u32, name: &'t str) -> Self {
+        Self { table, state, name }
     }
 }
 
+/// The LMDB tables of a store's other states, which a write-back at the cache bound writes too
+/// (the store's list of states lives above this file, in `table.rs`).
+pub(crate) trait OtherTables<K> {
+    /// How many states there are (an upper bound on the tables [`collect`](Self::collect)
+    /// adds).
+    fn len(&self) -> usize;
+    /// Adds the other states' LMDB tables to `out`.
+    fn collect<'t>(&'t mut self, out: &mut Vec<TableRef<'t, K>>);
+}
+
 /// One state of an LMDB store, resolved for a handle: its typed cache, and the rest of the
-/// store for write-backs.
-pub(crate) struct LmdbAccess<'a, K, S, C> {
+/// store (`O`) for write-backs.
+pub(crate) struct LmdbAccess<'a, K, S, C, O> {
     table: &'a mut LmdbTable<K, S, C>,
     state: u32,
     name: &'a str,
-    /// The states before and after this one (ids `0..state` and `state + 1..`).
-    before: &'a mut [StateEntry<K>],
-    after: &'a mut [StateEntry<K>],
+    /// The other states.
+    others: O,
     env: &'a mut LmdbEnv<K>,
 }
 
-impl<'a, K, S, C> LmdbAccess<'a, K, S, C>
+impl<'a, K, S, C, O> LmdbAccess<'a, K, S, C, O>
 where
     K: Clone + Send + 'static,
     S: Clone + Serialize + DeserializeOwned + Send + 'static,
     C: KeyMap<K, Slot<S>>,
+    O: OtherTables<K>,
 {
     pub(crate) fn new(
         table: &'a mut LmdbTable<K, S, C>,
         state: u32,
         name: &'a str,
-        before: &'a mut [StateEntry<K>],
-        after: &'a mut [StateEntry<K>],
+        others: O,
         env: &'a mut LmdbEnv<K>,
     ) -> Self {
         Self {
             table,
             state,
             name,
-            before,
-            after,
+            others,
             env,
         }
     }
@@ -947,15 +922,13 @@ where
         if self.env.cached < self.env.cache_entries {
             return Ok(());
         }
-        let mut tables: Vec<TableRef<'_, K>> =
-            Vec::with_capacity(1 + self.before.len() + self.after.len());
+        let mut tables: Vec<TableRef<'_, K>> = Vec::with_capacity(1 + self.others.len());
         tables.push(TableRef {
             table: &mut *self.table,
             state: self.state,
             name: self.name,
         });
-        collect_tables(self.before, 0, &mut tables);
-        collect_tables(self.after, self.state + 1, &mut tables);
+        self.others.collect(&mut tables);
         self.env.write_back(&mut tables, true)
     }
 

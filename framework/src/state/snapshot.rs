@@ -27,8 +27,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::error::StateError;
 use super::key_group::{KeyGroup, KeyGroupRange};
-use super::keyed::StateError;
 
 /// One keyed-state entry: a key's value in one state.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -10,179 +10,25 @@
 //! state is keyed by `(key, window)` with any ordered key), the runtime's value tables use
 //! `FxHashMap` (a fixed-seed hasher; never std's `RandomState`). No map's iteration order reaches a
 //! snapshot: snapshot entries are sorted.
+//!
+//! This file is where the two backends meet: the memory tables are defined here, the LMDB
+//! caches in `lmdb.rs`, which knows nothing of the store's list of states. What an LMDB access
+//! needs of the other states (their tables, for a write-back at the cache bound) it asks through
+//! [`OtherTables`], which [`OtherStates`] implements here.
 
 use std::any::Any;
-use std::collections::BTreeMap;
-use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::key_group::{KeyGroup, key_group_for_key};
-use super::keyed::StateError;
-use super::lmdb::{LmdbAccess, LmdbTableDyn, key_word};
+use super::codec::{KeyCodec, key_word};
+use super::error::{StateError, encode_error};
+use super::key_map::KeyMap;
+use super::lmdb::{LmdbAccess, LmdbTableDyn, OtherTables, Slot, TableRef};
 use super::snapshot::{FrozenEntries, KeyedEntryRef, push_varint};
 use super::ttl::{Expiry, Live};
-use crate::api::Key;
-
-/// A map from keys to values: the storage of one typed state (or of its LMDB cache).
-pub(crate) trait KeyMap<K, V>: Default + Send + 'static {
-    /// The value of `key`.
-    fn get(&self, key: &K) -> Option<&V>;
-    /// The value of `key`, mutably.
-    fn get_mut(&mut self, key: &K) -> Option<&mut V>;
-    /// Sets the value of `key`, returning the old one.
-    fn insert(&mut self, key: K, value: V) -> Option<V>;
-    /// Removes `key`, returning its value.
-    fn remove(&mut self, key: &K) -> Option<V>;
-    /// The value of `key`, inserted with `default` if absent (one lookup).
-    fn get_or_insert_with(&mut self, key: K, default: impl FnOnce() -> V) -> &mut V;
-    /// The number of keys.
-    fn len(&self) -> usize;
-    /// Removes every key.
-    fn clear(&mut self);
-    /// Calls `f` for every entry, stopping at the first error (in the map's order).
-    fn try_for_each<E>(&self, f: impl FnMut(&K, &V) -> Result<(), E>) -> Result<(), E>;
-    /// Calls `f` for every entry, mutably.
-    fn for_each_mut(&mut self, f: impl FnMut(&K, &mut V));
-}
-
-impl<K: Ord + Send + 'static, V: Send + 'static> KeyMap<K, V> for BTreeMap<K, V> {
-    #[inline]
-    fn get(&self, key: &K) -> Option<&V> {
-        Self::get(self, key)
-    }
-    #[inline]
-    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        Self::get_mut(self, key)
-    }
-    #[inline]
-    fn insert(&mut self, key: K, value: V) -> Option<V> {
-        Self::insert(self, key, value)
-    }
-    #[inline]
-    fn remove(&mut self, key: &K) -> Option<V> {
-        Self::remove(self, key)
-    }
-    #[inline]
-    fn get_or_insert_with(&mut self, key: K, default: impl FnOnce() -> V) -> &mut V {
-        self.entry(key).or_insert_with(default)
-    }
-    fn len(&self) -> usize {
-        Self::len(self)
-    }
-    fn clear(&mut self) {
-        Self::clear(self);
-    }
-    fn try_for_each<E>(&self, mut f: impl FnMut(&K, &V) -> Result<(), E>) -> Result<(), E> {
-        self.iter().try_for_each(|(k, v)| f(k, v))
-    }
-    fn for_each_mut(&mut self, mut f: impl FnMut(&K, &mut V)) {
-        self.iter_mut().for_each(|(k, v)| f(k, v));
-    }
-}
-
-impl<K: Hash + Eq + Send + 'static, V: Send + 'static> KeyMap<K, V> for FxHashMap<K, V> {
-    #[inline]
-    fn get(&self, key: &K) -> Option<&V> {
-        Self::get(self, key)
-    }
-    #[inline]
-    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        Self::get_mut(self, key)
-    }
-    #[inline]
-    fn insert(&mut self, key: K, value: V) -> Option<V> {
-        Self::insert(self, key, value)
-    }
-    #[inline]
-    fn remove(&mut self, key: &K) -> Option<V> {
-        Self::remove(self, key)
-    }
-    #[inline]
-    fn get_or_insert_with(&mut self, key: K, default: impl FnOnce() -> V) -> &mut V {
-        self.entry(key).or_insert_with(default)
-    }
-    fn len(&self) -> usize {
-        Self::len(self)
-    }
-    fn clear(&mut self) {
-        Self::clear(self);
-    }
-    // The order is the hasher's (fixed seed, so the same in every run); callers sort.
-    fn try_for_each<E>(&self, mut f: impl FnMut(&K, &V) -> Result<(), E>) -> Result<(), E> {
-        self.iter().try_for_each(|(k, v)| f(k, v))
-    }
-    fn for_each_mut(&mut self, mut f: impl FnMut(&K, &mut V)) {
-        self.iter_mut().for_each(|(k, v)| f(k, v));
-    }
-}
-
-/// How a store encodes, decodes and places its keys, captured where `K: Key` is known (open,
-/// restore, snapshot) so the access paths only need the weaker bounds the handles promise.
-pub(crate) struct KeyCodec<K> {
-    pub(crate) encode: fn(&K, Vec<u8>) -> Result<Vec<u8>, postcard::Error>,
-    pub(crate) decode: fn(&[u8]) -> Result<K, String>,
-    pub(crate) key_group: fn(&K, u32) -> KeyGroup,
-}
-
-impl<K> Clone for KeyCodec<K> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<K> Copy for KeyCodec<K> {}
-
-impl<K: Key> KeyCodec<K> {
-    pub(crate) fn new() -> Self {
-        Self {
-            encode: encode_into::<K>,
-            decode: decode_exact::<K>,
-            key_group: key_group_for_key::<K>,
-        }
-    }
-}
-
-fn encode_into<T: Serialize>(value: &T, buf: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
-    postcard::to_extend(value, buf)
-}
-
-/// Decodes `bytes` as one postcard `T` with nothing left over.
-pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    match postcard::take_from_bytes::<T>(bytes) {
-        Ok((value, [])) => Ok(value),
-        Ok((_, rest)) => Err(format!("{} trailing bytes", rest.len())),
-        Err(error) => Err(error.to_string()),
-    }
-}
-
-/// A decode failure of a stored entry, naming the state and key group.
-pub(crate) fn corrupt(
-    name: &str,
-    key_group: u32,
-    what: &str,
-    error: impl std::fmt::Display,
-) -> StateError {
-    StateError::Corrupt(format!(
-        "state '{name}', key group {key_group}: cannot decode {what}: {error}"
-    ))
-}
-
-/// An encode failure, naming the state and key group.
-pub(crate) fn encode_error(
-    name: &str,
-    key_group: u32,
-    what: &str,
-    error: impl std::fmt::Display,
-) -> StateError {
-    StateError::Encode(format!(
-        "state '{name}', key group {key_group}: cannot encode {what}: {error}"
-    ))
-}
 
 /// The kinds of state; a name keeps the kind it was registered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -654,19 +500,46 @@ impl<K: Send + 'static> FrozenEntries for FrozenMemory<K> {
     }
 }
 
-/// A cached LMDB value: `None` is a known absence (or a deletion, when dirty).
-#[derive(Debug, Clone)]
-pub(crate) struct Slot<S> {
-    pub(crate) value: Option<S>,
-    pub(crate) dirty: bool,
-}
-
 /// A handle's way into one typed state, resolved from the store.
 ///
 /// `M` is the memory backend's map, `C` the LMDB cache map of the same state.
 pub(crate) enum TableAccess<'a, K, S, M, C> {
     Memory(&'a mut M),
-    Lmdb(LmdbAccess<'a, K, S, C>),
+    Lmdb(LmdbAccess<'a, K, S, C, OtherStates<'a, K>>),
+}
+
+/// Adds the LMDB tables of `states` (whose first id is `first`) to `out`.
+pub(crate) fn collect_tables<'t, K>(
+    states: &'t mut [StateEntry<K>],
+    first: u32,
+    out: &mut Vec<TableRef<'t, K>>,
+) {
+    for (offset, entry) in (0u32..).zip(states.iter_mut()) {
+        let StateEntry { name, body, .. } = entry;
+        if let StateBody::Lmdb { table, .. } = body {
+            out.push(TableRef::new(table.as_mut(), first + offset, name));
+        }
+    }
+}
+
+/// The states of a store around the one a handle resolved: those before it (ids `0..state`)
+/// and after it (`state + 1..`), whose LMDB tables a write-back writes too.
+pub(crate) struct OtherStates<'a, K> {
+    pub(crate) before: &'a mut [StateEntry<K>],
+    pub(crate) after: &'a mut [StateEntry<K>],
+    /// The resolved state's id.
+    pub(crate) state: u32,
+}
+
+impl<K> OtherTables<K> for OtherStates<'_, K> {
+    fn len(&self) -> usize {
+        self.before.len() + self.after.len()
+    }
+
+    fn collect<'t>(&'t mut self, out: &mut Vec<TableRef<'t, K>>) {
+        collect_tables(self.before, 0, out);
+        collect_tables(self.after, self.state + 1, out);
+    }
 }
 
 impl<K, S, M, C> TableAccess<'_, K, S, M, C>
@@ -764,19 +637,5 @@ mod tests {
                 expected.iter().map(key).collect::<Vec<_>>()
             );
         }
-    }
-
-    #[test]
-    fn decode_exact_rejects_garbage_and_trailing_bytes() {
-        let bytes = postcard::to_allocvec(&7u32).expect("encodes");
-        assert_eq!(decode_exact::<u32>(&bytes), Ok(7));
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert_eq!(
-            decode_exact::<u32>(&longer),
-            Err("1 trailing bytes".to_string())
-        );
-        assert!(decode_exact::<u32>(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
-        assert!(decode_exact::<String>(&[5, b'a']).is_err());
     }
 }

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::table::decode_exact;
+use super::codec::decode_exact;
 
 /// When a value's time-to-live starts again (Flink's `StateTtlConfig.UpdateType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -1,6 +1,7 @@
 //! What windows (and joins) need to keep their state in the job's keyed state backend: each
 //! store's own directory and share of the cache, decoding entry keys of a restored snapshot,
-//! and the checkpoint names of a window's states.
+//! and taking a state's entries out of a restored snapshot with their key groups checked
+//! ([`take_checked`]), which every path of the window operator restores through.
 //!
 //! An operator may open several [`KeyedStateStore`](crate::state::KeyedStateStore)s (one per
 //! key type: `(key, window)` for contents and trigger state, the key for merging sets). Each
@@ -12,7 +13,10 @@ use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 
-use crate::state::{KeyedBackendConfig, KeyedEntry, StateBackendKind, StateError};
+use crate::operator::checkpointing::{check_key_group, take_keyed_entries};
+use crate::state::{
+    KeyedBackendConfig, KeyedEntry, KeyedStateSnapshot, StableHash, StateBackendKind, StateError,
+};
 
 /// The configuration of store `part` of an operator with `stores` stores in all: a directory
 /// of its own beside the operator's, and `1 / stores` of its cache entries (at least one).
@@ -84,6 +88,41 @@ pub(crate) fn decode_entry_value<V: DeserializeOwned>(
             entry.key_group
         ))),
     }
+}
+
+/// Takes state `name` out of `keyed`, decoded (see [`take_keyed_entries`]), checking that each
+/// entry's key (`key_of` its entry key) is in the key group it was stored in.
+///
+/// # Errors
+///
+/// [`StateError::Corrupt`] for an entry that does not decode or is in another key group.
+pub(super) fn take_checked<E, V, K: StableHash>(
+    keyed: &mut KeyedStateSnapshot,
+    name: &str,
+    max_parallelism: u32,
+    key_of: fn(&E) -> &K,
+) -> Result<Vec<(E, V)>, StateError>
+where
+    E: DeserializeOwned,
+    V: DeserializeOwned,
+{
+    take_keyed_entries::<E, V>(keyed, name)?
+        .into_iter()
+        .map(|(group, entry_key, value)| {
+            check_key_group(key_of(&entry_key), group, max_parallelism, name)?;
+            Ok((entry_key, value))
+        })
+        .collect()
+}
+
+/// The key of an entry key with a namespace (for [`take_checked`]).
+pub(super) fn first<K, N>(entry_key: &(K, N)) -> &K {
+    &entry_key.0
+}
+
+/// The key of an entry key without a namespace (for [`take_checked`]).
+pub(super) fn itself<K>(key: &K) -> &K {
+    key
 }
 
 #[cfg(test)]

@@ -40,9 +40,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{decode_entry_key, decode_entry_value};
-use super::fired::FiredWindows;
+use super::fired::{FIRED_STATE, FiredWindows};
+use super::functions::{Emitter, WindowFunctionCore};
 use super::key_order::KeyOrder;
-use super::operator::{Emitter, WindowFunctionCore};
 use super::panes::{
     FRESH_STATE, PANES_STATE, PaneGrid, PaneList, PaneStore, WindowsOf, check_pane_start,
     fresh_without_pane, twice,
@@ -689,6 +689,38 @@ where
             }
         }
         Ok(())
+    }
+
+    fn snapshot(
+        &mut self,
+        fired: &FiredWindows<K>,
+        watermark: i64,
+        max_parallelism: u32,
+        now_ms: i64,
+    ) -> Result<Vec<PendingKeyedSnapshot>, StateError> {
+        Ok(vec![Self::snapshot(
+            self,
+            fired,
+            FIRED_STATE,
+            watermark,
+            max_parallelism,
+            now_ms,
+        )?])
+    }
+
+    fn restore(
+        &mut self,
+        panes: Vec<((K, i64), A)>,
+        fresh: Vec<((K, i64), A)>,
+        assigner: &WindowAssigner,
+        windows: &mut Vec<TimeWindow>,
+    ) -> Result<(), StateError> {
+        Self::restore(self, panes, fresh, assigner, windows)
+    }
+
+    #[cfg(test)]
+    fn entries_in_memory(&self) -> usize {
+        Self::entries_in_memory(self)
     }
 }
 

@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::operator::{WindowContext, WindowFunctionCore};
+use super::functions::{WindowContext, WindowFunctionCore};
 use crate::operator::{Collector, FunctionError, RuntimeContext};
 
 /// An element with its timestamp, as evictors see it (and as a window with an evictor keeps it,

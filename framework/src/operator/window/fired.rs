@@ -36,6 +36,12 @@ use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
 
+use super::backend::{itself, take_checked};
+use crate::state::{KeyedStateSnapshot, StableHash, StateError};
+
+/// The keyed state holding the fast paths' fired windows: `key -> (through, re-armed)`.
+pub(super) const FIRED_STATE: &str = "_window_fired";
+
 /// The fired windows of restored keys (see the module docs).
 #[derive(Debug, Clone)]
 pub(super) struct FiredWindows<K> {
@@ -70,6 +76,31 @@ impl<K: Hash + Ord + Clone> FiredWindows<K> {
         }
         let entry = self.through.entry(key).or_insert(through);
         *entry = (*entry).max(through);
+    }
+
+    /// Restores the marks of state [`FIRED_STATE`] in `keyed` that can still matter at
+    /// `watermark` (checking each key's key group).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Corrupt`] for an entry that does not decode or is in another key group.
+    pub(super) fn restore_marks(
+        &mut self,
+        keyed: &mut KeyedStateSnapshot,
+        max_parallelism: u32,
+        watermark: i64,
+    ) -> Result<(), StateError>
+    where
+        K: StableHash + serde::de::DeserializeOwned,
+    {
+        let marks =
+            take_checked::<K, (i64, Vec<i64>), K>(keyed, FIRED_STATE, max_parallelism, itself)?;
+        for (key, (through, rearmed)) in marks {
+            if through > watermark {
+                self.restore(key, through, &rearmed);
+            }
+        }
+        Ok(())
     }
 
     /// Whether `key` has windows that fired before the checkpoint.

@@ -15,13 +15,107 @@
 //!
 //! The "then process" variants wrap the plain reduce and aggregate cores for their incremental
 //! half and only differ in what they emit.
+//!
+//! This file also holds what every part of the window operator shares about functions: the
+//! [`WindowFunctionCore`] trait, the [`WindowContext`] a function sees, and the [`Emitter`]
+//! through which a window's result leaves. They sit here, below the operator and its paths
+//! (`operator.rs`, `generic_path.rs`, `pane_path.rs`, `session_path.rs`) and the stores the paths
+//! drive (`panes.rs`, `backend_panes.rs`, `sessions.rs`), so that each of those imports them
+//! without importing the others.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::operator::{WindowContext, WindowFunctionCore};
+use super::TimeWindow;
 use crate::api::functions::{AggregateFunction, ProcessWindowFunction};
-use crate::operator::{Collector, FunctionError, RuntimeContext};
+use crate::operator::{
+    Collector, FunctionError, RuntimeContext, StateInitContext, StateSnapshotContext,
+};
+
+/// What a window knows when its function runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowContext {
+    /// The window being emitted.
+    pub window: TimeWindow,
+    /// The operator's current watermark.
+    pub current_watermark: i64,
+    /// The current processing time.
+    pub current_processing_time: i64,
+}
+
+/// How a window's contents are kept and turned into results: incrementally (reduce, aggregate)
+/// or as all elements (process, evictors).
+pub(crate) trait WindowFunctionCore<K, T>: Clone + Send + 'static {
+    /// What a window keeps (checkpointed with it).
+    type Acc: Clone + Send + Serialize + DeserializeOwned + 'static;
+    /// What a window emits.
+    type Out: Send + 'static;
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Adds `value` to a window's contents (`None`: the window is new).
+    fn add(&mut self, contents: Option<Self::Acc>, value: T, timestamp: Option<i64>) -> Self::Acc;
+    /// Merges the contents of two session windows.
+    fn merge(&mut self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
+    /// Whether a sliding window's contents may be computed by merging the contents of its panes
+    /// (time slices) in time order: merging what two element sets accumulated must give what
+    /// accumulating all their elements in arrival order gives. True for aggregate functions,
+    /// whose `merge` is part of the user's contract (Flink's `AggregateFunction.merge`, also used
+    /// by session windows); false for reduce closures, which may depend on arrival order, so
+    /// sliding reduces keep Flink's per-window folding. Tumbling windows use panes regardless (a
+    /// pane is the window). False unless overridden.
+    fn combines_panes(&self) -> bool {
+        false
+    }
+    /// Emits a window's result (an evictor may remove contents).
+    fn emit(
+        &mut self,
+        key: &K,
+        ctx: &WindowContext,
+        contents: &mut Self::Acc,
+        out: &mut Collector<'_, Self::Out>,
+    );
+    fn close(&mut self) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Checks the restored schema of the user function and restores its `#[operator]` state
+    /// fields (the process function's when there are two).
+    fn initialize_fields(&mut self, _ctx: &mut StateInitContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Stores the user function's `#[operator]` schema and state fields.
+    fn snapshot_fields(&self, _ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
+        Ok(())
+    }
+}
+
+/// Emits window results: the collector and what a [`WindowContext`] needs besides the window.
+pub(super) struct Emitter<'o, 'c, O> {
+    pub(super) out: &'o mut Collector<'c, O>,
+    pub(super) watermark: i64,
+    pub(super) processing_time: i64,
+}
+
+impl<O> Emitter<'_, '_, O> {
+    /// Emits `window`'s result for `key` from `contents`, stamped with the window's
+    /// `max_timestamp`.
+    #[inline]
+    pub(super) fn emit<K, T, F: WindowFunctionCore<K, T, Out = O>>(
+        &mut self,
+        function: &mut F,
+        key: &K,
+        window: TimeWindow,
+        contents: &mut F::Acc,
+    ) {
+        let ctx = WindowContext {
+            window,
+            current_watermark: self.watermark,
+            current_processing_time: self.processing_time,
+        };
+        self.out.set_timestamp(Some(window.max_timestamp()));
+        function.emit(key, &ctx, contents, self.out);
+    }
+}
 
 /// `initialize_fields`/`snapshot_fields` of a window function core that forward to the user
 /// function in field `$field` (its `#[operator]` schema and state fields).

@@ -44,10 +44,14 @@ mod backend_panes;
 mod evictor;
 mod fired;
 mod functions;
+mod generic_path;
 mod key_order;
 mod merging;
 mod operator;
+mod pane_path;
 mod panes;
+mod path;
+mod session_path;
 mod sessions;
 pub mod trigger;
 
@@ -59,9 +63,10 @@ pub use assigner::{
 pub(crate) use backend::{decode_entry_key, store_config};
 pub(crate) use evictor::{BoxedEvictor, EvictingWindow};
 pub use evictor::{CountEvictor, Evictor, TimeEvictor, TimestampedValue};
+pub use functions::WindowContext;
+pub(crate) use functions::WindowFunctionCore;
 pub(crate) use functions::{
     AggregateProcessWindow, AggregateWindow, ProcessWindow, ReduceProcessWindow, ReduceWindow,
 };
 pub use merging::{MergingWindowSet, WindowMerge};
-pub use operator::WindowContext;
-pub(crate) use operator::{WindowFunctionCore, WindowOperator};
+pub(crate) use operator::WindowOperator;

@@ -28,18 +28,29 @@
 //!
 //! ## Design
 //!
-//! The generic path keeps contents per (key, state window) and timers in a [`TimerService`].
-//! With the default event-time trigger ([`EventTimeTrigger`]) most of that is implied by the
-//! windows themselves, and the operator takes a fast path that stores no timers:
+//! The operator picks one *path* when it is built, and every path is a type of its own behind
+//! one small static trait ([`WindowPath`], in `path.rs`, with the [`WindowBase`] all paths share:
+//! the configuration and the clocks):
 //!
-//! - tumbling windows, and sliding windows whose slide divides their size with a function that
-//!   combines panes (reduce, aggregate): [`PaneWindows`], one slide-sized pane per record and
-//!   key, merged into windows at firing;
-//! - session windows: [`SessionWindows`], the in-flight sessions per key with their contents,
-//!   merged as [`MergingWindowSet`] merges them.
+//! - [`GenericPath`] (`generic_path.rs`): any assigner, trigger and function; contents per
+//!   (key, state window) and timers in a [`TimerService`].
+//! - With the default event-time trigger ([`EventTimeTrigger`]) most of that is implied by the
+//!   windows themselves, and the operator takes a fast path that stores no timers:
+//!   - [`PanePath`] (`pane_path.rs`): tumbling windows, and sliding windows whose slide divides
+//!     their size with a function that combines panes (aggregate): one slide-sized pane per
+//!     record and key, merged into windows at firing ([`PaneWindows`] in `panes.rs`);
+//!   - [`SessionPath`] (`session_path.rs`): session windows, the in-flight sessions per key with
+//!     their contents, merged as [`MergingWindowSet`] merges them ([`SessionWindows`] in
+//!     `sessions.rs`).
 //!
-//! Both modules state why their results, order, timestamps and late and dropped records are the
-//! generic path's; the operator's tests compare them on random input.
+//! `panes.rs` and `sessions.rs` state why their results, order, timestamps and late and dropped
+//! records are the generic path's; the operator's tests compare them on random input.
+//!
+//! This file only chooses the path, moves a fast path to its backend form when the state lives
+//! in LMDB, and dispatches: one `match` per call (per run of records, per watermark), after
+//! which everything, the per-record loop included, is one path's monomorphic code. The
+//! function's shared pieces ([`WindowFunctionCore`], `Emitter`) live in `functions.rs`, below
+//! every path, so no file of this module imports another in a circle.
 //!
 //! ## Where the windows live
 //!
@@ -94,160 +105,67 @@
 //! - Timers fire in (time, key, window) order: runs are deterministic.
 //! - A state error (LMDB I/O, a full map, undecodable bytes) fails the task; nothing is dropped
 //!   silently.
+//!
+//! [`MergingWindowSet`]: super::MergingWindowSet
+//! [`WindowScope`]: super::trigger::WindowScope
+//! [`FiredWindows`]: super::fired::FiredWindows
 
 use std::any::Any;
-use std::collections::BTreeMap;
-use std::hash::Hash;
-
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use super::backend::store_config;
 use super::backend_panes::BackendPanes;
-use super::fired::FiredWindows;
-use super::panes::{FRESH_STATE, PANES_STATE, PaneStore, PaneWindows};
-use super::sessions::{
-    HeapSessions, KeySessions, SESSIONS_STATE, SessionTable, SessionWindows, snapshot_store,
-};
-use super::trigger::{
-    DefaultTrigger, EventTimeTrigger, Trigger, TriggerContext, TriggerResult, WindowScope,
-};
-use super::{
-    MergingWindowSet, TimeWindow, WindowAssign, WindowAssigner, WindowError, decode_entry_key,
-};
+use super::functions::WindowFunctionCore;
+use super::generic_path::GenericPath;
+use super::pane_path::PanePath;
+use super::panes::PaneWindows;
+use super::path::{WindowBase, WindowPath};
+use super::session_path::SessionPath;
+use super::sessions::{HeapSessions, SessionWindows};
+use super::trigger::{DefaultTrigger, EventTimeTrigger, Trigger};
+use super::{WindowAssign, WindowAssigner};
 use crate::api::{Key, OutputTag};
 use crate::operator::FunctionError;
-use crate::operator::checkpointing::{check_key_group, take_keyed_entries};
 use crate::operator::{
     Collector, OneInputOperator, OperatorContext, Record, RunContext, RuntimeContext,
     StateInitContext, StateSnapshotContext,
 };
-use crate::state::{
-    DEFAULT_MAX_PARALLELISM, KeyGroup, KeyedBackendConfig, KeyedStateSnapshot, KeyedStateStore,
-    PendingKeyedSnapshot, StableHash, StateBackendKind, StateError,
-};
+use crate::state::{KeyedBackendConfig, KeyedStateStore, StateBackendKind, StateError};
 use crate::time::{TimerService, Watermark};
 
-/// The keyed state holding the generic path's contents: `(key, state window) -> contents`.
-const CONTENTS_STATE: &str = "_window_contents";
-/// The keyed state holding merging assigners' in-flight windows: `key -> [(window, state
-/// window)]`.
-const MERGING_STATE: &str = "_window_merging";
-/// The keyed state holding the generic path's timers.
-const TIMERS_STATE: &str = "_window_timers";
-/// The keyed state holding the fast paths' fired windows: `key -> (through, re-armed)`.
-const FIRED_STATE: &str = "_window_fired";
-/// The prefix of trigger states' names in a checkpoint.
-const TRIGGER_STATE_PREFIX: &str = "_trigger/";
-
-/// What a window knows when its function runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowContext {
-    /// The window being emitted.
-    pub window: TimeWindow,
-    /// The operator's current watermark.
-    pub current_watermark: i64,
-    /// The current processing time.
-    pub current_processing_time: i64,
-}
-
-/// How a window's contents are kept and turned into results: incrementally (reduce, aggregate)
-/// or as all elements (process, evictors).
-pub(crate) trait WindowFunctionCore<K, T>: Clone + Send + 'static {
-    /// What a window keeps (checkpointed with it).
-    type Acc: Clone + Send + Serialize + DeserializeOwned + 'static;
-    /// What a window emits.
-    type Out: Send + 'static;
-    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
-        Ok(())
-    }
-    /// Adds `value` to a window's contents (`None`: the window is new).
-    fn add(&mut self, contents: Option<Self::Acc>, value: T, timestamp: Option<i64>) -> Self::Acc;
-    /// Merges the contents of two session windows.
-    fn merge(&mut self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
-    /// Whether a sliding window's contents may be computed by merging the contents of its panes
-    /// (time slices) in time order: merging what two element sets accumulated must give what
-    /// accumulating all their elements in arrival order gives. True for aggregate functions,
-    /// whose `merge` is part of the user's contract (Flink's `AggregateFunction.merge`, also used
-    /// by session windows); false for reduce closures, which may depend on arrival order, so
-    /// sliding reduces keep Flink's per-window folding. Tumbling windows use panes regardless (a
-    /// pane is the window). False unless overridden.
-    fn combines_panes(&self) -> bool {
-        false
-    }
-    /// Emits a window's result (an evictor may remove contents).
-    fn emit(
-        &mut self,
-        key: &K,
-        ctx: &WindowContext,
-        contents: &mut Self::Acc,
-        out: &mut Collector<'_, Self::Out>,
-    );
-    fn close(&mut self) -> Result<(), FunctionError> {
-        Ok(())
-    }
-    /// Checks the restored schema of the user function and restores its `#[operator]` state
-    /// fields (the process function's when there are two).
-    fn initialize_fields(
-        &mut self,
-        _ctx: &mut crate::operator::StateInitContext,
-    ) -> Result<(), FunctionError> {
-        Ok(())
-    }
-    /// Stores the user function's `#[operator]` schema and state fields.
-    fn snapshot_fields(
-        &self,
-        _ctx: &mut crate::operator::StateSnapshotContext,
-    ) -> Result<(), FunctionError> {
-        Ok(())
-    }
-}
-
-/// Emits window results: the collector and what a [`WindowContext`] needs besides the window.
-pub(super) struct Emitter<'o, 'c, O> {
-    pub(super) out: &'o mut Collector<'c, O>,
-    pub(super) watermark: i64,
-    pub(super) processing_time: i64,
-}
-
-impl<O> Emitter<'_, '_, O> {
-    /// Emits `window`'s result for `key` from `contents`, stamped with the window's
-    /// `max_timestamp`.
-    #[inline]
-    pub(super) fn emit<K, T, F: WindowFunctionCore<K, T, Out = O>>(
-        &mut self,
-        function: &mut F,
-        key: &K,
-        window: TimeWindow,
-        contents: &mut F::Acc,
-    ) {
-        let ctx = WindowContext {
-            window,
-            current_watermark: self.watermark,
-            current_processing_time: self.processing_time,
-        };
-        self.out.set_timestamp(Some(window.max_timestamp()));
-        function.emit(key, &ctx, contents, self.out);
-    }
-}
-
-/// How the operator keeps its windows.
+/// How the operator keeps its windows: one path, and for the fast paths the form of their store
+/// (see the module's "Design").
 ///
 /// `repr(u8)` gives the enum an explicit tag: telling the variants apart is then one byte
-/// comparison per record, not a decoding of a niche in the variants' fields.
+/// comparison per call, not a decoding of a niche in the variants' fields.
+// An operator holds one path for its whole life, so the generic path's size costs nothing
+// per record; boxing it would add an indirection to every one of its calls.
+#[allow(clippy::large_enum_variant)]
 #[repr(u8)]
-enum FastPath<K, A> {
+enum OperatorPath<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
     /// Contents per (key, state window) and timers: any assigner, trigger and function.
-    Generic,
+    Generic(GenericPath<K, T, KS, F, Tr>),
     /// Tumbling or sliding event-time windows with the default trigger, as panes on the heap.
-    Panes(PaneWindows<K, A>),
+    Panes(PanePath<K, T, KS, F, Tr, PaneWindows<K, F::Acc>>),
+    /// [`OperatorPath::Panes`] with the contents in the state backend (LMDB).
+    BackendPanes(PanePath<K, T, KS, F, Tr, BackendPanes<K, F::Acc>>),
     /// Session windows with the default event-time trigger, on the heap.
-    Sessions(SessionWindows<K, A>, HeapSessions<K, A>),
-    /// [`FastPath::Panes`] with the contents in the state backend (LMDB).
-    BackendPanes(BackendPanes<K, A>),
-    /// [`FastPath::Sessions`] with each key's sessions in the state backend (LMDB), state
-    /// [`SESSIONS_STATE`].
-    BackendSessions(SessionWindows<K, A>, KeyedStateStore<K>),
+    Sessions(SessionPath<K, T, KS, F, Tr, HeapSessions<K, F::Acc>>),
+    /// [`OperatorPath::Sessions`] with each key's sessions in the state backend (LMDB).
+    BackendSessions(SessionPath<K, T, KS, F, Tr, KeyedStateStore<K>>),
+}
+
+/// Runs `$call` with `$path` bound to the operator's path, whichever it is: the one dispatch
+/// of a call, after which the code is the path's own.
+macro_rules! on_path {
+    ($operator:expr, $path:ident => $call:expr) => {
+        match $operator {
+            OperatorPath::Generic($path) => $call,
+            OperatorPath::Panes($path) => $call,
+            OperatorPath::BackendPanes($path) => $call,
+            OperatorPath::Sessions($path) => $call,
+            OperatorPath::BackendSessions($path) => $call,
+        }
+    };
 }
 
 /// Whether `trigger` is Flink's default event-time trigger, whose timers the fast paths imply.
@@ -260,92 +178,38 @@ fn is_event_time_trigger<Tr: 'static>(trigger: &Tr) -> bool {
         )
 }
 
-/// Which clock a timer belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Domain {
-    Event,
-    Processing,
-}
-
-/// A merging set as the generic path stores it: serialised as its (window, state window)
-/// pairs, checked when read back.
-#[derive(Debug, Clone, Default)]
-struct StoredMergingSet(MergingWindowSet);
-
-impl Serialize for StoredMergingSet {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.persist().serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for StoredMergingSet {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let pairs = WindowPairs::deserialize(deserializer)?;
-        MergingWindowSet::restore(pairs)
-            .map(Self)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// The window operator.
+/// The window operator: the configuration and clocks every path shares, and its path.
 pub(crate) struct WindowOperator<K, T, KS, F: WindowFunctionCore<K, T>, Tr> {
-    assigner: WindowAssigner,
-    key_selector: KS,
-    function: F,
-    trigger: Tr,
-    allowed_lateness_ms: i64,
-    late_tag: Option<OutputTag<T>>,
-    /// The assigner's properties (each a dynamic call to ask).
-    is_event_time: bool,
-    is_merging: bool,
-    is_global: bool,
-    /// The fast path, if the configuration has one; the fields below serve the generic path.
-    fast: FastPath<K, F::Acc>,
-    /// Which windows of restored keys fired before the checkpoint (fast paths only).
-    fired: FiredWindows<K>,
-    /// Contents per (key, state window), `None` only while a function adds to them (state
-    /// [`CONTENTS_STATE`]).
-    contents: KeyedStateStore<WindowScope<K>>,
-    /// In-flight windows per key, merging assigners only (state [`MERGING_STATE`]).
-    merging: KeyedStateStore<K>,
-    /// Trigger and cleanup timers.
-    timers: TimerService<K, TimeWindow>,
-    /// Trigger state per (key, window).
-    trigger_state: KeyedStateStore<WindowScope<K>>,
-    /// The number of key groups, for checkpoints.
-    max_parallelism: u32,
-    /// A processing time a trigger asked for, to pass on to the runtime.
-    wakeup_ms: Option<i64>,
-    state_error: Option<StateError>,
-    watermark: i64,
-    now_ms: i64,
-    assigned: Vec<TimeWindow>,
-    /// `name (index/parallelism)` from `open`, for warnings about records it cannot place.
-    task_name: String,
+    base: WindowBase<K, T, KS, F, Tr>,
+    path: OperatorPath<K, T, KS, F, Tr>,
 }
 
 impl<K, T, KS, F, Tr> Clone for WindowOperator<K, T, KS, F, Tr>
 where
-    K: Ord + Hash + Clone + Send + 'static,
+    K: Key,
+    T: Clone + Send + 'static,
     KS: Clone,
     F: WindowFunctionCore<K, T>,
     Tr: Trigger<T>,
 {
+    /// A new operator of the same configuration, without windows.
     fn clone(&self) -> Self {
+        let base = &self.base;
         Self::new(
-            self.assigner,
-            self.key_selector.clone(),
-            self.function.clone(),
-            self.trigger.clone(),
-            self.allowed_lateness_ms,
-            self.late_tag.clone(),
+            base.assigner,
+            base.key_selector.clone(),
+            base.function.clone(),
+            base.trigger.clone(),
+            base.allowed_lateness_ms,
+            base.late_tag.clone(),
         )
     }
 }
 
 impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
 where
-    K: Ord + Hash + Clone + Send + 'static,
+    K: Key,
+    T: Clone + Send + 'static,
     F: WindowFunctionCore<K, T>,
     Tr: Trigger<T>,
 {
@@ -357,393 +221,53 @@ where
         allowed_lateness_ms: i64,
         late_tag: Option<OutputTag<T>>,
     ) -> Self {
-        // Lateness only applies to event time (Flink ignores it for processing time).
-        let allowed_lateness_ms = if assigner.is_event_time() {
-            allowed_lateness_ms.max(0)
-        } else {
-            0
-        };
-        let fast = Self::fast_path(&assigner, &function, &trigger, allowed_lateness_ms);
-        Self {
-            is_event_time: assigner.is_event_time(),
-            is_merging: assigner.is_merging(),
-            is_global: assigner.is_global(),
-            fast,
+        let base = WindowBase::new(
             assigner,
             key_selector,
             function,
             trigger,
             allowed_lateness_ms,
             late_tag,
-            fired: FiredWindows::new(),
-            contents: KeyedStateStore::default(),
-            merging: KeyedStateStore::default(),
-            timers: TimerService::new(),
-            trigger_state: KeyedStateStore::default(),
-            max_parallelism: DEFAULT_MAX_PARALLELISM,
-            wakeup_ms: None,
-            state_error: None,
-            watermark: i64::MIN,
-            now_ms: 0,
-            task_name: String::from("window operator"),
-            assigned: Vec::new(),
-        }
+        );
+        let path = Self::choose_path(&base);
+        Self { base, path }
     }
 
-    /// The fast path for this configuration: event time with the default trigger, and for
-    /// sliding windows a slide that divides the size and a function that combines panes.
-    fn fast_path(
-        assigner: &WindowAssigner,
-        function: &F,
-        trigger: &Tr,
-        allowed_lateness_ms: i64,
-    ) -> FastPath<K, F::Acc> {
-        if !assigner.is_event_time() || !is_event_time_trigger(trigger) {
-            return FastPath::Generic;
+    /// The path for this configuration: a fast path for event time with the default trigger
+    /// (and for sliding windows a slide that divides the size and a function that combines
+    /// panes), the generic path otherwise.
+    fn choose_path(base: &WindowBase<K, T, KS, F, Tr>) -> OperatorPath<K, T, KS, F, Tr> {
+        let assigner = &base.assigner;
+        let lateness = base.allowed_lateness_ms;
+        let generic = || {
+            OperatorPath::Generic(GenericPath::new(
+                assigner.is_merging(),
+                assigner.is_global(),
+            ))
+        };
+        if !assigner.is_event_time() || !is_event_time_trigger(&base.trigger) {
+            return generic();
         }
         match assigner {
-            WindowAssigner::Tumbling(tumbling) => FastPath::Panes(PaneWindows::new(
-                tumbling.size_ms(),
-                tumbling.size_ms(),
-                allowed_lateness_ms,
+            WindowAssigner::Tumbling(tumbling) => OperatorPath::Panes(PanePath::new(
+                PaneWindows::new(tumbling.size_ms(), tumbling.size_ms(), lateness),
             )),
             WindowAssigner::Sliding(sliding)
                 if sliding.size_ms() % sliding.slide_ms() == 0
-                    && (sliding.size_ms() == sliding.slide_ms() || function.combines_panes()) =>
+                    && (sliding.size_ms() == sliding.slide_ms()
+                        || base.function.combines_panes()) =>
             {
-                FastPath::Panes(PaneWindows::new(
+                OperatorPath::Panes(PanePath::new(PaneWindows::new(
                     sliding.size_ms(),
                     sliding.slide_ms(),
-                    allowed_lateness_ms,
-                ))
+                    lateness,
+                )))
             }
-            WindowAssigner::Session(sessions) => FastPath::Sessions(
-                SessionWindows::new(sessions.gap_ms(), allowed_lateness_ms),
+            WindowAssigner::Session(sessions) => OperatorPath::Sessions(SessionPath::new(
+                SessionWindows::new(sessions.gap_ms(), lateness),
                 HeapSessions::default(),
-            ),
-            _ => FastPath::Generic,
-        }
-    }
-
-    /// When a window's state is removed: `max_timestamp + allowed_lateness` (never for global
-    /// windows).
-    fn cleanup_time(&self, window: &TimeWindow) -> i64 {
-        if self.is_global {
-            i64::MAX
-        } else {
-            window
-                .max_timestamp()
-                .saturating_add(self.allowed_lateness_ms)
-        }
-    }
-
-    fn is_window_late(&self, window: &TimeWindow) -> bool {
-        self.is_event_time && self.cleanup_time(window) <= self.watermark
-    }
-
-    fn register_cleanup_timer(&mut self, key: &K, window: TimeWindow) {
-        let cleanup = self.cleanup_time(&window);
-        if cleanup == i64::MAX {
-            return;
-        }
-        let registered = if self.is_event_time {
-            self.timers
-                .register_event_time_timer(key.clone(), window, cleanup)
-        } else {
-            self.wakeup_ms = Some(self.wakeup_ms.map_or(cleanup, |t| t.min(cleanup)));
-            self.timers
-                .register_processing_time_timer(key.clone(), window, cleanup)
-        };
-        if let Err(error) = registered {
-            self.note(error);
-        }
-    }
-
-    /// Runs `f` with the trigger and its context for (key, window).
-    fn with_trigger<R>(
-        &mut self,
-        key: &K,
-        window: TimeWindow,
-        f: impl FnOnce(&mut Tr, &mut TriggerContext<'_, K>) -> R,
-    ) -> R {
-        let mut ctx = TriggerContext {
-            key,
-            window,
-            scope: WindowScope {
-                key: key.clone(),
-                window,
-            },
-            watermark: self.watermark,
-            processing_time: self.now_ms,
-            timers: &mut self.timers,
-            state: &mut self.trigger_state,
-            wakeup_ms: &mut self.wakeup_ms,
-            error: &mut self.state_error,
-        };
-        f(&mut self.trigger, &mut ctx)
-    }
-
-    /// Notes a state failure: the task fails with the first one (see [`Self::report`]).
-    fn note(&mut self, error: StateError) {
-        self.state_error.get_or_insert(error);
-    }
-
-    /// Adds `value` to the contents of (key, state window).
-    fn add_contents(
-        &mut self,
-        key: &K,
-        state_window: TimeWindow,
-        value: T,
-        timestamp: Option<i64>,
-    ) -> Result<(), StateError> {
-        let mut table = self
-            .contents
-            .value_table::<Option<F::Acc>>(CONTENTS_STATE)?;
-        let scope = WindowScope {
-            key: key.clone(),
-            window: state_window,
-        };
-        let slot = table.get_or_insert_with(scope, || None)?;
-        *slot = Some(self.function.add(slot.take(), value, timestamp));
-        Ok(())
-    }
-
-    /// Takes the contents of (key, state window) out of the backend.
-    fn take_contents(
-        &mut self,
-        key: &K,
-        state_window: TimeWindow,
-    ) -> Result<Option<F::Acc>, StateError> {
-        let mut table = self
-            .contents
-            .value_table::<Option<F::Acc>>(CONTENTS_STATE)?;
-        let scope = WindowScope {
-            key: key.clone(),
-            window: state_window,
-        };
-        let Some(slot) = table.get_mut(&scope)? else {
-            return Ok(None);
-        };
-        let taken = slot.take();
-        table.remove(&scope)?;
-        Ok(taken)
-    }
-
-    /// Sets the contents of (key, state window).
-    fn put_contents(
-        &mut self,
-        key: &K,
-        state_window: TimeWindow,
-        contents: F::Acc,
-    ) -> Result<(), StateError> {
-        let scope = WindowScope {
-            key: key.clone(),
-            window: state_window,
-        };
-        self.contents
-            .value_table::<Option<F::Acc>>(CONTENTS_STATE)?
-            .insert(scope, Some(contents))
-    }
-
-    /// Applies `f` to the in-flight windows of `key`, if it has any, and forgets them if that
-    /// leaves none.
-    fn with_merging<R>(
-        &mut self,
-        key: &K,
-        f: impl FnOnce(&mut MergingWindowSet) -> R,
-    ) -> Result<Option<R>, StateError> {
-        let mut table = self
-            .merging
-            .value_table::<StoredMergingSet>(MERGING_STATE)?;
-        let Some(set) = table.get_mut(key)? else {
-            return Ok(None);
-        };
-        let result = f(&mut set.0);
-        if set.0.is_empty() {
-            table.remove(key)?;
-        }
-        Ok(Some(result))
-    }
-
-    /// The state window of the in-flight `window` of `key`.
-    fn state_window_of(
-        &mut self,
-        key: &K,
-        window: &TimeWindow,
-    ) -> Result<Option<TimeWindow>, StateError> {
-        let mut table = self
-            .merging
-            .value_table::<StoredMergingSet>(MERGING_STATE)?;
-        Ok(table.get(key)?.and_then(|set| set.0.state_window(window)))
-    }
-
-    fn emit(
-        &mut self,
-        key: &K,
-        window: TimeWindow,
-        state_window: TimeWindow,
-        out: &mut Collector<'_, F::Out>,
-    ) {
-        let window_ctx = WindowContext {
-            window,
-            current_watermark: self.watermark,
-            current_processing_time: self.now_ms,
-        };
-        let scope = WindowScope {
-            key: key.clone(),
-            window: state_window,
-        };
-        let function = &mut self.function;
-        let emitted = self
-            .contents
-            .value_table::<Option<F::Acc>>(CONTENTS_STATE)
-            .and_then(|mut table| {
-                if let Some(Some(contents)) = table.get_mut(&scope)? {
-                    out.set_timestamp(Some(window.max_timestamp()));
-                    function.emit(key, &window_ctx, contents, out);
-                }
-                Ok(())
-            });
-        if let Err(error) = emitted {
-            self.note(error);
-        }
-    }
-
-    /// Acts on a trigger's decision for `window`.
-    fn apply(
-        &mut self,
-        result: TriggerResult,
-        key: &K,
-        window: TimeWindow,
-        state_window: TimeWindow,
-        out: &mut Collector<'_, F::Out>,
-    ) {
-        if result.is_fire() {
-            self.emit(key, window, state_window, out);
-        }
-        if result.is_purge()
-            && let Err(error) = self.take_contents(key, state_window)
-        {
-            self.note(error);
-        }
-    }
-
-    /// A timer of `window` fired at `time`.
-    fn on_timer(
-        &mut self,
-        key: K,
-        window: TimeWindow,
-        time: i64,
-        domain: Domain,
-        out: &mut Collector<'_, F::Out>,
-    ) {
-        let state_window = if self.is_merging {
-            match self.state_window_of(&key, &window) {
-                Ok(Some(state_window)) => state_window,
-                // The window was merged into another one: its timer is stale.
-                Ok(None) => return,
-                Err(error) => return self.note(error),
-            }
-        } else {
-            window
-        };
-        let result = self.with_trigger(&key, window, |trigger, ctx| match domain {
-            Domain::Event => trigger.on_event_time(time, &window, ctx),
-            Domain::Processing => trigger.on_processing_time(time, &window, ctx),
-        });
-        self.apply(result, &key, window, state_window, out);
-        let cleanup_domain = if self.is_event_time {
-            Domain::Event
-        } else {
-            Domain::Processing
-        };
-        if domain == cleanup_domain && time == self.cleanup_time(&window) {
-            self.clear_all_state(&key, window, state_window);
-        }
-    }
-
-    fn clear_all_state(&mut self, key: &K, window: TimeWindow, state_window: TimeWindow) {
-        if let Err(error) = self.take_contents(key, state_window) {
-            self.note(error);
-        }
-        self.with_trigger(key, window, |trigger, ctx| trigger.clear(&window, ctx));
-        if self.is_merging {
-            // The window is known to the set (its state window was found by the caller).
-            let retired = self.with_merging(key, |set| {
-                let _ = set.retire_window(&window);
-            });
-            if let Err(error) = retired {
-                self.note(error);
-            }
-        }
-    }
-
-    /// Adds `window` to the key's merging set, merging contents, trigger state and timers of the
-    /// windows it merges with; returns the resulting window and its state window.
-    fn merge_window(
-        &mut self,
-        key: &K,
-        window: TimeWindow,
-    ) -> Result<(TimeWindow, TimeWindow), StateError> {
-        let mut set = self
-            .merging
-            .value_table::<StoredMergingSet>(MERGING_STATE)?
-            .get_mut(key)?
-            .map(std::mem::take)
-            .unwrap_or_default()
-            .0;
-        let mut merges: Vec<(TimeWindow, Vec<TimeWindow>, TimeWindow, Vec<TimeWindow>)> =
-            Vec::new();
-        let merged = set.add_window(window, |merge| {
-            merges.push((
-                merge.merge_result,
-                merge.merged_windows.to_vec(),
-                merge.state_window_result,
-                merge.merged_state_windows.to_vec(),
-            ));
-            Ok::<(), std::convert::Infallible>(())
-        });
-        let Ok(merged) = merged;
-        for (result, merged_windows, state_result, merged_states) in merges {
-            // Flink's order: the trigger learns the merge, the merged windows' trigger state and
-            // cleanup timers go, then their contents merge into the state window.
-            self.with_trigger(key, result, |trigger, ctx| trigger.on_merge(&result, ctx));
-            for old in merged_windows {
-                self.with_trigger(key, old, |trigger, ctx| trigger.clear(&old, ctx));
-                let cleanup = self.cleanup_time(&old);
-                if self.is_event_time {
-                    self.timers
-                        .delete_event_time_timer(key.clone(), old, cleanup)?;
-                } else {
-                    self.timers
-                        .delete_processing_time_timer(key.clone(), old, cleanup)?;
-                }
-            }
-            for merged_state in merged_states {
-                if let Some(moved) = self.take_contents(key, merged_state)? {
-                    let combined = match self.take_contents(key, state_result)? {
-                        Some(existing) => self.function.merge(existing, moved),
-                        None => moved,
-                    };
-                    self.put_contents(key, state_result, combined)?;
-                }
-            }
-        }
-        let state_window = set.state_window(&merged).unwrap_or(merged);
-        self.merging
-            .value_table::<StoredMergingSet>(MERGING_STATE)?
-            .insert(key.clone(), StoredMergingSet(set))?;
-        Ok((merged, state_window))
-    }
-
-    /// Passes on what triggers asked for: a processing-time wake-up, a failure.
-    #[inline]
-    fn report(&mut self, ctx: &mut OperatorContext<'_>) {
-        if let Some(at) = self.wakeup_ms.take() {
-            ctx.request_processing_time(at);
-        }
-        if let Some(error) = self.state_error.take() {
-            ctx.fail(error.to_string());
+            )),
+            _ => generic(),
         }
     }
 }
@@ -752,463 +276,39 @@ impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
 where
     K: Key,
     T: Clone + Send + 'static,
-    KS: Fn(&T) -> K + Clone + Send + 'static,
+    KS: Fn(&T) -> K,
     F: WindowFunctionCore<K, T>,
     Tr: Trigger<T>,
 {
-    /// The time a record is assigned by (its timestamp for event time, the processing time
-    /// otherwise); `None`, failing the task, for an event-time record without timestamp.
-    #[inline]
-    fn assignment_time(
-        &self,
-        timestamp: Option<i64>,
-        ctx: &mut OperatorContext<'_>,
-    ) -> Option<i64> {
-        if self.is_event_time
-            && let Some(time) = timestamp
-        {
-            return Some(time);
-        }
-        match self.assigner.assignment_time(timestamp, self.now_ms) {
-            Ok(time) => Some(time),
-            Err(error) => {
-                ctx.fail(format!("{error}: assign timestamps before windowing"));
-                None
-            }
-        }
-    }
-
-    /// A record no window accepted. Flink side-outputs it only if it is late itself; a record
-    /// that falls between sliding windows (slide > size) is not late, and Flink drops it. We drop
-    /// it too, but count it.
-    fn reject(&self, value: T, time: i64, ctx: &mut OperatorContext<'_>) {
-        let late =
-            self.is_event_time && time.saturating_add(self.allowed_lateness_ms) <= self.watermark;
-        if late {
-            ctx.count_late_record();
-            if let Some(tag) = &self.late_tag {
-                ctx.output(tag, value);
-            }
-        } else {
-            ctx.count_dropped_record();
-        }
-    }
-
-    /// A record whose time has no window that fits in `i64` (a time within a window size of the
-    /// limits of `i64`): no window can ever hold it, and no watermark can pass it, so it is
-    /// treated as a late record rather than failing the job for one bad timestamp: counted in
-    /// `late_records`, sent to the late side output when one is configured, and logged.
-    #[cold]
-    fn unplaceable(&self, value: T, time: i64, error: &WindowError, ctx: &mut OperatorContext<'_>) {
-        let destination = if self.late_tag.is_some() {
-            "sent to the late side output"
-        } else {
-            "dropped"
-        };
-        tracing::warn!(
-            "{}: a record with timestamp {time} ms cannot be placed in a window ({error}); it is \
-             counted as late and {destination}",
-            self.task_name,
-        );
-        ctx.count_late_record();
-        if let Some(tag) = &self.late_tag {
-            ctx.output(tag, value);
-        }
-    }
-
-    /// Any assigner, trigger and function: contents per (key, state window), timers.
-    #[inline(never)]
-    fn process_generic(
-        &mut self,
-        record: Record<T>,
-        time: i64,
-        ctx: &mut OperatorContext<'_>,
-        out: &mut Collector<'_, F::Out>,
-    ) {
-        let mut windows = std::mem::take(&mut self.assigned);
-        windows.clear();
-        if let Err(error) = self.assigner.assign(time, &mut windows) {
-            self.assigned = windows;
-            self.unplaceable(record.value, time, &error, ctx);
-            return;
-        }
-        let key = (self.key_selector)(&record.value);
-        let mut accepted = false;
-        for window in windows.iter().copied() {
-            let (window, state_window) = if self.is_merging {
-                let (merged, state_window) = match self.merge_window(&key, window) {
-                    Ok(merged) => merged,
-                    Err(error) => {
-                        self.note(error);
-                        continue;
-                    }
-                };
-                if self.is_window_late(&merged) {
-                    let retired = self.with_merging(&key, |set| {
-                        let _ = set.retire_window(&merged);
-                    });
-                    if let Err(error) = retired {
-                        self.note(error);
-                    }
-                    continue;
-                }
-                (merged, state_window)
-            } else {
-                if self.is_window_late(&window) {
-                    continue;
-                }
-                (window, window)
-            };
-            accepted = true;
-            if let Err(error) =
-                self.add_contents(&key, state_window, record.value.clone(), record.timestamp)
-            {
-                self.note(error);
-            }
-            let result = self.with_trigger(&key, window, |trigger, tctx| {
-                trigger.on_element(&record.value, record.timestamp, &window, tctx)
-            });
-            self.apply(result, &key, window, state_window, out);
-            self.register_cleanup_timer(&key, window);
-        }
-        self.assigned = windows;
-        if !accepted {
-            self.reject(record.value, time, ctx);
-        }
-    }
-
-    /// Tumbling and sliding windows with the default event-time trigger (see `panes.rs`), with
-    /// their contents on the heap or in the backend.
-    #[inline]
-    fn process_pane(
-        &mut self,
-        record: Record<T>,
-        time: i64,
-        ctx: &mut OperatorContext<'_>,
-        out: &mut Collector<'_, F::Out>,
-    ) {
-        let key = (self.key_selector)(&record.value);
-        let mut record_cx = PaneRecord {
-            function: &mut self.function,
-            fired: &mut self.fired,
-            assigner: &self.assigner,
-            assigned: &mut self.assigned,
-            emitter: Emitter {
-                out,
-                watermark: self.watermark,
-                processing_time: self.now_ms,
-            },
-        };
-        let added = match &mut self.fast {
-            FastPath::Panes(panes) => record_cx.add(panes, key, record, time),
-            FastPath::BackendPanes(panes) => record_cx.add(panes, key, record, time),
-            _ => return,
-        };
-        match added {
-            Ok(None) => {}
-            Ok(Some(rejected)) => self.reject(rejected, time, ctx),
-            Err(PaneAddError::Unplaceable(value, error)) => {
-                self.unplaceable(value, time, &error, ctx);
-            }
-            Err(PaneAddError::Failed(message)) => ctx.fail(message),
-        }
-    }
-
-    /// Session windows with the default event-time trigger (see `sessions.rs`), on the heap or
-    /// in the backend.
-    #[inline]
-    fn process_session(
-        &mut self,
-        record: Record<T>,
-        time: i64,
-        ctx: &mut OperatorContext<'_>,
-        out: &mut Collector<'_, F::Out>,
-    ) {
-        let window = match &self.fast {
-            FastPath::Sessions(sessions, _) | FastPath::BackendSessions(sessions, _) => {
-                sessions.window_of(time)
-            }
-            _ => return,
-        };
-        let Some(window) = window else {
-            // The window does not fit in i64: the assigner says why.
-            let mut windows = std::mem::take(&mut self.assigned);
-            windows.clear();
-            let assigned = self.assigner.assign(time, &mut windows);
-            self.assigned = windows;
-            match assigned {
-                Err(error) => self.unplaceable(record.value, time, &error, ctx),
-                Ok(()) => ctx.fail(format!(
-                    "{}: the session window of time {time} ms does not fit in an i64, but the \
-                     assigner placed it",
-                    self.task_name
-                )),
-            }
-            return;
-        };
-        let key = (self.key_selector)(&record.value);
-        let mut emitter = Emitter {
-            out,
-            watermark: self.watermark,
-            processing_time: self.now_ms,
-        };
-        let function = &mut self.function;
-        let fired = &mut self.fired;
-        let added = match &mut self.fast {
-            FastPath::Sessions(sessions, keys) => add_to_session(
-                sessions,
-                keys,
-                function,
-                fired,
-                key,
-                window,
-                record,
-                &mut emitter,
-            ),
-            FastPath::BackendSessions(sessions, store) => store
-                .value_table::<KeySessions<F::Acc>>(SESSIONS_STATE)
-                .and_then(|mut table| {
-                    add_to_session(
-                        sessions,
-                        &mut table,
-                        function,
-                        fired,
-                        key,
-                        window,
-                        record,
-                        &mut emitter,
-                    )
-                }),
-            _ => return,
-        };
-        match added {
-            Ok(None) => {}
-            Ok(Some(rejected)) => self.reject(rejected, time, ctx),
-            Err(error) => ctx.fail(error.to_string()),
-        }
-    }
-}
-
-/// What a record on a pane path works with, besides the panes.
-struct PaneRecord<'a, 'o, 'c, K, F: WindowFunctionCore<K, T>, T> {
-    function: &'a mut F,
-    fired: &'a mut FiredWindows<K>,
-    assigner: &'a WindowAssigner,
-    assigned: &'a mut Vec<TimeWindow>,
-    emitter: Emitter<'o, 'c, F::Out>,
-}
-
-impl<K: Hash + Ord + Clone, T: Clone, F: WindowFunctionCore<K, T>> PaneRecord<'_, '_, '_, K, F, T> {
-    /// Adds the record (of `key`, assigned at `time`) to `panes`: to its pane, and to what a
-    /// restored key received since the restore; fires the pane's windows that fired already
-    /// again. Returns the record back if no window accepted it.
-    ///
-    /// # Errors
-    ///
-    /// [`PaneAddError::Unplaceable`] with the record for a time whose windows do not fit in
-    /// `i64`; [`PaneAddError::Failed`] with the backend's error.
-    #[inline]
-    fn add<P: PaneStore<K, F::Acc>>(
-        &mut self,
-        panes: &mut P,
-        key: K,
-        record: Record<T>,
-        time: i64,
-    ) -> Result<Option<T>, PaneAddError<T>> {
-        let watermark = self.emitter.watermark;
-        let located = match panes.locate(time, self.assigner, self.assigned, watermark) {
-            Ok(located) => located,
-            Err(error @ WindowError::TimeOutOfRange { .. }) => {
-                return Err(PaneAddError::Unplaceable(record.value, error));
-            }
-            Err(error) => return Err(PaneAddError::Failed(error.to_string())),
-        };
-        let Some(index) = located else {
-            return Ok(Some(record.value));
-        };
-        // If some windows of the pane fired already, the record fires those still kept again.
-        let refire_key = panes.has_fired(index, watermark).then(|| key.clone());
-        // After a restore, a record of a key whose windows fired before the checkpoint re-arms
-        // the pane's windows that fired, and is kept apart for windows cleaned up before it.
-        let restored = (!self.fired.is_empty() && self.fired.is_marked(&key))
-            .then(|| (key.clone(), record.value.clone()));
-        let failed = |error: StateError| PaneAddError::Failed(error.to_string());
-        panes
-            .add(index, self.function, key, record.value, record.timestamp)
-            .map_err(failed)?;
-        if let Some((key, value)) = restored {
-            for window in panes.windows_of(index) {
-                self.fired.rearm(&key, window.max_timestamp(), watermark);
-            }
-            panes
-                .add_fresh(index, self.function, key, value, record.timestamp)
-                .map_err(failed)?;
-        }
-        if let Some(key) = refire_key {
-            panes
-                .fire_late_record(index, self.function, &key, &mut self.emitter, self.fired)
-                .map_err(failed)?;
-        }
-        Ok(None)
-    }
-}
-
-/// Why [`PaneRecord::add`] did not add a record.
-enum PaneAddError<T> {
-    /// The record's time has no window that fits in `i64`: the record, and the assigner's error.
-    Unplaceable(T, WindowError),
-    /// The backend failed: the message to fail the task with.
-    Failed(String),
-}
-
-/// Adds a record (of `key`, in `window`) to the sessions in `keys`; after a restore, re-arms
-/// the session it joins if that fired before the checkpoint. Returns the record back if no
-/// window accepted it.
-///
-/// # Errors
-///
-/// The table's (the state backend failed).
-#[inline]
-#[allow(clippy::too_many_arguments)]
-fn add_to_session<K, T, F>(
-    sessions: &mut SessionWindows<K, F::Acc>,
-    keys: &mut impl SessionTable<K, F::Acc>,
-    function: &mut F,
-    fired: &mut FiredWindows<K>,
-    key: K,
-    window: TimeWindow,
-    record: Record<T>,
-    emitter: &mut Emitter<'_, '_, F::Out>,
-) -> Result<Option<T>, StateError>
-where
-    K: Hash + Ord + Clone + 'static,
-    F: WindowFunctionCore<K, T>,
-{
-    // After a restore, a record of a key whose sessions fired before the checkpoint re-arms
-    // the session it joins, if that fired.
-    let restored_key = (!fired.is_empty() && fired.is_marked(&key)).then(|| key.clone());
-    let rejected = sessions.add(
-        keys,
-        key,
-        window,
-        record.value,
-        record.timestamp,
-        function,
-        emitter,
-    )?;
-    if rejected.is_some() {
-        return Ok(rejected);
-    }
-    if let Some(key) = restored_key
-        && let Some(session) = SessionWindows::session_of(keys, &key, &window)?
-    {
-        fired.rearm(&key, session.max_timestamp(), emitter.watermark);
-    }
-    Ok(None)
-}
-
-impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
-where
-    K: Key,
-    F: WindowFunctionCore<K, T>,
-    Tr: Trigger<T>,
-{
-    /// Stores the operator's windows in a checkpoint (see the module's "Checkpoints").
-    fn snapshot_windows(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), StateError> {
-        if !ctx.is_persisted() {
-            return Ok(());
-        }
-        let max_parallelism = self.max_parallelism;
-        let now_ms = ctx.current_processing_time();
-        // What the operator keeps on the heap is copied now and encoded by checkpoint storage,
-        // off the data path (`deferred_keyed_state`); what the backend keeps is read from a
-        // view frozen now, off the data path too (LMDB).
-        let parts = match &mut self.fast {
-            FastPath::Generic => {
-                let triggers = self.trigger_state.snapshot(now_ms)?;
-                if !matches!(&triggers, PendingKeyedSnapshot::Ready(s) if s.is_empty()) {
-                    ctx.add_keyed(with_trigger_prefix(triggers));
-                }
-                ctx.snapshot_keyed_store(&mut self.contents)?;
-                if self.is_merging {
-                    ctx.snapshot_keyed_store(&mut self.merging)?;
-                }
-                if self.timers.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![self.timers.snapshot_keyed(TIMERS_STATE, max_parallelism)?]
-                }
-            }
-            FastPath::Panes(panes) => {
-                panes.snapshot(&self.fired, FIRED_STATE, self.watermark, max_parallelism)
-            }
-            FastPath::BackendPanes(panes) => vec![panes.snapshot(
-                &self.fired,
-                FIRED_STATE,
-                self.watermark,
-                max_parallelism,
-                now_ms,
-            )?],
-            FastPath::Sessions(_, keys) => SessionWindows::snapshot(
-                keys,
-                &self.fired,
-                FIRED_STATE,
-                self.watermark,
-                max_parallelism,
-            ),
-            FastPath::BackendSessions(_, store) => vec![snapshot_store::<K, F::Acc>(
-                store,
-                &self.fired,
-                FIRED_STATE,
-                self.watermark,
-                max_parallelism,
-                now_ms,
-            )?],
-        };
-        for part in parts {
-            ctx.add_keyed(part);
-        }
-        Ok(())
-    }
-
-    /// The entries its state stores, timers and indexes hold in memory (all of them for memory
-    /// stores and heap timers, the cached ones for LMDB; the heap forms of the fast paths keep
-    /// no store).
-    #[cfg(test)]
-    fn stored_entries_in_memory(&self) -> usize {
-        let fast = match &self.fast {
-            FastPath::BackendPanes(panes) => panes.entries_in_memory(),
-            FastPath::BackendSessions(sessions, store) => {
-                store.entries_in_memory() + sessions.queue_entries_in_memory()
-            }
-            FastPath::Generic | FastPath::Panes(_) | FastPath::Sessions(..) => 0,
-        };
-        fast + self.contents.entries_in_memory()
-            + self.merging.entries_in_memory()
-            + self.trigger_state.entries_in_memory()
-            + self.timers.entries_in_memory()
-    }
-
-    /// With the LMDB backend, moves the fast paths' windows (none yet) to their backend forms,
-    /// opening their store (see the module's "Where the windows live").
+    /// With the LMDB backend, moves a fast path's windows (none yet) to their backend form,
+    /// opening its store (see the module's "Where the windows live").
     fn move_to_backend(&mut self, config: &KeyedBackendConfig) -> Result<(), StateError> {
         if config.kind != StateBackendKind::Lmdb {
             return Ok(());
         }
-        self.fast = match std::mem::replace(&mut self.fast, FastPath::Generic) {
-            FastPath::Panes(panes) => {
-                debug_assert!(panes.is_empty(), "windows move before any record");
+        let moved = match &mut self.path {
+            OperatorPath::Panes(path) => {
+                debug_assert!(path.panes.is_empty(), "windows move before any record");
                 let store = KeyedStateStore::open(config.clone())?;
                 let keys = TimerService::open(&store_config(config, "panes", 2))?;
-                FastPath::BackendPanes(BackendPanes::<K, F::Acc>::new(panes.grid(), store, keys))
+                OperatorPath::BackendPanes(PanePath::new(BackendPanes::new(
+                    path.panes.grid(),
+                    store,
+                    keys,
+                )))
             }
-            FastPath::Sessions(mut sessions, keys) => {
-                debug_assert!(sessions.is_empty() && keys.is_empty());
+            OperatorPath::Sessions(path) => {
+                debug_assert!(path.sessions.is_empty() && path.store.is_empty());
+                let mut sessions = path.sessions.empty_like();
                 sessions.open_queue(&store_config(config, "queue", 2))?;
-                FastPath::BackendSessions(sessions, KeyedStateStore::open(config.clone())?)
+                OperatorPath::BackendSessions(SessionPath::new(
+                    sessions,
+                    KeyedStateStore::open(config.clone())?,
+                ))
             }
-            other => other,
+            _ => return Ok(()),
         };
+        self.path = moved;
         Ok(())
     }
 
@@ -1216,281 +316,34 @@ where
     /// instance owns (see the module's "Checkpoints").
     fn restore_windows(&mut self, ctx: &mut StateInitContext) -> Result<(), StateError> {
         let config = ctx.backend_config().clone();
-        let max_parallelism = config.max_parallelism;
-        self.max_parallelism = max_parallelism;
+        self.base.max_parallelism = config.max_parallelism;
         self.move_to_backend(&config)?;
         let mut keyed = ctx.take_keyed_snapshot();
-        match &mut self.fast {
-            FastPath::Generic => {
-                // Only the generic path runs triggers with state and keeps contents per window:
-                // the fast paths keep no such stores (and so open no LMDB environment for them).
-                let stores = if self.is_merging { 3 } else { 2 };
-                let mut store = KeyedStateStore::open(store_config(&config, "trigger", stores))?;
-                let triggers = take_trigger_states(&mut keyed)?;
-                if !triggers.is_empty() {
-                    store.restore(triggers)?;
-                }
-                self.trigger_state = store;
-                let contents = keyed.take_state(CONTENTS_STATE);
-                check_entry_keys(
-                    &contents,
-                    CONTENTS_STATE,
-                    max_parallelism,
-                    |scope: WindowScope<K>| scope.key,
-                )?;
-                self.contents = open_restored(store_config(&config, "contents", stores), contents)?;
-                // Resolved now, so that contents of another type are a restore error (and, in
-                // memory, undecodable ones; LMDB decodes them as they are read).
-                self.contents
-                    .value_table::<Option<F::Acc>>(CONTENTS_STATE)?;
-                if self.is_merging {
-                    let merging = keyed.take_state(MERGING_STATE);
-                    check_entry_keys(&merging, MERGING_STATE, max_parallelism, |key: K| key)?;
-                    self.merging =
-                        open_restored(store_config(&config, "merging", stores), merging)?;
-                    self.merging
-                        .value_table::<StoredMergingSet>(MERGING_STATE)?;
-                }
-                let timers = keyed.take_state(TIMERS_STATE);
-                self.timers = TimerService::open(&store_config(&config, "timers", stores))?;
-                self.timers.restore_keyed_snapshot(&timers, TIMERS_STATE)?;
-            }
-            FastPath::Panes(panes) => {
-                let mut by_start: BTreeMap<i64, Vec<(K, F::Acc)>> = BTreeMap::new();
-                for ((key, start), acc) in take_checked::<(K, i64), F::Acc, K>(
-                    &mut keyed,
-                    PANES_STATE,
-                    max_parallelism,
-                    first,
-                )? {
-                    by_start.entry(start).or_default().push((key, acc));
-                }
-                for (start, contents) in by_start {
-                    panes.restore_pane(start, contents, &self.assigner, &mut self.assigned)?;
-                }
-                for ((key, start), acc) in take_checked::<(K, i64), F::Acc, K>(
-                    &mut keyed,
-                    FRESH_STATE,
-                    max_parallelism,
-                    first,
-                )? {
-                    panes.restore_fresh(key, start, acc)?;
-                }
-            }
-            FastPath::BackendPanes(panes) => {
-                let contents = take_checked::<(K, i64), F::Acc, K>(
-                    &mut keyed,
-                    PANES_STATE,
-                    max_parallelism,
-                    first,
-                )?;
-                let fresh = take_checked::<(K, i64), F::Acc, K>(
-                    &mut keyed,
-                    FRESH_STATE,
-                    max_parallelism,
-                    first,
-                )?;
-                panes.restore(contents, fresh, &self.assigner, &mut self.assigned)?;
-            }
-            FastPath::Sessions(sessions, keys) => {
-                for (key, windows) in take_sessions::<K, F::Acc>(&mut keyed, max_parallelism)? {
-                    sessions.restore_key(keys, key, windows, self.watermark)?;
-                }
-            }
-            FastPath::BackendSessions(sessions, store) => {
-                let mut table = store.value_table::<KeySessions<F::Acc>>(SESSIONS_STATE)?;
-                for (key, windows) in take_sessions::<K, F::Acc>(&mut keyed, max_parallelism)? {
-                    sessions.restore_key(&mut table, key, windows, self.watermark)?;
-                }
-            }
-        }
-        if !matches!(self.fast, FastPath::Generic) {
-            let marks = take_checked::<K, (i64, Vec<i64>), K>(
-                &mut keyed,
-                FIRED_STATE,
-                max_parallelism,
-                itself,
-            )?;
-            for (key, (through, rearmed)) in marks {
-                if through > self.watermark {
-                    self.fired.restore(key, through, &rearmed);
-                }
-            }
-        }
+        on_path!(&mut self.path, path => path.restore(&mut self.base, &config, &mut keyed))?;
         if let Some(left) = keyed.states.first() {
             return Err(StateError::Corrupt(format!(
                 "state '{}' is not a state of this window operator ({:?}): were its assigner, \
                  trigger or function changed?",
-                left.name, self.assigner
+                left.name, self.base.assigner
             )));
         }
         Ok(())
     }
-}
 
-/// Takes state `name` out of `keyed`, decoded (see [`take_keyed_entries`]), checking that each
-/// entry's key (`key_of` its entry key) is in the key group it was stored in.
-fn take_checked<E, V, K: StableHash>(
-    keyed: &mut KeyedStateSnapshot,
-    name: &str,
-    max_parallelism: u32,
-    key_of: fn(&E) -> &K,
-) -> Result<Vec<(E, V)>, StateError>
-where
-    E: DeserializeOwned,
-    V: DeserializeOwned,
-{
-    take_keyed_entries::<E, V>(keyed, name)?
-        .into_iter()
-        .map(|(group, entry_key, value)| {
-            check_key_group(key_of(&entry_key), group, max_parallelism, name)?;
-            Ok((entry_key, value))
-        })
-        .collect()
-}
-
-/// The key of an entry key with a namespace.
-fn first<K, N>(entry_key: &(K, N)) -> &K {
-    &entry_key.0
-}
-
-/// The key of an entry key without a namespace.
-fn itself<K>(key: &K) -> &K {
-    key
-}
-
-/// The sessions of state [`SESSIONS_STATE`] in `keyed`, per key (checked as
-/// [`take_checked`] does).
-fn take_sessions<K: Key, A: DeserializeOwned>(
-    keyed: &mut KeyedStateSnapshot,
-    max_parallelism: u32,
-) -> Result<BTreeMap<K, Vec<(TimeWindow, A)>>, StateError> {
-    let mut by_key: BTreeMap<K, Vec<(TimeWindow, A)>> = BTreeMap::new();
-    for ((key, window), acc) in
-        take_checked::<(K, TimeWindow), A, K>(keyed, SESSIONS_STATE, max_parallelism, first)?
-    {
-        by_key.entry(key).or_default().push((window, acc));
-    }
-    Ok(by_key)
-}
-
-/// Checks that every entry of `part` (state `name` of a store) has a key (`key_of` its decoded
-/// entry key) in the key group it was stored in, and appears once.
-fn check_entry_keys<E: DeserializeOwned, K: StableHash>(
-    part: &KeyedStateSnapshot,
-    name: &str,
-    max_parallelism: u32,
-    key_of: impl Fn(E) -> K,
-) -> Result<(), StateError> {
-    for entry in &part.entries {
-        let key = key_of(decode_entry_key::<E>(name, entry)?);
-        check_key_group(&key, KeyGroup(entry.key_group), max_parallelism, name)?;
-    }
-    // Sorted, so a second entry of a key follows the first.
-    if let Some(pair) = part.entries.windows(2).find(|p| p[0].key == p[1].key) {
-        return Err(twice(name, pair[1].key_group));
-    }
-    Ok(())
-}
-
-/// A store opened as `config` says, holding `restored` (if it holds anything).
-fn open_restored<K: Key>(
-    config: KeyedBackendConfig,
-    restored: KeyedStateSnapshot,
-) -> Result<KeyedStateStore<K>, StateError> {
-    let mut store = KeyedStateStore::open(config)?;
-    if !restored.is_empty() {
-        store.restore(restored)?;
-    }
-    Ok(store)
-}
-
-/// A merging set as checkpointed: its (window, state window) pairs.
-type WindowPairs = Vec<(TimeWindow, TimeWindow)>;
-
-/// The same entry restored twice.
-fn twice(state: &str, key_group: u32) -> StateError {
-    StateError::Corrupt(format!(
-        "state '{state}', key group {key_group}: an entry appears twice"
-    ))
-}
-
-/// Prefixes the trigger states' names with [`TRIGGER_STATE_PREFIX`], so that they cannot meet
-/// the operator's own states whatever a trigger calls them (a deferred snapshot on reading).
-fn with_trigger_prefix(pending: PendingKeyedSnapshot) -> PendingKeyedSnapshot {
-    fn prefixed(mut snapshot: KeyedStateSnapshot) -> KeyedStateSnapshot {
-        for meta in &mut snapshot.states {
-            meta.name = format!("{TRIGGER_STATE_PREFIX}{}", meta.name);
+    /// Stores the operator's windows in a checkpoint (see the module's "Checkpoints").
+    fn snapshot_windows(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), StateError> {
+        if !ctx.is_persisted() {
+            return Ok(());
         }
-        snapshot
+        on_path!(&mut self.path, path => path.snapshot(&mut self.base, ctx))
     }
-    match pending {
-        PendingKeyedSnapshot::Ready(snapshot) => PendingKeyedSnapshot::Ready(prefixed(snapshot)),
-        PendingKeyedSnapshot::Deferred(produce) => {
-            PendingKeyedSnapshot::Deferred(Box::new(move || produce().map(prefixed)))
-        }
-        PendingKeyedSnapshot::Frozen(mut frozen) => {
-            for meta in &mut frozen.states {
-                meta.name = format!("{TRIGGER_STATE_PREFIX}{}", meta.name);
-            }
-            PendingKeyedSnapshot::Frozen(frozen)
-        }
-    }
-}
 
-/// Takes the trigger states (named with [`TRIGGER_STATE_PREFIX`]) out of `keyed`, under their
-/// own names.
-///
-/// # Errors
-///
-/// [`StateError::Corrupt`] if an entry refers to a state the snapshot does not name.
-fn take_trigger_states(keyed: &mut KeyedStateSnapshot) -> Result<KeyedStateSnapshot, StateError> {
-    let names: Vec<String> = keyed
-        .states
-        .iter()
-        .filter(|meta| meta.name.starts_with(TRIGGER_STATE_PREFIX))
-        .map(|meta| meta.name.clone())
-        .collect();
-    let mut triggers = KeyedStateSnapshot::default();
-    for name in names {
-        let mut part = keyed.take_state(&name);
-        for meta in &mut part.states {
-            meta.name = name[TRIGGER_STATE_PREFIX.len()..].to_string();
-        }
-        triggers.merge(part)?;
-    }
-    Ok(triggers)
-}
-
-impl<K, T, KS, F, Tr> WindowOperator<K, T, KS, F, Tr>
-where
-    K: Key,
-    T: Clone + Send + 'static,
-    KS: Fn(&T) -> K + Clone + Send + 'static,
-    F: WindowFunctionCore<K, T>,
-    Tr: Trigger<T>,
-{
-    /// A run on the pane path: records that simply go to the current pane (see
-    /// `PaneWindows::current_pane`) are added in one loop, the others go through
-    /// [`process`](OneInputOperator::process). Out of line, so that the other paths' loop keeps
-    /// `process` inlined.
-    #[inline(never)]
-    fn pane_run(&mut self, records: Vec<Record<T>>, run: &mut RunContext<'_, '_, F::Out>) {
-        self.now_ms = run.context().current_processing_time();
-        let watermark = self.watermark;
-        for record in records {
-            // Event time is implied by the pane path.
-            let pane = match (&mut self.fast, record.timestamp) {
-                (FastPath::Panes(panes), Some(time)) => panes.current_pane(time, watermark),
-                _ => None,
-            };
-            if let Some(pane) = pane {
-                let key = (self.key_selector)(&record.value);
-                pane.add(&mut self.function, key, record.value, record.timestamp);
-            } else {
-                run.process_with(record, |record, ctx, out| self.process(record, ctx, out));
-            }
-        }
+    /// The entries its state stores, timers and indexes hold in memory (all of them for memory
+    /// stores and heap timers, the cached ones for LMDB; the heap forms of the fast paths keep
+    /// no store).
+    #[cfg(test)]
+    fn stored_entries_in_memory(&self) -> usize {
+        on_path!(&self.path, path => WindowPath::<K, T, KS, F, Tr>::entries_in_memory(path))
     }
 }
 
@@ -1505,18 +358,18 @@ where
     type Out = F::Out;
 
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<(), FunctionError> {
-        self.function.initialize_fields(ctx)?;
+        self.base.function.initialize_fields(ctx)?;
         Ok(self.restore_windows(ctx)?)
     }
 
     fn snapshot_state(&mut self, ctx: &mut StateSnapshotContext) -> Result<(), FunctionError> {
-        self.function.snapshot_fields(ctx)?;
+        self.base.function.snapshot_fields(ctx)?;
         Ok(self.snapshot_windows(ctx)?)
     }
 
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
-        self.task_name = ctx.task_name_with_subtask();
-        self.function.open(ctx)
+        self.base.task_name = ctx.task_name_with_subtask();
+        self.base.function.open(ctx)
     }
 
     #[inline]
@@ -1526,39 +379,13 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        self.now_ms = ctx.current_processing_time();
-        let Some(time) = self.assignment_time(record.timestamp, ctx) else {
-            return;
-        };
-        match self.fast {
-            FastPath::Generic => {
-                self.process_generic(record, time, ctx, out);
-                self.report(ctx);
-            }
-            // No trigger runs on the fast paths: nothing to report (a failing backend fails
-            // the task there).
-            FastPath::Panes(_) | FastPath::BackendPanes(_) => {
-                self.process_pane(record, time, ctx, out);
-            }
-            FastPath::Sessions(..) | FastPath::BackendSessions(..) => {
-                self.process_session(record, time, ctx, out);
-            }
-        }
+        on_path!(&mut self.path, path => path.process_record(&mut self.base, record, ctx, out));
     }
 
-    /// Tumbling and sliding windows with the default trigger take `pane_run`; every other
-    /// path takes the records one by one, as the trait's default does.
+    /// One dispatch per run: the path's own loop takes the records.
     #[inline]
     fn process_run(&mut self, records: Vec<Record<T>>, run: &mut RunContext<'_, '_, F::Out>) {
-        // After a restore, records of keys whose windows fired before the checkpoint need
-        // `process_pane`'s care (`fired`): the run loop is for the usual case.
-        if matches!(self.fast, FastPath::Panes(_)) && self.fired.is_empty() {
-            self.pane_run(records, run);
-            return;
-        }
-        for record in records {
-            run.process_with(record, |record, ctx, out| self.process(record, ctx, out));
-        }
+        on_path!(&mut self.path, path => path.process_run(&mut self.base, records, run));
     }
 
     fn on_watermark(
@@ -1567,69 +394,7 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        self.now_ms = ctx.current_processing_time();
-        let previous = self.watermark;
-        self.watermark = self.watermark.max(watermark.timestamp);
-        if self.watermark > previous {
-            let mut emitter = Emitter {
-                out: &mut *out,
-                watermark: self.watermark,
-                processing_time: self.now_ms,
-            };
-            let fired = &self.fired;
-            let function = &mut self.function;
-            let advanced = match &mut self.fast {
-                FastPath::Generic => Ok(()),
-                FastPath::Panes(panes) => {
-                    panes.advance(previous, function, &mut emitter, fired);
-                    Ok(())
-                }
-                FastPath::BackendPanes(panes) => {
-                    PaneStore::advance(panes, previous, function, &mut emitter, fired)
-                }
-                FastPath::Sessions(sessions, keys) => {
-                    sessions.advance(keys, previous, function, &mut emitter, fired)
-                }
-                FastPath::BackendSessions(sessions, store) => store
-                    .value_table::<KeySessions<F::Acc>>(SESSIONS_STATE)
-                    .and_then(|mut table| {
-                        sessions.advance(&mut table, previous, function, &mut emitter, fired)
-                    }),
-            };
-            if let Err(error) = advanced {
-                self.note(error);
-            }
-            self.fired.advance(self.watermark);
-            let retained = match &mut self.fast {
-                FastPath::Panes(panes) => {
-                    panes.retain_fresh(&self.fired);
-                    Ok(())
-                }
-                FastPath::BackendPanes(panes) => PaneStore::retain_fresh(panes, &self.fired),
-                _ => Ok(()),
-            };
-            if let Err(error) = retained {
-                self.note(error);
-            }
-        }
-        // The fast paths register no timers: this serves the generic path.
-        loop {
-            match self.timers.pop_event_time_timer(self.watermark) {
-                Ok(Some(timer)) => self.on_timer(
-                    timer.key,
-                    timer.namespace,
-                    timer.timestamp,
-                    Domain::Event,
-                    out,
-                ),
-                Ok(None) => break,
-                Err(error) => {
-                    self.note(error);
-                    break;
-                }
-            }
-        }
-        self.report(ctx);
+        on_path!(&mut self.path, path => path.on_watermark(&mut self.base, watermark, ctx, out));
     }
 
     fn on_processing_time(
@@ -1638,53 +403,15 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, F::Out>,
     ) {
-        self.now_ms = now_ms;
-        loop {
-            match self.timers.pop_processing_time_timer(now_ms) {
-                Ok(Some(timer)) => self.on_timer(
-                    timer.key,
-                    timer.namespace,
-                    timer.timestamp,
-                    Domain::Processing,
-                    out,
-                ),
-                Ok(None) => break,
-                Err(error) => {
-                    self.note(error);
-                    break;
-                }
-            }
-        }
-        match self.timers.next_processing_time_timer() {
-            Ok(Some(next)) => ctx.request_processing_time(next),
-            Ok(None) => {}
-            Err(error) => self.note(error),
-        }
-        self.report(ctx);
+        on_path!(&mut self.path, path => path.on_processing_time(&mut self.base, now_ms, ctx, out));
     }
 
     fn on_end_of_input(&mut self, ctx: &mut OperatorContext<'_>, out: &mut Collector<'_, F::Out>) {
-        // Event-time windows already fired on the final watermark. Processing-time timers would
-        // be lost at the end of a bounded input: fire the ones pending now (not the ones their
-        // triggers register while firing, or a continuous trigger would never end).
-        let mut pending = Vec::new();
-        if let Err(error) = self.timers.advance_processing_time(i64::MAX, &mut pending) {
-            self.note(error);
-        }
-        for timer in pending {
-            self.on_timer(
-                timer.key,
-                timer.namespace,
-                timer.timestamp,
-                Domain::Processing,
-                out,
-            );
-        }
-        self.report(ctx);
+        on_path!(&mut self.path, path => path.on_end_of_input(&mut self.base, ctx, out));
     }
 
     fn close(&mut self) -> Result<(), FunctionError> {
-        self.function.close()
+        self.base.function.close()
     }
 }
 
@@ -1698,11 +425,13 @@ mod tests {
     use super::*;
     use crate::api::functions::{AggregateFunction, ProcessWindowFunction};
     use crate::operator::testing::Harness;
+    use crate::operator::window::trigger::{TriggerContext, TriggerResult};
     use crate::operator::window::{
         AggregateProcessWindow, AggregateWindow, BoxedEvictor, CountEvictor, EvictingWindow,
-        ProcessWindow, ReduceWindow, TimeDomain,
+        ProcessWindow, ReduceWindow, TimeDomain, TimeWindow, WindowContext,
     };
     use crate::operator::{Chained, StreamElement};
+    use crate::state::{DEFAULT_MAX_PARALLELISM, StateBackendKind};
 
     /// `(key, timestamp, value)`.
     pub(super) type Event = (u8, i64, i64);
@@ -1888,7 +617,7 @@ mod tests {
             lateness,
             Some(tag.clone()),
         );
-        let took_fast_path = !matches!(fast.fast, FastPath::Generic);
+        let took_fast_path = !matches!(fast.path, OperatorPath::Generic(_));
         let generic = WindowOperator::<u8, Event, _, _, _>::new(
             assigner,
             key_of as fn(&Event) -> u8,
@@ -1897,7 +626,7 @@ mod tests {
             lateness,
             Some(tag),
         );
-        assert!(matches!(generic.fast, FastPath::Generic));
+        assert!(matches!(generic.path, OperatorPath::Generic(_)));
         (drive(fast, steps), drive(generic, steps), took_fast_path)
     }
 
@@ -1953,8 +682,8 @@ mod tests {
         );
         let lmdb_fast = in_lmdb(fast(), &dir.path().join("fast"));
         assert!(!matches!(
-            lmdb_fast.fast,
-            FastPath::Panes(_) | FastPath::Sessions(..)
+            lmdb_fast.path,
+            OperatorPath::Panes(_) | OperatorPath::Sessions(..)
         ));
         [
             drive(fast(), steps),
@@ -2155,7 +884,10 @@ mod tests {
                 0,
                 None,
             );
-            assert!(matches!(operator.fast, FastPath::Generic), "{assigner:?}");
+            assert!(
+                matches!(operator.path, OperatorPath::Generic(_)),
+                "{assigner:?}"
+            );
         }
         let tumbling = WindowAssigner::tumbling(event, 10, 0).expect("valid");
         let explicit = WindowOperator::<u8, Event, _, _, _>::new(
@@ -2166,6 +898,6 @@ mod tests {
             0,
             None,
         );
-        assert!(matches!(explicit.fast, FastPath::Panes(_)));
+        assert!(matches!(explicit.path, OperatorPath::Panes(_)));
     }
 }

@@ -85,16 +85,19 @@
 //! - Panes are sorted by start, pairwise disjoint, on the grid, and never without contents.
 //! - A pane is dropped when the watermark reaches the cleanup time of its last window.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use super::fired::FiredWindows;
+use serde::de::DeserializeOwned;
+
+use super::fired::{FIRED_STATE, FiredWindows};
+use super::functions::{Emitter, WindowFunctionCore};
 use super::key_order::KeyOrder;
-use super::operator::{Emitter, WindowFunctionCore};
 use super::{TimeWindow, WindowAssign, WindowAssigner, WindowError};
+use crate::api::Key;
 use crate::operator::checkpointing::deferred_keyed_state;
 use crate::state::{PendingKeyedSnapshot, StableHash, StateError};
 
@@ -422,12 +425,68 @@ pub(super) trait PaneStore<K, A> {
 
     /// Forgets what keys no longer marked in `fired` received since the restore.
     fn retain_fresh(&mut self, fired: &FiredWindows<K>) -> Result<(), StateError>;
+
+    /// The pane on the heap that a record at `time` simply goes to: the pane the last record
+    /// went to, none of whose windows fired yet (see [`PaneWindows::current_pane`]). The
+    /// backend form has none: its records all take [`locate`](Self::locate) and
+    /// [`add`](Self::add).
+    #[inline]
+    fn current_pane(
+        &mut self,
+        _time: i64,
+        _watermark: i64,
+    ) -> Option<&mut Pane<HeapContents<K, A>>> {
+        None
+    }
+
+    /// The panes for a checkpoint at `watermark`: their contents (state [`PANES_STATE`]), what
+    /// restored keys received since the restore ([`FRESH_STATE`]) and the marks of `fired`
+    /// ([`FIRED_STATE`]); see the module's "Checkpoints".
+    ///
+    /// # Errors
+    ///
+    /// The backend's, preparing its snapshot.
+    fn snapshot(
+        &mut self,
+        fired: &FiredWindows<K>,
+        watermark: i64,
+        max_parallelism: u32,
+        now_ms: i64,
+    ) -> Result<Vec<PendingKeyedSnapshot>, StateError>
+    where
+        K: Key,
+        A: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Restores the panes' contents (entries `((key, pane start), contents)` of
+    /// [`PANES_STATE`]) and what restored keys received since an earlier restore (of
+    /// [`FRESH_STATE`]), checking with `assigner` that every start is a pane start on its grid
+    /// (written to the scratch vector `windows`).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Corrupt`] for a start off the grid, an entry twice, fresh contents of a key
+    /// without contents in that pane (or of tumbling windows); the backend's, if it fails.
+    fn restore(
+        &mut self,
+        panes: Vec<((K, i64), A)>,
+        fresh: Vec<((K, i64), A)>,
+        assigner: &WindowAssigner,
+        windows: &mut Vec<TimeWindow>,
+    ) -> Result<(), StateError>
+    where
+        K: Key,
+        A: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The entries its stores and index hold in memory (none for the heap form, which keeps
+    /// no store).
+    #[cfg(test)]
+    fn entries_in_memory(&self) -> usize;
 }
 
 /// A pane's contents on the heap: per key, `None` for a key kept from the map's previous pane
 /// without contents in this one (see the module's "Performance" notes), and while a function
 /// adds to them.
-type HeapContents<K, A> = FxHashMap<K, Option<A>>;
+pub(super) type HeapContents<K, A> = FxHashMap<K, Option<A>>;
 
 /// The contents of tumbling or sliding windows as panes, per key, on the heap.
 pub(super) struct PaneWindows<K, A> {
@@ -873,6 +932,60 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> PaneStore<K, A> for PaneWindows<
     fn retain_fresh(&mut self, fired: &FiredWindows<K>) -> Result<(), StateError> {
         Self::retain_fresh(self, fired);
         Ok(())
+    }
+
+    #[inline]
+    fn current_pane(&mut self, time: i64, watermark: i64) -> Option<&mut Pane<HeapContents<K, A>>> {
+        Self::current_pane(self, time, watermark)
+    }
+
+    fn snapshot(
+        &mut self,
+        fired: &FiredWindows<K>,
+        watermark: i64,
+        max_parallelism: u32,
+        _now_ms: i64,
+    ) -> Result<Vec<PendingKeyedSnapshot>, StateError>
+    where
+        K: Key,
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        Ok(Self::snapshot(
+            self,
+            fired,
+            FIRED_STATE,
+            watermark,
+            max_parallelism,
+        ))
+    }
+
+    fn restore(
+        &mut self,
+        panes: Vec<((K, i64), A)>,
+        fresh: Vec<((K, i64), A)>,
+        assigner: &WindowAssigner,
+        windows: &mut Vec<TimeWindow>,
+    ) -> Result<(), StateError>
+    where
+        K: Key,
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let mut by_start: BTreeMap<i64, Vec<(K, A)>> = BTreeMap::new();
+        for ((key, start), acc) in panes {
+            by_start.entry(start).or_default().push((key, acc));
+        }
+        for (start, contents) in by_start {
+            self.restore_pane(start, contents, assigner, windows)?;
+        }
+        for ((key, start), acc) in fresh {
+            self.restore_fresh(key, start, acc)?;
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn entries_in_memory(&self) -> usize {
+        0
     }
 }
 

@@ -71,9 +71,9 @@ use serde::{Deserialize, Serialize};
 
 use super::TimeWindow;
 use super::backend::{decode_entry_key, decode_entry_value};
-use super::fired::FiredWindows;
+use super::fired::{FIRED_STATE, FiredWindows};
+use super::functions::{Emitter, WindowFunctionCore};
 use super::key_order::KeyOrder;
-use super::operator::{Emitter, WindowFunctionCore};
 use crate::api::Key;
 use crate::operator::checkpointing::deferred_keyed_state;
 use crate::state::{
@@ -148,8 +148,141 @@ pub(super) trait SessionTable<K, A> {
     fn take(&mut self, key: &K) -> Result<Option<KeySessions<A>>, StateError>;
 }
 
+/// A table lent out for one call.
+impl<K, A, S: SessionTable<K, A>> SessionTable<K, A> for &mut S {
+    #[inline]
+    fn get(&mut self, key: &K) -> Result<Option<&KeySessions<A>>, StateError> {
+        S::get(self, key)
+    }
+    #[inline]
+    fn get_mut(&mut self, key: &K) -> Result<Option<&mut KeySessions<A>>, StateError> {
+        S::get_mut(self, key)
+    }
+    #[inline]
+    fn insert(&mut self, key: K, sessions: KeySessions<A>) -> Result<(), StateError> {
+        S::insert(self, key, sessions)
+    }
+    #[inline]
+    fn take(&mut self, key: &K) -> Result<Option<KeySessions<A>>, StateError> {
+        S::take(self, key)
+    }
+}
+
+/// Where the session path keeps the sessions of every key: a map on the heap
+/// ([`HeapSessions`], the memory backend's form) or a store in the job's keyed state backend
+/// (LMDB), whose table is resolved for each call. The heap never fails.
+pub(super) trait SessionStore<K, A> {
+    /// The table [`table`](Self::table) lends out.
+    type Table<'a>: SessionTable<K, A>
+    where
+        Self: 'a;
+
+    /// The sessions of every key, for one call.
+    ///
+    /// # Errors
+    ///
+    /// The backend's, resolving its table.
+    fn table(&mut self) -> Result<Self::Table<'_>, StateError>;
+
+    /// The sessions and the marks of `fired` for a checkpoint at `watermark` (states
+    /// [`SESSIONS_STATE`] and [`FIRED_STATE`]; see the module's "Checkpoints").
+    ///
+    /// # Errors
+    ///
+    /// The backend's, preparing its snapshot.
+    fn snapshot(
+        &mut self,
+        fired: &FiredWindows<K>,
+        watermark: i64,
+        max_parallelism: u32,
+        now_ms: i64,
+    ) -> Result<Vec<PendingKeyedSnapshot>, StateError>;
+
+    /// The entries the store holds in memory, with those of `sessions`' queue (none for the
+    /// heap form, which keeps no store).
+    #[cfg(test)]
+    fn entries_in_memory(&self, sessions: &SessionWindows<K, A>) -> usize;
+}
+
 /// The sessions on the heap.
 pub(super) type HeapSessions<K, A> = FxHashMap<K, KeySessions<A>>;
+
+impl<K, A> SessionStore<K, A> for HeapSessions<K, A>
+where
+    K: Hash + Ord + Clone + StableHash + Serialize + Send + 'static,
+    A: Clone + Serialize + Send + 'static,
+{
+    type Table<'a>
+        = &'a mut Self
+    where
+        Self: 'a;
+
+    #[inline]
+    fn table(&mut self) -> Result<&mut Self, StateError> {
+        Ok(self)
+    }
+
+    fn snapshot(
+        &mut self,
+        fired: &FiredWindows<K>,
+        watermark: i64,
+        max_parallelism: u32,
+        _now_ms: i64,
+    ) -> Result<Vec<PendingKeyedSnapshot>, StateError> {
+        Ok(SessionWindows::snapshot(
+            self,
+            fired,
+            FIRED_STATE,
+            watermark,
+            max_parallelism,
+        ))
+    }
+
+    #[cfg(test)]
+    fn entries_in_memory(&self, _sessions: &SessionWindows<K, A>) -> usize {
+        0
+    }
+}
+
+/// The sessions in the job's keyed state backend: per key its [`KeySessions`], state
+/// [`SESSIONS_STATE`].
+impl<K, A> SessionStore<K, A> for KeyedStateStore<K>
+where
+    K: Key,
+    A: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    type Table<'a>
+        = ValueTable<'a, K, KeySessions<A>>
+    where
+        Self: 'a;
+
+    #[inline]
+    fn table(&mut self) -> Result<ValueTable<'_, K, KeySessions<A>>, StateError> {
+        self.value_table::<KeySessions<A>>(SESSIONS_STATE)
+    }
+
+    fn snapshot(
+        &mut self,
+        fired: &FiredWindows<K>,
+        watermark: i64,
+        max_parallelism: u32,
+        now_ms: i64,
+    ) -> Result<Vec<PendingKeyedSnapshot>, StateError> {
+        Ok(vec![snapshot_store::<K, A>(
+            self,
+            fired,
+            FIRED_STATE,
+            watermark,
+            max_parallelism,
+            now_ms,
+        )?])
+    }
+
+    #[cfg(test)]
+    fn entries_in_memory(&self, sessions: &SessionWindows<K, A>) -> usize {
+        Self::entries_in_memory(self) + sessions.queue_entries_in_memory()
+    }
+}
 
 impl<K: Hash + Eq, A> SessionTable<K, A> for HeapSessions<K, A> {
     #[inline]
@@ -796,6 +929,11 @@ impl<K: Hash + Ord + Clone + 'static, A: Clone> SessionWindows<K, A> {
     /// Whether no key has sessions.
     pub(super) fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Sessions of the same gap and lateness, without any (and with the queue on the heap).
+    pub(super) fn empty_like(&self) -> Self {
+        Self::new(self.gap_ms, self.allowed_lateness_ms)
     }
 
     /// Keeps the queue in the backend `config` names (LMDB: in `config.local_dir`), before

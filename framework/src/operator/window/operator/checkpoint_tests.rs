@@ -15,8 +15,12 @@ use super::tests::{
 use super::*;
 use crate::checkpoint::{CheckpointBarrier, CheckpointId, CheckpointKind};
 use crate::operator::testing::Harness;
+use crate::operator::window::TimeWindow;
+use crate::operator::window::panes::PANES_STATE;
+use crate::operator::window::sessions::SESSIONS_STATE;
 use crate::operator::window::trigger::{
     ContinuousEventTimeTrigger, CountTrigger, ProcessingTimeTrigger, PurgingTrigger,
+    TriggerContext, TriggerResult, WindowScope,
 };
 use crate::operator::window::{
     AggregateProcessWindow, AggregateWindow, BoxedEvictor, CountEvictor, EvictingWindow,
