@@ -5,6 +5,7 @@
 //! documented on the derive in `lib.rs`; it is part of the savepoint format and must not change.
 
 use crate::ast::{Body, Field, Input, Variant};
+use crate::span::call_site_ident;
 use crate::{fallback, valid};
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -131,12 +132,4 @@ fn with_bounds(generics: &Generics) -> Generics {
             .push(parse_quote!(#param: ::eichhorn::StableHash));
     }
     generics
-}
-
-/// The type's name re-spanned to resolve at the call site, so `impl ... for #ty` on a deprecated
-/// type does not trigger a deprecation warning in the user's crate.
-pub(crate) fn call_site_ident(ident: &Ident) -> Ident {
-    let mut ident = ident.clone();
-    ident.set_span(ident.span().resolved_at(Span::call_site()));
-    ident
 }

@@ -10,7 +10,7 @@ use syn::DeriveInput;
 
 /// The real errors followed by an impl of `StableHash` that compiles for any input.
 pub(crate) fn expand(input: &DeriveInput, error: &syn::Error) -> TokenStream {
-    let ty = crate::expand::call_site_ident(&input.ident);
+    let ty = crate::span::call_site_ident(&input.ident);
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let error = error.to_compile_error();
     quote! {

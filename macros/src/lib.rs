@@ -17,6 +17,7 @@ mod expand;
 mod fallback;
 mod key_by;
 mod operator;
+mod span;
 mod valid;
 
 use proc_macro::TokenStream;

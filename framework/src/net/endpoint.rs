@@ -11,18 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::NetError;
+use super::error::{NetError, connection_error};
 use super::framed::{FrameReader, FrameWriter};
 use super::handshake::{Hello, HelloReply, check_hello};
 use super::tls::{CLUSTER_SERVER_NAME, NodeIdentity};
 use crate::exchange::ChannelId;
 
-/// The application error code a node closes a connection with when it refuses the peer; the
-/// reason travels in the close frame.
-pub const CLOSE_REFUSED: u32 = 1;
-
-/// The application error code of an orderly close.
-pub const CLOSE_DONE: u32 = 0;
+pub use super::error::{CLOSE_DONE, CLOSE_REFUSED};
 
 /// Timing of the transport. Liveness of a node is the cluster's heartbeats' business; these keep
 /// an idle connection open and bound how long a dead one takes to notice.
@@ -390,22 +385,5 @@ impl Peer {
     /// why.
     pub async fn closed(&self) -> NetError {
         connection_error(&self.hello.node, self.connection.closed().await)
-    }
-}
-
-pub(super) fn connection_error(peer: &str, error: quinn::ConnectionError) -> NetError {
-    match error {
-        quinn::ConnectionError::ApplicationClosed(close)
-            if close.error_code == CLOSE_REFUSED.into() =>
-        {
-            NetError::Refused {
-                peer: peer.to_string(),
-                reason: String::from_utf8_lossy(&close.reason).into_owned(),
-            }
-        }
-        other => NetError::Connection {
-            peer: peer.to_string(),
-            what: other.to_string(),
-        },
     }
 }

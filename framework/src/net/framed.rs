@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::NetError;
+use super::error::{NetError, connection_error};
 use crate::exchange::FRAME_HEADER_BYTES;
 use crate::exchange::codec::{decode_frame, encode_frame, frame_len};
 
@@ -101,9 +101,7 @@ impl FrameReader {
 
     fn read_error(&self, error: quinn::ReadError) -> NetError {
         match error {
-            quinn::ReadError::ConnectionLost(lost) => {
-                super::endpoint::connection_error(&self.peer, lost)
-            }
+            quinn::ReadError::ConnectionLost(lost) => connection_error(&self.peer, lost),
             other => NetError::Stream {
                 peer: self.peer.clone(),
                 what: other.to_string(),
@@ -140,9 +138,7 @@ impl FrameWriter {
             .write_all(frame)
             .await
             .map_err(|error| match error {
-                quinn::WriteError::ConnectionLost(lost) => {
-                    super::endpoint::connection_error(&self.peer, lost)
-                }
+                quinn::WriteError::ConnectionLost(lost) => connection_error(&self.peer, lost),
                 other => NetError::Stream {
                     peer: self.peer.clone(),
                     what: other.to_string(),
