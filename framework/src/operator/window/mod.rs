@@ -27,6 +27,20 @@
 //!   windows do not fit in `i64` are a [`WindowError`] from `assign`: nothing here panics on
 //!   input, and nothing wraps around as Java's `long` arithmetic does.
 //!
+//! ## What lives where
+//!
+//! Each file imports only files below it in this list, so none imports another in a circle:
+//!
+//! - `operator.rs`: `WindowOperator` chooses one path and dispatches to it once per call;
+//! - `generic_path.rs`, `pane_path.rs`, `session_path.rs`: the three paths, one type each,
+//!   behind the `WindowPath` trait of `path.rs` (with `WindowBase`, what all paths share);
+//! - `panes.rs` (heap panes and the `PaneStore` trait), `backend_panes.rs` (panes in the state
+//!   backend), `sessions.rs` (sessions on the heap or in the backend): the fast paths' stores;
+//! - `trigger.rs`, `evictor.rs`, `merging.rs`, `fired.rs` (fired marks of restored keys),
+//!   `key_order.rs`, `backend.rs` (state backend helpers);
+//! - `functions.rs`: `WindowFunctionCore`, [`WindowContext`] and the `Emitter`, which every
+//!   path and store uses; `assigner.rs`: the assigners and [`TimeWindow`].
+//!
 //! ## Invariants
 //!
 //! - Every window assigned for a time contains it: `start <= time < end`, for every time that
