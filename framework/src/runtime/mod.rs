@@ -16,6 +16,7 @@ mod clock;
 mod env;
 mod gauges;
 pub(crate) mod head;
+mod job_core;
 mod job_manager;
 pub(crate) mod partitioner;
 mod result;
