@@ -13,7 +13,7 @@
 //! | `Persist` | the checkpoint writer (a child actor) stores the state, replies `Persisted` |
 //! | `WriteMetadata`, `Discard`, `Prune`, `Read` | the run's [`CheckpointStore`], in place |
 //! | `SetTimer` | one `Tick` sent after the delay, on the runtime's clock |
-//! | `StopAttempt`, `DrainAttempt` | the TaskManager of a failed attempt is stopped, then waited for |
+//! | `StopAttempt`, `DrainAttempt` | the failed attempt's TaskManager stops, then is waited for |
 //! | `SavepointDone`, `Concluded` | the user's reply channels |
 //!
 //! ## Deployment
@@ -251,7 +251,8 @@ impl JobManagerState {
                 self.subtasks.clear();
             }
             Output::DrainAttempt { attempt } => {
-                tracing::debug!(job = %self.job_name, attempt, "waiting for the failed attempt to stop");
+                let job = &self.job_name;
+                tracing::debug!(job = %job, attempt, "waiting for the failed attempt to stop");
                 let _ = myself.send_message(JobManagerMsg::Redeploy);
             }
             Output::ToSubtask {

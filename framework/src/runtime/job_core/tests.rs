@@ -12,6 +12,8 @@ use proptest::prelude::*;
 use super::plan::PlannedVertex;
 use super::*;
 use crate::checkpoint::storage::CheckpointMetadata;
+use crate::checkpoint::{CoordinatorConfig, RestartStrategy};
+use crate::state::OperatorSnapshot;
 use crate::state::{OperatorListState, OperatorStateMode};
 
 const INTERVAL_MS: u64 = 100;
