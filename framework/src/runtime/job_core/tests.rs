@@ -906,6 +906,145 @@ fn out_of_range_and_unexpected_inputs_are_errors_or_ignored_never_panics() {
     assert!(matches!(h.concluded(), Some(Err(JobError::Internal(m))) if m.contains("no read")));
 }
 
+#[test]
+fn cancel_ends_the_job_and_fails_every_waiting_savepoint() {
+    let mut h = Harness::running(&[2], config());
+    h.auto_persist = false;
+    let first = h
+        .core
+        .handle_savepoint_request(PathBuf::from("/sp"), false, h.now);
+    h.pump();
+    let in_flight = h.triggered()[0];
+    let waiting = h
+        .core
+        .handle_savepoint_request(PathBuf::from("/sp"), false, h.now);
+    h.ack(0, in_flight.id);
+    h.log.clear();
+    h.core.handle_cancel(h.now);
+    h.pump();
+    let failed: Vec<SavepointRequestId> = h
+        .log
+        .iter()
+        .filter_map(|o| match o {
+            Output::SavepointDone {
+                request,
+                result: Err(_),
+            } => Some(*request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [waiting, first]);
+    assert_eq!(h.discarded(), [in_flight.id], "no partial savepoint stays");
+    assert!(matches!(h.concluded(), Some(Ok(JobStatus::Canceled))));
+    assert_eq!(h.timer, None);
+    // The late store lands after the end: nothing happens any more.
+    h.log.clear();
+    h.persist(0, true);
+    h.pump();
+    assert!(h.log.is_empty(), "{:?}", h.log);
+    let after = h
+        .core
+        .handle_savepoint_request(PathBuf::from("/sp"), false, h.now);
+    h.pump();
+    assert!(matches!(
+        &h.log[..],
+        [Output::SavepointDone { request, result: Err(_) }] if *request == after
+    ));
+}
+
+#[test]
+fn savepoint_requests_wait_their_turn_up_to_a_limit() {
+    let mut h = Harness::running(&[1], config());
+    let periodic = h.next_checkpoint();
+    h.log.clear();
+    let requests: Vec<SavepointRequestId> = (0..=SAVEPOINT_REQUESTS_MAX)
+        .map(|_| {
+            h.core
+                .handle_savepoint_request(PathBuf::from("/sp"), false, h.now)
+        })
+        .collect();
+    h.pump();
+    assert!(h.triggered().is_empty(), "one checkpoint at a time");
+    let refused: Vec<SavepointRequestId> = h
+        .log
+        .iter()
+        .filter_map(|o| match o {
+            Output::SavepointDone {
+                request,
+                result: Err(JobError::Checkpoint(m)),
+            } if m.contains("already waiting") => Some(*request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [requests[SAVEPOINT_REQUESTS_MAX]]);
+    // Each completion starts the next savepoint at once, in the order asked.
+    h.log.clear();
+    h.ack_all(periodic.id);
+    for expected in &requests[..SAVEPOINT_REQUESTS_MAX] {
+        let triggered = h.triggered();
+        assert_eq!(triggered.len(), 1, "{:?}", h.log);
+        assert_eq!(triggered[0].kind, CheckpointKind::Savepoint);
+        h.log.clear();
+        h.ack_all(triggered[0].id);
+        assert!(h.log.iter().any(|o| matches!(
+            o,
+            Output::SavepointDone { request, result: Ok(_) } if request == expected
+        )));
+    }
+    assert!(h.triggered().is_empty());
+}
+
+#[test]
+fn a_savepoint_interrupted_by_a_restart_is_taken_by_the_next_attempt() {
+    let mut h = Harness::running(&[2], config());
+    let request = h
+        .core
+        .handle_savepoint_request(PathBuf::from("/sp"), false, h.now);
+    h.pump();
+    let first = h.triggered()[0];
+    h.ack(0, first.id);
+    h.fail_subtask(1, true);
+    assert!(
+        !h.log
+            .iter()
+            .any(|o| matches!(o, Output::SavepointDone { .. }))
+    );
+    h.log.clear();
+    h.fire_timer();
+    assert_eq!(h.attempt(), 1);
+    let again = h.triggered();
+    assert_eq!(again.len(), 1, "asked again once deployed: {:?}", h.log);
+    assert_eq!(again[0].kind, CheckpointKind::Savepoint);
+    assert!(again[0].id > first.id);
+    h.log.clear();
+    h.ack_all(again[0].id);
+    assert!(h.log.iter().any(|o| matches!(
+        o,
+        Output::SavepointDone { request: r, result: Ok(l) } if *r == request && l.id == again[0].id
+    )));
+}
+
+#[test]
+fn a_final_checkpoint_whose_metadata_cannot_be_stored_restarts_the_job() {
+    let mut config = config();
+    config.coordinator.tolerable_failures = 10;
+    let mut h = Harness::running(&[1], config);
+    h.core.handle_input_finished(0, 0, h.now);
+    h.pump();
+    let barrier = h.triggered()[0];
+    h.metadata_fails = true;
+    h.ack_all(barrier.id);
+    assert!(h.completed().is_empty());
+    assert_eq!(
+        h.core.restarts(),
+        1,
+        "the final checkpoint is never tolerated"
+    );
+    h.fire_timer();
+    assert_eq!(h.attempt(), 1);
+    run_to_the_end(&mut h);
+}
+
 /// What a property-test step does.
 #[derive(Debug, Clone)]
 enum Step {
