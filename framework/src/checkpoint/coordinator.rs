@@ -79,6 +79,9 @@ pub struct CheckpointCoordinator {
     /// Every subtask finished its input: only the final checkpoint may run now.
     finishing: bool,
     latest_completed: Option<CheckpointId>,
+    /// The completed checkpoint before `latest_completed`, for a completion that cannot be
+    /// finalised (see [`CheckpointCoordinator::finalization_failed`]).
+    previous_completed: Option<CheckpointId>,
 }
 
 impl CheckpointCoordinator {
@@ -95,6 +98,7 @@ impl CheckpointCoordinator {
             savepoint_requested: false,
             finishing: false,
             latest_completed: None,
+            previous_completed: None,
         }
     }
 
@@ -108,11 +112,24 @@ impl CheckpointCoordinator {
         self.latest_completed
     }
 
-    /// The job was (re)deployed at `now_ms`: forget the pending checkpoint and the finishing
-    /// state; ids go on from where they were.
+    /// Numbers the next checkpoint after `id` at least (a run that continues its own stored
+    /// checkpoints, or starts from a savepoint, never reuses their ids).
+    pub fn skip_past(&mut self, id: CheckpointId) {
+        self.next_id = self.next_id.max(id.0.saturating_add(1));
+    }
+
+    /// The id the next checkpoint gets.
+    pub fn next_id(&self) -> CheckpointId {
+        CheckpointId(self.next_id)
+    }
+
+    /// The job was (re)deployed at `now_ms`: forget the pending checkpoint, the finishing
+    /// state and a savepoint request (the JobManager asks again for the savepoints still
+    /// waiting); ids go on from where they were.
     pub fn reset(&mut self, now_ms: i64) {
         self.pending = None;
         self.finishing = false;
+        self.savepoint_requested = false;
         self.last_trigger_ms = Some(now_ms);
         self.last_end_ms = None;
     }
@@ -120,6 +137,21 @@ impl CheckpointCoordinator {
     /// The user asked for a savepoint: it starts as soon as no checkpoint is pending.
     pub fn request_savepoint(&mut self) {
         self.savepoint_requested = true;
+    }
+
+    /// When the pending checkpoint times out, if one is pending.
+    pub fn deadline_ms(&self) -> Option<i64> {
+        let pending = self.pending.as_ref()?;
+        Some(
+            pending
+                .started_ms
+                .saturating_add(i64::try_from(self.config.timeout_ms).unwrap_or(i64::MAX)),
+        )
+    }
+
+    /// Whether the whole job finished its input (only the final checkpoint may run).
+    pub fn is_finishing(&self) -> bool {
+        self.finishing
     }
 
     /// Whether a savepoint request waits.
@@ -223,8 +255,32 @@ impl CheckpointCoordinator {
         };
         self.last_end_ms = Some(now_ms);
         self.consecutive_failures = 0;
-        self.latest_completed = Some(id);
+        self.previous_completed = self.latest_completed.replace(id);
         CoordinatorEvent::Completed(done)
+    }
+
+    /// `checkpoint` had every acknowledgement ([`CoordinatorEvent::Completed`]) but could not
+    /// be finalised (its metadata could not be stored): it did not complete after all, and
+    /// counts as a failed checkpoint, like a decline (Flink's finalisation failure).
+    pub fn finalization_failed(
+        &mut self,
+        checkpoint: PendingCheckpoint,
+        reason: String,
+        now_ms: i64,
+    ) -> CoordinatorEvent {
+        if self.latest_completed != Some(checkpoint.barrier.id) {
+            return CoordinatorEvent::Nothing;
+        }
+        self.latest_completed = self.previous_completed.take();
+        self.last_end_ms = Some(now_ms);
+        self.consecutive_failures += 1;
+        let fail_job =
+            checkpoint.is_final || self.consecutive_failures > self.config.tolerable_failures;
+        CoordinatorEvent::Failed {
+            checkpoint,
+            reason,
+            fail_job,
+        }
     }
 
     /// Checkpoint `id` failed (a subtask declined it, or storage failed).
@@ -351,6 +407,49 @@ mod tests {
         // A redeployed job checkpoints again.
         c.reset(3_000);
         assert!(c.trigger_due(3_010).is_some());
+    }
+
+    #[test]
+    fn a_completion_that_cannot_be_stored_counts_as_a_failure() {
+        let mut c = CheckpointCoordinator::new(config(Some(10)), 1, 1);
+        c.reset(0);
+        let first = c.trigger_due(10).expect("due");
+        let CoordinatorEvent::Completed(done) = c.acknowledge(first.id, 0, 11) else {
+            panic!("one subtask: complete");
+        };
+        let second = c.trigger_due(100).expect("due");
+        let CoordinatorEvent::Completed(stored_badly) = c.acknowledge(second.id, 0, 101) else {
+            panic!("one subtask: complete");
+        };
+        assert_eq!(c.latest_completed(), Some(second.id));
+        assert_eq!(
+            c.finalization_failed(done, "stale".into(), 102),
+            CoordinatorEvent::Nothing,
+            "only the latest completion can fail to finalise"
+        );
+        assert!(matches!(
+            c.finalization_failed(stored_badly, "disk full".into(), 103),
+            CoordinatorEvent::Failed {
+                fail_job: false,
+                ..
+            }
+        ));
+        assert_eq!(c.latest_completed(), Some(first.id));
+        // The tolerable failure is used up: one more fails the job.
+        let third = c.trigger_due(200).expect("due");
+        assert!(matches!(
+            c.fail(third.id, "declined".into(), 201),
+            CoordinatorEvent::Failed { fail_job: true, .. }
+        ));
+    }
+
+    #[test]
+    fn skip_past_never_lowers_the_next_id() {
+        let mut c = CheckpointCoordinator::new(config(None), 1, 5);
+        c.skip_past(CheckpointId(2));
+        assert_eq!(c.next_id(), CheckpointId(5));
+        c.skip_past(CheckpointId(9));
+        assert_eq!(c.next_id(), CheckpointId(10));
     }
 
     #[test]

@@ -33,7 +33,7 @@
 //!   checked again before `_metadata` is written: damage at write time fails the checkpoint.
 //! - Recovery uses the newest complete checkpoint of the run; a damaged one is reported and
 //!   skipped, unless exactly-once sinks committed transactions after the checkpoint recovery
-//!   would use (the JobManager refuses that fallback, see `runtime::job_manager`).
+//!   would use (the job coordinator refuses that fallback, see `runtime/job_core/restore.rs`).
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,38 +1,32 @@
-//! The JobManager actor: deploys a job's subtasks onto a TaskManager, coordinates checkpoints,
-//! restarts the job from the latest completed checkpoint when a subtask fails, and reports the
-//! job's result.
+//! The JobManager actor: the adapter of the job coordinator core ([`super::job_core`]).
+//!
+//! The core decides everything about the job's life: deployment and attempts, the checkpoint
+//! lifecycle (periodic trigger, acknowledgements, declines, timeouts, the metadata written
+//! last, retained checkpoints, the final checkpoint at the end of the input), savepoints,
+//! restarts and where they restore from, cancellation and the job's end. This actor turns its
+//! messages into the core's `handle_*` calls and carries out what the core asks for:
+//!
+//! | core output | carried out by |
+//! |---|---|
+//! | `Deploy` | a TaskManager spawns the subtasks; every subtask gets `Wire`, then `Start` |
+//! | `ToSubtask` | a [`SubtaskMsg`] to the subtask of the current attempt |
+//! | `Persist` | the checkpoint writer (a child actor) stores the state, replies `Persisted` |
+//! | `WriteMetadata`, `Discard`, `Prune`, `Read` | the run's [`CheckpointStore`], in place |
+//! | `SetTimer` | one `Tick` sent after the delay, on the runtime's clock |
+//! | `StopAttempt`, `DrainAttempt` | the failed attempt's TaskManager stops, then is waited for |
+//! | `SavepointDone`, `Concluded` | the user's reply channels |
 //!
 //! ## Deployment
 //!
 //! Two-phase, so no message can reach a subtask before it knows its peers: every subtask is
 //! spawned (with its share of the restored state), then every subtask gets `Wire`, then `Start`.
 //!
-//! ## Checkpoints
+//! ## Restarts
 //!
-//! The [`CheckpointCoordinator`] decides; this actor acts. A periodic `Tick` asks it whether a
-//! checkpoint is due; its trigger goes to every subtask. A running source snapshots its position
-//! and chain and sends the barrier downstream; a subtask that finished its input (a finished
-//! source, or a task all of whose inputs ended) snapshots its final state directly, since no
-//! barrier can reach it any more and its outputs already carry the end of input, which
-//! downstream aligners count as aligned (Flink's checkpoints after tasks finished, FLIP-147).
-//! Other running subtasks wait for the barrier, or snapshot at their end of input if that
-//! comes first. Each subtask acknowledges with its pending snapshots;
-//! the checkpoint writer (a child actor) completes and stores them, off the data path, and
-//! reports them persisted. When every subtask's state is stored the metadata is written last,
-//! older checkpoints are pruned, and every subtask is told the checkpoint completed.
-//!
-//! A bounded job ends with a **final checkpoint**: every subtask reports the end of its input
-//! and waits; the JobManager then asks all of them to snapshot (no barrier travels, nothing is
-//! in flight), completes it, and the completion makes two-phase-commit sinks commit before the
-//! subtasks close. Without periodic checkpoints the final checkpoint only commits: its state
-//! is not stored.
-//!
-//! ## Failures
-//!
-//! The first failure of the current attempt goes to the restart strategy. A restart stops every
-//! subtask of the attempt (and waits until they stopped), waits the strategy's delay, and
-//! deploys a new attempt restored from the newest complete checkpoint (damaged ones are
-//! reported and skipped). Messages from earlier attempts are ignored.
+//! A restart stops every subtask of the failed attempt at once; after the strategy's delay
+//! `Redeploy` waits until they stopped and queues `DeployNext` behind every message the old
+//! attempt sent (commit reports included), so the core decides where to restart from knowing
+//! every commit.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,28 +38,22 @@ use tokio::sync::oneshot;
 
 use super::checkpoint_writer::{CheckpointWriter, WriterMsg};
 use super::gauges::ChannelGauges;
+use super::job_core::{
+    CheckpointLocation, Deployment, DeploymentPlan, JobCore, JobCoreConfig, Output,
+    SavepointRequestId, StatusEvent, StorageRead, StorageReadResult, SubtaskCommand,
+    SubtaskFailure,
+};
 use super::result::{JobResult, JobStatus, OperatorMetrics};
 use super::subtask::{SubtaskArgs, SubtaskMsg};
 use super::task_manager::{TaskManagerActor, TaskManagerMsg};
 use crate::api::ExecutionConfig;
 use crate::checkpoint::storage::{
-    CheckpointFolder, CheckpointMetadata, CheckpointStore, FileMetadata, OperatorMetadata,
-    RestoredCheckpoint, describe_problems,
+    CheckpointFolder, CheckpointStore, FileMetadata, load_restore_path,
 };
-use crate::checkpoint::{
-    CheckpointBarrier, CheckpointCoordinator, CheckpointId, CheckpointKind, CoordinatorConfig,
-    CoordinatorEvent, JobId, RestartDecision, RestartTracker,
-};
+use crate::checkpoint::{CheckpointBarrier, CheckpointId, CoordinatorConfig, JobId};
 use crate::error::JobError;
 use crate::graph::ExecutionGraph;
-use crate::operator::{
-    CommitReport, NodeId, OperatorCounters, PendingOperatorSnapshot, TRANSACTIONS_STATE,
-};
-use crate::state::OperatorSnapshot;
-use crate::state::snapshot::redistribute;
-
-/// How often the JobManager checks checkpoint timeouts when nothing else is due.
-const TICK_MS: u64 = 100;
+use crate::operator::{CommitReport, NodeId, OperatorCounters, PendingOperatorSnapshot};
 
 /// Messages of the JobManager.
 pub(crate) enum JobManagerMsg {
@@ -152,24 +140,8 @@ pub(crate) struct JobManagerArgs {
 /// The JobManager actor.
 pub(crate) struct JobManagerActor;
 
-/// A savepoint the user waits for.
-struct SavepointRequest {
-    target: PathBuf,
-    stop: bool,
-    reply: oneshot::Sender<Result<PathBuf, JobError>>,
-}
-
-/// The checkpoint being stored.
-struct InFlight {
-    barrier: CheckpointBarrier,
-    folder: CheckpointFolder,
-    files: BTreeMap<usize, FileMetadata>,
-    savepoint: Option<SavepointRequest>,
-    is_final: bool,
-    /// Whether the subtasks' state is stored (false only for the commit-only final checkpoint
-    /// of a job without periodic checkpoints that is not a savepoint).
-    persist: bool,
-}
+/// What a subtask acknowledges a checkpoint with: its operators' pending snapshots.
+type AcknowledgedState = Vec<(String, PendingOperatorSnapshot)>;
 
 pub(crate) struct JobManagerState {
     graph: Arc<ExecutionGraph>,
@@ -181,35 +153,26 @@ pub(crate) struct JobManagerState {
     checkpoint_dir: Option<PathBuf>,
     /// The node's runtime environment (its clock is the processing time of checkpoints).
     env: super::RuntimeEnv,
-    attempt: u32,
+    /// The decisions.
+    core: JobCore<AcknowledgedState>,
     task_manager: Option<ActorRef<TaskManagerMsg>>,
     /// The task manager of a failed attempt, stopping.
     stopping_task_manager: Option<ActorRef<TaskManagerMsg>>,
     writer: ActorRef<WriterMsg>,
+    /// The subtasks of the deployed attempt `deployed_attempt`.
     subtasks: Vec<ActorRef<SubtaskMsg>>,
-    finished: Vec<bool>,
-    input_finished: Vec<bool>,
-    counters: BTreeMap<NodeId, OperatorCounters>,
+    deployed_attempt: u32,
     started_at: tokio::time::Instant,
     gauges: Arc<ChannelGauges>,
     result: Option<oneshot::Sender<Result<JobResult, JobError>>>,
-    coordinator: CheckpointCoordinator,
-    restarts: RestartTracker,
     storage: Arc<dyn CheckpointStore>,
-    in_flight: Option<InFlight>,
-    savepoint_requests: Vec<SavepointRequest>,
-    /// The checkpoint or savepoint the current attempt restored from.
-    restored_from: Option<String>,
-    completed_checkpoints: u64,
-    /// A savepoint asked the job to stop once it completes.
-    stopping: bool,
-    /// What exactly-once sinks committed, per checkpoint of this run: a restart must not fall
-    /// back past any of these silently (their output would be written twice).
-    commits: BTreeMap<CheckpointId, Vec<String>>,
-    /// The id of the savepoint or checkpoint the run started from, if any.
-    initial_restore_id: Option<CheckpointId>,
-    /// The final checkpoint completed: the subtasks are committing and finishing.
-    final_completed: bool,
+    /// The user's reply channels of savepoint requests the core holds.
+    savepoint_replies: BTreeMap<SavepointRequestId, oneshot::Sender<Result<PathBuf, JobError>>>,
+    /// The `Tick` armed for the core's timer.
+    timer: Option<tokio::task::JoinHandle<Result<(), ractor::MessagingErr<JobManagerMsg>>>>,
+    /// Set while `pre_start` drives the core: an end then is the start's error.
+    startup_outcome: Option<Result<JobStatus, JobError>>,
+    starting: bool,
     /// This JobManager's number in the process (see `local_state_root`).
     instance: u64,
 }
@@ -221,12 +184,13 @@ impl JobManagerState {
 
     fn report(&self, status: JobStatus) -> JobResult {
         let job = &self.graph.job;
+        let counters = self.core.counters();
         let operators = job
             .stream
             .nodes
             .iter()
             .map(|node| {
-                let counters = self.counters.get(&node.id).copied().unwrap_or_default();
+                let counters = counters.get(&node.id).copied().unwrap_or_default();
                 OperatorMetrics {
                     node: node.id,
                     name: node.name.clone(),
@@ -246,106 +210,262 @@ impl JobManagerState {
             duration: self.started_at.elapsed(),
             operators,
             max_queued_records: self.gauges.max_queued(),
-            restarts: self.restarts.restarts(),
-            completed_checkpoints: self.completed_checkpoints,
-            restored_from: self.restored_from.clone(),
+            restarts: self.core.restarts(),
+            completed_checkpoints: self.core.completed_checkpoints(),
+            restored_from: self.core.restored_from().map(str::to_string),
+        }
+    }
+
+    /// The folder of `location` in the run's storage.
+    fn folder(&self, location: &CheckpointLocation) -> CheckpointFolder {
+        self.storage
+            .folder(location.id, location.savepoint_target.as_deref())
+    }
+
+    /// Carries out everything the core asked for, feeding back the answers it waits for,
+    /// until it asks for nothing more.
+    async fn drive(&mut self, myself: &ActorRef<JobManagerMsg>) {
+        while let Some(output) = self.core.poll() {
+            self.carry_out(myself, output).await;
+        }
+    }
+
+    async fn carry_out(
+        &mut self,
+        myself: &ActorRef<JobManagerMsg>,
+        output: Output<AcknowledgedState>,
+    ) {
+        match output {
+            Output::Deploy(deployment) => {
+                let attempt = deployment.attempt;
+                let result = self.deploy(myself, deployment).await;
+                let now = self.now_ms();
+                self.core.handle_deployed(attempt, result, now);
+            }
+            Output::StopAttempt { attempt } => {
+                if attempt == self.deployed_attempt
+                    && let Some(task_manager) = self.task_manager.take()
+                {
+                    task_manager.stop(Some("restarting".to_string()));
+                    // The old attempt must be gone before the next one starts (its sinks
+                    // must not write while the new ones clean up); `Redeploy` waits for it.
+                    self.stopping_task_manager = Some(task_manager);
+                }
+                self.subtasks.clear();
+            }
+            Output::DrainAttempt { attempt } => {
+                let job = &self.job_name;
+                tracing::debug!(job = %job, attempt, "waiting for the failed attempt to stop");
+                let _ = myself.send_message(JobManagerMsg::Redeploy);
+            }
+            Output::ToSubtask {
+                attempt,
+                index,
+                command,
+            } => {
+                if attempt == self.deployed_attempt
+                    && let Some(subtask) = self.subtasks.get(index)
+                {
+                    let message = match command {
+                        SubtaskCommand::TriggerCheckpoint(barrier) => {
+                            SubtaskMsg::TriggerCheckpoint(barrier)
+                        }
+                        SubtaskCommand::FinalCheckpoint { barrier, persist } => {
+                            SubtaskMsg::FinalCheckpoint { barrier, persist }
+                        }
+                        SubtaskCommand::CheckpointComplete { id, is_final } => {
+                            SubtaskMsg::CheckpointComplete { id, is_final }
+                        }
+                        SubtaskCommand::Stop => SubtaskMsg::Stop,
+                    };
+                    // A subtask that is gone failed, and its failure reaches the core
+                    // through supervision.
+                    let _ = subtask.send_message(message);
+                }
+            }
+            Output::Persist {
+                attempt,
+                index,
+                id,
+                location,
+                file_name,
+                state,
+            } => {
+                let folder = self.folder(&location);
+                let sent = self.writer.send_message(WriterMsg::Persist {
+                    attempt,
+                    index,
+                    id,
+                    folder,
+                    file_name,
+                    snapshots: state,
+                });
+                if sent.is_err() {
+                    let now = self.now_ms();
+                    self.core.handle_internal_failure(
+                        JobError::Internal("the checkpoint writer stopped".to_string()),
+                        now,
+                    );
+                }
+            }
+            Output::WriteMetadata { location, metadata } => {
+                let folder = self.folder(&location);
+                let result = self.storage.complete(&folder, &metadata);
+                let now = self.now_ms();
+                self.core.handle_metadata_written(location.id, result, now);
+            }
+            Output::Discard(location) => {
+                let folder = self.folder(&location);
+                self.storage.discard(&folder);
+            }
+            Output::DiscardIncomplete(folder) => self.storage.discard_incomplete(&folder),
+            Output::Prune { retained } => self.storage.prune(retained),
+            Output::Read(read) => {
+                let result = match read {
+                    StorageRead::CheckpointIds => {
+                        StorageReadResult::CheckpointIds(self.storage.checkpoint_ids())
+                    }
+                    StorageRead::RestorePath(path) => {
+                        StorageReadResult::RestorePath(load_restore_path(&path))
+                    }
+                    StorageRead::LatestRestorable => {
+                        let (restored, problems) = self.storage.latest_restorable();
+                        StorageReadResult::LatestRestorable { restored, problems }
+                    }
+                };
+                let now = self.now_ms();
+                self.core.handle_storage_read(result, now);
+            }
+            Output::SetTimer(at_ms) => self.set_timer(myself, at_ms),
+            Output::SavepointDone { request, result } => {
+                let result = result.map(|location| self.folder(&location).path.unwrap_or_default());
+                if let Some(reply) = self.savepoint_replies.remove(&request) {
+                    let _ = reply.send(result);
+                }
+            }
+            Output::Status(status) => self.log_status(&status),
+            Output::Concluded(outcome) => self.conclude(myself, outcome),
+        }
+    }
+
+    fn log_status(&self, status: &StatusEvent) {
+        match status {
+            StatusEvent::Deploying {
+                attempt: 0,
+                restored,
+            } => tracing::info!(
+                job = %self.job_name,
+                job_id = %self.job_id,
+                "job '{}' runs as {}{}{}",
+                self.job_name,
+                self.job_id,
+                self.checkpoint_dir
+                    .as_ref()
+                    .map(|d| format!("; checkpoints in {}", d.display()))
+                    .unwrap_or_default(),
+                restored
+                    .as_ref()
+                    .map(|(_, location)| format!("; restored from {location}"))
+                    .unwrap_or_default(),
+            ),
+            StatusEvent::Deploying {
+                attempt,
+                restored: Some((id, location)),
+            } => tracing::warn!(
+                job = %self.job_name,
+                "restoring attempt {attempt} from checkpoint {} ({location})",
+                id.0
+            ),
+            StatusEvent::Deploying {
+                attempt,
+                restored: None,
+            } => tracing::warn!(
+                job = %self.job_name,
+                "no completed checkpoint: attempt {attempt} restarts from the beginning"
+            ),
+            StatusEvent::Running { attempt } => {
+                tracing::debug!(job = %self.job_name, attempt, "running");
+            }
+            StatusEvent::Restarting {
+                attempt,
+                delay_ms,
+                cause,
+            } => tracing::warn!(
+                job = %self.job_name,
+                attempt,
+                "{cause}; restarting the job in {delay_ms} ms"
+            ),
+        }
+    }
+
+    /// Replaces the armed `Tick` by one at `at_ms`, if any.
+    fn set_timer(&mut self, myself: &ActorRef<JobManagerMsg>, at_ms: Option<i64>) {
+        if let Some(old) = self.timer.take() {
+            old.abort();
+        }
+        if let Some(at_ms) = at_ms {
+            // At least 1 ms: a deadline the clock already passed is handled on the next turn.
+            let delay_ms = u64::try_from(at_ms.saturating_sub(self.now_ms()))
+                .unwrap_or(0)
+                .max(1);
+            self.timer =
+                Some(myself.send_after(Duration::from_millis(delay_ms), || JobManagerMsg::Tick));
         }
     }
 
     /// Ends the job with `outcome`: stops every subtask and this actor.
-    fn conclude(&mut self, myself: &ActorRef<JobManagerMsg>, outcome: Result<JobResult, JobError>) {
-        if let Some(result) = self.result.take() {
-            let _ = result.send(outcome);
-        }
-        for request in self.savepoint_requests.drain(..) {
-            let _ = request.reply.send(Err(JobError::Checkpoint(
-                "the job already ended (finished, cancelled or failed) before the savepoint \
-                 was taken"
-                    .to_string(),
+    fn conclude(&mut self, myself: &ActorRef<JobManagerMsg>, outcome: Result<JobStatus, JobError>) {
+        for (_, reply) in std::mem::take(&mut self.savepoint_replies) {
+            let _ = reply.send(Err(JobError::Checkpoint(
+                "the job ended before the savepoint".to_string(),
             )));
         }
-        if let Some(in_flight) = self.in_flight.take()
-            && let Some(request) = in_flight.savepoint
-        {
-            let _ = request.reply.send(Err(JobError::Checkpoint(
-                "the job already ended (cancelled or failed) before the savepoint completed"
-                    .to_string(),
-            )));
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
         }
         if let Some(task_manager) = &self.task_manager {
             task_manager.stop(Some("job ended".to_string()));
         }
         self.writer.stop(None);
+        if self.starting {
+            // `pre_start` returns the error; the actor never runs.
+            self.startup_outcome = Some(outcome);
+            return;
+        }
+        let outcome = outcome.map(|status| self.report(status));
+        if let Some(result) = self.result.take() {
+            let _ = result.send(outcome);
+        }
         myself.stop(None);
     }
 
-    fn task_name(&self, index: usize) -> String {
-        let plan = &self.graph.subtasks[index];
-        let vertex = &self.graph.job.vertices[plan.id.vertex as usize];
-        format!(
-            "{} ({}/{})",
-            vertex.name,
-            plan.id.index + 1,
-            vertex.parallelism
-        )
-    }
-
-    fn file_name(&self, index: usize) -> String {
-        let plan = &self.graph.subtasks[index];
-        format!("task-{}-{}.state", plan.id.vertex, plan.id.index)
-    }
-
-    /// The state id of every operator, per vertex.
-    fn state_ids(&self) -> Vec<Vec<String>> {
-        let job = &self.graph.job;
-        job.vertices
-            .iter()
-            .map(|vertex| {
-                vertex
-                    .nodes
-                    .iter()
-                    .map(|n| state_id(job.stream.node(*n).uid.as_deref(), *n))
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// Deploys a new attempt, restored from `restored` if given.
+    /// Deploys `deployment`: spawns a TaskManager and its subtasks, wires and starts them.
     async fn deploy(
         &mut self,
         myself: &ActorRef<JobManagerMsg>,
-        restored: Option<RestoredCheckpoint>,
+        deployment: Deployment,
     ) -> Result<(), JobError> {
-        let plans = match &restored {
-            Some(restored) => restore_plan(
-                &self.graph,
-                restored,
-                self.config
-                    .restore
-                    .as_ref()
-                    .is_some_and(|r| r.allow_non_restored_state),
-            )
-            .map_err(JobError::Restore)?,
-            None => vec![BTreeMap::new(); self.graph.subtasks.len()],
-        };
-        let restored_from = restored.as_ref().map(|r| r.metadata.id);
-        self.restored_from = restored.map(|r| r.location);
+        let Deployment {
+            attempt,
+            restored_from,
+            shares,
+        } = deployment;
         let local_root = local_state_root(
             &self.config,
             &self.job_name,
             self.job_id,
             self.instance,
-            self.attempt,
+            attempt,
         );
         let (task_manager, _) = Actor::spawn_linked(
             None,
             TaskManagerActor,
-            (myself.clone(), self.attempt, self.env.executor()),
+            (myself.clone(), attempt, self.env.executor()),
             myself.get_cell(),
         )
         .await
         .map_err(|e| JobError::Deploy(e.to_string()))?;
-        let specs = plans
+        let specs = shares
             .into_iter()
             .enumerate()
             .map(|(index, restored)| SubtaskArgs {
@@ -355,7 +475,7 @@ impl JobManagerState {
                 config: self.config.clone(),
                 job_name: self.job_name.clone(),
                 job_id: self.job_id,
-                attempt_number: self.attempt,
+                attempt_number: attempt,
                 job_manager: myself.clone(),
                 gauges: self.gauges.clone(),
                 clock: Arc::clone(self.env.clock()),
@@ -392,346 +512,44 @@ impl JobManagerState {
                 .iter()
                 .map(|c| (subtasks[c.producer].clone(), c.producer_output))
                 .collect();
-            subtask
-                .send_message(SubtaskMsg::Wire { outputs, inputs })
-                .map_err(|e| JobError::Deploy(e.to_string()))?;
+            let wired = subtask.send_message(SubtaskMsg::Wire { outputs, inputs });
+            if let Err(error) = wired {
+                task_manager.stop(None);
+                return Err(JobError::Deploy(error.to_string()));
+            }
         }
         for subtask in &subtasks {
-            subtask
-                .send_message(SubtaskMsg::Start)
-                .map_err(|e| JobError::Deploy(e.to_string()))?;
+            if let Err(error) = subtask.send_message(SubtaskMsg::Start) {
+                task_manager.stop(None);
+                return Err(JobError::Deploy(error.to_string()));
+            }
         }
-        let count = subtasks.len();
         self.task_manager = Some(task_manager);
         self.subtasks = subtasks;
-        self.finished = vec![false; count];
-        self.input_finished = vec![false; count];
-        self.counters.clear();
-        let now = self.now_ms();
-        self.coordinator.reset(now);
+        self.deployed_attempt = attempt;
         Ok(())
     }
-
-    /// Triggers `barrier` at every subtask (sources inject it, finished subtasks snapshot their
-    /// final state, the others expect it) and starts storing the checkpoint.
-    fn start_checkpoint(
-        &mut self,
-        barrier: CheckpointBarrier,
-        savepoint: Option<SavepointRequest>,
-    ) {
-        let target = savepoint.as_ref().map(|s| s.target.clone());
-        let folder = self.storage.folder(barrier.id, target.as_deref());
-        self.in_flight = Some(InFlight {
-            barrier,
-            folder,
-            files: BTreeMap::new(),
-            savepoint,
-            is_final: false,
-            persist: true,
-        });
-        for subtask in &self.subtasks {
-            let _ = subtask.send_message(SubtaskMsg::TriggerCheckpoint(barrier));
-        }
-    }
-
-    /// Every subtask finished its input: take the final checkpoint. A savepoint in flight or
-    /// waiting becomes this final checkpoint, stored into the savepoint's target: the savepoint
-    /// then holds the final state, and the sinks commit everything when it completes.
-    fn start_final_checkpoint(&mut self) {
-        let now = self.now_ms();
-        let mut savepoint = None;
-        if let Some(aborted) = self.coordinator.job_finishing()
-            && self
-                .in_flight
-                .as_ref()
-                .is_some_and(|f| f.barrier.id == aborted.barrier.id)
-            && let Some(in_flight) = self.in_flight.take()
-        {
-            self.storage.discard(&in_flight.folder);
-            savepoint = in_flight.savepoint;
-        }
-        if savepoint.is_none() && !self.savepoint_requests.is_empty() {
-            savepoint = Some(self.savepoint_requests.remove(0));
-        }
-        let barrier = if savepoint.is_some() {
-            self.coordinator.trigger_final_savepoint(now)
-        } else {
-            self.coordinator.trigger_final(now)
-        };
-        let persist = self.config.checkpointing.interval_ms.is_some() || savepoint.is_some();
-        let target = savepoint.as_ref().map(|s| s.target.clone());
-        let folder = self.storage.folder(barrier.id, target.as_deref());
-        self.in_flight = Some(InFlight {
-            barrier,
-            folder,
-            files: BTreeMap::new(),
-            savepoint,
-            is_final: true,
-            persist,
-        });
-        for subtask in &self.subtasks {
-            let _ = subtask.send_message(SubtaskMsg::FinalCheckpoint { barrier, persist });
-        }
-    }
-
-    fn abort_in_flight(&mut self, id: CheckpointId, reason: &str) {
-        if self.in_flight.as_ref().is_some_and(|f| f.barrier.id == id)
-            && let Some(in_flight) = self.in_flight.take()
-        {
-            self.storage.discard(&in_flight.folder);
-            if let Some(request) = in_flight.savepoint {
-                let _ = request.reply.send(Err(JobError::Checkpoint(format!(
-                    "savepoint {} failed: {reason}",
-                    id.0
-                ))));
-            }
-        }
-    }
-
-    /// Every subtask's state is stored: write the metadata, prune, notify.
-    fn complete_checkpoint(&mut self, myself: &ActorRef<JobManagerMsg>) {
-        let Some(in_flight) = self.in_flight.take() else {
-            return;
-        };
-        let id = in_flight.barrier.id;
-        if in_flight.persist {
-            let metadata = self.metadata(&in_flight);
-            if let Err(error) = self.storage.complete(&in_flight.folder, &metadata) {
-                let now = self.now_ms();
-                let event = self.coordinator.fail(id, error.to_string(), now);
-                self.storage.discard(&in_flight.folder);
-                if let Some(request) = in_flight.savepoint {
-                    let _ = request
-                        .reply
-                        .send(Err(JobError::Checkpoint(error.to_string())));
-                }
-                if in_flight.is_final
-                    || matches!(event, CoordinatorEvent::Failed { fail_job: true, .. })
-                {
-                    self.fail(
-                        myself,
-                        JobError::Checkpoint(format!("checkpoint {} failed: {error}", id.0)),
-                    );
-                }
-                return;
-            }
-            if in_flight.barrier.kind == CheckpointKind::Checkpoint {
-                self.completed_checkpoints += 1;
-                self.storage.prune(self.config.checkpointing.retained);
-            }
-            tracing::debug!(job = %self.job_name, checkpoint = id.0, "checkpoint complete");
-        }
-        self.final_completed |= in_flight.is_final;
-        for subtask in &self.subtasks {
-            let _ = subtask.send_message(SubtaskMsg::CheckpointComplete {
-                id,
-                is_final: in_flight.is_final,
-            });
-        }
-        if let Some(request) = in_flight.savepoint {
-            let path = in_flight.folder.path.clone().unwrap_or_default();
-            let stop = request.stop;
-            let _ = request.reply.send(Ok(path));
-            // A final savepoint needs no stop: every subtask finishes after committing.
-            if stop && !in_flight.is_final {
-                // Stop after the completion: every subtask handles it (sinks commit) before
-                // the in-band stop, then reports; the job ends when all stopped.
-                self.stopping = true;
-                self.finished.iter_mut().for_each(|f| *f = false);
-                for subtask in &self.subtasks {
-                    let _ = subtask.send_message(SubtaskMsg::Stop);
-                }
-                if self.subtasks.is_empty() {
-                    let report = self.report(JobStatus::Canceled);
-                    self.conclude(myself, Ok(report));
-                }
-            }
-        }
-    }
-
-    fn metadata(&self, in_flight: &InFlight) -> CheckpointMetadata {
-        let job = &self.graph.job;
-        let ids = self.state_ids();
-        let mut operators = Vec::new();
-        for (v, vertex) in job.vertices.iter().enumerate() {
-            let files: Vec<String> = self
-                .graph
-                .subtasks
-                .iter()
-                .enumerate()
-                .filter(|(_, plan)| plan.id.vertex as usize == v)
-                .map(|(index, _)| self.file_name(index))
-                .collect();
-            for state_id in &ids[v] {
-                operators.push(OperatorMetadata {
-                    state_id: state_id.clone(),
-                    parallelism: vertex.parallelism,
-                    files: files.clone(),
-                });
-            }
-        }
-        CheckpointMetadata {
-            id: in_flight.barrier.id,
-            kind: in_flight.barrier.kind,
-            job_name: self.job_name.clone(),
-            max_parallelism: job.max_parallelism,
-            operators,
-            files: in_flight.files.values().cloned().collect(),
-        }
-    }
-
-    /// The checkpoint the next attempt restores from: the newest intact one of this run, else
-    /// the savepoint or checkpoint the run started from, else none (from the beginning).
-    /// Damaged checkpoints are reported and skipped, but never silently past a checkpoint
-    /// whose transactions exactly-once sinks committed: replaying from before it would write
-    /// that output again.
-    ///
-    /// # Errors
-    ///
-    /// [`JobError::Restore`], which a restart cannot repair: the fallback would duplicate
-    /// committed output (and is not allowed), or the run's starting point cannot be read.
-    fn restart_point(&self) -> Result<Option<RestoredCheckpoint>, JobError> {
-        let (restored, problems) = self.storage.latest_restorable();
-        for problem in &problems {
-            tracing::warn!(job = %self.job_name, "skipping a damaged checkpoint: {problem}");
-        }
-        let allow = self.config.checkpointing.allow_fallback_past_commits;
-        let restored = match (restored, &self.config.restore) {
-            (Some(restored), _) => Some(restored),
-            // Without a checkpoint of its own, a run started from a savepoint restarts from it.
-            (None, Some(settings)) => Some(initial_restore(&settings.path, allow)?),
-            (None, None) => None,
-        };
-        let floor = restored.as_ref().map_or(0, |r| r.metadata.id.0);
-        let committed: Vec<String> = self
-            .commits
-            .range(CheckpointId(floor.saturating_add(1))..)
-            .map(|(id, what)| format!("checkpoint {}: {}", id.0, what.join(", ")))
-            .collect();
-        if committed.is_empty() {
-            return Ok(restored);
-        }
-        let target = restored.as_ref().map_or_else(
-            || "the beginning".to_string(),
-            |r| format!("checkpoint {} ({})", r.metadata.id.0, r.location),
-        );
-        let damaged = if problems.is_empty() {
-            "they are missing".to_string()
-        } else {
-            describe_problems(&problems)
-        };
-        let message = format!(
-            "cannot restart from {target} without duplicating committed output: the newer \
-             checkpoints cannot be used ({damaged}), and exactly-once sinks already committed \
-             their transactions ({}); repair the damaged checkpoint, or allow the fallback \
-             (allow_fallback_past_commits) to accept that output twice",
-            committed.join("; ")
-        );
-        if !allow {
-            return Err(JobError::Restore(message));
-        }
-        tracing::warn!(job = %self.job_name, "{message}; falling back as allowed");
-        Ok(restored)
-    }
-
-    /// Restoring `restored` makes the sinks commit the transactions pending in it (their
-    /// checkpoint completed): remember that, for a later fallback past it.
-    fn note_recovery_commits(&mut self, restored: &RestoredCheckpoint) {
-        let id = restored.metadata.id;
-        if Some(id) != self.initial_restore_id && holds_transactions(restored) {
-            self.commits.entry(id).or_default().push(
-                "the transactions pending in it, committed when an attempt restored it".to_string(),
-            );
-        }
-    }
-
-    /// A failure of the current attempt: restart or fail the job.
-    fn fail(&mut self, myself: &ActorRef<JobManagerMsg>, error: JobError) {
-        if self.result.is_none() || self.stopping {
-            return;
-        }
-        let now = self.now_ms();
-        match self.restarts.on_failure(now) {
-            RestartDecision::Fail => self.conclude(myself, Err(error)),
-            RestartDecision::RestartAfter(delay_ms) => {
-                tracing::warn!(
-                    job = %self.job_name,
-                    attempt = self.attempt + 1,
-                    "{error}; restarting the job in {delay_ms} ms"
-                );
-                if let Some(in_flight) = self.in_flight.take() {
-                    self.storage.discard(&in_flight.folder);
-                    if let Some(request) = in_flight.savepoint {
-                        self.savepoint_requests.push(request);
-                    }
-                }
-                self.attempt += 1;
-                if let Some(task_manager) = self.task_manager.take() {
-                    task_manager.stop(Some("restarting".to_string()));
-                    // The old attempt must be gone before the next one starts (its sinks
-                    // must not write while the new ones clean up); `Redeploy` waits for it.
-                    self.stopping_task_manager = Some(task_manager);
-                }
-                self.subtasks.clear();
-                drop(
-                    myself.send_after(Duration::from_millis(delay_ms), || JobManagerMsg::Redeploy),
-                );
-            }
-        }
-    }
 }
 
-/// Reads the savepoint or checkpoint a run starts from (see
-/// [`load_restore_path`](crate::checkpoint::storage::load_restore_path)). Given an earlier run's
-/// folder whose newest checkpoints are damaged, it falls back to the newest intact one only if
-/// that run had no exactly-once sink (whose commits at the damaged checkpoint would be
-/// duplicated) or the fallback is allowed.
-///
-/// # Errors
-///
-/// [`JobError::Restore`]: nothing to restore, or a fallback that would duplicate output.
-fn initial_restore(
-    path: &std::path::Path,
-    allow_fallback: bool,
-) -> Result<RestoredCheckpoint, JobError> {
-    let (restored, problems) = crate::checkpoint::storage::load_restore_path(path)
-        .map_err(|e| JobError::Restore(e.to_string()))?;
-    if problems.is_empty() {
-        return Ok(restored);
+/// The core's settings from the job's configuration.
+fn core_config(config: &ExecutionConfig) -> JobCoreConfig {
+    let checkpointing = &config.checkpointing;
+    JobCoreConfig {
+        coordinator: CoordinatorConfig {
+            interval_ms: checkpointing.interval_ms,
+            timeout_ms: checkpointing.timeout_ms,
+            min_pause_ms: checkpointing.min_pause_ms,
+            tolerable_failures: checkpointing.tolerable_failures,
+        },
+        retained: checkpointing.retained,
+        allow_fallback_past_commits: checkpointing.allow_fallback_past_commits,
+        restart_strategy: config.effective_restart_strategy(),
+        restore_path: config.restore.as_ref().map(|r| r.path.clone()),
+        allow_non_restored_state: config
+            .restore
+            .as_ref()
+            .is_some_and(|r| r.allow_non_restored_state),
     }
-    let damaged = describe_problems(&problems);
-    let message = format!(
-        "{}: newer checkpoints are damaged ({damaged}); the newest intact one is checkpoint {} \
-         ({})",
-        path.display(),
-        restored.metadata.id.0,
-        restored.location
-    );
-    if holds_transactions(&restored) && !allow_fallback {
-        return Err(JobError::Restore(format!(
-            "{message}; the run's exactly-once sinks committed the transactions of the damaged \
-             checkpoints when they completed, so restoring an older one would write that output \
-             again: repair the damaged checkpoint, restore a chk-<n> folder by name, or allow the \
-             fallback (allow_fallback_past_commits)"
-        )));
-    }
-    tracing::warn!("{message}: restoring it");
-    Ok(restored)
-}
-
-/// Whether a checkpoint holds transactions of an exactly-once (two-phase-commit) sink.
-fn holds_transactions(restored: &RestoredCheckpoint) -> bool {
-    restored.operators.values().flatten().any(|snapshot| {
-        snapshot
-            .operator
-            .iter()
-            .any(|list| list.name == TRANSACTIONS_STATE && !list.elements.is_empty())
-    })
-}
-
-/// The state id of an operator: its uid, or one derived from its graph node.
-pub(crate) fn state_id(uid: Option<&str>, node: NodeId) -> String {
-    uid.map_or_else(|| format!("node-{}", node.0), str::to_string)
 }
 
 /// A directory private to one attempt of one run of a job, for state backends' working files.
@@ -764,58 +582,6 @@ fn local_state_root(
 /// JobManagers started in this process, numbering their local state directories.
 static JOB_MANAGERS_STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Each subtask's share of a restored checkpoint: per operator in its chain, the state of the
-/// key groups it owns and its part of the operator state.
-fn restore_plan(
-    graph: &ExecutionGraph,
-    restored: &RestoredCheckpoint,
-    allow_non_restored_state: bool,
-) -> Result<Vec<BTreeMap<String, OperatorSnapshot>>, String> {
-    let job = &graph.job;
-    if restored.metadata.max_parallelism != job.max_parallelism {
-        return Err(format!(
-            "{} was taken with max parallelism {}, the job has {}: keyed state cannot move \
-             between different numbers of key groups",
-            restored.location, restored.metadata.max_parallelism, job.max_parallelism
-        ));
-    }
-    let mut known = std::collections::BTreeSet::new();
-    for vertex in &job.vertices {
-        for node in &vertex.nodes {
-            known.insert(state_id(job.stream.node(*node).uid.as_deref(), *node));
-        }
-    }
-    if !allow_non_restored_state {
-        for (id, snapshots) in &restored.operators {
-            if !known.contains(id) && snapshots.iter().any(|s| !s.is_empty()) {
-                return Err(format!(
-                    "{} holds state of operator '{id}', which is not in this job; set \
-                     allow_non_restored_state to start without it",
-                    restored.location
-                ));
-            }
-        }
-    }
-    let mut plans = Vec::with_capacity(graph.subtasks.len());
-    for plan in &graph.subtasks {
-        let vertex = &job.vertices[plan.id.vertex as usize];
-        let mut mine = BTreeMap::new();
-        for node in &vertex.nodes {
-            let id = state_id(job.stream.node(*node).uid.as_deref(), *node);
-            if let Some(old) = restored.operators.get(&id) {
-                let share =
-                    redistribute(old, job.max_parallelism, vertex.parallelism, plan.id.index)
-                        .map_err(|e| format!("{}: operator '{id}': {e}", restored.location))?;
-                if !share.is_empty() {
-                    mine.insert(id, share);
-                }
-            }
-        }
-        plans.push(mine);
-    }
-    Ok(plans)
-}
-
 impl Actor for JobManagerActor {
     type Msg = JobManagerMsg;
     type State = JobManagerState;
@@ -840,31 +606,6 @@ impl Actor for JobManagerActor {
             .env
             .checkpoint_stores()
             .open_run(args.job_id, checkpoint_dir.as_deref());
-        // A run with a fixed job id that finds its own checkpoints continues their numbering.
-        let first_id = storage.checkpoint_ids().last().map_or(1, |id| id.0 + 1);
-        let restored = match &args.config.restore {
-            Some(settings) => Some(initial_restore(
-                &settings.path,
-                args.config.checkpointing.allow_fallback_past_commits,
-            )?),
-            None => None,
-        };
-        let first_id = first_id.max(restored.as_ref().map_or(1, |r| r.metadata.id.0 + 1));
-        tracing::info!(
-            job = %args.job_name,
-            job_id = %args.job_id,
-            "job '{}' runs as {}{}{}",
-            args.job_name,
-            args.job_id,
-            checkpoint_dir
-                .as_ref()
-                .map(|d| format!("; checkpoints in {}", d.display()))
-                .unwrap_or_default(),
-            restored
-                .as_ref()
-                .map(|r| format!("; restored from {}", r.location))
-                .unwrap_or_default(),
-        );
         let (writer, _) = Actor::spawn_linked(
             None,
             CheckpointWriter,
@@ -872,18 +613,10 @@ impl Actor for JobManagerActor {
             myself.get_cell(),
         )
         .await?;
-        let checkpointing = &args.config.checkpointing;
-        let coordinator = CheckpointCoordinator::new(
-            CoordinatorConfig {
-                interval_ms: checkpointing.interval_ms,
-                timeout_ms: checkpointing.timeout_ms,
-                min_pause_ms: checkpointing.min_pause_ms,
-                tolerable_failures: checkpointing.tolerable_failures,
-            },
-            graph.subtasks.len(),
-            first_id,
+        let core = JobCore::new(
+            DeploymentPlan::from_graph(&graph, &args.job_name),
+            core_config(&args.config),
         );
-        let restarts = RestartTracker::new(args.config.effective_restart_strategy());
         let mut state = JobManagerState {
             graph,
             registry: args.registry,
@@ -892,36 +625,34 @@ impl Actor for JobManagerActor {
             job_id: args.job_id,
             checkpoint_dir,
             env: args.env,
-            attempt: 0,
+            core,
             task_manager: None,
             stopping_task_manager: None,
             writer,
             subtasks: Vec::new(),
-            finished: Vec::new(),
-            input_finished: Vec::new(),
-            counters: BTreeMap::new(),
+            deployed_attempt: 0,
             started_at: tokio::time::Instant::now(),
             gauges,
             result: Some(args.result),
-            coordinator,
-            restarts,
             storage,
-            in_flight: None,
-            savepoint_requests: Vec::new(),
-            restored_from: None,
-            completed_checkpoints: 0,
-            stopping: false,
-            commits: BTreeMap::new(),
-            initial_restore_id: restored.as_ref().map(|r| r.metadata.id),
-            final_completed: false,
+            savepoint_replies: BTreeMap::new(),
+            timer: None,
+            startup_outcome: None,
+            starting: true,
             instance: JOB_MANAGERS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
-        if let Err(error) = state.deploy(&myself, restored).await {
-            state.writer.stop(None);
-            return Err(Box::new(error));
+        // Reads the run's checkpoints and its starting point, and deploys the first attempt.
+        let now = state.now_ms();
+        state.core.handle_start(now);
+        state.drive(&myself).await;
+        state.starting = false;
+        match state.startup_outcome.take() {
+            None => Ok(state),
+            Some(Err(error)) => Err(Box::new(error)),
+            Some(Ok(status)) => Err(Box::new(JobError::Internal(format!(
+                "the job ended ({status:?}) while it was deployed"
+            )))),
         }
-        myself.send_message(JobManagerMsg::Tick)?;
-        Ok(state)
     }
 
     async fn handle(
@@ -930,44 +661,22 @@ impl Actor for JobManagerActor {
         message: JobManagerMsg,
         state: &mut JobManagerState,
     ) -> Result<(), ActorProcessingErr> {
-        if state.result.is_none() {
+        if state.core.is_ended() {
             return Ok(());
         }
-        let current = state.attempt;
+        let now = state.now_ms();
+        let core = &mut state.core;
         match message {
-            JobManagerMsg::InputFinished { attempt, index } if attempt == current => {
-                // Periodic checkpoints go on: a finished subtask acknowledges them with its
-                // final state until the whole job finished its input.
-                state.input_finished[index] = true;
-                if state.input_finished.iter().all(|f| *f) {
-                    state.start_final_checkpoint();
-                }
+            JobManagerMsg::InputFinished { attempt, index } => {
+                core.handle_input_finished(attempt, index, now);
             }
             JobManagerMsg::SubtaskFinished {
                 attempt,
                 index,
                 metrics,
-            } if attempt == current => {
-                if !std::mem::replace(&mut state.finished[index], true) {
-                    for (node, counters) in metrics {
-                        let total = state.counters.entry(node).or_default();
-                        total.records_in += counters.records_in;
-                        total.records_out += counters.records_out;
-                        total.late_records += counters.late_records;
-                        total.dropped_records += counters.dropped_records;
-                    }
-                }
-                if state.finished.iter().all(|f| *f) {
-                    let report = state.report(JobStatus::Finished);
-                    state.conclude(&myself, Ok(report));
-                }
-            }
-            JobManagerMsg::SubtaskStopped { attempt, index } if attempt == current => {
-                state.finished[index] = true;
-                if state.finished.iter().all(|f| *f) {
-                    let report = state.report(JobStatus::Canceled);
-                    state.conclude(&myself, Ok(report));
-                }
+            } => core.handle_subtask_finished(attempt, index, metrics, now),
+            JobManagerMsg::SubtaskStopped { attempt, index } => {
+                core.handle_subtask_stopped(attempt, index, now);
             }
             JobManagerMsg::SubtaskFailed {
                 attempt,
@@ -976,122 +685,43 @@ impl Actor for JobManagerActor {
                 task,
                 message,
                 recoverable,
-            } if attempt == current && state.task_manager.is_some() => {
-                let error = JobError::TaskFailed {
-                    task: task.unwrap_or_else(|| state.task_name(index)),
-                    operator: operator.unwrap_or_else(|| "(unknown operator)".to_string()),
-                    message: if recoverable {
-                        message
-                    } else {
-                        format!("{message} (a restart cannot fix this: the job fails at once)")
-                    },
-                };
-                if recoverable {
-                    state.fail(&myself, error);
-                } else if !state.stopping {
-                    state.conclude(&myself, Err(error));
-                }
-            }
+            } => core.handle_subtask_failed(
+                attempt,
+                index,
+                SubtaskFailure {
+                    operator,
+                    task,
+                    message,
+                    recoverable,
+                },
+                now,
+            ),
             JobManagerMsg::Acknowledge {
                 attempt,
                 index,
                 barrier,
                 snapshots,
-            } if attempt == current => {
-                let Some(in_flight) = &state.in_flight else {
-                    return Ok(());
-                };
-                if in_flight.barrier.id != barrier.id {
-                    return Ok(());
-                }
-                if in_flight.persist {
-                    state.writer.send_message(WriterMsg::Persist {
-                        attempt,
-                        index,
-                        id: barrier.id,
-                        folder: in_flight.folder.clone(),
-                        file_name: state.file_name(index),
-                        snapshots,
-                    })?;
-                } else {
-                    // A commit-only final checkpoint: nothing to store.
-                    let now = state.now_ms();
-                    if let CoordinatorEvent::Completed(_) =
-                        state.coordinator.acknowledge(barrier.id, index, now)
-                    {
-                        state.complete_checkpoint(&myself);
-                    }
-                }
-            }
-            JobManagerMsg::Persisted {
-                attempt,
-                index: _,
-                id,
-                folder,
-                result: _,
-            } if attempt != current
-                || state.in_flight.as_ref().is_none_or(|f| f.barrier.id != id) =>
-            {
-                // A write for a checkpoint that was aborted (or of an earlier attempt) landed
-                // after its folder was removed and made it again: remove it, so no partial
-                // checkpoint or savepoint folder stays behind.
-                state.storage.discard_incomplete(&folder);
-            }
+            } => core.handle_acknowledge(attempt, index, barrier.id, snapshots, now),
             JobManagerMsg::Persisted {
                 attempt,
                 index,
                 id,
-                folder: _,
+                folder,
                 result,
-            } if attempt == current => {
-                let now = state.now_ms();
-                let event = match result {
-                    Ok(file) => {
-                        if let Some(in_flight) = state.in_flight.as_mut()
-                            && in_flight.barrier.id == id
-                        {
-                            in_flight.files.insert(index, file);
-                        }
-                        state.coordinator.acknowledge(id, index, now)
-                    }
-                    Err(message) => state.coordinator.fail(id, message, now),
-                };
-                state.on_coordinator_event(&myself, event);
-            }
+            } => core.handle_persisted(attempt, index, id, folder, result, now),
             JobManagerMsg::Decline {
                 attempt,
                 index,
                 id,
                 reason,
-            } if attempt == current => {
-                let reason = format!("{} declined it: {reason}", state.task_name(index));
-                let now = state.now_ms();
-                let event = state.coordinator.fail(id, reason, now);
-                state.on_coordinator_event(&myself, event);
+            } => core.handle_decline(attempt, index, id, &reason, now),
+            JobManagerMsg::Committed { index, commits } => {
+                core.handle_committed(index, commits, now);
             }
             JobManagerMsg::Tick => {
-                let now = state.now_ms();
-                let event = state.coordinator.tick(now);
-                state.on_coordinator_event(&myself, event);
-                if state.task_manager.is_some()
-                    && state.in_flight.is_none()
-                    && !state.savepoint_requests.is_empty()
-                {
-                    state.coordinator.request_savepoint();
-                }
-                if state.task_manager.is_some()
-                    && let Some(barrier) = state.coordinator.trigger_due(now)
-                {
-                    let savepoint = (barrier.kind == CheckpointKind::Savepoint)
-                        .then(|| state.savepoint_requests.remove(0));
-                    state.start_checkpoint(barrier, savepoint);
-                }
-                let next = state.coordinator.next_due_ms().map_or(TICK_MS, |due| {
-                    u64::try_from(due.saturating_sub(now))
-                        .unwrap_or(0)
-                        .clamp(1, TICK_MS)
-                });
-                drop(myself.send_after(Duration::from_millis(next), || JobManagerMsg::Tick));
+                // The timer fired; the core announces the next one.
+                state.timer = None;
+                state.core.handle_timeout(now);
             }
             JobManagerMsg::Redeploy => {
                 if let Some(old) = state.stopping_task_manager.take() {
@@ -1103,78 +733,18 @@ impl Actor for JobManagerActor {
                 // Queued behind every message the old attempt sent before it stopped.
                 myself.send_message(JobManagerMsg::DeployNext)?;
             }
-            JobManagerMsg::DeployNext => {
-                let restored = match state.restart_point() {
-                    Ok(restored) => restored,
-                    Err(error) => {
-                        // A restart cannot repair this: fail at once.
-                        state.conclude(&myself, Err(error));
-                        return Ok(());
-                    }
-                };
-                match &restored {
-                    Some(r) => tracing::warn!(
-                        job = %state.job_name,
-                        "restoring attempt {} from checkpoint {} ({})",
-                        state.attempt,
-                        r.metadata.id.0,
-                        r.location
-                    ),
-                    None => tracing::warn!(
-                        job = %state.job_name,
-                        "no completed checkpoint: attempt {} restarts from the beginning",
-                        state.attempt
-                    ),
-                }
-                if let Some(r) = &restored {
-                    state.note_recovery_commits(r);
-                }
-                if let Err(error) = state.deploy(&myself, restored).await {
-                    state.conclude(&myself, Err(error));
-                }
-            }
-            JobManagerMsg::Committed { index, commits } => {
-                let task = state.task_name(index);
-                for commit in commits {
-                    state
-                        .commits
-                        .entry(commit.checkpoint)
-                        .or_default()
-                        .push(format!(
-                            "{} in {task}: {} records",
-                            commit.operator, commit.records
-                        ));
-                }
-            }
+            JobManagerMsg::DeployNext => core.handle_attempt_drained(now),
             JobManagerMsg::TriggerSavepoint {
                 target,
                 stop,
                 reply,
             } => {
-                if state.final_completed || state.in_flight.as_ref().is_some_and(|f| f.is_final) {
-                    // The final checkpoint already runs: it commits all output, and nothing is
-                    // left to save (a savepoint waiting before it would have become it).
-                    let _ = reply.send(Err(JobError::Checkpoint(
-                        "the job already finished its input: its final checkpoint commits all \
-                         its output, so no savepoint was taken (join() returns its result)"
-                            .to_string(),
-                    )));
-                    return Ok(());
-                }
-                state.savepoint_requests.push(SavepointRequest {
-                    target,
-                    stop,
-                    reply,
-                });
-                myself.send_message(JobManagerMsg::Tick)?;
+                let request = core.handle_savepoint_request(target, stop, now);
+                state.savepoint_replies.insert(request, reply);
             }
-            JobManagerMsg::Cancel => {
-                let report = state.report(JobStatus::Canceled);
-                state.conclude(&myself, Ok(report));
-            }
-            // A message of an earlier attempt.
-            _ => {}
+            JobManagerMsg::Cancel => core.handle_cancel(now),
         }
+        state.drive(&myself).await;
         Ok(())
     }
 
@@ -1184,52 +754,27 @@ impl Actor for JobManagerActor {
         event: SupervisionEvent,
         state: &mut JobManagerState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.core.is_ended() {
+            return Ok(());
+        }
         let current: Option<ActorId> = state.task_manager.as_ref().map(|t| t.get_id());
-        match event {
+        let error = match event {
             SupervisionEvent::ActorFailed(cell, error) if Some(cell.get_id()) == current => {
-                let error = JobError::Internal(format!("task manager failed: {error}"));
-                state.conclude(&myself, Err(error));
+                JobError::Internal(format!("task manager failed: {error}"))
             }
             SupervisionEvent::ActorFailed(cell, error)
                 if cell.get_id() == state.writer.get_id() =>
             {
-                let error = JobError::Internal(format!("checkpoint writer failed: {error}"));
-                state.conclude(&myself, Err(error));
+                JobError::Internal(format!("checkpoint writer failed: {error}"))
             }
-            SupervisionEvent::ActorTerminated(cell, _, _)
-                if Some(cell.get_id()) == current && state.result.is_some() =>
-            {
-                let error = JobError::Internal("task manager stopped unexpectedly".to_string());
-                state.conclude(&myself, Err(error));
+            SupervisionEvent::ActorTerminated(cell, _, _) if Some(cell.get_id()) == current => {
+                JobError::Internal("task manager stopped unexpectedly".to_string())
             }
-            _ => {}
-        }
+            _ => return Ok(()),
+        };
+        let now = state.now_ms();
+        state.core.handle_internal_failure(error, now);
+        state.drive(&myself).await;
         Ok(())
-    }
-}
-
-impl JobManagerState {
-    fn on_coordinator_event(&mut self, myself: &ActorRef<JobManagerMsg>, event: CoordinatorEvent) {
-        match event {
-            CoordinatorEvent::Nothing => {}
-            CoordinatorEvent::Completed(_) => self.complete_checkpoint(myself),
-            CoordinatorEvent::Failed {
-                checkpoint,
-                reason,
-                fail_job,
-            } => {
-                tracing::warn!(job = %self.job_name, "checkpoint {} failed: {reason}", checkpoint.barrier.id.0);
-                self.abort_in_flight(checkpoint.barrier.id, &reason);
-                if fail_job {
-                    self.fail(
-                        myself,
-                        JobError::Checkpoint(format!(
-                            "checkpoint {} failed and the tolerable failures are exceeded: {reason}",
-                            checkpoint.barrier.id.0
-                        )),
-                    );
-                }
-            }
-        }
     }
 }

@@ -18,6 +18,7 @@ mod gauges;
 #[cfg(test)]
 mod harness;
 pub(crate) mod head;
+mod job_core;
 mod job_manager;
 pub(crate) mod partitioner;
 pub(crate) mod registry;
