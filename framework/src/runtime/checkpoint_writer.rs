@@ -10,27 +10,13 @@
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
-use super::job_manager::JobManagerMsg;
-use crate::checkpoint::CheckpointId;
+use super::protocol::{JobManagerMsg, WriterMsg};
 use std::sync::Arc;
 
 use super::RuntimeEnv;
 use crate::checkpoint::storage::{CheckpointFolder, CheckpointStore, encode_frame_with};
 use crate::operator::PendingOperatorSnapshot;
 use crate::state::snapshot::encode_keyed_snapshot;
-
-/// Messages of the checkpoint writer.
-pub(crate) enum WriterMsg {
-    /// Store one subtask's state for checkpoint `id`.
-    Persist {
-        attempt: u32,
-        index: usize,
-        id: CheckpointId,
-        folder: CheckpointFolder,
-        file_name: String,
-        snapshots: Vec<(String, PendingOperatorSnapshot)>,
-    },
-}
 
 /// The checkpoint writer actor.
 pub(crate) struct CheckpointWriter;

@@ -36,93 +36,22 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
-use super::checkpoint_writer::{CheckpointWriter, WriterMsg};
+use super::checkpoint_writer::CheckpointWriter;
 use super::gauges::ChannelGauges;
 use super::job_core::{
     CheckpointLocation, Deployment, DeploymentPlan, JobCore, JobCoreConfig, Output,
     SavepointRequestId, StatusEvent, StorageRead, StorageReadResult, SubtaskCommand,
     SubtaskFailure,
 };
+use super::protocol::{JobManagerMsg, SubtaskArgs, SubtaskMsg, TaskManagerMsg, WriterMsg};
 use super::result::{JobResult, JobStatus, OperatorMetrics};
-use super::subtask::{SubtaskArgs, SubtaskMsg};
-use super::task_manager::{TaskManagerActor, TaskManagerMsg};
+use super::task_manager::TaskManagerActor;
 use crate::api::ExecutionConfig;
-use crate::checkpoint::storage::{
-    CheckpointFolder, CheckpointStore, FileMetadata, load_restore_path,
-};
-use crate::checkpoint::{CheckpointBarrier, CheckpointId, CoordinatorConfig, JobId};
+use crate::checkpoint::storage::{CheckpointFolder, CheckpointStore, load_restore_path};
+use crate::checkpoint::{CoordinatorConfig, JobId};
 use crate::error::JobError;
 use crate::graph::ExecutionGraph;
-use crate::operator::{CommitReport, NodeId, OperatorCounters, PendingOperatorSnapshot};
-
-/// Messages of the JobManager.
-pub(crate) enum JobManagerMsg {
-    /// A subtask processed its whole input and delivered its output; it waits for the final
-    /// checkpoint.
-    InputFinished { attempt: u32, index: usize },
-    /// A subtask closed after the final checkpoint.
-    SubtaskFinished {
-        attempt: u32,
-        index: usize,
-        metrics: Vec<(NodeId, OperatorCounters)>,
-    },
-    /// A subtask closed on request (stop-with-savepoint).
-    SubtaskStopped { attempt: u32, index: usize },
-    /// A subtask failed.
-    SubtaskFailed {
-        attempt: u32,
-        index: usize,
-        operator: Option<String>,
-        task: Option<String>,
-        message: String,
-        /// False when a restart cannot fix it: the job fails at once.
-        recoverable: bool,
-    },
-    /// A subtask took its snapshot for `barrier`.
-    Acknowledge {
-        attempt: u32,
-        index: usize,
-        barrier: CheckpointBarrier,
-        snapshots: Vec<(String, PendingOperatorSnapshot)>,
-    },
-    /// A subtask cannot take part in checkpoint `id`.
-    Decline {
-        attempt: u32,
-        index: usize,
-        id: CheckpointId,
-        reason: String,
-    },
-    /// The writer stored (or failed to store) a subtask's state for checkpoint `id` in
-    /// `folder`.
-    Persisted {
-        attempt: u32,
-        index: usize,
-        id: CheckpointId,
-        folder: CheckpointFolder,
-        result: Result<FileMetadata, String>,
-    },
-    /// Exactly-once sinks of a subtask committed transactions: per checkpoint, the sink and
-    /// its records. Accepted from any attempt: a commit is output, whoever made it.
-    Committed {
-        index: usize,
-        commits: Vec<CommitReport>,
-    },
-    /// Time to check checkpoint triggers and timeouts.
-    Tick,
-    /// The restart delay passed: stop what is left of the failed attempt.
-    Redeploy,
-    /// The failed attempt is gone (and every message it sent is handled, commit reports
-    /// included, since they were queued before this): deploy the next attempt.
-    DeployNext,
-    /// Take a savepoint into `target`; with `stop`, cancel the job once it is complete.
-    TriggerSavepoint {
-        target: PathBuf,
-        stop: bool,
-        reply: oneshot::Sender<Result<PathBuf, JobError>>,
-    },
-    /// Cancel the job.
-    Cancel,
-}
+use crate::operator::PendingOperatorSnapshot;
 
 pub(crate) struct JobManagerArgs {
     pub(crate) graph: Arc<ExecutionGraph>,

@@ -21,6 +21,7 @@ pub(crate) mod head;
 mod job_core;
 mod job_manager;
 pub(crate) mod partitioner;
+mod protocol;
 pub(crate) mod registry;
 mod result;
 mod subtask;
@@ -48,7 +49,8 @@ pub use result::{JobResult, JobStatus, OperatorMetrics};
 
 use crate::error::JobError;
 use crate::graph::{JobDescriptor, TaskManagerId};
-use job_manager::{JobManagerActor, JobManagerArgs, JobManagerMsg};
+use job_manager::{JobManagerActor, JobManagerArgs};
+use protocol::JobManagerMsg;
 
 /// A running job: wait for its end or cancel it.
 #[derive(Debug)]

@@ -20,8 +20,6 @@
 //! A failure the core reports fails the actor with its [`SubtaskError`]; the TaskManager (its
 //! supervisor) reports it to the JobManager.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,76 +27,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::env::{FaultInjector, InjectedFault, SubtaskInput};
 use super::gauges::ChannelGauges;
-use super::job_manager::JobManagerMsg;
-pub(crate) use super::subtask_core::SubtaskError;
+use super::protocol::{JobManagerMsg, SubtaskArgs, SubtaskMsg};
 use super::subtask_core::{SubtaskCore, SubtaskCoreArgs, SubtaskOutput, TimerKind};
-use crate::api::ExecutionConfig;
-use crate::checkpoint::{CheckpointBarrier, CheckpointId};
-use crate::graph::ExecutionGraph;
-use crate::operator::ErasedBatch;
-use crate::state::OperatorSnapshot;
 use crate::time::Clock;
-
-/// Messages of a subtask actor.
-pub(crate) enum SubtaskMsg {
-    /// Channel peers: per output channel the consumer and its input index; per input channel the
-    /// producer and its output index.
-    Wire {
-        outputs: Vec<(ActorRef<Self>, usize)>,
-        inputs: Vec<(ActorRef<Self>, usize)>,
-    },
-    /// Open the chain and start.
-    Start,
-    /// A batch on input channel `channel`.
-    Data { channel: usize, batch: ErasedBatch },
-    /// `credits` more batches may be sent on output channel `channel`.
-    Credit { channel: usize, credits: u32 },
-    /// Poll the source (sources only).
-    Poll,
-    /// The linger timer fired: send partially filled batches.
-    Flush,
-    /// Processing time reached a time an operator asked for.
-    ProcessingTime,
-    /// Take part in this checkpoint: a running source injects the barrier, a finished subtask
-    /// snapshots its final state, any other subtask expects the barrier on its inputs.
-    TriggerCheckpoint(CheckpointBarrier),
-    /// Take the final checkpoint: the whole job finished its input. `persist`: whether its
-    /// state is stored (else it only commits).
-    FinalCheckpoint {
-        barrier: CheckpointBarrier,
-        persist: bool,
-    },
-    /// A checkpoint completed; after the final one the subtask closes and stops.
-    CheckpointComplete { id: CheckpointId, is_final: bool },
-    /// Close and stop now (stop-with-savepoint; sent after the savepoint's completion, so
-    /// two-phase-commit sinks have committed it).
-    Stop,
-}
-
-/// Everything needed to build one subtask.
-pub(crate) struct SubtaskArgs {
-    pub(crate) graph: Arc<ExecutionGraph>,
-    /// The code that builds the graph's operators.
-    pub(crate) registry: Arc<super::registry::OperatorRegistry>,
-    pub(crate) index: usize,
-    pub(crate) config: ExecutionConfig,
-    pub(crate) job_name: String,
-    pub(crate) attempt_number: u32,
-    /// The id of the run.
-    pub(crate) job_id: crate::checkpoint::JobId,
-    pub(crate) job_manager: ActorRef<JobManagerMsg>,
-    pub(crate) gauges: Arc<ChannelGauges>,
-    /// The node's processing-time clock (from its runtime environment).
-    pub(crate) clock: Arc<dyn Clock>,
-    /// This subtask's share of the restored checkpoint, per operator state id.
-    pub(crate) restored: BTreeMap<String, OperatorSnapshot>,
-    /// The checkpoint restored from, if any.
-    pub(crate) restored_from: Option<CheckpointId>,
-    /// A directory private to this subtask attempt, for state backends.
-    pub(crate) local_dir: PathBuf,
-    /// Where the simulator makes this subtask fail (from the runtime environment).
-    pub(crate) faults: Option<Arc<dyn FaultInjector>>,
-}
 
 /// The subtask actor.
 pub(crate) struct SubtaskActor;

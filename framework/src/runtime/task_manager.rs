@@ -6,22 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::TaskExecutor;
-use super::job_manager::JobManagerMsg;
-use super::subtask::{SubtaskActor, SubtaskArgs, SubtaskError, SubtaskMsg};
-
-/// Messages of the TaskManager.
-pub(crate) enum TaskManagerMsg {
-    /// Spawn these subtasks; reply with their refs in the same order.
-    Deploy(
-        Vec<SubtaskArgs>,
-        RpcReplyPort<Result<Vec<ActorRef<SubtaskMsg>>, String>>,
-    ),
-}
+use super::protocol::{JobManagerMsg, SubtaskArgs, SubtaskMsg, TaskManagerMsg};
+use super::subtask::SubtaskActor;
+use super::subtask_core::SubtaskError;
 
 /// The TaskManager actor.
 pub(crate) struct TaskManagerActor;
