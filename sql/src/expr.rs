@@ -34,34 +34,34 @@ pub enum Expr {
     /// A constant.
     Literal(Value),
     /// `NOT e`.
-    Not(Box<Expr>),
+    Not(Box<Self>),
     /// `-e`.
-    Negate(Box<Expr>),
+    Negate(Box<Self>),
     /// `a AND b`.
-    And(Box<Expr>, Box<Expr>),
+    And(Box<Self>, Box<Self>),
     /// `a OR b`.
-    Or(Box<Expr>, Box<Expr>),
+    Or(Box<Self>, Box<Self>),
     /// `a + b`, `a - b`, `a * b`, `a / b`, `a % b`, computed in the result type.
-    Arith(ArithOp, Box<Expr>, Box<Expr>, DataType),
+    Arith(ArithOp, Box<Self>, Box<Self>, DataType),
     /// A comparison.
-    Compare(CompareOp, Box<Expr>, Box<Expr>),
+    Compare(CompareOp, Box<Self>, Box<Self>),
     /// `a || b`.
-    Concat(Vec<Expr>),
+    Concat(Vec<Self>),
     /// `e IS NULL` (or, negated, `IS NOT NULL`).
-    IsNull(Box<Expr>, bool),
+    IsNull(Box<Self>, bool),
     /// `CASE [operand] WHEN .. THEN .. ELSE .. END`.
     Case {
         /// The operand of a simple `CASE`.
-        operand: Option<Box<Expr>>,
+        operand: Option<Box<Self>>,
         /// `(WHEN, THEN)` pairs.
-        branches: Vec<(Expr, Expr)>,
+        branches: Vec<(Self, Self)>,
         /// `ELSE`, `NULL` if absent.
-        otherwise: Box<Expr>,
+        otherwise: Box<Self>,
     },
     /// `CAST(e AS t)`; `TRY_CAST` gives `NULL` where `CAST` fails.
     Cast {
         /// The operand.
-        expr: Box<Expr>,
+        expr: Box<Self>,
         /// The target type.
         to: DataType,
         /// `TRY_CAST`.
@@ -70,23 +70,23 @@ pub enum Expr {
     /// `e [NOT] IN (list)`.
     InList {
         /// The operand.
-        expr: Box<Expr>,
+        expr: Box<Self>,
         /// The candidates.
-        list: Vec<Expr>,
+        list: Vec<Self>,
         /// `NOT IN`.
         negated: bool,
     },
     /// `e [NOT] LIKE pattern`.
     Like {
         /// The operand.
-        expr: Box<Expr>,
+        expr: Box<Self>,
         /// The pattern (`%` any run, `_` one character).
-        pattern: Box<Expr>,
+        pattern: Box<Self>,
         /// `NOT LIKE`.
         negated: bool,
     },
     /// A built-in function.
-    Call(Func, Vec<Expr>),
+    Call(Func, Vec<Self>),
 }
 
 /// Arithmetic operators.
@@ -977,8 +977,8 @@ fn compile_function(
             }
         }
         "CONCAT" => {
-            for i in 0..args.len() {
-                check(i, args[i].data_type == DataType::String, "STRING")?;
+            for (i, arg) in args.iter().enumerate() {
+                check(i, arg.data_type == DataType::String, "STRING")?;
             }
             return Ok(Typed {
                 expr: Expr::Concat(args.into_iter().map(|a| a.expr).collect()),
@@ -988,15 +988,15 @@ fn compile_function(
         "SUBSTRING" | "SUBSTR" => {
             arity(2, 3)?;
             check(0, args[0].data_type == DataType::String, "STRING")?;
-            for i in 1..args.len() {
-                check(i, args[i].data_type == DataType::BigInt, "BIGINT")?;
+            for (i, arg) in args.iter().enumerate().skip(1) {
+                check(i, arg.data_type == DataType::BigInt, "BIGINT")?;
             }
             (Func::Substring, DataType::String)
         }
         "REPLACE" => {
             arity(3, 3)?;
-            for i in 0..3 {
-                check(i, args[i].data_type == DataType::String, "STRING")?;
+            for (i, arg) in args.iter().enumerate() {
+                check(i, arg.data_type == DataType::String, "STRING")?;
             }
             (Func::Replace, DataType::String)
         }
@@ -1245,7 +1245,7 @@ pub fn cast(value: Value, to: DataType) -> Result<Value, String> {
         (Value::BigInt(v), T::Double) => Value::Double(v as f64),
         (Value::Double(v), T::Double) => Value::Double(v),
         (Value::Double(v), T::BigInt) => {
-            if v.is_nan() || v >= 9.223_372_036_854_776e18 || v < -9.223_372_036_854_776e18 {
+            if v.is_nan() || !(-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v) {
                 return Err(format!(
                     "{} is out of the range of BIGINT",
                     Value::Double(v)

@@ -25,7 +25,7 @@ use crate::types::DataType;
 #[derive(Debug, Clone)]
 pub enum Statement {
     /// `CREATE [TEMPORARY] TABLE`.
-    CreateTable(TableDef),
+    CreateTable(Box<TableDef>),
     /// `CREATE [TEMPORARY] VIEW name AS query`.
     CreateView {
         /// The view's name.
@@ -43,7 +43,7 @@ pub enum Statement {
         query: Box<ast::Query>,
     },
     /// `EXPLAIN query` or `EXPLAIN INSERT ...`.
-    Explain(Box<Statement>),
+    Explain(Box<Self>),
     /// `SHOW TABLES`.
     ShowTables,
     /// `DESCRIBE table` (`DESC`).
@@ -82,7 +82,7 @@ pub enum ColumnKind {
     /// Read from the connector, of this type.
     Physical(DataType),
     /// Computed from the physical columns: `name AS expr`.
-    Computed(ast::Expr),
+    Computed(Box<ast::Expr>),
 }
 
 /// Parses a script: statements separated by semicolons.
@@ -294,7 +294,7 @@ fn parse_create_table(parser: &mut Parser<'_>) -> Result<Statement, SqlError> {
         } else {
             let column = parser.parse_identifier()?;
             let kind = if parser.parse_keyword(Keyword::AS) {
-                ColumnKind::Computed(parser.parse_expr()?)
+                ColumnKind::Computed(Box::new(parser.parse_expr()?))
             } else {
                 let type_token = parser.peek_token();
                 let data_type = parser.parse_data_type()?;
@@ -328,14 +328,14 @@ fn parse_create_table(parser: &mut Parser<'_>) -> Result<Statement, SqlError> {
             break;
         }
     }
-    Ok(Statement::CreateTable(TableDef {
+    Ok(Statement::CreateTable(Box::new(TableDef {
         name,
         temporary,
         columns,
         watermark,
         options,
         position: Position::of(start.span),
-    }))
+    })))
 }
 
 /// Maps a parsed SQL type onto the types of the SQL layer.

@@ -1,6 +1,6 @@
 //! The planner: from a parsed query to a tree of logical operators over compiled expressions.
 //!
-//! The plan is plain data. [`crate::exec`] translates each node onto Eichhorn operators: a
+//! The plan is plain data. The `exec` module translates each node onto Eichhorn operators: a
 //! [`Plan::Calc`] becomes a process function, a [`Plan::GroupAgg`] a keyed process function with
 //! its accumulators in `ValueState`, a [`Plan::WindowAgg`] a keyed process function with
 //! `MapState` windows and event-time timers. So a SQL job checkpoints and restores as any job.
@@ -41,7 +41,7 @@ pub enum Plan {
     /// Filters, then projects, each change (its kind unchanged).
     Calc {
         /// The input.
-        input: Box<Plan>,
+        input: Box<Self>,
         /// Rows for which this is not `TRUE` are dropped.
         filter: Option<Expr>,
         /// The output columns, over the input row.
@@ -53,7 +53,7 @@ pub enum Plan {
     /// `keys ++ results`, as a changelog.
     GroupAgg {
         /// The pre-projected input.
-        input: Box<Plan>,
+        input: Box<Self>,
         /// How many leading input columns are the group key.
         key_count: usize,
         /// The aggregate calls (arguments index the input row).
@@ -66,7 +66,7 @@ pub enum Plan {
     /// passes a window's end.
     WindowAgg {
         /// The pre-projected input.
-        input: Box<Plan>,
+        input: Box<Self>,
         /// The window function.
         window: WindowKind,
         /// How many input columns after the time are the group key.
@@ -80,7 +80,7 @@ pub enum Plan {
     /// appended.
     WindowTvf {
         /// The input.
-        input: Box<Plan>,
+        input: Box<Self>,
         /// The window function (not a session).
         window: WindowKind,
         /// The time column of the input.
@@ -91,7 +91,7 @@ pub enum Plan {
     /// `UNION ALL` of inputs with the same column types.
     Union {
         /// The inputs.
-        inputs: Vec<Plan>,
+        inputs: Vec<Self>,
         /// The output schema (the first input's names).
         schema: Schema,
     },
@@ -135,13 +135,10 @@ impl Plan {
                 out,
                 "{indent}TableSourceScan(table=[{table}], fields=[{columns}])"
             ),
-            Self::Calc {
-                filter, projection, ..
-            } => writeln!(
+            Self::Calc { filter, .. } => writeln!(
                 out,
-                "{indent}Calc(select=[{columns}]{}{})",
+                "{indent}Calc(select=[{columns}]{})",
                 if filter.is_some() { ", where=[..]" } else { "" },
-                if projection.is_empty() { "" } else { "" }
             ),
             Self::GroupAgg {
                 key_count, aggs, ..
