@@ -76,7 +76,11 @@ pub enum TableResult {
 /// A planned query: `TableEnv::sql_query`'s result.
 #[derive(Debug, Clone)]
 pub struct Table {
-    plan: Plan,
+    pub(crate) plan: Plan,
+    /// The query's SQL text (the Table API composes new queries around it).
+    pub(crate) sql: String,
+    /// The catalog it was planned against (with the Table API's own views).
+    pub(crate) catalog: Catalog,
 }
 
 impl Table {
@@ -168,6 +172,8 @@ impl TableEnv {
         match (statements.pop(), statements.is_empty()) {
             (Some(Statement::Query(query)), true) => Ok(Table {
                 plan: plan_query(&query, &self.catalog)?,
+                sql: sql.to_string(),
+                catalog: self.catalog.clone(),
             }),
             _ => Err(SqlError::validation(
                 None,
@@ -176,13 +182,25 @@ impl TableEnv {
         }
     }
 
+    /// The table `name` of the catalog as a Table API table (Flink's `from(path)`).
+    ///
+    /// # Errors
+    ///
+    /// No such table.
+    pub fn from(&self, name: &str) -> Result<Table, SqlError> {
+        self.sql_query(&format!(
+            "SELECT * FROM {}",
+            crate::table_api::quote_ident(name)
+        ))
+    }
+
     /// Adds `table`'s operators to this environment's job: its changelog.
     ///
     /// # Errors
     ///
     /// A table it reads cannot be read.
     pub fn to_changelog_stream(&self, table: &Table) -> Result<DataStream<Change>, SqlError> {
-        let mut translator = Translator::new(&self.env, &self.catalog, &self.streams);
+        let mut translator = Translator::new(&self.env, &table.catalog, &self.streams);
         let stream = translator.translate(&table.plan)?;
         translator.finish();
         Ok(stream)

@@ -26,6 +26,7 @@ mod exec;
 pub mod expr;
 pub mod parse;
 pub mod plan;
+pub mod table_api;
 pub mod types;
 pub mod window;
 

@@ -516,7 +516,7 @@ fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relatio
                 ));
             }
             let plan = scan(name, catalog)?;
-            let mut qualifiers = vec![name.to_string().to_lowercase()];
+            let mut qualifiers = vec![plain_name(name)];
             if let Some(alias) = alias {
                 qualifiers = vec![alias.name.value.to_lowercase()];
             }
@@ -550,10 +550,22 @@ fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relatio
     }
 }
 
+/// A table name without quotes, lower case (names are case-insensitive).
+fn plain_name(name: &ast::ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident.value.to_lowercase(),
+            None => part.to_string().to_lowercase(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// A catalog table or view as a plan.
 fn scan(name: &ast::ObjectName, catalog: &Catalog) -> Result<Plan, SqlError> {
     let position = Position::of(name.span());
-    let key = name.to_string().to_lowercase();
+    let key = plain_name(name);
     match catalog.get(&key) {
         Some(CatalogTable::View { query, .. }) => plan_query(query, catalog),
         Some(table) => Ok(Plan::Scan {
@@ -718,7 +730,7 @@ fn plan_window_tvf(expr: &ast::Expr, catalog: &Catalog) -> Result<Relation, SqlE
     };
     Ok(Relation {
         plan,
-        qualifiers: vec![table_name.to_string().to_lowercase()],
+        qualifiers: vec![plain_name(&table_name)],
         window: Some((window, time_column)),
     })
 }

@@ -182,3 +182,89 @@ async fn a_data_stream_goes_through_sql_and_back() {
     assert_eq!(sums, oracle);
     let _ = Change::insert(Vec::new());
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_table_api_windows_and_aggregates_like_sql() {
+    use eichhorn::time::WatermarkStrategy;
+    use eichhorn_sql::table_api::{Tumble, col, lit};
+    for parallelism in [1, 2, 4] {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        let input: Vec<Row> = (0..40)
+            .map(|i| {
+                vec![
+                    Value::String(format!("s{}", i % 3)),
+                    Value::BigInt(i),
+                    Value::TimestampLtz(i * 250),
+                ]
+            })
+            .collect();
+        let stream = env.from_collection(input).assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_bounded_out_of_orderness_every_event(0)
+                .with_timestamp_assigner(|r: &Row, _| r[2].as_i64().unwrap_or(i64::MIN)),
+        );
+        let mut tenv = TableEnv::new(&env);
+        let mut ts = Column::new("ts", DataType::TimestampLtz);
+        ts.rowtime = true;
+        tenv.from_data_stream(
+            "readings",
+            stream,
+            Schema::new(vec![
+                Column::new("sensor", DataType::String),
+                Column::new("v", DataType::BigInt),
+                ts,
+            ]),
+        )
+        .expect("register");
+        let table = tenv
+            .from("readings")
+            .expect("from")
+            .filter(col("v").ge(lit(4)))
+            .expect("filter")
+            .window(Tumble::over(lit(2).seconds()).on(col("ts")).alias("w"))
+            .expect("window")
+            .group_by(&[col("w"), col("sensor")])
+            .select(&[
+                col("w").start().alias("start"),
+                col("sensor"),
+                col("v").count().alias("n"),
+                col("v").sum().alias("total"),
+            ])
+            .expect("select");
+        assert!(table.is_append_only());
+        assert_eq!(
+            table.schema().names(),
+            vec!["start", "sensor", "n", "total"]
+        );
+        let out = tenv.to_data_stream(&table).expect("rows").collect_sink();
+        env.execute("table api windows").await.expect("job");
+        let mut got: Vec<String> = out
+            .take()
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        got.sort();
+        let mut groups: std::collections::BTreeMap<(i64, i64), (i64, i64)> = Default::default();
+        for i in 4..40i64 {
+            let entry = groups.entry((i * 250 / 2_000, i % 3)).or_default();
+            entry.0 += 1;
+            entry.1 += i;
+        }
+        let mut expected: Vec<String> = groups
+            .iter()
+            .map(|((w, s), (n, t))| {
+                format!(
+                    "{},s{s},{n},{t}",
+                    eichhorn_sql::types::format_timestamp(w * 2_000)
+                )
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(got, expected, "P={parallelism}");
+    }
+}
