@@ -1,0 +1,1130 @@
+//! The planner: from a parsed query to a tree of logical operators over compiled expressions.
+//!
+//! The plan is plain data. The `exec` module translates each node onto Eichhorn operators: a
+//! [`Plan::Calc`] becomes a process function, a [`Plan::GroupAgg`] a keyed process function with
+//! its accumulators in `ValueState`, a [`Plan::WindowAgg`] a keyed process function with
+//! `MapState` windows and event-time timers. So a SQL job checkpoints and restores as any job.
+//!
+//! ## Design
+//!
+//! Aggregations are planned in three steps, as Calcite does: a pre-projection computes the
+//! group keys and the aggregate arguments (so the aggregation operator only sees column
+//! indexes), the aggregation emits `[window columns] ++ keys ++ aggregate results`, and a final
+//! calc evaluates `HAVING` and the select list over that, with group keys and aggregate calls
+//! resolved to its columns.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use sqlparser::ast::{self, Spanned};
+
+use crate::agg::{AggCall, AggFunc};
+use crate::catalog::{Catalog, CatalogTable};
+use crate::error::{Position, SqlError};
+use crate::expr::{
+    self, Expr, Resolver, SchemaResolver, Typed, compile, function_args, position_of,
+};
+use crate::types::{Column, DataType, Schema};
+use crate::window::WindowKind;
+
+/// A logical operator and its inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Plan {
+    /// Reads a catalog table (a connector or a registered stream).
+    Scan {
+        /// The table's name as registered (lower case).
+        table: String,
+        /// Its schema.
+        schema: Schema,
+    },
+    /// Filters, then projects, each change (its kind unchanged).
+    Calc {
+        /// The input.
+        input: Box<Self>,
+        /// Rows for which this is not `TRUE` are dropped.
+        filter: Option<Expr>,
+        /// The output columns, over the input row.
+        projection: Vec<Expr>,
+        /// The output schema.
+        schema: Schema,
+    },
+    /// A group aggregation: input rows are `keys ++ arguments`; output rows are
+    /// `keys ++ results`, as a changelog.
+    GroupAgg {
+        /// The pre-projected input.
+        input: Box<Self>,
+        /// How many leading input columns are the group key.
+        key_count: usize,
+        /// The aggregate calls (arguments index the input row).
+        aggs: Vec<AggCall>,
+        /// The output schema.
+        schema: Schema,
+    },
+    /// A window aggregation: input rows are `time ++ keys ++ arguments`; output rows are
+    /// `window_start, window_end, window_time ++ keys ++ results`, appended when the watermark
+    /// passes a window's end.
+    WindowAgg {
+        /// The pre-projected input.
+        input: Box<Self>,
+        /// The window function.
+        window: WindowKind,
+        /// How many input columns after the time are the group key.
+        key_count: usize,
+        /// The aggregate calls (arguments index the input row).
+        aggs: Vec<AggCall>,
+        /// The output schema.
+        schema: Schema,
+    },
+    /// A window TVF without aggregation: each row once per window, with the window columns
+    /// appended.
+    WindowTvf {
+        /// The input.
+        input: Box<Self>,
+        /// The window function (not a session).
+        window: WindowKind,
+        /// The time column of the input.
+        time_column: usize,
+        /// The output schema.
+        schema: Schema,
+    },
+    /// `UNION ALL` of inputs with the same column types.
+    Union {
+        /// The inputs.
+        inputs: Vec<Self>,
+        /// The output schema (the first input's names).
+        schema: Schema,
+    },
+}
+
+impl Plan {
+    /// The schema of the rows this plan produces.
+    pub fn schema(&self) -> &Schema {
+        match self {
+            Self::Scan { schema, .. }
+            | Self::Calc { schema, .. }
+            | Self::GroupAgg { schema, .. }
+            | Self::WindowAgg { schema, .. }
+            | Self::WindowTvf { schema, .. }
+            | Self::Union { schema, .. } => schema,
+        }
+    }
+
+    /// Whether the result only ever gets inserts (no updates or deletes).
+    pub fn is_append_only(&self) -> bool {
+        match self {
+            Self::Scan { .. } | Self::WindowAgg { .. } => true,
+            Self::GroupAgg { .. } => false,
+            Self::Calc { input, .. } | Self::WindowTvf { input, .. } => input.is_append_only(),
+            Self::Union { inputs, .. } => inputs.iter().all(Self::is_append_only),
+        }
+    }
+
+    /// The operator tree as text, root first, one operator a line (`EXPLAIN`).
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        self.explain_into(&mut out, 0);
+        out
+    }
+
+    fn explain_into(&self, out: &mut String, depth: usize) {
+        let indent = "  ".repeat(depth);
+        let columns = self.schema().names().join(", ");
+        let _ = match self {
+            Self::Scan { table, .. } => writeln!(
+                out,
+                "{indent}TableSourceScan(table=[{table}], fields=[{columns}])"
+            ),
+            Self::Calc { filter, .. } => writeln!(
+                out,
+                "{indent}Calc(select=[{columns}]{})",
+                if filter.is_some() { ", where=[..]" } else { "" },
+            ),
+            Self::GroupAgg {
+                key_count, aggs, ..
+            } => writeln!(
+                out,
+                "{indent}GroupAggregate(groupBy=[{key_count} keys], aggs=[{}], changelog=[I,UB,UA,D], fields=[{columns}])",
+                describe_aggs(aggs)
+            ),
+            Self::WindowAgg {
+                window,
+                key_count,
+                aggs,
+                ..
+            } => writeln!(
+                out,
+                "{indent}WindowAggregate(window=[{}], groupBy=[{key_count} keys], aggs=[{}], fields=[{columns}])",
+                describe_window(window),
+                describe_aggs(aggs)
+            ),
+            Self::WindowTvf { window, .. } => writeln!(
+                out,
+                "{indent}WindowTableFunction(window=[{}], fields=[{columns}])",
+                describe_window(window)
+            ),
+            Self::Union { .. } => writeln!(out, "{indent}Union(all=[true], fields=[{columns}])"),
+        };
+        match self {
+            Self::Scan { .. } => {}
+            Self::Calc { input, .. }
+            | Self::GroupAgg { input, .. }
+            | Self::WindowAgg { input, .. }
+            | Self::WindowTvf { input, .. } => input.explain_into(out, depth + 1),
+            Self::Union { inputs, .. } => {
+                for input in inputs {
+                    input.explain_into(out, depth + 1);
+                }
+            }
+        }
+    }
+}
+
+fn describe_aggs(aggs: &[AggCall]) -> String {
+    aggs.iter()
+        .map(|a| {
+            let arg = a.arg.map_or("*".to_string(), |i| format!("${i}"));
+            let distinct = if a.distinct { "DISTINCT " } else { "" };
+            format!("{:?}({distinct}{arg})", a.func).to_uppercase()
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_window(window: &WindowKind) -> String {
+    match window {
+        WindowKind::Tumble { size_ms, .. } => format!("TUMBLE(size={size_ms} ms)"),
+        WindowKind::Hop {
+            slide_ms, size_ms, ..
+        } => format!("HOP(slide={slide_ms} ms, size={size_ms} ms)"),
+        WindowKind::Cumulate { step_ms, size_ms } => {
+            format!("CUMULATE(step={step_ms} ms, max size={size_ms} ms)")
+        }
+        WindowKind::Session { gap_ms } => format!("SESSION(gap={gap_ms} ms)"),
+    }
+}
+
+/// A relation in the `FROM` clause while planning: its plan and the names its columns may be
+/// qualified with.
+struct Relation {
+    plan: Plan,
+    qualifiers: Vec<String>,
+    /// The window TVF it came from, with the index of the time column in the TVF's input
+    /// (whose columns come first, then `window_start`, `window_end`, `window_time`).
+    window: Option<(WindowKind, usize)>,
+}
+
+/// Plans `query` against `catalog`.
+///
+/// # Errors
+///
+/// Unknown tables or columns, type mismatches, unsupported constructs, with their position.
+pub fn plan_query(query: &ast::Query, catalog: &Catalog) -> Result<Plan, SqlError> {
+    let position = Position::of(query.span());
+    if query.with.is_some() {
+        return Err(SqlError::unsupported(
+            position,
+            "WITH (common table expressions); use CREATE VIEW",
+        ));
+    }
+    if let Some(order_by) = &query.order_by {
+        return Err(SqlError::unsupported(
+            Position::of(order_by.span()).or(position),
+            "ORDER BY on a streaming query",
+        ));
+    }
+    if query.limit_clause.is_some() || query.fetch.is_some() {
+        return Err(SqlError::unsupported(
+            position,
+            "LIMIT / FETCH on a streaming query",
+        ));
+    }
+    plan_set_expr(&query.body, catalog)
+}
+
+fn plan_set_expr(body: &ast::SetExpr, catalog: &Catalog) -> Result<Plan, SqlError> {
+    match body {
+        ast::SetExpr::Select(select) => plan_select(select, catalog),
+        ast::SetExpr::Query(query) => plan_query(query, catalog),
+        ast::SetExpr::SetOperation {
+            op: ast::SetOperator::Union,
+            set_quantifier,
+            left,
+            right,
+        } => {
+            let position = Position::of(body.span());
+            let left = plan_set_expr(left, catalog)?;
+            let right = plan_set_expr(right, catalog)?;
+            let (l, r) = (left.schema(), right.schema());
+            if l.columns.len() != r.columns.len() {
+                return Err(SqlError::validation(
+                    position,
+                    format!(
+                        "UNION of {} and {} columns: both sides need the same number",
+                        l.columns.len(),
+                        r.columns.len()
+                    ),
+                ));
+            }
+            let mut columns = Vec::with_capacity(l.columns.len());
+            for (a, b) in l.columns.iter().zip(&r.columns) {
+                let data_type = a.data_type.common(b.data_type).ok_or_else(|| {
+                    SqlError::validation(
+                        position,
+                        format!(
+                            "type mismatch in UNION: column '{}' is {} on the left and {} on the right",
+                            a.name, a.data_type, b.data_type
+                        ),
+                    )
+                })?;
+                let mut column = Column::new(a.name.clone(), data_type);
+                column.rowtime = a.rowtime && b.rowtime && a.data_type == b.data_type;
+                columns.push(column);
+            }
+            let schema = Schema::new(columns);
+            let union = Plan::Union {
+                inputs: vec![left, right],
+                schema: schema.clone(),
+            };
+            match set_quantifier {
+                ast::SetQuantifier::All => Ok(union),
+                ast::SetQuantifier::None | ast::SetQuantifier::Distinct => Ok(distinct(union)),
+                other => Err(SqlError::unsupported(position, format!("UNION {other}"))),
+            }
+        }
+        other => Err(SqlError::unsupported(
+            Position::of(other.span()),
+            format!("query `{}`", first_line(&other.to_string())),
+        )),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// `SELECT DISTINCT`: a group aggregation keyed by every column, without aggregates.
+fn distinct(input: Plan) -> Plan {
+    let mut schema = input.schema().clone();
+    for column in &mut schema.columns {
+        column.rowtime = false;
+    }
+    Plan::GroupAgg {
+        key_count: schema.columns.len(),
+        input: Box::new(input),
+        aggs: Vec::new(),
+        schema,
+    }
+}
+
+fn plan_select(select: &ast::Select, catalog: &Catalog) -> Result<Plan, SqlError> {
+    let position = Position::of(select.select_token.0.span);
+    if select.top.is_some()
+        || select.qualify.is_some()
+        || !select.named_window.is_empty()
+        || !select.lateral_views.is_empty()
+        || select.into.is_some()
+        || select.prewhere.is_some()
+        || !select.cluster_by.is_empty()
+        || !select.distribute_by.is_empty()
+        || !select.sort_by.is_empty()
+        || select.connect_by.is_some()
+    {
+        return Err(SqlError::unsupported(
+            position,
+            "this SELECT clause (TOP, QUALIFY, WINDOW, LATERAL VIEW, INTO, ...)",
+        ));
+    }
+    let relation = match select.from.as_slice() {
+        [] => {
+            return Err(SqlError::unsupported(position, "SELECT without FROM"));
+        }
+        [one] => {
+            if let Some(join) = one.joins.first() {
+                return Err(SqlError::unsupported(
+                    Position::of(join.relation.span()).or(position),
+                    "JOIN: joins are not supported yet",
+                ));
+            }
+            plan_relation(&one.relation, catalog)?
+        }
+        [_, second, ..] => {
+            return Err(SqlError::unsupported(
+                Position::of(second.relation.span()).or(position),
+                "several tables in FROM (an implicit join)",
+            ));
+        }
+    };
+    let group_exprs: &[ast::Expr] = match &select.group_by {
+        ast::GroupByExpr::Expressions(exprs, modifiers) if modifiers.is_empty() => exprs,
+        other => {
+            return Err(SqlError::unsupported(position, format!("{other}")));
+        }
+    };
+    let has_aggregates = select.projection.iter().any(|item| match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            contains_aggregate(e)
+        }
+        _ => false,
+    }) || select.having.as_ref().is_some_and(contains_aggregate);
+    let plan = if !group_exprs.is_empty() || has_aggregates {
+        plan_aggregate(select, relation, group_exprs)?
+    } else {
+        if let Some(having) = &select.having {
+            return Err(SqlError::validation(
+                position_of(having),
+                "HAVING without GROUP BY or an aggregate",
+            ));
+        }
+        let relation = match relation.window {
+            Some((window, time_column)) => {
+                let Plan::WindowTvf { .. } = &relation.plan else {
+                    return Err(SqlError::unsupported(position, "window TVF"));
+                };
+                if window.is_merging() {
+                    return Err(SqlError::unsupported(
+                        position,
+                        "SESSION windows without a window aggregation (GROUP BY window_start, window_end)",
+                    ));
+                }
+                let _ = time_column;
+                relation
+            }
+            None => relation,
+        };
+        plan_projection(select, relation)?
+    };
+    Ok(match &select.distinct {
+        None => plan,
+        Some(ast::Distinct::Distinct) => distinct(plan),
+        Some(ast::Distinct::On(_)) => {
+            return Err(SqlError::unsupported(position, "DISTINCT ON"));
+        }
+    })
+}
+
+/// A plain `SELECT ... FROM r [WHERE ..]`.
+fn plan_projection(select: &ast::Select, relation: Relation) -> Result<Plan, SqlError> {
+    let schema = relation.plan.schema().clone();
+    let mut resolver = SchemaResolver {
+        schema: &schema,
+        qualifiers: relation.qualifiers.clone(),
+    };
+    let filter = match &select.selection {
+        Some(condition) => Some(compile_condition(condition, &mut resolver)?),
+        None => None,
+    };
+    let (projection, columns) = compile_select_list(&select.projection, &mut resolver, &schema)?;
+    Ok(Plan::Calc {
+        input: Box::new(relation.plan),
+        filter,
+        projection,
+        schema: Schema::new(columns),
+    })
+}
+
+fn compile_condition(condition: &ast::Expr, resolver: &mut dyn Resolver) -> Result<Expr, SqlError> {
+    let typed = compile(condition, resolver)?;
+    if !matches!(typed.data_type, DataType::Boolean | DataType::Null) {
+        return Err(SqlError::validation(
+            position_of(condition),
+            format!(
+                "type mismatch: the condition `{condition}` is {}, expected BOOLEAN",
+                typed.data_type
+            ),
+        ));
+    }
+    Ok(typed.expr)
+}
+
+/// Compiles a select list: the expressions and the output columns (named by alias, by column
+/// name, or `EXPR$i` as Flink does).
+fn compile_select_list(
+    items: &[ast::SelectItem],
+    resolver: &mut dyn Resolver,
+    input: &Schema,
+) -> Result<(Vec<Expr>, Vec<Column>), SqlError> {
+    let mut projection = Vec::new();
+    let mut columns: Vec<Column> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let (expr, alias) = match item {
+            ast::SelectItem::UnnamedExpr(e) => (e, None),
+            ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => {
+                for (i, column) in input.columns.iter().enumerate() {
+                    let ident = ast::Ident::new(column.name.clone());
+                    let typed = match resolver.resolve(&ast::Expr::Identifier(ident.clone()))? {
+                        Some(t) => t,
+                        None => resolver.column(&[ident])?,
+                    };
+                    let _ = i;
+                    projection.push(typed.expr);
+                    columns.push(column.clone());
+                }
+                continue;
+            }
+        };
+        let typed = compile(expr, resolver)?;
+        let name = alias.unwrap_or_else(|| match expr {
+            ast::Expr::Identifier(i) => i.value.clone(),
+            ast::Expr::CompoundIdentifier(parts) => parts
+                .last()
+                .map_or_else(|| format!("EXPR${index}"), |p| p.value.clone()),
+            _ => format!("EXPR${index}"),
+        });
+        if columns.iter().any(|c| c.name.eq_ignore_ascii_case(&name)) {
+            return Err(SqlError::validation(
+                position_of(expr),
+                format!("duplicate column name '{name}' in the select list; name it with AS"),
+            ));
+        }
+        let rowtime = match typed.expr {
+            Expr::Column(i) => input_rowtime(resolver, i, input),
+            _ => false,
+        };
+        columns.push(Column {
+            name,
+            data_type: if typed.data_type == DataType::Null {
+                DataType::String
+            } else {
+                typed.data_type
+            },
+            rowtime,
+        });
+        projection.push(typed.expr);
+    }
+    Ok((projection, columns))
+}
+
+/// Whether column `i` of the input a resolver resolves into is a time attribute. Only plain
+/// schema resolution keeps time attributes; after an aggregation only `window_time` does,
+/// which the aggregate resolver marks itself.
+fn input_rowtime(_resolver: &mut dyn Resolver, i: usize, input: &Schema) -> bool {
+    input.columns.get(i).is_some_and(|c| c.rowtime)
+}
+
+fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relation, SqlError> {
+    match factor {
+        ast::TableFactor::Table {
+            name, alias, args, ..
+        } => {
+            let position = Position::of(name.span());
+            if args.is_some() {
+                return Err(SqlError::unsupported(
+                    position,
+                    format!("table function {name} in FROM: write FROM TABLE({name}(..))"),
+                ));
+            }
+            let plan = scan(name, catalog)?;
+            let mut qualifiers = vec![plain_name(name)];
+            if let Some(alias) = alias {
+                qualifiers = vec![alias.name.value.to_lowercase()];
+            }
+            Ok(Relation {
+                plan,
+                qualifiers,
+                window: None,
+            })
+        }
+        ast::TableFactor::Derived {
+            subquery, alias, ..
+        } => {
+            let plan = plan_query(subquery, catalog)?;
+            Ok(Relation {
+                plan,
+                qualifiers: alias.iter().map(|a| a.name.value.to_lowercase()).collect(),
+                window: None,
+            })
+        }
+        ast::TableFactor::TableFunction { expr, alias } => {
+            let mut relation = plan_window_tvf(expr, catalog)?;
+            if let Some(alias) = alias {
+                relation.qualifiers = vec![alias.name.value.to_lowercase()];
+            }
+            Ok(relation)
+        }
+        other => Err(SqlError::unsupported(
+            Position::of(other.span()),
+            format!("FROM `{other}`"),
+        )),
+    }
+}
+
+/// A table name without quotes, lower case (names are case-insensitive).
+fn plain_name(name: &ast::ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident.value.to_lowercase(),
+            None => part.to_string().to_lowercase(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A catalog table or view as a plan.
+fn scan(name: &ast::ObjectName, catalog: &Catalog) -> Result<Plan, SqlError> {
+    let position = Position::of(name.span());
+    let key = plain_name(name);
+    match catalog.get(&key) {
+        Some(CatalogTable::View { query, .. }) => plan_query(query, catalog),
+        Some(table) => Ok(Plan::Scan {
+            table: key,
+            schema: table.schema().clone(),
+        }),
+        None => Err(SqlError::validation(
+            position,
+            format!(
+                "table '{name}' not found; known tables: {}",
+                if catalog.is_empty() {
+                    "none".to_string()
+                } else {
+                    catalog.names().join(", ")
+                }
+            ),
+        )),
+    }
+}
+
+/// `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))` and its siblings.
+fn plan_window_tvf(expr: &ast::Expr, catalog: &Catalog) -> Result<Relation, SqlError> {
+    let position = position_of(expr);
+    let ast::Expr::Function(function) = expr else {
+        return Err(SqlError::unsupported(position, format!("TABLE({expr})")));
+    };
+    let name = function.name.to_string().to_ascii_uppercase();
+    let args = function_args(function)?;
+    let expected = match name.as_str() {
+        "TUMBLE" => "TUMBLE(TABLE t, DESCRIPTOR(ts), size [, offset])",
+        "HOP" => "HOP(TABLE t, DESCRIPTOR(ts), slide, size [, offset])",
+        "CUMULATE" => "CUMULATE(TABLE t, DESCRIPTOR(ts), step, size)",
+        "SESSION" => "SESSION(TABLE t, DESCRIPTOR(ts), gap)",
+        _ => {
+            return Err(SqlError::unsupported(
+                position,
+                format!("table function {name}: supported are TUMBLE, HOP, CUMULATE and SESSION"),
+            ));
+        }
+    };
+    let (min, max) = match name.as_str() {
+        "TUMBLE" => (3, 4),
+        "HOP" => (4, 5),
+        "CUMULATE" => (4, 4),
+        _ => (3, 3),
+    };
+    if args.len() < min || args.len() > max {
+        return Err(SqlError::validation(
+            position,
+            format!(
+                "{name} takes {min}{} arguments: {expected}",
+                if max > min {
+                    format!(" or {max}")
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
+    let table_name = match args[0] {
+        ast::Expr::Identifier(i) => ast::ObjectName::from(vec![i.clone()]),
+        ast::Expr::CompoundIdentifier(parts) => ast::ObjectName::from(parts.clone()),
+        other => {
+            return Err(SqlError::unsupported(
+                position_of(other),
+                format!("the first argument of {name} must be TABLE name: {expected}"),
+            ));
+        }
+    };
+    let input = scan(&table_name, catalog)?;
+    let time_ident = match args[1] {
+        ast::Expr::Function(d) if d.name.to_string().eq_ignore_ascii_case("DESCRIPTOR") => {
+            match function_args(d)?.as_slice() {
+                [ast::Expr::Identifier(i)] => i.clone(),
+                _ => {
+                    return Err(SqlError::validation(
+                        position_of(args[1]),
+                        "DESCRIPTOR takes one column name",
+                    ));
+                }
+            }
+        }
+        other => {
+            return Err(SqlError::validation(
+                position_of(other),
+                format!(
+                    "the second argument of {name} must be DESCRIPTOR(time column): {expected}"
+                ),
+            ));
+        }
+    };
+    let schema = input.schema().clone();
+    let Some(time_column) = schema.index_of(&time_ident.value) else {
+        return Err(SqlError::validation(
+            Position::of(time_ident.span),
+            format!(
+                "column '{}' not found; available columns: {}",
+                time_ident.value,
+                schema.names().join(", ")
+            ),
+        ));
+    };
+    let time = &schema.columns[time_column];
+    if !time.rowtime {
+        return Err(SqlError::validation(
+            Position::of(time_ident.span),
+            format!(
+                "the time column of {name} must be an event-time attribute (a column with a \
+                 WATERMARK FOR declaration), but '{}' of type {} is not",
+                time.name, time.data_type
+            ),
+        ));
+    }
+    let mut durations = Vec::new();
+    for arg in &args[2..] {
+        let ast::Expr::Interval(interval) = arg else {
+            return Err(SqlError::validation(
+                position_of(arg),
+                format!("{name} takes INTERVAL arguments: {expected}"),
+            ));
+        };
+        durations.push(expr::interval_ms(interval, position_of(arg))?);
+    }
+    let window = match (name.as_str(), durations.as_slice()) {
+        ("TUMBLE", [size, rest @ ..]) => WindowKind::Tumble {
+            size_ms: *size,
+            offset_ms: rest.first().copied().unwrap_or(0),
+        },
+        ("HOP", [slide, size, rest @ ..]) => WindowKind::Hop {
+            slide_ms: *slide,
+            size_ms: *size,
+            offset_ms: rest.first().copied().unwrap_or(0),
+        },
+        ("CUMULATE", [step, size]) => WindowKind::Cumulate {
+            step_ms: *step,
+            size_ms: *size,
+        },
+        (_, [gap]) => WindowKind::Session { gap_ms: *gap },
+        _ => {
+            return Err(SqlError::validation(
+                position,
+                format!("wrong arguments: {expected}"),
+            ));
+        }
+    };
+    window
+        .validate()
+        .map_err(|e| SqlError::validation(position, format!("{name}: {e}")))?;
+    let mut columns = schema.columns.clone();
+    columns.push(Column::new("window_start", DataType::Timestamp));
+    columns.push(Column::new("window_end", DataType::Timestamp));
+    columns.push(Column {
+        name: "window_time".into(),
+        data_type: time.data_type,
+        rowtime: true,
+    });
+    let plan = Plan::WindowTvf {
+        input: Box::new(input),
+        window,
+        time_column,
+        schema: Schema::new(columns),
+    };
+    Ok(Relation {
+        plan,
+        qualifiers: vec![plain_name(&table_name)],
+        window: Some((window, time_column)),
+    })
+}
+
+/// Whether `expr` calls an aggregate function (outside `OVER`).
+fn contains_aggregate(expr: &ast::Expr) -> bool {
+    let mut found = false;
+    let _ = ast::visit_expressions(expr, |e| {
+        if let ast::Expr::Function(f) = e
+            && f.over.is_none()
+            && AggFunc::from_name(&f.name.to_string().to_ascii_uppercase()).is_some()
+        {
+            found = true;
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    found
+}
+
+/// Normalized text of an expression, to match select items against `GROUP BY` items.
+fn normalized(expr: &ast::Expr) -> String {
+    expr.to_string().to_lowercase()
+}
+
+/// Resolves the select list and `HAVING` of an aggregate query over the aggregation's output.
+struct AggResolver<'a> {
+    /// The schema the group keys and aggregate arguments are compiled against.
+    input: &'a Schema,
+    qualifiers: Vec<String>,
+    /// `(normalized text, compiled over input)` of each group key.
+    keys: Vec<(String, Typed)>,
+    /// `(normalized text, call, compiled argument)` of each aggregate call met so far.
+    aggs: Vec<(String, AggFunc, bool, Option<Typed>)>,
+    /// Whether the output starts with `window_start, window_end, window_time`.
+    windowed: bool,
+}
+
+impl AggResolver<'_> {
+    fn offset(&self) -> usize {
+        if self.windowed { 3 } else { 0 }
+    }
+
+    fn agg_type(&self, index: usize) -> DataType {
+        let (_, func, _, arg) = &self.aggs[index];
+        func.result_type(arg.as_ref().map(|a| a.data_type))
+            .unwrap_or(DataType::BigInt)
+    }
+}
+
+impl Resolver for AggResolver<'_> {
+    fn resolve(&mut self, expr: &ast::Expr) -> Result<Option<Typed>, SqlError> {
+        let text = normalized(expr);
+        if let Some(i) = self.keys.iter().position(|(k, _)| *k == text) {
+            return Ok(Some(Typed {
+                expr: Expr::Column(self.offset() + i),
+                data_type: self.keys[i].1.data_type,
+            }));
+        }
+        let ast::Expr::Function(function) = expr else {
+            return Ok(None);
+        };
+        let name = function.name.to_string().to_ascii_uppercase();
+        let Some(func) = AggFunc::from_name(&name) else {
+            return Ok(None);
+        };
+        let position = position_of(expr);
+        if function.over.is_some() {
+            return Err(SqlError::unsupported(
+                position,
+                format!("{name}(..) OVER (..)"),
+            ));
+        }
+        if function.filter.is_some() {
+            return Err(SqlError::unsupported(
+                position,
+                format!("{name}(..) FILTER (..)"),
+            ));
+        }
+        let ast::FunctionArguments::List(list) = &function.args else {
+            return Err(SqlError::validation(
+                position,
+                format!("{name} needs an argument"),
+            ));
+        };
+        let distinct = matches!(
+            list.duplicate_treatment,
+            Some(ast::DuplicateTreatment::Distinct)
+        );
+        let arg = match list.args.as_slice() {
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]
+                if func == AggFunc::Count && !distinct =>
+            {
+                None
+            }
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e))] => {
+                if contains_aggregate(e) {
+                    return Err(SqlError::validation(
+                        position_of(e),
+                        "aggregate functions cannot be nested",
+                    ));
+                }
+                let mut inner = SchemaResolver {
+                    schema: self.input,
+                    qualifiers: self.qualifiers.clone(),
+                };
+                Some(compile(e, &mut inner)?)
+            }
+            _ => {
+                return Err(SqlError::validation(
+                    position,
+                    format!("{name} takes one argument"),
+                ));
+            }
+        };
+        let result_type = func
+            .result_type(arg.as_ref().map(|a| a.data_type))
+            .map_err(|e| SqlError::validation(position, format!("type mismatch: {e}")))?;
+        let index = match self.aggs.iter().position(|(t, ..)| *t == text) {
+            Some(i) => i,
+            None => {
+                self.aggs.push((text, func, distinct, arg));
+                self.aggs.len() - 1
+            }
+        };
+        Ok(Some(Typed {
+            expr: Expr::Column(self.offset() + self.keys.len() + index),
+            data_type: result_type,
+        }))
+    }
+
+    fn column(&mut self, name: &[ast::Ident]) -> Result<Typed, SqlError> {
+        let Some(last) = name.last() else {
+            return Err(SqlError::validation(None, "empty column name"));
+        };
+        if self.windowed {
+            let index = ["window_start", "window_end", "window_time"]
+                .iter()
+                .position(|w| w.eq_ignore_ascii_case(&last.value));
+            if let Some(i) = index {
+                let data_type = self.input.columns[self.input.columns.len() - 3 + i].data_type;
+                return Ok(Typed {
+                    expr: Expr::Column(i),
+                    data_type,
+                });
+            }
+        }
+        // Resolve to check the column exists (a better error for a typo), then refuse it.
+        expr::resolve_in_schema(self.input, &self.qualifiers, name)?;
+        Err(SqlError::validation(
+            Position::of(last.span),
+            format!(
+                "column '{}' must appear in GROUP BY or be used in an aggregate function",
+                last.value
+            ),
+        ))
+    }
+}
+
+fn plan_aggregate(
+    select: &ast::Select,
+    relation: Relation,
+    group_exprs: &[ast::Expr],
+) -> Result<Plan, SqlError> {
+    let position = Position::of(select.select_token.0.span);
+    let tvf_schema = relation.plan.schema().clone();
+    let (base, window) = match relation.window {
+        Some((window, time_column)) => {
+            let Plan::WindowTvf { input, .. } = relation.plan else {
+                return Err(SqlError::unsupported(position, "window TVF"));
+            };
+            (*input, Some((window, time_column)))
+        }
+        None => (relation.plan, None),
+    };
+    let base_schema = base.schema().clone();
+    // Group keys and aggregate arguments are computed on the input rows; in a window
+    // aggregation the window columns are not part of them.
+    let mut key_asts = Vec::new();
+    let mut window_keys = 0;
+    for e in group_exprs {
+        let is_window_column = window.is_some()
+            && matches!(e, ast::Expr::Identifier(i) if ["window_start", "window_end", "window_time"].iter().any(|w| w.eq_ignore_ascii_case(&i.value)));
+        if is_window_column {
+            if let ast::Expr::Identifier(i) = e
+                && !i.value.eq_ignore_ascii_case("window_time")
+            {
+                window_keys += 1;
+            }
+            continue;
+        }
+        key_asts.push(e);
+    }
+    if window.is_some() && window_keys < 2 {
+        return Err(SqlError::unsupported(
+            position,
+            "a GROUP BY over a window TVF must include window_start and window_end",
+        ));
+    }
+    let mut key_resolver = SchemaResolver {
+        schema: &base_schema,
+        qualifiers: relation.qualifiers.clone(),
+    };
+    let mut keys = Vec::with_capacity(key_asts.len());
+    for e in &key_asts {
+        if contains_aggregate(e) {
+            return Err(SqlError::validation(
+                position_of(e),
+                "GROUP BY cannot hold an aggregate function",
+            ));
+        }
+        keys.push((normalized(e), compile(e, &mut key_resolver)?));
+    }
+    let filter = match &select.selection {
+        Some(condition) => Some(compile_condition(condition, &mut key_resolver)?),
+        None => None,
+    };
+    let windowed = window.is_some();
+    let mut resolver = AggResolver {
+        input: if windowed { &tvf_schema } else { &base_schema },
+        qualifiers: relation.qualifiers.clone(),
+        keys,
+        aggs: Vec::new(),
+        windowed,
+    };
+    // The select list and HAVING, over the aggregation's output.
+    let mut output_columns: Vec<Column> = Vec::new();
+    if windowed {
+        output_columns.extend(
+            tvf_schema.columns[tvf_schema.columns.len() - 3..]
+                .iter()
+                .cloned(),
+        );
+    }
+    let having = match &select.having {
+        Some(h) => Some(compile_condition(h, &mut resolver)?),
+        None => None,
+    };
+    // Compile the select list against a schema that is completed once all calls are known;
+    // column names and rowtime flags come from the intermediate schema built below.
+    let placeholder = Schema::default();
+    let (projection, mut columns) =
+        compile_select_list(&select.projection, &mut resolver, &placeholder)?;
+    for (text, typed) in &resolver.keys {
+        let name = match typed.expr {
+            Expr::Column(i) => base_schema.columns[i].name.clone(),
+            _ => text.clone(),
+        };
+        output_columns.push(Column::new(name, typed.data_type));
+    }
+    for i in 0..resolver.aggs.len() {
+        output_columns.push(Column::new(format!("agg${i}"), resolver.agg_type(i)));
+    }
+    // Only window_time stays a time attribute after a window aggregation.
+    for (column, expr) in columns.iter_mut().zip(&projection) {
+        column.rowtime = windowed && matches!(expr, Expr::Column(2));
+    }
+    // The pre-projection: [time] ++ keys ++ aggregate arguments.
+    let mut pre = Vec::new();
+    let mut pre_columns = Vec::new();
+    if let Some((_, time_column)) = window {
+        pre.push(Expr::Column(time_column));
+        pre_columns.push(base_schema.columns[time_column].clone());
+    }
+    for (text, typed) in &resolver.keys {
+        pre.push(typed.expr.clone());
+        pre_columns.push(Column::new(text.clone(), typed.data_type));
+    }
+    let mut aggs = Vec::with_capacity(resolver.aggs.len());
+    for (i, (text, func, distinct, arg)) in resolver.aggs.iter().enumerate() {
+        let arg_index = arg.as_ref().map(|a| {
+            pre.push(a.expr.clone());
+            pre_columns.push(Column::new(format!("arg${i}:{text}"), a.data_type));
+            pre.len() - 1
+        });
+        aggs.push(AggCall {
+            func: *func,
+            distinct: *distinct,
+            arg: arg_index,
+            result_type: resolver.agg_type(i),
+        });
+    }
+    let pre_plan = Plan::Calc {
+        input: Box::new(base),
+        filter,
+        projection: pre,
+        schema: Schema::new(pre_columns),
+    };
+    let key_count = resolver.keys.len();
+    let intermediate = Schema::new(output_columns);
+    let aggregate = match window {
+        Some((window, _)) => {
+            if !pre_plan.is_append_only() {
+                return Err(SqlError::unsupported(
+                    position,
+                    "a window aggregation over an updating input",
+                ));
+            }
+            Plan::WindowAgg {
+                input: Box::new(pre_plan),
+                window,
+                key_count,
+                aggs,
+                schema: intermediate,
+            }
+        }
+        None => Plan::GroupAgg {
+            input: Box::new(pre_plan),
+            key_count,
+            aggs,
+            schema: intermediate,
+        },
+    };
+    Ok(Plan::Calc {
+        input: Box::new(aggregate),
+        filter: having,
+        projection,
+        schema: Schema::new(columns),
+    })
+}
+
+/// Checks that every column a plan's calc reads exists in its input (a planner self-check run
+/// by the tests: an index out of range would be a planner bug, never a user error).
+pub fn check_indexes(plan: &Plan) -> Result<(), String> {
+    fn max_column(expr: &Expr, max: &mut Option<usize>) {
+        match expr {
+            Expr::Column(i) => *max = Some(max.map_or(*i, |m: usize| m.max(*i))),
+            Expr::Literal(_) => {}
+            Expr::Not(e) | Expr::Negate(e) | Expr::IsNull(e, _) => max_column(e, max),
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Arith(_, a, b, _) | Expr::Compare(_, a, b) => {
+                max_column(a, max);
+                max_column(b, max);
+            }
+            Expr::Like { expr, pattern, .. } => {
+                max_column(expr, max);
+                max_column(pattern, max);
+            }
+            Expr::Concat(v) | Expr::Call(_, v) => v.iter().for_each(|e| max_column(e, max)),
+            Expr::Case {
+                operand,
+                branches,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    max_column(o, max);
+                }
+                for (w, t) in branches {
+                    max_column(w, max);
+                    max_column(t, max);
+                }
+                max_column(otherwise, max);
+            }
+            Expr::Cast { expr, .. } => max_column(expr, max),
+            Expr::InList { expr, list, .. } => {
+                max_column(expr, max);
+                list.iter().for_each(|e| max_column(e, max));
+            }
+        }
+    }
+    match plan {
+        Plan::Scan { .. } => Ok(()),
+        Plan::Calc {
+            input,
+            filter,
+            projection,
+            ..
+        } => {
+            let width = input.schema().columns.len();
+            let mut max = None;
+            for e in projection.iter().chain(filter) {
+                max_column(e, &mut max);
+            }
+            if max.is_some_and(|m| m >= width) {
+                return Err(format!("calc reads column {max:?} of {width}"));
+            }
+            check_indexes(input)
+        }
+        Plan::GroupAgg { input, .. }
+        | Plan::WindowAgg { input, .. }
+        | Plan::WindowTvf { input, .. } => check_indexes(input),
+        Plan::Union { inputs, .. } => inputs.iter().try_for_each(check_indexes),
+    }
+}
+
+/// Column names of a schema joined for messages.
+pub fn column_list(schema: &Schema) -> String {
+    schema.names().join(", ")
+}
+
+/// Options as `'k' = 'v'` pairs, for `DESCRIBE` and messages.
+pub fn options_list(options: &BTreeMap<String, String>) -> String {
+    options
+        .iter()
+        .map(|(k, v)| format!("'{k}' = '{v}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

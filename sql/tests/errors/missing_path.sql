@@ -1,0 +1,2 @@
+CREATE TABLE t (a STRING)
+WITH ('connector' = 'filesystem', 'format' = 'csv');
