@@ -9,13 +9,27 @@
 mod collection;
 mod exactly_once_file;
 mod file;
+#[cfg(any(feature = "postgres", feature = "redis", feature = "kafka"))]
+mod io;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod print;
 mod rate_limit;
+#[cfg(feature = "redis")]
+mod redis;
 mod socket;
+#[cfg(any(feature = "postgres", feature = "redis", feature = "kafka"))]
+pub mod test_servers;
 
 pub use collection::{CollectionSource, GeneratorSource};
 pub use exactly_once_file::{ExactlyOnceFileSink, PartFile};
 pub use file::{FileSource, NumberedFileSource, TextFileSink};
+#[cfg(any(feature = "postgres", feature = "redis", feature = "kafka"))]
+pub use io::{ConnectorError, DeliveryGuarantee, RetryPolicy};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresSink, PostgresTransaction, SqlValue};
 pub use print::{CollectSinkFunction, PrintSink};
 pub use rate_limit::RateLimitedSource;
+#[cfg(feature = "redis")]
+pub use redis::{RedisSink, RedisTransaction, RedisWrite};
 pub use socket::SocketSource;
