@@ -612,6 +612,25 @@ impl<'a, T> SourceContext<'a, T> {
         self.cx.current_operator = self.node;
     }
 
+    /// Marks this source instance idle (Flink's `markIdle`): downstream operators stop waiting
+    /// for its watermarks until it emits again (then call [`SourceContext::mark_active`]). For
+    /// a source with nothing to read, such as a Kafka reader without partitions.
+    pub fn mark_idle(&mut self) {
+        self.hand_over();
+        self.next
+            .process_watermark_status(crate::time::WatermarkStatus::Idle, self.cx);
+        self.cx.current_operator = self.node;
+    }
+
+    /// Marks this source instance active again after [`SourceContext::mark_idle`], before it
+    /// emits records.
+    pub fn mark_active(&mut self) {
+        self.hand_over();
+        self.next
+            .process_watermark_status(crate::time::WatermarkStatus::Active, self.cx);
+        self.cx.current_operator = self.node;
+    }
+
     /// How many more elements this poll may emit (the rest of the poll's budget).
     #[inline]
     pub fn remaining(&self) -> usize {

@@ -11,6 +11,8 @@ mod exactly_once_file;
 mod file;
 #[cfg(any(feature = "postgres", feature = "redis", feature = "kafka"))]
 mod io;
+#[cfg(feature = "kafka")]
+mod kafka;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod print;
@@ -26,6 +28,11 @@ pub use exactly_once_file::{ExactlyOnceFileSink, PartFile};
 pub use file::{FileSource, NumberedFileSource, TextFileSink};
 #[cfg(any(feature = "postgres", feature = "redis", feature = "kafka"))]
 pub use io::{ConnectorError, DeliveryGuarantee, RetryPolicy};
+#[cfg(feature = "kafka")]
+pub use kafka::{
+    KafkaDeserializationError, KafkaProducerRecord, KafkaRecord, KafkaSink, KafkaSource,
+    KafkaStreams, KafkaTransaction, StartingOffsets, split_owner,
+};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresSink, PostgresTransaction, SqlValue};
 pub use print::{CollectSinkFunction, PrintSink};

@@ -564,4 +564,45 @@ impl KafkaBroker {
     pub fn bootstrap_servers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Creates `topic` with `partitions` partitions (replication factor 1).
+    ///
+    /// # Errors
+    ///
+    /// The broker refused (the error says why), or did not answer within 30 s.
+    #[cfg(feature = "kafka")]
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TestServerError> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::config::ClientConfig;
+        const NAME: &str = "create topic";
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap_servers())
+            .create()
+            .map_err(|e| TestServerError::new(NAME, e.to_string()))?;
+        let topic = topic.to_string();
+        // The admin future needs a runtime of its own, which cannot be started inside the
+        // caller's (a test's) runtime: run it on a thread.
+        let created = std::thread::Builder::new()
+            .name("eichhorn-create-topic".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let new_topic = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                let results = runtime
+                    .block_on(admin.create_topics([&new_topic], &options))
+                    .map_err(|e| e.to_string())?;
+                for result in results {
+                    result.map_err(|(name, code)| format!("{name}: {code}"))?;
+                }
+                Ok::<(), String>(())
+            })
+            .map_err(|e| TestServerError::new(NAME, e.to_string()))?
+            .join()
+            .map_err(|_| TestServerError::new(NAME, "the admin thread panicked"))?;
+        created.map_err(|e| TestServerError::new(NAME, e))
+    }
 }
