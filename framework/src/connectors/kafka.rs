@@ -44,6 +44,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
+
+pub use super::kafka_txn::KafkaTransaction;
+use super::kafka_txn::{Known, Recovery, TransactionCore, TxnAction};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -903,6 +906,9 @@ impl ProducerContext for DeliveryReports {
 struct SinkSettings {
     bootstrap_servers: String,
     topic: String,
+    guarantee: crate::connectors::DeliveryGuarantee,
+    transactional_id_prefix: String,
+    pool_size: u32,
     properties: BTreeMap<String, String>,
     request_timeout_ms: u64,
 }
@@ -929,21 +935,35 @@ struct SinkSettings {
 pub struct KafkaSink<T> {
     settings: Arc<SinkSettings>,
     serializer: Arc<dyn Fn(&T) -> KafkaProducerRecord + Send + Sync>,
+    /// At least once: the one producer.
     producer: Option<BaseProducer<DeliveryReports>>,
+    /// Exactly once: the transaction protocol, and a producer per transaction in flight.
+    core: Option<TransactionCore>,
+    producers: BTreeMap<String, (u64, BaseProducer<DeliveryReports>)>,
+    /// Exactly once: the pre-committed transactions (id -> generation), parked in the registry
+    /// if this instance is dropped before committing them.
+    prepared: BTreeMap<String, u64>,
+    client_id: String,
 }
 
-/// What checkpoints store about one transaction of a [`KafkaSink`] (at least once: only how many
-/// records it sent).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KafkaTransaction {
-    records: u64,
+/// The producers of pre-committed transactions whose sink instance was dropped (a failed
+/// task), and which transactions this process committed, per transactional id (one entry per
+/// id: bounded by the ids in use). See `kafka_txn`.
+type Registry = BTreeMap<String, (u64, Known, Option<BaseProducer<DeliveryReports>>)>;
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    static REGISTRY: std::sync::OnceLock<Mutex<Registry>> = std::sync::OnceLock::new();
+    REGISTRY
+        .get_or_init(|| Mutex::new(Registry::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
-impl KafkaTransaction {
-    /// The records sent in it.
-    pub fn records(&self) -> u64 {
-        self.records
-    }
+/// A generation number unique in this process (which use of a transactional id a
+/// transaction is).
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<T> KafkaSink<T> {
@@ -958,12 +978,37 @@ impl<T> KafkaSink<T> {
             settings: Arc::new(SinkSettings {
                 bootstrap_servers: bootstrap_servers.to_string(),
                 topic: topic.to_string(),
+                guarantee: crate::connectors::DeliveryGuarantee::AtLeastOnce,
+                transactional_id_prefix: String::new(),
+                pool_size: 5,
                 properties: BTreeMap::new(),
                 request_timeout_ms: 60_000,
             }),
             serializer: Arc::new(serializer),
             producer: None,
+            core: None,
+            producers: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            client_id: String::new(),
         }
+    }
+
+    /// Exactly once through Kafka transactions: transactional ids `<prefix>-<subtask>-<slot>`
+    /// (unique per sink among the producers of the cluster), a transaction per checkpoint
+    /// interval, committed when its checkpoint completes. Consumers must read with
+    /// `isolation.level=read_committed`. The broker must support transactions (tansu 0.6 does
+    /// not). See the `kafka_txn` notes in the module docs for what a process restart between a
+    /// checkpoint and its commit means with librdkafka.
+    ///
+    /// # Panics
+    ///
+    /// When called on a clone of a sink already added to a job.
+    pub fn exactly_once(mut self, transactional_id_prefix: &str) -> Self {
+        let settings = Arc::get_mut(&mut self.settings)
+            .expect("configured before the sink is cloned into the job");
+        settings.guarantee = crate::connectors::DeliveryGuarantee::ExactlyOnce;
+        settings.transactional_id_prefix = transactional_id_prefix.to_string();
+        self
     }
 
     /// Sets a librdkafka producer property (e.g. `linger.ms`, `compression.type`).
@@ -983,25 +1028,140 @@ impl<T> KafkaSink<T> {
         format!("kafka://{}", self.settings.bootstrap_servers)
     }
 
-    fn producer(&self) -> Result<&BaseProducer<DeliveryReports>, FunctionError> {
+    fn exactly_once_mode(&self) -> bool {
+        self.settings.guarantee == crate::connectors::DeliveryGuarantee::ExactlyOnce
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.request_timeout_ms)
+    }
+
+    /// The producer records of `txn` go to.
+    fn producer_for(
+        &self,
+        txn: &KafkaTransaction,
+    ) -> Result<&BaseProducer<DeliveryReports>, FunctionError> {
+        if self.exactly_once_mode() {
+            return self
+                .producers
+                .get(txn.transactional_id())
+                .map(|(_, p)| p)
+                .ok_or_else(|| {
+                    format!("no producer for transaction {}", txn.transactional_id()).into()
+                });
+        }
         self.producer
             .as_ref()
             .ok_or_else(|| "the Kafka sink is not open".into())
     }
 
-    /// The first delivery failure, as an error naming the server.
+    /// A producer, with `transactional.id` = `transactional_id` when given.
+    fn create_producer(
+        &self,
+        transactional_id: Option<&str>,
+    ) -> Result<BaseProducer<DeliveryReports>, FunctionError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.settings.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("client.id", &self.client_id)
+            .set(
+                "message.timeout.ms",
+                self.settings.request_timeout_ms.to_string(),
+            );
+        if let Some(id) = transactional_id {
+            config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", "900000");
+        }
+        for (key, value) in &self.settings.properties {
+            config.set(key, value);
+        }
+        config
+            .create_with_context(DeliveryReports::default())
+            .map_err(|e| {
+                UnrecoverableError::new(format!("{}: cannot create a producer: {e}", self.server()))
+                    .into()
+            })
+    }
+
+    /// Carries out what the transaction core decided, in order.
+    fn carry_out(&mut self) -> Result<(), FunctionError> {
+        let timeout = self.timeout();
+        let server = self.server();
+        while let Some(action) = self.core.as_mut().and_then(TransactionCore::poll_action) {
+            match action {
+                TxnAction::Begin { id } => {
+                    let producer = self.create_producer(Some(&id))?;
+                    producer
+                        .init_transactions(timeout)
+                        .map_err(|e| format!("{server}: init_transactions of {id} failed: {e}"))?;
+                    producer
+                        .begin_transaction()
+                        .map_err(|e| format!("{server}: begin_transaction of {id} failed: {e}"))?;
+                    self.producers.insert(id, (next_generation(), producer));
+                }
+                TxnAction::Flush { id } => {
+                    let (generation, producer) =
+                        self.producers.get(&id).ok_or("no producer to flush")?;
+                    producer
+                        .flush(timeout)
+                        .map_err(|e| format!("{server}: flushing transaction {id} failed: {e}"))?;
+                    check_deliveries(&server, producer)?;
+                    self.prepared.insert(id, *generation);
+                }
+                TxnAction::Commit { id } => {
+                    let (generation, producer) =
+                        self.producers.remove(&id).ok_or("no producer to commit")?;
+                    producer.commit_transaction(timeout).map_err(|e| {
+                        format!("{server}: committing transaction {id} failed: {e}")
+                    })?;
+                    self.prepared.remove(&id);
+                    registry().insert(id, (generation, Known::Committed, None));
+                }
+                TxnAction::Abort { id } => {
+                    if let Some((_, producer)) = self.producers.remove(&id) {
+                        producer.abort_transaction(timeout).map_err(|e| {
+                            format!("{server}: aborting transaction {id} failed: {e}")
+                        })?;
+                    }
+                    self.prepared.remove(&id);
+                }
+                TxnAction::Fence { id } => {
+                    let producer = self.create_producer(Some(&id))?;
+                    producer.init_transactions(timeout).map_err(|e| {
+                        format!("{server}: fencing {id} (init_transactions) failed: {e}")
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The first delivery failure of the at-least-once producer.
     fn check_deliveries(&self) -> Result<(), FunctionError> {
-        let producer = self.producer()?;
-        let failure = producer
-            .context()
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match failure {
-            Some(failure) => Err(format!("{}: {failure}", self.server()).into()),
+        match &self.producer {
+            Some(producer) => check_deliveries(&self.server(), producer),
             None => Ok(()),
         }
+    }
+}
+
+/// The first delivery failure of `producer`, as an error naming the server.
+fn check_deliveries(
+    server: &str,
+    producer: &BaseProducer<DeliveryReports>,
+) -> Result<(), FunctionError> {
+    let failure = producer
+        .context()
+        .failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    match failure {
+        Some(failure) => Err(format!("{server}: {failure}").into()),
+        None => Ok(()),
     }
 }
 
@@ -1011,6 +1171,26 @@ impl<T> Clone for KafkaSink<T> {
             settings: Arc::clone(&self.settings),
             serializer: Arc::clone(&self.serializer),
             producer: None,
+            core: None,
+            producers: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            client_id: String::new(),
+        }
+    }
+}
+
+impl<T> Drop for KafkaSink<T> {
+    fn drop(&mut self) {
+        // A failed task: park the producers of pre-committed transactions, so that the restore
+        // commits them (librdkafka cannot resume another producer's transaction).
+        if self.prepared.is_empty() {
+            return;
+        }
+        let mut registry = registry();
+        for (id, generation) in std::mem::take(&mut self.prepared) {
+            if let Some((_, producer)) = self.producers.remove(&id) {
+                registry.insert(id, (generation, Known::Prepared, Some(producer)));
+            }
         }
     }
 }
@@ -1029,33 +1209,37 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaSink<T> {
     type Txn = KafkaTransaction;
 
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.settings.bootstrap_servers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "client.id",
-                format!("eichhorn-{}-{}", ctx.operator_name, ctx.subtask_index),
-            )
-            .set(
-                "message.timeout.ms",
-                self.settings.request_timeout_ms.to_string(),
-            );
-        for (key, value) in &self.settings.properties {
-            config.set(key, value);
+        self.client_id = format!("eichhorn-{}-{}", ctx.operator_name, ctx.subtask_index);
+        if self.exactly_once_mode() {
+            let prefix = &self.settings.transactional_id_prefix;
+            if prefix.is_empty() {
+                return Err(UnrecoverableError::new(
+                    "Kafka sink: exactly once needs a transactional id prefix",
+                )
+                .into());
+            }
+            let mut core =
+                TransactionCore::new(prefix, ctx.subtask_index, self.settings.pool_size.max(2));
+            core.handle_open();
+            self.core = Some(core);
+            self.carry_out()?;
+        } else {
+            self.producer = Some(self.create_producer(None)?);
         }
-        let producer: BaseProducer<DeliveryReports> = config
-            .create_with_context(DeliveryReports::default())
-            .map_err(|e| {
-                UnrecoverableError::new(format!("{}: cannot create a producer: {e}", self.server()))
-            })?;
-        self.producer = Some(producer);
         Ok(())
     }
 
     fn begin_transaction(&mut self) -> Result<KafkaTransaction, FunctionError> {
-        Ok(KafkaTransaction::default())
+        let Some(core) = &mut self.core else {
+            return Ok(KafkaTransaction::default());
+        };
+        let mut txn = core.handle_begin(0).map_err(|e| e.to_string())?;
+        self.carry_out()?;
+        txn.generation = self
+            .producers
+            .get(txn.transactional_id())
+            .map_or(0, |(generation, _)| *generation);
+        Ok(txn)
     }
 
     fn invoke(
@@ -1082,7 +1266,8 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaSink<T> {
         if let Some(partition) = record.partition {
             base = base.partition(partition);
         }
-        let producer = self.producer()?;
+        let server = self.server();
+        let producer = self.producer_for(txn)?;
         // A full local queue waits for deliveries (bounded by librdkafka's
         // queue.buffering.max.messages): the back-pressure of this sink.
         let mut pending = base;
@@ -1099,38 +1284,113 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaSink<T> {
                     pending = back;
                 }
                 Err((error, _)) => {
-                    return Err(
-                        format!("{}: producing to {topic} failed: {error}", self.server()).into(),
-                    );
+                    return Err(format!("{server}: producing to {topic} failed: {error}").into());
                 }
             }
         }
         producer.poll(Duration::ZERO);
+        check_deliveries(&server, producer)?;
         txn.records += 1;
-        self.check_deliveries()
-    }
-
-    fn pre_commit(&mut self, _txn: &mut KafkaTransaction) -> Result<(), FunctionError> {
-        let timeout = Duration::from_millis(self.settings.request_timeout_ms);
-        self.producer()?
-            .flush(timeout)
-            .map_err(|e| format!("{}: flushing failed: {e}", self.server()))?;
-        self.check_deliveries()
-    }
-
-    fn commit(&mut self, _txn: KafkaTransaction) -> Result<(), FunctionError> {
         Ok(())
     }
 
-    fn abort(&mut self, _txn: KafkaTransaction) -> Result<(), FunctionError> {
+    fn pre_commit(&mut self, txn: &mut KafkaTransaction) -> Result<(), FunctionError> {
+        if let Some(core) = &mut self.core {
+            core.handle_pre_commit(txn);
+            return self.carry_out();
+        }
+        let timeout = self.timeout();
+        let server = self.server();
+        let producer = self.producer_for(txn)?;
+        producer
+            .flush(timeout)
+            .map_err(|e| format!("{server}: flushing failed: {e}"))?;
+        check_deliveries(&server, producer)
+    }
+
+    fn commit(&mut self, txn: KafkaTransaction) -> Result<(), FunctionError> {
+        if let Some(core) = &mut self.core {
+            core.handle_commit(&txn);
+            self.carry_out()?;
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, txn: KafkaTransaction) -> Result<(), FunctionError> {
+        if let Some(core) = &mut self.core {
+            core.handle_abort(&txn);
+            self.carry_out()?;
+        }
+        Ok(())
+    }
+
+    fn recover_and_commit(&mut self, txn: KafkaTransaction) -> Result<(), FunctionError> {
+        if !self.exactly_once_mode() {
+            return Ok(());
+        }
+        let id = txn.transactional_id().to_string();
+        let parked = {
+            let mut registry = registry();
+            match registry.get(&id) {
+                Some((generation, known, _)) if *generation == txn.generation => {
+                    let known = *known;
+                    let producer = if known == Known::Prepared {
+                        registry.remove(&id).and_then(|(_, _, p)| p)
+                    } else {
+                        None
+                    };
+                    (Some(known), producer)
+                }
+                _ => (None, None),
+            }
+        };
+        match TransactionCore::recover_commit(&txn, parked.0) {
+            Recovery::Act(TxnAction::Commit { id }) => {
+                let producer = parked.1.ok_or("a parked producer")?;
+                producer.commit_transaction(self.timeout()).map_err(|e| {
+                    format!(
+                        "{}: committing recovered transaction {id} failed: {e}",
+                        self.server()
+                    )
+                })?;
+                registry().insert(id, (txn.generation, Known::Committed, None));
+            }
+            Recovery::Act(other) => {
+                return Err(format!("unexpected recovery action {other:?}").into());
+            }
+            Recovery::Done => {}
+            Recovery::Unresumable(id) => {
+                tracing::error!(
+                    transactional_id = %id,
+                    records = txn.records(),
+                    "a pre-committed Kafka transaction cannot be resumed after a process restart: \
+                     it was committed if the crash came after its commit, else its records are lost"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn recover_and_abort(&mut self, txn: KafkaTransaction) -> Result<(), FunctionError> {
+        if !self.exactly_once_mode() {
+            return Ok(());
+        }
+        if let Some(TxnAction::Fence { id }) = TransactionCore::recover_abort(&txn) {
+            let producer = self.create_producer(Some(&id))?;
+            producer.init_transactions(self.timeout()).map_err(|e| {
+                format!(
+                    "{}: fencing {id} (init_transactions) failed: {e}",
+                    self.server()
+                )
+            })?;
+        }
         Ok(())
     }
 
     fn close(&mut self) -> Result<(), FunctionError> {
         if let Some(producer) = &self.producer {
-            let timeout = Duration::from_millis(self.settings.request_timeout_ms);
             producer
-                .flush(timeout)
+                .flush(self.timeout())
                 .map_err(|e| format!("{}: flushing failed: {e}", self.server()))?;
         }
         self.check_deliveries()?;

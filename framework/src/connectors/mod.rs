@@ -13,6 +13,8 @@ mod file;
 mod io;
 #[cfg(feature = "kafka")]
 mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_txn;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod print;

@@ -1278,7 +1278,7 @@ mod tests {
     #[test]
     fn an_upsert_batch_keeps_the_last_row_of_each_key_in_first_seen_order() {
         let mut sink = sink(true);
-        for (k, v) in [(1, 10), (2, 20), (1, 11), (3, 30), (2, 21)] {
+        for (k, v) in [(1i64, 10i64), (2, 20), (1, 11), (3, 30), (2, 21)] {
             sink.buffer_row(vec![k.into(), v.into()]).unwrap();
         }
         let expected: Vec<SqlValue> = [1i64, 11, 2, 21, 3, 30]
