@@ -285,7 +285,7 @@ async fn keys_partitions_topics_and_headers_arrive_as_sent() {
             let record = KafkaProducerRecord::value(v.to_string())
                 .with_key(format!("k{v}").into_bytes())
                 .with_header("source", b"test".to_vec());
-            if v % 10 == 0 {
+            if v.is_multiple_of(10) {
                 record.with_topic(other_topic.clone())
             } else {
                 record.with_partition((v % 3) as i32)
@@ -323,7 +323,7 @@ async fn keys_partitions_topics_and_headers_arrive_as_sent() {
     assert_eq!(seen.len(), 30);
     for (topic, partition, key, value) in seen {
         assert_eq!(key, Some(format!("k{value}").into_bytes()));
-        if value % 10 == 0 {
+        if value.is_multiple_of(10) {
             assert_eq!(topic, other);
         } else {
             assert_eq!(

@@ -104,7 +104,7 @@ async fn hset_at_least_once_through_a_failure_ends_as_the_failure_free_hash() {
 /// `LPUSH` is not idempotent: only the exactly-once mode keeps a replay from pushing twice.
 fn list_sink(url: &str) -> RedisSink<u64> {
     RedisSink::new(url, |n: &u64| {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             RedisWrite::lpush("numbers", n.to_string())
         } else {
             RedisWrite::set(format!("n:{n}"), n.to_string())

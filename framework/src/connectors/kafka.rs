@@ -329,7 +329,7 @@ impl<T: crate::api::Data> KafkaSource<T> {
 
     /// Adds the source to `env` as `name` and returns its record and error streams.
     pub fn build(self, env: &StreamEnv, name: &str) -> KafkaStreams<T> {
-        let tag = crate::api::OutputTag::<KafkaDeserializationError>::new(&format!(
+        let tag = crate::api::OutputTag::<KafkaDeserializationError>::new(format!(
             "{name}: deserialisation errors"
         ));
         let records = env

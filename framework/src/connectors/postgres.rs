@@ -187,6 +187,9 @@ enum WriteMode {
     Upsert { key_columns: Vec<String> },
 }
 
+/// Makes the row of an element.
+type RowFn<T> = Arc<dyn Fn(&T) -> Vec<SqlValue> + Send + Sync>;
+
 /// What every instance of a sink shares.
 #[derive(Debug)]
 struct Settings {
@@ -238,7 +241,7 @@ struct Settings {
 /// ```
 pub struct PostgresSink<T> {
     settings: Arc<Settings>,
-    to_row: Arc<dyn Fn(&T) -> Vec<SqlValue> + Send + Sync>,
+    to_row: RowFn<T>,
     /// The connection and what is buffered, once connected (at open, or at a recovery before).
     io: Option<IoThread<PgConnection>>,
     /// Set by `open`: how new transactions are named.
