@@ -319,3 +319,43 @@ async fn errors_name_the_server_and_the_statement() {
     );
     assert!(error.contains("after 2 retries"), "{error}");
 }
+
+/// The server drops the sink's connections mid-stream (`pg_terminate_backend`): at least once,
+/// the sink reconnects with backoff and repeats the batch, the job never restarts, and the
+/// table equals the sequential result.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_lost_connection_is_retried_without_restarting_the_job() {
+    let server = std::sync::Arc::new(start());
+    server
+        .psql("CREATE TABLE totals (k BIGINT PRIMARY KEY, total BIGINT NOT NULL)")
+        .unwrap();
+    let killer = std::sync::Arc::clone(&server);
+    let env = StreamEnv::new();
+    paced(&env, 5_000, 20_000)
+        .map(|i| ((i % 97) as i64, i as i64))
+        .map(move |(k, v)| {
+            if v == 1_000 || v == 3_000 {
+                killer
+                    .psql(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+                    )
+                    .expect("terminate");
+            }
+            (k, v)
+        })
+        .key_by(|(k, _): &(i64, i64)| *k)
+        .sum(|(_, v)| v)
+        .add_two_phase_sink(
+            count_upsert(&server.connection_string()).retry_policy(RetryPolicy {
+                retries_max: 5,
+                backoff_initial_ms: 10,
+                backoff_max_ms: 100,
+            }),
+        );
+    let result = within(env.execute("sums, connections lost"))
+        .await
+        .expect("runs");
+    assert_eq!(result.restarts, 0, "retried, not restarted");
+    assert_eq!(table_totals(&server), expected_totals(5_000));
+}
