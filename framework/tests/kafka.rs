@@ -390,3 +390,40 @@ async fn kafka_to_kafka_exactly_once_with_transactions() {
     within(env.execute("read")).await.expect("read");
     assert_same_counts(&counts(out.take()), &counts(0..4_000u64), "exactly once");
 }
+
+/// Offsets are committed to the broker when checkpoints complete (for monitoring): a second job
+/// of the same group starting from the committed offsets reads only what came after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_committed_on_checkpoints_start_the_next_job_of_the_group() {
+    let broker = start();
+    let name = topic("committed");
+    broker.create_topic(&name, 2).expect("topic");
+    produce(&broker, &name, (0..500u64).map(|n| n.to_string()).collect()).await;
+    let read_group = |parallelism: u32| {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        env.enable_checkpointing(20);
+        let streams = KafkaSource::new(&broker.bootstrap_servers(), &[name.as_str()], parse_u64)
+            .group_id("monitoring")
+            .starting_offsets(StartingOffsets::Committed)
+            .bounded()
+            .build(&env, "group");
+        (env, streams.records.collect_sink())
+    };
+    let (env, first) = read_group(2);
+    within(env.execute("first")).await.expect("runs");
+    assert_same_counts(&counts(first.take()), &counts(0..500u64), "first job");
+    produce(
+        &broker,
+        &name,
+        (500..700u64).map(|n| n.to_string()).collect(),
+    )
+    .await;
+    let (env, second) = read_group(1);
+    within(env.execute("second")).await.expect("runs");
+    assert_same_counts(
+        &counts(second.take()),
+        &counts(500..700u64),
+        "second job: only the new records",
+    );
+}

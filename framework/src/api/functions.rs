@@ -536,6 +536,19 @@ pub trait SourceFunction<T>: crate::api::Unkeyed + Clone + Send + 'static {
         )
         .into())
     }
+    /// Checkpoint `id` completed (Flink's `CheckpointListener`): the position of its last
+    /// [`SourceFunction::snapshot_position`] is durable. A Kafka source commits its offsets to
+    /// the broker here, for monitoring.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job.
+    fn notify_checkpoint_complete(
+        &mut self,
+        _id: crate::checkpoint::CheckpointId,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
     /// Called once per subtask after the last poll.
     ///
     /// # Errors

@@ -204,6 +204,11 @@ pub struct KafkaSource<T> {
     emitted_watermark: i64,
     last_periodic_ms: Option<i64>,
     idle: bool,
+    /// The positions of the last snapshot, committed to the broker when its checkpoint
+    /// completes (for monitoring: the source restores from its checkpoints, not from these).
+    snapshot_offsets: Option<Positions>,
+    /// Whether the last commit to the broker was asynchronous (close makes it synchronous).
+    committed_async: Option<Positions>,
 }
 
 /// The streams of a [`KafkaSource`]: the deserialised records and the rejected ones.
@@ -271,6 +276,8 @@ impl<T: crate::api::Data> KafkaSource<T> {
             emitted_watermark: i64::MIN,
             last_periodic_ms: None,
             idle: false,
+            snapshot_offsets: None,
+            committed_async: None,
         }
     }
 
@@ -536,6 +543,8 @@ impl<T> Clone for KafkaSource<T> {
             emitted_watermark: i64::MIN,
             last_periodic_ms: None,
             idle: false,
+            snapshot_offsets: None,
+            committed_async: None,
         }
     }
 }
@@ -774,7 +783,9 @@ impl<T: crate::api::Data> crate::api::SourceFunction<Result<T, KafkaDeserializat
     }
 
     fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, FunctionError> {
-        let entries: Vec<((String, i32), SplitPosition)> = self.positions().into_iter().collect();
+        let positions = self.positions();
+        self.snapshot_offsets = Some(positions.clone());
+        let entries: Vec<((String, i32), SplitPosition)> = positions.into_iter().collect();
         let bytes = postcard::to_allocvec(&entries).map_err(|e| e.to_string())?;
         Ok(Some(bytes))
     }
@@ -794,9 +805,50 @@ impl<T: crate::api::Data> crate::api::SourceFunction<Result<T, KafkaDeserializat
         Ok(())
     }
 
+    fn notify_checkpoint_complete(
+        &mut self,
+        _id: crate::checkpoint::CheckpointId,
+    ) -> Result<(), FunctionError> {
+        // Asynchronous: the broker's answer never stalls the source; a failure is only logged
+        // (the offsets are for monitoring and `StartingOffsets::Committed`).
+        if let Some(positions) = self.snapshot_offsets.take() {
+            self.commit_offsets(&positions, rdkafka::consumer::CommitMode::Async);
+            self.committed_async = Some(positions);
+        }
+        Ok(())
+    }
+
     fn close(&mut self) -> Result<(), FunctionError> {
+        // The last asynchronous commit may still be in flight: repeat it synchronously.
+        if let Some(positions) = self.committed_async.take() {
+            self.commit_offsets(&positions, rdkafka::consumer::CommitMode::Sync);
+        }
         self.consumer = None;
         Ok(())
+    }
+}
+
+impl<T> KafkaSource<T> {
+    /// Commits `positions` as the consumer group's offsets; failures are logged.
+    fn commit_offsets(&self, positions: &Positions, mode: rdkafka::consumer::CommitMode) {
+        let Some(consumer) = &self.consumer else {
+            return;
+        };
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), position) in positions {
+            if list
+                .add_partition_offset(topic, *partition, Offset::Offset(position.next_offset))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if list.count() == 0 {
+            return;
+        }
+        if let Err(error) = consumer.commit(&list, mode) {
+            tracing::warn!(server = %self.server(), %error, "committing Kafka offsets (for monitoring) failed");
+        }
     }
 }
 
