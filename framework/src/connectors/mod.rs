@@ -5,6 +5,13 @@
 //! restore at another parallelism; the collection, file and socket sources are non-parallel
 //! (parallelism 1) and stay so. Sinks: [`PrintSink`],
 //! [`CollectSinkFunction`], [`TextFileSink`].
+//!
+//! Connectors to external systems, each behind a cargo feature so jobs that do not use it do
+//! not compile its client: `KafkaSource` and `KafkaSink` (feature `kafka`), `PostgresSink`
+//! (`postgres`), `RedisSink` (`redis`). Their sinks are two-phase-commit sinks, at least once
+//! or exactly once (`DeliveryGuarantee`), and do their network I/O on a connection thread with
+//! a bounded number of requests in flight. `test_servers` starts real PostgreSQL, Redis and
+//! Kafka-compatible (tansu) servers on free loopback ports for tests and examples.
 
 mod collection;
 mod exactly_once_file;
