@@ -427,3 +427,34 @@ async fn offsets_committed_on_checkpoints_start_the_next_job_of_the_group() {
         "second job: only the new records",
     );
 }
+
+/// A topic pattern reads every matching topic and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_pattern_reads_every_matching_topic() {
+    let broker = start();
+    let a = topic("pattern-a");
+    let b = topic("pattern-b");
+    let other = topic("unrelated");
+    for (name, values) in [(&a, 0..100u64), (&b, 100..200), (&other, 200..300)] {
+        broker.create_topic(name, 2).expect("topic");
+        produce(&broker, name, values.map(|n| n.to_string()).collect()).await;
+    }
+    for parallelism in [1, 2] {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        let streams = KafkaSource::matching(
+            &broker.bootstrap_servers(),
+            |name| name.starts_with("pattern-"),
+            parse_u64,
+        )
+        .bounded()
+        .build(&env, "pattern");
+        let out = streams.records.collect_sink();
+        within(env.execute("pattern")).await.expect("runs");
+        assert_same_counts(
+            &counts(out.take()),
+            &counts(0..200u64),
+            &format!("P={parallelism}"),
+        );
+    }
+}

@@ -173,21 +173,38 @@ type Positions = BTreeMap<(String, i32), SplitPosition>;
 ///
 /// # Examples
 ///
-/// ```no_run
-/// use eichhorn::connectors::{KafkaSource, StartingOffsets};
+/// ```
+/// use eichhorn::connectors::test_servers::KafkaBroker;
+/// use eichhorn::connectors::{KafkaProducerRecord, KafkaSink, KafkaSource, StartingOffsets};
 /// use eichhorn::prelude::*;
 ///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = KafkaBroker::start()?; // a throwaway broker (tansu) on a free loopback port
+/// broker.create_topic("readings", 2)?;
 /// let env = StreamEnv::new();
-/// let readings = KafkaSource::new("127.0.0.1:9092", &["readings"], |record| {
+/// env.from_collection(vec!["21.5".to_string(), "oops".into(), "19".into()])
+///     .add_two_phase_sink(
+///         KafkaSink::new(&broker.bootstrap_servers(), "readings", |v: &String| {
+///             KafkaProducerRecord::value(v.clone()).with_partition(0)
+///         })
+///         .property("batch.num.messages", "1"), // tansu reports ends by batch
+///     );
+/// env.execute("write readings").await?;
+///
+/// let env = StreamEnv::new();
+/// let readings = KafkaSource::new(&broker.bootstrap_servers(), &["readings"], |record| {
 ///     let text = std::str::from_utf8(record.payload.unwrap_or_default()).map_err(|e| e.to_string())?;
 ///     text.parse::<f64>().map_err(|e| format!("{text:?}: {e}"))
 /// })
 /// .starting_offsets(StartingOffsets::Earliest)
+/// .bounded() // stop at the topic's current end
 /// .build(&env, "readings");
-/// readings.records.print();
-/// readings.errors.print();
-/// env.execute("read kafka").await?;
+/// let values = readings.records.collect_sink();
+/// let errors = readings.errors.collect_sink();
+/// env.execute("read readings").await?;
+/// assert_eq!(values.take(), vec![21.5, 19.0]);
+/// assert_eq!(errors.take()[0].to_string(), "cannot deserialise the record at readings/0@1: \"oops\": invalid float literal");
 /// # Ok(()) }
 /// ```
 pub struct KafkaSource<T> {
@@ -971,17 +988,25 @@ struct SinkSettings {
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
+/// use eichhorn::connectors::test_servers::KafkaBroker;
 /// use eichhorn::connectors::{KafkaProducerRecord, KafkaSink};
 /// use eichhorn::prelude::*;
 ///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = KafkaBroker::start()?;
+/// broker.create_topic("minima", 3)?;
 /// let env = StreamEnv::new();
-/// env.from_collection(vec![("sensor-1".to_string(), 21.5f64)])
-///     .add_two_phase_sink(KafkaSink::new("127.0.0.1:9092", "minima", |(id, t): &(String, f64)| {
-///         KafkaProducerRecord::value(t.to_string()).with_key(id.as_bytes().to_vec())
-///     }));
-/// env.execute("write kafka").await?;
+/// let sink = KafkaSink::new(&broker.bootstrap_servers(), "minima", |(id, t): &(String, f64)| {
+///     KafkaProducerRecord::value(t.to_string())
+///         .with_key(id.as_bytes().to_vec()) // partition by the key's hash
+///         .with_header("unit", "celsius")
+/// });
+/// // Against a broker with transactions: `sink.exactly_once("minima-job")`.
+/// env.from_collection(vec![("sensor-1".to_string(), 21.5f64)]).add_two_phase_sink(sink);
+/// let result = env.execute("write kafka").await?;
+/// assert_eq!(result.restarts, 0);
 /// # Ok(()) }
 /// ```
 pub struct KafkaSink<T> {

@@ -219,16 +219,23 @@ struct Settings {
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
+/// use eichhorn::connectors::test_servers::PostgresServer;
 /// use eichhorn::connectors::{PostgresSink, SqlValue};
 /// use eichhorn::prelude::*;
 ///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = PostgresServer::start()?; // a throwaway PostgreSQL on a free loopback port
+/// server.psql("CREATE TABLE counts (word TEXT PRIMARY KEY, count BIGINT NOT NULL)")?;
 /// let env = StreamEnv::new();
-/// env.from_collection(vec![("a".to_string(), 1i64), ("b".to_string(), 2)])
+/// env.from_collection(vec!["a".to_string(), "b".into(), "a".into()])
+///     .map(|word: String| (word, 1i64))
+///     .key_by(|(word, _): &(String, i64)| word.clone())
+///     .sum(|(_, count)| count)
 ///     .add_two_phase_sink(
 ///         PostgresSink::upsert(
-///             "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+///             &server.connection_string(),
 ///             "counts",
 ///             &["word", "count"],
 ///             &["word"],
@@ -237,6 +244,7 @@ struct Settings {
 ///         .exactly_once("word-counts"),
 ///     );
 /// env.execute("counts to postgres").await?;
+/// assert_eq!(server.psql("SELECT word, count FROM counts ORDER BY word")?, "a|2\nb|1\n");
 /// # Ok(()) }
 /// ```
 pub struct PostgresSink<T> {

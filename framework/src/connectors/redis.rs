@@ -191,17 +191,24 @@ struct Settings {
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
+/// use eichhorn::connectors::test_servers::RedisServer;
 /// use eichhorn::connectors::{RedisSink, RedisWrite};
 /// use eichhorn::prelude::*;
 ///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = RedisServer::start()?; // a throwaway Redis on a free loopback port
 /// let env = StreamEnv::new();
-/// env.from_collection(vec![("sensor-1".to_string(), 21.5f64)])
-///     .add_two_phase_sink(RedisSink::new("redis://127.0.0.1:6379/0", |(id, t): &(String, f64)| {
-///         RedisWrite::hset("temperatures", id.clone(), t.to_string())
-///     }));
+/// env.from_collection(vec![("sensor-1".to_string(), 21.5f64), ("sensor-2".to_string(), 19.0)])
+///     .add_two_phase_sink(
+///         RedisSink::new(&server.url(), |(id, t): &(String, f64)| {
+///             RedisWrite::hset("temperatures", id.clone(), t.to_string())
+///         })
+///         .exactly_once("temperatures"),
+///     );
 /// env.execute("to redis").await?;
+/// assert_eq!(server.cli(&["HGET", "temperatures", "sensor-1"])?, "21.5\n");
 /// # Ok(()) }
 /// ```
 pub struct RedisSink<T> {

@@ -164,7 +164,7 @@ fn run_logged(
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use eichhorn::connectors::test_servers::PostgresServer;
 ///
 /// let server = PostgresServer::start().expect("PostgreSQL is installed");
@@ -411,7 +411,7 @@ impl Drop for ChildServer {
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use eichhorn::connectors::test_servers::RedisServer;
 ///
 /// let server = RedisServer::start().expect("redis-server is installed");
@@ -505,7 +505,7 @@ impl RedisServer {
 ///
 /// # Examples
 ///
-/// ```no_run
+/// ```
 /// use eichhorn::connectors::test_servers::KafkaBroker;
 ///
 /// let broker = KafkaBroker::start().expect("tansu is installed");
