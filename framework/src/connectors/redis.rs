@@ -22,6 +22,10 @@
 //! commit is finished by the restore, exactly once, even for `LPUSH`. At open, staging hashes of
 //! this sink's subtask indices that no checkpoint will commit are deleted.
 //!
+//! Redis runs nothing else while the script applies a transaction, so a transaction's size
+//! (the writes of one checkpoint interval of one subtask) is how long Redis pauses at each
+//! commit: keep checkpoint intervals short for high write rates in exactly-once mode.
+//!
 //! ## Invariants
 //!
 //! - Writes reach Redis in the order of their elements.
