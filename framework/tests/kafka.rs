@@ -458,3 +458,80 @@ async fn a_topic_pattern_reads_every_matching_topic() {
         );
     }
 }
+
+/// An unbounded Kafka job at parallelism 2 stopped with a savepoint once it read the first
+/// half, goes on from the savepoint at parallelism 3 (the partitions' offsets redistributed)
+/// and bounded: the exactly-once file output holds every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_savepoint_at_parallelism_two_goes_on_at_three() {
+    use std::sync::atomic::AtomicU64;
+    let broker = start();
+    let name = topic("rescale");
+    broker.create_topic(&name, 6).expect("topic");
+    produce(
+        &broker,
+        &name,
+        (0..3_000u64).map(|n| n.to_string()).collect(),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let savepoints = dir.path().join("savepoints");
+    let job = |parallelism: u32, bounded: bool, seen: Arc<AtomicU64>| {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        env.enable_checkpointing(20);
+        let mut source = KafkaSource::new(&broker.bootstrap_servers(), &[name.as_str()], parse_u64);
+        if bounded {
+            source = source.bounded();
+        }
+        source
+            .build(&env, "rescaled")
+            .records
+            .map(move |v| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                v
+            })
+            .write_as_text_exactly_once(&out);
+        env
+    };
+    let seen = Arc::new(AtomicU64::new(0));
+    let handle = job(2, false, Arc::clone(&seen))
+        .execute_async("before savepoint")
+        .await
+        .expect("starts");
+    // Wait (a hang guard bounds it) until the first half went through, whenever that is.
+    within(async {
+        while seen.load(std::sync::atomic::Ordering::SeqCst) < 3_000 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let savepoint = within(handle.stop_with_savepoint(&savepoints))
+        .await
+        .expect("savepoint");
+    within(handle.join()).await.expect("stops");
+    produce(
+        &broker,
+        &name,
+        (3_000..6_000u64).map(|n| n.to_string()).collect(),
+    )
+    .await;
+
+    let second = job(3, true, Arc::new(AtomicU64::new(0)));
+    second.restore_from(&savepoint, false);
+    let result = within(second.execute("after savepoint"))
+        .await
+        .expect("restores");
+    assert_eq!(result.restored_from.as_deref(), savepoint.to_str());
+    let mut values = Vec::new();
+    for entry in std::fs::read_dir(&out).expect("output") {
+        let entry = entry.expect("entry");
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("part");
+        values.extend(text.lines().map(|l| l.parse::<u64>().expect("number")));
+    }
+    assert_same_counts(&counts(values), &counts(0..6_000u64), "2 -> 3");
+}

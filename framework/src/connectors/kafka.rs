@@ -483,6 +483,18 @@ impl<T> KafkaSource<T> {
                     stop_offset: bounded.then_some(high),
                 });
             }
+            if bounded
+                && let Some(position) = &mut split.position
+                && position.stop_offset.is_none()
+            {
+                // Restored from an unbounded run: stop at the end the partition has now.
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, *partition, timeout)
+                    .map_err(|e| {
+                        format!("{server}: reading the offsets of {topic}/{partition} failed: {e}")
+                    })?;
+                position.stop_offset = Some(high);
+            }
             let position = split.position.expect("resolved just above");
             list.add_partition_offset(topic, *partition, Offset::Offset(position.next_offset))
                 .map_err(|e| e.to_string())?;
