@@ -24,6 +24,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 
 pub mod counting;
+pub mod kafka_readings;
 pub mod sensors;
 
 /// The built-in input of `wordcount` when no `--input` is given: the opening of Hamlet's

@@ -61,7 +61,9 @@
 //!   the exactly-once file sink commits on checkpoint completion.
 //! - **Connectors.** Built-in sources and sinks are in [`connectors`]: collections, generators,
 //!   files ([`connectors::NumberedFileSource`]), sockets, printing, and the exactly-once file
-//!   sink ([`connectors::ExactlyOnceFileSink`]).
+//!   sink ([`connectors::ExactlyOnceFileSink`]); with the cargo features `kafka`, `postgres`
+//!   and `redis`, a Kafka source and sink and PostgreSQL and Redis sinks, at least once or
+//!   exactly once.
 //! - **Errors.** One enum per layer, each saying what and where: [`GraphError`] (an invalid
 //!   graph, reported before anything runs), [`JobError`] (a failed job, naming the operator and
 //!   subtask), and the crate's [`Error`]; they convert upwards, so `?` works across the API

@@ -536,6 +536,19 @@ pub trait SourceFunction<T>: crate::api::Unkeyed + Clone + Send + 'static {
         )
         .into())
     }
+    /// Checkpoint `id` completed (Flink's `CheckpointListener`): the position of its last
+    /// [`SourceFunction::snapshot_position`] is durable. A Kafka source commits its offsets to
+    /// the broker here, for monitoring.
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the job.
+    fn notify_checkpoint_complete(
+        &mut self,
+        _id: crate::checkpoint::CheckpointId,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
     /// Called once per subtask after the last poll.
     ///
     /// # Errors
@@ -609,6 +622,25 @@ impl<'a, T> SourceContext<'a, T> {
     pub fn emit_watermark(&mut self, watermark: crate::time::Watermark) {
         self.hand_over();
         self.next.process_watermark(watermark, self.cx);
+        self.cx.current_operator = self.node;
+    }
+
+    /// Marks this source instance idle (Flink's `markIdle`): downstream operators stop waiting
+    /// for its watermarks until it emits again (then call [`SourceContext::mark_active`]). For
+    /// a source with nothing to read, such as a Kafka reader without partitions.
+    pub fn mark_idle(&mut self) {
+        self.hand_over();
+        self.next
+            .process_watermark_status(crate::time::WatermarkStatus::Idle, self.cx);
+        self.cx.current_operator = self.node;
+    }
+
+    /// Marks this source instance active again after [`SourceContext::mark_idle`], before it
+    /// emits records.
+    pub fn mark_active(&mut self) {
+        self.hand_over();
+        self.next
+            .process_watermark_status(crate::time::WatermarkStatus::Active, self.cx);
         self.cx.current_operator = self.node;
     }
 

@@ -274,6 +274,13 @@ impl<T: Send + 'static, S: SourceFunction<T>> SourceTask for SourceNode<T, S> {
     }
 
     fn notify_checkpoint_complete(&mut self, id: CheckpointId, cx: &mut TaskCx) {
+        cx.current_operator = self.info.node;
+        if let Err(error) = self.source.notify_checkpoint_complete(id) {
+            cx.fail(
+                self.info.node,
+                format!("notify_checkpoint_complete({}) failed: {error}", id.0),
+            );
+        }
         self.next.notify_checkpoint_complete(id, cx);
     }
 

@@ -1,0 +1,98 @@
+//! What the Kafka examples share: sensor readings read from a Kafka topic, with per-partition
+//! event-time watermarks, and the command-line options that say where from.
+//!
+//! A record's value is one reading `sensor_id,timestamp_ms,temperature` (the format of
+//! [`crate::sensors`]); a value that is not one goes to the errors stream, naming topic,
+//! partition and offset, and is printed on stderr by [`print_errors`].
+
+use clap::Args;
+use eichhorn::connectors::{KafkaDeserializationError, KafkaRecord, KafkaSource, StartingOffsets};
+use eichhorn::prelude::*;
+use eichhorn::time::WatermarkStrategy;
+
+use crate::sensors::SensorReading;
+
+/// Where the readings come from.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaInput {
+    /// Kafka's bootstrap servers, `host:port[,host:port...]`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub brokers: String,
+    /// The topic of readings.
+    #[arg(long, value_name = "TOPIC", default_value = "readings")]
+    pub input_topic: String,
+    /// Stop at the end the topic has when the job starts (else run until stopped).
+    #[arg(long)]
+    pub bounded: bool,
+    /// How far readings may come out of order per partition, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub out_of_orderness_ms: i64,
+    /// A partition without readings for this long stops holding event time back, in ms.
+    #[arg(long, value_name = "MS")]
+    pub idleness_ms: Option<i64>,
+    /// Parallelism of the job (sources, windows, sinks).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = crate::parallelism_parser())]
+    pub parallelism: u32,
+    /// Checkpoint interval, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 1_000)]
+    pub checkpoint_interval_ms: u64,
+}
+
+/// Parses a record's value as a reading; its line number is its offset + 1.
+///
+/// # Errors
+///
+/// The value is missing, not UTF-8, or not a reading.
+pub fn parse_record(record: &KafkaRecord<'_>) -> Result<SensorReading, String> {
+    let payload = record.payload.ok_or("no value")?;
+    let line = std::str::from_utf8(payload).map_err(|e| format!("not UTF-8: {e}"))?;
+    let line_number = u64::try_from(record.offset).unwrap_or(0) + 1;
+    SensorReading::parse(line, line_number).map_err(|e| format!("{e}: {line:?}"))
+}
+
+/// The readings of `input` in `env` (with checkpointing and parallelism set from it), with
+/// event time from each reading and watermarks per partition, and the records that were not
+/// readings.
+pub fn read_readings(
+    env: &StreamEnv,
+    input: &KafkaInput,
+) -> (
+    DataStream<SensorReading>,
+    DataStream<KafkaDeserializationError>,
+) {
+    env.set_parallelism(input.parallelism);
+    env.enable_checkpointing(input.checkpoint_interval_ms);
+    let mut strategy = WatermarkStrategy::for_bounded_out_of_orderness(input.out_of_orderness_ms)
+        .with_timestamp_assigner(|r: &SensorReading, _| r.timestamp_ms);
+    if let Some(idleness) = input.idleness_ms {
+        strategy = strategy.with_idleness(idleness);
+    }
+    let mut source = KafkaSource::new(&input.brokers, &[input.input_topic.as_str()], parse_record)
+        .starting_offsets(StartingOffsets::Earliest)
+        .watermarks(strategy);
+    if input.bounded {
+        source = source.bounded();
+    }
+    let streams = source.build(env, "Source: Kafka Readings");
+    (streams.records, streams.errors)
+}
+
+/// Prints every record that was not a reading on stderr: `error: <what and where>`.
+pub fn print_errors(errors: DataStream<KafkaDeserializationError>) {
+    errors
+        .map(|e| format!("error: {e}"))
+        .add_sink(StderrLines)
+        .name("Sink: Malformed Records");
+}
+
+/// Writes lines to stderr.
+#[operator]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StderrLines;
+
+impl SinkFunction<String> for StderrLines {
+    fn invoke(&mut self, line: String, _ctx: &SinkContext) -> Result<(), FunctionError> {
+        eprintln!("{line}");
+        Ok(())
+    }
+}
