@@ -71,6 +71,7 @@ impl<X> Slab<X> {
         self.slots.get_mut(id as usize)?.as_mut()
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -167,16 +168,6 @@ impl<T> SharedBuffer<T> {
         }
     }
 
-    /// The node `id`.
-    pub(crate) fn node(&self, id: u32) -> Option<&Node> {
-        self.nodes.get(id)
-    }
-
-    /// The event slot `id`.
-    pub(crate) fn event(&self, id: u32) -> Option<&EventSlot<T>> {
-        self.events.get(id)
-    }
-
     /// Walks the chain ending at `node`, last step first.
     pub(crate) fn chain(&self, node: u32) -> impl Iterator<Item = (&Node, &EventSlot<T>)> + '_ {
         let mut current = node;
@@ -189,6 +180,7 @@ impl<T> SharedBuffer<T> {
     }
 
     /// Stored events and nodes.
+    #[cfg(test)]
     pub(crate) fn sizes(&self) -> (usize, usize) {
         (self.events.len(), self.nodes.len())
     }

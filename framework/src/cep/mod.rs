@@ -24,9 +24,11 @@
 
 mod buffer;
 mod nfa;
+mod operator;
 mod pattern;
 #[cfg(test)]
 mod reference;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +36,10 @@ use std::sync::Arc;
 
 pub use nfa::CompiledPattern;
 pub use pattern::{AfterMatchSkipStrategy, Condition, Context, Contiguity, Pattern};
+pub use stream::{
+    CEP, MAX_PARTIAL_MATCHES_DEFAULT, MAX_PENDING_EVENTS_DEFAULT, PatternContext,
+    PatternProcessFunction, PatternStream,
+};
 
 /// What to do when a key has more partial matches than its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

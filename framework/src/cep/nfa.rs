@@ -149,6 +149,7 @@ impl<T> NfaState<T> {
     }
 
     /// Live partial matches.
+    #[cfg(test)]
     pub(crate) fn partial_count(&self) -> usize {
         self.partials.len()
     }
@@ -235,6 +236,18 @@ impl Memo {
     }
 }
 
+impl<T> CompiledPattern<T> {
+    /// The pattern's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The time bound, if any.
+    pub fn within_ms(&self) -> Option<i64> {
+        self.within_ms
+    }
+}
+
 impl<T: Clone + 'static> CompiledPattern<T> {
     pub(crate) fn compile(pattern: &Pattern<T>) -> Result<Self, CepError> {
         pattern.validate()?;
@@ -304,16 +317,6 @@ impl<T: Clone + 'static> CompiledPattern<T> {
             reach_after,
             tail_optional,
         })
-    }
-
-    /// The pattern's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The time bound, if any.
-    pub fn within_ms(&self) -> Option<i64> {
-        self.within_ms
     }
 
     fn holds(
