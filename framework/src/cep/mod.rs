@@ -23,6 +23,7 @@
 //! events.
 
 mod buffer;
+mod dynamic;
 mod nfa;
 mod operator;
 mod pattern;
@@ -34,11 +35,15 @@ mod tests;
 
 use std::sync::Arc;
 
+pub use dynamic::{
+    CmpOp, ConditionExpr, FieldAccess, PatternDescription, PatternUpdate, QuantifierDescription,
+    StageDescription, StageLink, Value,
+};
 pub use nfa::CompiledPattern;
 pub use pattern::{AfterMatchSkipStrategy, Condition, Context, Contiguity, Pattern};
 pub use stream::{
-    CEP, MAX_PARTIAL_MATCHES_DEFAULT, MAX_PENDING_EVENTS_DEFAULT, PatternContext,
-    PatternProcessFunction, PatternStream,
+    CEP, DynamicPatternStream, MAX_PARTIAL_MATCHES_DEFAULT, MAX_PENDING_EVENTS_DEFAULT,
+    PatternContext, PatternProcessFunction, PatternStream,
 };
 
 /// What to do when a key has more partial matches than its limit.

@@ -92,6 +92,73 @@ impl<T> Clone for ActivePattern<T> {
     }
 }
 
+/// The patterns in force over event time: from each epoch's start timestamp on, its patterns
+/// match (a static pattern has one epoch from the beginning of time; dynamic updates add
+/// epochs at their timestamps).
+pub(crate) struct Epochs<T> {
+    epochs: Vec<(i64, Vec<ActivePattern<T>>)>,
+}
+
+impl<T> Clone for Epochs<T> {
+    fn clone(&self) -> Self {
+        Self {
+            epochs: self.epochs.clone(),
+        }
+    }
+}
+
+impl<T> Epochs<T> {
+    /// The patterns of one epoch covering all of time.
+    pub(crate) fn fixed(patterns: Vec<ActivePattern<T>>) -> Self {
+        Self {
+            epochs: vec![(i64::MIN, patterns)],
+        }
+    }
+
+    /// The patterns in force at event time `ts`.
+    pub(crate) fn active_at(&self, ts: i64) -> &[ActivePattern<T>] {
+        let index = self.epochs.partition_point(|(from, _)| *from <= ts);
+        match index.checked_sub(1) {
+            Some(i) => &self.epochs[i].1,
+            None => &[],
+        }
+    }
+
+    /// The pattern `id` at `version`, in any epoch.
+    pub(crate) fn find(&self, id: &str, version: u64) -> Option<&ActivePattern<T>> {
+        self.epochs
+            .iter()
+            .rev()
+            .flat_map(|(_, patterns)| patterns.iter())
+            .find(|p| p.id == id && p.version == version)
+    }
+
+    /// Applies a change from event time `from` on: `change` edits the patterns of the epoch
+    /// starting there (created from the one in force) and of every later epoch.
+    pub(crate) fn change(&mut self, from: i64, mut change: impl FnMut(&mut Vec<ActivePattern<T>>)) {
+        let index = self.epochs.partition_point(|(start, _)| *start < from);
+        if self
+            .epochs
+            .get(index)
+            .is_none_or(|(start, _)| *start != from)
+        {
+            let current = self.active_at(from).to_vec();
+            self.epochs.insert(index, (from, current));
+        }
+        for (_, patterns) in &mut self.epochs[index..] {
+            change(patterns);
+        }
+    }
+
+    /// Forgets epochs that end at or before `watermark` (events up to it are matched).
+    pub(crate) fn prune(&mut self, watermark: i64) {
+        let keep_from = self.epochs.partition_point(|(from, _)| *from <= watermark);
+        if keep_from > 1 {
+            self.epochs.drain(..keep_from - 1);
+        }
+    }
+}
+
 /// The operator's limits and side outputs.
 #[derive(Debug)]
 pub(crate) struct CepSettings<T> {
@@ -141,7 +208,7 @@ impl<K: Key, T: Data> CepCore<K, T> {
         key: &K,
         value: T,
         timestamp: Option<i64>,
-        patterns: &[ActivePattern<T>],
+        patterns: &Epochs<T>,
         ctx: &mut OperatorContext<'_>,
     ) {
         let Some(ts) = timestamp else {
@@ -181,7 +248,7 @@ impl<K: Key, T: Data> CepCore<K, T> {
     pub(crate) fn on_watermark<O, F>(
         &mut self,
         watermark: Watermark,
-        patterns: &[ActivePattern<T>],
+        patterns: &Epochs<T>,
         function: &mut F,
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, O>,
@@ -212,7 +279,7 @@ fn buffer_event<K: Key, T: Data>(
     ts: i64,
     value: T,
     max_pending: usize,
-    patterns: &[ActivePattern<T>],
+    patterns: &Epochs<T>,
 ) -> Result<(Option<i64>, Option<i64>), String> {
     let mut table = keyed
         .state_store()
@@ -235,12 +302,11 @@ fn buffer_event<K: Key, T: Data>(
 }
 
 /// The key's next timer: its earliest waiting event or partial-match timeout.
-fn next_timer<T>(state: &KeyState<T>, patterns: &[ActivePattern<T>]) -> Option<i64> {
+fn next_timer<T>(state: &KeyState<T>, patterns: &Epochs<T>) -> Option<i64> {
     let first_event = state.pending.keys().next().map(|(ts, _)| *ts);
-    let timeouts = state.nfas.iter().filter_map(|(id, _, nfa)| {
+    let timeouts = state.nfas.iter().filter_map(|(id, version, nfa)| {
         let within = patterns
-            .iter()
-            .find(|p| &p.id == id)
+            .find(id, *version)
             .and_then(|p| p.compiled.within_ms());
         nfa.next_timeout(within)
     });
@@ -272,7 +338,7 @@ fn nfa_for<'s, T>(state: &'s mut KeyState<T>, pattern: &ActivePattern<T>) -> &'s
 fn fire<K, T, O, F>(
     keyed: &mut KeyedContext<'_, '_, K>,
     ts: i64,
-    patterns: &[ActivePattern<T>],
+    patterns: &Epochs<T>,
     limit: Limit,
     want_timeouts: bool,
     function: &mut F,
@@ -298,10 +364,6 @@ where
         }
     };
     state.timer = None;
-    // Patterns removed since the key's state was written are forgotten.
-    state
-        .nfas
-        .retain(|(id, _, _)| patterns.iter().any(|p| &p.id == id));
     let mut dropped = 0;
     while let Some(entry) = state.pending.first_entry() {
         if entry.key().0 > watermark {
@@ -310,7 +372,12 @@ where
         let ((event_ts, _), event) = entry.remove_entry();
         let seq = state.matched;
         state.matched += 1;
-        for pattern in patterns {
+        let active = patterns.active_at(event_ts);
+        // Patterns removed by this event's time are forgotten with their partial matches.
+        state
+            .nfas
+            .retain(|(id, _, _)| active.iter().any(|p| &p.id == id));
+        for pattern in active {
             let mut output = NfaOutput::new(want_timeouts);
             let nfa = nfa_for(&mut state, pattern);
             pattern
@@ -321,14 +388,19 @@ where
             emit(keyed, output, event_ts, function, out);
         }
     }
-    for pattern in patterns {
-        if let Some((_, _, nfa)) = state.nfas.iter_mut().find(|(id, _, _)| *id == pattern.id) {
+    let mut nfas = std::mem::take(&mut state.nfas);
+    for (id, version, nfa) in &mut nfas {
+        if let Some(pattern) = patterns.find(id, *version) {
             let mut output = NfaOutput::new(want_timeouts);
             pattern.compiled.advance_time(nfa, watermark, &mut output);
             emit(keyed, output, watermark, function, out);
+        } else {
+            // Its version is gone from every epoch: nothing can match it any more.
+            *nfa = NfaState::default();
         }
     }
-    state.nfas.retain(|(_, _, nfa)| !nfa.is_empty());
+    nfas.retain(|(_, _, nfa)| !nfa.is_empty());
+    state.nfas = nfas;
     let mut table = keyed
         .state_store()
         .value_table::<KeyState<T>>(CEP_STATE)
@@ -371,7 +443,7 @@ fn emit<K, T, O, F>(
 /// Matches one static pattern over a keyed stream.
 pub(crate) struct CepOperator<KS, K, T, O, F> {
     key_selector: KS,
-    patterns: Vec<ActivePattern<T>>,
+    patterns: Epochs<T>,
     function: F,
     core: CepCore<K, T>,
     _out: std::marker::PhantomData<fn() -> O>,
@@ -391,7 +463,7 @@ impl<KS: Clone, K: Key, T: Data, O, F: Clone> Clone for CepOperator<KS, K, T, O,
 impl<KS, K: Key, T: Data, O, F> CepOperator<KS, K, T, O, F> {
     pub(crate) fn new(
         key_selector: KS,
-        patterns: Vec<ActivePattern<T>>,
+        patterns: Epochs<T>,
         function: F,
         settings: CepSettings<T>,
     ) -> Self {

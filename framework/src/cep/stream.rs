@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use super::operator::{ActivePattern, CepOperator, CepSettings};
+use super::dynamic::{DynamicCepOperator, FieldAccess, PatternUpdate};
+use super::operator::{ActivePattern, CepOperator, CepSettings, Epochs};
 use super::{Match, OverflowPolicy, Pattern};
-use crate::api::{Data, DataStream, Key, KeyedStream, OutputTag};
+use crate::api::{ConnectedStreams, Data, DataStream, Key, KeyedStream, OutputTag};
 use crate::error::GraphError;
 use crate::operator::{Collector, FunctionError, KeyedContext, RuntimeContext};
 
@@ -226,6 +227,158 @@ impl CEP {
     }
 }
 
+impl CEP {
+    /// Matches the patterns that `updates` adds, replaces and removes while the job runs
+    /// over each key of `input`, in event time (see [`PatternDescription`](super::PatternDescription)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::cep::*;
+    /// use eichhorn::prelude::*;
+    ///
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// struct Temp { sensor: u32, celsius: i64, ts: i64 }
+    /// impl FieldAccess for Temp {
+    ///     fn field(&self, name: &str) -> Option<Value> {
+    ///         match name { "celsius" => Some(Value::Int(self.celsius)), _ => None }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), eichhorn::Error> {
+    /// let env = StreamEnv::new();
+    /// let hot = ConditionExpr::compare("celsius", CmpOp::Ge, Value::Int(30));
+    /// let rule = PatternDescription {
+    ///     id: "two-hot".into(),
+    ///     stages: vec![
+    ///         StageDescription::new("a", StageLink::Begin, hot.clone()),
+    ///         StageDescription::new("b", StageLink::Next, hot),
+    ///     ],
+    ///     within_ms: None,
+    ///     skip: AfterMatchSkipStrategy::NoSkip,
+    /// };
+    /// let updates = env.from_collection(vec![PatternUpdate::Upsert(rule)]);
+    /// let temps = env
+    ///     .from_collection(vec![Temp { sensor: 1, celsius: 31, ts: 1 }, Temp { sensor: 1, celsius: 35, ts: 2 }])
+    ///     .assign_timestamps_and_watermarks(
+    ///         WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|t: &Temp, _| t.ts),
+    ///     )
+    ///     .key_by(|t| t.sensor);
+    /// let alerts = CEP::dynamic_patterns(temps, updates)
+    ///     .select(|m| format!("{} {}", m.pattern(), m.events().len()))
+    ///     .collect_sink();
+    /// env.execute("dynamic").await?;
+    /// assert_eq!(alerts.take(), vec!["two-hot 2".to_string()]);
+    /// # Ok(()) }
+    /// ```
+    pub fn dynamic_patterns<K: Key, T: Data + FieldAccess>(
+        input: KeyedStream<K, T>,
+        updates: DataStream<PatternUpdate>,
+    ) -> DynamicPatternStream<K, T> {
+        DynamicPatternStream {
+            input,
+            updates,
+            late_tag: None,
+            rejected: None,
+            max_partial_matches: MAX_PARTIAL_MATCHES_DEFAULT,
+            policy: OverflowPolicy::DropOldest,
+            max_pending_events: MAX_PENDING_EVENTS_DEFAULT,
+        }
+    }
+}
+
+/// A keyed stream with patterns that change while the job runs: [`CEP::dynamic_patterns`].
+pub struct DynamicPatternStream<K, T> {
+    input: KeyedStream<K, T>,
+    updates: DataStream<PatternUpdate>,
+    late_tag: Option<OutputTag<T>>,
+    rejected: Option<OutputTag<String>>,
+    max_partial_matches: usize,
+    policy: OverflowPolicy,
+    max_pending_events: usize,
+}
+
+impl<K, T> std::fmt::Debug for DynamicPatternStream<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamicPatternStream")
+            .field("max_partial_matches", &self.max_partial_matches)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Key, T: Data + FieldAccess> DynamicPatternStream<K, T> {
+    /// As [`PatternStream::side_output_late_data`].
+    pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
+        self.late_tag = Some(tag.clone());
+        self
+    }
+
+    /// Sends the error of every rejected update (a description that does not compile) to
+    /// `tag`; rejected updates are counted as dropped records either way.
+    pub fn side_output_rejected_updates(mut self, tag: &OutputTag<String>) -> Self {
+        self.rejected = Some(tag.clone());
+        self
+    }
+
+    /// As [`PatternStream::max_partial_matches_per_key`] (per pattern).
+    pub fn max_partial_matches_per_key(mut self, max: usize, policy: OverflowPolicy) -> Self {
+        self.max_partial_matches = max;
+        self.policy = policy;
+        self
+    }
+
+    /// As [`PatternStream::max_pending_events_per_key`].
+    pub fn max_pending_events_per_key(mut self, max: usize) -> Self {
+        self.max_pending_events = max;
+        self
+    }
+
+    /// Handles matches of every pattern with `function` ([`Match::pattern`] names the one).
+    pub fn process<O: Data, F: PatternProcessFunction<K, T, O>>(
+        self,
+        function: F,
+    ) -> DataStream<O> {
+        if self.max_partial_matches == 0 || self.max_pending_events == 0 {
+            self.input.env().record_error(GraphError::InvalidApiUse(
+                "dynamic CEP: the per-key limits must be at least 1".to_string(),
+            ));
+        }
+        let settings = CepSettings {
+            late_tag: self.late_tag,
+            max_partial_matches: self.max_partial_matches.max(1),
+            policy: self.policy,
+            max_pending_events: self.max_pending_events.max(1),
+        };
+        let operator =
+            DynamicCepOperator::new(self.input.selector(), function, settings, self.rejected);
+        ConnectedStreams::new(self.input.into_stream(), self.updates.broadcast())
+            .transform("Dynamic CEP", operator)
+    }
+
+    /// One output per match.
+    pub fn select<O: Data>(
+        self,
+        f: impl FnMut(Match<T>) -> O + Clone + Send + 'static,
+    ) -> DataStream<O> {
+        self.process(Select(f))
+    }
+
+    /// One output per match, timed-out partial matches to `tag`.
+    pub fn select_with_timeout<O: Data, U: Data>(
+        self,
+        tag: &OutputTag<U>,
+        timeout: impl FnMut(Match<T>, i64) -> U + Clone + Send + 'static,
+        select: impl FnMut(Match<T>) -> O + Clone + Send + 'static,
+    ) -> DataStream<O> {
+        self.process(SelectWithTimeout {
+            select,
+            timeout,
+            tag: tag.clone(),
+        })
+    }
+}
+
 /// A keyed stream with a pattern to match (Flink's `PatternStream`): choose limits and side
 /// outputs, then `select`, `flat_select` or `process` the matches.
 pub struct PatternStream<K, T> {
@@ -303,7 +456,12 @@ impl<K: Key, T: Data> PatternStream<K, T> {
             policy: self.policy,
             max_pending_events: self.max_pending_events.max(1),
         };
-        let operator = CepOperator::new(self.input.selector(), patterns, function, settings);
+        let operator = CepOperator::new(
+            self.input.selector(),
+            Epochs::fixed(patterns),
+            function,
+            settings,
+        );
         self.input.into_stream().transform(&name, operator)
     }
 
