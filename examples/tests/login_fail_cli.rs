@@ -27,7 +27,7 @@ fn input() -> (String, Vec<(String, bool, i64)>) {
             text.push_str("user_y,1.2.3.4,logout,12\n");
         }
         let user = format!("user_{}", next() % 12);
-        let failed = next() % 4 != 0;
+        let failed = !next().is_multiple_of(4);
         let ts = (i * 2 - (next() % 5) as i64).max(0);
         let kind = if failed { "fail" } else { "success" };
         text.push_str(&format!("{user},10.0.0.{},{kind},{ts}\n", next() % 250));

@@ -21,9 +21,9 @@ fn logins() -> Vec<Login> {
     (0..3_000i64)
         .map(|i| {
             let user = (next() % 60) as u32;
-            let failed = next() % 3 != 0;
+            let failed = !next().is_multiple_of(3);
             let jitter = (next() % 400) as i64;
-            let very_late = if next() % 40 == 0 { 3_000 } else { 0 };
+            let very_late = if next().is_multiple_of(40) { 3_000 } else { 0 };
             (user, failed, (i * 10 - jitter - very_late).max(0))
         })
         .collect()
@@ -35,7 +35,10 @@ const OUT_OF_ORDERNESS_MS: i64 = 200;
 /// records before them), then per user in `(timestamp, arrival)` order, each pair of
 /// consecutive failures less than `within` apart is a match, and each failure not followed
 /// by another event less than `within` later times out at `timestamp + within`.
-fn oracle(input: &[Login], within: i64) -> (Vec<(u32, i64, i64)>, Vec<(u32, i64, i64)>, u64) {
+/// `(user, first timestamp, second timestamp or timeout time)`.
+type Pair = (u32, i64, i64);
+
+fn oracle(input: &[Login], within: i64) -> (Vec<Pair>, Vec<Pair>, u64) {
     let mut watermark = i64::MIN;
     let mut max_ts = i64::MIN;
     let mut late = 0;
@@ -88,7 +91,7 @@ async fn run(
     within: i64,
     backend: StateBackendKind,
     parallelism: u32,
-) -> (Vec<(u32, i64, i64)>, Vec<(u32, i64, i64)>, u64, Vec<Login>) {
+) -> (Vec<Pair>, Vec<Pair>, u64, Vec<Login>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let env = StreamEnv::new();
     env.set_parallelism(parallelism);

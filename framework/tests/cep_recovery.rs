@@ -31,7 +31,7 @@ const OUT_OF_ORDERNESS_MS: i64 = 300;
 fn login(g: u64) -> Login {
     let h = eichhorn::state::splitmix64(g);
     let user = (h % 25) as u32;
-    let failed = (h >> 8) % 3 != 0;
+    let failed = !(h >> 8).is_multiple_of(3);
     let ts = (g as i64 * 10 - ((h >> 16) % 300) as i64).max(0);
     (user, failed, ts)
 }

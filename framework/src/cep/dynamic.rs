@@ -95,11 +95,11 @@ pub enum ConditionExpr {
         value: Value,
     },
     /// All of them.
-    And(Vec<ConditionExpr>),
+    And(Vec<Self>),
     /// Any of them.
-    Or(Vec<ConditionExpr>),
+    Or(Vec<Self>),
     /// Not it.
-    Not(Box<ConditionExpr>),
+    Not(Box<Self>),
 }
 
 impl ConditionExpr {
@@ -309,11 +309,14 @@ pub enum PatternUpdate {
 /// The operator state holding the dynamic patterns.
 const PATTERNS_STATE: &str = "_cep_patterns";
 
+/// The patterns of one epoch: `(id, version, description)`.
+type EpochDescriptions = Vec<(String, u64, PatternDescription)>;
+
 /// What a checkpoint keeps of the patterns: each epoch's descriptions, and the last version
 /// given to each id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Registry {
-    epochs: Vec<(i64, Vec<(String, u64, PatternDescription)>)>,
+    epochs: Vec<(i64, EpochDescriptions)>,
     versions: BTreeMap<String, u64>,
 }
 
@@ -398,11 +401,7 @@ impl<KS, K: Key, T: Data + FieldAccess, O, F> DynamicCepOperator<KS, K, T, O, F>
         Ok(())
     }
 
-    fn change_registry(
-        &mut self,
-        from: i64,
-        mut change: impl FnMut(&mut Vec<(String, u64, PatternDescription)>),
-    ) {
+    fn change_registry(&mut self, from: i64, mut change: impl FnMut(&mut EpochDescriptions)) {
         let epochs = &mut self.registry.epochs;
         let index = epochs.partition_point(|(start, _)| *start < from);
         if epochs.get(index).is_none_or(|(start, _)| *start != from) {

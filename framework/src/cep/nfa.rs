@@ -62,7 +62,7 @@ struct Negation<T> {
 /// The skip strategy with the stage names resolved.
 #[derive(Debug, Clone)]
 enum Skip {
-    NoSkip,
+    None,
     ToNext,
     PastLast,
     ToFirst(Arc<str>),
@@ -288,20 +288,24 @@ impl<T: Clone + 'static> CompiledPattern<T> {
                 break;
             }
         }
-        let mut reach_after = vec![0u64; n];
-        let mut tail_optional = vec![true; n];
-        for a in 0..n {
-            for b in a + 1..n {
-                reach_after[a] |= 1 << b;
-                if !optional[b] {
-                    break;
+        let reach_after: Vec<u64> = (0..n)
+            .map(|a| {
+                let mut mask = 0u64;
+                for (b, &skippable) in optional.iter().enumerate().skip(a + 1) {
+                    mask |= 1 << b;
+                    if !skippable {
+                        break;
+                    }
                 }
-            }
-            tail_optional[a] = optional[a + 1..].iter().all(|&o| o);
-        }
+                mask
+            })
+            .collect();
+        let tail_optional: Vec<bool> = (0..n)
+            .map(|a| optional[a + 1..].iter().all(|&o| o))
+            .collect();
         let resolve = |name: &String| -> Arc<str> { name.as_str().into() };
         let skip = match &pattern.skip {
-            AfterMatchSkipStrategy::NoSkip => Skip::NoSkip,
+            AfterMatchSkipStrategy::NoSkip => Skip::None,
             AfterMatchSkipStrategy::SkipToNext => Skip::ToNext,
             AfterMatchSkipStrategy::SkipPastLastEvent => Skip::PastLast,
             AfterMatchSkipStrategy::SkipToFirst(name) => Skip::ToFirst(resolve(name)),
@@ -695,7 +699,7 @@ impl<T: Clone + 'static> CompiledPattern<T> {
                 .collect()
         };
         match &self.skip {
-            Skip::NoSkip => None,
+            Skip::None => None,
             Skip::ToNext => steps.first().map(|(_, seq)| (*seq, true)),
             Skip::PastLast => steps.last().map(|(_, seq)| (*seq, true)),
             Skip::ToFirst(name) => named(name).first().map(|seq| (*seq, false)),

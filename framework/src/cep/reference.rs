@@ -93,27 +93,24 @@ impl<T> Reference<'_, T> {
 
     /// Whether the assignment satisfies the definition.
     fn valid(&self, assign: &[(usize, usize)]) -> bool {
-        let n = self.stages.len();
-        let mut counts = vec![0u32; n];
+        let mut counts = vec![0u32; self.stages.len()];
         for &(s, _) in assign {
             counts[s] += 1;
         }
-        for s in 0..n {
-            let stage = &self.stages[s];
-            if counts[s] == 0 {
+        for (stage, &count) in self.stages.iter().zip(&counts) {
+            if count == 0 {
                 if !stage.optional {
                     return false;
                 }
-            } else if counts[s] < stage.min || stage.max.is_some_and(|m| counts[s] > m) {
+            } else if count < stage.min || stage.max.is_some_and(|m| count > m) {
                 return false;
             }
         }
         if let (Some(within), Some(first), Some(last)) =
             (self.within, assign.first(), assign.last())
+            && self.events[last.1].0 - self.events[first.1].0 >= within
         {
-            if self.events[last.1].0 - self.events[first.1].0 >= within {
-                return false;
-            }
+            return false;
         }
         for l in 0..assign.len() {
             let prefix = &assign[..l];
