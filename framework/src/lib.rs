@@ -81,6 +81,7 @@
 //! point the other way.
 
 pub mod api;
+pub mod cep;
 pub mod checkpoint;
 pub mod connectors;
 pub mod error;

@@ -129,6 +129,12 @@ impl<'a, 'b, K: Ord + Clone + Send + 'static> KeyedContext<'a, 'b, K> {
     pub fn output<U: 'static>(&mut self, tag: &OutputTag<U>, value: U) {
         self.operator.output(tag, value);
     }
+
+    /// Fails the task with `message` (internal keyed operators, such as CEP's, that meet a
+    /// limit or a state error inside a timer callback).
+    pub(crate) fn fail_task(&mut self, message: String) {
+        self.operator.fail(message);
+    }
 }
 
 impl<K: Ord + Clone + Send + 'static> KeyedStateAccess<K> for KeyedContext<'_, '_, K> {

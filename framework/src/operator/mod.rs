@@ -61,7 +61,7 @@ pub use context::{FunctionError, NodeId, RuntimeContext, TaskCx, TaskFailure, Un
 pub use crate::exchange::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
 pub(crate) use interval_join::IntervalJoinOperator;
 pub use keyed_process::KeyedContext;
-pub(crate) use keyed_process::{KeyedFlatMap, KeyedProcessOperator};
+pub(crate) use keyed_process::{KeyedFlatMap, KeyedProcessOperator, KeyedRuntime};
 pub(crate) use sink::SinkNode;
 pub(crate) use source::{SourceNode, SourceTask};
 pub(crate) use timestamps::TimestampsAndWatermarks;
