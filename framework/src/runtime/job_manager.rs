@@ -346,7 +346,7 @@ impl JobManagerState {
     fn conclude(&mut self, myself: &ActorRef<JobManagerMsg>, outcome: Result<JobStatus, JobError>) {
         for (_, reply) in std::mem::take(&mut self.savepoint_replies) {
             let _ = reply.send(Err(JobError::Checkpoint(
-                "the job ended before the savepoint".to_string(),
+                "the job already ended (finished, cancelled or failed) before the savepoint was taken".to_string(),
             )));
         }
         if let Some(timer) = self.timer.take() {

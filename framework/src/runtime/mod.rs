@@ -138,9 +138,9 @@ impl JobHandle {
                         .to_string(),
                 )
             })?;
-        receiver
-            .await
-            .map_err(|_| JobError::Checkpoint("the job ended before the savepoint".to_string()))?
+        receiver.await.map_err(|_| {
+            JobError::Checkpoint("the job already ended before the savepoint was taken".to_string())
+        })?
     }
 
     /// Asks the job to stop. [`JobHandle::join`] then returns a [`JobStatus::Canceled`] result

@@ -460,7 +460,7 @@ impl<S> JobCore<S> {
         let id = SavepointRequestId(self.next_savepoint_request);
         self.next_savepoint_request += 1;
         let refusal = if self.phase == Phase::Ended {
-            Some("the job ended before the savepoint".to_string())
+            Some("the job already ended (finished, cancelled or failed) before the savepoint was taken".to_string())
         } else if self.final_completed || self.in_flight.as_ref().is_some_and(|f| f.is_final) {
             // The final checkpoint already runs: it commits all output, and nothing is left
             // to save (a savepoint waiting before it would have become it).
