@@ -156,10 +156,7 @@ pub(crate) struct SplitMix(pub(crate) u64);
 impl SplitMix {
     pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        eichhorn::state::splitmix64(self.0)
     }
 
     /// A number in `1..=max` (`max` of 0 counts as 1).

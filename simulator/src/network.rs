@@ -108,10 +108,7 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 impl State {
     fn next_u64(&mut self) -> u64 {
         self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        eichhorn::state::splitmix64(self.rng)
     }
 
     /// A uniform number in `[0, 1)`.
