@@ -207,6 +207,23 @@ pub fn exit_code(outcome: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// Runs an example: parses its arguments with `A` and runs `run`, in this process or, with the
+/// role flags of [`eichhorn::cluster`] (`--jobmanager --bind ADDR`, `--taskmanager --join ADDR
+/// --slots N`), as a JobManager or TaskManager of a cluster. Returns the exit code
+/// ([`exit_code`]'s, or 2 for a command line with role flags that do not fit together).
+pub async fn run_example<A, F, Fut>(run: F) -> ExitCode
+where
+    A: clap::Parser,
+    F: Fn(A) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    eichhorn::cluster::run_application(|args: Vec<String>| {
+        let job = run(A::parse_from(args));
+        async move { exit_code(job.await) }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,6 +83,7 @@
 pub mod api;
 pub mod cep;
 pub mod checkpoint;
+pub mod cluster;
 pub mod connectors;
 pub mod error;
 pub mod exchange;

@@ -34,7 +34,7 @@ use eichhorn::connectors::{NumberedFileSource, RateLimitedSource};
 use eichhorn::prelude::*;
 use eichhorn::state::StateBackendKind;
 use eichhorn_examples::counting::{BadLine, InjectedFailure, ParseKeyValues, RunningSum};
-use eichhorn_examples::{exit_code, init_tracing};
+use eichhorn_examples::{init_tracing, run_example};
 
 /// Running sums per key with exactly-once file output.
 ///
@@ -88,7 +88,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Args::parse()).await)
+    run_example(run).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -38,7 +38,7 @@ use eichhorn_examples::sensors::{
     DiscardSink, FREEZING_ALARMS_TAG, FREEZING_THRESHOLD_F, FreezingMonitor, PARSE_OPERATOR_NAME,
     malformed_line_count, parse_readings, records_in,
 };
-use eichhorn_examples::{exit_code, init_tracing, print_lines};
+use eichhorn_examples::{init_tracing, print_lines, run_example};
 
 /// The sink on the monitor's main output; its `records_in` counts the readings.
 const READINGS_SINK_NAME: &str = "Sink: Readings";
@@ -71,7 +71,7 @@ fn finite_number(text: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Args::parse()).await)
+    run_example(run).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -33,7 +33,7 @@ use eichhorn::operator::window::{TimeDomain, WindowAssigner};
 use eichhorn::prelude::*;
 use eichhorn_examples::kafka_readings::{KafkaInput, print_errors, read_readings};
 use eichhorn_examples::sensors::{MinTemperature, SensorReading, WindowMinimum, colder};
-use eichhorn_examples::{exit_code, init_tracing};
+use eichhorn_examples::{init_tracing, run_example};
 
 /// Minimum temperature per sensor and tumbling window, from one Kafka topic to another.
 #[derive(Debug, Parser)]
@@ -58,7 +58,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Cli::parse()).await)
+    run_example(run).await
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

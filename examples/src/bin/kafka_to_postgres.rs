@@ -27,7 +27,7 @@ use eichhorn::connectors::{PostgresSink, SqlValue};
 use eichhorn::prelude::*;
 use eichhorn_examples::kafka_readings::{KafkaInput, print_errors, read_readings};
 use eichhorn_examples::sensors::SensorReading;
-use eichhorn_examples::{exit_code, init_tracing};
+use eichhorn_examples::{init_tracing, run_example};
 
 /// Highest temperature per sensor, from Kafka into a PostgreSQL table.
 #[derive(Debug, Parser)]
@@ -49,7 +49,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Cli::parse()).await)
+    run_example(run).await
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -22,7 +22,7 @@ use eichhorn::connectors::{RedisSink, RedisWrite};
 use eichhorn::prelude::*;
 use eichhorn_examples::kafka_readings::{KafkaInput, print_errors, read_readings};
 use eichhorn_examples::sensors::SensorReading;
-use eichhorn_examples::{exit_code, init_tracing};
+use eichhorn_examples::{init_tracing, run_example};
 
 /// Latest temperature per sensor and reading history, from Kafka into Redis.
 #[derive(Debug, Parser)]
@@ -41,7 +41,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Cli::parse()).await)
+    run_example(run).await
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -30,7 +30,7 @@ use clap::Parser;
 use eichhorn::cep::{CEP, Pattern};
 use eichhorn::connectors::NumberedFileSource;
 use eichhorn::prelude::*;
-use eichhorn_examples::{exit_code, init_tracing, print_lines};
+use eichhorn_examples::{init_tracing, print_lines, run_example};
 use serde::{Deserialize, Serialize};
 
 /// Detects two consecutive failed logins of one user within a time bound.
@@ -107,7 +107,7 @@ impl Login {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Args::parse()).await)
+    run_example(run).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

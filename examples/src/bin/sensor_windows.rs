@@ -62,7 +62,7 @@ use eichhorn_examples::sensors::{
     MinTemperature, PARSE_OPERATOR_NAME, SensorReading, WindowSpec, colder, malformed_line_count,
     parse_readings_for_windows, records_in,
 };
-use eichhorn_examples::{exit_code, init_tracing, print_lines};
+use eichhorn_examples::{init_tracing, print_lines, run_example};
 
 /// The name of the timestamp assigner; its `records_in` counts the readings.
 const TIMESTAMPS_OPERATOR_NAME: &str = "Timestamps/Watermarks";
@@ -105,7 +105,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Args::parse()).await)
+    run_example(run).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

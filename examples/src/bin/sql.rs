@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use eichhorn::StreamEnv;
-use eichhorn_examples::{exit_code, init_tracing};
+use eichhorn_examples::{init_tracing, run_example};
 use eichhorn_sql::{TableEnv, TableResult, types::materialize};
 
 /// Runs SQL statements (Flink's dialect) as Eichhorn jobs and prints their results.
@@ -55,7 +55,7 @@ enum Mode {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Args::parse()).await)
+    run_example(run).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

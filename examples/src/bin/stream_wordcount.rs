@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use eichhorn::connectors::SocketSource;
 use eichhorn::prelude::*;
-use eichhorn_examples::{exit_code, init_tracing, rolling_word_counts};
+use eichhorn_examples::{init_tracing, rolling_word_counts, run_example};
 
 /// Counts the words received on a TCP connection and prints every updated count.
 ///
@@ -67,7 +67,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Args::parse()).await)
+    run_example(run).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -29,7 +29,7 @@ use eichhorn::time::WatermarkStrategy;
 use eichhorn_examples::sensors::{
     SensorReading, TempIncreaseAlert, malformed_line_count, parse_readings,
 };
-use eichhorn_examples::{exit_code, init_tracing, print_lines};
+use eichhorn_examples::{init_tracing, print_lines, run_example};
 
 /// Alerts when a sensor's temperature keeps rising for an interval of event time.
 ///
@@ -57,7 +57,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Args::parse()).await)
+    run_example(run).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

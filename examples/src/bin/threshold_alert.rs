@@ -31,7 +31,7 @@ use anyhow::{Context as _, ensure};
 use clap::Parser;
 use eichhorn::prelude::*;
 use eichhorn_examples::sensors::{TemperatureAlert, malformed_line_count, parse_readings};
-use eichhorn_examples::{exit_code, init_tracing, print_lines};
+use eichhorn_examples::{init_tracing, print_lines, run_example};
 
 /// Alerts when a sensor's temperature jumps by more than a threshold between readings.
 ///
@@ -56,7 +56,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Args::parse()).await)
+    run_example(run).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

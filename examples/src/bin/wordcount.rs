@@ -28,7 +28,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use eichhorn::prelude::*;
 use eichhorn_examples::{
-    HAMLET_LINES, exit_code, final_counts, init_tracing, rolling_word_counts, write_counts,
+    HAMLET_LINES, final_counts, init_tracing, rolling_word_counts, run_example, write_counts,
 };
 
 /// Counts the words of a text file (or of a built-in excerpt of Hamlet) with an Eichhorn job.
@@ -54,7 +54,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
-    exit_code(run(Args::parse()).await)
+    run_example(run).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -519,7 +519,14 @@ impl<T: Data> DataStream<T> {
     /// job (or while an unbounded job runs).
     pub fn collect_sink(self) -> CollectSink<T> {
         let handle = CollectSink::new();
-        self.add_sink_named(CollectSinkFunction::new(handle.shared()), "Sink: Collect");
+        let env = self.env.clone();
+        let sink = self.add_sink_named(CollectSinkFunction::new(handle.shared()), "Sink: Collect");
+        // In a cluster the sink runs on a TaskManager; the registry lets its elements travel
+        // to this handle on the JobManager.
+        env.lock().registry.add_collector(
+            sink.node,
+            Arc::new(crate::runtime::registry::TypedCollector(handle.shared())),
+        );
         handle
     }
 

@@ -332,6 +332,10 @@ impl StreamEnv {
         let (graph, registry, config, runtime_env) = self.take_graph()?;
         let descriptor = JobDescriptor::local(job_name, graph, config)?;
         let runtime_env = runtime_env_for_run(runtime_env)?;
+        // Inside `cluster::run_application` as JobManager or TaskManager, the cluster runs it.
+        if let Some(role) = crate::cluster::current_role() {
+            return role.execute(descriptor, registry, runtime_env).await;
+        }
         crate::runtime::launch(descriptor, registry, runtime_env).await
     }
 

@@ -373,7 +373,7 @@ pub enum CheckpointStorage {
 }
 
 /// The folder of one checkpoint or savepoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointFolder {
     /// The storage it is in.
     pub name: String,

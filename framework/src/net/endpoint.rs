@@ -169,8 +169,11 @@ impl NetNode {
         writer.send_message("hello", &self.hello).await?;
         match reader.next_message::<HelloReply>("hello reply").await {
             Ok(Some(HelloReply::Welcome(hello))) => Ok(Peer {
+                link: PeerLink {
+                    node: hello.node.clone(),
+                    connection,
+                },
                 hello,
-                connection,
                 writer,
                 reader,
             }),
@@ -276,8 +279,11 @@ impl Incoming {
                     .send_message("hello reply", &HelloReply::Welcome(self.hello.clone()))
                     .await?;
                 Ok(Peer {
+                    link: PeerLink {
+                        node: theirs.node.clone(),
+                        connection,
+                    },
                     hello: theirs,
-                    connection,
                     writer,
                     reader,
                 })
@@ -301,9 +307,19 @@ impl Incoming {
 #[derive(Debug)]
 pub struct Peer {
     hello: Hello,
-    connection: quinn::Connection,
+    link: PeerLink,
     writer: FrameWriter,
     reader: FrameReader,
+}
+
+/// The connection of a [`Peer`] without its control stream: cheap to clone, so a node can open
+/// and accept data channels and watch the connection from several tasks while another task owns
+/// the control stream.
+#[derive(Debug, Clone)]
+pub struct PeerLink {
+    /// The peer's node id, for errors.
+    node: String,
+    connection: quinn::Connection,
 }
 
 impl Peer {
@@ -314,12 +330,29 @@ impl Peer {
 
     /// The peer's address.
     pub fn remote_address(&self) -> SocketAddr {
-        self.connection.remote_address()
+        self.link.connection.remote_address()
+    }
+
+    /// This node's own IP address on this connection, when the platform tells it (the address
+    /// a node bound to all interfaces can advertise to others).
+    pub fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.link.connection.local_ip()
     }
 
     /// The control stream: frames to the peer and from it.
     pub fn control(&mut self) -> (&mut FrameWriter, &mut FrameReader) {
         (&mut self.writer, &mut self.reader)
+    }
+
+    /// The connection itself, for data channels.
+    pub fn link(&self) -> &PeerLink {
+        &self.link
+    }
+
+    /// Splits the peer into its hello, its connection and the two halves of its control
+    /// stream, so that reading and writing run on different tasks.
+    pub fn into_parts(self) -> (Hello, PeerLink, FrameWriter, FrameReader) {
+        (self.hello, self.link, self.writer, self.reader)
     }
 
     /// Opens the long-lived stream of data channel `channel` towards the peer: batch frames go
@@ -332,7 +365,54 @@ impl Peer {
         &self,
         channel: ChannelId,
     ) -> Result<(FrameWriter, FrameReader), NetError> {
-        let peer = self.hello.node.clone();
+        self.link.open_channel(channel).await
+    }
+
+    /// Waits for the peer to open a data channel's stream; `None` when the connection closed
+    /// in order.
+    ///
+    /// # Errors
+    ///
+    /// The connection was lost, or the stream does not start with a channel header.
+    pub async fn accept_channel(
+        &self,
+    ) -> Result<Option<(ChannelId, FrameWriter, FrameReader)>, NetError> {
+        self.link.accept_channel().await
+    }
+
+    /// Closes the connection in order, telling the peer `reason`.
+    pub fn close(&self, reason: &str) {
+        self.link.close(reason);
+    }
+
+    /// Waits until the connection is closed, by either side or by the idle timeout, and says
+    /// why.
+    pub async fn closed(&self) -> NetError {
+        self.link.closed().await
+    }
+}
+
+impl PeerLink {
+    /// The peer's node id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.connection.remote_address()
+    }
+
+    /// See [`Peer::open_channel`].
+    ///
+    /// # Errors
+    ///
+    /// The connection is lost.
+    pub async fn open_channel(
+        &self,
+        channel: ChannelId,
+    ) -> Result<(FrameWriter, FrameReader), NetError> {
+        let peer = self.node.clone();
         let (send, recv) = self
             .connection
             .open_bi()
@@ -345,8 +425,7 @@ impl Peer {
         Ok((writer, FrameReader::new(recv, peer)))
     }
 
-    /// Waits for the peer to open a data channel's stream; `None` when the connection closed
-    /// in order.
+    /// See [`Peer::accept_channel`].
     ///
     /// # Errors
     ///
@@ -354,7 +433,7 @@ impl Peer {
     pub async fn accept_channel(
         &self,
     ) -> Result<Option<(ChannelId, FrameWriter, FrameReader)>, NetError> {
-        let peer = self.hello.node.clone();
+        let peer = self.node.clone();
         let (send, recv) = match self.connection.accept_bi().await {
             Ok(streams) => streams,
             Err(quinn::ConnectionError::ApplicationClosed(close))
@@ -376,14 +455,13 @@ impl Peer {
         Ok(Some((header.channel, FrameWriter::new(send, peer), reader)))
     }
 
-    /// Closes the connection in order, telling the peer `reason`.
+    /// See [`Peer::close`].
     pub fn close(&self, reason: &str) {
         self.connection.close(CLOSE_DONE.into(), reason.as_bytes());
     }
 
-    /// Waits until the connection is closed, by either side or by the idle timeout, and says
-    /// why.
+    /// See [`Peer::closed`].
     pub async fn closed(&self) -> NetError {
-        connection_error(&self.hello.node, self.connection.closed().await)
+        connection_error(&self.node, self.connection.closed().await)
     }
 }

@@ -23,13 +23,14 @@
 //! virtual; the simulator will bind endpoints over its own UDP network
 //! (`quinn::Endpoint::new_with_abstract_socket`, see `SIMULATION.md`).
 
+pub(crate) mod control;
 pub mod endpoint;
 mod error;
 pub mod framed;
 pub mod handshake;
 pub mod tls;
 
-pub use endpoint::{Incoming, NetNode, Peer, TransportSettings};
+pub use endpoint::{Incoming, NetNode, Peer, PeerLink, TransportSettings};
 pub use error::NetError;
 pub use framed::{FrameReader, FrameWriter};
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION, Refusal, Role};

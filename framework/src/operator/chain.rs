@@ -22,7 +22,7 @@ use crate::exchange::{ChannelBatch, Control, Record, Segment};
 use crate::time::{Watermark, WatermarkStatus};
 
 /// Records in and out of one operator instance.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OperatorCounters {
     /// Records the operator received.
     pub records_in: u64,

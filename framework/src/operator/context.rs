@@ -120,7 +120,7 @@ pub struct TaskCx {
 }
 
 /// Records an exactly-once sink committed for one checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CommitReport {
     /// The checkpoint whose transactions were committed.
     pub(crate) checkpoint: crate::checkpoint::CheckpointId,

@@ -37,6 +37,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use super::checkpoint_writer::CheckpointWriter;
+use super::cluster::job_manager::{ClusterJobManager, DeployFailure};
 use super::gauges::ChannelGauges;
 use super::job_core::{
     CheckpointLocation, Deployment, DeploymentPlan, JobCore, JobCoreConfig, Output,
@@ -51,6 +52,7 @@ use crate::checkpoint::storage::{CheckpointFolder, CheckpointStore, load_restore
 use crate::checkpoint::{CoordinatorConfig, JobId};
 use crate::error::JobError;
 use crate::graph::ExecutionGraph;
+use crate::net::control::Command;
 use crate::operator::PendingOperatorSnapshot;
 
 pub(crate) struct JobManagerArgs {
@@ -64,6 +66,9 @@ pub(crate) struct JobManagerArgs {
     /// checkpoint storage come from here.
     pub(crate) env: super::RuntimeEnv,
     pub(crate) result: oneshot::Sender<Result<JobResult, JobError>>,
+    /// The TaskManagers of a cluster, when the subtasks run on other processes; `None`: in
+    /// this process, on one local TaskManager.
+    pub(crate) cluster: Option<Arc<ClusterJobManager>>,
 }
 
 /// The JobManager actor.
@@ -104,6 +109,10 @@ pub(crate) struct JobManagerState {
     starting: bool,
     /// This JobManager's number in the process (see `local_state_root`).
     instance: u64,
+    /// The cluster's TaskManagers, when the subtasks run on other processes.
+    cluster: Option<Arc<ClusterJobManager>>,
+    /// The attempt a cluster is stopping (a restart).
+    stopping_attempt: Option<u32>,
 }
 
 impl JobManagerState {
@@ -167,9 +176,19 @@ impl JobManagerState {
         match output {
             Output::Deploy(deployment) => {
                 let attempt = deployment.attempt;
+                if let Some(cluster) = self.cluster.clone() {
+                    self.deploy_on_cluster(&cluster, deployment).await;
+                    return;
+                }
                 let result = self.deploy(myself, deployment).await;
                 let now = self.now_ms();
                 self.core.handle_deployed(attempt, result, now);
+            }
+            Output::StopAttempt { attempt } if self.cluster.is_some() => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.stop_attempt(attempt).await;
+                }
+                self.stopping_attempt = Some(attempt);
             }
             Output::StopAttempt { attempt } => {
                 if attempt == self.deployed_attempt
@@ -186,6 +205,27 @@ impl JobManagerState {
                 let job = &self.job_name;
                 tracing::debug!(job = %job, attempt, "waiting for the failed attempt to stop");
                 let _ = myself.send_message(JobManagerMsg::Redeploy);
+            }
+            Output::ToSubtask {
+                attempt,
+                index,
+                command,
+            } if self.cluster.is_some() => {
+                if let Some(cluster) = &self.cluster {
+                    let command = match command {
+                        SubtaskCommand::TriggerCheckpoint(barrier) => {
+                            Command::TriggerCheckpoint(barrier)
+                        }
+                        SubtaskCommand::FinalCheckpoint { barrier, persist } => {
+                            Command::FinalCheckpoint { barrier, persist }
+                        }
+                        SubtaskCommand::CheckpointComplete { id, is_final } => {
+                            Command::CheckpointComplete { id, is_final }
+                        }
+                        SubtaskCommand::Stop => Command::Stop,
+                    };
+                    cluster.command(attempt, index, command).await;
+                }
             }
             Output::ToSubtask {
                 attempt,
@@ -210,6 +250,46 @@ impl JobManagerState {
                     // A subtask that is gone failed, and its failure reaches the core
                     // through supervision.
                     let _ = subtask.send_message(message);
+                }
+            }
+            Output::Persist {
+                attempt,
+                index,
+                id,
+                location,
+                file_name,
+                state: _,
+            } if self.cluster.is_some() => {
+                let folder = self.folder(&location);
+                let now = self.now_ms();
+                if folder.path.is_none() {
+                    // Each TaskManager writes its own subtasks' state: only a directory every
+                    // node reaches can hold a checkpoint of the whole job.
+                    self.core.handle_persisted(
+                        attempt,
+                        index,
+                        id,
+                        folder,
+                        Err(
+                            "a cluster job keeps its checkpoints in a directory every node \
+                             reaches: set a checkpoint directory"
+                                .to_string(),
+                        ),
+                        now,
+                    );
+                } else if let Some(cluster) = &self.cluster
+                    && !cluster
+                        .persist(attempt, index, id, folder.clone(), file_name)
+                        .await
+                {
+                    self.core.handle_persisted(
+                        attempt,
+                        index,
+                        id,
+                        folder,
+                        Err(format!("the task manager of subtask {index} is gone")),
+                        now,
+                    );
                 }
             }
             Output::Persist {
@@ -362,10 +442,63 @@ impl JobManagerState {
             return;
         }
         let outcome = outcome.map(|status| self.report(status));
+        if let Some(cluster) = self.cluster.clone() {
+            // The TaskManagers hear of the end before the caller does (and maybe exits).
+            let status = match &outcome {
+                Ok(result) => format!("{:?}", result.status),
+                Err(error) => format!("failed: {error}"),
+            };
+            let result = self.result.take();
+            tokio::spawn(async move {
+                cluster.job_ended(status).await;
+                if let Some(result) = result {
+                    let _ = result.send(outcome);
+                }
+            });
+            myself.stop(None);
+            return;
+        }
         if let Some(result) = self.result.take() {
             let _ = result.send(outcome);
         }
         myself.stop(None);
+    }
+
+    /// Deploys `deployment` on the cluster's TaskManagers. A TaskManager lost on the way fails
+    /// the attempt as a lost TaskManager does later (a restart, by the restart strategy); an
+    /// attempt that cannot be placed at all fails the job.
+    async fn deploy_on_cluster(&mut self, cluster: &ClusterJobManager, deployment: Deployment) {
+        let Deployment {
+            attempt,
+            restored_from,
+            shares,
+        } = deployment;
+        self.deployed_attempt = attempt;
+        let result = cluster
+            .deploy(&self.graph, attempt, self.job_id, restored_from, shares)
+            .await;
+        let now = self.now_ms();
+        match result {
+            Ok(()) => self.core.handle_deployed(attempt, Ok(()), now),
+            Err(DeployFailure::Retry(reason)) => {
+                self.core.handle_deployed(attempt, Ok(()), now);
+                self.core.handle_subtask_failed(
+                    attempt,
+                    0,
+                    SubtaskFailure {
+                        operator: None,
+                        task: None,
+                        message: format!("deployment failed: {reason}"),
+                        recoverable: true,
+                    },
+                    now,
+                );
+            }
+            Err(DeployFailure::Fatal(reason)) => {
+                self.core
+                    .handle_deployed(attempt, Err(JobError::Deploy(reason)), now);
+            }
+        }
     }
 
     /// Deploys `deployment`: spawns a TaskManager and its subtasks, wires and starts them.
@@ -569,7 +702,12 @@ impl Actor for JobManagerActor {
             startup_outcome: None,
             starting: true,
             instance: JOB_MANAGERS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            cluster: args.cluster,
+            stopping_attempt: None,
         };
+        if let Some(cluster) = &state.cluster {
+            cluster.set_job_manager(myself.clone());
+        }
         // Reads the run's checkpoints and its starting point, and deploys the first attempt.
         let now = state.now_ms();
         state.core.handle_start(now);
@@ -653,6 +791,11 @@ impl Actor for JobManagerActor {
                 state.core.handle_timeout(now);
             }
             JobManagerMsg::Redeploy => {
+                if let (Some(cluster), Some(attempt)) =
+                    (state.cluster.clone(), state.stopping_attempt.take())
+                {
+                    cluster.wait_attempt_stopped(attempt).await;
+                }
                 if let Some(old) = state.stopping_task_manager.take() {
                     let _ = old
                         .get_cell()
@@ -672,6 +815,29 @@ impl Actor for JobManagerActor {
                 state.savepoint_replies.insert(request, reply);
             }
             JobManagerMsg::Cancel => core.handle_cancel(now),
+            JobManagerMsg::TaskManagerLost { node, reason } => {
+                let failed = state
+                    .cluster
+                    .as_ref()
+                    .and_then(|cluster| cluster.first_subtask_on(&node));
+                if let Some(index) = failed {
+                    state.core.handle_subtask_failed(
+                        state.deployed_attempt,
+                        index,
+                        SubtaskFailure {
+                            operator: None,
+                            task: None,
+                            message: format!("task manager '{node}' was lost: {reason}"),
+                            recoverable: true,
+                        },
+                        now,
+                    );
+                }
+            }
+            JobManagerMsg::Sync(done) => {
+                let _ = done.send(());
+                return Ok(());
+            }
         }
         state.drive(&myself).await;
         Ok(())

@@ -13,6 +13,7 @@
 mod assemble;
 mod checkpoint_writer;
 mod clock;
+pub mod cluster;
 mod env;
 mod gauges;
 #[cfg(test)]
@@ -178,15 +179,86 @@ pub(crate) async fn launch(
             TaskManagerId::LOCAL
         )));
     }
+    spawn_job_manager(
+        job_name,
+        config,
+        graph,
+        Arc::new(registry),
+        env,
+        job_id,
+        None,
+    )
+    .await
+}
+
+/// Runs the JobManager of a cluster on this process for the job `descriptor` describes: accepts
+/// TaskManagers on `node` (sending them `args`, the job's arguments), admits those whose job
+/// has this one's fingerprint, and deploys the job on them once they offer enough slots.
+///
+/// # Errors
+///
+/// The job's descriptor or registry is invalid.
+pub(crate) async fn launch_on_cluster(
+    mut descriptor: JobDescriptor,
+    registry: registry::OperatorRegistry,
+    env: RuntimeEnv,
+    node: Arc<crate::net::NetNode>,
+    settings: cluster::ClusterSettings,
+    args: Vec<String>,
+) -> Result<JobHandle, JobError> {
+    let job_id = descriptor
+        .config()
+        .job_id
+        .unwrap_or_else(clock::generate_job_id);
+    descriptor.set_job_id(job_id);
+    let fingerprint = descriptor
+        .fingerprint()
+        .map_err(|e| JobError::Deploy(e.to_string()))?;
+    let (job_name, config, graph, _) = descriptor.into_parts();
+    registry.check(graph.job_graph().stream_graph())?;
+    if config.checkpointing.interval_ms.is_some() && config.checkpointing.directory.is_none() {
+        return Err(JobError::Deploy(
+            "a job on a cluster keeps its checkpoints in a directory every node reaches: set a \
+             checkpoint directory (StreamEnv::set_checkpoint_dir)"
+                .to_string(),
+        ));
+    }
+    let registry = Arc::new(registry);
+    tracing::info!(
+        job = %job_name,
+        fingerprint = %fingerprint,
+        address = %node.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "job manager listening for task managers"
+    );
+    let hub = cluster::job_manager::ClusterJobManager::start(
+        node,
+        settings,
+        args,
+        fingerprint.0,
+        Arc::clone(&registry),
+    );
+    spawn_job_manager(job_name, config, graph, registry, env, job_id, Some(hub)).await
+}
+
+async fn spawn_job_manager(
+    job_name: String,
+    config: crate::api::ExecutionConfig,
+    graph: crate::graph::ExecutionGraph,
+    registry: Arc<registry::OperatorRegistry>,
+    env: RuntimeEnv,
+    job_id: crate::checkpoint::JobId,
+    cluster: Option<Arc<cluster::job_manager::ClusterJobManager>>,
+) -> Result<JobHandle, JobError> {
     let (sender, receiver) = oneshot::channel();
     let args = JobManagerArgs {
         graph: Arc::new(graph),
-        registry: Arc::new(registry),
+        registry,
         config,
         job_name,
         job_id,
         env,
         result: sender,
+        cluster,
     };
     let (job_manager, _) = Actor::spawn(None, JobManagerActor, args)
         .await

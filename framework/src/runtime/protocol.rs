@@ -94,6 +94,17 @@ pub(crate) enum JobManagerMsg {
     },
     /// Cancel the job.
     Cancel,
+    /// A TaskManager of the cluster was lost (its connection closed or went silent): the
+    /// subtasks it ran failed.
+    TaskManagerLost {
+        /// Its node id.
+        node: String,
+        /// Why it was lost.
+        reason: String,
+    },
+    /// A marker: answered once every message sent before it was handled. A TaskManager's
+    /// link to the JobManager uses it to tell an attempt's last report was forwarded.
+    Sync(oneshot::Sender<()>),
 }
 
 /// Messages of a subtask actor.

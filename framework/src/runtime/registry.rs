@@ -21,7 +21,8 @@ use super::head::{InputTask, OneInputHead};
 use super::partitioner::PartitionerSpec;
 use super::writer::RecordWriter;
 use crate::error::GraphError;
-use crate::graph::{OperatorKind, OutputSelector, PartitionKind, StreamGraph};
+use crate::exchange::BatchCodec;
+use crate::graph::{ExecutionGraph, OperatorKind, OutputSelector, PartitionKind, StreamGraph};
 use crate::operator::{
     Chained, Discard, ErasedChained, Fanout, NodeId, OperatorInfo, SideOutputs, SourceTask,
 };
@@ -61,6 +62,8 @@ pub(crate) trait Port: Send + Sync {
     fn one_input_head(&self, name: String, chain: ErasedChained) -> Box<dyn InputTask>;
     /// Registers the consumer chain of a side output of this type.
     fn add_side_port(&self, side: &mut SideOutputs, tag: String, chain: ErasedChained);
+    /// Encodes and decodes batches of this type for a channel that crosses nodes.
+    fn codec(&self) -> BatchCodec;
 }
 
 /// Where a writer's channels sit and how to fill them.
@@ -141,6 +144,9 @@ impl<T: crate::api::Data> Port for TypedPort<T> {
     fn add_side_port(&self, side: &mut SideOutputs, tag: String, chain: ErasedChained) {
         side.add_port::<T>(tag, typed_chain::<T>(chain));
     }
+    fn codec(&self) -> BatchCodec {
+        BatchCodec::of::<T>()
+    }
 }
 
 /// The code of one operator: its factory and the ports of its input and outputs.
@@ -177,6 +183,66 @@ pub(crate) struct OperatorRegistry {
     operators: Vec<OperatorEntry>,
     /// Per stream edge, as the API declared it (the selector of hash and custom edges).
     edges: Vec<PartitionerSpec>,
+    /// The collect sinks' buffers, by sink node: in a cluster, what a TaskManager's sinks
+    /// collected travels to the JobManager's handle of the same sink.
+    collectors: BTreeMap<NodeId, Arc<dyn Collector>>,
+}
+
+/// The buffer of a collect sink without its element type: drained into postcard bytes on the
+/// node that ran the sink, appended from them on the node that reads the handle.
+pub(crate) trait Collector: Send + Sync {
+    /// Takes every element collected so far, encoded as postcard `Vec<T>` chunks of at most
+    /// `chunk_bytes` each (a single larger element is a chunk of its own), in arrival order.
+    fn drain_encoded(&self, chunk_bytes: usize) -> Result<Vec<Vec<u8>>, String>;
+    /// Appends the elements of one chunk `drain_encoded` made.
+    fn append_encoded(&self, chunk: &[u8]) -> Result<(), String>;
+}
+
+/// The [`Collector`] of a collect sink of `T`.
+pub(crate) struct TypedCollector<T>(pub(crate) Arc<std::sync::Mutex<Vec<T>>>);
+
+impl<T: crate::api::Data> Collector for TypedCollector<T> {
+    fn drain_encoded(&self, chunk_bytes: usize) -> Result<Vec<Vec<u8>>, String> {
+        let items = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut chunks = Vec::new();
+        encode_halving(&items, chunk_bytes, &mut chunks)?;
+        Ok(chunks)
+    }
+
+    fn append_encoded(&self, chunk: &[u8]) -> Result<(), String> {
+        let items: Vec<T> = postcard::from_bytes(chunk).map_err(|e| {
+            format!(
+                "collected elements of {} do not decode: {e}",
+                std::any::type_name::<T>()
+            )
+        })?;
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(items);
+        Ok(())
+    }
+}
+
+/// Encodes `items` as one chunk, or, when that exceeds `chunk_bytes`, as the chunks of its two
+/// halves (a single element is one chunk whatever its size).
+fn encode_halving<T: serde::Serialize>(
+    items: &[T],
+    chunk_bytes: usize,
+    chunks: &mut Vec<Vec<u8>>,
+) -> Result<(), String> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let encoded = postcard::to_allocvec(items)
+        .map_err(|e| format!("cannot encode collected elements: {e}"))?;
+    if encoded.len() <= chunk_bytes || items.len() == 1 {
+        chunks.push(encoded);
+        return Ok(());
+    }
+    let (first, second) = items.split_at(items.len() / 2);
+    encode_halving(first, chunk_bytes, chunks)?;
+    encode_halving(second, chunk_bytes, chunks)
 }
 
 impl std::fmt::Debug for OperatorRegistry {
@@ -184,6 +250,7 @@ impl std::fmt::Debug for OperatorRegistry {
         f.debug_struct("OperatorRegistry")
             .field("operators", &self.operators.len())
             .field("edges", &self.edges)
+            .field("collectors", &self.collectors.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -215,6 +282,55 @@ impl OperatorRegistry {
     /// The code of node `id`, to add side ports.
     pub(crate) fn operator_mut(&mut self, id: NodeId) -> Option<&mut OperatorEntry> {
         self.operators.get_mut(id.0 as usize)
+    }
+
+    /// Registers the buffer of the collect sink `node`.
+    pub(crate) fn add_collector(&mut self, node: NodeId, collector: Arc<dyn Collector>) {
+        self.collectors.insert(node, collector);
+    }
+
+    /// The collect sinks' buffers, by node.
+    pub(crate) fn collectors(&self) -> &BTreeMap<NodeId, Arc<dyn Collector>> {
+        &self.collectors
+    }
+
+    /// The codec of the batches subtask `producer` sends on its output `output`: the type of
+    /// the producing node's main or side output that edge leaves.
+    ///
+    /// # Errors
+    ///
+    /// The output or its edge is not in the graph or the registry.
+    pub(crate) fn output_codec(
+        &self,
+        graph: &ExecutionGraph,
+        producer: usize,
+        output: usize,
+    ) -> Result<BatchCodec, GraphError> {
+        let plan = graph.subtasks.get(producer).ok_or_else(|| {
+            GraphError::Internal(format!("subtask {producer} is not in the graph"))
+        })?;
+        let (edge_index, _, _) = plan
+            .output_ranges
+            .iter()
+            .copied()
+            .find(|&(_, first, count)| (first..first + count).contains(&output))
+            .ok_or_else(|| {
+                GraphError::Internal(format!("subtask {producer} has no output {output}"))
+            })?;
+        let edge = graph.job.stream.edges.get(edge_index).ok_or_else(|| {
+            GraphError::Internal(format!("edge {edge_index} is not in the graph"))
+        })?;
+        let entry = self.operator(edge.source)?;
+        let port = match &edge.output {
+            OutputSelector::Main => entry.output_port.as_ref(),
+            OutputSelector::Side(tag) => entry.side_ports.get(tag),
+        };
+        port.map(|port| port.codec()).ok_or_else(|| {
+            GraphError::Internal(format!(
+                "operator {} has no port for edge {edge_index}",
+                edge.source.0
+            ))
+        })
     }
 
     /// The partitioner of edge `index`.
