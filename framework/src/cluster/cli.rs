@@ -51,8 +51,8 @@ pub struct JobManagerOptions {
 /// A TaskManager's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskManagerOptions {
-    /// The JobManager's address.
-    pub join: SocketAddr,
+    /// The JobManager's address, `host:port` (a name is resolved at every attempt to join).
+    pub join: String,
     /// How many subtask slots this TaskManager offers.
     pub slots: u32,
     /// The cluster directory (the certificate authority, copied from the JobManager's).
@@ -209,8 +209,16 @@ pub fn parse(args: Vec<String>) -> Result<Launch, UsageError> {
                     &rest[1..]
                 )));
             }
-            let join = address("--join")?
+            let join = value("--join")
                 .ok_or_else(|| UsageError("--taskmanager needs --join ADDR".to_string()))?;
+            let port_ok = join
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(UsageError(format!(
+                    "--join '{join}' is not an address like 127.0.0.1:6123 or jobmanager:6123"
+                )));
+            }
             let slots = number("--slots")?
                 .ok_or_else(|| UsageError("--taskmanager needs --slots N".to_string()))?;
             let slots = u32::try_from(slots)
@@ -308,6 +316,13 @@ mod tests {
             ))
             .is_err()
         );
+        assert!(parse(args("wc --taskmanager --join jobmanager --slots 2")).is_err());
+        let Launch::TaskManager(named) =
+            parse(args("wc --taskmanager --join jobmanager:6123 --slots 1")).unwrap()
+        else {
+            panic!("not a task manager")
+        };
+        assert_eq!(named.join, "jobmanager:6123");
     }
 
     #[test]

@@ -237,12 +237,22 @@ where
                 continue;
             }
         };
-        let joining = crate::runtime::cluster::task_manager::join(
-            Arc::clone(&endpoint),
-            options.join,
-            None,
-            options.settings.clone(),
-        );
+        let joining = async {
+            let address = tokio::net::lookup_host(options.join.as_str())
+                .await
+                .ok()
+                .and_then(|mut addresses| addresses.next())
+                .ok_or_else(|| {
+                    JoinError::Unreachable(format!("cannot resolve '{}'", options.join))
+                })?;
+            crate::runtime::cluster::task_manager::join(
+                Arc::clone(&endpoint),
+                address,
+                None,
+                options.settings.clone(),
+            )
+            .await
+        };
         let joined = tokio::select! {
             biased;
             () = &mut stop => return ExitCode::SUCCESS,

@@ -20,6 +20,9 @@
 //!
 //! [`PeerLink::open_channel`]: crate::net::PeerLink::open_channel
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
@@ -63,6 +66,8 @@ pub(crate) struct OutputProxyArgs {
     /// goes to [`read_credits`]).
     pub(crate) stream: oneshot::Receiver<FrameWriter>,
     pub(crate) blame: Blame,
+    /// Bytes this node's data channels sent, for the benchmark and the log.
+    pub(crate) sent_bytes: Arc<AtomicU64>,
 }
 
 pub(crate) struct OutputProxyState {
@@ -71,6 +76,7 @@ pub(crate) struct OutputProxyState {
     pending: Option<oneshot::Receiver<FrameWriter>>,
     writer: Option<FrameWriter>,
     blame: Blame,
+    sent_bytes: Arc<AtomicU64>,
     batch: Vec<u8>,
     frame: Vec<u8>,
 }
@@ -99,6 +105,7 @@ impl Actor for OutputProxy {
             pending: Some(args.stream),
             writer: None,
             blame: args.blame,
+            sent_bytes: args.sent_bytes,
             batch: Vec::new(),
             frame: Vec::new(),
         })
@@ -142,6 +149,9 @@ impl Actor for OutputProxy {
             myself.stop(None);
             return Ok(());
         }
+        state
+            .sent_bytes
+            .fetch_add(state.frame.len() as u64, Ordering::Relaxed);
         if let Some(writer) = state.writer.as_mut()
             && let Err(error) = writer.send_frame(&state.frame).await
         {

@@ -382,6 +382,7 @@ impl JoinedTaskManager {
             restores: BTreeMap::new(),
             peers: BTreeMap::new(),
             settings: self.settings.clone(),
+            sent_bytes: Arc::default(),
         };
         let outcome = loop {
             let Some(message) = self.inbox.recv().await else {
@@ -389,7 +390,12 @@ impl JoinedTaskManager {
             };
             match message {
                 ToTaskManager::JobEnded { status } => {
-                    tracing::info!(task_manager = %self.name, %status, "the job ended");
+                    tracing::info!(
+                        task_manager = %self.name,
+                        %status,
+                        sent_bytes = node.sent_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                        "the job ended"
+                    );
                     break Ok(());
                 }
                 ToTaskManager::Refused { reason } => {
@@ -458,6 +464,8 @@ struct NodeRuntime {
     /// Connections to other TaskManagers, by node id.
     peers: BTreeMap<String, PeerLink>,
     settings: ClusterSettings,
+    /// Bytes the data channels of this node sent during the job.
+    sent_bytes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl NodeRuntime {
@@ -767,6 +775,7 @@ impl NodeRuntime {
                         codec,
                         stream,
                         blame: blame.clone(),
+                        sent_bytes: Arc::clone(&self.sent_bytes),
                     },
                 )
                 .await
