@@ -24,6 +24,7 @@ mod env;
 pub mod error;
 mod exec;
 pub mod expr;
+pub mod join;
 pub mod parse;
 pub mod plan;
 pub mod table_api;
