@@ -266,3 +266,80 @@ async fn an_interval_join_pairs_rows_within_the_time_bounds() {
     )
     .await;
 }
+
+/// `SET 'table.exec.state.ttl'` bounds a regular join's state in processing time: a row
+/// leaves the state when it was not written for that long, so it no longer joins with rows
+/// that arrive later. The rows come paced, 100 ms of (virtual, paused) time apart.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_state_ttl_expires_rows_of_a_regular_join() {
+    use eichhorn::connectors::{GeneratorSource, RateLimitedSource};
+    use eichhorn_sql::{Column, DataType, Schema, Value};
+
+    const ROWS: i64 = 40;
+    async fn pairs(ttl: Option<&str>) -> Vec<(i64, i64)> {
+        let env = StreamEnv::new();
+        let rows = env
+            .add_source(
+                RateLimitedSource::new(GeneratorSource::new(Some(ROWS as u64), |g| g), 10),
+                "paced",
+            )
+            .set_parallelism(1)
+            .map(|g: u64| vec![Value::BigInt(0), Value::BigInt(g as i64)])
+            .set_parallelism(1);
+        let mut tenv = TableEnv::new(&env);
+        tenv.from_data_stream(
+            "events",
+            rows,
+            Schema::new(vec![
+                Column::new("k", DataType::BigInt),
+                Column::new("v", DataType::BigInt),
+            ]),
+        )
+        .expect("register");
+        if let Some(ttl) = ttl {
+            tenv.execute_sql(&format!("SET 'table.exec.state.ttl' = '{ttl}'"))
+                .await
+                .expect("set");
+        }
+        let result = tenv
+            .execute_sql(
+                "SELECT a.v, b.v AS w FROM events a JOIN events b ON a.k = b.k AND a.v < b.v",
+            )
+            .await
+            .expect("query");
+        let TableResult::Rows { changes, .. } = result else {
+            panic!("not rows");
+        };
+        let mut pairs: Vec<(i64, i64)> = materialize(changes)
+            .expect("consistent")
+            .into_keys()
+            .map(|row| {
+                let v = |i: usize| row[i].as_i64().expect("BIGINT");
+                (v(0), v(1))
+            })
+            .collect();
+        pairs.sort_unstable();
+        pairs
+    }
+    // Without a TTL every earlier row is still there when a later one arrives.
+    assert_eq!(pairs(None).await.len() as i64, ROWS * (ROWS - 1) / 2);
+    // With 1 s, a row joins the rows of roughly the next second only.
+    let bounded = pairs(Some("1 s")).await;
+    for i in 0..ROWS {
+        for j in i + 1..(i + 6).min(ROWS) {
+            assert!(
+                bounded.contains(&(i, j)),
+                "({i}, {j}) within the TTL is missing"
+            );
+        }
+    }
+    assert!(
+        bounded.iter().all(|(i, j)| j - i < 15),
+        "a pair beyond the TTL: {bounded:?}"
+    );
+    // 0 means no expiry, as in Flink.
+    assert_eq!(
+        pairs(Some("0 ms")).await.len() as i64,
+        ROWS * (ROWS - 1) / 2
+    );
+}
