@@ -482,7 +482,8 @@ fn reads_streams(plan: &Plan, streams: &BTreeMap<String, DataStream<Change>>) ->
         Plan::Calc { input, .. }
         | Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
-        | Plan::WindowTvf { input, .. } => reads_streams(input, streams),
+        | Plan::WindowTvf { input, .. }
+        | Plan::Rank { input, .. } => reads_streams(input, streams),
         Plan::Join { left, right, .. } | Plan::IntervalJoin { left, right, .. } => {
             reads_streams(left, streams) || reads_streams(right, streams)
         }

@@ -25,6 +25,7 @@ use crate::error::SqlError;
 use crate::expr::{Expr, cast, parse_timestamp};
 use crate::join::{IntervalJoinFn, JoinCore, RegularJoinOp, has_null};
 use crate::plan::Plan;
+use crate::rank::RankOp;
 use crate::types::{Change, Column, DataType, Row, RowKind, Value};
 use crate::window::WindowKind;
 
@@ -256,6 +257,23 @@ impl<'a> Translator<'a> {
                         name.clone(),
                     ))
                     .name(&name)
+                    .uid(&uid);
+                self.error_streams.push(out.side_output(&self.errors));
+                Ok(out)
+            }
+            Plan::Rank {
+                input,
+                partition,
+                top,
+                ..
+            } => {
+                let stream = self.translate(input)?;
+                let partition = partition.clone();
+                let uid = self.uid("rank");
+                let out = stream
+                    .key_by(move |c: &Change| key_of(&c.row, &partition))
+                    .process(RankOp::new(top.clone(), self.errors.clone()))
+                    .name(&format!("Rank(rankRange=[1..{}])", top.limit))
                     .uid(&uid);
                 self.error_streams.push(out.side_output(&self.errors));
                 Ok(out)

@@ -27,6 +27,7 @@ pub mod expr;
 pub mod join;
 pub mod parse;
 pub mod plan;
+pub mod rank;
 pub mod table_api;
 pub mod types;
 pub mod window;

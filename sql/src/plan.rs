@@ -26,6 +26,7 @@ use crate::expr::{
     self, Expr, Resolver, SchemaResolver, Scope, Typed, compile, function_args, position_of,
 };
 use crate::join::JoinKind;
+use crate::rank::TopN;
 use crate::types::{Column, DataType, Schema};
 use crate::window::WindowKind;
 
@@ -128,6 +129,18 @@ pub enum Plan {
         /// The output schema.
         schema: Schema,
     },
+    /// Top-N (and deduplication, Top-1 by time): per partition, the first `N` rows by the
+    /// order, with their rank appended, as a changelog.
+    Rank {
+        /// The input.
+        input: Box<Self>,
+        /// The partition columns.
+        partition: Vec<usize>,
+        /// The order and `N`.
+        top: TopN,
+        /// The output schema: the input's columns and `rn`.
+        schema: Schema,
+    },
     /// `UNION ALL` of inputs with the same column types.
     Union {
         /// The inputs.
@@ -148,6 +161,7 @@ impl Plan {
             | Self::WindowTvf { schema, .. }
             | Self::Join { schema, .. }
             | Self::IntervalJoin { schema, .. }
+            | Self::Rank { schema, .. }
             | Self::Union { schema, .. } => schema,
         }
     }
@@ -156,7 +170,7 @@ impl Plan {
     pub fn is_append_only(&self) -> bool {
         match self {
             Self::Scan { .. } | Self::WindowAgg { .. } | Self::IntervalJoin { .. } => true,
-            Self::GroupAgg { .. } => false,
+            Self::GroupAgg { .. } | Self::Rank { .. } => false,
             Self::Join {
                 kind, left, right, ..
             } => *kind == JoinKind::Inner && left.is_append_only() && right.is_append_only(),
@@ -243,6 +257,21 @@ impl Plan {
                     ""
                 },
             ),
+            Self::Rank { partition, top, .. } => writeln!(
+                out,
+                "{indent}Rank(rankType=[ROW_NUMBER], partitionBy=[{}], orderBy=[{}], rankRange=[1..{}], changelog=[I,UB,UA,D], fields=[{columns}])",
+                partition
+                    .iter()
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                top.order
+                    .iter()
+                    .map(|(i, desc)| format!("${i} {}", if *desc { "DESC" } else { "ASC" }))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                top.limit
+            ),
             Self::Union { .. } => writeln!(out, "{indent}Union(all=[true], fields=[{columns}])"),
         };
         match self {
@@ -250,7 +279,8 @@ impl Plan {
             Self::Calc { input, .. }
             | Self::GroupAgg { input, .. }
             | Self::WindowAgg { input, .. }
-            | Self::WindowTvf { input, .. } => input.explain_into(out, depth + 1),
+            | Self::WindowTvf { input, .. }
+            | Self::Rank { input, .. } => input.explain_into(out, depth + 1),
             Self::Join { left, right, .. } | Self::IntervalJoin { left, right, .. } => {
                 left.explain_into(out, depth + 1);
                 right.explain_into(out, depth + 1);
@@ -435,7 +465,11 @@ fn plan_select(select: &ast::Select, catalog: &Catalog) -> Result<Plan, SqlError
             return Err(SqlError::unsupported(position, "SELECT without FROM"));
         }
         [one] => {
-            let mut relation = plan_relation(&one.relation, catalog)?;
+            let mut relation = match plan_ranked(&one.relation, select.selection.as_ref(), catalog)?
+            {
+                Some(ranked) => ranked,
+                None => plan_relation(&one.relation, catalog)?,
+            };
             for join in &one.joins {
                 relation = plan_join(relation, join, catalog)?;
             }
@@ -852,6 +886,191 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
         qualifiers,
         window: None,
     })
+}
+
+/// The largest `N` of a Top-N: its state holds up to `N` rows per partition.
+const TOP_N_MAX: i64 = 10_000;
+
+/// `(SELECT .., ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..) AS rn FROM ..) WHERE rn <= N`:
+/// a Top-N (deduplication with `rn = 1`), or `None` when `factor` holds no `ROW_NUMBER`.
+/// The outer `WHERE` stays as it is (a filter over the ranked rows, which it keeps).
+fn plan_ranked(
+    factor: &ast::TableFactor,
+    outer_where: Option<&ast::Expr>,
+    catalog: &Catalog,
+) -> Result<Option<Relation>, SqlError> {
+    let ast::TableFactor::Derived {
+        subquery, alias, ..
+    } = factor
+    else {
+        return Ok(None);
+    };
+    let ast::SetExpr::Select(inner) = subquery.body.as_ref() else {
+        return Ok(None);
+    };
+    let found = inner.projection.iter().enumerate().find_map(|(i, item)| {
+        let (expr, alias) = match item {
+            ast::SelectItem::UnnamedExpr(e) => (e, None),
+            ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            _ => return None,
+        };
+        match expr {
+            ast::Expr::Function(f)
+                if f.name.to_string().eq_ignore_ascii_case("ROW_NUMBER") && f.over.is_some() =>
+            {
+                Some((i, f, alias.unwrap_or_else(|| format!("EXPR${i}"))))
+            }
+            _ => None,
+        }
+    });
+    let Some((index, function, rn_name)) = found else {
+        return Ok(None);
+    };
+    let position = Position::of(function.name.span());
+    let Some(ast::WindowType::WindowSpec(spec)) = &function.over else {
+        return Err(SqlError::unsupported(
+            position,
+            "ROW_NUMBER() OVER a named window",
+        ));
+    };
+    if spec.window_frame.is_some() || spec.order_by.is_empty() {
+        return Err(SqlError::unsupported(
+            position,
+            "ROW_NUMBER() needs OVER (PARTITION BY .. ORDER BY ..) without a frame",
+        ));
+    }
+    let limit = outer_where
+        .map(conjuncts)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|c| rank_limit(c, &rn_name))
+        .ok_or_else(|| {
+            SqlError::unsupported(
+                position,
+                format!(
+                    "ROW_NUMBER() without `WHERE {rn_name} <= N` (or `{rn_name} = 1`) in the \
+                     outer query: only Top-N and deduplication are supported"
+                ),
+            )
+        })?;
+    if !(1..=TOP_N_MAX).contains(&limit) {
+        return Err(SqlError::unsupported(
+            position,
+            format!("a Top-N of {limit} rows: N must be between 1 and {TOP_N_MAX}"),
+        ));
+    }
+    // The inner query without ROW_NUMBER, planned as any query.
+    let mut without = inner.as_ref().clone();
+    without.projection.remove(index);
+    let input = plan_select(&without, catalog)?;
+    let input_schema = input.schema().clone();
+    let column_of = |e: &ast::Expr| -> Result<usize, SqlError> {
+        let name = match e {
+            ast::Expr::Identifier(i) => Some(i),
+            ast::Expr::CompoundIdentifier(parts) => parts.last(),
+            _ => None,
+        };
+        name.and_then(|n| input_schema.index_of(&n.value))
+            .ok_or_else(|| {
+                SqlError::unsupported(
+                    position_of(e),
+                    format!(
+                        "PARTITION BY and ORDER BY of ROW_NUMBER must name columns the inner \
+                         SELECT lists ({}), not `{e}`",
+                        input_schema.names().join(", ")
+                    ),
+                )
+            })
+    };
+    let partition = spec
+        .partition_by
+        .iter()
+        .map(column_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    let order = spec
+        .order_by
+        .iter()
+        .map(|o| Ok((column_of(&o.expr)?, o.options.asc == Some(false))))
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    let mut columns = input_schema.columns.clone();
+    for column in &mut columns {
+        column.rowtime = false;
+    }
+    columns.push(Column::new(rn_name, DataType::BigInt));
+    let width = columns.len();
+    let rank = Plan::Rank {
+        top: TopN {
+            order,
+            limit: limit as usize,
+            append_only: input.is_append_only(),
+        },
+        input: Box::new(input),
+        partition,
+        schema: Schema::new(columns.clone()),
+    };
+    // `rn` where the inner SELECT lists it.
+    let plan = if index + 1 == width {
+        rank
+    } else {
+        let mut order: Vec<usize> = (0..width - 1).collect();
+        order.insert(index, width - 1);
+        Plan::Calc {
+            input: Box::new(rank),
+            filter: None,
+            projection: order.iter().map(|&i| Expr::Column(i)).collect(),
+            schema: Schema::new(order.iter().map(|&i| columns[i].clone()).collect()),
+        }
+    };
+    Ok(Some(Relation {
+        qualifiers: alias
+            .iter()
+            .map(|a| Scope::new(&a.name.value, 0..width))
+            .collect(),
+        plan,
+        window: None,
+    }))
+}
+
+/// `N` of `rn <= N`, `rn < N + 1`, `rn = 1`, `N >= rn`, where `rn` is `name`.
+fn rank_limit(conjunct: &ast::Expr, name: &str) -> Option<i64> {
+    let ast::Expr::BinaryOp { left, op, right } = conjunct else {
+        return None;
+    };
+    let is_rn = |e: &ast::Expr| match e {
+        ast::Expr::Identifier(i) => i.value.eq_ignore_ascii_case(name),
+        ast::Expr::CompoundIdentifier(parts) => parts
+            .last()
+            .is_some_and(|i| i.value.eq_ignore_ascii_case(name)),
+        _ => false,
+    };
+    let number = |e: &ast::Expr| match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse::<i64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    use ast::BinaryOperator as Op;
+    let (op, n) = if is_rn(left) {
+        (op.clone(), number(right)?)
+    } else if is_rn(right) {
+        let flipped = match op {
+            Op::Gt => Op::Lt,
+            Op::GtEq => Op::LtEq,
+            Op::Lt => Op::Gt,
+            Op::LtEq => Op::GtEq,
+            other => other.clone(),
+        };
+        (flipped, number(left)?)
+    } else {
+        return None;
+    };
+    match op {
+        Op::LtEq => Some(n),
+        Op::Lt => Some(n - 1),
+        Op::Eq if n == 1 => Some(1),
+        _ => None,
+    }
 }
 
 /// The `AND`ed parts of a condition.
@@ -1500,7 +1719,8 @@ pub fn check_indexes(plan: &Plan) -> Result<(), String> {
         }
         Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
-        | Plan::WindowTvf { input, .. } => check_indexes(input),
+        | Plan::WindowTvf { input, .. }
+        | Plan::Rank { input, .. } => check_indexes(input),
         Plan::Join {
             left,
             right,
