@@ -483,7 +483,8 @@ fn reads_streams(plan: &Plan, streams: &BTreeMap<String, DataStream<Change>>) ->
         | Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
         | Plan::WindowTvf { input, .. }
-        | Plan::Rank { input, .. } => reads_streams(input, streams),
+        | Plan::Rank { input, .. }
+        | Plan::OverAgg { input, .. } => reads_streams(input, streams),
         Plan::Join { left, right, .. } | Plan::IntervalJoin { left, right, .. } => {
             reads_streams(left, streams) || reads_streams(right, streams)
         }

@@ -24,6 +24,7 @@ use crate::catalog::{Catalog, CatalogTable, ColumnSource, Connector, ConnectorTa
 use crate::error::SqlError;
 use crate::expr::{Expr, cast, parse_timestamp};
 use crate::join::{IntervalJoinFn, JoinCore, RegularJoinOp, has_null};
+use crate::over::OverAggOp;
 use crate::plan::Plan;
 use crate::rank::RankOp;
 use crate::types::{Change, Column, DataType, Row, RowKind, Value};
@@ -274,6 +275,28 @@ impl<'a> Translator<'a> {
                     .key_by(move |c: &Change| key_of(&c.row, &partition))
                     .process(RankOp::new(top.clone(), self.errors.clone()))
                     .name(&format!("Rank(rankRange=[1..{}])", top.limit))
+                    .uid(&uid);
+                self.error_streams.push(out.side_output(&self.errors));
+                Ok(out)
+            }
+            Plan::OverAgg {
+                input,
+                partition,
+                time_column,
+                over,
+                ..
+            } => {
+                let stream = self.translate(input)?;
+                let partition = partition.clone();
+                let uid = self.uid("over-aggregate");
+                let out = stream
+                    .key_by(move |c: &Change| key_of(&c.row, &partition))
+                    .process(OverAggOp::new(
+                        over.clone(),
+                        *time_column,
+                        self.errors.clone(),
+                    ))
+                    .name("OverAggregate")
                     .uid(&uid);
                 self.error_streams.push(out.side_output(&self.errors));
                 Ok(out)

@@ -25,6 +25,7 @@ pub mod error;
 mod exec;
 pub mod expr;
 pub mod join;
+pub mod over;
 pub mod parse;
 pub mod plan;
 pub mod rank;

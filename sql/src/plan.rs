@@ -26,6 +26,7 @@ use crate::expr::{
     self, Expr, Resolver, SchemaResolver, Scope, Typed, compile, function_args, position_of,
 };
 use crate::join::JoinKind;
+use crate::over::{OverAgg, OverFrame};
 use crate::rank::TopN;
 use crate::types::{Column, DataType, Schema};
 use crate::window::WindowKind;
@@ -141,6 +142,20 @@ pub enum Plan {
         /// The output schema: the input's columns and `rn`.
         schema: Schema,
     },
+    /// An `OVER` aggregation: each input row with its aggregates over its frame appended,
+    /// emitted when the watermark reaches the row's time.
+    OverAgg {
+        /// The input.
+        input: Box<Self>,
+        /// The partition columns.
+        partition: Vec<usize>,
+        /// The event-time column of the `ORDER BY`.
+        time_column: usize,
+        /// The frame and the aggregate calls (arguments index the input row).
+        over: OverAgg,
+        /// The output schema: the input's columns, then the aggregates.
+        schema: Schema,
+    },
     /// `UNION ALL` of inputs with the same column types.
     Union {
         /// The inputs.
@@ -162,6 +177,7 @@ impl Plan {
             | Self::Join { schema, .. }
             | Self::IntervalJoin { schema, .. }
             | Self::Rank { schema, .. }
+            | Self::OverAgg { schema, .. }
             | Self::Union { schema, .. } => schema,
         }
     }
@@ -174,7 +190,9 @@ impl Plan {
             Self::Join {
                 kind, left, right, ..
             } => *kind == JoinKind::Inner && left.is_append_only() && right.is_append_only(),
-            Self::Calc { input, .. } | Self::WindowTvf { input, .. } => input.is_append_only(),
+            Self::Calc { input, .. }
+            | Self::WindowTvf { input, .. }
+            | Self::OverAgg { input, .. } => input.is_append_only(),
             Self::Union { inputs, .. } => inputs.iter().all(Self::is_append_only),
         }
     }
@@ -272,6 +290,22 @@ impl Plan {
                     .join(", "),
                 top.limit
             ),
+            Self::OverAgg {
+                partition,
+                time_column,
+                over,
+                ..
+            } => writeln!(
+                out,
+                "{indent}OverAggregate(partitionBy=[{}], orderBy=[${time_column} ASC], window=[{:?}], aggs=[{}], fields=[{columns}])",
+                partition
+                    .iter()
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                over.frame,
+                describe_aggs(&over.aggs)
+            ),
             Self::Union { .. } => writeln!(out, "{indent}Union(all=[true], fields=[{columns}])"),
         };
         match self {
@@ -280,7 +314,8 @@ impl Plan {
             | Self::GroupAgg { input, .. }
             | Self::WindowAgg { input, .. }
             | Self::WindowTvf { input, .. }
-            | Self::Rank { input, .. } => input.explain_into(out, depth + 1),
+            | Self::Rank { input, .. }
+            | Self::OverAgg { input, .. } => input.explain_into(out, depth + 1),
             Self::Join { left, right, .. } | Self::IntervalJoin { left, right, .. } => {
                 left.explain_into(out, depth + 1);
                 right.explain_into(out, depth + 1);
@@ -519,7 +554,11 @@ fn plan_select(select: &ast::Select, catalog: &Catalog) -> Result<Plan, SqlError
             }
             None => relation,
         };
-        plan_projection(select, relation)?
+        if has_over(select) {
+            plan_over(select, relation)?
+        } else {
+            plan_projection(select, relation)?
+        }
     };
     Ok(match &select.distinct {
         None => plan,
@@ -886,6 +925,281 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
         qualifiers,
         window: None,
     })
+}
+
+/// Whether a select item is an aggregate call with `OVER`.
+fn over_call(expr: &ast::Expr) -> Option<&ast::Function> {
+    match expr {
+        ast::Expr::Function(f)
+            if f.over.is_some()
+                && AggFunc::from_name(&f.name.to_string().to_ascii_uppercase()).is_some() =>
+        {
+            Some(f)
+        }
+        _ => None,
+    }
+}
+
+fn has_over(select: &ast::Select) -> bool {
+    select.projection.iter().any(|item| match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            over_call(e).is_some()
+        }
+        _ => false,
+    })
+}
+
+/// Resolves `OVER` calls of the select list to the `OverAgg`'s result columns.
+struct OverResolver<'a> {
+    inner: SchemaResolver<'a>,
+    /// `(normalized text, column, type)` per `OVER` call.
+    calls: Vec<(String, usize, DataType)>,
+}
+
+impl Resolver for OverResolver<'_> {
+    fn resolve(&mut self, expr: &ast::Expr) -> Result<Option<Typed>, SqlError> {
+        let text = normalized(expr);
+        Ok(self
+            .calls
+            .iter()
+            .find(|(t, ..)| *t == text)
+            .map(|(_, column, data_type)| Typed {
+                expr: Expr::Column(*column),
+                data_type: *data_type,
+            }))
+    }
+
+    fn column(&mut self, name: &[ast::Ident]) -> Result<Typed, SqlError> {
+        self.inner.column(name)
+    }
+}
+
+/// `SELECT .., agg(x) OVER (PARTITION BY .. ORDER BY ts <frame>) FROM r [WHERE ..]`.
+fn plan_over(select: &ast::Select, relation: Relation) -> Result<Plan, SqlError> {
+    let schema = relation.plan.schema().clone();
+    let width = schema.columns.len();
+    let mut resolver = SchemaResolver {
+        schema: &schema,
+        qualifiers: relation.qualifiers.clone(),
+    };
+    let filter = match &select.selection {
+        Some(condition) => Some(compile_condition(condition, &mut resolver)?),
+        None => None,
+    };
+    let mut spec_text: Option<String> = None;
+    let mut partition = Vec::new();
+    let mut time_column = 0;
+    let mut frame = OverFrame::UnboundedRange;
+    let mut aggs = Vec::new();
+    let mut calls = Vec::new();
+    for item in &select.projection {
+        let (ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }) =
+            item
+        else {
+            continue;
+        };
+        let Some(function) = over_call(e) else {
+            continue;
+        };
+        let position = position_of(e);
+        let Some(ast::WindowType::WindowSpec(spec)) = &function.over else {
+            return Err(SqlError::unsupported(position, "OVER a named window"));
+        };
+        let text = spec.to_string();
+        if spec_text.as_ref().is_some_and(|t| *t != text) {
+            return Err(SqlError::unsupported(
+                position,
+                "OVER aggregations with different windows in one SELECT: give them the same \
+                 PARTITION BY, ORDER BY and frame",
+            ));
+        }
+        if spec_text.is_none() {
+            partition = spec
+                .partition_by
+                .iter()
+                .map(|p| match compile(p, &mut resolver)?.expr {
+                    Expr::Column(i) => Ok(i),
+                    _ => Err(SqlError::unsupported(
+                        position_of(p),
+                        "PARTITION BY of an OVER aggregation must name columns",
+                    )),
+                })
+                .collect::<Result<_, _>>()?;
+            time_column = match spec.order_by.as_slice() {
+                [order] if order.options.asc != Some(false) => {
+                    match compile(&order.expr, &mut resolver)?.expr {
+                        Expr::Column(i) if schema.columns[i].rowtime => i,
+                        _ => {
+                            return Err(SqlError::unsupported(
+                                position_of(&order.expr),
+                                "the ORDER BY of an OVER aggregation must be an event-time \
+                                 attribute (a column with a WATERMARK), ascending",
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(SqlError::unsupported(
+                        position,
+                        "an OVER aggregation needs ORDER BY one event-time attribute, ascending",
+                    ));
+                }
+            };
+            frame = over_frame(spec.window_frame.as_ref(), position)?;
+            spec_text = Some(text);
+        }
+        let name = function.name.to_string().to_ascii_uppercase();
+        let func = AggFunc::from_name(&name)
+            .ok_or_else(|| SqlError::unsupported(position, format!("{name} OVER (..)")))?;
+        let ast::FunctionArguments::List(list) = &function.args else {
+            return Err(SqlError::validation(
+                position,
+                format!("{name} needs an argument"),
+            ));
+        };
+        if list.duplicate_treatment.is_some() {
+            return Err(SqlError::unsupported(
+                position,
+                format!("{name}(DISTINCT ..) OVER"),
+            ));
+        }
+        let (arg, arg_type) = match list.args.as_slice() {
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]
+                if func == AggFunc::Count =>
+            {
+                (None, None)
+            }
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))] => {
+                let typed = compile(a, &mut resolver)?;
+                match typed.expr {
+                    Expr::Column(i) => (Some(i), Some(typed.data_type)),
+                    _ => {
+                        return Err(SqlError::unsupported(
+                            position_of(a),
+                            "the argument of an OVER aggregate must be a column; compute it \
+                             in a view",
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(SqlError::validation(
+                    position,
+                    format!("{name} takes one argument"),
+                ));
+            }
+        };
+        let result_type = func
+            .result_type(arg_type)
+            .map_err(|e| SqlError::validation(position, format!("type mismatch: {e}")))?;
+        calls.push((normalized(e), width + aggs.len(), result_type));
+        aggs.push(AggCall {
+            func,
+            distinct: false,
+            arg,
+            result_type,
+        });
+    }
+    let mut columns = schema.columns.clone();
+    for (i, call) in aggs.iter().enumerate() {
+        columns.push(Column::new(format!("over${i}"), call.result_type));
+    }
+    let over_schema = Schema::new(columns);
+    let mut over_resolver = OverResolver {
+        inner: SchemaResolver {
+            schema: &over_schema,
+            qualifiers: relation.qualifiers.clone(),
+        },
+        calls,
+    };
+    let (projection, columns) = compile_select_list(
+        &select.projection,
+        &mut over_resolver,
+        &schema,
+        &relation.qualifiers,
+    )?;
+    let input = match filter {
+        None => relation.plan,
+        Some(filter) => Plan::Calc {
+            projection: (0..width).map(Expr::Column).collect(),
+            schema: schema.clone(),
+            input: Box::new(relation.plan),
+            filter: Some(filter),
+        },
+    };
+    Ok(Plan::Calc {
+        input: Box::new(Plan::OverAgg {
+            input: Box::new(input),
+            partition,
+            time_column,
+            over: OverAgg { frame, aggs },
+            schema: over_schema,
+        }),
+        filter: None,
+        projection,
+        schema: Schema::new(columns),
+    })
+}
+
+/// The frame of an `OVER` window: `ROWS`/`RANGE BETWEEN .. PRECEDING AND CURRENT ROW`.
+fn over_frame(
+    frame: Option<&ast::WindowFrame>,
+    position: Option<Position>,
+) -> Result<OverFrame, SqlError> {
+    let Some(frame) = frame else {
+        return Ok(OverFrame::UnboundedRange);
+    };
+    let wrong = || {
+        SqlError::unsupported(
+            position,
+            "this OVER frame: supported are ROWS BETWEEN n PRECEDING AND CURRENT ROW and RANGE \
+             BETWEEN INTERVAL .. PRECEDING AND CURRENT ROW (or UNBOUNDED PRECEDING)",
+        )
+    };
+    if !matches!(
+        frame.end_bound,
+        None | Some(ast::WindowFrameBound::CurrentRow)
+    ) {
+        return Err(wrong());
+    }
+    match (&frame.units, &frame.start_bound) {
+        (ast::WindowFrameUnits::Rows, ast::WindowFrameBound::Preceding(None)) => {
+            Ok(OverFrame::UnboundedRows)
+        }
+        (ast::WindowFrameUnits::Range, ast::WindowFrameBound::Preceding(None)) => {
+            Ok(OverFrame::UnboundedRange)
+        }
+        (ast::WindowFrameUnits::Rows, ast::WindowFrameBound::CurrentRow) => Ok(OverFrame::Rows(0)),
+        (ast::WindowFrameUnits::Rows, ast::WindowFrameBound::Preceding(Some(n))) => {
+            match n.as_ref() {
+                ast::Expr::Value(v) => match &v.value {
+                    ast::Value::Number(text, _) => text
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n <= 10_000)
+                        .map(OverFrame::Rows)
+                        .ok_or_else(|| {
+                            SqlError::unsupported(
+                                position_of(n),
+                                "ROWS n PRECEDING needs n between 0 and 10000",
+                            )
+                        }),
+                    _ => Err(wrong()),
+                },
+                _ => Err(wrong()),
+            }
+        }
+        (ast::WindowFrameUnits::Range, ast::WindowFrameBound::Preceding(Some(n))) => {
+            match n.as_ref() {
+                ast::Expr::Interval(interval) => Ok(OverFrame::Range(expr::interval_ms(
+                    interval,
+                    position_of(n),
+                )?)),
+                _ => Err(wrong()),
+            }
+        }
+        _ => Err(wrong()),
+    }
 }
 
 /// The largest `N` of a Top-N: its state holds up to `N` rows per partition.
@@ -1720,7 +2034,8 @@ pub fn check_indexes(plan: &Plan) -> Result<(), String> {
         Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
         | Plan::WindowTvf { input, .. }
-        | Plan::Rank { input, .. } => check_indexes(input),
+        | Plan::Rank { input, .. }
+        | Plan::OverAgg { input, .. } => check_indexes(input),
         Plan::Join {
             left,
             right,

@@ -1,4 +1,5 @@
-//! Top-N and deduplication against a plain sequential computation, at parallelism 1, 2 and 4:
+//! Top-N, deduplication and `OVER` aggregations against a plain sequential computation, at
+//! parallelism 1, 2 and 4:
 //! the Top-3 bids per item by price, the first and the last bid per bidder in event time
 //! (deduplication), and the Top-3 bidders by their total, over a group aggregation's
 //! retractions. Ties are broken by the whole row, so the result is the same at every
@@ -229,6 +230,64 @@ async fn top_n_over_an_updating_input() {
          WHERE rn <= 3",
         "rn,bidder,total",
         expected,
+    )
+    .await;
+}
+
+/// `OVER` aggregations in event time: each bid with the sum and count of its item's last
+/// three bids (`ROWS`) and of its item's bids in the last two seconds (`RANGE`), whatever
+/// order the bids came in (they are out of order by less than the watermark delay).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn over_aggregations_with_rows_and_range_frames() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = bids(300, 24);
+    write_inputs(dir.path(), &data);
+    // Per item, in event-time order (rows of one time by their contents).
+    let mut by_item: BTreeMap<&str, Vec<&Bid>> = BTreeMap::new();
+    for b in &data {
+        by_item.entry(b.item).or_default().push(b);
+    }
+    let mut rows_expected = Vec::new();
+    let mut range_expected = Vec::new();
+    for group in by_item.values_mut() {
+        group.sort_by_key(|b| (b.ms, b.price, b.bidder));
+        for (i, b) in group.iter().enumerate() {
+            let frame = &group[i.saturating_sub(2)..=i];
+            let sum: i64 = frame.iter().map(|f| f.price).sum();
+            rows_expected.push(format!(
+                "{},{},{},{sum},{}",
+                b.item,
+                b.ms,
+                b.price,
+                frame.len()
+            ));
+            let range: Vec<_> = group
+                .iter()
+                .filter(|f| f.ms >= b.ms - 2_000 && f.ms <= b.ms)
+                .collect();
+            let sum: i64 = range.iter().map(|f| f.price).sum();
+            let max = range.iter().map(|f| f.price).max().expect("the row itself");
+            range_expected.push(format!("{},{},{},{sum},{max}", b.item, b.ms, b.price));
+        }
+    }
+    check(
+        dir.path(),
+        "SELECT item, ms, price, \
+           SUM(price) OVER (PARTITION BY item ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s, \
+           COUNT(*) OVER (PARTITION BY item ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS n \
+         FROM bids",
+        "item,ms,price,s,n",
+        rows_expected,
+    )
+    .await;
+    check(
+        dir.path(),
+        "SELECT item, ms, price, \
+           SUM(price) OVER (PARTITION BY item ORDER BY ts RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW) AS s, \
+           MAX(price) OVER (PARTITION BY item ORDER BY ts RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW) AS top \
+         FROM bids",
+        "item,ms,price,s,top",
+        range_expected,
     )
     .await;
 }
