@@ -788,7 +788,16 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
             "a join without ON (USING, NATURAL, CROSS): write ON a.k = b.k",
         ));
     };
-    let right = plan_relation(&join.relation, catalog)?;
+    let mut left = left;
+    let mut right = plan_relation(&join.relation, catalog)?;
+    // A side without a name (a subquery without alias) gets one, as Calcite names them, so
+    // a column on both sides is still reported ambiguous rather than taken from the left.
+    for (side, name) in [(&mut left, "expr$0"), (&mut right, "expr$1")] {
+        if side.qualifiers.is_empty() {
+            let width = side.plan.schema().columns.len();
+            side.qualifiers.push(Scope::new(name, 0..width));
+        }
+    }
     if left.window.is_some() || right.window.is_some() {
         return Err(SqlError::unsupported(
             position,
@@ -797,7 +806,6 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
         ));
     }
     let left_width = left.plan.schema().columns.len();
-    let right_width = right.plan.schema().columns.len();
     let mut columns = left.plan.schema().columns.clone();
     columns.extend(right.plan.schema().columns.iter().cloned());
     let joined = Schema::new(columns);
@@ -871,7 +879,6 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
     for column in &mut output.columns {
         column.rowtime = false;
     }
-    let _ = right_width;
     let plan = match interval {
         None => Plan::Join {
             left: Box::new(left.plan),
