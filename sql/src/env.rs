@@ -48,6 +48,8 @@ pub struct TableEnv {
     env: StreamEnv,
     catalog: Catalog,
     streams: BTreeMap<String, DataStream<Change>>,
+    /// `table.exec.state.ttl` in milliseconds, when set.
+    state_ttl_ms: Option<u64>,
 }
 
 /// What a statement returned.
@@ -71,6 +73,25 @@ pub enum TableResult {
         /// The job's metrics.
         job: JobResult,
     },
+}
+
+impl TableResult {
+    /// The operators of the statement's job that dropped late rows, with how many: rows whose
+    /// event time was at or behind the watermark for every window they belong to (a window
+    /// aggregation), or behind the watermark by more than the join interval (an interval
+    /// join). Flink drops such rows too; this makes them visible (the SQL client prints one
+    /// stderr line per operator). Empty for statements that ran no job.
+    pub fn late_rows(&self) -> Vec<(String, u64)> {
+        let job = match self {
+            Self::Rows { job, .. } | Self::Inserted { job } => job,
+            Self::Done | Self::Text(_) => return Vec::new(),
+        };
+        job.operators
+            .iter()
+            .filter(|m| m.late_records > 0)
+            .map(|m| (m.name.clone(), m.late_records))
+            .collect()
+    }
 }
 
 /// A planned query: `TableEnv::sql_query`'s result.
@@ -108,6 +129,7 @@ impl TableEnv {
             env: env.clone(),
             catalog: Catalog::default(),
             streams: BTreeMap::new(),
+            state_ttl_ms: None,
         }
     }
 
@@ -200,7 +222,8 @@ impl TableEnv {
     ///
     /// A table it reads cannot be read.
     pub fn to_changelog_stream(&self, table: &Table) -> Result<DataStream<Change>, SqlError> {
-        let mut translator = Translator::new(&self.env, &table.catalog, &self.streams);
+        let mut translator = Translator::new(&self.env, &table.catalog, &self.streams)
+            .with_state_ttl(self.state_ttl_ms);
         let stream = translator.translate(&table.plan)?;
         translator.finish();
         Ok(stream)
@@ -290,6 +313,24 @@ impl TableEnv {
                 )?;
                 Ok(TableResult::Done)
             }
+            Statement::Set {
+                key,
+                value,
+                position,
+            } => {
+                if key != STATE_TTL {
+                    return Err(SqlError::unsupported(
+                        position,
+                        format!("setting '{key}': the one known setting is '{STATE_TTL}'"),
+                    ));
+                }
+                let ttl = parse_duration_ms(&value).map_err(|e| {
+                    SqlError::validation(position, format!("'{STATE_TTL}' = '{value}': {e}"))
+                })?;
+                // Flink's 0 means "never expire".
+                self.state_ttl_ms = (ttl > 0).then_some(ttl);
+                Ok(TableResult::Done)
+            }
             Statement::ShowTables => Ok(TableResult::Text(
                 self.catalog
                     .names()
@@ -324,7 +365,8 @@ impl TableEnv {
                 let plan = plan_query(&query, &self.catalog)?;
                 let env = self.job_env(&plan);
                 let translator_streams = &self.streams;
-                let mut translator = Translator::new(&env, &self.catalog, translator_streams);
+                let mut translator = Translator::new(&env, &self.catalog, translator_streams)
+                    .with_state_ttl(self.state_ttl_ms);
                 let stream = translator.translate(&plan)?;
                 translator.finish();
                 let sink = stream.collect_sink();
@@ -339,7 +381,8 @@ impl TableEnv {
                 let plan = plan_query(&query, &self.catalog)?;
                 let connector = self.sink_of(&table, &plan)?;
                 let env = self.job_env(&plan);
-                let mut translator = Translator::new(&env, &self.catalog, &self.streams);
+                let mut translator = Translator::new(&env, &self.catalog, &self.streams)
+                    .with_state_ttl(self.state_ttl_ms);
                 let stream = translator.translate(&plan)?;
                 translator.finish();
                 match connector {
@@ -406,13 +449,45 @@ impl TableEnv {
     }
 }
 
+/// The setting bounding the state of regular joins.
+const STATE_TTL: &str = "table.exec.state.ttl";
+
+/// A duration as Flink writes it: a number and a unit (`ms`, `s`, `min`, `h`, `d`, spelled
+/// out or not); a bare number is milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| "expected a duration such as '1 h', '30 min' or '500 ms'".to_string())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "min" | "mins" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        other => return Err(format!("unknown time unit '{other}' (ms, s, min, h or d)")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| "the duration is too long".to_string())
+}
+
 fn reads_streams(plan: &Plan, streams: &BTreeMap<String, DataStream<Change>>) -> bool {
     match plan {
         Plan::Scan { table, .. } => streams.contains_key(table),
         Plan::Calc { input, .. }
         | Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
-        | Plan::WindowTvf { input, .. } => reads_streams(input, streams),
+        | Plan::WindowTvf { input, .. }
+        | Plan::Rank { input, .. }
+        | Plan::OverAgg { input, .. } => reads_streams(input, streams),
+        Plan::Join { left, right, .. } | Plan::IntervalJoin { left, right, .. } => {
+            reads_streams(left, streams) || reads_streams(right, streams)
+        }
         Plan::Union { inputs, .. } => inputs.iter().any(|i| reads_streams(i, streams)),
     }
 }

@@ -23,7 +23,10 @@ use crate::agg::{Accumulator, AggCall};
 use crate::catalog::{Catalog, CatalogTable, ColumnSource, Connector, ConnectorTable};
 use crate::error::SqlError;
 use crate::expr::{Expr, cast, parse_timestamp};
+use crate::join::{IntervalJoinFn, JoinCore, RegularJoinOp, has_null};
+use crate::over::OverAggOp;
 use crate::plan::Plan;
+use crate::rank::RankOp;
 use crate::types::{Change, Column, DataType, Row, RowKind, Value};
 use crate::window::WindowKind;
 
@@ -39,6 +42,7 @@ pub(crate) struct Translator<'a> {
     errors: OutputTag<String>,
     error_streams: Vec<DataStream<String>>,
     next_id: u32,
+    state_ttl_ms: Option<u64>,
 }
 
 impl<'a> Translator<'a> {
@@ -56,6 +60,7 @@ impl<'a> Translator<'a> {
             errors: OutputTag::new(ERRORS_TAG),
             error_streams: Vec::new(),
             next_id: 0,
+            state_ttl_ms: None,
         }
     }
 
@@ -164,6 +169,138 @@ impl<'a> Translator<'a> {
                 self.error_streams.push(out.side_output(&self.errors));
                 Ok(out)
             }
+            Plan::Join {
+                left,
+                right,
+                kind,
+                left_keys,
+                right_keys,
+                condition,
+                schema,
+            } => {
+                let left_width = left.schema().columns.len();
+                let right_width = right.schema().columns.len();
+                let left = self.translate(left)?;
+                let right = self.translate(right)?;
+                let (lk, rk) = (left_keys.clone(), right_keys.clone());
+                let name = format!(
+                    "Join({}, select=[{}])",
+                    kind.sql(),
+                    schema.names().join(", ")
+                );
+                let uid = self.uid("join");
+                let core = JoinCore::new(
+                    *kind,
+                    condition.clone(),
+                    left_width,
+                    right_width,
+                    self.state_ttl_ms.is_some(),
+                );
+                let out = left
+                    .connect(right)
+                    .key_by(
+                        move |c: &Change| key_of(&c.row, &lk),
+                        move |c: &Change| key_of(&c.row, &rk),
+                    )
+                    .process(RegularJoinOp::new(
+                        core,
+                        self.state_ttl_ms,
+                        self.errors.clone(),
+                        name.clone(),
+                    ))
+                    .name(&name)
+                    .uid(&uid);
+                self.error_streams.push(out.side_output(&self.errors));
+                Ok(out)
+            }
+            Plan::IntervalJoin {
+                left,
+                right,
+                left_keys,
+                right_keys,
+                lower_ms,
+                upper_ms,
+                condition,
+                schema,
+            } => {
+                let left = self.translate(left)?;
+                let right = self.translate(right)?;
+                let (lk, rk) = (left_keys.clone(), right_keys.clone());
+                let (lk2, rk2) = (left_keys.clone(), right_keys.clone());
+                let name = format!("IntervalJoin(select=[{}])", schema.names().join(", "));
+                let uid = self.uid("interval-join");
+                // A key with a NULL matches nothing (SQL's `NULL = NULL` is not true).
+                let left = left
+                    .filter(move |c: &Change| !has_null(&key_of(&c.row, &lk2)))
+                    .key_by(move |c: &Change| key_of(&c.row, &lk));
+                let right = right
+                    .filter(move |c: &Change| !has_null(&key_of(&c.row, &rk2)))
+                    .key_by(move |c: &Change| key_of(&c.row, &rk));
+                let joined = left
+                    .interval_join(right)
+                    .between(*lower_ms, *upper_ms)
+                    .process(IntervalJoinFn::new())
+                    .name(&name)
+                    .uid(&uid);
+                let Some(condition) = condition else {
+                    return Ok(joined);
+                };
+                let name = format!(
+                    "Calc(where=[join condition], select=[{}])",
+                    schema.names().join(", ")
+                );
+                let uid = self.uid("interval-join-condition");
+                let out = joined
+                    .process(CalcOp::new(
+                        Some(condition.clone()),
+                        (0..schema.columns.len()).map(Expr::Column).collect(),
+                        self.errors.clone(),
+                        name.clone(),
+                    ))
+                    .name(&name)
+                    .uid(&uid);
+                self.error_streams.push(out.side_output(&self.errors));
+                Ok(out)
+            }
+            Plan::Rank {
+                input,
+                partition,
+                top,
+                ..
+            } => {
+                let stream = self.translate(input)?;
+                let partition = partition.clone();
+                let uid = self.uid("rank");
+                let out = stream
+                    .key_by(move |c: &Change| key_of(&c.row, &partition))
+                    .process(RankOp::new(top.clone(), self.errors.clone()))
+                    .name(&format!("Rank(rankRange=[1..{}])", top.limit))
+                    .uid(&uid);
+                self.error_streams.push(out.side_output(&self.errors));
+                Ok(out)
+            }
+            Plan::OverAgg {
+                input,
+                partition,
+                time_column,
+                over,
+                ..
+            } => {
+                let stream = self.translate(input)?;
+                let partition = partition.clone();
+                let uid = self.uid("over-aggregate");
+                let out = stream
+                    .key_by(move |c: &Change| key_of(&c.row, &partition))
+                    .process(OverAggOp::new(
+                        over.clone(),
+                        *time_column,
+                        self.errors.clone(),
+                    ))
+                    .name("OverAggregate")
+                    .uid(&uid);
+                self.error_streams.push(out.side_output(&self.errors));
+                Ok(out)
+            }
             Plan::Union { inputs, .. } => {
                 let mut streams = Vec::with_capacity(inputs.len());
                 for input in inputs {
@@ -176,6 +313,13 @@ impl<'a> Translator<'a> {
                 Ok(first.union(streams))
             }
         }
+    }
+
+    /// Bounds the state of regular joins to `ttl_ms` of processing time without a write
+    /// (`SET 'table.exec.state.ttl'`).
+    pub(crate) fn with_state_ttl(mut self, ttl_ms: Option<u64>) -> Self {
+        self.state_ttl_ms = ttl_ms;
+        self
     }
 
     fn scan(&mut self, table: &str) -> Result<DataStream<Change>, SqlError> {
@@ -271,6 +415,14 @@ impl<'a> Translator<'a> {
             }
         }
     }
+}
+
+/// The values of `columns` of `row`: a join key.
+fn key_of(row: &[Value], columns: &[usize]) -> Vec<Value> {
+    columns
+        .iter()
+        .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
+        .collect()
 }
 
 /// Filters, then projects, each change.
@@ -528,6 +680,7 @@ impl KeyedProcessFunction for WindowAggOp {
                 }
             }
             if end - 1 <= watermark {
+                ctx.count_late_record();
                 tracing::debug!(ts, watermark, "late row dropped by a session window");
                 return;
             }
@@ -563,6 +716,7 @@ impl KeyedProcessFunction for WindowAggOp {
             ctx.register_event_time_timer(end - 1);
         }
         if late {
+            ctx.count_late_record();
             tracing::debug!(ts, watermark, "late row dropped by a window aggregation");
         }
     }

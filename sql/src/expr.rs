@@ -207,13 +207,34 @@ pub trait Resolver {
     fn column(&mut self, name: &[ast::Ident]) -> Result<Typed, SqlError>;
 }
 
+/// A name that columns may be qualified with (a table name or alias) and the columns of the
+/// schema it covers: one scope covering every column for a single table, one per side for a
+/// join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The qualifier, lower case.
+    pub name: String,
+    /// The columns it covers.
+    pub columns: std::ops::Range<usize>,
+}
+
+impl Scope {
+    /// A scope named `name` over the first `width` columns.
+    pub fn new(name: impl Into<String>, columns: std::ops::Range<usize>) -> Self {
+        Self {
+            name: name.into().to_lowercase(),
+            columns,
+        }
+    }
+}
+
 /// Resolves names against one schema.
 #[derive(Debug)]
 pub struct SchemaResolver<'a> {
     /// The input schema.
     pub schema: &'a Schema,
-    /// The table aliases the columns may be qualified with (lower case).
-    pub qualifiers: Vec<String>,
+    /// The table names or aliases the columns may be qualified with.
+    pub qualifiers: Vec<Scope>,
 }
 
 impl Resolver for SchemaResolver<'_> {
@@ -226,14 +247,16 @@ impl Resolver for SchemaResolver<'_> {
     }
 }
 
-/// Finds the column `name` names in `schema`.
+/// Finds the column `name` names in `schema`. A qualified name looks among its scope's
+/// columns; an unqualified one must name a column of one scope only (else it is ambiguous).
 ///
 /// # Errors
 ///
-/// An unknown column (listing the available ones) or an unknown qualifier.
+/// An unknown column (listing the available ones), an unknown qualifier, or an ambiguous
+/// name.
 pub fn resolve_in_schema(
     schema: &Schema,
-    qualifiers: &[String],
+    qualifiers: &[Scope],
     name: &[ast::Ident],
 ) -> Result<Typed, SqlError> {
     let (column, qualifier) = match name {
@@ -248,20 +271,56 @@ pub fn resolve_in_schema(
         }
     };
     let position = Position::of(column.span);
-    if let Some(qualifier) = qualifier
-        && !qualifiers
-            .iter()
-            .any(|q| q.eq_ignore_ascii_case(&qualifier.value))
-    {
-        return Err(SqlError::validation(
-            Position::of(qualifier.span),
-            format!(
-                "table or alias '{}' not found in this query",
-                qualifier.value
-            ),
-        ));
-    }
-    match schema.index_of(&column.value) {
+    let matches_name = |i: &usize| {
+        schema
+            .columns
+            .get(*i)
+            .is_some_and(|c| c.name.eq_ignore_ascii_case(&column.value))
+    };
+    let found = match qualifier {
+        Some(qualifier) => {
+            let scopes: Vec<&Scope> = qualifiers
+                .iter()
+                .filter(|q| q.name.eq_ignore_ascii_case(&qualifier.value))
+                .collect();
+            if scopes.is_empty() {
+                return Err(SqlError::validation(
+                    Position::of(qualifier.span),
+                    format!(
+                        "table or alias '{}' not found in this query",
+                        qualifier.value
+                    ),
+                ));
+            }
+            scopes
+                .iter()
+                .find_map(|scope| scope.columns.clone().find(|i| matches_name(i)))
+        }
+        None => {
+            let all: Vec<usize> = (0..schema.columns.len()).filter(matches_name).collect();
+            let owners: Vec<&str> = qualifiers
+                .iter()
+                .filter(|q| all.iter().any(|i| q.columns.contains(i)))
+                .map(|q| q.name.as_str())
+                .collect();
+            if owners.len() > 1 {
+                return Err(SqlError::validation(
+                    position,
+                    format!(
+                        "column '{}' is ambiguous: qualify it as {}",
+                        column.value,
+                        owners
+                            .iter()
+                            .map(|o| format!("{o}.{}", column.value))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                ));
+            }
+            all.first().copied()
+        }
+    };
+    match found {
         Some(index) => Ok(Typed {
             expr: Expr::Column(index),
             data_type: schema.columns[index].data_type,

@@ -10,13 +10,16 @@
 //! - Dynamic tables are changelogs: every stream carries [`Change`]s, a row with its
 //!   [`RowKind`] (`+I`, `-U`, `+U`, `-D`). A group aggregation updates its result; a window
 //!   aggregation appends when the watermark passes a window's end.
+//! - Joins ([`join`]): regular joins as a changelog (state bounded by
+//!   `SET 'table.exec.state.ttl'`) and interval joins; Top-N and deduplication ([`rank`]);
+//!   `OVER` aggregations ([`over`]).
 //! - Errors name the line and column of the SQL text ([`SqlError`]).
 //!
 //! ## Layers
 //!
 //! [`parse`] (statements) -> [`catalog`] (tables) -> [`plan`] (logical operators over compiled
 //! [`expr`]essions) -> `exec` (Eichhorn operators). The pure cores ([`expr`], [`agg`],
-//! [`window`], [`types`]) are tested on their own.
+//! [`window`], [`join`], [`rank`], [`over`], [`types`]) are tested on their own.
 
 pub mod agg;
 pub mod catalog;
@@ -24,8 +27,11 @@ mod env;
 pub mod error;
 mod exec;
 pub mod expr;
+pub mod join;
+pub mod over;
 pub mod parse;
 pub mod plan;
+pub mod rank;
 pub mod table_api;
 pub mod types;
 pub mod window;

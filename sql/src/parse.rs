@@ -48,6 +48,15 @@ pub enum Statement {
     ShowTables,
     /// `DESCRIBE table` (`DESC`).
     Describe(Ident),
+    /// `SET 'key' = 'value'`: a session setting (`table.exec.state.ttl`).
+    Set {
+        /// The setting's key.
+        key: String,
+        /// Its value.
+        value: String,
+        /// Where the statement starts.
+        position: Option<Position>,
+    },
 }
 
 /// A `CREATE TABLE` statement.
@@ -164,6 +173,18 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<Statement, SqlError> {
     if is_create_table(parser) {
         return parse_create_table(parser);
     }
+    if matches!(&start.token, Token::Word(w) if w.keyword == Keyword::SET) {
+        // Flink's `SET 'key' = 'value'` (sqlparser's SET wants an identifier).
+        parser.next_token();
+        let key = parser.parse_literal_string()?;
+        parser.expect_token(&Token::Eq)?;
+        let value = parser.parse_literal_string()?;
+        return Ok(Statement::Set {
+            key,
+            value,
+            position: Position::of(start.span),
+        });
+    }
     let statement = parser.parse_statement()?;
     let position = Position::of(start.span);
     match statement {
@@ -218,7 +239,7 @@ fn parse_statement(parser: &mut Parser<'_>) -> Result<Statement, SqlError> {
             position,
             format!(
                 "statement `{}`: supported are CREATE TABLE, CREATE VIEW, SELECT, INSERT INTO, \
-                 EXPLAIN, SHOW TABLES and DESCRIBE",
+                 EXPLAIN, SHOW TABLES, DESCRIBE and SET",
                 first_words(&other.to_string())
             ),
         )),

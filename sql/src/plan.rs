@@ -23,8 +23,11 @@ use crate::agg::{AggCall, AggFunc};
 use crate::catalog::{Catalog, CatalogTable};
 use crate::error::{Position, SqlError};
 use crate::expr::{
-    self, Expr, Resolver, SchemaResolver, Typed, compile, function_args, position_of,
+    self, Expr, Resolver, SchemaResolver, Scope, Typed, compile, function_args, position_of,
 };
+use crate::join::JoinKind;
+use crate::over::{OverAgg, OverFrame};
+use crate::rank::TopN;
 use crate::types::{Column, DataType, Schema};
 use crate::window::WindowKind;
 
@@ -88,6 +91,71 @@ pub enum Plan {
         /// The output schema.
         schema: Schema,
     },
+    /// A regular join: a changelog of `left ++ right` rows, each side's rows kept per key
+    /// (bounded by the state TTL when one is set).
+    Join {
+        /// The left input.
+        left: Box<Self>,
+        /// The right input.
+        right: Box<Self>,
+        /// Inner, left, right or full.
+        kind: JoinKind,
+        /// The left columns of the equality keys.
+        left_keys: Vec<usize>,
+        /// The right columns of the equality keys, pairwise with `left_keys`.
+        right_keys: Vec<usize>,
+        /// The rest of `ON`, over `left ++ right`.
+        condition: Option<Expr>,
+        /// The output schema.
+        schema: Schema,
+    },
+    /// An interval join of append-only inputs: each left row joins the right rows whose
+    /// event time is within `[left time + lower_ms, left time + upper_ms]`; state is dropped
+    /// as the watermark passes.
+    IntervalJoin {
+        /// The left input.
+        left: Box<Self>,
+        /// The right input.
+        right: Box<Self>,
+        /// The left columns of the equality keys.
+        left_keys: Vec<usize>,
+        /// The right columns of the equality keys, pairwise with `left_keys`.
+        right_keys: Vec<usize>,
+        /// The lower bound of the right time, relative to the left time.
+        lower_ms: i64,
+        /// The upper bound of the right time, relative to the left time.
+        upper_ms: i64,
+        /// The rest of `ON`, over `left ++ right`.
+        condition: Option<Expr>,
+        /// The output schema.
+        schema: Schema,
+    },
+    /// Top-N (and deduplication, Top-1 by time): per partition, the first `N` rows by the
+    /// order, with their rank appended, as a changelog.
+    Rank {
+        /// The input.
+        input: Box<Self>,
+        /// The partition columns.
+        partition: Vec<usize>,
+        /// The order and `N`.
+        top: TopN,
+        /// The output schema: the input's columns and `rn`.
+        schema: Schema,
+    },
+    /// An `OVER` aggregation: each input row with its aggregates over its frame appended,
+    /// emitted when the watermark reaches the row's time.
+    OverAgg {
+        /// The input.
+        input: Box<Self>,
+        /// The partition columns.
+        partition: Vec<usize>,
+        /// The event-time column of the `ORDER BY`.
+        time_column: usize,
+        /// The frame and the aggregate calls (arguments index the input row).
+        over: OverAgg,
+        /// The output schema: the input's columns, then the aggregates.
+        schema: Schema,
+    },
     /// `UNION ALL` of inputs with the same column types.
     Union {
         /// The inputs.
@@ -106,6 +174,10 @@ impl Plan {
             | Self::GroupAgg { schema, .. }
             | Self::WindowAgg { schema, .. }
             | Self::WindowTvf { schema, .. }
+            | Self::Join { schema, .. }
+            | Self::IntervalJoin { schema, .. }
+            | Self::Rank { schema, .. }
+            | Self::OverAgg { schema, .. }
             | Self::Union { schema, .. } => schema,
         }
     }
@@ -113,9 +185,14 @@ impl Plan {
     /// Whether the result only ever gets inserts (no updates or deletes).
     pub fn is_append_only(&self) -> bool {
         match self {
-            Self::Scan { .. } | Self::WindowAgg { .. } => true,
-            Self::GroupAgg { .. } => false,
-            Self::Calc { input, .. } | Self::WindowTvf { input, .. } => input.is_append_only(),
+            Self::Scan { .. } | Self::WindowAgg { .. } | Self::IntervalJoin { .. } => true,
+            Self::GroupAgg { .. } | Self::Rank { .. } => false,
+            Self::Join {
+                kind, left, right, ..
+            } => *kind == JoinKind::Inner && left.is_append_only() && right.is_append_only(),
+            Self::Calc { input, .. }
+            | Self::WindowTvf { input, .. }
+            | Self::OverAgg { input, .. } => input.is_append_only(),
             Self::Union { inputs, .. } => inputs.iter().all(Self::is_append_only),
         }
     }
@@ -163,6 +240,72 @@ impl Plan {
                 "{indent}WindowTableFunction(window=[{}], fields=[{columns}])",
                 describe_window(window)
             ),
+            Self::Join {
+                kind,
+                left_keys,
+                right_keys,
+                condition,
+                ..
+            } => writeln!(
+                out,
+                "{indent}Join(joinType=[{}], keys=[{}]{}, changelog=[{}], fields=[{columns}])",
+                kind.sql(),
+                describe_keys(left_keys, right_keys),
+                if condition.is_some() {
+                    ", where=[..]"
+                } else {
+                    ""
+                },
+                if self.is_append_only() { "I" } else { "I,D" },
+            ),
+            Self::IntervalJoin {
+                left_keys,
+                right_keys,
+                lower_ms,
+                upper_ms,
+                condition,
+                ..
+            } => writeln!(
+                out,
+                "{indent}IntervalJoin(joinType=[INNER], keys=[{}], right time in [left time + {lower_ms} ms, left time + {upper_ms} ms]{}, fields=[{columns}])",
+                describe_keys(left_keys, right_keys),
+                if condition.is_some() {
+                    ", where=[..]"
+                } else {
+                    ""
+                },
+            ),
+            Self::Rank { partition, top, .. } => writeln!(
+                out,
+                "{indent}Rank(rankType=[ROW_NUMBER], partitionBy=[{}], orderBy=[{}], rankRange=[1..{}], changelog=[I,UB,UA,D], fields=[{columns}])",
+                partition
+                    .iter()
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                top.order
+                    .iter()
+                    .map(|(i, desc)| format!("${i} {}", if *desc { "DESC" } else { "ASC" }))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                top.limit
+            ),
+            Self::OverAgg {
+                partition,
+                time_column,
+                over,
+                ..
+            } => writeln!(
+                out,
+                "{indent}OverAggregate(partitionBy=[{}], orderBy=[${time_column} ASC], window=[{:?}], aggs=[{}], fields=[{columns}])",
+                partition
+                    .iter()
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                over.frame,
+                describe_aggs(&over.aggs)
+            ),
             Self::Union { .. } => writeln!(out, "{indent}Union(all=[true], fields=[{columns}])"),
         };
         match self {
@@ -170,7 +313,13 @@ impl Plan {
             Self::Calc { input, .. }
             | Self::GroupAgg { input, .. }
             | Self::WindowAgg { input, .. }
-            | Self::WindowTvf { input, .. } => input.explain_into(out, depth + 1),
+            | Self::WindowTvf { input, .. }
+            | Self::Rank { input, .. }
+            | Self::OverAgg { input, .. } => input.explain_into(out, depth + 1),
+            Self::Join { left, right, .. } | Self::IntervalJoin { left, right, .. } => {
+                left.explain_into(out, depth + 1);
+                right.explain_into(out, depth + 1);
+            }
             Self::Union { inputs, .. } => {
                 for input in inputs {
                     input.explain_into(out, depth + 1);
@@ -187,6 +336,17 @@ fn describe_aggs(aggs: &[AggCall]) -> String {
             let distinct = if a.distinct { "DISTINCT " } else { "" };
             format!("{:?}({distinct}{arg})", a.func).to_uppercase()
         })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_keys(left: &[usize], right: &[usize]) -> String {
+    if left.is_empty() {
+        return "none: one global key".to_string();
+    }
+    left.iter()
+        .zip(right)
+        .map(|(l, r)| format!("$l{l} = $r{r}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -208,7 +368,7 @@ fn describe_window(window: &WindowKind) -> String {
 /// qualified with.
 struct Relation {
     plan: Plan,
-    qualifiers: Vec<String>,
+    qualifiers: Vec<Scope>,
     /// The window TVF it came from, with the index of the time column in the TVF's input
     /// (whose columns come first, then `window_start`, `window_end`, `window_time`).
     window: Option<(WindowKind, usize)>,
@@ -340,18 +500,20 @@ fn plan_select(select: &ast::Select, catalog: &Catalog) -> Result<Plan, SqlError
             return Err(SqlError::unsupported(position, "SELECT without FROM"));
         }
         [one] => {
-            if let Some(join) = one.joins.first() {
-                return Err(SqlError::unsupported(
-                    Position::of(join.relation.span()).or(position),
-                    "JOIN: joins are not supported yet",
-                ));
+            let mut relation = match plan_ranked(&one.relation, select.selection.as_ref(), catalog)?
+            {
+                Some(ranked) => ranked,
+                None => plan_relation(&one.relation, catalog)?,
+            };
+            for join in &one.joins {
+                relation = plan_join(relation, join, catalog)?;
             }
-            plan_relation(&one.relation, catalog)?
+            relation
         }
         [_, second, ..] => {
             return Err(SqlError::unsupported(
                 Position::of(second.relation.span()).or(position),
-                "several tables in FROM (an implicit join)",
+                "several tables in FROM (an implicit join): write JOIN .. ON",
             ));
         }
     };
@@ -392,7 +554,11 @@ fn plan_select(select: &ast::Select, catalog: &Catalog) -> Result<Plan, SqlError
             }
             None => relation,
         };
-        plan_projection(select, relation)?
+        if has_over(select) {
+            plan_over(select, relation)?
+        } else {
+            plan_projection(select, relation)?
+        }
     };
     Ok(match &select.distinct {
         None => plan,
@@ -414,7 +580,12 @@ fn plan_projection(select: &ast::Select, relation: Relation) -> Result<Plan, Sql
         Some(condition) => Some(compile_condition(condition, &mut resolver)?),
         None => None,
     };
-    let (projection, columns) = compile_select_list(&select.projection, &mut resolver, &schema)?;
+    let (projection, columns) = compile_select_list(
+        &select.projection,
+        &mut resolver,
+        &schema,
+        &relation.qualifiers,
+    )?;
     Ok(Plan::Calc {
         input: Box::new(relation.plan),
         filter,
@@ -443,6 +614,7 @@ fn compile_select_list(
     items: &[ast::SelectItem],
     resolver: &mut dyn Resolver,
     input: &Schema,
+    scopes: &[Scope],
 ) -> Result<(Vec<Expr>, Vec<Column>), SqlError> {
     let mut projection = Vec::new();
     let mut columns: Vec<Column> = Vec::new();
@@ -451,15 +623,52 @@ fn compile_select_list(
             ast::SelectItem::UnnamedExpr(e) => (e, None),
             ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
             ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..) => {
+                let only = match item {
+                    ast::SelectItem::QualifiedWildcard(kind, _) => {
+                        let text = kind.to_string();
+                        let name = text.trim_end_matches(".*").to_lowercase();
+                        let Some(scope) = scopes.iter().find(|s| s.name == name) else {
+                            return Err(SqlError::validation(
+                                Position::of(item.span()),
+                                format!("table or alias '{name}' not found in this query"),
+                            ));
+                        };
+                        Some(scope.columns.clone())
+                    }
+                    _ => None,
+                };
                 for (i, column) in input.columns.iter().enumerate() {
-                    let ident = ast::Ident::new(column.name.clone());
-                    let typed = match resolver.resolve(&ast::Expr::Identifier(ident.clone()))? {
-                        Some(t) => t,
-                        None => resolver.column(&[ident])?,
+                    if only.as_ref().is_some_and(|range| !range.contains(&i)) {
+                        continue;
+                    }
+                    // Qualified by the scope holding the column, so a join's columns of the
+                    // same name on both sides resolve each to its own.
+                    let mut name = Vec::new();
+                    if let Some(scope) = scopes.iter().find(|s| s.columns.contains(&i)) {
+                        name.push(ast::Ident::new(scope.name.clone()));
+                    }
+                    name.push(ast::Ident::new(column.name.clone()));
+                    let reference = if name.len() == 1 {
+                        ast::Expr::Identifier(name[0].clone())
+                    } else {
+                        ast::Expr::CompoundIdentifier(name.clone())
                     };
-                    let _ = i;
+                    let typed = match resolver.resolve(&reference)? {
+                        Some(t) => t,
+                        None => resolver.column(&name)?,
+                    };
+                    // Flink renames a repeated name (a join's `id` on both sides) `id0`.
+                    let mut output = column.clone();
+                    let mut suffix = 0;
+                    while columns
+                        .iter()
+                        .any(|c| c.name.eq_ignore_ascii_case(&output.name))
+                    {
+                        output.name = format!("{}{suffix}", column.name);
+                        suffix += 1;
+                    }
                     projection.push(typed.expr);
-                    columns.push(column.clone());
+                    columns.push(output);
                 }
                 continue;
             }
@@ -516,9 +725,10 @@ fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relatio
                 ));
             }
             let plan = scan(name, catalog)?;
-            let mut qualifiers = vec![plain_name(name)];
+            let width = plan.schema().columns.len();
+            let mut qualifiers = vec![Scope::new(plain_name(name), 0..width)];
             if let Some(alias) = alias {
-                qualifiers = vec![alias.name.value.to_lowercase()];
+                qualifiers = vec![Scope::new(&alias.name.value, 0..width)];
             }
             Ok(Relation {
                 plan,
@@ -530,16 +740,21 @@ fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relatio
             subquery, alias, ..
         } => {
             let plan = plan_query(subquery, catalog)?;
+            let width = plan.schema().columns.len();
             Ok(Relation {
                 plan,
-                qualifiers: alias.iter().map(|a| a.name.value.to_lowercase()).collect(),
+                qualifiers: alias
+                    .iter()
+                    .map(|a| Scope::new(&a.name.value, 0..width))
+                    .collect(),
                 window: None,
             })
         }
         ast::TableFactor::TableFunction { expr, alias } => {
             let mut relation = plan_window_tvf(expr, catalog)?;
             if let Some(alias) = alias {
-                relation.qualifiers = vec![alias.name.value.to_lowercase()];
+                let width = relation.plan.schema().columns.len();
+                relation.qualifiers = vec![Scope::new(&alias.name.value, 0..width)];
             }
             Ok(relation)
         }
@@ -548,6 +763,720 @@ fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relatio
             format!("FROM `{other}`"),
         )),
     }
+}
+
+/// `left JOIN right ON ...`: a regular join, or an interval join when `ON` bounds one side's
+/// event time by the other's (`b.ts BETWEEN a.ts - INTERVAL .. AND a.ts + INTERVAL ..`).
+fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Relation, SqlError> {
+    let position = Position::of(join.relation.span());
+    let (kind, constraint) = match &join.join_operator {
+        ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => (JoinKind::Inner, c),
+        ast::JoinOperator::Left(c) | ast::JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
+        ast::JoinOperator::Right(c) | ast::JoinOperator::RightOuter(c) => (JoinKind::Right, c),
+        ast::JoinOperator::FullOuter(c) => (JoinKind::Full, c),
+        _ => {
+            return Err(SqlError::unsupported(
+                position,
+                "this kind of join: supported are [INNER] JOIN, LEFT, RIGHT and FULL [OUTER] \
+                 JOIN with ON",
+            ));
+        }
+    };
+    let ast::JoinConstraint::On(on) = constraint else {
+        return Err(SqlError::unsupported(
+            position,
+            "a join without ON (USING, NATURAL, CROSS): write ON a.k = b.k",
+        ));
+    };
+    let mut left = left;
+    let mut right = plan_relation(&join.relation, catalog)?;
+    // A side without a name (a subquery without alias) gets one, as Calcite names them, so
+    // a column on both sides is still reported ambiguous rather than taken from the left.
+    for (side, name) in [(&mut left, "expr$0"), (&mut right, "expr$1")] {
+        if side.qualifiers.is_empty() {
+            let width = side.plan.schema().columns.len();
+            side.qualifiers.push(Scope::new(name, 0..width));
+        }
+    }
+    if left.window.is_some() || right.window.is_some() {
+        return Err(SqlError::unsupported(
+            position,
+            "a join of a window TVF (window joins); join the tables, or aggregate the windows \
+             in a view first",
+        ));
+    }
+    let left_width = left.plan.schema().columns.len();
+    let mut columns = left.plan.schema().columns.clone();
+    columns.extend(right.plan.schema().columns.iter().cloned());
+    let joined = Schema::new(columns);
+    let mut qualifiers = left.qualifiers.clone();
+    for scope in &right.qualifiers {
+        if qualifiers.iter().any(|q| q.name == scope.name) {
+            return Err(SqlError::validation(
+                position,
+                format!(
+                    "'{}' names both sides of the join; give one of them an alias",
+                    scope.name
+                ),
+            ));
+        }
+        qualifiers.push(Scope::new(
+            scope.name.clone(),
+            scope.columns.start + left_width..scope.columns.end + left_width,
+        ));
+    }
+    let mut resolver = SchemaResolver {
+        schema: &joined,
+        qualifiers: qualifiers.clone(),
+    };
+    let mut left_keys = Vec::new();
+    let mut right_keys = Vec::new();
+    let mut residual: Option<Expr> = None;
+    let mut interval: Option<(i64, i64, Option<Position>)> = None;
+    for conjunct in conjuncts(on) {
+        if let ast::Expr::BinaryOp {
+            left: a,
+            op: ast::BinaryOperator::Eq,
+            right: b,
+        } = conjunct
+        {
+            let (ta, tb) = (compile(a, &mut resolver)?, compile(b, &mut resolver)?);
+            if let (Expr::Column(i), Expr::Column(j)) = (&ta.expr, &tb.expr)
+                && ta.data_type == tb.data_type
+            {
+                let pair = if *i < left_width && *j >= left_width {
+                    Some((*i, *j - left_width))
+                } else if *j < left_width && *i >= left_width {
+                    Some((*j, *i - left_width))
+                } else {
+                    None
+                };
+                if let Some((l, r)) = pair {
+                    left_keys.push(l);
+                    right_keys.push(r);
+                    continue;
+                }
+            }
+        }
+        if let Some(bounds) = time_bounds(conjunct, &mut resolver, &joined, left_width)? {
+            if interval.is_some() {
+                return Err(SqlError::unsupported(
+                    position_of(conjunct),
+                    "a second time bound in a join: give one BETWEEN over the two time \
+                     attributes",
+                ));
+            }
+            interval = Some((bounds.0, bounds.1, position_of(conjunct)));
+            continue;
+        }
+        let condition = compile_condition(conjunct, &mut resolver)?;
+        residual = Some(match residual {
+            None => condition,
+            Some(previous) => Expr::And(Box::new(previous), Box::new(condition)),
+        });
+    }
+    let mut output = joined.clone();
+    for column in &mut output.columns {
+        column.rowtime = false;
+    }
+    let plan = match interval {
+        None => Plan::Join {
+            left: Box::new(left.plan),
+            right: Box::new(right.plan),
+            kind,
+            left_keys,
+            right_keys,
+            condition: residual,
+            schema: output,
+        },
+        Some((lower_ms, upper_ms, at)) => {
+            if kind != JoinKind::Inner {
+                return Err(SqlError::unsupported(
+                    at.or(position),
+                    format!(
+                        "a {} OUTER interval join: interval joins are inner joins",
+                        kind.sql()
+                    ),
+                ));
+            }
+            if !left.plan.is_append_only() || !right.plan.is_append_only() {
+                return Err(SqlError::unsupported(
+                    at.or(position),
+                    "an interval join of an updating input (a GROUP BY result): both inputs \
+                     must be append-only",
+                ));
+            }
+            if lower_ms > upper_ms {
+                return Err(SqlError::validation(
+                    at.or(position),
+                    format!(
+                        "the time bounds of the join are empty: the lower bound ({lower_ms} ms) \
+                         is after the upper one ({upper_ms} ms)"
+                    ),
+                ));
+            }
+            Plan::IntervalJoin {
+                left: Box::new(left.plan),
+                right: Box::new(right.plan),
+                left_keys,
+                right_keys,
+                lower_ms,
+                upper_ms,
+                condition: residual,
+                schema: output,
+            }
+        }
+    };
+    Ok(Relation {
+        plan,
+        qualifiers,
+        window: None,
+    })
+}
+
+/// Whether a select item is an aggregate call with `OVER`.
+fn over_call(expr: &ast::Expr) -> Option<&ast::Function> {
+    match expr {
+        ast::Expr::Function(f)
+            if f.over.is_some()
+                && AggFunc::from_name(&f.name.to_string().to_ascii_uppercase()).is_some() =>
+        {
+            Some(f)
+        }
+        _ => None,
+    }
+}
+
+fn has_over(select: &ast::Select) -> bool {
+    select.projection.iter().any(|item| match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            over_call(e).is_some()
+        }
+        _ => false,
+    })
+}
+
+/// Resolves `OVER` calls of the select list to the `OverAgg`'s result columns.
+struct OverResolver<'a> {
+    inner: SchemaResolver<'a>,
+    /// `(normalized text, column, type)` per `OVER` call.
+    calls: Vec<(String, usize, DataType)>,
+}
+
+impl Resolver for OverResolver<'_> {
+    fn resolve(&mut self, expr: &ast::Expr) -> Result<Option<Typed>, SqlError> {
+        let text = normalized(expr);
+        Ok(self
+            .calls
+            .iter()
+            .find(|(t, ..)| *t == text)
+            .map(|(_, column, data_type)| Typed {
+                expr: Expr::Column(*column),
+                data_type: *data_type,
+            }))
+    }
+
+    fn column(&mut self, name: &[ast::Ident]) -> Result<Typed, SqlError> {
+        self.inner.column(name)
+    }
+}
+
+/// `SELECT .., agg(x) OVER (PARTITION BY .. ORDER BY ts <frame>) FROM r [WHERE ..]`.
+fn plan_over(select: &ast::Select, relation: Relation) -> Result<Plan, SqlError> {
+    let schema = relation.plan.schema().clone();
+    let width = schema.columns.len();
+    let mut resolver = SchemaResolver {
+        schema: &schema,
+        qualifiers: relation.qualifiers.clone(),
+    };
+    let filter = match &select.selection {
+        Some(condition) => Some(compile_condition(condition, &mut resolver)?),
+        None => None,
+    };
+    let mut spec_text: Option<String> = None;
+    let mut partition = Vec::new();
+    let mut time_column = 0;
+    let mut frame = OverFrame::UnboundedRange;
+    let mut aggs = Vec::new();
+    let mut calls = Vec::new();
+    for item in &select.projection {
+        let (ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. }) =
+            item
+        else {
+            continue;
+        };
+        let Some(function) = over_call(e) else {
+            continue;
+        };
+        let position = position_of(e);
+        let Some(ast::WindowType::WindowSpec(spec)) = &function.over else {
+            return Err(SqlError::unsupported(position, "OVER a named window"));
+        };
+        let text = spec.to_string();
+        if spec_text.as_ref().is_some_and(|t| *t != text) {
+            return Err(SqlError::unsupported(
+                position,
+                "OVER aggregations with different windows in one SELECT: give them the same \
+                 PARTITION BY, ORDER BY and frame",
+            ));
+        }
+        if spec_text.is_none() {
+            partition = spec
+                .partition_by
+                .iter()
+                .map(|p| match compile(p, &mut resolver)?.expr {
+                    Expr::Column(i) => Ok(i),
+                    _ => Err(SqlError::unsupported(
+                        position_of(p),
+                        "PARTITION BY of an OVER aggregation must name columns",
+                    )),
+                })
+                .collect::<Result<_, _>>()?;
+            time_column = match spec.order_by.as_slice() {
+                [order] if order.options.asc != Some(false) => {
+                    match compile(&order.expr, &mut resolver)?.expr {
+                        Expr::Column(i) if schema.columns[i].rowtime => i,
+                        _ => {
+                            return Err(SqlError::unsupported(
+                                position_of(&order.expr),
+                                "the ORDER BY of an OVER aggregation must be an event-time \
+                                 attribute (a column with a WATERMARK), ascending",
+                            ));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(SqlError::unsupported(
+                        position,
+                        "an OVER aggregation needs ORDER BY one event-time attribute, ascending",
+                    ));
+                }
+            };
+            frame = over_frame(spec.window_frame.as_ref(), position)?;
+            spec_text = Some(text);
+        }
+        let name = function.name.to_string().to_ascii_uppercase();
+        let func = AggFunc::from_name(&name)
+            .ok_or_else(|| SqlError::unsupported(position, format!("{name} OVER (..)")))?;
+        let ast::FunctionArguments::List(list) = &function.args else {
+            return Err(SqlError::validation(
+                position,
+                format!("{name} needs an argument"),
+            ));
+        };
+        if list.duplicate_treatment.is_some() {
+            return Err(SqlError::unsupported(
+                position,
+                format!("{name}(DISTINCT ..) OVER"),
+            ));
+        }
+        let (arg, arg_type) = match list.args.as_slice() {
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Wildcard)]
+                if func == AggFunc::Count =>
+            {
+                (None, None)
+            }
+            [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))] => {
+                let typed = compile(a, &mut resolver)?;
+                match typed.expr {
+                    Expr::Column(i) => (Some(i), Some(typed.data_type)),
+                    _ => {
+                        return Err(SqlError::unsupported(
+                            position_of(a),
+                            "the argument of an OVER aggregate must be a column; compute it \
+                             in a view",
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(SqlError::validation(
+                    position,
+                    format!("{name} takes one argument"),
+                ));
+            }
+        };
+        let result_type = func
+            .result_type(arg_type)
+            .map_err(|e| SqlError::validation(position, format!("type mismatch: {e}")))?;
+        calls.push((normalized(e), width + aggs.len(), result_type));
+        aggs.push(AggCall {
+            func,
+            distinct: false,
+            arg,
+            result_type,
+        });
+    }
+    let mut columns = schema.columns.clone();
+    for (i, call) in aggs.iter().enumerate() {
+        columns.push(Column::new(format!("over${i}"), call.result_type));
+    }
+    let over_schema = Schema::new(columns);
+    let mut over_resolver = OverResolver {
+        inner: SchemaResolver {
+            schema: &over_schema,
+            qualifiers: relation.qualifiers.clone(),
+        },
+        calls,
+    };
+    let (projection, columns) = compile_select_list(
+        &select.projection,
+        &mut over_resolver,
+        &schema,
+        &relation.qualifiers,
+    )?;
+    let input = match filter {
+        None => relation.plan,
+        Some(filter) => Plan::Calc {
+            projection: (0..width).map(Expr::Column).collect(),
+            schema: schema.clone(),
+            input: Box::new(relation.plan),
+            filter: Some(filter),
+        },
+    };
+    Ok(Plan::Calc {
+        input: Box::new(Plan::OverAgg {
+            input: Box::new(input),
+            partition,
+            time_column,
+            over: OverAgg { frame, aggs },
+            schema: over_schema,
+        }),
+        filter: None,
+        projection,
+        schema: Schema::new(columns),
+    })
+}
+
+/// The frame of an `OVER` window: `ROWS`/`RANGE BETWEEN .. PRECEDING AND CURRENT ROW`.
+fn over_frame(
+    frame: Option<&ast::WindowFrame>,
+    position: Option<Position>,
+) -> Result<OverFrame, SqlError> {
+    let Some(frame) = frame else {
+        return Ok(OverFrame::UnboundedRange);
+    };
+    let wrong = || {
+        SqlError::unsupported(
+            position,
+            "this OVER frame: supported are ROWS BETWEEN n PRECEDING AND CURRENT ROW and RANGE \
+             BETWEEN INTERVAL .. PRECEDING AND CURRENT ROW (or UNBOUNDED PRECEDING)",
+        )
+    };
+    if !matches!(
+        frame.end_bound,
+        None | Some(ast::WindowFrameBound::CurrentRow)
+    ) {
+        return Err(wrong());
+    }
+    match (&frame.units, &frame.start_bound) {
+        (ast::WindowFrameUnits::Rows, ast::WindowFrameBound::Preceding(None)) => {
+            Ok(OverFrame::UnboundedRows)
+        }
+        (ast::WindowFrameUnits::Range, ast::WindowFrameBound::Preceding(None)) => {
+            Ok(OverFrame::UnboundedRange)
+        }
+        (ast::WindowFrameUnits::Rows, ast::WindowFrameBound::CurrentRow) => Ok(OverFrame::Rows(0)),
+        (ast::WindowFrameUnits::Rows, ast::WindowFrameBound::Preceding(Some(n))) => {
+            match n.as_ref() {
+                ast::Expr::Value(v) => match &v.value {
+                    ast::Value::Number(text, _) => text
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n <= 10_000)
+                        .map(OverFrame::Rows)
+                        .ok_or_else(|| {
+                            SqlError::unsupported(
+                                position_of(n),
+                                "ROWS n PRECEDING needs n between 0 and 10000",
+                            )
+                        }),
+                    _ => Err(wrong()),
+                },
+                _ => Err(wrong()),
+            }
+        }
+        (ast::WindowFrameUnits::Range, ast::WindowFrameBound::Preceding(Some(n))) => {
+            match n.as_ref() {
+                ast::Expr::Interval(interval) => Ok(OverFrame::Range(expr::interval_ms(
+                    interval,
+                    position_of(n),
+                )?)),
+                _ => Err(wrong()),
+            }
+        }
+        _ => Err(wrong()),
+    }
+}
+
+/// The largest `N` of a Top-N: its state holds up to `N` rows per partition.
+const TOP_N_MAX: i64 = 10_000;
+
+/// `(SELECT .., ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..) AS rn FROM ..) WHERE rn <= N`:
+/// a Top-N (deduplication with `rn = 1`), or `None` when `factor` holds no `ROW_NUMBER`.
+/// The outer `WHERE` stays as it is (a filter over the ranked rows, which it keeps).
+fn plan_ranked(
+    factor: &ast::TableFactor,
+    outer_where: Option<&ast::Expr>,
+    catalog: &Catalog,
+) -> Result<Option<Relation>, SqlError> {
+    let ast::TableFactor::Derived {
+        subquery, alias, ..
+    } = factor
+    else {
+        return Ok(None);
+    };
+    let ast::SetExpr::Select(inner) = subquery.body.as_ref() else {
+        return Ok(None);
+    };
+    let found = inner.projection.iter().enumerate().find_map(|(i, item)| {
+        let (expr, alias) = match item {
+            ast::SelectItem::UnnamedExpr(e) => (e, None),
+            ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            _ => return None,
+        };
+        match expr {
+            ast::Expr::Function(f)
+                if f.name.to_string().eq_ignore_ascii_case("ROW_NUMBER") && f.over.is_some() =>
+            {
+                Some((i, f, alias.unwrap_or_else(|| format!("EXPR${i}"))))
+            }
+            _ => None,
+        }
+    });
+    let Some((index, function, rn_name)) = found else {
+        return Ok(None);
+    };
+    let position = Position::of(function.name.span());
+    let Some(ast::WindowType::WindowSpec(spec)) = &function.over else {
+        return Err(SqlError::unsupported(
+            position,
+            "ROW_NUMBER() OVER a named window",
+        ));
+    };
+    if spec.window_frame.is_some() || spec.order_by.is_empty() {
+        return Err(SqlError::unsupported(
+            position,
+            "ROW_NUMBER() needs OVER (PARTITION BY .. ORDER BY ..) without a frame",
+        ));
+    }
+    let limit = outer_where
+        .map(conjuncts)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|c| rank_limit(c, &rn_name))
+        .ok_or_else(|| {
+            SqlError::unsupported(
+                position,
+                format!(
+                    "ROW_NUMBER() without `WHERE {rn_name} <= N` (or `{rn_name} = 1`) in the \
+                     outer query: only Top-N and deduplication are supported"
+                ),
+            )
+        })?;
+    if !(1..=TOP_N_MAX).contains(&limit) {
+        return Err(SqlError::unsupported(
+            position,
+            format!("a Top-N of {limit} rows: N must be between 1 and {TOP_N_MAX}"),
+        ));
+    }
+    // The inner query without ROW_NUMBER, planned as any query.
+    let mut without = inner.as_ref().clone();
+    without.projection.remove(index);
+    let input = plan_select(&without, catalog)?;
+    let input_schema = input.schema().clone();
+    let column_of = |e: &ast::Expr| -> Result<usize, SqlError> {
+        let name = match e {
+            ast::Expr::Identifier(i) => Some(i),
+            ast::Expr::CompoundIdentifier(parts) => parts.last(),
+            _ => None,
+        };
+        name.and_then(|n| input_schema.index_of(&n.value))
+            .ok_or_else(|| {
+                SqlError::unsupported(
+                    position_of(e),
+                    format!(
+                        "PARTITION BY and ORDER BY of ROW_NUMBER must name columns the inner \
+                         SELECT lists ({}), not `{e}`",
+                        input_schema.names().join(", ")
+                    ),
+                )
+            })
+    };
+    let partition = spec
+        .partition_by
+        .iter()
+        .map(column_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    let order = spec
+        .order_by
+        .iter()
+        .map(|o| Ok((column_of(&o.expr)?, o.options.asc == Some(false))))
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    let mut columns = input_schema.columns.clone();
+    for column in &mut columns {
+        column.rowtime = false;
+    }
+    columns.push(Column::new(rn_name, DataType::BigInt));
+    let width = columns.len();
+    let rank = Plan::Rank {
+        top: TopN {
+            order,
+            limit: limit as usize,
+            append_only: input.is_append_only(),
+        },
+        input: Box::new(input),
+        partition,
+        schema: Schema::new(columns.clone()),
+    };
+    // `rn` where the inner SELECT lists it.
+    let plan = if index + 1 == width {
+        rank
+    } else {
+        let mut order: Vec<usize> = (0..width - 1).collect();
+        order.insert(index, width - 1);
+        Plan::Calc {
+            input: Box::new(rank),
+            filter: None,
+            projection: order.iter().map(|&i| Expr::Column(i)).collect(),
+            schema: Schema::new(order.iter().map(|&i| columns[i].clone()).collect()),
+        }
+    };
+    Ok(Some(Relation {
+        qualifiers: alias
+            .iter()
+            .map(|a| Scope::new(&a.name.value, 0..width))
+            .collect(),
+        plan,
+        window: None,
+    }))
+}
+
+/// `N` of `rn <= N`, `rn < N + 1`, `rn = 1`, `N >= rn`, where `rn` is `name`.
+fn rank_limit(conjunct: &ast::Expr, name: &str) -> Option<i64> {
+    let ast::Expr::BinaryOp { left, op, right } = conjunct else {
+        return None;
+    };
+    let is_rn = |e: &ast::Expr| match e {
+        ast::Expr::Identifier(i) => i.value.eq_ignore_ascii_case(name),
+        ast::Expr::CompoundIdentifier(parts) => parts
+            .last()
+            .is_some_and(|i| i.value.eq_ignore_ascii_case(name)),
+        _ => false,
+    };
+    let number = |e: &ast::Expr| match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse::<i64>().ok(),
+            _ => None,
+        },
+        _ => None,
+    };
+    use ast::BinaryOperator as Op;
+    let (op, n) = if is_rn(left) {
+        (op.clone(), number(right)?)
+    } else if is_rn(right) {
+        let flipped = match op {
+            Op::Gt => Op::Lt,
+            Op::GtEq => Op::LtEq,
+            Op::Lt => Op::Gt,
+            Op::LtEq => Op::GtEq,
+            other => other.clone(),
+        };
+        (flipped, number(left)?)
+    } else {
+        return None;
+    };
+    match op {
+        Op::LtEq => Some(n),
+        Op::Lt => Some(n - 1),
+        Op::Eq if n == 1 => Some(1),
+        _ => None,
+    }
+}
+
+/// The `AND`ed parts of a condition.
+fn conjuncts(expr: &ast::Expr) -> Vec<&ast::Expr> {
+    match expr {
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::And,
+            right,
+        } => {
+            let mut parts = conjuncts(left);
+            parts.extend(conjuncts(right));
+            parts
+        }
+        ast::Expr::Nested(inner) => conjuncts(inner),
+        other => vec![other],
+    }
+}
+
+/// `x.ts BETWEEN y.ts [- INTERVAL ..] AND y.ts [+ INTERVAL ..]` over the time attributes of
+/// the two sides: the bounds of the right time relative to the left time, or `None` when the
+/// condition has another shape (then it is an ordinary condition).
+fn time_bounds(
+    conjunct: &ast::Expr,
+    resolver: &mut SchemaResolver<'_>,
+    joined: &Schema,
+    left_width: usize,
+) -> Result<Option<(i64, i64)>, SqlError> {
+    let ast::Expr::Between {
+        expr,
+        negated: false,
+        low,
+        high,
+    } = conjunct
+    else {
+        return Ok(None);
+    };
+    let time_column =
+        |e: &ast::Expr, resolver: &mut SchemaResolver<'_>| -> Result<Option<usize>, SqlError> {
+            Ok(match compile(e, resolver)?.expr {
+                Expr::Column(i) if joined.columns[i].rowtime => Some(i),
+                _ => None,
+            })
+        };
+    let Some(subject) = time_column(expr, resolver)? else {
+        return Ok(None);
+    };
+    let mut bound = |e: &ast::Expr| -> Result<Option<(usize, i64)>, SqlError> {
+        let (base, offset) = match e {
+            ast::Expr::BinaryOp {
+                left,
+                op: op @ (ast::BinaryOperator::Plus | ast::BinaryOperator::Minus),
+                right,
+            } => {
+                let ast::Expr::Interval(interval) = right.as_ref() else {
+                    return Ok(None);
+                };
+                let ms = expr::interval_ms(interval, position_of(right))?;
+                (
+                    left.as_ref(),
+                    if *op == ast::BinaryOperator::Minus {
+                        -ms
+                    } else {
+                        ms
+                    },
+                )
+            }
+            other => (other, 0),
+        };
+        Ok(time_column(base, resolver)?.map(|column| (column, offset)))
+    };
+    let (Some((low_base, low)), Some((high_base, high))) = (bound(low)?, bound(high)?) else {
+        return Ok(None);
+    };
+    let subject_left = subject < left_width;
+    if low_base != high_base || (low_base < left_width) == subject_left {
+        return Ok(None);
+    }
+    // right ∈ [left + low, left + high], or left ∈ [right + low, right + high], that is
+    // right ∈ [left - high, left - low].
+    Ok(Some(if subject_left {
+        (-high, -low)
+    } else {
+        (low, high)
+    }))
 }
 
 /// A table name without quotes, lower case (names are case-insensitive).
@@ -722,6 +1651,7 @@ fn plan_window_tvf(expr: &ast::Expr, catalog: &Catalog) -> Result<Relation, SqlE
         data_type: time.data_type,
         rowtime: true,
     });
+    let width = columns.len();
     let plan = Plan::WindowTvf {
         input: Box::new(input),
         window,
@@ -730,7 +1660,7 @@ fn plan_window_tvf(expr: &ast::Expr, catalog: &Catalog) -> Result<Relation, SqlE
     };
     Ok(Relation {
         plan,
-        qualifiers: vec![plain_name(&table_name)],
+        qualifiers: vec![Scope::new(plain_name(&table_name), 0..width)],
         window: Some((window, time_column)),
     })
 }
@@ -760,7 +1690,7 @@ fn normalized(expr: &ast::Expr) -> String {
 struct AggResolver<'a> {
     /// The schema the group keys and aggregate arguments are compiled against.
     input: &'a Schema,
-    qualifiers: Vec<String>,
+    qualifiers: Vec<Scope>,
     /// `(normalized text, compiled over input)` of each group key.
     keys: Vec<(String, Typed)>,
     /// `(normalized text, call, compiled argument)` of each aggregate call met so far.
@@ -973,7 +1903,7 @@ fn plan_aggregate(
     // column names and rowtime flags come from the intermediate schema built below.
     let placeholder = Schema::default();
     let (projection, mut columns) =
-        compile_select_list(&select.projection, &mut resolver, &placeholder)?;
+        compile_select_list(&select.projection, &mut resolver, &placeholder, &[])?;
     for (text, typed) in &resolver.keys {
         let name = match typed.expr {
             Expr::Column(i) => base_schema.columns[i].name.clone(),
@@ -1110,7 +2040,39 @@ pub fn check_indexes(plan: &Plan) -> Result<(), String> {
         }
         Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
-        | Plan::WindowTvf { input, .. } => check_indexes(input),
+        | Plan::WindowTvf { input, .. }
+        | Plan::Rank { input, .. }
+        | Plan::OverAgg { input, .. } => check_indexes(input),
+        Plan::Join {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            condition,
+            ..
+        }
+        | Plan::IntervalJoin {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            condition,
+            ..
+        } => {
+            let (lw, rw) = (left.schema().columns.len(), right.schema().columns.len());
+            let mut max = None;
+            if let Some(c) = condition {
+                max_column(c, &mut max);
+            }
+            if max.is_some_and(|m| m >= lw + rw)
+                || left_keys.iter().any(|&k| k >= lw)
+                || right_keys.iter().any(|&k| k >= rw)
+            {
+                return Err(format!("join reads a column beyond its {lw} + {rw} inputs"));
+            }
+            check_indexes(left)?;
+            check_indexes(right)
+        }
         Plan::Union { inputs, .. } => inputs.iter().try_for_each(check_indexes),
     }
 }

@@ -258,6 +258,62 @@ impl Table {
         self.derive(format!("SELECT {} FROM ({})", join(exprs), self.sql))
     }
 
+    /// An inner join with `right` on `condition` (Flink's `join(right).where(condition)`):
+    /// every column of both sides, a changelog unless both sides only insert. Columns are
+    /// named unqualified, so a name on both sides is ambiguous: rename one side first with
+    /// `select(&[col("id").alias("right_id"), ..])`.
+    ///
+    /// # Errors
+    ///
+    /// An unknown or ambiguous column, a condition that is not boolean.
+    pub fn join(&self, right: &Self, condition: ApiExpr) -> Result<Self, SqlError> {
+        self.join_as(right, "JOIN", condition)
+    }
+
+    /// A left outer join with `right` on `condition`: every row of this table, padded with
+    /// `NULL`s where no right row matches.
+    ///
+    /// # Errors
+    ///
+    /// As [`Table::join`].
+    pub fn left_outer_join(&self, right: &Self, condition: ApiExpr) -> Result<Self, SqlError> {
+        self.join_as(right, "LEFT JOIN", condition)
+    }
+
+    /// A right outer join with `right` on `condition`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Table::join`].
+    pub fn right_outer_join(&self, right: &Self, condition: ApiExpr) -> Result<Self, SqlError> {
+        self.join_as(right, "RIGHT JOIN", condition)
+    }
+
+    /// A full outer join with `right` on `condition`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Table::join`].
+    pub fn full_outer_join(&self, right: &Self, condition: ApiExpr) -> Result<Self, SqlError> {
+        self.join_as(right, "FULL JOIN", condition)
+    }
+
+    fn join_as(&self, right: &Self, kind: &str, condition: ApiExpr) -> Result<Self, SqlError> {
+        // The right table's Table API views join this table's catalog.
+        let mut table = self.clone();
+        for name in right.catalog.names() {
+            if table.catalog.get(&name).is_none()
+                && let Some(view) = right.catalog.get(&name)
+            {
+                table.catalog.register(&name, view.clone(), None)?;
+            }
+        }
+        table.derive(format!(
+            "SELECT * FROM ({}) {kind} ({}) ON {condition}",
+            self.sql, right.sql
+        ))
+    }
+
     /// Groups by `keys`; `select` on the result aggregates.
     pub fn group_by(&self, keys: &[ApiExpr]) -> GroupedTable {
         GroupedTable {

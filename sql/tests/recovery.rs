@@ -1,12 +1,12 @@
 //! A SQL job failed and restored from a checkpoint gives the same result: a group aggregation
-//! (a changelog) and a tumbling window aggregation over a stream registered with
+//! (a changelog), a hopping window aggregation and a regular join over a stream registered with
 //! `from_data_stream`, written through an exactly-once file sink, commit exactly the lines the
 //! same job commits without the failure, at parallelism 1 and 2, with the memory and LMDB
 //! backends.
 //!
 //! Each run checks that the failure came after a completed checkpoint (the job restored from
-//! one), so the SQL operators' state (accumulators in `ValueState`, windows in `MapState`,
-//! timers) was restored, not rebuilt by replaying the whole input. Timeouts only guard against
+//! one), so the SQL operators' state (accumulators in `ValueState`, windows and join rows in
+//! `MapState`, timers) was restored, not rebuilt by replaying the whole input. Timeouts only guard against
 //! hangs; no verdict depends on timing.
 
 use std::path::Path;
@@ -168,6 +168,19 @@ async fn a_window_aggregation_recovers_exactly_once() {
         "SELECT window_start, window_end, k, COUNT(*) AS n, SUM(v) AS s \
          FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND)) \
          GROUP BY window_start, window_end, k",
+        &FAILED,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_join_recovers_exactly_once() {
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    // Both sides' rows live in the join's MapState; the restored job must neither lose a
+    // pair (state gone) nor repeat one (state and input replayed twice).
+    failures_change_nothing(
+        "SELECT a.k, a.v, b.v AS w, b.ts FROM events a \
+         JOIN (SELECT k, v, ts FROM events WHERE v > 440) b ON a.k = b.k AND a.v < -420",
         &FAILED,
     )
     .await;

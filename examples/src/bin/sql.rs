@@ -11,6 +11,9 @@
 //! Without `--file` or `-e`, an interactive prompt with line editing and history
 //! (`~/.eichhorn_sql_history`) reads statements until `QUIT;` or end of input.
 //!
+//! Late rows that an event-time operator dropped are reported on stderr, one line per
+//! operator: `warning: WindowAggregate(TUMBLE) dropped 3 late rows (...)`.
+//!
 //! Errors go to stderr as `error: <message>` (SQL errors with their line and column), and the
 //! exit code is 1.
 
@@ -94,8 +97,15 @@ async fn run_script(tenv: &mut TableEnv, script: &str, mode: Mode) -> anyhow::Re
     failure.map_or(Ok(()), Err)
 }
 
-/// Prints one statement's result on stdout.
+/// Prints one statement's result on stdout, and on stderr one line per operator that dropped
+/// late rows.
 fn print_result(result: &TableResult, mode: Mode) -> anyhow::Result<()> {
+    for (operator, rows) in result.late_rows() {
+        eprintln!(
+            "warning: {operator} dropped {rows} late row{} (event time behind the watermark)",
+            if rows == 1 { "" } else { "s" }
+        );
+    }
     match result {
         TableResult::Done | TableResult::Inserted { .. } => {}
         TableResult::Text(text) => print!("{text}"),

@@ -130,6 +130,12 @@ impl<'a, 'b, K: Ord + Clone + Send + 'static> KeyedContext<'a, 'b, K> {
         self.operator.output(tag, value);
     }
 
+    /// Counts a record that arrived too late for the function's event-time logic (shown as
+    /// `late_records` in the job result), as the built-in windows do.
+    pub fn count_late_record(&mut self) {
+        self.operator.count_late_record();
+    }
+
     /// Fails the task with `message` (internal keyed operators, such as CEP's, that meet a
     /// limit or a state error inside a timer callback).
     pub(crate) fn fail_task(&mut self, message: String) {

@@ -6,4 +6,4 @@ CREATE TABLE bids (
   WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
 ) WITH ('connector' = 'filesystem', 'format' = 'csv', 'path' = 'tests/data/bids.csv');
 SELECT * FROM bids a
-  JOIN bids b ON a.item = b.item;
+  JOIN bids b USING (item);
