@@ -45,6 +45,7 @@ use super::job_core::{
 };
 use super::protocol::{JobManagerMsg, SubtaskArgs, SubtaskMsg, TaskManagerMsg, WriterMsg};
 use super::result::{JobResult, JobStatus, OperatorMetrics};
+use super::status::LocalJobStatus;
 use super::task_manager::TaskManagerActor;
 use crate::api::ExecutionConfig;
 use crate::checkpoint::storage::{CheckpointFolder, CheckpointStore, load_restore_path};
@@ -64,6 +65,8 @@ pub(crate) struct JobManagerArgs {
     /// checkpoint storage come from here.
     pub(crate) env: super::RuntimeEnv,
     pub(crate) result: oneshot::Sender<Result<JobResult, JobError>>,
+    /// What the REST server reads about the job (issue 17).
+    pub(crate) status: Arc<LocalJobStatus>,
 }
 
 /// The JobManager actor.
@@ -104,6 +107,8 @@ pub(crate) struct JobManagerState {
     starting: bool,
     /// This JobManager's number in the process (see `local_state_root`).
     instance: u64,
+    /// The published status (issue 17): updated in the hooks marked "status:".
+    status: Arc<LocalJobStatus>,
 }
 
 impl JobManagerState {
@@ -272,8 +277,31 @@ impl JobManagerState {
                     let _ = reply.send(result);
                 }
             }
-            Output::Status(status) => self.log_status(&status),
+            Output::Status(status) => {
+                self.publish_status(&status);
+                self.log_status(&status);
+            }
             Output::Concluded(outcome) => self.conclude(myself, outcome),
+        }
+    }
+
+    /// Status: the coordinator's events, to the published status.
+    fn publish_status(&self, event: &StatusEvent) {
+        match event {
+            StatusEvent::Deploying { .. } => {}
+            StatusEvent::Running { attempt } => self.status.on_running(*attempt),
+            StatusEvent::Restarting { attempt, .. } => self.status.on_restarting(*attempt),
+            StatusEvent::CheckpointTriggered {
+                id,
+                savepoint,
+                is_final,
+            } => self
+                .status
+                .on_checkpoint_triggered(*id, *savepoint, *is_final),
+            StatusEvent::CheckpointCompleted { id } => self.status.on_checkpoint_completed(*id),
+            StatusEvent::CheckpointFailed { id, reason } => {
+                self.status.on_checkpoint_failed(*id, reason);
+            }
         }
     }
 
@@ -324,6 +352,10 @@ impl JobManagerState {
                 attempt,
                 "{cause}; restarting the job in {delay_ms} ms"
             ),
+            StatusEvent::CheckpointTriggered { id, .. } => {
+                tracing::trace!(job = %self.job_name, checkpoint = id.0, "checkpoint triggered");
+            }
+            StatusEvent::CheckpointCompleted { .. } | StatusEvent::CheckpointFailed { .. } => {}
         }
     }
 
@@ -360,6 +392,14 @@ impl JobManagerState {
             // `pre_start` returns the error; the actor never runs.
             self.startup_outcome = Some(outcome);
             return;
+        }
+        // Status: the end, before the user hears of it.
+        match &outcome {
+            Ok(JobStatus::Finished) => self.status.on_ended(crate::rest::JobState::Finished, None),
+            Ok(JobStatus::Canceled) => self.status.on_ended(crate::rest::JobState::Canceled, None),
+            Err(error) => self
+                .status
+                .on_ended(crate::rest::JobState::Failed, Some(error.to_string())),
         }
         let outcome = outcome.map(|status| self.report(status));
         if let Some(result) = self.result.take() {
@@ -412,6 +452,7 @@ impl JobManagerState {
                 restored_from,
                 local_dir: local_root.join(format!("subtask-{index}")),
                 faults: self.env.fault_injector().cloned(),
+                metrics: Arc::clone(&self.status.metrics().subtasks()[index]),
             })
             .collect();
         let deployed = ractor::call!(task_manager, TaskManagerMsg::Deploy, specs);
@@ -569,7 +610,9 @@ impl Actor for JobManagerActor {
             startup_outcome: None,
             starting: true,
             instance: JOB_MANAGERS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            status: args.status,
         };
+        state.status.attach(myself.clone());
         // Reads the run's checkpoints and its starting point, and deploys the first attempt.
         let now = state.now_ms();
         state.core.handle_start(now);
@@ -614,17 +657,30 @@ impl Actor for JobManagerActor {
                 task,
                 message,
                 recoverable,
-            } => core.handle_subtask_failed(
-                attempt,
-                index,
-                SubtaskFailure {
-                    operator,
-                    task,
-                    message,
-                    recoverable,
-                },
-                now,
-            ),
+            } => {
+                // Status: the exception, with the failing subtask.
+                if attempt == state.deployed_attempt {
+                    let task_name = task.clone().unwrap_or_else(|| format!("subtask {index}"));
+                    state.status.on_exception(
+                        attempt,
+                        &task_name,
+                        operator.as_deref().unwrap_or("(unknown)"),
+                        &message,
+                        recoverable,
+                    );
+                }
+                core.handle_subtask_failed(
+                    attempt,
+                    index,
+                    SubtaskFailure {
+                        operator,
+                        task,
+                        message,
+                        recoverable,
+                    },
+                    now,
+                );
+            }
             JobManagerMsg::Acknowledge {
                 attempt,
                 index,
@@ -637,7 +693,13 @@ impl Actor for JobManagerActor {
                 id,
                 folder,
                 result,
-            } => core.handle_persisted(attempt, index, id, folder, result, now),
+            } => {
+                // Status: the stored state's size.
+                if let Ok(file) = &result {
+                    state.status.on_state_stored(index, id, file.len);
+                }
+                core.handle_persisted(attempt, index, id, folder, result, now);
+            }
             JobManagerMsg::Decline {
                 attempt,
                 index,
