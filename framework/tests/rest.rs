@@ -135,7 +135,7 @@ async fn rest_and_prometheus_agree_with_the_job_result() {
 
     // While it runs: the graph, and live counts that only grow.
     let running = wait_for(addr, &id, |v| {
-        v.state == JobState::Running && v.vertices.iter().any(|x| x.metrics.records_out > 0)
+        v.state == JobState::Running && v.vertices.iter().any(|x| x.metrics.records_in > 0)
     })
     .await;
     // The source is not parallel, so it cannot chain with the flat map (parallelism 2).
