@@ -94,6 +94,9 @@ async fn the_dashboard_shows_the_running_job() {
         let chromium = chromium.clone();
         let dir = dir.clone();
         let screenshot = screenshot.clone();
+        // The browser is an outside process the test waits for, not the data path: it must
+        // not block the runtime that serves the job and its REST answers.
+        #[allow(clippy::disallowed_methods)]
         tokio::task::spawn_blocking(move || {
             let dom = run_chromium(&chromium, &dir.join("profile-dom"), &url, &["--dump-dom"]);
             let shot = format!("--screenshot={}", screenshot.display());
