@@ -27,6 +27,41 @@ pub mod counting;
 pub mod kafka_readings;
 pub mod sensors;
 
+/// The operations flags every example takes (`#[command(flatten)]` into its arguments).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OpsArgs {
+    /// Serve the REST API, Prometheus metrics (`/metrics`) and the web dashboard (`/`) on ADDR,
+    /// e.g. 127.0.0.1:8081, while the job runs.
+    #[arg(long, value_name = "ADDR")]
+    pub rest: Option<String>,
+}
+
+impl OpsArgs {
+    /// Applies the flags to `env`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use clap::Parser;
+    /// use eichhorn_examples::OpsArgs;
+    ///
+    /// #[derive(Parser)]
+    /// struct Args {
+    ///     #[command(flatten)]
+    ///     ops: OpsArgs,
+    /// }
+    ///
+    /// let args = Args::parse_from(["example", "--rest", "127.0.0.1:0"]);
+    /// assert_eq!(args.ops.rest.as_deref(), Some("127.0.0.1:0"));
+    /// args.ops.apply(&eichhorn::StreamEnv::new());
+    /// ```
+    pub fn apply(&self, env: &eichhorn::StreamEnv) {
+        if let Some(addr) = &self.rest {
+            env.set_rest_addr(addr.clone());
+        }
+    }
+}
+
 /// The built-in input of `wordcount` when no `--input` is given: the opening of Hamlet's
 /// soliloquy (Act III, Scene 1; public domain), the text Flink's `WordCount` example counts by
 /// default.

@@ -45,6 +45,8 @@ use eichhorn_examples::{init_tracing, run_example};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
     /// The CSV file of `key,value` lines.
     #[arg(long)]
     input: PathBuf,
@@ -102,6 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.output.join(".checkpoints"));
 
     let env = StreamEnv::new();
+    args.ops.apply(&env);
     env.set_parallelism(args.parallelism);
     env.set_state_backend(args.state_backend);
     env.set_checkpoint_storage(&checkpoint_dir);

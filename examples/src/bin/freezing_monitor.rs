@@ -52,6 +52,8 @@ const READINGS_SINK_NAME: &str = "Sink: Readings";
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
     /// The CSV file of readings `sensor_id,timestamp_ms,temperature`.
     #[arg(long)]
     input: PathBuf,
@@ -79,6 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open input file '{}'", args.input.display()))?;
 
     let env = StreamEnv::new();
+    args.ops.apply(&env);
     env.set_parallelism(1);
     let alarms_tag = OutputTag::<String>::new(FREEZING_ALARMS_TAG);
     let monitored = parse_readings(env.read_text_file(args.input.clone()))

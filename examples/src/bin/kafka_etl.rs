@@ -40,6 +40,8 @@ use eichhorn_examples::{init_tracing, run_example};
 #[command(version, about)]
 struct Cli {
     #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
+    #[command(flatten)]
     input: KafkaInput,
     /// The topic the window minima go to.
     #[arg(long, value_name = "TOPIC", default_value = "minima")]
@@ -65,6 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let assigner = WindowAssigner::tumbling(TimeDomain::EventTime, cli.window_ms, 0)
         .map_err(|e| anyhow::anyhow!("--window-ms {}: {e}", cli.window_ms))?;
     let env = StreamEnv::new();
+    cli.ops.apply(&env);
     let (readings, errors) = read_readings(&env, &cli.input);
     print_errors(errors);
     let mut sink = KafkaSink::new(

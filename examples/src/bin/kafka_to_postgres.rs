@@ -34,6 +34,8 @@ use eichhorn_examples::{init_tracing, run_example};
 #[command(version, about)]
 struct Cli {
     #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
+    #[command(flatten)]
     input: KafkaInput,
     /// The PostgreSQL connection string (libpq style).
     #[arg(long, value_name = "CONNECTION")]
@@ -54,6 +56,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = StreamEnv::new();
+    cli.ops.apply(&env);
     let (readings, errors) = read_readings(&env, &cli.input);
     print_errors(errors);
     let mut sink = PostgresSink::upsert(

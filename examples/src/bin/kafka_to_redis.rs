@@ -29,6 +29,8 @@ use eichhorn_examples::{init_tracing, run_example};
 #[command(version, about)]
 struct Cli {
     #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
+    #[command(flatten)]
     input: KafkaInput,
     /// The Redis URL, `redis://host:port/db`.
     #[arg(long, value_name = "URL")]
@@ -46,6 +48,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let env = StreamEnv::new();
+    cli.ops.apply(&env);
     let (readings, errors) = read_readings(&env, &cli.input);
     print_errors(errors);
     let writes = readings

@@ -43,6 +43,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
     /// The CSV file of logins `user_id,ip,event_type,timestamp_s`.
     #[arg(long)]
     input: PathBuf,
@@ -114,6 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     File::open(&args.input)
         .with_context(|| format!("cannot open input file '{}'", args.input.display()))?;
     let env = StreamEnv::new();
+    args.ops.apply(&env);
     env.set_parallelism(args.parallelism);
     let logins = env
         .add_source(NumberedFileSource::new(args.input.clone()), "logins")

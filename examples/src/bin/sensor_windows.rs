@@ -81,6 +81,8 @@ const LATE_READINGS_TAG: &str = "late-readings";
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
     /// The CSV file of readings `sensor_id,timestamp_ms,temperature`.
     #[arg(long)]
     input: PathBuf,
@@ -124,6 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .transpose()?;
 
     let env = StreamEnv::new();
+    args.ops.apply(&env);
     env.set_parallelism(args.parallelism);
     let late_tag = OutputTag::<SensorReading>::new(LATE_READINGS_TAG);
     // A reading too close to the limits of i64 for any window is a malformed line.

@@ -32,6 +32,8 @@ use eichhorn_sql::{TableEnv, TableResult, types::materialize};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
     /// A file of statements separated by semicolons.
     #[arg(long)]
     file: Option<PathBuf>,
@@ -63,6 +65,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let env = StreamEnv::new();
+    args.ops.apply(&env);
     env.set_parallelism(args.parallelism);
     let mut tenv = TableEnv::new(&env);
     let mode = args.mode;

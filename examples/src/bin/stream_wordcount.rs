@@ -49,6 +49,8 @@ use eichhorn_examples::{init_tracing, rolling_word_counts, run_example};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
     /// The host to connect to.
     #[arg(long, default_value = "localhost")]
     host: String,
@@ -72,6 +74,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let env = StreamEnv::new();
+    args.ops.apply(&env);
     env.set_parallelism(args.parallelism);
     let lines = if args.fail_on_invalid_utf8 {
         let source = SocketSource::new(args.host.clone(), args.port).fail_on_invalid_utf8(true);

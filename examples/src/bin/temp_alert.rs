@@ -40,6 +40,8 @@ use eichhorn_examples::{init_tracing, print_lines, run_example};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
     /// The CSV file of readings `sensor_id,timestamp_ms,temperature`.
     #[arg(long)]
     input: PathBuf,
@@ -64,6 +66,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     File::open(&args.input)
         .with_context(|| format!("cannot open input file '{}'", args.input.display()))?;
     let env = StreamEnv::new();
+    args.ops.apply(&env);
     env.set_parallelism(args.parallelism);
     let alerts = parse_readings(env.read_text_file(args.input.clone()))
         .assign_timestamps_and_watermarks(

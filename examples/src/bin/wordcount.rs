@@ -40,6 +40,8 @@ use eichhorn_examples::{
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    ops: eichhorn_examples::OpsArgs,
     /// The text file to count; without it, a built-in excerpt of Hamlet is counted.
     #[arg(long)]
     input: Option<PathBuf>,
@@ -59,6 +61,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let env = StreamEnv::new();
+    args.ops.apply(&env);
     env.set_parallelism(args.parallelism);
     let lines = match &args.input {
         Some(path) => env.read_text_file(path.clone()),

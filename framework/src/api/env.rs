@@ -53,6 +53,18 @@ pub(crate) struct EnvInner {
     /// The runtime environment set with [`StreamEnv::set_runtime_env`]; `None` picks the
     /// default at `execute` ([`runtime_env_for_run`]).
     pub(crate) runtime_env: Option<RuntimeEnv>,
+    /// Where the job's REST server is (issue 17): none, an address to serve on while the job
+    /// runs, or a server the application owns.
+    pub(crate) rest: Option<RestTarget>,
+}
+
+/// Where [`StreamEnv::execute`] publishes the job's status.
+#[derive(Debug, Clone)]
+pub(crate) enum RestTarget {
+    /// Start a server on this address for the run; it stops when the job ended.
+    Addr(String),
+    /// Register with a server the application owns.
+    Server(crate::rest::RestRegistrar),
 }
 
 impl std::fmt::Debug for StreamEnv {
@@ -214,6 +226,39 @@ impl StreamEnv {
         self
     }
 
+    /// Serves the job's REST API, Prometheus metrics and dashboard on `addr` while it runs
+    /// (Flink's `rest.address`/`rest.port`; `"127.0.0.1:0"` picks a free port, see
+    /// [`JobHandle::rest_addr`]). The server stops when the job ended and
+    /// [`JobHandle::join`] returned. A bounded job run from a terminal also shows a progress
+    /// line on stderr, with or without this.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let env = StreamEnv::new();
+    /// env.set_rest_addr("127.0.0.1:0");
+    /// env.from_collection(vec![1u32, 2, 3]).map(|x| x + 1).collect_sink();
+    /// let job = env.execute_async("plus one").await?;
+    /// let addr = job.rest_addr().expect("a server");
+    /// assert!(addr.port() > 0);
+    /// job.join().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_rest_addr(&self, addr: impl Into<String>) -> &Self {
+        self.lock().rest = Some(RestTarget::Addr(addr.into()));
+        self
+    }
+
+    /// Publishes the jobs this environment runs on `server`, which the application owns (and
+    /// which outlives the jobs: the final state stays readable).
+    pub fn set_rest_server(&self, server: &crate::rest::RestServer) -> &Self {
+        self.lock().rest = Some(RestTarget::Server(server.registrar()));
+        self
+    }
+
     /// Adds `node` to the graph and its code, `entry`, to the registry.
     pub(crate) fn add_node(&self, node: StreamNode, entry: OperatorEntry) -> NodeId {
         debug_assert_eq!(node.kind, entry.factory.kind());
@@ -330,13 +375,32 @@ impl StreamEnv {
     /// The graph or configuration is invalid, or deployment failed.
     pub async fn execute_async(&self, job_name: &str) -> Result<JobHandle, JobError> {
         let (graph, registry, config, runtime_env) = self.take_graph()?;
+        let rest = self.lock().rest.clone();
         let descriptor = JobDescriptor::local(job_name, graph, config)?;
         let runtime_env = runtime_env_for_run(runtime_env)?;
-        // Inside `cluster::run_application` as JobManager or TaskManager, the cluster runs it.
-        if let Some(role) = crate::cluster::current_role() {
-            return role.execute(descriptor, registry, runtime_env).await;
+        // Bound before the job starts: a port that is taken fails the run, not a running job.
+        let server = match &rest {
+            Some(RestTarget::Addr(addr)) => Some(
+                crate::rest::RestServer::bind(addr.as_str())
+                    .await
+                    .map_err(|e| JobError::Deploy(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        // Inside `cluster::run_application` as JobManager or TaskManager, the cluster runs it
+        // (a TaskManager never returns from here).
+        let mut handle = match crate::cluster::current_role() {
+            Some(role) => role.execute(descriptor, registry, runtime_env).await?,
+            None => crate::runtime::launch(descriptor, registry, runtime_env).await?,
+        };
+        if let Some(RestTarget::Server(registrar)) = &rest {
+            registrar.register(handle.status_source());
         }
-        crate::runtime::launch(descriptor, registry, runtime_env).await
+        if let Some(server) = server {
+            server.register(handle.status_source());
+            handle.set_rest_server(server);
+        }
+        Ok(handle)
     }
 
     /// Runs the declared job to completion (a bounded job) and returns its result.
@@ -345,7 +409,13 @@ impl StreamEnv {
     ///
     /// The graph is invalid, or an operator failed: the error names the operator and subtask.
     pub async fn execute(&self, job_name: &str) -> Result<JobResult, JobError> {
-        self.execute_async(job_name).await?.join().await
+        let handle = self.execute_async(job_name).await?;
+        let progress = crate::metrics::progress::start_if_terminal(handle.metrics().clone());
+        let result = handle.join().await;
+        if let Some(progress) = progress {
+            progress.finish().await;
+        }
+        result
     }
 }
 

@@ -329,6 +329,7 @@ mod tests {
             parallelism: parallelism as u32,
             max_parallelism: 128,
             attempt_number: 0,
+            metrics: crate::metrics::MetricGroup::detached(),
         }
     }
 

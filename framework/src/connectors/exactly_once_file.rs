@@ -556,6 +556,7 @@ mod tests {
             parallelism: 2,
             max_parallelism: 128,
             attempt_number,
+            metrics: crate::metrics::MetricGroup::detached(),
         }
     }
 

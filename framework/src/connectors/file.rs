@@ -19,6 +19,8 @@ pub struct FileSource {
     offset: u64,
     line_number: u64,
     buffer: Vec<u8>,
+    /// Live metrics: bytes read so far and the file's length (the terminal progress line).
+    bytes_read: Option<crate::metrics::Gauge>,
 }
 
 impl Clone for FileSource {
@@ -36,6 +38,7 @@ impl FileSource {
             offset: 0,
             line_number: 0,
             buffer: Vec::new(),
+            bytes_read: None,
         }
     }
 }
@@ -78,22 +81,43 @@ impl FileSource {
     }
 }
 
+/// The user-metric names under which a file source reports its progress (gauges).
+pub const FILE_BYTES_READ_METRIC: &str = "fileBytesRead";
+/// The length of the file being read (a gauge).
+pub const FILE_BYTES_METRIC: &str = "fileBytes";
+
 impl SourceFunction<String> for FileSource {
-    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), FunctionError> {
-        self.open_file()
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.open_file()?;
+        let group = ctx.metric_group();
+        if let Some(reader) = &self.reader
+            && let Ok(metadata) = reader.get_ref().metadata()
+        {
+            group.gauge(FILE_BYTES_METRIC).set(metadata.len() as f64);
+        }
+        self.bytes_read = Some(group.gauge(FILE_BYTES_READ_METRIC));
+        Ok(())
     }
 
     fn poll_next(
         &mut self,
         ctx: &mut SourceContext<'_, String>,
     ) -> Result<SourcePoll, FunctionError> {
+        let mut poll = SourcePoll::MoreAvailable;
         while ctx.remaining() > 0 {
             match self.next_line()? {
                 Some((_, text)) => ctx.collect(text),
-                None => return Ok(SourcePoll::Finished),
+                None => {
+                    poll = SourcePoll::Finished;
+                    break;
+                }
             }
         }
-        Ok(SourcePoll::MoreAvailable)
+        // Once per poll, not per line.
+        if let Some(gauge) = &self.bytes_read {
+            gauge.set(self.offset as f64);
+        }
+        Ok(poll)
     }
 
     fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, FunctionError> {
@@ -264,6 +288,7 @@ mod tests {
             parallelism: 1,
             max_parallelism: 128,
             attempt_number: 0,
+            metrics: crate::metrics::MetricGroup::detached(),
         }
     }
 

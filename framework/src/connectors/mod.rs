@@ -34,7 +34,9 @@ pub mod test_servers;
 
 pub use collection::{CollectionSource, GeneratorSource};
 pub use exactly_once_file::{ExactlyOnceFileSink, PartFile};
-pub use file::{FileSource, NumberedFileSource, TextFileSink};
+pub use file::{
+    FILE_BYTES_METRIC, FILE_BYTES_READ_METRIC, FileSource, NumberedFileSource, TextFileSink,
+};
 #[cfg(any(feature = "postgres", feature = "redis", feature = "kafka"))]
 pub use io::{ConnectorError, DeliveryGuarantee, RetryPolicy};
 #[cfg(feature = "kafka")]

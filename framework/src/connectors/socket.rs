@@ -252,6 +252,7 @@ mod tests {
             parallelism: 1,
             max_parallelism: 128,
             attempt_number: 0,
+            metrics: crate::metrics::MetricGroup::detached(),
         }
     }
 

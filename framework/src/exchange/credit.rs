@@ -114,6 +114,14 @@ impl CreditOutbox {
         self.backlogged_channels > 0
     }
 
+    /// Batches waiting for credit, over every channel (live metrics; walks the channels).
+    pub fn backlogged_batches(&self) -> usize {
+        if self.backlogged_channels == 0 {
+            return 0;
+        }
+        self.channels.iter().map(|c| c.backlog.len()).sum()
+    }
+
     /// Whether nothing is waiting to be sent (neither ready nor backlogged).
     pub fn is_idle(&self) -> bool {
         self.ready.is_empty() && self.backlogged_channels == 0
@@ -196,6 +204,11 @@ impl InputGate {
         );
         *outstanding -= 1;
         1
+    }
+
+    /// Batches queued, not yet taken for processing.
+    pub fn queued_batches(&self) -> usize {
+        self.queue.len()
     }
 
     /// Whether no batch is queued.

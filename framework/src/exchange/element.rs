@@ -180,21 +180,31 @@ pub enum Segment<T> {
 pub struct ErasedBatch {
     elements: Box<dyn Any + Send>,
     records: u32,
+    /// The in-memory size of the records (their shallow size), for the bytes in/out metrics.
+    bytes: u64,
 }
 
 impl ErasedBatch {
     /// Wraps a typed batch.
     pub fn new<T: Send + 'static>(batch: ChannelBatch<T>) -> Self {
         let records = batch.records.len() as u32;
+        let bytes = (batch.records.len() * std::mem::size_of::<Record<T>>()) as u64;
         Self {
             elements: Box::new(batch),
             records,
+            bytes,
         }
     }
 
     /// The number of data records (not control elements) in the batch.
     pub fn records(&self) -> u32 {
         self.records
+    }
+
+    /// The in-memory size of the batch's records in bytes (their shallow size: heap data a
+    /// record points to is not counted), for the bytes in/out metrics.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The typed batch, or `None` if the batch holds another type (a wiring bug).

@@ -87,6 +87,8 @@ pub struct OpenContext {
     pub(crate) attempt_number: u32,
     /// Restored state and backend settings of the subtask.
     pub(crate) state: SharedTaskStateInit,
+    /// The subtask's live metrics, whose user metric groups the operators get.
+    pub(crate) metrics: Option<std::sync::Arc<crate::metrics::SubtaskMetrics>>,
 }
 
 impl OpenContext {
@@ -111,6 +113,12 @@ impl OpenContext {
             parallelism: info.parallelism,
             max_parallelism: self.max_parallelism,
             attempt_number: self.attempt_number,
+            metrics: self
+                .metrics
+                .as_ref()
+                .map_or_else(crate::metrics::MetricGroup::detached, |cells| {
+                    cells.metric_group(&info.name)
+                }),
         }
     }
 }

@@ -77,9 +77,18 @@ pub struct RuntimeContext {
     pub max_parallelism: u32,
     /// How many times the job was restarted before this attempt (0 on the first run).
     pub attempt_number: u32,
+    /// The operator instance's user metrics (see [`RuntimeContext::metric_group`]).
+    pub(crate) metrics: crate::metrics::MetricGroup,
 }
 
 impl RuntimeContext {
+    /// The operator instance's metric group, as Flink's `getMetricGroup()`: register counters,
+    /// gauges, histograms and meters in `open`, update them while processing. They appear in
+    /// the REST answers, on `GET /metrics` and on the dashboard.
+    pub fn metric_group(&self) -> &crate::metrics::MetricGroup {
+        &self.metrics
+    }
+
     /// Flink's task name format: `name (index+1/parallelism)`.
     pub fn task_name_with_subtask(&self) -> String {
         format!(
@@ -117,6 +126,9 @@ pub struct TaskCx {
     /// What two-phase-commit sinks committed since the subtask last reported it: the
     /// JobManager must know, so that it never falls back past a committed checkpoint silently.
     pub(crate) committed: Vec<CommitReport>,
+    /// The largest watermark a record writer of the chain sent downstream (live metrics;
+    /// `i64::MIN` before the first).
+    pub(crate) output_watermark: i64,
 }
 
 /// Records an exactly-once sink committed for one checkpoint.
@@ -153,6 +165,7 @@ impl TaskCx {
             persist_snapshots: true,
             input_finished: false,
             committed: Vec::new(),
+            output_watermark: i64::MIN,
         }
     }
 

@@ -584,6 +584,7 @@ mod tests {
                 1_000,
                 1 << 20,
             )),
+            metrics: None,
         }
     }
 

@@ -222,6 +222,7 @@ impl Harness {
                         .local_dir
                         .path()
                         .join(format!("attempt-{}/subtask-{index}", self.attempt)),
+                    metrics: None,
                 })
                 .expect("the chain assembles")
             })

@@ -46,6 +46,7 @@ use super::job_core::{
 };
 use super::protocol::{JobManagerMsg, SubtaskArgs, SubtaskMsg, TaskManagerMsg, WriterMsg};
 use super::result::{JobResult, JobStatus, OperatorMetrics};
+use super::status::LocalJobStatus;
 use super::task_manager::TaskManagerActor;
 use crate::api::ExecutionConfig;
 use crate::checkpoint::storage::{CheckpointFolder, CheckpointStore, load_restore_path};
@@ -69,6 +70,8 @@ pub(crate) struct JobManagerArgs {
     /// The TaskManagers of a cluster, when the subtasks run on other processes; `None`: in
     /// this process, on one local TaskManager.
     pub(crate) cluster: Option<Arc<ClusterJobManager>>,
+    /// What the REST server reads about the job (issue 17).
+    pub(crate) status: Arc<LocalJobStatus>,
 }
 
 /// The JobManager actor.
@@ -113,6 +116,8 @@ pub(crate) struct JobManagerState {
     cluster: Option<Arc<ClusterJobManager>>,
     /// The attempt a cluster is stopping (a restart).
     stopping_attempt: Option<u32>,
+    /// The published status (issue 17): updated in the hooks marked "status:".
+    status: Arc<LocalJobStatus>,
 }
 
 impl JobManagerState {
@@ -352,8 +357,31 @@ impl JobManagerState {
                     let _ = reply.send(result);
                 }
             }
-            Output::Status(status) => self.log_status(&status),
+            Output::Status(status) => {
+                self.publish_status(&status);
+                self.log_status(&status);
+            }
             Output::Concluded(outcome) => self.conclude(myself, outcome),
+        }
+    }
+
+    /// Status: the coordinator's events, to the published status.
+    fn publish_status(&self, event: &StatusEvent) {
+        match event {
+            StatusEvent::Deploying { .. } => {}
+            StatusEvent::Running { attempt } => self.status.on_running(*attempt),
+            StatusEvent::Restarting { attempt, .. } => self.status.on_restarting(*attempt),
+            StatusEvent::CheckpointTriggered {
+                id,
+                savepoint,
+                is_final,
+            } => self
+                .status
+                .on_checkpoint_triggered(*id, *savepoint, *is_final),
+            StatusEvent::CheckpointCompleted { id } => self.status.on_checkpoint_completed(*id),
+            StatusEvent::CheckpointFailed { id, reason } => {
+                self.status.on_checkpoint_failed(*id, reason);
+            }
         }
     }
 
@@ -404,6 +432,10 @@ impl JobManagerState {
                 attempt,
                 "{cause}; restarting the job in {delay_ms} ms"
             ),
+            StatusEvent::CheckpointTriggered { id, .. } => {
+                tracing::trace!(job = %self.job_name, checkpoint = id.0, "checkpoint triggered");
+            }
+            StatusEvent::CheckpointCompleted { .. } | StatusEvent::CheckpointFailed { .. } => {}
         }
     }
 
@@ -440,6 +472,14 @@ impl JobManagerState {
             // `pre_start` returns the error; the actor never runs.
             self.startup_outcome = Some(outcome);
             return;
+        }
+        // Status: the end, before the user hears of it.
+        match &outcome {
+            Ok(JobStatus::Finished) => self.status.on_ended(crate::rest::JobState::Finished, None),
+            Ok(JobStatus::Canceled) => self.status.on_ended(crate::rest::JobState::Canceled, None),
+            Err(error) => self
+                .status
+                .on_ended(crate::rest::JobState::Failed, Some(error.to_string())),
         }
         let outcome = outcome.map(|status| self.report(status));
         if let Some(cluster) = self.cluster.clone() {
@@ -545,6 +585,7 @@ impl JobManagerState {
                 restored_from,
                 local_dir: local_root.join(format!("subtask-{index}")),
                 faults: self.env.fault_injector().cloned(),
+                metrics: Arc::clone(&self.status.metrics().subtasks()[index]),
             })
             .collect();
         let deployed = ractor::call!(task_manager, TaskManagerMsg::Deploy, specs);
@@ -704,7 +745,9 @@ impl Actor for JobManagerActor {
             instance: JOB_MANAGERS_STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             cluster: args.cluster,
             stopping_attempt: None,
+            status: args.status,
         };
+        state.status.attach(myself.clone());
         if let Some(cluster) = &state.cluster {
             cluster.set_job_manager(myself.clone());
         }
@@ -752,17 +795,30 @@ impl Actor for JobManagerActor {
                 task,
                 message,
                 recoverable,
-            } => core.handle_subtask_failed(
-                attempt,
-                index,
-                SubtaskFailure {
-                    operator,
-                    task,
-                    message,
-                    recoverable,
-                },
-                now,
-            ),
+            } => {
+                // Status: the exception, with the failing subtask.
+                if attempt == state.deployed_attempt {
+                    let task_name = task.clone().unwrap_or_else(|| format!("subtask {index}"));
+                    state.status.on_exception(
+                        attempt,
+                        &task_name,
+                        operator.as_deref().unwrap_or("(unknown)"),
+                        &message,
+                        recoverable,
+                    );
+                }
+                core.handle_subtask_failed(
+                    attempt,
+                    index,
+                    SubtaskFailure {
+                        operator,
+                        task,
+                        message,
+                        recoverable,
+                    },
+                    now,
+                );
+            }
             JobManagerMsg::Acknowledge {
                 attempt,
                 index,
@@ -775,7 +831,13 @@ impl Actor for JobManagerActor {
                 id,
                 folder,
                 result,
-            } => core.handle_persisted(attempt, index, id, folder, result, now),
+            } => {
+                // Status: the stored state's size.
+                if let Ok(file) = &result {
+                    state.status.on_state_stored(index, id, file.len);
+                }
+                core.handle_persisted(attempt, index, id, folder, result, now);
+            }
             JobManagerMsg::Decline {
                 attempt,
                 index,

@@ -25,6 +25,7 @@ pub(crate) mod partitioner;
 mod protocol;
 pub(crate) mod registry;
 mod result;
+mod status;
 mod subtask;
 mod subtask_core;
 mod task_manager;
@@ -57,6 +58,10 @@ use protocol::JobManagerMsg;
 #[derive(Debug)]
 pub struct JobHandle {
     job_id: crate::checkpoint::JobId,
+    status: Arc<status::LocalJobStatus>,
+    /// The REST server this run started itself (`StreamEnv::set_rest_addr`), shut down after
+    /// the job ended.
+    rest: Option<crate::rest::RestServer>,
     job_manager: ActorRef<JobManagerMsg>,
     result: oneshot::Receiver<Result<JobResult, JobError>>,
 }
@@ -73,18 +78,45 @@ impl JobHandle {
         self.job_id
     }
 
-    /// Waits for the job to end.
+    /// What the REST server reads about this job: its status, checkpoints, exceptions and
+    /// live metrics. Register it with [`RestServer::register`](crate::rest::RestServer::register)
+    /// to serve a job started without [`StreamEnv::set_rest_addr`](crate::api::StreamEnv::set_rest_addr).
+    pub fn status_source(&self) -> Arc<dyn crate::rest::JobStatusSource> {
+        self.status.clone()
+    }
+
+    /// The live metrics of every subtask.
+    pub fn metrics(&self) -> &crate::metrics::JobMetrics {
+        self.status.metrics()
+    }
+
+    /// The address of the REST server this run started (with
+    /// [`StreamEnv::set_rest_addr`](crate::api::StreamEnv::set_rest_addr)), if any.
+    pub fn rest_addr(&self) -> Option<std::net::SocketAddr> {
+        self.rest.as_ref().map(crate::rest::RestServer::local_addr)
+    }
+
+    pub(crate) fn set_rest_server(&mut self, server: crate::rest::RestServer) {
+        self.rest = Some(server);
+    }
+
+    /// Waits for the job to end. A REST server the run started itself serves the final
+    /// state until this returns.
     ///
     /// # Errors
     ///
     /// The job failed: the error names the operator and subtask.
     pub async fn join(self) -> Result<JobResult, JobError> {
-        match self.result.await {
+        let outcome = match self.result.await {
             Ok(outcome) => outcome,
             Err(_) => Err(JobError::Internal(
                 "the job manager stopped without a result".to_string(),
             )),
+        };
+        if let Some(server) = self.rest {
+            server.shutdown().await;
         }
+        outcome
     }
 
     /// Takes a savepoint of the running job into a new folder below `target` and returns its
@@ -250,7 +282,14 @@ async fn spawn_job_manager(
     cluster: Option<Arc<cluster::job_manager::ClusterJobManager>>,
 ) -> Result<JobHandle, JobError> {
     let (sender, receiver) = oneshot::channel();
+    let status = Arc::new(status::LocalJobStatus::new(
+        job_id,
+        &job_name,
+        &graph,
+        Arc::clone(env.clock()),
+    ));
     let args = JobManagerArgs {
+        status: Arc::clone(&status),
         graph: Arc::new(graph),
         registry,
         config,
@@ -273,6 +312,8 @@ async fn spawn_job_manager(
         })?;
     Ok(JobHandle {
         job_id,
+        status,
+        rest: None,
         job_manager,
         result: receiver,
     })

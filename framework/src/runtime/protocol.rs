@@ -145,6 +145,8 @@ pub(crate) enum SubtaskMsg {
 
 /// Everything needed to build one subtask.
 pub(crate) struct SubtaskArgs {
+    /// The live metrics cells the subtask publishes into.
+    pub(crate) metrics: Arc<crate::metrics::SubtaskMetrics>,
     pub(crate) graph: Arc<ExecutionGraph>,
     /// The code that builds the graph's operators.
     pub(crate) registry: Arc<super::registry::OperatorRegistry>,

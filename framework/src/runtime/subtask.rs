@@ -183,6 +183,7 @@ impl Actor for SubtaskActor {
             restored: args.restored,
             restored_from: args.restored_from,
             local_dir: args.local_dir,
+            metrics: Some(args.metrics),
         })?;
         Ok(SubtaskState {
             core,

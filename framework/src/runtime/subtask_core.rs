@@ -60,6 +60,7 @@ use crate::checkpoint::{BarrierAligner, BarrierTracker, CheckpointBarrier, Check
 use crate::error::GraphError;
 use crate::exchange::{CreditOutbox, InputGate};
 use crate::graph::{ExecutionGraph, InputSide};
+use crate::metrics::{SubtaskMetrics, SubtaskMetricsWriter};
 use crate::operator::{
     CommitReport, ErasedBatch, NodeId, OpenContext, OperatorCounters, PendingOperatorSnapshot,
     SourceTask, TaskCx, TaskStateInit,
@@ -246,6 +247,8 @@ pub(crate) struct SubtaskCoreArgs {
     pub(crate) restored_from: Option<CheckpointId>,
     /// A directory private to this subtask attempt, for state backends.
     pub(crate) local_dir: PathBuf,
+    /// The live metrics cells this subtask publishes into (`None`: private cells nobody reads).
+    pub(crate) metrics: Option<Arc<SubtaskMetrics>>,
 }
 
 enum Head {
@@ -297,6 +300,8 @@ pub(crate) struct SubtaskCore {
     config: ExecutionConfig,
     open_context: OpenContext,
     outputs: VecDeque<SubtaskOutput>,
+    /// Live metrics (issue 17): counted per batch, published once per step.
+    metrics: SubtaskMetricsWriter,
 }
 
 impl SubtaskCore {
@@ -310,6 +315,24 @@ impl SubtaskCore {
         let outbox = CreditOutbox::new(plan.outputs.len());
         let channel_count = plan.inputs.len();
         let gate = InputGate::new(channel_count.max(1), args.config.credits_per_channel);
+        let node_names: Vec<(NodeId, String)> = vertex
+            .nodes
+            .iter()
+            .map(|n| (*n, graph.job.stream.node(*n).name.clone()))
+            .collect();
+        let cells = args.metrics.unwrap_or_else(|| {
+            Arc::new(SubtaskMetrics::new(
+                plan.id.vertex,
+                plan.id.index,
+                "local",
+                node_names.clone(),
+            ))
+        });
+        let metrics = SubtaskMetricsWriter::new(
+            Arc::clone(&cells),
+            args.attempt_number,
+            channel_count as u64 * u64::from(args.config.credits_per_channel),
+        );
         let task_name = format!(
             "{} ({}/{})",
             vertex.name,
@@ -334,11 +357,7 @@ impl SubtaskCore {
             task_name,
             subtask_index: plan.id.index,
             parallelism: vertex.parallelism,
-            node_names: vertex
-                .nodes
-                .iter()
-                .map(|n| (*n, graph.job.stream.node(*n).name.clone()))
-                .collect(),
+            node_names,
             head: match assembled {
                 AssembledHead::Source(s) => Head::Source(s),
                 AssembledHead::Input(i) => Head::Input(i),
@@ -367,9 +386,11 @@ impl SubtaskCore {
                 max_parallelism: graph.job.max_parallelism,
                 attempt_number: args.attempt_number,
                 state: Arc::new(state),
+                metrics: Some(cells),
             },
             config: args.config,
             outputs: VecDeque::new(),
+            metrics,
         })
     }
 
@@ -664,6 +685,7 @@ impl SubtaskCore {
             } else if let Some((channel, batch)) = self.gate.poll_unblocked(self.barriers.blocked())
             {
                 let records = batch.records();
+                self.metrics.batch_in(records, batch.bytes());
                 let side = self.input_sides[channel];
                 if let Err(error) = head.begin(side, batch) {
                     return Err(SubtaskError {
@@ -738,6 +760,7 @@ impl SubtaskCore {
                 }
             }
             Control::Barrier(barrier) => {
+                self.metrics.barrier_arrived(barrier.id.0, self.cx.now_ms);
                 if let Some(complete) = self.barriers.handle_barrier(channel, barrier) {
                     head.process_barrier(complete, &mut self.cx);
                     taken = Some(complete);
@@ -771,6 +794,7 @@ impl SubtaskCore {
         if self.cx.failure.is_some() {
             return;
         }
+        self.metrics.acknowledged(barrier.id.0, self.cx.now_ms);
         self.outputs
             .push_back(SubtaskOutput::Acknowledge { barrier, snapshots });
     }
@@ -870,6 +894,7 @@ impl SubtaskCore {
     /// Hands out every batch the outbox has credit for.
     fn transmit(&mut self) {
         while let Some((output, batch)) = self.cx.outbox.poll_transmit() {
+            self.metrics.batch_out(batch.records(), batch.bytes());
             self.outputs
                 .push_back(SubtaskOutput::Transmit { output, batch });
         }
@@ -915,6 +940,7 @@ impl SubtaskCore {
             self.poll_scheduled = true;
             self.outputs.push_back(SubtaskOutput::PollSoon);
         }
+        self.publish_metrics();
         if self.input_done && self.cx.outbox.is_idle() && !self.input_finished_reported {
             // Everything was delivered downstream. The subtask stays up for the final
             // checkpoint, which commits what its operators hold (two-phase-commit sinks).
@@ -935,7 +961,29 @@ impl SubtaskCore {
             Head::Input(head) => head.metrics(&mut metrics),
         }
         self.phase = Phase::Done;
+        self.publish_metrics();
         self.outputs.push_back(SubtaskOutput::Finished { metrics });
+    }
+
+    /// Publishes the live metrics (once per step: never per record).
+    fn publish_metrics(&mut self) {
+        let figures = crate::metrics::StepFigures {
+            backpressured: self.cx.outbox.is_backpressured(),
+            input_queue_batches: self.gate.queued_batches() as u64,
+            output_queue_batches: self.cx.outbox.backlogged_batches() as u64,
+            input_watermark: if self.input_sides.is_empty() {
+                self.cx.output_watermark
+            } else {
+                self.watermarks.current().timestamp
+            },
+        };
+        self.metrics.output_watermark(self.cx.output_watermark);
+        let head = &self.head;
+        self.metrics
+            .publish(self.cx.now_ms, figures, |out| match head {
+                Head::Source(source) => source.metrics(out),
+                Head::Input(head) => head.metrics(out),
+            });
     }
 
     fn close(&mut self) -> Result<(), SubtaskError> {

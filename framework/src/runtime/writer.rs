@@ -248,6 +248,8 @@ impl<T: Clone + Send + 'static> Chained<T> for RecordWriter<T> {
     }
 
     fn process_watermark(&mut self, watermark: Watermark, cx: &mut TaskCx) {
+        // Live metrics (issue 17): the subtask's output watermark.
+        cx.output_watermark = cx.output_watermark.max(watermark.timestamp);
         self.broadcast_control(Control::Watermark(watermark), cx);
     }
 

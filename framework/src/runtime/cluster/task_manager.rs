@@ -364,6 +364,7 @@ impl JoinedTaskManager {
             .await
             .map_err(|_| lost())?;
         let (job_name, config, graph, _) = descriptor.into_parts();
+        let metrics = crate::metrics::JobMetrics::for_graph(&graph, &self.name);
         let mut node = NodeRuntime {
             name: self.name.clone(),
             net: Arc::clone(&self.node),
@@ -383,6 +384,7 @@ impl JoinedTaskManager {
             peers: BTreeMap::new(),
             settings: self.settings.clone(),
             sent_bytes: Arc::default(),
+            metrics,
         };
         let outcome = loop {
             let Some(message) = self.inbox.recv().await else {
@@ -466,6 +468,8 @@ struct NodeRuntime {
     settings: ClusterSettings,
     /// Bytes the data channels of this node sent during the job.
     sent_bytes: Arc<std::sync::atomic::AtomicU64>,
+    /// The live metrics of the subtasks running here (kept on this node for now).
+    metrics: crate::metrics::JobMetrics,
 }
 
 impl NodeRuntime {
@@ -695,6 +699,7 @@ impl NodeRuntime {
                 restored_from,
                 local_dir: local_root.join(format!("subtask-{index}")),
                 faults: self.env.fault_injector().cloned(),
+                metrics: Arc::clone(&self.metrics.subtasks()[index]),
             });
         }
         self.restores.retain(|(a, _), _| *a > attempt);

@@ -141,6 +141,11 @@ impl<S> JobCore<S> {
                         None => CoordinatorEvent::Nothing,
                     };
                     self.outputs
+                        .push_back(Output::Status(StatusEvent::CheckpointFailed {
+                            id,
+                            reason: error.to_string(),
+                        }));
+                    self.outputs
                         .push_back(Output::Discard(in_flight.location.clone()));
                     if let Some(request) = in_flight.savepoint {
                         self.outputs.push_back(Output::SavepointDone {
@@ -210,6 +215,12 @@ impl<S> JobCore<S> {
             persist,
             finalizing: None,
         });
+        self.outputs
+            .push_back(Output::Status(StatusEvent::CheckpointTriggered {
+                id: barrier.id,
+                savepoint: barrier.kind == CheckpointKind::Savepoint,
+                is_final,
+            }));
         let command = if is_final {
             SubtaskCommand::FinalCheckpoint { barrier, persist }
         } else {
@@ -258,6 +269,11 @@ impl<S> JobCore<S> {
         if self.in_flight.as_ref().is_some_and(|f| f.barrier.id == id)
             && let Some(in_flight) = self.in_flight.take()
         {
+            self.outputs
+                .push_back(Output::Status(StatusEvent::CheckpointFailed {
+                    id,
+                    reason: reason.to_string(),
+                }));
             self.outputs.push_back(Output::Discard(in_flight.location));
             if let Some(request) = in_flight.savepoint {
                 self.outputs.push_back(Output::SavepointDone {
@@ -295,6 +311,10 @@ impl<S> JobCore<S> {
     /// request, and stop the job if the savepoint asked for it.
     pub(super) fn finish_completion(&mut self, in_flight: InFlight) {
         self.final_completed |= in_flight.is_final;
+        self.outputs
+            .push_back(Output::Status(StatusEvent::CheckpointCompleted {
+                id: in_flight.barrier.id,
+            }));
         self.tell_every_subtask(SubtaskCommand::CheckpointComplete {
             id: in_flight.barrier.id,
             is_final: in_flight.is_final,

@@ -156,6 +156,27 @@ pub(crate) enum StatusEvent {
         /// The failure.
         cause: String,
     },
+    /// Checkpoint `id` was triggered at every subtask (live metrics and the REST history).
+    CheckpointTriggered {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// A savepoint.
+        savepoint: bool,
+        /// The final checkpoint of a bounded job.
+        is_final: bool,
+    },
+    /// Checkpoint `id` completed.
+    CheckpointCompleted {
+        /// The checkpoint.
+        id: CheckpointId,
+    },
+    /// Checkpoint `id` failed or was aborted.
+    CheckpointFailed {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the core asks its adapter to do, drained with [`JobCore::poll`](super::JobCore::poll).
