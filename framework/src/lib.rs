@@ -90,6 +90,8 @@ pub mod graph;
 pub mod net;
 pub mod operator;
 pub mod runtime;
+#[cfg(feature = "sim-sabotage")]
+pub mod sabotage;
 pub mod state;
 pub mod time;
 
