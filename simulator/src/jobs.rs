@@ -46,7 +46,7 @@ pub enum BuiltinJob {
 /// Records each source subtask reads (the sum over subtasks for [`BuiltinJob::KeyedSum`]).
 const RECORDS: u64 = 3_000;
 /// Records per second per source subtask.
-const RATE: u64 = 8_000;
+const RATE: u64 = 4_000;
 /// Checkpoint interval, ms of virtual time.
 const CHECKPOINT_MS: u64 = 50;
 /// The vocabulary of the word count.
@@ -83,11 +83,11 @@ impl BuiltinJob {
             })
     }
 
-    /// The fault configuration that fits the job's length (about 190 ms of virtual time
-    /// without faults): `config` with faults in the first 180 ms and storage faults on the
-    /// first 4 checkpoints.
+    /// The fault configuration that fits the job's length (about 380 ms of virtual time
+    /// without faults): `config` with faults in the first 350 ms and storage faults on the
+    /// first 6 checkpoints.
     pub fn fit(self, config: FaultConfig) -> FaultConfig {
-        config.within(180, 4)
+        config.within(350, 6)
     }
 
     /// The oracles for the job: all of them; each key's rows in order except for the join.
