@@ -9,6 +9,13 @@
 //! - **Storage faults** reach it through a checkpoint store provider that wraps the standard
 //!   stores ([`FaultyStores`]): a write that fails, or a write whose bytes are torn or corrupted
 //!   (reported as the read-back check of directory storage reports it), for one checkpoint.
+//! - **A slow disk** reaches it through the same [`FaultInjector`]: each checkpoint file write
+//!   waits first, in virtual time.
+//! - **Clock skew** and **whole-process crashes** are carried out by the simulation itself (the
+//!   node's clock, the runtime's lifetime): see [`crate::engine`].
+//!
+//! [`FaultKind`] names the kinds for the command line; [`FaultPlan::spec`] and
+//! [`FaultPlan::parse_spec`] write and read a plan for `eichhorn-sim run --plan`.
 
 use std::fmt;
 use std::path::Path;

@@ -12,6 +12,10 @@
 //!   seed draws ([`faults`]: subtask failures, checkpoint storage faults, stalls), and checks
 //!   that its exactly-once sink ([`CommittedOutput`]) committed the same records; a violation is
 //!   shrunk to the faults that cause it.
+//! - [`Simulation::check`] and [`Simulation::check_with`] are the whole check, for our
+//!   built-in jobs ([`jobs`], run by the `eichhorn-sim` binary) and for users' own jobs in
+//!   their tests: a fault-free run as the truth, a run with the seed's faults (crashes, slow
+//!   disk and clock skew included), every oracle ([`oracles`]), shrinking, and a replay.
 //! - [`network`] and [`quic`] run the framework's QUIC transport, with real TLS, on a simulated
 //!   UDP network with seeded faults, byte-identical per seed: the ground for multi-node runs.
 //!
