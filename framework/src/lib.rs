@@ -93,6 +93,8 @@ pub mod net;
 pub mod operator;
 pub mod rest;
 pub mod runtime;
+#[cfg(feature = "sim-sabotage")]
+pub mod sabotage;
 pub mod state;
 pub mod time;
 

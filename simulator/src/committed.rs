@@ -3,8 +3,13 @@
 //! [`CommittedOutput::sink`] is a [`TwoPhaseCommitSink`]: records go into the open transaction,
 //! which the runtime pre-commits at a checkpoint barrier and commits when the checkpoint
 //! completed. Only committed transactions become visible in [`CommittedOutput::committed`], under
-//! a name unique per subtask, attempt and transaction, so a repeated commit after a restore
+//! a name unique per run, subtask, attempt and transaction, so a repeated commit after a restore
 //! stores the same rows again instead of twice. It is the exactly-once oracle's view of a job.
+//!
+//! The output also keeps its **commit log** (every commit in the order it happened, with its
+//! rows), which the checkpoint-consistency oracle replays, and survives a simulated process
+//! crash: [`CommittedOutput::continue_from`] hands the rows of a crashed run to the next run,
+//! as an external database keeps them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,8 +17,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use eichhorn::api::{Data, Operator, SinkContext, TwoPhaseCommitSink, Unkeyed};
 use eichhorn::prelude::{FunctionError, RuntimeContext};
 
-/// Committed rows per transaction name.
-type Table<T> = Arc<Mutex<BTreeMap<String, Vec<T>>>>;
+/// What committed: rows per transaction name, the commits in order, and the run number that
+/// keeps transaction names of runs after a crash apart.
+#[derive(Debug)]
+struct Committed<T> {
+    rows: BTreeMap<String, Vec<T>>,
+    log: Vec<(String, Vec<T>)>,
+    run: u32,
+}
+
+type Table<T> = Arc<Mutex<Committed<T>>>;
 
 /// The rows an exactly-once job committed; make the job's sink with [`CommittedOutput::sink`].
 #[derive(Debug)]
@@ -35,7 +48,7 @@ impl<T: Data> Default for CommittedOutput<T> {
     }
 }
 
-fn lock<T>(table: &Table<T>) -> MutexGuard<'_, BTreeMap<String, Vec<T>>> {
+fn lock<T>(table: &Table<T>) -> MutexGuard<'_, Committed<T>> {
     table
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -45,7 +58,11 @@ impl<T: Data> CommittedOutput<T> {
     /// An empty output.
     pub fn new() -> Self {
         Self {
-            table: Arc::new(Mutex::new(BTreeMap::new())),
+            table: Arc::new(Mutex::new(Committed {
+                rows: BTreeMap::new(),
+                log: Vec::new(),
+                run: 0,
+            })),
         }
     }
 
@@ -60,7 +77,27 @@ impl<T: Data> CommittedOutput<T> {
 
     /// Every committed row, transactions in name order.
     pub fn committed(&self) -> Vec<T> {
-        lock(&self.table).values().flatten().cloned().collect()
+        lock(&self.table).rows.values().flatten().cloned().collect()
+    }
+
+    /// Every commit in the order it happened: the transaction's name and rows (a transaction
+    /// committed again after a restore appears again).
+    pub fn commit_log(&self) -> Vec<(String, Vec<T>)> {
+        lock(&self.table).log.clone()
+    }
+
+    /// Takes over what `previous` (the output of a crashed run of the same job) committed, so
+    /// this run's commits add to it; this run's transaction names differ from the crashed
+    /// run's. Call it before the run starts.
+    pub fn continue_from(&self, previous: &Self) {
+        let (rows, log, run) = {
+            let previous = lock(&previous.table);
+            (previous.rows.clone(), previous.log.clone(), previous.run)
+        };
+        let mut table = lock(&self.table);
+        table.rows = rows;
+        table.log = log;
+        table.run = run + 1;
     }
 }
 
@@ -68,7 +105,7 @@ impl<T: Data> CommittedOutput<T> {
 #[derive(Debug)]
 pub struct CommittedSink<T> {
     table: Table<T>,
-    /// `<subtask>-<attempt>`, set at open.
+    /// `<run>-<subtask>-<attempt>`, set at open.
     prefix: String,
     next: u64,
 }
@@ -106,7 +143,11 @@ impl<T: Data> TwoPhaseCommitSink<T> for CommittedSink<T> {
     type Txn = Staged<T>;
 
     fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
-        self.prefix = format!("{:04}-{:04}", ctx.subtask_index, ctx.attempt_number);
+        let run = lock(&self.table).run;
+        self.prefix = format!(
+            "{run:02}-{:04}-{:04}",
+            ctx.subtask_index, ctx.attempt_number
+        );
         Ok(())
     }
 
@@ -134,7 +175,9 @@ impl<T: Data> TwoPhaseCommitSink<T> for CommittedSink<T> {
 
     fn commit(&mut self, txn: Staged<T>) -> Result<(), FunctionError> {
         if !txn.rows.is_empty() {
-            lock(&self.table).insert(txn.name, txn.rows);
+            let mut table = lock(&self.table);
+            table.log.push((txn.name.clone(), txn.rows.clone()));
+            table.rows.insert(txn.name, txn.rows);
         }
         Ok(())
     }

@@ -9,6 +9,13 @@
 //! - **Storage faults** reach it through a checkpoint store provider that wraps the standard
 //!   stores ([`FaultyStores`]): a write that fails, or a write whose bytes are torn or corrupted
 //!   (reported as the read-back check of directory storage reports it), for one checkpoint.
+//! - **A slow disk** reaches it through the same [`FaultInjector`]: each checkpoint file write
+//!   waits first, in virtual time.
+//! - **Clock skew** and **whole-process crashes** are carried out by the simulation itself (the
+//!   node's clock, the runtime's lifetime): see [`crate::engine`].
+//!
+//! [`FaultKind`] names the kinds for the command line; [`FaultPlan::spec`] and
+//! [`FaultPlan::parse_spec`] write and read a plan for `eichhorn-sim run --plan`.
 
 use std::fmt;
 use std::path::Path;
@@ -60,6 +67,214 @@ pub enum Fault {
         /// The longest stall.
         max_ms: u32,
     },
+    /// The whole process crashes `at_ms` after its run started: every subtask, the JobManager
+    /// and the TaskManager are gone at once, with nothing cleaned up. The job then starts
+    /// again as a user would restart it: a new run restoring from the crashed run's latest
+    /// completed checkpoint (or from scratch if it has none). The exactly-once sink's
+    /// committed rows survive (they are the outside world).
+    Crash {
+        /// When, in ms of virtual time since the crashing run started.
+        at_ms: u64,
+    },
+    /// Every checkpoint file write takes 1 to `max_ms` ms of virtual time first (chosen by a
+    /// generator seeded with `seed`): a slow disk behind the checkpoint writer.
+    SlowDisk {
+        /// The generator's seed.
+        seed: u64,
+        /// The slowest write.
+        max_ms: u32,
+    },
+    /// The node's processing-time clock is `offset_ms` ahead of virtual time and runs
+    /// `drift_per_mille` per thousand fast (it stays monotone).
+    ClockSkew {
+        /// How far ahead the clock starts.
+        offset_ms: u64,
+        /// How much faster it runs, per thousand.
+        drift_per_mille: u32,
+    },
+}
+
+/// The kinds of faults, as named on the simulator's command line (`--faults LIST`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// [`Fault::SubtaskPanic`]: `panic`.
+    Panic,
+    /// [`Fault::StorageWriteError`], [`Fault::TornWrite`], [`Fault::CorruptWrite`]: `storage`.
+    Storage,
+    /// [`Fault::Stalls`]: `stall`.
+    Stall,
+    /// [`Fault::Crash`]: `crash`.
+    Crash,
+    /// [`Fault::SlowDisk`]: `slow-disk`.
+    SlowDisk,
+    /// [`Fault::ClockSkew`]: `clock-skew`.
+    ClockSkew,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [Self; 6] = [
+        Self::Panic,
+        Self::Storage,
+        Self::Stall,
+        Self::Crash,
+        Self::SlowDisk,
+        Self::ClockSkew,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Panic => "panic",
+            Self::Storage => "storage",
+            Self::Stall => "stall",
+            Self::Crash => "crash",
+            Self::SlowDisk => "slow-disk",
+            Self::ClockSkew => "clock-skew",
+        }
+    }
+
+    /// Parses a comma-separated list of kind names (`all` for every kind).
+    ///
+    /// # Errors
+    ///
+    /// An unknown name, with the list of known ones.
+    pub fn parse_list(list: &str) -> Result<Vec<Self>, String> {
+        let mut kinds = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "all" {
+                kinds.extend(Self::ALL);
+                continue;
+            }
+            let kind = Self::ALL
+                .into_iter()
+                .find(|k| k.name() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown fault kind '{name}' in '{list}' (known: all, {})",
+                        Self::ALL.map(Self::name).join(", ")
+                    )
+                })?;
+            kinds.push(kind);
+        }
+        kinds.sort();
+        kinds.dedup();
+        Ok(kinds)
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Fault {
+    /// Its kind.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Self::SubtaskPanic { .. } => FaultKind::Panic,
+            Self::StorageWriteError { .. } | Self::TornWrite { .. } | Self::CorruptWrite { .. } => {
+                FaultKind::Storage
+            }
+            Self::Stalls { .. } => FaultKind::Stall,
+            Self::Crash { .. } => FaultKind::Crash,
+            Self::SlowDisk { .. } => FaultKind::SlowDisk,
+            Self::ClockSkew { .. } => FaultKind::ClockSkew,
+        }
+    }
+
+    /// Its machine-readable form, parsed back by [`FaultPlan::parse_spec`]: a name and
+    /// `key=value` fields separated by `:`.
+    pub fn spec(&self) -> String {
+        match *self {
+            Self::SubtaskPanic {
+                slot,
+                attempt,
+                at_ms,
+            } => format!("panic:slot={slot}:attempt={attempt}:at={at_ms}"),
+            Self::StorageWriteError { checkpoint } => format!("write-error:chk={checkpoint}"),
+            Self::TornWrite { checkpoint } => format!("torn:chk={checkpoint}"),
+            Self::CorruptWrite { checkpoint } => format!("corrupt:chk={checkpoint}"),
+            Self::Stalls {
+                seed,
+                per_mille,
+                max_ms,
+            } => format!("stalls:seed={seed}:per_mille={per_mille}:max={max_ms}"),
+            Self::Crash { at_ms } => format!("crash:at={at_ms}"),
+            Self::SlowDisk { seed, max_ms } => format!("slow-disk:seed={seed}:max={max_ms}"),
+            Self::ClockSkew {
+                offset_ms,
+                drift_per_mille,
+            } => format!("clock-skew:offset={offset_ms}:drift={drift_per_mille}"),
+        }
+    }
+
+    /// Parses one fault of [`Fault::spec`].
+    fn parse_spec(spec: &str) -> Result<Self, String> {
+        let mut parts = spec.split(':');
+        let name = parts.next().unwrap_or_default();
+        let mut fields = std::collections::BTreeMap::new();
+        for part in parts {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("'{part}' in fault '{spec}' is not key=value"))?;
+            let value: u64 = value
+                .parse()
+                .map_err(|e| format!("'{value}' of '{key}' in fault '{spec}': {e}"))?;
+            fields.insert(key, value);
+        }
+        let mut field = |key: &str| {
+            fields
+                .remove(key)
+                .ok_or_else(|| format!("fault '{spec}' has no '{key}'"))
+        };
+        let small = |value: u64, key: &str| {
+            u32::try_from(value).map_err(|_| format!("'{key}' in fault '{spec}' is too large"))
+        };
+        let fault = match name {
+            "panic" => Self::SubtaskPanic {
+                slot: small(field("slot")?, "slot")?,
+                attempt: small(field("attempt")?, "attempt")?,
+                at_ms: field("at")?,
+            },
+            "write-error" => Self::StorageWriteError {
+                checkpoint: field("chk")?,
+            },
+            "torn" => Self::TornWrite {
+                checkpoint: field("chk")?,
+            },
+            "corrupt" => Self::CorruptWrite {
+                checkpoint: field("chk")?,
+            },
+            "stalls" => Self::Stalls {
+                seed: field("seed")?,
+                per_mille: small(field("per_mille")?, "per_mille")?,
+                max_ms: small(field("max")?, "max")?,
+            },
+            "crash" => Self::Crash {
+                at_ms: field("at")?,
+            },
+            "slow-disk" => Self::SlowDisk {
+                seed: field("seed")?,
+                max_ms: small(field("max")?, "max")?,
+            },
+            "clock-skew" => Self::ClockSkew {
+                offset_ms: field("offset")?,
+                drift_per_mille: small(field("drift")?, "drift")?,
+            },
+            other => {
+                return Err(format!(
+                    "unknown fault '{other}' in '{spec}' (known: panic, write-error, torn, \
+                     corrupt, stalls, crash, slow-disk, clock-skew)"
+                ));
+            }
+        };
+        if let Some(extra) = fields.keys().next() {
+            return Err(format!("fault '{spec}' has an unknown field '{extra}'"));
+        }
+        Ok(fault)
+    }
 }
 
 impl fmt::Display for Fault {
@@ -91,6 +306,21 @@ impl fmt::Display for Fault {
                 "subtasks stall up to {max_ms} ms before {per_mille} in 1000 inputs (stall seed \
                  {seed})"
             ),
+            Self::Crash { at_ms } => write!(
+                f,
+                "the process crashes at {at_ms} ms and restarts from its latest checkpoint"
+            ),
+            Self::SlowDisk { seed, max_ms } => write!(
+                f,
+                "checkpoint writes take up to {max_ms} ms (slow disk, seed {seed})"
+            ),
+            Self::ClockSkew {
+                offset_ms,
+                drift_per_mille,
+            } => write!(
+                f,
+                "the node's clock is {offset_ms} ms ahead and runs {drift_per_mille} per mille fast"
+            ),
         }
     }
 }
@@ -112,9 +342,19 @@ pub struct FaultConfig {
     pub stall_per_mille: u32,
     /// The longest stall, in ms of virtual time.
     pub stall_max_ms: u32,
+    /// Whole-process crashes (each restarts the job from its latest checkpoint); each happens
+    /// within the first `max_time_ms` of its run.
+    pub crashes: u32,
+    /// The slowest checkpoint write in ms (0: a fast disk).
+    pub slow_disk_max_ms: u32,
+    /// The largest clock offset in ms (0 and `clock_drift_max_per_mille` 0: no skew).
+    pub clock_offset_max_ms: u64,
+    /// The largest clock drift, per thousand.
+    pub clock_drift_max_per_mille: u32,
 }
 
 impl Default for FaultConfig {
+    /// Every kind of fault.
     fn default() -> Self {
         Self {
             subtask_panics: 2,
@@ -123,7 +363,59 @@ impl Default for FaultConfig {
             max_checkpoint: 6,
             stall_per_mille: 20,
             stall_max_ms: 30,
+            crashes: 1,
+            slow_disk_max_ms: 40,
+            clock_offset_max_ms: 3_600_000,
+            clock_drift_max_per_mille: 100,
         }
+    }
+}
+
+impl FaultConfig {
+    /// No faults at all.
+    pub fn none() -> Self {
+        Self {
+            subtask_panics: 0,
+            storage_faults: 0,
+            stall_per_mille: 0,
+            stall_max_ms: 0,
+            crashes: 0,
+            slow_disk_max_ms: 0,
+            clock_offset_max_ms: 0,
+            clock_drift_max_per_mille: 0,
+            ..Self::default()
+        }
+    }
+
+    /// The default amounts of the faults of `kinds`, none of the others.
+    pub fn only(kinds: &[FaultKind]) -> Self {
+        let all = Self::default();
+        let mut config = Self::none();
+        for kind in kinds {
+            match kind {
+                FaultKind::Panic => config.subtask_panics = all.subtask_panics,
+                FaultKind::Storage => config.storage_faults = all.storage_faults,
+                FaultKind::Stall => {
+                    config.stall_per_mille = all.stall_per_mille;
+                    config.stall_max_ms = all.stall_max_ms;
+                }
+                FaultKind::Crash => config.crashes = all.crashes,
+                FaultKind::SlowDisk => config.slow_disk_max_ms = all.slow_disk_max_ms,
+                FaultKind::ClockSkew => {
+                    config.clock_offset_max_ms = all.clock_offset_max_ms;
+                    config.clock_drift_max_per_mille = all.clock_drift_max_per_mille;
+                }
+            }
+        }
+        config
+    }
+
+    /// This configuration with faults happening within the first `max_time_ms` of a run and
+    /// storage faults on the first `max_checkpoint` checkpoints (fit them to the job).
+    pub fn within(mut self, max_time_ms: u64, max_checkpoint: u64) -> Self {
+        self.max_time_ms = max_time_ms;
+        self.max_checkpoint = max_checkpoint;
+        self
     }
 }
 
@@ -202,7 +494,88 @@ impl FaultPlan {
                 max_ms: config.stall_max_ms,
             });
         }
+        // Kinds added later draw after the earlier ones, so a seed keeps its earlier faults.
+        for _ in 0..config.crashes {
+            faults.push(Fault::Crash {
+                at_ms: rng.between_1_and(config.max_time_ms),
+            });
+        }
+        if config.slow_disk_max_ms > 0 {
+            faults.push(Fault::SlowDisk {
+                seed: rng.next_u64(),
+                max_ms: config.slow_disk_max_ms,
+            });
+        }
+        if config.clock_offset_max_ms > 0 || config.clock_drift_max_per_mille > 0 {
+            faults.push(Fault::ClockSkew {
+                offset_ms: rng.next_u64() % (config.clock_offset_max_ms + 1),
+                drift_per_mille: (rng.next_u64()
+                    % (u64::from(config.clock_drift_max_per_mille) + 1))
+                    as u32,
+            });
+        }
         Self { faults }
+    }
+
+    /// The plan's machine-readable form (each fault's [`Fault::spec`], comma-separated;
+    /// `none` for no faults), for `eichhorn-sim run --plan`.
+    pub fn spec(&self) -> String {
+        if self.faults.is_empty() {
+            return "none".to_string();
+        }
+        self.faults
+            .iter()
+            .map(Fault::spec)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Parses a plan of [`FaultPlan::spec`].
+    ///
+    /// # Errors
+    ///
+    /// A malformed fault, named with what is wrong.
+    pub fn parse_spec(spec: &str) -> Result<Self, String> {
+        let spec = spec.trim();
+        if spec == "none" || spec.is_empty() {
+            return Ok(Self::none());
+        }
+        let faults = spec
+            .split(',')
+            .map(|f| Fault::parse_spec(f.trim()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { faults })
+    }
+
+    /// How many faults of each kind the plan has.
+    pub fn count_by_kind(&self) -> std::collections::BTreeMap<FaultKind, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for fault in &self.faults {
+            *counts.entry(fault.kind()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The crash times, in the order the runs meet them.
+    pub fn crashes(&self) -> Vec<u64> {
+        self.faults
+            .iter()
+            .filter_map(|f| match f {
+                Fault::Crash { at_ms } => Some(*at_ms),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The clock skew, if the plan has one.
+    pub fn clock_skew(&self) -> Option<(u64, u32)> {
+        self.faults.iter().find_map(|f| match *f {
+            Fault::ClockSkew {
+                offset_ms,
+                drift_per_mille,
+            } => Some((offset_ms, drift_per_mille)),
+            _ => None,
+        })
     }
 
     /// The smallest plan, made by removing faults one at a time from this one, for which
@@ -236,7 +609,7 @@ impl FaultPlan {
             Fault::StorageWriteError { checkpoint: c }
             | Fault::TornWrite { checkpoint: c }
             | Fault::CorruptWrite { checkpoint: c } => *c == checkpoint,
-            Fault::SubtaskPanic { .. } | Fault::Stalls { .. } => false,
+            _ => false,
         })
     }
 }
@@ -248,6 +621,8 @@ pub struct PlannedFailures {
     fired: Mutex<Vec<Fault>>,
     /// The stall generator, its rate per thousand and longest stall.
     stalls: Option<(Mutex<SplitMix>, u32, u32, Fault)>,
+    /// The slow disk's generator and slowest write.
+    slow_disk: Option<(Mutex<SplitMix>, u32, Fault)>,
 }
 
 impl PlannedFailures {
@@ -270,7 +645,36 @@ impl PlannedFailures {
                 } => Some((Mutex::new(SplitMix(seed)), per_mille, max_ms.max(1), *fault)),
                 _ => None,
             }),
+            slow_disk: plan.faults.iter().find_map(|fault| match *fault {
+                Fault::SlowDisk { seed, max_ms } => {
+                    Some((Mutex::new(SplitMix(seed)), max_ms.max(1), *fault))
+                }
+                _ => None,
+            }),
         }
+    }
+
+    fn note_fired(&self, fault: Fault) {
+        let mut fired = self
+            .fired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !fired.contains(&fault) {
+            fired.push(fault);
+        }
+    }
+
+    /// Notes that a crash of the plan happened (the simulation carries crashes out itself).
+    pub(crate) fn crashed(&self, at_ms: u64) {
+        self.note_fired(Fault::Crash { at_ms });
+    }
+
+    /// Notes that the plan's clock skew is in place.
+    pub(crate) fn skewed(&self, offset_ms: u64, drift_per_mille: u32) {
+        self.note_fired(Fault::ClockSkew {
+            offset_ms,
+            drift_per_mille,
+        });
     }
 
     /// The faults that fired so far, in order (stalls count once).
@@ -291,13 +695,7 @@ impl PlannedFailures {
         }
         let ms = 1 + rng.next_u64() % u64::from(*max_ms);
         drop(rng);
-        let mut fired = self
-            .fired
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !fired.contains(fault) {
-            fired.push(*fault);
-        }
+        self.note_fired(*fault);
         Some(std::time::Duration::from_millis(ms))
     }
 }
@@ -308,6 +706,17 @@ impl FaultInjector for PlannedFailures {
             return Some(InjectedFault::Fail(reason));
         }
         self.stall().map(InjectedFault::Stall)
+    }
+
+    fn before_checkpoint_write(&self, _checkpoint: u64) -> Option<std::time::Duration> {
+        let (rng, max_ms, fault) = self.slow_disk.as_ref()?;
+        let ms = 1 + rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next_u64()
+            % u64::from(*max_ms);
+        self.note_fired(*fault);
+        Some(std::time::Duration::from_millis(ms))
     }
 }
 
@@ -449,9 +858,7 @@ impl CheckpointStore for FaultyStore {
                     "read back with a different checksum than was written",
                 ))
             }
-            Some(Fault::SubtaskPanic { .. } | Fault::Stalls { .. }) => {
-                unreachable!("not a storage fault")
-            }
+            Some(other) => unreachable!("{other} is not a storage fault"),
         }
     }
 
@@ -498,6 +905,50 @@ mod tests {
         let plan = FaultPlan::from_seed(5, &config);
         assert_eq!(plan.subtask_failures(), 2);
         assert!(plan.to_string().contains("fails in attempt 0 at"), "{plan}");
+    }
+
+    #[test]
+    fn specs_round_trip_and_bad_ones_say_what_is_wrong() {
+        for seed in 0..50 {
+            let plan = FaultPlan::from_seed(seed, &FaultConfig::default());
+            assert_eq!(
+                FaultPlan::parse_spec(&plan.spec()),
+                Ok(plan.clone()),
+                "{plan}"
+            );
+        }
+        assert_eq!(FaultPlan::parse_spec("none"), Ok(FaultPlan::none()));
+        let error = FaultPlan::parse_spec("crash:at=x").unwrap_err();
+        assert!(error.contains("'x' of 'at'"), "{error}");
+        let error = FaultPlan::parse_spec("torn:chk=1,melt:x=1").unwrap_err();
+        assert!(error.contains("unknown fault 'melt'"), "{error}");
+        let error = FaultPlan::parse_spec("crash").unwrap_err();
+        assert!(error.contains("has no 'at'"), "{error}");
+        let error = FaultPlan::parse_spec("crash:at=1:when=2").unwrap_err();
+        assert!(error.contains("unknown field 'when'"), "{error}");
+    }
+
+    #[test]
+    fn kinds_parse_and_select_what_is_drawn() {
+        assert_eq!(FaultKind::parse_list("all"), Ok(FaultKind::ALL.to_vec()));
+        let kinds = FaultKind::parse_list("crash,panic").unwrap();
+        assert_eq!(kinds, [FaultKind::Panic, FaultKind::Crash]);
+        let plan = FaultPlan::from_seed(3, &FaultConfig::only(&kinds));
+        assert!(
+            plan.faults.iter().all(|f| kinds.contains(&f.kind())),
+            "{plan}"
+        );
+        assert_eq!(plan.crashes().len(), 1);
+        assert!(
+            FaultKind::parse_list("panic,flood")
+                .unwrap_err()
+                .contains("'flood'")
+        );
+        assert!(
+            FaultPlan::from_seed(3, &FaultConfig::none())
+                .faults
+                .is_empty()
+        );
     }
 
     #[test]

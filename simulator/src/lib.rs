@@ -12,6 +12,10 @@
 //!   seed draws ([`faults`]: subtask failures, checkpoint storage faults, stalls), and checks
 //!   that its exactly-once sink ([`CommittedOutput`]) committed the same records; a violation is
 //!   shrunk to the faults that cause it.
+//! - [`Simulation::check`] and [`Simulation::check_with`] are the whole check, for our
+//!   built-in jobs ([`jobs`], run by the `eichhorn-sim` binary) and for users' own jobs in
+//!   their tests: a fault-free run as the truth, a run with the seed's faults (crashes, slow
+//!   disk and clock skew included), every oracle ([`oracles`]), shrinking, and a replay.
 //! - [`network`] and [`quic`] run the framework's QUIC transport, with real TLS, on a simulated
 //!   UDP network with seeded faults, byte-identical per seed: the ground for multi-node runs.
 //!
@@ -36,9 +40,13 @@
 //! }).unwrap(), run.trace_hash);
 //! ```
 
+pub mod check;
 pub mod committed;
+pub mod engine;
 pub mod faults;
+pub mod jobs;
 pub mod network;
+pub mod oracles;
 pub mod quic;
 
 use std::time::Duration;
@@ -54,16 +62,31 @@ use eichhorn::api::{CollectSink, Data, StreamEnv};
 use eichhorn::runtime::RuntimeEnv;
 use eichhorn::{JobError, JobResult, StableHasher};
 
+pub use check::{CheckReport, Failure, RunSummary};
 pub use committed::{CommittedOutput, CommittedSink};
-pub use faults::{Fault, FaultConfig, FaultPlan};
+#[cfg(feature = "sabotage")]
+pub use eichhorn::sabotage::Sabotage;
+pub use faults::{Fault, FaultConfig, FaultKind, FaultPlan};
+pub use oracles::{Finding, Oracles};
 
 /// A simulation: a seed and the rules of the simulated world.
 #[derive(Debug, Clone)]
 pub struct Simulation {
     seed: u64,
+    /// Simulated nodes (1 until the cluster runtime can be simulated).
+    nodes: u32,
     faults: FaultConfig,
+    /// A fixed plan instead of the one the seed draws (a replay).
+    plan: Option<FaultPlan>,
     /// Virtual time a run may take before it counts as stuck.
     deadline: Duration,
+    /// Whether checks keep quiet instead of printing the fault plan to stderr.
+    quiet: bool,
+    /// Whether a failing check shrinks its plan.
+    shrink: bool,
+    /// The deliberate bug switched on in faulted runs.
+    #[cfg(feature = "sabotage")]
+    sabotage: Option<Sabotage>,
 }
 
 /// What one simulated run produced.
@@ -80,6 +103,15 @@ pub struct SimulatedRun<T> {
     /// The planned faults that happened, in order (a subtask failure planned past the
     /// subtask's last input, or a storage fault on a checkpoint never taken, does not).
     pub faults_fired: Vec<Fault>,
+    /// Every commit of the exactly-once sink in the order it happened (empty for
+    /// [`Simulation::run`]).
+    pub commit_log: Vec<(String, Vec<T>)>,
+    /// Whole-process crashes the run went through.
+    pub crashes: u32,
+    /// Checkpoints completed, over all runs a crash made.
+    pub checkpoints: u64,
+    /// Restarts after failures, over all runs a crash made.
+    pub restarts: u32,
 }
 
 /// A simulation could not run or was not reproducible.
@@ -130,6 +162,12 @@ pub enum SimulationError {
         /// The deadline.
         deadline: Duration,
     },
+    /// A check's oracle failed (the finding, the plans, the replay).
+    #[error("{0}")]
+    Oracle(Box<Failure>),
+    /// The simulation was asked for something it cannot do.
+    #[error("{0}")]
+    Usage(String),
     /// Two runs with the same seed differed.
     #[error(
         "seed {seed} is not deterministic: run {run} produced trace {found:#x}, run 0 produced {expected:#x}"
@@ -151,9 +189,80 @@ impl Simulation {
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
+            nodes: 1,
             faults: FaultConfig::default(),
+            plan: None,
             deadline: Duration::from_secs(3_600),
+            quiet: false,
+            shrink: true,
+            #[cfg(feature = "sabotage")]
+            sabotage: None,
         }
+    }
+
+    /// This simulation reporting a failing check's plan as it is, without shrinking it (a
+    /// sweep shrinks only its first failure).
+    pub fn without_shrinking(mut self) -> Self {
+        self.shrink = false;
+        self
+    }
+
+    /// This simulation with `nodes` nodes. Only 1 runs for now: more need the cluster
+    /// runtime, and a check refuses them with [`SimulationError::Usage`].
+    pub fn nodes(mut self, nodes: u32) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// This simulation with `plan` instead of the plan its seed draws (a replay of a shrunk
+    /// plan; see [`FaultPlan::parse_spec`]).
+    pub fn with_plan(mut self, plan: FaultPlan) -> Self {
+        self.plan = Some(plan);
+        self
+    }
+
+    /// This simulation without printing fault plans to stderr.
+    pub fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
+    }
+
+    /// This simulation with the deliberate bug `sabotage` switched on in its faulted runs.
+    #[cfg(feature = "sabotage")]
+    pub fn with_sabotage(mut self, sabotage: Sabotage) -> Self {
+        self.sabotage = Some(sabotage);
+        self
+    }
+
+    /// This simulation with no sabotage.
+    pub(crate) fn without_sabotage(&self) -> Self {
+        #[cfg_attr(not(feature = "sabotage"), allow(unused_mut))]
+        let mut clean = self.clone();
+        #[cfg(feature = "sabotage")]
+        {
+            clean.sabotage = None;
+        }
+        clean
+    }
+
+    /// The name of the sabotage switched on, if any.
+    pub(crate) fn sabotage_name(&self) -> Option<String> {
+        #[cfg(feature = "sabotage")]
+        return self.sabotage.map(|s| s.name().to_string());
+        #[cfg(not(feature = "sabotage"))]
+        None
+    }
+
+    /// Refuses more than one node (until the cluster runtime can be simulated).
+    pub(crate) fn require_one_node(&self) -> Result<(), SimulationError> {
+        if self.nodes == 1 {
+            return Ok(());
+        }
+        Err(SimulationError::Usage(format!(
+            "{} nodes requested: multi-node runs need the cluster runtime (issue 13), which the \
+             simulator does not drive yet; use 1 node",
+            self.nodes
+        )))
     }
 
     /// This simulation drawing its fault plans with `config`.
@@ -162,9 +271,12 @@ impl Simulation {
         self
     }
 
-    /// The fault plan this simulation's seed draws.
+    /// The fault plan of this simulation: the one its seed draws, or the one set with
+    /// [`Simulation::with_plan`].
     pub fn fault_plan(&self) -> FaultPlan {
-        FaultPlan::from_seed(self.seed, &self.faults)
+        self.plan
+            .clone()
+            .unwrap_or_else(|| FaultPlan::from_seed(self.seed, &self.faults))
     }
 
     /// Runs the job declared by `build` once without faults and once with the seed's fault plan
@@ -187,20 +299,20 @@ impl Simulation {
         let plan = self.fault_plan();
         eprintln!("eichhorn-sim: seed {}: fault plan: {plan}", self.seed);
         let faulted = self.run_committed(&build, &plan)?;
-        let (missing, duplicated) = compare(&expected.output, &faulted.output)?;
+        let (missing, duplicated) = oracles::compare(&expected.output, &faulted.output)?;
         if missing == 0 && duplicated == 0 {
             return Ok(ExactlyOnceReport {
                 plan,
                 fired: faulted.faults_fired,
                 records: expected.output.len(),
-                restarts: faulted.result.restarts,
+                restarts: faulted.restarts,
                 trace_hash: faulted.trace_hash,
             });
         }
         let shrunk = plan.shrink(|candidate| {
             self.run_committed(&build, candidate)
                 .ok()
-                .and_then(|run| compare(&expected.output, &run.output).ok())
+                .and_then(|run| oracles::compare(&expected.output, &run.output).ok())
                 .is_some_and(|(m, d)| m > 0 || d > 0)
         });
         Err(SimulationError::NotExactlyOnce {
@@ -209,72 +321,6 @@ impl Simulation {
             missing,
             duplicated,
             expected: expected.output.len(),
-        })
-    }
-
-    /// Runs the job declared by `build` with the faults of `plan` (none: [`FaultPlan::none`])
-    /// and returns what its exactly-once sink committed, in the order of the transactions'
-    /// names.
-    ///
-    /// # Errors
-    ///
-    /// The job failed, or did not finish within the virtual deadline.
-    pub fn run_committed<T, F>(
-        &self,
-        build: F,
-        plan: &FaultPlan,
-    ) -> Result<SimulatedRun<T>, SimulationError>
-    where
-        T: Data,
-        F: FnOnce(&StreamEnv) -> CommittedOutput<T>,
-    {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()?;
-        let seed = self.seed;
-        let deadline = self.deadline;
-        let failures = std::sync::Arc::new(faults::PlannedFailures::new(plan));
-        let stores = std::sync::Arc::new(faults::FaultyStores::new(plan));
-        let (output, result, virtual_elapsed) = runtime.block_on(async {
-            let env = StreamEnv::new();
-            env.set_runtime_env(
-                RuntimeEnv::deterministic(seed)
-                    .with_fault_injector(failures.clone())
-                    .with_checkpoint_stores(stores.clone()),
-            );
-            let restarts = plan.faults.len() as u32 + 2;
-            env.configure(|c| {
-                c.seed = seed;
-                c.job_id = Some(eichhorn::checkpoint::JobId::from_seed(seed));
-                c.restart_strategy = Some(eichhorn::checkpoint::RestartStrategy::FixedDelay {
-                    attempts: restarts,
-                    delay_ms: 10,
-                });
-            });
-            let committed = build(&env);
-            let started = tokio::time::Instant::now();
-            let result = match tokio::time::timeout(deadline, env.execute("simulation")).await {
-                Ok(result) => result.map_err(|source| SimulationError::Job { seed, source })?,
-                Err(_) => {
-                    return Err(SimulationError::Stuck {
-                        seed,
-                        plan: plan.clone(),
-                        deadline,
-                    });
-                }
-            };
-            Ok::<_, SimulationError>((committed.committed(), result, started.elapsed()))
-        })?;
-        let trace_hash = fingerprint(&output)?;
-        let mut faults_fired = failures.fired();
-        faults_fired.extend(stores.fired());
-        Ok(SimulatedRun {
-            output,
-            result,
-            trace_hash,
-            virtual_elapsed,
-            faults_fired,
         })
     }
 
@@ -321,10 +367,14 @@ impl Simulation {
         let trace_hash = fingerprint(&output)?;
         Ok(SimulatedRun {
             output,
-            result,
             trace_hash,
             virtual_elapsed,
             faults_fired: Vec::new(),
+            commit_log: Vec::new(),
+            crashes: 0,
+            checkpoints: result.completed_checkpoints,
+            restarts: result.restarts,
+            result,
         })
     }
 
@@ -369,32 +419,6 @@ pub struct ExactlyOnceReport {
     pub restarts: u32,
     /// The fingerprint of the faulted run's committed output.
     pub trace_hash: u64,
-}
-
-/// Records of `expected` missing from `found`, and records `found` has more often, as
-/// multisets of their postcard bytes.
-fn compare<T: serde::Serialize>(
-    expected: &[T],
-    found: &[T],
-) -> Result<(usize, usize), postcard::Error> {
-    let mut counts: std::collections::BTreeMap<Vec<u8>, i64> = std::collections::BTreeMap::new();
-    for element in expected {
-        *counts.entry(postcard::to_stdvec(element)?).or_default() += 1;
-    }
-    for element in found {
-        *counts.entry(postcard::to_stdvec(element)?).or_default() -= 1;
-    }
-    let missing = counts
-        .values()
-        .filter(|c| **c > 0)
-        .map(|c| *c as usize)
-        .sum();
-    let duplicated = counts
-        .values()
-        .filter(|c| **c < 0)
-        .map(|c| (-*c) as usize)
-        .sum();
-    Ok((missing, duplicated))
 }
 
 /// The fingerprint of a sequence of elements: each element's postcard bytes, in order, through

@@ -39,7 +39,9 @@ fn a_keyed_job_is_exactly_once_under_seeded_faults() {
         storage_faults: 2,
         max_time_ms: 200,
         max_checkpoint: 5,
-        ..FaultConfig::default()
+        stall_per_mille: 20,
+        stall_max_ms: 30,
+        ..FaultConfig::none()
     };
     let mut fired = Vec::new();
     for seed in 0..8 {
@@ -112,6 +114,7 @@ fn event_time_windows_over_parallel_sources_are_exactly_once_under_seeded_faults
         max_checkpoint: 5,
         stall_per_mille: 150,
         stall_max_ms: 25,
+        ..FaultConfig::none()
     };
     for seed in 0..8 {
         let report = Simulation::new(seed)
@@ -189,8 +192,7 @@ fn the_oracle_catches_a_sink_that_duplicates_and_shrinks_the_plan() {
         storage_faults: 2,
         max_time_ms: 200,
         max_checkpoint: 3,
-        stall_per_mille: 0,
-        stall_max_ms: 0,
+        ..FaultConfig::none()
     });
     let error = simulation
         .check_exactly_once(running_sums_into)

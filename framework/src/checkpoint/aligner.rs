@@ -60,6 +60,13 @@ impl BarrierAligner {
         if self.last_reported.is_some_and(|last| barrier.id <= last) {
             return None;
         }
+        #[cfg(feature = "sim-sabotage")]
+        if crate::sabotage::is(crate::sabotage::Sabotage::BarrierBeforeAlignment) {
+            // The bug: report (snapshot, forward) at the first barrier, block nothing.
+            self.current = None;
+            self.last_reported = Some(barrier.id);
+            return Some(barrier);
+        }
         match self.current {
             Some(current) if barrier.id < current.id => return None,
             Some(current) if barrier.id > current.id => {

@@ -88,6 +88,8 @@ impl CreditOutbox {
 
     /// Adds `credits` granted by the receiver of `channel`; releases waiting batches.
     pub fn handle_credit(&mut self, channel: usize, credits: u32) {
+        #[cfg(feature = "sim-sabotage")]
+        let credits = credits - u32::from(crate::sabotage::drop_this_credit() && credits > 0);
         let slot = &mut self.channels[channel];
         slot.credits = slot.credits.saturating_add(credits);
         let was_backlogged = !slot.backlog.is_empty();

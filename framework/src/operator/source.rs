@@ -116,6 +116,11 @@ impl<T, S: SourceFunction<T>> SourceNode<T, S> {
     /// Restores the source from the positions of the old subtasks: its own at the same
     /// parallelism, a share of all of them at another.
     fn restore(&mut self, state: &OperatorListState) -> Result<(), FunctionError> {
+        #[cfg(feature = "sim-sabotage")]
+        if crate::sabotage::is(crate::sabotage::Sabotage::SkipSourceRestore) {
+            // The bug: the source starts from the beginning.
+            return Ok(());
+        }
         let parallelism = self.info.parallelism;
         match state.mode {
             OperatorStateMode::Split => match state.elements.as_slice() {

@@ -231,6 +231,17 @@ impl<I, S: TwoPhaseCommitSink<I>> TwoPhaseCommitSinkNode<I, S> {
                 return;
             }
         }
+        #[cfg(feature = "sim-sabotage")]
+        if crate::sabotage::is(crate::sabotage::Sabotage::CommitBeforeCheckpoint) {
+            // The bug: commit at the barrier, before the checkpoint is complete.
+            while let Some((_, txn)) = self.pending.pop_front() {
+                self.pending_records.pop_front();
+                if let Err(error) = self.sink.commit(txn) {
+                    cx.fail(self.info.node, format!("commit failed: {error}"));
+                    return;
+                }
+            }
+        }
         let mut ctx = StateSnapshotContext::new(barrier, cx.now_ms, cx.persist_snapshots);
         if let Err(error) = crate::api::operator::snapshot_fields(&self.sink, &mut ctx) {
             cx.fail(

@@ -73,6 +73,15 @@ impl Actor for CheckpointWriter {
         // of blocking work. In production the worker hands its other tasks over first
         // (`block_in_place`), so subtasks scheduled there keep running; the deterministic env
         // (a current-thread runtime has no other worker) runs it in place.
+        // A slow disk, in simulations: the write takes this long first (the writer's mailbox
+        // waits, as behind a slow fsync; the subtasks go on).
+        if let Some(delay) = state
+            .env
+            .fault_injector()
+            .and_then(|faults| faults.before_checkpoint_write(id.0))
+        {
+            tokio::time::sleep(delay).await;
+        }
         let storage = state.storage.as_ref();
         let result = state
             .env

@@ -177,6 +177,14 @@ pub enum InjectedFault {
 pub trait FaultInjector: Send + Sync + std::fmt::Debug {
     /// Called before a subtask handles an input.
     fn before_input(&self, at: SubtaskInput) -> Option<InjectedFault>;
+
+    /// Called before the node's checkpoint writer stores a subtask's file of checkpoint
+    /// `checkpoint`: how long the write takes first (a slow disk), in the node's time. None by
+    /// default.
+    fn before_checkpoint_write(&self, checkpoint: u64) -> Option<std::time::Duration> {
+        let _ = checkpoint;
+        None
+    }
 }
 
 impl RuntimeEnv {
