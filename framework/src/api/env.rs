@@ -387,17 +387,31 @@ impl StreamEnv {
             ),
             _ => None,
         };
+        // The job's status is published before it is deployed, so a JobManager waiting for
+        // TaskManagers already shows the job.
+        let registrar = match &rest {
+            Some(RestTarget::Server(registrar)) => Some(registrar.clone()),
+            _ => None,
+        };
+        let publish_to = server.as_ref().map(|server| server.registrar());
+        let publish: crate::runtime::StatusPublisher = Box::new(move |status| {
+            if let Some(registrar) = registrar {
+                registrar.register(Arc::clone(&status));
+            }
+            if let Some(server) = publish_to {
+                server.register(status);
+            }
+        });
         // Inside `cluster::run_application` as JobManager or TaskManager, the cluster runs it
         // (a TaskManager never returns from here).
         let mut handle = match crate::cluster::current_role() {
-            Some(role) => role.execute(descriptor, registry, runtime_env).await?,
-            None => crate::runtime::launch(descriptor, registry, runtime_env).await?,
+            Some(role) => {
+                role.execute(descriptor, registry, runtime_env, publish)
+                    .await?
+            }
+            None => crate::runtime::launch(descriptor, registry, runtime_env, publish).await?,
         };
-        if let Some(RestTarget::Server(registrar)) = &rest {
-            registrar.register(handle.status_source());
-        }
         if let Some(server) = server {
-            server.register(handle.status_source());
             handle.set_rest_server(server);
         }
         Ok(handle)

@@ -104,6 +104,7 @@ impl ClusterRole {
         descriptor: JobDescriptor,
         registry: OperatorRegistry,
         env: RuntimeEnv,
+        publish: crate::runtime::StatusPublisher,
     ) -> Result<JobHandle, JobError> {
         match self {
             Self::JobManager {
@@ -118,6 +119,7 @@ impl ClusterRole {
                     Arc::clone(node),
                     settings.clone(),
                     task_manager_args.clone(),
+                    publish,
                 )
                 .await
             }

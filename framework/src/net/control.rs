@@ -174,6 +174,12 @@ pub(crate) enum ToJobManager {
     },
     /// The TaskManager is alive.
     Heartbeat,
+    /// The live metrics of the subtasks running on the TaskManager (sent every heartbeat
+    /// interval while it runs a job), for the JobManager's status.
+    Metrics {
+        /// One snapshot per subtask deployed there.
+        subtasks: Vec<crate::metrics::SubtaskMetricsSnapshot>,
+    },
     /// The answer to [`ToTaskManager::Deploy`].
     Deployed {
         /// The attempt.

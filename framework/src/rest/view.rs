@@ -309,6 +309,10 @@ pub struct TaskManagerView {
     pub slots: u32,
     /// Slots taken by the job's subtasks.
     pub slots_used: u32,
+    /// Milliseconds since the JobManager started, at the TaskManager's last heartbeat (a
+    /// cluster's TaskManagers; `None` in one process).
+    #[serde(default)]
+    pub last_heartbeat_ms: Option<u64>,
 }
 
 /// A boxed future, for the object-safe [`JobStatusSource`].

@@ -54,6 +54,9 @@ use crate::graph::{JobDescriptor, TaskManagerId};
 use job_manager::{JobManagerActor, JobManagerArgs};
 use protocol::JobManagerMsg;
 
+/// Publishes a job's status (to REST servers) as soon as it exists, before it is deployed.
+pub(crate) type StatusPublisher = Box<dyn FnOnce(Arc<dyn crate::rest::JobStatusSource>) + Send>;
+
 /// A running job: wait for its end or cancel it.
 #[derive(Debug)]
 pub struct JobHandle {
@@ -194,6 +197,7 @@ pub(crate) async fn launch(
     mut descriptor: JobDescriptor,
     registry: registry::OperatorRegistry,
     env: RuntimeEnv,
+    publish: StatusPublisher,
 ) -> Result<JobHandle, JobError> {
     let job_id = descriptor
         .config()
@@ -219,6 +223,7 @@ pub(crate) async fn launch(
         env,
         job_id,
         None,
+        publish,
     )
     .await
 }
@@ -237,6 +242,7 @@ pub(crate) async fn launch_on_cluster(
     node: Arc<crate::net::NetNode>,
     settings: cluster::ClusterSettings,
     args: Vec<String>,
+    publish: StatusPublisher,
 ) -> Result<JobHandle, JobError> {
     let job_id = descriptor
         .config()
@@ -269,7 +275,17 @@ pub(crate) async fn launch_on_cluster(
         fingerprint.0,
         Arc::clone(&registry),
     );
-    spawn_job_manager(job_name, config, graph, registry, env, job_id, Some(hub)).await
+    spawn_job_manager(
+        job_name,
+        config,
+        graph,
+        registry,
+        env,
+        job_id,
+        Some(hub),
+        publish,
+    )
+    .await
 }
 
 async fn spawn_job_manager(
@@ -280,6 +296,7 @@ async fn spawn_job_manager(
     env: RuntimeEnv,
     job_id: crate::checkpoint::JobId,
     cluster: Option<Arc<cluster::job_manager::ClusterJobManager>>,
+    publish: StatusPublisher,
 ) -> Result<JobHandle, JobError> {
     let (sender, receiver) = oneshot::channel();
     let status = Arc::new(status::LocalJobStatus::new(
@@ -288,6 +305,10 @@ async fn spawn_job_manager(
         &graph,
         Arc::clone(env.clock()),
     ));
+    if let Some(cluster) = &cluster {
+        status.set_cluster(Arc::clone(cluster));
+    }
+    publish(Arc::clone(&status) as Arc<dyn crate::rest::JobStatusSource>);
     let args = JobManagerArgs {
         status: Arc::clone(&status),
         graph: Arc::new(graph),

@@ -53,6 +53,8 @@ pub(crate) struct LocalJobStatus {
     live: Mutex<Live>,
     /// Set once the JobManager runs: the commands go to it.
     job_manager: OnceLock<ActorRef<JobManagerMsg>>,
+    /// The cluster's TaskManagers, when the job runs on a cluster.
+    cluster: OnceLock<Arc<super::cluster::job_manager::ClusterJobManager>>,
 }
 
 impl std::fmt::Debug for LocalJobStatus {
@@ -122,6 +124,7 @@ impl LocalJobStatus {
                 exceptions: VecDeque::new(),
             }),
             job_manager: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     }
 
@@ -289,7 +292,17 @@ impl JobStatusSource for LocalJobStatus {
     }
 
     fn view(&self) -> JobView {
-        let snapshots = self.metrics.snapshot();
+        let mut snapshots = self.metrics.snapshot();
+        let cluster = self.cluster.get();
+        if let Some(cluster) = cluster {
+            // On a cluster the subtasks' metrics live on the TaskManagers, which report them.
+            let remote = cluster.remote_metrics();
+            for snapshot in &mut snapshots {
+                if let Some(reported) = remote.get(&(snapshot.vertex, snapshot.index)) {
+                    *snapshot = reported.clone();
+                }
+            }
+        }
         let mut vertices = self.vertices.clone();
         for vertex in &mut vertices {
             let own: Vec<_> = snapshots
@@ -322,17 +335,10 @@ impl JobStatusSource for LocalJobStatus {
             edges: self.edges.clone(),
             checkpoints: live.checkpoints.clone(),
             exceptions: live.exceptions.iter().cloned().collect(),
-            task_managers: vec![TaskManagerView {
-                id: LOCAL_TASK_MANAGER.to_string(),
-                host: "localhost".to_string(),
-                // One process offers a slot per subtask (no slot sharing limits yet).
-                slots: self.subtasks as u32,
-                slots_used: if live.state.is_terminal() {
-                    0
-                } else {
-                    self.subtasks as u32
-                },
-            }],
+            task_managers: match cluster {
+                Some(cluster) => cluster.task_manager_views(),
+                None => self.local_task_managers(&live),
+            },
         }
     }
 
@@ -364,5 +370,27 @@ impl JobStatusSource for LocalJobStatus {
                 Err(_) => Err("the job ended before the savepoint was taken".to_string()),
             }
         })
+    }
+}
+
+impl LocalJobStatus {
+    /// Shows the TaskManagers of `cluster` instead of the local one.
+    pub(crate) fn set_cluster(&self, cluster: Arc<super::cluster::job_manager::ClusterJobManager>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    fn local_task_managers(&self, live: &Live) -> Vec<TaskManagerView> {
+        vec![TaskManagerView {
+            id: LOCAL_TASK_MANAGER.to_string(),
+            host: "localhost".to_string(),
+            // One process offers a slot per subtask (no slot sharing limits yet).
+            slots: self.subtasks as u32,
+            slots_used: if live.state.is_terminal() {
+                0
+            } else {
+                self.subtasks as u32
+            },
+            last_heartbeat_ms: None,
+        }]
     }
 }

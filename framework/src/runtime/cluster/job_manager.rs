@@ -22,8 +22,10 @@ use super::{CONTROL_QUEUE_MAX, ClusterSettings};
 use crate::checkpoint::storage::CheckpointFolder;
 use crate::checkpoint::{CheckpointId, JobId};
 use crate::graph::{ExecutionGraph, Placement, SlotOffer, TaskManagerId};
+use crate::metrics::SubtaskMetricsSnapshot;
 use crate::net::control::{Command, SubtaskEvent, ToJobManager, ToTaskManager};
 use crate::net::{FrameReader, FrameWriter, NetNode, PeerLink, Role};
+use crate::rest::TaskManagerView;
 use crate::runtime::protocol::JobManagerMsg;
 use crate::runtime::registry::OperatorRegistry;
 use crate::state::OperatorSnapshot;
@@ -76,6 +78,10 @@ pub(crate) struct ClusterJobManager {
     hosts: Mutex<Vec<String>>,
     /// Set once the job ended: TaskManagers leaving then are no loss.
     ended: std::sync::atomic::AtomicBool,
+    /// The latest metrics the TaskManagers reported, by (vertex, subtask index).
+    remote_metrics: Mutex<BTreeMap<(u32, u32), SubtaskMetricsSnapshot>>,
+    /// The slots the deployed attempt uses, by TaskManager.
+    slots_used: Mutex<BTreeMap<String, u32>>,
 }
 
 impl std::fmt::Debug for ClusterJobManager {
@@ -112,6 +118,8 @@ impl ClusterJobManager {
             started: tokio::time::Instant::now(),
             hosts: Mutex::new(Vec::new()),
             ended: std::sync::atomic::AtomicBool::new(false),
+            remote_metrics: Mutex::new(BTreeMap::new()),
+            slots_used: Mutex::new(BTreeMap::new()),
         });
         tokio::spawn(accept(Arc::clone(&hub)));
         hub
@@ -124,6 +132,38 @@ impl ClusterJobManager {
 
     fn members(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Member>> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The latest metrics the TaskManagers reported, by (vertex, subtask index).
+    pub(crate) fn remote_metrics(&self) -> BTreeMap<(u32, u32), SubtaskMetricsSnapshot> {
+        self.remote_metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The TaskManagers that joined, for the status.
+    pub(crate) fn task_manager_views(&self) -> Vec<TaskManagerView> {
+        let used = self
+            .slots_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let ended = self.ended.load(std::sync::atomic::Ordering::Relaxed);
+        self.members()
+            .iter()
+            .map(|(node, member)| TaskManagerView {
+                id: node.clone(),
+                host: member.data_addr.to_string(),
+                slots: member.slots,
+                slots_used: if ended {
+                    0
+                } else {
+                    used.get(node).copied().unwrap_or(0)
+                },
+                last_heartbeat_ms: Some(member.last_heartbeat_ms),
+            })
+            .collect()
     }
 
     /// The node running subtask `index` of the deployed attempt.
@@ -273,6 +313,16 @@ impl ClusterJobManager {
             let peers: Vec<(String, SocketAddr)> = members
                 .iter()
                 .map(|(node, m)| (node.clone(), m.data_addr))
+                .collect();
+            let mut slots: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
+            for slot in placement.slots() {
+                if let Some(node) = by_id.get(&slot.task_manager) {
+                    slots.entry((*node).clone()).or_default().insert(slot.slot);
+                }
+            }
+            *self.slots_used.lock().unwrap_or_else(|p| p.into_inner()) = slots
+                .into_iter()
+                .map(|(node, used)| (node, used.len() as u32))
                 .collect();
             (hosts, peers)
         };
@@ -608,6 +658,12 @@ async fn read_reports(hub: &ClusterJobManager, node: &str, mut reader: FrameRead
             }
         };
         match message {
+            ToJobManager::Metrics { subtasks } => {
+                let mut remote = hub.remote_metrics.lock().unwrap_or_else(|p| p.into_inner());
+                for snapshot in subtasks {
+                    remote.insert((snapshot.vertex, snapshot.index), snapshot);
+                }
+            }
             ToJobManager::Heartbeat => {
                 let now = hub.started.elapsed().as_millis() as u64;
                 if let Some(member) = hub.members().get_mut(node) {

@@ -386,8 +386,27 @@ impl JoinedTaskManager {
             sent_bytes: Arc::default(),
             metrics,
         };
+        let mut report = tokio::time::interval(Duration::from_millis(
+            self.settings.heartbeat_interval_ms.max(1),
+        ));
         let outcome = loop {
-            let Some(message) = self.inbox.recv().await else {
+            let received = tokio::select! {
+                biased;
+                received = self.inbox.recv() => received,
+                _ = report.tick() => {
+                    let subtasks: Vec<_> = node
+                        .metrics
+                        .snapshot()
+                        .into_iter()
+                        .filter(|s| node.is_deployed(s.vertex, s.index))
+                        .collect();
+                    if !subtasks.is_empty() {
+                        node.send(ToJobManager::Metrics { subtasks }).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(message) = received else {
                 break Err(lost());
             };
             match message {
@@ -597,6 +616,16 @@ impl NodeRuntime {
             }
             ToTaskManager::JobEnded { .. } | ToTaskManager::Refused { .. } => {}
         }
+    }
+
+    /// Whether subtask `index` of vertex `vertex` runs here in some attempt.
+    fn is_deployed(&self, vertex: u32, index: u32) -> bool {
+        self.attempts.values().any(|actors| {
+            actors.subtasks.keys().any(|&flat| {
+                let id = self.graph.subtasks[flat].id;
+                id.vertex == vertex && id.index == index
+            })
+        })
     }
 
     async fn send(&self, message: ToJobManager) {
