@@ -215,17 +215,14 @@ pub(crate) async fn launch(
             TaskManagerId::LOCAL
         )));
     }
-    spawn_job_manager(
+    let run = Run {
         job_name,
         config,
         graph,
-        Arc::new(registry),
-        env,
+        registry: Arc::new(registry),
         job_id,
-        None,
-        publish,
-    )
-    .await
+    };
+    spawn_job_manager(run, env, None, publish).await
 }
 
 /// Runs the JobManager of a cluster on this process for the job `descriptor` describes: accepts
@@ -275,29 +272,38 @@ pub(crate) async fn launch_on_cluster(
         fingerprint.0,
         Arc::clone(&registry),
     );
-    spawn_job_manager(
+    let run = Run {
         job_name,
         config,
         graph,
         registry,
-        env,
         job_id,
-        Some(hub),
-        publish,
-    )
-    .await
+    };
+    spawn_job_manager(run, env, Some(hub), publish).await
 }
 
-async fn spawn_job_manager(
+/// One run of a job, as the JobManager gets it.
+struct Run {
     job_name: String,
     config: crate::api::ExecutionConfig,
     graph: crate::graph::ExecutionGraph,
     registry: Arc<registry::OperatorRegistry>,
-    env: RuntimeEnv,
     job_id: crate::checkpoint::JobId,
+}
+
+async fn spawn_job_manager(
+    run: Run,
+    env: RuntimeEnv,
     cluster: Option<Arc<cluster::job_manager::ClusterJobManager>>,
     publish: StatusPublisher,
 ) -> Result<JobHandle, JobError> {
+    let Run {
+        job_name,
+        config,
+        graph,
+        registry,
+        job_id,
+    } = run;
     let (sender, receiver) = oneshot::channel();
     let status = Arc::new(status::LocalJobStatus::new(
         job_id,
