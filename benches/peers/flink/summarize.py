@@ -9,11 +9,13 @@ import sys
 
 
 def parse(line):
+    """The `name=value` fields of a line; the first of a name wins, so the `job=` of the ROUND
+    prefix (`tumbling-lmdb`) is kept over the RESULT line's own (`tumbling`)."""
     fields = {}
     for token in line.split():
         if "=" in token:
             name, value = token.split("=", 1)
-            fields[name] = value
+            fields.setdefault(name, value)
     return fields
 
 
