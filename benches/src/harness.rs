@@ -79,6 +79,33 @@ pub fn execute_timed(env: &StreamEnv, job_name: &str) -> anyhow::Result<(JobResu
     Ok((result, wall))
 }
 
+/// The CPU time (user and system, every thread) this process has used so far, in seconds, from
+/// `/proc/self/stat` (Linux; its `utime` and `stime` count ticks of 1/100 s, `USER_HZ`).
+/// `None` where the file cannot be read or parsed.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_stat_cpu_ticks(&stat).map(|ticks| ticks as f64 / 100.0)
+}
+
+/// `utime + stime` of a `/proc/<pid>/stat` line: fields 14 and 15, counted after the command
+/// name, which is in parentheses and may contain spaces.
+fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The `cpu_s=` field of a RESULT line: the CPU seconds between two readings of
+/// [`process_cpu_seconds`], or `unknown`.
+pub fn cpu_field(before: Option<f64>, after: Option<f64>) -> String {
+    match (before, after) {
+        (Some(before), Some(after)) => format!("cpu_s={:.3}", after - before),
+        _ => "cpu_s=unknown".to_string(),
+    }
+}
+
 /// The `state_backend=` value of a RESULT line.
 pub fn backend_name(kind: StateBackendKind) -> &'static str {
     match kind {
@@ -104,5 +131,17 @@ mod tests {
         assert!(positive_u32("5000000000").unwrap_err().contains("32 bits"));
         assert_eq!(checkpoint_interval_field(Some(20)), "20ms");
         assert_eq!(checkpoint_interval_field(None), "off");
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+        let stat = "42 (a b) c) R 1 2 3 4 5 6 7 8 9 10 250 17 0 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(267));
+        assert_eq!(parse_stat_cpu_ticks("no parenthesis"), None);
+        assert_eq!(parse_stat_cpu_ticks("1 (x) R 1"), None);
+        assert_eq!(cpu_field(Some(1.0), Some(3.5)), "cpu_s=2.500");
+        assert_eq!(cpu_field(None, Some(3.5)), "cpu_s=unknown");
+        assert!(process_cpu_seconds().is_some_and(|s| s >= 0.0));
     }
 }

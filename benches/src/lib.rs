@@ -56,6 +56,7 @@ use eichhorn::prelude::*;
 use eichhorn::time::WatermarkStrategy;
 use serde::{Deserialize, Serialize};
 
+pub mod chart;
 pub mod harness;
 pub mod latency;
 pub mod nexmark;

@@ -4,7 +4,7 @@
 //! ```text
 //! cep --job followed-by --events 10000000 --keys 10000 [--within-ms 60000] [--parallelism 2]
 //!     [--state-backend memory|lmdb] [--checkpoint-interval-ms 1000]
-//! RESULT engine=eichhorn job=cep-followed-by events=.. keys=.. parallelism=.. state_backend=.. checkpoint_interval=.. completed_checkpoints=.. matches=.. wall_s=.. events_per_s=.. peak_rss_kb=..
+//! RESULT engine=eichhorn job=cep-followed-by events=.. keys=.. parallelism=.. state_backend=.. checkpoint_interval=.. completed_checkpoints=.. matches=.. wall_s=.. cpu_s=.. events_per_s=.. peak_rss_kb=..
 //! ```
 //!
 //! Event `g` (from a parallel generator) belongs to key `splitmix64(g) % keys`, has kind
@@ -18,7 +18,7 @@
 //!
 //! The number of matches is checked against a plain sequential computation over the same
 //! events (per key, in time order); a mismatch exits non-zero. `wall_s` covers the job's
-//! execution only.
+//! execution only, and `cpu_s` is the process's CPU time over the same span.
 
 use std::collections::HashMap;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -30,7 +30,8 @@ use eichhorn::cep::{CEP, Pattern};
 use eichhorn::prelude::*;
 use eichhorn::state::{StateBackendKind, splitmix64};
 use eichhorn_benches::harness::{
-    backend_name, checkpoint_interval_field, execute_timed, positive_u32, positive_u64, prepare_env,
+    backend_name, checkpoint_interval_field, cpu_field, execute_timed, positive_u32, positive_u64,
+    prepare_env, process_cpu_seconds,
 };
 use eichhorn_benches::{DISCARD_SINK_NAME, DiscardSink, peak_rss_field};
 
@@ -173,7 +174,9 @@ fn run() -> anyhow::Result<()> {
         CepJob::FollowedBy => "cep-followed-by",
         CepJob::Login => "cep-login",
     };
+    let cpu_before = process_cpu_seconds();
     let (result, wall) = execute_timed(&env, job)?;
+    let cpu = cpu_field(cpu_before, process_cpu_seconds());
     let matches = result
         .operator(DISCARD_SINK_NAME)
         .with_context(|| format!("no metrics for '{DISCARD_SINK_NAME}' in the job result"))?
@@ -193,7 +196,7 @@ fn run() -> anyhow::Result<()> {
     println!(
         "RESULT engine=eichhorn job={job} events={events} keys={keys} parallelism={parallelism} \
          state_backend={} checkpoint_interval={} completed_checkpoints={} matches={matches} \
-         wall_s={wall_s:.6} events_per_s={:.0} {}",
+         wall_s={wall_s:.6} {cpu} events_per_s={:.0} {}",
         backend_name(args.state_backend),
         checkpoint_interval_field(args.checkpoint_interval_ms),
         result.completed_checkpoints,

@@ -5,7 +5,7 @@
 //! cargo run --release -p eichhorn-benches --bin nexmark -- --query q5 --events 10000000 \
 //!     [--parallelism 2] [--checkpoint-interval-ms 1000] [--state-backend memory|lmdb] \
 //!     [--events-per-s 10000000] [--seed 0]
-//! RESULT engine=eichhorn job=q5 events=10000000 parallelism=2 state_backend=memory checkpoint_interval=1000ms completed_checkpoints=.. outputs=.. wall_s=.. events_per_s=.. peak_rss_kb=..
+//! RESULT engine=eichhorn job=q5 events=10000000 parallelism=2 state_backend=memory checkpoint_interval=1000ms completed_checkpoints=.. outputs=.. wall_s=.. cpu_s=.. events_per_s=.. peak_rss_kb=..
 //! ```
 //!
 //! The queries are `q0` (pass-through), `q1` (currency conversion), `q2` (selection), `q3`
@@ -19,11 +19,13 @@
 //!
 //! `wall_s` runs from the start of job execution to its completion (`StreamEnv::execute`);
 //! `events_per_s` is `events / wall_s`; `outputs` is the number of records the sink received;
+//! `cpu_s` is the CPU time of the process over the span of `wall_s`;
 //! `peak_rss_kb` is the process's peak resident set size (`VmHWM`, or `unknown` with the reason
 //! on stderr). Checkpoints and LMDB files go to a temporary directory removed at the end.
 
 use eichhorn_benches::harness::{
-    backend_name, checkpoint_interval_field, execute_timed, positive_u32, positive_u64, prepare_env,
+    backend_name, checkpoint_interval_field, cpu_field, execute_timed, positive_u32, positive_u64,
+    prepare_env, process_cpu_seconds,
 };
 use std::num::{NonZeroU32, NonZeroU64};
 use std::process::ExitCode;
@@ -92,7 +94,9 @@ fn run() -> anyhow::Result<()> {
         .with_context(|| format!("cannot build query {}", args.query))?;
 
     let job_name = format!("nexmark {}", args.query);
+    let cpu_before = process_cpu_seconds();
     let (result, wall) = execute_timed(&env, &job_name)?;
+    let cpu = cpu_field(cpu_before, process_cpu_seconds());
     let sink = result
         .operator(DISCARD_SINK_NAME)
         .with_context(|| format!("no metrics for '{DISCARD_SINK_NAME}' in the job result"))?;
@@ -104,7 +108,7 @@ fn run() -> anyhow::Result<()> {
     println!(
         "RESULT engine=eichhorn job={} events={events} parallelism={parallelism} \
          state_backend={backend} checkpoint_interval={checkpoints} completed_checkpoints={} \
-         outputs={} wall_s={wall_s:.6} events_per_s={events_per_s:.0} {}",
+         outputs={} wall_s={wall_s:.6} {cpu} events_per_s={events_per_s:.0} {}",
         args.query,
         result.completed_checkpoints,
         sink.records_in,

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! synthetic --job stateless --events 50000000 --keys 10000 [--parallelism 2] [--batch-records 1024]
-//! RESULT engine=eichhorn job=stateless events=50000000 keys=10000 parallelism=2 wall_s=.. events_per_s=.. peak_rss_kb=..
+//! RESULT engine=eichhorn job=stateless events=50000000 keys=10000 parallelism=2 ... outputs=.. count_sum=.. wall_s=.. cpu_s=.. events_per_s=.. peak_rss_kb=..
 //! synthetic --job fanout --events 2000000 --keys 10000 [--outputs-per-record 10]
 //! RESULT engine=eichhorn job=fanout events=2000000 keys=10000 parallelism=1 ... outputs_per_record=2000000 wall_s=.. events_per_s=.. peak_rss_kb=..
 //! ```
@@ -12,6 +12,10 @@
 //! from one input record unless `--outputs-per-record` says otherwise); comparing
 //! `--outputs-per-record 10` with the default shows what a record with millions of outputs
 //! costs per event.
+//!
+//! `outputs` is the number of records the sink received and `count_sum` the sum of the window
+//! counts (0 for the jobs without windows), so another engine's run can be checked against
+//! this one; `cpu_s` is the CPU time of the process over the same span as `wall_s`.
 //!
 //! `wall_s` runs from the start of job execution to its completion (`StreamEnv::execute`);
 //! process start-up and the correctness check are outside it. After the run, the sink's record
@@ -25,7 +29,8 @@
 //! reason goes to stderr.
 
 use eichhorn_benches::harness::{
-    backend_name, checkpoint_interval_field, execute_timed, positive_u32, positive_u64, prepare_env,
+    backend_name, checkpoint_interval_field, cpu_field, execute_timed, positive_u32, positive_u64,
+    prepare_env, process_cpu_seconds,
 };
 use std::num::{NonZeroU32, NonZeroU64};
 use std::process::ExitCode;
@@ -132,7 +137,9 @@ fn run() -> anyhow::Result<()> {
     };
 
     let job_name = format!("synthetic {}", args.job);
+    let cpu_before = process_cpu_seconds();
     let (result, wall) = execute_timed(&env, &job_name)?;
+    let cpu = cpu_field(cpu_before, process_cpu_seconds());
     let sink = result
         .operator(DISCARD_SINK_NAME)
         .with_context(|| format!("no metrics for '{DISCARD_SINK_NAME}' in the job result"))?;
@@ -166,9 +173,11 @@ fn run() -> anyhow::Result<()> {
     println!(
         "RESULT engine=eichhorn job={} events={events} keys={keys} parallelism={parallelism} \
          state_backend={backend} checkpoint_interval={checkpoints} completed_checkpoints={}{fanout} \
-         wall_s={wall_s:.6} events_per_s={events_per_s:.0} {}",
+         outputs={} count_sum={} wall_s={wall_s:.6} {cpu} events_per_s={events_per_s:.0} {}",
         args.job,
         result.completed_checkpoints,
+        sink.records_in,
+        count_sum.total(),
         peak_rss_field()
     );
     Ok(())
