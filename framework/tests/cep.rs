@@ -248,7 +248,7 @@ async fn records_without_timestamps_and_malformed_patterns_are_errors() {
         .expect_err("fails")
         .to_string();
     assert!(
-        error.contains("negative stage 'b' cannot end a pattern"),
+        error.contains("negative stage 'b' can end a pattern only with within()"),
         "{error}"
     );
 }

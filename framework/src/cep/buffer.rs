@@ -148,6 +148,13 @@ impl<T> SharedBuffer<T> {
         })
     }
 
+    /// Adds one hold on `node` (a second partial match ending at the same step).
+    pub(crate) fn retain(&mut self, node: u32) {
+        if let Some(entry) = self.nodes.get_mut(node) {
+            entry.refs += 1;
+        }
+    }
+
     /// Releases one hold on `node`, freeing it (and what only it held) when none is left.
     pub(crate) fn release(&mut self, mut node: u32) {
         while let Some(entry) = self.nodes.get_mut(node) {

@@ -8,6 +8,9 @@
 //! - [`CEP::pattern`] applies it to a [`KeyedStream`](crate::KeyedStream) and gives a
 //!   [`PatternStream`]: `select`, `flat_select` or `process` the matches; timed-out partial
 //!   matches and late events go to side outputs.
+//! - [`CEP::pattern_unkeyed`] matches over a stream that is not keyed (one sequence, one
+//!   subtask); [`PatternStream::in_processing_time`] matches in arrival order with the
+//!   subtask's processing time as timestamps and `within` on processing-time timers.
 //! - [`CEP::dynamic_patterns`] matches patterns that arrive on a broadcast stream as
 //!   [`PatternDescription`]s: added, replaced and removed while the job runs.
 //!
@@ -21,6 +24,13 @@
 //! One event-time timer per key (at its earliest waiting event or partial-match timeout) drives
 //! it. A per-key limit bounds partial matches ([`OverflowPolicy`]); another bounds waiting
 //! events.
+//!
+//! A pattern ending in `not_followed_by` (with `within`, as Flink requires) keeps each complete
+//! match as a *stop* partial match sharing the nodes of the one that completed it: an event the
+//! negation forbids ends it, and when `within` passes (`advance_time`, driven by the same
+//! per-key timer) it is reported as a match, with the skip strategy applied then. In processing
+//! time the operator matches each event on arrival and the per-key timer is a processing-time
+//! one; nothing waits for watermarks.
 
 mod buffer;
 mod dynamic;

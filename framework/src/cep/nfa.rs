@@ -76,6 +76,8 @@ pub struct CompiledPattern<T> {
     negations: Vec<Negation<T>>,
     within_ms: Option<i64>,
     skip: Skip,
+    /// A `not_followed_by` ending the pattern: completed matches wait for `within` to pass.
+    final_negation: Option<Option<Condition<T>>>,
     /// Stages a match can begin with (every stage before them optional).
     start_mask: u64,
     /// Per stage: the later stages reachable by skipping optional ones.
@@ -114,6 +116,10 @@ pub(crate) struct Partial {
     gap_empty: bool,
     /// This partial match was already reported as a match (so it does not time out).
     completed: bool,
+    /// A complete match waiting for its time bound to pass without an event satisfying the
+    /// final `not_followed_by` (reported as a match when it times out).
+    #[serde(default)]
+    stop: bool,
 }
 
 /// The automaton's state for one key.
@@ -254,8 +260,13 @@ impl<T: Clone + 'static> CompiledPattern<T> {
         let mut stages: Vec<CStage<T>> = Vec::new();
         let mut optional: Vec<bool> = Vec::new();
         let mut negations = Vec::new();
-        for stage in &pattern.stages {
+        let mut final_negation = None;
+        for (i, stage) in pattern.stages.iter().enumerate() {
             match stage.kind {
+                // `validate` allows a final negation only as `not_followed_by` with `within`.
+                StageKind::NotFollowedBy if i + 1 == pattern.stages.len() => {
+                    final_negation = Some(stage.condition.clone());
+                }
                 StageKind::Positive => {
                     optional.push(stage.optional);
                     stages.push(CStage {
@@ -317,6 +328,7 @@ impl<T: Clone + 'static> CompiledPattern<T> {
             negations,
             within_ms: pattern.within_ms,
             skip,
+            final_negation,
             start_mask,
             reach_after,
             tail_optional,
@@ -405,6 +417,18 @@ impl<T: Clone + 'static> CompiledPattern<T> {
             node: p.node,
             names: &self.stages,
         };
+        if p.stop {
+            // A complete match waiting for its bound: an event the final negation forbids
+            // ends it, any other passes.
+            let forbidden = self
+                .final_negation
+                .as_ref()
+                .is_some_and(|c| Self::holds(c.as_ref(), event, &view, ts));
+            if !forbidden {
+                steps.push(Step::Keep(*p));
+            }
+            return;
+        }
         let mut memo = Memo::new();
         let mut threshold = p.threshold;
         if p.gap_empty {
@@ -501,7 +525,9 @@ impl<T: Clone + 'static> CompiledPattern<T> {
         self.initial_alive(p.stage as usize, p.count)
     }
 
-    /// Times out the partial matches that `within` expired at event time `ts`.
+    /// Times out the partial matches that `within` expired at event time `ts`: complete
+    /// matches waiting on a final `not_followed_by` are reported as matches (earliest start
+    /// first, then by their events, applying the skip strategy), the others as timeouts.
     pub(crate) fn advance_time(&self, state: &mut NfaState<T>, ts: i64, out: &mut NfaOutput<T>) {
         let Some(within) = self.within_ms else {
             return;
@@ -510,10 +536,41 @@ impl<T: Clone + 'static> CompiledPattern<T> {
         if !state.partials.iter().any(expired) {
             return;
         }
-        let mut kept = Vec::with_capacity(state.partials.len());
-        for p in std::mem::take(&mut state.partials) {
-            if expired(&p) {
-                if out.want_timeouts && !p.completed {
+        let partials = std::mem::take(&mut state.partials);
+        let mut pruned = vec![false; partials.len()];
+        let mut due: Vec<(usize, Vec<u64>)> = partials
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.stop && expired(p))
+            .map(|(i, p)| (i, self.sequence(&state.buffer, p.node)))
+            .collect();
+        due.sort_by(|a, b| {
+            partials[a.0]
+                .start_seq
+                .cmp(&partials[b.0].start_seq)
+                .then_with(|| a.1.cmp(&b.1))
+        });
+        for (i, _) in &due {
+            if pruned[*i] {
+                continue;
+            }
+            pruned[*i] = true;
+            out.matches
+                .push(self.extract(&state.buffer, partials[*i].node));
+            if let Some((bound, inclusive)) = self.pruning(&state.buffer, partials[*i].node) {
+                for (j, p) in partials.iter().enumerate() {
+                    if p.start_seq < bound || (inclusive && p.start_seq == bound) {
+                        pruned[j] = true;
+                    }
+                }
+            }
+        }
+        let mut kept = Vec::with_capacity(partials.len());
+        for (p, pruned) in partials.into_iter().zip(pruned) {
+            if pruned {
+                state.buffer.release(p.node);
+            } else if expired(&p) {
+                if out.want_timeouts && !p.completed && !p.stop {
                     let timed_out = self.extract(&state.buffer, p.node);
                     out.timeouts
                         .push((timed_out, p.start_ts.saturating_add(within)));
@@ -596,11 +653,8 @@ impl<T: Clone + 'static> CompiledPattern<T> {
                     };
                     let node = state.buffer.add_node(slot, stage, prev);
                     let alive = self.initial_alive(stage as usize, count);
-                    if self.completes(stage as usize, count) {
-                        complete.push(next.len());
-                    }
-                    drop_after.push(alive == 0);
-                    next.push(Partial {
+                    let completes = self.completes(stage as usize, count);
+                    let taken = Partial {
                         node,
                         stage,
                         count,
@@ -610,7 +664,30 @@ impl<T: Clone + 'static> CompiledPattern<T> {
                         threshold: NO_THRESHOLD,
                         gap_empty: true,
                         completed: false,
-                    });
+                        stop: false,
+                    };
+                    if completes && self.final_negation.is_some() {
+                        // The match waits for its bound; the partial match goes on (if it
+                        // can) without timing out, as its events are already a match's.
+                        state.buffer.retain(node);
+                        drop_after.push(false);
+                        next.push(Partial {
+                            alive: 0,
+                            stop: true,
+                            ..taken
+                        });
+                        drop_after.push(alive == 0);
+                        next.push(Partial {
+                            completed: true,
+                            ..taken
+                        });
+                        continue;
+                    }
+                    if completes {
+                        complete.push(next.len());
+                    }
+                    drop_after.push(alive == 0);
+                    next.push(taken);
                 }
             }
         }

@@ -166,6 +166,8 @@ pub(crate) struct CepSettings<T> {
     pub(crate) max_partial_matches: usize,
     pub(crate) policy: OverflowPolicy,
     pub(crate) max_pending_events: usize,
+    /// Match in processing time (arrival order) instead of event time.
+    pub(crate) processing_time: bool,
 }
 
 impl<T> Clone for CepSettings<T> {
@@ -175,6 +177,7 @@ impl<T> Clone for CepSettings<T> {
             max_partial_matches: self.max_partial_matches,
             policy: self.policy,
             max_pending_events: self.max_pending_events,
+            processing_time: self.processing_time,
         }
     }
 }
@@ -242,6 +245,62 @@ impl<K: Key, T: Data> CepCore<K, T> {
                 keyed.register_event_time_timer(new);
             }
         }
+    }
+
+    /// Matches one event of `key` now, in processing time (no buffering, no lateness).
+    pub(crate) fn process_now<O, F>(
+        &mut self,
+        key: &K,
+        value: T,
+        patterns: &Epochs<T>,
+        function: &mut F,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, O>,
+    ) where
+        F: PatternProcessFunction<K, T, O>,
+    {
+        let now = ctx.current_processing_time();
+        let limit = self.limit();
+        let want_timeouts = function.handles_timeouts();
+        let mut keyed = self.runtime.element_context(key, Some(now), ctx);
+        match match_now(
+            &mut keyed,
+            now,
+            value,
+            patterns,
+            limit,
+            want_timeouts,
+            function,
+            out,
+        ) {
+            Ok(dropped) => {
+                for _ in 0..dropped {
+                    ctx.count_dropped_record();
+                }
+            }
+            Err(message) => ctx.fail(message),
+        }
+    }
+
+    /// Processing time advanced: times out the partial matches of the keys whose timer is due.
+    pub(crate) fn on_processing_time<O, F>(
+        &mut self,
+        now_ms: i64,
+        patterns: &Epochs<T>,
+        function: &mut F,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, O>,
+    ) where
+        F: PatternProcessFunction<K, T, O>,
+    {
+        let want_timeouts = function.handles_timeouts();
+        self.runtime
+            .on_processing_time(now_ms, ctx, out, |ts, keyed, out| {
+                if let Err(message) = expire_now(keyed, ts, patterns, want_timeouts, function, out)
+                {
+                    keyed.fail_task(message);
+                }
+            });
     }
 
     /// Advances the watermark: matches every key's due events.
@@ -418,6 +477,135 @@ where
     Ok(dropped)
 }
 
+/// Processing time: matches `event` of the keyed context's key at `now`, then moves the key's
+/// processing-time timer to its earliest partial-match timeout. Returns the partial matches
+/// dropped.
+#[allow(clippy::too_many_arguments)]
+fn match_now<K, T, O, F>(
+    keyed: &mut KeyedContext<'_, '_, K>,
+    now: i64,
+    event: T,
+    patterns: &Epochs<T>,
+    limit: Limit,
+    want_timeouts: bool,
+    function: &mut F,
+    out: &mut Collector<'_, O>,
+) -> Result<u64, String>
+where
+    K: Key,
+    T: Data,
+    F: PatternProcessFunction<K, T, O>,
+{
+    let key = keyed.current_key().clone();
+    let mut state = take_state(keyed, &key)?.unwrap_or_default();
+    let seq = state.matched;
+    state.matched += 1;
+    let mut dropped = 0;
+    for pattern in patterns.active_at(now) {
+        let mut output = NfaOutput::new(want_timeouts);
+        let nfa = nfa_for(&mut state, pattern);
+        pattern
+            .compiled
+            .process(nfa, event.clone(), seq, now, limit, &mut output)
+            .map_err(|e| e.to_string())?;
+        dropped += output.dropped;
+        emit(keyed, output, now, function, out);
+    }
+    store_processing_state(keyed, key, state, patterns)?;
+    Ok(dropped)
+}
+
+/// Processing time: a key's timer fired at `now`; times out its expired partial matches.
+fn expire_now<K, T, O, F>(
+    keyed: &mut KeyedContext<'_, '_, K>,
+    now: i64,
+    patterns: &Epochs<T>,
+    want_timeouts: bool,
+    function: &mut F,
+    out: &mut Collector<'_, O>,
+) -> Result<(), String>
+where
+    K: Key,
+    T: Data,
+    F: PatternProcessFunction<K, T, O>,
+{
+    let key = keyed.current_key().clone();
+    let Some(mut state) = take_state(keyed, &key)? else {
+        return Ok(());
+    };
+    if state.timer != Some(now) {
+        // A timer that was moved: put the state back untouched.
+        return put_state(keyed, key, state);
+    }
+    state.timer = None;
+    for (id, version, nfa) in &mut state.nfas {
+        if let Some(pattern) = patterns.find(id, *version) {
+            let mut output = NfaOutput::new(want_timeouts);
+            pattern.compiled.advance_time(nfa, now, &mut output);
+            emit(keyed, output, now, function, out);
+        }
+    }
+    store_processing_state(keyed, key, state, patterns)
+}
+
+/// Takes the key's CEP state, if it has one (leaving an empty one until it is stored back).
+fn take_state<K: Key, T: Data>(
+    keyed: &mut KeyedContext<'_, '_, K>,
+    key: &K,
+) -> Result<Option<KeyState<T>>, String> {
+    let state_error = |e: StateError| format!("CEP state: {e}");
+    let mut table = keyed
+        .state_store()
+        .value_table::<KeyState<T>>(CEP_STATE)
+        .map_err(state_error)?;
+    Ok(table.get_mut(key).map_err(state_error)?.map(std::mem::take))
+}
+
+/// Stores the key's CEP state.
+fn put_state<K: Key, T: Data>(
+    keyed: &mut KeyedContext<'_, '_, K>,
+    key: K,
+    state: KeyState<T>,
+) -> Result<(), String> {
+    let state_error = |e: StateError| format!("CEP state: {e}");
+    let mut table = keyed
+        .state_store()
+        .value_table::<KeyState<T>>(CEP_STATE)
+        .map_err(state_error)?;
+    table.insert(key, state).map_err(state_error)
+}
+
+/// Processing time: drops finished automata, stores the key's state (or forgets the key) and
+/// moves its timer to the earliest partial-match timeout.
+fn store_processing_state<K: Key, T: Data>(
+    keyed: &mut KeyedContext<'_, '_, K>,
+    key: K,
+    mut state: KeyState<T>,
+    patterns: &Epochs<T>,
+) -> Result<(), String> {
+    state.nfas.retain(|(_, _, nfa)| !nfa.is_empty());
+    let old = state.timer;
+    let new = next_timer(&state, patterns);
+    if old != new {
+        if let Some(old) = old {
+            keyed.delete_processing_time_timer(old);
+        }
+        if let Some(new) = new {
+            keyed.register_processing_time_timer(new);
+        }
+    }
+    state.timer = new;
+    if state.is_empty() {
+        let state_error = |e: StateError| format!("CEP state: {e}");
+        let mut table = keyed
+            .state_store()
+            .value_table::<KeyState<T>>(CEP_STATE)
+            .map_err(state_error)?;
+        return table.remove(&key).map_err(state_error);
+    }
+    put_state(keyed, key, state)
+}
+
 /// Hands an event's matches and timeouts to the function.
 fn emit<K, T, O, F>(
     keyed: &mut KeyedContext<'_, '_, K>,
@@ -503,11 +691,22 @@ where
         &mut self,
         record: Record<T>,
         ctx: &mut OperatorContext<'_>,
-        _out: &mut Collector<'_, O>,
+        out: &mut Collector<'_, O>,
     ) {
         let key = (self.key_selector)(&record.value);
-        self.core
-            .process(&key, record.value, record.timestamp, &self.patterns, ctx);
+        if self.core.settings.processing_time {
+            self.core.process_now(
+                &key,
+                record.value,
+                &self.patterns,
+                &mut self.function,
+                ctx,
+                out,
+            );
+        } else {
+            self.core
+                .process(&key, record.value, record.timestamp, &self.patterns, ctx);
+        }
     }
 
     fn on_watermark(
@@ -516,8 +715,26 @@ where
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, O>,
     ) {
+        if self.core.settings.processing_time {
+            // Matching does not wait for watermarks; pass them on.
+            self.core.watermark = self.core.watermark.max(watermark.timestamp);
+            self.core
+                .runtime
+                .on_watermark(watermark, ctx, out, |_, _, _| {});
+        } else {
+            self.core
+                .on_watermark(watermark, &self.patterns, &mut self.function, ctx, out);
+        }
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now_ms: i64,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Collector<'_, O>,
+    ) {
         self.core
-            .on_watermark(watermark, &self.patterns, &mut self.function, ctx, out);
+            .on_processing_time(now_ms, &self.patterns, &mut self.function, ctx, out);
     }
 
     fn close(&mut self) -> Result<(), FunctionError> {

@@ -24,6 +24,11 @@
 //!   `followed_by_any` non-deterministic), exactly the paths Flink's NFA explores;
 //! - `not_next(N)` forbids that the event right after the last event before it satisfies `N`;
 //!   `not_followed_by(N)` forbids skipped events satisfying `N` between the events around it;
+//! - `not_followed_by(N)` may end a pattern that has `within(W)` (Flink's rule): a match then
+//!   also needs that no event after its last one and before `first + W` (exclusive, in
+//!   event-time order) satisfies `N`, so it is reported only when `first + W` has passed
+//!   (when the first event at or after it arrives, or when the watermark passes it), and
+//!   its events are those of the positive stages;
 //! - `greedy()` on a looping stage forbids leaving the loop while it could take the event.
 //!
 //! Each such assignment is one match, reported once, when its last event arrives; an
@@ -355,7 +360,9 @@ impl<T: 'static> Pattern<T> {
     }
 
     /// Adds a negative stage: no event between the previous stage and the next one may
-    /// satisfy its condition.
+    /// satisfy its condition. At the end of a pattern (which then needs [`Pattern::within`]),
+    /// no event may satisfy it between the match's last event and the end of its time bound;
+    /// the match is reported when that bound passes.
     pub fn not_followed_by(self, name: &str) -> Self {
         self.push(name, StageKind::NotFollowedBy, Contiguity::Relaxed)
     }
@@ -578,8 +585,8 @@ impl<T: 'static> Pattern<T> {
     /// # Errors
     ///
     /// [`CepError::Pattern`] naming the stage and the misuse: a builder error, a repeated
-    /// stage name, a negative stage at the end, a quantifier option on a stage that does not
-    /// loop, a skip strategy naming an unknown stage, more than 63 positive stages.
+    /// stage name, a negative stage at the end (but `not_followed_by` with `within`), a
+    /// quantifier option on a stage that does not loop, a skip strategy naming an unknown stage, more than 63 positive stages.
     pub fn compile(&self) -> Result<super::CompiledPattern<T>, CepError>
     where
         T: Clone,
@@ -619,11 +626,20 @@ impl<T: 'static> Pattern<T> {
                     stage.name
                 ));
             }
-            if stage.kind != StageKind::Positive && i + 1 == self.stages.len() {
-                errors.push(format!(
-                    "negative stage '{}' cannot end a pattern",
-                    stage.name
-                ));
+            if i + 1 == self.stages.len() {
+                match stage.kind {
+                    StageKind::Positive => {}
+                    StageKind::NotFollowedBy if self.within_ms.is_some() => {}
+                    StageKind::NotFollowedBy => errors.push(format!(
+                        "negative stage '{}' can end a pattern only with within(): \
+                         not_followed_by() at the end needs a time bound",
+                        stage.name
+                    )),
+                    StageKind::NotNext => errors.push(format!(
+                        "negative stage '{}' cannot end a pattern (not_next)",
+                        stage.name
+                    )),
+                }
             }
         }
         let positives = self

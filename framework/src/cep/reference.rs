@@ -228,8 +228,11 @@ impl<T> Reference<'_, T> {
 pub(crate) fn reference_matches<T>(pattern: &Pattern<T>, events: &[(i64, T)]) -> Vec<Assignment> {
     let mut stages = Vec::new();
     let mut negs = Vec::new();
-    for stage in &pattern.stages {
-        if stage.kind == StageKind::Positive {
+    let mut final_neg: Option<Option<Condition<T>>> = None;
+    for (i, stage) in pattern.stages.iter().enumerate() {
+        if stage.kind == StageKind::NotFollowedBy && i + 1 == pattern.stages.len() {
+            final_neg = Some(stage.condition.clone());
+        } else if stage.kind == StageKind::Positive {
             stages.push(RStage {
                 name: stage.name.clone(),
                 condition: stage.condition.clone(),
@@ -257,13 +260,33 @@ pub(crate) fn reference_matches<T>(pattern: &Pattern<T>, events: &[(i64, T)]) ->
     };
     let mut all = Vec::new();
     reference.enumerate(&mut Vec::new(), &mut all);
-    // Emission: by last event; among those, earliest start, then by events; each emitted
+    // When each match is reported: `(t, 1)` with its last event `t`; with a final negation,
+    // `(t, 0)` before the first event `t` at or past `first + within` (`events.len()` at the
+    // end), and only if no event from its last one up to there satisfies the negation.
+    let mut at: Vec<(usize, u8)> = Vec::with_capacity(all.len());
+    let mut keep = vec![true; all.len()];
+    for (k, m) in all.iter().enumerate() {
+        match (&final_neg, pattern.within_ms) {
+            (Some(neg), Some(within)) => {
+                let first_ts = events[m[0].1].0;
+                let last = m.last().map_or(0, |x| x.1);
+                let bound = (last + 1..events.len())
+                    .find(|&g| events[g].0 - first_ts >= within)
+                    .unwrap_or(events.len());
+                keep[k] = !(last + 1..bound).any(|g| reference.holds(neg.as_ref(), g, m));
+                at.push((bound, 0));
+            }
+            _ => at.push((m.last().map_or(0, |x| x.1), 1)),
+        }
+    }
+    // Emission: in that order; among equals, earliest start, then by events; each emitted
     // match prunes per the skip strategy.
-    let mut excluded = vec![false; all.len()];
+    let mut excluded: Vec<bool> = keep.iter().map(|k| !k).collect();
     let mut emitted = Vec::new();
-    for t in 0..events.len() {
+    let times = (0..=events.len()).flat_map(|t| [(t, 0u8), (t, 1u8)]);
+    for time in times {
         let mut due: Vec<usize> = (0..all.len())
-            .filter(|&k| !excluded[k] && all[k].last().map(|x| x.1) == Some(t))
+            .filter(|&k| !excluded[k] && at[k] == time)
             .collect();
         due.sort_by(|&x, &y| {
             let ix: Vec<usize> = all[x].iter().map(|p| p.1).collect();
@@ -293,6 +316,8 @@ pub(crate) fn reference_matches<T>(pattern: &Pattern<T>, events: &[(i64, T)]) ->
             };
             if let Some((bound, inclusive)) = bound {
                 for (q, other) in all.iter().enumerate() {
+                    // Skipping concerns matches that start before the bound, whether or not
+                    // they would be reported.
                     let start = other[0].1;
                     if start < bound || (inclusive && start == bound) {
                         excluded[q] = true;

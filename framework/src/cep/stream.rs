@@ -223,7 +223,47 @@ impl CEP {
             max_partial_matches: MAX_PARTIAL_MATCHES_DEFAULT,
             policy: OverflowPolicy::DropOldest,
             max_pending_events: MAX_PENDING_EVENTS_DEFAULT,
+            processing_time: false,
+            parallelism: None,
         }
+    }
+
+    /// Matches `pattern` over a stream that is not keyed (Flink's `CEP.pattern` on a
+    /// `DataStream`): every event belongs to one sequence, matched by one subtask (the CEP
+    /// operator runs at parallelism 1), in event time unless
+    /// [`in_processing_time`](PatternStream::in_processing_time) is chosen.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::cep::{CEP, Pattern};
+    /// use eichhorn::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), eichhorn::Error> {
+    /// let env = StreamEnv::new();
+    /// env.set_parallelism(2);
+    /// // Temperatures with their timestamps: two readings above 30 in a row, whatever the sensor.
+    /// let readings = env
+    ///     .from_collection(vec![(31i64, 1i64), (29, 2), (32, 3), (33, 4)])
+    ///     .assign_timestamps_and_watermarks(
+    ///         WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|r: &(i64, i64), _| r.1),
+    ///     );
+    /// let hot = |r: &(i64, i64)| r.0 > 30;
+    /// let pattern = Pattern::begin("a").where_(hot).next("b").where_(hot);
+    /// let alerts = CEP::pattern_unkeyed(readings, pattern)
+    ///     .select(|m| (m.first("a").unwrap().1, m.first("b").unwrap().1))
+    ///     .collect_sink();
+    /// env.execute("unkeyed").await?;
+    /// assert_eq!(alerts.take(), vec![(3, 4)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn pattern_unkeyed<T: Data>(
+        input: DataStream<T>,
+        pattern: Pattern<T>,
+    ) -> PatternStream<(), T> {
+        let mut stream = Self::pattern(input.key_by(|_: &T| ()), pattern);
+        stream.parallelism = Some(1);
+        stream
     }
 }
 
@@ -349,6 +389,7 @@ impl<K: Key, T: Data + FieldAccess> DynamicPatternStream<K, T> {
             max_partial_matches: self.max_partial_matches.max(1),
             policy: self.policy,
             max_pending_events: self.max_pending_events.max(1),
+            processing_time: false,
         };
         let operator =
             DynamicCepOperator::new(self.input.selector(), function, settings, self.rejected);
@@ -388,6 +429,9 @@ pub struct PatternStream<K, T> {
     max_partial_matches: usize,
     policy: OverflowPolicy,
     max_pending_events: usize,
+    processing_time: bool,
+    /// The CEP operator's parallelism, if fixed (1 for an unkeyed stream).
+    parallelism: Option<u32>,
 }
 
 impl<K, T> std::fmt::Debug for PatternStream<K, T> {
@@ -401,6 +445,18 @@ impl<K, T> std::fmt::Debug for PatternStream<K, T> {
 }
 
 impl<K: Key, T: Data> PatternStream<K, T> {
+    /// Matches in processing time (Flink's `inProcessingTime()`): each event is matched when
+    /// it arrives, in arrival order, with the subtask's processing time as its timestamp;
+    /// `within` counts processing time and partial matches time out on processing-time
+    /// timers. Nothing waits for a watermark and no event is late; timestamps on the records
+    /// are not needed. As in Flink, the end of the input does not fire the pending time
+    /// bounds: partial matches still open then (and matches waiting on a final
+    /// `not_followed_by`) are not reported.
+    pub fn in_processing_time(mut self) -> Self {
+        self.processing_time = true;
+        self
+    }
+
     /// Sends events that arrive at or below the watermark (late: never matched) to `tag`;
     /// they are counted as late records in the job result either way.
     pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
@@ -455,6 +511,7 @@ impl<K: Key, T: Data> PatternStream<K, T> {
             max_partial_matches: self.max_partial_matches.max(1),
             policy: self.policy,
             max_pending_events: self.max_pending_events.max(1),
+            processing_time: self.processing_time,
         };
         let operator = CepOperator::new(
             self.input.selector(),
@@ -462,7 +519,11 @@ impl<K: Key, T: Data> PatternStream<K, T> {
             function,
             settings,
         );
-        self.input.into_stream().transform(&name, operator)
+        let stream = self.input.into_stream().transform(&name, operator);
+        match self.parallelism {
+            Some(parallelism) => stream.set_parallelism(parallelism),
+            None => stream,
+        }
     }
 
     /// One output per match (Flink's `select`).

@@ -57,6 +57,8 @@ struct Spec {
     within: Option<i64>,
     skip: u8,
     skip_stage: usize,
+    /// A `not_followed_by` ending the pattern (kept only with `within`): the value it forbids.
+    trailing: Option<u8>,
 }
 
 fn cond_strategy() -> impl Strategy<Value = Cond> {
@@ -116,12 +118,14 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
         prop::option::weighted(0.4, 1i64..6),
         0u8..5,
         0usize..3,
+        prop::option::weighted(0.3, 0u8..3),
     )
-        .prop_map(|(stages, within, skip, skip_stage)| Spec {
+        .prop_map(|(stages, within, skip, skip_stage, trailing)| Spec {
             stages,
             within,
             skip,
             skip_stage,
+            trailing: trailing.filter(|_| within.is_some()),
         })
 }
 
@@ -228,6 +232,11 @@ fn build(spec: &Spec) -> Pattern<Ev> {
     let Some(mut pattern) = pattern else {
         unreachable!("specs have a stage")
     };
+    if let Some(v) = spec.trailing {
+        pattern = pattern
+            .not_followed_by("end")
+            .where_(move |e: &Ev| e.1 == v);
+    }
     if let Some(within) = spec.within {
         pattern = pattern.within(within);
     }
@@ -258,6 +267,13 @@ fn run(compiled: &CompiledPattern<Ev>, events: &[(i64, Ev)]) -> Vec<Assignment> 
         for m in out.matches {
             found.push(m.events().iter().map(|e| (e.position, e.event.0)).collect());
         }
+    }
+    // The end of input: every time bound passes.
+    let mut out = NfaOutput::new(false);
+    compiled.advance_time(&mut state, i64::MAX, &mut out);
+    state.check();
+    for m in out.matches {
+        found.push(m.events().iter().map(|e| (e.position, e.event.0)).collect());
     }
     found
 }
@@ -483,6 +499,14 @@ fn malformed_patterns_are_reported_with_the_stage() {
             "negative stage 'x' cannot end",
         ),
         (
+            Pattern::begin("a").not_next("x").within(5),
+            "negative stage 'x' cannot end",
+        ),
+        (
+            Pattern::begin("a").not_followed_by("x"),
+            "'x' can end a pattern only with within()",
+        ),
+        (
             Pattern::begin("a").where_(is(1)).until(is(2)),
             "stage 'a': until() needs a looping stage",
         ),
@@ -559,4 +583,52 @@ fn groups_repeat_their_stages() {
         .followed_by_group(Pattern::begin("a"))
         .optional();
     assert!(optional_group.compile().is_err());
+}
+
+#[test]
+fn a_final_not_followed_by_reports_matches_when_their_bound_passes() {
+    // a, not followed by b within 3 (timestamps 0, 1, 2, ...): a at 0 and b at 2 kill the
+    // first match; a at 3 has no b before 6 and is reported when the event at 6 arrives.
+    let pattern = Pattern::begin("a")
+        .where_(is(0))
+        .not_followed_by("b")
+        .where_(is(1))
+        .within(3);
+    let compiled = pattern.compile().expect("valid");
+    let values = [0u8, 2, 1, 0, 2, 2, 2, 0];
+    let mut state = NfaState::default();
+    let limit = Limit {
+        max_partials: 10,
+        policy: OverflowPolicy::Fail,
+    };
+    let mut reported = Vec::new();
+    for (i, &v) in values.iter().enumerate() {
+        let mut out = NfaOutput::new(true);
+        compiled
+            .process(&mut state, (i, v), i as u64, i as i64, limit, &mut out)
+            .expect("ok");
+        assert!(out.timeouts.is_empty(), "waiting matches are no timeouts");
+        for m in out.matches {
+            reported.push((i, m.first("a").expect("a").0));
+        }
+    }
+    assert_eq!(reported, vec![(6, 3)], "reported once its bound passed");
+    let mut out = NfaOutput::new(true);
+    compiled.advance_time(&mut state, 10, &mut out);
+    let flushed: Vec<usize> = out.matches.iter().map(|m| m.events()[0].event.0).collect();
+    assert_eq!(flushed, vec![7], "the watermark flushes the last one");
+    assert!(state.is_empty());
+    assert_eq!(state.buffer.sizes(), (0, 0));
+    // The same pattern ending in a loop: every run of a's is its own match.
+    let looping = Pattern::begin("a")
+        .where_(is(0))
+        .one_or_more()
+        .not_followed_by("b")
+        .where_(is(1))
+        .within(10);
+    assert_eq!(
+        matches_of(looping.clone(), &[0, 0, 2]),
+        vec![vec![0], vec![0, 1], vec![1]]
+    );
+    assert!(matches_of(looping, &[0, 0, 1]).is_empty());
 }
