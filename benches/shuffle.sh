@@ -30,10 +30,8 @@ for round in $(seq 1 "$rounds"); do
     echo "$line mode=local cpu_s=$cpu"
     local_eps+=("$eps"); local_cpu+=("$cpu")
 
-    (cd "$work" && /usr/bin/time -f "%U %S" -o jm.time \
-        "$OLDPWD/$bin" --jobmanager --bind "127.0.0.1:$port" --events "$events" --parallelism 2 \
-        > jm.out 2> jm.log) &
-    jm=$!
+    # TaskManagers first (they retry until the JobManager listens), so the JobManager's timing
+    # does not include starting them.
     tms=()
     for i in 1 2; do
         (cd "$work" && exec /usr/bin/time -f "%U %S" -o "tm$i.time" \
@@ -41,9 +39,14 @@ for round in $(seq 1 "$rounds"); do
             > "tm$i.out" 2> "tm$i.log") &
         tms+=($!)
     done
+    sleep 1
+    (cd "$work" && /usr/bin/time -f "%U %S" -o jm.time \
+        "$OLDPWD/$bin" --jobmanager --bind "127.0.0.1:$port" --events "$events" --parallelism 2 \
+        > jm.out 2> jm.log) &
+    jm=$!
     wait "$jm"
     sleep 0.5
-    pkill -TERM -f -- "--node-id tm[12]" || true
+    pkill -TERM -f "^$PWD/$bin --taskmanager" || true
     wait "${tms[@]}" 2>/dev/null || true
     line="$(grep '^RESULT' "$work/jm.out")"
     eps="$(sed 's/.*events_per_s=\([0-9]*\).*/\1/' <<< "$line")"

@@ -48,6 +48,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,eichhorn=info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     eichhorn::cluster::run_application(|args: Vec<String>| async move {
         match run(Args::parse_from(args)).await {

@@ -488,6 +488,10 @@ async fn accept(hub: Arc<ClusterJobManager>) {
             let from = incoming.remote_address();
             match incoming.handshake().await {
                 Ok(peer) => admit(hub, peer).await,
+                // TaskManagers rejoining while the endpoint closes after the job ended.
+                Err(error) if hub.ended.load(std::sync::atomic::Ordering::Relaxed) => {
+                    tracing::debug!(%from, %error, "refused a connection after the job ended");
+                }
                 Err(error) => tracing::warn!(%from, %error, "refused a connection"),
             }
         });
