@@ -177,9 +177,14 @@ fn wordcount_on_two_task_managers_writes_what_one_process_writes() {
         "--parallelism",
         "4",
     ];
-    let mut jm = job_manager(WORDCOUNT, addr, &job, dir.path());
+    // The TaskManagers start first: they keep trying to join until the JobManager listens.
+    // The cluster directory must exist for them; the JobManager would create it.
+    eichhorn::net::ClusterCa::load_or_create(&dir.path().join(".eichhorn-cluster"))
+        .expect("the cluster directory");
     let mut tm1 = task_manager(WORDCOUNT, addr, 2, dir.path(), "tm1");
     let mut tm2 = task_manager(WORDCOUNT, addr, 2, dir.path(), "tm2");
+    tm1.wait_for_log("cannot join");
+    let mut jm = job_manager(WORDCOUNT, addr, &job, dir.path());
     let status = jm.wait();
     assert!(status.success(), "job manager failed:\n{}", jm.log());
     let log = jm.log();

@@ -38,6 +38,10 @@ struct Args {
     /// The job's parallelism.
     #[arg(long, default_value_t = 2)]
     parallelism: u32,
+    /// Batches a consumer lets each channel have in flight (the default configuration's when
+    /// not given).
+    #[arg(long)]
+    credits_per_channel: Option<u32>,
 }
 
 #[tokio::main]
@@ -66,6 +70,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let events = args.events.get();
     let env = StreamEnv::new();
     env.set_parallelism(args.parallelism);
+    if let Some(credits) = args.credits_per_channel {
+        env.configure(|config| config.credits_per_channel = credits.max(1));
+    }
     rolling(&env, events, args.keys)
         .add_sink(DiscardSink)
         .name(DISCARD_SINK_NAME);

@@ -14,8 +14,8 @@
 //! code with the same arguments (the JobManager sends them); the JobManager admits a
 //! TaskManager only when the fingerprint of the job it built matches its own. The JobManager
 //! actor, its coordinator core, the subtask actors and their cores are the ones a local job
-//! runs; what this module adds is transport: control messages ([`crate::net::control`]) in
-//! place of in-process messages, and proxies in place of remote peers ([`channels`]).
+//! runs; what this module adds is transport: control messages (`net/control.rs`) in
+//! place of in-process messages, and proxies in place of remote peers (`channels.rs`).
 //!
 //! Checkpoints span nodes: each TaskManager's writer stores its subtasks' state in the
 //! checkpoint directory (which every node must reach under the same path: a shared file system

@@ -1,10 +1,10 @@
 //! A TaskManager node: joins a JobManager, builds the job it is sent, and runs the subtasks it is
 //! given, wired to local peers directly and to remote ones through the
-//! [channel proxies](super::channels).
+//! channel proxies (`channels.rs`).
 //!
-//! The subtasks, the per-attempt [`TaskManagerActor`] that supervises them and the
-//! [`CheckpointWriter`] are the same actors a local job uses. What differs is who they talk to:
-//! their `JobManager` is the [`JobManagerLink`] on this node, which turns every report into a
+//! The subtasks, the per-attempt `TaskManagerActor` that supervises them and the
+//! `CheckpointWriter` are the same actors a local job uses. What differs is who they talk to:
+//! their `JobManager` is the `JobManagerLink` on this node, which turns every report into a
 //! control message, and keeps acknowledged snapshots here until the JobManager asks this node's
 //! writer to persist them (so state never crosses the network; the acknowledgement carries the
 //! barrier, the `Persisted` answer the state handle).
