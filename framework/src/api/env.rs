@@ -424,7 +424,8 @@ impl StreamEnv {
     /// The graph is invalid, or an operator failed: the error names the operator and subtask.
     pub async fn execute(&self, job_name: &str) -> Result<JobResult, JobError> {
         let handle = self.execute_async(job_name).await?;
-        let progress = crate::metrics::progress::start_if_terminal(handle.metrics().clone());
+        let progress =
+            crate::metrics::progress::start_if_terminal(handle.metrics().clone(), handle.clock());
         let result = handle.join().await;
         if let Some(progress) = progress {
             progress.finish().await;

@@ -2,12 +2,14 @@
 //! rate, redrawn on stderr twice a second, only when stderr is a terminal.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::{JobMetrics, SubtaskMetricsSnapshot};
 use crate::connectors::{FILE_BYTES_METRIC, FILE_BYTES_READ_METRIC};
+use crate::time::Clock;
 
 /// How often the line is redrawn.
 const REFRESH: Duration = Duration::from_millis(500);
@@ -27,14 +29,14 @@ impl Progress {
     }
 }
 
-/// Starts the progress line for `metrics` if stderr is a terminal.
-pub(crate) fn start_if_terminal(metrics: JobMetrics) -> Option<Progress> {
+/// Starts the progress line for `metrics` if stderr is a terminal, timed by the node's `clock`.
+pub(crate) fn start_if_terminal(metrics: JobMetrics, clock: Arc<dyn Clock>) -> Option<Progress> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
     let (stop, mut stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
-        let started = tokio::time::Instant::now();
+        let started = clock.now_ms();
         let mut ticks = tokio::time::interval(REFRESH);
         loop {
             let last = tokio::select! {
@@ -42,7 +44,7 @@ pub(crate) fn start_if_terminal(metrics: JobMetrics) -> Option<Progress> {
                 _ = &mut stopped => true,
                 _ = ticks.tick() => false,
             };
-            let elapsed_ms = started.elapsed().as_millis() as u64;
+            let elapsed_ms = u64::try_from(clock.now_ms() - started).unwrap_or(0);
             let line = render(&metrics.snapshot(), elapsed_ms);
             let mut stderr = std::io::stderr().lock();
             // A terminal that cannot be written to only loses the progress line.

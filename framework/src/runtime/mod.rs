@@ -93,6 +93,11 @@ impl JobHandle {
         self.status.metrics()
     }
 
+    /// The processing-time clock of the node that runs the job (from its runtime environment).
+    pub(crate) fn clock(&self) -> Arc<dyn crate::time::Clock> {
+        self.status.clock()
+    }
+
     /// The address of the REST server this run started (with
     /// [`StreamEnv::set_rest_addr`](crate::api::StreamEnv::set_rest_addr)), if any.
     pub fn rest_addr(&self) -> Option<std::net::SocketAddr> {

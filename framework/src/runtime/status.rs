@@ -374,6 +374,11 @@ impl JobStatusSource for LocalJobStatus {
 }
 
 impl LocalJobStatus {
+    /// The clock the status is timed by (the node's processing time).
+    pub(crate) fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     /// Shows the TaskManagers of `cluster` instead of the local one.
     pub(crate) fn set_cluster(&self, cluster: Arc<super::cluster::job_manager::ClusterJobManager>) {
         let _ = self.cluster.set(cluster);

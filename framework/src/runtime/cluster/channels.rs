@@ -54,6 +54,28 @@ impl Blame {
     }
 }
 
+/// Makes sure a proxy has its stream's sending half, waiting for it on first use (the
+/// TaskManager hands it over once the stream is open). `false` when it never will be: the
+/// attempt is being torn down.
+async fn await_stream(
+    writer: &mut Option<FrameWriter>,
+    pending: &mut Option<oneshot::Receiver<FrameWriter>>,
+) -> bool {
+    if writer.is_some() {
+        return true;
+    }
+    match pending.take() {
+        Some(pending) => match pending.await {
+            Ok(stream) => {
+                *writer = Some(stream);
+                true
+            }
+            Err(_) => false,
+        },
+        None => false,
+    }
+}
+
 /// Stands in for a consumer on another node: takes `Data` from a local producer and writes it
 /// to the channel's stream; reads credits from it for the producer.
 pub(crate) struct OutputProxy;
@@ -120,16 +142,10 @@ impl Actor for OutputProxy {
         let SubtaskMsg::Data { batch, .. } = message else {
             return Ok(());
         };
-        if state.writer.is_none() {
-            let Some(pending) = state.pending.take() else {
-                return Ok(());
-            };
-            let Ok(writer) = pending.await else {
-                // The attempt is being torn down.
-                myself.stop(None);
-                return Ok(());
-            };
-            state.writer = Some(writer);
+        if !await_stream(&mut state.writer, &mut state.pending).await {
+            // The attempt is being torn down.
+            myself.stop(None);
+            return Ok(());
         }
         state.batch.clear();
         state.frame.clear();
@@ -284,15 +300,10 @@ impl Actor for InputProxy {
         let SubtaskMsg::Credit { credits, .. } = message else {
             return Ok(());
         };
-        if state.writer.is_none() {
-            let Some(pending) = state.pending.take() else {
-                return Ok(());
-            };
-            let Ok(writer) = pending.await else {
-                myself.stop(None);
-                return Ok(());
-            };
-            state.writer = Some(writer);
+        if !await_stream(&mut state.writer, &mut state.pending).await {
+            // The attempt is being torn down.
+            myself.stop(None);
+            return Ok(());
         }
         state.frame.clear();
         let message = ChannelMessage::Credit {
