@@ -368,6 +368,35 @@ fn garbage_and_foreign_certificates_are_refused_without_disturbing_the_job() {
     let job_view = http_get(&rest, &format!("/jobs/{id}"));
     assert!(job_view.contains("\"task_managers\""), "{job_view}");
     assert!(job_view.contains("\"tm1\""), "{job_view}");
+    // State sizes: the TaskManagers' metric reports do not carry them; the JobManager learns
+    // them as state files are stored. Once a checkpoint completed and the TaskManager reported
+    // its subtasks' metrics (records counted), the counter shows its state.
+    let deadline = Instant::now() + HANG_TIMEOUT;
+    loop {
+        let view: eichhorn::rest::JobView =
+            serde_json::from_str(&http_get(&rest, &format!("/jobs/{id}"))).expect("a job view");
+        let reported = view.vertices.iter().any(|v| v.metrics.records_in > 0);
+        if view.checkpoints.completed >= 1 && reported {
+            let state_bytes: u64 = view.vertices.iter().map(|v| v.metrics.state_bytes).sum();
+            let operator_bytes: u64 = view
+                .vertices
+                .iter()
+                .flat_map(|v| &v.subtasks)
+                .flat_map(|s| &s.metrics.operators)
+                .map(|o| o.state_bytes)
+                .sum();
+            assert!(
+                state_bytes > 0 && operator_bytes > 0 && operator_bytes < state_bytes,
+                "state sizes after a completed checkpoint: {view:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint completed: {view:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 
     // Random datagrams, some shaped like QUIC long headers.
     let socket = UdpSocket::bind("127.0.0.1:0").expect("udp");

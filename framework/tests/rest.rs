@@ -214,6 +214,38 @@ async fn rest_and_prometheus_agree_with_the_job_result() {
         .expect("a completed checkpoint");
     assert_eq!(latest.status, CheckpointStatus::Completed);
     assert!(latest.state_bytes > 0, "the keyed reduce has state");
+    // State sizes: every subtask's last stored file is the final checkpoint's, and each
+    // operator's share of it is its own; the keyed reduce holds the state.
+    let subtask_bytes: u64 = done
+        .vertices
+        .iter()
+        .flat_map(|v| &v.subtasks)
+        .map(|s| s.metrics.state_bytes)
+        .sum();
+    assert_eq!(subtask_bytes, latest.state_bytes);
+    for subtask in done.vertices.iter().flat_map(|v| &v.subtasks) {
+        let operators: u64 = subtask
+            .metrics
+            .operators
+            .iter()
+            .map(|o| o.state_bytes)
+            .sum();
+        assert!(operators > 0 && operators < subtask.metrics.state_bytes);
+    }
+    let operator_bytes = |vertex: usize| -> u64 {
+        done.vertices[vertex]
+            .subtasks
+            .iter()
+            .map(|s| s.metrics.operators[0].state_bytes)
+            .sum()
+    };
+    // The flat map stores an empty snapshot under its state id (a few dozen bytes per subtask).
+    assert!(
+        operator_bytes(1) <= 2 * 32 && operator_bytes(2) > 4 * operator_bytes(1),
+        "the reduce's counts outweigh the flat map's empty snapshot: {} vs {}",
+        operator_bytes(2),
+        operator_bytes(1)
+    );
     assert!(latest.duration_ms().is_some_and(|d| d >= 0));
     assert!(done.checkpoints.history.len() <= eichhorn::rest::CHECKPOINT_HISTORY_MAX);
     assert!(done.exceptions.is_empty());
@@ -266,6 +298,21 @@ async fn rest_and_prometheus_agree_with_the_job_result() {
         file_bytes,
         "the file source reports its progress as a user gauge"
     );
+    assert_eq!(
+        prometheus_sum(
+            &text,
+            "eichhorn_taskmanager_job_task_operator_checkpointStateSize",
+            &job_filter
+        ),
+        done.vertices
+            .iter()
+            .flat_map(|v| &v.subtasks)
+            .flat_map(|s| &s.metrics.operators)
+            .map(|o| o.state_bytes as f64)
+            .sum::<f64>()
+    );
+    // Rates depend on timing; their arithmetic is unit-tested (`metrics::subtask`).
+    assert!(text.contains("eichhorn_taskmanager_job_task_numRecordsInPerSecond{"));
     assert!(text.contains("subtask=\"1\""), "{text}");
     assert!(text.contains("node=\"local\""));
     let (_, again) = http(addr, "GET", "/metrics", "").await;

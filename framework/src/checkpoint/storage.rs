@@ -90,6 +90,16 @@ pub struct FileMetadata {
     pub crc32: u32,
 }
 
+/// A subtask's state file once stored: its handle, and how many of its bytes each operator's
+/// snapshot took (for the live metrics; not part of the checkpoint's metadata).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredState {
+    /// The file, as the checkpoint's metadata lists it.
+    pub file: FileMetadata,
+    /// Per operator state id with a snapshot in the file, its encoded bytes.
+    pub operator_bytes: Vec<(String, u64)>,
+}
+
 /// Where one operator's state is, per subtask.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorMetadata {

@@ -100,6 +100,15 @@ impl StreamNode {
             state_schema: StateSchema::empty(),
         }
     }
+
+    /// The id under which the node's state is stored in checkpoints and savepoints: its uid
+    /// when one was set (stable across program changes, as in Flink), else one derived from its
+    /// position in the graph.
+    pub fn state_id(&self) -> String {
+        self.uid
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", self.id.0))
+    }
 }
 
 /// A connection between two nodes.

@@ -36,7 +36,8 @@ mod subtask;
 mod user;
 
 pub use subtask::{
-    JobMetrics, OperatorMetricsSnapshot, SubtaskMetrics, SubtaskMetricsSnapshot, WATERMARK_NONE,
+    JobMetrics, OperatorMetricsSnapshot, RATE_WINDOW_MS, SubtaskMetrics, SubtaskMetricsSnapshot,
+    WATERMARK_NONE,
 };
 pub(crate) use subtask::{StepFigures, SubtaskMetricsWriter};
 pub use user::{

@@ -44,8 +44,9 @@ pub(crate) fn start_if_terminal(metrics: JobMetrics, clock: Arc<dyn Clock>) -> O
                 _ = &mut stopped => true,
                 _ = ticks.tick() => false,
             };
-            let elapsed_ms = u64::try_from(clock.now_ms() - started).unwrap_or(0);
-            let line = render(&metrics.snapshot(), elapsed_ms);
+            let now_ms = clock.now_ms();
+            let elapsed_ms = u64::try_from(now_ms - started).unwrap_or(0);
+            let line = render(&metrics.snapshot_at(now_ms), elapsed_ms);
             let mut stderr = std::io::stderr().lock();
             // A terminal that cannot be written to only loses the progress line.
             let _ = write!(stderr, "\r\x1b[2K{line}");
@@ -99,7 +100,12 @@ mod tests {
 
     #[test]
     fn the_line_counts_source_records_and_file_bytes() {
-        let source = SubtaskMetrics::new(0, 0, "local", vec![(NodeId(0), "Source".to_string())]);
+        let source = SubtaskMetrics::new(
+            0,
+            0,
+            "local",
+            vec![(NodeId(0), "Source".to_string(), "node-0".to_string())],
+        );
         let group = source.metric_group("Source");
         group.gauge(FILE_BYTES_METRIC).set(1000.0);
         group.gauge(FILE_BYTES_READ_METRIC).set(250.0);
@@ -114,7 +120,12 @@ mod tests {
 
     #[test]
     fn without_a_file_the_line_has_no_bytes() {
-        let source = SubtaskMetrics::new(0, 0, "local", vec![(NodeId(0), "Source".to_string())]);
+        let source = SubtaskMetrics::new(
+            0,
+            0,
+            "local",
+            vec![(NodeId(0), "Source".to_string(), "node-0".to_string())],
+        );
         assert_eq!(
             render(&[source.snapshot()], 0),
             "0 records read, 0 records/s"

@@ -15,15 +15,21 @@ use crate::operator::{NodeId, OperatorCounters};
 /// `Long.MIN_VALUE`).
 pub const WATERMARK_NONE: i64 = i64::MIN;
 
+/// The window over which the writer measures records per second, in ms of the node's clock.
+pub const RATE_WINDOW_MS: i64 = 1_000;
+
 /// One operator's counters inside a subtask.
 #[derive(Debug)]
 struct OperatorCells {
     node: NodeId,
     name: String,
+    /// The id its state is stored under (uid or generated), to place its share of a state file.
+    state_id: String,
     records_in: AtomicU64,
     records_out: AtomicU64,
     late_records: AtomicU64,
     dropped_records: AtomicU64,
+    state_bytes: AtomicU64,
 }
 
 /// The live metrics of one subtask: written by its subtask core once per step, read by
@@ -47,6 +53,11 @@ pub struct SubtaskMetrics {
     last_alignment_ms: AtomicU64,
     checkpoints_acknowledged: AtomicU64,
     state_bytes: AtomicU64,
+    /// Records in and out per second over the last full [`RATE_WINDOW_MS`] window, as `f64`
+    /// bits, and the node-clock time that window ended.
+    records_in_per_s: AtomicU64,
+    records_out_per_s: AtomicU64,
+    rates_at_ms: AtomicI64,
     /// The attempt whose core writes the cells.
     attempt: AtomicU64,
     operators: Vec<OperatorCells>,
@@ -54,12 +65,13 @@ pub struct SubtaskMetrics {
 }
 
 impl SubtaskMetrics {
-    /// Empty cells for subtask `index` of vertex `vertex`, whose chain holds `operators`.
+    /// Empty cells for subtask `index` of vertex `vertex`, whose chain holds `operators`
+    /// (graph node, name, and the id its state is stored under).
     pub fn new(
         vertex: u32,
         index: u32,
         task_manager: impl Into<String>,
-        operators: Vec<(NodeId, String)>,
+        operators: Vec<(NodeId, String, String)>,
     ) -> Self {
         Self {
             vertex,
@@ -78,16 +90,21 @@ impl SubtaskMetrics {
             last_alignment_ms: AtomicU64::new(0),
             checkpoints_acknowledged: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
+            records_in_per_s: AtomicU64::new(0f64.to_bits()),
+            records_out_per_s: AtomicU64::new(0f64.to_bits()),
+            rates_at_ms: AtomicI64::new(i64::MIN),
             attempt: AtomicU64::new(0),
             operators: operators
                 .into_iter()
-                .map(|(node, name)| OperatorCells {
+                .map(|(node, name, state_id)| OperatorCells {
                     node,
                     name,
+                    state_id,
                     records_in: AtomicU64::new(0),
                     records_out: AtomicU64::new(0),
                     late_records: AtomicU64::new(0),
                     dropped_records: AtomicU64::new(0),
+                    state_bytes: AtomicU64::new(0),
                 })
                 .collect(),
             user: Arc::new(UserMetrics::default()),
@@ -109,15 +126,38 @@ impl SubtaskMetrics {
         MetricGroup::new(Arc::clone(&self.user), operator.to_string())
     }
 
-    /// Records the stored size of the subtask's state in the last checkpoint (written by the
-    /// JobManager when the state file is stored: the one cell the core does not write).
-    pub(crate) fn set_state_bytes(&self, bytes: u64) {
+    /// Records the stored size of the subtask's state in the last checkpoint, in all and per
+    /// operator state id (written by the JobManager when the state file is stored: the cells
+    /// the core does not write). Operators absent from `operators` stored nothing.
+    pub(crate) fn set_state_bytes(&self, bytes: u64, operators: &[(String, u64)]) {
         self.state_bytes.store(bytes, Ordering::Relaxed);
+        for cells in &self.operators {
+            let own = operators
+                .iter()
+                .find(|(state_id, _)| *state_id == cells.state_id)
+                .map_or(0, |(_, bytes)| *bytes);
+            cells.state_bytes.store(own, Ordering::Relaxed);
+        }
     }
 
-    /// A copy of every value, to serialise.
+    /// A copy of every value, to serialise, read at `now_ms` of the clock the subtask core
+    /// publishes with: rates whose window ended more than two windows ago are reported as 0
+    /// (the core publishes at the end of each step, and a subtask without input takes no steps).
+    pub fn snapshot_at(&self, now_ms: i64) -> SubtaskMetricsSnapshot {
+        let mut snapshot = self.snapshot();
+        let rates_at = self.rates_at_ms.load(Ordering::Relaxed);
+        if rates_at == i64::MIN || now_ms.saturating_sub(rates_at) > 2 * RATE_WINDOW_MS {
+            snapshot.records_in_per_s = 0.0;
+            snapshot.records_out_per_s = 0.0;
+        }
+        snapshot
+    }
+
+    /// A copy of every value as last published, to serialise (rates as measured, however old:
+    /// see [`snapshot_at`](Self::snapshot_at)).
     pub fn snapshot(&self) -> SubtaskMetricsSnapshot {
         let load = |cell: &AtomicU64| cell.load(Ordering::Relaxed);
+        let rate = |cell: &AtomicU64| f64::from_bits(cell.load(Ordering::Relaxed));
         SubtaskMetricsSnapshot {
             vertex: self.vertex,
             index: self.index,
@@ -136,6 +176,8 @@ impl SubtaskMetrics {
             last_alignment_ms: load(&self.last_alignment_ms),
             checkpoints_acknowledged: load(&self.checkpoints_acknowledged),
             state_bytes: load(&self.state_bytes),
+            records_in_per_s: rate(&self.records_in_per_s),
+            records_out_per_s: rate(&self.records_out_per_s),
             operators: self
                 .operators
                 .iter()
@@ -146,6 +188,7 @@ impl SubtaskMetrics {
                     records_out: load(&c.records_out),
                     late_records: load(&c.late_records),
                     dropped_records: load(&c.dropped_records),
+                    state_bytes: load(&c.state_bytes),
                 })
                 .collect(),
             user: self.user.snapshot(),
@@ -170,7 +213,10 @@ impl JobMetrics {
                 let operators = vertex
                     .nodes
                     .iter()
-                    .map(|n| (*n, graph.job.stream.node(*n).name.clone()))
+                    .map(|n| {
+                        let node = graph.job.stream.node(*n);
+                        (*n, node.name.clone(), node.state_id())
+                    })
                     .collect();
                 Arc::new(SubtaskMetrics::new(
                     plan.id.vertex,
@@ -188,9 +234,12 @@ impl JobMetrics {
         &self.subtasks
     }
 
-    /// A snapshot of every subtask.
-    pub fn snapshot(&self) -> Vec<SubtaskMetricsSnapshot> {
-        self.subtasks.iter().map(|s| s.snapshot()).collect()
+    /// A snapshot of every subtask at `now_ms` (see [`SubtaskMetrics::snapshot_at`]).
+    pub fn snapshot_at(&self, now_ms: i64) -> Vec<SubtaskMetricsSnapshot> {
+        self.subtasks
+            .iter()
+            .map(|s| s.snapshot_at(now_ms))
+            .collect()
     }
 }
 
@@ -209,6 +258,8 @@ pub struct OperatorMetricsSnapshot {
     pub late_records: u64,
     /// Records dropped by the operator's semantics.
     pub dropped_records: u64,
+    /// Bytes of the operator's state in the subtask's last stored checkpoint.
+    pub state_bytes: u64,
 }
 
 /// Every metric of one subtask at one moment: what the REST server serves and what a
@@ -249,6 +300,11 @@ pub struct SubtaskMetricsSnapshot {
     pub checkpoints_acknowledged: u64,
     /// Bytes of the subtask's state file in the last stored checkpoint.
     pub state_bytes: u64,
+    /// Records in per second over the last [`RATE_WINDOW_MS`] window (Flink's
+    /// `numRecordsInPerSecond`; for a source, what its head operator produced).
+    pub records_in_per_s: f64,
+    /// Records out per second over the same window.
+    pub records_out_per_s: f64,
     /// Per operator of the chain, head first.
     pub operators: Vec<OperatorMetricsSnapshot>,
     /// The user's metrics.
@@ -272,6 +328,9 @@ pub(crate) struct SubtaskMetricsWriter {
     last_alignment_ms: u64,
     checkpoints_acknowledged: u64,
     output_watermark: i64,
+    /// The rate window being measured: when it started and the counts then (records in as
+    /// the rates count them, records out).
+    rate_window: Option<(i64, u64, u64)>,
     /// Reused for the operators' counters (no allocation per step).
     scratch: Vec<(NodeId, OperatorCounters)>,
 }
@@ -301,6 +360,7 @@ impl SubtaskMetricsWriter {
             last_alignment_ms: 0,
             checkpoints_acknowledged: 0,
             output_watermark: WATERMARK_NONE,
+            rate_window: None,
             scratch: Vec::new(),
         }
     }
@@ -389,6 +449,30 @@ impl SubtaskMetricsWriter {
                 store(&op.dropped_records, counters.dropped_records);
             }
         }
+        // Rates: a chain without input channels (a source) counts what its head produced,
+        // as the vertex totals do.
+        let records_in = if step.has_inputs {
+            self.records_in
+        } else {
+            cells
+                .operators
+                .first()
+                .map_or(0, |head| head.records_out.load(Ordering::Relaxed))
+        };
+        match self.rate_window {
+            None => self.rate_window = Some((now_ms, records_in, self.records_out)),
+            Some((since, start_in, start_out)) if now_ms - since >= RATE_WINDOW_MS => {
+                let seconds = (now_ms - since) as f64 / 1_000.0;
+                let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 / seconds;
+                let rate_in = per_s(records_in, start_in);
+                let rate_out = per_s(self.records_out, start_out);
+                store(&cells.records_in_per_s, rate_in.to_bits());
+                store(&cells.records_out_per_s, rate_out.to_bits());
+                cells.rates_at_ms.store(now_ms, Ordering::Relaxed);
+                self.rate_window = Some((now_ms, records_in, self.records_out));
+            }
+            Some(_) => {}
+        }
     }
 }
 
@@ -403,6 +487,8 @@ pub(crate) struct StepFigures {
     pub(crate) output_queue_batches: u64,
     /// The input watermark ([`WATERMARK_NONE`] before the first).
     pub(crate) input_watermark: i64,
+    /// The subtask has input channels (is not a source chain).
+    pub(crate) has_inputs: bool,
 }
 
 #[cfg(test)]
@@ -415,8 +501,8 @@ mod tests {
             0,
             "local",
             vec![
-                (NodeId(3), "Map".to_string()),
-                (NodeId(4), "Sink".to_string()),
+                (NodeId(3), "Map".to_string(), "node-3".to_string()),
+                (NodeId(4), "Sink".to_string(), "sink-uid".to_string()),
             ],
         ))
     }
@@ -427,6 +513,7 @@ mod tests {
             input_queue_batches: 1,
             output_queue_batches: u64::from(backpressured),
             input_watermark: 5,
+            has_inputs: true,
         }
     }
 
@@ -486,6 +573,87 @@ mod tests {
         let snapshot = cells.snapshot();
         assert_eq!(snapshot.last_alignment_ms, 42);
         assert_eq!(snapshot.checkpoints_acknowledged, 1);
+    }
+
+    #[test]
+    fn rates_cover_whole_windows_and_go_stale_without_steps() {
+        let cells = cells();
+        let mut writer = SubtaskMetricsWriter::new(Arc::clone(&cells), 0, 2);
+        writer.batch_in(100, 0);
+        writer.publish(0, step(false), |_| {});
+        writer.batch_in(500, 0);
+        writer.batch_out(250, 0);
+        writer.publish(600, step(false), |_| {});
+        assert_eq!(
+            cells.snapshot_at(600).records_in_per_s,
+            0.0,
+            "no full window yet"
+        );
+        writer.batch_in(1_500, 0);
+        writer.batch_out(750, 0);
+        writer.publish(1_000, step(false), |_| {});
+        let snapshot = cells.snapshot_at(1_000);
+        assert_eq!(snapshot.records_in_per_s, 2_000.0);
+        assert_eq!(snapshot.records_out_per_s, 1_000.0);
+        // The next window starts where this one ended: 3 s with 300 records.
+        writer.batch_in(300, 0);
+        writer.publish(4_000, step(false), |_| {});
+        assert_eq!(cells.snapshot_at(4_000).records_in_per_s, 100.0);
+        assert_eq!(cells.snapshot_at(6_000).records_in_per_s, 100.0);
+        assert_eq!(
+            cells.snapshot_at(6_001).records_in_per_s,
+            0.0,
+            "no step for over two windows: nothing flows"
+        );
+    }
+
+    #[test]
+    fn a_source_chain_rates_what_its_head_produced() {
+        let cells = cells();
+        let mut writer = SubtaskMetricsWriter::new(Arc::clone(&cells), 0, 0);
+        let source_step = StepFigures {
+            has_inputs: false,
+            ..step(false)
+        };
+        let produced = |n| {
+            move |out: &mut Vec<(NodeId, OperatorCounters)>| {
+                out.push((
+                    NodeId(3),
+                    OperatorCounters {
+                        records_out: n,
+                        ..OperatorCounters::default()
+                    },
+                ));
+            }
+        };
+        writer.publish(0, source_step, produced(0));
+        writer.publish(2_000, source_step, produced(5_000));
+        assert_eq!(cells.snapshot_at(2_000).records_in_per_s, 2_500.0);
+    }
+
+    #[test]
+    fn state_bytes_are_placed_by_state_id() {
+        let cells = cells();
+        cells.set_state_bytes(
+            500,
+            &[("sink-uid".to_string(), 420), ("node-9".to_string(), 7)],
+        );
+        let snapshot = cells.snapshot();
+        assert_eq!(snapshot.state_bytes, 500);
+        let per_operator: Vec<u64> = snapshot.operators.iter().map(|o| o.state_bytes).collect();
+        assert_eq!(
+            per_operator,
+            [0, 420],
+            "Map stored nothing; node-9 is not in the chain"
+        );
+        cells.set_state_bytes(80, &[("node-3".to_string(), 60)]);
+        let per_operator: Vec<u64> = cells
+            .snapshot()
+            .operators
+            .iter()
+            .map(|o| o.state_bytes)
+            .collect();
+        assert_eq!(per_operator, [60, 0], "each store replaces the last");
     }
 
     #[test]

@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::storage::{CheckpointFolder, FileMetadata};
+use crate::checkpoint::storage::{CheckpointFolder, StoredState};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId, JobId};
 use crate::operator::{CommitReport, NodeId, OperatorCounters};
 use crate::state::OperatorSnapshot;
@@ -264,8 +264,8 @@ pub(crate) enum SubtaskEvent {
         id: CheckpointId,
         /// Where.
         folder: CheckpointFolder,
-        /// The state handle, or the error.
-        result: Result<FileMetadata, String>,
+        /// The state handle (and each operator's share of it), or the error.
+        result: Result<StoredState, String>,
     },
 }
 

@@ -135,6 +135,16 @@ impl Collector for JobsCollector {
             "Records a subtask sent",
             Counter,
         );
+        let mut records_in_rate = Family::new(
+            "taskmanager_job_task_numRecordsInPerSecond",
+            "Records a subtask received per second (over its last 1 s window)",
+            Gauge,
+        );
+        let mut records_out_rate = Family::new(
+            "taskmanager_job_task_numRecordsOutPerSecond",
+            "Records a subtask sent per second (over its last 1 s window)",
+            Gauge,
+        );
         let mut bytes_in = Family::new(
             "taskmanager_job_task_numBytesIn",
             "Bytes a subtask received (in-memory size within a process)",
@@ -194,6 +204,11 @@ impl Collector for JobsCollector {
             "taskmanager_job_task_operator_numRecordsOut",
             "Records an operator emitted",
             Counter,
+        );
+        let mut op_state = Family::new(
+            "taskmanager_job_task_operator_checkpointStateSize",
+            "Bytes of an operator's state in its subtask's last stored checkpoint",
+            Gauge,
         );
         let mut op_late = Family::new(
             "taskmanager_job_task_operator_numLateRecordsDropped",
@@ -265,6 +280,12 @@ impl Collector for JobsCollector {
                     records_out
                         .samples
                         .push((labels.clone(), s.records_out as f64));
+                    records_in_rate
+                        .samples
+                        .push((labels.clone(), s.records_in_per_s));
+                    records_out_rate
+                        .samples
+                        .push((labels.clone(), s.records_out_per_s));
                     bytes_in.samples.push((labels.clone(), s.bytes_in as f64));
                     bytes_out.samples.push((labels.clone(), s.bytes_out as f64));
                     backpressured
@@ -298,6 +319,9 @@ impl Collector for JobsCollector {
                         let labels = with(labels.clone(), "operator", &op.name);
                         op_in.samples.push((labels.clone(), op.records_in as f64));
                         op_out.samples.push((labels.clone(), op.records_out as f64));
+                        op_state
+                            .samples
+                            .push((labels.clone(), op.state_bytes as f64));
                         op_late
                             .samples
                             .push((labels.clone(), op.late_records as f64));
@@ -334,6 +358,8 @@ impl Collector for JobsCollector {
             &last_size,
             &records_in,
             &records_out,
+            &records_in_rate,
+            &records_out_rate,
             &bytes_in,
             &bytes_out,
             &backpressured,
@@ -346,6 +372,7 @@ impl Collector for JobsCollector {
             &state_size,
             &op_in,
             &op_out,
+            &op_state,
             &op_late,
             &op_dropped,
             &user_counters,

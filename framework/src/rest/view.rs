@@ -132,6 +132,10 @@ pub struct VertexMetrics {
     pub bytes_in: u64,
     /// Bytes out.
     pub bytes_out: u64,
+    /// Records in per second, over the subtasks' last rate windows.
+    pub records_in_per_s: f64,
+    /// Records out per second.
+    pub records_out_per_s: f64,
     /// Back-pressured ms, summed over subtasks.
     pub backpressured_ms: u64,
     /// Input batches queued, over subtasks.
@@ -165,6 +169,8 @@ impl VertexMetrics {
             total.records_out += s.records_out;
             total.bytes_in += s.bytes_in;
             total.bytes_out += s.bytes_out;
+            total.records_in_per_s += s.records_in_per_s;
+            total.records_out_per_s += s.records_out_per_s;
             total.backpressured_ms += s.backpressured_ms;
             total.input_queue_batches += s.input_queue_batches;
             total.output_queue_batches += s.output_queue_batches;

@@ -14,7 +14,9 @@ use super::protocol::{JobManagerMsg, WriterMsg};
 use std::sync::Arc;
 
 use super::RuntimeEnv;
-use crate::checkpoint::storage::{CheckpointFolder, CheckpointStore, encode_frame_with};
+use crate::checkpoint::storage::{
+    CheckpointFolder, CheckpointStore, StoredState, encode_frame_with,
+};
 use crate::operator::PendingOperatorSnapshot;
 use crate::state::snapshot::encode_keyed_snapshot;
 
@@ -97,43 +99,57 @@ impl Actor for CheckpointWriter {
     }
 }
 
+/// Per operator state id, the bytes of its part of a state file.
+type OperatorBytes = Vec<(String, u64)>;
+
 fn persist(
     storage: &dyn CheckpointStore,
     folder: &CheckpointFolder,
     file_name: &str,
     snapshots: Vec<(String, PendingOperatorSnapshot)>,
-) -> Result<crate::checkpoint::storage::FileMetadata, String> {
-    let frame = encode_task_state(snapshots)?;
-    storage
+) -> Result<StoredState, String> {
+    let (frame, operator_bytes) = encode_task_state(snapshots)?;
+    let file = storage
         .write_file(folder, file_name, &frame)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(StoredState {
+        file,
+        operator_bytes,
+    })
 }
 
 /// Encodes one subtask's state file: the frame [`encode_frame`] gives for the
 /// [`TaskStateFile`] of the completed snapshots, written without building it. Keyed parts go
 /// through [`encode_keyed_snapshot`], which copies a frozen store's entries (LMDB pages, the
 /// copied memory tables) straight into the frame instead of allocating a
-/// [`KeyedEntry`](crate::state::KeyedEntry) per entry, merging and re-encoding them.
+/// [`KeyedEntry`](crate::state::KeyedEntry) per entry, merging and re-encoding them. Also
+/// returns the bytes each operator's part took.
 ///
 /// [`encode_frame`]: crate::checkpoint::storage::encode_frame
 /// [`TaskStateFile`]: crate::checkpoint::storage::TaskStateFile
-fn encode_task_state(snapshots: Vec<(String, PendingOperatorSnapshot)>) -> Result<Vec<u8>, String> {
+fn encode_task_state(
+    snapshots: Vec<(String, PendingOperatorSnapshot)>,
+) -> Result<(Vec<u8>, OperatorBytes), String> {
     fn extend<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
         postcard::to_extend(value, std::mem::take(out))
             .map(|bytes| *out = bytes)
             .map_err(|e| format!("cannot encode: {e}"))
     }
-    encode_frame_with(|out| {
+    let mut operator_bytes = Vec::with_capacity(snapshots.len());
+    let frame = encode_frame_with(|out| {
         // `TaskStateFile { operators }`: the list's length, then each `(state id, snapshot)`.
         extend(&snapshots.len(), out)?;
         for (state_id, pending) in snapshots {
+            let start = out.len();
             extend(&state_id, out)?;
             encode_keyed_snapshot(pending.keyed, out)
                 .map_err(|e| format!("operator '{state_id}': {e}"))?;
             extend(&pending.operator, out)?;
+            operator_bytes.push((state_id, (out.len() - start) as u64));
         }
         Ok(())
-    })
+    })?;
+    Ok((frame, operator_bytes))
 }
 
 #[cfg(test)]
@@ -302,9 +318,21 @@ mod tests {
         for kind in [StateBackendKind::Memory, StateBackendKind::Lmdb] {
             let mut ctx = open(kind, &dir.path().join(format!("{kind:?}")), all);
             fill(&mut ctx);
-            let streamed = encode_task_state(chain(&mut ctx.store, 100)).expect("encodes");
+            let (streamed, operator_bytes) =
+                encode_task_state(chain(&mut ctx.store, 100)).expect("encodes");
             let expected = encode_frame(&completed(chain(&mut ctx.store, 100))).expect("encodes");
             assert_eq!(streamed, expected, "{kind:?}");
+            // Each operator's share: its encoded `(state id, snapshot)`, as encoded alone.
+            let completed = completed(chain(&mut ctx.store, 100));
+            let alone: Vec<(String, u64)> = completed
+                .operators
+                .iter()
+                .map(|part| {
+                    let bytes = postcard::to_allocvec(part).expect("encodes");
+                    (part.0.clone(), bytes.len() as u64)
+                })
+                .collect();
+            assert_eq!(operator_bytes, alone, "{kind:?}");
             let file: TaskStateFile = decode_frame(&streamed).expect("decodes");
             let keyed = &file.operators[0].1.keyed;
             assert!(keyed.entries.is_sorted());

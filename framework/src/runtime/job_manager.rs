@@ -832,10 +832,11 @@ impl Actor for JobManagerActor {
                 folder,
                 result,
             } => {
-                // Status: the stored state's size.
-                if let Ok(file) = &result {
-                    state.status.on_state_stored(index, id, file.len);
+                // Status: the stored state's size, in all and per operator.
+                if let Ok(stored) = &result {
+                    state.status.on_state_stored(index, id, stored);
                 }
+                let result = result.map(|stored| stored.file);
                 core.handle_persisted(attempt, index, id, folder, result, now);
             }
             JobManagerMsg::Decline {

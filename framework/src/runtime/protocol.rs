@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::env::FaultInjector;
 use super::gauges::ChannelGauges;
 use crate::api::ExecutionConfig;
-use crate::checkpoint::storage::{CheckpointFolder, FileMetadata};
+use crate::checkpoint::storage::{CheckpointFolder, StoredState};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 use crate::error::JobError;
 use crate::graph::ExecutionGraph;
@@ -71,7 +71,7 @@ pub(crate) enum JobManagerMsg {
         index: usize,
         id: CheckpointId,
         folder: CheckpointFolder,
-        result: Result<FileMetadata, String>,
+        result: Result<StoredState, String>,
     },
     /// Exactly-once sinks of a subtask committed transactions: per checkpoint, the sink and
     /// its records. Accepted from any attempt: a commit is output, whoever made it.

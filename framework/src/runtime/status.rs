@@ -15,6 +15,7 @@ use ractor::ActorRef;
 use tokio::sync::oneshot;
 
 use super::protocol::JobManagerMsg;
+use crate::checkpoint::storage::StoredState;
 use crate::checkpoint::{CheckpointId, JobId};
 use crate::graph::ExecutionGraph;
 use crate::metrics::JobMetrics;
@@ -223,10 +224,13 @@ impl LocalJobStatus {
         });
     }
 
-    /// Subtask `index`'s state file for checkpoint `id` was stored: `bytes` long.
-    pub(crate) fn on_state_stored(&self, index: usize, id: CheckpointId, bytes: u64) {
+    /// Subtask `index`'s state file for checkpoint `id` was stored. The JobManager learns
+    /// state sizes here, wherever the subtask runs: on a cluster they are not in the
+    /// TaskManagers' reports.
+    pub(crate) fn on_state_stored(&self, index: usize, id: CheckpointId, stored: &StoredState) {
+        let bytes = stored.file.len;
         if let Some(cells) = self.metrics.subtasks().get(index) {
-            cells.set_state_bytes(bytes);
+            cells.set_state_bytes(bytes, &stored.operator_bytes);
         }
         let mut live = self.live();
         if let Some(checkpoint) = live
@@ -292,14 +296,21 @@ impl JobStatusSource for LocalJobStatus {
     }
 
     fn view(&self) -> JobView {
-        let mut snapshots = self.metrics.snapshot();
+        let now_ms = self.clock.now_ms();
+        let mut snapshots = self.metrics.snapshot_at(now_ms);
         let cluster = self.cluster.get();
         if let Some(cluster) = cluster {
-            // On a cluster the subtasks' metrics live on the TaskManagers, which report them.
+            // On a cluster the subtasks' metrics live on the TaskManagers, which report them;
+            // state sizes are the JobManager's own (it learns them as state files are stored).
             let remote = cluster.remote_metrics();
             for snapshot in &mut snapshots {
                 if let Some(reported) = remote.get(&(snapshot.vertex, snapshot.index)) {
-                    *snapshot = reported.clone();
+                    let mut reported = reported.clone();
+                    reported.state_bytes = snapshot.state_bytes;
+                    for (theirs, ours) in reported.operators.iter_mut().zip(&snapshot.operators) {
+                        theirs.state_bytes = ours.state_bytes;
+                    }
+                    *snapshot = reported;
                 }
             }
         }
@@ -327,7 +338,7 @@ impl JobStatusSource for LocalJobStatus {
             state: live.state,
             start_ms: live.start_ms,
             end_ms: live.end_ms,
-            now_ms: self.clock.now_ms(),
+            now_ms,
             attempt: live.attempt,
             restarts: live.restarts,
             failure: live.failure.clone(),

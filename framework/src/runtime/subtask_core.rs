@@ -270,7 +270,7 @@ pub(crate) struct SubtaskCore {
     task_name: String,
     subtask_index: u32,
     parallelism: u32,
-    node_names: Vec<(NodeId, String)>,
+    node_names: Vec<(NodeId, String, String)>,
     head: Head,
     cx: TaskCx,
     gate: InputGate,
@@ -315,10 +315,13 @@ impl SubtaskCore {
         let outbox = CreditOutbox::new(plan.outputs.len());
         let channel_count = plan.inputs.len();
         let gate = InputGate::new(channel_count.max(1), args.config.credits_per_channel);
-        let node_names: Vec<(NodeId, String)> = vertex
+        let node_names: Vec<(NodeId, String, String)> = vertex
             .nodes
             .iter()
-            .map(|n| (*n, graph.job.stream.node(*n).name.clone()))
+            .map(|n| {
+                let node = graph.job.stream.node(*n);
+                (*n, node.name.clone(), node.state_id())
+            })
             .collect();
         let cells = args.metrics.unwrap_or_else(|| {
             Arc::new(SubtaskMetrics::new(
@@ -617,8 +620,8 @@ impl SubtaskCore {
     fn operator_name(&self, node: NodeId) -> String {
         self.node_names
             .iter()
-            .find(|(n, _)| *n == node)
-            .map(|(_, name)| name.clone())
+            .find(|(n, _, _)| *n == node)
+            .map(|(_, name, _)| name.clone())
             .unwrap_or_else(|| format!("node {}", node.0))
     }
 
@@ -976,6 +979,7 @@ impl SubtaskCore {
             } else {
                 self.watermarks.current().timestamp
             },
+            has_inputs: !self.input_sides.is_empty(),
         };
         self.metrics.output_watermark(self.cx.output_watermark);
         let head = &self.head;

@@ -396,7 +396,7 @@ impl JoinedTaskManager {
                 _ = report.tick() => {
                     let subtasks: Vec<_> = node
                         .metrics
-                        .snapshot()
+                        .snapshot_at(node.env.clock().now_ms())
                         .into_iter()
                         .filter(|s| node.is_deployed(s.vertex, s.index))
                         .collect();

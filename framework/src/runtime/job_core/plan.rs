@@ -19,7 +19,6 @@ use crate::checkpoint::storage::{
     CheckpointMetadata, FileMetadata, OperatorMetadata, RestoredCheckpoint,
 };
 use crate::graph::ExecutionGraph;
-use crate::operator::NodeId;
 use crate::state::OperatorSnapshot;
 use crate::state::snapshot::redistribute;
 
@@ -87,7 +86,7 @@ impl DeploymentPlan {
                 state_ids: vertex
                     .nodes
                     .iter()
-                    .map(|n| state_id(job.stream.node(*n).uid.as_deref(), *n))
+                    .map(|n| job.stream.node(*n).state_id())
                     .collect(),
             })
             .collect();
@@ -227,9 +226,4 @@ impl DeploymentPlan {
     pub(crate) fn empty_shares(&self) -> Vec<BTreeMap<String, OperatorSnapshot>> {
         vec![BTreeMap::new(); self.subtasks.len()]
     }
-}
-
-/// The state id of an operator: its uid, or one derived from its graph node.
-pub(crate) fn state_id(uid: Option<&str>, node: NodeId) -> String {
-    uid.map_or_else(|| format!("node-{}", node.0), str::to_string)
 }
