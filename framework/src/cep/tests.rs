@@ -59,6 +59,8 @@ struct GroupSpec {
     quant: Quant,
     optional: bool,
     inner: u8,
+    /// A group nested at the start of this one, around its first `len` stages.
+    nested: Option<Box<GroupSpec>>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,13 +146,29 @@ fn group_strategy() -> impl Strategy<Value = GroupSpec> {
             quant,
             optional,
             inner,
+            nested: None,
+        })
+}
+
+/// A group, sometimes with another group nested at its start.
+fn nested_group_strategy() -> impl Strategy<Value = GroupSpec> {
+    (
+        group_strategy(),
+        prop::option::weighted(0.3, group_strategy()),
+    )
+        .prop_map(|(mut outer, nested)| {
+            outer.nested = nested.map(|mut n| {
+                n.len = n.len.min(outer.len);
+                Box::new(n)
+            });
+            outer
         })
 }
 
 fn spec_strategy() -> impl Strategy<Value = Spec> {
     (
         prop::collection::vec(stage_strategy(), 1..=3),
-        prop::option::weighted(0.5, group_strategy()),
+        prop::option::weighted(0.5, nested_group_strategy()),
         prop::option::weighted(0.4, 1i64..6),
         0u8..5,
         0usize..3,
@@ -306,7 +324,8 @@ fn build(spec: &Spec) -> Pattern<Ev> {
         if let Quant::Range(0, hi) = stages[range.start].quant {
             stages[range.start].quant = Quant::Range(1, hi);
         }
-        let exact = matches!(g.quant, Quant::One | Quant::Times(_)) && !g.optional;
+        let exact = |g: &GroupSpec| matches!(g.quant, Quant::One | Quant::Times(_)) && !g.optional;
+        let exact = exact(g) && g.nested.as_deref().is_none_or(exact);
         for stage in &mut stages[range.start + 1..range.end] {
             if !exact {
                 stage.negation = None;
@@ -319,7 +338,30 @@ fn build(spec: &Spec) -> Pattern<Ev> {
         match &group {
             Some((range, g)) if range.start == i => {
                 let mut inner: Option<Pattern<Ev>> = None;
-                for k in range.clone() {
+                let mut k = range.start;
+                if let Some(nested) = &g.nested {
+                    let end = (range.start + nested.len).min(range.end);
+                    let mut group: Option<Pattern<Ev>> = None;
+                    for k in range.start..end {
+                        group = Some(add_stage(group, k, &stages[k]));
+                    }
+                    let Some(group) = group else {
+                        unreachable!("groups have a stage")
+                    };
+                    let mut nested = (**nested).clone();
+                    let optional =
+                        |s: &StageSpec| s.optional || matches!(s.quant, Quant::Range(0, _));
+                    if end == range.end || optional(&stages[end]) {
+                        // The outer group must take an event per repetition.
+                        nested.optional = false;
+                        if let Quant::Range(0, hi) = nested.quant {
+                            nested.quant = Quant::Range(1, hi);
+                        }
+                    }
+                    inner = Some(quantify_group(Pattern::begin_group(group), &nested));
+                    k = end;
+                }
+                for k in k..range.end {
                     inner = Some(add_stage(inner, k, &stages[k]));
                 }
                 let Some(inner) = inner else {
