@@ -51,6 +51,10 @@ const SELF_ENTRY: u64 = 1 << STAGES_MAX;
 /// No negation cut the partial match's targets.
 const NO_THRESHOLD: u8 = u8::MAX;
 
+/// How matches completed together are ordered: their events' sequence numbers, then the
+/// stages (as written) that took them.
+type MatchKey = (Vec<u64>, Vec<usize>);
+
 /// A position: a positive stage in one copy of its groups, compiled.
 struct CStage<T> {
     name: Arc<str>,
@@ -752,7 +756,7 @@ impl<T: Clone + 'static> CompiledPattern<T> {
         }
         let partials = std::mem::take(&mut state.partials);
         let mut pruned = vec![false; partials.len()];
-        let mut due: Vec<(usize, (Vec<u64>, Vec<usize>))> = partials
+        let mut due: Vec<(usize, MatchKey)> = partials
             .iter()
             .enumerate()
             .filter(|(_, p)| p.stop && expired(p))
@@ -914,7 +918,7 @@ impl<T: Clone + 'static> CompiledPattern<T> {
             state.buffer.release_event(slot);
         }
         // Matches completed by this event, earliest start first, then by their events.
-        let mut found: Vec<(usize, (Vec<u64>, Vec<usize>))> = complete
+        let mut found: Vec<(usize, MatchKey)> = complete
             .iter()
             .map(|&i| (i, self.sequence(&state.buffer, next[i].node)))
             .collect();
@@ -972,7 +976,7 @@ impl<T: Clone + 'static> CompiledPattern<T> {
 
     /// The sequence numbers of a partial match's events, in order, then the stages that took
     /// them (so that matches of the same events are ordered too).
-    fn sequence(&self, buffer: &SharedBuffer<T>, node: u32) -> (Vec<u64>, Vec<usize>) {
+    fn sequence(&self, buffer: &SharedBuffer<T>, node: u32) -> MatchKey {
         let mut seqs: Vec<u64> = buffer.chain(node).map(|(_, e)| e.seq).collect();
         let mut labels: Vec<usize> = buffer
             .chain(node)

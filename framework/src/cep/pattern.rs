@@ -230,7 +230,7 @@ pub(crate) enum Item {
     /// A stage, by its index in [`Pattern::stages`].
     Stage(usize),
     /// A group, by its index in `Pattern::groups`, and its items.
-    Group(usize, Vec<Item>),
+    Group(usize, Vec<Self>),
 }
 
 /// A pattern: a sequence of named stages (Flink's `Pattern`).

@@ -60,7 +60,7 @@ struct GroupSpec {
     optional: bool,
     inner: u8,
     /// A group nested at the start of this one, around its first `len` stages.
-    nested: Option<Box<GroupSpec>>,
+    nested: Option<Box<Self>>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,8 +342,8 @@ fn build(spec: &Spec) -> Pattern<Ev> {
                 if let Some(nested) = &g.nested {
                     let end = (range.start + nested.len).min(range.end);
                     let mut group: Option<Pattern<Ev>> = None;
-                    for k in range.start..end {
-                        group = Some(add_stage(group, k, &stages[k]));
+                    for (k, stage) in stages.iter().enumerate().take(end).skip(range.start) {
+                        group = Some(add_stage(group, k, stage));
                     }
                     let Some(group) = group else {
                         unreachable!("groups have a stage")
@@ -361,8 +361,8 @@ fn build(spec: &Spec) -> Pattern<Ev> {
                     inner = Some(quantify_group(Pattern::begin_group(group), &nested));
                     k = end;
                 }
-                for k in k..range.end {
-                    inner = Some(add_stage(inner, k, &stages[k]));
+                for (k, stage) in stages.iter().enumerate().take(range.end).skip(k) {
+                    inner = Some(add_stage(inner, k, stage));
                 }
                 let Some(inner) = inner else {
                     unreachable!("groups have a stage")
