@@ -997,3 +997,47 @@ fn a_final_not_followed_by_reports_matches_when_their_bound_passes() {
     );
     assert!(matches_of(looping, &[0, 0, 1]).is_empty());
 }
+
+#[test]
+fn looping_groups_stay_bounded_and_are_cleaned_when_within_expires() {
+    // (a b)+ followed by c within 20: every a starts a partial match and every repetition
+    // goes on; the limit bounds them and `within` frees them with their events.
+    let pattern = Pattern::begin_group(pair(false))
+        .one_or_more()
+        .followed_by("c")
+        .where_(is(3))
+        .within(20);
+    let compiled = pattern.compile().expect("valid");
+    let limit = Limit {
+        max_partials: 8,
+        policy: OverflowPolicy::DropOldest,
+    };
+    let mut state = NfaState::default();
+    let mut out = NfaOutput::new(true);
+    for seq in 0..200u64 {
+        let value = if seq % 2 == 0 { 1 } else { 2 };
+        compiled
+            .process(
+                &mut state,
+                (seq as usize, value),
+                seq,
+                seq as i64,
+                limit,
+                &mut out,
+            )
+            .expect("drops");
+        state.check();
+        assert!(state.partial_count() <= 8);
+        assert!(state.buffer.sizes().0 <= 20, "{:?}", state.buffer.sizes());
+    }
+    assert!(out.dropped > 0, "the limit was reached");
+    let mut out = NfaOutput::new(true);
+    compiled.advance_time(&mut state, i64::MAX, &mut out);
+    let repetitions = out.timeouts.iter().map(|(m, _)| m.get("a").len()).max();
+    assert!(
+        repetitions > Some(1),
+        "partial matches inside the loop time out"
+    );
+    assert!(state.is_empty());
+    assert_eq!(state.buffer.sizes(), (0, 0));
+}
