@@ -314,7 +314,31 @@ impl<T: 'static> Pattern<T> {
 
     /// A pattern starting with a group: the stages of `group` as a unit that quantifiers
     /// (`times`, `times_range`, `one_or_more`, `times_or_more`, `optional`, `consecutive`,
-    /// `allow_combinations`) called right after apply to. Groups nest.
+    /// `allow_combinations`) called right after apply to. Groups nest. The events of a
+    /// repeated group are named by its stages (`a -> [a1, a2]`, `b -> [b1, b2]`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::cep::Pattern;
+    ///
+    /// // (a b) two to four times, repetitions directly after each other, then c.
+    /// let pair = Pattern::<char>::begin("a")
+    ///     .where_(|e: &char| *e == 'a')
+    ///     .next("b")
+    ///     .where_(|e: &char| *e == 'b');
+    /// let pattern = Pattern::begin_group(pair)
+    ///     .times_range(2, 4)
+    ///     .consecutive()
+    ///     .followed_by("c")
+    ///     .where_(|e: &char| *e == 'c');
+    /// assert!(pattern.compile().is_ok());
+    ///
+    /// // Flink refuses greedy() on a group, and so does compile().
+    /// let greedy = Pattern::begin_group(Pattern::<char>::begin("a")).one_or_more().greedy();
+    /// let error = greedy.compile().unwrap_err().to_string();
+    /// assert!(error.contains("group starting at stage 'a'"));
+    /// ```
     pub fn begin_group(group: Self) -> Self {
         let mut pattern = Self {
             stages: Vec::new(),
