@@ -1,7 +1,8 @@
 //! CEP state survives checkpoints: a job stopped with a savepoint in the middle of partial
 //! matches (and of events waiting for the watermark) goes on at another parallelism with the
 //! other state backend, and a job that fails restarts from its last checkpoint; either way the
-//! committed matches and timeouts are exactly the sequential oracle's.
+//! committed matches and timeouts are exactly the sequential oracle's. The same holds for a
+//! pattern with a looping group, stopped while partial matches are inside the loop.
 //!
 //! Timeouts only guard against hangs; no verdict depends on timing.
 
@@ -70,6 +71,46 @@ fn oracle() -> Vec<String> {
     lines
 }
 
+/// The looping-group pattern's matches, `group,user,first,repetitions,repetitions,last`:
+/// strictly alternating fail, success (the group, one or more times, consecutive), then a
+/// fail, all within `WITHIN_MS`; every start, as the default skip strategy reports.
+fn group_oracle() -> Vec<String> {
+    let mut watermark = i64::MIN;
+    let mut max_ts = i64::MIN;
+    let mut per_user: std::collections::BTreeMap<u32, Vec<(i64, u64, bool)>> = Default::default();
+    for g in 0..RECORDS {
+        let (user, failed, ts) = login(g);
+        if ts > watermark {
+            per_user.entry(user).or_default().push((ts, g, failed));
+        }
+        max_ts = max_ts.max(ts);
+        watermark = watermark.max(max_ts - OUT_OF_ORDERNESS_MS - 1);
+    }
+    let mut lines = Vec::new();
+    for (user, mut events) in per_user {
+        events.sort_unstable();
+        for i in 0..events.len() {
+            let first = events[i].0;
+            let mut k = 0;
+            // events[i + 2j] fail and events[i + 2j + 1] success for j < k.
+            while let (Some(f), Some(s)) = (events.get(i + 2 * k), events.get(i + 2 * k + 1)) {
+                if !f.2 || s.2 || s.0 - first >= WITHIN_MS {
+                    break;
+                }
+                k += 1;
+                match events.get(i + 2 * k) {
+                    Some(last) if last.2 && last.0 - first < WITHIN_MS => {
+                        lines.push(format!("group,{user},{first},{k},{k},{}", last.0));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    lines.sort();
+    lines
+}
+
 struct Dirs {
     _root: tempfile::TempDir,
     out: PathBuf,
@@ -98,6 +139,7 @@ fn job(
     backend: StateBackendKind,
     dirs: &Dirs,
     fail_at: Option<u64>,
+    looping_group: bool,
 ) -> StreamEnv {
     let env = StreamEnv::new();
     env.set_parallelism(parallelism);
@@ -136,6 +178,35 @@ fn job(
         )
         .set_parallelism(1)
         .key_by(|l: &Login| l.0);
+    if looping_group {
+        let pair = Pattern::begin("fail")
+            .where_(|l: &Login| l.1)
+            .next("success")
+            .where_(|l: &Login| !l.1);
+        let pattern = Pattern::begin_group(pair)
+            .one_or_more()
+            .consecutive()
+            .next("last")
+            .where_(|l: &Login| l.1)
+            .within(WITHIN_MS);
+        CEP::pattern(keyed, pattern)
+            .select(|m| {
+                let first = m.first("fail").expect("fail");
+                let last = m.first("last").expect("last");
+                format!(
+                    "group,{},{},{},{},{}",
+                    first.0,
+                    first.2,
+                    m.get("fail").len(),
+                    m.get("success").len(),
+                    last.2
+                )
+            })
+            .uid("cep")
+            .write_exactly_once(dirs.out.clone(), |line: &String| line.clone())
+            .uid("sink");
+        return env;
+    }
     let pattern = Pattern::begin("first")
         .where_(|l: &Login| l.1)
         .next("second")
@@ -200,7 +271,7 @@ async fn a_savepoint_in_the_middle_of_partial_matches_restores_at_another_parall
     ] {
         let case = format!("{before:?} -> {after:?}");
         let dirs = Dirs::new();
-        let first = job(before.0, before.1, &dirs, None);
+        let first = job(before.0, before.1, &dirs, None, false);
         let savepoint = stop_with_savepoint_after(&first, 300, &dirs.savepoints).await;
         let (cut, _) = read_output(&dirs.out);
         assert!(
@@ -208,7 +279,7 @@ async fn a_savepoint_in_the_middle_of_partial_matches_restores_at_another_parall
             "{case}: the savepoint was taken midway ({} lines)",
             cut.len()
         );
-        let second = job(after.0, after.1, &dirs, None);
+        let second = job(after.0, after.1, &dirs, None, false);
         second.restore_from(&savepoint, false);
         within(second.execute("after savepoint"))
             .await
@@ -224,11 +295,43 @@ async fn a_failure_restarts_from_the_last_checkpoint_without_losing_partial_matc
     let expected = oracle();
     for backend in [StateBackendKind::Memory, StateBackendKind::Lmdb] {
         let dirs = Dirs::new();
-        let env = job(2, backend, &dirs, Some(1_700));
+        let env = job(2, backend, &dirs, Some(1_700), false);
         let result = within(env.execute("failing")).await.expect("recovers");
         assert!(result.restarts >= 1, "{backend:?}: the failure happened");
         let (lines, hidden) = read_output(&dirs.out);
         assert!(hidden.is_empty(), "{backend:?}: {hidden:?}");
         assert_same(&lines, &expected, &format!("{backend:?}"));
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_savepoint_inside_a_looping_group_restores_at_another_parallelism_and_backend() {
+    let expected = group_oracle();
+    assert!(
+        expected.iter().any(|l| l.split(',').nth(3) == Some("2")),
+        "the input repeats the group"
+    );
+    for (before, after) in [
+        ((1, StateBackendKind::Memory), (3, StateBackendKind::Lmdb)),
+        ((2, StateBackendKind::Lmdb), (1, StateBackendKind::Memory)),
+    ] {
+        let case = format!("group {before:?} -> {after:?}");
+        let dirs = Dirs::new();
+        let first = job(before.0, before.1, &dirs, None, true);
+        let savepoint = stop_with_savepoint_after(&first, 300, &dirs.savepoints).await;
+        let (cut, _) = read_output(&dirs.out);
+        assert!(
+            !cut.is_empty() && cut.len() < expected.len() / 2,
+            "{case}: the savepoint was taken midway ({} lines)",
+            cut.len()
+        );
+        let second = job(after.0, after.1, &dirs, None, true);
+        second.restore_from(&savepoint, false);
+        within(second.execute("after savepoint"))
+            .await
+            .unwrap_or_else(|e| panic!("{case}: restores: {e}"));
+        let (lines, hidden) = read_output(&dirs.out);
+        assert!(hidden.is_empty(), "{case}: {hidden:?}");
+        assert_same(&lines, &expected, &case);
     }
 }

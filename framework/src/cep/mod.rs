@@ -96,7 +96,8 @@ pub struct MatchedEvent<T> {
     pub timestamp: i64,
     /// The event.
     pub event: T,
-    /// The position of the stage in the pattern (repetitions of a group count separately).
+    /// The index of the stage among the pattern's positive stages as written (every
+    /// repetition of a group shares it).
     pub(crate) position: usize,
 }
 

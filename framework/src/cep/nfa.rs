@@ -14,6 +14,12 @@
 //! in the shared buffer) or is skipped (the bits shrink); a partial match with no bit left is
 //! dead.
 //!
+//! Positions are the pattern's positive stages with its groups written out (`Builder`): a
+//! group repeated `lo..=hi` times is that many copies, a looping one ends with a copy whose
+//! end leads back to its start; proceed edges between positions (skipping an optional stage
+//! or repetition, leaving a loop) are folded into per-position masks at compile time, so a
+//! waiting position may lie before the partial match's own when a group loops.
+//!
 //! Per event: time out what `within` expired, step every partial match, start new ones, emit
 //! the matches completed by this event in order (earliest start first, then by their events)
 //! applying the after-match skip strategy, and enforce the per-key limit on partial matches.
@@ -31,18 +37,29 @@ use serde::{Deserialize, Serialize};
 
 use super::buffer::{NO_NODE, SharedBuffer};
 use super::pattern::{AfterMatchSkipStrategy, Condition, Context, Contiguity, PartialView};
-use super::pattern::{Pattern, StageKind};
+use super::pattern::{Item, Pattern, StageKind};
 use super::{CepError, Match, MatchedEvent, OverflowPolicy};
 
-/// Most positive stages a pattern may have (one bit each in a partial match).
+/// Most positions a pattern may have once its groups are expanded (one bit each in a partial
+/// match; the top bit is [`SELF_ENTRY`]).
 pub(crate) const STAGES_MAX: usize = 63;
+
+/// In [`Partial::alive`], bit `stage` is the loop of the partial match's own position, so
+/// this bit stands for entering that position afresh (through a group's loop).
+const SELF_ENTRY: u64 = 1 << STAGES_MAX;
 
 /// No negation cut the partial match's targets.
 const NO_THRESHOLD: u8 = u8::MAX;
 
-/// A positive stage, compiled.
+/// How matches completed together are ordered: their events' sequence numbers, then the
+/// stages (as written) that took them.
+type MatchKey = (Vec<u64>, Vec<usize>);
+
+/// A position: a positive stage in one copy of its groups, compiled.
 struct CStage<T> {
     name: Arc<str>,
+    /// The stage's index among the pattern's positive stages as written (copies share it).
+    label: usize,
     condition: Option<Condition<T>>,
     until: Option<Condition<T>>,
     min: u32,
@@ -78,12 +95,16 @@ pub struct CompiledPattern<T> {
     skip: Skip,
     /// A `not_followed_by` ending the pattern: completed matches wait for `within` to pass.
     final_negation: Option<Option<Condition<T>>>,
-    /// Stages a match can begin with (every stage before them optional).
+    /// Positions a match can begin with.
     start_mask: u64,
-    /// Per stage: the later stages reachable by skipping optional ones.
-    reach_after: Vec<u64>,
-    /// Per stage: whether every later stage is optional (a match can end here).
-    tail_optional: Vec<bool>,
+    /// Per position: the positions that can wait for the next event once it has taken
+    /// enough events (following ones, and those reached by skipping optional ones).
+    reach_done: Vec<u64>,
+    /// Per position: the positions reached from waiting at it by skipping it (it is optional,
+    /// or heads an optional repetition of a group), transitively.
+    skip_closure: Vec<u64>,
+    /// Per position: whether a match can end once it has taken enough events.
+    tail_end: Vec<bool>,
 }
 
 impl<T> std::fmt::Debug for CompiledPattern<T> {
@@ -108,7 +129,9 @@ pub(crate) struct Partial {
     count: u32,
     start_ts: i64,
     start_seq: u64,
-    /// Waiting positions still open: bit `stage` is the stage's loop, higher bits later stages.
+    /// Waiting positions still open: bit `stage` is the position's own loop, other bits
+    /// entering position `w` (after it, or before it through a group's loop), and
+    /// [`SELF_ENTRY`] entering its own position afresh.
     alive: u64,
     /// Stages above this one were cut off by a negation (until the next taken event).
     threshold: u8,
@@ -242,6 +265,171 @@ impl Memo {
     }
 }
 
+/// Expands a pattern's tree into positions and the proceed edges between them.
+///
+/// The graph has a *wait* node per position (a partial match waiting to enter it), a *done*
+/// node per position (it took enough events), and junctions; its edges are proceed edges
+/// (no event taken). A stage is `entry -> wait`, `done -> exit` and, if optional,
+/// `wait -> exit`. A group repeated `min..=max` times is `min` copies in a row, then
+/// `max - min` optional copies, each of which can be skipped from its first position's wait
+/// node to the group's exit (Flink's proceed edge from a group's first state); a looping
+/// group is `min` copies and one more whose end leads back to its start and whose first
+/// position can proceed to the exit. Copies after the first enter their first position with
+/// the group's inner contiguity.
+struct Builder<'p, T> {
+    pattern: &'p Pattern<T>,
+    /// Per stage of the pattern: its index among the positive stages.
+    labels: Vec<usize>,
+    stages: Vec<CStage<T>>,
+    negations: Vec<Negation<T>>,
+    /// Proceed edges per node.
+    edges: Vec<Vec<usize>>,
+    wait: Vec<usize>,
+    done: Vec<usize>,
+}
+
+impl<T> Builder<'_, T> {
+    const START: usize = 0;
+    const END: usize = 1;
+
+    fn node(&mut self) -> usize {
+        self.edges.push(Vec::new());
+        self.edges.len() - 1
+    }
+
+    fn edge(&mut self, from: usize, to: usize) {
+        self.edges[from].push(to);
+    }
+
+    /// Expands `items` between `entry` and `exit`; `head`: the contiguity of the first
+    /// position if a group copy imposes one. Fails (with the count so far) past
+    /// [`STAGES_MAX`] positions.
+    fn sequence(
+        &mut self,
+        items: &[Item],
+        entry: usize,
+        exit: usize,
+        head: Option<Contiguity>,
+    ) -> Result<(), usize> {
+        let mut current = entry;
+        for (i, item) in items.iter().enumerate() {
+            let next = if i + 1 == items.len() {
+                exit
+            } else {
+                self.node()
+            };
+            let head = if i == 0 { head } else { None };
+            self.item(item, current, next, head)?;
+            current = next;
+        }
+        if items.is_empty() {
+            self.edge(entry, exit);
+        }
+        Ok(())
+    }
+
+    fn item(
+        &mut self,
+        item: &Item,
+        entry: usize,
+        exit: usize,
+        head: Option<Contiguity>,
+    ) -> Result<(), usize> {
+        let pattern = self.pattern;
+        match item {
+            Item::Stage(i) => {
+                let stage = &pattern.stages[*i];
+                if stage.kind != StageKind::Positive {
+                    // `validate` rejects a negation first, so a position precedes it.
+                    let after =
+                        u8::try_from(self.stages.len().saturating_sub(1)).unwrap_or(u8::MAX);
+                    self.negations.push(Negation {
+                        after,
+                        not_next: stage.kind == StageKind::NotNext,
+                        condition: stage.condition.clone(),
+                    });
+                    self.edge(entry, exit);
+                    return Ok(());
+                }
+                if self.stages.len() == STAGES_MAX {
+                    return Err(self.stages.len() + 1);
+                }
+                self.stages.push(CStage {
+                    name: stage.name.as_str().into(),
+                    label: self.labels[*i],
+                    condition: stage.condition.clone(),
+                    until: stage.until.clone(),
+                    min: stage.min,
+                    max: stage.max,
+                    greedy: stage.greedy,
+                    inner: stage.inner,
+                    outer: head.unwrap_or(stage.outer),
+                });
+                let (wait, done) = (self.node(), self.node());
+                self.wait.push(wait);
+                self.done.push(done);
+                self.edge(entry, wait);
+                self.edge(done, exit);
+                if stage.optional {
+                    self.edge(wait, exit);
+                }
+            }
+            Item::Group(k, items) => {
+                let group = &pattern.groups[*k];
+                let mut current = entry;
+                for copy in 0..group.min {
+                    let next = self.node();
+                    let first = self.stages.len();
+                    let head = if copy == 0 { head } else { Some(group.inner) };
+                    self.sequence(items, current, next, head)?;
+                    if copy == 0 && group.optional {
+                        self.edge(self.wait[first], exit);
+                    }
+                    current = next;
+                }
+                match group.max {
+                    Some(max) => {
+                        for _ in group.min..max {
+                            let next = self.node();
+                            let first = self.stages.len();
+                            self.sequence(items, current, next, Some(group.inner))?;
+                            self.edge(self.wait[first], exit);
+                            current = next;
+                        }
+                        self.edge(current, exit);
+                    }
+                    None => {
+                        let end = self.node();
+                        let first = self.stages.len();
+                        self.sequence(items, current, end, Some(group.inner))?;
+                        self.edge(end, current);
+                        self.edge(self.wait[first], exit);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Per node, the nodes reachable from it by one or more proceed edges.
+    fn closures(&self) -> Vec<Vec<bool>> {
+        let count = self.edges.len();
+        (0..count)
+            .map(|from| {
+                let mut seen = vec![false; count];
+                let mut stack: Vec<usize> = self.edges[from].clone();
+                while let Some(node) = stack.pop() {
+                    if !seen[node] {
+                        seen[node] = true;
+                        stack.extend(self.edges[node].iter().copied());
+                    }
+                }
+                seen
+            })
+            .collect()
+    }
+}
+
 impl<T> CompiledPattern<T> {
     /// The pattern's name.
     pub fn name(&self) -> &str {
@@ -257,62 +445,63 @@ impl<T> CompiledPattern<T> {
 impl<T: Clone + 'static> CompiledPattern<T> {
     pub(crate) fn compile(pattern: &Pattern<T>) -> Result<Self, CepError> {
         pattern.validate()?;
-        let mut stages: Vec<CStage<T>> = Vec::new();
-        let mut optional: Vec<bool> = Vec::new();
-        let mut negations = Vec::new();
-        let mut final_negation = None;
+        let mut labels = vec![usize::MAX; pattern.stages.len()];
+        let mut next_label = 0;
         for (i, stage) in pattern.stages.iter().enumerate() {
-            match stage.kind {
-                // `validate` allows a final negation only as `not_followed_by` with `within`.
-                StageKind::NotFollowedBy if i + 1 == pattern.stages.len() => {
-                    final_negation = Some(stage.condition.clone());
-                }
-                StageKind::Positive => {
-                    optional.push(stage.optional);
-                    stages.push(CStage {
-                        name: stage.name.as_str().into(),
-                        condition: stage.condition.clone(),
-                        until: stage.until.clone(),
-                        min: stage.min,
-                        max: stage.max,
-                        greedy: stage.greedy,
-                        inner: stage.inner,
-                        outer: stage.outer,
-                    });
-                }
-                StageKind::NotNext | StageKind::NotFollowedBy => {
-                    // `validate` rejects a negation first or last, so a stage precedes it.
-                    let after = u8::try_from(stages.len().saturating_sub(1)).unwrap_or(u8::MAX);
-                    negations.push(Negation {
-                        after,
-                        not_next: stage.kind == StageKind::NotNext,
-                        condition: stage.condition.clone(),
-                    });
-                }
+            if stage.kind == StageKind::Positive {
+                labels[i] = next_label;
+                next_label += 1;
             }
         }
-        let n = stages.len();
-        let mut start_mask = 0u64;
-        for (s, _) in stages.iter().enumerate() {
-            start_mask |= 1 << s;
-            if !optional[s] {
-                break;
+        let mut builder = Builder {
+            pattern,
+            labels,
+            stages: Vec::new(),
+            negations: Vec::new(),
+            edges: vec![Vec::new(), Vec::new()],
+            wait: Vec::new(),
+            done: Vec::new(),
+        };
+        let too_many = |count: usize| CepError::Pattern {
+            pattern: pattern.name.clone(),
+            message: format!(
+                "the pattern has more than {STAGES_MAX} stages once its groups are expanded \
+                 (each repetition of a group counts, a looping group once more than its \
+                 minimum): {count} so far"
+            ),
+        };
+        builder
+            .sequence(
+                &pattern.items(),
+                Builder::<T>::START,
+                Builder::<T>::END,
+                None,
+            )
+            .map_err(too_many)?;
+        let final_negation = match pattern.stages.last() {
+            Some(last) if last.kind == StageKind::NotFollowedBy => {
+                // The last thing expanded is the final negation of the last repetition.
+                builder.negations.pop();
+                Some(last.condition.clone())
             }
-        }
-        let reach_after: Vec<u64> = (0..n)
-            .map(|a| {
-                let mut mask = 0u64;
-                for (b, &skippable) in optional.iter().enumerate().skip(a + 1) {
-                    mask |= 1 << b;
-                    if !skippable {
-                        break;
-                    }
-                }
-                mask
-            })
+            _ => None,
+        };
+        let closure = builder.closures();
+        let n = builder.stages.len();
+        let wait_mask = |nodes: &Vec<bool>| -> u64 {
+            (0..n)
+                .filter(|&p| nodes[builder.wait[p]])
+                .fold(0u64, |mask, p| mask | 1 << p)
+        };
+        let start_mask = wait_mask(&closure[Builder::<T>::START]);
+        let reach_done = (0..n)
+            .map(|p| wait_mask(&closure[builder.done[p]]))
             .collect();
-        let tail_optional: Vec<bool> = (0..n)
-            .map(|a| optional[a + 1..].iter().all(|&o| o))
+        let skip_closure = (0..n)
+            .map(|p| wait_mask(&closure[builder.wait[p]]))
+            .collect();
+        let tail_end = (0..n)
+            .map(|p| closure[builder.done[p]][Builder::<T>::END])
             .collect();
         let resolve = |name: &String| -> Arc<str> { name.as_str().into() };
         let skip = match &pattern.skip {
@@ -324,14 +513,15 @@ impl<T: Clone + 'static> CompiledPattern<T> {
         };
         Ok(Self {
             name: pattern.name.as_str().into(),
-            stages,
-            negations,
+            stages: builder.stages,
+            negations: builder.negations,
             within_ms: pattern.within_ms,
             skip,
             final_negation,
             start_mask,
-            reach_after,
-            tail_optional,
+            reach_done,
+            skip_closure,
+            tail_end,
         })
     }
 
@@ -393,13 +583,54 @@ impl<T: Clone + 'static> CompiledPattern<T> {
             alive |= 1 << s;
         }
         if count >= stage.min {
-            alive |= self.reach_after[s];
+            alive |= Self::encode(self.reach_done[s], s);
         }
         alive
     }
 
+    /// `positions` as [`Partial::alive`] bits of a partial match at position `a`.
+    fn encode(positions: u64, a: usize) -> u64 {
+        let own = 1u64 << a;
+        let entry = if positions & own != 0 { SELF_ENTRY } else { 0 };
+        (positions & !own) | entry
+    }
+
+    /// The positions waited for to be entered in `alive` of a partial match at position `a`.
+    fn decode(alive: u64, a: usize) -> u64 {
+        let own = 1u64 << a;
+        let entry = if alive & SELF_ENTRY != 0 { own } else { 0 };
+        (alive & !own & !SELF_ENTRY) | entry
+    }
+
     fn completes(&self, s: usize, count: u32) -> bool {
-        count >= self.stages[s].min && self.tail_optional[s]
+        count >= self.stages[s].min && self.tail_end[s]
+    }
+
+    /// The positions partial match `p` can enter with the next event: those still alive and
+    /// those reached from them (or from its loop) by proceed edges, up to `threshold`.
+    fn reachable(&self, p: &Partial, threshold: u8) -> u64 {
+        let a = p.stage as usize;
+        let mut reach = Self::decode(p.alive, a);
+        let mut rest = reach;
+        while rest != 0 {
+            let u = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            reach |= self.skip_closure[u];
+        }
+        if p.alive & (1 << a) != 0 && p.count >= self.stages[a].min {
+            reach |= self.reach_done[a];
+        }
+        // A negation after position `threshold` cuts off what lies beyond it; positions at or
+        // before the partial match's own (a group's loop back) never cross a negation.
+        if threshold != NO_THRESHOLD {
+            let upto = (threshold as usize).max(a);
+            reach &= if upto + 1 >= STAGES_MAX {
+                u64::MAX
+            } else {
+                (1u64 << (upto + 1)) - 1
+            };
+        }
+        reach
     }
 
     /// Decides what `event` does to partial match `p`; pushes the steps.
@@ -452,22 +683,18 @@ impl<T: Clone + 'static> CompiledPattern<T> {
             start_ts: p.start_ts,
             start_seq: p.start_seq,
         };
-        // Takes: the loop, then every enterable later stage.
+        // Takes: the loop, then every enterable position.
         if loop_alive && self.take(a, &mut memo, event, &view, ts) {
             steps.push(take_step(a, p.count + 1));
         }
-        let mut enterable = loop_alive;
-        for w in a + 1..self.stages.len() {
-            let bit = 1u64 << w;
-            if self.initial_alive_mask(p) & bit == 0 {
-                break;
-            }
-            enterable |= p.alive & bit != 0;
-            if w > threshold as usize {
-                break;
-            }
-            if enterable && !greedy_block && self.take(w, &mut memo, event, &view, ts) {
-                steps.push(take_step(w, 1));
+        if !greedy_block {
+            let mut enterable = self.reachable(p, threshold);
+            while enterable != 0 {
+                let w = enterable.trailing_zeros() as usize;
+                enterable &= enterable - 1;
+                if self.take(w, &mut memo, event, &view, ts) {
+                    steps.push(take_step(w, 1));
+                }
             }
         }
         // Skipping the event.
@@ -491,23 +718,19 @@ impl<T: Clone + 'static> CompiledPattern<T> {
                 alive |= 1 << a;
             }
         }
-        let mut running = loop_alive;
-        for w in a + 1..self.stages.len() {
-            let bit = 1u64 << w;
-            if self.initial_alive_mask(p) & bit == 0 || w > threshold as usize {
-                break;
-            }
-            running |= p.alive & bit != 0;
-            if !running || greedy_block {
-                continue;
-            }
-            let ignore = match self.stages[w].outer {
-                Contiguity::Strict => false,
-                Contiguity::Relaxed => !self.cond(w, &mut memo, event, &view, ts),
-                Contiguity::NonDeterministic => true,
-            };
-            if ignore {
-                alive |= bit;
+        if !greedy_block {
+            let mut waiting = self.reachable(p, threshold);
+            while waiting != 0 {
+                let w = waiting.trailing_zeros() as usize;
+                waiting &= waiting - 1;
+                let ignore = match self.stages[w].outer {
+                    Contiguity::Strict => false,
+                    Contiguity::Relaxed => !self.cond(w, &mut memo, event, &view, ts),
+                    Contiguity::NonDeterministic => true,
+                };
+                if ignore {
+                    alive |= Self::encode(1 << w, a);
+                }
             }
         }
         if alive != 0 {
@@ -518,11 +741,6 @@ impl<T: Clone + 'static> CompiledPattern<T> {
                 ..*p
             }));
         }
-    }
-
-    /// The positions a partial match could ever wait at (before any event was skipped).
-    fn initial_alive_mask(&self, p: &Partial) -> u64 {
-        self.initial_alive(p.stage as usize, p.count)
     }
 
     /// Times out the partial matches that `within` expired at event time `ts`: complete
@@ -538,7 +756,7 @@ impl<T: Clone + 'static> CompiledPattern<T> {
         }
         let partials = std::mem::take(&mut state.partials);
         let mut pruned = vec![false; partials.len()];
-        let mut due: Vec<(usize, Vec<u64>)> = partials
+        let mut due: Vec<(usize, MatchKey)> = partials
             .iter()
             .enumerate()
             .filter(|(_, p)| p.stop && expired(p))
@@ -700,7 +918,7 @@ impl<T: Clone + 'static> CompiledPattern<T> {
             state.buffer.release_event(slot);
         }
         // Matches completed by this event, earliest start first, then by their events.
-        let mut found: Vec<(usize, Vec<u64>)> = complete
+        let mut found: Vec<(usize, MatchKey)> = complete
             .iter()
             .map(|&i| (i, self.sequence(&state.buffer, next[i].node)))
             .collect();
@@ -756,11 +974,17 @@ impl<T: Clone + 'static> CompiledPattern<T> {
         Ok(())
     }
 
-    /// The sequence numbers of a partial match's events, in order.
-    fn sequence(&self, buffer: &SharedBuffer<T>, node: u32) -> Vec<u64> {
+    /// The sequence numbers of a partial match's events, in order, then the stages that took
+    /// them (so that matches of the same events are ordered too).
+    fn sequence(&self, buffer: &SharedBuffer<T>, node: u32) -> MatchKey {
         let mut seqs: Vec<u64> = buffer.chain(node).map(|(_, e)| e.seq).collect();
+        let mut labels: Vec<usize> = buffer
+            .chain(node)
+            .map(|(n, _)| self.stages[n.stage as usize].label)
+            .collect();
         seqs.reverse();
-        seqs
+        labels.reverse();
+        (seqs, labels)
     }
 
     /// Partial matches starting before `bound` (or at it, if inclusive) are discarded after
@@ -792,7 +1016,7 @@ impl<T: Clone + 'static> CompiledPattern<T> {
                 stage: self.stages[n.stage as usize].name.clone(),
                 timestamp: e.timestamp,
                 event: e.event.clone(),
-                position: n.stage as usize,
+                position: self.stages[n.stage as usize].label,
             })
             .collect();
         events.reverse();

@@ -157,8 +157,6 @@ pub(crate) struct Stage<T> {
     pub(crate) greedy: bool,
     pub(crate) inner: Contiguity,
     quantified: bool,
-    /// A repetition of a group's stage (`times(n)` on a group): it shares the name.
-    repeat: bool,
 }
 
 impl<T> Clone for Stage<T> {
@@ -175,7 +173,6 @@ impl<T> Clone for Stage<T> {
             greedy: self.greedy,
             inner: self.inner,
             quantified: self.quantified,
-            repeat: self.repeat,
         }
     }
 }
@@ -194,13 +191,46 @@ impl<T> Stage<T> {
             greedy: false,
             inner: Contiguity::Relaxed,
             quantified: false,
-            repeat: false,
         }
     }
 
     pub(crate) fn loops(&self) -> bool {
         self.max != Some(self.min)
     }
+}
+
+/// A group of stages (`begin_group`, `next_group`, ...) and its quantifier, which repeats the
+/// group as a unit (Flink's `GroupPattern`).
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    /// Its stages in [`Pattern::stages`]; groups nested in it lie inside.
+    pub(crate) range: std::ops::Range<usize>,
+    /// Repetitions at least (1 when `optional`).
+    pub(crate) min: u32,
+    /// Repetitions at most; `None`: unbounded.
+    pub(crate) max: Option<u32>,
+    /// The group may be skipped as a whole.
+    pub(crate) optional: bool,
+    /// Contiguity between repetitions (Flink's inner consuming strategy): it governs the
+    /// events skipped before the group's first stage in the second and later repetitions.
+    pub(crate) inner: Contiguity,
+    quantified: bool,
+}
+
+impl Group {
+    /// Whether the quantifier is more than "once".
+    fn quantified_at_all(&self) -> bool {
+        self.min != 1 || self.max != Some(1) || self.optional || self.inner != Contiguity::Relaxed
+    }
+}
+
+/// A pattern as a tree: stages and groups (with their own items) in order.
+#[derive(Debug, Clone)]
+pub(crate) enum Item {
+    /// A stage, by its index in [`Pattern::stages`].
+    Stage(usize),
+    /// A group, by its index in `Pattern::groups`, and its items.
+    Group(usize, Vec<Self>),
 }
 
 /// A pattern: a sequence of named stages (Flink's `Pattern`).
@@ -228,9 +258,11 @@ pub struct Pattern<T> {
     pub(crate) skip: AfterMatchSkipStrategy,
     pub(crate) name: String,
     errors: Vec<String>,
-    /// The stages of the group added last (`followed_by_group` ...), which a quantifier
-    /// then applies to.
-    last_group: Option<std::ops::Range<usize>>,
+    /// The groups, inner ones before the groups around them.
+    pub(crate) groups: Vec<Group>,
+    /// The group added last (`followed_by_group` ...), which quantifiers then apply to,
+    /// until the next stage is added.
+    last_group: Option<usize>,
 }
 
 impl<T> Clone for Pattern<T> {
@@ -241,7 +273,8 @@ impl<T> Clone for Pattern<T> {
             skip: self.skip.clone(),
             name: self.name.clone(),
             errors: self.errors.clone(),
-            last_group: self.last_group.clone(),
+            groups: self.groups.clone(),
+            last_group: self.last_group,
         }
     }
 }
@@ -268,6 +301,7 @@ impl<T: 'static> Pattern<T> {
             skip: AfterMatchSkipStrategy::NoSkip,
             name: name.to_string(),
             errors: Vec::new(),
+            groups: Vec::new(),
             last_group: None,
         }
     }
@@ -278,8 +312,33 @@ impl<T: 'static> Pattern<T> {
         Self::begin(name).with_skip_strategy(skip)
     }
 
-    /// A pattern starting with a group: the stages of `group` as a unit a quantifier can
-    /// repeat (`times(n)`).
+    /// A pattern starting with a group: the stages of `group` as a unit that quantifiers
+    /// (`times`, `times_range`, `one_or_more`, `times_or_more`, `optional`, `consecutive`,
+    /// `allow_combinations`) called right after apply to. Groups nest. The events of a
+    /// repeated group are named by its stages (`a -> [a1, a2]`, `b -> [b1, b2]`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use eichhorn::cep::Pattern;
+    ///
+    /// // (a b) two to four times, repetitions directly after each other, then c.
+    /// let pair = Pattern::<char>::begin("a")
+    ///     .where_(|e: &char| *e == 'a')
+    ///     .next("b")
+    ///     .where_(|e: &char| *e == 'b');
+    /// let pattern = Pattern::begin_group(pair)
+    ///     .times_range(2, 4)
+    ///     .consecutive()
+    ///     .followed_by("c")
+    ///     .where_(|e: &char| *e == 'c');
+    /// assert!(pattern.compile().is_ok());
+    ///
+    /// // Flink refuses greedy() on a group, and so does compile().
+    /// let greedy = Pattern::begin_group(Pattern::<char>::begin("a")).one_or_more().greedy();
+    /// let error = greedy.compile().unwrap_err().to_string();
+    /// assert!(error.contains("group starting at stage 'a'"));
+    /// ```
     pub fn begin_group(group: Self) -> Self {
         let mut pattern = Self {
             stages: Vec::new(),
@@ -287,6 +346,7 @@ impl<T: 'static> Pattern<T> {
             skip: group.skip.clone(),
             name: group.name.clone(),
             errors: Vec::new(),
+            groups: Vec::new(),
             last_group: None,
         };
         pattern.push_group(group, Contiguity::Relaxed);
@@ -333,7 +393,88 @@ impl<T: 'static> Pattern<T> {
             }
             self.stages.push(stage);
         }
-        self.last_group = Some(start..self.stages.len());
+        for mut inner in group.groups {
+            inner.range = inner.range.start + start..inner.range.end + start;
+            self.groups.push(inner);
+        }
+        self.groups.push(Group {
+            range: start..self.stages.len(),
+            min: 1,
+            max: Some(1),
+            optional: false,
+            inner: Contiguity::Relaxed,
+            quantified: false,
+        });
+        self.last_group = Some(self.groups.len() - 1);
+    }
+
+    /// The name of the group added last, for errors: "group starting at stage 'x'".
+    fn group_name(&self, group: usize) -> String {
+        format!(
+            "group starting at stage '{}'",
+            self.stages[self.groups[group].range.start].name
+        )
+    }
+
+    /// Records that `what` does not apply to the group added last; `true` if there is one.
+    fn refuse_on_group(&mut self, what: &str) -> bool {
+        let Some(group) = self.last_group else {
+            return false;
+        };
+        let message = format!("{}: {what}", self.group_name(group));
+        self.errors.push(message);
+        true
+    }
+
+    /// The items of `range` as a tree; `container` is the group whose items they are.
+    pub(crate) fn items_in(
+        &self,
+        range: std::ops::Range<usize>,
+        container: Option<usize>,
+    ) -> Vec<Item> {
+        let mut items = Vec::new();
+        let mut i = range.start;
+        while i < range.end {
+            // The outermost group starting here inside the container (a group nested with
+            // the same stages as its container comes earlier in `groups`).
+            let outermost = self
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(k, g)| {
+                    g.range.start == i
+                        && g.range.end <= range.end
+                        && container.is_none_or(|c| g.range != self.groups[c].range || *k < c)
+                })
+                .max_by_key(|(k, g)| (g.range.end, *k));
+            match outermost {
+                Some((k, g)) => {
+                    items.push(Item::Group(k, self.items_in(g.range.clone(), Some(k))));
+                    i = g.range.end;
+                }
+                None => {
+                    items.push(Item::Stage(i));
+                    i += 1;
+                }
+            }
+        }
+        items
+    }
+
+    /// The whole pattern as a tree.
+    pub(crate) fn items(&self) -> Vec<Item> {
+        self.items_in(0..self.stages.len(), None)
+    }
+
+    /// Whether `items` can match without taking an event.
+    pub(crate) fn nullable(&self, items: &[Item]) -> bool {
+        items.iter().all(|item| match item {
+            Item::Stage(i) => {
+                let stage = &self.stages[*i];
+                stage.kind != StageKind::Positive || stage.optional
+            }
+            Item::Group(k, inner) => self.groups[*k].optional || self.nullable(inner),
+        })
     }
 
     /// Adds a stage that must follow the previous one directly (strict contiguity).
@@ -396,6 +537,9 @@ impl<T: 'static> Pattern<T> {
         mut self,
         condition: impl Fn(&T, &Context<'_, T>) -> bool + Send + Sync + 'static,
     ) -> Self {
+        if self.refuse_on_group("a group takes no condition, its stages do (where_)") {
+            return self;
+        }
         let new: Condition<T> = Arc::new(condition);
         let stage = self.last();
         stage.condition = Some(match stage.condition.take() {
@@ -427,6 +571,9 @@ impl<T: 'static> Pattern<T> {
         mut self,
         condition: impl Fn(&T, &Context<'_, T>) -> bool + Send + Sync + 'static,
     ) -> Self {
+        if self.refuse_on_group("a group takes no condition, its stages do (or)") {
+            return self;
+        }
         let new: Condition<T> = Arc::new(condition);
         let stage = self.last();
         stage.condition = Some(match stage.condition.take() {
@@ -439,6 +586,9 @@ impl<T: 'static> Pattern<T> {
     /// Stops a looping stage: once an event satisfies `condition`, the loop takes no more
     /// events (and the event itself is not taken).
     pub fn until(mut self, condition: impl Fn(&T) -> bool + Send + Sync + 'static) -> Self {
+        if self.refuse_on_group("until() on a group is not supported (put it on a stage)") {
+            return self;
+        }
         let stage = self.last();
         if stage.until.is_some() {
             let message = format!("stage '{}' has until() twice", stage.name);
@@ -450,8 +600,8 @@ impl<T: 'static> Pattern<T> {
     }
 
     fn quantify(mut self, min: u32, max: Option<u32>, what: &str) -> Self {
-        if let Some(group) = self.last_group.clone() {
-            return self.repeat_group(group, min, max, what);
+        if let Some(group) = self.last_group {
+            return self.quantify_group(group, min, max, what);
         }
         let stage = self.last();
         let error = if stage.quantified {
@@ -480,33 +630,22 @@ impl<T: 'static> Pattern<T> {
         self
     }
 
-    /// A group repeated `min` times (groups take only exact counts: they are unrolled).
-    fn repeat_group(
-        mut self,
-        group: std::ops::Range<usize>,
-        min: u32,
-        max: Option<u32>,
-        what: &str,
-    ) -> Self {
-        self.last_group = None;
-        if max != Some(min) || min == 0 {
+    /// A quantifier on the group added last: it repeats the group as a unit.
+    fn quantify_group(mut self, group: usize, min: u32, max: Option<u32>, what: &str) -> Self {
+        let name = self.group_name(group);
+        let g = &mut self.groups[group];
+        if g.quantified {
             self.errors.push(format!(
-                "group starting at stage '{}': {what} is not supported for groups, only times(n)",
-                self.stages[group.start].name
+                "{name} already has a quantifier; {what} cannot be added"
             ));
-            return self;
-        }
-        let copy: Vec<Stage<T>> = self.stages[group.clone()].to_vec();
-        for _ in 1..min {
-            for (i, stage) in copy.iter().enumerate() {
-                let mut stage = stage.clone();
-                stage.repeat = true;
-                if i == 0 {
-                    // Repetitions follow each other as the group follows its predecessor.
-                    stage.outer = self.stages[group.start].outer;
-                }
-                self.stages.push(stage);
-            }
+        } else if max.is_some_and(|max| max < min) || max == Some(0) {
+            self.errors
+                .push(format!("{name}: {what} is an empty range"));
+        } else {
+            g.quantified = true;
+            g.min = min.max(1);
+            g.max = max;
+            g.optional |= min == 0;
         }
         self
     }
@@ -533,11 +672,8 @@ impl<T: 'static> Pattern<T> {
 
     /// The last stage may match no event at all.
     pub fn optional(mut self) -> Self {
-        if let Some(group) = self.last_group.clone() {
-            self.errors.push(format!(
-                "group starting at stage '{}': optional() is not supported for groups",
-                self.stages[group.start].name
-            ));
+        if let Some(group) = self.last_group {
+            self.groups[group].optional = true;
             return self;
         }
         let stage = self.last();
@@ -552,19 +688,28 @@ impl<T: 'static> Pattern<T> {
 
     /// The last (looping) stage takes as many events as it can before the next stage starts.
     pub fn greedy(mut self) -> Self {
+        if self.refuse_on_group("greedy() does not apply to a group (as in Flink)") {
+            return self;
+        }
         self.last().greedy = true;
         self
     }
 
     /// Events of the last (looping) stage must follow each other directly.
     pub fn consecutive(mut self) -> Self {
-        self.last().inner = Contiguity::Strict;
+        match self.last_group {
+            Some(group) => self.groups[group].inner = Contiguity::Strict,
+            None => self.last().inner = Contiguity::Strict,
+        }
         self
     }
 
     /// Events of the last (looping) stage may skip matching events too: every combination.
     pub fn allow_combinations(mut self) -> Self {
-        self.last().inner = Contiguity::NonDeterministic;
+        match self.last_group {
+            Some(group) => self.groups[group].inner = Contiguity::NonDeterministic,
+            None => self.last().inner = Contiguity::NonDeterministic,
+        }
         self
     }
 
@@ -586,7 +731,9 @@ impl<T: 'static> Pattern<T> {
     ///
     /// [`CepError::Pattern`] naming the stage and the misuse: a builder error, a repeated
     /// stage name, a negative stage at the end (but `not_followed_by` with `within`), a
-    /// quantifier option on a stage that does not loop, a skip strategy naming an unknown stage, more than 63 positive stages.
+    /// quantifier option on a stage that does not loop, a skip strategy naming an unknown stage,
+    /// a misused group quantifier (see the README), more than 63 stages once groups are
+    /// written out.
     pub fn compile(&self) -> Result<super::CompiledPattern<T>, CepError>
     where
         T: Clone,
@@ -598,7 +745,7 @@ impl<T: 'static> Pattern<T> {
         let mut errors = self.errors.clone();
         let mut seen: Vec<&str> = Vec::new();
         for (i, stage) in self.stages.iter().enumerate() {
-            if seen.contains(&stage.name.as_str()) && !stage.repeat {
+            if seen.contains(&stage.name.as_str()) {
                 errors.push(format!("stage name '{}' is used twice", stage.name));
             }
             seen.push(&stage.name);
@@ -614,7 +761,7 @@ impl<T: 'static> Pattern<T> {
                     stage.name
                 ));
             }
-            if stage.inner != Contiguity::Relaxed && !stage.loops() {
+            if stage.inner != Contiguity::Relaxed && stage.max == Some(1) {
                 errors.push(format!(
                     "stage '{}': consecutive() and allow_combinations() need a quantifier over several events",
                     stage.name
@@ -642,24 +789,8 @@ impl<T: 'static> Pattern<T> {
                 }
             }
         }
-        let positives = self
-            .stages
-            .iter()
-            .filter(|s| s.kind == StageKind::Positive)
-            .count();
-        if positives > super::nfa::STAGES_MAX {
-            errors.push(format!(
-                "pattern '{}' has {positives} stages, more than {}",
-                self.name,
-                super::nfa::STAGES_MAX
-            ));
-        }
-        if self
-            .stages
-            .iter()
-            .filter(|s| s.kind == StageKind::Positive)
-            .all(|s| s.optional)
-        {
+        self.validate_groups(&self.items(), false, &mut errors);
+        if self.nullable(&self.items()) {
             errors.push(format!(
                 "pattern '{}' has only optional stages: it would match nothing",
                 self.name
@@ -686,6 +817,42 @@ impl<T: 'static> Pattern<T> {
                 pattern: self.name.clone(),
                 message: errors.join("; "),
             })
+        }
+    }
+
+    /// Checks the groups in `items`; `varying`: an enclosing group repeats a varying number
+    /// of times (a range, a loop, optional).
+    fn validate_groups(&self, items: &[Item], varying: bool, errors: &mut Vec<String>) {
+        for item in items {
+            match item {
+                Item::Stage(i) => {
+                    let stage = &self.stages[*i];
+                    if varying && stage.kind != StageKind::Positive {
+                        errors.push(format!(
+                            "negative stage '{}' is inside a group that repeats a varying \
+                             number of times (times_range, one_or_more, times_or_more, \
+                             optional): negations in groups need times(n)",
+                            stage.name
+                        ));
+                    }
+                }
+                Item::Group(k, inner) => {
+                    let group = &self.groups[*k];
+                    let name = self.group_name(*k);
+                    if group.inner != Contiguity::Relaxed && group.max == Some(1) {
+                        errors.push(format!(
+                            "{name}: consecutive() and allow_combinations() need a quantifier over several repetitions"
+                        ));
+                    }
+                    if group.quantified_at_all() && self.nullable(inner) {
+                        errors.push(format!(
+                            "{name}: every stage in it is optional, so a repetition could match no event"
+                        ));
+                    }
+                    let varies = group.optional || group.max != Some(group.min);
+                    self.validate_groups(inner, varying || varies, errors);
+                }
+            }
         }
     }
 }

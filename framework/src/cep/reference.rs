@@ -2,15 +2,28 @@
 //! the pattern's definition (see the `pattern` module) pair by pair, then applies the skip
 //! strategy in emission order. Slow and obviously shaped like the definition; the automaton is
 //! tested against it on random sequences.
+//!
+//! Groups are handled by *expansion*, independently of the automaton's graph: a pattern with
+//! groups stands for every straight chain obtained by writing each group out as many times
+//! as it repeats (`lo..=hi`, any number for a loop, none if optional). A repetition that could
+//! follow but does not is written as a *skip* stage: its first stage, taking no event, whose
+//! contiguity absorbs the events skipped while waiting for it (Flink's proceed edge leaves a
+//! group from its first state). The second and later repetitions enter their first stage with
+//! the group's inner contiguity. Each chain is then matched as a pattern without groups, and
+//! the matches of all chains are merged (each chain gives its own matches: the stages of
+//! different repetitions are different stages of the chain).
 
 use super::pattern::{AfterMatchSkipStrategy, Condition, Context, Contiguity, PartialView};
-use super::pattern::{Pattern, StageKind};
+use super::pattern::{Item, Pattern, StageKind};
 
-/// A match as the reference sees it: `(positive stage index, event index)` in order.
+/// A match as the reference sees it: `(positive stage index as written, event index)` in
+/// order (repetitions of a group share their stages' indices).
 pub(crate) type Assignment = Vec<(usize, usize)>;
 
 struct RStage<T> {
     name: String,
+    /// The index of the stage among the pattern's positive stages as written.
+    label: usize,
     condition: Option<Condition<T>>,
     until: Option<Condition<T>>,
     min: u32,
@@ -224,63 +237,213 @@ impl<T> Reference<'_, T> {
     }
 }
 
-/// The matches of `pattern` over `events` (one key, in order), in emission order.
-pub(crate) fn reference_matches<T>(pattern: &Pattern<T>, events: &[(i64, T)]) -> Vec<Assignment> {
-    let mut stages = Vec::new();
-    let mut negs = Vec::new();
-    let mut final_neg: Option<Option<Condition<T>>> = None;
-    for (i, stage) in pattern.stages.iter().enumerate() {
-        if stage.kind == StageKind::NotFollowedBy && i + 1 == pattern.stages.len() {
-            final_neg = Some(stage.condition.clone());
-        } else if stage.kind == StageKind::Positive {
-            stages.push(RStage {
-                name: stage.name.clone(),
-                condition: stage.condition.clone(),
-                until: stage.until.clone(),
-                min: stage.min,
-                max: stage.max,
-                optional: stage.optional,
-                greedy: stage.greedy,
-                inner: stage.inner,
-                outer: stage.outer,
-            });
-        } else {
-            negs.push(RNeg {
-                after: stages.len() - 1,
-                not_next: stage.kind == StageKind::NotNext,
-                condition: stage.condition.clone(),
-            });
-        }
-    }
-    let reference = Reference {
-        stages,
-        negs,
-        within: pattern.within_ms,
-        events,
-    };
-    let mut all = Vec::new();
-    reference.enumerate(&mut Vec::new(), &mut all);
-    // When each match is reported: `(t, 1)` with its last event `t`; with a final negation,
-    // `(t, 0)` before the first event `t` at or past `first + within` (`events.len()` at the
-    // end), and only if no event from its last one up to there satisfies the negation.
-    let mut at: Vec<(usize, u8)> = Vec::with_capacity(all.len());
-    let mut keep = vec![true; all.len()];
-    for (k, m) in all.iter().enumerate() {
-        match (&final_neg, pattern.within_ms) {
-            (Some(neg), Some(within)) => {
-                let first_ts = events[m[0].1].0;
-                let last = m.last().map_or(0, |x| x.1);
-                let bound = (last + 1..events.len())
-                    .find(|&g| events[g].0 - first_ts >= within)
-                    .unwrap_or(events.len());
-                keep[k] = !(last + 1..bound).any(|g| reference.holds(neg.as_ref(), g, m));
-                at.push((bound, 0));
+/// One element of a chain: a stage (in one repetition of its groups) or a negation.
+#[derive(Debug, Clone, Copy)]
+enum Elem {
+    Stage {
+        index: usize,
+        outer: Contiguity,
+        skip_only: bool,
+    },
+    Negation(usize),
+}
+
+/// A chain and the fewest events it needs.
+type Chain = (Vec<Elem>, usize);
+
+/// The chains `items` stand for that need at most `budget` events.
+fn chains<T: 'static>(
+    pattern: &Pattern<T>,
+    items: &[Item],
+    head: Option<Contiguity>,
+    budget: usize,
+) -> Vec<Chain> {
+    let mut all: Vec<Chain> = vec![(Vec::new(), 0)];
+    for (i, item) in items.iter().enumerate() {
+        let head = if i == 0 { head } else { None };
+        let options = item_chains(pattern, item, head, budget);
+        let mut next = Vec::new();
+        for (prefix, need) in &all {
+            for (elems, more) in &options {
+                if need + more <= budget {
+                    let mut chain = prefix.clone();
+                    chain.extend_from_slice(elems);
+                    next.push((chain, need + more));
+                }
             }
-            _ => at.push((m.last().map_or(0, |x| x.1), 1)),
+        }
+        all = next;
+    }
+    all
+}
+
+fn item_chains<T: 'static>(
+    pattern: &Pattern<T>,
+    item: &Item,
+    head: Option<Contiguity>,
+    budget: usize,
+) -> Vec<Chain> {
+    match item {
+        Item::Stage(i) => {
+            let stage = &pattern.stages[*i];
+            if stage.kind != StageKind::Positive {
+                return vec![(vec![Elem::Negation(*i)], 0)];
+            }
+            let need = if stage.optional {
+                0
+            } else {
+                stage.min as usize
+            };
+            let elem = Elem::Stage {
+                index: *i,
+                outer: head.unwrap_or(stage.outer),
+                skip_only: false,
+            };
+            vec![(vec![elem], need)]
+        }
+        Item::Group(k, inner) => {
+            let group = &pattern.groups[*k];
+            let first = group.range.start;
+            let skip = |head: Option<Contiguity>| Elem::Stage {
+                index: first,
+                outer: head.unwrap_or(pattern.stages[first].outer),
+                skip_only: true,
+            };
+            let first_copy = chains(pattern, inner, head, budget);
+            let later_copy = chains(pattern, inner, Some(group.inner), budget);
+            let mut out = Vec::new();
+            if group.optional {
+                out.push((vec![skip(head)], 0));
+            }
+            // Depth-first over the number of repetitions.
+            let mut stack: Vec<(Vec<Elem>, usize, u32)> = vec![(Vec::new(), 0, 0)];
+            while let Some((chain, need, copies)) = stack.pop() {
+                if copies >= group.min {
+                    let mut done = chain.clone();
+                    if group.max != Some(copies) {
+                        done.push(skip(Some(group.inner)));
+                    }
+                    out.push((done, need));
+                }
+                if group.max.is_some_and(|max| copies >= max) {
+                    continue;
+                }
+                let copy = if copies == 0 {
+                    &first_copy
+                } else {
+                    &later_copy
+                };
+                for (elems, more) in copy {
+                    // `validate` makes a repeated group need an event, so the loop ends.
+                    if need + more > budget || (group.max.is_none() && *more == 0) {
+                        continue;
+                    }
+                    let mut longer = chain.clone();
+                    longer.extend_from_slice(elems);
+                    stack.push((longer, need + more, copies + 1));
+                }
+            }
+            out
         }
     }
-    // Emission: in that order; among equals, earliest start, then by events; each emitted
-    // match prunes per the skip strategy.
+}
+
+/// The matches of `pattern` over `events` (one key, in order), in emission order.
+pub(crate) fn reference_matches<T: 'static>(
+    pattern: &Pattern<T>,
+    events: &[(i64, T)],
+) -> Vec<Assignment> {
+    let mut labels = vec![usize::MAX; pattern.stages.len()];
+    let mut names: Vec<String> = Vec::new();
+    for (i, stage) in pattern.stages.iter().enumerate() {
+        if stage.kind == StageKind::Positive {
+            labels[i] = names.len();
+            names.push(stage.name.clone());
+        }
+    }
+    let final_negation = pattern
+        .stages
+        .last()
+        .filter(|s| s.kind == StageKind::NotFollowedBy)
+        .map(|s| s.condition.clone());
+    // Every match with when it is reported: `(t, 1)` with its last event `t`; with a final
+    // negation, `(t, 0)` before the first event `t` at or past `first + within`
+    // (`events.len()` at the end), and only if no event from its last one up to there
+    // satisfies the negation.
+    let mut all: Vec<Assignment> = Vec::new();
+    let mut at: Vec<(usize, u8)> = Vec::new();
+    let mut keep: Vec<bool> = Vec::new();
+    for (mut chain, _) in chains(pattern, &pattern.items(), None, events.len()) {
+        if final_negation.is_some() {
+            // The last element is the final negation of the last repetition.
+            chain.pop();
+        }
+        let mut stages = Vec::new();
+        let mut negs = Vec::new();
+        for elem in chain {
+            match elem {
+                Elem::Stage {
+                    index,
+                    outer,
+                    skip_only,
+                } => {
+                    let stage = &pattern.stages[index];
+                    stages.push(RStage {
+                        name: stage.name.clone(),
+                        label: labels[index],
+                        condition: stage.condition.clone(),
+                        until: stage.until.clone(),
+                        min: if skip_only { 1 } else { stage.min },
+                        max: if skip_only { Some(0) } else { stage.max },
+                        optional: skip_only || stage.optional,
+                        greedy: stage.greedy,
+                        inner: stage.inner,
+                        outer,
+                    });
+                }
+                Elem::Negation(index) => {
+                    let stage = &pattern.stages[index];
+                    negs.push(RNeg {
+                        after: stages.len() - 1,
+                        not_next: stage.kind == StageKind::NotNext,
+                        condition: stage.condition.clone(),
+                    });
+                }
+            }
+        }
+        let reference = Reference {
+            stages,
+            negs,
+            within: pattern.within_ms,
+            events,
+        };
+        let mut found = Vec::new();
+        reference.enumerate(&mut Vec::new(), &mut found);
+        for m in found {
+            match (&final_negation, pattern.within_ms) {
+                (Some(neg), Some(within)) => {
+                    let first_ts = events[m[0].1].0;
+                    let last = m.last().map_or(0, |x| x.1);
+                    let bound = (last + 1..events.len())
+                        .find(|&g| events[g].0 - first_ts >= within)
+                        .unwrap_or(events.len());
+                    keep.push(!(last + 1..bound).any(|g| reference.holds(neg.as_ref(), g, &m)));
+                    at.push((bound, 0));
+                }
+                _ => {
+                    keep.push(true);
+                    at.push((m.last().map_or(0, |x| x.1), 1));
+                }
+            }
+            all.push(
+                m.iter()
+                    .map(|&(s, i)| (reference.stages[s].label, i))
+                    .collect(),
+            );
+        }
+    }
+    // Emission: in that order; among equals, earliest start, then by events, then by
+    // stages; each emitted match prunes per the skip strategy.
     let mut excluded: Vec<bool> = keep.iter().map(|k| !k).collect();
     let mut emitted = Vec::new();
     let times = (0..=events.len()).flat_map(|t| [(t, 0u8), (t, 1u8)]);
@@ -291,7 +454,9 @@ pub(crate) fn reference_matches<T>(pattern: &Pattern<T>, events: &[(i64, T)]) ->
         due.sort_by(|&x, &y| {
             let ix: Vec<usize> = all[x].iter().map(|p| p.1).collect();
             let iy: Vec<usize> = all[y].iter().map(|p| p.1).collect();
-            ix[0].cmp(&iy[0]).then(ix.cmp(&iy))
+            let lx: Vec<usize> = all[x].iter().map(|p| p.0).collect();
+            let ly: Vec<usize> = all[y].iter().map(|p| p.0).collect();
+            ix[0].cmp(&iy[0]).then(ix.cmp(&iy)).then(lx.cmp(&ly))
         });
         for k in due {
             if excluded[k] {
@@ -301,7 +466,7 @@ pub(crate) fn reference_matches<T>(pattern: &Pattern<T>, events: &[(i64, T)]) ->
             excluded[k] = true;
             let named = |name: &str| {
                 m.iter()
-                    .filter(|(s, _)| reference.stages[*s].name == name)
+                    .filter(|(s, _)| names[*s] == name)
                     .map(|(_, i)| *i)
                     .collect::<Vec<_>>()
             };

@@ -51,9 +51,22 @@ struct StageSpec {
     negation: Option<(bool, u8)>,
 }
 
+/// A group around stages `start..start + len` with a quantifier.
+#[derive(Debug, Clone)]
+struct GroupSpec {
+    start: usize,
+    len: usize,
+    quant: Quant,
+    optional: bool,
+    inner: u8,
+    /// A group nested at the start of this one, around its first `len` stages.
+    nested: Option<Box<Self>>,
+}
+
 #[derive(Debug, Clone)]
 struct Spec {
     stages: Vec<StageSpec>,
+    group: Option<GroupSpec>,
     within: Option<i64>,
     skip: u8,
     skip_stage: usize,
@@ -112,16 +125,58 @@ fn stage_strategy() -> impl Strategy<Value = StageSpec> {
         )
 }
 
+fn group_strategy() -> impl Strategy<Value = GroupSpec> {
+    (
+        0usize..3,
+        1usize..=2,
+        prop_oneof![
+            1 => Just(Quant::One),
+            1 => Just(Quant::Times(2)),
+            2 => Just(Quant::Range(1, 2)),
+            1 => Just(Quant::Range(0, 2)),
+            3 => Just(Quant::OneOrMore),
+            1 => Just(Quant::TimesOrMore(2)),
+        ],
+        prop::bool::weighted(0.3),
+        0u8..3,
+    )
+        .prop_map(|(start, len, quant, optional, inner)| GroupSpec {
+            start,
+            len,
+            quant,
+            optional,
+            inner,
+            nested: None,
+        })
+}
+
+/// A group, sometimes with another group nested at its start.
+fn nested_group_strategy() -> impl Strategy<Value = GroupSpec> {
+    (
+        group_strategy(),
+        prop::option::weighted(0.3, group_strategy()),
+    )
+        .prop_map(|(mut outer, nested)| {
+            outer.nested = nested.map(|mut n| {
+                n.len = n.len.min(outer.len);
+                Box::new(n)
+            });
+            outer
+        })
+}
+
 fn spec_strategy() -> impl Strategy<Value = Spec> {
     (
         prop::collection::vec(stage_strategy(), 1..=3),
+        prop::option::weighted(0.5, nested_group_strategy()),
         prop::option::weighted(0.4, 1i64..6),
         0u8..5,
         0usize..3,
         prop::option::weighted(0.3, 0u8..3),
     )
-        .prop_map(|(stages, within, skip, skip_stage, trailing)| Spec {
+        .prop_map(|(stages, group, within, skip, skip_stage, trailing)| Spec {
             stages,
+            group,
             within,
             skip,
             skip_stage,
@@ -169,65 +224,176 @@ fn add_cond(p: Pattern<Ev>, cond: &Cond, own: usize) -> Pattern<Ev> {
     }
 }
 
+/// Adds stage `i` to `pattern` (or begins one with it).
+fn add_stage(pattern: Option<Pattern<Ev>>, i: usize, stage: &StageSpec) -> Pattern<Ev> {
+    let mut p = match pattern {
+        None => Pattern::begin(&name(i)),
+        Some(p) => {
+            let p = match stage.negation {
+                Some((true, v)) => p.not_next(&format!("n{i}")).where_(move |e: &Ev| e.1 == v),
+                Some((false, v)) => p
+                    .not_followed_by(&format!("n{i}"))
+                    .where_(move |e: &Ev| e.1 == v),
+                None => p,
+            };
+            link(p, stage.link, &name(i))
+        }
+    };
+    p = add_cond(p, &stage.cond, i);
+    let loops = match stage.quant {
+        Quant::One => false,
+        Quant::Times(n) => {
+            p = p.times(n);
+            true
+        }
+        Quant::Range(lo, hi) => {
+            p = p.times_range(lo, hi);
+            true
+        }
+        Quant::OneOrMore => {
+            p = p.one_or_more();
+            true
+        }
+        Quant::TimesOrMore(n) => {
+            p = p.times_or_more(n);
+            true
+        }
+    };
+    let unbounded = matches!(stage.quant, Quant::OneOrMore | Quant::TimesOrMore(_));
+    if loops {
+        p = match stage.inner {
+            1 => p.consecutive(),
+            2 => p.allow_combinations(),
+            _ => p,
+        };
+        // greedy() needs a choice of how many events (a range or a loop).
+        if stage.greedy && !matches!(stage.quant, Quant::Times(_)) {
+            p = p.greedy();
+        }
+    }
+    if unbounded && let Some(v) = stage.until {
+        p = p.until(move |e: &Ev| e.1 == v);
+    }
+    if stage.optional {
+        p = p.optional();
+    }
+    p
+}
+
+fn link(p: Pattern<Ev>, link: Link, name: &str) -> Pattern<Ev> {
+    match link {
+        Link::Next => p.next(name),
+        Link::FollowedBy => p.followed_by(name),
+        Link::FollowedByAny => p.followed_by_any(name),
+    }
+}
+
+/// Applies a quantifier to the group just added.
+fn quantify_group(p: Pattern<Ev>, group: &GroupSpec) -> Pattern<Ev> {
+    let mut p = match group.quant {
+        Quant::One => p,
+        Quant::Times(n) => p.times(n),
+        Quant::Range(lo, hi) => p.times_range(lo, hi),
+        Quant::OneOrMore => p.one_or_more(),
+        Quant::TimesOrMore(n) => p.times_or_more(n),
+    };
+    if !matches!(group.quant, Quant::One) {
+        p = match group.inner {
+            1 => p.consecutive(),
+            2 => p.allow_combinations(),
+            _ => p,
+        };
+    }
+    if group.optional {
+        p = p.optional();
+    }
+    p
+}
+
 /// Builds the pattern; specs that the builder would reject are made valid first.
 fn build(spec: &Spec) -> Pattern<Ev> {
+    let mut stages = spec.stages.clone();
+    let group = spec.group.as_ref().map(|g| {
+        let start = g.start.min(stages.len() - 1);
+        let end = (start + g.len).min(stages.len());
+        (start..end, g)
+    });
+    if let Some((range, g)) = &group {
+        // A repetition must take an event; negations only in groups repeated times(n).
+        stages[range.start].optional = false;
+        if let Quant::Range(0, hi) = stages[range.start].quant {
+            stages[range.start].quant = Quant::Range(1, hi);
+        }
+        let exact = |g: &GroupSpec| matches!(g.quant, Quant::One | Quant::Times(_)) && !g.optional;
+        let exact = exact(g) && g.nested.as_deref().is_none_or(exact);
+        for stage in &mut stages[range.start + 1..range.end] {
+            if !exact {
+                stage.negation = None;
+            }
+        }
+    }
     let mut pattern: Option<Pattern<Ev>> = None;
-    for (i, stage) in spec.stages.iter().enumerate() {
-        let mut p = match pattern.take() {
-            None => Pattern::begin(&name(0)),
-            Some(p) => {
-                let p = match stage.negation {
-                    Some((true, v)) => p.not_next(&format!("n{i}")).where_(move |e: &Ev| e.1 == v),
-                    Some((false, v)) => p
-                        .not_followed_by(&format!("n{i}"))
-                        .where_(move |e: &Ev| e.1 == v),
-                    None => p,
-                };
-                match stage.link {
-                    Link::Next => p.next(&name(i)),
-                    Link::FollowedBy => p.followed_by(&name(i)),
-                    Link::FollowedByAny => p.followed_by_any(&name(i)),
+    let mut i = 0;
+    while i < stages.len() {
+        match &group {
+            Some((range, g)) if range.start == i => {
+                let mut inner: Option<Pattern<Ev>> = None;
+                let mut k = range.start;
+                if let Some(nested) = &g.nested {
+                    let end = (range.start + nested.len).min(range.end);
+                    let mut group: Option<Pattern<Ev>> = None;
+                    for (k, stage) in stages.iter().enumerate().take(end).skip(range.start) {
+                        group = Some(add_stage(group, k, stage));
+                    }
+                    let Some(group) = group else {
+                        unreachable!("groups have a stage")
+                    };
+                    let mut nested = (**nested).clone();
+                    let optional =
+                        |s: &StageSpec| s.optional || matches!(s.quant, Quant::Range(0, _));
+                    if end == range.end || optional(&stages[end]) {
+                        // The outer group must take an event per repetition.
+                        nested.optional = false;
+                        if let Quant::Range(0, hi) = nested.quant {
+                            nested.quant = Quant::Range(1, hi);
+                        }
+                    }
+                    inner = Some(quantify_group(Pattern::begin_group(group), &nested));
+                    k = end;
                 }
+                for (k, stage) in stages.iter().enumerate().take(range.end).skip(k) {
+                    inner = Some(add_stage(inner, k, stage));
+                }
+                let Some(inner) = inner else {
+                    unreachable!("groups have a stage")
+                };
+                let outer = match pattern.take() {
+                    None => Pattern::begin_group(inner),
+                    Some(p) => {
+                        let p = match stages[i].negation {
+                            Some((true, v)) => {
+                                p.not_next(&format!("n{i}")).where_(move |e: &Ev| e.1 == v)
+                            }
+                            Some((false, v)) => p
+                                .not_followed_by(&format!("n{i}"))
+                                .where_(move |e: &Ev| e.1 == v),
+                            None => p,
+                        };
+                        match stages[i].link {
+                            Link::Next => p.next_group(inner),
+                            Link::FollowedBy => p.followed_by_group(inner),
+                            Link::FollowedByAny => p.followed_by_any_group(inner),
+                        }
+                    }
+                };
+                pattern = Some(quantify_group(outer, g));
+                i = range.end;
             }
-        };
-        p = add_cond(p, &stage.cond, i);
-        let loops = match stage.quant {
-            Quant::One => false,
-            Quant::Times(n) => {
-                p = p.times(n);
-                true
-            }
-            Quant::Range(lo, hi) => {
-                p = p.times_range(lo, hi);
-                true
-            }
-            Quant::OneOrMore => {
-                p = p.one_or_more();
-                true
-            }
-            Quant::TimesOrMore(n) => {
-                p = p.times_or_more(n);
-                true
-            }
-        };
-        let unbounded = matches!(stage.quant, Quant::OneOrMore | Quant::TimesOrMore(_));
-        if loops {
-            p = match stage.inner {
-                1 => p.consecutive(),
-                2 => p.allow_combinations(),
-                _ => p,
-            };
-            if stage.greedy {
-                p = p.greedy();
+            _ => {
+                pattern = Some(add_stage(pattern.take(), i, &stages[i]));
+                i += 1;
             }
         }
-        if unbounded && let Some(v) = stage.until {
-            p = p.until(move |e: &Ev| e.1 == v);
-        }
-        if stage.optional {
-            p = p.optional();
-        }
-        pattern = Some(p);
     }
     let Some(mut pattern) = pattern else {
         unreachable!("specs have a stage")
@@ -284,10 +450,14 @@ proptest! {
     #[test]
     fn automaton_agrees_with_the_reference(spec in spec_strategy(), events in events_strategy()) {
         let pattern = build(&spec);
-        let Ok(compiled) = pattern.compile() else {
-            // Only all-optional patterns are rejected among generated specs.
-            prop_assume!(false);
-            unreachable!()
+        let compiled = match pattern.compile() {
+            Ok(compiled) => compiled,
+            Err(error) => {
+                // Only all-optional patterns are rejected among generated specs.
+                prop_assert!(error.to_string().contains("only optional stages"), "{}", error);
+                prop_assume!(false);
+                unreachable!()
+            }
         };
         let expected = reference_matches(&pattern, &events);
         let actual = run(&compiled, &events);
@@ -580,9 +750,204 @@ fn groups_repeat_their_stages() {
         "both repetitions under the group's stage name"
     );
     let optional_group = Pattern::<Ev>::begin("s")
-        .followed_by_group(Pattern::begin("a"))
-        .optional();
-    assert!(optional_group.compile().is_err());
+        .where_(is(0))
+        .followed_by_group(Pattern::begin("a").where_(is(1)))
+        .optional()
+        .followed_by("e")
+        .where_(is(3));
+    assert_eq!(
+        matches_of(optional_group, &[0, 1, 3, 0, 3]),
+        vec![vec![0, 1, 2], vec![0, 2], vec![3, 4]]
+    );
+}
+
+/// `(a b)` as a group with the given links.
+fn pair(inner_next: bool) -> Pattern<Ev> {
+    let a = Pattern::begin("a").where_(is(1));
+    let a = if inner_next {
+        a.next("b")
+    } else {
+        a.followed_by("b")
+    };
+    a.where_(is(2))
+}
+
+#[test]
+fn looping_groups_name_events_by_their_stages() {
+    // Flink's `begin(begin("a").next("b")).oneOrMore()` then c: s a b a b c.
+    let pattern = Pattern::begin("s")
+        .where_(is(0))
+        .followed_by_group(pair(true))
+        .one_or_more()
+        .followed_by("c")
+        .where_(is(3));
+    let found = matches_of(pattern.clone(), &[0, 1, 2, 1, 2, 3]);
+    assert_eq!(found, vec![vec![0, 1, 2, 3, 4, 5], vec![0, 1, 2, 5]]);
+    let compiled = pattern.compile().expect("valid");
+    let events: Vec<(i64, Ev)> = [0u8, 1, 2, 1, 2, 3]
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i as i64, (i, v)))
+        .collect();
+    let mut state = NfaState::default();
+    let limit = Limit {
+        max_partials: 100,
+        policy: OverflowPolicy::Fail,
+    };
+    let mut out = NfaOutput::new(false);
+    for (seq, (ts, e)) in events.iter().enumerate() {
+        compiled
+            .process(&mut state, *e, seq as u64, *ts, limit, &mut out)
+            .expect("ok");
+    }
+    let m = &out.matches[0];
+    assert_eq!(m.get("a"), vec![&(1, 1), &(3, 1)], "a -> [a1, a2]");
+    assert_eq!(m.get("b"), vec![&(2, 2), &(4, 2)], "b -> [b1, b2]");
+    assert_eq!(m.stage_names(), vec!["s", "a", "b", "c"]);
+}
+
+#[test]
+fn contiguity_between_repetitions_is_the_groups_inner_one() {
+    // s (a b)+ c with a stray 0 between repetitions: relaxed by default (the 0 is not an
+    // `a`), strict with consecutive(), and allow_combinations() may also skip an `a`.
+    let input = [0, 1, 2, 0, 1, 2, 1, 2, 3];
+    let with = |inner: u8| {
+        let p = Pattern::begin("s")
+            .where_(is(0))
+            .followed_by_group(pair(false))
+            .times_or_more(2);
+        let p = match inner {
+            1 => p.consecutive(),
+            2 => p.allow_combinations(),
+            _ => p,
+        };
+        p.followed_by("c").where_(is(3))
+    };
+    let relaxed = matches_of(with(0), &input);
+    assert!(relaxed.contains(&vec![0, 1, 2, 4, 5, 8]), "{relaxed:?}");
+    assert!(
+        !relaxed.contains(&vec![0, 1, 2, 6, 7, 8]),
+        "relaxed cannot skip the a at 4"
+    );
+    let strict = matches_of(with(1), &input);
+    assert_eq!(
+        strict,
+        vec![vec![3, 4, 5, 6, 7, 8]],
+        "only the run without a gap"
+    );
+    let any = matches_of(with(2), &input);
+    assert!(any.contains(&vec![0, 1, 2, 6, 7, 8]), "{any:?}");
+}
+
+#[test]
+fn ranges_optional_and_nested_groups_agree_with_the_reference() {
+    let values = [0, 1, 2, 1, 1, 2, 2, 3, 1, 2, 3];
+    let range = Pattern::begin("s")
+        .where_(is(0))
+        .followed_by_group(pair(false))
+        .times_range(1, 2)
+        .followed_by("c")
+        .where_(is(3));
+    assert!(!matches_of(range, &values).is_empty());
+    let optional_loop = Pattern::begin("s")
+        .where_(is(0))
+        .next_group(pair(true))
+        .one_or_more()
+        .optional()
+        .followed_by("c")
+        .where_(is(3))
+        .with_skip_strategy(AfterMatchSkipStrategy::SkipToLast("a".into()));
+    assert!(!matches_of(optional_loop, &values).is_empty());
+    // ((a b){1,2} c)+ with a loop on `a` inside.
+    let inner = Pattern::begin("a")
+        .where_(is(1))
+        .one_or_more()
+        .followed_by("b")
+        .where_(is(2));
+    let nested = Pattern::begin_group(
+        Pattern::begin_group(inner)
+            .times_range(1, 2)
+            .followed_by("c")
+            .where_(is(3)),
+    )
+    .one_or_more()
+    .within(10);
+    let found = matches_of(nested, &values);
+    assert!(found.contains(&vec![1, 2, 3, 5, 7, 8, 9, 10]), "{found:?}");
+}
+
+#[test]
+fn group_quantifier_errors_name_the_group() {
+    let group = || Pattern::<Ev>::begin("a").followed_by("b");
+    let cases: Vec<(Pattern<Ev>, &str)> = vec![
+        (
+            Pattern::begin("s")
+                .followed_by_group(group())
+                .one_or_more()
+                .greedy(),
+            "group starting at stage 'a': greedy() does not apply to a group",
+        ),
+        (
+            Pattern::begin("s")
+                .followed_by_group(group())
+                .one_or_more()
+                .until(is(1)),
+            "group starting at stage 'a': until() on a group is not supported",
+        ),
+        (
+            Pattern::begin("s").followed_by_group(group()).where_(is(1)),
+            "group starting at stage 'a': a group takes no condition",
+        ),
+        (
+            Pattern::begin("s")
+                .followed_by_group(group())
+                .times(2)
+                .one_or_more(),
+            "group starting at stage 'a' already has a quantifier; one_or_more() cannot be added",
+        ),
+        (
+            Pattern::begin("s")
+                .followed_by_group(group())
+                .times_range(3, 2),
+            "group starting at stage 'a': times_range(3, 2) is an empty range",
+        ),
+        (
+            Pattern::begin("s").followed_by_group(group()).consecutive(),
+            "group starting at stage 'a': consecutive() and allow_combinations() need a quantifier",
+        ),
+        (
+            Pattern::begin("s")
+                .followed_by_group(Pattern::begin("a").optional().followed_by("b").optional())
+                .one_or_more(),
+            "group starting at stage 'a': every stage in it is optional",
+        ),
+        (
+            Pattern::begin("s")
+                .followed_by_group(Pattern::begin("a").not_next("n").followed_by("b"))
+                .times_range(1, 3),
+            "negative stage 'n' is inside a group that repeats a varying number of times",
+        ),
+        (
+            Pattern::begin("s").followed_by_group(group()).times(40),
+            "more than 63 stages once its groups are expanded",
+        ),
+        (
+            Pattern::begin_group(group()).optional(),
+            "only optional stages",
+        ),
+    ];
+    for (pattern, expected) in cases {
+        let error = pattern.compile().expect_err(expected).to_string();
+        assert!(
+            error.contains(expected),
+            "{error} should contain {expected}"
+        );
+    }
+    // Negations in a group repeated an exact number of times are fine.
+    let exact = Pattern::<Ev>::begin("s")
+        .followed_by_group(Pattern::begin("a").not_next("n").followed_by("b"))
+        .times(2);
+    assert!(exact.compile().is_ok());
 }
 
 #[test]
@@ -631,4 +996,48 @@ fn a_final_not_followed_by_reports_matches_when_their_bound_passes() {
         vec![vec![0], vec![0, 1], vec![1]]
     );
     assert!(matches_of(looping, &[0, 0, 1]).is_empty());
+}
+
+#[test]
+fn looping_groups_stay_bounded_and_are_cleaned_when_within_expires() {
+    // (a b)+ followed by c within 20: every a starts a partial match and every repetition
+    // goes on; the limit bounds them and `within` frees them with their events.
+    let pattern = Pattern::begin_group(pair(false))
+        .one_or_more()
+        .followed_by("c")
+        .where_(is(3))
+        .within(20);
+    let compiled = pattern.compile().expect("valid");
+    let limit = Limit {
+        max_partials: 8,
+        policy: OverflowPolicy::DropOldest,
+    };
+    let mut state = NfaState::default();
+    let mut out = NfaOutput::new(true);
+    for seq in 0..200u64 {
+        let value = if seq % 2 == 0 { 1 } else { 2 };
+        compiled
+            .process(
+                &mut state,
+                (seq as usize, value),
+                seq,
+                seq as i64,
+                limit,
+                &mut out,
+            )
+            .expect("drops");
+        state.check();
+        assert!(state.partial_count() <= 8);
+        assert!(state.buffer.sizes().0 <= 20, "{:?}", state.buffer.sizes());
+    }
+    assert!(out.dropped > 0, "the limit was reached");
+    let mut out = NfaOutput::new(true);
+    compiled.advance_time(&mut state, i64::MAX, &mut out);
+    let repetitions = out.timeouts.iter().map(|(m, _)| m.get("a").len()).max();
+    assert!(
+        repetitions > Some(1),
+        "partial matches inside the loop time out"
+    );
+    assert!(state.is_empty());
+    assert_eq!(state.buffer.sizes(), (0, 0));
 }
