@@ -453,6 +453,35 @@ mod tests {
     }
 
     #[test]
+    fn a_versioned_table_and_for_system_time_as_of_parse() {
+        let statements = parse_script(
+            "CREATE TABLE rates (c STRING, ts TIMESTAMP(3), PRIMARY KEY (c) NOT ENFORCED);\n\
+             SELECT * FROM o JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.c = r.c",
+        )
+        .expect("parses");
+        let Statement::CreateTable(table) = &statements[0] else {
+            panic!("a CREATE TABLE: {statements:?}");
+        };
+        assert_eq!(table.primary_key.len(), 1);
+        assert_eq!(table.primary_key[0].value, "c");
+        let Statement::Query(query) = &statements[1] else {
+            panic!("a query: {statements:?}");
+        };
+        let ast::SetExpr::Select(select) = query.body.as_ref() else {
+            panic!("a select");
+        };
+        let ast::TableFactor::Table { version, alias, .. } = &select.from[0].joins[0].relation
+        else {
+            panic!("a table");
+        };
+        assert_eq!(
+            version.as_ref().map(ToString::to_string).as_deref(),
+            Some("FOR SYSTEM_TIME AS OF o.ts")
+        );
+        assert_eq!(alias.as_ref().map(|a| a.name.value.as_str()), Some("r"));
+    }
+
+    #[test]
     fn errors_name_line_and_column() {
         let error = parse_script("SELECT a\nFROM t WHERE\n  a >").expect_err("incomplete");
         assert_eq!(
