@@ -1019,7 +1019,7 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
             catalog,
         )?
     } else if let Some(plan) =
-        time_joins::plan_window_join(&left.plan, &right.plan, kind, &keys, position)?
+        time_joins::plan_window_join(&left.plan, &right.plan, &keys, position)?
     {
         if let Some((_, at)) = interval {
             return Err(SqlError::unsupported(

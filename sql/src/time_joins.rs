@@ -25,8 +25,8 @@
 //!
 //! ## Window joins
 //!
-//! Two window TVFs of the same window joined on `window_start`, `window_end` and keys, any of
-//! inner, left, right, full. The window columns are part of the equality key, so a key holds
+//! Two window TVFs (or window aggregations) of the same window joined on `window_start`,
+//! `window_end` and keys, any of inner, left, right, full. The window columns are part of the equality key, so a key holds
 //! the rows of one window: both sides' rows wait in `MapState<row, copies>`, an event-time
 //! timer at `window_end - 1` joins them when the window fires (pairs where the residual
 //! condition holds, unmatched rows of an outer side padded), and clears the key. A row whose
@@ -729,13 +729,15 @@ pub(crate) struct Keys {
 }
 
 /// The window a plan's rows belong to: its window function and its `window_start` and
-/// `window_end` columns, if it is a window TVF, or a calc over one that keeps both columns.
+/// `window_end` columns, if it is a window TVF or a window aggregation, or a calc over one
+/// that keeps both columns.
 fn window_of(plan: &Plan) -> Option<(WindowKind, usize, usize)> {
     match plan {
         Plan::WindowTvf { input, window, .. } => {
             let width = input.schema().columns.len();
             Some((*window, width, width + 1))
         }
+        Plan::WindowAgg { window, .. } => Some((*window, 0, 1)),
         Plan::Calc {
             input, projection, ..
         } => {
@@ -778,8 +780,8 @@ impl WindowJoinPlan {
     }
 }
 
-/// Whether a join is a window join: both sides window TVFs (or calcs over them keeping the
-/// window columns) and `ON` equating both `window_start`s and both `window_end`s.
+/// Whether a join is a window join: both sides window TVFs or window aggregations (or calcs
+/// over them keeping the window columns) and `ON` equating both `window_start`s and both `window_end`s.
 ///
 /// # Errors
 ///
@@ -787,7 +789,6 @@ impl WindowJoinPlan {
 pub(crate) fn plan_window_join(
     left: &Plan,
     right: &Plan,
-    _kind: JoinKind,
     keys: &Keys,
     position: Option<Position>,
 ) -> Result<Option<WindowJoinPlan>, SqlError> {

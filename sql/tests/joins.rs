@@ -351,8 +351,29 @@ async fn the_state_ttl_expires_rows_of_a_regular_join() {
     );
 }
 
-/// Checks `query` after `ddl` against `expected` at parallelism 1, 2 and 4.
-async fn check_with(ddl: &str, query: &str, header: &str, mut expected: Vec<String>) {
+/// The `EXPLAIN` of `query` after `ddl`.
+async fn explain(ddl: &str, query: &str) -> String {
+    let mut tenv = TableEnv::new(&StreamEnv::new());
+    tenv.execute_script(ddl, |_| {})
+        .await
+        .expect("create tables");
+    match tenv.execute_sql(&format!("EXPLAIN {query}")).await {
+        Ok(TableResult::Text(text)) => text,
+        other => panic!("EXPLAIN {query}: {other:?}"),
+    }
+}
+
+/// Checks `query` after `ddl` against `expected` at parallelism 1, 2 and 4, and that its plan
+/// has `operator` (a regular join's changelog can materialize to the same final table).
+async fn check_with(
+    ddl: &str,
+    query: &str,
+    operator: &str,
+    header: &str,
+    mut expected: Vec<String>,
+) {
+    let plan = explain(ddl, query).await;
+    assert!(plan.contains(operator), "{query}: no {operator} in\n{plan}");
     expected.sort();
     assert!(!expected.is_empty(), "{query}: the oracle expects no rows");
     for parallelism in [1, 2, 4] {
@@ -405,6 +426,18 @@ async fn outer_interval_joins_pad_rows_without_partners_in_their_interval() {
             expected,
         )
         .await;
+        let plan = explain(
+            &ddl(dir.path()),
+            &format!(
+                "SELECT a.item FROM bids a {kind} JOIN bids b ON a.item = b.item \
+                 AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' SECOND"
+            ),
+        )
+        .await;
+        assert!(
+            plan.contains(&format!("IntervalJoin(joinType=[{kind}]")),
+            "{plan}"
+        );
     }
 }
 
@@ -514,6 +547,7 @@ async fn a_temporal_join_takes_the_version_valid_at_each_rows_time() {
                  FROM orders AS o {kind} JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r \
                  ON o.currency = r.currency"
             ),
+            "TemporalJoin(",
             "id,currency,price,version",
             expected,
         )
@@ -532,6 +566,7 @@ async fn a_temporal_join_takes_the_version_valid_at_each_rows_time() {
         &ddl,
         "SELECT o.id, r.rate FROM orders o LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r \
          ON r.currency = o.currency AND r.rate < o.amount",
+        "TemporalJoin(joinType=[LEFT]",
         "id,rate",
         expected,
     )
@@ -619,6 +654,7 @@ async fn window_joins_join_rows_of_the_same_window() {
                  ON l.item = r.item AND l.window_start = r.window_start AND l.window_end = r.window_end \
                  AND l.price < r.price"
             ),
+            "WindowJoin(",
             "item,price,ask_item,ask",
             window_oracle(kind, &bid_rows, &ask_rows, tumble, |b, a| b.price < a.price),
         )
@@ -635,8 +671,49 @@ async fn window_joins_join_rows_of_the_same_window() {
          FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND)) l \
          FULL JOIN TABLE(HOP(TABLE asks, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND)) r \
          ON l.window_end = r.window_end AND l.item = r.item AND l.window_start = r.window_start",
+        "WindowJoin(joinType=[FULL]",
         "item,price,ask_item,ask",
         window_oracle("FULL", &bid_rows, &ask_rows, hop, |_, _| true),
+    )
+    .await;
+    // Two window aggregations joined per window: bids and asks counted per item and second.
+    let mut counts: BTreeMap<(i64, &str), (i64, i64)> = BTreeMap::new();
+    for b in &bid_rows {
+        counts.entry((b.ms.div_euclid(1000), b.item)).or_default().0 += 1;
+    }
+    for a in &ask_rows {
+        counts.entry((a.ms.div_euclid(1000), a.item)).or_default().1 += 1;
+    }
+    let side = |item: &str, n: i64| {
+        if n == 0 {
+            format!("{NULL},{NULL}")
+        } else {
+            format!("{item},{n}")
+        }
+    };
+    let expected = counts
+        .iter()
+        .map(|((_, item), (bids, asks))| format!("{},{}", side(item, *bids), side(item, *asks)))
+        .collect();
+    let per_second = |table: &str| {
+        format!(
+            "(SELECT window_start, window_end, item, COUNT(*) AS n \
+             FROM TABLE(TUMBLE(TABLE {table}, DESCRIPTOR(ts), INTERVAL '1' SECOND)) \
+             GROUP BY window_start, window_end, item)"
+        )
+    };
+    check_with(
+        &ddl,
+        &format!(
+            "SELECT l.item, l.n, r.item AS ask_item, r.n AS asks FROM {} l FULL JOIN {} r \
+             ON l.window_start = r.window_start AND l.window_end = r.window_end \
+             AND l.item = r.item",
+            per_second("bids"),
+            per_second("asks")
+        ),
+        "WindowJoin(joinType=[FULL]",
+        "item,n,ask_item,asks",
+        expected,
     )
     .await;
 }
