@@ -391,6 +391,50 @@ impl KeyedProcessFunction for SortOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A bounded sort is the rows ordered by the keys (ties by the whole row), sliced by
+        /// offset and limit, whatever order they came in.
+        #[test]
+        fn a_bounded_sort_is_an_ordered_slice_of_its_rows(
+            rows in proptest::collection::vec((0i64..4, proptest::option::of(0i64..4)), 0..30),
+            descending in any::<bool>(),
+            offset in 0u64..5,
+            limit in proptest::option::of(0u64..10),
+        ) {
+            let value = |v: Option<i64>| v.map_or(Value::Null, Value::BigInt);
+            let rows: Vec<Row> = rows.iter().map(|&(a, b)| vec![big(a), value(b)]).collect();
+            let sort = Sort {
+                keys: vec![SortKey { column: 1, descending, nulls_first: !descending }],
+                offset,
+                limit,
+                mode: SortMode::Bounded,
+            };
+            let mut reversed = rows.clone();
+            reversed.reverse();
+            let out = sort.finish(rows.clone());
+            prop_assert_eq!(&out, &sort.finish(reversed));
+            // The oracle: NULLs first ascending, last descending; ties by the whole row.
+            let mut expected = rows;
+            expected.sort_by_key(|r| {
+                let key = r[1].as_i64();
+                let rank = match (key, descending) {
+                    (None, false) => (0, 0),
+                    (Some(k), false) => (1, k),
+                    (Some(k), true) => (1, -k),
+                    (None, true) => (2, 0),
+                };
+                (rank, r.clone())
+            });
+            let expected: Vec<Row> = expected
+                .into_iter()
+                .skip(offset as usize)
+                .take(limit.map_or(usize::MAX, |l| l as usize))
+                .collect();
+            prop_assert_eq!(out, expected);
+        }
+    }
 
     fn big(v: i64) -> Value {
         Value::BigInt(v)
