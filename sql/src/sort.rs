@@ -113,7 +113,12 @@ impl Sort {
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let mut text = format!("orderBy=[{keys}]");
+        let mut text = match self.mode {
+            SortMode::Bounded => format!("orderBy=[{keys}], at=[end of input]"),
+            SortMode::ByTime { time_column } => {
+                format!("orderBy=[{keys}], at=[watermark passes ${time_column}]")
+            }
+        };
         if self.offset > 0 {
             text.push_str(&format!(", offset=[{}]", self.offset));
         }

@@ -717,3 +717,46 @@ async fn window_joins_join_rows_of_the_same_window() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn null_keys_match_nothing_in_event_time_joins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // item, price, bidder (empty: NULL), ms.
+    std::fs::write(
+        dir.path().join("bids.csv"),
+        "apple,1,,1000\napple,2,1,1100\npear,3,1,1200\nfig,4,,5000\n",
+    )
+    .expect("write bids");
+    let ddl = ddl(dir.path());
+    check_with(
+        &ddl,
+        "SELECT a.price, b.price AS p2 FROM bids a LEFT JOIN bids b ON a.bidder = b.bidder \
+         AND b.ts BETWEEN a.ts - INTERVAL '500' MILLISECOND AND a.ts + INTERVAL '500' MILLISECOND \
+         AND a.price <> b.price",
+        "IntervalJoin(joinType=[LEFT]",
+        "price,p2",
+        vec![
+            "1,<NULL>".into(),
+            "2,3".into(),
+            "3,2".into(),
+            "4,<NULL>".into(),
+        ],
+    )
+    .await;
+    check_with(
+        &ddl,
+        "SELECT l.price, r.price AS p2 \
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) l \
+         FULL JOIN TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) r \
+         ON l.bidder = r.bidder AND l.window_start = r.window_start \
+         AND l.window_end = r.window_end AND l.price < r.price",
+        "WindowJoin(joinType=[FULL]",
+        "price,p2",
+        [
+            "2,3", "1,<NULL>", "3,<NULL>", "4,<NULL>", "<NULL>,1", "<NULL>,2", "<NULL>,4",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+}
