@@ -157,3 +157,16 @@ fn explain_show_and_describe_print_text() {
     assert!(text.contains("TableSourceScan(table=[bids]"), "{text}");
     assert!(text.contains("updating (+I, -U, +U, -D)"), "{text}");
 }
+
+#[test]
+fn table_mode_prints_an_order_by_result_in_its_order() {
+    let (_dir, csv) = setup();
+    let statements =
+        ddl(&csv, "") + "SELECT item, qty FROM bids ORDER BY qty DESC LIMIT 3 OFFSET 1";
+    let output = sql(&["-e", &statements, "--mode", "table", "--parallelism", "2"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout_lines(&output),
+        ["item,qty", "apple,3", "plum,2", "pear,1"]
+    );
+}

@@ -112,6 +112,8 @@ pub struct ConnectorTable {
     pub sources: Vec<ColumnSource>,
     /// The watermark declaration.
     pub watermark: Option<WatermarkSpec>,
+    /// The `PRIMARY KEY` columns (indexes into the schema); empty without one.
+    pub primary_key: Vec<usize>,
     /// The connector.
     pub connector: Connector,
     /// The `WITH` options as declared.
@@ -240,6 +242,19 @@ impl ConnectorTable {
                 })
             }
         };
+        let mut primary_key = Vec::new();
+        for column in &def.primary_key {
+            let Some(index) = schema.index_of(&column.value) else {
+                return Err(SqlError::validation(
+                    Position::of(column.span),
+                    format!(
+                        "the primary key column '{}' is not a column of table '{}'",
+                        column.value, def.name.value
+                    ),
+                ));
+            };
+            primary_key.push(index);
+        }
         let connector = connector_from_options(&def.options, def.position)?;
         if matches!(connector, Connector::Datagen { .. }) {
             for column in &physical {
@@ -257,6 +272,7 @@ impl ConnectorTable {
             physical,
             sources,
             watermark,
+            primary_key,
             connector,
             options: def.options.clone(),
         })

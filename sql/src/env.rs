@@ -484,8 +484,12 @@ fn reads_streams(plan: &Plan, streams: &BTreeMap<String, DataStream<Change>>) ->
         | Plan::WindowAgg { input, .. }
         | Plan::WindowTvf { input, .. }
         | Plan::Rank { input, .. }
-        | Plan::OverAgg { input, .. } => reads_streams(input, streams),
-        Plan::Join { left, right, .. } | Plan::IntervalJoin { left, right, .. } => {
+        | Plan::OverAgg { input, .. }
+        | Plan::Sort { input, .. } => reads_streams(input, streams),
+        Plan::Join { left, right, .. }
+        | Plan::IntervalJoin { left, right, .. }
+        | Plan::TemporalJoin { left, right, .. }
+        | Plan::WindowJoin { left, right, .. } => {
             reads_streams(left, streams) || reads_streams(right, streams)
         }
         Plan::Union { inputs, .. } => inputs.iter().any(|i| reads_streams(i, streams)),

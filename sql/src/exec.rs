@@ -23,10 +23,14 @@ use crate::agg::{Accumulator, AggCall};
 use crate::catalog::{Catalog, CatalogTable, ColumnSource, Connector, ConnectorTable};
 use crate::error::SqlError;
 use crate::expr::{Expr, cast, parse_timestamp};
-use crate::join::{IntervalJoinFn, JoinCore, RegularJoinOp, has_null};
+use crate::join::{IntervalJoinFn, JoinCore, JoinKind, RegularJoinOp, has_null};
 use crate::over::OverAggOp;
 use crate::plan::Plan;
 use crate::rank::RankOp;
+use crate::sort::SortOp;
+use crate::time_joins::{
+    IntervalJoin, OuterIntervalJoinOp, TemporalJoin, TemporalJoinOp, WindowJoin, WindowJoinOp,
+};
 use crate::types::{Change, Column, DataType, Row, RowKind, Value};
 use crate::window::WindowKind;
 
@@ -216,12 +220,125 @@ impl<'a> Translator<'a> {
             Plan::IntervalJoin {
                 left,
                 right,
+                kind,
+                left_time,
+                right_time,
                 left_keys,
                 right_keys,
                 lower_ms,
                 upper_ms,
                 condition,
                 schema,
+            } if *kind != JoinKind::Inner => {
+                let core = IntervalJoin {
+                    kind: *kind,
+                    lower_ms: *lower_ms,
+                    upper_ms: *upper_ms,
+                    condition: condition.clone(),
+                    left_width: left.schema().columns.len(),
+                    right_width: right.schema().columns.len(),
+                };
+                let name = format!(
+                    "IntervalJoin({}, select=[{}])",
+                    kind.sql(),
+                    schema.names().join(", ")
+                );
+                let op = OuterIntervalJoinOp::new(
+                    core,
+                    *left_time,
+                    *right_time,
+                    self.errors.clone(),
+                    name.clone(),
+                );
+                self.keyed_join(
+                    left,
+                    right,
+                    left_keys,
+                    right_keys,
+                    op,
+                    &name,
+                    "interval-join",
+                )
+            }
+            Plan::TemporalJoin {
+                left,
+                right,
+                kind,
+                left_keys,
+                right_keys,
+                left_time,
+                right_time,
+                condition,
+                schema,
+            } => {
+                let core = TemporalJoin {
+                    kind: *kind,
+                    condition: condition.clone(),
+                    right_width: right.schema().columns.len(),
+                };
+                let name = format!(
+                    "TemporalJoin({}, select=[{}])",
+                    kind.sql(),
+                    schema.names().join(", ")
+                );
+                let op = TemporalJoinOp::new(
+                    core,
+                    *left_time,
+                    *right_time,
+                    self.errors.clone(),
+                    name.clone(),
+                );
+                self.keyed_join(
+                    left,
+                    right,
+                    left_keys,
+                    right_keys,
+                    op,
+                    &name,
+                    "temporal-join",
+                )
+            }
+            Plan::WindowJoin {
+                left,
+                right,
+                kind,
+                left_keys,
+                right_keys,
+                left_end,
+                right_end,
+                condition,
+                schema,
+            } => {
+                let core = WindowJoin {
+                    kind: *kind,
+                    condition: condition.clone(),
+                    left_width: left.schema().columns.len(),
+                    right_width: right.schema().columns.len(),
+                };
+                let name = format!(
+                    "WindowJoin({}, select=[{}])",
+                    kind.sql(),
+                    schema.names().join(", ")
+                );
+                let op = WindowJoinOp::new(
+                    core,
+                    *left_end,
+                    *right_end,
+                    self.errors.clone(),
+                    name.clone(),
+                );
+                self.keyed_join(left, right, left_keys, right_keys, op, &name, "window-join")
+            }
+            Plan::IntervalJoin {
+                left,
+                right,
+                left_keys,
+                right_keys,
+                lower_ms,
+                upper_ms,
+                condition,
+                schema,
+                ..
             } => {
                 let left = self.translate(left)?;
                 let right = self.translate(right)?;
@@ -301,6 +418,19 @@ impl<'a> Translator<'a> {
                 self.error_streams.push(out.side_output(&self.errors));
                 Ok(out)
             }
+            Plan::Sort { input, sort, .. } => {
+                let stream = self.translate(input)?;
+                let uid = self.uid("sort");
+                // One key: one subtask sorts (as Flink's sort runs at parallelism 1), and its
+                // output reaches the chained sink in order.
+                let out = stream
+                    .key_by(|_: &Change| Vec::<Value>::new())
+                    .process(SortOp::new(sort.clone(), self.errors.clone()))
+                    .name(&format!("Sort({})", sort.describe()))
+                    .uid(&uid);
+                self.error_streams.push(out.side_output(&self.errors));
+                Ok(out)
+            }
             Plan::Union { inputs, .. } => {
                 let mut streams = Vec::with_capacity(inputs.len());
                 for input in inputs {
@@ -313,6 +443,38 @@ impl<'a> Translator<'a> {
                 Ok(first.union(streams))
             }
         }
+    }
+
+    /// Both inputs keyed by their equality keys into the keyed co-process function `op`.
+    #[allow(clippy::too_many_arguments)]
+    fn keyed_join<F>(
+        &mut self,
+        left: &Plan,
+        right: &Plan,
+        left_keys: &[usize],
+        right_keys: &[usize],
+        op: F,
+        name: &str,
+        what: &str,
+    ) -> Result<DataStream<Change>, SqlError>
+    where
+        F: KeyedCoProcessFunction<Key = Vec<Value>, In1 = Change, In2 = Change, Out = Change>,
+    {
+        let left = self.translate(left)?;
+        let right = self.translate(right)?;
+        let (lk, rk) = (left_keys.to_vec(), right_keys.to_vec());
+        let uid = self.uid(what);
+        let out = left
+            .connect(right)
+            .key_by(
+                move |c: &Change| key_of(&c.row, &lk),
+                move |c: &Change| key_of(&c.row, &rk),
+            )
+            .process(op)
+            .name(name)
+            .uid(&uid);
+        self.error_streams.push(out.side_output(&self.errors));
+        Ok(out)
     }
 
     /// Bounds the state of regular joins to `ttl_ms` of processing time without a write

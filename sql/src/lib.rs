@@ -12,7 +12,8 @@
 //!   aggregation appends when the watermark passes a window's end.
 //! - Joins ([`join`]): regular joins as a changelog (state bounded by
 //!   `SET 'table.exec.state.ttl'`) and interval joins; Top-N and deduplication ([`rank`]);
-//!   `OVER` aggregations ([`over`]).
+//!   `OVER` aggregations ([`over`]); temporal joins against versioned tables, window joins
+//!   and outer interval joins ([`time_joins`]).
 //! - Errors name the line and column of the SQL text ([`SqlError`]).
 //!
 //! ## Layers
@@ -23,6 +24,7 @@
 
 pub mod agg;
 pub mod catalog;
+pub mod dialect;
 mod env;
 pub mod error;
 mod exec;
@@ -32,7 +34,9 @@ pub mod over;
 pub mod parse;
 pub mod plan;
 pub mod rank;
+pub mod sort;
 pub mod table_api;
+pub mod time_joins;
 pub mod types;
 pub mod window;
 

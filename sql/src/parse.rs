@@ -8,16 +8,18 @@
 //! `TUMBLE(TABLE t, ...)` is read by dropping the `TABLE` keyword before a table name inside a
 //! call's arguments, so `TUMBLE(TABLE t, ...)` and `TUMBLE(t, ...)` mean the same.
 //!
+//! The dialect is [`FlinkDialect`]: the generic one with `FOR SYSTEM_TIME AS OF` (temporal joins).
+//!
 //! Positions stay those of the script: every error names the line and column in the whole text.
 
 use std::collections::BTreeMap;
 
 use sqlparser::ast::{self, Ident, ObjectName};
-use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 
+use crate::dialect::FlinkDialect;
 use crate::error::{Position, SqlError};
 use crate::types::DataType;
 
@@ -70,6 +72,8 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     /// `WATERMARK FOR column AS expr`.
     pub watermark: Option<(Ident, ast::Expr)>,
+    /// `PRIMARY KEY (columns) NOT ENFORCED` (a versioned table's key in temporal joins).
+    pub primary_key: Vec<Ident>,
     /// The `WITH (...)` options, keys as written.
     pub options: BTreeMap<String, String>,
     /// Where the statement starts.
@@ -100,7 +104,7 @@ pub enum ColumnKind {
 ///
 /// A syntax error, with its line and column in `sql`; a data type the SQL layer does not know.
 pub fn parse_script(sql: &str) -> Result<Vec<Statement>, SqlError> {
-    let dialect = GenericDialect {};
+    let dialect = FlinkDialect;
     let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location()?;
     let tokens = drop_table_keyword_in_arguments(tokens);
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
@@ -298,6 +302,7 @@ fn parse_create_table(parser: &mut Parser<'_>) -> Result<Statement, SqlError> {
     parser.expect_token(&Token::LParen)?;
     let mut columns = Vec::new();
     let mut watermark = None;
+    let mut primary_key = Vec::new();
     loop {
         if is_watermark_clause(parser) {
             parser.next_token();
@@ -309,7 +314,7 @@ fn parse_create_table(parser: &mut Parser<'_>) -> Result<Statement, SqlError> {
         } else if parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
             // Flink's `PRIMARY KEY (..) NOT ENFORCED`: accepted and not enforced, as in Flink.
             parser.expect_token(&Token::LParen)?;
-            parser.parse_comma_separated(|p| p.parse_identifier())?;
+            primary_key = parser.parse_comma_separated(|p| p.parse_identifier())?;
             parser.expect_token(&Token::RParen)?;
             parser.expect_keywords(&[Keyword::NOT, Keyword::ENFORCED])?;
         } else {
@@ -354,6 +359,7 @@ fn parse_create_table(parser: &mut Parser<'_>) -> Result<Statement, SqlError> {
         temporary,
         columns,
         watermark,
+        primary_key,
         options,
         position: Position::of(start.span),
     })))
@@ -444,6 +450,35 @@ mod tests {
         )
         .expect("parses");
         assert!(matches!(statements[0], Statement::Query(_)));
+    }
+
+    #[test]
+    fn a_versioned_table_and_for_system_time_as_of_parse() {
+        let statements = parse_script(
+            "CREATE TABLE rates (c STRING, ts TIMESTAMP(3), PRIMARY KEY (c) NOT ENFORCED);\n\
+             SELECT * FROM o JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.c = r.c",
+        )
+        .expect("parses");
+        let Statement::CreateTable(table) = &statements[0] else {
+            panic!("a CREATE TABLE: {statements:?}");
+        };
+        assert_eq!(table.primary_key.len(), 1);
+        assert_eq!(table.primary_key[0].value, "c");
+        let Statement::Query(query) = &statements[1] else {
+            panic!("a query: {statements:?}");
+        };
+        let ast::SetExpr::Select(select) = query.body.as_ref() else {
+            panic!("a select");
+        };
+        let ast::TableFactor::Table { version, alias, .. } = &select.from[0].joins[0].relation
+        else {
+            panic!("a table");
+        };
+        assert_eq!(
+            version.as_ref().map(ToString::to_string).as_deref(),
+            Some("FOR SYSTEM_TIME AS OF o.ts")
+        );
+        assert_eq!(alias.as_ref().map(|a| a.name.value.as_str()), Some("r"));
     }
 
     #[test]

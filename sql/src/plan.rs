@@ -28,6 +28,8 @@ use crate::expr::{
 use crate::join::JoinKind;
 use crate::over::{OverAgg, OverFrame};
 use crate::rank::TopN;
+use crate::sort::Sort;
+use crate::time_joins::{self, Keys};
 use crate::types::{Column, DataType, Schema};
 use crate::window::WindowKind;
 
@@ -111,12 +113,18 @@ pub enum Plan {
     },
     /// An interval join of append-only inputs: each left row joins the right rows whose
     /// event time is within `[left time + lower_ms, left time + upper_ms]`; state is dropped
-    /// as the watermark passes.
+    /// as the watermark passes (an outer side's unmatched rows are then emitted padded).
     IntervalJoin {
         /// The left input.
         left: Box<Self>,
         /// The right input.
         right: Box<Self>,
+        /// Inner, left, right or full.
+        kind: JoinKind,
+        /// The left event-time column.
+        left_time: usize,
+        /// The right event-time column.
+        right_time: usize,
         /// The left columns of the equality keys.
         left_keys: Vec<usize>,
         /// The right columns of the equality keys, pairwise with `left_keys`.
@@ -125,6 +133,50 @@ pub enum Plan {
         lower_ms: i64,
         /// The upper bound of the right time, relative to the left time.
         upper_ms: i64,
+        /// The rest of `ON`, over `left ++ right`.
+        condition: Option<Expr>,
+        /// The output schema.
+        schema: Schema,
+    },
+    /// An event-time temporal join: each left row joins the version of the right (versioned)
+    /// table valid at its time, emitted when the watermark reaches that time.
+    TemporalJoin {
+        /// The probe side.
+        left: Box<Self>,
+        /// The versioned table.
+        right: Box<Self>,
+        /// Inner or left.
+        kind: JoinKind,
+        /// The left columns of the equality keys.
+        left_keys: Vec<usize>,
+        /// The right columns of the equality keys (covering the primary key).
+        right_keys: Vec<usize>,
+        /// The left event-time column (`FOR SYSTEM_TIME AS OF`).
+        left_time: usize,
+        /// The versioned table's event-time column.
+        right_time: usize,
+        /// The rest of `ON`, over `left ++ right`.
+        condition: Option<Expr>,
+        /// The output schema.
+        schema: Schema,
+    },
+    /// A window join: rows of two window TVFs of the same window joined per window (the
+    /// window columns are among the keys), emitted when the window fires.
+    WindowJoin {
+        /// The left input.
+        left: Box<Self>,
+        /// The right input.
+        right: Box<Self>,
+        /// Inner, left, right or full.
+        kind: JoinKind,
+        /// The left columns of the equality keys (`window_start`, `window_end` among them).
+        left_keys: Vec<usize>,
+        /// The right columns of the equality keys, pairwise with `left_keys`.
+        right_keys: Vec<usize>,
+        /// The left `window_end` column.
+        left_end: usize,
+        /// The right `window_end` column.
+        right_end: usize,
         /// The rest of `ON`, over `left ++ right`.
         condition: Option<Expr>,
         /// The output schema.
@@ -156,6 +208,15 @@ pub enum Plan {
         /// The output schema: the input's columns, then the aggregates.
         schema: Schema,
     },
+    /// `ORDER BY` / `LIMIT`: a bounded result in order, or rows in event-time order.
+    Sort {
+        /// The input.
+        input: Box<Self>,
+        /// The keys, offset, limit and mode.
+        sort: Sort,
+        /// The output schema (the input's).
+        schema: Schema,
+    },
     /// `UNION ALL` of inputs with the same column types.
     Union {
         /// The inputs.
@@ -176,8 +237,11 @@ impl Plan {
             | Self::WindowTvf { schema, .. }
             | Self::Join { schema, .. }
             | Self::IntervalJoin { schema, .. }
+            | Self::TemporalJoin { schema, .. }
+            | Self::WindowJoin { schema, .. }
             | Self::Rank { schema, .. }
             | Self::OverAgg { schema, .. }
+            | Self::Sort { schema, .. }
             | Self::Union { schema, .. } => schema,
         }
     }
@@ -185,7 +249,12 @@ impl Plan {
     /// Whether the result only ever gets inserts (no updates or deletes).
     pub fn is_append_only(&self) -> bool {
         match self {
-            Self::Scan { .. } | Self::WindowAgg { .. } | Self::IntervalJoin { .. } => true,
+            Self::Scan { .. }
+            | Self::WindowAgg { .. }
+            | Self::IntervalJoin { .. }
+            | Self::TemporalJoin { .. }
+            | Self::WindowJoin { .. }
+            | Self::Sort { .. } => true,
             Self::GroupAgg { .. } | Self::Rank { .. } => false,
             Self::Join {
                 kind, left, right, ..
@@ -259,6 +328,7 @@ impl Plan {
                 if self.is_append_only() { "I" } else { "I,D" },
             ),
             Self::IntervalJoin {
+                kind,
                 left_keys,
                 right_keys,
                 lower_ms,
@@ -267,7 +337,43 @@ impl Plan {
                 ..
             } => writeln!(
                 out,
-                "{indent}IntervalJoin(joinType=[INNER], keys=[{}], right time in [left time + {lower_ms} ms, left time + {upper_ms} ms]{}, fields=[{columns}])",
+                "{indent}IntervalJoin(joinType=[{}], keys=[{}], right time in [left time + {lower_ms} ms, left time + {upper_ms} ms]{}, fields=[{columns}])",
+                kind.sql(),
+                describe_keys(left_keys, right_keys),
+                if condition.is_some() {
+                    ", where=[..]"
+                } else {
+                    ""
+                },
+            ),
+            Self::TemporalJoin {
+                kind,
+                left_keys,
+                right_keys,
+                left_time,
+                condition,
+                ..
+            } => writeln!(
+                out,
+                "{indent}TemporalJoin(joinType=[{}], keys=[{}], version at [$l{left_time}]{}, fields=[{columns}])",
+                kind.sql(),
+                describe_keys(left_keys, right_keys),
+                if condition.is_some() {
+                    ", where=[..]"
+                } else {
+                    ""
+                },
+            ),
+            Self::WindowJoin {
+                kind,
+                left_keys,
+                right_keys,
+                condition,
+                ..
+            } => writeln!(
+                out,
+                "{indent}WindowJoin(joinType=[{}], keys=[{}]{}, fields=[{columns}])",
+                kind.sql(),
                 describe_keys(left_keys, right_keys),
                 if condition.is_some() {
                     ", where=[..]"
@@ -306,6 +412,9 @@ impl Plan {
                 over.frame,
                 describe_aggs(&over.aggs)
             ),
+            Self::Sort { sort, .. } => {
+                writeln!(out, "{indent}Sort({}, fields=[{columns}])", sort.describe())
+            }
             Self::Union { .. } => writeln!(out, "{indent}Union(all=[true], fields=[{columns}])"),
         };
         match self {
@@ -315,8 +424,12 @@ impl Plan {
             | Self::WindowAgg { input, .. }
             | Self::WindowTvf { input, .. }
             | Self::Rank { input, .. }
-            | Self::OverAgg { input, .. } => input.explain_into(out, depth + 1),
-            Self::Join { left, right, .. } | Self::IntervalJoin { left, right, .. } => {
+            | Self::OverAgg { input, .. }
+            | Self::Sort { input, .. } => input.explain_into(out, depth + 1),
+            Self::Join { left, right, .. }
+            | Self::IntervalJoin { left, right, .. }
+            | Self::TemporalJoin { left, right, .. }
+            | Self::WindowJoin { left, right, .. } => {
                 left.explain_into(out, depth + 1);
                 right.explain_into(out, depth + 1);
             }
@@ -351,7 +464,7 @@ fn describe_keys(left: &[usize], right: &[usize]) -> String {
         .join(", ")
 }
 
-fn describe_window(window: &WindowKind) -> String {
+pub(crate) fn describe_window(window: &WindowKind) -> String {
     match window {
         WindowKind::Tumble { size_ms, .. } => format!("TUMBLE(size={size_ms} ms)"),
         WindowKind::Hop {
@@ -387,19 +500,8 @@ pub fn plan_query(query: &ast::Query, catalog: &Catalog) -> Result<Plan, SqlErro
             "WITH (common table expressions); use CREATE VIEW",
         ));
     }
-    if let Some(order_by) = &query.order_by {
-        return Err(SqlError::unsupported(
-            Position::of(order_by.span()).or(position),
-            "ORDER BY on a streaming query",
-        ));
-    }
-    if query.limit_clause.is_some() || query.fetch.is_some() {
-        return Err(SqlError::unsupported(
-            position,
-            "LIMIT / FETCH on a streaming query",
-        ));
-    }
-    plan_set_expr(&query.body, catalog)
+    let plan = plan_set_expr(&query.body, catalog)?;
+    crate::sort::plan_sort(query, plan, catalog)
 }
 
 fn plan_set_expr(body: &ast::SetExpr, catalog: &Catalog) -> Result<Plan, SqlError> {
@@ -715,9 +817,22 @@ fn input_rowtime(_resolver: &mut dyn Resolver, i: usize, input: &Schema) -> bool
 fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relation, SqlError> {
     match factor {
         ast::TableFactor::Table {
-            name, alias, args, ..
+            name,
+            alias,
+            args,
+            version,
+            ..
         } => {
             let position = Position::of(name.span());
+            if version.is_some() {
+                return Err(SqlError::unsupported(
+                    position,
+                    format!(
+                        "{name} FOR SYSTEM_TIME AS OF outside a join: a versioned table is read \
+                         in a temporal join (`.. JOIN {name} FOR SYSTEM_TIME AS OF o.ts AS r ON ..`)"
+                    ),
+                ));
+            }
             if args.is_some() {
                 return Err(SqlError::unsupported(
                     position,
@@ -789,7 +904,21 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
         ));
     };
     let mut left = left;
-    let mut right = plan_relation(&join.relation, catalog)?;
+    // `JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r`: a temporal join of a versioned table.
+    let (mut right, versioned) = match &join.relation {
+        ast::TableFactor::Table {
+            name,
+            version: Some(ast::TableVersion::ForSystemTimeAsOf(as_of)),
+            ..
+        } => {
+            let mut factor = join.relation.clone();
+            if let ast::TableFactor::Table { version, .. } = &mut factor {
+                *version = None;
+            }
+            (plan_relation(&factor, catalog)?, Some((name, as_of)))
+        }
+        other => (plan_relation(other, catalog)?, None),
+    };
     // A side without a name (a subquery without alias) gets one, as Calcite names them, so
     // a column on both sides is still reported ambiguous rather than taken from the left.
     for (side, name) in [(&mut left, "expr$0"), (&mut right, "expr$1")] {
@@ -798,13 +927,7 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
             side.qualifiers.push(Scope::new(name, 0..width));
         }
     }
-    if left.window.is_some() || right.window.is_some() {
-        return Err(SqlError::unsupported(
-            position,
-            "a join of a window TVF (window joins); join the tables, or aggregate the windows \
-             in a view first",
-        ));
-    }
+    let direct_window = left.window.is_some() || right.window.is_some();
     let left_width = left.plan.schema().columns.len();
     let mut columns = left.plan.schema().columns.clone();
     columns.extend(right.plan.schema().columns.iter().cloned());
@@ -832,7 +955,7 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
     let mut left_keys = Vec::new();
     let mut right_keys = Vec::new();
     let mut residual: Option<Expr> = None;
-    let mut interval: Option<(i64, i64, Option<Position>)> = None;
+    let mut interval: Option<(time_joins::Bounds, Option<Position>)> = None;
     for conjunct in conjuncts(on) {
         if let ast::Expr::BinaryOp {
             left: a,
@@ -866,7 +989,7 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
                      attributes",
                 ));
             }
-            interval = Some((bounds.0, bounds.1, position_of(conjunct)));
+            interval = Some((bounds, position_of(conjunct)));
             continue;
         }
         let condition = compile_condition(conjunct, &mut resolver)?;
@@ -879,27 +1002,83 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
     for column in &mut output.columns {
         column.rowtime = false;
     }
-    let plan = match interval {
+    let keys = time_joins::Keys {
+        left: left_keys,
+        right: right_keys,
+        condition: residual,
+    };
+    let plan = if let Some((name, as_of)) = versioned {
+        time_joins::plan_temporal(
+            left.plan,
+            right.plan,
+            kind,
+            keys,
+            (name, as_of),
+            interval.map(|i| i.1.or(position)),
+            &mut resolver,
+            catalog,
+        )?
+    } else if let Some(plan) =
+        time_joins::plan_window_join(&left.plan, &right.plan, &keys, position)?
+    {
+        if let Some((_, at)) = interval {
+            return Err(SqlError::unsupported(
+                at.or(position),
+                "a time bound in a window join: rows join per window",
+            ));
+        }
+        plan.build(left.plan, right.plan, kind, keys, output)
+    } else if direct_window {
+        return Err(SqlError::unsupported(
+            position,
+            "a join of a window TVF that is no window join: join two window TVFs of the same \
+             window ON l.window_start = r.window_start AND l.window_end = r.window_end (and \
+             keys), or aggregate the windows in a view first",
+        ));
+    } else {
+        let Keys {
+            left: left_keys,
+            right: right_keys,
+            condition: residual,
+        } = keys;
+        plan_regular_or_interval(
+            left.plan, right.plan, kind, left_keys, right_keys, residual, interval, output,
+            position,
+        )?
+    };
+    Ok(Relation {
+        plan,
+        qualifiers,
+        window: None,
+    })
+}
+
+/// A regular join, or an interval join with `interval`'s bounds.
+#[allow(clippy::too_many_arguments)]
+fn plan_regular_or_interval(
+    left: Plan,
+    right: Plan,
+    kind: JoinKind,
+    left_keys: Vec<usize>,
+    right_keys: Vec<usize>,
+    residual: Option<Expr>,
+    interval: Option<(time_joins::Bounds, Option<Position>)>,
+    output: Schema,
+    position: Option<Position>,
+) -> Result<Plan, SqlError> {
+    Ok(match interval {
         None => Plan::Join {
-            left: Box::new(left.plan),
-            right: Box::new(right.plan),
+            left: Box::new(left),
+            right: Box::new(right),
             kind,
             left_keys,
             right_keys,
             condition: residual,
             schema: output,
         },
-        Some((lower_ms, upper_ms, at)) => {
-            if kind != JoinKind::Inner {
-                return Err(SqlError::unsupported(
-                    at.or(position),
-                    format!(
-                        "a {} OUTER interval join: interval joins are inner joins",
-                        kind.sql()
-                    ),
-                ));
-            }
-            if !left.plan.is_append_only() || !right.plan.is_append_only() {
+        Some((bounds, at)) => {
+            let (lower_ms, upper_ms) = (bounds.lower_ms, bounds.upper_ms);
+            if !left.is_append_only() || !right.is_append_only() {
                 return Err(SqlError::unsupported(
                     at.or(position),
                     "an interval join of an updating input (a GROUP BY result): both inputs \
@@ -916,8 +1095,11 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
                 ));
             }
             Plan::IntervalJoin {
-                left: Box::new(left.plan),
-                right: Box::new(right.plan),
+                left: Box::new(left),
+                right: Box::new(right),
+                kind,
+                left_time: bounds.left_time,
+                right_time: bounds.right_time,
                 left_keys,
                 right_keys,
                 lower_ms,
@@ -926,11 +1108,6 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
                 schema: output,
             }
         }
-    };
-    Ok(Relation {
-        plan,
-        qualifiers,
-        window: None,
     })
 }
 
@@ -1419,7 +1596,7 @@ fn time_bounds(
     resolver: &mut SchemaResolver<'_>,
     joined: &Schema,
     left_width: usize,
-) -> Result<Option<(i64, i64)>, SqlError> {
+) -> Result<Option<time_joins::Bounds>, SqlError> {
     let ast::Expr::Between {
         expr,
         negated: false,
@@ -1472,10 +1649,21 @@ fn time_bounds(
     }
     // right ∈ [left + low, left + high], or left ∈ [right + low, right + high], that is
     // right ∈ [left - high, left - low].
-    Ok(Some(if subject_left {
+    let (left_time, right_time) = if subject_left {
+        (subject, low_base - left_width)
+    } else {
+        (low_base, subject - left_width)
+    };
+    let (lower_ms, upper_ms) = if subject_left {
         (-high, -low)
     } else {
         (low, high)
+    };
+    Ok(Some(time_joins::Bounds {
+        lower_ms,
+        upper_ms,
+        left_time,
+        right_time,
     }))
 }
 
@@ -2043,6 +2231,13 @@ pub fn check_indexes(plan: &Plan) -> Result<(), String> {
         | Plan::WindowTvf { input, .. }
         | Plan::Rank { input, .. }
         | Plan::OverAgg { input, .. } => check_indexes(input),
+        Plan::Sort { input, sort, .. } => {
+            let width = input.schema().columns.len();
+            if sort.keys.iter().any(|k| k.column >= width) {
+                return Err(format!("sort reads a column beyond its {width} inputs"));
+            }
+            check_indexes(input)
+        }
         Plan::Join {
             left,
             right,
@@ -2052,6 +2247,22 @@ pub fn check_indexes(plan: &Plan) -> Result<(), String> {
             ..
         }
         | Plan::IntervalJoin {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            condition,
+            ..
+        }
+        | Plan::TemporalJoin {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            condition,
+            ..
+        }
+        | Plan::WindowJoin {
             left,
             right,
             left_keys,

@@ -1,7 +1,8 @@
 //! Joins against a plain sequential computation (nested loops over the inputs), at
 //! parallelism 1, 2 and 4: inner, left, right and full joins on an equality key (a changelog,
 //! compared after materializing it), with a residual condition, without an equality key,
-//! over an updating input (a group aggregation's retractions), and an interval join.
+//! over an updating input (a group aggregation's retractions), interval joins (inner and
+//! outer), event-time temporal joins against a versioned table, and window joins.
 //!
 //! The bids are out of order by less than the watermark's delay, so no row is late for the
 //! interval join; `people` holds ids without bids, bidders without a person and a repeated
@@ -78,10 +79,16 @@ fn ddl(dir: &Path) -> String {
 
 /// Runs `query` at `parallelism`: the header and the materialized rows, sorted.
 async fn run(dir: &Path, query: &str, parallelism: u32) -> (String, Vec<String>) {
+    run_with(&ddl(dir), query, parallelism).await
+}
+
+/// Runs `query` after the statements of `ddl`, at `parallelism`: the header and the
+/// materialized rows, sorted.
+async fn run_with(ddl: &str, query: &str, parallelism: u32) -> (String, Vec<String>) {
     let env = StreamEnv::new();
     env.set_parallelism(parallelism);
     let mut tenv = TableEnv::new(&env);
-    tenv.execute_script(&ddl(dir), |_| {})
+    tenv.execute_script(ddl, |_| {})
         .await
         .expect("create tables");
     let result = tenv
@@ -342,4 +349,414 @@ async fn the_state_ttl_expires_rows_of_a_regular_join() {
         pairs(Some("0 ms")).await.len() as i64,
         ROWS * (ROWS - 1) / 2
     );
+}
+
+/// The `EXPLAIN` of `query` after `ddl`.
+async fn explain(ddl: &str, query: &str) -> String {
+    let mut tenv = TableEnv::new(&StreamEnv::new());
+    tenv.execute_script(ddl, |_| {})
+        .await
+        .expect("create tables");
+    match tenv.execute_sql(&format!("EXPLAIN {query}")).await {
+        Ok(TableResult::Text(text)) => text,
+        other => panic!("EXPLAIN {query}: {other:?}"),
+    }
+}
+
+/// Checks `query` after `ddl` against `expected` at parallelism 1, 2 and 4, and that its plan
+/// has `operator` (a regular join's changelog can materialize to the same final table).
+async fn check_with(
+    ddl: &str,
+    query: &str,
+    operator: &str,
+    header: &str,
+    mut expected: Vec<String>,
+) {
+    let plan = explain(ddl, query).await;
+    assert!(plan.contains(operator), "{query}: no {operator} in\n{plan}");
+    expected.sort();
+    assert!(!expected.is_empty(), "{query}: the oracle expects no rows");
+    for parallelism in [1, 2, 4] {
+        let (columns, lines) = run_with(ddl, query, parallelism).await;
+        assert_eq!(columns, header, "{query} at P={parallelism}");
+        assert_eq!(
+            lines, expected,
+            "{query} at P={parallelism}: result differs from the oracle"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn outer_interval_joins_pad_rows_without_partners_in_their_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = bids(250, 15);
+    write_inputs(dir.path(), &data);
+    // right ∈ [left - 300 ms, left + 200 ms], and a residual condition over both sides.
+    let pairs = |a: &Bid, b: &Bid| {
+        a.item == b.item && b.ms >= a.ms - 300 && b.ms <= a.ms + 200 && a.price + 20 < b.price
+    };
+    for kind in ["LEFT", "RIGHT", "FULL"] {
+        let mut expected = Vec::new();
+        for a in &data {
+            let mut any = false;
+            for b in data.iter().filter(|b| pairs(a, b)) {
+                any = true;
+                expected.push(format!("{},{},{},{}", a.item, a.price, b.item, b.price));
+            }
+            if !any && kind != "RIGHT" {
+                expected.push(format!("{},{},{NULL},{NULL}", a.item, a.price));
+            }
+        }
+        if kind != "LEFT" {
+            for b in &data {
+                if !data.iter().any(|a| pairs(a, b)) {
+                    expected.push(format!("{NULL},{NULL},{},{}", b.item, b.price));
+                }
+            }
+        }
+        check(
+            dir.path(),
+            &format!(
+                "SELECT a.item, a.price, b.item AS b_item, b.price AS b_price \
+                 FROM bids a {kind} JOIN bids b ON a.item = b.item \
+                 AND b.ts BETWEEN a.ts - INTERVAL '300' MILLISECOND AND a.ts + INTERVAL '200' MILLISECOND \
+                 AND a.price + 20 < b.price"
+            ),
+            "item,price,b_item,b_price",
+            expected,
+        )
+        .await;
+        let plan = explain(
+            &ddl(dir.path()),
+            &format!(
+                "SELECT a.item FROM bids a {kind} JOIN bids b ON a.item = b.item \
+                 AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1' SECOND"
+            ),
+        )
+        .await;
+        assert!(
+            plan.contains(&format!("IntervalJoin(joinType=[{kind}]")),
+            "{plan}"
+        );
+    }
+}
+
+/// An order: id, currency, amount, event time (ms).
+type Order = (i64, &'static str, i64, i64);
+/// A version of a rate: currency, rate, event time (ms).
+type Rate = (&'static str, i64, i64);
+
+const CURRENCIES: [&str; 4] = ["EUR", "USD", "JPY", "CHF"];
+
+/// Orders rising in time, out of order by less than the watermark delay (1 s); rates with
+/// versions from 500 ms on (earlier orders find none), CHF never, and repeated times.
+fn orders_and_rates(seed: u64) -> (Vec<Order>, Vec<Rate>) {
+    let orders = (0..240u64)
+        .map(|i| {
+            let r = splitmix64(seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            (
+                i as i64,
+                CURRENCIES[(r % 4) as usize],
+                ((r >> 8) % 50) as i64 + 1,
+                // Multiples of 20 ms, as the versions' times: some orders fall exactly on
+                // a version (which is valid at its own time).
+                (i as i64 * 40 + ((r >> 16) % 700) as i64) / 20 * 20,
+            )
+        })
+        .collect();
+    let rates = (0..60u64)
+        .map(|i| {
+            let r = splitmix64(seed.wrapping_add(7) ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            (
+                CURRENCIES[(r % 3) as usize],
+                ((r >> 8) % 40) as i64 + 1,
+                // Every 160 ms, out of order by less than 1 s; some share a time.
+                500 + (i as i64 / 2) * 320 + ((r >> 16) % 600) as i64 / 100 * 100,
+            )
+        })
+        .collect();
+    (orders, rates)
+}
+
+fn temporal_ddl(dir: &Path, orders: &[Order], rates: &[Rate]) -> String {
+    let text: String = orders
+        .iter()
+        .map(|(id, c, amount, ms)| format!("{id},{c},{amount},{ms}\n"))
+        .collect();
+    std::fs::write(dir.join("orders.csv"), text).expect("write orders");
+    let text: String = rates
+        .iter()
+        .map(|(c, rate, ms)| format!("{c},{rate},{ms}\n"))
+        .collect();
+    std::fs::write(dir.join("rates.csv"), text).expect("write rates");
+    format!(
+        "CREATE TABLE orders (
+           id BIGINT, currency STRING, amount BIGINT, ms BIGINT,
+           ts AS TO_TIMESTAMP_LTZ(ms, 3),
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+         ) WITH ('connector' = 'filesystem', 'format' = 'csv', 'path' = '{}');
+         CREATE TABLE rates (
+           currency STRING, rate BIGINT, ms BIGINT,
+           ts AS TO_TIMESTAMP_LTZ(ms, 3),
+           PRIMARY KEY (currency) NOT ENFORCED,
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+         ) WITH ('connector' = 'filesystem', 'format' = 'csv', 'path' = '{}')",
+        dir.join("orders.csv").display(),
+        dir.join("rates.csv").display()
+    )
+}
+
+/// The version of `currency` valid at `ms`: the latest at or before it; of several at one
+/// time, the greatest rate (the planner's tie rule: the greater row).
+fn version_at(rates: &[Rate], currency: &str, ms: i64) -> Option<Rate> {
+    rates
+        .iter()
+        .filter(|(c, _, t)| *c == currency && *t <= ms)
+        .max_by_key(|(_, rate, t)| (*t, *rate))
+        .copied()
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_temporal_join_takes_the_version_valid_at_each_rows_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (orders, rates) = orders_and_rates(21);
+    let ddl = temporal_ddl(dir.path(), &orders, &rates);
+    let on_a_version = orders
+        .iter()
+        .filter(|(_, c, _, ms)| rates.iter().any(|(rc, _, t)| rc == c && t == ms))
+        .count();
+    assert!(
+        on_a_version > 3,
+        "{on_a_version} orders at a version's time"
+    );
+    for kind in ["", "LEFT"] {
+        let mut expected = Vec::new();
+        for (id, currency, amount, ms) in &orders {
+            match version_at(&rates, currency, *ms) {
+                Some((_, rate, at)) => {
+                    expected.push(format!("{id},{currency},{},{at}", amount * rate));
+                }
+                None if kind == "LEFT" => expected.push(format!("{id},{currency},{NULL},{NULL}")),
+                None => {}
+            }
+        }
+        check_with(
+            &ddl,
+            &format!(
+                "SELECT o.id, o.currency, o.amount * r.rate AS price, r.ms AS version \
+                 FROM orders AS o {kind} JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r \
+                 ON o.currency = r.currency"
+            ),
+            "TemporalJoin(",
+            "id,currency,price,version",
+            expected,
+        )
+        .await;
+    }
+    // A residual condition is checked on the valid version only: a LEFT join pads the
+    // rows whose version fails it (an older version that would pass does not count).
+    let mut expected = Vec::new();
+    for (id, currency, amount, ms) in &orders {
+        match version_at(&rates, currency, *ms) {
+            Some((_, rate, _)) if rate < *amount => expected.push(format!("{id},{rate}")),
+            _ => expected.push(format!("{id},{NULL}")),
+        }
+    }
+    check_with(
+        &ddl,
+        "SELECT o.id, r.rate FROM orders o LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r \
+         ON r.currency = o.currency AND r.rate < o.amount",
+        "TemporalJoin(joinType=[LEFT]",
+        "id,rate",
+        expected,
+    )
+    .await;
+}
+
+/// Asks: the same shape as bids, another seed.
+fn window_ddl(dir: &Path, bids: &[Bid], asks: &[Bid]) -> String {
+    for (name, rows) in [("bids.csv", bids), ("asks.csv", asks)] {
+        let text: String = rows
+            .iter()
+            .map(|b| format!("{},{},{},{}\n", b.item, b.price, b.bidder, b.ms))
+            .collect();
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+    let table = |name: &str| {
+        format!(
+            "CREATE TABLE {name} (
+               item STRING, price BIGINT, bidder BIGINT, ms BIGINT,
+               ts AS TO_TIMESTAMP_LTZ(ms, 3),
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+             ) WITH ('connector' = 'filesystem', 'format' = 'csv', 'path' = '{}');",
+            dir.join(format!("{name}.csv")).display()
+        )
+    };
+    format!("{}\n{}", table("bids"), table("asks"))
+}
+
+/// The window join oracle: rows of the same item and window (`windows` gives a row's
+/// window starts) where `extra` holds, the unmatched rows of outer sides padded.
+fn window_oracle(
+    kind: &str,
+    bids: &[Bid],
+    asks: &[Bid],
+    windows: impl Fn(i64) -> Vec<i64>,
+    extra: impl Fn(&Bid, &Bid) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let row = |b: Option<&Bid>| match b {
+        Some(b) => format!("{},{}", b.item, b.price),
+        None => format!("{NULL},{NULL}"),
+    };
+    for b in bids {
+        for w in windows(b.ms) {
+            let partners: Vec<_> = asks
+                .iter()
+                .filter(|a| a.item == b.item && windows(a.ms).contains(&w) && extra(b, a))
+                .collect();
+            for a in &partners {
+                out.push(format!("{},{}", row(Some(b)), row(Some(a))));
+            }
+            if partners.is_empty() && (kind == "LEFT" || kind == "FULL") {
+                out.push(format!("{},{}", row(Some(b)), row(None)));
+            }
+        }
+    }
+    if kind == "RIGHT" || kind == "FULL" {
+        for a in asks {
+            for w in windows(a.ms) {
+                let matched = bids
+                    .iter()
+                    .any(|b| b.item == a.item && windows(b.ms).contains(&w) && extra(b, a));
+                if !matched {
+                    out.push(format!("{},{}", row(None), row(Some(a))));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn window_joins_join_rows_of_the_same_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (bid_rows, ask_rows) = (bids(120, 31), bids(120, 32));
+    let ddl = window_ddl(dir.path(), &bid_rows, &ask_rows);
+    let tumble = |ms: i64| vec![ms.div_euclid(1000) * 1000];
+    for kind in ["INNER", "LEFT", "RIGHT", "FULL"] {
+        check_with(
+            &ddl,
+            &format!(
+                "SELECT l.item, l.price, r.item AS ask_item, r.price AS ask \
+                 FROM (SELECT * FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))) l \
+                 {kind} JOIN (SELECT * FROM TABLE(TUMBLE(TABLE asks, DESCRIPTOR(ts), INTERVAL '1' SECOND))) r \
+                 ON l.item = r.item AND l.window_start = r.window_start AND l.window_end = r.window_end \
+                 AND l.price < r.price"
+            ),
+            "WindowJoin(",
+            "item,price,ask_item,ask",
+            window_oracle(kind, &bid_rows, &ask_rows, tumble, |b, a| b.price < a.price),
+        )
+        .await;
+    }
+    // Window TVFs joined directly, hopping windows: a row is in two windows.
+    let hop = |ms: i64| {
+        let last = ms.div_euclid(500) * 500;
+        vec![last - 500, last]
+    };
+    check_with(
+        &ddl,
+        "SELECT l.item, l.price, r.item AS ask_item, r.price AS ask \
+         FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND)) l \
+         FULL JOIN TABLE(HOP(TABLE asks, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND)) r \
+         ON l.window_end = r.window_end AND l.item = r.item AND l.window_start = r.window_start",
+        "WindowJoin(joinType=[FULL]",
+        "item,price,ask_item,ask",
+        window_oracle("FULL", &bid_rows, &ask_rows, hop, |_, _| true),
+    )
+    .await;
+    // Two window aggregations joined per window: bids and asks counted per item and second.
+    let mut counts: BTreeMap<(i64, &str), (i64, i64)> = BTreeMap::new();
+    for b in &bid_rows {
+        counts.entry((b.ms.div_euclid(1000), b.item)).or_default().0 += 1;
+    }
+    for a in &ask_rows {
+        counts.entry((a.ms.div_euclid(1000), a.item)).or_default().1 += 1;
+    }
+    let side = |item: &str, n: i64| {
+        if n == 0 {
+            format!("{NULL},{NULL}")
+        } else {
+            format!("{item},{n}")
+        }
+    };
+    let expected = counts
+        .iter()
+        .map(|((_, item), (bids, asks))| format!("{},{}", side(item, *bids), side(item, *asks)))
+        .collect();
+    let per_second = |table: &str| {
+        format!(
+            "(SELECT window_start, window_end, item, COUNT(*) AS n \
+             FROM TABLE(TUMBLE(TABLE {table}, DESCRIPTOR(ts), INTERVAL '1' SECOND)) \
+             GROUP BY window_start, window_end, item)"
+        )
+    };
+    check_with(
+        &ddl,
+        &format!(
+            "SELECT l.item, l.n, r.item AS ask_item, r.n AS asks FROM {} l FULL JOIN {} r \
+             ON l.window_start = r.window_start AND l.window_end = r.window_end \
+             AND l.item = r.item",
+            per_second("bids"),
+            per_second("asks")
+        ),
+        "WindowJoin(joinType=[FULL]",
+        "item,n,ask_item,asks",
+        expected,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn null_keys_match_nothing_in_event_time_joins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // item, price, bidder (empty: NULL), ms.
+    std::fs::write(
+        dir.path().join("bids.csv"),
+        "apple,1,,1000\napple,2,1,1100\npear,3,1,1200\nfig,4,,5000\n",
+    )
+    .expect("write bids");
+    let ddl = ddl(dir.path());
+    check_with(
+        &ddl,
+        "SELECT a.price, b.price AS p2 FROM bids a LEFT JOIN bids b ON a.bidder = b.bidder \
+         AND b.ts BETWEEN a.ts - INTERVAL '500' MILLISECOND AND a.ts + INTERVAL '500' MILLISECOND \
+         AND a.price <> b.price",
+        "IntervalJoin(joinType=[LEFT]",
+        "price,p2",
+        vec![
+            "1,<NULL>".into(),
+            "2,3".into(),
+            "3,2".into(),
+            "4,<NULL>".into(),
+        ],
+    )
+    .await;
+    check_with(
+        &ddl,
+        "SELECT l.price, r.price AS p2 \
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) l \
+         FULL JOIN TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) r \
+         ON l.bidder = r.bidder AND l.window_start = r.window_start \
+         AND l.window_end = r.window_end AND l.price < r.price",
+        "WindowJoin(joinType=[FULL]",
+        "price,p2",
+        [
+            "2,3", "1,<NULL>", "3,<NULL>", "4,<NULL>", "<NULL>,1", "<NULL>,2", "<NULL>,4",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
 }

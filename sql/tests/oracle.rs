@@ -351,3 +351,142 @@ async fn session_window_aggregation() {
     )
     .await;
 }
+
+/// Runs `query` at `parallelism` and returns its changes in the order they came.
+async fn run_in_order(path: &Path, query: &str, parallelism: u32) -> Vec<String> {
+    let env = StreamEnv::new();
+    env.set_parallelism(parallelism);
+    let mut tenv = TableEnv::new(&env);
+    tenv.execute_sql(&ddl(path)).await.expect("create table");
+    let result = tenv
+        .execute_sql(query)
+        .await
+        .unwrap_or_else(|e| panic!("{query} at P={parallelism}: {e}"));
+    let TableResult::Rows { changes, .. } = result else {
+        panic!("{query}: not rows");
+    };
+    changes.iter().map(ToString::to_string).collect()
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn order_by_and_limit_sort_a_bounded_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bids.csv");
+    let data = bids(300, 41);
+    write_csv(&path, &data);
+    // Keys first, then the whole row (item, price, bidder) breaks ties.
+    let mut rows: Vec<_> = data.iter().map(|b| (b.item, b.price, b.bidder)).collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)).then(a.cmp(b)));
+    let expected: Vec<String> = rows
+        .iter()
+        .skip(3)
+        .take(15)
+        .map(|(item, price, bidder)| format!("+I,{item},{price},{bidder}"))
+        .collect();
+    let query = "SELECT item, price, bidder FROM bids ORDER BY price DESC, item LIMIT 15 OFFSET 3";
+    for parallelism in [1, 2, 4] {
+        assert_eq!(
+            run_in_order(&path, query, parallelism).await,
+            expected,
+            "P={parallelism}"
+        );
+    }
+    // An updating input (a GROUP BY changelog) is sorted as its final table.
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for b in &data {
+        *counts.entry(b.item).or_default() += 1;
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let expected: Vec<String> = counts
+        .iter()
+        .take(3)
+        .map(|(item, n)| format!("+I,{item},{n}"))
+        .collect();
+    let query = "SELECT item, COUNT(*) AS n FROM bids GROUP BY item ORDER BY n DESC, item LIMIT 3";
+    for parallelism in [1, 2, 4] {
+        assert_eq!(
+            run_in_order(&path, query, parallelism).await,
+            expected,
+            "P={parallelism}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn order_by_event_time_sorts_a_stream_and_other_orders_are_refused() {
+    use eichhorn::time::WatermarkStrategy;
+    use eichhorn_sql::{Column, DataType, Row, Schema, Value};
+
+    let data = bids(200, 42);
+    let mut expected: Vec<(i64, i64, String)> = data
+        .iter()
+        .map(|b| (b.ms, b.price, b.item.to_string()))
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+    let expected: Vec<String> = expected
+        .iter()
+        .map(|(ms, price, item)| format!("+I,{},{price},{item}", format_timestamp(*ms)))
+        .collect();
+    for parallelism in [1, 2, 4] {
+        let env = StreamEnv::new();
+        env.set_parallelism(parallelism);
+        let rows = env
+            .from_collection(
+                data.iter()
+                    .map(|b| {
+                        vec![
+                            Value::String(b.item.to_string()),
+                            Value::BigInt(b.price),
+                            Value::TimestampLtz(b.ms),
+                        ]
+                    })
+                    .collect::<Vec<Row>>(),
+            )
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_bounded_out_of_orderness_every_event(1_000)
+                    .with_timestamp_assigner(|r: &Row, _| r[2].as_i64().unwrap_or(i64::MIN)),
+            );
+        let mut tenv = TableEnv::new(&env);
+        tenv.from_data_stream(
+            "events",
+            rows,
+            Schema::new(vec![
+                Column::new("item", DataType::String),
+                Column::new("price", DataType::BigInt),
+                Column {
+                    name: "ts".into(),
+                    data_type: DataType::TimestampLtz,
+                    rowtime: true,
+                },
+            ]),
+        )
+        .expect("register");
+        for (query, refused) in [
+            (
+                "SELECT item FROM events ORDER BY item",
+                "event-time attribute",
+            ),
+            (
+                "SELECT ts FROM events ORDER BY ts DESC",
+                "event-time attribute",
+            ),
+            (
+                "SELECT ts FROM events ORDER BY ts LIMIT 3",
+                "LIMIT / OFFSET",
+            ),
+        ] {
+            let error = tenv.sql_query(query).expect_err(query).to_string();
+            assert!(error.contains(refused), "{query}: {error}");
+        }
+        let result = tenv
+            .execute_sql("SELECT ts, price, item FROM events ORDER BY ts, price DESC")
+            .await
+            .expect("query");
+        let TableResult::Rows { changes, .. } = result else {
+            panic!("not rows");
+        };
+        let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert_eq!(lines, expected, "P={parallelism}");
+    }
+}

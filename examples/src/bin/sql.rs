@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use eichhorn::StreamEnv;
 use eichhorn_examples::{init_tracing, run_example};
-use eichhorn_sql::{TableEnv, TableResult, types::materialize};
+use eichhorn_sql::{Row, RowKind, TableEnv, TableResult, types::materialize};
 
 /// Runs SQL statements (Flink's dialect) as Eichhorn jobs and prints their results.
 ///
@@ -122,8 +122,16 @@ fn print_result(result: &TableResult, mode: Mode) -> anyhow::Result<()> {
             }
             Mode::Table => {
                 println!("{}", schema.names().join(","));
-                let table = materialize(changes.iter().cloned())
-                    .map_err(|e| anyhow::anyhow!("inconsistent query result: {e}"))?;
+                // An insert-only result prints in arrival order (the order of an ORDER BY);
+                // an updating one as its final table.
+                let table: Vec<(Row, u64)> = if changes.iter().all(|c| c.kind == RowKind::Insert) {
+                    changes.iter().map(|c| (c.row.clone(), 1)).collect()
+                } else {
+                    materialize(changes.iter().cloned())
+                        .map_err(|e| anyhow::anyhow!("inconsistent query result: {e}"))?
+                        .into_iter()
+                        .collect()
+                };
                 for (row, count) in table {
                     let line = row
                         .iter()
