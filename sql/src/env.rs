@@ -485,6 +485,7 @@ fn reads_streams(plan: &Plan, streams: &BTreeMap<String, DataStream<Change>>) ->
         | Plan::WindowTvf { input, .. }
         | Plan::Rank { input, .. }
         | Plan::OverAgg { input, .. } => reads_streams(input, streams),
+        Plan::MatchRecognize(mr) => reads_streams(&mr.input, streams),
         Plan::Join { left, right, .. } | Plan::IntervalJoin { left, right, .. } => {
             reads_streams(left, streams) || reads_streams(right, streams)
         }

@@ -156,6 +156,8 @@ pub enum Plan {
         /// The output schema: the input's columns, then the aggregates.
         schema: Schema,
     },
+    /// `MATCH_RECOGNIZE`: one row per match of a pattern, over CEP.
+    MatchRecognize(Box<crate::match_recognize::MatchRecognize>),
     /// `UNION ALL` of inputs with the same column types.
     Union {
         /// The inputs.
@@ -179,13 +181,17 @@ impl Plan {
             | Self::Rank { schema, .. }
             | Self::OverAgg { schema, .. }
             | Self::Union { schema, .. } => schema,
+            Self::MatchRecognize(mr) => &mr.schema,
         }
     }
 
     /// Whether the result only ever gets inserts (no updates or deletes).
     pub fn is_append_only(&self) -> bool {
         match self {
-            Self::Scan { .. } | Self::WindowAgg { .. } | Self::IntervalJoin { .. } => true,
+            Self::Scan { .. }
+            | Self::WindowAgg { .. }
+            | Self::IntervalJoin { .. }
+            | Self::MatchRecognize(_) => true,
             Self::GroupAgg { .. } | Self::Rank { .. } => false,
             Self::Join {
                 kind, left, right, ..
@@ -307,6 +313,11 @@ impl Plan {
                 describe_aggs(&over.aggs)
             ),
             Self::Union { .. } => writeln!(out, "{indent}Union(all=[true], fields=[{columns}])"),
+            Self::MatchRecognize(mr) => writeln!(
+                out,
+                "{indent}Match(pattern=[{}], fields=[{columns}])",
+                crate::match_recognize::describe_pattern(mr)
+            ),
         };
         match self {
             Self::Scan { .. } => {}
@@ -316,6 +327,7 @@ impl Plan {
             | Self::WindowTvf { input, .. }
             | Self::Rank { input, .. }
             | Self::OverAgg { input, .. } => input.explain_into(out, depth + 1),
+            Self::MatchRecognize(mr) => mr.input.explain_into(out, depth + 1),
             Self::Join { left, right, .. } | Self::IntervalJoin { left, right, .. } => {
                 left.explain_into(out, depth + 1);
                 right.explain_into(out, depth + 1);
@@ -757,6 +769,26 @@ fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relatio
                 relation.qualifiers = vec![Scope::new(&alias.name.value, 0..width)];
             }
             Ok(relation)
+        }
+        ast::TableFactor::MatchRecognize { table, alias, .. } => {
+            let Some((clause, _)) = crate::match_recognize::Clause::of(factor) else {
+                unreachable!("a MATCH_RECOGNIZE factor");
+            };
+            let input = plan_relation(table, catalog)?;
+            let mr = crate::match_recognize::plan_match_recognize(
+                &clause,
+                input.plan,
+                &input.qualifiers,
+            )?;
+            let width = mr.schema.columns.len();
+            Ok(Relation {
+                plan: Plan::MatchRecognize(Box::new(mr)),
+                qualifiers: alias
+                    .iter()
+                    .map(|a| Scope::new(&a.name.value, 0..width))
+                    .collect(),
+                window: None,
+            })
         }
         other => Err(SqlError::unsupported(
             Position::of(other.span()),
@@ -2043,6 +2075,7 @@ pub fn check_indexes(plan: &Plan) -> Result<(), String> {
         | Plan::WindowTvf { input, .. }
         | Plan::Rank { input, .. }
         | Plan::OverAgg { input, .. } => check_indexes(input),
+        Plan::MatchRecognize(mr) => check_indexes(&mr.input),
         Plan::Join {
             left,
             right,
