@@ -134,12 +134,14 @@ fn ts(ms: i64) -> String {
 /// The rows assigned to each variable so far (not the row being tested).
 type Bindings = Vec<Vec<Tick>>;
 
+/// A `DEFINE` in Rust: the bindings before the row, and the row.
+type Condition = Box<dyn Fn(&Bindings, &Tick) -> bool>;
+
 struct Var {
     min: u32,
     max: Option<u32>,
     greedy: bool,
-    /// The `DEFINE`: the bindings before the row, and the row.
-    cond: Box<dyn Fn(&Bindings, &Tick) -> bool>,
+    cond: Condition,
 }
 
 impl Var {
@@ -214,9 +216,9 @@ fn enumerate(
             let blocked =
                 vars[k].greedy && vars[k].loops() && can_stay && (vars[k].cond)(&b, event);
             if count >= vars[k].min && !blocked {
-                for j in k + 1..vars.len() {
+                for (j, var) in vars.iter().enumerate().skip(k + 1) {
                     c.push(j);
-                    if vars[j].min > 0 {
+                    if var.min > 0 {
                         break;
                     }
                 }
