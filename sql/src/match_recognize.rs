@@ -1251,6 +1251,93 @@ mod tests {
         assert_eq!(Nav::MatchRowtime.eval(&bindings, 1), Value::TimestampLtz(4));
     }
 
+    fn plan(sql: &str) -> Result<MatchRecognize, SqlError> {
+        let mut catalog = crate::catalog::Catalog::default();
+        let schema = Schema::new(vec![
+            Column::new("symbol", DataType::String),
+            Column::new("price", DataType::BigInt),
+            Column {
+                name: "ts".into(),
+                data_type: DataType::TimestampLtz,
+                rowtime: true,
+            },
+        ]);
+        catalog
+            .register(
+                "ticker",
+                crate::catalog::CatalogTable::Stream {
+                    schema,
+                    updating: false,
+                },
+                None,
+            )
+            .expect("register");
+        let mut statements = crate::parse::parse_script(sql)?;
+        let Some(crate::parse::Statement::Query(query)) = statements.pop() else {
+            panic!("a query");
+        };
+        // `SELECT *` projects the match's columns.
+        match crate::plan::plan_query(&query, &catalog)? {
+            Plan::Calc { input, .. } => match *input {
+                Plan::MatchRecognize(mr) => Ok(*mr),
+                other => panic!("not a MATCH_RECOGNIZE plan: {other:?}"),
+            },
+            other => panic!("not a projection: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn quantifiers_skip_and_within_become_the_plan() {
+        let mr = plan(
+            "SELECT * FROM ticker MATCH_RECOGNIZE (PARTITION BY symbol ORDER BY ts \
+             MEASURES FIRST(A.price) AS a, MATCH_ROWTIME() AS rt, SUM(B.price) AS s \
+             AFTER MATCH SKIP TO LAST D \
+             PATTERN (A B{2,} C*? D{1,3} E{,4}? F{3} G? H) WITHIN INTERVAL '2' MINUTE \
+             DEFINE B AS B.price > A.price AND LAST(B.price, 1) < B.price, H AS price > 1) AS t",
+        )
+        .expect("plans");
+        assert_eq!(
+            describe_pattern(&mr),
+            "A B{2,} C*? D{1,3} E{0,4}? F{3} G? H"
+        );
+        assert_eq!(mr.within_ms, Some(120_000));
+        assert_eq!(mr.skip, Skip::ToLast("D".into()));
+        assert_eq!(mr.partition, vec![0]);
+        assert_eq!(mr.schema.names(), vec!["symbol", "a", "rt", "s"]);
+        assert!(
+            mr.schema.columns[2].rowtime,
+            "MATCH_ROWTIME() is a time attribute"
+        );
+        assert!(!mr.schema.columns[1].rowtime);
+        // B's condition reads A's last price, B's own (current) price and the one before.
+        assert_eq!(
+            mr.variables[1].slots,
+            vec![
+                Nav::Last {
+                    var: Some(1),
+                    column: 1,
+                    offset: 0
+                },
+                Nav::Last {
+                    var: Some(0),
+                    column: 1,
+                    offset: 0
+                },
+                Nav::Last {
+                    var: Some(1),
+                    column: 1,
+                    offset: 1
+                },
+            ]
+        );
+        assert!(
+            mr.variables[0].condition.is_none(),
+            "A is not defined: any row"
+        );
+        // The pattern CEP gets compiles.
+        assert!(build_pattern(&mr).compile().is_ok());
+    }
+
     fn tokens(sql: &str) -> Vec<TokenWithSpan> {
         let dialect = sqlparser::dialect::GenericDialect {};
         sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
