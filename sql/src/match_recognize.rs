@@ -43,16 +43,18 @@
 //!
 //! - The input is append-only and ordered by an event-time attribute; the output appends one
 //!   row per match: the partition columns, then the measures.
-//! - A `DEFINE` whose evaluation fails (a division by zero) does not hold for that row; the
-//!   failure is logged (a CEP condition has no side output). A failing measure fails the job
-//!   through the SQL error side output, naming the match.
+//! - A `DEFINE` whose evaluation fails (a division by zero) does not hold for that row, and
+//!   the first such failure fails the job: a CEP condition has no output, so it is kept in a
+//!   slot shared with the measures function (`DefineFailure`), which sends it to the SQL
+//!   error side output at its next match, or fails with it when its input ends. A failing
+//!   measure fails the job through the same side output. Both name the row.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use eichhorn::cep::{
     AfterMatchSkipStrategy, CEP, Context, Match, Pattern, PatternContext, PatternProcessFunction,
 };
-use eichhorn::prelude::Collector;
+use eichhorn::prelude::{Collector, FunctionError, UnrecoverableError};
 use eichhorn::{DataStream, OutputTag};
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{self, Spanned};
@@ -65,6 +67,26 @@ use crate::expr::{
 };
 use crate::plan::Plan;
 use crate::types::{Change, Column, DataType, Row, Schema, Value};
+
+/// The first `DEFINE` evaluation that failed in a job's pattern (its conditions are shared by
+/// the operator's subtasks), until the measures function reports it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DefineFailure(Arc<Mutex<Option<String>>>);
+
+impl DefineFailure {
+    fn record(&self, message: impl FnOnce() -> String) {
+        // A poisoned lock only means another thread panicked while holding it; the slot is
+        // still a plain `Option`.
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(message());
+        }
+    }
+
+    fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
 
 /// The `DEFINE` entry the parser pass puts the `WITHIN` interval in (sqlparser does not know
 /// `WITHIN`); its name cannot be a user's variable (it is quoted with a `$`).
@@ -610,7 +632,7 @@ pub(crate) fn plan_match_recognize(
         schema: Schema::new(columns),
     };
     // What CEP refuses is refused here, before the job starts.
-    if let Err(e) = build_pattern(&mr).compile() {
+    if let Err(e) = build_pattern(&mr, &DefineFailure::default()).compile() {
         return Err(SqlError::unsupported(
             position,
             format!("this MATCH_RECOGNIZE pattern: {e}"),
@@ -1011,8 +1033,8 @@ fn bindings_of(
         .collect()
 }
 
-/// The CEP pattern of a planned `MATCH_RECOGNIZE`.
-pub(crate) fn build_pattern(mr: &MatchRecognize) -> Pattern<Change> {
+/// The CEP pattern of a planned `MATCH_RECOGNIZE`; a failing `DEFINE` goes to `failure`.
+pub(crate) fn build_pattern(mr: &MatchRecognize, failure: &DefineFailure) -> Pattern<Change> {
     let skip = match &mr.skip {
         Skip::PastLastRow => AfterMatchSkipStrategy::SkipPastLastEvent,
         Skip::ToNextRow => AfterMatchSkipStrategy::SkipToNext,
@@ -1031,15 +1053,16 @@ pub(crate) fn build_pattern(mr: &MatchRecognize) -> Pattern<Change> {
             let slots = variable.slots.clone();
             let names = Arc::clone(&names);
             let variable_name = variable.name.clone();
+            let failure = failure.clone();
             p = p.where_iterative(move |change: &Change, ctx: &Context<'_, Change>| {
                 let bindings = bindings_of(&names, ctx, index, &change.row);
                 let row = match_row(&change.row, &slots, &bindings, time_column);
                 match condition.holds(&row) {
                     Ok(holds) => holds,
                     Err(e) => {
-                        tracing::warn!(
-                            "MATCH_RECOGNIZE: DEFINE {variable_name} failed ({e}) on row {change}; it does not hold"
-                        );
+                        failure.record(|| {
+                            format!("MATCH_RECOGNIZE: DEFINE {variable_name}: {e}, in row {change}")
+                        });
                         false
                     }
                 }
@@ -1083,6 +1106,7 @@ struct MeasuresFn {
     slots: Vec<Nav>,
     measures: Vec<Expr>,
     errors: OutputTag<String>,
+    define_failure: DefineFailure,
 }
 
 impl std::fmt::Debug for MeasuresFn {
@@ -1123,6 +1147,9 @@ impl PatternProcessFunction<Vec<Value>, Change, Change> for MeasuresFn {
         ctx: &mut PatternContext<'_, '_, '_, Vec<Value>>,
         out: &mut Collector<'_, Change>,
     ) {
+        if let Some(failure) = self.define_failure.take() {
+            ctx.output(&self.errors, failure);
+        }
         match self.row(&m) {
             Ok(row) => out.collect(Change::insert(row)),
             Err(e) => {
@@ -1137,6 +1164,13 @@ impl PatternProcessFunction<Vec<Value>, Change, Change> for MeasuresFn {
             }
         }
     }
+
+    fn close(&mut self) -> Result<(), FunctionError> {
+        match self.define_failure.take() {
+            Some(failure) => Err(UnrecoverableError::new(failure).into()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The operators of a planned `MATCH_RECOGNIZE` over its input stream.
@@ -1146,6 +1180,7 @@ pub(crate) fn translate(
     errors: OutputTag<String>,
     uid: &str,
 ) -> DataStream<Change> {
+    let failure = DefineFailure::default();
     let partition = mr.partition.clone();
     let keyed = input.key_by(move |c: &Change| {
         partition
@@ -1160,8 +1195,9 @@ pub(crate) fn translate(
         slots: mr.measure_slots.clone(),
         measures: mr.measures.clone(),
         errors,
+        define_failure: failure.clone(),
     };
-    let stream = CEP::pattern(keyed, build_pattern(mr)).process(function);
+    let stream = CEP::pattern(keyed, build_pattern(mr, &failure)).process(function);
     let name = format!(
         "Match(partitionBy=[{}], pattern=[{}])",
         mr.partition
@@ -1335,7 +1371,11 @@ mod tests {
             "A is not defined: any row"
         );
         // The pattern CEP gets compiles.
-        assert!(build_pattern(&mr).compile().is_ok());
+        assert!(
+            build_pattern(&mr, &DefineFailure::default())
+                .compile()
+                .is_ok()
+        );
     }
 
     fn tokens(sql: &str) -> Vec<TokenWithSpan> {
