@@ -486,6 +486,7 @@ fn reads_streams(plan: &Plan, streams: &BTreeMap<String, DataStream<Change>>) ->
         | Plan::Rank { input, .. }
         | Plan::OverAgg { input, .. }
         | Plan::Sort { input, .. } => reads_streams(input, streams),
+        Plan::MatchRecognize(mr) => reads_streams(&mr.input, streams),
         Plan::Join { left, right, .. }
         | Plan::IntervalJoin { left, right, .. }
         | Plan::TemporalJoin { left, right, .. }

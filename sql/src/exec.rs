@@ -431,6 +431,13 @@ impl<'a> Translator<'a> {
                 self.error_streams.push(out.side_output(&self.errors));
                 Ok(out)
             }
+            Plan::MatchRecognize(mr) => {
+                let stream = self.translate(&mr.input)?;
+                let uid = self.uid("match-recognize");
+                let out = crate::match_recognize::translate(stream, mr, self.errors.clone(), &uid);
+                self.error_streams.push(out.side_output(&self.errors));
+                Ok(out)
+            }
             Plan::Union { inputs, .. } => {
                 let mut streams = Vec::with_capacity(inputs.len());
                 for input in inputs {

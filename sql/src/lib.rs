@@ -30,6 +30,7 @@ pub mod error;
 mod exec;
 pub mod expr;
 pub mod join;
+pub mod match_recognize;
 pub mod over;
 pub mod parse;
 pub mod plan;

@@ -107,6 +107,7 @@ pub fn parse_script(sql: &str) -> Result<Vec<Statement>, SqlError> {
     let dialect = FlinkDialect;
     let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location()?;
     let tokens = drop_table_keyword_in_arguments(tokens);
+    let tokens = crate::match_recognize::move_within_clauses(tokens);
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {

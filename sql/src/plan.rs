@@ -217,6 +217,8 @@ pub enum Plan {
         /// The output schema (the input's).
         schema: Schema,
     },
+    /// `MATCH_RECOGNIZE`: one row per match of a pattern, over CEP.
+    MatchRecognize(Box<crate::match_recognize::MatchRecognize>),
     /// `UNION ALL` of inputs with the same column types.
     Union {
         /// The inputs.
@@ -243,6 +245,7 @@ impl Plan {
             | Self::OverAgg { schema, .. }
             | Self::Sort { schema, .. }
             | Self::Union { schema, .. } => schema,
+            Self::MatchRecognize(mr) => &mr.schema,
         }
     }
 
@@ -254,7 +257,8 @@ impl Plan {
             | Self::IntervalJoin { .. }
             | Self::TemporalJoin { .. }
             | Self::WindowJoin { .. }
-            | Self::Sort { .. } => true,
+            | Self::Sort { .. }
+            | Self::MatchRecognize(_) => true,
             Self::GroupAgg { .. } | Self::Rank { .. } => false,
             Self::Join {
                 kind, left, right, ..
@@ -416,6 +420,11 @@ impl Plan {
                 writeln!(out, "{indent}Sort({}, fields=[{columns}])", sort.describe())
             }
             Self::Union { .. } => writeln!(out, "{indent}Union(all=[true], fields=[{columns}])"),
+            Self::MatchRecognize(mr) => writeln!(
+                out,
+                "{indent}Match(pattern=[{}], fields=[{columns}])",
+                crate::match_recognize::describe_pattern(mr)
+            ),
         };
         match self {
             Self::Scan { .. } => {}
@@ -426,6 +435,7 @@ impl Plan {
             | Self::Rank { input, .. }
             | Self::OverAgg { input, .. }
             | Self::Sort { input, .. } => input.explain_into(out, depth + 1),
+            Self::MatchRecognize(mr) => mr.input.explain_into(out, depth + 1),
             Self::Join { left, right, .. }
             | Self::IntervalJoin { left, right, .. }
             | Self::TemporalJoin { left, right, .. }
@@ -872,6 +882,26 @@ fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relatio
                 relation.qualifiers = vec![Scope::new(&alias.name.value, 0..width)];
             }
             Ok(relation)
+        }
+        ast::TableFactor::MatchRecognize { table, alias, .. } => {
+            let Some((clause, _)) = crate::match_recognize::Clause::of(factor) else {
+                unreachable!("a MATCH_RECOGNIZE factor");
+            };
+            let input = plan_relation(table, catalog)?;
+            let mr = crate::match_recognize::plan_match_recognize(
+                &clause,
+                input.plan,
+                &input.qualifiers,
+            )?;
+            let width = mr.schema.columns.len();
+            Ok(Relation {
+                plan: Plan::MatchRecognize(Box::new(mr)),
+                qualifiers: alias
+                    .iter()
+                    .map(|a| Scope::new(&a.name.value, 0..width))
+                    .collect(),
+                window: None,
+            })
         }
         other => Err(SqlError::unsupported(
             Position::of(other.span()),
@@ -2238,6 +2268,7 @@ pub fn check_indexes(plan: &Plan) -> Result<(), String> {
             }
             check_indexes(input)
         }
+        Plan::MatchRecognize(mr) => check_indexes(&mr.input),
         Plan::Join {
             left,
             right,

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p eichhorn-benches --bin nexmark -- --query q5 --events 10000000 \
 //!     [--parallelism 2] [--checkpoint-interval-ms 1000] [--state-backend memory|lmdb] \
-//!     [--events-per-s 10000000] [--seed 0]
+//!     [--events-per-s 10000000] [--seed 0] [--sql]
 //! RESULT engine=eichhorn job=q5 events=10000000 parallelism=2 state_backend=memory checkpoint_interval=1000ms completed_checkpoints=.. outputs=.. wall_s=.. cpu_s=.. events_per_s=.. peak_rss_kb=..
 //! ```
 //!
@@ -16,6 +16,10 @@
 //! The events are those of Flink's Nexmark generator (persons, auctions and bids 1:3:46), from
 //! `--seed`, with event time advancing `--events-per-s` events per second (default 10,000,000,
 //! the rate of Flink's Nexmark suite, which runs 100,000,000 events: 10 s of event time).
+//!
+//! With `--sql` the query runs as SQL through `eichhorn-sql` (`eichhorn_benches::nexmark::sql`)
+//! over the same events, and the line says `engine=eichhorn-sql`; `outputs` then counts the
+//! changes of its changelog (an updating query emits retractions too).
 //!
 //! `wall_s` runs from the start of job execution to its completion (`StreamEnv::execute`);
 //! `events_per_s` is `events / wall_s`; `outputs` is the number of records the sink received;
@@ -35,7 +39,7 @@ use clap::Parser;
 use eichhorn::prelude::*;
 use eichhorn::state::StateBackendKind;
 use eichhorn_benches::nexmark::{GeneratorConfig, Query};
-use eichhorn_benches::{DISCARD_SINK_NAME, peak_rss_field};
+use eichhorn_benches::{DISCARD_SINK_NAME, DiscardSink, peak_rss_field};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -64,6 +68,10 @@ struct Args {
     /// Seeds the generator.
     #[arg(long, default_value = "0")]
     seed: u64,
+    /// Runs the query's SQL through `eichhorn-sql` (`engine=eichhorn-sql`) instead of its
+    /// DataStream version.
+    #[arg(long)]
+    sql: bool,
 }
 
 fn main() -> ExitCode {
@@ -89,9 +97,18 @@ fn run() -> anyhow::Result<()> {
     let env = StreamEnv::new();
     env.set_parallelism(parallelism);
     let _scratch = prepare_env(&env, args.state_backend, args.checkpoint_interval_ms)?;
-    args.query
-        .build_discarding(&env, events, config)
-        .with_context(|| format!("cannot build query {}", args.query))?;
+    let engine = if args.sql {
+        eichhorn_benches::nexmark::sql::build(&env, args.query, events, config)
+            .with_context(|| format!("cannot plan query {} in SQL", args.query))?
+            .add_sink(DiscardSink)
+            .name(DISCARD_SINK_NAME);
+        "eichhorn-sql"
+    } else {
+        args.query
+            .build_discarding(&env, events, config)
+            .with_context(|| format!("cannot build query {}", args.query))?;
+        "eichhorn"
+    };
 
     let job_name = format!("nexmark {}", args.query);
     let cpu_before = process_cpu_seconds();
@@ -106,7 +123,7 @@ fn run() -> anyhow::Result<()> {
     let backend = backend_name(args.state_backend);
     let checkpoints = checkpoint_interval_field(args.checkpoint_interval_ms);
     println!(
-        "RESULT engine=eichhorn job={} events={events} parallelism={parallelism} \
+        "RESULT engine={engine} job={} events={events} parallelism={parallelism} \
          state_backend={backend} checkpoint_interval={checkpoints} completed_checkpoints={} \
          outputs={} wall_s={wall_s:.6} {cpu} events_per_s={events_per_s:.0} {}",
         args.query,
@@ -135,6 +152,9 @@ mod tests {
         assert_eq!(args.events_per_s.get(), 10_000_000);
         assert!(matches!(args.state_backend, StateBackendKind::Memory));
         assert_eq!(args.checkpoint_interval_ms, None);
+        assert!(!args.sql);
+        let args = parse(&["--query", "q5", "--events", "10", "--sql"]).expect("valid arguments");
+        assert!(args.sql);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Nexmark: the auction benchmark of stream processors (persons register, open auctions and
 //! bid), with a seeded generator ([`generator`]) and the queries q0, q1, q2, q3, q4, q5, q7, q8
-//! and q11 as Eichhorn jobs ([`queries`]).
+//! and q11 as Eichhorn jobs ([`queries`]), and the same queries in SQL ([`sql`]).
 //!
 //! The `nexmark` binary runs one query over a number of generated events into a discarding sink
 //! and prints one result line:
@@ -32,6 +32,7 @@
 
 pub mod generator;
 pub mod queries;
+pub mod sql;
 
 use std::fmt;
 use std::str::FromStr;

@@ -761,6 +761,8 @@ impl<T: 'static> Pattern<T> {
                     stage.name
                 ));
             }
+            // `times(n).consecutive()` is fine (Flink allows it): the inner contiguity governs
+            // the gaps between a stage's events, which any stage taking several events has.
             if stage.inner != Contiguity::Relaxed && stage.max == Some(1) {
                 errors.push(format!(
                     "stage '{}': consecutive() and allow_combinations() need a quantifier over several events",

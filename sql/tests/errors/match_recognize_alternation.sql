@@ -1,0 +1,13 @@
+CREATE TABLE bids (
+  item STRING,
+  price BIGINT,
+  ms BIGINT,
+  ts AS TO_TIMESTAMP_LTZ(ms, 3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH ('connector' = 'filesystem', 'format' = 'csv', 'path' = 'tests/data/bids.csv');
+SELECT * FROM bids MATCH_RECOGNIZE (
+  PARTITION BY item ORDER BY ts
+  MEASURES A.price AS p
+  PATTERN (A (B | C))
+  DEFINE A AS price > 10
+) AS t;
