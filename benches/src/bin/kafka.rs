@@ -6,7 +6,8 @@
 //!       [--input-batch N]
 //! RESULT engine=eichhorn job=kafka records=.. partitions=.. keys=.. parallelism=.. guarantee=..
 //!   checkpoint_interval=.. input_batch=.. produce_s=.. sink_events_per_s=.. consume_s=..
-//!   source_events_per_s=.. pipeline_s=.. pipeline_events_per_s=.. completed_checkpoints=..
+//!   source_events_per_s=.. pipeline_s=.. pipeline_events_per_s=.. bare_consume_s=..
+//!   bare_produce_s=.. ceiling_events_per_s=.. pipeline_vs_ceiling=.. completed_checkpoints=..
 //!   peak_rss_kb=..
 //! ```
 //!
@@ -20,6 +21,12 @@
 //!    output topic, at least once or, with `--exactly-once PREFIX`, through Kafka transactions
 //!    (which tansu 0.6 does not support: use `--brokers` with a broker that does), with a
 //!    checkpoint every `--checkpoint-interval-ms` (default 1000).
+//!
+//! 4. **ceiling**: the broker's own limit for the pipeline, with bare librdkafka clients and no
+//!    Eichhorn: a consumer reads the input topic from the start, then an idempotent producer
+//!    writes as many records of the output's size (librdkafka's default batching, as the
+//!    pipeline's sink). `ceiling_events_per_s` is the records over the sum of the two times, and
+//!    `pipeline_vs_ceiling` the pipeline's rate over it (the issue's target: at least 0.5).
 //!
 //! The output topic is then read back with a plain consumer and checked against a sequential
 //! computation: exactly `--records` records, and for each key the counts `1..=n` where `n` is
@@ -47,8 +54,13 @@ use eichhorn_benches::harness::{
     checkpoint_interval_field, execute_timed, positive_u32, positive_u64, prepare_env,
 };
 use eichhorn_benches::{DISCARD_SINK_NAME, DiscardSink, peak_rss_field};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Command-line arguments.
@@ -186,6 +198,99 @@ fn read_back(
     Ok(out)
 }
 
+/// Counts failed deliveries of the bare producer (a failure must not pass for speed).
+#[derive(Debug, Default)]
+struct DeliveryFailures(AtomicU64);
+
+impl ClientContext for DeliveryFailures {}
+
+impl ProducerContext for DeliveryFailures {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        if result.is_err() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The broker's ceiling for the pipeline, measured with bare librdkafka clients (no Eichhorn):
+/// the time a consumer takes to read the `records` of `input` from the start, and the time an
+/// idempotent producer takes to write as many records of the pipeline's output size to `topic`,
+/// batched as librdkafka batches by default (as the pipeline's sink is). A job that reads
+/// every record once and writes one record per record cannot beat their sum.
+fn broker_ceiling(
+    brokers: &str,
+    input: &str,
+    topic: &str,
+    partitions: i32,
+    records: u64,
+    keys: u64,
+) -> anyhow::Result<(Duration, Duration)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("eichhorn-bench-ceiling-{input}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("cannot create a Kafka consumer")?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(input, partition, Offset::Beginning)
+            .context("assignment")?;
+    }
+    consumer.assign(&assignment).context("assign")?;
+    let started = Instant::now();
+    let mut read = 0u64;
+    let mut last_progress = Instant::now();
+    while read < records {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => {
+                read += 1;
+                last_progress = Instant::now();
+            }
+            Some(Err(error)) => bail!("{brokers}: reading {input}: {error}"),
+            None if last_progress.elapsed() > Duration::from_secs(30) => bail!(
+                "{brokers}: only {read} of {records} records in {input} after 30 s without progress"
+            ),
+            None => {}
+        }
+    }
+    let consume = started.elapsed();
+    drop(consumer);
+
+    let producer: BaseProducer<DeliveryFailures> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create_with_context(DeliveryFailures::default())
+        .context("cannot create a Kafka producer")?;
+    let started = Instant::now();
+    for g in 0..records {
+        let key = key_of(g, keys).to_string();
+        let value = format!("{key},{g}");
+        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => bail!("{brokers}: producing to {topic}: {error}"),
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .with_context(|| format!("{brokers}: flushing to {topic}"))?;
+    let produce = started.elapsed();
+    let failed = producer.context().0.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{brokers}: {failed} of {records} records to {topic} were not delivered");
+    }
+    Ok((consume, produce))
+}
+
 /// Checks the pipeline's output against the sequential rolling counts.
 fn check(output: &[(u64, u64)], records: u64, keys: u64) -> anyhow::Result<()> {
     let mut expected: BTreeMap<u64, u64> = BTreeMap::new();
@@ -248,7 +353,8 @@ fn run() -> anyhow::Result<()> {
     let run_id = splitmix64(u64::from(std::process::id()) ^ records);
     let input = format!("eichhorn-bench-in-{run_id:x}");
     let output = format!("eichhorn-bench-out-{run_id:x}");
-    create_topics(&brokers, &[&input, &output], partitions)?;
+    let bare = format!("eichhorn-bench-bare-{run_id:x}");
+    create_topics(&brokers, &[&input, &output, &bare], partitions)?;
 
     // 1. The sink alone.
     let env = StreamEnv::new();
@@ -310,12 +416,19 @@ fn run() -> anyhow::Result<()> {
     let out = read_back(&brokers, &output, partitions, records)?;
     check(&out, records, keys)?;
 
+    // 4. The broker's own ceiling for the pipeline: bare clients read the input and write as
+    //    many records.
+    let (bare_consume, bare_produce) =
+        broker_ceiling(&brokers, &input, &bare, partitions, records, keys)?;
+    let ceiling = bare_consume + bare_produce;
+
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
     println!(
         "RESULT engine=eichhorn job=kafka records={records} partitions={partitions} keys={keys} \
          parallelism={parallelism} guarantee={} checkpoint_interval={} input_batch={} \
          produce_s={:.6} sink_events_per_s={:.0} consume_s={:.6} source_events_per_s={:.0} \
-         pipeline_s={:.6} pipeline_events_per_s={:.0} completed_checkpoints={} {}",
+         pipeline_s={:.6} pipeline_events_per_s={:.0} bare_consume_s={:.6} bare_produce_s={:.6} \
+         ceiling_events_per_s={:.0} pipeline_vs_ceiling={:.2} completed_checkpoints={} {}",
         if args.exactly_once.is_some() {
             "exactly-once"
         } else {
@@ -329,6 +442,10 @@ fn run() -> anyhow::Result<()> {
         rate(consume),
         pipeline.as_secs_f64(),
         rate(pipeline),
+        bare_consume.as_secs_f64(),
+        bare_produce.as_secs_f64(),
+        rate(ceiling),
+        rate(pipeline) / rate(ceiling),
         result.completed_checkpoints,
         peak_rss_field()
     );
