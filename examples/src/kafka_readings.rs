@@ -105,10 +105,19 @@ impl SinkFunction<String> for StderrLines {
 /// counted over the process: its checkpoint completed, the transaction is pre-committed and
 /// not committed. The crash tests of `kafka_etl` restart the process from its checkpoints and
 /// check that the output is as without the crash.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AbortAtCommit<T> {
     inner: KafkaSink<T>,
     commit_number: u64,
+}
+
+impl<T> Clone for AbortAtCommit<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            commit_number: self.commit_number,
+        }
+    }
 }
 
 impl<T> AbortAtCommit<T> {

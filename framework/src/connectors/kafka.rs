@@ -1694,6 +1694,12 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaSink<T> {
                     tracing::info!(transactional_id = %id, "a recovered Kafka transaction had been committed before (its epoch is fenced)");
                 }
                 ResumeStep::Failed(message) => {
+                    // No restart can commit it: fail the job, naming the transaction.
+                    return Err(
+                        UnrecoverableError::new(format!("{}: {message}", self.server())).into(),
+                    );
+                }
+                ResumeStep::GaveUp(message) => {
                     // A restart tries again (the broker may be back); the restart strategy
                     // bounds how often.
                     return Err(format!("{}: {message}", self.server()).into());

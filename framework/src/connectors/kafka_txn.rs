@@ -199,8 +199,12 @@ pub(crate) enum ResumeStep {
     /// A later producer of the id fenced the epoch: the transaction had ended before, and
     /// only after its commit (see the module docs).
     AlreadyEnded,
-    /// It cannot be committed: why, naming the transaction.
+    /// It cannot be committed, and asking again will not change that (the coordinator
+    /// aborted it, lost the id, or does not support `EndTxn`): why, naming the transaction.
     Failed(String),
+    /// No coordinator answered within the attempts: a later restore may succeed. Why, naming
+    /// the transaction.
+    GaveUp(String),
 }
 
 /// Resuming a pre-committed transaction whose producer is gone: `EndTxn(commit)` under the
@@ -259,7 +263,7 @@ impl ResumeCommit {
     /// A retry waits (exponential backoff); the request following a successful one does not.
     fn next(&mut self, step: fn(u64) -> ResumeStep, retry: bool, why: &str) -> ResumeStep {
         if self.attempts >= self.attempts_max {
-            return ResumeStep::Failed(format!(
+            return ResumeStep::GaveUp(format!(
                 "committing the recovered {} gave up after {} requests: {why}",
                 self.name(),
                 self.attempts
@@ -1058,7 +1062,7 @@ mod tests {
             step = r.handle_coordinator(Err("connection refused".into()));
             requests += 1;
         }
-        let ResumeStep::Failed(message) = step else {
+        let ResumeStep::GaveUp(message) = step else {
             panic!("{step:?}");
         };
         assert_eq!(requests, ResumeCommit::ATTEMPTS_MAX + 1);
