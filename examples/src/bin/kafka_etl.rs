@@ -63,11 +63,11 @@ struct Cli {
     /// Extra producer property `key=value` (repeatable), e.g. `linger.ms=5`.
     #[arg(long = "producer-property", value_name = "KEY=VALUE")]
     producer_properties: Vec<String>,
-    /// Write checkpoints as files under DIR/<job id> (default: in memory).
+    /// Write checkpoints as files under `DIR/<job id>` (default: in memory).
     #[arg(long, value_name = "DIR")]
     checkpoint_dir: Option<std::path::PathBuf>,
-    /// Start from a savepoint, a checkpoint (DIR/<job id>/chk-N) or an earlier run's
-    /// checkpoint folder (DIR/<job id>: its newest intact checkpoint).
+    /// Start from a savepoint, a checkpoint (`DIR/<job id>/chk-N`) or an earlier run's
+    /// checkpoint folder (`DIR/<job id>`: its newest intact checkpoint).
     #[arg(long, value_name = "PATH")]
     restore_from: Option<std::path::PathBuf>,
     /// For crash tests: abort the process at the sink's N-th commit, after its checkpoint
