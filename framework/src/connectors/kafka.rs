@@ -1710,8 +1710,8 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaSink<T> {
                 tracing::error!(
                     transactional_id = %id,
                     records = txn.records(),
-                    "a pre-committed Kafka transaction of a checkpoint that holds no producer id \
-                     and epoch (an earlier version's) cannot be resumed after a process restart: \
+                    "a pre-committed Kafka transaction without a recorded producer id and epoch \
+                     cannot be resumed after a process restart: \
                      it was committed if the crash came after its commit, else its records are lost"
                 );
             }

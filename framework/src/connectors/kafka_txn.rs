@@ -148,8 +148,9 @@ pub(crate) enum Recovery {
     /// Its producer is gone (the process restarted): resume it with `EndTxn(commit)` under the
     /// recorded producer id and epoch, driven by a [`ResumeCommit`].
     Resume(ResumeCommit),
-    /// Its producer is gone and the checkpoint holds no producer id and epoch for it (stored
-    /// by an earlier version): it cannot be committed.
+    /// Its producer is gone and the checkpoint holds no producer id and epoch for it (the
+    /// pre-commit always records them, so only a hand-made state lacks them): it cannot be
+    /// committed.
     Unresumable(String),
 }
 
@@ -1127,7 +1128,7 @@ mod tests {
         assert_eq!(
             TransactionCore::recover_commit(&txn, None),
             Recovery::Unresumable("p-0-1".into()),
-            "no producer id and epoch recorded (an earlier version's checkpoint)"
+            "no producer id and epoch recorded"
         );
         let empty = KafkaTransaction {
             records: 0,
