@@ -33,7 +33,7 @@
 //! again (bumping its epoch) only when its slot is reused, after the transaction committed,
 //! or at `handle_open`, after every pending transaction of the restored checkpoint was
 //! committed. (A transaction pre-committed for a checkpoint that never completed is not in any
-//! checkpoint a restore uses, and the fence at open aborts it.) Both resumes run before any new
+//! checkpoint a restore uses, and the fence at open aborts it.) Both ways run before any new
 //! producer initialises the id, which is the order the two-phase-commit operator keeps:
 //! `recover_and_commit`, `recover_and_abort`, then `open`.
 //!
