@@ -6,7 +6,10 @@
 //! partition and offset, and is printed on stderr by [`print_errors`].
 
 use clap::Args;
-use eichhorn::connectors::{KafkaDeserializationError, KafkaRecord, KafkaSource, StartingOffsets};
+use eichhorn::connectors::{
+    KafkaDeserializationError, KafkaRecord, KafkaSink, KafkaSource, KafkaTransaction,
+    StartingOffsets,
+};
 use eichhorn::prelude::*;
 use eichhorn::time::WatermarkStrategy;
 
@@ -94,5 +97,88 @@ impl SinkFunction<String> for StderrLines {
     fn invoke(&mut self, line: String, _ctx: &SinkContext) -> Result<(), FunctionError> {
         eprintln!("{line}");
         Ok(())
+    }
+}
+
+/// Wraps a Kafka sink so that the process **aborts** (no destructors, no flushes: as a crash)
+/// when the sink is about to commit the `commit_number`-th transaction that holds records,
+/// counted over the process: its checkpoint completed, the transaction is pre-committed and
+/// not committed. The crash tests of `kafka_etl` restart the process from its checkpoints and
+/// check that the output is as without the crash.
+#[derive(Debug)]
+pub struct AbortAtCommit<T> {
+    inner: KafkaSink<T>,
+    commit_number: u64,
+}
+
+impl<T> Clone for AbortAtCommit<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            commit_number: self.commit_number,
+        }
+    }
+}
+
+impl<T> AbortAtCommit<T> {
+    /// `inner`, aborting the process at its `commit_number`-th commit of a transaction with
+    /// records (1 = the first).
+    pub fn new(inner: KafkaSink<T>, commit_number: u64) -> Self {
+        Self {
+            inner,
+            commit_number,
+        }
+    }
+}
+
+impl<T> eichhorn::api::Operator for AbortAtCommit<T> {}
+impl<T> eichhorn::api::Unkeyed for AbortAtCommit<T> {}
+
+impl<T: Send + 'static> eichhorn::api::TwoPhaseCommitSink<T> for AbortAtCommit<T> {
+    type Txn = KafkaTransaction;
+
+    fn open(&mut self, ctx: &RuntimeContext) -> Result<(), FunctionError> {
+        self.inner.open(ctx)
+    }
+    fn begin_transaction(&mut self) -> Result<KafkaTransaction, FunctionError> {
+        self.inner.begin_transaction()
+    }
+    fn invoke(
+        &mut self,
+        txn: &mut KafkaTransaction,
+        value: T,
+        ctx: &eichhorn::api::SinkContext,
+    ) -> Result<(), FunctionError> {
+        self.inner.invoke(txn, value, ctx)
+    }
+    fn pre_commit(&mut self, txn: &mut KafkaTransaction) -> Result<(), FunctionError> {
+        self.inner.pre_commit(txn)
+    }
+    fn commit(&mut self, txn: KafkaTransaction) -> Result<(), FunctionError> {
+        static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        if txn.records() > 0
+            && COMMITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.commit_number
+        {
+            eprintln!(
+                "aborting the process before commit {} (transaction {}, {} records)",
+                self.commit_number,
+                txn.transactional_id(),
+                txn.records()
+            );
+            std::process::abort();
+        }
+        self.inner.commit(txn)
+    }
+    fn abort(&mut self, txn: KafkaTransaction) -> Result<(), FunctionError> {
+        self.inner.abort(txn)
+    }
+    fn recover_and_commit(&mut self, txn: KafkaTransaction) -> Result<(), FunctionError> {
+        self.inner.recover_and_commit(txn)
+    }
+    fn recover_and_abort(&mut self, txn: KafkaTransaction) -> Result<(), FunctionError> {
+        self.inner.recover_and_abort(txn)
+    }
+    fn close(&mut self) -> Result<(), FunctionError> {
+        self.inner.close()
     }
 }

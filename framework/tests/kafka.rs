@@ -535,3 +535,107 @@ async fn a_savepoint_at_parallelism_two_goes_on_at_three() {
     }
     assert_same_counts(&counts(values), &counts(0..6_000u64), "2 -> 3");
 }
+
+/// Reads the exactly-once text output `dir` (every committed part file).
+fn committed_numbers(dir: &std::path::Path) -> Vec<u64> {
+    let mut values = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output") {
+        let entry = entry.expect("entry");
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("part");
+        values.extend(text.lines().map(|l| l.parse::<u64>().expect("number")));
+    }
+    values
+}
+
+/// Partition discovery: an unbounded job reading a topic pattern finds a topic created while
+/// it runs and reads it from its earliest offset (records written before it was found
+/// included); stopped with a savepoint and restored at another parallelism (bounded, starting
+/// at *latest*), it reads a topic created after the savepoint from its earliest offset too,
+/// and the partitions it knew from their checkpointed offsets. The exactly-once output holds
+/// every record once (tansu has no `CreatePartitions`; partitions added to a topic are the same
+/// case for the source, covered by the unit tests of `owned_partitions`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_created_while_running_are_discovered_and_survive_a_rescale() {
+    use std::sync::atomic::AtomicU64;
+    let broker = start();
+    for (first, second) in [(2u32, 3u32), (4, 1)] {
+        let prefix = topic("discovered");
+        let [a, b, c] = ["a", "b", "c"].map(|t| format!("{prefix}-{t}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out");
+        let savepoints = dir.path().join("savepoints");
+        let job = |parallelism: u32, bounded: bool, seen: Arc<AtomicU64>| {
+            let env = StreamEnv::new();
+            env.set_parallelism(parallelism);
+            env.enable_checkpointing(20);
+            let pattern = format!("{prefix}-");
+            let mut source = KafkaSource::matching(
+                &broker.bootstrap_servers(),
+                move |name| name.starts_with(&pattern),
+                parse_u64,
+            )
+            .partition_discovery_interval_ms(20);
+            source = if bounded {
+                // Partitions found at the restore that the savepoint lacks start at the
+                // earliest offset regardless.
+                source.bounded().starting_offsets(StartingOffsets::Latest)
+            } else {
+                source.starting_offsets(StartingOffsets::Earliest)
+            };
+            source
+                .build(&env, "discovering")
+                .records
+                .map(move |v| {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    v
+                })
+                .write_as_text_exactly_once(&out);
+            env
+        };
+        let wait_for = |seen: Arc<AtomicU64>, count: u64| async move {
+            while seen.load(Ordering::SeqCst) < count {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        broker.create_topic(&a, 2).expect("topic");
+        produce(&broker, &a, (0..300u64).map(|n| n.to_string()).collect()).await;
+        let seen = Arc::new(AtomicU64::new(0));
+        let handle = job(first, false, Arc::clone(&seen))
+            .execute_async("discovering")
+            .await
+            .expect("starts");
+        within(wait_for(Arc::clone(&seen), 300)).await;
+        // A matching topic appears while the job runs; its records are written before and
+        // after the job finds it.
+        broker.create_topic(&b, 3).expect("topic");
+        produce(&broker, &b, (300..600u64).map(|n| n.to_string()).collect()).await;
+        within(wait_for(Arc::clone(&seen), 600)).await;
+        let savepoint = within(handle.stop_with_savepoint(&savepoints))
+            .await
+            .expect("savepoint");
+        within(handle.join()).await.expect("stops");
+
+        broker.create_topic(&c, 2).expect("topic");
+        produce(&broker, &c, (600..800u64).map(|n| n.to_string()).collect()).await;
+        produce(&broker, &a, (800..900u64).map(|n| n.to_string()).collect()).await;
+        produce(
+            &broker,
+            &b,
+            (900..1_000u64).map(|n| n.to_string()).collect(),
+        )
+        .await;
+        let restored = job(second, true, Arc::new(AtomicU64::new(0)));
+        restored.restore_from(&savepoint, false);
+        within(restored.execute("restored"))
+            .await
+            .expect("restores");
+        assert_same_counts(
+            &counts(committed_numbers(&out)),
+            &counts(0..1_000u64),
+            &format!("{first} -> {second}"),
+        );
+    }
+}

@@ -5,7 +5,8 @@
 //! ```text
 //! cargo run -p eichhorn-examples --bin kafka_etl -- --brokers HOST:PORT \
 //!     [--input-topic readings] [--output-topic minima] [--window-ms 1000] [--bounded] \
-//!     [--exactly-once PREFIX] [--out-of-orderness-ms N] [--idleness-ms N] [--parallelism N]
+//!     [--exactly-once PREFIX] [--out-of-orderness-ms N] [--idleness-ms N] [--parallelism N] \
+//!     [--checkpoint-dir DIR] [--restore-from DIR/JOB_ID] [--abort-at-commit N]
 //! ```
 //!
 //! ## The job
@@ -21,6 +22,13 @@
 //! `read_committed` see every window once, also after failures. That needs a broker that
 //! supports transactions; without the flag the sink is at least once (idempotent producer).
 //!
+//! With `--checkpoint-dir DIR` checkpoints are files under `DIR/<job id>`, and a later run
+//! started with `--restore-from DIR/<job id>` goes on from the newest of them, also after the
+//! process died: a transaction the dead process pre-committed for a completed checkpoint is
+//! committed by the new one with its recorded producer id and epoch. `--abort-at-commit N`
+//! aborts the process at the sink's N-th commit (checkpoint completed, transaction not yet
+//! committed), the crash this recovery is for.
+//!
 //! Records that are not readings are printed on stderr as `error: cannot deserialise the record
 //! at TOPIC/PARTITION@OFFSET: reason`. At the end (with `--bounded`) the number of windows
 //! written is printed on stdout: `windows: N`.
@@ -31,7 +39,7 @@ use clap::Parser;
 use eichhorn::connectors::{KafkaProducerRecord, KafkaSink};
 use eichhorn::operator::window::{TimeDomain, WindowAssigner};
 use eichhorn::prelude::*;
-use eichhorn_examples::kafka_readings::{KafkaInput, print_errors, read_readings};
+use eichhorn_examples::kafka_readings::{AbortAtCommit, KafkaInput, print_errors, read_readings};
 use eichhorn_examples::sensors::{MinTemperature, SensorReading, WindowMinimum, colder};
 use eichhorn_examples::{init_tracing, run_example};
 
@@ -55,6 +63,17 @@ struct Cli {
     /// Extra producer property `key=value` (repeatable), e.g. `linger.ms=5`.
     #[arg(long = "producer-property", value_name = "KEY=VALUE")]
     producer_properties: Vec<String>,
+    /// Write checkpoints as files under `DIR/<job id>` (default: in memory).
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<std::path::PathBuf>,
+    /// Start from a savepoint, a checkpoint (`DIR/<job id>/chk-N`) or an earlier run's
+    /// checkpoint folder (`DIR/<job id>`: its newest intact checkpoint).
+    #[arg(long, value_name = "PATH")]
+    restore_from: Option<std::path::PathBuf>,
+    /// For crash tests: abort the process at the sink's N-th commit, after its checkpoint
+    /// completed and before the transaction is committed.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    abort_at_commit: Option<u64>,
 }
 
 #[tokio::main]
@@ -68,6 +87,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--window-ms {}: {e}", cli.window_ms))?;
     let env = StreamEnv::new();
     cli.ops.apply(&env);
+    if let Some(dir) = &cli.checkpoint_dir {
+        env.set_checkpoint_storage(dir);
+    }
+    if let Some(path) = &cli.restore_from {
+        env.restore_from(path, false);
+    }
     let (readings, errors) = read_readings(&env, &cli.input);
     print_errors(errors);
     let mut sink = KafkaSink::new(
@@ -86,12 +111,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(prefix) = &cli.exactly_once {
         sink = sink.exactly_once(prefix);
     }
-    readings
+    let minima = readings
         .key_by(|r: &SensorReading| r.sensor_id.clone())
         .window(assigner)
-        .reduce_with_process(colder, MinTemperature)
-        .add_two_phase_sink(sink)
-        .name("Sink: Kafka Minima");
+        .reduce_with_process(colder, MinTemperature);
+    match cli.abort_at_commit {
+        Some(n) => minima.add_two_phase_sink(AbortAtCommit::new(sink, n)),
+        None => minima.add_two_phase_sink(sink),
+    }
+    .name("Sink: Kafka Minima");
     let result = env.execute("kafka etl").await?;
     let windows = result
         .operators

@@ -14,6 +14,24 @@
 //! [`StartingOffsets`] say, resolved to a concrete offset before the first read, so a checkpoint
 //! never holds a symbolic "latest".
 //!
+//! **Partition discovery** (Flink's `partition.discovery.interval.ms`, on by default every five
+//! minutes as in Flink's `KafkaSource`, FLIP-288): an unbounded source looks at the brokers'
+//! metadata at that interval and starts reading the partitions of its topics (a list or a
+//! pattern) that appeared since: partitions added to a topic and topics created that match the
+//! pattern. Each subtask looks for itself and takes what it owns under the same
+//! `split_owner` rule, so every partition has exactly one reader without any coordination, and
+//! adding partitions never moves one already read. A discovered partition starts at its
+//! *earliest* offset whatever the [`StartingOffsets`] say (they apply to the partitions the
+//! source found when it started), so records written to it before it was found are not
+//! skipped. Its position is in every snapshot from then on. On a restore (at any parallelism),
+//! an owned partition the checkpoint does not hold appeared after that job's first listing
+//! (every listed partition has a position from the first snapshot on: a snapshot resolves the
+//! starting offsets first), so it too starts at the earliest offset: a partition found after
+//! the restored checkpoint is read from its start again and one found before from its
+//! checkpointed offset, never twice and never skipped. Partitions that disappear (a deleted
+//! topic) are not dropped from the source. A look blocks the subtask for one metadata
+//! request; a failed look is logged and retried at the next interval.
+//!
 //! Timestamps are the records' Kafka timestamps unless a [`WatermarkStrategy`] assigns others;
 //! watermarks are generated **per partition** inside the source (Flink's per-split
 //! watermarks): the subtask's watermark is the minimum over its partitions that are not idle
@@ -27,7 +45,7 @@
 //!
 //! Polling never blocks: `poll_next` takes what librdkafka has fetched (`poll(0)`), at most the
 //! poll's budget, and returns `Idle` otherwise. Metadata and offset look-ups (`open`, the first
-//! poll) block up to `request_timeout_ms`.
+//! poll, a discovery) block up to `request_timeout_ms`.
 //!
 //! ## Sink
 //!
@@ -36,7 +54,9 @@
 //! interval): `invoke` enqueues into librdkafka's bounded local queue (a full queue waits,
 //! which back-pressures the subtask), delivery errors fail the task naming topic and
 //! partition, and the barrier (`pre_commit`) flushes, so a completed checkpoint covers every
-//! record before it.
+//! record before it. Exactly once through Kafka transactions, see `kafka_txn`: a pre-commit
+//! records its producer's id and epoch (from librdkafka's statistics) in the checkpoint, so
+//! that a restore in a new process can commit the transaction with `EndTxn` (`kafka_wire`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,7 +66,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 
 pub use super::kafka_txn::KafkaTransaction;
-use super::kafka_txn::{Known, Recovery, TransactionCore, TxnAction};
+use super::kafka_txn::{Known, Recovery, ResumeCommit, ResumeStep, TransactionCore, TxnAction};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -143,6 +163,8 @@ struct SourceSettings {
     properties: BTreeMap<String, String>,
     request_timeout_ms: u64,
     watermark_interval_ms: i64,
+    /// How often an unbounded source looks for new partitions and topics (`None`: never).
+    discovery_interval_ms: Option<i64>,
 }
 
 /// The stored position of one split.
@@ -163,6 +185,22 @@ struct Split<T> {
     watermark: i64,
     /// Processing time of its last record (for idleness).
     last_record_ms: Option<i64>,
+    /// Starts at the earliest offset whatever the [`StartingOffsets`] say: a partition that
+    /// appeared after the source first listed its partitions (Flink's rule for discovered
+    /// partitions, FLIP-288), so none of its records is skipped.
+    from_earliest: bool,
+}
+
+impl<T> Split<T> {
+    fn new(from_earliest: bool) -> Self {
+        Self {
+            position: None,
+            generator: None,
+            watermark: i64::MIN,
+            last_record_ms: None,
+            from_earliest,
+        }
+    }
 }
 
 /// The stored positions of a subtask: one entry per split.
@@ -226,6 +264,8 @@ pub struct KafkaSource<T> {
     snapshot_offsets: Option<Positions>,
     /// Whether the last commit to the broker was asynchronous (close makes it synchronous).
     committed_async: Option<Positions>,
+    /// Processing time of the last partition discovery.
+    last_discovery_ms: Option<i64>,
 }
 
 /// The streams of a [`KafkaSource`]: the deserialised records and the rejected ones.
@@ -282,6 +322,7 @@ impl<T: crate::api::Data> KafkaSource<T> {
                 properties: BTreeMap::new(),
                 request_timeout_ms: 30_000,
                 watermark_interval_ms: 200,
+                discovery_interval_ms: Some(DISCOVERY_INTERVAL_MS_DEFAULT),
             }),
             deserializer: Arc::new(deserializer),
             strategy: None,
@@ -295,6 +336,7 @@ impl<T: crate::api::Data> KafkaSource<T> {
             idle: false,
             snapshot_offsets: None,
             committed_async: None,
+            last_discovery_ms: None,
         }
     }
 
@@ -351,6 +393,15 @@ impl<T: crate::api::Data> KafkaSource<T> {
         self
     }
 
+    /// How often an unbounded source checks the brokers' metadata for partitions and topics
+    /// that appeared since it started (Flink's `partition.discovery.interval.ms`; default five
+    /// minutes, as Flink's `KafkaSource`); zero or less turns discovery off. New partitions are
+    /// read from their earliest offset. Bounded sources never discover.
+    pub fn partition_discovery_interval_ms(mut self, interval_ms: i64) -> Self {
+        self.settings_mut().discovery_interval_ms = (interval_ms > 0).then_some(interval_ms);
+        self
+    }
+
     /// Adds the source to `env` as `name` and returns its record and error streams.
     pub fn build(self, env: &StreamEnv, name: &str) -> KafkaStreams<T> {
         let tag = crate::api::OutputTag::<KafkaDeserializationError>::new(format!(
@@ -386,35 +437,38 @@ impl<T> KafkaSource<T> {
         let metadata = consumer
             .fetch_metadata(None, self.timeout())
             .map_err(|e| format!("{}: fetching metadata failed: {e}", self.server()))?;
-        let mut owned = Vec::new();
-        for topic in metadata.topics() {
-            let selected = match &self.settings.topics {
-                TopicSelection::List(topics) => topics.iter().any(|t| t == topic.name()),
-                TopicSelection::Matching(pattern) => {
-                    !topic.name().starts_with("__") && pattern(topic.name())
-                }
-            };
-            if !selected {
-                continue;
+        let topics: Vec<(&str, Vec<i32>)> = metadata
+            .topics()
+            .iter()
+            .map(|t| (t.name(), t.partitions().iter().map(|p| p.id()).collect()))
+            .collect();
+        owned_partitions(
+            &self.settings.topics,
+            &topics,
+            self.subtask_index,
+            self.parallelism,
+        )
+        .map_err(|missing| format!("{}: topic {missing} does not exist", self.server()).into())
+    }
+
+    /// Periodic discovery (unbounded sources): adds the owned partitions that appeared since
+    /// the last look, to be read from their earliest offset. A failed look is logged and
+    /// retried at the next interval (the partitions already read go on).
+    fn discover_new(&mut self) {
+        let found = match self.discover() {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(server = %self.server(), %error, "Kafka partition discovery failed; retried at the next interval");
+                return;
             }
-            for partition in topic.partitions() {
-                if split_owner(topic.name(), partition.id(), self.parallelism) == self.subtask_index
-                {
-                    owned.push((topic.name().to_string(), partition.id()));
-                }
+        };
+        for key in found {
+            if !self.splits.contains_key(&key) {
+                tracing::info!(topic = %key.0, partition = key.1, subtask = self.subtask_index, "discovered a new Kafka partition; reading it from the earliest offset");
+                self.splits.insert(key, Split::new(true));
+                self.assigned = false;
             }
         }
-        if let TopicSelection::List(topics) = &self.settings.topics
-            && let Some(missing) = topics.iter().find(|t| {
-                !metadata
-                    .topics()
-                    .iter()
-                    .any(|m| m.name() == t.as_str() && !m.partitions().is_empty())
-            })
-        {
-            return Err(format!("{}: topic {missing} does not exist", self.server()).into());
-        }
-        Ok(owned)
     }
 
     /// Resolves the starting (and, bounded, stopping) offsets of splits without a position,
@@ -472,6 +526,11 @@ impl<T> KafkaSource<T> {
                         format!("{server}: reading the offsets of {topic}/{partition} failed: {e}")
                     })?;
                 let key = (topic.clone(), *partition);
+                let starting = if split.from_earliest {
+                    StartingOffsets::Earliest
+                } else {
+                    starting
+                };
                 let next_offset = match starting {
                     StartingOffsets::Earliest => low,
                     StartingOffsets::Latest => high,
@@ -513,18 +572,24 @@ impl<T> KafkaSource<T> {
             .collect()
     }
 
+    /// Takes the owned splits' restored positions. With discovery on, an owned partition the
+    /// restored checkpoint does not know appeared after that checkpoint's job first listed its
+    /// partitions (every listed partition has a position from the first snapshot on), so it
+    /// starts at the earliest offset, as Flink restores a discovered partition.
     fn set_positions(&mut self, positions: Positions) {
         for (key, position) in positions {
             if split_owner(&key.0, key.1, self.parallelism) == self.subtask_index {
                 self.splits
                     .entry(key)
-                    .or_insert_with(|| Split {
-                        position: None,
-                        generator: None,
-                        watermark: i64::MIN,
-                        last_record_ms: None,
-                    })
+                    .or_insert_with(|| Split::new(false))
                     .position = Some(position);
+            }
+        }
+        if self.settings.discovery_interval_ms.is_some() {
+            for split in self.splits.values_mut() {
+                if split.position.is_none() {
+                    split.from_earliest = true;
+                }
             }
         }
         self.assigned = false;
@@ -537,6 +602,45 @@ impl<T> KafkaSource<T> {
                     .is_some_and(|p| p.stop_offset.is_some_and(|stop| p.next_offset >= stop))
             })
     }
+}
+
+/// Flink's default partition discovery interval for the `KafkaSource` (five minutes).
+const DISCOVERY_INTERVAL_MS_DEFAULT: i64 = 300_000;
+
+/// The partitions of `topics` (name and partition ids, as the metadata lists them) that the
+/// selection reads and subtask `subtask_index` of `parallelism` owns, in metadata order. Err:
+/// a listed topic that has no partitions (does not exist).
+fn owned_partitions(
+    selection: &TopicSelection,
+    topics: &[(&str, Vec<i32>)],
+    subtask_index: u32,
+    parallelism: u32,
+) -> Result<Vec<(String, i32)>, String> {
+    let mut owned = Vec::new();
+    for (name, partitions) in topics {
+        let selected = match selection {
+            TopicSelection::List(list) => list.iter().any(|t| t == name),
+            TopicSelection::Matching(pattern) => !name.starts_with("__") && pattern(name),
+        };
+        if !selected {
+            continue;
+        }
+        for partition in partitions {
+            if split_owner(name, *partition, parallelism) == subtask_index {
+                owned.push(((*name).to_string(), *partition));
+            }
+        }
+    }
+    if let TopicSelection::List(list) = selection
+        && let Some(missing) = list.iter().find(|t| {
+            !topics
+                .iter()
+                .any(|(name, partitions)| name == t && !partitions.is_empty())
+        })
+    {
+        return Err(missing.clone());
+    }
+    Ok(owned)
 }
 
 /// The subtask owning partition `partition` of `topic` at `parallelism`: `(fnv1a(topic) +
@@ -574,6 +678,7 @@ impl<T> Clone for KafkaSource<T> {
             idle: false,
             snapshot_offsets: None,
             committed_async: None,
+            last_discovery_ms: None,
         }
     }
 }
@@ -632,12 +737,7 @@ impl<T: crate::api::Data> crate::api::SourceFunction<Result<T, KafkaDeserializat
         })?;
         self.consumer = Some(consumer);
         for key in self.discover()? {
-            self.splits.entry(key).or_insert_with(|| Split {
-                position: None,
-                generator: None,
-                watermark: i64::MIN,
-                last_record_ms: None,
-            });
+            self.splits.entry(key).or_insert_with(|| Split::new(false));
         }
         Ok(())
     }
@@ -646,13 +746,23 @@ impl<T: crate::api::Data> crate::api::SourceFunction<Result<T, KafkaDeserializat
         &mut self,
         ctx: &mut SourceContext<'_, Result<T, KafkaDeserializationError>>,
     ) -> Result<SourcePoll, FunctionError> {
+        let now = ctx.current_processing_time();
+        if let Some(interval_ms) = self.settings.discovery_interval_ms
+            && !self.settings.bounded
+        {
+            // `open` listed the partitions: the first periodic look is one interval later.
+            let last = *self.last_discovery_ms.get_or_insert(now);
+            if now - last >= interval_ms {
+                self.last_discovery_ms = Some(now);
+                self.discover_new();
+            }
+        }
         if !self.assigned {
             self.assign()?;
         }
         if self.all_done() {
             return Ok(SourcePoll::Finished);
         }
-        let now = ctx.current_processing_time();
         if self.splits.is_empty() {
             if !self.idle {
                 ctx.mark_idle();
@@ -812,6 +922,11 @@ impl<T: crate::api::Data> crate::api::SourceFunction<Result<T, KafkaDeserializat
     }
 
     fn snapshot_position(&mut self) -> Result<Option<Vec<u8>>, FunctionError> {
+        // Every owned split gets a concrete position before the first snapshot (a restore
+        // takes a split the snapshot does not hold for a discovered one, see `set_positions`).
+        if !self.assigned {
+            self.assign()?;
+        }
         let positions = self.positions();
         self.snapshot_offsets = Some(positions.clone());
         let entries: Vec<((String, i32), SplitPosition)> = positions.into_iter().collect();
@@ -957,13 +1072,47 @@ impl KafkaProducerRecord {
     }
 }
 
-/// Collects the first delivery failure (librdkafka calls back on its own threads).
+/// Collects the first delivery failure (librdkafka calls back on its own threads), and the
+/// producer id and epoch the coordinator assigned, from librdkafka's statistics (its only
+/// report of them).
 #[derive(Debug, Default)]
 struct DeliveryReports {
     failure: Mutex<Option<String>>,
+    identity: Mutex<Option<(i64, i16)>>,
 }
 
-impl ClientContext for DeliveryReports {}
+/// The part of librdkafka's statistics JSON the sink reads.
+#[derive(Debug, Deserialize)]
+struct StatisticsEos {
+    eos: Option<EosStatistics>,
+}
+
+/// librdkafka's `eos` statistics: the idempotent producer's state and identity.
+#[derive(Debug, Deserialize)]
+struct EosStatistics {
+    idemp_state: String,
+    producer_id: i64,
+    producer_epoch: i64,
+}
+
+impl ClientContext for DeliveryReports {
+    fn stats_raw(&self, statistics: &[u8]) {
+        // Only the `eos` object is parsed (the rest can be large).
+        let Ok(StatisticsEos { eos: Some(eos) }) = serde_json::from_slice(statistics) else {
+            return;
+        };
+        // "Assigned": the producer holds the id and epoch from its one `init_transactions`
+        // (each transaction has a producer of its own, so they are that transaction's).
+        if eos.idemp_state == "Assigned"
+            && eos.producer_id >= 0
+            && let Ok(epoch) = i16::try_from(eos.producer_epoch)
+            && epoch >= 0
+        {
+            *self.identity.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((eos.producer_id, epoch));
+        }
+    }
+}
 
 impl ProducerContext for DeliveryReports {
     type DeliveryOpaque = ();
@@ -1048,6 +1197,10 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
+/// How often transactional producers report statistics (the producer id and epoch a
+/// pre-commit records; see `KafkaSink::producer_identity`), in milliseconds.
+const STATISTICS_INTERVAL_MS: u64 = 50;
+
 /// A generation number unique in this process (which use of a transactional id a
 /// transaction is).
 fn next_generation() -> u64 {
@@ -1086,8 +1239,12 @@ impl<T> KafkaSink<T> {
     /// (unique per sink among the producers of the cluster), a transaction per checkpoint
     /// interval, committed when its checkpoint completes. Consumers must read with
     /// `isolation.level=read_committed`. The broker must support transactions (tansu 0.6 does
-    /// not). See the `kafka_txn` notes in the module docs for what a process restart between a
-    /// checkpoint and its commit means with librdkafka.
+    /// not). A transaction pre-committed for a completed checkpoint is committed by the restore
+    /// also when the process died before committing it: the checkpoint holds its producer id
+    /// and epoch, and the restore ends it at the transaction coordinator (Flink's
+    /// `resumeTransaction`). The broker must keep it open until then
+    /// (`transaction.timeout.ms`, set to 15 minutes; the broker's
+    /// `transaction.max.timeout.ms` must allow it).
     ///
     /// # Panics
     ///
@@ -1160,9 +1317,12 @@ impl<T> KafkaSink<T> {
                 self.settings.request_timeout_ms.to_string(),
             );
         if let Some(id) = transactional_id {
+            // Statistics carry the producer id and epoch that a pre-commit records (see
+            // `producer_identity`); their interval bounds how long that waits.
             config
                 .set("transactional.id", id)
-                .set("transaction.timeout.ms", "900000");
+                .set("transaction.timeout.ms", "900000")
+                .set("statistics.interval.ms", STATISTICS_INTERVAL_MS.to_string());
         }
         for (key, value) in &self.settings.properties {
             config.set(key, value);
@@ -1226,6 +1386,77 @@ impl<T> KafkaSink<T> {
             }
         }
         Ok(())
+    }
+
+    /// The producer id and epoch of the producer of transaction `id`, from librdkafka's
+    /// statistics: waits (polling the producer) for the first report after
+    /// `init_transactions`, at most the request timeout.
+    fn producer_identity(&self, id: &str) -> Result<(i64, i16), FunctionError> {
+        let (_, producer) = self
+            .producers
+            .get(id)
+            .ok_or_else(|| format!("no producer for transaction {id}"))?;
+        let poll = Duration::from_millis(5);
+        let polls_max = self.settings.request_timeout_ms / 5 + 1;
+        for _ in 0..polls_max {
+            let identity = *producer
+                .context()
+                .identity
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(identity) = identity {
+                return Ok(identity);
+            }
+            producer.poll(poll);
+        }
+        Err(format!(
+            "{}: the producer id and epoch of transaction {id} did not appear in librdkafka's \
+             statistics within {} ms (is statistics.interval.ms overridden with 0?)",
+            self.server(),
+            self.settings.request_timeout_ms
+        )
+        .into())
+    }
+
+    /// Commits a pre-committed transaction whose producer is gone with `EndTxn` under its
+    /// recorded producer id and epoch (see `kafka_txn::ResumeCommit`), blocking the restore
+    /// through the retries' backoff.
+    fn resume_commit(&self, mut resume: ResumeCommit) -> ResumeStep {
+        let timeout = self.timeout();
+        let mut coordinator: Option<String> = None;
+        let mut step = resume.start();
+        loop {
+            step = match step {
+                ResumeStep::FindCoordinator { backoff_ms } => {
+                    std::thread::sleep(Duration::from_millis(backoff_ms));
+                    let answer = super::kafka_wire::find_transaction_coordinator(
+                        &self.settings.bootstrap_servers,
+                        &resume.transactional_id,
+                        timeout,
+                    )
+                    .map(|(code, address)| {
+                        coordinator = Some(address);
+                        code
+                    });
+                    resume.handle_coordinator(answer)
+                }
+                ResumeStep::EndTxn { backoff_ms } => {
+                    std::thread::sleep(Duration::from_millis(backoff_ms));
+                    let answer = match &coordinator {
+                        Some(address) => super::kafka_wire::commit_transaction(
+                            address,
+                            &resume.transactional_id,
+                            resume.producer_id,
+                            resume.producer_epoch,
+                            timeout,
+                        ),
+                        None => Err("no coordinator known".to_string()),
+                    };
+                    resume.handle_end_txn(answer)
+                }
+                done => return done,
+            };
+        }
     }
 
     /// The first delivery failure of the at-least-once producer.
@@ -1386,7 +1617,13 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaSink<T> {
     fn pre_commit(&mut self, txn: &mut KafkaTransaction) -> Result<(), FunctionError> {
         if let Some(core) = &mut self.core {
             core.handle_pre_commit(txn);
-            return self.carry_out();
+            self.carry_out()?;
+            // Recorded in the checkpoint: a restore in another process resumes the
+            // transaction with them.
+            let (producer_id, producer_epoch) = self.producer_identity(txn.transactional_id())?;
+            txn.producer_id = producer_id;
+            txn.producer_epoch = producer_epoch;
+            return Ok(());
         }
         let timeout = self.timeout();
         let server = self.server();
@@ -1448,11 +1685,33 @@ impl<T: Send + 'static> TwoPhaseCommitSink<T> for KafkaSink<T> {
                 return Err(format!("unexpected recovery action {other:?}").into());
             }
             Recovery::Done => {}
+            Recovery::Resume(resume) => match self.resume_commit(resume) {
+                ResumeStep::Committed => {
+                    tracing::info!(transactional_id = %id, records = txn.records(), "committed a recovered Kafka transaction with its recorded producer id and epoch");
+                    registry().insert(id, (txn.generation, Known::Committed, None));
+                }
+                ResumeStep::AlreadyEnded => {
+                    tracing::info!(transactional_id = %id, "a recovered Kafka transaction had been committed before (its epoch is fenced)");
+                }
+                ResumeStep::Failed(message) => {
+                    // No restart can commit it: fail the job, naming the transaction.
+                    return Err(
+                        UnrecoverableError::new(format!("{}: {message}", self.server())).into(),
+                    );
+                }
+                ResumeStep::GaveUp(message) => {
+                    // A restart tries again (the broker may be back); the restart strategy
+                    // bounds how often.
+                    return Err(format!("{}: {message}", self.server()).into());
+                }
+                other => return Err(format!("unexpected resume step {other:?}").into()),
+            },
             Recovery::Unresumable(id) => {
                 tracing::error!(
                     transactional_id = %id,
                     records = txn.records(),
-                    "a pre-committed Kafka transaction cannot be resumed after a process restart: \
+                    "a pre-committed Kafka transaction without a recorded producer id and epoch \
+                     cannot be resumed after a process restart: \
                      it was committed if the crash came after its commit, else its records are lost"
                 );
             }
@@ -1504,6 +1763,119 @@ mod tests {
             assert!(load.iter().all(|n| *n == 3), "P={parallelism}: {load:?}");
         }
         assert_eq!(split_owner("t", 7, 0), 0, "parallelism 0 counts as 1");
+    }
+
+    fn all_owned(
+        selection: &TopicSelection,
+        topics: &[(&str, Vec<i32>)],
+        parallelism: u32,
+    ) -> Vec<Vec<(String, i32)>> {
+        (0..parallelism)
+            .map(|subtask| owned_partitions(selection, topics, subtask, parallelism).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn discovery_takes_added_partitions_and_matching_topics_without_moving_any() {
+        let pattern = TopicSelection::Matching(Arc::new(|name: &str| name.starts_with("in-")));
+        let before = [
+            ("in-a", vec![0, 1]),
+            ("other", vec![0]),
+            ("__internal", vec![0]),
+        ];
+        let after = [
+            ("in-a", vec![0, 1, 2, 3]),
+            ("other", vec![0, 1]),
+            ("__internal", vec![0]),
+            ("in-b", vec![0, 1, 2]),
+        ];
+        for parallelism in 1..=4 {
+            let old = all_owned(&pattern, &before, parallelism);
+            let new = all_owned(&pattern, &after, parallelism);
+            for (subtask, (old, new)) in old.iter().zip(&new).enumerate() {
+                assert!(
+                    old.iter().all(|key| new.contains(key)),
+                    "P={parallelism} subtask {subtask}: a partition moved: {old:?} -> {new:?}"
+                );
+            }
+            let mut every: Vec<(String, i32)> = new.into_iter().flatten().collect();
+            every.sort();
+            let expected: Vec<(String, i32)> = [("in-a", 0..4), ("in-b", 0..3)]
+                .into_iter()
+                .flat_map(|(t, ps)| ps.map(move |p| (t.to_string(), p)))
+                .collect();
+            assert_eq!(every, expected, "P={parallelism}: each partition once");
+        }
+        let list = TopicSelection::List(vec!["in-a".into(), "gone".into()]);
+        assert_eq!(
+            owned_partitions(&list, &after, 0, 1).unwrap_err(),
+            "gone",
+            "a listed topic that does not exist is named"
+        );
+    }
+
+    proptest::proptest! {
+        /// Growing topics (more partitions, more topics): at every parallelism each partition
+        /// has one owner, and a partition's owner never changes as others appear.
+        #[test]
+        fn discovered_partitions_have_one_stable_owner(
+            sizes in proptest::collection::vec((1i32..6, 0i32..6), 1..5),
+            parallelism in 1u32..6,
+        ) {
+            let names: Vec<String> = (0..sizes.len()).map(|i| format!("t{i}")).collect();
+            let before: Vec<(&str, Vec<i32>)> = names
+                .iter()
+                .zip(&sizes)
+                .map(|(n, (first, _))| (n.as_str(), (0..*first).collect()))
+                .collect();
+            let after: Vec<(&str, Vec<i32>)> = names
+                .iter()
+                .zip(&sizes)
+                .map(|(n, (first, added))| (n.as_str(), (0..first + added).collect()))
+                .collect();
+            let list = TopicSelection::List(names.clone());
+            let old = all_owned(&list, &before, parallelism);
+            let new = all_owned(&list, &after, parallelism);
+            for (old, new) in old.iter().zip(&new) {
+                proptest::prop_assert!(old.iter().all(|key| new.contains(key)));
+            }
+            let mut every: Vec<(String, i32)> = new.into_iter().flatten().collect();
+            let count = every.len();
+            every.sort();
+            every.dedup();
+            let total: i32 = sizes.iter().map(|(a, b)| a + b).sum();
+            proptest::prop_assert_eq!(every.len(), count);
+            proptest::prop_assert_eq!(count, total as usize);
+        }
+    }
+
+    #[test]
+    fn a_restore_with_discovery_reads_partitions_the_checkpoint_lacks_from_the_earliest() {
+        let restored: Positions = [(
+            ("t".to_string(), 0),
+            SplitPosition {
+                next_offset: 7,
+                stop_offset: None,
+            },
+        )]
+        .into_iter()
+        .collect();
+        for discovery in [true, false] {
+            let mut source = KafkaSource::<u8>::new("x", &["t"], |_| Ok(0))
+                .starting_offsets(StartingOffsets::Latest);
+            if !discovery {
+                source = source.partition_discovery_interval_ms(0);
+            }
+            // `open` listed partitions 0 and 1; the checkpoint knows only 0.
+            source.splits.insert(("t".into(), 0), Split::new(false));
+            source.splits.insert(("t".into(), 1), Split::new(false));
+            source.set_positions(restored.clone());
+            let zero = &source.splits[&("t".to_string(), 0)];
+            let one = &source.splits[&("t".to_string(), 1)];
+            assert_eq!(zero.position.map(|p| p.next_offset), Some(7));
+            assert!(!zero.from_earliest);
+            assert_eq!(one.from_earliest, discovery, "discovery {discovery}");
+        }
     }
 
     #[test]

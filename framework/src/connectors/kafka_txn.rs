@@ -13,17 +13,29 @@
 //! *initialises* its producer (`init_transactions`), which fences every earlier producer of the
 //! same id and aborts what it left open, so an id is never in two transactions at once.
 //!
-//! librdkafka cannot resume a transaction another producer instance started (Flink's Java
-//! producer does it by reflection). So a pre-committed transaction is committed by the
-//! producer that prepared it: the sink hands the producers of pre-committed transactions to a
-//! process-wide registry when it is dropped (a failed task) and records there which
-//! transactions it committed; the restore takes the producers back and commits, or skips what
-//! was committed ([`TransactionCore::recover_commit`]). When the producer is gone because the
-//! process died, the transaction cannot be resumed: it was committed if the crash came after
-//! the commit, else its records are lost. The sink logs this case as an error naming the
-//! transaction and goes on, as Flink's Kafka producer does for a transaction it cannot commit
-//! on recovery; exactly once across process crashes needs a client that can resume
-//! transactions.
+//! A pre-committed transaction records the **producer id and epoch** its producer got from
+//! the transaction coordinator (librdkafka reports them in its statistics), and the checkpoint
+//! stores them with it. Recovery commits a transaction of the restored checkpoint in one of
+//! two ways ([`TransactionCore::recover_commit`]):
+//!
+//! - its producer is still alive in this process (a failed task, not a dead process): the sink
+//!   hands the producers of pre-committed transactions to a process-wide registry when it is
+//!   dropped and records there which transactions it committed; the restore takes the producer
+//!   back and commits, or skips what was committed;
+//! - otherwise (the process died) it is **resumed** as Flink's
+//!   `FlinkKafkaInternalProducer.resumeTransaction` does: `EndTxn(commit)` with the recorded
+//!   producer id and epoch, sent to the transactional id's coordinator (`FindCoordinator`).
+//!   [`ResumeCommit`] decides what the broker's answers mean: the commit went through (or had
+//!   already gone through: Kafka answers a repeated commit of the same epoch with success), or
+//!   the epoch is fenced, or the transaction is in no state to commit.
+//!
+//! A fenced epoch means the transaction had ended before: an id's producer is initialised
+//! again (bumping its epoch) only when its slot is reused, after the transaction committed,
+//! or at `handle_open`, after every pending transaction of the restored checkpoint was
+//! committed. (A transaction pre-committed for a checkpoint that never completed is not in any
+//! checkpoint a restore uses, and the fence at open aborts it.) Both ways run before any new
+//! producer initialises the id, which is the order the two-phase-commit operator keeps:
+//! `recover_and_commit`, `recover_and_abort`, then `open`.
 //!
 //! ## Invariants
 //!
@@ -38,7 +50,7 @@ use std::collections::{BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 /// One transaction of the Kafka sink: what checkpoints store about it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KafkaTransaction {
     /// The transactional id (empty at least once).
     pub(crate) transactional_id: String,
@@ -48,9 +60,32 @@ pub struct KafkaTransaction {
     pub(crate) generation: u64,
     /// Records sent in it.
     pub(crate) records: u64,
+    /// The producer id the coordinator gave its producer (`-1`: not known, at least once).
+    pub(crate) producer_id: i64,
+    /// The producer epoch of that producer (`-1`: not known).
+    pub(crate) producer_epoch: i16,
+}
+
+impl Default for KafkaTransaction {
+    fn default() -> Self {
+        Self {
+            transactional_id: String::new(),
+            slot: 0,
+            generation: 0,
+            records: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+        }
+    }
 }
 
 impl KafkaTransaction {
+    /// The producer id and epoch of its producer, once pre-committed in exactly-once mode.
+    pub fn producer_id_and_epoch(&self) -> Option<(i64, i16)> {
+        (self.producer_id >= 0 && self.producer_epoch >= 0)
+            .then_some((self.producer_id, self.producer_epoch))
+    }
+
     /// The records sent in it.
     pub fn records(&self) -> u64 {
         self.records
@@ -110,10 +145,207 @@ pub(crate) enum Recovery {
     Act(TxnAction),
     /// Nothing to do: committed already, or empty.
     Done,
-    /// Its producer is gone (the process restarted): librdkafka cannot resume the
-    /// transaction. It was committed if the crash came after the commit; otherwise its records
-    /// are lost (Flink's Kafka producer logs the same case and goes on).
+    /// Its producer is gone (the process restarted): resume it with `EndTxn(commit)` under the
+    /// recorded producer id and epoch, driven by a [`ResumeCommit`].
+    Resume(ResumeCommit),
+    /// Its producer is gone and the checkpoint holds no producer id and epoch for it (the
+    /// pre-commit always records them, so only a hand-made state lacks them): it cannot be
+    /// committed.
     Unresumable(String),
+}
+
+/// Kafka's error codes that a resumed commit tells apart (Kafka's `Errors`).
+pub(crate) mod error_code {
+    /// Success.
+    pub(crate) const NONE: i16 = 0;
+    /// The request timed out at the broker.
+    pub(crate) const REQUEST_TIMED_OUT: i16 = 7;
+    /// The coordinator is loading its state.
+    pub(crate) const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    /// The coordinator is not available.
+    pub(crate) const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    /// This broker is not the coordinator of the id.
+    pub(crate) const NOT_COORDINATOR: i16 = 16;
+    /// The broker does not support the request at any version we know.
+    pub(crate) const UNSUPPORTED_VERSION: i16 = 35;
+    /// An older epoch than the coordinator's (brokers before KIP-588).
+    pub(crate) const INVALID_PRODUCER_EPOCH: i16 = 47;
+    /// The transaction is in no state for this operation.
+    pub(crate) const INVALID_TXN_STATE: i16 = 48;
+    /// The coordinator no longer knows the transactional id.
+    pub(crate) const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    /// The coordinator is still completing the transaction (writing its markers).
+    pub(crate) const CONCURRENT_TRANSACTIONS: i16 = 51;
+    /// A newer producer of the id fenced this epoch.
+    pub(crate) const PRODUCER_FENCED: i16 = 90;
+}
+
+/// What a resumed commit does next (see [`ResumeCommit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResumeStep {
+    /// Ask a bootstrap broker for the id's coordinator (`FindCoordinator`, key type 1), after
+    /// waiting `backoff_ms`, then answer with [`ResumeCommit::handle_coordinator`].
+    FindCoordinator {
+        /// Wait before the request.
+        backoff_ms: u64,
+    },
+    /// Send `EndTxn(commit)` with the recorded producer id and epoch to the coordinator, after
+    /// waiting `backoff_ms`, then answer with [`ResumeCommit::handle_end_txn`].
+    EndTxn {
+        /// Wait before the request.
+        backoff_ms: u64,
+    },
+    /// The transaction is committed (by this request or an earlier one under the same epoch).
+    Committed,
+    /// A later producer of the id fenced the epoch: the transaction had ended before, and
+    /// only after its commit (see the module docs).
+    AlreadyEnded,
+    /// It cannot be committed, and asking again will not change that (the coordinator
+    /// aborted it, lost the id, or does not support `EndTxn`): why, naming the transaction.
+    Failed(String),
+    /// No coordinator answered within the attempts: a later restore may succeed. Why, naming
+    /// the transaction.
+    GaveUp(String),
+}
+
+/// Resuming a pre-committed transaction whose producer is gone: `EndTxn(commit)` under the
+/// recorded producer id and epoch (Flink's `resumeTransaction` + `commitTransaction`). A sans-IO
+/// state machine: start with [`ResumeCommit::start`], carry out each [`ResumeStep`] and feed the
+/// answer back, until `Committed`, `AlreadyEnded` or `Failed`. Transient answers (coordinator
+/// moving or loading, the transaction still completing, a broken connection) are retried with
+/// exponential backoff, at most `attempts_max` requests in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResumeCommit {
+    /// The transactional id.
+    pub(crate) transactional_id: String,
+    /// The recorded producer id.
+    pub(crate) producer_id: i64,
+    /// The recorded producer epoch.
+    pub(crate) producer_epoch: i16,
+    records: u64,
+    attempts: u32,
+    attempts_max: u32,
+}
+
+impl ResumeCommit {
+    /// The first backoff; doubled per retry up to [`ResumeCommit::BACKOFF_MS_MAX`].
+    pub(crate) const BACKOFF_MS_MIN: u64 = 50;
+    /// The longest backoff.
+    pub(crate) const BACKOFF_MS_MAX: u64 = 1_000;
+    /// Requests (both kinds) before giving up: about 20 s of a coordinator that does not
+    /// answer.
+    pub(crate) const ATTEMPTS_MAX: u32 = 30;
+
+    fn new(txn: &KafkaTransaction, producer_id: i64, producer_epoch: i16) -> Self {
+        Self {
+            transactional_id: txn.transactional_id.clone(),
+            producer_id,
+            producer_epoch,
+            records: txn.records,
+            attempts: 0,
+            attempts_max: Self::ATTEMPTS_MAX,
+        }
+    }
+
+    /// The first step: find the coordinator.
+    pub(crate) fn start(&mut self) -> ResumeStep {
+        self.attempts = 1;
+        ResumeStep::FindCoordinator { backoff_ms: 0 }
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "transaction {} (producer id {}, epoch {}, {} records)",
+            self.transactional_id, self.producer_id, self.producer_epoch, self.records
+        )
+    }
+
+    /// The next request (`step` with its backoff), or `Failed` when the attempts are used up.
+    /// A retry waits (exponential backoff); the request following a successful one does not.
+    fn next(&mut self, step: fn(u64) -> ResumeStep, retry: bool, why: &str) -> ResumeStep {
+        if self.attempts >= self.attempts_max {
+            return ResumeStep::GaveUp(format!(
+                "committing the recovered {} gave up after {} requests: {why}",
+                self.name(),
+                self.attempts
+            ));
+        }
+        let doublings = self.attempts.saturating_sub(1).min(16);
+        let backoff_ms = if retry {
+            (Self::BACKOFF_MS_MIN << doublings).min(Self::BACKOFF_MS_MAX)
+        } else {
+            0
+        };
+        self.attempts += 1;
+        step(backoff_ms)
+    }
+
+    /// The answer to `FindCoordinator`: its error code, or why the request failed (connection,
+    /// timeout, malformed answer).
+    pub(crate) fn handle_coordinator(&mut self, answer: Result<i16, String>) -> ResumeStep {
+        use error_code::*;
+        let find = |backoff_ms| ResumeStep::FindCoordinator { backoff_ms };
+        let end = |backoff_ms| ResumeStep::EndTxn { backoff_ms };
+        match answer {
+            Ok(NONE) => self.next(end, false, "the coordinator never answered EndTxn"),
+            Ok(
+                COORDINATOR_NOT_AVAILABLE
+                | COORDINATOR_LOAD_IN_PROGRESS
+                | NOT_COORDINATOR
+                | REQUEST_TIMED_OUT,
+            ) => self.next(find, true, "no coordinator available"),
+            Ok(code) => ResumeStep::Failed(format!(
+                "committing the recovered {}: FindCoordinator answered error code {code}",
+                self.name()
+            )),
+            Err(error) => self.next(find, true, &error),
+        }
+    }
+
+    /// The answer to `EndTxn(commit)`: its error code, or why the request failed.
+    pub(crate) fn handle_end_txn(&mut self, answer: Result<i16, String>) -> ResumeStep {
+        use error_code::*;
+        match answer {
+            Ok(NONE) => ResumeStep::Committed,
+            Ok(CONCURRENT_TRANSACTIONS | COORDINATOR_LOAD_IN_PROGRESS | REQUEST_TIMED_OUT) => self
+                .next(
+                    |backoff_ms| ResumeStep::EndTxn { backoff_ms },
+                    true,
+                    "the coordinator is still busy with the transaction",
+                ),
+            Ok(NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE) => self.next(
+                |backoff_ms| ResumeStep::FindCoordinator { backoff_ms },
+                true,
+                "the coordinator moved",
+            ),
+            Ok(PRODUCER_FENCED | INVALID_PRODUCER_EPOCH) => ResumeStep::AlreadyEnded,
+            Ok(INVALID_TXN_STATE) => ResumeStep::Failed(format!(
+                "the recovered {} cannot be committed: the coordinator holds no open or \
+                 committed transaction under its epoch, so it aborted it (did \
+                 transaction.timeout.ms run out before the restore?) and its records are lost",
+                self.name()
+            )),
+            Ok(UNSUPPORTED_VERSION) => ResumeStep::Failed(format!(
+                "the recovered {} cannot be committed: the coordinator does not support EndTxn \
+                 (a broker without transactions, e.g. tansu 0.6)",
+                self.name()
+            )),
+            Ok(INVALID_PRODUCER_ID_MAPPING) => ResumeStep::Failed(format!(
+                "the recovered {} cannot be committed: the coordinator no longer knows its \
+                 transactional id (transactional.id.expiration.ms ran out?)",
+                self.name()
+            )),
+            Ok(code) => ResumeStep::Failed(format!(
+                "committing the recovered {}: EndTxn answered error code {code}",
+                self.name()
+            )),
+            Err(error) => self.next(
+                |backoff_ms| ResumeStep::FindCoordinator { backoff_ms },
+                true,
+                &error,
+            ),
+        }
+    }
 }
 
 /// A protocol violation or a transaction that cannot be finished.
@@ -180,7 +412,12 @@ impl TransactionCore {
                 id: txn.transactional_id.clone(),
             }),
             Some(Known::Committed) => Recovery::Done,
-            None => Recovery::Unresumable(txn.transactional_id.clone()),
+            None => match txn.producer_id_and_epoch() {
+                Some((producer_id, producer_epoch)) => {
+                    Recovery::Resume(ResumeCommit::new(txn, producer_id, producer_epoch))
+                }
+                None => Recovery::Unresumable(txn.transactional_id.clone()),
+            },
         }
     }
 
@@ -219,6 +456,8 @@ impl TransactionCore {
         let id = self.id(slot);
         self.actions.push_back(TxnAction::Begin { id: id.clone() });
         Ok(KafkaTransaction {
+            producer_id: -1,
+            producer_epoch: -1,
             transactional_id: id,
             slot,
             generation,
@@ -267,19 +506,37 @@ mod tests {
 
     use super::*;
 
+    /// What the coordinator remembers about an id's last transaction.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    enum Ended {
+        #[default]
+        Nothing,
+        Committed,
+        Aborted,
+    }
+
     /// A broker's transaction coordinator, reduced to what the protocol relies on: a producer
     /// epoch per transactional id (initialising bumps it and aborts the open transaction),
-    /// records held per open transaction, and a log of committed records.
+    /// records held per open transaction, how the last transaction ended, and a log of
+    /// committed records. `end_txn` answers as Kafka's coordinator does (a repeated commit
+    /// under the same epoch succeeds, an older epoch is fenced, a commit of an aborted or
+    /// empty transaction is an invalid state).
     #[derive(Debug, Default)]
     struct Broker {
         epochs: BTreeMap<String, u64>,
         open: BTreeMap<String, Vec<u64>>,
+        ended: BTreeMap<String, Ended>,
         log: Vec<u64>,
+        /// `EndTxn` answers `CONCURRENT_TRANSACTIONS` this many times first (markers being
+        /// written), to exercise the retries.
+        busy_answers: u32,
     }
 
     impl Broker {
         fn init(&mut self, id: &str) -> u64 {
-            self.open.remove(id);
+            if self.open.remove(id).is_some() {
+                self.ended.insert(id.to_string(), Ended::Aborted);
+            }
             let epoch = self.epochs.entry(id.to_string()).or_insert(0);
             *epoch += 1;
             *epoch
@@ -300,12 +557,53 @@ mod tests {
             self.check(id, epoch)?;
             let records = self.open.remove(id).unwrap_or_default();
             self.log.extend(records);
+            self.ended.insert(id.to_string(), Ended::Committed);
             Ok(())
         }
         fn abort(&mut self, id: &str, epoch: u64) -> Result<(), String> {
             self.check(id, epoch)?;
             self.open.remove(id);
+            self.ended.insert(id.to_string(), Ended::Aborted);
             Ok(())
+        }
+        /// `EndTxn(commit)` from a client that resumed `id` under `epoch`.
+        fn end_txn(&mut self, id: &str, epoch: i16) -> i16 {
+            if self.busy_answers > 0 {
+                self.busy_answers -= 1;
+                return error_code::CONCURRENT_TRANSACTIONS;
+            }
+            let current = self.epochs.get(id).copied().unwrap_or(0);
+            if u64::try_from(epoch).expect("recorded") < current {
+                return error_code::PRODUCER_FENCED;
+            }
+            if self.open.contains_key(id) {
+                self.commit(id, current).expect("current epoch");
+                return error_code::NONE;
+            }
+            match self.ended.get(id).copied().unwrap_or_default() {
+                Ended::Committed => error_code::NONE,
+                Ended::Aborted | Ended::Nothing => error_code::INVALID_TXN_STATE,
+            }
+        }
+    }
+
+    /// Drives a resumed commit against the model; `io_failures` first requests fail as a
+    /// broken connection would.
+    fn resume(broker: &mut Broker, mut resume: ResumeCommit, mut io_failures: u32) -> ResumeStep {
+        let mut step = resume.start();
+        loop {
+            step = match step {
+                ResumeStep::FindCoordinator { .. } if io_failures > 0 => {
+                    io_failures -= 1;
+                    resume.handle_coordinator(Err("connection refused".into()))
+                }
+                ResumeStep::FindCoordinator { .. } => resume.handle_coordinator(Ok(0)),
+                ResumeStep::EndTxn { .. } => {
+                    let code = broker.end_txn(&resume.transactional_id, resume.producer_epoch);
+                    resume.handle_end_txn(Ok(code))
+                }
+                done => return done,
+            };
         }
     }
 
@@ -349,6 +647,15 @@ mod tests {
             }
         }
 
+        /// Pre-commit as `KafkaSink::pre_commit` does: flush, then record the producer id and
+        /// epoch.
+        fn pre_commit(&mut self, txn: &mut KafkaTransaction) {
+            self.core.handle_pre_commit(txn);
+            let epoch = self.producers[&txn.transactional_id];
+            txn.producer_id = 1_000 + i64::from(txn.slot);
+            txn.producer_epoch = i16::try_from(epoch).expect("small");
+        }
+
         /// The sink is dropped (its task failed): park the producers of pre-committed
         /// transactions.
         fn drop_into(self, registry: &mut Registry, pending: &[KafkaTransaction]) {
@@ -372,8 +679,22 @@ mod tests {
         AfterPreCommit,
         /// After the checkpoint completed, before the commit.
         BeforeCommit,
+        /// During the commits: the first pending transaction committed, the others not (and
+        /// the sink never learnt of the first).
+        DuringCommit,
         /// After the commit, before the next checkpoint.
         AfterCommit,
+    }
+
+    /// A second crash while restoring from the first one.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum RestoreCrash {
+        /// The restore completes.
+        Never,
+        /// After the pending transactions were recovered, before `open` fenced the pool.
+        BeforeOpen,
+        /// After `open` fenced the pool, before the next checkpoint.
+        AfterOpen,
     }
 
     /// What a checkpoint stored: the pre-committed transactions and the open one, and the
@@ -385,25 +706,51 @@ mod tests {
         position: u64,
     }
 
-    /// Runs records `0..count` with a barrier every `interval` records and crashes once at
-    /// `crash` in checkpoint `crash_at`; `process_dies` empties the registry. Returns the
-    /// broker's committed log and the transactions recovery could not resume.
-    fn run(
-        count: u64,
-        interval: u64,
-        crash: CrashPoint,
-        crash_at: u64,
+    /// A run's crashes.
+    #[derive(Debug, Clone, Copy)]
+    struct Crashes {
+        /// Where the first crash comes.
+        at: CrashPoint,
+        /// In which checkpoint.
+        checkpoint: u64,
+        /// Whether the process dies (the registry of parked producers is lost) rather than a
+        /// task failing.
         process_dies: bool,
-    ) -> (Vec<u64>, Vec<String>) {
-        let mut broker = Broker::default();
+        /// A second crash during the restore (the process dies again).
+        restore: RestoreCrash,
+        /// The coordinator answers `EndTxn` busy this many times, and this many requests
+        /// fail as broken connections.
+        transient_failures: u32,
+    }
+
+    /// What a run produced: the broker's committed log, the transactions recovery could not
+    /// resume, and how the resumed ones ended.
+    #[derive(Debug, Default)]
+    struct Outcome {
+        log: Vec<u64>,
+        unresumable: Vec<String>,
+        resumed: Vec<ResumeStep>,
+    }
+
+    /// Runs records `0..count` with a barrier every `interval` records and crashes as
+    /// `crashes` say.
+    fn run(count: u64, interval: u64, crashes: Crashes) -> Outcome {
+        let mut broker = Broker {
+            busy_answers: crashes.transient_failures,
+            ..Broker::default()
+        };
         let mut registry = Registry::new();
         let mut generations: BTreeMap<String, u64> = BTreeMap::new();
         let mut next_generation = 0;
         let mut stored: Option<Stored> = None;
         let mut crashed = false;
-        let mut unresumable = Vec::new();
+        let mut restore_crashes = match crashes.restore {
+            RestoreCrash::Never => 0,
+            RestoreCrash::BeforeOpen | RestoreCrash::AfterOpen => 1,
+        };
+        let mut outcome = Outcome::default();
         'attempt: loop {
-            if crashed && process_dies {
+            if crashed && crashes.process_dies {
                 registry.clear();
             }
             let mut sink = Sink {
@@ -411,6 +758,7 @@ mod tests {
                 producers: BTreeMap::new(),
             };
             let mut position = 0;
+            let restoring = stored.is_some();
             if let Some(state) = &stored {
                 // Recovery, as the two-phase-commit operator drives it.
                 for txn in &state.pending {
@@ -427,7 +775,11 @@ mod tests {
                             sink.core.actions.push_back(action);
                         }
                         Recovery::Done => {}
-                        Recovery::Unresumable(id) => unresumable.push(id),
+                        Recovery::Resume(resumed) => {
+                            let step = resume(&mut broker, resumed, crashes.transient_failures);
+                            outcome.resumed.push(step);
+                        }
+                        Recovery::Unresumable(id) => outcome.unresumable.push(id),
                     }
                 }
                 if let Some(action) = TransactionCore::recover_abort(&state.current) {
@@ -435,15 +787,28 @@ mod tests {
                 }
                 sink.carry_out(&mut broker, &mut registry, &generations);
                 position = state.position;
+                if crashes.restore == RestoreCrash::BeforeOpen && restore_crashes > 0 {
+                    restore_crashes -= 1;
+                    registry.clear();
+                    continue 'attempt;
+                }
             }
             sink.core.handle_open();
             next_generation += 1;
             let mut current = sink.core.handle_begin(next_generation).expect("a slot");
             generations.insert(current.transactional_id.clone(), current.generation);
             sink.carry_out(&mut broker, &mut registry, &generations);
+            if restoring && crashes.restore == RestoreCrash::AfterOpen && restore_crashes > 0 {
+                restore_crashes -= 1;
+                registry.clear();
+                continue 'attempt;
+            }
             let mut pending: Vec<KafkaTransaction> = Vec::new();
             let mut checkpoint = 0;
             let mut record = position;
+            let crash_here = |crashed: bool, at: CrashPoint, checkpoint: u64| {
+                !crashed && crashes.at == at && crashes.checkpoint == checkpoint
+            };
             while record < count {
                 let end = (record + interval).min(count);
                 for r in record..end {
@@ -452,9 +817,7 @@ mod tests {
                         .send(&current.transactional_id, epoch, r)
                         .expect("send");
                     current.records += 1;
-                    if !crashed
-                        && crash == CrashPoint::MidTransaction
-                        && checkpoint == crash_at
+                    if crash_here(crashed, CrashPoint::MidTransaction, checkpoint)
                         && r == (record + end) / 2
                     {
                         crashed = true;
@@ -465,13 +828,13 @@ mod tests {
                 record = end;
                 checkpoint += 1;
                 // The barrier: pre-commit, begin the next, store.
-                sink.core.handle_pre_commit(&current);
+                sink.pre_commit(&mut current);
                 pending.push(current);
                 next_generation += 1;
                 current = sink.core.handle_begin(next_generation).expect("a slot");
                 generations.insert(current.transactional_id.clone(), current.generation);
                 sink.carry_out(&mut broker, &mut registry, &generations);
-                if !crashed && crash == CrashPoint::AfterPreCommit && checkpoint == crash_at {
+                if crash_here(crashed, CrashPoint::AfterPreCommit, checkpoint) {
                     // The checkpoint never completes: the restore uses the previous one.
                     crashed = true;
                     sink.drop_into(&mut registry, &pending);
@@ -482,8 +845,23 @@ mod tests {
                     current: current.clone(),
                     position: record,
                 });
-                if !crashed && crash == CrashPoint::BeforeCommit && checkpoint == crash_at {
+                if crash_here(crashed, CrashPoint::BeforeCommit, checkpoint) {
                     crashed = true;
+                    sink.drop_into(&mut registry, &pending);
+                    continue 'attempt;
+                }
+                if crash_here(crashed, CrashPoint::DuringCommit, checkpoint) {
+                    // The first commit reached the coordinator; the sink died before it
+                    // learnt so (no registry entry) and before the others.
+                    crashed = true;
+                    let first = pending.remove(0);
+                    let epoch = sink
+                        .producers
+                        .remove(&first.transactional_id)
+                        .expect("live");
+                    broker
+                        .commit(&first.transactional_id, epoch)
+                        .expect("commit");
                     sink.drop_into(&mut registry, &pending);
                     continue 'attempt;
                 }
@@ -492,7 +870,7 @@ mod tests {
                     sink.core.handle_commit(&txn);
                 }
                 sink.carry_out(&mut broker, &mut registry, &generations);
-                if !crashed && crash == CrashPoint::AfterCommit && checkpoint == crash_at {
+                if crash_here(crashed, CrashPoint::AfterCommit, checkpoint) {
                     crashed = true;
                     sink.drop_into(&mut registry, &pending);
                     continue 'attempt;
@@ -501,54 +879,202 @@ mod tests {
             // The end: the open transaction (empty after the final checkpoint) is aborted.
             sink.core.handle_abort(&current);
             sink.carry_out(&mut broker, &mut registry, &generations);
-            return (broker.log, unresumable);
+            outcome.log = broker.log;
+            return outcome;
         }
     }
 
-    const CRASH_POINTS: [CrashPoint; 4] = [
+    const CRASH_POINTS: [CrashPoint; 5] = [
         CrashPoint::MidTransaction,
         CrashPoint::AfterPreCommit,
         CrashPoint::BeforeCommit,
+        CrashPoint::DuringCommit,
         CrashPoint::AfterCommit,
     ];
 
+    fn assert_exactly_once(outcome: &Outcome, what: &str) {
+        let mut log = outcome.log.clone();
+        log.sort_unstable();
+        assert_eq!(log, (0..100).collect::<Vec<_>>(), "{what}");
+        assert!(outcome.unresumable.is_empty(), "{what}: {outcome:?}");
+        assert!(
+            outcome
+                .resumed
+                .iter()
+                .all(|s| matches!(s, ResumeStep::Committed | ResumeStep::AlreadyEnded)),
+            "{what}: {:?}",
+            outcome.resumed
+        );
+    }
+
     #[test]
     fn every_crash_point_of_a_task_failure_gives_every_record_exactly_once() {
-        for crash in CRASH_POINTS {
-            for crash_at in 0..4 {
-                let (mut log, unresumable) = run(100, 10, crash, crash_at, false);
-                log.sort_unstable();
-                assert_eq!(
-                    log,
-                    (0..100).collect::<Vec<_>>(),
-                    "{crash:?} at checkpoint {crash_at}"
+        for at in CRASH_POINTS {
+            for checkpoint in 0..4 {
+                let outcome = run(
+                    100,
+                    10,
+                    Crashes {
+                        at,
+                        checkpoint,
+                        process_dies: false,
+                        restore: RestoreCrash::Never,
+                        transient_failures: 0,
+                    },
                 );
-                assert!(
-                    unresumable.is_empty(),
-                    "{crash:?} at {crash_at}: {unresumable:?}"
-                );
+                assert_exactly_once(&outcome, &format!("{at:?} at checkpoint {checkpoint}"));
             }
         }
     }
 
     #[test]
-    fn a_process_restart_is_exactly_once_but_between_checkpoint_and_commit() {
-        for crash in CRASH_POINTS {
-            for crash_at in 1..4 {
-                let (mut log, unresumable) = run(100, 10, crash, crash_at, true);
-                log.sort_unstable();
-                if crash == CrashPoint::BeforeCommit {
-                    // The one case librdkafka cannot recover: reported, and only that
-                    // transaction's records are missing.
-                    assert_eq!(unresumable.len(), 1, "{crash_at}");
-                    let lost: Vec<u64> = (crash_at * 10 - 10..crash_at * 10).collect();
-                    let expected: Vec<u64> = (0..100).filter(|r| !lost.contains(r)).collect();
-                    assert_eq!(log, expected, "{crash:?} at {crash_at}");
-                } else {
-                    assert_eq!(log, (0..100).collect::<Vec<_>>(), "{crash:?} at {crash_at}");
+    fn every_crash_point_of_a_process_restart_gives_every_record_exactly_once() {
+        let mut resumed = 0;
+        for at in CRASH_POINTS {
+            for checkpoint in 1..4 {
+                for restore in [
+                    RestoreCrash::Never,
+                    RestoreCrash::BeforeOpen,
+                    RestoreCrash::AfterOpen,
+                ] {
+                    for transient_failures in [0, 3] {
+                        let outcome = run(
+                            100,
+                            10,
+                            Crashes {
+                                at,
+                                checkpoint,
+                                process_dies: true,
+                                restore,
+                                transient_failures,
+                            },
+                        );
+                        let what =
+                            format!("{at:?} at {checkpoint}, {restore:?}, {transient_failures}");
+                        assert_exactly_once(&outcome, &what);
+                        resumed += outcome.resumed.len();
+                        if matches!(at, CrashPoint::BeforeCommit | CrashPoint::DuringCommit) {
+                            // The pending transaction(s) of the restored checkpoint were
+                            // resumed under their recorded epochs.
+                            assert!(
+                                outcome.resumed.first() == Some(&ResumeStep::Committed),
+                                "{what}: {:?}",
+                                outcome.resumed
+                            );
+                        }
+                        if restore == RestoreCrash::AfterOpen
+                            && matches!(at, CrashPoint::BeforeCommit)
+                        {
+                            // The second restore finds the epoch fenced by the first one's
+                            // open: it had committed.
+                            assert_eq!(
+                                outcome.resumed.last(),
+                                Some(&ResumeStep::AlreadyEnded),
+                                "{what}"
+                            );
+                        }
+                    }
                 }
             }
         }
+        assert!(resumed > 0, "some transactions were resumed");
+    }
+
+    fn resume_of(records: u64) -> ResumeCommit {
+        let txn = KafkaTransaction {
+            transactional_id: "p-0-1".into(),
+            slot: 1,
+            generation: 4,
+            records,
+            producer_id: 7,
+            producer_epoch: 3,
+        };
+        match TransactionCore::recover_commit(&txn, None) {
+            Recovery::Resume(resume) => resume,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_resumed_commit_tells_the_coordinators_answers_apart() {
+        use error_code::*;
+        let mut r = resume_of(5);
+        assert_eq!((r.producer_id, r.producer_epoch), (7, 3));
+        assert_eq!(r.start(), ResumeStep::FindCoordinator { backoff_ms: 0 });
+        assert_eq!(
+            r.handle_coordinator(Ok(NONE)),
+            ResumeStep::EndTxn { backoff_ms: 0 }
+        );
+        assert_eq!(
+            r.handle_end_txn(Ok(CONCURRENT_TRANSACTIONS)),
+            ResumeStep::EndTxn { backoff_ms: 100 },
+            "the markers are being written: ask again, after a while"
+        );
+        assert_eq!(
+            r.handle_end_txn(Ok(NOT_COORDINATOR)),
+            ResumeStep::FindCoordinator { backoff_ms: 200 }
+        );
+        assert_eq!(
+            r.handle_coordinator(Err("connection reset".into())),
+            ResumeStep::FindCoordinator { backoff_ms: 400 }
+        );
+        assert_eq!(r.handle_end_txn(Ok(NONE)), ResumeStep::Committed);
+        for fenced in [PRODUCER_FENCED, INVALID_PRODUCER_EPOCH] {
+            assert_eq!(
+                resume_of(5).handle_end_txn(Ok(fenced)),
+                ResumeStep::AlreadyEnded
+            );
+        }
+        for (code, says) in [
+            (INVALID_TXN_STATE, "transaction.timeout.ms"),
+            (
+                INVALID_PRODUCER_ID_MAPPING,
+                "transactional.id.expiration.ms",
+            ),
+            (UNSUPPORTED_VERSION, "does not support EndTxn"),
+            (53, "error code 53"),
+        ] {
+            let ResumeStep::Failed(message) = resume_of(5).handle_end_txn(Ok(code)) else {
+                panic!("{code} fails");
+            };
+            assert!(message.contains(says), "{message}");
+            assert!(
+                message.contains("p-0-1 (producer id 7, epoch 3, 5 records)"),
+                "{message}"
+            );
+        }
+        let ResumeStep::Failed(message) = resume_of(5).handle_coordinator(Ok(53)) else {
+            panic!("an authorisation failure fails");
+        };
+        assert!(
+            message.contains("FindCoordinator answered error code 53"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_resumed_commit_gives_up_after_its_attempts_with_the_last_reason() {
+        let mut r = resume_of(1);
+        let mut step = r.start();
+        let mut requests = 1;
+        let mut backoffs = Vec::new();
+        while let ResumeStep::FindCoordinator { backoff_ms } = step {
+            backoffs.push(backoff_ms);
+            step = r.handle_coordinator(Err("connection refused".into()));
+            requests += 1;
+        }
+        let ResumeStep::GaveUp(message) = step else {
+            panic!("{step:?}");
+        };
+        assert_eq!(requests, ResumeCommit::ATTEMPTS_MAX + 1);
+        assert!(
+            message.contains("gave up after 30 requests: connection refused"),
+            "{message}"
+        );
+        assert_eq!(
+            backoffs.iter().copied().max(),
+            Some(ResumeCommit::BACKOFF_MS_MAX)
+        );
     }
 
     #[test]
@@ -588,6 +1114,8 @@ mod tests {
             slot: 1,
             generation: 4,
             records: 5,
+            producer_id: -1,
+            producer_epoch: -1,
         };
         assert_eq!(
             TransactionCore::recover_commit(&txn, Some(Known::Prepared)),
@@ -599,7 +1127,8 @@ mod tests {
         );
         assert_eq!(
             TransactionCore::recover_commit(&txn, None),
-            Recovery::Unresumable("p-0-1".into())
+            Recovery::Unresumable("p-0-1".into()),
+            "no producer id and epoch recorded"
         );
         let empty = KafkaTransaction {
             records: 0,

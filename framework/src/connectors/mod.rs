@@ -22,6 +22,8 @@ mod io;
 mod kafka;
 #[cfg(feature = "kafka")]
 mod kafka_txn;
+#[cfg(feature = "kafka")]
+mod kafka_wire;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod print;

@@ -572,12 +572,29 @@ impl KafkaBroker {
     /// The broker refused (the error says why), or did not answer within 30 s.
     #[cfg(feature = "kafka")]
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TestServerError> {
+        create_kafka_topic(&self.bootstrap_servers(), topic, partitions)
+    }
+}
+
+/// Creates `topic` with `partitions` partitions (replication factor 1) on the Kafka brokers
+/// `bootstrap_servers` (any broker, not only a [`KafkaBroker`]).
+///
+/// # Errors
+///
+/// The broker refused (the error says why), or did not answer within 30 s.
+#[cfg(feature = "kafka")]
+pub fn create_kafka_topic(
+    bootstrap_servers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), TestServerError> {
+    {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         use rdkafka::client::DefaultClientContext;
         use rdkafka::config::ClientConfig;
         const NAME: &str = "create topic";
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap_servers())
+            .set("bootstrap.servers", bootstrap_servers)
             .create()
             .map_err(|e| TestServerError::new(NAME, e.to_string()))?;
         let topic = topic.to_string();
