@@ -144,6 +144,7 @@ fn is_bounded(plan: &Plan, catalog: &Catalog) -> bool {
         | Plan::Rank { input, .. }
         | Plan::OverAgg { input, .. }
         | Plan::Sort { input, .. } => is_bounded(input, catalog),
+        Plan::MatchRecognize(mr) => is_bounded(&mr.input, catalog),
         Plan::Join { left, right, .. }
         | Plan::IntervalJoin { left, right, .. }
         | Plan::TemporalJoin { left, right, .. }
