@@ -115,14 +115,13 @@ fn a_user_job_that_is_not_exactly_once_is_reported_with_a_replay() {
 }
 
 #[test]
-fn more_than_one_node_is_refused_until_the_cluster_runtime_is_simulated() {
+fn a_whole_process_crash_is_refused_on_a_cluster() {
     let error = Simulation::new(0)
         .nodes(3)
+        .with_plan(FaultPlan::parse_spec("crash:at=100").unwrap())
+        .quiet()
         .check(|env| BuiltinJob::KeyedSum.build(env))
-        .expect_err("3 nodes");
+        .expect_err("a whole-process crash on 3 nodes");
     assert!(matches!(error, SimulationError::Usage(_)));
-    assert!(
-        error.to_string().contains("need the cluster runtime"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("use node-crash"), "{error}");
 }

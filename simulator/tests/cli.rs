@@ -70,8 +70,20 @@ fn run_prints_the_plan_and_a_result_line_and_replays_in_another_process() {
 fn usage_errors_exit_with_2_and_say_what_is_wrong() {
     for (args, says) in [
         (
-            vec!["run", "--job", "keyed_sum", "--seed", "1", "--nodes", "3"],
-            "need the cluster runtime",
+            vec!["run", "--job", "keyed_sum", "--seed", "1", "--nodes", "0"],
+            "at least 1 node",
+        ),
+        (
+            vec![
+                "run",
+                "--job",
+                "keyed_sum",
+                "--seed",
+                "1",
+                "--plan",
+                "partition:node=0:at=10:heal=10",
+            ],
+            "needs several nodes",
         ),
         (
             vec!["run", "--job", "nope", "--seed", "1"],
