@@ -583,6 +583,7 @@ impl Simulation {
             crashes: 0,
             checkpoints: run.result.completed_checkpoints,
             restarts: run.result.restarts,
+            network: Some(run.network),
             result: run.result,
         })
     }
@@ -663,6 +664,12 @@ impl Simulation {
         let mut faults_fired = failures.fired();
         faults_fired.extend(stores.fired());
         faults_fired.extend(run.fired);
+        // The network's faults count as fired once they hit a datagram.
+        if let Some(packets) = plan.packets()
+            && run.network.lost + run.network.duplicated + run.network.corrupted > 0
+        {
+            faults_fired.push(packets);
+        }
         let checkpoints = run.result.completed_checkpoints;
         let restarts = run.result.restarts;
         let mut hasher = StableHasher::new();
@@ -685,6 +692,7 @@ impl Simulation {
             crashes: run.node_crashes,
             checkpoints,
             restarts,
+            network: Some(run.network),
         })
     }
 }

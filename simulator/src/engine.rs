@@ -285,6 +285,7 @@ impl Simulation {
                         crashes: crashed,
                         checkpoints,
                         restarts,
+                        network: None,
                     });
                 }
                 SegmentEnd::Crashed => {

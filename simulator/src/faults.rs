@@ -1125,6 +1125,49 @@ mod tests {
     }
 
     #[test]
+    fn node_faults_round_trip_and_come_in_time_order() {
+        let config = FaultConfig {
+            node_crashes: 2,
+            ..FaultConfig::default()
+        };
+        for seed in 0..50 {
+            let plan = FaultPlan::from_seed(seed, &config);
+            assert_eq!(plan.node_faults().len(), 3, "{plan}");
+            assert!(plan.packets().is_some(), "{plan}");
+            assert_eq!(
+                FaultPlan::parse_spec(&plan.spec()),
+                Ok(plan.clone()),
+                "{plan}"
+            );
+            let times: Vec<u64> = plan
+                .node_faults()
+                .iter()
+                .map(|f| match f {
+                    Fault::NodeCrash { at_ms, .. } | Fault::Partition { at_ms, .. } => *at_ms,
+                    _ => unreachable!("only node faults"),
+                })
+                .collect();
+            assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        }
+        // Node kinds come after the older ones: a seed keeps the faults it drew before.
+        let old = FaultConfig {
+            partitions: 0,
+            packet_loss_max_per_mille: 0,
+            ..FaultConfig::default()
+        };
+        let plan = FaultPlan::from_seed(3, &config);
+        assert_eq!(
+            plan.faults[..FaultPlan::from_seed(3, &old).faults.len()],
+            FaultPlan::from_seed(3, &old).faults[..]
+        );
+        let error =
+            FaultPlan::parse_spec("packets:seed=1:loss=1001:dup=0:corrupt=0:spike=0").unwrap_err();
+        assert!(error.contains("above 1000"), "{error}");
+        let error = FaultPlan::parse_spec("partition:node=1:at=5").unwrap_err();
+        assert!(error.contains("has no 'heal'"), "{error}");
+    }
+
+    #[test]
     fn kinds_parse_and_select_what_is_drawn() {
         assert_eq!(FaultKind::parse_list("all"), Ok(FaultKind::ALL.to_vec()));
         let kinds = FaultKind::parse_list("crash,panic").unwrap();

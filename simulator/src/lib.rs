@@ -116,6 +116,8 @@ pub struct SimulatedRun<T> {
     pub checkpoints: u64,
     /// Restarts after failures, over all runs a crash made.
     pub restarts: u32,
+    /// What happened to datagrams between nodes (`None` on one node).
+    pub network: Option<network::NetworkStats>,
 }
 
 /// A simulation could not run or was not reproducible.
@@ -400,6 +402,7 @@ impl Simulation {
             crashes: 0,
             checkpoints: result.completed_checkpoints,
             restarts: result.restarts,
+            network: None,
             result,
         })
     }

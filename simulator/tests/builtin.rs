@@ -113,15 +113,3 @@ fn a_user_job_that_is_not_exactly_once_is_reported_with_a_replay() {
         .check_with(job, &oracles);
     assert!(matches!(replay, Err(SimulationError::Oracle(_))));
 }
-
-#[test]
-fn a_whole_process_crash_is_refused_on_a_cluster() {
-    let error = Simulation::new(0)
-        .nodes(3)
-        .with_plan(FaultPlan::parse_spec("crash:at=100").unwrap())
-        .quiet()
-        .check(|env| BuiltinJob::KeyedSum.build(env))
-        .expect_err("a whole-process crash on 3 nodes");
-    assert!(matches!(error, SimulationError::Usage(_)));
-    assert!(error.to_string().contains("use node-crash"), "{error}");
-}
