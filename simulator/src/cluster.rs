@@ -700,6 +700,74 @@ impl Simulation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::BuiltinJob;
+    use eichhorn::runtime::{FaultInjector, InjectedFault, SubtaskInput};
+
+    /// Notes the host and node time of every subtask input.
+    #[derive(Debug)]
+    struct Recorder {
+        host: u32,
+        log: Arc<Mutex<Vec<(u32, i64)>>>,
+    }
+
+    impl FaultInjector for Recorder {
+        fn before_input(&self, at: SubtaskInput) -> Option<InjectedFault> {
+            self.log.lock().unwrap().push((self.host, at.now_ms));
+            None
+        }
+    }
+
+    #[test]
+    fn a_crashed_task_manager_runs_nothing_after_its_crash() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stores: Arc<dyn CheckpointStoreProvider> = Arc::new(SharedStores::default());
+        let configure = |env: &StreamEnv| {
+            env.configure(|c| {
+                c.seed = 1;
+                c.job_id = Some(JobId::from_seed(1));
+                c.restart_strategy = Some(RestartStrategy::FixedDelay {
+                    attempts: 5,
+                    delay_ms: 10,
+                });
+            });
+            env.set_checkpoint_storage(CHECKPOINT_DIR);
+        };
+        let runtime = |env: RuntimeEnv| {
+            let host = env.host().0;
+            env.with_checkpoint_stores(Arc::clone(&stores))
+                .with_fault_injector(Arc::new(Recorder {
+                    host,
+                    log: Arc::clone(&log),
+                }))
+        };
+        let plan = FaultPlan::parse_spec("node-crash:node=0:at=200").unwrap();
+        let run = run_cluster(
+            1,
+            3,
+            2,
+            &plan,
+            Duration::from_secs(600),
+            &NodeSetup {
+                configure: &configure,
+                runtime: &runtime,
+            },
+            &|env: &StreamEnv| BuiltinJob::KeyedSum.build(env),
+        )
+        .unwrap();
+        assert_eq!(run.node_crashes, 1);
+        assert!(run.result.restarts >= 1);
+        // tm-0 is host 1; every node's clock starts with the run.
+        let log = log.lock().unwrap();
+        assert!(
+            log.iter().any(|(host, at)| *host == 1 && *at < 200),
+            "tm-0 ran subtasks before its crash"
+        );
+        let after: Vec<_> = log
+            .iter()
+            .filter(|(host, at)| *host == 1 && *at > 200)
+            .collect();
+        assert!(after.is_empty(), "tm-0 ran after its crash: {after:?}");
+    }
 
     #[test]
     fn task_manager_addresses_are_distinct() {
