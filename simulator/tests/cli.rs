@@ -167,3 +167,39 @@ fn sweep_prints_a_table_and_a_sweep_line() {
         "SWEEP job=windows seeds=2 passed=2 failed=0 first_failed_seed=none"
     );
 }
+
+#[test]
+fn three_nodes_sweep_and_replay_in_another_process() {
+    let sweep = sim(&[
+        "sweep",
+        "--job",
+        "wordcount",
+        "--nodes",
+        "3",
+        "--seeds",
+        "0..1",
+    ]);
+    let stdout = String::from_utf8_lossy(&sweep.stdout);
+    assert_eq!(
+        sweep.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&sweep.stderr)
+    );
+    assert_eq!(
+        last_line(&sweep),
+        "SWEEP job=wordcount seeds=2 passed=2 failed=0 first_failed_seed=none"
+    );
+    assert!(stdout.contains("| nodes                  | 3"), "{stdout}");
+    // A seed's cluster run, datagrams included, is the same in two processes.
+    let args = ["run", "--job", "keyed_sum", "--seed", "2", "--nodes", "3"];
+    let first = sim(&args);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(first.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("task manager node"), "{stdout}");
+    let second = sim(&args);
+    assert_eq!(
+        field(&last_line(&first), "trace_hash"),
+        field(&last_line(&second), "trace_hash")
+    );
+}
