@@ -17,7 +17,10 @@
 //!   their tests: a fault-free run as the truth, a run with the seed's faults (crashes, slow
 //!   disk and clock skew included), every oracle ([`oracles`]), shrinking, and a replay.
 //! - [`network`] and [`quic`] run the framework's QUIC transport, with real TLS, on a simulated
-//!   UDP network with seeded faults, byte-identical per seed: the ground for multi-node runs.
+//!   UDP network with seeded faults, byte-identical per seed.
+//! - [`cluster`] runs a job on a JobManager and N TaskManagers ([`Simulation::nodes`]) over
+//!   that network, through the framework's own cluster code, with node crashes, partitions and
+//!   packet faults; every check above works on it.
 //!
 //! # Examples
 //!
