@@ -138,8 +138,9 @@ fn keyed_sum_survives_a_lossy_duplicating_corrupting_network() {
 
 #[test]
 fn a_short_sweep_with_every_fault_kind_passes_on_three_nodes() {
-    for job in [BuiltinJob::KeyedSum, BuiltinJob::Wordcount] {
-        for seed in 0..2 {
+    // One seed per job here; `.ci/run` sweeps more in release.
+    for (job, seeds) in [(BuiltinJob::KeyedSum, 0..2), (BuiltinJob::Wordcount, 0..1)] {
+        for seed in seeds {
             let simulation = Simulation::new(seed)
                 .nodes(3)
                 .with_faults(job.fit(FaultConfig::only(&FaultKind::ALL)))
