@@ -27,7 +27,7 @@
 //!
 //! The same seed gives the same run: every node's randomness is seeded ([`sim_node`]), the
 //! runtime is single-threaded with paused time, and the network hashes every datagram it
-//! delivers ([`ClusterRun::network_trace`]).
+//! delivers (`ClusterRun::network_trace`).
 //!
 //! ## Invariants
 //!

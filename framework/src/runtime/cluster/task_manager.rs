@@ -1005,7 +1005,7 @@ impl NodeRuntime {
 /// A node whose serving is cancelled (its task dropped mid-job, as when the process is killed)
 /// takes its actors with it: every attempt's supervisor is killed (and with it, by ractor's
 /// supervision tree, its subtasks), and so are the channel proxies, the checkpoint writer and
-/// the JobManager link; nothing is flushed or acknowledged. After [`NodeRuntime::shutdown`]
+/// the JobManager link; nothing is flushed or acknowledged. After `NodeRuntime::shutdown`
 /// there is nothing left to kill.
 impl Drop for NodeRuntime {
     fn drop(&mut self) {
