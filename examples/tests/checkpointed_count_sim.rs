@@ -2,7 +2,8 @@
 //! state) under the deterministic simulator's seeded faults: subtask failures, storage faults,
 //! stalls, a whole-process crash and restart, a slow disk, clock skew. The oracles: the
 //! committed output equals a fault-free run's, it is the plain sequential computation
-//! (`expected_output`), the job finishes, and each seed replays identically.
+//! (`expected_output`), the job finishes, and each seed replays identically; on one node and
+//! on a simulated cluster of three.
 
 use eichhorn::connectors::{GeneratorSource, RateLimitedSource};
 use eichhorn::prelude::*;
@@ -69,5 +70,23 @@ fn checkpointed_count_is_exactly_once_under_seeded_faults() {
             .check(checkpointed_count)
             .unwrap_or_else(|failure| panic!("{failure}"));
         assert_eq!(report.rows, expected.len(), "seed {seed}");
+    }
+}
+
+/// The same on a simulated cluster: a JobManager and three TaskManagers over QUIC, with node
+/// crashes, partitions and a lossy network added to the faults.
+#[test]
+fn checkpointed_count_is_exactly_once_on_three_simulated_nodes() {
+    let lines: Vec<String> = (0..LINES).map(line).collect();
+    let expected = expected_output(lines.iter().map(String::as_str));
+    for seed in 0..2 {
+        let report = Simulation::new(seed)
+            .nodes(3)
+            .with_faults(FaultConfig::default().within(150, 4))
+            .quiet()
+            .check(checkpointed_count)
+            .unwrap_or_else(|failure| panic!("{failure}"));
+        assert_eq!(report.rows, expected.len(), "seed {seed}");
+        assert_eq!(report.nodes, 3);
     }
 }

@@ -146,7 +146,6 @@ impl Simulation {
         T: Data,
         F: Fn(&StreamEnv) -> CommittedOutput<T>,
     {
-        self.require_one_node()?;
         let truth = self.without_sabotage();
         let expected = truth.run_plan(&build, &FaultPlan::none(), self.deadline)?;
         let plan = self.fault_plan();

@@ -10,8 +10,15 @@
 //! rows), which the checkpoint-consistency oracle replays, and survives a simulated process
 //! crash: [`CommittedOutput::continue_from`] hands the rows of a crashed run to the next run,
 //! as an external database keeps them.
+//!
+//! On a simulated cluster every node builds the job, so every node has its own output, and a
+//! sink subtask commits into the output of the node it runs on. [`CommittedOutput::merged`]
+//! puts them together as the one external database they stand for: the rows of every node, and
+//! the commits in the order they happened across nodes (each commit is stamped from a
+//! process-wide counter; all nodes of a run share one thread, so the stamps order them).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use eichhorn::api::{Data, Operator, SinkContext, TwoPhaseCommitSink, Unkeyed};
@@ -23,8 +30,14 @@ use eichhorn::prelude::{FunctionError, RuntimeContext};
 struct Committed<T> {
     rows: BTreeMap<String, Vec<T>>,
     log: Vec<(String, Vec<T>)>,
+    /// The stamp of each commit of `log` (same length), from [`COMMIT_STAMP`].
+    stamps: Vec<u64>,
     run: u32,
 }
+
+/// Orders commits across the outputs of one run's nodes. Stamps are only compared, never
+/// hashed or shown, so other simulations taking stamps in other threads do no harm.
+static COMMIT_STAMP: AtomicU64 = AtomicU64::new(0);
 
 type Table<T> = Arc<Mutex<Committed<T>>>;
 
@@ -61,6 +74,7 @@ impl<T: Data> CommittedOutput<T> {
             table: Arc::new(Mutex::new(Committed {
                 rows: BTreeMap::new(),
                 log: Vec::new(),
+                stamps: Vec::new(),
                 run: 0,
             })),
         }
@@ -90,14 +104,45 @@ impl<T: Data> CommittedOutput<T> {
     /// this run's commits add to it; this run's transaction names differ from the crashed
     /// run's. Call it before the run starts.
     pub fn continue_from(&self, previous: &Self) {
-        let (rows, log, run) = {
+        let (rows, log, stamps, run) = {
             let previous = lock(&previous.table);
-            (previous.rows.clone(), previous.log.clone(), previous.run)
+            (
+                previous.rows.clone(),
+                previous.log.clone(),
+                previous.stamps.clone(),
+                previous.run,
+            )
         };
         let mut table = lock(&self.table);
         table.rows = rows;
         table.log = log;
+        table.stamps = stamps;
         table.run = run + 1;
+    }
+
+    /// The outputs of the nodes of one cluster run as one: every node's rows (transaction
+    /// names are unique per subtask and attempt, and a subtask's attempt runs on one node), and
+    /// every node's commits in the order they happened.
+    pub fn merged(outputs: &[Self]) -> Self {
+        let merged = Self::new();
+        let mut stamped = Vec::new();
+        {
+            let mut table = lock(&merged.table);
+            for output in outputs {
+                let node = lock(&output.table);
+                for (name, rows) in &node.rows {
+                    table.rows.insert(name.clone(), rows.clone());
+                }
+                stamped.extend(node.stamps.iter().copied().zip(node.log.iter().cloned()));
+                table.run = table.run.max(node.run);
+            }
+            stamped.sort_by_key(|(stamp, _)| *stamp);
+            for (stamp, commit) in stamped {
+                table.stamps.push(stamp);
+                table.log.push(commit);
+            }
+        }
+        merged
     }
 }
 
@@ -177,6 +222,9 @@ impl<T: Data> TwoPhaseCommitSink<T> for CommittedSink<T> {
         if !txn.rows.is_empty() {
             let mut table = lock(&self.table);
             table.log.push((txn.name.clone(), txn.rows.clone()));
+            table
+                .stamps
+                .push(COMMIT_STAMP.fetch_add(1, Ordering::Relaxed));
             table.rows.insert(txn.name, txn.rows);
         }
         Ok(())

@@ -66,7 +66,7 @@ impl Clock for SkewedClock {
 
 /// Switches the simulation's sabotage on for this thread while alive (off again when dropped,
 /// even when the run panics).
-struct SabotageGuard;
+pub(crate) struct SabotageGuard;
 
 impl SabotageGuard {
     #[cfg_attr(not(feature = "sabotage"), allow(unused_variables))]
@@ -171,6 +171,20 @@ impl Simulation {
         F: Fn(&StreamEnv) -> CommittedOutput<T>,
     {
         let _sabotage = SabotageGuard::new(self);
+        if self.nodes > 1 {
+            return self.run_plan_on_cluster(build, plan, deadline);
+        }
+        if let Some(fault) = plan.faults.iter().find(|f| {
+            matches!(
+                f,
+                Fault::NodeCrash { .. } | Fault::Partition { .. } | Fault::Packets { .. }
+            )
+        }) {
+            return Err(SimulationError::Usage(format!(
+                "the fault '{}' needs several nodes (a network): run with 2 or more",
+                fault.spec()
+            )));
+        }
         let seed = self.seed;
         let failures = Arc::new(PlannedFailures::new(plan));
         let stores = Arc::new(FaultyStores::new(plan));
@@ -271,6 +285,7 @@ impl Simulation {
                         crashes: crashed,
                         checkpoints,
                         restarts,
+                        network: None,
                     });
                 }
                 SegmentEnd::Crashed => {
@@ -294,7 +309,7 @@ impl Simulation {
 }
 
 /// The trace hash of a run (see the module documentation).
-fn trace_hash<T: serde::Serialize>(
+pub(crate) fn trace_hash<T: serde::Serialize>(
     output: &[T],
     commit_log: &[(String, Vec<T>)],
     restarts: u32,

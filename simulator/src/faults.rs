@@ -92,6 +92,42 @@ pub enum Fault {
         /// How much faster it runs, per thousand.
         drift_per_mille: u32,
     },
+    /// With several nodes: TaskManager node `node % nodes` (counting the nodes alive at the
+    /// time, in the order they joined) is killed `at_ms` after the run started, as `kill -9`
+    /// would: its subtasks, its checkpoint writer and its network endpoint are gone at once,
+    /// nothing flushed, nothing said. A replacement TaskManager joins at once on a new address.
+    NodeCrash {
+        /// Which node (modulo the TaskManagers alive).
+        node: u32,
+        /// When, in ms of virtual time since the run started.
+        at_ms: u64,
+    },
+    /// With several nodes: TaskManager node `node % nodes` cannot reach any other node (the
+    /// JobManager included) from `at_ms` for `heal_ms`; then every link works again.
+    Partition {
+        /// Which node (modulo the TaskManagers alive).
+        node: u32,
+        /// When, in ms of virtual time since the run started.
+        at_ms: u64,
+        /// How long the partition lasts.
+        heal_ms: u64,
+    },
+    /// With several nodes: for the whole run, datagrams between nodes are lost, duplicated,
+    /// corrupted (one bit flipped) or delayed by a 300 ms spike at these rates per thousand,
+    /// with latencies of 1 to 20 ms (so they overtake each other), drawn by a generator seeded
+    /// with `seed`. QUIC must hide all of it.
+    Packets {
+        /// The network generator's seed.
+        seed: u64,
+        /// Datagrams lost per thousand.
+        loss_per_mille: u32,
+        /// Datagrams delivered twice per thousand.
+        duplicate_per_mille: u32,
+        /// Datagrams corrupted per thousand.
+        corrupt_per_mille: u32,
+        /// Datagrams delayed by a spike per thousand.
+        spike_per_mille: u32,
+    },
 }
 
 /// The kinds of faults, as named on the simulator's command line (`--faults LIST`).
@@ -103,23 +139,29 @@ pub enum FaultKind {
     Storage,
     /// [`Fault::Stalls`]: `stall`.
     Stall,
-    /// [`Fault::Crash`]: `crash`.
+    /// [`Fault::Crash`] on one node, [`Fault::NodeCrash`] on several: `crash`.
     Crash,
     /// [`Fault::SlowDisk`]: `slow-disk`.
     SlowDisk,
     /// [`Fault::ClockSkew`]: `clock-skew`.
     ClockSkew,
+    /// [`Fault::Partition`] (several nodes only): `partition`.
+    Partition,
+    /// [`Fault::Packets`] (several nodes only): `network`.
+    Network,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Panic,
         Self::Storage,
         Self::Stall,
         Self::Crash,
         Self::SlowDisk,
         Self::ClockSkew,
+        Self::Partition,
+        Self::Network,
     ];
 
     /// Its name on the command line.
@@ -131,6 +173,8 @@ impl FaultKind {
             Self::Crash => "crash",
             Self::SlowDisk => "slow-disk",
             Self::ClockSkew => "clock-skew",
+            Self::Partition => "partition",
+            Self::Network => "network",
         }
     }
 
@@ -178,9 +222,11 @@ impl Fault {
                 FaultKind::Storage
             }
             Self::Stalls { .. } => FaultKind::Stall,
-            Self::Crash { .. } => FaultKind::Crash,
+            Self::Crash { .. } | Self::NodeCrash { .. } => FaultKind::Crash,
             Self::SlowDisk { .. } => FaultKind::SlowDisk,
             Self::ClockSkew { .. } => FaultKind::ClockSkew,
+            Self::Partition { .. } => FaultKind::Partition,
+            Self::Packets { .. } => FaultKind::Network,
         }
     }
 
@@ -207,6 +253,22 @@ impl Fault {
                 offset_ms,
                 drift_per_mille,
             } => format!("clock-skew:offset={offset_ms}:drift={drift_per_mille}"),
+            Self::NodeCrash { node, at_ms } => format!("node-crash:node={node}:at={at_ms}"),
+            Self::Partition {
+                node,
+                at_ms,
+                heal_ms,
+            } => format!("partition:node={node}:at={at_ms}:heal={heal_ms}"),
+            Self::Packets {
+                seed,
+                loss_per_mille,
+                duplicate_per_mille,
+                corrupt_per_mille,
+                spike_per_mille,
+            } => format!(
+                "packets:seed={seed}:loss={loss_per_mille}:dup={duplicate_per_mille}:\
+                 corrupt={corrupt_per_mille}:spike={spike_per_mille}"
+            ),
         }
     }
 
@@ -263,10 +325,38 @@ impl Fault {
                 offset_ms: field("offset")?,
                 drift_per_mille: small(field("drift")?, "drift")?,
             },
+            "node-crash" => Self::NodeCrash {
+                node: small(field("node")?, "node")?,
+                at_ms: field("at")?,
+            },
+            "partition" => Self::Partition {
+                node: small(field("node")?, "node")?,
+                at_ms: field("at")?,
+                heal_ms: field("heal")?,
+            },
+            "packets" => {
+                let mut rate = |key: &str| -> Result<u32, String> {
+                    let value = small(field(key)?, key)?;
+                    if value > 1000 {
+                        return Err(format!(
+                            "'{key}' in fault '{spec}' is {value} per thousand, above 1000"
+                        ));
+                    }
+                    Ok(value)
+                };
+                Self::Packets {
+                    loss_per_mille: rate("loss")?,
+                    duplicate_per_mille: rate("dup")?,
+                    corrupt_per_mille: rate("corrupt")?,
+                    spike_per_mille: rate("spike")?,
+                    seed: field("seed")?,
+                }
+            }
             other => {
                 return Err(format!(
                     "unknown fault '{other}' in '{spec}' (known: panic, write-error, torn, \
-                     corrupt, stalls, crash, slow-disk, clock-skew)"
+                     corrupt, stalls, crash, slow-disk, clock-skew, node-crash, partition, \
+                     packets)"
                 ));
             }
         };
@@ -321,6 +411,30 @@ impl fmt::Display for Fault {
                 f,
                 "the node's clock is {offset_ms} ms ahead and runs {drift_per_mille} per mille fast"
             ),
+            Self::NodeCrash { node, at_ms } => write!(
+                f,
+                "task manager node {node} is killed at {at_ms} ms and a replacement joins"
+            ),
+            Self::Partition {
+                node,
+                at_ms,
+                heal_ms,
+            } => write!(
+                f,
+                "task manager node {node} is cut off from every node at {at_ms} ms for {heal_ms} ms"
+            ),
+            Self::Packets {
+                seed,
+                loss_per_mille,
+                duplicate_per_mille,
+                corrupt_per_mille,
+                spike_per_mille,
+            } => write!(
+                f,
+                "datagrams between nodes: {loss_per_mille}/1000 lost, {duplicate_per_mille}/1000 \
+                 duplicated, {corrupt_per_mille}/1000 corrupted, {spike_per_mille}/1000 delayed \
+                 300 ms, 1 to 20 ms latency (network seed {seed})"
+            ),
         }
     }
 }
@@ -351,6 +465,17 @@ pub struct FaultConfig {
     pub clock_offset_max_ms: u64,
     /// The largest clock drift, per thousand.
     pub clock_drift_max_per_mille: u32,
+    /// TaskManager node crashes (several nodes only; [`crate::Simulation::fault_plan`] turns
+    /// `crashes` into these on a cluster), each within the first `max_time_ms`.
+    pub node_crashes: u32,
+    /// Network partitions of one node (several nodes only), each within the first
+    /// `max_time_ms`.
+    pub partitions: u32,
+    /// The longest partition, in ms.
+    pub partition_max_ms: u64,
+    /// The largest datagram loss rate per thousand (several nodes only; 0: a perfect network).
+    /// Duplication, corruption and delay spikes are drawn up to half of it.
+    pub packet_loss_max_per_mille: u32,
 }
 
 impl Default for FaultConfig {
@@ -367,6 +492,10 @@ impl Default for FaultConfig {
             slow_disk_max_ms: 40,
             clock_offset_max_ms: 3_600_000,
             clock_drift_max_per_mille: 100,
+            node_crashes: 0,
+            partitions: 1,
+            partition_max_ms: 3_000,
+            packet_loss_max_per_mille: 100,
         }
     }
 }
@@ -383,6 +512,9 @@ impl FaultConfig {
             slow_disk_max_ms: 0,
             clock_offset_max_ms: 0,
             clock_drift_max_per_mille: 0,
+            node_crashes: 0,
+            partitions: 0,
+            packet_loss_max_per_mille: 0,
             ..Self::default()
         }
     }
@@ -404,6 +536,10 @@ impl FaultConfig {
                 FaultKind::ClockSkew => {
                     config.clock_offset_max_ms = all.clock_offset_max_ms;
                     config.clock_drift_max_per_mille = all.clock_drift_max_per_mille;
+                }
+                FaultKind::Partition => config.partitions = all.partitions,
+                FaultKind::Network => {
+                    config.packet_loss_max_per_mille = all.packet_loss_max_per_mille;
                 }
             }
         }
@@ -514,6 +650,34 @@ impl FaultPlan {
                     as u32,
             });
         }
+        for _ in 0..config.node_crashes {
+            faults.push(Fault::NodeCrash {
+                node: (rng.next_u64() % 1024) as u32,
+                at_ms: rng.between_1_and(config.max_time_ms),
+            });
+        }
+        for _ in 0..config.partitions {
+            faults.push(Fault::Partition {
+                node: (rng.next_u64() % 1024) as u32,
+                at_ms: rng.between_1_and(config.max_time_ms),
+                heal_ms: rng.between_1_and(config.partition_max_ms),
+            });
+        }
+        if config.packet_loss_max_per_mille > 0 {
+            let max = u64::from(config.packet_loss_max_per_mille.min(1000));
+            let mut rate = |max: u64| (rng.next_u64() % (max + 1)) as u32;
+            let loss_per_mille = rate(max);
+            let duplicate_per_mille = rate(max / 2);
+            let corrupt_per_mille = rate(max / 2);
+            let spike_per_mille = rate(max / 10);
+            faults.push(Fault::Packets {
+                seed: rng.next_u64(),
+                loss_per_mille,
+                duplicate_per_mille,
+                corrupt_per_mille,
+                spike_per_mille,
+            });
+        }
         Self { faults }
     }
 
@@ -565,6 +729,30 @@ impl FaultPlan {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The node faults of a cluster run ([`Fault::NodeCrash`] and [`Fault::Partition`]), in
+    /// the order of their time.
+    pub fn node_faults(&self) -> Vec<Fault> {
+        let mut faults: Vec<Fault> = self
+            .faults
+            .iter()
+            .copied()
+            .filter(|f| matches!(f, Fault::NodeCrash { .. } | Fault::Partition { .. }))
+            .collect();
+        faults.sort_by_key(|f| match *f {
+            Fault::NodeCrash { at_ms, .. } | Fault::Partition { at_ms, .. } => at_ms,
+            _ => 0,
+        });
+        faults
+    }
+
+    /// The network's faults, if the plan has them.
+    pub fn packets(&self) -> Option<Fault> {
+        self.faults
+            .iter()
+            .copied()
+            .find(|f| matches!(f, Fault::Packets { .. }))
     }
 
     /// The clock skew, if the plan has one.
@@ -752,14 +940,22 @@ impl PlannedFailures {
 pub struct FaultyStores {
     plan: FaultPlan,
     fired: Arc<Mutex<Vec<Fault>>>,
+    /// The stores underneath.
+    inner: Arc<dyn CheckpointStoreProvider>,
 }
 
 impl FaultyStores {
     /// Stores with the storage faults of `plan`.
     pub fn new(plan: &FaultPlan) -> Self {
+        Self::over(plan, Arc::new(StandardCheckpointStores))
+    }
+
+    /// Stores with the storage faults of `plan` around `inner`.
+    pub fn over(plan: &FaultPlan, inner: Arc<dyn CheckpointStoreProvider>) -> Self {
         Self {
             plan: plan.clone(),
             fired: Arc::new(Mutex::new(Vec::new())),
+            inner,
         }
     }
 
@@ -775,7 +971,7 @@ impl FaultyStores {
 impl CheckpointStoreProvider for FaultyStores {
     fn open_run(&self, job_id: JobId, run_dir: Option<&Path>) -> Arc<dyn CheckpointStore> {
         Arc::new(FaultyStore {
-            inner: StandardCheckpointStores.open_run(job_id, run_dir),
+            inner: self.inner.open_run(job_id, run_dir),
             plan: self.plan.clone(),
             fired: Arc::clone(&self.fired),
         })
@@ -926,6 +1122,49 @@ mod tests {
         assert!(error.contains("has no 'at'"), "{error}");
         let error = FaultPlan::parse_spec("crash:at=1:when=2").unwrap_err();
         assert!(error.contains("unknown field 'when'"), "{error}");
+    }
+
+    #[test]
+    fn node_faults_round_trip_and_come_in_time_order() {
+        let config = FaultConfig {
+            node_crashes: 2,
+            ..FaultConfig::default()
+        };
+        for seed in 0..50 {
+            let plan = FaultPlan::from_seed(seed, &config);
+            assert_eq!(plan.node_faults().len(), 3, "{plan}");
+            assert!(plan.packets().is_some(), "{plan}");
+            assert_eq!(
+                FaultPlan::parse_spec(&plan.spec()),
+                Ok(plan.clone()),
+                "{plan}"
+            );
+            let times: Vec<u64> = plan
+                .node_faults()
+                .iter()
+                .map(|f| match f {
+                    Fault::NodeCrash { at_ms, .. } | Fault::Partition { at_ms, .. } => *at_ms,
+                    _ => unreachable!("only node faults"),
+                })
+                .collect();
+            assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        }
+        // Node kinds come after the older ones: a seed keeps the faults it drew before.
+        let old = FaultConfig {
+            partitions: 0,
+            packet_loss_max_per_mille: 0,
+            ..FaultConfig::default()
+        };
+        let plan = FaultPlan::from_seed(3, &config);
+        assert_eq!(
+            plan.faults[..FaultPlan::from_seed(3, &old).faults.len()],
+            FaultPlan::from_seed(3, &old).faults[..]
+        );
+        let error =
+            FaultPlan::parse_spec("packets:seed=1:loss=1001:dup=0:corrupt=0:spike=0").unwrap_err();
+        assert!(error.contains("above 1000"), "{error}");
+        let error = FaultPlan::parse_spec("partition:node=1:at=5").unwrap_err();
+        assert!(error.contains("has no 'heal'"), "{error}");
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //!   their tests: a fault-free run as the truth, a run with the seed's faults (crashes, slow
 //!   disk and clock skew included), every oracle ([`oracles`]), shrinking, and a replay.
 //! - [`network`] and [`quic`] run the framework's QUIC transport, with real TLS, on a simulated
-//!   UDP network with seeded faults, byte-identical per seed: the ground for multi-node runs.
+//!   UDP network with seeded faults, byte-identical per seed.
+//! - [`cluster`] runs a job on a JobManager and N TaskManagers ([`Simulation::nodes`]) over
+//!   that network, through the framework's own cluster code, with node crashes, partitions and
+//!   packet faults; every check above works on it.
 //!
 //! # Examples
 //!
@@ -41,6 +44,7 @@
 //! ```
 
 pub mod check;
+pub mod cluster;
 pub mod committed;
 pub mod engine;
 pub mod faults;
@@ -73,8 +77,11 @@ pub use oracles::{Finding, Oracles};
 #[derive(Debug, Clone)]
 pub struct Simulation {
     seed: u64,
-    /// Simulated nodes (1 until the cluster runtime can be simulated).
+    /// Simulated nodes: 1 is a single process; more are a JobManager and this many
+    /// TaskManagers ([`cluster`]).
     nodes: u32,
+    /// Slots each TaskManager offers on a cluster.
+    slots_per_node: u32,
     faults: FaultConfig,
     /// A fixed plan instead of the one the seed draws (a replay).
     plan: Option<FaultPlan>,
@@ -112,6 +119,8 @@ pub struct SimulatedRun<T> {
     pub checkpoints: u64,
     /// Restarts after failures, over all runs a crash made.
     pub restarts: u32,
+    /// What happened to datagrams between nodes (`None` on one node).
+    pub network: Option<network::NetworkStats>,
 }
 
 /// A simulation could not run or was not reproducible.
@@ -165,6 +174,9 @@ pub enum SimulationError {
     /// A check's oracle failed (the finding, the plans, the replay).
     #[error("{0}")]
     Oracle(Box<Failure>),
+    /// The simulated cluster could not be set up (an endpoint or a certificate).
+    #[error("cannot set up the simulated cluster: {0}")]
+    Cluster(String),
     /// The simulation was asked for something it cannot do.
     #[error("{0}")]
     Usage(String),
@@ -190,6 +202,7 @@ impl Simulation {
         Self {
             seed,
             nodes: 1,
+            slots_per_node: 2,
             faults: FaultConfig::default(),
             plan: None,
             deadline: Duration::from_secs(3_600),
@@ -207,11 +220,24 @@ impl Simulation {
         self
     }
 
-    /// This simulation with `nodes` nodes. Only 1 runs for now: more need the cluster
-    /// runtime, and a check refuses them with [`SimulationError::Usage`].
+    /// This simulation with `nodes` nodes. 1 (the default) runs the job in one process; 2 or
+    /// more run a JobManager and `nodes` TaskManagers, each a node with its own environment,
+    /// joined over real QUIC on the simulated network ([`cluster`]). 0 counts as 1.
     pub fn nodes(mut self, nodes: u32) -> Self {
-        self.nodes = nodes;
+        self.nodes = nodes.max(1);
         self
+    }
+
+    /// This simulation with `slots` slots on each TaskManager of a cluster (default 2; at
+    /// least 1). A job needs as many slots in total as its largest parallelism.
+    pub fn slots_per_node(mut self, slots: u32) -> Self {
+        self.slots_per_node = slots.max(1);
+        self
+    }
+
+    /// The simulated nodes.
+    pub fn node_count(&self) -> u32 {
+        self.nodes
     }
 
     /// This simulation with `plan` instead of the plan its seed draws (a replay of a shrunk
@@ -253,18 +279,6 @@ impl Simulation {
         None
     }
 
-    /// Refuses more than one node (until the cluster runtime can be simulated).
-    pub(crate) fn require_one_node(&self) -> Result<(), SimulationError> {
-        if self.nodes == 1 {
-            return Ok(());
-        }
-        Err(SimulationError::Usage(format!(
-            "{} nodes requested: multi-node runs need the cluster runtime (issue 13), which the \
-             simulator does not drive yet; use 1 node",
-            self.nodes
-        )))
-    }
-
     /// This simulation drawing its fault plans with `config`.
     pub fn with_faults(mut self, config: FaultConfig) -> Self {
         self.faults = config;
@@ -273,10 +287,23 @@ impl Simulation {
 
     /// The fault plan of this simulation: the one its seed draws, or the one set with
     /// [`Simulation::with_plan`].
+    ///
+    /// The seed draws for the number of nodes: on one node no network faults (there is no
+    /// network); on several, a crash is a TaskManager node's ([`Fault::NodeCrash`]), not the
+    /// whole process's.
     pub fn fault_plan(&self) -> FaultPlan {
-        self.plan
-            .clone()
-            .unwrap_or_else(|| FaultPlan::from_seed(self.seed, &self.faults))
+        self.plan.clone().unwrap_or_else(|| {
+            let mut config = self.faults.clone();
+            if self.nodes > 1 {
+                config.node_crashes += config.crashes;
+                config.crashes = 0;
+            } else {
+                config.node_crashes = 0;
+                config.partitions = 0;
+                config.packet_loss_max_per_mille = 0;
+            }
+            FaultPlan::from_seed(self.seed, &config)
+        })
     }
 
     /// Runs the job declared by `build` once without faults and once with the seed's fault plan
@@ -330,7 +357,8 @@ impl Simulation {
     }
 
     /// Builds a job with `build` (which declares the job on the environment and returns the
-    /// collect sink to observe) and runs it to completion on virtual time.
+    /// collect sink to observe) and runs it to completion on virtual time. On several nodes
+    /// every node calls `build`, and the trace hash also covers every datagram.
     ///
     /// # Errors
     ///
@@ -338,8 +366,11 @@ impl Simulation {
     pub fn run<T, F>(&self, build: F) -> Result<SimulatedRun<T>, SimulationError>
     where
         T: Data,
-        F: FnOnce(&StreamEnv) -> CollectSink<T>,
+        F: Fn(&StreamEnv) -> CollectSink<T>,
     {
+        if self.nodes > 1 {
+            return self.run_on_cluster(&build);
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
@@ -374,6 +405,7 @@ impl Simulation {
             crashes: 0,
             checkpoints: result.completed_checkpoints,
             restarts: result.restarts,
+            network: None,
             result,
         })
     }

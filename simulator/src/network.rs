@@ -240,6 +240,21 @@ impl SimNetwork {
         state.partitions.insert((b, a));
     }
 
+    /// Cuts `node` off from every other address bound now, both ways.
+    pub fn isolate(&self, node: SocketAddr) {
+        let mut state = self.lock();
+        let others: Vec<SocketAddr> = state
+            .inboxes
+            .keys()
+            .copied()
+            .filter(|a| *a != node)
+            .collect();
+        for other in others {
+            state.partitions.insert((node, other));
+            state.partitions.insert((other, node));
+        }
+    }
+
     /// Restores every cut link.
     pub fn heal(&self) {
         self.lock().partitions.clear();
@@ -261,7 +276,8 @@ impl SimNetwork {
         let state = &mut *guard;
         let faults = state.faults.clone();
         state.stats.sent += 1;
-        if state.partitions.contains(&(from, to)) {
+        // A crashed node's leftover tasks may still try to send: nothing leaves it.
+        if !state.inboxes.contains_key(&from) || state.partitions.contains(&(from, to)) {
             state.stats.dropped += 1;
             return;
         }

@@ -150,7 +150,7 @@ impl rustls::time_provider::TimeProvider for VirtualTime {
 }
 
 /// A 32-byte seed for one purpose of one node.
-fn derive(seed: u64, purpose: u64) -> [u8; 32] {
+pub(crate) fn derive(seed: u64, purpose: u64) -> [u8; 32] {
     let mut out = [0u8; 32];
     let mut state = seed ^ purpose.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     for chunk in out.chunks_mut(8) {

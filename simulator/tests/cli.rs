@@ -70,8 +70,20 @@ fn run_prints_the_plan_and_a_result_line_and_replays_in_another_process() {
 fn usage_errors_exit_with_2_and_say_what_is_wrong() {
     for (args, says) in [
         (
-            vec!["run", "--job", "keyed_sum", "--seed", "1", "--nodes", "3"],
-            "need the cluster runtime",
+            vec!["run", "--job", "keyed_sum", "--seed", "1", "--nodes", "0"],
+            "at least 1 node",
+        ),
+        (
+            vec![
+                "run",
+                "--job",
+                "keyed_sum",
+                "--seed",
+                "1",
+                "--plan",
+                "partition:node=0:at=10:heal=10",
+            ],
+            "needs several nodes",
         ),
         (
             vec!["run", "--job", "nope", "--seed", "1"],
@@ -153,5 +165,41 @@ fn sweep_prints_a_table_and_a_sweep_line() {
     assert_eq!(
         last_line(&output),
         "SWEEP job=windows seeds=2 passed=2 failed=0 first_failed_seed=none"
+    );
+}
+
+#[test]
+fn three_nodes_sweep_and_replay_in_another_process() {
+    let sweep = sim(&[
+        "sweep",
+        "--job",
+        "wordcount",
+        "--nodes",
+        "3",
+        "--seeds",
+        "0..1",
+    ]);
+    let stdout = String::from_utf8_lossy(&sweep.stdout);
+    assert_eq!(
+        sweep.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&sweep.stderr)
+    );
+    assert_eq!(
+        last_line(&sweep),
+        "SWEEP job=wordcount seeds=2 passed=2 failed=0 first_failed_seed=none"
+    );
+    assert!(stdout.contains("| nodes                  | 3"), "{stdout}");
+    // A seed's cluster run, datagrams included, is the same in two processes.
+    let args = ["run", "--job", "keyed_sum", "--seed", "2", "--nodes", "3"];
+    let first = sim(&args);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(first.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("task manager node"), "{stdout}");
+    let second = sim(&args);
+    assert_eq!(
+        field(&last_line(&first), "trace_hash"),
+        field(&last_line(&second), "trace_hash")
     );
 }

@@ -50,3 +50,26 @@ fn every_sabotage_is_caught_shrunk_and_replayed() {
             .unwrap_or_else(|e| panic!("seed {} fails without {sabotage}: {e}", failure.seed));
     }
 }
+
+#[test]
+fn every_sabotage_is_caught_on_three_nodes() {
+    let job = BuiltinJob::KeyedSum;
+    for (sabotage, plan) in [
+        (Sabotage::SkipSourceRestore, "corrupt:chk=2"),
+        (Sabotage::CommitBeforeCheckpoint, "corrupt:chk=2"),
+        (Sabotage::BarrierBeforeAlignment, "corrupt:chk=2"),
+        (Sabotage::DropCredit, "none"),
+    ] {
+        let outcome = Simulation::new(0)
+            .nodes(3)
+            .with_plan(FaultPlan::parse_spec(plan).unwrap())
+            .with_sabotage(sabotage)
+            .quiet()
+            .without_shrinking()
+            .check_with(|env| job.build(env), &job.oracles());
+        assert!(
+            matches!(outcome, Err(SimulationError::Oracle(_))),
+            "{sabotage} on 3 nodes with {plan}: {outcome:?}"
+        );
+    }
+}

@@ -176,18 +176,98 @@ where
             return ExitCode::FAILURE;
         }
     };
+    as_job_manager(
+        Arc::new(node),
+        options.settings.clone(),
+        options.task_manager_args.clone(),
+        app(options.job_args.clone()),
+    )
+    .await
+}
+
+/// Runs `application` (an application's code, up to and after its `execute`) as the
+/// JobManager on `node`: its [`StreamEnv::execute`](crate::api::StreamEnv::execute) deploys on
+/// the TaskManagers that join `node`, which receive `task_manager_args` to build the same job.
+/// Closes `node` when `application` ends and returns what it returned.
+///
+/// [`run_job_manager`] calls this with an endpoint bound on a UDP port; a caller that builds
+/// its own endpoint (a simulation, on a simulated network) calls it directly.
+pub async fn as_job_manager<Fut: Future>(
+    node: Arc<NetNode>,
+    settings: ClusterSettings,
+    task_manager_args: Vec<String>,
+    application: Fut,
+) -> Fut::Output {
     let role = Arc::new(ClusterRole::JobManager {
-        node: Arc::new(node),
-        settings: options.settings.clone(),
-        task_manager_args: options.task_manager_args.clone(),
+        node: Arc::clone(&node),
+        settings,
+        task_manager_args,
     });
-    let code = ROLE
-        .scope(Arc::clone(&role), app(options.job_args.clone()))
-        .await;
-    if let ClusterRole::JobManager { node, .. } = role.as_ref() {
-        node.close();
+    let output = ROLE.scope(role, application).await;
+    node.close();
+    output
+}
+
+/// How one session of a TaskManager ([`serve_one_job`]) ended.
+#[derive(Debug)]
+pub enum Served<T> {
+    /// The job this TaskManager served ended (the JobManager said so or was lost).
+    Job,
+    /// The application ended before executing the job (it failed while building it); the
+    /// JobManager was told. What it returned.
+    ApplicationEnded(T),
+}
+
+/// One session of a TaskManager on `node`: joins the JobManager at `job_manager`, runs `app`
+/// with the job's arguments up to its `execute`, which serves the subtasks placed on this node
+/// until the job ends.
+///
+/// [`run_task_manager`] calls this in a loop (joining again after each job) with an endpoint
+/// bound on a UDP port; a caller that builds its own endpoint (a simulation) calls it directly.
+///
+/// # Errors
+///
+/// The JobManager is unreachable or refused this node.
+pub async fn serve_one_job<F, Fut>(
+    node: Arc<NetNode>,
+    job_manager: std::net::SocketAddr,
+    settings: ClusterSettings,
+    app: F,
+) -> Result<Served<Fut::Output>, JoinError>
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: Future,
+    Fut::Output: std::fmt::Debug,
+{
+    let session =
+        crate::runtime::cluster::task_manager::join(node, job_manager, None, settings).await?;
+    let args = session.args().to_vec();
+    let role = Arc::new(ClusterRole::TaskManager {
+        joined: Mutex::new(Some(session)),
+        served: tokio::sync::Notify::new(),
+    });
+    let ClusterRole::TaskManager { served, .. } = role.as_ref() else {
+        unreachable!("made as a task manager above");
+    };
+    let served = served.notified();
+    let application = ROLE.scope(Arc::clone(&role), app(args));
+    tokio::select! {
+        biased;
+        () = served => Ok(Served::Job),
+        output = application => {
+            // The application ended without serving: it failed before `execute`.
+            if let ClusterRole::TaskManager { joined, .. } = role.as_ref()
+                && let Some(session) = joined.lock().await.take()
+            {
+                session
+                    .report_build_failure(format!(
+                        "the application ended ({output:?}) before executing the job"
+                    ))
+                    .await;
+            }
+            Ok(Served::ApplicationEnded(output))
+        }
     }
-    code
 }
 
 fn job_manager_node(options: &JobManagerOptions) -> Result<NetNode, crate::net::NetError> {
@@ -239,7 +319,7 @@ where
                 continue;
             }
         };
-        let joining = async {
+        let session = async {
             let address = tokio::net::lookup_host(options.join.as_str())
                 .await
                 .ok()
@@ -247,21 +327,28 @@ where
                 .ok_or_else(|| {
                     JoinError::Unreachable(format!("cannot resolve '{}'", options.join))
                 })?;
-            crate::runtime::cluster::task_manager::join(
+            serve_one_job(
                 Arc::clone(&endpoint),
                 address,
-                None,
                 options.settings.clone(),
+                &app,
             )
             .await
         };
-        let joined = tokio::select! {
+        let served = tokio::select! {
             biased;
-            () = &mut stop => return ExitCode::SUCCESS,
-            joined = joining => joined,
+            () = &mut stop => {
+                tracing::info!(task_manager = %node_id, "stopping");
+                return ExitCode::SUCCESS;
+            }
+            served = session => served,
         };
-        let session = match joined {
-            Ok(session) => session,
+        match served {
+            Ok(Served::Job) => backoff = Duration::from_millis(100),
+            Ok(Served::ApplicationEnded(_)) => {
+                backoff = Duration::from_millis(100);
+                tokio::time::sleep(backoff).await;
+            }
             Err(error) => {
                 tracing::warn!(
                     task_manager = %node_id,
@@ -275,39 +362,6 @@ where
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(100);
-        let args = session.args().to_vec();
-        let role = Arc::new(ClusterRole::TaskManager {
-            joined: Mutex::new(Some(session)),
-            served: tokio::sync::Notify::new(),
-        });
-        let ClusterRole::TaskManager { served, .. } = role.as_ref() else {
-            unreachable!("made as a task manager above");
-        };
-        let served = served.notified();
-        let application = ROLE.scope(Arc::clone(&role), app(args));
-        tokio::select! {
-            biased;
-            () = &mut stop => {
-                tracing::info!(task_manager = %node_id, "stopping");
-                return ExitCode::SUCCESS;
-            }
-            () = served => {}
-            code = application => {
-                // The application ended without serving: it failed before `execute`.
-                if let ClusterRole::TaskManager { joined, .. } = role.as_ref()
-                    && let Some(session) = joined.lock().await.take()
-                {
-                    session
-                        .report_build_failure(format!(
-                            "the application ended ({code:?}) before executing the job"
-                        ))
-                        .await;
-                }
-                tokio::time::sleep(backoff).await;
             }
         }
     }

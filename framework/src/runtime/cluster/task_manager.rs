@@ -1002,6 +1002,39 @@ impl NodeRuntime {
     }
 }
 
+/// A node whose serving is cancelled (its task dropped mid-job, as when the process is killed)
+/// takes its actors with it: every attempt's supervisor is killed (and with it, by ractor's
+/// supervision tree, its subtasks), and so are the channel proxies, the checkpoint writer and
+/// the JobManager link; nothing is flushed or acknowledged. After `NodeRuntime::shutdown`
+/// there is nothing left to kill.
+impl Drop for NodeRuntime {
+    fn drop(&mut self) {
+        for actors in std::mem::take(&mut self.attempts).into_values() {
+            actors.task_manager.kill();
+            for subtask in actors.subtasks.values() {
+                subtask.kill();
+            }
+            for proxy in actors.proxies {
+                proxy.kill();
+            }
+            for reader in actors.readers {
+                reader.abort();
+            }
+        }
+        let mut inbound = self.expected.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, task) in inbound.readers.drain(..) {
+            task.abort();
+        }
+        drop(inbound);
+        if let Some(writer) = self.writer.take() {
+            writer.kill();
+        }
+        if let Some(link) = self.link.take() {
+            link.kill();
+        }
+    }
+}
+
 /// Stands in for the JobManager on a TaskManager node: turns every report of the local
 /// subtasks, their supervisor and the checkpoint writer into a control message.
 struct JobManagerLink;
