@@ -17,6 +17,7 @@ use eichhorn::prelude::*;
 const ETL: &str = env!("CARGO_BIN_EXE_kafka_etl");
 const TO_REDIS: &str = env!("CARGO_BIN_EXE_kafka_to_redis");
 const TO_POSTGRES: &str = env!("CARGO_BIN_EXE_kafka_to_postgres");
+const PRODUCE: &str = env!("CARGO_BIN_EXE_kafka_produce");
 
 /// One reading: sensor, timestamp, temperature.
 type Reading = (String, i64, f64);
@@ -228,6 +229,65 @@ async fn kafka_to_postgres_upserts_every_sensors_maximum() {
             .collect();
         assert_eq!(got, expected, "exactly_once={exactly_once}");
     }
+}
+
+/// The README's way to feed the Kafka examples: `kafka_produce` writes a file of readings (and
+/// a line that is not one) to a topic, keyed by sensor, and `kafka_etl` reads it: the minima of
+/// the sequential computation, the bad line reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_produce_writes_a_file_that_kafka_etl_reads() {
+    let broker = KafkaBroker::start().unwrap_or_else(|e| panic!("needs tansu: {e}"));
+    broker.create_topic("readings", 3).expect("topic");
+    broker.create_topic("minima", 2).expect("topic");
+    let brokers = broker.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("readings.csv");
+    let mut text: String = readings()
+        .iter()
+        .map(|(sensor, ts, t)| format!("{sensor},{ts},{t}\n"))
+        .collect();
+    text.push_str("not a reading\n");
+    std::fs::write(&file, text).expect("write the readings");
+    let input = file.to_str().expect("a UTF-8 path");
+
+    let produced = common::run(PRODUCE, &["--brokers", &brokers, "--input", input]);
+    assert!(produced.status.success(), "{}", stderr(&produced));
+    let stdout = String::from_utf8_lossy(&produced.stdout);
+    assert!(
+        stdout.contains(&format!("records: {}", readings().len() + 1)),
+        "{stdout}"
+    );
+    let missing = common::run(PRODUCE, &["--brokers", &brokers, "--input", "no-such.csv"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("no-such.csv"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let output = common::run(
+        ETL,
+        &[
+            "--brokers",
+            &brokers,
+            "--bounded",
+            "--producer-property",
+            "batch.num.messages=1",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("not a reading"),
+        "{}",
+        stderr(&output)
+    );
+    let expected = expected_minima();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("windows: {}", expected.len())),
+        "{stdout}"
+    );
+    assert_eq!(read_minima(&brokers, "minima").await, expected);
 }
 
 /// The window minima a sequential computation gives for [`readings`] and one-second windows.
