@@ -640,6 +640,8 @@ impl Simulation {
                 .with_checkpoint_stores(stores.clone());
             match skew {
                 Some((offset_ms, drift_per_mille)) => {
+                    let (offset_ms, drift_per_mille) =
+                        node_skew(env.host(), offset_ms, drift_per_mille);
                     env.with_clock(Arc::new(SkewedClock::new(offset_ms, drift_per_mille)))
                 }
                 None => env,
@@ -697,8 +699,30 @@ impl Simulation {
     }
 }
 
+/// The clock skew of `host` in a plan whose clock fault names `offset_ms` and
+/// `drift_per_mille`: every node is skewed its own way, host `h` by `(h % 4) / 3` of both, so
+/// the JobManager (host 0) keeps virtual time and the clocks of two nodes disagree by up to the
+/// whole skew the plan names.
+fn node_skew(host: HostId, offset_ms: u64, drift_per_mille: u32) -> (u64, u32) {
+    let share = u64::from(host.0 % 4);
+    let drift = u64::from(drift_per_mille) * share / 3;
+    (
+        offset_ms * share / 3,
+        u32::try_from(drift).unwrap_or(u32::MAX),
+    )
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn nodes_are_skewed_differently_and_the_job_manager_not_at_all() {
+        let skews: Vec<(u64, u32)> = (0..5)
+            .map(|h| super::node_skew(eichhorn::runtime::HostId(h), 900, 30))
+            .collect();
+        assert_eq!(skews, [(0, 0), (300, 10), (600, 20), (900, 30), (0, 0)]);
+    }
+
     use super::*;
     use crate::jobs::BuiltinJob;
     use eichhorn::runtime::{FaultInjector, InjectedFault, SubtaskInput};

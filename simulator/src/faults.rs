@@ -85,7 +85,8 @@ pub enum Fault {
         max_ms: u32,
     },
     /// The node's processing-time clock is `offset_ms` ahead of virtual time and runs
-    /// `drift_per_mille` per thousand fast (it stays monotone).
+    /// `drift_per_mille` per thousand fast (it stays monotone). On several nodes each node
+    /// takes its own share of it (the JobManager none), so the nodes' clocks disagree.
     ClockSkew {
         /// How far ahead the clock starts.
         offset_ms: u64,
