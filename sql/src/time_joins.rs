@@ -81,6 +81,58 @@ fn padded(side: Side, row: &[Value], other_width: usize) -> Row {
     }
 }
 
+/// What the append-only event-time joins (window and outer interval) do first with an arriving
+/// row, and how they name themselves in what they report.
+struct Intake<'a> {
+    /// The operator's name.
+    name: &'a str,
+    /// Where errors go.
+    errors: &'a OutputTag<String>,
+    /// `"a window join"`.
+    join: &'a str,
+    /// What the time column is called in messages (`"window_end"`).
+    time: &'a str,
+    /// Whether the arriving row's side is an outer side (kept, padded, without a partner).
+    outer: bool,
+}
+
+impl Intake<'_> {
+    /// Admits `change` of `side`: a retraction and a row whose time (column `time_column`) is
+    /// NULL are reported; a row with a NULL key matches nothing and is padded with the other
+    /// side's `other_width` NULLs at once when its side is outer. Returns the row's time when
+    /// it goes on to be joined.
+    fn admit(
+        &self,
+        side: Side,
+        change: &Change,
+        time_column: usize,
+        other_width: usize,
+        ctx: &mut KeyedContext<'_, '_, Vec<Value>>,
+        out: &mut Collector<'_, Change>,
+    ) -> Option<i64> {
+        if !change.kind.is_accumulate() {
+            let message = format!(
+                "{}: a retraction in {}, in row {change}",
+                self.name, self.join
+            );
+            ctx.output(self.errors, message);
+            return None;
+        }
+        let Some(time) = change.row.get(time_column).and_then(Value::as_i64) else {
+            let message = format!("{}: {} is NULL, in row {change}", self.name, self.time);
+            ctx.output(self.errors, message);
+            return None;
+        };
+        if has_null(ctx.current_key()) {
+            if self.outer {
+                out.collect(Change::insert(padded(side, &change.row, other_width)));
+            }
+            return None;
+        }
+        Some(time)
+    }
+}
+
 /// Whether `condition` (none: always) holds on `joined`.
 fn holds(condition: Option<&Expr>, joined: &[Value]) -> Result<bool, String> {
     match condition {
@@ -386,29 +438,20 @@ impl WindowJoinOp {
         ctx: &mut KeyedContext<'_, '_, Vec<Value>>,
         out: &mut Collector<'_, Change>,
     ) {
-        if !change.kind.is_accumulate() {
-            let message = format!(
-                "{}: a retraction in a window join, in row {change}",
-                self.name
-            );
-            ctx.output(&self.errors, message);
-            return;
-        }
+        let intake = Intake {
+            name: &self.name,
+            errors: &self.errors,
+            join: "a window join",
+            time: "window_end",
+            outer: self.core.kind.is_outer(side),
+        };
         let (end_column, other_width) = match side {
             Side::Left => (self.left_end, self.core.right_width),
             Side::Right => (self.right_end, self.core.left_width),
         };
-        let Some(end) = change.row.get(end_column).and_then(Value::as_i64) else {
-            let message = format!("{}: window_end is NULL, in row {change}", self.name);
-            ctx.output(&self.errors, message);
+        let Some(end) = intake.admit(side, &change, end_column, other_width, ctx, out) else {
             return;
         };
-        if has_null(ctx.current_key()) {
-            if self.core.kind.is_outer(side) {
-                out.collect(Change::insert(padded(side, &change.row, other_width)));
-            }
-            return;
-        }
         let fire_at = end - 1;
         if fire_at <= ctx.current_watermark() {
             ctx.count_late_record();
@@ -594,29 +637,20 @@ impl OuterIntervalJoinOp {
         ctx: &mut KeyedContext<'_, '_, Vec<Value>>,
         out: &mut Collector<'_, Change>,
     ) {
-        if !change.kind.is_accumulate() {
-            let message = format!(
-                "{}: a retraction in an interval join, in row {change}",
-                self.name
-            );
-            ctx.output(&self.errors, message);
-            return;
-        }
+        let intake = Intake {
+            name: &self.name,
+            errors: &self.errors,
+            join: "an interval join",
+            time: "the event time",
+            outer: self.core.kind.is_outer(side),
+        };
         let (time_column, other_width) = match side {
             Side::Left => (self.left_time, self.core.right_width),
             Side::Right => (self.right_time, self.core.left_width),
         };
-        let Some(time) = change.row.get(time_column).and_then(Value::as_i64) else {
-            let message = format!("{}: the event time is NULL, in row {change}", self.name);
-            ctx.output(&self.errors, message);
+        let Some(time) = intake.admit(side, &change, time_column, other_width, ctx, out) else {
             return;
         };
-        if has_null(ctx.current_key()) {
-            if self.core.kind.is_outer(side) {
-                out.collect(Change::insert(padded(side, &change.row, other_width)));
-            }
-            return;
-        }
         if time <= ctx.current_watermark() {
             ctx.count_late_record();
             return;
