@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::function::PatternProcessFunction;
 use super::operator::{ActivePattern, CepCore, CepSettings, Epochs};
-use super::stream::PatternProcessFunction;
 use super::{AfterMatchSkipStrategy, CepError, Contiguity, Pattern};
 use crate::api::{Data, Key, OutputTag};
 use crate::operator::{

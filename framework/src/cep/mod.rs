@@ -34,6 +34,7 @@
 
 mod buffer;
 mod dynamic;
+mod function;
 mod nfa;
 mod operator;
 mod pattern;
@@ -49,11 +50,12 @@ pub use dynamic::{
     CmpOp, ConditionExpr, FieldAccess, PatternDescription, PatternUpdate, QuantifierDescription,
     StageDescription, StageLink, Value,
 };
+pub use function::{PatternContext, PatternProcessFunction};
 pub use nfa::CompiledPattern;
 pub use pattern::{AfterMatchSkipStrategy, Condition, Context, Contiguity, Pattern};
 pub use stream::{
     CEP, DynamicPatternStream, MAX_PARTIAL_MATCHES_DEFAULT, MAX_PENDING_EVENTS_DEFAULT,
-    PatternContext, PatternProcessFunction, PatternStream,
+    PatternStream,
 };
 
 /// What to do when a key has more partial matches than its limit.

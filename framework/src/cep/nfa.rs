@@ -430,6 +430,26 @@ impl<T> Builder<'_, T> {
     }
 }
 
+/// Compiling lives beside the automaton it builds, so `pattern.rs` (the builder) does not
+/// import the automaton that imports it.
+impl<T: 'static> Pattern<T> {
+    /// Checks the pattern and builds its automaton.
+    ///
+    /// # Errors
+    ///
+    /// [`CepError::Pattern`] naming the stage and the misuse: a builder error, a repeated
+    /// stage name, a negative stage at the end (but `not_followed_by` with `within`), a
+    /// quantifier option on a stage that does not loop, a skip strategy naming an unknown stage,
+    /// a misused group quantifier (see the README), more than 63 stages once groups are
+    /// written out.
+    pub fn compile(&self) -> Result<CompiledPattern<T>, CepError>
+    where
+        T: Clone,
+    {
+        CompiledPattern::compile(self)
+    }
+}
+
 impl<T> CompiledPattern<T> {
     /// The pattern's name.
     pub fn name(&self) -> &str {

@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::function::{PatternContext, PatternProcessFunction};
 use super::nfa::{Limit, NfaOutput, NfaState};
-use super::stream::{PatternContext, PatternProcessFunction};
 use super::{CompiledPattern, OverflowPolicy};
 use crate::api::{Data, Key, OutputTag};
 use crate::operator::KeyedRuntime;

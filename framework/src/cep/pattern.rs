@@ -1,11 +1,11 @@
 //! The pattern API in Flink's vocabulary: a sequence of named stages with conditions,
 //! contiguities, quantifiers, a time bound and an after-match skip strategy.
 //!
-//! A [`Pattern`] is only a description; [`Pattern::compile`] checks it and turns it into the
-//! automaton ([`super::CompiledPattern`]) that matches it. Builder calls never fail on their own:
-//! a misuse (a quantifier set twice, `until` on a stage that does not loop, a pattern ending
-//! with a negation) is recorded and reported by `compile`, naming the stage, as Flink's
-//! `MalformedPatternException` does at the call.
+//! A [`Pattern`] is only a description; [`Pattern::compile`] (in `nfa.rs`, beside the automaton
+//! it builds) checks it and turns it into the `CompiledPattern` that matches it. Builder calls
+//! never fail on their own: a misuse (a quantifier set twice, `until` on a stage that does not
+//! loop, a pattern ending with a negation) is recorded and reported by `compile`, naming the
+//! stage, as Flink's `MalformedPatternException` does at the call.
 //!
 //! ## Semantics
 //!
@@ -723,22 +723,6 @@ impl<T: 'static> Pattern<T> {
             self.within_ms = Some(self.within_ms.map_or(ms, |old| old.min(ms)));
         }
         self
-    }
-
-    /// Checks the pattern and builds its automaton.
-    ///
-    /// # Errors
-    ///
-    /// [`CepError::Pattern`] naming the stage and the misuse: a builder error, a repeated
-    /// stage name, a negative stage at the end (but `not_followed_by` with `within`), a
-    /// quantifier option on a stage that does not loop, a skip strategy naming an unknown stage,
-    /// a misused group quantifier (see the README), more than 63 stages once groups are
-    /// written out.
-    pub fn compile(&self) -> Result<super::CompiledPattern<T>, CepError>
-    where
-        T: Clone,
-    {
-        super::nfa::CompiledPattern::compile(self)
     }
 
     pub(crate) fn validate(&self) -> Result<(), CepError> {
