@@ -212,7 +212,7 @@ impl TableEnv {
     pub fn from(&self, name: &str) -> Result<Table, SqlError> {
         self.sql_query(&format!(
             "SELECT * FROM {}",
-            crate::table_api::quote_ident(name)
+            crate::parse::quote_ident(name)
         ))
     }
 

@@ -414,6 +414,11 @@ pub fn map_data_type(
     })
 }
 
+/// `name` as a SQL identifier, quoted so any name works.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

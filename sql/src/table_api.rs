@@ -37,6 +37,7 @@
 use crate::catalog::CatalogTable;
 use crate::env::Table;
 use crate::error::SqlError;
+pub use crate::parse::quote_ident;
 use crate::parse::{Statement, parse_script};
 use crate::plan::plan_query;
 
@@ -86,11 +87,6 @@ impl From<&str> for Literal {
     fn from(v: &str) -> Self {
         Self(format!("'{}'", v.replace('\'', "''")))
     }
-}
-
-/// `name` as a SQL identifier, quoted so any name works.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl ApiExpr {
