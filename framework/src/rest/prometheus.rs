@@ -14,8 +14,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::view::{CheckpointStatus, JobState, JobView};
-use crate::metrics::{SubtaskMetricsSnapshot, UserMetricKind};
+use MetricType::{Counter, Gauge};
+
+use super::view::{CheckpointStatus, CheckpointView, JobState, JobView};
+use crate::metrics::{OperatorMetricsSnapshot, SubtaskMetricsSnapshot, UserMetricKind};
 
 type Labels = Vec<(String, String)>;
 
@@ -95,131 +97,228 @@ fn sanitise(name: &str) -> String {
         .collect()
 }
 
+/// One metric read from a value of type `T`: the family's name, help and type, and the reading
+/// (`None`: no sample for this value).
+struct Spec<T> {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    read: fn(&T) -> Option<f64>,
+}
+
+const fn spec<T>(
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    read: fn(&T) -> Option<f64>,
+) -> Spec<T> {
+    Spec {
+        name,
+        help,
+        kind,
+        read,
+    }
+}
+
+/// The job's metrics after `jobmanager_job_status`, in exposition order.
+const JOB_METRICS: &[Spec<JobView>] = &[
+    spec("jobmanager_job_numRestarts", "Restarts", Gauge, |j| {
+        Some(f64::from(j.restarts))
+    }),
+    spec(
+        "jobmanager_job_uptime",
+        "Ms since the job started",
+        Gauge,
+        |j| Some((j.end_ms.unwrap_or(j.now_ms) - j.start_ms) as f64),
+    ),
+    spec(
+        "jobmanager_job_numberOfCompletedCheckpoints",
+        "Completed checkpoints",
+        Gauge,
+        |j| Some(j.checkpoints.completed as f64),
+    ),
+    spec(
+        "jobmanager_job_numberOfFailedCheckpoints",
+        "Failed checkpoints",
+        Gauge,
+        |j| Some(j.checkpoints.failed as f64),
+    ),
+    spec(
+        "jobmanager_job_lastCheckpointDuration",
+        "Ms from trigger to completion of the latest completed checkpoint",
+        Gauge,
+        |j| latest_completed(j).map(|c| c.duration_ms().unwrap_or(0) as f64),
+    ),
+    spec(
+        "jobmanager_job_lastCheckpointSize",
+        "Bytes of state in the latest completed checkpoint",
+        Gauge,
+        |j| latest_completed(j).map(|c| c.state_bytes as f64),
+    ),
+];
+
+/// Each subtask's metrics, in exposition order.
+const SUBTASK_METRICS: &[Spec<SubtaskMetricsSnapshot>] = &[
+    spec(
+        "taskmanager_job_task_numRecordsIn",
+        "Records a subtask received",
+        Counter,
+        |s| Some(s.records_in as f64),
+    ),
+    spec(
+        "taskmanager_job_task_numRecordsOut",
+        "Records a subtask sent",
+        Counter,
+        |s| Some(s.records_out as f64),
+    ),
+    spec(
+        "taskmanager_job_task_numRecordsInPerSecond",
+        "Records a subtask received per second (over its last 1 s window)",
+        Gauge,
+        |s| Some(s.records_in_per_s),
+    ),
+    spec(
+        "taskmanager_job_task_numRecordsOutPerSecond",
+        "Records a subtask sent per second (over its last 1 s window)",
+        Gauge,
+        |s| Some(s.records_out_per_s),
+    ),
+    spec(
+        "taskmanager_job_task_numBytesIn",
+        "Bytes a subtask received (in-memory size within a process)",
+        Counter,
+        |s| Some(s.bytes_in as f64),
+    ),
+    spec(
+        "taskmanager_job_task_numBytesOut",
+        "Bytes a subtask sent",
+        Counter,
+        |s| Some(s.bytes_out as f64),
+    ),
+    spec(
+        "taskmanager_job_task_backPressuredTimeMs",
+        "Ms a subtask spent back-pressured",
+        Counter,
+        |s| Some(s.backpressured_ms as f64),
+    ),
+    spec(
+        "taskmanager_job_task_buffers_inputQueueLength",
+        "Input batches queued",
+        Gauge,
+        |s| Some(s.input_queue_batches as f64),
+    ),
+    spec(
+        "taskmanager_job_task_buffers_inPoolUsage",
+        "Queued input batches over the credits granted",
+        Gauge,
+        |s| {
+            Some(if s.input_queue_capacity == 0 {
+                0.0
+            } else {
+                s.input_queue_batches as f64 / s.input_queue_capacity as f64
+            })
+        },
+    ),
+    spec(
+        "taskmanager_job_task_buffers_outputQueueLength",
+        "Output batches waiting for credit",
+        Gauge,
+        |s| Some(s.output_queue_batches as f64),
+    ),
+    spec(
+        "taskmanager_job_task_currentInputWatermark",
+        "The subtask's input watermark (ms of event time)",
+        Gauge,
+        |s| Some(s.input_watermark as f64),
+    ),
+    spec(
+        "taskmanager_job_task_currentOutputWatermark",
+        "The watermark the subtask sent last",
+        Gauge,
+        |s| Some(s.output_watermark as f64),
+    ),
+    spec(
+        "taskmanager_job_task_checkpointAlignmentTime",
+        "Ms the last checkpoint's barrier alignment took",
+        Gauge,
+        |s| Some(s.last_alignment_ms as f64),
+    ),
+    spec(
+        "taskmanager_job_task_checkpointStateSize",
+        "Bytes of the subtask's state in the last stored checkpoint",
+        Gauge,
+        |s| Some(s.state_bytes as f64),
+    ),
+];
+
+/// Each operator's metrics (label `operator`), in exposition order.
+const OPERATOR_METRICS: &[Spec<OperatorMetricsSnapshot>] = &[
+    spec(
+        "taskmanager_job_task_operator_numRecordsIn",
+        "Records an operator received",
+        Counter,
+        |o| Some(o.records_in as f64),
+    ),
+    spec(
+        "taskmanager_job_task_operator_numRecordsOut",
+        "Records an operator emitted",
+        Counter,
+        |o| Some(o.records_out as f64),
+    ),
+    spec(
+        "taskmanager_job_task_operator_checkpointStateSize",
+        "Bytes of an operator's state in its subtask's last stored checkpoint",
+        Gauge,
+        |o| Some(o.state_bytes as f64),
+    ),
+    spec(
+        "taskmanager_job_task_operator_numLateRecordsDropped",
+        "Records too late for any window",
+        Counter,
+        |o| Some(o.late_records as f64),
+    ),
+    spec(
+        "taskmanager_job_task_operator_numRecordsDropped",
+        "Records dropped by the operator's semantics",
+        Counter,
+        |o| Some(o.dropped_records as f64),
+    ),
+];
+
+fn latest_completed(job: &JobView) -> Option<&CheckpointView> {
+    job.checkpoints
+        .latest_completed
+        .as_ref()
+        .filter(|c| c.status == CheckpointStatus::Completed)
+}
+
+/// The families of `specs`, empty, in order.
+fn families<T>(specs: &[Spec<T>]) -> Vec<Family> {
+    specs
+        .iter()
+        .map(|s| Family::new(s.name, s.help, s.kind))
+        .collect()
+}
+
+/// Adds `value`'s reading of each spec to its family (same order as [`families`]).
+fn sample<T>(specs: &[Spec<T>], families: &mut [Family], labels: &Labels, value: &T) {
+    for (spec, family) in specs.iter().zip(families) {
+        if let Some(reading) = (spec.read)(value) {
+            family.samples.push((labels.clone(), reading));
+        }
+    }
+}
+
 impl Collector for JobsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        use MetricType::{Counter, Gauge};
         let mut job_state = Family::new(
             "jobmanager_job_status",
             "1 for the job's current state",
             Gauge,
         );
-        let mut restarts = Family::new("jobmanager_job_numRestarts", "Restarts", Gauge);
-        let mut uptime = Family::new("jobmanager_job_uptime", "Ms since the job started", Gauge);
-        let mut completed = Family::new(
-            "jobmanager_job_numberOfCompletedCheckpoints",
-            "Completed checkpoints",
-            Gauge,
-        );
-        let mut failed = Family::new(
-            "jobmanager_job_numberOfFailedCheckpoints",
-            "Failed checkpoints",
-            Gauge,
-        );
-        let mut last_duration = Family::new(
-            "jobmanager_job_lastCheckpointDuration",
-            "Ms from trigger to completion of the latest completed checkpoint",
-            Gauge,
-        );
-        let mut last_size = Family::new(
-            "jobmanager_job_lastCheckpointSize",
-            "Bytes of state in the latest completed checkpoint",
-            Gauge,
-        );
-        let mut records_in = Family::new(
-            "taskmanager_job_task_numRecordsIn",
-            "Records a subtask received",
-            Counter,
-        );
-        let mut records_out = Family::new(
-            "taskmanager_job_task_numRecordsOut",
-            "Records a subtask sent",
-            Counter,
-        );
-        let mut records_in_rate = Family::new(
-            "taskmanager_job_task_numRecordsInPerSecond",
-            "Records a subtask received per second (over its last 1 s window)",
-            Gauge,
-        );
-        let mut records_out_rate = Family::new(
-            "taskmanager_job_task_numRecordsOutPerSecond",
-            "Records a subtask sent per second (over its last 1 s window)",
-            Gauge,
-        );
-        let mut bytes_in = Family::new(
-            "taskmanager_job_task_numBytesIn",
-            "Bytes a subtask received (in-memory size within a process)",
-            Counter,
-        );
-        let mut bytes_out = Family::new(
-            "taskmanager_job_task_numBytesOut",
-            "Bytes a subtask sent",
-            Counter,
-        );
-        let mut backpressured = Family::new(
-            "taskmanager_job_task_backPressuredTimeMs",
-            "Ms a subtask spent back-pressured",
-            Counter,
-        );
-        let mut in_queue = Family::new(
-            "taskmanager_job_task_buffers_inputQueueLength",
-            "Input batches queued",
-            Gauge,
-        );
-        let mut in_usage = Family::new(
-            "taskmanager_job_task_buffers_inPoolUsage",
-            "Queued input batches over the credits granted",
-            Gauge,
-        );
-        let mut out_queue = Family::new(
-            "taskmanager_job_task_buffers_outputQueueLength",
-            "Output batches waiting for credit",
-            Gauge,
-        );
-        let mut in_watermark = Family::new(
-            "taskmanager_job_task_currentInputWatermark",
-            "The subtask's input watermark (ms of event time)",
-            Gauge,
-        );
-        let mut out_watermark = Family::new(
-            "taskmanager_job_task_currentOutputWatermark",
-            "The watermark the subtask sent last",
-            Gauge,
-        );
-        let mut alignment = Family::new(
-            "taskmanager_job_task_checkpointAlignmentTime",
-            "Ms the last checkpoint's barrier alignment took",
-            Gauge,
-        );
-        let mut state_size = Family::new(
-            "taskmanager_job_task_checkpointStateSize",
-            "Bytes of the subtask's state in the last stored checkpoint",
-            Gauge,
-        );
-        let mut op_in = Family::new(
-            "taskmanager_job_task_operator_numRecordsIn",
-            "Records an operator received",
-            Counter,
-        );
-        let mut op_out = Family::new(
-            "taskmanager_job_task_operator_numRecordsOut",
-            "Records an operator emitted",
-            Counter,
-        );
-        let mut op_state = Family::new(
-            "taskmanager_job_task_operator_checkpointStateSize",
-            "Bytes of an operator's state in its subtask's last stored checkpoint",
-            Gauge,
-        );
-        let mut op_late = Family::new(
-            "taskmanager_job_task_operator_numLateRecordsDropped",
-            "Records too late for any window",
-            Counter,
-        );
-        let mut op_dropped = Family::new(
-            "taskmanager_job_task_operator_numRecordsDropped",
-            "Records dropped by the operator's semantics",
-            Counter,
-        );
+        let mut job_families = families(JOB_METRICS);
+        let mut subtask_families = families(SUBTASK_METRICS);
+        let mut operator_families = families(OPERATOR_METRICS);
         let mut user_counters = Family::new(
             "taskmanager_job_task_operator_user_counter",
             "User counters and meters (label name)",
@@ -247,85 +346,15 @@ impl Collector for JobsCollector {
                     f64::from(u8::from(job.state == state)),
                 ));
             }
-            restarts
-                .samples
-                .push((labels.clone(), f64::from(job.restarts)));
-            let end = job.end_ms.unwrap_or(job.now_ms);
-            uptime
-                .samples
-                .push((labels.clone(), (end - job.start_ms) as f64));
-            completed
-                .samples
-                .push((labels.clone(), job.checkpoints.completed as f64));
-            failed
-                .samples
-                .push((labels.clone(), job.checkpoints.failed as f64));
-            if let Some(latest) = &job.checkpoints.latest_completed
-                && latest.status == CheckpointStatus::Completed
-            {
-                last_duration
-                    .samples
-                    .push((labels.clone(), latest.duration_ms().unwrap_or(0) as f64));
-                last_size
-                    .samples
-                    .push((labels.clone(), latest.state_bytes as f64));
-            }
+            sample(JOB_METRICS, &mut job_families, &labels, job);
             for vertex in &job.vertices {
                 for subtask in &vertex.subtasks {
                     let s = &subtask.metrics;
                     let labels = task_labels(job, &vertex.name, s);
-                    records_in
-                        .samples
-                        .push((labels.clone(), s.records_in as f64));
-                    records_out
-                        .samples
-                        .push((labels.clone(), s.records_out as f64));
-                    records_in_rate
-                        .samples
-                        .push((labels.clone(), s.records_in_per_s));
-                    records_out_rate
-                        .samples
-                        .push((labels.clone(), s.records_out_per_s));
-                    bytes_in.samples.push((labels.clone(), s.bytes_in as f64));
-                    bytes_out.samples.push((labels.clone(), s.bytes_out as f64));
-                    backpressured
-                        .samples
-                        .push((labels.clone(), s.backpressured_ms as f64));
-                    in_queue
-                        .samples
-                        .push((labels.clone(), s.input_queue_batches as f64));
-                    let usage = if s.input_queue_capacity == 0 {
-                        0.0
-                    } else {
-                        s.input_queue_batches as f64 / s.input_queue_capacity as f64
-                    };
-                    in_usage.samples.push((labels.clone(), usage));
-                    out_queue
-                        .samples
-                        .push((labels.clone(), s.output_queue_batches as f64));
-                    in_watermark
-                        .samples
-                        .push((labels.clone(), s.input_watermark as f64));
-                    out_watermark
-                        .samples
-                        .push((labels.clone(), s.output_watermark as f64));
-                    alignment
-                        .samples
-                        .push((labels.clone(), s.last_alignment_ms as f64));
-                    state_size
-                        .samples
-                        .push((labels.clone(), s.state_bytes as f64));
+                    sample(SUBTASK_METRICS, &mut subtask_families, &labels, s);
                     for op in &s.operators {
                         let labels = with(labels.clone(), "operator", &op.name);
-                        op_in.samples.push((labels.clone(), op.records_in as f64));
-                        op_out.samples.push((labels.clone(), op.records_out as f64));
-                        op_state
-                            .samples
-                            .push((labels.clone(), op.state_bytes as f64));
-                        op_late
-                            .samples
-                            .push((labels.clone(), op.late_records as f64));
-                        op_dropped.samples.push((labels, op.dropped_records as f64));
+                        sample(OPERATOR_METRICS, &mut operator_families, &labels, op);
                     }
                     for user in &s.user {
                         let labels = with(
@@ -348,36 +377,12 @@ impl Collector for JobsCollector {
                 }
             }
         }
-        for family in [
-            &job_state,
-            &restarts,
-            &uptime,
-            &completed,
-            &failed,
-            &last_duration,
-            &last_size,
-            &records_in,
-            &records_out,
-            &records_in_rate,
-            &records_out_rate,
-            &bytes_in,
-            &bytes_out,
-            &backpressured,
-            &in_queue,
-            &in_usage,
-            &out_queue,
-            &in_watermark,
-            &out_watermark,
-            &alignment,
-            &state_size,
-            &op_in,
-            &op_out,
-            &op_state,
-            &op_late,
-            &op_dropped,
-            &user_counters,
-            &user_gauges,
-        ] {
+        let ordered = std::iter::once(&job_state)
+            .chain(&job_families)
+            .chain(&subtask_families)
+            .chain(&operator_families)
+            .chain([&user_counters, &user_gauges]);
+        for family in ordered {
             family.encode(&mut encoder)?;
         }
         if !histograms.is_empty() {
@@ -412,4 +417,65 @@ fn encode_histogram(
         })
         .collect();
     encoder.encode_histogram::<NoLabelSet>(h.sum as f64, h.count, &buckets, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readings<T>(specs: &[Spec<T>], value: &T) -> Vec<f64> {
+        specs.iter().filter_map(|s| (s.read)(value)).collect()
+    }
+
+    fn assert_distinct(readings: &[f64], what: &str) {
+        for (i, a) in readings.iter().enumerate() {
+            for (j, b) in readings.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "{what}: families {i} and {j} read the same field");
+            }
+        }
+    }
+
+    /// Every family reads its own field: with every field distinct, so are the readings.
+    #[test]
+    fn each_family_reads_its_own_field() {
+        let subtask = SubtaskMetricsSnapshot {
+            vertex: 0,
+            index: 0,
+            task_manager: "local".to_string(),
+            attempt: 0,
+            records_in: 3,
+            records_out: 5,
+            bytes_in: 7,
+            bytes_out: 11,
+            backpressured_ms: 13,
+            input_queue_batches: 17,
+            input_queue_capacity: 68,
+            output_queue_batches: 19,
+            input_watermark: 23,
+            output_watermark: 29,
+            last_alignment_ms: 31,
+            checkpoints_acknowledged: 37,
+            state_bytes: 41,
+            records_in_per_s: 43.5,
+            records_out_per_s: 47.5,
+            operators: Vec::new(),
+            user: Vec::new(),
+        };
+        let read = readings(SUBTASK_METRICS, &subtask);
+        assert_eq!(read.len(), SUBTASK_METRICS.len());
+        assert_distinct(&read, "subtask");
+        assert!(read.contains(&0.25), "in-pool usage is queued over capacity");
+        let operator = OperatorMetricsSnapshot {
+            node: 0,
+            name: "map".to_string(),
+            records_in: 3,
+            records_out: 5,
+            late_records: 7,
+            dropped_records: 11,
+            state_bytes: 13,
+        };
+        let read = readings(OPERATOR_METRICS, &operator);
+        assert_eq!(read.len(), OPERATOR_METRICS.len());
+        assert_distinct(&read, "operator");
+    }
 }
