@@ -464,7 +464,10 @@ mod tests {
         let read = readings(SUBTASK_METRICS, &subtask);
         assert_eq!(read.len(), SUBTASK_METRICS.len());
         assert_distinct(&read, "subtask");
-        assert!(read.contains(&0.25), "in-pool usage is queued over capacity");
+        assert!(
+            read.contains(&0.25),
+            "in-pool usage is queued over capacity"
+        );
         let operator = OperatorMetricsSnapshot {
             node: 0,
             name: "map".to_string(),

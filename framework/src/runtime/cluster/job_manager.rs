@@ -647,14 +647,30 @@ async fn write_control(
     }
 }
 
-/// Hands a TaskManager's reports to the JobManager actor until the connection ends; returns why
-/// it ended.
+/// Hands a TaskManager's reports to the JobManager actor until the connection ends or the
+/// TaskManager falls silent; returns why it ended.
+///
+/// Silence is timed here, from the last message (a heartbeat or any report), rather than left to
+/// QUIC's idle timeout (set to the same length): the JobManager's own sends to a dead peer
+/// restart QUIC's idle timer (RFC 9000, 10.1), which made a `kill -9` take the timeout plus up to
+/// a checkpoint interval to notice.
 async fn read_reports(hub: &ClusterJobManager, node: &str, mut reader: FrameReader) -> String {
+    let timeout = Duration::from_millis(hub.settings.heartbeat_timeout_ms.max(1));
     loop {
-        let message = match reader.next_message::<ToJobManager>("control message").await {
-            Ok(Some(message)) => message,
-            Ok(None) => return "it closed the control stream".to_string(),
-            Err(error) => return error.to_string(),
+        let next = tokio::time::timeout(
+            timeout,
+            reader.next_message::<ToJobManager>("control message"),
+        );
+        let message = match next.await {
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => return "it closed the control stream".to_string(),
+            Ok(Err(error)) => return error.to_string(),
+            Err(_) => {
+                return format!(
+                    "no heartbeat for {} ms (the heartbeat timeout)",
+                    timeout.as_millis()
+                );
+            }
         };
         let forward = |message: JobManagerMsg| {
             if let Some(job_manager) = hub.job_manager.get() {
