@@ -99,6 +99,147 @@ impl OperatorStateSummary {
     }
 }
 
+/// Summarises the postcard payload of a state file ([`TaskStateFile`]) per operator, reading
+/// the bytes in place: keys, values and list elements are skipped over, never copied (the
+/// JobManager checks and summarises whole checkpoints; it must not hold their state).
+///
+/// # Errors
+///
+/// The payload does not decode as a state file.
+pub(crate) fn summarize_task_state(
+    payload: &[u8],
+) -> Result<Vec<(String, OperatorStateSummary)>, String> {
+    let view: TaskStateView<'_> =
+        postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))?;
+    Ok(view
+        .operators
+        .into_iter()
+        .map(|(id, snapshot)| {
+            let summary = OperatorStateSummary {
+                states: snapshot.keyed.states,
+                keyed_entries: snapshot.keyed.entries.count,
+                key_groups: snapshot.keyed.entries.key_groups,
+                lists: snapshot
+                    .operator
+                    .into_iter()
+                    .map(|list| ListSummary {
+                        name: list.name.to_string(),
+                        mode: list.mode,
+                        elements: list.elements.count,
+                    })
+                    .collect(),
+            };
+            (id.to_string(), summary)
+        })
+        .collect())
+}
+
+/// [`TaskStateFile`] as it lies in its bytes (the same postcard layout; `Vec<u8>` and `&[u8]`
+/// encode alike), borrowed and counted rather than decoded.
+#[derive(Deserialize)]
+struct TaskStateView<'a> {
+    #[serde(borrow)]
+    operators: Vec<(&'a str, SnapshotView<'a>)>,
+}
+
+/// [`OperatorSnapshot`] in its bytes.
+#[derive(Deserialize)]
+struct SnapshotView<'a> {
+    keyed: KeyedView,
+    #[serde(borrow)]
+    operator: Vec<ListView<'a>>,
+}
+
+/// [`KeyedStateSnapshot`] in its bytes: the state names, and the entries counted.
+#[derive(Deserialize)]
+struct KeyedView {
+    states: Vec<StateMeta>,
+    entries: EntriesCount,
+}
+
+/// [`OperatorListState`] in its bytes: the elements counted.
+#[derive(Deserialize)]
+struct ListView<'a> {
+    name: &'a str,
+    mode: OperatorStateMode,
+    elements: ElementsCount,
+}
+
+/// One keyed entry in its bytes (`KeyedEntry`'s layout).
+#[derive(Deserialize)]
+struct EntryView<'a> {
+    key_group: u32,
+    _state: u32,
+    #[serde(borrow)]
+    _key: &'a [u8],
+    #[serde(borrow)]
+    _value: &'a [u8],
+}
+
+/// A sequence of keyed entries, counted, with the key groups they span.
+struct EntriesCount {
+    count: u64,
+    key_groups: Option<(u32, u32)>,
+}
+
+impl<'de> Deserialize<'de> for EntriesCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = EntriesCount;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of keyed entries")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<EntriesCount, A::Error> {
+                let mut count = 0u64;
+                let mut key_groups: Option<(u32, u32)> = None;
+                while let Some(entry) = seq.next_element::<EntryView<'de>>()? {
+                    count += 1;
+                    let g = entry.key_group;
+                    key_groups = Some(key_groups.map_or((g, g), |(lo, hi)| (lo.min(g), hi.max(g))));
+                }
+                Ok(EntriesCount { count, key_groups })
+            }
+        }
+        deserializer.deserialize_seq(Entries)
+    }
+}
+
+/// A sequence of list elements, counted.
+struct ElementsCount {
+    count: u64,
+}
+
+impl<'de> Deserialize<'de> for ElementsCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Elements;
+        impl<'de> serde::de::Visitor<'de> for Elements {
+            type Value = ElementsCount;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of list elements")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ElementsCount, A::Error> {
+                let mut count = 0u64;
+                while seq.next_element::<&'de [u8]>()?.is_some() {
+                    count += 1;
+                }
+                Ok(ElementsCount { count })
+            }
+        }
+        deserializer.deserialize_seq(Elements)
+    }
+}
+
 /// What one new subtask restores: the files to read and, per operator of its chain, what to
 /// take from them. Small, serde, and sent to the TaskManager in place of the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -576,6 +717,40 @@ mod tests {
                 let expected = expected.map(|s| if s.is_empty() { None } else { Some(s) });
                 prop_assert_eq!(planned(&old, new_parallelism, index), expected);
             }
+        }
+    }
+
+    proptest! {
+        /// Summarising a state file in its bytes gives what summarising it decoded gives.
+        #[test]
+        fn summaries_in_place_equal_summaries_of_decoded_snapshots(
+            groups in proptest::collection::vec(proptest::collection::vec(0u32..64, 0..8), 1..4),
+            elements in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..6), 0..4),
+        ) {
+            let operators: Vec<(String, OperatorSnapshot)> = groups
+                .iter()
+                .enumerate()
+                .map(|(i, groups)| {
+                    let lists = elements
+                        .iter()
+                        .enumerate()
+                        .map(|(k, e)| list(&format!("l{k}"), OperatorStateMode::Union, e))
+                        .collect();
+                    let states: &[&str] = if groups.is_empty() { &[] } else { &["x", "y"] };
+                    (format!("op-{i}"), old_snapshot(i as u32 % 2, 2, groups, states, lists))
+                })
+                .collect();
+            let file = TaskStateFile { operators };
+            let frame = encode_frame(&file).expect("encodes");
+            let in_place = crate::checkpoint::storage::frame_payload(&frame)
+                .and_then(summarize_task_state)
+                .expect("summarises");
+            let decoded: Vec<(String, OperatorStateSummary)> = file
+                .operators
+                .iter()
+                .map(|(id, s)| (id.clone(), OperatorStateSummary::of(s)))
+                .collect();
+            prop_assert_eq!(in_place, decoded);
         }
     }
 

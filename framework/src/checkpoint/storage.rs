@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::restore_plan::OperatorStateSummary;
+use super::restore_plan::{OperatorStateSummary, summarize_task_state};
 use super::{CheckpointId, CheckpointKind};
 use crate::state::OperatorSnapshot;
 
@@ -195,6 +195,17 @@ pub(crate) fn encode_frame_with(
 ///
 /// What is wrong with the frame (never a panic, never a garbled value).
 pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let payload = frame_payload(bytes)?;
+    postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))
+}
+
+/// The payload of a frame written by [`encode_frame`], once magic, version, length and
+/// checksum are checked.
+///
+/// # Errors
+///
+/// What is wrong with the frame.
+pub(crate) fn frame_payload(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < HEADER_LEN {
         return Err(format!(
             "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
@@ -232,7 +243,7 @@ pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
             "checksum mismatch: stored {crc:08x}, computed {actual:08x}"
         ));
     }
-    postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))
+    Ok(payload)
 }
 
 /// The checkpoint storage of one run: the operations the JobManager and the checkpoint writer
@@ -667,12 +678,10 @@ fn load_with(
                 "checksum mismatch against the metadata".to_string(),
             ));
         }
-        let state: TaskStateFile = decode_frame(&bytes).map_err(|e| file_error(&file.name, e))?;
-        let summaries = state
-            .operators
-            .iter()
-            .map(|(id, snapshot)| (id.clone(), OperatorStateSummary::of(snapshot)))
-            .collect();
+        // Summarised in place: no keyed entry or list element is copied out of the bytes.
+        let summaries = frame_payload(&bytes)
+            .and_then(summarize_task_state)
+            .map_err(|e| file_error(&file.name, e))?;
         files.insert(file.name.clone(), (file.clone(), summaries));
     }
     let mut operators = BTreeMap::new();

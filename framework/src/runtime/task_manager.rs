@@ -96,17 +96,21 @@ fn read_restored(
     index: usize,
     plan: &SubtaskRestorePlan,
 ) -> Result<BTreeMap<String, OperatorSnapshot>, String> {
-    tracing::debug!(
-        subtask = index,
-        checkpoint = plan.checkpoint.0,
-        files = plan.files.len(),
-        "restoring by state handle"
-    );
     let storage = state.storage.as_ref();
-    state
+    let share = state
         .env
         .run_blocking(|| read_share(storage, plan))
-        .map_err(|error| error.to_string())
+        .map_err(|error| error.to_string())?;
+    tracing::info!(
+        attempt = state.attempt,
+        subtask = index,
+        "restored checkpoint {} by state handle: {} file(s), {} bytes, from {}",
+        plan.checkpoint.0,
+        plan.files.len(),
+        plan.files.iter().map(|f| f.len).sum::<u64>(),
+        plan.location
+    );
+    Ok(share)
 }
 
 pub(crate) struct TaskManagerState {
