@@ -11,11 +11,11 @@
 //! keyed state names, and which elements of which lists to take. The TaskManager that runs the
 //! subtask reads exactly those files through its node's
 //! [`CheckpointStore`], checks each against its handle and builds the subtask's share
-//! ([`read_share`]).
+//! (`read_share`).
 //!
 //! ## Invariants
 //!
-//! - [`plan_operator`] followed by [`assemble_operator`] gives exactly what
+//! - `plan_operator` followed by `assemble_operator` gives exactly what
 //!   [`redistribute`](crate::state::snapshot::redistribute) gives over the snapshots of every old
 //!   subtask (property-tested below, and against the coordinator's whole restore in
 //!   `runtime/job_core/plan.rs`): keyed entries of the new subtask's key groups, the keyed state
@@ -318,7 +318,7 @@ pub struct RestoreError {
 ///
 /// [`StateError::Corrupt`] when one list name is stored with two modes (as
 /// [`redistribute`](crate::state::snapshot::redistribute) says).
-pub fn plan_operator(
+pub(crate) fn plan_operator(
     state_id: &str,
     old: &[&OperatorStateSummary],
     max_parallelism: u32,
@@ -434,7 +434,7 @@ pub fn plan_operator(
 ///
 /// A message saying what does not fit: a list or element the file does not have, or keyed
 /// entries that refer to states their snapshot does not name.
-pub fn assemble_operator(
+pub(crate) fn assemble_operator(
     plan: &OperatorRestorePlan,
     mut snapshot: impl FnMut(u32) -> Result<OperatorSnapshot, String>,
 ) -> Result<OperatorSnapshot, String> {
@@ -445,8 +445,8 @@ pub fn assemble_operator(
             .flat_map(|l| l.pieces.iter().map(|p| p.file)),
     );
     for file in files {
-        if !parts.contains_key(&file) {
-            parts.insert(file, snapshot(file)?);
+        if let std::collections::btree_map::Entry::Vacant(entry) = parts.entry(file) {
+            entry.insert(snapshot(file)?);
         }
     }
     fn part(
@@ -522,7 +522,7 @@ pub fn assemble_operator(
 /// A [`RestoreError`] naming the file and the checkpoint: the file is missing or unreadable,
 /// its length or checksum differs from the handle, it does not decode, or it does not hold
 /// what the plan takes from it.
-pub fn read_share(
+pub(crate) fn read_share(
     store: &dyn CheckpointStore,
     plan: &SubtaskRestorePlan,
 ) -> Result<BTreeMap<String, OperatorSnapshot>, RestoreError> {
