@@ -318,6 +318,16 @@ fn checkpointed_count_survives_kill_9_of_a_task_manager() {
     );
     assert!(log.contains("restoring attempt 1"), "{log}");
     assert_eq!(committed(&dir.path().join("out")), expected, "{log}");
+    // The TaskManagers read the restored state themselves, by state handle, from the shared
+    // checkpoint directory: at least two of them ran restored subtasks.
+    let restored_by_handle = nodes
+        .iter()
+        .filter(|(_, node)| node.log().contains("by state handle"))
+        .count();
+    assert!(
+        restored_by_handle >= 2,
+        "{restored_by_handle} task manager(s) restored by handle:\n{log}"
+    );
     for (_, node) in &mut nodes {
         assert!(node.terminate().success(), "{}", node.log());
     }

@@ -10,6 +10,7 @@ mod coordinator;
 pub mod damage;
 mod job_id;
 mod restart;
+pub mod restore_plan;
 pub mod storage;
 mod tracker;
 

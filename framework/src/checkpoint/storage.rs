@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::restore_plan::{OperatorStateSummary, summarize_task_state};
 use super::{CheckpointId, CheckpointKind};
 use crate::state::OperatorSnapshot;
 
@@ -128,15 +129,29 @@ pub struct CheckpointMetadata {
     pub files: Vec<FileMetadata>,
 }
 
-/// A checkpoint read back for recovery: per operator, the snapshots of its old subtasks.
+/// A checkpoint chosen for recovery, as the JobManager keeps it: its metadata and, per
+/// operator and old subtask, the state handle of the file holding the snapshot and a summary
+/// of it, never the state itself (the TaskManagers read that by handle, see
+/// [`restore_plan`](super::restore_plan)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoredCheckpoint {
     /// Where it was read from (a folder, or `memory:chk-<id>`).
     pub location: String,
+    /// Its folder in the storage it was read from.
+    pub folder: CheckpointFolder,
     /// Its metadata.
     pub metadata: CheckpointMetadata,
-    /// Per operator state id: the snapshot of each old subtask, in subtask order.
-    pub operators: BTreeMap<String, Vec<OperatorSnapshot>>,
+    /// Per operator state id: each old subtask's state, in subtask order.
+    pub operators: BTreeMap<String, Vec<StoredOperatorState>>,
+}
+
+/// One old subtask's state of one operator in a checkpoint: where it is and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOperatorState {
+    /// The state handle of the subtask's file.
+    pub file: FileMetadata,
+    /// What the operator's snapshot in it holds (empty when the file has none).
+    pub summary: OperatorStateSummary,
 }
 
 /// Encodes `value` as a checksummed frame.
@@ -180,6 +195,17 @@ pub(crate) fn encode_frame_with(
 ///
 /// What is wrong with the frame (never a panic, never a garbled value).
 pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let payload = frame_payload(bytes)?;
+    postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))
+}
+
+/// The payload of a frame written by [`encode_frame`], once magic, version, length and
+/// checksum are checked.
+///
+/// # Errors
+///
+/// What is wrong with the frame.
+pub(crate) fn frame_payload(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < HEADER_LEN {
         return Err(format!(
             "truncated: {} bytes, shorter than the {HEADER_LEN}-byte header",
@@ -217,7 +243,7 @@ pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
             "checksum mismatch: stored {crc:08x}, computed {actual:08x}"
         ));
     }
-    postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))
+    Ok(payload)
 }
 
 /// The checkpoint storage of one run: the operations the JobManager and the checkpoint writer
@@ -634,7 +660,10 @@ fn load_with(
     let metadata_bytes = read(METADATA_FILE)?;
     let metadata: CheckpointMetadata =
         decode_frame(&metadata_bytes).map_err(|e| file_error(METADATA_FILE, e))?;
-    let mut files = BTreeMap::new();
+    // Every file is checked against its handle here, so the choice of the newest intact
+    // checkpoint stays the JobManager's; only a summary of each is kept.
+    let mut files: BTreeMap<String, (FileMetadata, Vec<(String, OperatorStateSummary)>)> =
+        BTreeMap::new();
     for file in &metadata.files {
         let bytes = read(&file.name)?;
         if bytes.len() as u64 != file.len {
@@ -649,34 +678,68 @@ fn load_with(
                 "checksum mismatch against the metadata".to_string(),
             ));
         }
-        let state: TaskStateFile = decode_frame(&bytes).map_err(|e| file_error(&file.name, e))?;
-        files.insert(file.name.clone(), state);
+        // Summarised in place: no keyed entry or list element is copied out of the bytes.
+        let summaries = frame_payload(&bytes)
+            .and_then(summarize_task_state)
+            .map_err(|e| file_error(&file.name, e))?;
+        files.insert(file.name.clone(), (file.clone(), summaries));
     }
     let mut operators = BTreeMap::new();
     for operator in &metadata.operators {
-        let mut snapshots = Vec::with_capacity(operator.files.len());
+        let mut states = Vec::with_capacity(operator.files.len());
         for name in &operator.files {
-            let state = files.get(name).ok_or_else(|| {
+            let (file, summaries) = files.get(name).ok_or_else(|| {
                 file_error(
                     name,
                     "listed for an operator but not in the metadata".into(),
                 )
             })?;
-            let snapshot = state
-                .operators
+            let summary = summaries
                 .iter()
                 .find(|(id, _)| *id == operator.state_id)
                 .map(|(_, s)| s.clone())
                 .unwrap_or_default();
-            snapshots.push(snapshot);
+            states.push(StoredOperatorState {
+                file: file.clone(),
+                summary,
+            });
         }
-        operators.insert(operator.state_id.clone(), snapshots);
+        operators.insert(operator.state_id.clone(), states);
     }
     Ok(RestoredCheckpoint {
         location,
+        folder: folder.clone(),
         metadata,
         operators,
     })
+}
+
+/// Reads every old subtask's snapshot of every operator of the checkpoint `restored` names,
+/// as the JobManager read them before restores went by handle: the oracle the tests compare
+/// restores by handle with.
+#[cfg(test)]
+pub(crate) fn read_snapshots(
+    store: &dyn CheckpointStore,
+    restored: &RestoredCheckpoint,
+) -> Result<BTreeMap<String, Vec<OperatorSnapshot>>, StorageError> {
+    let mut operators = BTreeMap::new();
+    for (id, states) in &restored.operators {
+        let mut snapshots = Vec::with_capacity(states.len());
+        for state in states {
+            let bytes = store.read_file(&restored.folder, &state.file.name)?;
+            let file: TaskStateFile =
+                decode_frame(&bytes).map_err(|e| StorageError::new(&state.file.name, e))?;
+            snapshots.push(
+                file.operators
+                    .into_iter()
+                    .find(|(state_id, _)| state_id == id)
+                    .map(|(_, s)| s)
+                    .unwrap_or_default(),
+            );
+        }
+        operators.insert(id.clone(), snapshots);
+    }
+    Ok(operators)
 }
 
 /// Reads a savepoint or checkpoint folder on disk (to start a job from it).
@@ -928,10 +991,10 @@ mod tests {
         let (latest, problems) = storage.latest_restorable();
         let latest = latest.expect("falls back");
         assert_eq!(latest.metadata.id, CheckpointId(1));
-        assert_eq!(
-            latest.operators["sum"][0].operator[0].elements,
-            vec![vec![10]]
-        );
+        let snapshots = read_snapshots(&storage, &latest).expect("reads");
+        assert_eq!(snapshots["sum"][0].operator[0].elements, vec![vec![10]]);
+        assert_eq!(latest.operators["sum"][0].file.name, "task-0-0.state");
+        assert_eq!(latest.operators["sum"][0].summary.lists[0].elements, 1);
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].path.ends_with("task-0-0.state"),

@@ -33,16 +33,17 @@
 //! A snapshot is never sent to the JobManager: a TaskManager acknowledges with the barrier only,
 //! keeps the snapshot, and on `Persist` its own checkpoint writer stores it in the checkpoint
 //! directory every node reaches, answering with the file's metadata (the *state handle*: path,
-//! size, checksum).
+//! size, checksum). Nor is restored state sent to a TaskManager: `Restore` carries a subtask's
+//! restore plan (handles and what to take from each file), and the TaskManager reads the files.
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::restore_plan::SubtaskRestorePlan;
 use crate::checkpoint::storage::{CheckpointFolder, StoredState};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId, JobId};
 use crate::operator::{CommitReport, NodeId, OperatorCounters};
-use crate::state::OperatorSnapshot;
 
 /// From the JobManager to a TaskManager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,9 +59,9 @@ pub(crate) enum ToTaskManager {
         /// Why.
         reason: String,
     },
-    /// One operator's share of restored state for a subtask of the next [`Deploy`] (sent
-    /// before it; one message per share keeps every frame below the frame limit when a job has
-    /// many operators).
+    /// What a subtask of the next [`Deploy`] restores (sent before it): the state handles of
+    /// the checkpoint files it needs and what to take from each. No state crosses the
+    /// network: the TaskManager reads the files from the checkpoint directory.
     ///
     /// [`Deploy`]: ToTaskManager::Deploy
     Restore {
@@ -68,10 +69,8 @@ pub(crate) enum ToTaskManager {
         attempt: u32,
         /// The subtask's flat index.
         index: u32,
-        /// The operator's state id.
-        state_id: String,
-        /// Its share.
-        snapshot: OperatorSnapshot,
+        /// Its restore plan.
+        plan: SubtaskRestorePlan,
     },
     /// Deploy these subtasks of `attempt`; answer [`ToJobManager::Deployed`].
     Deploy {

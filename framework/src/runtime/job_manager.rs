@@ -19,7 +19,8 @@
 //! ## Deployment
 //!
 //! Two-phase, so no message can reach a subtask before it knows its peers: every subtask is
-//! spawned (with its share of the restored state), then every subtask gets `Wire`, then `Start`.
+//! spawned (with the plan of its restore: the TaskManager reads its share by state handle), then
+//! every subtask gets `Wire`, then `Start`.
 //!
 //! ## Restarts
 //!
@@ -47,7 +48,7 @@ use super::job_core::{
 use super::protocol::{JobManagerMsg, SubtaskArgs, SubtaskMsg, TaskManagerMsg, WriterMsg};
 use super::result::{JobResult, JobStatus, OperatorMetrics};
 use super::status::LocalJobStatus;
-use super::task_manager::TaskManagerActor;
+use super::task_manager::{TaskManagerActor, TaskManagerArgs};
 use crate::api::ExecutionConfig;
 use crate::checkpoint::storage::{CheckpointFolder, CheckpointStore, load_restore_path};
 use crate::checkpoint::{CoordinatorConfig, JobId};
@@ -511,11 +512,11 @@ impl JobManagerState {
         let Deployment {
             attempt,
             restored_from,
-            shares,
+            restore,
         } = deployment;
         self.deployed_attempt = attempt;
         let result = cluster
-            .deploy(&self.graph, attempt, self.job_id, restored_from, shares)
+            .deploy(&self.graph, attempt, self.job_id, restored_from, restore)
             .await;
         let now = self.now_ms();
         match result {
@@ -550,7 +551,7 @@ impl JobManagerState {
         let Deployment {
             attempt,
             restored_from,
-            shares,
+            restore,
         } = deployment;
         let local_root = local_state_root(
             &self.config,
@@ -562,15 +563,20 @@ impl JobManagerState {
         let (task_manager, _) = Actor::spawn_linked(
             None,
             TaskManagerActor,
-            (myself.clone(), attempt, self.env.executor()),
+            TaskManagerArgs {
+                job_manager: myself.clone(),
+                attempt,
+                env: self.env.clone(),
+                storage: Arc::clone(&self.storage),
+            },
             myself.get_cell(),
         )
         .await
         .map_err(|e| JobError::Deploy(e.to_string()))?;
-        let specs = shares
+        let specs = restore
             .into_iter()
             .enumerate()
-            .map(|(index, restored)| SubtaskArgs {
+            .map(|(index, restore)| SubtaskArgs {
                 graph: self.graph.clone(),
                 registry: self.registry.clone(),
                 index,
@@ -581,7 +587,8 @@ impl JobManagerState {
                 job_manager: myself.clone(),
                 gauges: self.gauges.clone(),
                 clock: Arc::clone(self.env.clock()),
-                restored,
+                restore,
+                restored: Ok(BTreeMap::new()),
                 restored_from,
                 local_dir: local_root.join(format!("subtask-{index}")),
                 faults: self.env.fault_injector().cloned(),

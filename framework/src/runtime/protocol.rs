@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use super::env::FaultInjector;
 use super::gauges::ChannelGauges;
 use crate::api::ExecutionConfig;
+use crate::checkpoint::restore_plan::SubtaskRestorePlan;
 use crate::checkpoint::storage::{CheckpointFolder, StoredState};
 use crate::checkpoint::{CheckpointBarrier, CheckpointId};
 use crate::error::JobError;
@@ -160,8 +161,14 @@ pub(crate) struct SubtaskArgs {
     pub(crate) gauges: Arc<ChannelGauges>,
     /// The node's processing-time clock (from its runtime environment).
     pub(crate) clock: Arc<dyn Clock>,
-    /// This subtask's share of the restored checkpoint, per operator state id.
-    pub(crate) restored: BTreeMap<String, OperatorSnapshot>,
+    /// What this subtask restores: the state handles of its files and what to take from
+    /// them. The TaskManager reads them before it spawns the subtask and puts the result in
+    /// `restored`.
+    pub(crate) restore: Option<SubtaskRestorePlan>,
+    /// This subtask's share of the restored checkpoint, per operator state id; or why its
+    /// TaskManager could not read it (naming the file and the checkpoint): the subtask then
+    /// fails when it starts, and the job restarts as after any failure.
+    pub(crate) restored: Result<BTreeMap<String, OperatorSnapshot>, String>,
     /// The checkpoint restored from, if any.
     pub(crate) restored_from: Option<CheckpointId>,
     /// A directory private to this subtask attempt, for state backends.

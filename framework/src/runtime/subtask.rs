@@ -51,6 +51,8 @@ pub(crate) struct SubtaskState {
     subtasks: usize,
     /// Inputs handled so far (batches and source polls), for the fault injector.
     inputs_handled: u64,
+    /// Why the TaskManager could not read this subtask's restored state: it fails at `Start`.
+    restore_failure: Option<String>,
 }
 
 impl SubtaskActor {
@@ -172,6 +174,12 @@ impl Actor for SubtaskActor {
         let plan = &args.graph.subtasks[args.index];
         let input_channels = plan.inputs.iter().map(|c| c.channel).collect();
         let output_channels = plan.outputs.iter().map(|c| c.channel).collect();
+        // A share its TaskManager could not read fails the subtask when it starts (a failure
+        // in `pre_start` would fail the deployment, and with it the job, without a restart).
+        let (restored, restore_failure) = match args.restored {
+            Ok(restored) => (restored, None),
+            Err(error) => (std::collections::BTreeMap::new(), Some(error)),
+        };
         let core = SubtaskCore::build(SubtaskCoreArgs {
             graph: Arc::clone(&args.graph),
             registry: Arc::clone(&args.registry),
@@ -180,7 +188,7 @@ impl Actor for SubtaskActor {
             job_name: args.job_name,
             attempt_number: args.attempt_number,
             job_id: args.job_id,
-            restored: args.restored,
+            restored,
             restored_from: args.restored_from,
             local_dir: args.local_dir,
             metrics: Some(args.metrics),
@@ -199,6 +207,7 @@ impl Actor for SubtaskActor {
             faults: args.faults,
             subtasks: args.graph.subtasks.len(),
             inputs_handled: 0,
+            restore_failure,
         })
     }
 
@@ -241,7 +250,10 @@ impl Actor for SubtaskActor {
                 state.inputs = inputs;
                 return Ok(());
             }
-            SubtaskMsg::Start => core.handle_start(now_ms),
+            SubtaskMsg::Start => match state.restore_failure.take() {
+                Some(error) => core.handle_restore_failure(error),
+                None => core.handle_start(now_ms),
+            },
             SubtaskMsg::Data { channel, batch } => core.handle_batch(now_ms, channel, batch),
             SubtaskMsg::Credit { channel, credits } => {
                 core.handle_credit(now_ms, channel, credits);

@@ -599,6 +599,23 @@ impl SubtaskCore {
         self.fail(error);
     }
 
+    /// The TaskManager could not read this subtask's share of the restored checkpoint
+    /// (`error` names the file and the checkpoint): the subtask fails before anything runs, and
+    /// the job restarts by its strategy (the JobManager then checks the checkpoint again, and
+    /// falls back or fails as the restore rules say).
+    pub(crate) fn handle_restore_failure(&mut self, error: String) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let error = SubtaskError {
+            operator: "(state restore)".to_string(),
+            task: self.task_name.clone(),
+            message: error,
+            recoverable: true,
+        };
+        self.fail(error);
+    }
+
     /// A batch could not be delivered: the consumer stopped before the end of its input, so the
     /// job is failing or being cancelled (the coordinator learns the cause elsewhere). The core
     /// stops producing.

@@ -3,15 +3,28 @@
 //! Subtasks are linked to it; a failed subtask (panic or error) becomes a supervision event,
 //! which the TaskManager reports to the JobManager with the subtask's own error (naming operator
 //! and subtask). Stopping the TaskManager stops its subtasks, in index order.
+//!
+//! Before it spawns a subtask that restores state, the TaskManager reads the subtask's share by
+//! state handle: the files its restore plan names, through the node's checkpoint storage, each
+//! checked against its handle (length, CRC-32) before it is decoded
+//! (`checkpoint::restore_plan::read_share`). The JobManager never holds the state. A file that
+//! is missing or damaged fails that subtask when it starts, with an error naming the file and
+//! the checkpoint; the job then restarts by its strategy, and the JobManager, checking the
+//! checkpoint again, falls back or fails as the restore rules say.
 
 use std::collections::BTreeMap;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::TaskExecutor;
+use std::sync::Arc;
+
 use super::protocol::{JobManagerMsg, SubtaskArgs, SubtaskMsg, TaskManagerMsg};
 use super::subtask::SubtaskActor;
 use super::subtask_core::SubtaskError;
+use super::{RuntimeEnv, TaskExecutor};
+use crate::checkpoint::restore_plan::{SubtaskRestorePlan, read_share};
+use crate::checkpoint::storage::CheckpointStore;
+use crate::state::OperatorSnapshot;
 
 /// The TaskManager actor.
 pub(crate) struct TaskManagerActor;
@@ -63,12 +76,53 @@ async fn spawn_on_dedicated_thread(
         .map_err(|_| "the subtask thread ended before its actor started".to_string())?
 }
 
+/// What a TaskManager actor starts with.
+pub(crate) struct TaskManagerArgs {
+    /// Where reports go.
+    pub(crate) job_manager: ActorRef<JobManagerMsg>,
+    /// The job attempt its subtasks belong to.
+    pub(crate) attempt: u32,
+    /// The node's runtime environment: where subtasks run, how blocking reads run.
+    pub(crate) env: RuntimeEnv,
+    /// The run's checkpoint storage on this node, where restored state is read by handle.
+    pub(crate) storage: Arc<dyn CheckpointStore>,
+}
+
+/// Reads subtask `index`'s share of a restored checkpoint by its state handles, through the
+/// node's checkpoint storage, as the node's blocking policy says; the error names the file and
+/// the checkpoint.
+fn read_restored(
+    state: &TaskManagerState,
+    index: usize,
+    plan: &SubtaskRestorePlan,
+) -> Result<BTreeMap<String, OperatorSnapshot>, String> {
+    let storage = state.storage.as_ref();
+    let share = state
+        .env
+        .run_blocking(|| read_share(storage, plan))
+        .map_err(|error| error.to_string())?;
+    tracing::info!(
+        attempt = state.attempt,
+        subtask = index,
+        "restored checkpoint {} by state handle: {} file(s), {} bytes, from {}",
+        plan.checkpoint.0,
+        plan.files.len(),
+        plan.files.iter().map(|f| f.len).sum::<u64>(),
+        plan.location
+    );
+    Ok(share)
+}
+
 pub(crate) struct TaskManagerState {
     job_manager: ActorRef<JobManagerMsg>,
     /// The job attempt these subtasks belong to.
     attempt: u32,
     /// Where subtasks run, from the node's runtime environment.
     executor: TaskExecutor,
+    /// The node's runtime environment (its blocking policy runs the restore reads).
+    env: RuntimeEnv,
+    /// The run's checkpoint storage on this node.
+    storage: Arc<dyn CheckpointStore>,
     /// Live subtasks by actor id: (flat subtask index, cell).
     subtasks: BTreeMap<ActorId, (usize, ActorCell)>,
 }
@@ -76,17 +130,19 @@ pub(crate) struct TaskManagerState {
 impl Actor for TaskManagerActor {
     type Msg = TaskManagerMsg;
     type State = TaskManagerState;
-    type Arguments = (ActorRef<JobManagerMsg>, u32, TaskExecutor);
+    type Arguments = TaskManagerArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<TaskManagerMsg>,
-        (job_manager, attempt, executor): Self::Arguments,
+        args: TaskManagerArgs,
     ) -> Result<TaskManagerState, ActorProcessingErr> {
         Ok(TaskManagerState {
-            job_manager,
-            attempt,
-            executor,
+            job_manager: args.job_manager,
+            attempt: args.attempt,
+            executor: args.env.executor(),
+            env: args.env,
+            storage: args.storage,
             subtasks: BTreeMap::new(),
         })
     }
@@ -100,8 +156,11 @@ impl Actor for TaskManagerActor {
         match message {
             TaskManagerMsg::Deploy(subtasks, reply) => {
                 let mut refs = Vec::with_capacity(subtasks.len());
-                for args in subtasks {
+                for mut args in subtasks {
                     let index = args.index;
+                    if let Some(plan) = args.restore.take() {
+                        args.restored = read_restored(state, index, &plan);
+                    }
                     let spawned = match state.executor {
                         TaskExecutor::DedicatedThreads => {
                             spawn_on_dedicated_thread(args, myself.get_cell()).await

@@ -534,7 +534,7 @@ pub fn redistribute(
 }
 
 /// The `[start, end)` of part `index` when `len` elements are split into `parts` even parts.
-fn split_bounds(len: usize, parts: u32, index: u32) -> (usize, usize) {
+pub(crate) fn split_bounds(len: usize, parts: u32, index: u32) -> (usize, usize) {
     let parts = parts.max(1) as usize;
     let index = index as usize;
     let base = len / parts;

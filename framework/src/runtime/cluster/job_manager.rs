@@ -19,6 +19,7 @@ use ractor::ActorRef;
 use tokio::sync::{Notify, mpsc};
 
 use super::{CONTROL_QUEUE_MAX, ClusterSettings};
+use crate::checkpoint::restore_plan::SubtaskRestorePlan;
 use crate::checkpoint::storage::CheckpointFolder;
 use crate::checkpoint::{CheckpointId, JobId};
 use crate::graph::{ExecutionGraph, Placement, SlotOffer, TaskManagerId};
@@ -28,7 +29,6 @@ use crate::net::{FrameReader, FrameWriter, NetNode, PeerLink, Role};
 use crate::rest::TaskManagerView;
 use crate::runtime::protocol::JobManagerMsg;
 use crate::runtime::registry::OperatorRegistry;
-use crate::state::OperatorSnapshot;
 
 /// A TaskManager that joined.
 struct Member {
@@ -294,7 +294,7 @@ impl ClusterJobManager {
         attempt: u32,
         job_id: JobId,
         restored_from: Option<CheckpointId>,
-        shares: Vec<BTreeMap<String, OperatorSnapshot>>,
+        restore: Vec<Option<SubtaskRestorePlan>>,
     ) -> Result<(), DeployFailure> {
         let placement = self.wait_for_slots(graph).await?;
         let (hosts, peers) = {
@@ -344,20 +344,21 @@ impl ClusterJobManager {
         let mut replies = self.replies.lock().await;
         // Answers left over from an earlier attempt mean nothing now.
         while replies.try_recv().is_ok() {}
-        for (index, share) in shares.into_iter().enumerate() {
-            for (state_id, snapshot) in share {
-                let restore = ToTaskManager::Restore {
-                    attempt,
-                    index: index as u32,
-                    state_id,
-                    snapshot,
-                };
-                if !self.send_to(&hosts[index], restore).await {
-                    return Err(DeployFailure::Retry(format!(
-                        "task manager '{}' left during deployment",
-                        hosts[index]
-                    )));
-                }
+        // Restore plans, not state: each TaskManager reads its subtasks' files by handle.
+        for (index, plan) in restore.into_iter().enumerate() {
+            let Some(plan) = plan else {
+                continue;
+            };
+            let restore = ToTaskManager::Restore {
+                attempt,
+                index: index as u32,
+                plan,
+            };
+            if !self.send_to(&hosts[index], restore).await {
+                return Err(DeployFailure::Retry(format!(
+                    "task manager '{}' left during deployment",
+                    hosts[index]
+                )));
             }
         }
         for (node, subtasks) in &per_node {

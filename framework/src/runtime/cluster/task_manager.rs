@@ -7,7 +7,9 @@
 //! their `JobManager` is the `JobManagerLink` on this node, which turns every report into a
 //! control message, and keeps acknowledged snapshots here until the JobManager asks this node's
 //! writer to persist them (so state never crosses the network; the acknowledgement carries the
-//! barrier, the `Persisted` answer the state handle).
+//! barrier, the `Persisted` answer the state handle). A restore goes the other way by handle
+//! too: the JobManager sends each subtask's restore plan (`Restore`), and the per-attempt
+//! `TaskManagerActor` reads the files it names from the checkpoint directory.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use super::channels::{
     Blame, InputProxy, InputProxyArgs, OutputProxy, OutputProxyArgs, read_batches, read_credits,
 };
 use super::{COLLECT_CHUNK_BYTES, CONTROL_QUEUE_MAX, ClusterSettings};
+use crate::checkpoint::restore_plan::SubtaskRestorePlan;
 use crate::checkpoint::storage::CheckpointStore;
 use crate::checkpoint::{CheckpointId, JobId};
 use crate::error::JobError;
@@ -34,8 +37,7 @@ use crate::runtime::checkpoint_writer::CheckpointWriter;
 use crate::runtime::gauges::ChannelGauges;
 use crate::runtime::protocol::{JobManagerMsg, SubtaskArgs, SubtaskMsg, TaskManagerMsg, WriterMsg};
 use crate::runtime::registry::OperatorRegistry;
-use crate::runtime::task_manager::TaskManagerActor;
-use crate::state::OperatorSnapshot;
+use crate::runtime::task_manager::{TaskManagerActor, TaskManagerArgs};
 
 /// Snapshots acknowledged and not yet persisted, by (attempt, subtask, checkpoint).
 type HeldSnapshots =
@@ -480,8 +482,9 @@ struct NodeRuntime {
     writer: Option<ActorRef<WriterMsg>>,
     storage: Option<Arc<dyn CheckpointStore>>,
     attempts: BTreeMap<u32, AttemptActors>,
-    /// Restored shares received for the next deployment, by (attempt, subtask).
-    restores: BTreeMap<(u32, usize), BTreeMap<String, OperatorSnapshot>>,
+    /// Restore plans received for the next deployment, by (attempt, subtask); bounded by the
+    /// job's subtasks (older attempts' are dropped at each deployment).
+    restores: BTreeMap<(u32, usize), SubtaskRestorePlan>,
     /// Connections to other TaskManagers, by node id.
     peers: BTreeMap<String, PeerLink>,
     settings: ClusterSettings,
@@ -497,13 +500,9 @@ impl NodeRuntime {
             ToTaskManager::Restore {
                 attempt,
                 index,
-                state_id,
-                snapshot,
+                plan,
             } => {
-                self.restores
-                    .entry((attempt, index as usize))
-                    .or_default()
-                    .insert(state_id, snapshot);
+                self.restores.insert((attempt, index as usize), plan);
             }
             ToTaskManager::Deploy {
                 attempt,
@@ -688,10 +687,19 @@ impl NodeRuntime {
             ));
         }
         let link = self.ensure_run(job_id).await?;
+        let storage = self
+            .storage
+            .clone()
+            .ok_or_else(|| "no checkpoint storage on this task manager".to_string())?;
         let (task_manager, _) = Actor::spawn(
             None,
             TaskManagerActor,
-            (link.clone(), attempt, self.env.executor()),
+            TaskManagerArgs {
+                job_manager: link.clone(),
+                attempt,
+                env: self.env.clone(),
+                storage,
+            },
         )
         .await
         .map_err(|e| format!("cannot start the task manager actor: {e}"))?;
@@ -724,7 +732,8 @@ impl NodeRuntime {
                 job_manager: link.clone(),
                 gauges: Arc::clone(&gauges),
                 clock: Arc::clone(self.env.clock()),
-                restored: self.restores.remove(&(attempt, index)).unwrap_or_default(),
+                restore: self.restores.remove(&(attempt, index)),
+                restored: Ok(BTreeMap::new()),
                 restored_from,
                 local_dir: local_root.join(format!("subtask-{index}")),
                 faults: self.env.fault_injector().cloned(),

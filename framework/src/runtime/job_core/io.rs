@@ -1,16 +1,15 @@
 //! What goes into the job coordinator core and what comes out: its settings, the requests it
 //! makes ([`Output`]) and the answers and reports it takes.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::checkpoint::restore_plan::SubtaskRestorePlan;
 use crate::checkpoint::storage::{
     CheckpointFolder, CheckpointMetadata, RestoredCheckpoint, StorageError,
 };
 use crate::checkpoint::{CheckpointBarrier, CheckpointId, CoordinatorConfig, RestartStrategy};
 use crate::error::JobError;
 use crate::runtime::result::JobStatus;
-use crate::state::OperatorSnapshot;
 
 /// The coordinator's settings, from the job's configuration.
 #[derive(Debug, Clone)]
@@ -69,15 +68,16 @@ pub(crate) enum SubtaskCommand {
     Stop,
 }
 
-/// An attempt to deploy: every subtask with its share of the restored state.
+/// An attempt to deploy: every subtask with the plan of its restore (state handles and what
+/// to take from each file; the TaskManager running it reads them).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Deployment {
     /// The attempt's number (0 first, one more per restart).
     pub(crate) attempt: u32,
     /// The checkpoint the state comes from, if any.
     pub(crate) restored_from: Option<CheckpointId>,
-    /// Per subtask (flat index), per operator state id, its share.
-    pub(crate) shares: Vec<BTreeMap<String, OperatorSnapshot>>,
+    /// Per subtask (flat index), its restore plan; `None`: it starts empty.
+    pub(crate) restore: Vec<Option<SubtaskRestorePlan>>,
 }
 
 /// A read of the run's checkpoint storage the core waits for.

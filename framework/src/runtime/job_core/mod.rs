@@ -565,18 +565,18 @@ impl<S> JobCore<S> {
 
     /// Asks for the current attempt to be deployed, restored from `restored` if given.
     fn deploy(&mut self, restored: Option<RestoredCheckpoint>) {
-        let shares = match &restored {
+        let restore = match &restored {
             Some(restored) => match self
                 .plan
-                .restore_shares(restored, self.config.allow_non_restored_state)
+                .restore_plans(restored, self.config.allow_non_restored_state)
             {
-                Ok(shares) => shares,
+                Ok(plans) => plans,
                 Err(message) => {
                     self.conclude(Err(JobError::Restore(message)));
                     return;
                 }
             },
-            None => self.plan.empty_shares(),
+            None => self.plan.no_restore(),
         };
         self.restored_from = restored.as_ref().map(|r| r.location.clone());
         let restored_from = restored.as_ref().map(|r| r.metadata.id);
@@ -589,7 +589,7 @@ impl<S> JobCore<S> {
         self.outputs.push_back(Output::Deploy(Deployment {
             attempt: self.attempt,
             restored_from,
-            shares,
+            restore,
         }));
     }
 

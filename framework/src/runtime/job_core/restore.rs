@@ -154,10 +154,11 @@ pub(crate) fn restart_point(
 
 /// Whether a checkpoint holds transactions of an exactly-once (two-phase-commit) sink.
 pub(crate) fn holds_transactions(restored: &RestoredCheckpoint) -> bool {
-    restored.operators.values().flatten().any(|snapshot| {
-        snapshot
-            .operator
+    restored.operators.values().flatten().any(|state| {
+        state
+            .summary
+            .lists
             .iter()
-            .any(|list| list.name == TRANSACTIONS_STATE && !list.elements.is_empty())
+            .any(|list| list.name == TRANSACTIONS_STATE && list.elements > 0)
     })
 }

@@ -11,7 +11,8 @@ use proptest::prelude::*;
 
 use super::plan::PlannedVertex;
 use super::*;
-use crate::checkpoint::storage::CheckpointMetadata;
+use crate::checkpoint::restore_plan::OperatorStateSummary;
+use crate::checkpoint::storage::{CheckpointMetadata, StoredOperatorState};
 use crate::checkpoint::{CoordinatorConfig, RestartStrategy};
 use crate::state::OperatorSnapshot;
 use crate::state::{OperatorListState, OperatorStateMode};
@@ -354,11 +355,27 @@ fn restored(stored: &Stored) -> RestoredCheckpoint {
             } else {
                 OperatorSnapshot::default()
             };
-            (op.state_id.clone(), vec![snapshot; op.files.len()])
+            let states = op
+                .files
+                .iter()
+                .map(|name| StoredOperatorState {
+                    file: FileMetadata {
+                        name: name.clone(),
+                        len: 0,
+                        crc32: 0,
+                    },
+                    summary: OperatorStateSummary::of(&snapshot),
+                })
+                .collect();
+            (op.state_id.clone(), states)
         })
         .collect();
     RestoredCheckpoint {
         location: format!("memory:chk-{}", stored.metadata.id.0),
+        folder: CheckpointFolder {
+            name: format!("chk-{}", stored.metadata.id.0),
+            path: None,
+        },
         metadata: stored.metadata.clone(),
         operators,
     }
