@@ -109,6 +109,7 @@ run() {   # scenario round
     mark=$(( $(wc -l < "$dir/jm.log") + 1 ))
     kill_ms="$(now_ms)"
     kill -9 "${tm_pid[$victim]}"
+    wait "${tm_pid[$victim]}" 2>/dev/null || true   # no "Killed" notice from the shell
     detect_ms="$(wait_log "$dir/jm.log" "task manager lost|connection to $victim lost|'$victim' was lost" "$mark" 60)"
     if [ "$scenario" = spare ]; then
         running_ms="$(wait_log "$dir/jm.log" "attempt=1.*running|running.*attempt=1" "$mark" 60)"
