@@ -24,8 +24,8 @@
 //!   refused here.
 //! - No frame is larger than [`FRAME_BYTES_MAX`], on either side.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::element::{ChannelBatch, ErasedBatch};
 
@@ -277,7 +277,7 @@ pub(crate) fn encode_frame<M: Serialize + ?Sized>(
     let start = out.len();
     out.extend_from_slice(&[0; size_of::<u32>()]);
     out.push(FRAME_VERSION);
-    if let Err(source) = postcard::to_extend(message, Append(out)) {
+    if let Err(source) = postcard::serialize_with_flavor(message, Append(out)) {
         out.truncate(start);
         return Err(CodecError::Encode { what, source });
     }
@@ -296,6 +296,15 @@ pub(crate) fn encode_frame<M: Serialize + ?Sized>(
 pub(crate) fn decode_frame<M: DeserializeOwned>(
     what: &'static str,
     frame: &[u8],
+) -> Result<M, CodecError> {
+    decode_frame_borrowed(what, frame)
+}
+
+/// Decodes exactly one frame holding an `M` that may borrow from `frame` (a byte slice inside
+/// it is not copied); `what` names it in errors.
+pub(crate) fn decode_frame_borrowed<'de, M: Deserialize<'de>>(
+    what: &'static str,
+    frame: &'de [u8],
 ) -> Result<M, CodecError> {
     let Some(expected) = frame_len(frame)? else {
         return Err(CodecError::Truncated {
@@ -316,7 +325,7 @@ pub(crate) fn decode_frame<M: DeserializeOwned>(
         });
     }
     let payload = &frame[FRAME_HEADER_BYTES..];
-    match postcard::take_from_bytes::<M>(payload) {
+    match postcard::take_from_bytes::<'de, M>(payload) {
         Ok((message, [])) => Ok(message),
         Ok((_, rest)) => Err(CodecError::Payload {
             what,
@@ -334,11 +343,38 @@ pub(crate) fn decode_frame<M: DeserializeOwned>(
 }
 
 /// Lets postcard append to a borrowed buffer, so a failed encoding can be cut off again.
+///
+/// A postcard flavor rather than `Extend<u8>` (what `postcard::to_extend` takes), so that a long
+/// byte string (a batch frame inside a data message) is one `memcpy` instead of an iterator
+/// over its bytes.
 struct Append<'a>(&'a mut Vec<u8>);
 
-impl Extend<u8> for Append<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
-        self.0.extend(bytes);
+/// Slices up to this long go through `Vec::extend` (one reservation, then a short loop the
+/// compiler sees whole): a varint (at most 10 bytes) is cheaper that way than a call to
+/// `memcpy`. Callgrind: pushing them byte by byte cost 20 more instructions per record.
+const APPEND_PUSH_BYTES_MAX: usize = 10;
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.extend([byte]);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() <= APPEND_PUSH_BYTES_MAX {
+            self.0.extend(bytes.iter().copied());
+        } else {
+            self.0.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

@@ -30,4 +30,4 @@ pub use codec::{
 };
 pub use credit::{CreditOutbox, InputGate};
 pub use element::{ChannelBatch, Control, ErasedBatch, Record, Segment, StreamElement};
-pub use wire::{ChannelId, ChannelMessage};
+pub use wire::{ChannelId, ChannelMessage, ChannelMessageRef};
