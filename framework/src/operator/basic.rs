@@ -1,7 +1,7 @@
 //! Stateless one-input operators: map, flat map, filter, process; and the closure adapters that
 //! let plain closures stand in for the function traits.
 
-use super::chain::{Collector, OneInputOperator, OperatorContext};
+use super::chain::{Collector, OneInputOperator, OperatorContext, RunContext};
 use super::checkpointing::{StateInitContext, StateSnapshotContext};
 use super::context::{FunctionError, RuntimeContext};
 use crate::api::functions::{FilterFunction, FlatMapFunction, MapFunction, ProcessFunction};
@@ -49,6 +49,21 @@ where
     ) {
         let value = self.0.map(record.value);
         out.collect(value);
+    }
+
+    /// The run in one pass: each record's value mapped, its timestamp kept (what
+    /// [`MapOperator::process`] does per record). When input and output records have the same
+    /// size and alignment, std's in-place `collect` writes the outputs over the inputs.
+    #[inline]
+    fn process_run(&mut self, records: Vec<Record<I>>, run: &mut RunContext<'_, '_, F::Out>) {
+        let mapped = records
+            .into_iter()
+            .map(|record| Record {
+                value: self.0.map(record.value),
+                timestamp: record.timestamp,
+            })
+            .collect();
+        run.emit_run(mapped);
     }
 
     fn close(&mut self) -> Result<(), FunctionError> {
@@ -136,6 +151,17 @@ impl<I: Send + 'static, F: FilterFunction<I>> OneInputOperator<I> for FilterOper
         if self.0.filter(&record.value) {
             out.collect(record.value);
         }
+    }
+
+    /// The run in one pass: the kept records, in order, in the run's own buffer (an in-place
+    /// `collect`).
+    #[inline]
+    fn process_run(&mut self, records: Vec<Record<I>>, run: &mut RunContext<'_, '_, I>) {
+        let kept = records
+            .into_iter()
+            .filter(|record| self.0.filter(&record.value))
+            .collect();
+        run.emit_run(kept);
     }
 
     fn close(&mut self) -> Result<(), FunctionError> {

@@ -734,7 +734,7 @@ trait KeyedScope<K>: KeyedStateAccess<K> {
     fn with_context_ref(&self, f: &mut dyn FnMut(&KeyedContext<'_, '_, K>));
 }
 
-impl<K: Ord + Clone + Send + 'static> KeyedScope<K> for KeyedContext<'_, '_, K> {
+impl<K: Ord + std::hash::Hash + Clone + Send + 'static> KeyedScope<K> for KeyedContext<'_, '_, K> {
     fn with_context(&mut self, f: &mut dyn FnMut(&mut KeyedContext<'_, '_, K>)) {
         f(self);
     }
@@ -761,7 +761,7 @@ impl<K> std::fmt::Debug for KeyedBroadcastReadOnlyContext<'_, K> {
     }
 }
 
-impl<'a, K: Ord + Clone + Send + 'static> KeyedBroadcastReadOnlyContext<'a, K> {
+impl<'a, K: Ord + std::hash::Hash + Clone + Send + 'static> KeyedBroadcastReadOnlyContext<'a, K> {
     /// The broadcast state `descriptor` names, to read.
     pub fn broadcast_state<BK: 'static, BV: 'static>(
         &self,

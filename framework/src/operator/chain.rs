@@ -506,6 +506,20 @@ impl<'b, O> RunContext<'_, 'b, O> {
     pub fn context(&mut self) -> &mut OperatorContext<'b> {
         self.ctx
     }
+
+    /// Emits a whole run of output records at once, after whatever was emitted before (an
+    /// operator that computes its run in one pass, such as `map` and `filter`: no collector
+    /// and no capacity check per record, and the vector it built, often the input's own
+    /// buffer reused by an in-place `collect`, becomes the output as it is).
+    #[inline]
+    pub(crate) fn emit_run(&mut self, records: Vec<Record<O>>) {
+        if self.out.records.is_empty() {
+            // Controls emitted so far (at position 0) stay before these records.
+            self.out.records = records;
+        } else {
+            self.out.records.extend(records);
+        }
+    }
 }
 
 /// A one-input operator core: what `map`, `filter`, `process`, rolling aggregations are made of.

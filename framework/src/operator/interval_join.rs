@@ -71,7 +71,7 @@ const LEFT_INDEX: &str = "_join_left_times";
 const RIGHT_INDEX: &str = "_join_right_times";
 
 /// Which buffer a cleanup timer belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) enum JoinSide {
     Left,
     Right,
@@ -98,7 +98,7 @@ pub(crate) struct IntervalJoinOperator<K, A, B, KS1, KS2, F> {
     _elements: PhantomData<fn() -> (A, B)>,
 }
 
-impl<K: Ord + Clone, A, B, KS1: Clone, KS2: Clone, F: Clone> Clone
+impl<K: Ord + std::hash::Hash + Clone, A, B, KS1: Clone, KS2: Clone, F: Clone> Clone
     for IntervalJoinOperator<K, A, B, KS1, KS2, F>
 {
     fn clone(&self) -> Self {
@@ -112,7 +112,9 @@ impl<K: Ord + Clone, A, B, KS1: Clone, KS2: Clone, F: Clone> Clone
     }
 }
 
-impl<K: Ord + Clone, A, B, KS1, KS2, F> IntervalJoinOperator<K, A, B, KS1, KS2, F> {
+impl<K: Ord + std::hash::Hash + Clone, A, B, KS1, KS2, F>
+    IntervalJoinOperator<K, A, B, KS1, KS2, F>
+{
     /// `lower_ms..=upper_ms`, inclusive (exclusive bounds are adjusted by the caller).
     pub(crate) fn new(
         lower_ms: i64,

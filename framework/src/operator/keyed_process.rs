@@ -37,7 +37,7 @@ impl<K> std::fmt::Debug for KeyedContext<'_, '_, K> {
     }
 }
 
-impl<'a, 'b, K: Ord + Clone + Send + 'static> KeyedContext<'a, 'b, K> {
+impl<'a, 'b, K: Ord + std::hash::Hash + Clone + Send + 'static> KeyedContext<'a, 'b, K> {
     pub(crate) fn new(
         key: &'a K,
         timestamp: Option<i64>,
@@ -143,12 +143,17 @@ impl<'a, 'b, K: Ord + Clone + Send + 'static> KeyedContext<'a, 'b, K> {
     }
 }
 
-impl<K: Ord + Clone + Send + 'static> KeyedStateAccess<K> for KeyedContext<'_, '_, K> {
+impl<K: Ord + std::hash::Hash + Clone + Send + 'static> KeyedStateAccess<K>
+    for KeyedContext<'_, '_, K>
+{
     fn current_key(&self) -> &K {
         self.key
     }
     fn state_store(&mut self) -> &mut KeyedStateStore<K> {
         self.state
+    }
+    fn key_and_store(&mut self) -> (std::borrow::Cow<'_, K>, &mut KeyedStateStore<K>) {
+        (std::borrow::Cow::Borrowed(self.key), self.state)
     }
     fn state_error(&mut self, error: StateError) {
         self.operator.fail(error.to_string());
@@ -201,7 +206,7 @@ impl<K: crate::api::Key> KeyedRuntime<K> {
     }
 }
 
-impl<K: Ord + Clone + Send + 'static> KeyedRuntime<K> {
+impl<K: Ord + std::hash::Hash + Clone + Send + 'static> KeyedRuntime<K> {
     pub(crate) fn new() -> Self {
         Self {
             state: KeyedStateStore::default(),

@@ -1,8 +1,8 @@
-//! The map a typed state is stored in ([`KeyMap`]): a `BTreeMap` for handles (their keys only
-//! promise `Ord`), an `FxHashMap` (a fixed-seed hasher, never std's `RandomState`) for the
-//! runtime's value tables; the memory backend's tables and LMDB's caches are both one.
+//! The map a typed state is stored in ([`KeyMap`]): an `FxHashMap` (a fixed-seed hasher, never
+//! std's `RandomState`) for handles and the runtime's value tables alike; the memory backend's
+//! tables and LMDB's caches are both one. Nothing iterates one where the order could reach an
+//! output: snapshots and key listings sort.
 
-use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use rustc_hash::FxHashMap;
@@ -27,41 +27,6 @@ pub(crate) trait KeyMap<K, V>: Default + Send + 'static {
     fn try_for_each<E>(&self, f: impl FnMut(&K, &V) -> Result<(), E>) -> Result<(), E>;
     /// Calls `f` for every entry, mutably.
     fn for_each_mut(&mut self, f: impl FnMut(&K, &mut V));
-}
-
-impl<K: Ord + Send + 'static, V: Send + 'static> KeyMap<K, V> for BTreeMap<K, V> {
-    #[inline]
-    fn get(&self, key: &K) -> Option<&V> {
-        Self::get(self, key)
-    }
-    #[inline]
-    fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        Self::get_mut(self, key)
-    }
-    #[inline]
-    fn insert(&mut self, key: K, value: V) -> Option<V> {
-        Self::insert(self, key, value)
-    }
-    #[inline]
-    fn remove(&mut self, key: &K) -> Option<V> {
-        Self::remove(self, key)
-    }
-    #[inline]
-    fn get_or_insert_with(&mut self, key: K, default: impl FnOnce() -> V) -> &mut V {
-        self.entry(key).or_insert_with(default)
-    }
-    fn len(&self) -> usize {
-        Self::len(self)
-    }
-    fn clear(&mut self) {
-        Self::clear(self);
-    }
-    fn try_for_each<E>(&self, mut f: impl FnMut(&K, &V) -> Result<(), E>) -> Result<(), E> {
-        self.iter().try_for_each(|(k, v)| f(k, v))
-    }
-    fn for_each_mut(&mut self, mut f: impl FnMut(&K, &mut V)) {
-        self.iter_mut().for_each(|(k, v)| f(k, v));
-    }
 }
 
 impl<K: Hash + Eq + Send + 'static, V: Send + 'static> KeyMap<K, V> for FxHashMap<K, V> {

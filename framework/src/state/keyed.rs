@@ -26,9 +26,13 @@
 //!
 //! - A state's id is its index in the store and in the store's snapshots.
 //! - No hash map's iteration order reaches a snapshot: entries are sorted.
-//! - Keys only need `Ord + Clone + Send` on the access path (trigger state is keyed by
+//! - Keys only need `Ord + Hash + Clone + Send` on the access path (trigger state is keyed by
 //!   `(key, window)`); what needs [`Key`] (encoding, key groups) is captured as plain function
 //!   pointers where `K: Key` is known: `open`, `restore`, `snapshot`.
+//! - A state keeps its index while the store's epoch lasts (states are only appended; a restore
+//!   replaces them and starts a new epoch), so a handle can remember where its state is
+//!   ([`StateHint`]) and skip the search by name.
+//! - Handle tables are `FxHashMap`s, as value tables: one hash and one probe per access.
 //!
 //! [`ValueState`]: super::ValueState
 //! [`ListState`]: super::ListState
@@ -37,9 +41,9 @@
 //! [`AggregatingState`]: super::AggregatingState
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -74,6 +78,17 @@ pub trait KeyedStateAccess<K> {
     fn current_processing_time(&self) -> i64 {
         0
     }
+
+    /// The current key and the store at once, for a state handle's access. The default clones
+    /// the key (the store borrows the context mutably); contexts that hold the key apart from
+    /// the store override it to lend both, so an access never copies the key.
+    fn key_and_store(&mut self) -> (std::borrow::Cow<'_, K>, &mut KeyedStateStore<K>)
+    where
+        K: Clone,
+    {
+        let key = self.current_key().clone();
+        (std::borrow::Cow::Owned(key), self.state_store())
+    }
 }
 
 /// Where the typed tables of a store live.
@@ -106,6 +121,48 @@ pub struct KeyedStateStore<K> {
     key_groups: KeyGroupRange,
     states: Vec<StateEntry<K>>,
     backend: Backend<K>,
+    /// Names this store and the current list of its states for [`StateHint`]s: drawn from
+    /// [`next_epoch`] when the store is made and again when a restore replaces the list.
+    epoch: u64,
+}
+
+/// A fresh store epoch: unique in the process (never 0, which a blank [`StateHint`] holds).
+/// Only compared for equality, so its value never reaches an output.
+fn next_epoch() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where a state handle's state sits in the store it last used: that store's epoch and the
+/// state's index, packed in one word, so an access skips the search of the store's states by
+/// name. A state keeps its index for the life of an epoch (states are only appended; a restore,
+/// which replaces them, starts a new epoch), so a hint of the current epoch is always right; one
+/// of another epoch (another store, or before a restore) is ignored and replaced.
+///
+/// An atomic, so handles stay `Sync`; a handle is used by one subtask, so `Relaxed` suffices
+/// (the word is read and written whole, never torn).
+#[derive(Debug, Default)]
+pub(crate) struct StateHint(AtomicU64);
+
+impl StateHint {
+    const INDEX_BITS: u32 = 24;
+    const INDEX_MASK: u64 = (1 << Self::INDEX_BITS) - 1;
+
+    /// The index recorded for `epoch`, if any.
+    #[inline]
+    fn get(&self, epoch: u64) -> Option<usize> {
+        let word = self.0.load(Ordering::Relaxed);
+        (word >> Self::INDEX_BITS == epoch).then_some((word & Self::INDEX_MASK) as usize)
+    }
+
+    /// Records `index` for `epoch` (nothing when either does not fit its bits: the search by
+    /// name is then made every time).
+    fn set(&self, epoch: u64, index: usize) {
+        if (index as u64) <= Self::INDEX_MASK && epoch < 1 << (64 - Self::INDEX_BITS) {
+            self.0
+                .store(epoch << Self::INDEX_BITS | index as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<K> std::fmt::Debug for KeyedStateStore<K> {
@@ -132,6 +189,7 @@ impl<K> Default for KeyedStateStore<K> {
             key_groups: KeyGroupRange::for_subtask(DEFAULT_MAX_PARALLELISM, 1, 0),
             states: Vec::new(),
             backend: Backend::Memory,
+            epoch: next_epoch(),
         }
     }
 }
@@ -210,6 +268,7 @@ impl<K: Key> KeyedStateStore<K> {
             key_groups: config.key_groups,
             states: Vec::new(),
             backend,
+            epoch: next_epoch(),
         })
     }
 
@@ -268,6 +327,8 @@ impl<K: Key> KeyedStateStore<K> {
             Backend::Lmdb(env) => env.restore(entries.iter().filter(owned))?,
         }
         let decode_key = KeyCodec::<K>::new().decode;
+        // The states are replaced: hints of the old list must not apply to the new one.
+        self.epoch = next_epoch();
         self.states = states
             .into_iter()
             .zip(raw)
@@ -384,7 +445,7 @@ impl<K: Key> KeyedStateStore<K> {
         let max_parallelism = self.max_parallelism;
         // Resolving the state checks its type, decodes restored entries (memory) and sets its
         // TTL.
-        match self.access::<S, BTreeMap<K, S>, BTreeMap<K, Slot<S>>>(spec)? {
+        match self.access::<S, FxHashMap<K, S>, FxHashMap<K, Slot<S>>>(spec)? {
             TableAccess::Memory(map) => {
                 let codec = KeyCodec::<K>::new();
                 let mut keys = Vec::with_capacity(map.len());
@@ -478,6 +539,9 @@ impl<K: Clone> KeyedStateAccess<K> for KeyedStateScope<'_, K> {
     fn state_store(&mut self) -> &mut KeyedStateStore<K> {
         self.store
     }
+    fn key_and_store(&mut self) -> (Cow<'_, K>, &mut KeyedStateStore<K>) {
+        (Cow::Borrowed(&*self.key), self.store)
+    }
     fn state_error(&mut self, error: StateError) {
         self.error.get_or_insert(error);
     }
@@ -532,6 +596,48 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
             Some(index) => index,
             None => self.register::<S, M, C>(&spec)?,
         };
+        self.access_at(index, spec)
+    }
+
+    /// As [`KeyedStateStore::access`], finding the state through `hint` when it is of this
+    /// store's epoch, and recording where it is otherwise.
+    #[inline]
+    pub(crate) fn access_hinted<S, M, C>(
+        &mut self,
+        spec: StateSpec<'_, S>,
+        hint: &StateHint,
+    ) -> Result<TableAccess<'_, K, S, M, C>, StateError>
+    where
+        S: Clone + Serialize + DeserializeOwned + Send + 'static,
+        M: KeyMap<K, S>,
+        C: KeyMap<K, Slot<S>>,
+    {
+        let index = match hint.get(self.epoch) {
+            Some(index) => index,
+            None => {
+                let index = match self.states.iter().position(|s| s.name == spec.name) {
+                    Some(index) => index,
+                    None => self.register::<S, M, C>(&spec)?,
+                };
+                hint.set(self.epoch, index);
+                index
+            }
+        };
+        debug_assert_eq!(self.states[index].name, spec.name, "a stale state hint");
+        self.access_at(index, spec)
+    }
+
+    /// Resolves state `index`, whose name is `spec.name`, to its typed table.
+    fn access_at<S, M, C>(
+        &mut self,
+        index: usize,
+        spec: StateSpec<'_, S>,
+    ) -> Result<TableAccess<'_, K, S, M, C>, StateError>
+    where
+        S: Clone + Serialize + DeserializeOwned + Send + 'static,
+        M: KeyMap<K, S>,
+        C: KeyMap<K, Slot<S>>,
+    {
         if matches!(self.states[index].body, StateBody::Restored { .. }) {
             self.materialize::<S, M, C>(index, &spec)?;
         }
@@ -668,8 +774,12 @@ impl<K: Clone + Send + 'static> KeyedStateStore<K> {
     }
 }
 
-/// The handles' table type: ordered maps (their keys only promise `Ord`).
-pub(crate) type HandleTable<'a, K, S> = TableAccess<'a, K, S, BTreeMap<K, S>, BTreeMap<K, Slot<S>>>;
+/// The handles' table type: hash maps with a fixed-seed hasher (`FxHashMap`, never std's
+/// `RandomState`), as the value tables. A key costs one hash and one probe where an ordered map
+/// walked a B-tree (at ten thousand keys, four nodes of linear search); no map's order reaches
+/// a snapshot or a key listing, which sort.
+pub(crate) type HandleTable<'a, K, S> =
+    TableAccess<'a, K, S, FxHashMap<K, S>, FxHashMap<K, Slot<S>>>;
 
 /// One value state of a store as a table over all keys (see [`KeyedStateStore::value_table`]).
 ///
@@ -1544,6 +1654,42 @@ mod tests {
             Op::Snapshot | Op::SnapshotRestore => unreachable!("handled by the driver"),
         };
         format!("{result} {:?}", ctx.take_errors())
+    }
+
+    /// A handle remembers where its state sits in the store it used last: alternating between
+    /// stores that registered the states in other orders, and a restore that replaces a store's
+    /// states in another order, must still reach the right state.
+    #[test]
+    fn state_hints_follow_the_store_and_its_restores() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let all = KeyGroupRange::for_subtask(128, 1, 0);
+        for kind in BOTH {
+            let a = ValueState::<u64>::new("a");
+            let b = ValueState::<u64>::new("b");
+            let mut one = Ctx::new(1u64, open_store(kind, all, &dir, &format!("{kind:?}-1")));
+            let mut two = Ctx::new(1u64, open_store(kind, all, &dir, &format!("{kind:?}-2")));
+            // `one` holds b at index 0, `two` holds a there.
+            b.update(&mut one, 20);
+            a.update(&mut one, 10);
+            a.update(&mut two, 1);
+            b.update(&mut two, 2);
+            for _ in 0..2 {
+                assert_eq!(a.value(&mut one), Some(10));
+                assert_eq!(a.value(&mut two), Some(1));
+                assert_eq!(b.value(&mut one), Some(20));
+                assert_eq!(b.value(&mut two), Some(2));
+            }
+            // The hints now point into `one` (a at 1, b at 0); its states are replaced by
+            // `two`'s, in the order a, b.
+            assert_eq!((a.value(&mut one), b.value(&mut one)), (Some(10), Some(20)));
+            let snapshot = complete(&mut two.store, 0);
+            one.store.restore(snapshot).expect("restores");
+            assert_eq!(a.value(&mut one), Some(1), "{kind:?}");
+            assert_eq!(b.value(&mut one), Some(2), "{kind:?}");
+            // A clone starts without a hint and finds the same state.
+            assert_eq!(a.clone().value(&mut one), Some(1));
+            assert!(one.errors.is_empty() && two.errors.is_empty());
+        }
     }
 
     proptest! {

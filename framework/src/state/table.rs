@@ -6,9 +6,8 @@
 //! its state to a [`TableAccess`]: an enum over the two backends whose memory arm is a plain
 //! `&mut` to the typed map, so the memory path costs one map operation per access.
 //!
-//! Maps are generic ([`KeyMap`]): handles use `BTreeMap` (their keys only promise `Ord`: trigger
-//! state is keyed by `(key, window)` with any ordered key), the runtime's value tables use
-//! `FxHashMap` (a fixed-seed hasher; never std's `RandomState`). No map's iteration order reaches a
+//! Maps are generic ([`KeyMap`]); handles and the runtime's value tables both use `FxHashMap`
+//! (a fixed-seed hasher; never std's `RandomState`). No map's iteration order reaches a
 //! snapshot: snapshot entries are sorted.
 //!
 //! This file is where the two backends meet: the memory tables are defined here, the LMDB

@@ -23,6 +23,12 @@ impl<K> KeyedStateAccess<K> for Ctx<K> {
     fn state_store(&mut self) -> &mut KeyedStateStore<K> {
         &mut self.store
     }
+    fn key_and_store(&mut self) -> (std::borrow::Cow<'_, K>, &mut KeyedStateStore<K>)
+    where
+        K: Clone,
+    {
+        (std::borrow::Cow::Borrowed(&self.key), &mut self.store)
+    }
     fn state_error(&mut self, error: StateError) {
         self.errors.push(error);
     }

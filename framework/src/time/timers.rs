@@ -9,12 +9,16 @@
 //!
 //! ## Design
 //!
-//! - Each time domain is one `BTreeSet<Timer<K, N>>`. [`Timer`]'s order is
-//!   `(timestamp, key, namespace)`, so the set is at once the firing queue (its first element is
-//!   the next timer due), the deduplication index (a timer is registered at most once, as in
-//!   Flink's `HeapPriorityQueueSet`) and the membership index for
-//!   [`TimerService::has_event_time_timer`]. Register, delete, lookup and pop are `O(log n)`.
-//!   Only ordered collections are used, so every iteration order is deterministic.
+//! - On the heap each time domain is a [`HeapTimers`]: a `BTreeSet<Timer<K, N>>` in
+//!   [`Timer`]'s order `(timestamp, key, namespace)`, which is the firing queue (its first
+//!   element is the next timer due), beside a hash set of the same timers (an `FxHashSet`, a
+//!   fixed-seed hasher), the deduplication and membership index (a timer is registered at most
+//!   once, as in Flink's `HeapPriorityQueueSet`, which also pairs a hash map with its queue).
+//!   Registering a timer that is already registered, which a keyed function does for every
+//!   element of a key and window, costs one hash probe instead of a walk down the ordered set
+//!   (whose newest timers sit at its right edge, the longest walk a B-tree node's linear search
+//!   makes). Register, delete and pop are `O(log n)`. The hash set is never iterated, so every
+//!   order that reaches an output is the ordered set's.
 //! - Timers are handed out **one at a time** ([`TimerService::pop_event_time_timer`],
 //!   [`TimerService::pop_processing_time_timer`]). The operator calls its `on_timer` callback
 //!   between two pops, and the callback may register or delete timers through the same service.
@@ -41,6 +45,9 @@
 //!   fires with the next watermark the service is given (the next pop or advance), as in Flink.
 
 use std::collections::BTreeSet;
+use std::hash::Hash;
+
+use rustc_hash::FxHashSet;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -159,8 +166,8 @@ pub struct TimerService<K, N> {
 enum Queues<K, N> {
     /// Pending timers of each domain in firing order.
     Heap {
-        event: BTreeSet<Timer<K, N>>,
-        processing: BTreeSet<Timer<K, N>>,
+        event: HeapTimers<K, N>,
+        processing: HeapTimers<K, N>,
     },
     /// In LMDB, with a bounded head and write batch in memory.
     Lmdb(Box<LmdbTimers<K, N>>),
@@ -193,13 +200,13 @@ pub struct TimerSnapshot<K, N> {
     pub processing_time_timers: Vec<Timer<K, N>>,
 }
 
-impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
+impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> TimerService<K, N> {
     /// An empty service on the heap, with the watermark at `i64::MIN`.
     pub const fn new() -> Self {
         Self {
             queues: Queues::Heap {
-                event: BTreeSet::new(),
-                processing: BTreeSet::new(),
+                event: HeapTimers::new(),
+                processing: HeapTimers::new(),
             },
             current_watermark: i64::MIN,
         }
@@ -268,7 +275,7 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
         match &mut self.queues {
             Queues::Heap { event, processing } => {
                 let set = heap_set(domain, event, processing);
-                Ok(set.contains(&Timer::new(key.clone(), namespace.clone(), timestamp)))
+                Ok(set.contains(key, namespace, timestamp))
             }
             Queues::Lmdb(lmdb) => lmdb.has(domain, timestamp, key, namespace),
         }
@@ -653,8 +660,8 @@ impl<K: Ord + Clone, N: Ord + Clone> TimerService<K, N> {
 
 impl<K, N> TimerService<K, N>
 where
-    K: Ord + Clone + StableHash + Serialize + DeserializeOwned + Send + 'static,
-    N: Ord + Clone + Serialize + DeserializeOwned + Send + 'static,
+    K: Ord + Hash + Clone + StableHash + Serialize + DeserializeOwned + Send + 'static,
+    N: Ord + Hash + Clone + Serialize + DeserializeOwned + Send + 'static,
 {
     /// The pending timers as keyed state `name`, for a checkpoint: one entry per timer, keyed
     /// `postcard((domain, timestamp, key, namespace))` (domain 0 event time, 1 processing
@@ -673,7 +680,7 @@ where
         let type_name = std::any::type_name::<Timer<K, N>>().to_string();
         match &mut self.queues {
             Queues::Heap { event, processing } => {
-                let (event, processing) = (event.clone(), processing.clone());
+                let (event, processing) = (event.order().clone(), processing.order().clone());
                 let name = name.to_string();
                 Ok(PendingKeyedSnapshot::Deferred(Box::new(move || {
                     heap_keyed_snapshot(&name, type_name, max_parallelism, &event, &processing)
@@ -720,12 +727,98 @@ where
     }
 }
 
+/// One time domain's timers on the heap: the firing order and a hash index of the same timers
+/// (see the module's design notes).
+///
+/// ## Invariants
+///
+/// `order` and `index` hold the same timers; every method keeps them so (a debug assertion
+/// checks their sizes on every change).
+#[derive(Debug)]
+struct HeapTimers<K, N> {
+    /// The pending timers in firing order.
+    order: BTreeSet<Timer<K, N>>,
+    /// The same timers, for deduplication and membership; never iterated.
+    index: FxHashSet<Timer<K, N>>,
+}
+
+impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> HeapTimers<K, N> {
+    const fn new() -> Self {
+        Self {
+            order: BTreeSet::new(),
+            index: FxHashSet::with_hasher(rustc_hash::FxBuildHasher),
+        }
+    }
+
+    /// Adds `timer`; returns whether it was new. A timer already pending costs one hash probe.
+    fn insert(&mut self, timer: Timer<K, N>) -> bool {
+        if self.index.contains(&timer) {
+            return false;
+        }
+        self.index.insert(timer.clone());
+        let new = self.order.insert(timer);
+        debug_assert!(
+            new && self.order.len() == self.index.len(),
+            "index out of step"
+        );
+        true
+    }
+
+    /// Removes `timer`; returns whether it was pending.
+    fn remove(&mut self, timer: &Timer<K, N>) -> bool {
+        if !self.index.remove(timer) {
+            return false;
+        }
+        let was = self.order.remove(timer);
+        debug_assert!(
+            was && self.order.len() == self.index.len(),
+            "index out of step"
+        );
+        true
+    }
+
+    /// Whether the timer for `key` in `namespace` at `timestamp` is pending.
+    fn contains(&self, key: &K, namespace: &N, timestamp: i64) -> bool {
+        self.index
+            .contains(&Timer::new(key.clone(), namespace.clone(), timestamp))
+    }
+
+    /// The next timer in firing order.
+    fn first(&self) -> Option<&Timer<K, N>> {
+        self.order.first()
+    }
+
+    /// Removes and returns the next timer in firing order.
+    fn pop_first(&mut self) -> Option<Timer<K, N>> {
+        let timer = self.order.pop_first()?;
+        let was = self.index.remove(&timer);
+        debug_assert!(
+            was && self.order.len() == self.index.len(),
+            "index out of step"
+        );
+        Some(timer)
+    }
+}
+
+impl<K, N> HeapTimers<K, N> {
+    /// The number of pending timers.
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The pending timers in firing order.
+    fn iter(&self) -> std::collections::btree_set::Iter<'_, Timer<K, N>> {
+        self.order.iter()
+    }
+
+    /// The pending timers in firing order, as a set (snapshots copy it).
+    fn order(&self) -> &BTreeSet<Timer<K, N>> {
+        &self.order
+    }
+}
+
 /// The heap set of `domain`.
-fn heap_set<'s, T>(
-    domain: Domain,
-    event: &'s mut BTreeSet<T>,
-    processing: &'s mut BTreeSet<T>,
-) -> &'s mut BTreeSet<T> {
+fn heap_set<'s, T>(domain: Domain, event: &'s mut T, processing: &'s mut T) -> &'s mut T {
     match domain {
         Domain::Event => event,
         Domain::Processing => processing,
@@ -772,7 +865,7 @@ where
     })
 }
 
-impl<K: Ord + Clone, N: Ord + Clone> Default for TimerService<K, N> {
+impl<K: Ord + Hash + Clone, N: Ord + Hash + Clone> Default for TimerService<K, N> {
     fn default() -> Self {
         Self::new()
     }
@@ -1401,5 +1494,62 @@ mod keyed_snapshot_tests {
         assert_eq!(fired.len(), 5_000);
         assert!(fired.windows(2).all(|w| w[0] < w[1]));
         assert!(timers.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod heap_timers_tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u8, i64),
+        Remove(u8, u8, i64),
+        Contains(u8, u8, i64),
+        PopFirst,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Few keys, namespaces and times, so that duplicates and misses are common.
+        let timer = || (0u8..4, 0u8..2, 0i64..6);
+        prop_oneof![
+            4 => timer().prop_map(|(k, n, t)| Op::Insert(k, n, t)),
+            2 => timer().prop_map(|(k, n, t)| Op::Remove(k, n, t)),
+            2 => timer().prop_map(|(k, n, t)| Op::Contains(k, n, t)),
+            1 => Just(Op::PopFirst),
+        ]
+    }
+
+    proptest! {
+        /// The ordered set and its hash index behave as one ordered set: every answer and the
+        /// order of the pending timers are a plain `BTreeSet`'s.
+        #[test]
+        fn heap_timers_behave_as_an_ordered_set(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut heap: HeapTimers<u8, u8> = HeapTimers::new();
+            let mut model: BTreeSet<Timer<u8, u8>> = BTreeSet::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, n, t) => {
+                        prop_assert_eq!(heap.insert(Timer::new(k, n, t)), model.insert(Timer::new(k, n, t)));
+                    }
+                    Op::Remove(k, n, t) => {
+                        prop_assert_eq!(heap.remove(&Timer::new(k, n, t)), model.remove(&Timer::new(k, n, t)));
+                    }
+                    Op::Contains(k, n, t) => {
+                        prop_assert_eq!(heap.contains(&k, &n, t), model.contains(&Timer::new(k, n, t)));
+                    }
+                    Op::PopFirst => prop_assert_eq!(heap.pop_first(), model.pop_first()),
+                }
+                prop_assert_eq!(heap.first(), model.first());
+                prop_assert_eq!(heap.len(), model.len());
+                prop_assert_eq!(heap.index.len(), model.len());
+                prop_assert!(heap.iter().eq(model.iter()));
+                prop_assert!(model.iter().all(|t| heap.index.contains(t)));
+            }
+        }
     }
 }

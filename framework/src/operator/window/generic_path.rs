@@ -96,7 +96,7 @@ pub(super) struct GenericPath<K, T, KS, F, Tr> {
 
 impl<K, T, KS, F, Tr> GenericPath<K, T, KS, F, Tr>
 where
-    K: Ord + Clone + Send + 'static,
+    K: Ord + std::hash::Hash + Clone + Send + 'static,
 {
     /// A generic path for an assigner that merges windows (`is_merging`) or has one global
     /// window (`is_global`); its stores are in memory until [`WindowPath::restore`] opens them.

@@ -446,7 +446,7 @@ mod tests {
     pub(super) struct Opaque;
 
     impl<T> Trigger<T> for Opaque {
-        fn on_element<K: Ord + Clone + Send + 'static>(
+        fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
             &mut self,
             element: &T,
             timestamp: Option<i64>,
@@ -455,7 +455,7 @@ mod tests {
         ) -> TriggerResult {
             Trigger::<T>::on_element(&mut EventTimeTrigger, element, timestamp, window, ctx)
         }
-        fn on_event_time<K: Ord + Clone + Send + 'static>(
+        fn on_event_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
             &mut self,
             time: i64,
             window: &TimeWindow,
@@ -463,7 +463,7 @@ mod tests {
         ) -> TriggerResult {
             Trigger::<T>::on_event_time(&mut EventTimeTrigger, time, window, ctx)
         }
-        fn on_processing_time<K: Ord + Clone + Send + 'static>(
+        fn on_processing_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
             &mut self,
             time: i64,
             window: &TimeWindow,
@@ -474,14 +474,14 @@ mod tests {
         fn can_merge(&self) -> bool {
             true
         }
-        fn on_merge<K: Ord + Clone + Send + 'static>(
+        fn on_merge<K: Ord + std::hash::Hash + Clone + Send + 'static>(
             &mut self,
             window: &TimeWindow,
             ctx: &mut TriggerContext<'_, K>,
         ) {
             Trigger::<T>::on_merge(&mut EventTimeTrigger, window, ctx);
         }
-        fn clear<K: Ord + Clone + Send + 'static>(
+        fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
             &mut self,
             window: &TimeWindow,
             ctx: &mut TriggerContext<'_, K>,

@@ -90,7 +90,7 @@ impl<K> std::fmt::Debug for TriggerContext<'_, K> {
     }
 }
 
-impl<K: Ord + Clone + Send + 'static> TriggerContext<'_, K> {
+impl<K: Ord + std::hash::Hash + Clone + Send + 'static> TriggerContext<'_, K> {
     /// The current watermark.
     pub fn current_watermark(&self) -> i64 {
         self.watermark
@@ -142,12 +142,22 @@ impl<K: Ord + Clone + Send + 'static> TriggerContext<'_, K> {
     }
 }
 
-impl<K: Ord + Clone + Send + 'static> KeyedStateAccess<WindowScope<K>> for TriggerContext<'_, K> {
+impl<K: Ord + std::hash::Hash + Clone + Send + 'static> KeyedStateAccess<WindowScope<K>>
+    for TriggerContext<'_, K>
+{
     fn current_key(&self) -> &WindowScope<K> {
         &self.scope
     }
     fn state_store(&mut self) -> &mut KeyedStateStore<WindowScope<K>> {
         self.state
+    }
+    fn key_and_store(
+        &mut self,
+    ) -> (
+        std::borrow::Cow<'_, WindowScope<K>>,
+        &mut KeyedStateStore<WindowScope<K>>,
+    ) {
+        (std::borrow::Cow::Borrowed(&self.scope), self.state)
     }
     fn state_error(&mut self, error: StateError) {
         self.error.get_or_insert(error);
@@ -159,7 +169,7 @@ impl<K: Ord + Clone + Send + 'static> KeyedStateAccess<WindowScope<K>> for Trigg
 /// Methods are generic over the key type so one trigger works for every keyed stream.
 pub trait Trigger<T>: Clone + Send + 'static {
     /// An element was added to `window`.
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         element: &T,
         timestamp: Option<i64>,
@@ -168,7 +178,7 @@ pub trait Trigger<T>: Clone + Send + 'static {
     ) -> TriggerResult;
 
     /// An event-time timer of `window` fired (default: continue).
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
+    fn on_event_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _time: i64,
         _window: &TimeWindow,
@@ -178,7 +188,7 @@ pub trait Trigger<T>: Clone + Send + 'static {
     }
 
     /// A processing-time timer of `window` fired (default: continue).
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
+    fn on_processing_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _time: i64,
         _window: &TimeWindow,
@@ -193,7 +203,7 @@ pub trait Trigger<T>: Clone + Send + 'static {
     }
 
     /// Session windows merged into `window` (the merged windows' state was cleared).
-    fn on_merge<K: Ord + Clone + Send + 'static>(
+    fn on_merge<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _window: &TimeWindow,
         _ctx: &mut TriggerContext<'_, K>,
@@ -201,7 +211,7 @@ pub trait Trigger<T>: Clone + Send + 'static {
     }
 
     /// The window is being removed: drop timers and trigger state.
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -214,7 +224,7 @@ pub trait Trigger<T>: Clone + Send + 'static {
 pub struct EventTimeTrigger;
 
 impl<T> Trigger<T> for EventTimeTrigger {
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _element: &T,
         _timestamp: Option<i64>,
@@ -229,7 +239,7 @@ impl<T> Trigger<T> for EventTimeTrigger {
         }
     }
 
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
+    fn on_event_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         time: i64,
         window: &TimeWindow,
@@ -246,7 +256,7 @@ impl<T> Trigger<T> for EventTimeTrigger {
         true
     }
 
-    fn on_merge<K: Ord + Clone + Send + 'static>(
+    fn on_merge<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -258,7 +268,7 @@ impl<T> Trigger<T> for EventTimeTrigger {
         }
     }
 
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -272,7 +282,7 @@ impl<T> Trigger<T> for EventTimeTrigger {
 pub struct ProcessingTimeTrigger;
 
 impl<T> Trigger<T> for ProcessingTimeTrigger {
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _element: &T,
         _timestamp: Option<i64>,
@@ -283,7 +293,7 @@ impl<T> Trigger<T> for ProcessingTimeTrigger {
         TriggerResult::Continue
     }
 
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
+    fn on_processing_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _time: i64,
         _window: &TimeWindow,
@@ -296,7 +306,7 @@ impl<T> Trigger<T> for ProcessingTimeTrigger {
         true
     }
 
-    fn on_merge<K: Ord + Clone + Send + 'static>(
+    fn on_merge<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -306,7 +316,7 @@ impl<T> Trigger<T> for ProcessingTimeTrigger {
         }
     }
 
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -333,7 +343,7 @@ impl CountTrigger {
 }
 
 impl<T> Trigger<T> for CountTrigger {
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _element: &T,
         _timestamp: Option<i64>,
@@ -350,7 +360,7 @@ impl<T> Trigger<T> for CountTrigger {
         }
     }
 
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -379,7 +389,7 @@ fn purging(result: TriggerResult) -> TriggerResult {
 }
 
 impl<T, Tr: Trigger<T>> Trigger<T> for PurgingTrigger<Tr> {
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         element: &T,
         timestamp: Option<i64>,
@@ -389,7 +399,7 @@ impl<T, Tr: Trigger<T>> Trigger<T> for PurgingTrigger<Tr> {
         purging(self.0.on_element(element, timestamp, window, ctx))
     }
 
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
+    fn on_event_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         time: i64,
         window: &TimeWindow,
@@ -398,7 +408,7 @@ impl<T, Tr: Trigger<T>> Trigger<T> for PurgingTrigger<Tr> {
         purging(self.0.on_event_time(time, window, ctx))
     }
 
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
+    fn on_processing_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         time: i64,
         window: &TimeWindow,
@@ -411,7 +421,7 @@ impl<T, Tr: Trigger<T>> Trigger<T> for PurgingTrigger<Tr> {
         self.0.can_merge()
     }
 
-    fn on_merge<K: Ord + Clone + Send + 'static>(
+    fn on_merge<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -419,7 +429,7 @@ impl<T, Tr: Trigger<T>> Trigger<T> for PurgingTrigger<Tr> {
         self.0.on_merge(window, ctx);
     }
 
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -449,7 +459,7 @@ impl ContinuousEventTimeTrigger {
 impl ContinuousEventTimeTrigger {
     /// Flink's `registerNextFireTimestamp`: the next firing is one interval later, but never
     /// after the window's end.
-    fn register_next<K: Ord + Clone + Send + 'static>(
+    fn register_next<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &self,
         time: i64,
         window: &TimeWindow,
@@ -464,7 +474,7 @@ impl ContinuousEventTimeTrigger {
 }
 
 impl<T> Trigger<T> for ContinuousEventTimeTrigger {
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _element: &T,
         timestamp: Option<i64>,
@@ -484,7 +494,7 @@ impl<T> Trigger<T> for ContinuousEventTimeTrigger {
         TriggerResult::Continue
     }
 
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
+    fn on_event_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         time: i64,
         window: &TimeWindow,
@@ -502,7 +512,7 @@ impl<T> Trigger<T> for ContinuousEventTimeTrigger {
         TriggerResult::Continue
     }
 
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -534,7 +544,7 @@ impl ContinuousProcessingTimeTrigger {
 }
 
 impl<T> Trigger<T> for ContinuousProcessingTimeTrigger {
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _element: &T,
         _timestamp: Option<i64>,
@@ -550,7 +560,7 @@ impl<T> Trigger<T> for ContinuousProcessingTimeTrigger {
         TriggerResult::Continue
     }
 
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
+    fn on_processing_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         time: i64,
         _window: &TimeWindow,
@@ -565,7 +575,7 @@ impl<T> Trigger<T> for ContinuousProcessingTimeTrigger {
         TriggerResult::Continue
     }
 
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
@@ -582,7 +592,7 @@ impl<T> Trigger<T> for ContinuousProcessingTimeTrigger {
 pub struct NeverTrigger;
 
 impl<T> Trigger<T> for NeverTrigger {
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _element: &T,
         _timestamp: Option<i64>,
@@ -591,7 +601,7 @@ impl<T> Trigger<T> for NeverTrigger {
     ) -> TriggerResult {
         TriggerResult::Continue
     }
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         _window: &TimeWindow,
         _ctx: &mut TriggerContext<'_, K>,
@@ -634,7 +644,7 @@ macro_rules! delegate {
 }
 
 impl<T> Trigger<T> for DefaultTrigger {
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         element: &T,
         timestamp: Option<i64>,
@@ -643,7 +653,7 @@ impl<T> Trigger<T> for DefaultTrigger {
     ) -> TriggerResult {
         delegate!(self, t => Trigger::<T>::on_element(t, element, timestamp, window, ctx))
     }
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
+    fn on_event_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         time: i64,
         window: &TimeWindow,
@@ -651,7 +661,7 @@ impl<T> Trigger<T> for DefaultTrigger {
     ) -> TriggerResult {
         delegate!(self, t => Trigger::<T>::on_event_time(t, time, window, ctx))
     }
-    fn on_processing_time<K: Ord + Clone + Send + 'static>(
+    fn on_processing_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         time: i64,
         window: &TimeWindow,
@@ -662,14 +672,14 @@ impl<T> Trigger<T> for DefaultTrigger {
     fn can_merge(&self) -> bool {
         delegate!(self, t => Trigger::<T>::can_merge(t))
     }
-    fn on_merge<K: Ord + Clone + Send + 'static>(
+    fn on_merge<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
     ) {
         delegate!(self, t => Trigger::<T>::on_merge(t, window, ctx))
     }
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,

@@ -669,7 +669,7 @@ impl SumTrigger {
 }
 
 impl Trigger<Event> for SumTrigger {
-    fn on_element<K: Ord + Clone + Send + 'static>(
+    fn on_element<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         element: &Event,
         _timestamp: Option<i64>,
@@ -690,7 +690,7 @@ impl Trigger<Event> for SumTrigger {
         }
     }
 
-    fn on_event_time<K: Ord + Clone + Send + 'static>(
+    fn on_event_time<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         time: i64,
         window: &TimeWindow,
@@ -703,7 +703,7 @@ impl Trigger<Event> for SumTrigger {
         }
     }
 
-    fn clear<K: Ord + Clone + Send + 'static>(
+    fn clear<K: Ord + std::hash::Hash + Clone + Send + 'static>(
         &mut self,
         window: &TimeWindow,
         ctx: &mut TriggerContext<'_, K>,
