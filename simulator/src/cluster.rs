@@ -243,8 +243,9 @@ pub(crate) struct ClusterRun<S> {
     pub(crate) fired: Vec<Fault>,
     /// TaskManager nodes killed.
     pub(crate) node_crashes: u32,
-    /// Joins the JobManager refused (a node id in use, another job fingerprint).
-    pub(crate) refused_joins: u32,
+    /// Joins that failed: refused (a node id in use, another job fingerprint) or cut short
+    /// (the JobManager unreachable, or closing the connection on a refusal).
+    pub(crate) failed_joins: u32,
 }
 
 /// A node fault's step, at a time.
@@ -360,7 +361,7 @@ async fn task_manager<F, Fut>(
     node: Arc<NetNode>,
     app: F,
     job_over: &std::cell::Cell<bool>,
-    refused: &std::cell::Cell<u32>,
+    failed: &std::cell::Cell<u32>,
 ) where
     F: Fn(Vec<String>) -> Fut,
     Fut: Future,
@@ -382,10 +383,8 @@ async fn task_manager<F, Fut>(
                 tokio::time::sleep(backoff).await;
             }
             Ok(Served::ApplicationEnded(_)) => tokio::time::sleep(backoff).await,
-            Err(error) => {
-                if matches!(error, eichhorn::cluster::JoinError::Refused(_)) {
-                    refused.set(refused.get() + 1);
-                }
+            Err(_) => {
+                failed.set(failed.get() + 1);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
@@ -479,7 +478,7 @@ where
     );
     let sinks = Mutex::new(Vec::new());
     let job_over = std::cell::Cell::new(false);
-    let refused_joins = std::cell::Cell::new(0);
+    let failed_joins = std::cell::Cell::new(0);
     // A node's index names it and gives its address; a restarted node keeps its index and
     // runs as a new incarnation.
     let new_task_manager = |index: usize, incarnation: u32| -> Result<Node<'_>, SimulationError> {
@@ -502,7 +501,7 @@ where
         let app = move |_args: Vec<String>| node_job(base.clone(), setup, build, sinks);
         Ok(Node {
             addr,
-            future: Box::pin(task_manager(Arc::new(node), app, &job_over, &refused_joins)),
+            future: Box::pin(task_manager(Arc::new(node), app, &job_over, &failed_joins)),
         })
     };
     let mut nodes = Vec::new();
@@ -622,7 +621,7 @@ where
         network: network.stats(),
         fired,
         node_crashes,
-        refused_joins: refused_joins.get(),
+        failed_joins: failed_joins.get(),
     })
 }
 
@@ -771,7 +770,7 @@ impl Simulation {
             &faults_fired,
         )?);
         hasher.write_u64(run.network_trace);
-        hasher.write_u64(u64::from(run.refused_joins));
+        hasher.write_u64(u64::from(run.failed_joins));
         Ok(SimulatedRun {
             output,
             result: run.result,
@@ -922,12 +921,13 @@ mod tests {
         assert_eq!(run.node_crashes, 1);
         assert!(run.result.restarts >= 1, "the job restarted");
         assert_eq!(
-            run.refused_joins, 0,
-            "the restarted node was refused as a duplicate of its old incarnation"
+            run.failed_joins, 0,
+            "the restarted node was not admitted at once (refused as a duplicate of its old \
+             incarnation)"
         );
         // Back after the old one timed out: nothing to replace, joins as usual.
         let late = run_keyed_sum(2, "node-restart:node=1:at=150:down=1500");
-        assert_eq!(late.refused_joins, 0);
+        assert_eq!(late.failed_joins, 0);
         assert!(late.result.restarts >= 1);
     }
 
