@@ -54,14 +54,14 @@ use eichhorn::checkpoint::storage::{
 };
 use eichhorn::checkpoint::{CheckpointId, JobId, RestartStrategy};
 use eichhorn::cluster::{ClusterSettings, Served};
-use eichhorn::net::{ClusterCa, Hello, NetError, NetNode, Role};
+use eichhorn::net::{ClusterCa, Hello, NetError, NetNode, NodeIdentity, Role};
 use eichhorn::runtime::{HostId, RuntimeEnv};
 use eichhorn::{JobError, JobResult};
 
 use crate::engine::{SkewedClock, trace_hash};
 use crate::faults::{Fault, FaultyStores, PlannedFailures};
 use crate::network::{LinkFaults, NetworkStats, SimNetwork};
-use crate::quic::{derive, sim_node};
+use crate::quic::{Remembered, derive, input_key, sim_node};
 use crate::{CommittedOutput, FaultPlan, SimulatedRun, Simulation, SimulationError, fingerprint};
 
 /// Virtual time the TaskManagers are driven after the job ended.
@@ -94,6 +94,20 @@ fn task_manager_addr(index: usize) -> SocketAddr {
 /// The seed of node `index` (0 is the JobManager).
 fn node_seed(seed: u64, index: usize) -> u64 {
     seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The identity of node `name` with a key from `seed`, issued by `ca` (made from `ca_seed`):
+/// remembered per process (a check issues the same certificates in each of its three runs).
+fn node_identity(
+    ca: &ClusterCa,
+    ca_seed: [u8; 32],
+    name: &str,
+    seed: [u8; 32],
+) -> Result<NodeIdentity, NetError> {
+    static ISSUED: Remembered<NodeIdentity> = Remembered::new();
+    ISSUED.try_get_or(input_key(0, &[&ca_seed, name.as_bytes(), &seed]), || {
+        ca.issue_from_seed(name, seed)
+    })
 }
 
 /// The seed of incarnation `incarnation` of a node whose first incarnation has `seed`: a
@@ -462,13 +476,14 @@ where
     if let Some(until) = faults_until {
         network.stop_faults_after(until);
     }
-    let ca = ClusterCa::from_seed(derive(seed, 0xCA)).map_err(setup_error)?;
+    let ca_seed = derive(seed, 0xCA);
+    let ca = ClusterCa::from_seed(ca_seed).map_err(setup_error)?;
     let transport = settings().transport();
     let job_manager_node = Arc::new(
         sim_node(
             &network,
             JOB_MANAGER,
-            &ca.issue_from_seed("jobmanager", derive(node_seed(seed, 0), 0x1D))
+            &node_identity(&ca, ca_seed, "jobmanager", derive(node_seed(seed, 0), 0x1D))
                 .map_err(setup_error)?,
             Hello::new("jobmanager", Role::JobManager),
             transport.clone(),
@@ -488,8 +503,7 @@ where
         let node = sim_node(
             &network,
             addr,
-            &ca.issue_from_seed(&name, derive(seed, 0x1D))
-                .map_err(setup_error)?,
+            &node_identity(&ca, ca_seed, &name, derive(seed, 0x1D)).map_err(setup_error)?,
             Hello::new(&name, Role::TaskManager { slots }),
             transport.clone(),
             seed,

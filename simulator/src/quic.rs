@@ -15,7 +15,7 @@
 //! the same certificates, so the same pure computations come back: the CA's signature over a
 //! node's certificate is verified in every handshake with that node, and the rerun repeats
 //! every key exchange and signature of the run before it. Signature verification, X25519's
-//! public keys and shared secrets, and certificate issuance are therefore remembered per
+//! public keys and shared secrets, and node certificates ([`crate::cluster`]) are remembered per
 //! process ([`Remembered`]), keyed by their whole input: a hit returns what the same
 //! computation returned before, a miss computes it for real, so no handshake is skipped or
 //! weakened, and a run that differs (a determinism failure) computes what differs.
@@ -45,7 +45,7 @@ use crate::network::SimNetwork;
 /// Results of a pure computation remembered by their whole input, bounded: once full, it
 /// starts again empty (a check's three runs of a seed sit close together, so the entries that
 /// matter are the recent ones).
-struct Remembered<V> {
+pub(crate) struct Remembered<V> {
     entries: Mutex<std::collections::BTreeMap<Vec<u8>, V>>,
 }
 
@@ -53,7 +53,7 @@ impl<V: Clone> Remembered<V> {
     /// Entries kept at most.
     const ENTRIES_MAX: usize = 4_096;
 
-    const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             entries: Mutex::new(std::collections::BTreeMap::new()),
         }
@@ -61,29 +61,42 @@ impl<V: Clone> Remembered<V> {
 
     /// What `compute` returned for `key` before, or its result now (remembered).
     fn get_or(&self, key: Vec<u8>, compute: impl FnOnce() -> V) -> V {
+        match self.try_get_or(key, || Ok::<V, std::convert::Infallible>(compute())) {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+
+    /// What `compute` returned for `key` before, or its result now (remembered when it
+    /// succeeded).
+    pub(crate) fn try_get_or<E>(
+        &self,
+        key: Vec<u8>,
+        compute: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
         let lock = || {
             self.entries
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
         if let Some(value) = lock().get(&key) {
-            return value.clone();
+            return Ok(value.clone());
         }
         // Computed without the lock: another thread may compute the same value meanwhile,
         // which is harmless (the computation is pure).
-        let value = compute();
+        let value = compute()?;
         let mut entries = lock();
         if entries.len() >= Self::ENTRIES_MAX {
             entries.clear();
         }
         entries.insert(key, value.clone());
-        value
+        Ok(value)
     }
 }
 
 /// The key of an input made of several byte strings: each length-prefixed, so two different
 /// inputs never share a key.
-fn input_key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn input_key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 8).sum::<usize>());
     key.push(tag);
     for part in parts {
