@@ -393,3 +393,94 @@ pub fn sim_node(
     endpoint.set_default_client_config(client);
     Ok(NetNode::from_endpoint(endpoint, hello, settings))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::KeyPair as _;
+
+    /// The remembered algorithm that verifies Ed25519 (the certificates' algorithm).
+    fn ed25519() -> &'static dyn SignatureVerificationAlgorithm {
+        let target = eichhorn::net::tls::crypto_provider()
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .find(|(scheme, _)| *scheme == rustls::SignatureScheme::ED25519)
+            .map(|(_, algorithms)| algorithms[0].signature_alg_id())
+            .expect("the provider verifies Ed25519");
+        *remembered_verification()
+            .all
+            .iter()
+            .find(|a| a.signature_alg_id() == target)
+            .expect("wrapped")
+    }
+
+    #[test]
+    fn remembered_verification_answers_as_the_algorithm_does_for_every_input() {
+        let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&derive(1, 2)).unwrap();
+        let public = key.public_key().as_ref().to_vec();
+        let message = b"a certificate's signed part".to_vec();
+        let signature = key.sign(&message).as_ref().to_vec();
+        let verify = ed25519();
+        for _ in 0..2 {
+            // Twice: computed, then remembered.
+            assert!(
+                verify
+                    .verify_signature(&public, &message, &signature)
+                    .is_ok()
+            );
+        }
+        // The same key with another message or signature is another input, never a hit.
+        let mut other_message = message.clone();
+        other_message[0] ^= 1;
+        let mut other_signature = signature.clone();
+        other_signature[10] ^= 1;
+        for _ in 0..2 {
+            assert!(
+                verify
+                    .verify_signature(&public, &other_message, &signature)
+                    .is_err()
+            );
+            assert!(
+                verify
+                    .verify_signature(&public, &message, &other_signature)
+                    .is_err()
+            );
+        }
+        assert!(
+            verify
+                .verify_signature(&public, &message, &signature)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn remembered_key_exchange_agrees_with_x25519() {
+        let group = SeededX25519(SeededRandom::new(derive(3, 4)));
+        for round in 0..4 {
+            let ours = group.start().unwrap();
+            let peer = x25519_dalek::StaticSecret::from(derive(round, 9));
+            let peer_public = x25519_dalek::PublicKey::from(&peer);
+            // The public key is the secret's.
+            let expected_public = ours.pub_key().to_vec();
+            let shared = ours.complete(peer_public.as_bytes()).unwrap();
+            let theirs = peer.diffie_hellman(&x25519_dalek::PublicKey::from(
+                <[u8; 32]>::try_from(&expected_public[..]).unwrap(),
+            ));
+            assert_eq!(shared.secret_bytes(), theirs.as_bytes(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn remembered_results_stay_bounded() {
+        let memo: Remembered<u64> = Remembered::new();
+        for n in 0..(Remembered::<u64>::ENTRIES_MAX as u64 + 10) {
+            assert_eq!(memo.get_or(n.to_le_bytes().to_vec(), || n * 2), n * 2);
+        }
+        let held = memo.entries.lock().unwrap().len();
+        assert!(held <= Remembered::<u64>::ENTRIES_MAX, "{held}");
+        // A failed computation is not remembered.
+        assert_eq!(memo.try_get_or(vec![1], || Err::<u64, ()>(())), Err(()));
+        assert_eq!(memo.try_get_or(vec![1], || Ok::<u64, ()>(5)), Ok(5));
+    }
+}
