@@ -16,7 +16,7 @@
 //! node's certificate is verified in every handshake with that node, and the rerun repeats
 //! every key exchange and signature of the run before it. Signature verification, X25519's
 //! public keys and shared secrets, and node certificates ([`crate::cluster`]) are remembered per
-//! process ([`Remembered`]), keyed by their whole input: a hit returns what the same
+//! process (`Remembered`), keyed by their whole input: a hit returns what the same
 //! computation returned before, a miss computes it for real, so no handshake is skipped or
 //! weakened, and a run that differs (a determinism failure) computes what differs.
 //!
