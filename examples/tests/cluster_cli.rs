@@ -473,3 +473,93 @@ fn http_get(addr: &str, path: &str) -> String {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
 }
+
+/// A TaskManager killed with `kill -9` and started again at once with its old node id and
+/// address (`--bind`), as a supervisor restarts a process: the JobManager takes it for the
+/// same node restarted and drops the old incarnation at once (rather than refusing the new
+/// one as a duplicate until the old one's heartbeats time out), and the output is exact.
+#[test]
+fn a_task_manager_restarted_under_its_old_id_and_address_is_taken_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = key_values(12_000);
+    std::fs::write(dir.path().join("in.csv"), &input).expect("input");
+    let expected = {
+        let mut lines = expected_output(input.lines());
+        lines.sort();
+        lines
+    };
+    let addr = free_port();
+    let job = [
+        "--input",
+        "in.csv",
+        "--output",
+        "out",
+        "--parallelism",
+        "4",
+        "--checkpoint-interval-ms",
+        "200",
+        "--source-rate",
+        "1500",
+    ];
+    let start = |name: &str, bind: SocketAddr| {
+        let join = addr.to_string();
+        let bind = bind.to_string();
+        let mut args = vec![
+            "--taskmanager",
+            "--join",
+            &join,
+            "--slots",
+            "2",
+            "--node-id",
+            name,
+            "--bind",
+            &bind,
+        ];
+        args.extend(HEARTBEATS);
+        Node::start(CHECKPOINTED_COUNT, &args, dir.path(), name)
+    };
+    let mut jm = job_manager(CHECKPOINTED_COUNT, addr, &job, dir.path());
+    let mut nodes: Vec<(String, SocketAddr, Node)> = ["tm1", "tm2"]
+        .into_iter()
+        .map(|name| {
+            let bind = free_port();
+            (name.to_string(), bind, start(name, bind))
+        })
+        .collect();
+    let log = jm.wait_for_log("attempt=0");
+    let victim = deployed_on(&log)[0].clone();
+    let deadline = Instant::now() + HANG_TIMEOUT;
+    while !checkpoint_completed(&dir.path().join("out/.checkpoints")) {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint completed:\n{}",
+            jm.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let index = nodes
+        .iter()
+        .position(|(name, _, _)| *name == victim)
+        .expect("the victim runs");
+    let (name, bind, mut killed) = nodes.remove(index);
+    killed.child.kill().expect("kill -9");
+    let _ = killed.child.wait();
+    // Back at once, well within the heartbeat timeout (2 s), same id, same address.
+    nodes.push((name.clone(), bind, start(&name, bind)));
+
+    let status = jm.wait();
+    let log = jm.log();
+    assert!(status.success(), "job manager failed:\n{log}");
+    assert!(
+        log.contains("it restarted: a new incarnation joined"),
+        "the old incarnation was not replaced:\n{log}"
+    );
+    assert!(
+        !log.contains(&format!("node id '{victim}' is already in use")),
+        "the restarted node was refused:\n{log}"
+    );
+    assert_eq!(committed(&dir.path().join("out")), expected, "{log}");
+    for (_, _, node) in &mut nodes {
+        assert!(node.terminate().success(), "{}", node.log());
+    }
+}

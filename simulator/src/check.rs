@@ -7,7 +7,7 @@ use std::time::Duration;
 use eichhorn::api::{Data, StreamEnv};
 
 use crate::faults::{Fault, FaultKind};
-use crate::oracles::{self, Finding, Oracles, liveness_bound};
+use crate::oracles::{self, Finding, Oracles, liveness_bound_after};
 use crate::{CommittedOutput, FaultPlan, SimulatedRun, Simulation, SimulationError};
 
 /// What a passing check saw.
@@ -152,7 +152,11 @@ impl Simulation {
         if !self.quiet {
             eprintln!("eichhorn-sim: seed {}: fault plan: {plan}", self.seed);
         }
-        let bound = liveness_bound(expected.virtual_elapsed, plan.crashes().len());
+        let bound = liveness_bound_after(
+            expected.virtual_elapsed,
+            plan.crashes().len(),
+            plan.faults_end(),
+        );
         let verdict = self.judge(
             &build,
             &plan,
@@ -168,8 +172,11 @@ impl Simulation {
                     plan.clone()
                 } else {
                     plan.shrink(|candidate| {
-                        let bound =
-                            liveness_bound(expected.virtual_elapsed, candidate.crashes().len());
+                        let bound = liveness_bound_after(
+                            expected.virtual_elapsed,
+                            candidate.crashes().len(),
+                            candidate.faults_end(),
+                        );
                         let determinism = matches!(finding, Finding::Nondeterministic { .. });
                         matches!(
                             self.judge(&build, candidate, &expected, oracles, bound, determinism),

@@ -33,8 +33,9 @@
 //!
 //! - Node faults happen in the order of their times; a fault names its node modulo the
 //!   TaskManagers alive at that time, in the order they joined.
-//! - After the JobManager's job ended, the TaskManagers are driven for [`GRACE`] more virtual
-//!   time, so they hear the end and shut their subtasks down; then every node is dropped.
+//! - After the JobManager's job ended, the TaskManagers are driven until each ended its
+//!   session (they hear the end and shut their subtasks down, and join no more), for at most
+//!   [`GRACE`] more virtual time; then every node is dropped.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -53,14 +54,14 @@ use eichhorn::checkpoint::storage::{
 };
 use eichhorn::checkpoint::{CheckpointId, JobId, RestartStrategy};
 use eichhorn::cluster::{ClusterSettings, Served};
-use eichhorn::net::{ClusterCa, Hello, NetError, NetNode, Role};
+use eichhorn::net::{ClusterCa, Hello, NetError, NetNode, NodeIdentity, Role};
 use eichhorn::runtime::{HostId, RuntimeEnv};
 use eichhorn::{JobError, JobResult};
 
 use crate::engine::{SkewedClock, trace_hash};
 use crate::faults::{Fault, FaultyStores, PlannedFailures};
 use crate::network::{LinkFaults, NetworkStats, SimNetwork};
-use crate::quic::{derive, sim_node};
+use crate::quic::{Remembered, derive, input_key, sim_node};
 use crate::{CommittedOutput, FaultPlan, SimulatedRun, Simulation, SimulationError, fingerprint};
 
 /// Virtual time the TaskManagers are driven after the job ended.
@@ -93,6 +94,32 @@ fn task_manager_addr(index: usize) -> SocketAddr {
 /// The seed of node `index` (0 is the JobManager).
 fn node_seed(seed: u64, index: usize) -> u64 {
     seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The identity of node `name` with a key from `seed`, issued by `ca` (made from `ca_seed`):
+/// remembered per process (a check issues the same certificates in each of its three runs).
+fn node_identity(
+    ca: &ClusterCa,
+    ca_seed: [u8; 32],
+    name: &str,
+    seed: [u8; 32],
+) -> Result<NodeIdentity, NetError> {
+    static ISSUED: Remembered<NodeIdentity> = Remembered::new();
+    ISSUED.try_get_or(input_key(0, &[&ca_seed, name.as_bytes(), &seed]), || {
+        ca.issue_from_seed(name, seed)
+    })
+}
+
+/// The seed of incarnation `incarnation` of a node whose first incarnation has `seed`: a
+/// restarted process draws other random numbers (connection ids, keys, its certificate's key).
+fn incarnation_seed(seed: u64, incarnation: u32) -> u64 {
+    if incarnation == 0 {
+        seed
+    } else {
+        eichhorn::state::splitmix64(
+            seed ^ u64::from(incarnation).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        )
+    }
 }
 
 /// How every node of a run sets up its job, besides building it.
@@ -230,6 +257,9 @@ pub(crate) struct ClusterRun<S> {
     pub(crate) fired: Vec<Fault>,
     /// TaskManager nodes killed.
     pub(crate) node_crashes: u32,
+    /// Joins that failed: refused (a node id in use, another job fingerprint) or cut short
+    /// (the JobManager unreachable, or closing the connection on a refusal).
+    pub(crate) failed_joins: u32,
 }
 
 /// A node fault's step, at a time.
@@ -238,6 +268,9 @@ enum Step {
     Crash(Fault, u32),
     Isolate(Fault, u32),
     Heal,
+    /// Kills a node that comes back with [`Step::Return`] of the same number.
+    Restart(Fault, u32, usize),
+    Return(usize),
 }
 
 type NodeFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
@@ -252,8 +285,9 @@ fn setup_error(error: NetError) -> SimulationError {
     SimulationError::Cluster(error.to_string())
 }
 
-/// The link faults of `plan`'s [`Fault::Packets`], and the network's seed.
-fn link_faults(seed: u64, plan: &FaultPlan) -> (u64, LinkFaults) {
+/// The link faults of `plan`'s [`Fault::Packets`], the network's seed, and when the faults
+/// stop (`None`: never).
+fn link_faults(seed: u64, plan: &FaultPlan) -> (u64, LinkFaults, Option<Duration>) {
     match plan.packets() {
         Some(Fault::Packets {
             seed: network_seed,
@@ -261,6 +295,7 @@ fn link_faults(seed: u64, plan: &FaultPlan) -> (u64, LinkFaults) {
             duplicate_per_mille,
             corrupt_per_mille,
             spike_per_mille,
+            until_ms,
         }) => (
             network_seed,
             LinkFaults {
@@ -273,8 +308,9 @@ fn link_faults(seed: u64, plan: &FaultPlan) -> (u64, LinkFaults) {
                     Duration::from_millis(300),
                 ),
             },
+            (until_ms != u64::MAX).then(|| Duration::from_millis(until_ms)),
         ),
-        _ => (seed, LinkFaults::none()),
+        _ => (seed, LinkFaults::none(), None),
     }
 }
 
@@ -291,6 +327,15 @@ fn steps(plan: &FaultPlan) -> Vec<(u64, Step)> {
             } => {
                 steps.push((at_ms, Step::Isolate(fault, node)));
                 steps.push((at_ms.saturating_add(heal_ms), Step::Heal));
+            }
+            Fault::NodeRestart {
+                node,
+                at_ms,
+                down_ms,
+            } => {
+                let restart = steps.len();
+                steps.push((at_ms, Step::Restart(fault, node, restart)));
+                steps.push((at_ms.saturating_add(down_ms), Step::Return(restart)));
             }
             _ => {}
         }
@@ -321,22 +366,39 @@ where
     env.execute("simulation").await
 }
 
-/// A TaskManager process: joins, serves a job, joins again (after a lost JobManager, a
-/// partition, or the job's end), with backoff while the JobManager cannot be reached.
-async fn task_manager<F, Fut>(node: Arc<NetNode>, app: F)
-where
+/// A TaskManager process: joins, serves a job, joins again (after a lost JobManager or a
+/// partition), with backoff while the JobManager cannot be reached. Once `job_over` is set
+/// (the simulated cluster's one job ended) a session that ends is the process's last: a
+/// production TaskManager would wait for the next job, which a simulation never sends, and
+/// every join it tried would be a TLS handshake with a closed endpoint.
+async fn task_manager<F, Fut>(
+    node: Arc<NetNode>,
+    app: F,
+    job_over: &std::cell::Cell<bool>,
+    failed: &std::cell::Cell<u32>,
+) where
     F: Fn(Vec<String>) -> Fut,
     Fut: Future,
     Fut::Output: Debug,
 {
     let mut backoff = Duration::from_millis(50);
     loop {
+        if job_over.get() {
+            return;
+        }
         match eichhorn::cluster::serve_one_job(Arc::clone(&node), JOB_MANAGER, settings(), &app)
             .await
         {
-            Ok(Served::Job) => backoff = Duration::from_millis(50),
+            Ok(Served::Job) => {
+                backoff = Duration::from_millis(50);
+                // The session ended because the job did or the JobManager was lost: in the
+                // first case the JobManager is about to close, so look again after a pause
+                // rather than shake hands with it once more.
+                tokio::time::sleep(backoff).await;
+            }
             Ok(Served::ApplicationEnded(_)) => tokio::time::sleep(backoff).await,
             Err(_) => {
+                failed.set(failed.get() + 1);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
@@ -344,7 +406,8 @@ where
     }
 }
 
-/// Polls every node once per wake-up, in order; never completes (a node's loop never ends).
+/// Polls every node once per wake-up, in order; completes when every node's loop ended
+/// (which happens only once the job is over).
 async fn drive_nodes(nodes: &mut [Option<Node<'_>>]) {
     std::future::poll_fn(|cx| {
         for slot in nodes.iter_mut() {
@@ -354,7 +417,11 @@ async fn drive_nodes(nodes: &mut [Option<Node<'_>>]) {
                 *slot = None;
             }
         }
-        Poll::<()>::Pending
+        if nodes.iter().all(Option::is_none) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     })
     .await;
 }
@@ -404,15 +471,19 @@ where
     B: Fn(&StreamEnv) -> S,
 {
     let start = tokio::time::Instant::now();
-    let (network_seed, faults) = link_faults(seed, plan);
+    let (network_seed, faults, faults_until) = link_faults(seed, plan);
     let network = SimNetwork::new(network_seed, faults);
-    let ca = ClusterCa::from_seed(derive(seed, 0xCA)).map_err(setup_error)?;
+    if let Some(until) = faults_until {
+        network.stop_faults_after(until);
+    }
+    let ca_seed = derive(seed, 0xCA);
+    let ca = ClusterCa::from_seed(ca_seed).map_err(setup_error)?;
     let transport = settings().transport();
     let job_manager_node = Arc::new(
         sim_node(
             &network,
             JOB_MANAGER,
-            &ca.issue_from_seed("jobmanager", derive(node_seed(seed, 0), 0x1D))
+            &node_identity(&ca, ca_seed, "jobmanager", derive(node_seed(seed, 0), 0x1D))
                 .map_err(setup_error)?,
             Hello::new("jobmanager", Role::JobManager),
             transport.clone(),
@@ -421,15 +492,18 @@ where
         .map_err(setup_error)?,
     );
     let sinks = Mutex::new(Vec::new());
-    let new_task_manager = |index: usize| -> Result<Node<'_>, SimulationError> {
+    let job_over = std::cell::Cell::new(false);
+    let failed_joins = std::cell::Cell::new(0);
+    // A node's index names it and gives its address; a restarted node keeps its index and
+    // runs as a new incarnation.
+    let new_task_manager = |index: usize, incarnation: u32| -> Result<Node<'_>, SimulationError> {
         let name = format!("tm-{index}");
         let addr = task_manager_addr(index);
-        let seed = node_seed(seed, index + 1);
+        let seed = incarnation_seed(node_seed(seed, index + 1), incarnation);
         let node = sim_node(
             &network,
             addr,
-            &ca.issue_from_seed(&name, derive(seed, 0x1D))
-                .map_err(setup_error)?,
+            &node_identity(&ca, ca_seed, &name, derive(seed, 0x1D)).map_err(setup_error)?,
             Hello::new(&name, Role::TaskManager { slots }),
             transport.clone(),
             seed,
@@ -441,13 +515,18 @@ where
         let app = move |_args: Vec<String>| node_job(base.clone(), setup, build, sinks);
         Ok(Node {
             addr,
-            future: Box::pin(task_manager(Arc::new(node), app)),
+            future: Box::pin(task_manager(Arc::new(node), app, &job_over, &failed_joins)),
         })
     };
     let mut nodes = Vec::new();
     for index in 0..task_managers as usize {
-        nodes.push(Some(new_task_manager(index)?));
+        nodes.push(Some(new_task_manager(index, 0)?));
     }
+    // The nodes that are down for a restart, by restart step, and each index's incarnation.
+    let mut restarting: std::collections::BTreeMap<usize, usize> =
+        std::collections::BTreeMap::new();
+    let mut incarnations: std::collections::BTreeMap<usize, u32> =
+        std::collections::BTreeMap::new();
     let job_manager_env = RuntimeEnv::deterministic(node_seed(seed, 0)).with_host(HostId(0));
     let job_manager = eichhorn::cluster::as_job_manager(
         Arc::clone(&job_manager_node),
@@ -500,8 +579,25 @@ where
                             }
                             node_crashes += 1;
                             fired.push(fault);
-                            let replacement = new_task_manager(nodes.len())?;
+                            let replacement = new_task_manager(nodes.len(), 0)?;
                             nodes.push(Some(replacement));
+                        }
+                        Step::Restart(fault, node, restart) if !alive.is_empty() => {
+                            let index = alive[node as usize % alive.len()];
+                            if let Some(killed) = nodes[index].take() {
+                                network.unbind(killed.addr);
+                                drop(killed);
+                            }
+                            node_crashes += 1;
+                            fired.push(fault);
+                            restarting.insert(restart, index);
+                        }
+                        Step::Return(restart) => {
+                            if let Some(index) = restarting.remove(&restart) {
+                                let incarnation = incarnations.entry(index).or_insert(0);
+                                *incarnation += 1;
+                                nodes[index] = Some(new_task_manager(index, *incarnation)?);
+                            }
                         }
                         Step::Isolate(fault, node) if !alive.is_empty() => {
                             let index = alive[node as usize % alive.len()];
@@ -511,15 +607,18 @@ where
                             fired.push(fault);
                         }
                         Step::Heal => network.heal(),
-                        Step::Crash(..) | Step::Isolate(..) => {}
+                        Step::Crash(..) | Step::Isolate(..) | Step::Restart(..) => {}
                     }
                 }
             }
-            () = drive_nodes(&mut nodes) => {}
+            // Completes only when every node's loop ended, which needs the job over: the
+            // guard keeps a cluster with no node alive from spinning on it.
+            () = drive_nodes(&mut nodes), if nodes.iter().any(Option::is_some) => {}
         }
     };
     let elapsed = start.elapsed();
-    // The TaskManagers hear that the job ended and stop their subtasks.
+    // The TaskManagers hear that the job ended and stop their subtasks; none joins again.
+    job_over.set(true);
     let _ = tokio::time::timeout(GRACE, drive_nodes(&mut nodes)).await;
     drop(nodes);
     job_manager_node.close();
@@ -536,6 +635,7 @@ where
         network: network.stats(),
         fired,
         node_crashes,
+        failed_joins: failed_joins.get(),
     })
 }
 
@@ -684,6 +784,7 @@ impl Simulation {
             &faults_fired,
         )?);
         hasher.write_u64(run.network_trace);
+        hasher.write_u64(u64::from(run.failed_joins));
         Ok(SimulatedRun {
             output,
             result: run.result,
@@ -791,6 +892,57 @@ mod tests {
             .filter(|(host, at)| *host == 1 && *at > 200)
             .collect();
         assert!(after.is_empty(), "tm-0 ran after its crash: {after:?}");
+    }
+
+    /// Runs keyed_sum on 3 nodes with `plan` and a shared memory store.
+    fn run_keyed_sum(
+        seed: u64,
+        plan: &str,
+    ) -> ClusterRun<crate::CommittedOutput<crate::jobs::Row>> {
+        let stores: Arc<dyn CheckpointStoreProvider> = Arc::new(SharedStores::default());
+        let configure = |env: &StreamEnv| {
+            env.configure(|c| {
+                c.seed = seed;
+                c.job_id = Some(JobId::from_seed(seed));
+                c.restart_strategy = Some(RestartStrategy::FixedDelay {
+                    attempts: 5,
+                    delay_ms: 10,
+                });
+            });
+            env.set_checkpoint_storage(CHECKPOINT_DIR);
+        };
+        let runtime = |env: RuntimeEnv| env.with_checkpoint_stores(Arc::clone(&stores));
+        run_cluster(
+            seed,
+            3,
+            2,
+            &FaultPlan::parse_spec(plan).unwrap(),
+            Duration::from_secs(600),
+            &NodeSetup {
+                configure: &configure,
+                runtime: &runtime,
+            },
+            &|env: &StreamEnv| BuiltinJob::KeyedSum.build(env),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_restarted_task_manager_is_admitted_at_once_under_its_old_name_and_address() {
+        // Back after 100 ms, long before the JobManager's heartbeat timeout (1 s) would have
+        // dropped the old incarnation: the JobManager must take the new one for the old.
+        let run = run_keyed_sum(2, "node-restart:node=0:at=150:down=100");
+        assert_eq!(run.node_crashes, 1);
+        assert!(run.result.restarts >= 1, "the job restarted");
+        assert_eq!(
+            run.failed_joins, 0,
+            "the restarted node was not admitted at once (refused as a duplicate of its old \
+             incarnation)"
+        );
+        // Back after the old one timed out: nothing to replace, joins as usual.
+        let late = run_keyed_sum(2, "node-restart:node=1:at=150:down=1500");
+        assert_eq!(late.failed_joins, 0);
+        assert!(late.result.restarts >= 1);
     }
 
     #[test]

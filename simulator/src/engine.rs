@@ -177,7 +177,10 @@ impl Simulation {
         if let Some(fault) = plan.faults.iter().find(|f| {
             matches!(
                 f,
-                Fault::NodeCrash { .. } | Fault::Partition { .. } | Fault::Packets { .. }
+                Fault::NodeCrash { .. }
+                    | Fault::Partition { .. }
+                    | Fault::Packets { .. }
+                    | Fault::NodeRestart { .. }
             )
         }) {
             return Err(SimulationError::Usage(format!(

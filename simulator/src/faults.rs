@@ -113,10 +113,12 @@ pub enum Fault {
         /// How long the partition lasts.
         heal_ms: u64,
     },
-    /// With several nodes: for the whole run, datagrams between nodes are lost, duplicated,
-    /// corrupted (one bit flipped) or delayed by a 300 ms spike at these rates per thousand,
-    /// with latencies of 1 to 20 ms (so they overtake each other), drawn by a generator seeded
-    /// with `seed`. QUIC must hide all of it.
+    /// With several nodes: from the start of the run until `until_ms` (`u64::MAX`: to its
+    /// end), datagrams between nodes are lost, duplicated, corrupted (one bit flipped) or
+    /// delayed by a 300 ms spike at these rates per thousand, with latencies of 1 to 20 ms (so
+    /// they overtake each other), drawn by a generator seeded with `seed`. QUIC must hide all
+    /// of it. After `until_ms` the network is perfect again (1 ms, nothing lost), so the
+    /// liveness oracle sees the job recover once the faults stop.
     Packets {
         /// The network generator's seed.
         seed: u64,
@@ -128,6 +130,23 @@ pub enum Fault {
         corrupt_per_mille: u32,
         /// Datagrams delayed by a spike per thousand.
         spike_per_mille: u32,
+        /// When the faults stop, in ms of virtual time since the run started (`u64::MAX`:
+        /// never).
+        until_ms: u64,
+    },
+    /// With several nodes: TaskManager node `node % nodes` (counting the nodes alive at the
+    /// time, in the order they joined) is killed `at_ms` after the run started, as
+    /// [`Fault::NodeCrash`] kills one, and `down_ms` later the same node comes back: a new
+    /// process on the same machine, with the same node id and address (and a certificate and
+    /// randomness of its own). No replacement joins meanwhile. The JobManager must take the
+    /// new incarnation for the old one, and nothing may keep talking to the old one.
+    NodeRestart {
+        /// Which node (modulo the TaskManagers alive).
+        node: u32,
+        /// When it is killed, in ms of virtual time since the run started.
+        at_ms: u64,
+        /// How long it stays down.
+        down_ms: u64,
     },
 }
 
@@ -150,11 +169,13 @@ pub enum FaultKind {
     Partition,
     /// [`Fault::Packets`] (several nodes only): `network`.
     Network,
+    /// [`Fault::NodeRestart`] (several nodes only): `restart`.
+    Restart,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Panic,
         Self::Storage,
         Self::Stall,
@@ -163,6 +184,7 @@ impl FaultKind {
         Self::ClockSkew,
         Self::Partition,
         Self::Network,
+        Self::Restart,
     ];
 
     /// Its name on the command line.
@@ -176,6 +198,7 @@ impl FaultKind {
             Self::ClockSkew => "clock-skew",
             Self::Partition => "partition",
             Self::Network => "network",
+            Self::Restart => "restart",
         }
     }
 
@@ -228,6 +251,7 @@ impl Fault {
             Self::ClockSkew { .. } => FaultKind::ClockSkew,
             Self::Partition { .. } => FaultKind::Partition,
             Self::Packets { .. } => FaultKind::Network,
+            Self::NodeRestart { .. } => FaultKind::Restart,
         }
     }
 
@@ -266,10 +290,22 @@ impl Fault {
                 duplicate_per_mille,
                 corrupt_per_mille,
                 spike_per_mille,
-            } => format!(
-                "packets:seed={seed}:loss={loss_per_mille}:dup={duplicate_per_mille}:\
-                 corrupt={corrupt_per_mille}:spike={spike_per_mille}"
-            ),
+                until_ms,
+            } => {
+                let mut spec = format!(
+                    "packets:seed={seed}:loss={loss_per_mille}:dup={duplicate_per_mille}:\
+                     corrupt={corrupt_per_mille}:spike={spike_per_mille}"
+                );
+                if until_ms != u64::MAX {
+                    spec.push_str(&format!(":until={until_ms}"));
+                }
+                spec
+            }
+            Self::NodeRestart {
+                node,
+                at_ms,
+                down_ms,
+            } => format!("node-restart:node={node}:at={at_ms}:down={down_ms}"),
         }
     }
 
@@ -287,6 +323,12 @@ impl Fault {
                 .map_err(|e| format!("'{value}' of '{key}' in fault '{spec}': {e}"))?;
             fields.insert(key, value);
         }
+        // Only packet faults have an end (optional: plans written before it last the run).
+        let until = if name == "packets" {
+            fields.remove("until")
+        } else {
+            None
+        };
         let mut field = |key: &str| {
             fields
                 .remove(key)
@@ -335,6 +377,11 @@ impl Fault {
                 at_ms: field("at")?,
                 heal_ms: field("heal")?,
             },
+            "node-restart" => Self::NodeRestart {
+                node: small(field("node")?, "node")?,
+                at_ms: field("at")?,
+                down_ms: field("down")?,
+            },
             "packets" => {
                 let mut rate = |key: &str| -> Result<u32, String> {
                     let value = small(field(key)?, key)?;
@@ -351,13 +398,16 @@ impl Fault {
                     corrupt_per_mille: rate("corrupt")?,
                     spike_per_mille: rate("spike")?,
                     seed: field("seed")?,
+                    // A plan written before packet faults ended (no `until`) keeps them for
+                    // the whole run, as it did then.
+                    until_ms: until.unwrap_or(u64::MAX),
                 }
             }
             other => {
                 return Err(format!(
                     "unknown fault '{other}' in '{spec}' (known: panic, write-error, torn, \
                      corrupt, stalls, crash, slow-disk, clock-skew, node-crash, partition, \
-                     packets)"
+                     packets, node-restart)"
                 ));
             }
         };
@@ -430,11 +480,29 @@ impl fmt::Display for Fault {
                 duplicate_per_mille,
                 corrupt_per_mille,
                 spike_per_mille,
+                until_ms,
+            } => {
+                write!(
+                    f,
+                    "datagrams between nodes: {loss_per_mille}/1000 lost, \
+                     {duplicate_per_mille}/1000 duplicated, {corrupt_per_mille}/1000 corrupted, \
+                     {spike_per_mille}/1000 delayed 300 ms, 1 to 20 ms latency (network seed \
+                     {seed}), "
+                )?;
+                if *until_ms == u64::MAX {
+                    f.write_str("until the end of the run")
+                } else {
+                    write!(f, "until {until_ms} ms")
+                }
+            }
+            Self::NodeRestart {
+                node,
+                at_ms,
+                down_ms,
             } => write!(
                 f,
-                "datagrams between nodes: {loss_per_mille}/1000 lost, {duplicate_per_mille}/1000 \
-                 duplicated, {corrupt_per_mille}/1000 corrupted, {spike_per_mille}/1000 delayed \
-                 300 ms, 1 to 20 ms latency (network seed {seed})"
+                "task manager node {node} is killed at {at_ms} ms and restarts {down_ms} ms later \
+                 with its old name and address"
             ),
         }
     }
@@ -477,6 +545,14 @@ pub struct FaultConfig {
     /// The largest datagram loss rate per thousand (several nodes only; 0: a perfect network).
     /// Duplication, corruption and delay spikes are drawn up to half of it.
     pub packet_loss_max_per_mille: u32,
+    /// Packet faults stop within this many ms of the run's start (drawn from 1 to it); 0:
+    /// they last the whole run.
+    pub packet_fault_max_ms: u64,
+    /// TaskManager nodes restarted with their old name and address (several nodes only),
+    /// each killed within the first `max_time_ms`.
+    pub node_restarts: u32,
+    /// The longest time a restarting node stays down, in ms.
+    pub restart_down_max_ms: u64,
 }
 
 impl Default for FaultConfig {
@@ -497,6 +573,9 @@ impl Default for FaultConfig {
             partitions: 1,
             partition_max_ms: 3_000,
             packet_loss_max_per_mille: 100,
+            packet_fault_max_ms: 2_000,
+            node_restarts: 1,
+            restart_down_max_ms: 1_500,
         }
     }
 }
@@ -516,6 +595,7 @@ impl FaultConfig {
             node_crashes: 0,
             partitions: 0,
             packet_loss_max_per_mille: 0,
+            node_restarts: 0,
             ..Self::default()
         }
     }
@@ -542,6 +622,7 @@ impl FaultConfig {
                 FaultKind::Network => {
                     config.packet_loss_max_per_mille = all.packet_loss_max_per_mille;
                 }
+                FaultKind::Restart => config.node_restarts = all.node_restarts,
             }
         }
         config
@@ -671,12 +752,27 @@ impl FaultPlan {
             let duplicate_per_mille = rate(max / 2);
             let corrupt_per_mille = rate(max / 2);
             let spike_per_mille = rate(max / 10);
+            let seed = rng.next_u64();
+            // Drawn after the older fields, so a seed keeps the rates it drew before.
+            let until_ms = if config.packet_fault_max_ms == 0 {
+                u64::MAX
+            } else {
+                rng.between_1_and(config.packet_fault_max_ms)
+            };
             faults.push(Fault::Packets {
-                seed: rng.next_u64(),
+                seed,
                 loss_per_mille,
                 duplicate_per_mille,
                 corrupt_per_mille,
                 spike_per_mille,
+                until_ms,
+            });
+        }
+        for _ in 0..config.node_restarts {
+            faults.push(Fault::NodeRestart {
+                node: (rng.next_u64() % 1024) as u32,
+                at_ms: rng.between_1_and(config.max_time_ms),
+                down_ms: rng.between_1_and(config.restart_down_max_ms),
             });
         }
         Self { faults }
@@ -732,17 +828,24 @@ impl FaultPlan {
             .collect()
     }
 
-    /// The node faults of a cluster run ([`Fault::NodeCrash`] and [`Fault::Partition`]), in
-    /// the order of their time.
+    /// The node faults of a cluster run ([`Fault::NodeCrash`], [`Fault::Partition`] and
+    /// [`Fault::NodeRestart`]), in the order of their time.
     pub fn node_faults(&self) -> Vec<Fault> {
         let mut faults: Vec<Fault> = self
             .faults
             .iter()
             .copied()
-            .filter(|f| matches!(f, Fault::NodeCrash { .. } | Fault::Partition { .. }))
+            .filter(|f| {
+                matches!(
+                    f,
+                    Fault::NodeCrash { .. } | Fault::Partition { .. } | Fault::NodeRestart { .. }
+                )
+            })
             .collect();
         faults.sort_by_key(|f| match *f {
-            Fault::NodeCrash { at_ms, .. } | Fault::Partition { at_ms, .. } => at_ms,
+            Fault::NodeCrash { at_ms, .. }
+            | Fault::Partition { at_ms, .. }
+            | Fault::NodeRestart { at_ms, .. } => at_ms,
             _ => 0,
         });
         faults
@@ -754,6 +857,27 @@ impl FaultPlan {
             .iter()
             .copied()
             .find(|f| matches!(f, Fault::Packets { .. }))
+    }
+
+    /// When the plan's timed faults are over, from the start of the run: the latest of a
+    /// subtask failure's or node crash's time, a partition's heal and the end of packet
+    /// faults (packet faults that last the whole run, and whole-process crashes, whose times
+    /// count from their own process's start, do not count; zero for a plan without timed
+    /// faults).
+    pub fn faults_end(&self) -> std::time::Duration {
+        let end_ms = self
+            .faults
+            .iter()
+            .filter_map(|fault| match *fault {
+                Fault::SubtaskPanic { at_ms, .. } | Fault::NodeCrash { at_ms, .. } => Some(at_ms),
+                Fault::Partition { at_ms, heal_ms, .. } => Some(at_ms.saturating_add(heal_ms)),
+                Fault::NodeRestart { at_ms, down_ms, .. } => Some(at_ms.saturating_add(down_ms)),
+                Fault::Packets { until_ms, .. } if until_ms != u64::MAX => Some(until_ms),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        std::time::Duration::from_millis(end_ms)
     }
 
     /// The clock skew, if the plan has one.
@@ -1133,7 +1257,7 @@ mod tests {
         };
         for seed in 0..50 {
             let plan = FaultPlan::from_seed(seed, &config);
-            assert_eq!(plan.node_faults().len(), 3, "{plan}");
+            assert_eq!(plan.node_faults().len(), 4, "{plan}");
             assert!(plan.packets().is_some(), "{plan}");
             assert_eq!(
                 FaultPlan::parse_spec(&plan.spec()),
@@ -1144,7 +1268,9 @@ mod tests {
                 .node_faults()
                 .iter()
                 .map(|f| match f {
-                    Fault::NodeCrash { at_ms, .. } | Fault::Partition { at_ms, .. } => *at_ms,
+                    Fault::NodeCrash { at_ms, .. }
+                    | Fault::Partition { at_ms, .. }
+                    | Fault::NodeRestart { at_ms, .. } => *at_ms,
                     _ => unreachable!("only node faults"),
                 })
                 .collect();
@@ -1154,6 +1280,7 @@ mod tests {
         let old = FaultConfig {
             partitions: 0,
             packet_loss_max_per_mille: 0,
+            node_restarts: 0,
             ..FaultConfig::default()
         };
         let plan = FaultPlan::from_seed(3, &config);
@@ -1166,6 +1293,93 @@ mod tests {
         assert!(error.contains("above 1000"), "{error}");
         let error = FaultPlan::parse_spec("partition:node=1:at=5").unwrap_err();
         assert!(error.contains("has no 'heal'"), "{error}");
+    }
+
+    #[test]
+    fn packet_faults_end_and_old_plans_still_parse() {
+        let config = FaultConfig {
+            node_crashes: 1,
+            ..FaultConfig::default()
+        };
+        let mut ending = 0;
+        for seed in 0..50 {
+            let plan = FaultPlan::from_seed(seed, &config);
+            let Some(Fault::Packets { until_ms, .. }) = plan.packets() else {
+                panic!("no packet faults in {plan}");
+            };
+            assert!(
+                (1..=config.packet_fault_max_ms).contains(&until_ms),
+                "{plan}"
+            );
+            assert!(
+                plan.spec().contains(&format!(":until={until_ms}")),
+                "{plan}"
+            );
+            assert!(
+                plan.to_string().contains(&format!("until {until_ms} ms")),
+                "{plan}"
+            );
+            assert!(plan.faults_end() >= std::time::Duration::from_millis(until_ms));
+            ending += 1;
+        }
+        assert_eq!(ending, 50);
+        // A plan printed before packet faults had an end keeps them for the whole run.
+        let old =
+            FaultPlan::parse_spec("packets:seed=7:loss=100:dup=50:corrupt=20:spike=10").unwrap();
+        assert!(matches!(
+            old.packets(),
+            Some(Fault::Packets {
+                until_ms: u64::MAX,
+                ..
+            })
+        ));
+        assert_eq!(
+            old.spec(),
+            "packets:seed=7:loss=100:dup=50:corrupt=20:spike=10"
+        );
+        assert!(old.to_string().contains("until the end of the run"));
+        assert_eq!(old.faults_end(), std::time::Duration::ZERO);
+        // Only packet faults have an end.
+        let error = FaultPlan::parse_spec("crash:at=5:until=9").unwrap_err();
+        assert!(error.contains("unknown field 'until'"), "{error}");
+        // Without an end configured, they last the run, as before.
+        let whole = FaultConfig {
+            packet_fault_max_ms: 0,
+            ..config.clone()
+        };
+        assert!(matches!(
+            FaultPlan::from_seed(3, &whole).packets(),
+            Some(Fault::Packets {
+                until_ms: u64::MAX,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn node_restarts_are_drawn_printed_and_parsed() {
+        let config = FaultConfig::only(&[FaultKind::Restart]);
+        let plan = FaultPlan::from_seed(9, &config);
+        let [Fault::NodeRestart { at_ms, down_ms, .. }] = plan.faults[..] else {
+            panic!("one restart expected: {plan}");
+        };
+        assert!((1..=config.max_time_ms).contains(&at_ms));
+        assert!((1..=config.restart_down_max_ms).contains(&down_ms));
+        assert_eq!(FaultPlan::parse_spec(&plan.spec()), Ok(plan.clone()));
+        assert!(
+            plan.spec().starts_with("node-restart:node="),
+            "{}",
+            plan.spec()
+        );
+        assert!(plan.to_string().contains("restarts"), "{plan}");
+        assert_eq!(
+            plan.faults_end(),
+            std::time::Duration::from_millis(at_ms + down_ms)
+        );
+        assert_eq!(plan.node_faults(), plan.faults);
+        assert_eq!(plan.faults[0].kind(), FaultKind::Restart);
+        let error = FaultPlan::parse_spec("node-restart:node=1:at=5").unwrap_err();
+        assert!(error.contains("has no 'down'"), "{error}");
     }
 
     #[test]

@@ -69,8 +69,9 @@ struct Common {
     #[arg(long, default_value_t = 1)]
     nodes: u32,
     /// The fault kinds, comma-separated: panic, storage, stall, crash, slow-disk, clock-skew,
-    /// and with several nodes partition, network (default: all; on several nodes a crash is a
-    /// TaskManager node's).
+    /// and with several nodes partition, network, restart (default: all; on several nodes a
+    /// crash is a TaskManager node's, and a restart brings a killed node back under its old
+    /// name and address).
     #[arg(long)]
     faults: Option<String>,
     /// A deliberate framework bug (needs `--features sabotage`): barrier_before_alignment,

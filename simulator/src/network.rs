@@ -100,6 +100,8 @@ struct State {
     epoch: Instant,
     /// Datagrams held per inbox at most; more are dropped (a full receive buffer).
     inbox_limit: usize,
+    /// From when on the links are perfect again ([`LinkFaults::none`]); `None`: never.
+    faults_until: Option<Instant>,
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -135,6 +137,16 @@ impl State {
         for byte in bytes {
             self.trace = (self.trace ^ u64::from(*byte)).wrapping_mul(FNV_PRIME);
         }
+    }
+
+    /// Feeds an address into the trace: its IP's octets and its port (no text formatting
+    /// per datagram).
+    fn hash_addr(&mut self, addr: SocketAddr) {
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => self.hash(&ip.octets()),
+            std::net::IpAddr::V6(ip) => self.hash(&ip.octets()),
+        }
+        self.hash(&addr.port().to_le_bytes());
     }
 
     fn enqueue(&mut self, to: SocketAddr, from: SocketAddr, at: Instant, bytes: Vec<u8>) {
@@ -185,6 +197,7 @@ impl SimNetwork {
                 stats: NetworkStats::default(),
                 epoch: Instant::now(),
                 inbox_limit: 4096,
+                faults_until: None,
             })),
         }
     }
@@ -255,6 +268,13 @@ impl SimNetwork {
         }
     }
 
+    /// Makes the links perfect ([`LinkFaults::none`]) from `after` past the network's
+    /// creation on: the faults stop, so a run can show it recovers once they have.
+    pub fn stop_faults_after(&self, after: Duration) {
+        let mut state = self.lock();
+        state.faults_until = Some(state.epoch + after);
+    }
+
     /// Restores every cut link.
     pub fn heal(&self) {
         self.lock().partitions.clear();
@@ -274,6 +294,11 @@ impl SimNetwork {
     fn send(&self, from: SocketAddr, to: SocketAddr, datagram: &[u8]) {
         let mut guard = self.lock();
         let state = &mut *guard;
+        let now = Instant::now();
+        if state.faults_until.is_some_and(|until| now >= until) {
+            state.faults = LinkFaults::none();
+            state.faults_until = None;
+        }
         let faults = state.faults.clone();
         state.stats.sent += 1;
         // A crashed node's leftover tasks may still try to send: nothing leaves it.
@@ -291,7 +316,6 @@ impl SimNetwork {
         } else {
             1
         };
-        let now = Instant::now();
         for _ in 0..copies {
             let mut bytes = datagram.to_vec();
             if !bytes.is_empty() && state.chance(faults.corrupt) {
@@ -328,8 +352,8 @@ impl SimNetwork {
         state.stats.delivered += 1;
         let elapsed = now.duration_since(epoch).as_nanos() as u64;
         state.hash(&elapsed.to_le_bytes());
-        state.hash(from.to_string().as_bytes());
-        state.hash(addr.to_string().as_bytes());
+        state.hash_addr(from);
+        state.hash_addr(addr);
         state.hash(&(bytes.len() as u64).to_le_bytes());
         state.hash(&bytes);
         Received::Datagram(from, bytes)
@@ -443,5 +467,45 @@ impl quinn::AsyncUdpSocket for SimSocket {
 
     fn may_fragment(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_stop_when_told_and_the_links_are_perfect_after() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let network = SimNetwork::new(3, LinkFaults::harsh());
+            let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+            let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
+            let _sockets = (network.bind(a).unwrap(), network.bind(b).unwrap());
+            network.stop_faults_after(Duration::from_millis(100));
+            for _ in 0..500 {
+                network.send(a, b, &[7; 100]);
+            }
+            let during = network.stats();
+            assert!(
+                during.lost > 0 && during.duplicated > 0 && during.corrupted > 0,
+                "{during:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for _ in 0..500 {
+                network.send(a, b, &[7; 100]);
+            }
+            let after = network.stats();
+            assert_eq!(after.sent, during.sent + 500);
+            assert_eq!(
+                (after.lost, after.duplicated, after.corrupted),
+                (during.lost, during.duplicated, during.corrupted),
+                "faults after the end: {after:?}"
+            );
+        });
     }
 }

@@ -14,7 +14,8 @@
 //!   for a job that emits each key's rows in order ([`Oracles::ordered_per_key`]), each key's
 //!   committed rows are a gap-free prefix of the fault-free ones.
 //! - **Liveness**: once the faults are over the job finishes: the faulted run must end within a
-//!   virtual-time bound derived from the fault-free run ([`liveness_bound`]), not fail.
+//!   virtual-time bound derived from the fault-free run, counted from when the plan's timed
+//!   faults are over ([`liveness_bound_after`]), not fail.
 //! - **Determinism**: the faulted run, run again with the same seed and plan, gives the same
 //!   trace hash.
 //!
@@ -195,6 +196,18 @@ pub fn liveness_bound(fault_free: Duration, crashes: usize) -> Duration {
     fault_free * (crashes as u32 + 2) + Duration::from_secs(30)
 }
 
+/// [`liveness_bound`] counted from when the plan's timed faults are over
+/// ([`FaultPlan::faults_end`](crate::FaultPlan::faults_end): the last partition healed, the
+/// network perfect again, the last node back): what "the job finishes once the faults stop"
+/// means for a plan whose faults reach far into the run.
+pub fn liveness_bound_after(
+    fault_free: Duration,
+    crashes: usize,
+    faults_end: Duration,
+) -> Duration {
+    faults_end + liveness_bound(fault_free, crashes)
+}
+
 /// Rows of `expected` missing from `found`, and rows `found` has more often, as multisets of
 /// their postcard bytes.
 ///
@@ -205,24 +218,65 @@ pub fn compare<T: serde::Serialize>(
     expected: &[T],
     found: &[T],
 ) -> Result<(usize, usize), postcard::Error> {
-    let mut counts: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-    for element in expected {
-        *counts.entry(postcard::to_stdvec(element)?).or_default() += 1;
+    // Both sides encoded into one buffer each and sorted: equal rows sit together, and one
+    // merge counts what only one side has (no allocation per row).
+    let expected = Encoded::sorted(expected)?;
+    let found = Encoded::sorted(found)?;
+    let (mut missing, mut duplicated) = (0, 0);
+    let (mut e, mut f) = (0, 0);
+    while e < expected.len() || f < found.len() {
+        let order = match (expected.row(e), found.row(f)) {
+            (Some(a), Some(b)) => a.cmp(b),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, _) => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                missing += 1;
+                e += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                duplicated += 1;
+                f += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                e += 1;
+                f += 1;
+            }
+        }
     }
-    for element in found {
-        *counts.entry(postcard::to_stdvec(element)?).or_default() -= 1;
-    }
-    let missing = counts
-        .values()
-        .filter(|c| **c > 0)
-        .map(|c| *c as usize)
-        .sum();
-    let duplicated = counts
-        .values()
-        .filter(|c| **c < 0)
-        .map(|c| (-*c) as usize)
-        .sum();
     Ok((missing, duplicated))
+}
+
+/// Rows encoded with postcard into one buffer, in the order of their bytes.
+struct Encoded {
+    bytes: Vec<u8>,
+    rows: Vec<std::ops::Range<usize>>,
+}
+
+impl Encoded {
+    fn sorted<T: serde::Serialize>(rows: &[T]) -> Result<Self, postcard::Error> {
+        let mut bytes = Vec::new();
+        let mut ranges = Vec::with_capacity(rows.len());
+        for row in rows {
+            let start = bytes.len();
+            bytes = postcard::to_extend(row, bytes)?;
+            ranges.push(start..bytes.len());
+        }
+        ranges.sort_unstable_by(|a, b| bytes[a.clone()].cmp(&bytes[b.clone()]));
+        Ok(Self {
+            bytes,
+            rows: ranges,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn row(&self, index: usize) -> Option<&[u8]> {
+        self.rows.get(index).map(|range| &self.bytes[range.clone()])
+    }
 }
 
 /// The exactly-once oracle.
@@ -306,14 +360,23 @@ pub fn check_consistency<T: serde::Serialize>(
     key_seq: &dyn Fn(&T) -> (String, u64),
     ordered: bool,
 ) -> Result<Option<Finding>, postcard::Error> {
-    let mut want: BTreeMap<(String, u64), Vec<u8>> = BTreeMap::new();
-    let mut want_seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    // The fault-free rows' bytes, in one buffer, by key and number.
+    let mut want_bytes = Vec::new();
+    let mut want: BTreeMap<String, BTreeMap<u64, std::ops::Range<usize>>> = BTreeMap::new();
     for row in expected {
         let (key, seq) = key_seq(row);
-        want_seqs.entry(key.clone()).or_default().push(seq);
-        want.insert((key, seq), postcard::to_stdvec(row)?);
+        let start = want_bytes.len();
+        want_bytes = postcard::to_extend(row, want_bytes)?;
+        want.entry(key)
+            .or_default()
+            .insert(seq, start..want_bytes.len());
     }
-    want_seqs.values_mut().for_each(|seqs| seqs.sort_unstable());
+    // Each key's numbers in order (the map's keys), for the prefix check.
+    let want_seqs: BTreeMap<&String, Vec<u64>> = want
+        .iter()
+        .map(|(key, rows)| (key, rows.keys().copied().collect()))
+        .collect();
+    let mut encoded = Vec::new();
     let mut table: BTreeMap<&str, &[T]> = BTreeMap::new();
     let mut visible: BTreeMap<String, BTreeMap<u64, usize>> = BTreeMap::new();
     for (index, (name, rows)) in log.iter().enumerate() {
@@ -345,24 +408,32 @@ pub fn check_consistency<T: serde::Serialize>(
         let mut touched = BTreeSet::new();
         for row in rows {
             let (key, seq) = key_seq(row);
-            match want.get(&(key.clone(), seq)) {
+            match want.get(&key).and_then(|rows| rows.get(&seq)) {
                 None => {
                     return Ok(Some(finding(
                         key,
                         format!("sequence number {seq}: no such row in the fault-free run"),
                     )));
                 }
-                Some(bytes) if *bytes != postcard::to_stdvec(row)? => {
-                    return Ok(Some(finding(
-                        key,
-                        format!("sequence number {seq}: the row differs from the fault-free run's"),
-                    )));
+                Some(range) => {
+                    encoded.clear();
+                    encoded = postcard::to_extend(row, encoded)?;
+                    if want_bytes[range.clone()] != encoded[..] {
+                        return Ok(Some(finding(
+                            key,
+                            format!(
+                                "sequence number {seq}: the row differs from the fault-free run's"
+                            ),
+                        )));
+                    }
                 }
-                Some(_) => {}
+            }
+            if !visible.contains_key(&key) {
+                visible.insert(key.clone(), BTreeMap::new());
             }
             let count = visible
-                .entry(key.clone())
-                .or_default()
+                .get_mut(&key)
+                .expect("inserted above")
                 .entry(seq)
                 .or_default();
             *count += 1;

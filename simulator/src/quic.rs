@@ -10,6 +10,16 @@
 //! [`ClusterCa::issue_from_seed`](eichhorn::net::ClusterCa::issue_from_seed) (Ed25519 signs
 //! deterministically).
 //!
+//! **Remembered results.** A check runs every seed three times (fault-free, faulted, and the
+//! faulted run again for the determinism oracle), and each run shakes hands over and over with
+//! the same certificates, so the same pure computations come back: the CA's signature over a
+//! node's certificate is verified in every handshake with that node, and the rerun repeats
+//! every key exchange and signature of the run before it. Signature verification, X25519's
+//! public keys and shared secrets, and node certificates ([`crate::cluster`]) are remembered per
+//! process (`Remembered`), keyed by their whole input: a hit returns what the same
+//! computation returned before, a miss computes it for real, so no handshake is skipped or
+//! weakened, and a run that differs (a determinism failure) computes what differs.
+//!
 //! None of this is compiled into the framework: production nodes use
 //! [`NetNode::bind`](eichhorn::net::NetNode::bind) with the operating system's randomness.
 //!
@@ -22,13 +32,165 @@ use std::time::{Duration, SystemTime};
 use eichhorn::net::{Hello, NetError, NetNode, NodeIdentity, TransportSettings};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::crypto::{
     ActiveKeyExchange, CryptoProvider, GetRandomFailed, SecureRandom, SharedSecret,
     SupportedKxGroup,
 };
+use rustls::pki_types::{AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm};
 use rustls::{NamedGroup, PeerMisbehaved};
 
 use crate::network::SimNetwork;
+
+/// Results of a pure computation remembered by their whole input, bounded: once full, it
+/// starts again empty (a check's three runs of a seed sit close together, so the entries that
+/// matter are the recent ones).
+pub(crate) struct Remembered<V> {
+    entries: Mutex<std::collections::BTreeMap<Vec<u8>, V>>,
+}
+
+impl<V: Clone> Remembered<V> {
+    /// Entries kept at most.
+    const ENTRIES_MAX: usize = 4_096;
+
+    pub(crate) const fn new() -> Self {
+        Self {
+            entries: Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    /// What `compute` returned for `key` before, or its result now (remembered).
+    fn get_or(&self, key: Vec<u8>, compute: impl FnOnce() -> V) -> V {
+        match self.try_get_or(key, || Ok::<V, std::convert::Infallible>(compute())) {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
+
+    /// What `compute` returned for `key` before, or its result now (remembered when it
+    /// succeeded).
+    pub(crate) fn try_get_or<E>(
+        &self,
+        key: Vec<u8>,
+        compute: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
+        let lock = || {
+            self.entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(value) = lock().get(&key) {
+            return Ok(value.clone());
+        }
+        // Computed without the lock: another thread may compute the same value meanwhile,
+        // which is harmless (the computation is pure).
+        let value = compute()?;
+        let mut entries = lock();
+        if entries.len() >= Self::ENTRIES_MAX {
+            entries.clear();
+        }
+        entries.insert(key, value.clone());
+        Ok(value)
+    }
+}
+
+/// The key of an input made of several byte strings: each length-prefixed, so two different
+/// inputs never share a key.
+pub(crate) fn input_key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 8).sum::<usize>());
+    key.push(tag);
+    for part in parts {
+        key.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+static VERIFIED: Remembered<bool> = Remembered::new();
+static X25519_PUBLIC: Remembered<[u8; 32]> = Remembered::new();
+static X25519_SHARED: Remembered<[u8; 32]> = Remembered::new();
+
+/// A signature verification algorithm of the base provider whose results are remembered.
+#[derive(Debug)]
+struct RememberedVerification {
+    inner: &'static dyn SignatureVerificationAlgorithm,
+    /// Tells the algorithms apart in [`VERIFIED`].
+    tag: u8,
+}
+
+impl SignatureVerificationAlgorithm for RememberedVerification {
+    fn verify_signature(
+        &self,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), InvalidSignature> {
+        let key = input_key(self.tag, &[public_key, message, signature]);
+        let valid = VERIFIED.get_or(key, || {
+            self.inner
+                .verify_signature(public_key, message, signature)
+                .is_ok()
+        });
+        if valid { Ok(()) } else { Err(InvalidSignature) }
+    }
+
+    fn public_key_alg_id(&self) -> AlgorithmIdentifier {
+        self.inner.public_key_alg_id()
+    }
+
+    fn signature_alg_id(&self) -> AlgorithmIdentifier {
+        self.inner.signature_alg_id()
+    }
+
+    fn fips_status(&self) -> rustls::pki_types::FipsStatus {
+        self.inner.fips_status()
+    }
+
+    fn fips(&self) -> bool {
+        self.inner.fips()
+    }
+}
+
+/// The base provider's signature verification algorithms with remembered results, made once
+/// per process (rustls wants them `'static`).
+fn remembered_verification() -> WebPkiSupportedAlgorithms {
+    static ALGORITHMS: std::sync::OnceLock<WebPkiSupportedAlgorithms> = std::sync::OnceLock::new();
+    *ALGORITHMS.get_or_init(|| {
+        let base = eichhorn::net::tls::crypto_provider().signature_verification_algorithms;
+        let mut wrapped: Vec<(
+            &'static dyn SignatureVerificationAlgorithm,
+            &'static dyn SignatureVerificationAlgorithm,
+        )> = Vec::new();
+        let mut wrap = |inner: &'static dyn SignatureVerificationAlgorithm| {
+            if let Some((_, remembered)) = wrapped
+                .iter()
+                .find(|(original, _)| std::ptr::addr_eq(*original, inner))
+            {
+                return *remembered;
+            }
+            let tag = u8::try_from(wrapped.len()).unwrap_or(u8::MAX);
+            let remembered: &'static dyn SignatureVerificationAlgorithm =
+                Box::leak(Box::new(RememberedVerification { inner, tag }));
+            wrapped.push((inner, remembered));
+            remembered
+        };
+        let all: Vec<_> = base.all.iter().map(|a| wrap(*a)).collect();
+        let mapping: Vec<_> = base
+            .mapping
+            .iter()
+            .map(|(scheme, algorithms)| {
+                let algorithms: Vec<_> = algorithms.iter().map(|a| wrap(*a)).collect();
+                let algorithms: &'static [&'static dyn SignatureVerificationAlgorithm] =
+                    Box::leak(algorithms.into_boxed_slice());
+                (*scheme, algorithms)
+            })
+            .collect();
+        WebPkiSupportedAlgorithms {
+            all: Box::leak(all.into_boxed_slice()),
+            mapping: Box::leak(mapping.into_boxed_slice()),
+        }
+    })
+}
 
 /// A seeded generator shared by the pieces of one node's crypto.
 #[derive(Debug, Clone)]
@@ -72,7 +234,9 @@ struct X25519Exchange {
 impl SupportedKxGroup for SeededX25519 {
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
         let secret = x25519_dalek::StaticSecret::from(self.0.bytes::<32>());
-        let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+        let public = X25519_PUBLIC.get_or(input_key(0, &[secret.as_bytes()]), || {
+            x25519_dalek::PublicKey::from(&secret).to_bytes()
+        });
         Ok(Box::new(X25519Exchange { secret, public }))
     }
 
@@ -86,10 +250,12 @@ impl ActiveKeyExchange for X25519Exchange {
         let peer: [u8; 32] = peer_pub_key
             .try_into()
             .map_err(|_| rustls::Error::from(PeerMisbehaved::InvalidKeyShare))?;
-        let shared = self
-            .secret
-            .diffie_hellman(&x25519_dalek::PublicKey::from(peer));
-        Ok(SharedSecret::from(&shared.as_bytes()[..]))
+        let shared = X25519_SHARED.get_or(input_key(0, &[self.secret.as_bytes(), &peer]), || {
+            self.secret
+                .diffie_hellman(&x25519_dalek::PublicKey::from(peer))
+                .to_bytes()
+        });
+        Ok(SharedSecret::from(&shared[..]))
     }
 
     fn pub_key(&self) -> &[u8] {
@@ -179,7 +345,7 @@ pub fn sim_node(
     let provider = Arc::new(CryptoProvider {
         cipher_suites: base.cipher_suites.clone(),
         kx_groups: vec![Box::leak(Box::new(SeededX25519(random.clone())))],
-        signature_verification_algorithms: base.signature_verification_algorithms,
+        signature_verification_algorithms: remembered_verification(),
         secure_random: Box::leak(Box::new(random.clone())),
         key_provider: base.key_provider,
     });
@@ -226,4 +392,95 @@ pub fn sim_node(
     .map_err(|source| NetError::Bind { addr, source })?;
     endpoint.set_default_client_config(client);
     Ok(NetNode::from_endpoint(endpoint, hello, settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::KeyPair as _;
+
+    /// The remembered algorithm that verifies Ed25519 (the certificates' algorithm).
+    fn ed25519() -> &'static dyn SignatureVerificationAlgorithm {
+        let target = eichhorn::net::tls::crypto_provider()
+            .signature_verification_algorithms
+            .mapping
+            .iter()
+            .find(|(scheme, _)| *scheme == rustls::SignatureScheme::ED25519)
+            .map(|(_, algorithms)| algorithms[0].signature_alg_id())
+            .expect("the provider verifies Ed25519");
+        *remembered_verification()
+            .all
+            .iter()
+            .find(|a| a.signature_alg_id() == target)
+            .expect("wrapped")
+    }
+
+    #[test]
+    fn remembered_verification_answers_as_the_algorithm_does_for_every_input() {
+        let key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&derive(1, 2)).unwrap();
+        let public = key.public_key().as_ref().to_vec();
+        let message = b"a certificate's signed part".to_vec();
+        let signature = key.sign(&message).as_ref().to_vec();
+        let verify = ed25519();
+        for _ in 0..2 {
+            // Twice: computed, then remembered.
+            assert!(
+                verify
+                    .verify_signature(&public, &message, &signature)
+                    .is_ok()
+            );
+        }
+        // The same key with another message or signature is another input, never a hit.
+        let mut other_message = message.clone();
+        other_message[0] ^= 1;
+        let mut other_signature = signature.clone();
+        other_signature[10] ^= 1;
+        for _ in 0..2 {
+            assert!(
+                verify
+                    .verify_signature(&public, &other_message, &signature)
+                    .is_err()
+            );
+            assert!(
+                verify
+                    .verify_signature(&public, &message, &other_signature)
+                    .is_err()
+            );
+        }
+        assert!(
+            verify
+                .verify_signature(&public, &message, &signature)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn remembered_key_exchange_agrees_with_x25519() {
+        let group = SeededX25519(SeededRandom::new(derive(3, 4)));
+        for round in 0..4 {
+            let ours = group.start().unwrap();
+            let peer = x25519_dalek::StaticSecret::from(derive(round, 9));
+            let peer_public = x25519_dalek::PublicKey::from(&peer);
+            // The public key is the secret's.
+            let expected_public = ours.pub_key().to_vec();
+            let shared = ours.complete(peer_public.as_bytes()).unwrap();
+            let theirs = peer.diffie_hellman(&x25519_dalek::PublicKey::from(
+                <[u8; 32]>::try_from(&expected_public[..]).unwrap(),
+            ));
+            assert_eq!(shared.secret_bytes(), theirs.as_bytes(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn remembered_results_stay_bounded() {
+        let memo: Remembered<u64> = Remembered::new();
+        for n in 0..(Remembered::<u64>::ENTRIES_MAX as u64 + 10) {
+            assert_eq!(memo.get_or(n.to_le_bytes().to_vec(), || n * 2), n * 2);
+        }
+        let held = memo.entries.lock().unwrap().len();
+        assert!(held <= Remembered::<u64>::ENTRIES_MAX, "{held}");
+        // A failed computation is not remembered.
+        assert_eq!(memo.try_get_or(vec![1], || Err::<u64, ()>(())), Err(()));
+        assert_eq!(memo.try_get_or(vec![1], || Ok::<u64, ()>(5)), Ok(5));
+    }
 }

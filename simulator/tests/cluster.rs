@@ -137,6 +137,36 @@ fn keyed_sum_survives_a_lossy_duplicating_corrupting_network() {
 }
 
 #[test]
+fn keyed_sum_is_exactly_once_when_a_node_restarts_under_its_old_name_and_address() {
+    // Back before and after the JobManager's heartbeat timeout would drop the old incarnation.
+    for plan in [
+        "node-restart:node=0:at=150:down=100",
+        "node-restart:node=2:at=100:down=1500",
+    ] {
+        let report = check(6, plan);
+        assert_eq!(report.fired.len(), 1, "{plan}: {report:?}");
+        assert!(
+            matches!(report.fired[0], Fault::NodeRestart { .. }),
+            "{report:?}"
+        );
+        assert!(report.recoveries >= 1, "{plan}: {report:?}");
+    }
+}
+
+#[test]
+fn keyed_sum_recovers_once_packet_faults_stop() {
+    // A network so bad that little gets through until 1.5 s, perfect after: the job must
+    // finish after the faults stop (liveness counts from their end).
+    let plan = "packets:seed=3:loss=600:dup=100:corrupt=100:spike=50:until=1500";
+    let report = check(7, plan);
+    assert_eq!(report.fired.len(), 1, "{report:?}");
+    assert!(
+        report.virtual_elapsed > std::time::Duration::from_millis(400),
+        "{report:?}"
+    );
+}
+
+#[test]
 fn a_short_sweep_with_every_fault_kind_passes_on_three_nodes() {
     // One seed per job here; `.ci/run` sweeps more in release.
     for (job, seeds) in [(BuiltinJob::KeyedSum, 0..2), (BuiltinJob::Wordcount, 0..1)] {
@@ -153,6 +183,12 @@ fn a_short_sweep_with_every_fault_kind_passes_on_three_nodes() {
                 "{plan}"
             );
             assert!(plan.packets().is_some(), "{plan}");
+            assert!(
+                plan.faults
+                    .iter()
+                    .any(|f| matches!(f, Fault::NodeRestart { .. })),
+                "{plan}"
+            );
             assert!(plan.crashes().is_empty(), "{plan}");
             simulation
                 .check_with(|env| job.build(env), &job.oracles())

@@ -84,8 +84,10 @@ pub(crate) enum ToTaskManager {
         subtasks: Vec<u32>,
         /// Every subtask's TaskManager (by node id), by flat index.
         placement: Vec<String>,
-        /// The data address of every TaskManager in the placement.
-        peers: Vec<(String, SocketAddr)>,
+        /// The data address of every TaskManager in the placement, and its incarnation: the
+        /// number the JobManager gave it when it joined, new when a node with the same id
+        /// joins again (a restarted process), so a connection to the old one is not reused.
+        peers: Vec<(String, SocketAddr, u32)>,
     },
     /// Every TaskManager deployed: open the streams of the channels leaving this TaskManager's
     /// subtasks for another node, and wire the subtasks; answer [`ToJobManager::Wired`].
@@ -297,7 +299,7 @@ mod tests {
             restored_from: Some(CheckpointId(3)),
             subtasks: vec![0, 2],
             placement: vec!["a".into(), "b".into(), "a".into()],
-            peers: vec![("a".into(), "127.0.0.1:4000".parse().unwrap())],
+            peers: vec![("a".into(), "127.0.0.1:4000".parse().unwrap(), 1)],
         });
         round_trip(&ToJobManager::Subtask {
             attempt: 1,

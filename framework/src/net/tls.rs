@@ -246,6 +246,16 @@ pub struct NodeIdentity {
     root: CertificateDer<'static>,
 }
 
+impl Clone for NodeIdentity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            root: self.root.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for NodeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeIdentity")

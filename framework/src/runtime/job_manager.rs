@@ -885,11 +885,15 @@ impl Actor for JobManagerActor {
                 state.savepoint_replies.insert(request, reply);
             }
             JobManagerMsg::Cancel => core.handle_cancel(now),
-            JobManagerMsg::TaskManagerLost { node, reason } => {
+            JobManagerMsg::TaskManagerLost {
+                node,
+                incarnation,
+                reason,
+            } => {
                 let failed = state
                     .cluster
                     .as_ref()
-                    .and_then(|cluster| cluster.first_subtask_on(&node));
+                    .and_then(|cluster| cluster.first_subtask_on(&node, incarnation));
                 if let Some(index) = failed {
                     state.core.handle_subtask_failed(
                         state.deployed_attempt,

@@ -100,6 +100,9 @@ pub(crate) enum JobManagerMsg {
     TaskManagerLost {
         /// Its node id.
         node: String,
+        /// Its incarnation (the number it was given when it joined): a node that joined
+        /// again under the same id since is not the one lost.
+        incarnation: u32,
         /// Why it was lost.
         reason: String,
     },

@@ -9,6 +9,14 @@
 //! the JobManager actor as the same `JobManagerMsg`s a local subtask sends; a TaskManager that
 //! goes away (its connection closed or silent past the heartbeat timeout) is reported as
 //! `TaskManagerLost`, which fails the subtasks it ran and restarts the job on what remains.
+//!
+//! A TaskManager that joins under the id of a member, from that member's data address, is the
+//! same node restarted (no two live processes bind one UDP address): the old incarnation is
+//! dropped at once (its connection closed, its loss reported) instead of refusing the new one
+//! until the old one's heartbeats time out. Each member carries its incarnation (its
+//! [`TaskManagerId`]), so the loss of an old incarnation never fails subtasks deployed on the
+//! new one, and TaskManagers never reuse a connection to the old one. A node joining under a
+//! member's id from another address is refused (two nodes configured with one id).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -74,8 +82,8 @@ pub(crate) struct ClusterJobManager {
     job_manager: OnceLock<ActorRef<JobManagerMsg>>,
     next_id: Mutex<u32>,
     started: tokio::time::Instant,
-    /// The node of each subtask of the deployed attempt.
-    hosts: Mutex<Vec<String>>,
+    /// The node of each subtask of the deployed attempt, and its incarnation.
+    hosts: Mutex<Vec<(String, TaskManagerId)>>,
     /// Set once the job ended: TaskManagers leaving then are no loss.
     ended: std::sync::atomic::AtomicBool,
     /// The latest metrics the TaskManagers reported, by (vertex, subtask index).
@@ -172,16 +180,17 @@ impl ClusterJobManager {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(index)
-            .cloned()
+            .map(|(node, _)| node.clone())
     }
 
-    /// Whether the deployed attempt runs a subtask on `node`; the first such subtask.
-    pub(crate) fn first_subtask_on(&self, node: &str) -> Option<usize> {
+    /// Whether the deployed attempt runs a subtask on incarnation `incarnation` of `node`;
+    /// the first such subtask.
+    pub(crate) fn first_subtask_on(&self, node: &str, incarnation: u32) -> Option<usize> {
         self.hosts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .position(|host| host == node)
+            .position(|(host, id)| host == node && id.0 == incarnation)
     }
 
     async fn send_to(&self, node: &str, message: ToTaskManager) -> bool {
@@ -301,18 +310,21 @@ impl ClusterJobManager {
             let members = self.members();
             let by_id: BTreeMap<TaskManagerId, &String> =
                 members.iter().map(|(node, m)| (m.id, node)).collect();
-            let hosts: Vec<String> = (0..graph.subtasks.len())
+            let hosts: Vec<(String, TaskManagerId)> = (0..graph.subtasks.len())
                 .map(|index| {
                     placement
                         .slot_of(index)
-                        .and_then(|slot| by_id.get(&slot.task_manager))
-                        .map(|node| (*node).clone())
-                        .unwrap_or_default()
+                        .and_then(|slot| {
+                            by_id
+                                .get(&slot.task_manager)
+                                .map(|node| ((*node).clone(), slot.task_manager))
+                        })
+                        .unwrap_or((String::new(), TaskManagerId(0)))
                 })
                 .collect();
-            let peers: Vec<(String, SocketAddr)> = members
+            let peers: Vec<(String, SocketAddr, u32)> = members
                 .iter()
-                .map(|(node, m)| (node.clone(), m.data_addr))
+                .map(|(node, m)| (node.clone(), m.data_addr, m.id.0))
                 .collect();
             let mut slots: BTreeMap<String, std::collections::BTreeSet<u32>> = BTreeMap::new();
             for slot in placement.slots() {
@@ -327,10 +339,11 @@ impl ClusterJobManager {
             (hosts, peers)
         };
         let mut per_node: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for (index, host) in hosts.iter().enumerate() {
+        for (index, (host, _)) in hosts.iter().enumerate() {
             per_node.entry(host.clone()).or_default().push(index as u32);
         }
         *self.hosts.lock().unwrap_or_else(|p| p.into_inner()) = hosts.clone();
+        let hosts: Vec<String> = hosts.into_iter().map(|(node, _)| node).collect();
         tracing::info!(
             attempt,
             "deploying {} subtasks on {}",
@@ -531,6 +544,25 @@ async fn admit(hub: Arc<ClusterJobManager>, peer: crate::net::Peer) {
             return;
         }
     };
+    // The same id from the same data address: the node restarted, and the member is its
+    // old incarnation, gone (its address is taken by the new one).
+    let restarted = {
+        let mut members = hub.members();
+        if members
+            .get(&node)
+            .is_some_and(|member| member.data_addr == data_addr)
+        {
+            members.remove(&node)
+        } else {
+            None
+        }
+    };
+    if let Some(old) = restarted {
+        let reason = format!("it restarted: a new incarnation joined from its address {data_addr}");
+        tracing::info!(task_manager = %node, "{reason}; the old incarnation is dropped");
+        old.link.close("replaced by a restarted incarnation");
+        hub.report_lost(&node, old.id, reason).await;
+    }
     if hub.members().contains_key(&node) {
         let reason = format!("node id '{node}' is already in use in this cluster");
         tracing::warn!(task_manager = %node, "refused: {reason}");
@@ -616,20 +648,41 @@ async fn admit(hub: Arc<ClusterJobManager>, peer: crate::net::Peer) {
     hub.changed.notify_waiters();
     tokio::spawn(write_control(writer, outgoing, link.clone(), node.clone()));
     let reason = read_reports(&hub, &node, reader).await;
-    let removed = hub.members().remove(&node).is_some();
+    // Only this incarnation: a restarted one under the same id replaced it already.
+    let removed = {
+        let mut members = hub.members();
+        if members.get(&node).is_some_and(|member| member.id == id) {
+            members.remove(&node)
+        } else {
+            None
+        }
+    }
+    .is_some();
     link.close("lost");
     if removed && hub.ended.load(std::sync::atomic::Ordering::Relaxed) {
         tracing::debug!(task_manager = %node, "task manager left after the job ended");
     } else if removed {
         tracing::warn!(task_manager = %node, "task manager lost: {reason}");
-        let _ = hub
+        hub.report_lost(&node, id, reason).await;
+    }
+}
+
+impl ClusterJobManager {
+    /// Reports incarnation `id` of TaskManager `node` lost: to a deployment waiting for it,
+    /// and to the JobManager actor (which fails the subtasks it ran).
+    async fn report_lost(&self, node: &str, id: TaskManagerId, reason: String) {
+        let _ = self
             .replies_in
-            .send((node.clone(), Reply::Lost(reason.clone())))
+            .send((node.to_string(), Reply::Lost(reason.clone())))
             .await;
-        if let Some(job_manager) = hub.job_manager.get() {
-            let _ = job_manager.send_message(JobManagerMsg::TaskManagerLost { node, reason });
+        if let Some(job_manager) = self.job_manager.get() {
+            let _ = job_manager.send_message(JobManagerMsg::TaskManagerLost {
+                node: node.to_string(),
+                incarnation: id.0,
+                reason,
+            });
         }
-        hub.changed.notify_waiters();
+        self.changed.notify_waiters();
     }
 }
 

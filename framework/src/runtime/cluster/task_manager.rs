@@ -445,8 +445,8 @@ struct AttemptActors {
     subtasks: BTreeMap<usize, ActorRef<SubtaskMsg>>,
     /// Every subtask's node, by flat index.
     placement: Vec<String>,
-    /// The data address of every node.
-    peers: BTreeMap<String, SocketAddr>,
+    /// The data address and incarnation of every node.
+    peers: BTreeMap<String, (SocketAddr, u32)>,
     /// The channels to open towards other nodes when told to wire.
     outputs: Vec<RemoteOutput>,
     proxies: Vec<ActorRef<SubtaskMsg>>,
@@ -485,8 +485,8 @@ struct NodeRuntime {
     /// Restore plans received for the next deployment, by (attempt, subtask); bounded by the
     /// job's subtasks (older attempts' are dropped at each deployment).
     restores: BTreeMap<(u32, usize), SubtaskRestorePlan>,
-    /// Connections to other TaskManagers, by node id.
-    peers: BTreeMap<String, PeerLink>,
+    /// Connections to other TaskManagers, by node id, with the incarnation connected to.
+    peers: BTreeMap<String, (u32, PeerLink)>,
     settings: ClusterSettings,
     /// Bytes the data channels of this node sent during the job.
     sent_bytes: Arc<std::sync::atomic::AtomicU64>,
@@ -677,7 +677,7 @@ impl NodeRuntime {
         restored_from: Option<CheckpointId>,
         subtasks: Vec<u32>,
         placement: Vec<String>,
-        peers: Vec<(String, SocketAddr)>,
+        peers: Vec<(String, SocketAddr, u32)>,
     ) -> Result<(), String> {
         if placement.len() != self.graph.subtasks.len() {
             return Err(format!(
@@ -758,7 +758,10 @@ impl NodeRuntime {
             task_manager,
             subtasks: local,
             placement,
-            peers: peers.into_iter().collect(),
+            peers: peers
+                .into_iter()
+                .map(|(node, addr, incarnation)| (node, (addr, incarnation)))
+                .collect(),
             outputs: Vec::new(),
             proxies: Vec::new(),
             readers: Vec::new(),
@@ -910,12 +913,20 @@ impl NodeRuntime {
                 blame,
                 writer,
             } = output;
+            let (addr, incarnation) = *peers
+                .get(&node)
+                .ok_or_else(|| format!("no address for task manager '{node}'"))?;
+            // A connection to an earlier incarnation of the node (it restarted since) leads
+            // nowhere: close it rather than open streams into it.
+            if let Some((cached, link)) = self.peers.get(&node)
+                && *cached != incarnation
+            {
+                link.close("the task manager restarted");
+                self.peers.remove(&node);
+            }
             let link = match self.peers.get(&node) {
-                Some(link) => link.clone(),
+                Some((_, link)) => link.clone(),
                 None => {
-                    let addr = *peers
-                        .get(&node)
-                        .ok_or_else(|| format!("no address for task manager '{node}'"))?;
                     let peer = tokio::time::timeout(
                         Duration::from_millis(self.settings.heartbeat_timeout_ms),
                         self.net.connect(addr),
@@ -924,7 +935,7 @@ impl NodeRuntime {
                     .map_err(|_| format!("task manager '{node}' at {addr} did not answer"))?
                     .map_err(|e| format!("cannot reach task manager '{node}': {e}"))?;
                     let link = peer.link().clone();
-                    self.peers.insert(node.clone(), link.clone());
+                    self.peers.insert(node.clone(), (incarnation, link.clone()));
                     link
                 }
             };
@@ -1004,7 +1015,7 @@ impl NodeRuntime {
         if let Some(link) = self.link.take() {
             link.stop(None);
         }
-        for link in std::mem::take(&mut self.peers).into_values() {
+        for (_, link) in std::mem::take(&mut self.peers).into_values() {
             link.close("job ended");
         }
         self.storage = None;
