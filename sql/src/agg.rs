@@ -90,6 +90,9 @@ pub enum Accumulator {
     },
     /// The multiset of values (for `MIN`, `MAX`, `COUNT(DISTINCT)`).
     Values(BTreeMap<Value, i64>),
+    /// The smallest (`MIN`) or largest (`MAX`) value so far, over an input that never
+    /// retracts (Flink's `MaxWithoutRetractAggFunction`): one value instead of a multiset.
+    Extreme(Option<Value>),
 }
 
 impl AggCall {
@@ -105,7 +108,22 @@ impl AggCall {
         }
     }
 
+    /// A fresh accumulator for an input that never retracts (an append-only input, a window):
+    /// `MIN` and `MAX` keep their best value only, not the multiset of values a retraction
+    /// would need.
+    pub fn create_append_only(&self) -> Accumulator {
+        match (self.func, self.distinct) {
+            (AggFunc::Min | AggFunc::Max, false) => Accumulator::Extreme(None),
+            _ => self.create(),
+        }
+    }
+
     /// Adds (or, with `retract`, removes) the input `row` to `acc`.
+    ///
+    /// # Panics
+    ///
+    /// A retraction on an accumulator of [`AggCall::create_append_only`]: the planner only
+    /// makes those for inputs that never retract, so this is a bug.
     pub fn accumulate(&self, acc: &mut Accumulator, row: &[Value], retract: bool) {
         let value = match self.arg {
             None => Value::BigInt(1),
@@ -121,6 +139,14 @@ impl AggCall {
             Accumulator::Sum { sum, count } => {
                 *sum = add(sum, &value, retract);
                 *count += sign;
+            }
+            Accumulator::Extreme(best) => {
+                assert!(
+                    !retract,
+                    "a retraction reached {:?} over an append-only input",
+                    self.func
+                );
+                self.keep_best(best, value);
             }
             Accumulator::Values(values) => {
                 let n = values.entry(value.clone()).or_insert(0);
@@ -149,15 +175,34 @@ impl AggCall {
                     }
                 }
             }
+            (Accumulator::Extreme(best), Accumulator::Extreme(other)) => {
+                if let Some(value) = other {
+                    self.keep_best(best, value);
+                }
+            }
             // Accumulators of one call always have the same shape (`create` decides it): a
             // mismatch is a bug, and the job restarts from its last checkpoint.
             (acc, other) => panic!("merging accumulators of different shapes: {acc:?}, {other:?}"),
         }
     }
 
+    /// Replaces `best` by `value` where `value` is better (smaller for `MIN`, larger for
+    /// `MAX`).
+    fn keep_best(&self, best: &mut Option<Value>, value: Value) {
+        let better = match best {
+            None => true,
+            Some(current) if self.func == AggFunc::Min => value < *current,
+            Some(current) => value > *current,
+        };
+        if better {
+            *best = Some(value);
+        }
+    }
+
     /// The result of `acc`.
     pub fn result(&self, acc: &Accumulator) -> Value {
         match acc {
+            Accumulator::Extreme(best) => best.clone().unwrap_or(Value::Null),
             Accumulator::Count(n) => Value::BigInt(*n),
             Accumulator::Sum { count: 0, .. } => Value::Null,
             Accumulator::Sum { sum, count } => match (self.func, sum) {
@@ -255,6 +300,30 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(c.result(&all), c.result(&kept), "{:?} distinct={}", func, distinct);
+            }
+        }
+
+        /// Over an input that never retracts, `MIN` and `MAX` with one best value give what the
+        /// multiset gives, and so do two such accumulators merged (sessions that grew
+        /// together).
+        #[test]
+        fn extremes_without_retraction_match_the_multiset(
+            values in proptest::collection::vec(proptest::option::of(-50i64..50), 0..30),
+            split in 0usize..30,
+        ) {
+            for func in [AggFunc::Min, AggFunc::Max] {
+                let c = call(func, false, DataType::BigInt);
+                let row = |v: &Option<i64>| vec![v.map_or(Value::Null, Value::BigInt)];
+                let mut multiset = c.create();
+                let (mut first, mut second) = (c.create_append_only(), c.create_append_only());
+                prop_assert!(matches!(first, Accumulator::Extreme(None)));
+                for (i, v) in values.iter().enumerate() {
+                    c.accumulate(&mut multiset, &row(v), false);
+                    let part = if i < split { &mut first } else { &mut second };
+                    c.accumulate(part, &row(v), false);
+                }
+                c.merge(&mut first, second);
+                prop_assert_eq!(c.result(&first), c.result(&multiset), "{:?}", func);
             }
         }
 

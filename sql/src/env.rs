@@ -117,7 +117,7 @@ impl Table {
 
     /// The operator tree (`EXPLAIN`).
     pub fn explain(&self) -> String {
-        self.plan.explain()
+        crate::optimize::optimize(&self.plan).explain()
     }
 }
 
@@ -224,7 +224,7 @@ impl TableEnv {
     pub fn to_changelog_stream(&self, table: &Table) -> Result<DataStream<Change>, SqlError> {
         let mut translator = Translator::new(&self.env, &table.catalog, &self.streams)
             .with_state_ttl(self.state_ttl_ms);
-        let stream = translator.translate(&table.plan)?;
+        let stream = translator.translate_query(&table.plan)?;
         translator.finish();
         Ok(stream)
     }
@@ -367,7 +367,7 @@ impl TableEnv {
                 let translator_streams = &self.streams;
                 let mut translator = Translator::new(&env, &self.catalog, translator_streams)
                     .with_state_ttl(self.state_ttl_ms);
-                let stream = translator.translate(&plan)?;
+                let stream = translator.translate_query(&plan)?;
                 translator.finish();
                 let sink = stream.collect_sink();
                 let job = env.execute("SQL query").await?;
@@ -383,7 +383,7 @@ impl TableEnv {
                 let env = self.job_env(&plan);
                 let mut translator = Translator::new(&env, &self.catalog, &self.streams)
                     .with_state_ttl(self.state_ttl_ms);
-                let stream = translator.translate(&plan)?;
+                let stream = translator.translate_query(&plan)?;
                 translator.finish();
                 match connector {
                     Connector::Print => stream.add_sink(PrintSink::new()),
@@ -507,7 +507,7 @@ fn describe_columns(columns: &[Column]) -> String {
 
 fn explain(plan: &Plan) -> String {
     let mut text = String::from("== Optimized Execution Plan ==\n");
-    text.push_str(&plan.explain());
+    text.push_str(&crate::optimize::optimize(plan).explain());
     let _ = writeln!(
         text,
         "== Result ==\n{}",

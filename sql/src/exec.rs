@@ -84,6 +84,16 @@ impl<'a> Translator<'a> {
         }
     }
 
+    /// The operators computing the query `plan`, optimized first ([`crate::optimize`]), as a
+    /// stream of changes.
+    ///
+    /// # Errors
+    ///
+    /// A table the plan scans is gone, or a connector cannot be read from.
+    pub(crate) fn translate_query(&mut self, plan: &Plan) -> Result<DataStream<Change>, SqlError> {
+        self.translate(&crate::optimize::optimize(plan))
+    }
+
     /// The operators computing `plan`, as a stream of changes.
     ///
     /// # Errors
@@ -145,7 +155,7 @@ impl<'a> Translator<'a> {
                 let uid = self.uid("group-aggregate");
                 Ok(stream
                     .key_by(move |c: &Change| c.row[..n].to_vec())
-                    .process(GroupAggOp::new(aggs.clone()))
+                    .process(GroupAggOp::new(aggs.clone(), input.is_append_only()))
                     .name("GroupAggregate")
                     .uid(&uid))
             }
@@ -595,26 +605,86 @@ fn key_of(row: &[Value], columns: &[usize]) -> Vec<Value> {
 }
 
 /// Filters, then projects, each change.
-#[operator]
+///
+/// The row is owned: a projected column is moved out of it where no later output column reads
+/// it again (cloned otherwise), so a projection that picks columns copies no strings, and an
+/// identity projection passes the row on as it is.
+#[operator(new = false)]
 struct CalcOp {
     filter: Option<Expr>,
     projection: Vec<Expr>,
     errors: OutputTag<String>,
     name: String,
+    /// Per output column: whether it is the last one to read its input column (then it may
+    /// take the value instead of cloning it).
+    last_read: Vec<bool>,
+    /// Whether the projection is every input column in order (checked against each row's
+    /// width).
+    identity: bool,
 }
 
 impl CalcOp {
-    fn apply(&self, row: &[Value]) -> Result<Option<Row>, String> {
-        if let Some(filter) = &self.filter
-            && !filter.holds(row)?
-        {
-            return Ok(None);
-        }
-        self.projection
+    fn new(
+        filter: Option<Expr>,
+        projection: Vec<Expr>,
+        errors: OutputTag<String>,
+        name: String,
+    ) -> Self {
+        let last_read = projection
             .iter()
-            .map(|e| e.eval(row))
-            .collect::<Result<Row, _>>()
-            .map(Some)
+            .enumerate()
+            .map(|(k, e)| !projection[k + 1..].iter().any(|later| later == e))
+            .collect();
+        let identity = projection
+            .iter()
+            .enumerate()
+            .all(|(k, e)| *e == Expr::Column(k));
+        Self {
+            filter,
+            projection,
+            errors,
+            name,
+            last_read,
+            identity,
+        }
+    }
+
+    /// The projected row, or `None` where the filter drops it; on an error, the row is
+    /// returned intact with it (nothing is moved before every expression succeeded).
+    fn apply(&self, mut row: Row) -> Result<Option<Row>, (String, Row)> {
+        if let Some(filter) = &self.filter {
+            match filter.holds(&row) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return Err((e, row)),
+            }
+        }
+        if self.identity && row.len() == self.projection.len() {
+            return Ok(Some(row));
+        }
+        // Computed columns first, over the intact row; plain columns are moved in after.
+        let mut out = Vec::with_capacity(self.projection.len());
+        for e in &self.projection {
+            match e {
+                Expr::Column(i) if *i < row.len() => out.push(Value::Null),
+                e => match e.eval(&row) {
+                    Ok(v) => out.push(v),
+                    Err(e) => return Err((e, row)),
+                },
+            }
+        }
+        for ((slot, e), last) in out.iter_mut().zip(&self.projection).zip(&self.last_read) {
+            if let Expr::Column(i) = e
+                && let Some(value) = row.get_mut(*i)
+            {
+                *slot = if *last {
+                    std::mem::replace(value, Value::Null)
+                } else {
+                    value.clone()
+                };
+            }
+        }
+        Ok(Some(out))
     }
 }
 
@@ -627,15 +697,13 @@ impl ProcessFunction<Change> for CalcOp {
         ctx: &mut OperatorContext<'_>,
         out: &mut Collector<'_, Change>,
     ) {
-        match self.apply(&change.row) {
-            Ok(Some(row)) => out.collect(Change {
-                kind: change.kind,
-                row,
-            }),
+        let kind = change.kind;
+        match self.apply(change.row) {
+            Ok(Some(row)) => out.collect(Change { kind, row }),
             Ok(None) => {}
-            Err(e) => ctx.output(
+            Err((e, row)) => ctx.output(
                 &self.errors,
-                format!("{}: {e}, in row {}", self.name, change),
+                format!("{}: {e}, in row {}", self.name, Change { kind, row }),
             ),
         }
     }
@@ -704,11 +772,15 @@ struct GroupState {
 /// A group aggregation: updates the group's accumulators with each change and emits the
 /// group's new result as a changelog (`+I` for a new group, `-U`/`+U` for a changed result,
 /// `-D` when the group's last row is retracted).
+///
+/// Over an append-only input, `MIN` and `MAX` keep one value instead of the multiset of
+/// values (no retraction can come to need the others), as Flink's `MaxWithoutRetract`.
 #[operator]
 struct GroupAggOp {
     #[state]
     group: ValueState<GroupState>,
     aggs: Vec<AggCall>,
+    append_only_input: bool,
 }
 
 impl GroupAggOp {
@@ -738,7 +810,17 @@ impl KeyedProcessFunction for GroupAggOp {
         let key = ctx.current_key().clone();
         let mut state = self.group.value(ctx).unwrap_or_else(|| GroupState {
             rows: 0,
-            accumulators: self.aggs.iter().map(AggCall::create).collect(),
+            accumulators: self
+                .aggs
+                .iter()
+                .map(|call| {
+                    if self.append_only_input {
+                        call.create_append_only()
+                    } else {
+                        call.create()
+                    }
+                })
+                .collect(),
         });
         let before = (state.rows > 0).then(|| self.result(&key, &state));
         let retract = !change.kind.is_accumulate();
@@ -798,7 +880,8 @@ impl WindowAggOp {
     }
 
     fn fresh(&self) -> Vec<Accumulator> {
-        self.aggs.iter().map(AggCall::create).collect()
+        // A window's accumulators only ever add.
+        self.aggs.iter().map(AggCall::create_append_only).collect()
     }
 }
 

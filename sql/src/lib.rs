@@ -31,6 +31,7 @@ mod exec;
 pub mod expr;
 pub mod join;
 pub mod match_recognize;
+mod optimize;
 pub mod over;
 pub mod parse;
 pub mod plan;
