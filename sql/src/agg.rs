@@ -90,6 +90,10 @@ pub enum Accumulator {
     },
     /// The multiset of values (for `MIN`, `MAX`, `COUNT(DISTINCT)`).
     Values(BTreeMap<Value, i64>),
+    /// The least (`MIN`) or greatest (`MAX`) value so far, of an append-only input: what a
+    /// window aggregation keeps instead of the multiset a retraction would need, so its state
+    /// per window stays one value however many rows the window holds.
+    Extreme(Option<Value>),
 }
 
 impl AggCall {
@@ -105,7 +109,30 @@ impl AggCall {
         }
     }
 
+    /// A fresh accumulator for an append-only input (window aggregations): as
+    /// [`Self::create`], but `MIN` and `MAX` keep only their extreme value.
+    pub fn create_append_only(&self) -> Accumulator {
+        match self.func {
+            AggFunc::Min | AggFunc::Max => Accumulator::Extreme(None),
+            _ => self.create(),
+        }
+    }
+
+    /// Whether `candidate` replaces `current` as the extreme value of this `MIN` or `MAX`.
+    fn beats(&self, candidate: &Value, current: &Value) -> bool {
+        if self.func == AggFunc::Min {
+            candidate < current
+        } else {
+            candidate > current
+        }
+    }
+
     /// Adds (or, with `retract`, removes) the input `row` to `acc`.
+    ///
+    /// # Panics
+    ///
+    /// A retraction into an [`Accumulator::Extreme`]: those only aggregate append-only inputs
+    /// (the planner refuses window aggregations over updating inputs), so it is a bug.
     pub fn accumulate(&self, acc: &mut Accumulator, row: &[Value], retract: bool) {
         let value = match self.arg {
             None => Value::BigInt(1),
@@ -129,6 +156,12 @@ impl AggCall {
                     values.remove(&value);
                 }
             }
+            Accumulator::Extreme(current) => {
+                assert!(!retract, "a retraction into an append-only {:?}", self.func);
+                if current.as_ref().is_none_or(|c| self.beats(&value, c)) {
+                    *current = Some(value);
+                }
+            }
         }
     }
 
@@ -149,6 +182,13 @@ impl AggCall {
                     }
                 }
             }
+            (Accumulator::Extreme(a), Accumulator::Extreme(b)) => {
+                if let Some(b) = b
+                    && a.as_ref().is_none_or(|a| self.beats(&b, a))
+                {
+                    *a = Some(b);
+                }
+            }
             // Accumulators of one call always have the same shape (`create` decides it): a
             // mismatch is a bug, and the job restarts from its last checkpoint.
             (acc, other) => panic!("merging accumulators of different shapes: {acc:?}, {other:?}"),
@@ -165,6 +205,7 @@ impl AggCall {
                 (AggFunc::Avg, Value::Double(s)) => Value::Double(s / *count as f64),
                 (_, s) => s.clone(),
             },
+            Accumulator::Extreme(value) => value.clone().unwrap_or(Value::Null),
             Accumulator::Values(values) => {
                 // Retractions of values never added leave negative counts: not a member.
                 let mut present = values.iter().filter(|(_, n)| **n > 0).map(|(v, _)| v);
