@@ -321,6 +321,36 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The append-only `MIN` and `MAX` (one value) give the multiset's results, also
+        /// after merging (session windows).
+        #[test]
+        fn append_only_extremes_equal_the_multiset(
+            values in proptest::collection::vec(proptest::option::of(-50i64..50), 0..30),
+            split in 0usize..30,
+        ) {
+            for func in [AggFunc::Min, AggFunc::Max] {
+                let c = call(func, false, DataType::BigInt);
+                let row = |v: &Option<i64>| vec![v.map_or(Value::Null, Value::BigInt)];
+                let split = split.min(values.len());
+                let (mut multiset, mut extreme) = (c.create(), c.create_append_only());
+                let mut other = c.create_append_only();
+                for v in &values {
+                    c.accumulate(&mut multiset, &row(v), false);
+                }
+                for v in &values[..split] {
+                    c.accumulate(&mut extreme, &row(v), false);
+                }
+                for v in &values[split..] {
+                    c.accumulate(&mut other, &row(v), false);
+                }
+                c.merge(&mut extreme, other);
+                prop_assert!(matches!(extreme, Accumulator::Extreme(_)));
+                prop_assert_eq!(c.result(&extreme), c.result(&multiset), "{:?}", func);
+            }
+        }
+    }
+
     #[test]
     fn nulls_are_skipped_and_empty_sums_are_null() {
         let c = call(AggFunc::Sum, false, DataType::Double);

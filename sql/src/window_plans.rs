@@ -487,3 +487,151 @@ impl KeyedProcessFunction for CascadedWindowAggOp {
         out.collect(Change::insert(row));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bound(edge: WindowEdge, lower: bool, offset_ms: i64) -> EdgeBound {
+        EdgeBound {
+            edge,
+            lower,
+            offset_ms,
+        }
+    }
+
+    fn windows() -> impl Strategy<Value = WindowKind> {
+        prop_oneof![
+            (1i64..40).prop_map(|size_ms| WindowKind::Tumble {
+                size_ms,
+                offset_ms: 0
+            }),
+            (1i64..20, 1i64..5).prop_map(|(slide_ms, factor)| WindowKind::Hop {
+                slide_ms,
+                size_ms: slide_ms * factor,
+                offset_ms: 0
+            }),
+            (1i64..20, 1i64..5).prop_map(|(step_ms, factor)| WindowKind::Cumulate {
+                step_ms,
+                size_ms: step_ms * factor
+            }),
+        ]
+    }
+
+    fn edge_bounds() -> impl Strategy<Value = Vec<EdgeBound>> {
+        proptest::collection::vec(
+            (any::<bool>(), any::<bool>(), -50i64..50).prop_map(|(start, lower, offset)| {
+                let edge = if start {
+                    WindowEdge::Start
+                } else {
+                    WindowEdge::End
+                };
+                bound(edge, lower, offset)
+            }),
+            1..4,
+        )
+    }
+
+    proptest! {
+        /// The bounds are implied by the conditions: every window of the kind whose edges
+        /// satisfy all bounds of `t` has its time `window_end - 1` within `[t + lower, t +
+        /// upper]`. So the interval join never misses a pair the conditions admit.
+        #[test]
+        fn window_time_bounds_hold_for_every_admitted_window(
+            window in windows(),
+            bounds in edge_bounds(),
+            t in -200i64..200,
+        ) {
+            let Some((lower, upper)) = window_time_bounds(&window, &bounds) else {
+                return Ok(());
+            };
+            let mut all = std::collections::BTreeSet::new();
+            for x in t - 300..t + 300 {
+                all.extend(window.assign(x));
+            }
+            for (start, end) in all {
+                let admitted = bounds.iter().all(|b| {
+                    let edge = match b.edge {
+                        WindowEdge::Start => start,
+                        WindowEdge::End => end,
+                    };
+                    if b.lower { t >= edge + b.offset_ms } else { t <= edge + b.offset_ms }
+                });
+                if admitted {
+                    let w = end - 1;
+                    prop_assert!(
+                        t + lower <= w && w <= t + upper,
+                        "{window:?} [{start}, {end}) for t={t}: w={w} outside [{lower}, {upper}]"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bounds_of_the_nexmark_q7_conditions() {
+        let tumble = WindowKind::Tumble {
+            size_ms: 10_000,
+            offset_ms: 0,
+        };
+        // window_start <= t < window_end: w in [t, t + size - 1], exactly the window of t.
+        let own = [
+            bound(WindowEdge::Start, true, 0),
+            bound(WindowEdge::End, false, -1),
+        ];
+        assert_eq!(window_time_bounds(&tumble, &own), Some((0, 9_999)));
+        // Flink's t BETWEEN window_end - 10 s AND window_end.
+        let flink = [
+            bound(WindowEdge::End, true, -10_000),
+            bound(WindowEdge::End, false, 0),
+        ];
+        assert_eq!(window_time_bounds(&tumble, &flink), Some((-1, 9_999)));
+        // One side only, sessions, or empty bounds: no interval.
+        assert_eq!(window_time_bounds(&tumble, &own[..1]), None);
+        let session = WindowKind::Session { gap_ms: 10 };
+        assert_eq!(window_time_bounds(&session, &own), None);
+        let empty = [
+            bound(WindowEdge::End, true, 0),
+            bound(WindowEdge::End, false, -5),
+        ];
+        assert_eq!(window_time_bounds(&tumble, &empty), None);
+    }
+
+    #[test]
+    fn conditions_are_read_as_bounds_of_the_time_column() {
+        let column = |i| Box::new(Expr::Column(i));
+        let compare = |op, a, b| Expr::Compare(op, a, b);
+        let minus = |c, ms| {
+            Box::new(Expr::Arith(
+                ArithOp::Sub,
+                Box::new(Expr::Column(c)),
+                Box::new(Expr::Literal(Value::BigInt(ms))),
+                crate::types::DataType::Timestamp,
+            ))
+        };
+        // Time column 0, window_start 5, window_end 6.
+        let read = |e: &Expr| edge_bound(e, 0, 5, 6);
+        assert_eq!(
+            read(&compare(CompareOp::Lt, column(0), column(6))),
+            Some(bound(WindowEdge::End, false, -1))
+        );
+        assert_eq!(
+            read(&compare(CompareOp::Lt, column(5), column(0))),
+            Some(bound(WindowEdge::Start, true, 1))
+        );
+        assert_eq!(
+            read(&compare(CompareOp::GtEq, column(0), minus(6, 1_000))),
+            Some(bound(WindowEdge::End, true, -1_000))
+        );
+        assert_eq!(
+            read(&compare(CompareOp::LtEq, minus(5, 7), column(0))),
+            Some(bound(WindowEdge::Start, true, -7))
+        );
+        // Other columns, equalities and other shapes are ordinary conditions.
+        assert_eq!(read(&compare(CompareOp::Lt, column(1), column(6))), None);
+        assert_eq!(read(&compare(CompareOp::Lt, column(0), column(4))), None);
+        assert_eq!(read(&compare(CompareOp::Eq, column(0), column(6))), None);
+        assert_eq!(read(&Expr::Column(0)), None);
+    }
+}
