@@ -963,19 +963,26 @@ impl KeyedProcessFunction for WindowAggOp {
             ctx.register_event_time_timer(end - 1);
             return;
         }
+        // One write for all of the row's windows; a window's timer is registered when the
+        // window is created (it leaves the state only through that timer, and timers are
+        // checkpointed with it), not again for every row.
+        let mut updated = Vec::new();
         for (start, end) in self.window.assign(ts) {
             if end - 1 <= watermark {
                 continue;
             }
             late = false;
-            let mut accumulators = self
-                .windows
-                .get(ctx, &(start, end))
-                .unwrap_or_else(|| self.fresh());
+            let mut accumulators = match self.windows.get(ctx, &(start, end)) {
+                Some(existing) => existing,
+                None => {
+                    ctx.register_event_time_timer(end - 1);
+                    self.fresh()
+                }
+            };
             self.add(&mut accumulators, &change.row);
-            self.windows.put(ctx, (start, end), accumulators);
-            ctx.register_event_time_timer(end - 1);
+            updated.push(((start, end), accumulators));
         }
+        self.windows.put_all(ctx, updated);
         if late {
             ctx.count_late_record();
             tracing::debug!(ts, watermark, "late row dropped by a window aggregation");

@@ -456,15 +456,15 @@ impl KeyedProcessFunction for CascadedWindowAggOp {
             ctx.count_late_record();
             return;
         }
-        let mut accumulators = self
-            .accumulators
-            .value(ctx)
-            .unwrap_or_else(|| self.aggs.iter().map(AggCall::create_append_only).collect());
+        // The timer is registered with the key's first row: the state leaves only through it.
+        let mut accumulators = self.accumulators.value(ctx).unwrap_or_else(|| {
+            ctx.register_event_time_timer(fire_at);
+            self.aggs.iter().map(AggCall::create_append_only).collect()
+        });
         for (call, acc) in self.aggs.iter().zip(&mut accumulators) {
             call.accumulate(acc, &change.row, false);
         }
         self.accumulators.update(ctx, accumulators);
-        ctx.register_event_time_timer(fire_at);
     }
 
     fn on_timer(
