@@ -45,6 +45,23 @@ fn bids(count: u64, seed: u64) -> Vec<Bid> {
         .collect()
 }
 
+/// `data` with the highest bids of some windows at their edges: at a window's first and last
+/// millisecond, and at the end of one (so in the next window, and in the window it ends for
+/// `ts <= window_end`). Each goes where its time keeps the input out of order by less than
+/// the watermark delay, so none is late.
+fn with_edges(mut data: Vec<Bid>) -> Vec<Bid> {
+    for (ms, bidder) in [(2_000, 1), (3_999, 2), (6_000, 3), (7_500, 4), (8_000, 5)] {
+        let bid = Bid {
+            item: "edge",
+            price: 100,
+            bidder,
+            ms,
+        };
+        data.insert(ms as usize / 60 - 7, bid);
+    }
+    data
+}
+
 fn ddl(dir: &Path, bids: &[Bid]) -> String {
     let path = dir.join("bids.csv");
     let text: String = bids
@@ -408,7 +425,7 @@ fn highest_bids(
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn highest_bids_join_window_rows_in_a_time_bounded_join() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = bids(200, 44);
+    let data = with_edges(bids(200, 44));
     let ddl = ddl(dir.path(), &data);
     let maxima = tumble_maxima(&data, 1_000);
     let header = "window_end,item,price,bidder";
@@ -461,7 +478,7 @@ async fn highest_bids_join_window_rows_in_a_time_bounded_join() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn time_bounded_joins_of_window_rows_over_hops_and_as_outer_joins() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = bids(200, 45);
+    let data = with_edges(bids(200, 45));
     let ddl = ddl(dir.path(), &data);
     // Hopping windows: a bid is in four windows, joined with each whose highest price it is.
     let mut maxima: BTreeMap<(i64, i64), i64> = BTreeMap::new();
