@@ -212,3 +212,34 @@ async fn q8_in_sql_equals_the_datastream_version() {
 async fn q11_in_sql_equals_the_datastream_version() {
     same_result(Query::Q11).await;
 }
+
+/// The plan of `query` over the `bid` table.
+fn plan_of(query: Query) -> String {
+    let env = StreamEnv::new();
+    let mut tenv = eichhorn_sql::TableEnv::new(&env);
+    let rows = env.from_collection(Vec::<Row>::new());
+    tenv.from_data_stream("bid", rows, sql::bid_schema(true))
+        .expect("register bid");
+    tenv.sql_query(sql::query_sql(query))
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .explain()
+}
+
+/// q5 and q7 run as Flink plans them, with state bounded by the watermark: q5's `MaxBids` is
+/// a cascaded window aggregation and its join a window join; q7's join an interval join with
+/// the window rows at their window time.
+#[test]
+fn q5_and_q7_keep_their_windows_through_the_plan() {
+    let q5 = plan_of(Query::Q5);
+    assert!(q5.contains("WindowJoin(joinType=[INNER]"), "{q5}");
+    assert!(q5.contains("windowOn=[$"), "{q5}");
+    assert!(!q5.contains("GroupAggregate"), "{q5}");
+    let q7 = plan_of(Query::Q7);
+    assert!(
+        q7.contains(
+            "right time in [left time + 0 ms, left time + 9999 ms], right time = window_end - 1 ms"
+        ),
+        "{q7}"
+    );
+    assert!(!q7.contains(" Join("), "{q7}");
+}

@@ -482,6 +482,7 @@ fn reads_streams(plan: &Plan, streams: &BTreeMap<String, DataStream<Change>>) ->
         Plan::Calc { input, .. }
         | Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
+        | Plan::CascadedWindowAgg { input, .. }
         | Plan::WindowTvf { input, .. }
         | Plan::Rank { input, .. }
         | Plan::OverAgg { input, .. }
@@ -490,7 +491,8 @@ fn reads_streams(plan: &Plan, streams: &BTreeMap<String, DataStream<Change>>) ->
         Plan::Join { left, right, .. }
         | Plan::IntervalJoin { left, right, .. }
         | Plan::TemporalJoin { left, right, .. }
-        | Plan::WindowJoin { left, right, .. } => {
+        | Plan::WindowJoin { left, right, .. }
+        | Plan::WindowIntervalJoin { left, right, .. } => {
             reads_streams(left, streams) || reads_streams(right, streams)
         }
         Plan::Union { inputs, .. } => inputs.iter().any(|i| reads_streams(i, streams)),

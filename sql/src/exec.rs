@@ -33,6 +33,7 @@ use crate::time_joins::{
 };
 use crate::types::{Change, Column, DataType, Row, RowKind, Value};
 use crate::window::WindowKind;
+use crate::window_plans::{CascadedWindowAggOp, column_bounds};
 
 /// The id of the side output for errors raised while a query runs.
 const ERRORS_TAG: &str = "eichhorn-sql-errors";
@@ -47,6 +48,10 @@ pub(crate) struct Translator<'a> {
     error_streams: Vec<DataStream<String>>,
     next_id: u32,
     state_ttl_ms: Option<u64>,
+    /// The plans translated so far with their streams: an equal plan met again reads the same
+    /// stream (Flink's sub-plan reuse), so a subquery written twice (Nexmark q5's window
+    /// aggregation) is computed once.
+    translated: Vec<(Plan, DataStream<Change>)>,
 }
 
 impl<'a> Translator<'a> {
@@ -65,6 +70,7 @@ impl<'a> Translator<'a> {
             error_streams: Vec::new(),
             next_id: 0,
             state_ttl_ms: None,
+            translated: Vec::new(),
         }
     }
 
@@ -100,6 +106,20 @@ impl<'a> Translator<'a> {
     ///
     /// A table the plan scans is gone, or a connector cannot be read from.
     pub(crate) fn translate(&mut self, plan: &Plan) -> Result<DataStream<Change>, SqlError> {
+        // A scan reads its registered stream or adds its source; nothing to reuse.
+        if let Plan::Scan { table, .. } = plan {
+            return self.scan(table);
+        }
+        if let Some((_, stream)) = self.translated.iter().find(|(p, _)| p == plan) {
+            return Ok(stream.clone());
+        }
+        let stream = self.translate_new(plan)?;
+        self.translated.push((plan.clone(), stream.clone()));
+        Ok(stream)
+    }
+
+    /// The operators computing `plan`, added to the job.
+    fn translate_new(&mut self, plan: &Plan) -> Result<DataStream<Change>, SqlError> {
         match plan {
             Plan::Scan { table, .. } => self.scan(table),
             Plan::Calc {
@@ -182,6 +202,78 @@ impl<'a> Translator<'a> {
                     .uid(&uid);
                 self.error_streams.push(out.side_output(&self.errors));
                 Ok(out)
+            }
+            Plan::CascadedWindowAgg {
+                input,
+                window,
+                key_count,
+                end,
+                aggs,
+                ..
+            } => {
+                let stream = self.translate(input)?;
+                let n = *key_count;
+                let name = format!("WindowAggregate({}, cascaded)", window.name());
+                let uid = self.uid("cascaded-window-aggregate");
+                let out = stream
+                    .key_by(move |c: &Change| c.row[..n].to_vec())
+                    .process(CascadedWindowAggOp::new(
+                        aggs.clone(),
+                        *end,
+                        self.errors.clone(),
+                        name.clone(),
+                    ))
+                    .name(&name)
+                    .uid(&uid);
+                self.error_streams.push(out.side_output(&self.errors));
+                Ok(out)
+            }
+            Plan::WindowIntervalJoin {
+                left,
+                right,
+                kind,
+                left_keys,
+                right_keys,
+                window_left,
+                left_time,
+                right_time,
+                lower_ms,
+                upper_ms,
+                condition,
+                schema,
+            } => {
+                // The operator reads time columns; the windowed side's is `window_end`, one
+                // more than its window time.
+                let (lower_ms, upper_ms) = column_bounds(*window_left, *lower_ms, *upper_ms);
+                let core = IntervalJoin {
+                    kind: *kind,
+                    lower_ms,
+                    upper_ms,
+                    condition: condition.clone(),
+                    left_width: left.schema().columns.len(),
+                    right_width: right.schema().columns.len(),
+                };
+                let name = format!(
+                    "IntervalJoin({}, window rows, select=[{}])",
+                    kind.sql(),
+                    schema.names().join(", ")
+                );
+                let op = OuterIntervalJoinOp::new(
+                    core,
+                    *left_time,
+                    *right_time,
+                    self.errors.clone(),
+                    name.clone(),
+                );
+                self.keyed_join(
+                    left,
+                    right,
+                    left_keys,
+                    right_keys,
+                    op,
+                    &name,
+                    "window-interval-join",
+                )
             }
             Plan::Join {
                 left,
@@ -954,19 +1046,26 @@ impl KeyedProcessFunction for WindowAggOp {
             ctx.register_event_time_timer(end - 1);
             return;
         }
+        // One write for all of the row's windows; a window's timer is registered when the
+        // window is created (it leaves the state only through that timer, and timers are
+        // checkpointed with it), not again for every row.
+        let mut updated = Vec::new();
         for (start, end) in self.window.assign(ts) {
             if end - 1 <= watermark {
                 continue;
             }
             late = false;
-            let mut accumulators = self
-                .windows
-                .get(ctx, &(start, end))
-                .unwrap_or_else(|| self.fresh());
+            let mut accumulators = match self.windows.get(ctx, &(start, end)) {
+                Some(existing) => existing,
+                None => {
+                    ctx.register_event_time_timer(end - 1);
+                    self.fresh()
+                }
+            };
             self.add(&mut accumulators, &change.row);
-            self.windows.put(ctx, (start, end), accumulators);
-            ctx.register_event_time_timer(end - 1);
+            updated.push(((start, end), accumulators));
         }
+        self.windows.put_all(ctx, updated);
         if late {
             ctx.count_late_record();
             tracing::debug!(ts, watermark, "late row dropped by a window aggregation");

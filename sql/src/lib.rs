@@ -13,7 +13,8 @@
 //! - Joins ([`join`]): regular joins as a changelog (state bounded by
 //!   `SET 'table.exec.state.ttl'`) and interval joins; Top-N and deduplication ([`rank`]);
 //!   `OVER` aggregations ([`over`]); temporal joins against versioned tables, window joins
-//!   and outer interval joins ([`time_joins`]).
+//!   and outer interval joins ([`time_joins`]); cascaded window aggregations and interval
+//!   joins with window rows ([`window_plans`]).
 //! - Errors name the line and column of the SQL text ([`SqlError`]).
 //!
 //! ## Layers
@@ -41,6 +42,7 @@ pub mod table_api;
 pub mod time_joins;
 pub mod types;
 pub mod window;
+pub mod window_plans;
 
 pub use env::{Table, TableEnv, TableResult};
 pub use error::{Position, SqlError};

@@ -121,12 +121,14 @@ fn children(plan: &mut Plan) -> Vec<&mut Plan> {
         Plan::Calc { input, .. }
         | Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
+        | Plan::CascadedWindowAgg { input, .. }
         | Plan::WindowTvf { input, .. }
         | Plan::Rank { input, .. }
         | Plan::OverAgg { input, .. }
         | Plan::Sort { input, .. } => vec![&mut **input],
         Plan::Join { left, right, .. }
         | Plan::IntervalJoin { left, right, .. }
+        | Plan::WindowIntervalJoin { left, right, .. }
         | Plan::TemporalJoin { left, right, .. }
         | Plan::WindowJoin { left, right, .. } => vec![&mut **left, &mut **right],
         Plan::MatchRecognize(mr) => vec![&mut *mr.input],

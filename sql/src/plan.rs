@@ -182,6 +182,57 @@ pub enum Plan {
         /// The output schema.
         schema: Schema,
     },
+    /// A cascaded window aggregation: a `GROUP BY` over both window columns of windowed rows
+    /// (a window aggregation's or TVF's, through calcs), itself a window aggregation of the
+    /// same windows (see [`crate::window_plans`]). Input rows are `keys ++ arguments`, the
+    /// window columns among the keys; output rows `keys ++ results`, appended when the
+    /// watermark passes the window's end.
+    CascadedWindowAgg {
+        /// The pre-projected input.
+        input: Box<Self>,
+        /// The window of the input's rows.
+        window: WindowKind,
+        /// How many leading input columns are the group key.
+        key_count: usize,
+        /// The key position of `window_start`.
+        start: usize,
+        /// The key position of `window_end`.
+        end: usize,
+        /// The aggregate calls (arguments index the input row).
+        aggs: Vec<AggCall>,
+        /// The output schema.
+        schema: Schema,
+    },
+    /// An interval join of append-only inputs, one of them windowed rows at their window's
+    /// time (`window_end - 1`), the bounds derived from the window's size and the conditions
+    /// (see [`crate::window_plans`]): each left row joins the right rows whose time is within
+    /// `[left time + lower_ms, left time + upper_ms]` where the condition holds.
+    WindowIntervalJoin {
+        /// The left input.
+        left: Box<Self>,
+        /// The right input.
+        right: Box<Self>,
+        /// Inner, left, right or full.
+        kind: JoinKind,
+        /// The left columns of the equality keys.
+        left_keys: Vec<usize>,
+        /// The right columns of the equality keys, pairwise with `left_keys`.
+        right_keys: Vec<usize>,
+        /// Whether the left side is the windowed one (else the right side is).
+        window_left: bool,
+        /// The left time column: its event-time attribute, or `window_end` when windowed.
+        left_time: usize,
+        /// The right time column: its event-time attribute, or `window_end` when windowed.
+        right_time: usize,
+        /// The lower bound of the right time, relative to the left time.
+        lower_ms: i64,
+        /// The upper bound of the right time, relative to the left time.
+        upper_ms: i64,
+        /// The rest of the conditions (the bounding ones among them), over `left ++ right`.
+        condition: Option<Expr>,
+        /// The output schema.
+        schema: Schema,
+    },
     /// Top-N (and deduplication, Top-1 by time): per partition, the first `N` rows by the
     /// order, with their rank appended, as a changelog.
     Rank {
@@ -241,6 +292,8 @@ impl Plan {
             | Self::IntervalJoin { schema, .. }
             | Self::TemporalJoin { schema, .. }
             | Self::WindowJoin { schema, .. }
+            | Self::CascadedWindowAgg { schema, .. }
+            | Self::WindowIntervalJoin { schema, .. }
             | Self::Rank { schema, .. }
             | Self::OverAgg { schema, .. }
             | Self::Sort { schema, .. }
@@ -257,6 +310,8 @@ impl Plan {
             | Self::IntervalJoin { .. }
             | Self::TemporalJoin { .. }
             | Self::WindowJoin { .. }
+            | Self::CascadedWindowAgg { .. }
+            | Self::WindowIntervalJoin { .. }
             | Self::Sort { .. }
             | Self::MatchRecognize(_) => true,
             Self::GroupAgg { .. } | Self::Rank { .. } => false,
@@ -385,6 +440,40 @@ impl Plan {
                     ""
                 },
             ),
+            Self::CascadedWindowAgg {
+                window,
+                key_count,
+                start,
+                end,
+                aggs,
+                ..
+            } => writeln!(
+                out,
+                "{indent}WindowAggregate(window=[{}], windowOn=[${start}, ${end}], groupBy=[{key_count} keys], aggs=[{}], fields=[{columns}])",
+                describe_window(window),
+                describe_aggs(aggs)
+            ),
+            Self::WindowIntervalJoin {
+                kind,
+                left_keys,
+                right_keys,
+                window_left,
+                lower_ms,
+                upper_ms,
+                condition,
+                ..
+            } => writeln!(
+                out,
+                "{indent}IntervalJoin(joinType=[{}], keys=[{}], right time in [left time + {lower_ms} ms, left time + {upper_ms} ms], {} time = window_end - 1 ms{}, fields=[{columns}])",
+                kind.sql(),
+                describe_keys(left_keys, right_keys),
+                if *window_left { "left" } else { "right" },
+                if condition.is_some() {
+                    ", where=[..]"
+                } else {
+                    ""
+                },
+            ),
             Self::Rank { partition, top, .. } => writeln!(
                 out,
                 "{indent}Rank(rankType=[ROW_NUMBER], partitionBy=[{}], orderBy=[{}], rankRange=[1..{}], changelog=[I,UB,UA,D], fields=[{columns}])",
@@ -431,6 +520,7 @@ impl Plan {
             Self::Calc { input, .. }
             | Self::GroupAgg { input, .. }
             | Self::WindowAgg { input, .. }
+            | Self::CascadedWindowAgg { input, .. }
             | Self::WindowTvf { input, .. }
             | Self::Rank { input, .. }
             | Self::OverAgg { input, .. }
@@ -439,7 +529,8 @@ impl Plan {
             Self::Join { left, right, .. }
             | Self::IntervalJoin { left, right, .. }
             | Self::TemporalJoin { left, right, .. }
-            | Self::WindowJoin { left, right, .. } => {
+            | Self::WindowJoin { left, right, .. }
+            | Self::WindowIntervalJoin { left, right, .. } => {
                 left.explain_into(out, depth + 1);
                 right.explain_into(out, depth + 1);
             }
@@ -617,8 +708,13 @@ fn plan_select(select: &ast::Select, catalog: &Catalog) -> Result<Plan, SqlError
                 Some(ranked) => ranked,
                 None => plan_relation(&one.relation, catalog)?,
             };
-            for join in &one.joins {
-                relation = plan_join(relation, join, catalog)?;
+            for (i, join) in one.joins.iter().enumerate() {
+                // WHERE is over the last join's output: its conjuncts may bound that join.
+                let filter = select
+                    .selection
+                    .as_ref()
+                    .filter(|_| i + 1 == one.joins.len());
+                relation = plan_join(relation, join, catalog, filter)?;
             }
             relation
         }
@@ -911,8 +1007,14 @@ fn plan_relation(factor: &ast::TableFactor, catalog: &Catalog) -> Result<Relatio
 }
 
 /// `left JOIN right ON ...`: a regular join, or an interval join when `ON` bounds one side's
-/// event time by the other's (`b.ts BETWEEN a.ts - INTERVAL .. AND a.ts + INTERVAL ..`).
-fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Relation, SqlError> {
+/// event time by the other's (`b.ts BETWEEN a.ts - INTERVAL .. AND a.ts + INTERVAL ..`), or
+/// (with `filter`, the `WHERE` over this join's output) by the other's windows.
+fn plan_join(
+    left: Relation,
+    join: &ast::Join,
+    catalog: &Catalog,
+    filter: Option<&ast::Expr>,
+) -> Result<Relation, SqlError> {
     let position = Position::of(join.relation.span());
     let (kind, constraint) = match &join.join_operator {
         ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => (JoinKind::Inner, c),
@@ -1065,6 +1167,29 @@ fn plan_join(left: Relation, join: &ast::Join, catalog: &Catalog) -> Result<Rela
              window ON l.window_start = r.window_start AND l.window_end = r.window_end (and \
              keys), or aggregate the windows in a view first",
         ));
+    } else if let Some(plan) = interval
+        .is_none()
+        .then(|| {
+            // Conjuncts of WHERE that do not compile here are reported where WHERE is
+            // planned; the bounds only need those that do.
+            let pushed: Vec<Expr> = filter
+                .map(conjuncts)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| compile(c, &mut resolver).ok().map(|t| t.expr))
+                .collect();
+            crate::window_plans::plan_window_interval_join(
+                &left.plan,
+                &right.plan,
+                kind,
+                &keys,
+                &pushed,
+                &output,
+            )
+        })
+        .flatten()
+    {
+        plan
     } else {
         let Keys {
             left: left_keys,
@@ -2185,12 +2310,7 @@ fn plan_aggregate(
                 schema: intermediate,
             }
         }
-        None => Plan::GroupAgg {
-            input: Box::new(pre_plan),
-            key_count,
-            aggs,
-            schema: intermediate,
-        },
+        None => crate::window_plans::group_or_cascaded(pre_plan, key_count, aggs, intermediate),
     };
     Ok(Plan::Calc {
         input: Box::new(aggregate),
@@ -2258,6 +2378,7 @@ pub fn check_indexes(plan: &Plan) -> Result<(), String> {
         }
         Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
+        | Plan::CascadedWindowAgg { input, .. }
         | Plan::WindowTvf { input, .. }
         | Plan::Rank { input, .. }
         | Plan::OverAgg { input, .. } => check_indexes(input),
@@ -2294,6 +2415,14 @@ pub fn check_indexes(plan: &Plan) -> Result<(), String> {
             ..
         }
         | Plan::WindowJoin {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            condition,
+            ..
+        }
+        | Plan::WindowIntervalJoin {
             left,
             right,
             left_keys,

@@ -140,6 +140,7 @@ fn is_bounded(plan: &Plan, catalog: &Catalog) -> bool {
         Plan::Calc { input, .. }
         | Plan::GroupAgg { input, .. }
         | Plan::WindowAgg { input, .. }
+        | Plan::CascadedWindowAgg { input, .. }
         | Plan::WindowTvf { input, .. }
         | Plan::Rank { input, .. }
         | Plan::OverAgg { input, .. }
@@ -148,7 +149,8 @@ fn is_bounded(plan: &Plan, catalog: &Catalog) -> bool {
         Plan::Join { left, right, .. }
         | Plan::IntervalJoin { left, right, .. }
         | Plan::TemporalJoin { left, right, .. }
-        | Plan::WindowJoin { left, right, .. } => {
+        | Plan::WindowJoin { left, right, .. }
+        | Plan::WindowIntervalJoin { left, right, .. } => {
             is_bounded(left, catalog) && is_bounded(right, catalog)
         }
         Plan::Union { inputs, .. } => inputs.iter().all(|i| is_bounded(i, catalog)),

@@ -526,7 +526,8 @@ pub struct Pending {
 /// upper_ms]`.
 #[derive(Debug, Clone)]
 pub struct IntervalJoin {
-    /// Left, right or full (inner interval joins use Eichhorn's operator).
+    /// Left, right or full (inner interval joins over two event-time attributes use
+    /// Eichhorn's operator); inner for a window interval join ([`crate::window_plans`]).
     pub kind: JoinKind,
     /// The lower bound of the right time, relative to the left time.
     pub lower_ms: i64,
@@ -763,10 +764,13 @@ pub(crate) struct Keys {
 }
 
 /// The window a plan's rows belong to: its window function and its `window_start` and
-/// `window_end` columns, if it is a window TVF or a window aggregation, or a calc over one
-/// that keeps both columns.
-fn window_of(plan: &Plan) -> Option<(WindowKind, usize, usize)> {
+/// `window_end` columns, if it is a window TVF or a (cascaded) window aggregation, or a calc
+/// over one that keeps both columns.
+pub(crate) fn window_of(plan: &Plan) -> Option<(WindowKind, usize, usize)> {
     match plan {
+        Plan::CascadedWindowAgg {
+            window, start, end, ..
+        } => Some((*window, *start, *end)),
         Plan::WindowTvf { input, window, .. } => {
             let width = input.schema().columns.len();
             Some((*window, width, width + 1))
@@ -836,6 +840,11 @@ pub(crate) fn plan_window_join(
         return Ok(None);
     }
     if left_window != right_window {
+        // A cascaded aggregation's rows were a group aggregation's before it existed: such
+        // a join stays the regular join it was.
+        if crate::window_plans::is_cascaded(left) || crate::window_plans::is_cascaded(right) {
+            return Ok(None);
+        }
         return Err(SqlError::unsupported(
             position,
             format!(

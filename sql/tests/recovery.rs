@@ -1,6 +1,8 @@
 //! A SQL job failed and restored from a checkpoint gives the same result: a group aggregation
 //! (a changelog), a hopping window aggregation, a regular join, an outer interval join, a
-//! window join and an event-time temporal join (against a versioned CSV table) over a stream
+//! window join, an event-time temporal join (against a versioned CSV table), a cascaded window
+//! aggregation with its window join and an interval join with window rows (Nexmark q5's and
+//! q7's shapes) over a stream
 //! registered with `from_data_stream`, written through an exactly-once file sink, commit exactly the lines the
 //! same job commits without the failure, at parallelism 1 and 2, with the memory and LMDB
 //! backends.
@@ -249,6 +251,41 @@ async fn a_temporal_join_recovers_exactly_once() {
     failures_change_nothing(
         "SELECT e.k, e.v, r.rate, r.ms FROM events e \
          LEFT JOIN rates FOR SYSTEM_TIME AS OF e.ts AS r ON e.k = r.k",
+        &FAILED,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_cascaded_window_aggregation_and_its_window_join_recover_exactly_once() {
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    // Nexmark q5's shape: the per-window maximum is a cascaded window aggregation (its
+    // accumulators in ValueState, a timer per window), joined per window.
+    let counts = "SELECT k, COUNT(*) AS num, window_start AS starttime, window_end AS endtime \
+         FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '500' MILLISECOND, INTERVAL '1' SECOND)) \
+         GROUP BY k, window_start, window_end";
+    failures_change_nothing(
+        &format!(
+            "SELECT A.endtime, A.k, A.num FROM ({counts}) A JOIN ( \
+               SELECT MAX(C.num) AS maxn, C.starttime, C.endtime FROM ({counts}) C \
+               GROUP BY C.starttime, C.endtime) M \
+             ON A.starttime = M.starttime AND A.endtime = M.endtime AND A.num >= M.maxn"
+        ),
+        &FAILED,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_interval_join_with_window_rows_recovers_exactly_once() {
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    // Nexmark q7's shape: rows wait for the window rows at their window time in MapState.
+    failures_change_nothing(
+        "SELECT B1.window_end, e.k, e.v FROM events e JOIN ( \
+           SELECT MAX(v) AS maxv, window_start, window_end \
+           FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '1' SECOND)) \
+           GROUP BY window_start, window_end) B1 \
+         ON e.v = B1.maxv WHERE e.ts >= B1.window_start AND e.ts < B1.window_end",
         &FAILED,
     )
     .await;
