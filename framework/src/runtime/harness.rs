@@ -21,8 +21,9 @@
 //! seeded queues, tagged with their attempt, and commands come back the same way: a command
 //! for an attempt that is gone is dropped, as a mailbox of a stopped actor drops it.
 //!
-//! Not driven here: savepoints into a user's directory (the memory store keeps no savepoint
-//! folders) and restore paths of another run; `job_core`'s own tests cover them.
+//! A savepoint (optionally stop-with-savepoint) can be asked for at a virtual time; it goes to
+//! the directory named, as with any store. Not driven here: starting a run from a restore path
+//! (`job_core`'s own tests and the integration tests cover it).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -154,7 +155,10 @@ pub(crate) struct Harness {
     rng: u64,
     local_dir: tempfile::TempDir,
     outcome: Option<Outcome>,
+    /// A savepoint the user asks for at this virtual time: (time, target directory, stop).
+    savepoint_at: Option<(i64, std::path::PathBuf, bool)>,
     // Observations.
+    savepoints: Vec<Result<std::path::PathBuf, JobError>>,
     /// Batches sent and not yet given back as credit, per job-wide channel, and the maximum.
     in_flight_batches: Vec<u32>,
     max_in_flight_batches: u32,
@@ -238,6 +242,8 @@ impl Harness {
             rng: seed,
             local_dir: tempfile::tempdir().expect("a temporary directory"),
             outcome: None,
+            savepoint_at: None,
+            savepoints: Vec::new(),
             max_in_flight_batches: 0,
             completed: Vec::new(),
             statuses: Vec::new(),
@@ -261,6 +267,17 @@ impl Harness {
     /// The coordinator's status events, with the virtual time of each.
     pub(crate) fn statuses(&self) -> &[(i64, StatusEvent)] {
         &self.statuses
+    }
+
+    /// Asks for a savepoint below `target` once virtual time reaches `at_ms` (with `stop`, the
+    /// job stops once it completed).
+    pub(crate) fn request_savepoint(&mut self, at_ms: i64, target: std::path::PathBuf, stop: bool) {
+        self.savepoint_at = Some((at_ms, target, stop));
+    }
+
+    /// The savepoint requests that ended: each savepoint's folder, or why it failed.
+    pub(crate) fn savepoints(&self) -> &[Result<std::path::PathBuf, JobError>] {
+        &self.savepoints
     }
 
     /// The run's checkpoint storage.
@@ -293,6 +310,20 @@ impl Harness {
 
     /// Delivers one message or fires one timer; false when nothing can ever happen again.
     fn step(&mut self) -> bool {
+        if self
+            .savepoint_at
+            .as_ref()
+            .is_some_and(|(at, ..)| *at <= self.now_ms)
+            && let Some((_, target, stop)) = self.savepoint_at.take()
+        {
+            self.trace.push(format!(
+                "{} savepoint requested (stop: {stop})",
+                self.now_ms
+            ));
+            self.core
+                .handle_savepoint_request(target, stop, self.now_ms);
+            self.drive_core();
+        }
         let ready: Vec<(Endpoint, Endpoint)> = self
             .queues
             .iter()
@@ -313,6 +344,7 @@ impl Harness {
                 .map(|(at, ..)| *at)
                 .into_iter()
                 .chain(self.core_timer)
+                .chain(self.savepoint_at.as_ref().map(|(at, ..)| *at))
                 .min();
             return match next {
                 Some(at) => {
@@ -489,9 +521,17 @@ impl Harness {
                     self.core.handle_storage_read(result, now);
                 }
                 Output::SetTimer(at_ms) => self.core_timer = at_ms,
-                Output::SavepointDone { request, result } => self
-                    .trace
-                    .push(format!("{now} savepoint {}: {result:?}", request.0)),
+                Output::SavepointDone { request, result } => {
+                    self.trace
+                        .push(format!("{now} savepoint {}: {result:?}", request.0));
+                    let result = result.map(|location| {
+                        self.storage
+                            .folder(location.id, location.savepoint_target.as_deref())
+                            .path
+                            .unwrap_or_default()
+                    });
+                    self.savepoints.push(result);
+                }
                 Output::Status(status) => {
                     if let StatusEvent::CheckpointCompleted { id } = &status {
                         self.completed.push(*id);
@@ -644,12 +684,14 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use super::{Harness, Outcome};
+    use super::{Harness, Outcome, StatusEvent};
     use crate::api::{Operator, SinkContext, TwoPhaseCommitSink, Unkeyed};
+    use crate::checkpoint::CheckpointKind;
     use crate::checkpoint::RestartStrategy;
     use crate::error::JobError;
     use crate::operator::window::{TimeDomain, WindowAssigner};
     use crate::prelude::*;
+    use crate::runtime::result::JobStatus;
 
     const SEEDS: u64 = 24;
     const STEPS: u64 = 2_000_000;
@@ -892,6 +934,167 @@ mod tests {
                 let mut got = sums.take();
                 got.sort_unstable();
                 assert_eq!(got, expected, "parallelism {parallelism}, seed {seed}");
+            }
+        }
+    }
+
+    /// The restart strategy's verdict, from the real coordinator: a record that fails every
+    /// attempt exhausts `FixedDelay`'s attempts, each restart waits its delay on virtual time,
+    /// and the job then fails with the operator's error.
+    #[test]
+    fn fixed_delay_fails_the_job_once_its_attempts_are_spent() {
+        for seed in 0..8 {
+            let env = StreamEnv::new();
+            env.set_parallelism(2);
+            env.enable_checkpointing(5);
+            small_batches(&env);
+            env.set_restart_strategy(RestartStrategy::FixedDelay {
+                attempts: 2,
+                delay_ms: 40,
+            });
+            let _sink = TableSink::default();
+            env.from_generator(200, |i| i + 1)
+                .map(|v: u64| {
+                    assert!(v != 150, "poison record {v}");
+                    (v % 5, v)
+                })
+                .key_by(|pair: &(u64, u64)| pair.0)
+                .reduce(|a: (u64, u64), b: (u64, u64)| (a.0, a.1 + b.1))
+                .add_two_phase_sink(_sink.clone());
+            let mut harness = Harness::new(&env, seed);
+            let outcome = harness.run(STEPS);
+            let Outcome::Concluded(Err(JobError::TaskFailed {
+                operator, message, ..
+            })) = &outcome
+            else {
+                panic!("seed {seed}: expected the job to fail, got {outcome:?}");
+            };
+            assert_eq!(operator, "Map", "seed {seed}");
+            assert!(
+                message.contains("poison record 150"),
+                "seed {seed}: {message}"
+            );
+            assert_eq!(
+                harness.attempt(),
+                2,
+                "seed {seed}: two restarts, then no more"
+            );
+            let restarts: Vec<(i64, u64)> = harness
+                .statuses()
+                .iter()
+                .filter_map(|(at, status)| match status {
+                    StatusEvent::Restarting { delay_ms, .. } => Some((*at, *delay_ms)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(restarts.len(), 2, "seed {seed}: {restarts:?}");
+            for (failed_at, delay_ms) in restarts {
+                assert_eq!(delay_ms, 40);
+                let redeployed_at = harness
+                    .statuses()
+                    .iter()
+                    .find_map(|(at, status)| {
+                        (matches!(status, StatusEvent::Deploying { .. }) && *at > failed_at)
+                            .then_some(*at)
+                    })
+                    .expect("a redeployment after each restart");
+                assert!(
+                    redeployed_at >= failed_at + 40,
+                    "seed {seed}: redeployed at {redeployed_at}, failed at {failed_at}"
+                );
+            }
+        }
+    }
+
+    /// At the end of input the coordinator takes the final checkpoint: with periodic
+    /// checkpoints it is stored (the newest in storage) and commits the rest of the output;
+    /// without them it stores nothing and still commits everything.
+    #[test]
+    fn the_final_checkpoint_commits_all_output() {
+        for (interval, seed) in [(Some(6), 1), (Some(6), 2), (None, 3), (None, 4)] {
+            let env = StreamEnv::new();
+            env.set_parallelism(2);
+            if let Some(ms) = interval {
+                env.enable_checkpointing(ms);
+            }
+            small_batches(&env);
+            let sink = rolling_sums(&env, 150, None);
+            let mut harness = Harness::new(&env, seed);
+            let outcome = harness.run(STEPS);
+            assert!(outcome.is_finished(), "seed {seed}: {outcome:?}");
+            check_rolling_sums(&sink, 150, seed);
+            let final_id = harness
+                .statuses()
+                .iter()
+                .find_map(|(_, status)| match status {
+                    StatusEvent::CheckpointTriggered {
+                        id, is_final: true, ..
+                    } => Some(*id),
+                    _ => None,
+                })
+                .expect("a final checkpoint");
+            assert_eq!(harness.completed().last(), Some(&final_id), "seed {seed}");
+            let stored = harness.storage().checkpoint_ids();
+            match interval {
+                Some(_) => assert_eq!(stored.last(), Some(&final_id), "seed {seed}: {stored:?}"),
+                None => assert!(stored.is_empty(), "seed {seed}: {stored:?}"),
+            }
+        }
+    }
+
+    /// Stop-with-savepoint through the coordinator: the savepoint lands in the directory
+    /// named, the job ends cancelled before its input ran out, and what the sinks committed is
+    /// one running sum per record (none twice, none foreign).
+    #[test]
+    fn stop_with_savepoint_commits_each_record_at_most_once() {
+        for seed in 0..6 {
+            let env = StreamEnv::new();
+            env.set_parallelism(2);
+            env.enable_checkpointing(1_000_000);
+            small_batches(&env);
+            let records = 3_000;
+            let sink = rolling_sums(&env, records, None);
+            let target = tempfile::tempdir().expect("a temporary directory");
+            let mut harness = Harness::new(&env, seed);
+            harness.request_savepoint(60, target.path().to_path_buf(), true);
+            let outcome = harness.run(STEPS);
+            assert!(
+                matches!(outcome, Outcome::Concluded(Ok(JobStatus::Canceled))),
+                "seed {seed}: {outcome:?}"
+            );
+            let [Ok(folder)] = harness.savepoints() else {
+                panic!("seed {seed}: {:?}", harness.savepoints());
+            };
+            assert!(folder.starts_with(target.path()), "seed {seed}: {folder:?}");
+            let (restored, problems) =
+                crate::checkpoint::storage::load_restore_path(folder).expect("a savepoint");
+            assert!(problems.is_empty());
+            assert_eq!(restored.metadata.kind, CheckpointKind::Savepoint);
+            let mut per_key: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            for (key, sum) in sink.table.lock().unwrap().values().flatten() {
+                per_key.entry(*key).or_default().push(*sum);
+            }
+            let committed: usize = per_key.values().map(Vec::len).sum();
+            assert!(
+                0 < committed && committed < records as usize,
+                "seed {seed}: {committed} outputs: stopped in the middle"
+            );
+            for (key, mut sums) in per_key {
+                // The sources' shares interleave, so which records came before the cut is
+                // not known; but consecutive running sums differ by one record each, of this
+                // key, every record at most once.
+                sums.sort_unstable();
+                let mut seen = std::collections::BTreeSet::new();
+                let mut previous = 0;
+                for sum in sums {
+                    let record = sum - previous;
+                    previous = sum;
+                    assert!(
+                        record % 5 == key && (1..=records).contains(&record),
+                        "seed {seed}: key {key}: a step of {record}"
+                    );
+                    assert!(seen.insert(record), "seed {seed}: record {record} twice");
+                }
             }
         }
     }
