@@ -22,22 +22,23 @@
 //! for an attempt that is gone is dropped, as a mailbox of a stopped actor drops it.
 //!
 //! A savepoint (optionally stop-with-savepoint) can be asked for at a virtual time; it goes to
-//! the directory named, as with any store. Not driven here: starting a run from a restore path
-//! (`job_core`'s own tests and the integration tests cover it).
+//! the directory named, as with any store; a restore path of the job's configuration is read
+//! from disk as the JobManager reads it (no test here starts from one: `job_core`'s own tests
+//! and the integration tests do).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::checkpoint_writer::persist;
 use super::job_core::{
-    DeploymentPlan, JobCore, JobCoreConfig, Output, StatusEvent, StorageRead, StorageReadResult,
-    SubtaskCommand, SubtaskFailure,
+    DeploymentPlan, JobCore, Output, StatusEvent, StorageRead, StorageReadResult, SubtaskCommand,
+    SubtaskFailure,
 };
 use super::subtask_core::{SubtaskCore, SubtaskCoreArgs, SubtaskOutput, TimerKind};
 use crate::api::{ExecutionConfig, StreamEnv};
 use crate::checkpoint::restore_plan::read_share;
-use crate::checkpoint::storage::{CheckpointStorage, CheckpointStore};
-use crate::checkpoint::{CheckpointId, CoordinatorConfig, JobId};
+use crate::checkpoint::storage::{CheckpointStorage, CheckpointStore, load_restore_path};
+use crate::checkpoint::{CheckpointId, JobId};
 use crate::error::JobError;
 use crate::graph::{ExecutionGraph, JobGraph};
 use crate::operator::{
@@ -172,24 +173,6 @@ fn splitmix64(state: &mut u64) -> u64 {
     crate::state::splitmix64(*state)
 }
 
-/// The coordinator's settings, as the JobManager derives them from the job's configuration.
-fn core_config(config: &ExecutionConfig) -> JobCoreConfig {
-    let checkpointing = &config.checkpointing;
-    JobCoreConfig {
-        coordinator: CoordinatorConfig {
-            interval_ms: checkpointing.interval_ms,
-            timeout_ms: checkpointing.timeout_ms,
-            min_pause_ms: checkpointing.min_pause_ms,
-            tolerable_failures: checkpointing.tolerable_failures,
-        },
-        retained: checkpointing.retained,
-        allow_fallback_past_commits: checkpointing.allow_fallback_past_commits,
-        restart_strategy: config.effective_restart_strategy(),
-        restore_path: None,
-        allow_non_restored_state: false,
-    }
-}
-
 impl Harness {
     /// Builds the job declared on `env` and starts its coordinator, which deploys the first
     /// attempt. `seed` picks the delivery order; the restart strategy is the job's.
@@ -220,7 +203,7 @@ impl Harness {
             .collect();
         let core = JobCore::new(
             DeploymentPlan::from_graph(&graph, "harness"),
-            core_config(&config),
+            super::job_manager::core_config(&config),
         );
         let storage: Arc<dyn CheckpointStore> = Arc::new(CheckpointStorage::memory());
         let mut harness = Self {
@@ -515,7 +498,7 @@ impl Harness {
                             StorageReadResult::LatestRestorable { restored, problems }
                         }
                         StorageRead::RestorePath(path) => {
-                            unreachable!("the harness sets no restore path, yet {path:?} was read")
+                            StorageReadResult::RestorePath(load_restore_path(&path))
                         }
                     };
                     self.core.handle_storage_read(result, now);
