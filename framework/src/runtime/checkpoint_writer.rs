@@ -102,7 +102,9 @@ impl Actor for CheckpointWriter {
 /// Per operator state id, the bytes of its part of a state file.
 type OperatorBytes = Vec<(String, u64)>;
 
-fn persist(
+/// Encodes and stores one subtask's acknowledged state as `file_name` in `folder` (also used
+/// by the test harness, which stores in place).
+pub(crate) fn persist(
     storage: &dyn CheckpointStore,
     folder: &CheckpointFolder,
     file_name: &str,

@@ -1,29 +1,50 @@
-//! A harness that runs whole small jobs on subtask cores, without actors or tokio.
+//! A harness that runs whole small jobs on subtask cores and the real job coordinator core,
+//! without actors or tokio.
 //!
-//! In the spirit of quinn-proto's `Pair`: every subtask of the job is a [`SubtaskCore`], wired
-//! to the others and to a small coordinator in a plain loop on virtual time. Messages travel in
-//! ordered queues, one per (sender, receiver) pair, as actor mailboxes deliver them; which
-//! non-empty queue delivers next is chosen by a seeded generator, so one seed is one
-//! interleaving and many seeds explore many. Timers fire when virtual time reaches them; time
-//! advances by one millisecond per delivered message and jumps to the next timer when nothing
-//! else is pending.
+//! In the spirit of quinn-proto's `Pair`: every subtask of the job is a [`SubtaskCore`] and the
+//! coordinator is the JobManager's own [`JobCore`], wired in a plain loop on virtual time.
+//! Messages travel in ordered queues, one per (sender, receiver) pair, as actor mailboxes
+//! deliver them; which non-empty queue delivers next (or which due timer fires) is chosen by a
+//! seeded generator, so one seed is one interleaving and many seeds explore many. Time advances
+//! by one millisecond per delivered message and jumps to the next timer (a subtask's or the
+//! core's one timer) when nothing else is pending.
 //!
-//! The coordinator here is deliberately small: it triggers periodic checkpoints, completes one
-//! when every subtask acknowledged it, runs the final checkpoint once every subtask finished its
-//! input, and after a recoverable failure restarts every subtask from the newest completed
-//! checkpoint (each subtask gets back its own snapshots: the parallelism does not change). It
-//! keeps completed checkpoints in memory and writes nothing. Storage, savepoints and the
-//! restart strategy's policies are the JobManager's and are tested there.
+//! The harness is `JobCore`'s adapter here, as `runtime/job_manager.rs` is in production: it
+//! carries out every [`Output`] in place. Storage is the memory [`CheckpointStorage`] (the
+//! acknowledged state is encoded and written by the checkpoint writer's own `persist`, the
+//! metadata by `complete`, restarts read `latest_restorable`); a deployment builds the
+//! attempt's subtask cores, each reading its share of the restored checkpoint by state handle
+//! (`read_share`, as a TaskManager does); `StopAttempt` drops the attempt's cores, their
+//! timers and every message between them; `DrainAttempt` is answered at once (nothing of the
+//! old attempt is left); status events are recorded. Subtask reports (acknowledgements,
+//! declines, commits, end of input, finish, failure) travel to the coordinator through the
+//! seeded queues, tagged with their attempt, and commands come back the same way: a command
+//! for an attempt that is gone is dropped, as a mailbox of a stopped actor drops it.
+//!
+//! A savepoint (optionally stop-with-savepoint) can be asked for at a virtual time; it goes to
+//! the directory named, as with any store; a restore path of the job's configuration is read
+//! from disk as the JobManager reads it (no test here starts from one: `job_core`'s own tests
+//! and the integration tests do).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use super::subtask_core::{SubtaskCore, SubtaskCoreArgs, SubtaskError, SubtaskOutput, TimerKind};
+use super::checkpoint_writer::persist;
+use super::job_core::{
+    DeploymentPlan, JobCore, Output, StatusEvent, StorageRead, StorageReadResult, SubtaskCommand,
+    SubtaskFailure,
+};
+use super::subtask_core::{SubtaskCore, SubtaskCoreArgs, SubtaskOutput, TimerKind};
 use crate::api::{ExecutionConfig, StreamEnv};
-use crate::checkpoint::{CheckpointBarrier, CheckpointId, CheckpointKind, JobId};
+use crate::checkpoint::restore_plan::read_share;
+use crate::checkpoint::storage::{CheckpointStorage, CheckpointStore, load_restore_path};
+use crate::checkpoint::{CheckpointId, JobId};
+use crate::error::JobError;
 use crate::graph::{ExecutionGraph, JobGraph};
-use crate::operator::{ErasedBatch, PendingOperatorSnapshot};
-use crate::state::OperatorSnapshot;
+use crate::operator::{
+    CommitReport, ErasedBatch, NodeId, OperatorCounters, PendingOperatorSnapshot,
+};
+use crate::runtime::result::JobStatus;
 
 /// Who sends or receives a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,20 +64,33 @@ enum Message {
         credits: u32,
     },
     Poll,
-    Trigger(CheckpointBarrier),
-    Final(CheckpointBarrier),
-    Complete {
-        id: CheckpointId,
-        is_final: bool,
+    /// A command of the coordinator for a subtask of `attempt`.
+    Command {
+        attempt: u32,
+        command: SubtaskCommand,
     },
+    /// A report of a subtask of `attempt` to the coordinator.
+    Report {
+        attempt: u32,
+        report: Report,
+    },
+}
+
+/// What a subtask tells the coordinator.
+enum Report {
     Ack {
-        barrier: CheckpointBarrier,
+        id: CheckpointId,
         snapshots: Vec<(String, PendingOperatorSnapshot)>,
     },
-    Decline(CheckpointId),
+    Decline {
+        id: CheckpointId,
+        reason: String,
+    },
+    Committed(Vec<CommitReport>),
     InputFinished,
-    Finished,
-    Failed(SubtaskError),
+    Finished(Vec<(NodeId, OperatorCounters)>),
+    Stopped,
+    Failed(SubtaskFailure),
 }
 
 impl Message {
@@ -65,14 +99,19 @@ impl Message {
             Self::Data { channel, batch } => format!("data c{channel} n{}", batch.records()),
             Self::Credit { channel, credits } => format!("credit c{channel} +{credits}"),
             Self::Poll => "poll".to_string(),
-            Self::Trigger(b) => format!("trigger {}", b.id.0),
-            Self::Final(b) => format!("final {}", b.id.0),
-            Self::Complete { id, is_final } => format!("complete {} {is_final}", id.0),
-            Self::Ack { barrier, .. } => format!("ack {}", barrier.id.0),
-            Self::Decline(id) => format!("decline {}", id.0),
-            Self::InputFinished => "input finished".to_string(),
-            Self::Finished => "finished".to_string(),
-            Self::Failed(error) => format!("failed: {error}"),
+            Self::Command { attempt, command } => format!("a{attempt} {command:?}"),
+            Self::Report { attempt, report } => {
+                let report = match report {
+                    Report::Ack { id, .. } => format!("ack {}", id.0),
+                    Report::Decline { id, reason } => format!("decline {}: {reason}", id.0),
+                    Report::Committed(commits) => format!("committed {}", commits.len()),
+                    Report::InputFinished => "input finished".to_string(),
+                    Report::Finished(_) => "finished".to_string(),
+                    Report::Stopped => "stopped".to_string(),
+                    Report::Failed(failure) => format!("failed: {}", failure.message),
+                };
+                format!("a{attempt} {report}")
+            }
         }
     }
 }
@@ -80,27 +119,32 @@ impl Message {
 /// How a harness run ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Every subtask finished after the final checkpoint.
-    Finished,
-    /// A subtask failed and no restart was left.
-    Failed(SubtaskError),
+    /// The coordinator concluded: finished, cancelled, or failed with the job's error.
+    Concluded(Result<JobStatus, JobError>),
     /// The step budget ran out first (a livelock or a job that never ends).
     OutOfSteps,
 }
 
-/// A checkpoint waiting for acknowledgements.
-struct InFlight {
-    barrier: CheckpointBarrier,
-    is_final: bool,
-    acks: BTreeMap<usize, Vec<(String, PendingOperatorSnapshot)>>,
+impl Outcome {
+    /// Whether the job finished.
+    pub(crate) fn is_finished(&self) -> bool {
+        matches!(self, Self::Concluded(Ok(JobStatus::Finished)))
+    }
 }
 
-/// A job's subtask cores and a minimal coordinator, on virtual time.
+/// A job's subtask cores and its coordinator core, on virtual time.
 pub(crate) struct Harness {
     graph: Arc<ExecutionGraph>,
     registry: Arc<super::registry::OperatorRegistry>,
     config: ExecutionConfig,
+    core: JobCore<Vec<(String, PendingOperatorSnapshot)>>,
+    /// The coordinator core's one timer.
+    core_timer: Option<i64>,
+    storage: Arc<dyn CheckpointStore>,
+    /// The cores of the deployed attempt (empty while none runs).
     cores: Vec<SubtaskCore>,
+    /// The attempt `cores` belong to.
+    deployed: u32,
     /// Per subtask: job-wide channel numbers of its inputs and outputs, and the peer (subtask,
     /// channel index there) of each.
     inputs: Vec<Vec<(usize, usize, usize)>>,
@@ -111,21 +155,16 @@ pub(crate) struct Harness {
     now_ms: i64,
     rng: u64,
     local_dir: tempfile::TempDir,
-    // The coordinator.
-    attempt: u32,
-    restarts_left: u32,
-    next_checkpoint: u64,
-    next_trigger_ms: Option<i64>,
-    in_flight: Option<InFlight>,
-    latest: Option<(CheckpointId, Vec<BTreeMap<String, OperatorSnapshot>>)>,
-    input_finished: Vec<bool>,
-    finished: Vec<bool>,
     outcome: Option<Outcome>,
+    /// A savepoint the user asks for at this virtual time: (time, target directory, stop).
+    savepoint_at: Option<(i64, std::path::PathBuf, bool)>,
     // Observations.
+    savepoints: Vec<Result<std::path::PathBuf, JobError>>,
     /// Batches sent and not yet given back as credit, per job-wide channel, and the maximum.
     in_flight_batches: Vec<u32>,
     max_in_flight_batches: u32,
     completed: Vec<CheckpointId>,
+    statuses: Vec<(i64, StatusEvent)>,
     trace: Vec<String>,
 }
 
@@ -135,14 +174,13 @@ fn splitmix64(state: &mut u64) -> u64 {
 }
 
 impl Harness {
-    /// Builds the job declared on `env` and starts every subtask. `seed` picks the delivery
-    /// order; `restarts` is how many recoverable failures the job survives.
-    pub(crate) fn new(env: &StreamEnv, seed: u64, restarts: u32) -> Self {
+    /// Builds the job declared on `env` and starts its coordinator, which deploys the first
+    /// attempt. `seed` picks the delivery order; the restart strategy is the job's.
+    pub(crate) fn new(env: &StreamEnv, seed: u64) -> Self {
         let (stream, registry, config, _) = env.take_graph().expect("a valid job");
         let registry = Arc::new(registry);
         let job = JobGraph::build(stream, &config).expect("a valid job graph");
         let graph = Arc::new(ExecutionGraph::build(job));
-        let count = graph.subtasks.len();
         let inputs = graph
             .subtasks
             .iter()
@@ -163,16 +201,21 @@ impl Harness {
                     .collect()
             })
             .collect();
-        let next_trigger_ms = config
-            .checkpointing
-            .interval_ms
-            .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        let core = JobCore::new(
+            DeploymentPlan::from_graph(&graph, "harness"),
+            super::job_manager::core_config(&config),
+        );
+        let storage: Arc<dyn CheckpointStore> = Arc::new(CheckpointStorage::memory());
         let mut harness = Self {
             in_flight_batches: vec![0; graph.channel_count],
             graph,
             registry,
             config,
+            core,
+            core_timer: None,
+            storage,
             cores: Vec::new(),
+            deployed: 0,
             inputs,
             outputs,
             queues: BTreeMap::new(),
@@ -181,58 +224,17 @@ impl Harness {
             now_ms: 0,
             rng: seed,
             local_dir: tempfile::tempdir().expect("a temporary directory"),
-            attempt: 0,
-            restarts_left: restarts,
-            next_checkpoint: 1,
-            next_trigger_ms,
-            in_flight: None,
-            latest: None,
-            input_finished: vec![false; count],
-            finished: vec![false; count],
             outcome: None,
+            savepoint_at: None,
+            savepoints: Vec::new(),
             max_in_flight_batches: 0,
             completed: Vec::new(),
+            statuses: Vec::new(),
             trace: Vec::new(),
         };
-        harness.deploy();
+        harness.core.handle_start(0);
+        harness.drive_core();
         harness
-    }
-
-    /// Builds and starts every subtask core of the current attempt, restored from the newest
-    /// completed checkpoint if there is one.
-    fn deploy(&mut self) {
-        let count = self.graph.subtasks.len();
-        let (restored_from, mut restored) = match &self.latest {
-            Some((id, snapshots)) => (Some(*id), snapshots.clone()),
-            None => (None, vec![BTreeMap::new(); count]),
-        };
-        self.cores = (0..count)
-            .map(|index| {
-                SubtaskCore::build(SubtaskCoreArgs {
-                    graph: Arc::clone(&self.graph),
-                    registry: Arc::clone(&self.registry),
-                    index,
-                    config: self.config.clone(),
-                    job_name: "harness".to_string(),
-                    attempt_number: self.attempt,
-                    job_id: JobId::from_seed(0xE1C4),
-                    restored: std::mem::take(&mut restored[index]),
-                    restored_from,
-                    local_dir: self
-                        .local_dir
-                        .path()
-                        .join(format!("attempt-{}/subtask-{index}", self.attempt)),
-                    metrics: None,
-                })
-                .expect("the chain assembles")
-            })
-            .collect();
-        self.input_finished = vec![false; count];
-        self.finished = vec![false; count];
-        for index in 0..count {
-            self.cores[index].handle_start(self.now_ms);
-            self.collect(index);
-        }
     }
 
     /// The trace of delivered messages, one line each: equal for equal seeds.
@@ -245,14 +247,35 @@ impl Harness {
         &self.completed
     }
 
+    /// The coordinator's status events, with the virtual time of each.
+    pub(crate) fn statuses(&self) -> &[(i64, StatusEvent)] {
+        &self.statuses
+    }
+
+    /// Asks for a savepoint below `target` once virtual time reaches `at_ms` (with `stop`, the
+    /// job stops once it completed).
+    pub(crate) fn request_savepoint(&mut self, at_ms: i64, target: std::path::PathBuf, stop: bool) {
+        self.savepoint_at = Some((at_ms, target, stop));
+    }
+
+    /// The savepoint requests that ended: each savepoint's folder, or why it failed.
+    pub(crate) fn savepoints(&self) -> &[Result<std::path::PathBuf, JobError>] {
+        &self.savepoints
+    }
+
+    /// The run's checkpoint storage.
+    pub(crate) fn storage(&self) -> &dyn CheckpointStore {
+        self.storage.as_ref()
+    }
+
     /// The most batches ever sent on one channel and not yet credited back.
     pub(crate) fn max_in_flight_batches(&self) -> u32 {
         self.max_in_flight_batches
     }
 
-    /// The attempt number (0 before any restart).
+    /// The attempt number deployed last (0 before any restart).
     pub(crate) fn attempt(&self) -> u32 {
-        self.attempt
+        self.deployed
     }
 
     /// Runs until the job ends or `max_steps` messages were delivered.
@@ -270,26 +293,41 @@ impl Harness {
 
     /// Delivers one message or fires one timer; false when nothing can ever happen again.
     fn step(&mut self) -> bool {
-        self.maybe_trigger();
+        if self
+            .savepoint_at
+            .as_ref()
+            .is_some_and(|(at, ..)| *at <= self.now_ms)
+            && let Some((_, target, stop)) = self.savepoint_at.take()
+        {
+            self.trace.push(format!(
+                "{} savepoint requested (stop: {stop})",
+                self.now_ms
+            ));
+            self.core
+                .handle_savepoint_request(target, stop, self.now_ms);
+            self.drive_core();
+        }
         let ready: Vec<(Endpoint, Endpoint)> = self
             .queues
             .iter()
             .filter(|(_, queue)| !queue.is_empty())
             .map(|(key, _)| *key)
             .collect();
-        let due_timer = self
+        let subtask_timer_due = self
             .timers
             .first()
             .is_some_and(|(at, ..)| *at <= self.now_ms);
-        let choices = ready.len() + usize::from(due_timer);
+        let core_timer_due = self.core_timer.is_some_and(|at| at <= self.now_ms);
+        let choices = ready.len() + usize::from(subtask_timer_due) + usize::from(core_timer_due);
         if choices == 0 {
-            // Idle: jump to the next timer or the next periodic trigger.
+            // Idle: jump to the next timer.
             let next = self
                 .timers
                 .first()
                 .map(|(at, ..)| *at)
                 .into_iter()
-                .chain(self.next_trigger_ms.filter(|_| self.in_flight.is_none()))
+                .chain(self.core_timer)
+                .chain(self.savepoint_at.as_ref().map(|(at, ..)| *at))
                 .min();
             return match next {
                 Some(at) => {
@@ -301,13 +339,20 @@ impl Harness {
         }
         let pick = usize::try_from(splitmix64(&mut self.rng) % choices as u64).unwrap_or(0);
         self.now_ms += 1;
-        if pick == ready.len() {
-            let (at, seq, index, kind) = self.timers.pop_first().expect("a due timer");
-            let _ = (at, seq);
-            self.trace
-                .push(format!("{} -> s{index}: timer {kind:?}", self.now_ms));
-            self.cores[index].handle_timer(self.now_ms, kind);
-            self.collect(index);
+        if pick >= ready.len() {
+            if subtask_timer_due && pick == ready.len() {
+                let (_, _, index, kind) = self.timers.pop_first().expect("a due timer");
+                self.trace
+                    .push(format!("{} -> s{index}: timer {kind:?}", self.now_ms));
+                self.cores[index].handle_timer(self.now_ms, kind);
+                self.collect(index);
+            } else {
+                self.trace
+                    .push(format!("{} -> coordinator: timer", self.now_ms));
+                self.core_timer = None;
+                self.core.handle_timeout(self.now_ms);
+                self.drive_core();
+            }
             return true;
         }
         let (from, to) = ready[pick];
@@ -321,39 +366,247 @@ impl Harness {
             self.now_ms,
             message.label()
         ));
-        match to {
-            Endpoint::Subtask(index) => self.deliver_to_subtask(index, message),
-            Endpoint::Coordinator => {
-                let Endpoint::Subtask(index) = from else {
-                    unreachable!("the coordinator sends only to subtasks")
-                };
-                self.deliver_to_coordinator(index, message);
+        match (from, to, message) {
+            (
+                Endpoint::Subtask(index),
+                Endpoint::Coordinator,
+                Message::Report { attempt, report },
+            ) => {
+                self.report(attempt, index, report);
             }
+            (_, Endpoint::Subtask(index), message) => self.deliver_to_subtask(index, message),
+            (from, to, message) => unreachable!("{from:?} -> {to:?}: {}", message.label()),
         }
         true
     }
 
     fn deliver_to_subtask(&mut self, index: usize, message: Message) {
         let now = self.now_ms;
-        let core = &mut self.cores[index];
+        let Some(core) = self.cores.get_mut(index) else {
+            return;
+        };
         match message {
             Message::Data { channel, batch } => core.handle_batch(now, channel, batch),
             Message::Credit { channel, credits } => core.handle_credit(now, channel, credits),
             Message::Poll => core.handle_poll(now),
-            Message::Trigger(barrier) => core.handle_trigger_checkpoint(now, barrier),
-            Message::Final(barrier) => core.handle_final_checkpoint(now, barrier, true),
-            Message::Complete { id, is_final } => {
-                core.handle_checkpoint_complete(now, id, is_final);
+            Message::Command { attempt, command } => {
+                if attempt != self.deployed {
+                    // The attempt is gone: its mailbox drops the command.
+                    return;
+                }
+                match command {
+                    SubtaskCommand::TriggerCheckpoint(barrier) => {
+                        core.handle_trigger_checkpoint(now, barrier);
+                    }
+                    SubtaskCommand::FinalCheckpoint { barrier, persist } => {
+                        core.handle_final_checkpoint(now, barrier, persist);
+                    }
+                    SubtaskCommand::CheckpointComplete { id, is_final } => {
+                        core.handle_checkpoint_complete(now, id, is_final);
+                    }
+                    SubtaskCommand::Stop => core.handle_stop(now),
+                }
             }
-            other => unreachable!("a subtask does not receive {}", other.label()),
+            Message::Report { .. } => unreachable!("a subtask does not receive reports"),
         }
         self.collect(index);
+    }
+
+    /// Hands a subtask's report to the coordinator core.
+    fn report(&mut self, attempt: u32, index: usize, report: Report) {
+        let now = self.now_ms;
+        let core = &mut self.core;
+        match report {
+            Report::Ack { id, snapshots } => {
+                core.handle_acknowledge(attempt, index, id, snapshots, now);
+            }
+            Report::Decline { id, reason } => core.handle_decline(attempt, index, id, &reason, now),
+            Report::Committed(commits) => core.handle_committed(index, commits, now),
+            Report::InputFinished => core.handle_input_finished(attempt, index, now),
+            Report::Finished(metrics) => core.handle_subtask_finished(attempt, index, metrics, now),
+            Report::Stopped => core.handle_subtask_stopped(attempt, index, now),
+            Report::Failed(failure) => core.handle_subtask_failed(attempt, index, failure, now),
+        }
+        self.drive_core();
+    }
+
+    /// Carries out everything the coordinator core asked for, as the JobManager does, until it
+    /// asks for nothing more.
+    fn drive_core(&mut self) {
+        while let Some(output) = self.core.poll() {
+            let now = self.now_ms;
+            match output {
+                Output::Deploy(deployment) => {
+                    let attempt = deployment.attempt;
+                    self.deploy(attempt, deployment.restored_from, deployment.restore);
+                    self.core.handle_deployed(attempt, Ok(()), now);
+                }
+                Output::StopAttempt { attempt } => {
+                    if attempt == self.deployed {
+                        self.stop_attempt();
+                    }
+                }
+                // The stopped attempt left nothing behind (`stop_attempt`).
+                Output::DrainAttempt { .. } => self.core.handle_attempt_drained(now),
+                Output::ToSubtask {
+                    attempt,
+                    index,
+                    command,
+                } => self
+                    .queues
+                    .entry((Endpoint::Coordinator, Endpoint::Subtask(index)))
+                    .or_default()
+                    .push_back(Message::Command { attempt, command }),
+                Output::Persist {
+                    attempt,
+                    index,
+                    id,
+                    location,
+                    file_name,
+                    state,
+                } => {
+                    let folder = self
+                        .storage
+                        .folder(location.id, location.savepoint_target.as_deref());
+                    let result = persist(self.storage.as_ref(), &folder, &file_name, state)
+                        .map(|stored| stored.file);
+                    self.core
+                        .handle_persisted(attempt, index, id, folder, result, now);
+                }
+                Output::WriteMetadata { location, metadata } => {
+                    let folder = self
+                        .storage
+                        .folder(location.id, location.savepoint_target.as_deref());
+                    let result = self.storage.complete(&folder, &metadata);
+                    self.core.handle_metadata_written(location.id, result, now);
+                }
+                Output::Discard(location) => {
+                    let folder = self
+                        .storage
+                        .folder(location.id, location.savepoint_target.as_deref());
+                    self.storage.discard(&folder);
+                }
+                Output::DiscardIncomplete(folder) => self.storage.discard_incomplete(&folder),
+                Output::Prune { retained } => self.storage.prune(retained),
+                Output::Read(read) => {
+                    let result = match read {
+                        StorageRead::CheckpointIds => {
+                            StorageReadResult::CheckpointIds(self.storage.checkpoint_ids())
+                        }
+                        StorageRead::LatestRestorable => {
+                            let (restored, problems) = self.storage.latest_restorable();
+                            StorageReadResult::LatestRestorable { restored, problems }
+                        }
+                        StorageRead::RestorePath(path) => {
+                            StorageReadResult::RestorePath(load_restore_path(&path))
+                        }
+                    };
+                    self.core.handle_storage_read(result, now);
+                }
+                Output::SetTimer(at_ms) => self.core_timer = at_ms,
+                Output::SavepointDone { request, result } => {
+                    self.trace
+                        .push(format!("{now} savepoint {}: {result:?}", request.0));
+                    let result = result.map(|location| {
+                        self.storage
+                            .folder(location.id, location.savepoint_target.as_deref())
+                            .path
+                            .unwrap_or_default()
+                    });
+                    self.savepoints.push(result);
+                }
+                Output::Status(status) => {
+                    if let StatusEvent::CheckpointCompleted { id } = &status {
+                        self.completed.push(*id);
+                    }
+                    self.trace.push(format!("{now} status {status:?}"));
+                    self.statuses.push((now, status));
+                }
+                Output::Concluded(outcome) => {
+                    self.stop_attempt();
+                    self.core_timer = None;
+                    self.outcome = Some(Outcome::Concluded(outcome));
+                }
+            }
+        }
+    }
+
+    /// Drops every subtask of the running attempt, its timers and every message between its
+    /// subtasks or to them (a stopped actor's mailbox is gone). Reports already sent to the
+    /// coordinator stay: the core ignores those of an earlier attempt.
+    fn stop_attempt(&mut self) {
+        self.trace
+            .push(format!("{} stop attempt {}", self.now_ms, self.deployed));
+        self.cores.clear();
+        self.timers.clear();
+        self.queues
+            .retain(|(_, to), _| *to == Endpoint::Coordinator);
+        self.in_flight_batches.iter_mut().for_each(|n| *n = 0);
+    }
+
+    /// Builds and starts every subtask core of `attempt`, each restored from its share of the
+    /// checkpoint by state handle, as a TaskManager does.
+    fn deploy(
+        &mut self,
+        attempt: u32,
+        restored_from: Option<CheckpointId>,
+        restore: Vec<Option<crate::checkpoint::restore_plan::SubtaskRestorePlan>>,
+    ) {
+        self.trace.push(format!(
+            "{} deploy attempt {attempt} from {restored_from:?}",
+            self.now_ms
+        ));
+        self.deployed = attempt;
+        let mut failures = Vec::new();
+        self.cores = restore
+            .into_iter()
+            .enumerate()
+            .map(|(index, plan)| {
+                let restored = match plan {
+                    Some(plan) => {
+                        read_share(self.storage.as_ref(), &plan).unwrap_or_else(|error| {
+                            failures.push((index, error.to_string()));
+                            BTreeMap::new()
+                        })
+                    }
+                    None => BTreeMap::new(),
+                };
+                SubtaskCore::build(SubtaskCoreArgs {
+                    graph: Arc::clone(&self.graph),
+                    registry: Arc::clone(&self.registry),
+                    index,
+                    config: self.config.clone(),
+                    job_name: "harness".to_string(),
+                    attempt_number: attempt,
+                    job_id: JobId::from_seed(0xE1C4),
+                    restored,
+                    restored_from,
+                    local_dir: self
+                        .local_dir
+                        .path()
+                        .join(format!("attempt-{attempt}/subtask-{index}")),
+                    metrics: None,
+                })
+                .expect("the chain assembles")
+            })
+            .collect();
+        for index in 0..self.cores.len() {
+            self.cores[index].handle_start(self.now_ms);
+        }
+        for (index, error) in failures {
+            self.cores[index].handle_restore_failure(error);
+        }
+        for index in 0..self.cores.len() {
+            self.collect(index);
+        }
     }
 
     /// Carries out what core `index` produced.
     fn collect(&mut self, index: usize) {
         let me = Endpoint::Subtask(index);
+        let attempt = self.deployed;
         while let Some(output) = self.cores[index].poll_output() {
+            let report = |report| (Endpoint::Coordinator, Message::Report { attempt, report });
             let (to, message) = match output {
                 SubtaskOutput::Transmit { output, batch } => {
                     let (channel, consumer, consumer_input) = self.outputs[index][output];
@@ -381,148 +634,30 @@ impl Harness {
                         },
                     )
                 }
-                SubtaskOutput::Acknowledge { barrier, snapshots } => {
-                    (Endpoint::Coordinator, Message::Ack { barrier, snapshots })
-                }
-                SubtaskOutput::Decline { id, .. } => (Endpoint::Coordinator, Message::Decline(id)),
-                SubtaskOutput::Committed(_) => continue,
+                SubtaskOutput::Acknowledge { barrier, snapshots } => report(Report::Ack {
+                    id: barrier.id,
+                    snapshots,
+                }),
+                SubtaskOutput::Decline { id, reason } => report(Report::Decline { id, reason }),
+                SubtaskOutput::Committed(commits) => report(Report::Committed(commits)),
                 SubtaskOutput::ArmTimer { kind, at_ms } => {
                     self.timer_seq += 1;
                     self.timers.insert((at_ms, self.timer_seq, index, kind));
                     continue;
                 }
                 SubtaskOutput::PollSoon => (me, Message::Poll),
-                SubtaskOutput::InputFinished => (Endpoint::Coordinator, Message::InputFinished),
-                SubtaskOutput::Finished { .. } => (Endpoint::Coordinator, Message::Finished),
-                SubtaskOutput::Stopped => continue,
-                SubtaskOutput::Failed(error) => (Endpoint::Coordinator, Message::Failed(error)),
+                SubtaskOutput::InputFinished => report(Report::InputFinished),
+                SubtaskOutput::Finished { metrics } => report(Report::Finished(metrics)),
+                SubtaskOutput::Stopped => report(Report::Stopped),
+                SubtaskOutput::Failed(error) => report(Report::Failed(SubtaskFailure {
+                    operator: Some(error.operator),
+                    task: Some(error.task),
+                    message: error.message,
+                    recoverable: error.recoverable,
+                })),
             };
             self.queues.entry((me, to)).or_default().push_back(message);
         }
-    }
-
-    fn send_all(&mut self, make: impl Fn() -> Message) {
-        for index in 0..self.cores.len() {
-            self.queues
-                .entry((Endpoint::Coordinator, Endpoint::Subtask(index)))
-                .or_default()
-                .push_back(make());
-        }
-    }
-
-    /// Triggers a periodic checkpoint when one is due and none is in flight.
-    fn maybe_trigger(&mut self) {
-        let Some(due) = self.next_trigger_ms else {
-            return;
-        };
-        if self.in_flight.is_some() || self.now_ms < due || self.input_finished.iter().all(|f| *f) {
-            return;
-        }
-        let interval = self.config.checkpointing.interval_ms.unwrap_or(1);
-        self.next_trigger_ms = Some(self.now_ms + i64::try_from(interval).unwrap_or(i64::MAX));
-        let barrier = self.next_barrier();
-        self.in_flight = Some(InFlight {
-            barrier,
-            is_final: false,
-            acks: BTreeMap::new(),
-        });
-        self.send_all(|| Message::Trigger(barrier));
-    }
-
-    fn next_barrier(&mut self) -> CheckpointBarrier {
-        let barrier = CheckpointBarrier {
-            id: CheckpointId(self.next_checkpoint),
-            kind: CheckpointKind::Checkpoint,
-        };
-        self.next_checkpoint += 1;
-        barrier
-    }
-
-    fn deliver_to_coordinator(&mut self, index: usize, message: Message) {
-        match message {
-            Message::Ack { barrier, snapshots } => {
-                let Some(in_flight) = &mut self.in_flight else {
-                    return;
-                };
-                if in_flight.barrier != barrier {
-                    return;
-                }
-                assert!(
-                    in_flight.acks.insert(index, snapshots).is_none(),
-                    "subtask {index} acknowledged checkpoint {} twice",
-                    barrier.id.0
-                );
-                if in_flight.acks.len() == self.cores.len() {
-                    self.complete_checkpoint();
-                }
-            }
-            Message::Decline(id) => {
-                if self.in_flight.as_ref().is_some_and(|f| f.barrier.id == id) {
-                    self.in_flight = None;
-                }
-            }
-            Message::InputFinished => {
-                self.input_finished[index] = true;
-                if self.input_finished.iter().all(|f| *f) {
-                    // The final checkpoint replaces whatever periodic one is in flight.
-                    let barrier = self.next_barrier();
-                    self.in_flight = Some(InFlight {
-                        barrier,
-                        is_final: true,
-                        acks: BTreeMap::new(),
-                    });
-                    self.send_all(|| Message::Final(barrier));
-                }
-            }
-            Message::Finished => {
-                self.finished[index] = true;
-                if self.finished.iter().all(|f| *f) {
-                    self.outcome = Some(Outcome::Finished);
-                }
-            }
-            Message::Failed(error) => {
-                if error.recoverable && self.restarts_left > 0 {
-                    self.restarts_left -= 1;
-                    self.restart();
-                } else {
-                    self.outcome = Some(Outcome::Failed(error));
-                }
-            }
-            other => unreachable!("the coordinator does not receive {}", other.label()),
-        }
-    }
-
-    fn complete_checkpoint(&mut self) {
-        let in_flight = self.in_flight.take().expect("a checkpoint in flight");
-        let id = in_flight.barrier.id;
-        let snapshots = in_flight
-            .acks
-            .into_values()
-            .map(|parts| {
-                parts
-                    .into_iter()
-                    .map(|(state_id, pending)| {
-                        (state_id, pending.complete().expect("a readable snapshot"))
-                    })
-                    .collect()
-            })
-            .collect();
-        self.latest = Some((id, snapshots));
-        self.completed.push(id);
-        let is_final = in_flight.is_final;
-        self.send_all(|| Message::Complete { id, is_final });
-    }
-
-    /// Drops every subtask and every message and timer of the failed attempt, and deploys the
-    /// next attempt from the newest completed checkpoint.
-    fn restart(&mut self) {
-        self.trace.push(format!("{} restart", self.now_ms));
-        self.queues.clear();
-        self.timers.clear();
-        self.in_flight = None;
-        self.in_flight_batches.iter_mut().for_each(|n| *n = 0);
-        self.attempt += 1;
-        self.deploy();
     }
 }
 
@@ -532,10 +667,14 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
-    use super::{Harness, Outcome};
+    use super::{Harness, Outcome, StatusEvent};
     use crate::api::{Operator, SinkContext, TwoPhaseCommitSink, Unkeyed};
+    use crate::checkpoint::CheckpointKind;
+    use crate::checkpoint::RestartStrategy;
+    use crate::error::JobError;
     use crate::operator::window::{TimeDomain, WindowAssigner};
     use crate::prelude::*;
+    use crate::runtime::result::JobStatus;
 
     const SEEDS: u64 = 24;
     const STEPS: u64 = 2_000_000;
@@ -612,6 +751,15 @@ mod tests {
         }
     }
 
+    /// A harness whose job survives `restarts` failures, restarting at once.
+    fn harness_with_restarts(env: &StreamEnv, seed: u64, restarts: u32) -> Harness {
+        env.set_restart_strategy(RestartStrategy::FixedDelay {
+            attempts: restarts,
+            delay_ms: 0,
+        });
+        Harness::new(env, seed)
+    }
+
     fn small_batches(env: &StreamEnv) {
         env.configure(|c| {
             c.batch_records_max = 4;
@@ -666,12 +814,9 @@ mod tests {
                 env.enable_checkpointing(7);
                 small_batches(&env);
                 let sink = rolling_sums(&env, 300, None);
-                let mut harness = Harness::new(&env, seed, 0);
+                let mut harness = harness_with_restarts(&env, seed, 0);
                 let outcome = harness.run(STEPS);
-                assert!(
-                    matches!(outcome, Outcome::Finished),
-                    "seed {seed}: {outcome:?}"
-                );
+                assert!(outcome.is_finished(), "seed {seed}: {outcome:?}");
                 check_rolling_sums(&sink, 300, seed);
                 assert!(
                     harness.completed().len() > 1,
@@ -693,12 +838,9 @@ mod tests {
                 env.enable_checkpointing(5);
                 small_batches(&env);
                 let sink = rolling_sums(&env, 400, Some(250));
-                let mut harness = Harness::new(&env, seed, 1);
+                let mut harness = harness_with_restarts(&env, seed, 1);
                 let outcome = harness.run(STEPS);
-                assert!(
-                    matches!(outcome, Outcome::Finished),
-                    "seed {seed}: {outcome:?}"
-                );
+                assert!(outcome.is_finished(), "seed {seed}: {outcome:?}");
                 assert_eq!(harness.attempt(), 1, "seed {seed}: one restart");
                 check_rolling_sums(&sink, 400, seed);
             }
@@ -711,14 +853,17 @@ mod tests {
         env.set_parallelism(2);
         small_batches(&env);
         let _sink = rolling_sums(&env, 100, Some(30));
-        let outcome = Harness::new(&env, 7, 0).run(STEPS);
-        let Outcome::Failed(error) = outcome else {
+        let outcome = harness_with_restarts(&env, 7, 0).run(STEPS);
+        let Outcome::Concluded(Err(JobError::TaskFailed {
+            operator, message, ..
+        })) = outcome
+        else {
             panic!("expected a failure, got {outcome:?}");
         };
-        assert_eq!(error.operator, "Map");
+        assert_eq!(operator, "Map");
         assert!(
-            error.message.contains("injected failure at record 30"),
-            "{error}"
+            message.contains("injected failure at record 30"),
+            "{message}"
         );
     }
 
@@ -729,8 +874,8 @@ mod tests {
             env.set_parallelism(2);
             small_batches(&env);
             let _sink = rolling_sums(&env, 500, None);
-            let mut harness = Harness::new(&env, seed, 0);
-            assert!(matches!(harness.run(STEPS), Outcome::Finished));
+            let mut harness = harness_with_restarts(&env, seed, 0);
+            assert!(harness.run(STEPS).is_finished());
             let max = harness.max_in_flight_batches();
             assert!(max <= 2, "seed {seed}: {max} batches in flight, 2 credits");
             assert!(max > 0);
@@ -767,14 +912,172 @@ mod tests {
                     .window(WindowAssigner::tumbling(TimeDomain::EventTime, 20, 0).unwrap())
                     .reduce(|a: (u64, u64), b: (u64, u64)| (a.0, a.1 + b.1))
                     .collect_sink();
-                let outcome = Harness::new(&env, seed, 0).run(STEPS);
-                assert!(
-                    matches!(outcome, Outcome::Finished),
-                    "seed {seed}: {outcome:?}"
-                );
+                let outcome = harness_with_restarts(&env, seed, 0).run(STEPS);
+                assert!(outcome.is_finished(), "seed {seed}: {outcome:?}");
                 let mut got = sums.take();
                 got.sort_unstable();
                 assert_eq!(got, expected, "parallelism {parallelism}, seed {seed}");
+            }
+        }
+    }
+
+    /// The restart strategy's verdict, from the real coordinator: a record that fails every
+    /// attempt exhausts `FixedDelay`'s attempts, each restart waits its delay on virtual time,
+    /// and the job then fails with the operator's error.
+    #[test]
+    fn fixed_delay_fails_the_job_once_its_attempts_are_spent() {
+        for seed in 0..8 {
+            let env = StreamEnv::new();
+            env.set_parallelism(2);
+            env.enable_checkpointing(5);
+            small_batches(&env);
+            env.set_restart_strategy(RestartStrategy::FixedDelay {
+                attempts: 2,
+                delay_ms: 40,
+            });
+            let _sink = TableSink::default();
+            env.from_generator(200, |i| i + 1)
+                .map(|v: u64| {
+                    assert!(v != 150, "poison record {v}");
+                    (v % 5, v)
+                })
+                .key_by(|pair: &(u64, u64)| pair.0)
+                .reduce(|a: (u64, u64), b: (u64, u64)| (a.0, a.1 + b.1))
+                .add_two_phase_sink(_sink.clone());
+            let mut harness = Harness::new(&env, seed);
+            let outcome = harness.run(STEPS);
+            let Outcome::Concluded(Err(JobError::TaskFailed {
+                operator, message, ..
+            })) = &outcome
+            else {
+                panic!("seed {seed}: expected the job to fail, got {outcome:?}");
+            };
+            assert_eq!(operator, "Map", "seed {seed}");
+            assert!(
+                message.contains("poison record 150"),
+                "seed {seed}: {message}"
+            );
+            assert_eq!(
+                harness.attempt(),
+                2,
+                "seed {seed}: two restarts, then no more"
+            );
+            let restarts: Vec<(i64, u64)> = harness
+                .statuses()
+                .iter()
+                .filter_map(|(at, status)| match status {
+                    StatusEvent::Restarting { delay_ms, .. } => Some((*at, *delay_ms)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(restarts.len(), 2, "seed {seed}: {restarts:?}");
+            for (failed_at, delay_ms) in restarts {
+                assert_eq!(delay_ms, 40);
+                let redeployed_at = harness
+                    .statuses()
+                    .iter()
+                    .find_map(|(at, status)| {
+                        (matches!(status, StatusEvent::Deploying { .. }) && *at > failed_at)
+                            .then_some(*at)
+                    })
+                    .expect("a redeployment after each restart");
+                assert!(
+                    redeployed_at >= failed_at + 40,
+                    "seed {seed}: redeployed at {redeployed_at}, failed at {failed_at}"
+                );
+            }
+        }
+    }
+
+    /// At the end of input the coordinator takes the final checkpoint: with periodic
+    /// checkpoints it is stored (the newest in storage) and commits the rest of the output;
+    /// without them it stores nothing and still commits everything.
+    #[test]
+    fn the_final_checkpoint_commits_all_output() {
+        for (interval, seed) in [(Some(6), 1), (Some(6), 2), (None, 3), (None, 4)] {
+            let env = StreamEnv::new();
+            env.set_parallelism(2);
+            if let Some(ms) = interval {
+                env.enable_checkpointing(ms);
+            }
+            small_batches(&env);
+            let sink = rolling_sums(&env, 150, None);
+            let mut harness = Harness::new(&env, seed);
+            let outcome = harness.run(STEPS);
+            assert!(outcome.is_finished(), "seed {seed}: {outcome:?}");
+            check_rolling_sums(&sink, 150, seed);
+            let final_id = harness
+                .statuses()
+                .iter()
+                .find_map(|(_, status)| match status {
+                    StatusEvent::CheckpointTriggered {
+                        id, is_final: true, ..
+                    } => Some(*id),
+                    _ => None,
+                })
+                .expect("a final checkpoint");
+            assert_eq!(harness.completed().last(), Some(&final_id), "seed {seed}");
+            let stored = harness.storage().checkpoint_ids();
+            match interval {
+                Some(_) => assert_eq!(stored.last(), Some(&final_id), "seed {seed}: {stored:?}"),
+                None => assert!(stored.is_empty(), "seed {seed}: {stored:?}"),
+            }
+        }
+    }
+
+    /// Stop-with-savepoint through the coordinator: the savepoint lands in the directory
+    /// named, the job ends cancelled before its input ran out, and what the sinks committed is
+    /// one running sum per record (none twice, none foreign).
+    #[test]
+    fn stop_with_savepoint_commits_each_record_at_most_once() {
+        for seed in 0..6 {
+            let env = StreamEnv::new();
+            env.set_parallelism(2);
+            env.enable_checkpointing(1_000_000);
+            small_batches(&env);
+            let records = 3_000;
+            let sink = rolling_sums(&env, records, None);
+            let target = tempfile::tempdir().expect("a temporary directory");
+            let mut harness = Harness::new(&env, seed);
+            harness.request_savepoint(60, target.path().to_path_buf(), true);
+            let outcome = harness.run(STEPS);
+            assert!(
+                matches!(outcome, Outcome::Concluded(Ok(JobStatus::Canceled))),
+                "seed {seed}: {outcome:?}"
+            );
+            let [Ok(folder)] = harness.savepoints() else {
+                panic!("seed {seed}: {:?}", harness.savepoints());
+            };
+            assert!(folder.starts_with(target.path()), "seed {seed}: {folder:?}");
+            let (restored, problems) =
+                crate::checkpoint::storage::load_restore_path(folder).expect("a savepoint");
+            assert!(problems.is_empty());
+            assert_eq!(restored.metadata.kind, CheckpointKind::Savepoint);
+            let mut per_key: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            for (key, sum) in sink.table.lock().unwrap().values().flatten() {
+                per_key.entry(*key).or_default().push(*sum);
+            }
+            let committed: usize = per_key.values().map(Vec::len).sum();
+            assert!(
+                0 < committed && committed < records as usize,
+                "seed {seed}: {committed} outputs: stopped in the middle"
+            );
+            for (key, mut sums) in per_key {
+                // The sources' shares interleave, so which records came before the cut is
+                // not known; but consecutive running sums differ by one record each, of this
+                // key, every record at most once.
+                sums.sort_unstable();
+                let mut seen = std::collections::BTreeSet::new();
+                let mut previous = 0;
+                for sum in sums {
+                    let record = sum - previous;
+                    previous = sum;
+                    assert!(
+                        record % 5 == key && (1..=records).contains(&record),
+                        "seed {seed}: key {key}: a step of {record}"
+                    );
+                    assert!(seen.insert(record), "seed {seed}: record {record} twice");
+                }
             }
         }
     }
@@ -787,8 +1090,8 @@ mod tests {
             env.enable_checkpointing(5);
             small_batches(&env);
             let _sink = rolling_sums(&env, 200, Some(120));
-            let mut harness = Harness::new(&env, seed, 1);
-            assert!(matches!(harness.run(STEPS), Outcome::Finished));
+            let mut harness = harness_with_restarts(&env, seed, 1);
+            assert!(harness.run(STEPS).is_finished());
             harness.trace().to_vec()
         };
         assert_eq!(trace(3), trace(3));

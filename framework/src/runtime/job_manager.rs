@@ -641,8 +641,8 @@ impl JobManagerState {
     }
 }
 
-/// The core's settings from the job's configuration.
-fn core_config(config: &ExecutionConfig) -> JobCoreConfig {
+/// The core's settings from the job's configuration (also the test harness's).
+pub(super) fn core_config(config: &ExecutionConfig) -> JobCoreConfig {
     let checkpointing = &config.checkpointing;
     JobCoreConfig {
         coordinator: CoordinatorConfig {
