@@ -12,6 +12,7 @@ mod job_id;
 mod restart;
 pub mod restore_plan;
 pub mod storage;
+pub mod summary;
 mod tracker;
 
 pub use aligner::BarrierAligner;

@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::restore_plan::{OperatorStateSummary, summarize_task_state};
+use super::summary::{OperatorStateSummary, summarize_task_state};
 use super::{CheckpointId, CheckpointKind};
 use crate::state::OperatorSnapshot;
 
