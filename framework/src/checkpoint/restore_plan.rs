@@ -413,8 +413,8 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::checkpoint::summary::summarize_task_state;
     use crate::checkpoint::storage::{CheckpointStorage, encode_frame};
+    use crate::checkpoint::summary::summarize_task_state;
     use crate::state::KeyedEntry;
     use crate::state::snapshot::redistribute;
 
