@@ -245,33 +245,24 @@ impl<'a> Translator<'a> {
                 // The operator reads time columns; the windowed side's is `window_end`, one
                 // more than its window time.
                 let (lower_ms, upper_ms) = column_bounds(*window_left, *lower_ms, *upper_ms);
-                let core = IntervalJoin {
-                    kind: *kind,
-                    lower_ms,
-                    upper_ms,
-                    condition: condition.clone(),
-                    left_width: left.schema().columns.len(),
-                    right_width: right.schema().columns.len(),
-                };
                 let name = format!(
                     "IntervalJoin({}, window rows, select=[{}])",
                     kind.sql(),
                     schema.names().join(", ")
                 );
-                let op = OuterIntervalJoinOp::new(
-                    core,
-                    *left_time,
-                    *right_time,
-                    self.errors.clone(),
-                    name.clone(),
-                );
-                self.keyed_join(
-                    left,
-                    right,
-                    left_keys,
-                    right_keys,
-                    op,
-                    &name,
+                self.outer_interval_join(
+                    (left, right),
+                    (left_keys, right_keys),
+                    (*left_time, *right_time),
+                    IntervalJoin {
+                        kind: *kind,
+                        lower_ms,
+                        upper_ms,
+                        condition: condition.clone(),
+                        left_width: left.schema().columns.len(),
+                        right_width: right.schema().columns.len(),
+                    },
+                    name,
                     "window-interval-join",
                 )
             }
@@ -332,33 +323,24 @@ impl<'a> Translator<'a> {
                 condition,
                 schema,
             } if *kind != JoinKind::Inner => {
-                let core = IntervalJoin {
-                    kind: *kind,
-                    lower_ms: *lower_ms,
-                    upper_ms: *upper_ms,
-                    condition: condition.clone(),
-                    left_width: left.schema().columns.len(),
-                    right_width: right.schema().columns.len(),
-                };
                 let name = format!(
                     "IntervalJoin({}, select=[{}])",
                     kind.sql(),
                     schema.names().join(", ")
                 );
-                let op = OuterIntervalJoinOp::new(
-                    core,
-                    *left_time,
-                    *right_time,
-                    self.errors.clone(),
-                    name.clone(),
-                );
-                self.keyed_join(
-                    left,
-                    right,
-                    left_keys,
-                    right_keys,
-                    op,
-                    &name,
+                self.outer_interval_join(
+                    (left, right),
+                    (left_keys, right_keys),
+                    (*left_time, *right_time),
+                    IntervalJoin {
+                        kind: *kind,
+                        lower_ms: *lower_ms,
+                        upper_ms: *upper_ms,
+                        condition: condition.clone(),
+                        left_width: left.schema().columns.len(),
+                        right_width: right.schema().columns.len(),
+                    },
+                    name,
                     "interval-join",
                 )
             }
@@ -556,6 +538,27 @@ impl<'a> Translator<'a> {
 
     /// Both inputs keyed by their equality keys into the keyed co-process function `op`.
     #[allow(clippy::too_many_arguments)]
+    /// The outer interval join operator over `core`, on the join keys (`IntervalJoin` and
+    /// `WindowIntervalJoin` plans; `times` are the row-time columns the operator reads).
+    fn outer_interval_join(
+        &mut self,
+        (left, right): (&Plan, &Plan),
+        (left_keys, right_keys): (&[usize], &[usize]),
+        (left_time, right_time): (usize, usize),
+        core: IntervalJoin,
+        name: String,
+        what: &str,
+    ) -> Result<DataStream<Change>, SqlError> {
+        let op = OuterIntervalJoinOp::new(
+            core,
+            left_time,
+            right_time,
+            self.errors.clone(),
+            name.clone(),
+        );
+        self.keyed_join(left, right, left_keys, right_keys, op, &name, what)
+    }
+
     fn keyed_join<F>(
         &mut self,
         left: &Plan,
