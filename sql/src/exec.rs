@@ -536,8 +536,6 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// Both inputs keyed by their equality keys into the keyed co-process function `op`.
-    #[allow(clippy::too_many_arguments)]
     /// The outer interval join operator over `core`, on the join keys (`IntervalJoin` and
     /// `WindowIntervalJoin` plans; `times` are the row-time columns the operator reads).
     fn outer_interval_join(
@@ -559,6 +557,8 @@ impl<'a> Translator<'a> {
         self.keyed_join(left, right, left_keys, right_keys, op, &name, what)
     }
 
+    /// Both inputs keyed by their equality keys into the keyed co-process function `op`.
+    #[allow(clippy::too_many_arguments)]
     fn keyed_join<F>(
         &mut self,
         left: &Plan,
